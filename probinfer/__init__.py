@@ -1,0 +1,13 @@
+"""probinfer: composable, jit-compiled Bayesian inference on JAX.
+
+``pi.sample`` is the one-call door; ``probinfer.mcmc`` holds the building blocks.
+"""
+
+from probinfer import mcmc
+from probinfer.api import sample
+from probinfer.diagnostics import summary
+from probinfer.model import LogDensity, from_numpyro
+
+__version__ = "0.1.0"
+
+__all__ = ["LogDensity", "from_numpyro", "mcmc", "sample", "summary"]

@@ -1,0 +1,219 @@
+"""`sample`: the one-call door to MCMC, thin glue over the model front end and the driver."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from probinfer import mcmc
+from probinfer.model import LogDensity, prepare
+from probinfer.run import (
+    CHAIN_METHODS,
+    SamplerConfig,
+    check_initial_positions,
+    choose_chunk_size,
+    find_initial_positions,
+    run_chains,
+)
+
+SAMPLER_SETTINGS = (
+    "target_acceptance",
+    "is_mass_matrix_dense",
+    "step_size",
+    "chain_method",
+    "chunk_size",
+)
+
+
+def default_chain_method(method: str) -> str:
+    """How chains are mapped when the user does not say.
+
+    On CPU, NUTS chains run ``sequential`` inside one compiled program: vectorized NUTS
+    chains move in lock step and each pays for the longest trajectory of the group,
+    while on a CPU vectorizing a handful of chains buys little. On GPU/TPU, and for the
+    fixed-cost kernels (RWM, MALA, HMC) everywhere, chains are ``vectorized``.
+
+    Args:
+        method: the sampling method name.
+
+    Returns:
+        ``"vectorized"`` or ``"sequential"``.
+    """
+    if method == "nuts" and jax.default_backend() == "cpu":
+        return "sequential"
+    return "vectorized"
+
+
+def _split_keywords(
+    model: Callable[..., Any] | LogDensity, algorithm: mcmc.Algorithm, kwargs: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Route keywords to the model (by its signature) or to the sampler settings."""
+    algorithm_options = set(algorithm.build_options) | set(_step_parameter_names(algorithm))
+    setting_names = algorithm_options | set(SAMPLER_SETTINGS)
+    model_parameters: set[str] = set()
+    if not isinstance(model, LogDensity):
+        model_parameters = set(inspect.signature(model).parameters)
+    model_kwargs, settings = {}, {}
+    for name, value in kwargs.items():
+        if name in model_parameters:
+            model_kwargs[name] = value
+        elif name in setting_names:
+            settings[name] = value
+        else:
+            raise TypeError(
+                f"unknown keyword `{name}`: it is neither a parameter of the model nor a "
+                f"setting of method '{algorithm.name}' (settings: {sorted(setting_names)})."
+            )
+    return model_kwargs, settings
+
+
+def _step_parameter_names(algorithm: mcmc.Algorithm) -> list[str]:
+    kernel = algorithm.build_kernel()
+    return list(inspect.signature(kernel).parameters)[5:]
+
+
+def _check_count(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _check_init_positions(spec: Any, data: Any, init_positions: Any, num_chains: int) -> Any:
+    prototype = spec.initial_positions(jax.random.key(0), num_chains)
+    expected = jax.tree.structure(prototype)
+    given = jax.tree.structure(init_positions)
+    if expected != given:
+        raise ValueError(
+            f"`init_positions` has structure {given}, expected {expected} (one entry per "
+            "latent site, in unconstrained space, with a leading chain axis)."
+        )
+    for want, got in zip(jax.tree.leaves(prototype), jax.tree.leaves(init_positions), strict=True):
+        if jnp.shape(got) != want.shape:
+            raise ValueError(
+                f"`init_positions` leaf has shape {jnp.shape(got)}, expected {want.shape} "
+                f"(leading axis = chains = {num_chains})."
+            )
+    init_positions = jax.tree.map(lambda x, p: jnp.asarray(x, p.dtype), init_positions, prototype)
+    check_initial_positions(spec.bind(data), init_positions)
+    return init_positions
+
+
+def sample(
+    model: Callable[..., Any] | LogDensity,
+    *args: Any,
+    method: str = "nuts",
+    chains: int = 4,
+    warmup: int = 1000,
+    draws: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+    init_positions: Any = None,
+    **kwargs: Any,
+) -> az.InferenceData:
+    """Draw posterior samples with MCMC and return them as ArviZ ``InferenceData``.
+
+    Warm-up is Stan's window adaptation (step size by dual averaging, inverse mass
+    matrix from windowed Welford estimates; dense when the dimension is <= 200).
+
+    Args:
+        model: a NumPyro model function (called as ``model(*args, **model_kwargs)``) or a
+            :class:`probinfer.LogDensity`.
+        *args: the model's positional arguments (data as arrays).
+        method: "nuts", "hmc", "mala" or "rwm".
+        chains: number of chains, each started at a distinct point.
+        warmup: adaptation steps per chain (discarded).
+        draws: kept draws per chain.
+        seed: integer seed; the same seed gives the same draws.
+        progress: show a progress bar.
+        init_positions: exact starting points in unconstrained space, a pytree with a
+            leading chain axis (a dict of site name to array for NumPyro models).
+        **kwargs: keywords the model accepts go to the model; the rest are settings:
+            ``target_acceptance``, ``is_mass_matrix_dense``, ``step_size`` (initial step
+            size), ``chain_method`` ("vectorized" or "sequential"), ``chunk_size``, and the
+            method's options (``max_num_doublings``, ``divergence_threshold`` for NUTS,
+            ``num_integration_steps`` for HMC).
+
+    Returns:
+        ``InferenceData`` with ``posterior`` (constrained sites, ``(chain, draw, ...)``),
+        ``sample_stats`` (``lp``, ``diverging``, ``acceptance_rate``, ``step_size``,
+        ``n_steps`` = gradient evaluations per draw, ``tree_depth``, ``energy``) and
+        ``attrs`` (method, seed, ``compile_seconds``, ``warmup_seconds``,
+        ``sampling_seconds``).
+
+    Raises:
+        ValueError: for an unknown method, bad counts, discrete latent sites, or no finite
+            starting point.
+        TypeError: for unknown keywords.
+
+    Example:
+        >>> import numpyro, numpyro.distributions as dist, jax.numpy as jnp
+        >>> import probinfer as pi
+        >>> def model(y):
+        ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+        ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> idata = pi.sample(model, jnp.array([0.3, -0.1, 0.8]), warmup=200, draws=200,
+        ...                   progress=False)
+        >>> idata.posterior["mu"].shape
+        (4, 200)
+    """
+    if method not in mcmc.ALGORITHMS:
+        raise ValueError(
+            f"unknown method {method!r}; `pi.sample` supports {sorted(mcmc.ALGORITHMS)}."
+        )
+    chains = _check_count("chains", chains, 1)
+    warmup = _check_count("warmup", warmup, 0)
+    draws = _check_count("draws", draws, 1)
+    algorithm = mcmc.ALGORITHMS[method]
+    model_kwargs, settings = _split_keywords(model, algorithm, kwargs)
+    chain_method = settings.pop("chain_method", None) or default_chain_method(method)
+    if chain_method not in CHAIN_METHODS:
+        raise ValueError(f"`chain_method` must be one of {CHAIN_METHODS}, got {chain_method!r}.")
+    step_size = settings.pop("step_size", None)
+    if step_size is not None:
+        mcmc._algorithm.check_step_size(step_size)
+    chunk_size = settings.pop("chunk_size", None) or choose_chunk_size(warmup, draws)
+    config = SamplerConfig(
+        algorithm=method,
+        options=tuple(sorted((k, v) for k, v in settings.items()
+                             if k not in ("target_acceptance", "is_mass_matrix_dense"))),
+        is_mass_matrix_dense=settings.get("is_mass_matrix_dense"),
+        target_acceptance=settings.get("target_acceptance"),
+        initial_step_size=None if step_size is None else float(step_size),
+        chain_method=chain_method,
+        chunk_size=_check_count("chunk_size", chunk_size, 1),
+    )
+    mcmc.window_adaptation(algorithm, lambda x: x, **dict(config.options),
+                           target_acceptance=config.target_acceptance)  # validates settings
+
+    spec, data = prepare(model, args, model_kwargs)
+    key = jax.random.key(seed)
+    key_init, key_run = jax.random.split(key)
+    if init_positions is None:
+        positions = find_initial_positions(spec, data, key_init, chains)
+    else:
+        positions = _check_init_positions(spec, data, init_positions, chains)
+    result = run_chains(
+        spec, data, config, key_run, positions,
+        num_warmup=warmup, num_draws=draws, progress=progress,
+    )
+    attrs = {
+        "method": method,
+        "seed": seed,
+        "chain_method": chain_method,
+        "num_warmup": warmup,
+        "compile_seconds": result.compile_seconds,
+        "warmup_seconds": result.warmup_seconds,
+        "sampling_seconds": result.sampling_seconds,
+        "inference_library": "probinfer",
+    }
+    sample_stats = {k: v for k, v in result.stats.items() if k != "num_nonfinite"}
+    idata = az.from_dict(posterior=result.draws, sample_stats=sample_stats, attrs=attrs)
+    num_nonfinite = int(result.stats["num_nonfinite"].sum())
+    idata.attrs["num_nonfinite_proposals"] = num_nonfinite
+    return idata

@@ -1,0 +1,44 @@
+"""MCMC building blocks: kernels, integrators and warm-up adaptation.
+
+Each algorithm (:data:`rwm`, :data:`mala`, :data:`hmc`, :data:`nuts`) is an
+:class:`Algorithm`: call it to get a :class:`Kernel` ``(init, step)`` closed over a target,
+or use its ``init`` and ``build_kernel`` to change parameters between steps.
+"""
+
+from probinfer.mcmc._algorithm import Algorithm
+from probinfer.mcmc._base import GradientState, Kernel, TransitionInfo
+from probinfer.mcmc._hmc import hmc
+from probinfer.mcmc._mala import mala
+from probinfer.mcmc._nuts import nuts
+from probinfer.mcmc._rwm import RWMState, rwm
+from probinfer.mcmc._window_adaptation import (
+    DENSE_MASS_MATRIX_MAX_DIM,
+    WarmupSchedule,
+    WindowAdaptation,
+    WindowAdaptationState,
+    build_schedule,
+    find_reasonable_step_size,
+    window_adaptation,
+)
+
+ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (rwm, mala, hmc, nuts)}
+
+__all__ = [
+    "ALGORITHMS",
+    "DENSE_MASS_MATRIX_MAX_DIM",
+    "Algorithm",
+    "GradientState",
+    "Kernel",
+    "RWMState",
+    "TransitionInfo",
+    "WarmupSchedule",
+    "WindowAdaptation",
+    "WindowAdaptationState",
+    "build_schedule",
+    "find_reasonable_step_size",
+    "hmc",
+    "mala",
+    "nuts",
+    "rwm",
+    "window_adaptation",
+]

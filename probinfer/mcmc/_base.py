@@ -1,0 +1,98 @@
+"""The kernel contract shared by every MCMC algorithm.
+
+A kernel is a pair of pure functions: ``init(position) -> State`` and
+``step(key, state) -> (State, Info)``. ``State`` carries what the next step needs;
+``Info`` carries diagnostics only.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, PRNGKeyArray
+
+PyTree = Any
+LogDensityFn = Callable[[PyTree], Array]
+
+
+class Kernel(NamedTuple):
+    """An MCMC kernel closed over its target and parameters.
+
+    Attributes:
+        init: ``init(position) -> State``; ``position`` is any pytree of arrays.
+        step: ``step(key, state) -> (State, Info)``; pure and jittable.
+    """
+
+    init: Callable[[PyTree], Any]
+    step: Callable[[PRNGKeyArray, Any], tuple[Any, Any]]
+
+
+class GradientState(NamedTuple):
+    """State of the gradient-based kernels (MALA, HMC, NUTS).
+
+    Attributes:
+        position: the current point, any pytree of arrays.
+        logdensity: log density at ``position``, a scalar.
+        logdensity_grad: gradient of the log density, same structure as ``position``.
+    """
+
+    position: PyTree
+    logdensity: Array
+    logdensity_grad: PyTree
+
+
+class TransitionInfo(NamedTuple):
+    """Diagnostics of one transition, common to every kernel.
+
+    Attributes:
+        acceptance_rate: Metropolis acceptance probability of the proposal (for NUTS, the
+            mean over the trajectory, as Stan reports it); the quantity that step-size
+            adaptation targets.
+        is_accepted: whether the chain moved.
+        is_divergent: whether the energy error exceeded the divergence threshold.
+        num_grad_evals: number of log-density gradient evaluations (for random-walk
+            Metropolis, log-density evaluations).
+        num_nonfinite: number of proposals whose log density was NaN or infinite and
+            were therefore rejected.
+        tree_depth: NUTS trajectory doublings (0 for the other kernels).
+        energy: Hamiltonian at the new state (minus the log density for RWM).
+    """
+
+    acceptance_rate: Array
+    is_accepted: Array
+    is_divergent: Array
+    num_grad_evals: Array
+    num_nonfinite: Array
+    tree_depth: Array
+    energy: Array
+
+
+def init_gradient_state(position: PyTree, logdensity_fn: LogDensityFn) -> GradientState:
+    """Evaluate the log density and its gradient at ``position``.
+
+    Args:
+        position: any pytree of arrays.
+        logdensity_fn: maps a position to a scalar log density.
+
+    Returns:
+        The :class:`GradientState` at ``position``.
+    """
+    logdensity, logdensity_grad = jax.value_and_grad(logdensity_fn)(position)
+    return GradientState(position, logdensity, logdensity_grad)
+
+
+def safe_log_ratio(log_numerator: Array, log_denominator: Array) -> tuple[Array, Array]:
+    """Return ``min(0, log_numerator - log_denominator)`` with non-finite values mapped to -inf.
+
+    Args:
+        log_numerator: log density (or minus energy) of the proposal, a scalar.
+        log_denominator: log density (or minus energy) of the current state, a scalar.
+
+    Returns:
+        The log acceptance probability and a flag saying the proposal was non-finite.
+    """
+    delta = log_numerator - log_denominator
+    is_nonfinite = ~jnp.isfinite(delta)
+    log_accept = jnp.where(is_nonfinite, -jnp.inf, jnp.minimum(delta, 0.0))
+    return log_accept, is_nonfinite

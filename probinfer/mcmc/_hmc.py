@@ -1,0 +1,77 @@
+"""Hamiltonian Monte Carlo with a static number of leapfrog steps (Duane et al., 1987; Neal, 2011).
+
+Draw ``p ~ Normal(0, M)``, integrate Hamiltonian dynamics with ``H(x, p) = -log p(x) +
+p^T M^{-1} p / 2`` for ``num_integration_steps`` leapfrog steps of size ``eps``, and accept
+the end point with probability ``min(1, exp(H_0 - H_L))``.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, PRNGKeyArray
+
+from probinfer.mcmc._algorithm import Algorithm
+from probinfer.mcmc._base import (
+    GradientState,
+    LogDensityFn,
+    TransitionInfo,
+    init_gradient_state,
+    safe_log_ratio,
+)
+from probinfer.mcmc._integrators import IntegratorState, leapfrog
+from probinfer.mcmc._metric import euclidean_metric
+
+
+def build_kernel(divergence_threshold: float = 1000.0) -> object:
+    """Build the raw HMC kernel.
+
+    Args:
+        divergence_threshold: energy error above which a trajectory is flagged divergent.
+
+    Returns:
+        ``kernel(key, state, logdensity_fn, step_size, inverse_mass_matrix,
+        num_integration_steps=16)``.
+    """
+
+    def kernel(
+        key: PRNGKeyArray,
+        state: GradientState,
+        logdensity_fn: LogDensityFn,
+        step_size: Array,
+        inverse_mass_matrix: Array,
+        num_integration_steps: int | Array = 16,
+    ) -> tuple[GradientState, TransitionInfo]:
+        key_momentum, key_accept = jax.random.split(key)
+        flat, unravel = ravel_pytree(state.position)
+        grad, _ = ravel_pytree(state.logdensity_grad)
+        metric = euclidean_metric(inverse_mass_matrix)
+        step = leapfrog(lambda x: logdensity_fn(unravel(x)), metric.velocity)
+
+        momentum = metric.sample_momentum(key_momentum)
+        start = IntegratorState(flat, momentum, state.logdensity, grad)
+        end = jax.lax.fori_loop(
+            0, num_integration_steps, lambda _, s: step(s, step_size), start
+        )
+        energy_start = -start.logdensity + metric.kinetic_energy(start.momentum)
+        energy_end = -end.logdensity + metric.kinetic_energy(end.momentum)
+        log_accept, is_nonfinite = safe_log_ratio(-energy_end, -energy_start)
+        is_divergent = is_nonfinite | (energy_end - energy_start > divergence_threshold)
+        is_accepted = jnp.log(jax.random.uniform(key_accept, dtype=flat.dtype)) < log_accept
+
+        proposal = GradientState(unravel(end.position), end.logdensity, unravel(end.logdensity_grad))
+        new_state = jax.tree.map(lambda new, old: jnp.where(is_accepted, new, old), proposal, state)
+        info = TransitionInfo(
+            acceptance_rate=jnp.exp(log_accept),
+            is_accepted=is_accepted,
+            is_divergent=is_divergent,
+            num_grad_evals=jnp.asarray(num_integration_steps, jnp.int32),
+            num_nonfinite=is_nonfinite.astype(jnp.int32),
+            tree_depth=jnp.asarray(0, jnp.int32),
+            energy=jnp.where(is_accepted, energy_end, energy_start),
+        )
+        return new_state, info
+
+    return kernel
+
+
+hmc = Algorithm("hmc", init_gradient_state, build_kernel, target_acceptance=0.8, uses_gradient=True)

@@ -1,0 +1,52 @@
+"""The leapfrog (velocity Verlet) integrator for Hamiltonian dynamics on flat vectors."""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+from jaxtyping import Array
+
+
+class IntegratorState(NamedTuple):
+    """A point in phase space, flat.
+
+    Attributes:
+        position: flat position, shape ``(dim,)``.
+        momentum: flat momentum, shape ``(dim,)``.
+        logdensity: log density at ``position``.
+        logdensity_grad: gradient at ``position``, shape ``(dim,)``.
+    """
+
+    position: Array
+    momentum: Array
+    logdensity: Array
+    logdensity_grad: Array
+
+
+def leapfrog(
+    flat_logdensity_fn: Callable[[Array], Array],
+    velocity_fn: Callable[[Array], Array],
+) -> Callable[[IntegratorState, Array], IntegratorState]:
+    """Build one leapfrog step ``(state, step_size) -> state``.
+
+    With ``U = -log p``: ``p_{1/2} = p + (eps/2) grad log p(x)``,
+    ``x' = x + eps M^{-1} p_{1/2}``, ``p' = p_{1/2} + (eps/2) grad log p(x')``.
+    A negative ``step_size`` integrates backward in time (used by NUTS).
+
+    Args:
+        flat_logdensity_fn: log density of a flat position.
+        velocity_fn: ``p -> M^{-1} p`` for the metric.
+
+    Returns:
+        The step function; one gradient evaluation per call.
+    """
+    value_and_grad = jax.value_and_grad(flat_logdensity_fn)
+
+    def step(state: IntegratorState, step_size: Array) -> IntegratorState:
+        momentum = state.momentum + 0.5 * step_size * state.logdensity_grad
+        position = state.position + step_size * velocity_fn(momentum)
+        logdensity, logdensity_grad = value_and_grad(position)
+        momentum = momentum + 0.5 * step_size * logdensity_grad
+        return IntegratorState(position, momentum, logdensity, logdensity_grad)
+
+    return step

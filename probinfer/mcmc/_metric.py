@@ -1,0 +1,90 @@
+"""Euclidean metrics: momentum sampling, kinetic energy and velocity for a mass matrix.
+
+The metric is given by its *inverse* mass matrix ``M^{-1}``, which adaptation estimates as
+the posterior covariance: a 1-D array is a diagonal, a 2-D array is dense. All functions
+act on flat (raveled) vectors.
+"""
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+from jaxtyping import Array, Float, PRNGKeyArray
+
+
+class Metric(NamedTuple):
+    """Functions of one Euclidean metric, acting on flat vectors of length ``dim``.
+
+    Attributes:
+        sample_momentum: ``key -> p`` with ``p ~ Normal(0, M)``.
+        kinetic_energy: ``p -> 0.5 p^T M^{-1} p``.
+        velocity: ``p -> M^{-1} p`` (Stan's ``p_sharp``).
+        scale: ``z -> L z`` with ``L L^T = M^{-1}``: turns standard normal noise into
+            noise with covariance ``M^{-1}`` (the random-walk and Langevin proposals).
+        mahalanobis: ``r -> r^T M r``, the squared norm of a displacement under the
+            covariance ``M^{-1}`` (the Langevin proposal density).
+    """
+
+    sample_momentum: Callable[[PRNGKeyArray], Array]
+    kinetic_energy: Callable[[Array], Array]
+    velocity: Callable[[Array], Array]
+    scale: Callable[[Array], Array]
+    mahalanobis: Callable[[Array], Array]
+
+
+def euclidean_metric(inverse_mass_matrix: Float[Array, "dim"] | Float[Array, "dim dim"]) -> Metric:
+    """Build the :class:`Metric` for a diagonal (1-D) or dense (2-D) inverse mass matrix.
+
+    Args:
+        inverse_mass_matrix: shape ``(dim,)`` for a diagonal metric or ``(dim, dim)``
+            (symmetric positive definite) for a dense one.
+
+    Returns:
+        The metric's functions.
+    """
+    if jnp.ndim(inverse_mass_matrix) == 1:
+        sqrt_inverse_mass = jnp.sqrt(inverse_mass_matrix)
+
+        def sample_momentum(key: PRNGKeyArray) -> Array:
+            z = jax.random.normal(key, inverse_mass_matrix.shape, inverse_mass_matrix.dtype)
+            return z / sqrt_inverse_mass
+
+        def velocity(momentum: Array) -> Array:
+            return inverse_mass_matrix * momentum
+
+        def scale(noise: Array) -> Array:
+            return sqrt_inverse_mass * noise
+
+        def mahalanobis(displacement: Array) -> Array:
+            return jnp.sum(displacement**2 / inverse_mass_matrix)
+
+    elif jnp.ndim(inverse_mass_matrix) == 2:
+        # M^{-1} = L L^T, so M = L^{-T} L^{-1} and p = L^{-T} z has covariance M.
+        cholesky = jnp.linalg.cholesky(inverse_mass_matrix)
+
+        def sample_momentum(key: PRNGKeyArray) -> Array:
+            z = jax.random.normal(key, inverse_mass_matrix.shape[:1], inverse_mass_matrix.dtype)
+            return jsl.solve_triangular(cholesky, z, lower=True, trans="T")
+
+        def velocity(momentum: Array) -> Array:
+            return inverse_mass_matrix @ momentum
+
+        def scale(noise: Array) -> Array:
+            return cholesky @ noise
+
+        def mahalanobis(displacement: Array) -> Array:
+            whitened = jsl.solve_triangular(cholesky, displacement, lower=True)
+            return jnp.sum(whitened**2)
+
+    else:
+        raise ValueError(
+            "`inverse_mass_matrix` must be 1-D (diagonal) or 2-D (dense), got shape "
+            f"{jnp.shape(inverse_mass_matrix)}; pass a vector of variances or a covariance matrix."
+        )
+
+    def kinetic_energy(momentum: Array) -> Array:
+        return 0.5 * jnp.dot(momentum, velocity(momentum))
+
+    return Metric(sample_momentum, kinetic_energy, velocity, scale, mahalanobis)

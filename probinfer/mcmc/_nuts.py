@@ -1,0 +1,300 @@
+"""The No-U-Turn Sampler with multinomial trajectory sampling (Hoffman & Gelman, 2014;
+Betancourt, 2017), as Stan implements it.
+
+One transition draws ``p ~ Normal(0, M)`` and doubles a leapfrog trajectory in a random
+direction until it turns back on itself, diverges, or reaches ``2^max_num_doublings``
+steps. Each doubling builds a new subtree leaf by leaf; the next state is sampled from the
+trajectory with weights ``exp(-H)``: uniformly (multinomially) inside a subtree and biased
+towards the new subtree when merging (Betancourt, 2017, appendix A).
+
+The U-turn criterion is the generalized one on momenta: a span with momentum sum ``rho`` and
+end velocities ``v_-``, ``v_+`` (``v = M^{-1} p``) has turned when ``v_- . rho <= 0`` or
+``v_+ . rho <= 0``. Like Stan (since 2.23), every merge of two spans checks the merged span
+and also the two spans extended by one point of the other, which catches the U-turns a
+pure power-of-two check misses.
+
+The subtree is built iteratively in one ``while_loop`` over leaves (one gradient each), so
+a transition's cost is exactly its number of leapfrog steps. The U-turn checks of every
+completed sub-span are done in one vectorized pass per leaf from per-level checkpoints,
+rather than by recursion.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, PRNGKeyArray
+
+from probinfer.mcmc._algorithm import Algorithm
+from probinfer.mcmc._base import GradientState, LogDensityFn, TransitionInfo, init_gradient_state
+from probinfer.mcmc._integrators import IntegratorState, leapfrog
+from probinfer.mcmc._metric import euclidean_metric
+
+
+class _Checkpoints(NamedTuple):
+    """Per-level memory of the subtree under construction, arrays of shape (levels, dim).
+
+    Level ``k`` describes the latest span of ``2^k`` leaves aligned at a multiple of ``2^k``:
+    its first leaf's velocity and momentum and the momentum sum before it
+    (``start_*``), and the last leaf of the latest *completed* such span (``end_*``).
+    """
+
+    start_velocity: Array
+    start_momentum: Array
+    start_momentum_sum: Array
+    end_velocity: Array
+    end_momentum: Array
+
+
+class _LoopState(NamedTuple):
+    # The trajectory built so far (its two ends in time order, left = backward end).
+    left: IntegratorState
+    right: IntegratorState
+    momentum_sum: Array
+    log_weight: Array
+    proposal: IntegratorState
+    proposal_energy: Array
+    num_doublings: Array
+    # The subtree under construction.
+    direction: Array
+    leaf_index: Array
+    leaf: IntegratorState
+    subtree_momentum_sum: Array
+    subtree_log_weight: Array
+    subtree_proposal: IntegratorState
+    subtree_proposal_energy: Array
+    checkpoints: _Checkpoints
+    # Bookkeeping.
+    is_done: Array
+    is_divergent: Array
+    sum_acceptance: Array
+    num_leaves: Array
+    num_nonfinite: Array
+
+
+def _is_turning(velocity_left: Array, velocity_right: Array, momentum_sum: Array) -> Array:
+    return (jnp.dot(velocity_left, momentum_sum) <= 0) | (jnp.dot(velocity_right, momentum_sum) <= 0)
+
+
+def _select(condition: Array, on_true: object, on_false: object) -> object:
+    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
+
+
+def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000.0) -> object:
+    """Build the raw NUTS kernel.
+
+    Args:
+        max_num_doublings: maximum tree depth; a transition takes at most
+            ``2^max_num_doublings - 1`` leapfrog steps.
+        divergence_threshold: energy error ``H - H_0`` above which the trajectory is
+            flagged divergent and the subtree being built is discarded.
+
+    Returns:
+        ``kernel(key, state, logdensity_fn, step_size, inverse_mass_matrix)``.
+
+    Raises:
+        ValueError: if ``max_num_doublings`` is not a positive integer.
+    """
+    if not isinstance(max_num_doublings, int) or max_num_doublings < 1:
+        raise ValueError(
+            f"`max_num_doublings` must be a positive int, got {max_num_doublings!r}; "
+            "Stan's default is 10."
+        )
+    num_levels = max_num_doublings + 1
+    levels = jnp.arange(num_levels)
+    level_sizes = 2**levels
+
+    def kernel(
+        key: PRNGKeyArray,
+        state: GradientState,
+        logdensity_fn: LogDensityFn,
+        step_size: Array,
+        inverse_mass_matrix: Array,
+    ) -> tuple[GradientState, TransitionInfo]:
+        key_momentum, key_direction, key_leaf, key_merge = jax.random.split(key, 4)
+        flat, unravel = ravel_pytree(state.position)
+        grad, _ = ravel_pytree(state.logdensity_grad)
+        dtype = flat.dtype
+        metric = euclidean_metric(inverse_mass_matrix)
+        integrate = leapfrog(lambda x: logdensity_fn(unravel(x)), metric.velocity)
+
+        def energy(point: IntegratorState) -> Array:
+            value = -point.logdensity + metric.kinetic_energy(point.momentum)
+            return jnp.where(jnp.isnan(value), jnp.inf, value)
+
+        momentum = metric.sample_momentum(key_momentum)
+        initial = IntegratorState(flat, momentum, state.logdensity, grad)
+        initial_energy = energy(initial)
+        zeros_levels = jnp.zeros((num_levels, flat.shape[0]), dtype)
+        checkpoints = _Checkpoints(*(zeros_levels,) * 5)
+
+        def body(loop: _LoopState) -> _LoopState:
+            is_new_subtree = loop.leaf_index == 0
+            draw_direction = jax.random.bernoulli(jax.random.fold_in(key_direction, loop.num_doublings))
+            direction = jnp.where(is_new_subtree, jnp.where(draw_direction, 1, -1), loop.direction)
+            start = _select(
+                is_new_subtree, _select(direction > 0, loop.right, loop.left), loop.leaf
+            )
+            leaf = integrate(start, direction * step_size)
+            leaf_energy = energy(leaf)
+            delta = leaf_energy - initial_energy
+            is_nonfinite = ~jnp.isfinite(delta)
+            is_divergent = is_nonfinite | (delta > divergence_threshold)
+            leaf_log_weight = -delta
+
+            # Uniform progressive sampling inside the subtree.
+            previous_log_weight = jnp.where(is_new_subtree, -jnp.inf, loop.subtree_log_weight)
+            subtree_log_weight = jnp.logaddexp(previous_log_weight, leaf_log_weight)
+            key_this_leaf = jax.random.fold_in(key_leaf, loop.num_leaves)
+            take_leaf = jnp.log(jax.random.uniform(key_this_leaf, dtype=dtype)) < (
+                leaf_log_weight - subtree_log_weight
+            )
+            take_leaf = take_leaf | is_new_subtree
+            subtree_proposal = _select(take_leaf, leaf, loop.subtree_proposal)
+            subtree_proposal_energy = jnp.where(take_leaf, leaf_energy, loop.subtree_proposal_energy)
+
+            # U-turn checks of every span that this leaf completes.
+            n = loop.leaf_index
+            velocity = metric.velocity(leaf.momentum)
+            sum_before = jnp.where(is_new_subtree, jnp.zeros_like(flat), loop.subtree_momentum_sum)
+            sum_including = sum_before + leaf.momentum
+            ckpt = loop.checkpoints
+            starts_here = (n % level_sizes == 0)[:, None]
+            ckpt = ckpt._replace(
+                start_velocity=jnp.where(starts_here, velocity, ckpt.start_velocity),
+                start_momentum=jnp.where(starts_here, leaf.momentum, ckpt.start_momentum),
+                start_momentum_sum=jnp.where(starts_here, sum_before, ckpt.start_momentum_sum),
+            )
+            subtree_depth = loop.num_doublings
+            completes = ((n + 1) % level_sizes == 0) & (levels >= 1) & (levels <= subtree_depth)
+            # Span of level k = halves A (first) and B (second), each of level k - 1.
+            node_start_v = ckpt.start_velocity[1:]
+            half_b_start_v = ckpt.start_velocity[:-1]
+            half_b_start_p = ckpt.start_momentum[:-1]
+            half_a_end_v = ckpt.end_velocity[:-1]
+            half_a_end_p = ckpt.end_momentum[:-1]
+            sum_node = sum_including - ckpt.start_momentum_sum[1:]
+            sum_a = ckpt.start_momentum_sum[:-1] - ckpt.start_momentum_sum[1:]
+            sum_b = sum_including - ckpt.start_momentum_sum[:-1]
+            turn = jax.vmap(_is_turning, in_axes=(0, None, 0))
+            turn_pairs = jax.vmap(_is_turning)
+            is_turning_levels = (
+                turn(node_start_v, velocity, sum_node)
+                | turn_pairs(node_start_v, half_b_start_v, sum_a + half_b_start_p)
+                | turn(half_a_end_v, velocity, sum_b + half_a_end_p)
+            )
+            is_subtree_turning = jnp.any(completes[1:] & is_turning_levels)
+            ends_here = ((n + 1) % level_sizes == 0)[:, None]
+            ckpt = ckpt._replace(
+                end_velocity=jnp.where(ends_here, velocity, ckpt.end_velocity),
+                end_momentum=jnp.where(ends_here, leaf.momentum, ckpt.end_momentum),
+            )
+
+            is_subtree_invalid = is_subtree_turning | is_divergent
+            is_subtree_complete = n + 1 == 2**subtree_depth
+            is_subtree_over = is_subtree_invalid | is_subtree_complete
+
+            # Merging a valid complete subtree into the trajectory (used only if it ends here).
+            forward = direction > 0
+            first_velocity = ckpt.start_velocity[subtree_depth]
+            first_momentum = ckpt.start_momentum[subtree_depth]
+            old_left_velocity = metric.velocity(loop.left.momentum)
+            old_right_velocity = metric.velocity(loop.right.momentum)
+            # Time order: the backward part ("bck") then the forward part ("fwd").
+            bck_left_v = jnp.where(forward, old_left_velocity, velocity)
+            bck_right_v = jnp.where(forward, old_right_velocity, first_velocity)
+            bck_right_p = jnp.where(forward, loop.right.momentum, first_momentum)
+            fwd_left_v = jnp.where(forward, first_velocity, old_left_velocity)
+            fwd_left_p = jnp.where(forward, first_momentum, loop.left.momentum)
+            fwd_right_v = jnp.where(forward, velocity, old_right_velocity)
+            sum_bck = jnp.where(forward, loop.momentum_sum, sum_including)
+            sum_fwd = jnp.where(forward, sum_including, loop.momentum_sum)
+            merged_sum = loop.momentum_sum + sum_including
+            is_trajectory_turning = (
+                _is_turning(bck_left_v, fwd_right_v, merged_sum)
+                | _is_turning(bck_left_v, fwd_left_v, sum_bck + fwd_left_p)
+                | _is_turning(bck_right_v, fwd_right_v, sum_fwd + bck_right_p)
+            )
+            key_this_merge = jax.random.fold_in(key_merge, loop.num_doublings)
+            take_subtree = jnp.log(jax.random.uniform(key_this_merge, dtype=dtype)) < (
+                subtree_log_weight - loop.log_weight
+            )
+            merges = is_subtree_complete & ~is_subtree_invalid
+            take = merges & take_subtree
+            num_doublings = jnp.where(is_subtree_over, loop.num_doublings + 1, loop.num_doublings)
+            is_done = (is_subtree_over & (is_subtree_invalid | is_trajectory_turning)) | (
+                num_doublings >= max_num_doublings
+            )
+
+            return _LoopState(
+                left=_select(merges & ~forward, leaf, loop.left),
+                right=_select(merges & forward, leaf, loop.right),
+                momentum_sum=jnp.where(merges, merged_sum, loop.momentum_sum),
+                log_weight=jnp.where(
+                    merges, jnp.logaddexp(loop.log_weight, subtree_log_weight), loop.log_weight
+                ),
+                proposal=_select(take, subtree_proposal, loop.proposal),
+                proposal_energy=jnp.where(take, subtree_proposal_energy, loop.proposal_energy),
+                num_doublings=num_doublings,
+                direction=direction,
+                leaf_index=jnp.where(is_subtree_over, 0, n + 1),
+                leaf=leaf,
+                subtree_momentum_sum=sum_including,
+                subtree_log_weight=subtree_log_weight,
+                subtree_proposal=subtree_proposal,
+                subtree_proposal_energy=subtree_proposal_energy,
+                checkpoints=ckpt,
+                is_done=is_done,
+                is_divergent=loop.is_divergent | is_divergent,
+                sum_acceptance=loop.sum_acceptance + jnp.where(
+                    is_nonfinite, 0.0, jnp.minimum(1.0, jnp.exp(-delta))
+                ),
+                num_leaves=loop.num_leaves + 1,
+                num_nonfinite=loop.num_nonfinite + is_nonfinite.astype(jnp.int32),
+            )
+
+        zero = jnp.zeros((), dtype)
+        loop = _LoopState(
+            left=initial,
+            right=initial,
+            momentum_sum=momentum,
+            log_weight=zero,
+            proposal=initial,
+            proposal_energy=initial_energy,
+            num_doublings=jnp.asarray(0, jnp.int32),
+            direction=jnp.asarray(1, jnp.int32),
+            leaf_index=jnp.asarray(0, jnp.int32),
+            leaf=initial,
+            subtree_momentum_sum=jnp.zeros_like(flat),
+            subtree_log_weight=-jnp.inf * jnp.ones((), dtype),
+            subtree_proposal=initial,
+            subtree_proposal_energy=initial_energy,
+            checkpoints=checkpoints,
+            is_done=jnp.asarray(False),
+            is_divergent=jnp.asarray(False),
+            sum_acceptance=zero,
+            num_leaves=jnp.asarray(0, jnp.int32),
+            num_nonfinite=jnp.asarray(0, jnp.int32),
+        )
+        loop = jax.lax.while_loop(lambda s: ~s.is_done, body, loop)
+
+        proposal = loop.proposal
+        new_state = GradientState(
+            unravel(proposal.position), proposal.logdensity, unravel(proposal.logdensity_grad)
+        )
+        info = TransitionInfo(
+            acceptance_rate=loop.sum_acceptance / loop.num_leaves,
+            is_accepted=jnp.any(proposal.position != flat),
+            is_divergent=loop.is_divergent,
+            num_grad_evals=loop.num_leaves,
+            num_nonfinite=loop.num_nonfinite,
+            tree_depth=loop.num_doublings,
+            energy=loop.proposal_energy,
+        )
+        return new_state, info
+
+    return kernel
+
+
+nuts = Algorithm("nuts", init_gradient_state, build_kernel, target_acceptance=0.8, uses_gradient=True)

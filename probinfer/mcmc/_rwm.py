@@ -1,0 +1,86 @@
+"""Random-walk Metropolis with a Gaussian proposal.
+
+Proposal ``x' = x + eps * L z`` with ``z ~ Normal(0, I)`` and ``L L^T = C``, the proposal
+covariance (passed as ``inverse_mass_matrix`` so that adaptation treats every kernel alike);
+accepted with probability ``min(1, p(x') / p(x))`` (Metropolis et al., 1953).
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, PRNGKeyArray
+
+from probinfer.mcmc._algorithm import Algorithm
+from probinfer.mcmc._base import LogDensityFn, PyTree, TransitionInfo, safe_log_ratio
+from probinfer.mcmc._metric import euclidean_metric
+
+
+class RWMState(NamedTuple):
+    """State of random-walk Metropolis.
+
+    Attributes:
+        position: the current point, any pytree of arrays.
+        logdensity: log density at ``position``.
+    """
+
+    position: PyTree
+    logdensity: Array
+
+
+def init(position: PyTree, logdensity_fn: LogDensityFn) -> RWMState:
+    """Evaluate the log density at ``position``.
+
+    Args:
+        position: any pytree of arrays.
+        logdensity_fn: log density of a position.
+
+    Returns:
+        The initial :class:`RWMState`.
+    """
+    return RWMState(position, logdensity_fn(position))
+
+
+def build_kernel() -> object:
+    """Build the raw random-walk Metropolis kernel.
+
+    Returns:
+        ``kernel(key, state, logdensity_fn, step_size, inverse_mass_matrix)``.
+    """
+
+    def kernel(
+        key: PRNGKeyArray,
+        state: RWMState,
+        logdensity_fn: LogDensityFn,
+        step_size: Array,
+        inverse_mass_matrix: Array,
+    ) -> tuple[RWMState, TransitionInfo]:
+        key_proposal, key_accept = jax.random.split(key)
+        flat, unravel = ravel_pytree(state.position)
+        metric = euclidean_metric(inverse_mass_matrix)
+        noise = jax.random.normal(key_proposal, flat.shape, flat.dtype)
+        proposal = unravel(flat + step_size * metric.scale(noise))
+        proposal_logdensity = logdensity_fn(proposal)
+        log_accept, is_nonfinite = safe_log_ratio(proposal_logdensity, state.logdensity)
+        is_accepted = jnp.log(jax.random.uniform(key_accept, dtype=flat.dtype)) < log_accept
+        new_state = jax.tree.map(
+            lambda new, old: jnp.where(is_accepted, new, old),
+            RWMState(proposal, proposal_logdensity),
+            state,
+        )
+        info = TransitionInfo(
+            acceptance_rate=jnp.exp(log_accept),
+            is_accepted=is_accepted,
+            is_divergent=jnp.asarray(False),
+            num_grad_evals=jnp.asarray(1, jnp.int32),
+            num_nonfinite=is_nonfinite.astype(jnp.int32),
+            tree_depth=jnp.asarray(0, jnp.int32),
+            energy=-new_state.logdensity,
+        )
+        return new_state, info
+
+    return kernel
+
+
+rwm = Algorithm("rwm", init, build_kernel, target_acceptance=0.234, uses_gradient=False)

@@ -1,0 +1,300 @@
+"""Stan's windowed warm-up: step size by dual averaging, mass matrix by Welford windows.
+
+The warm-up of ``num_steps`` iterations is split (Stan reference manual, "HMC algorithm
+parameters") into an initial fast buffer (75 steps: step size only), a series of slow
+windows doubling from 25 steps (the inverse mass matrix is re-estimated from the draws of
+each window, then the step size adaptation restarts), and a terminal fast buffer
+(50 steps). For short warm-ups the buffers shrink to 15% / 75% / 10%.
+"""
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, PRNGKeyArray
+
+from probinfer.mcmc._algorithm import Algorithm, check_step_size
+from probinfer.mcmc._base import LogDensityFn, PyTree
+from probinfer.mcmc._dual_averaging import (
+    DualAveragingState,
+    dual_averaging_init,
+    dual_averaging_update,
+)
+from probinfer.mcmc._integrators import IntegratorState, leapfrog
+from probinfer.mcmc._metric import euclidean_metric
+from probinfer.mcmc._welford import (
+    WelfordState,
+    regularized_covariance,
+    welford_init,
+    welford_update,
+)
+
+DENSE_MASS_MATRIX_MAX_DIM = 200
+
+
+class WarmupSchedule(NamedTuple):
+    """Per-iteration flags of the warm-up, arrays of shape ``(num_steps,)``.
+
+    Attributes:
+        is_slow: the draw of this iteration feeds the mass-matrix estimate.
+        is_window_end: after this iteration the mass matrix is updated.
+    """
+
+    is_slow: Array
+    is_window_end: Array
+
+
+class WindowAdaptationState(NamedTuple):
+    """State of window adaptation for one chain.
+
+    Attributes:
+        mcmc_state: the kernel's state.
+        step_size: the step size used by the next transition.
+        inverse_mass_matrix: the current inverse mass matrix, ``(dim,)`` or ``(dim, dim)``.
+        dual_averaging: step-size adaptation state.
+        welford: running moments of the current slow window.
+        iteration: number of warm-up iterations done.
+    """
+
+    mcmc_state: Any
+    step_size: Array
+    inverse_mass_matrix: Array
+    dual_averaging: DualAveragingState
+    welford: WelfordState
+    iteration: Array
+
+
+class WindowAdaptation(NamedTuple):
+    """Window adaptation as a kernel-like pair, plus a one-call ``run``.
+
+    Attributes:
+        init: ``init(position) -> WindowAdaptationState``.
+        step: ``step(key, state, schedule) -> (state, info)``: one kernel transition
+            followed by the adaptation updates that ``schedule`` prescribes.
+        run: ``run(key, position, num_steps) -> (mcmc_state, parameters, info)``;
+            ``parameters`` is a dict with ``step_size`` and ``inverse_mass_matrix``.
+        parameters: ``parameters(state) -> dict``: the tuned parameters to sample with.
+    """
+
+    init: Callable[[PyTree], WindowAdaptationState]
+    step: Callable[[PRNGKeyArray, WindowAdaptationState, WarmupSchedule], tuple[Any, Any]]
+    run: Callable[[PRNGKeyArray, PyTree, int], tuple[Any, dict[str, Array], Any]]
+    parameters: Callable[[WindowAdaptationState], dict[str, Array]]
+
+
+def build_schedule(num_steps: int) -> WarmupSchedule:
+    """Stan's warm-up windows for ``num_steps`` iterations.
+
+    Args:
+        num_steps: number of warm-up iterations, >= 0.
+
+    Returns:
+        The per-iteration flags (numpy arrays). With fewer than 20 steps only the step
+        size is adapted.
+    """
+    is_slow = np.zeros(num_steps, bool)
+    is_window_end = np.zeros(num_steps, bool)
+    if num_steps < 20:
+        return WarmupSchedule(is_slow, is_window_end)
+    init_buffer, term_buffer, base_window = 75, 50, 25
+    if init_buffer + term_buffer + base_window > num_steps:
+        init_buffer = int(0.15 * num_steps)
+        term_buffer = int(0.1 * num_steps)
+        base_window = num_steps - init_buffer - term_buffer
+    slow_end = num_steps - term_buffer
+    start, size = init_buffer, base_window
+    while start < slow_end:
+        # The last window absorbs the remainder rather than leaving a short window.
+        end = start + size if start + 3 * size <= slow_end else slow_end
+        is_slow[start:end] = True
+        is_window_end[end - 1] = True
+        start, size = end, 2 * size
+    return WarmupSchedule(is_slow, is_window_end)
+
+
+def find_reasonable_step_size(
+    key: PRNGKeyArray,
+    position: PyTree,
+    logdensity_fn: LogDensityFn,
+    inverse_mass_matrix: Array,
+    initial_step_size: Array,
+    max_iterations: int = 100,
+) -> Array:
+    """Stan's step-size initialization heuristic.
+
+    Doubles (or halves) the step size until the acceptance probability of a single
+    leapfrog step from ``position`` crosses 0.8 (Hoffman & Gelman, 2014, algorithm 4).
+
+    Args:
+        key: PRNG key for the momentum.
+        position: starting point, any pytree.
+        logdensity_fn: log density of a position.
+        inverse_mass_matrix: ``(dim,)`` or ``(dim, dim)``.
+        initial_step_size: where the search starts, > 0.
+        max_iterations: cap on the number of doublings or halvings.
+
+    Returns:
+        A step size, a scalar.
+    """
+    flat, unravel = ravel_pytree(position)
+    metric = euclidean_metric(inverse_mass_matrix)
+    flat_logdensity_fn = lambda x: logdensity_fn(unravel(x))  # noqa: E731
+    integrate = leapfrog(flat_logdensity_fn, metric.velocity)
+    logdensity, grad = jax.value_and_grad(flat_logdensity_fn)(flat)
+    start = IntegratorState(flat, metric.sample_momentum(key), logdensity, grad)
+    start_energy = -logdensity + metric.kinetic_energy(start.momentum)
+
+    def log_accept(step_size: Array) -> Array:
+        end = integrate(start, step_size)
+        delta = start_energy - (-end.logdensity + metric.kinetic_energy(end.momentum))
+        return jnp.where(jnp.isfinite(delta), delta, -jnp.inf)
+
+    initial_step_size = jnp.asarray(initial_step_size, flat.dtype)
+    direction = jnp.where(log_accept(initial_step_size) > jnp.log(0.8), 1.0, -1.0)
+
+    def keep_going(carry: tuple[Array, Array]) -> Array:
+        step_size, iteration = carry
+        crossed = direction * log_accept(step_size) <= direction * jnp.log(0.8)
+        in_range = (step_size > 1e-10) & (step_size < 1e7)
+        return ~crossed & in_range & (iteration < max_iterations)
+
+    def scale(carry: tuple[Array, Array]) -> tuple[Array, Array]:
+        step_size, iteration = carry
+        return step_size * 2.0**direction, iteration + 1
+
+    step_size, _ = jax.lax.while_loop(keep_going, scale, (initial_step_size, 0))
+    return step_size
+
+
+def window_adaptation(
+    algorithm: Algorithm,
+    logdensity_fn: LogDensityFn,
+    *,
+    is_mass_matrix_dense: bool | None = None,
+    target_acceptance: float | None = None,
+    initial_step_size: float | None = None,
+    **options: Any,
+) -> WindowAdaptation:
+    """Stan-style warm-up for any :class:`~probinfer.mcmc.Algorithm`.
+
+    Args:
+        algorithm: ``probinfer.mcmc.rwm``, ``mala``, ``hmc`` or ``nuts``.
+        logdensity_fn: log density of a position pytree.
+        is_mass_matrix_dense: estimate a dense inverse mass matrix (full covariance);
+            by default dense when the flat dimension is at most 200, diagonal above,
+            where a dense estimate needs more warm-up draws than it is worth.
+        target_acceptance: acceptance rate for dual averaging, in (0, 1); default the
+            algorithm's (0.8 for NUTS and HMC, 0.574 for MALA, 0.234 for RWM).
+        initial_step_size: where the step-size search starts; default 1 for gradient
+            methods (then Stan's doubling heuristic) and 2.38 / sqrt(dim) for RWM.
+        **options: the algorithm's other options (``max_num_doublings``,
+            ``num_integration_steps``, ...).
+
+    Returns:
+        A :class:`WindowAdaptation`.
+
+    Raises:
+        ValueError: for a target acceptance outside (0, 1) or an unknown option.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from probinfer import mcmc
+        >>> logdensity_fn = lambda x: -0.5 * jnp.sum(x**2)
+        >>> warmup = mcmc.window_adaptation(mcmc.nuts, logdensity_fn)
+        >>> state, params, _ = warmup.run(jax.random.key(0), jnp.zeros(3), 200)
+        >>> kernel = mcmc.nuts(logdensity_fn, **params)
+    """
+    target = algorithm.target_acceptance if target_acceptance is None else target_acceptance
+    if not 0.0 < target < 1.0:
+        raise ValueError(
+            f"`target_acceptance` must be in (0, 1), got {target}; NUTS/HMC usually use 0.8 "
+            "(0.9-0.99 for posteriors with divergences)."
+        )
+    if initial_step_size is not None:
+        check_step_size(initial_step_size)
+    build_options, step_parameters = algorithm.split_options(options)
+    kernel = algorithm.build_kernel(**build_options)
+    algorithm(logdensity_fn, 1.0, **options)  # validates the option names
+
+    def init(position: PyTree, key: PRNGKeyArray | None = None) -> WindowAdaptationState:
+        flat, _ = ravel_pytree(position)
+        dim = flat.shape[0]
+        is_dense = dim <= DENSE_MASS_MATRIX_MAX_DIM if is_mass_matrix_dense is None else is_mass_matrix_dense
+        inverse_mass_matrix = jnp.eye(dim, dtype=flat.dtype) if is_dense else jnp.ones(dim, flat.dtype)
+        mcmc_state = algorithm.init(position, logdensity_fn)
+        if algorithm.uses_gradient:
+            start = 1.0 if initial_step_size is None else initial_step_size
+            key = jax.random.key(0) if key is None else key
+            step_size = find_reasonable_step_size(
+                key, position, logdensity_fn, inverse_mass_matrix, start
+            )
+        else:
+            default = 2.38 / np.sqrt(dim)
+            step_size = jnp.asarray(default if initial_step_size is None else initial_step_size, flat.dtype)
+        return WindowAdaptationState(
+            mcmc_state=mcmc_state,
+            step_size=step_size,
+            inverse_mass_matrix=inverse_mass_matrix,
+            dual_averaging=dual_averaging_init(step_size),
+            welford=welford_init(dim, is_dense, flat.dtype),
+            iteration=jnp.asarray(0, jnp.int32),
+        )
+
+    def step(
+        key: PRNGKeyArray, state: WindowAdaptationState, schedule: WarmupSchedule
+    ) -> tuple[WindowAdaptationState, Any]:
+        mcmc_state, info = kernel(
+            key, state.mcmc_state, logdensity_fn, state.step_size, state.inverse_mass_matrix,
+            **step_parameters,
+        )
+        dual = dual_averaging_update(state.dual_averaging, info.acceptance_rate, target)
+        i = state.iteration
+        flat, _ = ravel_pytree(mcmc_state.position)
+        welford = jax.tree.map(
+            lambda new, old: jnp.where(schedule.is_slow[i], new, old),
+            welford_update(state.welford, flat),
+            state.welford,
+        )
+        is_window_end = schedule.is_window_end[i]
+        inverse_mass_matrix = jnp.where(
+            is_window_end, regularized_covariance(welford), state.inverse_mass_matrix
+        )
+        welford = jax.tree.map(
+            lambda empty, w: jnp.where(is_window_end, empty, w),
+            welford_init(flat.shape[0], welford.m2.ndim == 2, flat.dtype),
+            welford,
+        )
+        # After a new metric, restart dual averaging around the step size reached so far.
+        restarted = dual_averaging_init(jnp.exp(dual.log_step_size_avg), shrink_factor=1.0)
+        dual = jax.tree.map(lambda r, d: jnp.where(is_window_end, r, d), restarted, dual)
+        new_state = WindowAdaptationState(
+            mcmc_state=mcmc_state,
+            step_size=jnp.exp(dual.log_step_size),
+            inverse_mass_matrix=inverse_mass_matrix,
+            dual_averaging=dual,
+            welford=welford,
+            iteration=i + 1,
+        )
+        return new_state, info
+
+    def parameters(state: WindowAdaptationState) -> dict[str, Array]:
+        return {
+            "step_size": jnp.exp(state.dual_averaging.log_step_size_avg),
+            "inverse_mass_matrix": state.inverse_mass_matrix,
+        }
+
+    def run(key: PRNGKeyArray, position: PyTree, num_steps: int) -> tuple[Any, dict[str, Array], Any]:
+        key_init, key_steps = jax.random.split(key)
+        schedule = WarmupSchedule(*(jnp.asarray(a) for a in build_schedule(num_steps)))
+        state = init(position, key_init)
+
+        def one_step(s: WindowAdaptationState, i: Array) -> tuple[WindowAdaptationState, Any]:
+            return step(jax.random.fold_in(key_steps, i), s, schedule)
+
+        state, info = jax.lax.scan(one_step, state, jnp.arange(num_steps))
+        return state.mcmc_state, parameters(state), info
+
+    return WindowAdaptation(init, step, run, parameters)

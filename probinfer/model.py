@@ -1,0 +1,542 @@
+"""Model front ends: a NumPyro model or a plain log density, as a target for the samplers.
+
+A *target* is split in two so that a second run with new data does not recompile:
+
+- a hashable *spec* holding everything static (the model function, non-array arguments,
+  site names and unconstrained shapes): it keys the compiled programs;
+- *data*, the pytree of array arguments, passed to the compiled programs as values.
+
+``spec.bind(data)`` gives a :class:`ModelDensity` (for NumPyro models) or the
+:class:`LogDensity` itself: the functions the kernels and the driver use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+from jaxtyping import Array, PRNGKeyArray
+from numpyro import handlers
+from numpyro.distributions.transforms import biject_to
+
+PyTree = Any
+
+INIT_RADIUS = 2.0
+MAX_INIT_TRIES = 100
+
+
+class LogDensity:
+    """A plain log-density function of a pytree, with an initial point.
+
+    Args:
+        logdensity_fn: maps a position pytree (same structure as ``init``) to a scalar
+            log density (unnormalized is fine).
+        init: an example position: a float array or a pytree of float arrays. Chains
+            start at ``init`` plus uniform(-2, 2) jitter unless ``init_positions`` is given.
+
+    Raises:
+        TypeError: if ``init`` has non-float leaves or ``logdensity_fn`` does not return a
+            scalar at ``init``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import probinfer as pi
+        >>> target = pi.LogDensity(lambda p: -0.5 * jnp.sum(p["x"] ** 2), {"x": jnp.zeros(3)})
+        >>> target.site_names
+        ('x',)
+    """
+
+    def __init__(self, logdensity_fn: Callable[[PyTree], Array], init: PyTree) -> None:
+        if not callable(logdensity_fn):
+            raise TypeError(
+                f"`logdensity_fn` must be callable, got {type(logdensity_fn).__name__}; pass a "
+                "function of a position pytree returning a scalar log density."
+            )
+        init = jax.tree.map(jnp.asarray, init)
+        leaves = jax.tree.leaves(init)
+        if not leaves:
+            raise TypeError("`init` has no array leaves; pass an array or a pytree of arrays.")
+        for path, leaf in jax.tree_util.tree_leaves_with_path(init):
+            if not jnp.issubdtype(leaf.dtype, jnp.floating):
+                raise TypeError(
+                    f"`init` leaf {jax.tree_util.keystr(path) or 'x'} has dtype {leaf.dtype}; "
+                    "positions must be floating point (discrete parameters cannot be sampled "
+                    "by gradient-based MCMC: marginalize them out)."
+                )
+        self.logdensity_fn = logdensity_fn
+        self.init = init
+        self.treedef = jax.tree.structure(init)
+        self.shapes = tuple((leaf.shape, leaf.dtype) for leaf in leaves)
+        try:
+            out = jax.eval_shape(logdensity_fn, init)
+        except Exception as error:
+            raise TypeError(
+                f"`logdensity_fn` failed on `init` ({type(error).__name__}: {error}); it must "
+                "accept a pytree with the structure of `init`."
+            ) from error
+        if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+            shape = getattr(out, "shape", type(out).__name__)
+            raise TypeError(
+                f"`logdensity_fn` must return a scalar, got shape {shape}; sum the "
+                "log-density terms (e.g. `jnp.sum(...)`)."
+            )
+        self.site_names = _leaf_names(init)
+
+    def __hash__(self) -> int:
+        return hash((self.logdensity_fn, self.treedef, self.shapes))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, LogDensity)
+            and other.logdensity_fn is self.logdensity_fn
+            and other.treedef == self.treedef
+            and other.shapes == self.shapes
+        )
+
+    def __repr__(self) -> str:
+        return f"LogDensity({getattr(self.logdensity_fn, '__name__', 'fn')}, sites={self.site_names})"
+
+    def bind(self, data: PyTree) -> LogDensity:  # noqa: ARG002
+        """A plain log density has no data: return itself.
+
+        Args:
+            data: unused (empty).
+
+        Returns:
+            ``self``.
+        """
+        return self
+
+    def postprocess_fn(self, position: PyTree) -> dict[str, Array]:
+        """Name the leaves of a position for the output.
+
+        Args:
+            position: a position pytree.
+
+        Returns:
+            A dict from leaf name (dict key, or ``x`` for a bare array) to array.
+        """
+        return dict(zip(self.site_names, jax.tree.leaves(position), strict=True))
+
+    def initial_positions(self, key: PRNGKeyArray, num_chains: int) -> PyTree:
+        """``init`` plus uniform(-2, 2) jitter, one per chain.
+
+        Args:
+            key: PRNG key.
+            num_chains: number of chains.
+
+        Returns:
+            A pytree like ``init`` with a leading axis of length ``num_chains``.
+        """
+        return _jitter(key, self.init, num_chains, around=self.init)
+
+    def diagnose(self, position: PyTree) -> str:
+        """Say which leaves have a non-finite gradient at ``position`` (for error messages).
+
+        Args:
+            position: one position pytree.
+
+        Returns:
+            A human-readable description.
+        """
+        value, grad = jax.value_and_grad(self.logdensity_fn)(position)
+        bad = [
+            name
+            for name, leaf in zip(self.site_names, jax.tree.leaves(grad), strict=True)
+            if not bool(jnp.all(jnp.isfinite(leaf)))
+        ]
+        return f"log density {float(value)}; non-finite gradient in {bad or 'no leaf'}"
+
+
+def _leaf_names(tree: PyTree) -> tuple[str, ...]:
+    paths = jax.tree_util.tree_leaves_with_path(tree)
+    if len(paths) == 1 and not paths[0][0]:
+        return ("x",)
+    names = []
+    for path, _ in paths:
+        parts = [
+            str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path
+        ]
+        names.append(".".join(parts))
+    return tuple(names)
+
+
+def _jitter(key: PRNGKeyArray, tree: PyTree, num_chains: int, around: PyTree | None) -> PyTree:
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    centers = jax.tree.leaves(around) if around is not None else [None] * len(leaves)
+    out = []
+    for k, leaf, center in zip(keys, leaves, centers, strict=True):
+        noise = jax.random.uniform(
+            k, (num_chains, *jnp.shape(leaf)), jnp.result_type(leaf), -INIT_RADIUS, INIT_RADIUS
+        )
+        out.append(noise if center is None else center + noise)
+    return jax.tree.unflatten(treedef, out)
+
+
+# ---------------------------------------------------------------------------------------
+# NumPyro models
+
+
+class SiteInfo(NamedTuple):
+    """Static description of one latent site.
+
+    Attributes:
+        name: the site name.
+        unconstrained_shape: shape of the site in unconstrained space.
+        dtype: floating dtype.
+    """
+
+    name: str
+    unconstrained_shape: tuple[int, ...]
+    dtype: Any
+
+
+class NumPyroModel:
+    """The static part of a NumPyro model with its arguments (hashable).
+
+    Build it with :func:`prepare` (which also returns the data); ``bind(data)`` gives the
+    :class:`ModelDensity`.
+    """
+
+    def __init__(
+        self,
+        model: Callable[..., Any],
+        treedef: Any,
+        static_leaves: tuple[Any, ...],
+        sites: tuple[SiteInfo, ...],
+    ) -> None:
+        self.model = model
+        self.treedef = treedef
+        self.static_leaves = static_leaves
+        self.sites = sites
+        self.site_names = tuple(site.name for site in sites)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.model, self.treedef, self.static_leaves, self.sites)
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NumPyroModel) and other._key() == self._key()
+
+    def __repr__(self) -> str:
+        return f"NumPyroModel({getattr(self.model, '__name__', 'model')}, sites={self.site_names})"
+
+    def arguments(self, data: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Rebuild ``(args, kwargs)`` from the array leaves ``data``.
+
+        Args:
+            data: the array leaves, in order.
+
+        Returns:
+            The model's positional and keyword arguments.
+        """
+        data_iter = iter(data)
+        leaves = [next(data_iter) if leaf is _ARRAY else leaf for leaf in self.static_leaves]
+        return jax.tree.unflatten(self.treedef, leaves)
+
+    def bind(self, data: tuple[Any, ...]) -> ModelDensity:
+        """The model's log density and helpers for concrete or traced ``data``.
+
+        Args:
+            data: the array leaves of the model's arguments.
+
+        Returns:
+            The :class:`ModelDensity`.
+        """
+        return ModelDensity(self, data)
+
+    def initial_positions(self, key: PRNGKeyArray, num_chains: int) -> dict[str, Array]:
+        """NumPyro's ``init_to_uniform``: uniform(-2, 2) in unconstrained space.
+
+        Args:
+            key: PRNG key.
+            num_chains: number of chains.
+
+        Returns:
+            Dict of site name to arrays with a leading chain axis.
+        """
+        prototype = {s.name: jnp.zeros(s.unconstrained_shape, s.dtype) for s in self.sites}
+        return _jitter(key, prototype, num_chains, around=None)
+
+
+class _ArrayLeaf:
+    def __repr__(self) -> str:
+        return "<array>"
+
+
+_ARRAY = _ArrayLeaf()
+
+
+class ModelDensity:
+    """A NumPyro model bound to its data: log densities on the unconstrained space.
+
+    Positions are dicts from latent site name to its unconstrained array.
+
+    Attributes:
+        spec: the static :class:`NumPyroModel`.
+        site_names: the latent sites, in order.
+    """
+
+    def __init__(self, spec: NumPyroModel, data: tuple[Any, ...]) -> None:
+        self.spec = spec
+        self.site_names = spec.site_names
+        self._args, self._kwargs = spec.arguments(data)
+
+    def _trace(self, position: dict[str, Array]) -> dict[str, Any]:
+        def substitute_fn(site: dict[str, Any]) -> Array | None:
+            if site["type"] == "sample" and not site["is_observed"] and site["name"] in position:
+                return biject_to(site["fn"].support)(position[site["name"]])
+            return None
+
+        model = handlers.substitute(
+            handlers.seed(self.spec.model, jax.random.key(0)), substitute_fn=substitute_fn
+        )
+        return handlers.trace(model).get_trace(*self._args, **self._kwargs)
+
+    def log_terms(self, position: dict[str, Array]) -> tuple[dict[str, Array], dict[str, Array]]:
+        """Per-site log terms at an unconstrained position.
+
+        Args:
+            position: dict of site name to unconstrained array.
+
+        Returns:
+            ``(prior_terms, likelihood_terms)``: dicts of site name to scalar. Prior terms
+            include the log-Jacobian of the map to constrained space; likelihood terms are
+            the observed sites and ``numpyro.factor`` terms.
+        """
+        trace = self._trace(position)
+        prior, likelihood = {}, {}
+        for name, site in trace.items():
+            if site["type"] != "sample":
+                continue
+            log_prob = site["fn"].log_prob(site["value"])
+            if site.get("scale") is not None:
+                log_prob = site["scale"] * log_prob
+            if site["is_observed"]:
+                likelihood[name] = jnp.sum(log_prob)
+            else:
+                transform = biject_to(site["fn"].support)
+                log_det = transform.log_abs_det_jacobian(position[name], site["value"])
+                prior[name] = jnp.sum(log_prob) + jnp.sum(log_det)
+        return prior, likelihood
+
+    def logprior_fn(self, position: dict[str, Array]) -> Array:
+        """Log prior density of the unconstrained position (with the Jacobian).
+
+        Args:
+            position: dict of site name to unconstrained array.
+
+        Returns:
+            A scalar.
+        """
+        prior, _ = self.log_terms(position)
+        return sum(prior.values(), jnp.zeros(()))
+
+    def loglikelihood_fn(self, position: dict[str, Array]) -> Array:
+        """Log likelihood (observed sites and factors) at the unconstrained position.
+
+        Args:
+            position: dict of site name to unconstrained array.
+
+        Returns:
+            A scalar.
+        """
+        _, likelihood = self.log_terms(position)
+        return sum(likelihood.values(), jnp.zeros(()))
+
+    def logdensity_fn(self, position: dict[str, Array]) -> Array:
+        """Unnormalized log posterior on the unconstrained space (prior + likelihood).
+
+        Args:
+            position: dict of site name to unconstrained array.
+
+        Returns:
+            A scalar.
+        """
+        prior, likelihood = self.log_terms(position)
+        return sum(prior.values(), jnp.zeros(())) + sum(likelihood.values(), jnp.zeros(()))
+
+    def postprocess_fn(self, position: dict[str, Array]) -> dict[str, Array]:
+        """Constrained values of the latent sites and the deterministic sites.
+
+        Args:
+            position: dict of site name to unconstrained array.
+
+        Returns:
+            Dict of site name to constrained array.
+        """
+        trace = self._trace(position)
+        return {
+            name: site["value"]
+            for name, site in trace.items()
+            if (site["type"] == "sample" and not site["is_observed"])
+            or site["type"] == "deterministic"
+        }
+
+    def sample_prior(self, key: PRNGKeyArray) -> dict[str, Array]:
+        """One draw from the prior, in unconstrained space.
+
+        Args:
+            key: PRNG key.
+
+        Returns:
+            Dict of site name to unconstrained array.
+        """
+        model = handlers.seed(self.spec.model, key)
+        trace = handlers.trace(model).get_trace(*self._args, **self._kwargs)
+        return {
+            name: biject_to(trace[name]["fn"].support).inv(trace[name]["value"])
+            for name in self.site_names
+        }
+
+    def diagnose(self, position: dict[str, Array]) -> str:
+        """Say which sites give non-finite log terms or gradients (for error messages).
+
+        Args:
+            position: dict of site name to unconstrained array.
+
+        Returns:
+            A human-readable description.
+        """
+        prior, likelihood = self.log_terms(position)
+        bad = [f"{n} (prior {float(v)})" for n, v in prior.items() if not np.isfinite(float(v))]
+        bad += [
+            f"{n} (likelihood {float(v)})" for n, v in likelihood.items() if not np.isfinite(float(v))
+        ]
+        grad = jax.grad(self.logdensity_fn)(position)
+        bad += [f"{n} (gradient)" for n, g in grad.items() if not bool(jnp.all(jnp.isfinite(g)))]
+        return "non-finite terms at sites: " + (", ".join(bad) or "none found")
+
+
+def _unwrap(fn: dist.Distribution) -> dist.Distribution:
+    while isinstance(
+        fn, dist.ExpandedDistribution | dist.MaskedDistribution | dist.Independent
+    ):
+        fn = fn.base_dist
+    return fn
+
+
+def _inspect_sites(
+    model: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[SiteInfo, ...]:
+    try:
+        trace = handlers.trace(handlers.seed(model, jax.random.key(0))).get_trace(*args, **kwargs)
+    except Exception as error:
+        raise type(error)(
+            f"running the model {getattr(model, '__name__', model)!r} with the given arguments "
+            f"failed: {error}"
+        ) from error
+    sites = []
+    for name, site in trace.items():
+        if site["type"] == "param":
+            raise ValueError(
+                f"site '{name}' is a `numpyro.param`; MCMC samples random variables only: make "
+                f"it a `numpyro.sample` site with a prior, or pass its value as an argument."
+            )
+        if site["type"] != "sample" or site["is_observed"]:
+            continue
+        fn = site["fn"]
+        if fn.support.is_discrete:
+            raise ValueError(
+                f"latent site '{name}' is discrete ({type(_unwrap(fn)).__name__}); probinfer's "
+                "samplers need continuous latent sites: marginalize it out (sum its values with "
+                "logsumexp in the model) or condition on it with `obs=`."
+            )
+        if isinstance(_unwrap(fn), dist.Delta):
+            raise ValueError(
+                f"latent site '{name}' is a Delta distribution (a point mass, no density to "
+                "sample); record a derived value with `numpyro.deterministic` instead."
+            )
+        value = jnp.asarray(site["value"])
+        unconstrained = biject_to(fn.support).inv(value)
+        sites.append(SiteInfo(name, tuple(unconstrained.shape), jnp.result_type(unconstrained)))
+    if not sites:
+        raise ValueError(
+            f"the model {getattr(model, '__name__', model)!r} has no latent sample sites: "
+            "nothing to infer (are all sites observed?)."
+        )
+    return tuple(sites)
+
+
+def _is_array(leaf: Any) -> bool:
+    return isinstance(leaf, jax.Array | np.ndarray | np.generic)
+
+
+def prepare(
+    model: Callable[..., Any] | LogDensity, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[NumPyroModel | LogDensity, tuple[Any, ...]]:
+    """Split a model and its arguments into a hashable spec and array data.
+
+    Args:
+        model: a NumPyro model function or a :class:`LogDensity`.
+        args: positional arguments of the model (must be empty for a ``LogDensity``).
+        kwargs: keyword arguments of the model.
+
+    Returns:
+        ``(spec, data)``; ``spec.bind(data)`` gives the density.
+
+    Raises:
+        TypeError: for arguments given with a ``LogDensity`` or a non-callable model.
+        ValueError: for discrete, Delta or param latent sites.
+    """
+    if isinstance(model, LogDensity):
+        if args or kwargs:
+            raise TypeError(
+                "a `LogDensity` takes no model arguments; close over the data in "
+                "`logdensity_fn` instead."
+            )
+        return model, ()
+    if not callable(model):
+        raise TypeError(
+            f"`model` must be a NumPyro model function or a `probinfer.LogDensity`, got "
+            f"{type(model).__name__}."
+        )
+    leaves, treedef = jax.tree.flatten((tuple(args), dict(kwargs)), is_leaf=lambda x: x is None)
+    data = tuple(leaf for leaf in leaves if _is_array(leaf))
+    static_leaves = tuple(_ARRAY if _is_array(leaf) else leaf for leaf in leaves)
+    for leaf in static_leaves:
+        try:
+            hash(leaf)
+        except TypeError as error:
+            raise TypeError(
+                f"model argument of type {type(leaf).__name__} is neither an array nor hashable; "
+                "pass arrays for data and hashable values (ints, strings, tuples) for settings."
+            ) from error
+    sites = _inspect_sites(model, tuple(args), dict(kwargs))
+    return NumPyroModel(model, treedef, static_leaves, sites), data
+
+
+def from_numpyro(model: Callable[..., Any], *args: Any, **kwargs: Any) -> ModelDensity:
+    """The unconstrained log density of a NumPyro model with its data, for composing blocks.
+
+    Args:
+        model: a NumPyro model function.
+        *args: its positional arguments.
+        **kwargs: its keyword arguments.
+
+    Returns:
+        A :class:`ModelDensity` with ``logdensity_fn``, ``logprior_fn``,
+        ``loglikelihood_fn``, ``postprocess_fn`` and ``sample_prior``.
+
+    Raises:
+        ValueError: for discrete, Delta or param latent sites.
+
+    Example:
+        >>> import numpyro, numpyro.distributions as dist, jax.numpy as jnp
+        >>> from probinfer.model import from_numpyro
+        >>> def model(y):
+        ...     mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> density = from_numpyro(model, jnp.array([0.5]))
+        >>> float(density.logdensity_fn({"mu": jnp.array(0.0)})) < 0
+        True
+    """
+    spec, data = prepare(model, args, kwargs)
+    return spec.bind(data)

@@ -1,0 +1,429 @@
+"""The driver: many chains, warm-up then sampling in compiled chunks, progress between chunks.
+
+Each chunk is one compiled program that advances every chain by up to ``chunk_size``
+steps (``lax.fori_loop`` with a dynamic step count, so a short last chunk reuses the same
+program). Draws leave the device after every chunk, so device memory holds one chunk of
+draws however many are asked for. Programs are compiled ahead of time once per (target
+spec, sampler settings, argument shapes) and cached here, which is what lets a second run
+with new data values or a new seed skip compilation, and what lets us report compile time
+apart from run time.
+
+Chains are mapped per :data:`CHAIN_METHODS`: ``vectorized`` (``vmap``: one program for all
+chains; on accelerators this is the fast choice, but NUTS chains then move in lock step,
+each paying for the longest trajectory), or ``sequential`` (``lax.map``: chains run one
+after the other inside the program, each paying only for its own trajectories).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jaxtyping import Array, PRNGKeyArray
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from probinfer import mcmc
+from probinfer.mcmc._window_adaptation import WarmupSchedule, build_schedule
+
+PyTree = Any
+CHAIN_METHODS = ("vectorized", "sequential")
+TRACE_COUNTS: dict[str, int] = {}
+
+
+class SamplerConfig(NamedTuple):
+    """Static settings of one sampling run (hashable: they key the compiled programs).
+
+    Attributes:
+        algorithm: name in :data:`probinfer.mcmc.ALGORITHMS`.
+        options: sorted ``(name, value)`` pairs of the algorithm's options.
+        is_mass_matrix_dense: dense or diagonal adaptation (None: by dimension).
+        target_acceptance: dual-averaging target (None: the algorithm's default).
+        initial_step_size: where the step-size search starts (None: the default).
+        chain_method: one of :data:`CHAIN_METHODS`.
+        chunk_size: steps per compiled chunk.
+    """
+
+    algorithm: str
+    options: tuple[tuple[str, Any], ...]
+    is_mass_matrix_dense: bool | None
+    target_acceptance: float | None
+    initial_step_size: float | None
+    chain_method: str
+    chunk_size: int
+
+
+class RunResult(NamedTuple):
+    """What a run produced, on the host.
+
+    Attributes:
+        draws: site name -> array ``(num_chains, num_draws, ...)`` in constrained space.
+        stats: stat name -> array ``(num_chains, num_draws)``.
+        parameters: tuned ``step_size`` ``(num_chains,)`` and ``inverse_mass_matrix``.
+        compile_seconds: time spent compiling (0 when every program was cached).
+        warmup_seconds: wall time of the warm-up, compilation excluded.
+        sampling_seconds: wall time of the sampling phase, compilation excluded.
+    """
+
+    draws: dict[str, np.ndarray]
+    stats: dict[str, np.ndarray]
+    parameters: dict[str, np.ndarray]
+    compile_seconds: float
+    warmup_seconds: float
+    sampling_seconds: float
+
+
+def _count_trace(name: str) -> None:
+    TRACE_COUNTS[name] = TRACE_COUNTS.get(name, 0) + 1
+
+
+def _map_chains(fn: Callable[..., Any], chain_method: str) -> Callable[..., Any]:
+    """Apply a one-chain function to arguments with a leading chain axis."""
+    if chain_method == "sequential":
+        return lambda *args: jax.lax.map(lambda a: fn(*a), args)
+    return jax.vmap(fn)
+
+
+def _adaptation(spec: Any, config: SamplerConfig, data: PyTree) -> mcmc.WindowAdaptation:
+    density = spec.bind(data)
+    return mcmc.window_adaptation(
+        mcmc.ALGORITHMS[config.algorithm],
+        density.logdensity_fn,
+        is_mass_matrix_dense=config.is_mass_matrix_dense,
+        target_acceptance=config.target_acceptance,
+        initial_step_size=config.initial_step_size,
+        **dict(config.options),
+    )
+
+
+def _warmup_init(
+    spec: Any, config: SamplerConfig, data: PyTree, positions: PyTree, keys: PRNGKeyArray
+) -> mcmc.WindowAdaptationState:
+    _count_trace("warmup_init")
+    adaptation = _adaptation(spec, config, data)
+    return _map_chains(adaptation.init, config.chain_method)(positions, keys)
+
+
+def _warmup_chunk(
+    spec: Any,
+    config: SamplerConfig,
+    data: PyTree,
+    states: mcmc.WindowAdaptationState,
+    keys: PRNGKeyArray,
+    schedule: WarmupSchedule,
+    start: Array,
+    num_steps: Array,
+) -> tuple[mcmc.WindowAdaptationState, Array]:
+    _count_trace("warmup_chunk")
+    adaptation = _adaptation(spec, config, data)
+
+    def one_chain(state: Any, key: PRNGKeyArray) -> tuple[Any, Array]:
+        def body(i: Array, carry: tuple[Any, Array]) -> tuple[Any, Array]:
+            state, num_divergent = carry
+            state, info = adaptation.step(jax.random.fold_in(key, start + i), state, schedule)
+            return state, num_divergent + info.is_divergent.astype(jnp.int32)
+
+        return jax.lax.fori_loop(0, num_steps, body, (state, jnp.zeros((), jnp.int32)))
+
+    return _map_chains(one_chain, config.chain_method)(states, keys)
+
+
+def _sample_chunk(
+    spec: Any,
+    config: SamplerConfig,
+    data: PyTree,
+    states: Any,
+    parameters: dict[str, Array],
+    keys: PRNGKeyArray,
+    start: Array,
+    num_steps: Array,
+) -> tuple[Any, dict[str, Array], dict[str, Array]]:
+    _count_trace("sample_chunk")
+    density = spec.bind(data)
+    algorithm = mcmc.ALGORITHMS[config.algorithm]
+    build_options, step_parameters = algorithm.split_options(dict(config.options))
+    kernel = algorithm.build_kernel(**build_options)
+
+    def one_chain(state: Any, params: dict[str, Array], key: PRNGKeyArray) -> Any:
+        def step(i: Array, state: Any) -> tuple[Any, tuple[dict[str, Array], dict[str, Array]]]:
+            state, info = kernel(
+                jax.random.fold_in(key, start + i), state, density.logdensity_fn,
+                params["step_size"], params["inverse_mass_matrix"], **step_parameters,
+            )
+            stats = {
+                "lp": state.logdensity,
+                "diverging": info.is_divergent,
+                "acceptance_rate": info.acceptance_rate,
+                "step_size": params["step_size"],
+                "n_steps": info.num_grad_evals,
+                "tree_depth": info.tree_depth,
+                "energy": info.energy,
+                "num_nonfinite": info.num_nonfinite,
+            }
+            return state, (density.postprocess_fn(state.position), stats)
+
+        record_shapes = jax.eval_shape(step, start, state)[1]
+        buffers = jax.tree.map(
+            lambda s: jnp.zeros((config.chunk_size, *s.shape), s.dtype), record_shapes
+        )
+
+        def body(i: Array, carry: tuple[Any, Any]) -> tuple[Any, Any]:
+            state, buffers = carry
+            state, record = step(i, state)
+            buffers = jax.tree.map(lambda b, r: b.at[i].set(r), buffers, record)
+            return state, buffers
+
+        state, (draws, stats) = jax.lax.fori_loop(0, num_steps, body, (state, buffers))
+        return state, draws, stats
+
+    return _map_chains(one_chain, config.chain_method)(states, parameters, keys)
+
+
+_PROGRAMS: dict[str, Callable[..., Any]] = {
+    "warmup_init": _warmup_init,
+    "warmup_chunk": _warmup_chunk,
+    "sample_chunk": _sample_chunk,
+}
+_COMPILED: dict[Any, Any] = {}
+
+
+def _signature(tree: PyTree) -> tuple[Any, ...]:
+    leaves, treedef = jax.tree.flatten(tree)
+    return (treedef, tuple((x.shape, x.dtype, getattr(x, "weak_type", False)) for x in leaves))
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.compile_seconds = 0.0
+
+
+def _call(name: str, spec: Any, config: SamplerConfig, watch: _Stopwatch, *args: Any) -> Any:
+    """Run program ``name``, compiling it once per spec, config and argument shapes."""
+    key = (name, spec, config, _signature(args))
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        tic = time.perf_counter()
+        function = jax.jit(_PROGRAMS[name], static_argnums=(0, 1))
+        compiled = function.lower(spec, config, *args).compile()
+        watch.compile_seconds += time.perf_counter() - tic
+        _COMPILED[key] = compiled
+    return compiled(*args)
+
+
+def clear_cache() -> None:
+    """Forget every compiled program (the next run compiles again)."""
+    _COMPILED.clear()
+
+
+@contextmanager
+def _progress_bar(enabled: bool, total: int, num_chains: int) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8.1f} steps/s x {task.fields[chains]} chains"),
+        TextColumn("divergences: {task.fields[divergences]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, transient=False) as progress:
+        task = progress.add_task("warmup", total=total, rate=0.0, chains=num_chains, divergences=0)
+        yield lambda **fields: progress.update(task, **fields)
+
+
+def check_initial_positions(density: Any, positions: PyTree) -> None:
+    """Raise a readable error when any chain starts at a non-finite log density or gradient.
+
+    Args:
+        density: the bound target (``logdensity_fn`` and ``diagnose``).
+        positions: initial positions with a leading chain axis.
+
+    Raises:
+        ValueError: naming the chain and the offending sites.
+    """
+    values, grads = jax.jit(jax.vmap(jax.value_and_grad(density.logdensity_fn)))(positions)
+    flat_grads = jax.vmap(lambda g: ravel_pytree(g)[0])(grads)
+    is_finite = np.asarray(jnp.isfinite(values) & jnp.all(jnp.isfinite(flat_grads), axis=-1))
+    if not is_finite.all():
+        chain = int(np.argmin(is_finite))
+        position = jax.tree.map(lambda x: x[chain], positions)
+        raise ValueError(
+            f"chain {chain} starts where the log density or its gradient is not finite "
+            f"({density.diagnose(position)}); pass finite `init_positions` or fix the model "
+            "(e.g. a scale that can be zero, log of a negative number)."
+        )
+
+
+def find_initial_positions(spec: Any, data: PyTree, key: PRNGKeyArray, num_chains: int) -> PyTree:
+    """Draw initial positions, retrying each chain until its log density and gradient are finite.
+
+    Args:
+        spec: the target spec (with ``initial_positions``).
+        data: the target's data.
+        key: PRNG key.
+        num_chains: number of chains.
+
+    Returns:
+        Positions with a leading chain axis.
+
+    Raises:
+        ValueError: after :data:`probinfer.model.MAX_INIT_TRIES` tries, naming the sites.
+    """
+    from probinfer.model import MAX_INIT_TRIES
+
+    density = spec.bind(data)
+    evaluate = jax.jit(jax.vmap(jax.value_and_grad(density.logdensity_fn)))
+    positions = spec.initial_positions(key, num_chains)
+    for attempt in range(1, MAX_INIT_TRIES + 1):
+        values, grads = evaluate(positions)
+        flat_grads = jax.vmap(lambda g: ravel_pytree(g)[0])(grads)
+        ok = np.asarray(jnp.isfinite(values) & jnp.all(jnp.isfinite(flat_grads), axis=-1))
+        if ok.all():
+            return positions
+        fresh = spec.initial_positions(jax.random.fold_in(key, attempt), num_chains)
+        positions = jax.tree.map(
+            lambda old, new: jnp.where(ok.reshape((-1,) + (1,) * (old.ndim - 1)), old, new),
+            positions,
+            fresh,
+        )
+    chain = int(np.argmin(ok))
+    position = jax.tree.map(lambda x: x[chain], positions)
+    raise ValueError(
+        f"no finite initial point after {MAX_INIT_TRIES} tries of uniform(-2, 2) in "
+        f"unconstrained space ({density.diagnose(position)}); check the model's supports and "
+        "data, or pass `init_positions`."
+    )
+
+
+def choose_chunk_size(num_warmup: int, num_draws: int) -> int:
+    """About 20 progress updates per phase, between 10 and 2,000 steps per chunk.
+
+    Args:
+        num_warmup: warm-up steps.
+        num_draws: draws.
+
+    Returns:
+        Steps per chunk.
+    """
+    return int(min(2000, max(10, math.ceil(max(num_warmup, num_draws, 1) / 20))))
+
+
+def run_chains(
+    spec: Any,
+    data: PyTree,
+    config: SamplerConfig,
+    key: PRNGKeyArray,
+    positions: PyTree,
+    *,
+    num_warmup: int,
+    num_draws: int,
+    progress: bool,
+) -> RunResult:
+    """Warm up then sample every chain.
+
+    Args:
+        spec: hashable target spec (see :mod:`probinfer.model`).
+        data: the target's array data.
+        config: static sampler settings.
+        key: PRNG key of the run.
+        positions: initial positions with a leading chain axis (already checked finite).
+        num_warmup: warm-up (adaptation) steps per chain.
+        num_draws: kept draws per chain.
+        progress: show a progress bar.
+
+    Returns:
+        The :class:`RunResult`.
+    """
+    num_chains = jax.tree.leaves(positions)[0].shape[0]
+    key_init, key_warmup, key_sample = jax.random.split(key, 3)
+    watch = _Stopwatch()
+    chunk = config.chunk_size
+    schedule = WarmupSchedule(*(jnp.asarray(a) for a in build_schedule(num_warmup)))
+    schedule = schedule if num_warmup > 0 else WarmupSchedule(*(jnp.zeros(1, bool),) * 2)
+
+    with _progress_bar(progress, num_warmup + num_draws, num_chains) as update:
+        states = _call(
+            "warmup_init", spec, config, watch, data, positions, jax.random.split(key_init, num_chains)
+        )
+        warmup_keys = jax.random.split(key_warmup, num_chains)
+        divergences, done = 0, 0
+        warmup_seconds = 0.0
+        for start in range(0, num_warmup, chunk):
+            steps = min(chunk, num_warmup - start)
+            compiled_before = watch.compile_seconds
+            tic = time.perf_counter()
+            states, num_divergent = _call(
+                "warmup_chunk", spec, config, watch, data, states, warmup_keys, schedule,
+                jnp.asarray(start), jnp.asarray(steps),
+            )
+            num_divergent = int(np.asarray(num_divergent).sum())
+            elapsed = time.perf_counter() - tic - (watch.compile_seconds - compiled_before)
+            warmup_seconds += elapsed
+            divergences += num_divergent
+            done += steps
+            if update:
+                update(completed=done, rate=steps / max(elapsed, 1e-9), divergences=divergences)
+
+        adaptation_parameters = jax.vmap(
+            lambda s: {
+                "step_size": jnp.exp(s.dual_averaging.log_step_size_avg),
+                "inverse_mass_matrix": s.inverse_mass_matrix,
+            }
+        )(states)
+        if num_warmup == 0:
+            adaptation_parameters["step_size"] = states.step_size
+        mcmc_states = states.mcmc_state
+
+        if update:
+            update(description="sampling", divergences=0)
+        sample_keys = jax.random.split(key_sample, num_chains)
+        draws, stats = [], []
+        divergences = 0
+        sampling_seconds = 0.0
+        for start in range(0, num_draws, chunk):
+            steps = min(chunk, num_draws - start)
+            compiled_before = watch.compile_seconds
+            tic = time.perf_counter()
+            mcmc_states, chunk_draws, chunk_stats = _call(
+                "sample_chunk", spec, config, watch, data, mcmc_states, adaptation_parameters,
+                sample_keys, jnp.asarray(start), jnp.asarray(steps),
+            )
+            chunk_draws, chunk_stats = jax.device_get((chunk_draws, chunk_stats))
+            elapsed = time.perf_counter() - tic - (watch.compile_seconds - compiled_before)
+            sampling_seconds += elapsed
+            draws.append({k: v[:, :steps] for k, v in chunk_draws.items()})
+            stats.append({k: v[:, :steps] for k, v in chunk_stats.items()})
+            divergences += int(chunk_stats["diverging"][:, :steps].sum())
+            done += steps
+            if update:
+                update(completed=done, rate=steps / max(elapsed, 1e-9), divergences=divergences)
+
+    def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        if not parts:
+            return {}
+        return {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
+
+    return RunResult(
+        draws=concat(draws),
+        stats=concat(stats),
+        parameters=jax.device_get(adaptation_parameters),
+        compile_seconds=watch.compile_seconds,
+        warmup_seconds=warmup_seconds,
+        sampling_seconds=sampling_seconds,
+    )
