@@ -117,7 +117,7 @@ def _warmup_init(
     return _map_chains(adaptation.init, config.chain_method)(positions, keys)
 
 
-def _warmup_chunk(
+def _chunk(
     spec: Any,
     config: SamplerConfig,
     data: PyTree,
@@ -126,54 +126,34 @@ def _warmup_chunk(
     schedule: WarmupSchedule,
     start: Array,
     num_steps: Array,
-) -> tuple[mcmc.WindowAdaptationState, Array]:
-    _count_trace("warmup_chunk")
+    is_sampling: Array,
+) -> tuple[mcmc.WindowAdaptationState, dict[str, Array], dict[str, Array]]:
+    """Advance every chain by ``num_steps`` (<= chunk size), recording draws and stats.
+
+    Warm-up and sampling share this one program, so the kernel is compiled once: while
+    sampling, the adaptation updates are computed but discarded, and ``state.step_size``
+    holds the final (averaged) step size set by the driver at the end of warm-up.
+    """
+    _count_trace("chunk")
+    density = spec.bind(data)
     adaptation = _adaptation(spec, config, data)
 
-    def one_chain(state: Any, key: PRNGKeyArray) -> tuple[Any, Array]:
-        def body(i: Array, carry: tuple[Any, Array]) -> tuple[Any, Array]:
-            state, num_divergent = carry
-            state, info = adaptation.step(jax.random.fold_in(key, start + i), state, schedule)
-            return state, num_divergent + info.is_divergent.astype(jnp.int32)
-
-        return jax.lax.fori_loop(0, num_steps, body, (state, jnp.zeros((), jnp.int32)))
-
-    return _map_chains(one_chain, config.chain_method)(states, keys)
-
-
-def _sample_chunk(
-    spec: Any,
-    config: SamplerConfig,
-    data: PyTree,
-    states: Any,
-    parameters: dict[str, Array],
-    keys: PRNGKeyArray,
-    start: Array,
-    num_steps: Array,
-) -> tuple[Any, dict[str, Array], dict[str, Array]]:
-    _count_trace("sample_chunk")
-    density = spec.bind(data)
-    algorithm = mcmc.ALGORITHMS[config.algorithm]
-    build_options, step_parameters = algorithm.split_options(dict(config.options))
-    kernel = algorithm.build_kernel(**build_options)
-
-    def one_chain(state: Any, params: dict[str, Array], key: PRNGKeyArray) -> Any:
+    def one_chain(state: Any, key: PRNGKeyArray) -> Any:
         def step(i: Array, state: Any) -> tuple[Any, tuple[dict[str, Array], dict[str, Array]]]:
-            state, info = kernel(
-                jax.random.fold_in(key, start + i), state, density.logdensity_fn,
-                params["step_size"], params["inverse_mass_matrix"], **step_parameters,
-            )
+            adapted, info = adaptation.step(jax.random.fold_in(key, start + i), state, schedule)
+            frozen = state._replace(mcmc_state=adapted.mcmc_state)
+            new = jax.tree.map(lambda f, a: jnp.where(is_sampling, f, a), frozen, adapted)
             stats = {
-                "lp": state.logdensity,
+                "lp": new.mcmc_state.logdensity,
                 "diverging": info.is_divergent,
                 "acceptance_rate": info.acceptance_rate,
-                "step_size": params["step_size"],
+                "step_size": state.step_size,
                 "n_steps": info.num_grad_evals,
                 "tree_depth": info.tree_depth,
                 "energy": info.energy,
                 "num_nonfinite": info.num_nonfinite,
             }
-            return state, (density.postprocess_fn(state.position), stats)
+            return new, (density.postprocess_fn(new.mcmc_state.position), stats)
 
         record_shapes = jax.eval_shape(step, start, state)[1]
         buffers = jax.tree.map(
@@ -189,13 +169,12 @@ def _sample_chunk(
         state, (draws, stats) = jax.lax.fori_loop(0, num_steps, body, (state, buffers))
         return state, draws, stats
 
-    return _map_chains(one_chain, config.chain_method)(states, parameters, keys)
+    return _map_chains(one_chain, config.chain_method)(states, keys)
 
 
 _PROGRAMS: dict[str, Callable[..., Any]] = {
     "warmup_init": _warmup_init,
-    "warmup_chunk": _warmup_chunk,
-    "sample_chunk": _sample_chunk,
+    "chunk": _chunk,
 }
 _COMPILED: dict[Any, Any] = {}
 
@@ -361,58 +340,40 @@ def run_chains(
         states = _call(
             "warmup_init", spec, config, watch, data, positions, jax.random.split(key_init, num_chains)
         )
-        warmup_keys = jax.random.split(key_warmup, num_chains)
-        divergences, done = 0, 0
-        warmup_seconds = 0.0
-        for start in range(0, num_warmup, chunk):
-            steps = min(chunk, num_warmup - start)
-            compiled_before = watch.compile_seconds
-            tic = time.perf_counter()
-            states, num_divergent = _call(
-                "warmup_chunk", spec, config, watch, data, states, warmup_keys, schedule,
-                jnp.asarray(start), jnp.asarray(steps),
-            )
-            num_divergent = int(np.asarray(num_divergent).sum())
-            elapsed = time.perf_counter() - tic - (watch.compile_seconds - compiled_before)
-            warmup_seconds += elapsed
-            divergences += num_divergent
-            done += steps
-            if update:
-                update(completed=done, rate=steps / max(elapsed, 1e-9), divergences=divergences)
-
-        adaptation_parameters = jax.vmap(
-            lambda s: {
-                "step_size": jnp.exp(s.dual_averaging.log_step_size_avg),
-                "inverse_mass_matrix": s.inverse_mass_matrix,
-            }
-        )(states)
-        if num_warmup == 0:
-            adaptation_parameters["step_size"] = states.step_size
-        mcmc_states = states.mcmc_state
-
-        if update:
-            update(description="sampling", divergences=0)
-        sample_keys = jax.random.split(key_sample, num_chains)
+        seconds = {"warmup": 0.0, "sampling": 0.0}
         draws, stats = [], []
-        divergences = 0
-        sampling_seconds = 0.0
-        for start in range(0, num_draws, chunk):
-            steps = min(chunk, num_draws - start)
-            compiled_before = watch.compile_seconds
-            tic = time.perf_counter()
-            mcmc_states, chunk_draws, chunk_stats = _call(
-                "sample_chunk", spec, config, watch, data, mcmc_states, adaptation_parameters,
-                sample_keys, jnp.asarray(start), jnp.asarray(steps),
-            )
-            chunk_draws, chunk_stats = jax.device_get((chunk_draws, chunk_stats))
-            elapsed = time.perf_counter() - tic - (watch.compile_seconds - compiled_before)
-            sampling_seconds += elapsed
-            draws.append({k: v[:, :steps] for k, v in chunk_draws.items()})
-            stats.append({k: v[:, :steps] for k, v in chunk_stats.items()})
-            divergences += int(chunk_stats["diverging"][:, :steps].sum())
-            done += steps
+        done = 0
+        phases = (("warmup", key_warmup, num_warmup), ("sampling", key_sample, num_draws))
+        for phase, phase_key, num_steps in phases:
+            if phase == "sampling":
+                # Sample with the averaged step size that dual averaging converged to.
+                states = states._replace(
+                    step_size=jnp.exp(states.dual_averaging.log_step_size_avg)
+                    if num_warmup > 0
+                    else states.step_size
+                )
             if update:
-                update(completed=done, rate=steps / max(elapsed, 1e-9), divergences=divergences)
+                update(description=phase, divergences=0)
+            keys = jax.random.split(phase_key, num_chains)
+            divergences = 0
+            for start in range(0, num_steps, chunk):
+                steps = min(chunk, num_steps - start)
+                compiled_before = watch.compile_seconds
+                tic = time.perf_counter()
+                states, chunk_draws, chunk_stats = _call(
+                    "chunk", spec, config, watch, data, states, keys, schedule,
+                    jnp.asarray(start), jnp.asarray(steps), jnp.asarray(phase == "sampling"),
+                )
+                if phase == "sampling":
+                    chunk_draws, chunk_stats = jax.device_get((chunk_draws, chunk_stats))
+                    draws.append({k: v[:, :steps] for k, v in chunk_draws.items()})
+                    stats.append({k: v[:, :steps] for k, v in chunk_stats.items()})
+                divergences += int(np.asarray(chunk_stats["diverging"])[:, :steps].sum())
+                elapsed = time.perf_counter() - tic - (watch.compile_seconds - compiled_before)
+                seconds[phase] += elapsed
+                done += steps
+                if update:
+                    update(completed=done, rate=steps / max(elapsed, 1e-9), divergences=divergences)
 
     def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         if not parts:
@@ -422,8 +383,10 @@ def run_chains(
     return RunResult(
         draws=concat(draws),
         stats=concat(stats),
-        parameters=jax.device_get(adaptation_parameters),
+        parameters=jax.device_get(
+            {"step_size": states.step_size, "inverse_mass_matrix": states.inverse_mass_matrix}
+        ),
         compile_seconds=watch.compile_seconds,
-        warmup_seconds=warmup_seconds,
-        sampling_seconds=sampling_seconds,
+        warmup_seconds=seconds["warmup"],
+        sampling_seconds=seconds["sampling"],
     )

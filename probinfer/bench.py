@@ -1,0 +1,267 @@
+"""Validation benchmark: every sampler on every zoo model, checked against the references.
+
+For each (model, method) pair it runs :func:`probinfer.sample` and reports efficiency
+(ESS per second, ESS per 1000 gradient evaluations), convergence (max R-hat) and accuracy
+against the zoo's reference moments: the largest mean error in posterior-sd units, the
+largest relative sd error, and a pass/fail verdict where the mean error is compared with
+its Monte Carlo standard error (``|error| < 5 * sqrt(mcse_run^2 + mcse_reference^2)``
+for every coordinate, ``max R-hat < 1.05`` and a minimum bulk ESS of 400, so that a stuck
+sampler cannot pass on a huge MCSE).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import arviz as az
+import jax
+import numpy as np
+
+Z_THRESHOLD = 5.0
+RHAT_THRESHOLD = 1.05
+MIN_ESS = 400
+METHODS = ("nuts", "hmc", "mala", "rwm")
+
+
+def _zoo() -> Any:
+    import models  # the zoo ships as a top-level package next to probinfer
+
+    return models
+
+
+def evaluate(idata: az.InferenceData, reference: Any) -> dict[str, Any]:
+    """Compare a run with the reference posterior.
+
+    Args:
+        idata: output of :func:`probinfer.sample`.
+        reference: a ``models.Reference``.
+
+    Returns:
+        Metrics: ``min_ess_bulk``, ``max_rhat``, ``max_mean_error_sd`` (max |mean error|
+        in posterior-sd units), ``max_sd_error`` (max relative sd error),
+        ``max_mean_z`` (max |mean error| / combined MCSE), ``num_grad_evals``,
+        ``divergences``, ``passed``.
+    """
+    names = [name for name in reference.moments if name in idata.posterior]
+    ess = az.ess(idata, var_names=names, method="bulk")
+    rhat = az.rhat(idata, var_names=names)
+    mcse = az.mcse(idata, var_names=names)
+    min_ess, max_rhat, max_mean_error, max_sd_error, max_z = np.inf, 0.0, 0.0, 0.0, 0.0
+    for name in names:
+        draws = idata.posterior[name].values
+        flat = draws.reshape(draws.shape[0] * draws.shape[1], -1)
+        ref = reference.moments[name]
+        ref_mean = np.ravel(ref.mean)
+        ref_sd = np.ravel(ref.sd)
+        error = flat.mean(axis=0) - ref_mean
+        run_mcse = np.ravel(mcse[name].values)
+        ref_mcse = np.zeros_like(ref_mean) if ref.mcse_mean is None else np.ravel(ref.mcse_mean)
+        z = np.abs(error) / np.sqrt(run_mcse**2 + ref_mcse**2)
+        min_ess = min(min_ess, float(np.min(ess[name].values)))
+        max_rhat = max(max_rhat, float(np.max(rhat[name].values)))
+        max_mean_error = max(max_mean_error, float(np.max(np.abs(error) / ref_sd)))
+        max_sd_error = max(max_sd_error, float(np.max(np.abs(flat.std(axis=0) / ref_sd - 1.0))))
+        max_z = max(max_z, float(np.nanmax(z)))
+    stats = idata.sample_stats
+    return {
+        "min_ess_bulk": min_ess,
+        "max_rhat": max_rhat,
+        "max_mean_error_sd": max_mean_error,
+        "max_sd_error": max_sd_error,
+        "max_mean_z": max_z,
+        "num_grad_evals": int(stats["n_steps"].values.sum()),
+        "divergences": int(stats["diverging"].values.sum()),
+        "passed": bool(max_z < Z_THRESHOLD and max_rhat < RHAT_THRESHOLD and min_ess >= MIN_ESS),
+    }
+
+
+def run_one(name: str, method: str, *, chains: int, warmup: int, draws: int, seed: int) -> dict[str, Any]:
+    """Sample one zoo model with one method and evaluate it.
+
+    Args:
+        name: zoo model name.
+        method: sampling method.
+        chains: number of chains.
+        warmup: warm-up steps per chain.
+        draws: draws per chain.
+        seed: seed.
+
+    Returns:
+        A row of metrics (see :func:`evaluate`) plus timings and ESS rates.
+    """
+    from probinfer.api import sample
+
+    zoo_model = _zoo().get(name)
+    args, kwargs = zoo_model.data()
+    idata = sample(
+        zoo_model.model, *args, method=method, chains=chains, warmup=warmup, draws=draws,
+        seed=seed, progress=False, **kwargs,
+    )
+    row = {"model": name, "method": method, **evaluate(idata, zoo_model.reference)}
+    attrs = idata.attrs
+    run_seconds = attrs["warmup_seconds"] + attrs["sampling_seconds"]
+    row.update(
+        compile_seconds=attrs["compile_seconds"],
+        warmup_seconds=attrs["warmup_seconds"],
+        sampling_seconds=attrs["sampling_seconds"],
+        ess_per_second=row["min_ess_bulk"] / max(run_seconds, 1e-9),
+        ess_per_1000_grads=1000.0 * row["min_ess_bulk"] / max(row["num_grad_evals"], 1),
+    )
+    return row
+
+
+COLUMNS = (
+    ("model", "model", "{}"),
+    ("method", "method", "{}"),
+    ("ESS/s", "ess_per_second", "{:.0f}"),
+    ("ESS/1k grad", "ess_per_1000_grads", "{:.1f}"),
+    ("min ESS", "min_ess_bulk", "{:.0f}"),
+    ("max R-hat", "max_rhat", "{:.3f}"),
+    ("mean err (sd)", "max_mean_error_sd", "{:.3f}"),
+    ("sd err (rel)", "max_sd_error", "{:.3f}"),
+    ("max z", "max_mean_z", "{:.1f}"),
+    ("div", "divergences", "{}"),
+    ("compile s", "compile_seconds", "{:.1f}"),
+    ("ok", "passed", "{}"),
+)
+
+
+def machine_description() -> dict[str, Any]:
+    """Where the numbers came from.
+
+    Returns:
+        CPU model, core count, platform, backend and package versions, date.
+    """
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import probinfer
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "probinfer": probinfer.__version__,
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Render result rows as a markdown table.
+
+    Args:
+        rows: metric rows from :func:`run_one`.
+
+    Returns:
+        The table.
+    """
+    header = "| " + " | ".join(title for title, _, _ in COLUMNS) + " |"
+    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
+    lines = [header, rule]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt.format(row[key]) for _, key, fmt in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Bar chart of ESS per 1000 gradient evaluations, per model and method (log scale).
+
+    Args:
+        rows: metric rows.
+        path: where to write the PNG.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models_ = list(dict.fromkeys(row["model"] for row in rows))
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    width = 0.8 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(models_)), 4))
+    for j, method in enumerate(methods):
+        values = [
+            next((r["ess_per_1000_grads"] for r in rows if r["model"] == m and r["method"] == method), 0)
+            for m in models_
+        ]
+        ax.bar(np.arange(len(models_)) + j * width, np.maximum(values, 1e-2), width, label=method)
+    ax.set_yscale("log")
+    ax.set_xticks(np.arange(len(models_)) + 0.4 - width / 2)
+    ax.set_xticklabels(models_, rotation=30, ha="right")
+    ax.set_ylabel("min bulk ESS per 1000 gradient evaluations")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_bench(
+    model_names: list[str],
+    methods: list[str],
+    *,
+    chains: int,
+    warmup: int,
+    draws: int,
+    seed: int,
+    out: Path,
+    echo: Any = print,
+) -> list[dict[str, Any]]:
+    """Run every (model, method) pair, write JSON, markdown and a PNG chart to ``out``.
+
+    Args:
+        model_names: zoo models to run.
+        methods: sampling methods to run.
+        chains: chains per run.
+        warmup: warm-up steps per chain.
+        draws: draws per chain.
+        seed: seed for every run.
+        out: output folder (created).
+        echo: called with a progress line after each run.
+
+    Returns:
+        The metric rows.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in model_names:
+        for method in methods:
+            row = run_one(name, method, chains=chains, warmup=warmup, draws=draws, seed=seed)
+            rows.append(row)
+            echo(
+                f"{name:28s} {method:5s} ESS/s {row['ess_per_second']:9.0f}  "
+                f"ESS/1k grad {row['ess_per_1000_grads']:7.1f}  R-hat {row['max_rhat']:.3f}  "
+                f"max z {row['max_mean_z']:5.1f}  {'ok' if row['passed'] else 'FAIL'}"
+            )
+    machine = machine_description()
+    settings = {"chains": chains, "warmup": warmup, "draws": draws, "seed": seed}
+    (out / "bench.json").write_text(
+        json.dumps({"machine": machine, "settings": settings, "rows": rows}, indent=2)
+    )
+    header = (
+        "# probinfer bench\n\n"
+        f"Machine: {machine['cpu']} ({machine['cores']} cores), backend {machine['backend']}, "
+        f"jax {machine['jax']}, probinfer {machine['probinfer']}, {machine['date']}.\n\n"
+        f"Settings: {chains} chains, {warmup} warm-up, {draws} draws, seed {seed}. ESS is the "
+        "minimum bulk ESS over coordinates; ESS/s divides by warm-up + sampling time "
+        "(compilation excluded); ESS/1k grad counts sampling-phase gradient evaluations "
+        "(log-density evaluations for RWM). `ok`: every coordinate's mean within "
+        f"{Z_THRESHOLD:g} combined MCSE of the reference, max R-hat < {RHAT_THRESHOLD} and min "
+        f"ESS >= {MIN_ESS}.\n\n"
+    )
+    (out / "bench.md").write_text(header + markdown_table(rows) + "\n")
+    plot(rows, out / "bench.png")
+    return rows
