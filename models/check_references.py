@@ -1,16 +1,16 @@
 """Re-verify the exact (analytic and quadrature) references against NumPyro NUTS.
 
-Usage (from the repository root; a few minutes on two CPU cores)::
+Usage (from the repository root; about 75 s on two CPU cores)::
 
     python -m models.check_references
 
 For every zoo model with an exact reference, this runs NumPyro NUTS (4 chains x 2500 draws
 after 1000 warmup, float64) and prints the largest |z| = |estimate - reference| / MCSE over
 every coordinate of every site's mean and sd (MCSE from arviz, ESS-based), except the sds
-listed in ``HEAVY_TAILED_SD``. It also checks
-``log_z`` by importance sampling: a multivariate Student-t (5 degrees of freedom) fitted to the
-NUTS draws in unconstrained space proposes points, weighted by the model's unconstrained log
-density; the Pareto k-hat of the weights says whether the estimate can be trusted (< 0.7).
+listed in ``HEAVY_TAILED_SD``. It also checks ``log_z`` by importance sampling: a multivariate
+Student-t (5 degrees of freedom) fitted to the NUTS draws in unconstrained space proposes
+points, weighted by the model's unconstrained log density; the Pareto k-hat of the weights
+says whether the estimate can be trusted (< 0.7).
 
 Neal's funnel is checked through NumPyro's ``LocScaleReparam`` (non-centered geometry, same
 posterior over v and x), because centered NUTS cannot reach the neck; the centered run is

@@ -1,6 +1,6 @@
 """Produce the long-run references stored in ``models/references/`` (run by hand, not in tests).
 
-Usage (from the repository root; about 5-10 minutes on two CPU cores)::
+Usage (from the repository root; about 40 s on two CPU cores)::
 
     python -m models.make_references
 

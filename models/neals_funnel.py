@@ -9,6 +9,9 @@ Data: none; the model takes no arguments.
 Reference: analytic. v has mean 0 and sd 3; each x_i has mean 0 and
 sd = sqrt(E[exp(v)]) = sqrt(exp(9 / 2)) = exp(9 / 4). The density is normalized, so log_z = 0.
 Samplers that cannot enter the neck (v << 0) underestimate sd(v) and bias mean(v) upwards.
+Caution: sd(x) is exact, but its sample estimate is very heavy-tailed (x has kurtosis 3 e^9):
+even exact iid draws (4 x 2500) give |z| > 4 on some sd(x_i) about 40% of the time, so judge
+x by its mean (and v by mean and sd), not by an MCSE-based z-score of sd(x).
 """
 
 import jax.numpy as jnp

@@ -128,13 +128,79 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
         initial_energy = energy(initial)
         zeros_levels = jnp.zeros((num_levels, flat.shape[0]), dtype)
         checkpoints = _Checkpoints(*(zeros_levels,) * 5)
+        # One direction and one merge uniform per doubling, drawn up front.
+        directions = jnp.where(jax.random.bernoulli(key_direction, shape=(num_levels,)), 1, -1)
+        log_merge_uniforms = jnp.log(jax.random.uniform(key_merge, (num_levels,), dtype))
+
+        def subtree_turning(
+            ckpt: _Checkpoints, n: Array, velocity: Array, sum_including: Array, depth: Array
+        ) -> Array:
+            # Every span of 2^k leaves (1 <= k <= depth) that ends at leaf n, checked on its
+            # own and, as Stan does, with each half extended by the other's nearest leaf.
+            completes = ((n + 1) % level_sizes == 0) & (levels >= 1) & (levels <= depth)
+            node_start_v = ckpt.start_velocity[1:]
+            sum_node = sum_including - ckpt.start_momentum_sum[1:]
+            sum_a = ckpt.start_momentum_sum[:-1] - ckpt.start_momentum_sum[1:]
+            sum_b = sum_including - ckpt.start_momentum_sum[:-1]
+            turn = jax.vmap(_is_turning, in_axes=(0, None, 0))
+            is_turning_levels = (
+                turn(node_start_v, velocity, sum_node)
+                | jax.vmap(_is_turning)(
+                    node_start_v, ckpt.start_velocity[:-1], sum_a + ckpt.start_momentum[:-1]
+                )
+                | turn(ckpt.end_velocity[:-1], velocity, sum_b + ckpt.end_momentum[:-1])
+            )
+            return jnp.any(completes[1:] & is_turning_levels)
+
+        def merge(loop: _LoopState, leaf: IntegratorState, velocity: Array, subtree_sum: Array,
+                  subtree_log_weight: Array, subtree_proposal: IntegratorState,
+                  subtree_proposal_energy: Array, ckpt: _Checkpoints, direction: Array) -> tuple:
+            forward = direction > 0
+            first_velocity = ckpt.start_velocity[loop.num_doublings]
+            first_momentum = ckpt.start_momentum[loop.num_doublings]
+            old_left_velocity = metric.velocity(loop.left.momentum)
+            old_right_velocity = metric.velocity(loop.right.momentum)
+            # Time order: the backward part ("bck") then the forward part ("fwd").
+            bck_left_v = jnp.where(forward, old_left_velocity, velocity)
+            bck_right_v = jnp.where(forward, old_right_velocity, first_velocity)
+            bck_right_p = jnp.where(forward, loop.right.momentum, first_momentum)
+            fwd_left_v = jnp.where(forward, first_velocity, old_left_velocity)
+            fwd_left_p = jnp.where(forward, first_momentum, loop.left.momentum)
+            fwd_right_v = jnp.where(forward, velocity, old_right_velocity)
+            sum_bck = jnp.where(forward, loop.momentum_sum, subtree_sum)
+            sum_fwd = jnp.where(forward, subtree_sum, loop.momentum_sum)
+            merged_sum = loop.momentum_sum + subtree_sum
+            is_trajectory_turning = (
+                _is_turning(bck_left_v, fwd_right_v, merged_sum)
+                | _is_turning(bck_left_v, fwd_left_v, sum_bck + fwd_left_p)
+                | _is_turning(bck_right_v, fwd_right_v, sum_fwd + bck_right_p)
+            )
+            # Biased progressive sampling: prefer the new subtree (Betancourt, 2017).
+            take = log_merge_uniforms[loop.num_doublings] < subtree_log_weight - loop.log_weight
+            return (
+                _select(forward, loop.left, leaf),
+                _select(forward, leaf, loop.right),
+                merged_sum,
+                jnp.logaddexp(loop.log_weight, subtree_log_weight),
+                _select(take, subtree_proposal, loop.proposal),
+                jnp.where(take, subtree_proposal_energy, loop.proposal_energy),
+                is_trajectory_turning,
+            )
+
+        def keep(loop: _LoopState, *_: object) -> tuple:
+            return (
+                loop.left, loop.right, loop.momentum_sum, loop.log_weight, loop.proposal,
+                loop.proposal_energy, jnp.asarray(False),
+            )
 
         def body(loop: _LoopState) -> _LoopState:
-            is_new_subtree = loop.leaf_index == 0
-            draw_direction = jax.random.bernoulli(jax.random.fold_in(key_direction, loop.num_doublings))
-            direction = jnp.where(is_new_subtree, jnp.where(draw_direction, 1, -1), loop.direction)
-            start = _select(
-                is_new_subtree, _select(direction > 0, loop.right, loop.left), loop.leaf
+            n = loop.leaf_index
+            is_new_subtree = n == 0
+            direction = jnp.where(is_new_subtree, directions[loop.num_doublings], loop.direction)
+            start = jax.lax.cond(
+                is_new_subtree,
+                lambda: _select(direction > 0, loop.right, loop.left),
+                lambda: loop.leaf,
             )
             leaf = integrate(start, direction * step_size)
             leaf_energy = energy(leaf)
@@ -154,8 +220,6 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
             subtree_proposal = _select(take_leaf, leaf, loop.subtree_proposal)
             subtree_proposal_energy = jnp.where(take_leaf, leaf_energy, loop.subtree_proposal_energy)
 
-            # U-turn checks of every span that this leaf completes.
-            n = loop.leaf_index
             velocity = metric.velocity(leaf.momentum)
             sum_before = jnp.where(is_new_subtree, jnp.zeros_like(flat), loop.subtree_momentum_sum)
             sum_including = sum_before + leaf.momentum
@@ -166,25 +230,13 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
                 start_momentum=jnp.where(starts_here, leaf.momentum, ckpt.start_momentum),
                 start_momentum_sum=jnp.where(starts_here, sum_before, ckpt.start_momentum_sum),
             )
-            subtree_depth = loop.num_doublings
-            completes = ((n + 1) % level_sizes == 0) & (levels >= 1) & (levels <= subtree_depth)
-            # Span of level k = halves A (first) and B (second), each of level k - 1.
-            node_start_v = ckpt.start_velocity[1:]
-            half_b_start_v = ckpt.start_velocity[:-1]
-            half_b_start_p = ckpt.start_momentum[:-1]
-            half_a_end_v = ckpt.end_velocity[:-1]
-            half_a_end_p = ckpt.end_momentum[:-1]
-            sum_node = sum_including - ckpt.start_momentum_sum[1:]
-            sum_a = ckpt.start_momentum_sum[:-1] - ckpt.start_momentum_sum[1:]
-            sum_b = sum_including - ckpt.start_momentum_sum[:-1]
-            turn = jax.vmap(_is_turning, in_axes=(0, None, 0))
-            turn_pairs = jax.vmap(_is_turning)
-            is_turning_levels = (
-                turn(node_start_v, velocity, sum_node)
-                | turn_pairs(node_start_v, half_b_start_v, sum_a + half_b_start_p)
-                | turn(half_a_end_v, velocity, sum_b + half_a_end_p)
+            # Spans of two or more leaves end only at odd leaf indices.
+            is_subtree_turning = jax.lax.cond(
+                n % 2 == 1,
+                subtree_turning,
+                lambda *_: jnp.asarray(False),
+                ckpt, n, velocity, sum_including, loop.num_doublings,
             )
-            is_subtree_turning = jnp.any(completes[1:] & is_turning_levels)
             ends_here = ((n + 1) % level_sizes == 0)[:, None]
             ckpt = ckpt._replace(
                 end_velocity=jnp.where(ends_here, velocity, ckpt.end_velocity),
@@ -192,50 +244,26 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
             )
 
             is_subtree_invalid = is_subtree_turning | is_divergent
-            is_subtree_complete = n + 1 == 2**subtree_depth
+            is_subtree_complete = n + 1 == 2**loop.num_doublings
             is_subtree_over = is_subtree_invalid | is_subtree_complete
-
-            # Merging a valid complete subtree into the trajectory (used only if it ends here).
-            forward = direction > 0
-            first_velocity = ckpt.start_velocity[subtree_depth]
-            first_momentum = ckpt.start_momentum[subtree_depth]
-            old_left_velocity = metric.velocity(loop.left.momentum)
-            old_right_velocity = metric.velocity(loop.right.momentum)
-            # Time order: the backward part ("bck") then the forward part ("fwd").
-            bck_left_v = jnp.where(forward, old_left_velocity, velocity)
-            bck_right_v = jnp.where(forward, old_right_velocity, first_velocity)
-            bck_right_p = jnp.where(forward, loop.right.momentum, first_momentum)
-            fwd_left_v = jnp.where(forward, first_velocity, old_left_velocity)
-            fwd_left_p = jnp.where(forward, first_momentum, loop.left.momentum)
-            fwd_right_v = jnp.where(forward, velocity, old_right_velocity)
-            sum_bck = jnp.where(forward, loop.momentum_sum, sum_including)
-            sum_fwd = jnp.where(forward, sum_including, loop.momentum_sum)
-            merged_sum = loop.momentum_sum + sum_including
-            is_trajectory_turning = (
-                _is_turning(bck_left_v, fwd_right_v, merged_sum)
-                | _is_turning(bck_left_v, fwd_left_v, sum_bck + fwd_left_p)
-                | _is_turning(bck_right_v, fwd_right_v, sum_fwd + bck_right_p)
-            )
-            key_this_merge = jax.random.fold_in(key_merge, loop.num_doublings)
-            take_subtree = jnp.log(jax.random.uniform(key_this_merge, dtype=dtype)) < (
-                subtree_log_weight - loop.log_weight
-            )
             merges = is_subtree_complete & ~is_subtree_invalid
-            take = merges & take_subtree
-            num_doublings = jnp.where(is_subtree_over, loop.num_doublings + 1, loop.num_doublings)
-            is_done = (is_subtree_over & (is_subtree_invalid | is_trajectory_turning)) | (
-                num_doublings >= max_num_doublings
+            left, right, momentum_sum, log_weight, proposal, proposal_energy, is_turning = (
+                jax.lax.cond(
+                    merges, merge, keep,
+                    loop, leaf, velocity, sum_including, subtree_log_weight, subtree_proposal,
+                    subtree_proposal_energy, ckpt, direction,
+                )
             )
+            num_doublings = jnp.where(is_subtree_over, loop.num_doublings + 1, loop.num_doublings)
+            is_done = (is_subtree_invalid | is_turning) | (num_doublings >= max_num_doublings)
 
             return _LoopState(
-                left=_select(merges & ~forward, leaf, loop.left),
-                right=_select(merges & forward, leaf, loop.right),
-                momentum_sum=jnp.where(merges, merged_sum, loop.momentum_sum),
-                log_weight=jnp.where(
-                    merges, jnp.logaddexp(loop.log_weight, subtree_log_weight), loop.log_weight
-                ),
-                proposal=_select(take, subtree_proposal, loop.proposal),
-                proposal_energy=jnp.where(take, subtree_proposal_energy, loop.proposal_energy),
+                left=left,
+                right=right,
+                momentum_sum=momentum_sum,
+                log_weight=log_weight,
+                proposal=proposal,
+                proposal_energy=proposal_energy,
                 num_doublings=num_doublings,
                 direction=direction,
                 leaf_index=jnp.where(is_subtree_over, 0, n + 1),
