@@ -341,7 +341,9 @@ def run_chains(
             "warmup_init", spec, config, watch, data, positions, jax.random.split(key_init, num_chains)
         )
         seconds = {"warmup": 0.0, "sampling": 0.0}
-        draws, stats = [], []
+        # Host arrays for every draw, filled chunk by chunk (no copy at the end).
+        draws: dict[str, np.ndarray] = {}
+        stats: dict[str, np.ndarray] = {}
         done = 0
         phases = (("warmup", key_warmup, num_warmup), ("sampling", key_sample, num_draws))
         for phase, phase_key, num_steps in phases:
@@ -366,8 +368,12 @@ def run_chains(
                 )
                 if phase == "sampling":
                     chunk_draws, chunk_stats = jax.device_get((chunk_draws, chunk_stats))
-                    draws.append({k: v[:, :steps] for k, v in chunk_draws.items()})
-                    stats.append({k: v[:, :steps] for k, v in chunk_stats.items()})
+                    for store, chunk_values in ((draws, chunk_draws), (stats, chunk_stats)):
+                        for name, values in chunk_values.items():
+                            if name not in store:
+                                shape = (num_chains, num_draws, *values.shape[2:])
+                                store[name] = np.empty(shape, values.dtype)
+                            store[name][:, start : start + steps] = values[:, :steps]
                 divergences += int(np.asarray(chunk_stats["diverging"])[:, :steps].sum())
                 elapsed = time.perf_counter() - tic - (watch.compile_seconds - compiled_before)
                 seconds[phase] += elapsed
@@ -375,14 +381,9 @@ def run_chains(
                 if update:
                     update(completed=done, rate=steps / max(elapsed, 1e-9), divergences=divergences)
 
-    def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        if not parts:
-            return {}
-        return {k: np.concatenate([p[k] for p in parts], axis=1) for k in parts[0]}
-
     return RunResult(
-        draws=concat(draws),
-        stats=concat(stats),
+        draws=draws,
+        stats=stats,
         parameters=jax.device_get(
             {"step_size": states.step_size, "inverse_mass_matrix": states.inverse_mass_matrix}
         ),

@@ -1,0 +1,65 @@
+"""Peak host memory of a long run: 4 chains x 100,000 draws x 100 dimensions.
+
+The driver moves draws off the device after every chunk and writes them into
+preallocated host arrays, so the peak resident memory added by the run should be close to
+the size of the draws themselves. This script measures the increase of peak RSS
+(``ru_maxrss``) during ``pi.sample`` and compares it with the size of the returned draws.
+
+Run: ``python benchmarks/memory.py [--draws 100000] [--dim 100] [--chains 4]``.
+"""
+
+import argparse
+import json
+import resource
+from pathlib import Path
+
+import jax.numpy as jnp
+
+import probinfer as pi
+from probinfer.bench import machine_description
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--draws", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=100)
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--method", default="rwm")
+    parser.add_argument("--out", default="benchmarks/results")
+    arguments = parser.parse_args()
+
+    scales = jnp.linspace(0.5, 2.0, arguments.dim)
+    target = pi.LogDensity(lambda x: -0.5 * jnp.sum((x / scales) ** 2), jnp.zeros(arguments.dim))
+    # Compile and touch everything once on a short run, so the baseline includes JAX itself.
+    pi.sample(target, method=arguments.method, chains=arguments.chains, warmup=100, draws=100,
+              progress=False)
+    baseline = peak_rss_bytes()
+    idata = pi.sample(target, method=arguments.method, chains=arguments.chains, warmup=100,
+                      draws=arguments.draws, progress=False)
+    peak = peak_rss_bytes()
+    draws_bytes = idata.posterior["x"].values.nbytes
+    stats_bytes = sum(v.values.nbytes for v in idata.sample_stats.data_vars.values())
+    result = {
+        "machine": machine_description(),
+        "chains": arguments.chains,
+        "draws": arguments.draws,
+        "dim": arguments.dim,
+        "method": arguments.method,
+        "draws_mb": draws_bytes / 2**20,
+        "sample_stats_mb": stats_bytes / 2**20,
+        "peak_rss_increase_mb": (peak - baseline) / 2**20,
+        "ratio_to_output": (peak - baseline) / (draws_bytes + stats_bytes),
+    }
+    print(json.dumps(result, indent=2))
+    out = Path(arguments.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "memory.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
