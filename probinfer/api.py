@@ -180,16 +180,22 @@ def sample(
     chunk_size = settings.pop("chunk_size", None) or choose_chunk_size(warmup, draws)
     config = SamplerConfig(
         algorithm=method,
-        options=tuple(sorted((k, v) for k, v in settings.items()
-                             if k not in ("target_acceptance", "is_mass_matrix_dense"))),
+        options=tuple(
+            sorted(
+                (k, v)
+                for k, v in settings.items()
+                if k not in ("target_acceptance", "is_mass_matrix_dense")
+            )
+        ),
         is_mass_matrix_dense=settings.get("is_mass_matrix_dense"),
         target_acceptance=settings.get("target_acceptance"),
         initial_step_size=None if step_size is None else float(step_size),
         chain_method=chain_method,
         chunk_size=_check_count("chunk_size", chunk_size, 1),
     )
-    mcmc.window_adaptation(algorithm, lambda x: x, **dict(config.options),
-                           target_acceptance=config.target_acceptance)  # validates settings
+    mcmc.window_adaptation(
+        algorithm, lambda x: x, **dict(config.options), target_acceptance=config.target_acceptance
+    )  # validates settings
 
     spec, data = prepare(model, args, model_kwargs)
     key = jax.random.key(seed)
@@ -199,8 +205,14 @@ def sample(
     else:
         positions = _check_init_positions(spec, data, init_positions, chains)
     result = run_chains(
-        spec, data, config, key_run, positions,
-        num_warmup=warmup, num_draws=draws, progress=progress,
+        spec,
+        data,
+        config,
+        key_run,
+        positions,
+        num_warmup=warmup,
+        num_draws=draws,
+        progress=progress,
     )
     attrs = {
         "method": method,

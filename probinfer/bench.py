@@ -81,7 +81,9 @@ def evaluate(idata: az.InferenceData, reference: Any) -> dict[str, Any]:
     }
 
 
-def run_one(name: str, method: str, *, chains: int, warmup: int, draws: int, seed: int) -> dict[str, Any]:
+def run_one(
+    name: str, method: str, *, chains: int, warmup: int, draws: int, seed: int
+) -> dict[str, Any]:
     """Sample one zoo model with one method and evaluate it.
 
     Args:
@@ -100,8 +102,15 @@ def run_one(name: str, method: str, *, chains: int, warmup: int, draws: int, see
     zoo_model = _zoo().get(name)
     args, kwargs = zoo_model.data()
     idata = sample(
-        zoo_model.model, *args, method=method, chains=chains, warmup=warmup, draws=draws,
-        seed=seed, progress=False, **kwargs,
+        zoo_model.model,
+        *args,
+        method=method,
+        chains=chains,
+        warmup=warmup,
+        draws=draws,
+        seed=seed,
+        progress=False,
+        **kwargs,
     )
     row = {"model": name, "method": method, **evaluate(idata, zoo_model.reference)}
     attrs = idata.attrs
@@ -195,7 +204,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(models_)), 4))
     for j, method in enumerate(methods):
         values = [
-            next((r["ess_per_1000_grads"] for r in rows if r["model"] == m and r["method"] == method), 0)
+            next(
+                (
+                    r["ess_per_1000_grads"]
+                    for r in rows
+                    if r["model"] == m and r["method"] == method
+                ),
+                0,
+            )
             for m in models_
         ]
         ax.bar(np.arange(len(models_)) + j * width, np.maximum(values, 1e-2), width, label=method)

@@ -10,9 +10,8 @@ from rich.console import Console
 
 
 def _bench(arguments: argparse.Namespace, console: Console) -> int:
-    from probinfer.bench import METHODS, markdown_table, run_bench
-
     import models
+    from probinfer.bench import METHODS, markdown_table, run_bench
 
     model_names = arguments.models or models.names()
     unknown = sorted(set(model_names) - set(models.names()))
@@ -29,8 +28,13 @@ def _bench(arguments: argparse.Namespace, console: Console) -> int:
         f"{arguments.chains} chains, {arguments.warmup} warm-up, {arguments.draws} draws"
     )
     rows = run_bench(
-        model_names, methods, chains=arguments.chains, warmup=arguments.warmup,
-        draws=arguments.draws, seed=arguments.seed, out=Path(arguments.out),
+        model_names,
+        methods,
+        chains=arguments.chains,
+        warmup=arguments.warmup,
+        draws=arguments.draws,
+        seed=arguments.seed,
+        out=Path(arguments.out),
         echo=lambda line: console.print(line, soft_wrap=True),
     )
     console.print(markdown_table(rows), markup=False, soft_wrap=True)

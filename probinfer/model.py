@@ -98,7 +98,9 @@ class LogDensity:
         )
 
     def __repr__(self) -> str:
-        return f"LogDensity({getattr(self.logdensity_fn, '__name__', 'fn')}, sites={self.site_names})"
+        return (
+            f"LogDensity({getattr(self.logdensity_fn, '__name__', 'fn')}, sites={self.site_names})"
+        )
 
     def bind(self, data: PyTree) -> LogDensity:  # noqa: ARG002
         """A plain log density has no data: return itself.
@@ -158,9 +160,7 @@ def _leaf_names(tree: PyTree) -> tuple[str, ...]:
         return ("x",)
     names = []
     for path, _ in paths:
-        parts = [
-            str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path
-        ]
+        parts = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
         names.append(".".join(parts))
     return tuple(names)
 
@@ -408,7 +408,9 @@ class ModelDensity:
         prior, likelihood = self.log_terms(position)
         bad = [f"{n} (prior {float(v)})" for n, v in prior.items() if not np.isfinite(float(v))]
         bad += [
-            f"{n} (likelihood {float(v)})" for n, v in likelihood.items() if not np.isfinite(float(v))
+            f"{n} (likelihood {float(v)})"
+            for n, v in likelihood.items()
+            if not np.isfinite(float(v))
         ]
         grad = jax.grad(self.logdensity_fn)(position)
         bad += [f"{n} (gradient)" for n, g in grad.items() if not bool(jnp.all(jnp.isfinite(g)))]
@@ -416,9 +418,7 @@ class ModelDensity:
 
 
 def _unwrap(fn: dist.Distribution) -> dist.Distribution:
-    while isinstance(
-        fn, dist.ExpandedDistribution | dist.MaskedDistribution | dist.Independent
-    ):
+    while isinstance(fn, dist.ExpandedDistribution | dist.MaskedDistribution | dist.Independent):
         fn = fn.base_dist
     return fn
 

@@ -276,8 +276,11 @@ def find_initial_positions(spec: Any, data: PyTree, key: PRNGKeyArray, num_chain
         if ok.all():
             return positions
         fresh = spec.initial_positions(jax.random.fold_in(key, attempt), num_chains)
+        keep = jnp.asarray(ok)
         positions = jax.tree.map(
-            lambda old, new: jnp.where(ok.reshape((-1,) + (1,) * (old.ndim - 1)), old, new),
+            lambda old, new, keep=keep: jnp.where(
+                keep.reshape((-1,) + (1,) * (old.ndim - 1)), old, new
+            ),
             positions,
             fresh,
         )
@@ -338,7 +341,13 @@ def run_chains(
 
     with _progress_bar(progress, num_warmup + num_draws, num_chains) as update:
         states = _call(
-            "warmup_init", spec, config, watch, data, positions, jax.random.split(key_init, num_chains)
+            "warmup_init",
+            spec,
+            config,
+            watch,
+            data,
+            positions,
+            jax.random.split(key_init, num_chains),
         )
         seconds = {"warmup": 0.0, "sampling": 0.0}
         # Host arrays for every draw, filled chunk by chunk (no copy at the end).
@@ -363,8 +372,17 @@ def run_chains(
                 compiled_before = watch.compile_seconds
                 tic = time.perf_counter()
                 states, chunk_draws, chunk_stats = _call(
-                    "chunk", spec, config, watch, data, states, keys, schedule,
-                    jnp.asarray(start), jnp.asarray(steps), jnp.asarray(phase == "sampling"),
+                    "chunk",
+                    spec,
+                    config,
+                    watch,
+                    data,
+                    states,
+                    keys,
+                    schedule,
+                    jnp.asarray(start),
+                    jnp.asarray(steps),
+                    jnp.asarray(phase == "sampling"),
                 )
                 if phase == "sampling":
                     chunk_draws, chunk_stats = jax.device_get((chunk_draws, chunk_stats))

@@ -69,7 +69,9 @@ def dual_averaging_update(
     acceptance_rate = jnp.where(jnp.isnan(acceptance_rate), 0.0, acceptance_rate)
     t = state.iteration + 1
     weight = 1.0 / (t + T0)
-    average_error = (1.0 - weight) * state.average_error + weight * (target_acceptance - acceptance_rate)
+    average_error = (1.0 - weight) * state.average_error + weight * (
+        target_acceptance - acceptance_rate
+    )
     log_step_size = state.mu - jnp.sqrt(t) / GAMMA * average_error
     eta = t ** (-KAPPA)
     log_step_size_avg = eta * log_step_size + (1.0 - eta) * state.log_step_size_avg

@@ -49,16 +49,16 @@ def build_kernel(divergence_threshold: float = 1000.0) -> object:
 
         momentum = metric.sample_momentum(key_momentum)
         start = IntegratorState(flat, momentum, state.logdensity, grad)
-        end = jax.lax.fori_loop(
-            0, num_integration_steps, lambda _, s: step(s, step_size), start
-        )
+        end = jax.lax.fori_loop(0, num_integration_steps, lambda _, s: step(s, step_size), start)
         energy_start = -start.logdensity + metric.kinetic_energy(start.momentum)
         energy_end = -end.logdensity + metric.kinetic_energy(end.momentum)
         log_accept, is_nonfinite = safe_log_ratio(-energy_end, -energy_start)
         is_divergent = is_nonfinite | (energy_end - energy_start > divergence_threshold)
         is_accepted = jnp.log(jax.random.uniform(key_accept, dtype=flat.dtype)) < log_accept
 
-        proposal = GradientState(unravel(end.position), end.logdensity, unravel(end.logdensity_grad))
+        proposal = GradientState(
+            unravel(end.position), end.logdensity, unravel(end.logdensity_grad)
+        )
         new_state = jax.tree.map(lambda new, old: jnp.where(is_accepted, new, old), proposal, state)
         info = TransitionInfo(
             acceptance_rate=jnp.exp(log_accept),

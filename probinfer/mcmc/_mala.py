@@ -57,9 +57,7 @@ def build_kernel() -> object:
             proposal.logdensity + log_backward, state.logdensity + log_forward
         )
         is_accepted = jnp.log(jax.random.uniform(key_accept, dtype=flat.dtype)) < log_accept
-        new_state = jax.tree.map(
-            lambda new, old: jnp.where(is_accepted, new, old), proposal, state
-        )
+        new_state = jax.tree.map(lambda new, old: jnp.where(is_accepted, new, old), proposal, state)
         info = TransitionInfo(
             acceptance_rate=jnp.exp(log_accept),
             is_accepted=is_accepted,
@@ -74,4 +72,6 @@ def build_kernel() -> object:
     return kernel
 
 
-mala = Algorithm("mala", init_gradient_state, build_kernel, target_acceptance=0.574, uses_gradient=True)
+mala = Algorithm(
+    "mala", init_gradient_state, build_kernel, target_acceptance=0.574, uses_gradient=True
+)

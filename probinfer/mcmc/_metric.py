@@ -34,7 +34,7 @@ class Metric(NamedTuple):
     mahalanobis: Callable[[Array], Array]
 
 
-def euclidean_metric(inverse_mass_matrix: Float[Array, "dim"] | Float[Array, "dim dim"]) -> Metric:
+def euclidean_metric(inverse_mass_matrix: Float[Array, " dim"] | Float[Array, "dim dim"]) -> Metric:
     """Build the :class:`Metric` for a diagonal (1-D) or dense (2-D) inverse mass matrix.
 
     Args:

@@ -74,7 +74,9 @@ class _LoopState(NamedTuple):
 
 
 def _is_turning(velocity_left: Array, velocity_right: Array, momentum_sum: Array) -> Array:
-    return (jnp.dot(velocity_left, momentum_sum) <= 0) | (jnp.dot(velocity_right, momentum_sum) <= 0)
+    return (jnp.dot(velocity_left, momentum_sum) <= 0) | (
+        jnp.dot(velocity_right, momentum_sum) <= 0
+    )
 
 
 def _select(condition: Array, on_true: object, on_false: object) -> object:
@@ -152,9 +154,17 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
             )
             return jnp.any(completes[1:] & is_turning_levels)
 
-        def merge(loop: _LoopState, leaf: IntegratorState, velocity: Array, subtree_sum: Array,
-                  subtree_log_weight: Array, subtree_proposal: IntegratorState,
-                  subtree_proposal_energy: Array, ckpt: _Checkpoints, direction: Array) -> tuple:
+        def merge(
+            loop: _LoopState,
+            leaf: IntegratorState,
+            velocity: Array,
+            subtree_sum: Array,
+            subtree_log_weight: Array,
+            subtree_proposal: IntegratorState,
+            subtree_proposal_energy: Array,
+            ckpt: _Checkpoints,
+            direction: Array,
+        ) -> tuple:
             forward = direction > 0
             first_velocity = ckpt.start_velocity[loop.num_doublings]
             first_momentum = ckpt.start_momentum[loop.num_doublings]
@@ -189,8 +199,13 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
 
         def keep(loop: _LoopState, *_: object) -> tuple:
             return (
-                loop.left, loop.right, loop.momentum_sum, loop.log_weight, loop.proposal,
-                loop.proposal_energy, jnp.asarray(False),
+                loop.left,
+                loop.right,
+                loop.momentum_sum,
+                loop.log_weight,
+                loop.proposal,
+                loop.proposal_energy,
+                jnp.asarray(False),
             )
 
         def body(loop: _LoopState) -> _LoopState:
@@ -218,7 +233,9 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
             )
             take_leaf = take_leaf | is_new_subtree
             subtree_proposal = _select(take_leaf, leaf, loop.subtree_proposal)
-            subtree_proposal_energy = jnp.where(take_leaf, leaf_energy, loop.subtree_proposal_energy)
+            subtree_proposal_energy = jnp.where(
+                take_leaf, leaf_energy, loop.subtree_proposal_energy
+            )
 
             velocity = metric.velocity(leaf.momentum)
             sum_before = jnp.where(is_new_subtree, jnp.zeros_like(flat), loop.subtree_momentum_sum)
@@ -235,7 +252,11 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
                 n % 2 == 1,
                 subtree_turning,
                 lambda *_: jnp.asarray(False),
-                ckpt, n, velocity, sum_including, loop.num_doublings,
+                ckpt,
+                n,
+                velocity,
+                sum_including,
+                loop.num_doublings,
             )
             ends_here = ((n + 1) % level_sizes == 0)[:, None]
             ckpt = ckpt._replace(
@@ -249,9 +270,18 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
             merges = is_subtree_complete & ~is_subtree_invalid
             left, right, momentum_sum, log_weight, proposal, proposal_energy, is_turning = (
                 jax.lax.cond(
-                    merges, merge, keep,
-                    loop, leaf, velocity, sum_including, subtree_log_weight, subtree_proposal,
-                    subtree_proposal_energy, ckpt, direction,
+                    merges,
+                    merge,
+                    keep,
+                    loop,
+                    leaf,
+                    velocity,
+                    sum_including,
+                    subtree_log_weight,
+                    subtree_proposal,
+                    subtree_proposal_energy,
+                    ckpt,
+                    direction,
                 )
             )
             num_doublings = jnp.where(is_subtree_over, loop.num_doublings + 1, loop.num_doublings)
@@ -275,9 +305,8 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
                 checkpoints=ckpt,
                 is_done=is_done,
                 is_divergent=loop.is_divergent | is_divergent,
-                sum_acceptance=loop.sum_acceptance + jnp.where(
-                    is_nonfinite, 0.0, jnp.minimum(1.0, jnp.exp(-delta))
-                ),
+                sum_acceptance=loop.sum_acceptance
+                + jnp.where(is_nonfinite, 0.0, jnp.minimum(1.0, jnp.exp(-delta))),
                 num_leaves=loop.num_leaves + 1,
                 num_nonfinite=loop.num_nonfinite + is_nonfinite.astype(jnp.int32),
             )
@@ -325,4 +354,6 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
     return kernel
 
 
-nuts = Algorithm("nuts", init_gradient_state, build_kernel, target_acceptance=0.8, uses_gradient=True)
+nuts = Algorithm(
+    "nuts", init_gradient_state, build_kernel, target_acceptance=0.8, uses_gradient=True
+)

@@ -72,5 +72,7 @@ def regularized_covariance(state: WelfordState) -> Array:
     covariance = state.m2 / jnp.maximum(n - 1, 1)
     shrink = 1e-3 * 5.0 / (n + 5.0)
     if covariance.ndim == 2:
-        return (n / (n + 5.0)) * covariance + shrink * jnp.eye(covariance.shape[0], dtype=covariance.dtype)
+        return (n / (n + 5.0)) * covariance + shrink * jnp.eye(
+            covariance.shape[0], dtype=covariance.dtype
+        )
     return (n / (n + 5.0)) * covariance + shrink

@@ -222,8 +222,14 @@ def window_adaptation(
     def init(position: PyTree, key: PRNGKeyArray | None = None) -> WindowAdaptationState:
         flat, _ = ravel_pytree(position)
         dim = flat.shape[0]
-        is_dense = dim <= DENSE_MASS_MATRIX_MAX_DIM if is_mass_matrix_dense is None else is_mass_matrix_dense
-        inverse_mass_matrix = jnp.eye(dim, dtype=flat.dtype) if is_dense else jnp.ones(dim, flat.dtype)
+        is_dense = (
+            dim <= DENSE_MASS_MATRIX_MAX_DIM
+            if is_mass_matrix_dense is None
+            else is_mass_matrix_dense
+        )
+        inverse_mass_matrix = (
+            jnp.eye(dim, dtype=flat.dtype) if is_dense else jnp.ones(dim, flat.dtype)
+        )
         mcmc_state = algorithm.init(position, logdensity_fn)
         if algorithm.uses_gradient:
             start = 1.0 if initial_step_size is None else initial_step_size
@@ -233,7 +239,9 @@ def window_adaptation(
             )
         else:
             default = 2.38 / np.sqrt(dim)
-            step_size = jnp.asarray(default if initial_step_size is None else initial_step_size, flat.dtype)
+            step_size = jnp.asarray(
+                default if initial_step_size is None else initial_step_size, flat.dtype
+            )
         return WindowAdaptationState(
             mcmc_state=mcmc_state,
             step_size=step_size,
@@ -247,7 +255,11 @@ def window_adaptation(
         key: PRNGKeyArray, state: WindowAdaptationState, schedule: WarmupSchedule
     ) -> tuple[WindowAdaptationState, Any]:
         mcmc_state, info = kernel(
-            key, state.mcmc_state, logdensity_fn, state.step_size, state.inverse_mass_matrix,
+            key,
+            state.mcmc_state,
+            logdensity_fn,
+            state.step_size,
+            state.inverse_mass_matrix,
             **step_parameters,
         )
         dual = dual_averaging_update(state.dual_averaging, info.acceptance_rate, target)
@@ -286,7 +298,9 @@ def window_adaptation(
             "inverse_mass_matrix": state.inverse_mass_matrix,
         }
 
-    def run(key: PRNGKeyArray, position: PyTree, num_steps: int) -> tuple[Any, dict[str, Array], Any]:
+    def run(
+        key: PRNGKeyArray, position: PyTree, num_steps: int
+    ) -> tuple[Any, dict[str, Array], Any]:
         key_init, key_steps = jax.random.split(key)
         schedule = WarmupSchedule(*(jnp.asarray(a) for a in build_schedule(num_steps)))
         state = init(position, key_init)
