@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import arviz as az
@@ -114,6 +116,7 @@ def sample(
     seed: int = 0,
     progress: bool = True,
     init_positions: Any = None,
+    checkpoint: str | os.PathLike | None = None,
     **kwargs: Any,
 ) -> az.InferenceData:
     """Draw posterior samples with MCMC and return them as ArviZ ``InferenceData``.
@@ -133,6 +136,10 @@ def sample(
         progress: show a progress bar.
         init_positions: exact starting points in unconstrained space, a pytree with a
             leading chain axis (a dict of site name to array for NumPyro models).
+        checkpoint: a folder for checkpoints written atomically after every chunk. Calling
+            `sample` again with the same folder, model, data, settings and seed resumes an
+            interrupted run (or returns a finished one) with the draws an uninterrupted run
+            gives.
         **kwargs: keywords the model accepts go to the model; the rest are settings:
             ``target_acceptance``, ``is_mass_matrix_dense``, ``step_size`` (initial step
             size), ``chain_method`` ("vectorized" or "sequential"), ``chunk_size``, and the
@@ -213,6 +220,7 @@ def sample(
         num_warmup=warmup,
         num_draws=draws,
         progress=progress,
+        checkpoint=None if checkpoint is None else Path(checkpoint),
     )
     attrs = {
         "method": method,

@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -37,6 +38,14 @@ from rich.progress import (
 )
 
 from probinfer import mcmc
+from probinfer.checkpoint import (
+    RunProgress,
+    fingerprint,
+    load_chunks,
+    load_progress,
+    save_chunk,
+    save_progress,
+)
 from probinfer.mcmc._window_adaptation import WarmupSchedule, build_schedule
 
 PyTree = Any
@@ -316,6 +325,7 @@ def run_chains(
     num_warmup: int,
     num_draws: int,
     progress: bool,
+    checkpoint: Path | None = None,
 ) -> RunResult:
     """Warm up then sample every chain.
 
@@ -328,6 +338,9 @@ def run_chains(
         num_warmup: warm-up (adaptation) steps per chain.
         num_draws: kept draws per chain.
         progress: show a progress bar.
+        checkpoint: folder for atomic checkpoints after every chunk; a run started again
+            with the same folder, target, data, settings and seed resumes where the last
+            one stopped and gives the same draws as an uninterrupted run.
 
     Returns:
         The :class:`RunResult`.
@@ -353,10 +366,34 @@ def run_chains(
         # Host arrays for every draw, filled chunk by chunk (no copy at the end).
         draws: dict[str, np.ndarray] = {}
         stats: dict[str, np.ndarray] = {}
-        done = 0
+
+        def store(start: int, chunk_draws: dict[str, Any], chunk_stats: dict[str, Any]) -> None:
+            for store, values_by_name in ((draws, chunk_draws), (stats, chunk_stats)):
+                for name, values in values_by_name.items():
+                    if name not in store:
+                        shape = (num_chains, num_draws, *values.shape[2:])
+                        store[name] = np.empty(shape, values.dtype)
+                    store[name][:, start : start + values.shape[1]] = values
+
+        first_phase, first_start = 0, 0
+        if checkpoint is not None:
+            run_fingerprint = fingerprint(
+                spec, config, num_warmup, num_draws, jax.random.key_data(key), data=data
+            )
+            saved = load_progress(checkpoint, run_fingerprint, states)
+            if saved is not None:
+                states = jax.tree.map(jnp.asarray, saved.states)
+                first_phase, first_start, seconds = saved.phase, saved.start, saved.seconds
+                num_sampled = (0, saved.start, num_draws)[saved.phase]
+                for start, chunk_draws, chunk_stats in load_chunks(checkpoint, num_sampled):
+                    store(start, chunk_draws, chunk_stats)
+        done = (first_start, num_warmup + first_start, num_warmup + num_draws)[first_phase]
         phases = (("warmup", key_warmup, num_warmup), ("sampling", key_sample, num_draws))
-        for phase, phase_key, num_steps in phases:
-            if phase == "sampling":
+        for phase_index, (phase, phase_key, num_steps) in enumerate(phases):
+            if phase_index < first_phase:
+                continue
+            resume_at = first_start if phase_index == first_phase else 0
+            if phase == "sampling" and resume_at == 0:
                 # Sample with the averaged step size that dual averaging converged to.
                 states = states._replace(
                     step_size=jnp.exp(states.dual_averaging.log_step_size_avg)
@@ -364,10 +401,10 @@ def run_chains(
                     else states.step_size
                 )
             if update:
-                update(description=phase, divergences=0)
+                update(description=phase, divergences=0, completed=done)
             keys = jax.random.split(phase_key, num_chains)
             divergences = 0
-            for start in range(0, num_steps, chunk):
+            for start in range(resume_at, num_steps, chunk):
                 steps = min(chunk, num_steps - start)
                 compiled_before = watch.compile_seconds
                 tic = time.perf_counter()
@@ -386,16 +423,24 @@ def run_chains(
                 )
                 if phase == "sampling":
                     chunk_draws, chunk_stats = jax.device_get((chunk_draws, chunk_stats))
-                    for store, chunk_values in ((draws, chunk_draws), (stats, chunk_stats)):
-                        for name, values in chunk_values.items():
-                            if name not in store:
-                                shape = (num_chains, num_draws, *values.shape[2:])
-                                store[name] = np.empty(shape, values.dtype)
-                            store[name][:, start : start + steps] = values[:, :steps]
+                    chunk_draws = {k: v[:, :steps] for k, v in chunk_draws.items()}
+                    chunk_stats = {k: v[:, :steps] for k, v in chunk_stats.items()}
+                    store(start, chunk_draws, chunk_stats)
+                    if checkpoint is not None:
+                        save_chunk(checkpoint, start, chunk_draws, chunk_stats)
                 divergences += int(np.asarray(chunk_stats["diverging"])[:, :steps].sum())
                 elapsed = time.perf_counter() - tic - (watch.compile_seconds - compiled_before)
                 seconds[phase] += elapsed
                 done += steps
+                if checkpoint is not None:
+                    finished = start + steps >= num_steps
+                    next_phase = phase_index + 1 if finished else phase_index
+                    next_start = 0 if finished else start + steps
+                    save_progress(
+                        checkpoint,
+                        run_fingerprint,
+                        Progress(states, next_phase, next_start, seconds),
+                    )
                 if update:
                     update(completed=done, rate=steps / max(elapsed, 1e-9), divergences=divergences)
 
