@@ -439,7 +439,7 @@ def run_chains(
                     save_progress(
                         checkpoint,
                         run_fingerprint,
-                        Progress(states, next_phase, next_start, seconds),
+                        RunProgress(states, next_phase, next_start, seconds),
                     )
                 if update:
                     update(completed=done, rate=steps / max(elapsed, 1e-9), divergences=divergences)
