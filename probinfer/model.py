@@ -174,7 +174,7 @@ def _jitter(key: PRNGKeyArray, tree: PyTree, num_chains: int, around: PyTree | N
         noise = jax.random.uniform(
             k, (num_chains, *jnp.shape(leaf)), jnp.result_type(leaf), -INIT_RADIUS, INIT_RADIUS
         )
-        out.append(noise if center is None else center + noise)
+        out.append(noise if center is None else jnp.expand_dims(center, 0) + noise)
     return jax.tree.unflatten(treedef, out)
 
 

@@ -141,9 +141,9 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
             # own and, as Stan does, with each half extended by the other's nearest leaf.
             completes = ((n + 1) % level_sizes == 0) & (levels >= 1) & (levels <= depth)
             node_start_v = ckpt.start_velocity[1:]
-            sum_node = sum_including - ckpt.start_momentum_sum[1:]
+            sum_node = sum_including[None] - ckpt.start_momentum_sum[1:]
             sum_a = ckpt.start_momentum_sum[:-1] - ckpt.start_momentum_sum[1:]
-            sum_b = sum_including - ckpt.start_momentum_sum[:-1]
+            sum_b = sum_including[None] - ckpt.start_momentum_sum[:-1]
             turn = jax.vmap(_is_turning, in_axes=(0, None, 0))
             is_turning_levels = (
                 turn(node_start_v, velocity, sum_node)
