@@ -36,11 +36,23 @@ def main() -> None:
     scales = jnp.linspace(0.5, 2.0, arguments.dim)
     target = pi.LogDensity(lambda x: -0.5 * jnp.sum((x / scales) ** 2), jnp.zeros(arguments.dim))
     # Compile and touch everything once on a short run, so the baseline includes JAX itself.
-    pi.sample(target, method=arguments.method, chains=arguments.chains, warmup=100, draws=100,
-              progress=False)
+    pi.sample(
+        target,
+        method=arguments.method,
+        chains=arguments.chains,
+        warmup=100,
+        draws=100,
+        progress=False,
+    )
     baseline = peak_rss_bytes()
-    idata = pi.sample(target, method=arguments.method, chains=arguments.chains, warmup=100,
-                      draws=arguments.draws, progress=False)
+    idata = pi.sample(
+        target,
+        method=arguments.method,
+        chains=arguments.chains,
+        warmup=100,
+        draws=arguments.draws,
+        progress=False,
+    )
     peak = peak_rss_bytes()
     draws_bytes = idata.posterior["x"].values.nbytes
     stats_bytes = sum(v.values.nbytes for v in idata.sample_stats.data_vars.values())

@@ -1,4 +1,4 @@
-"""Docs stay true: docstring examples run, every public symbol is documented, README example runs."""
+"""Docs stay true: docstring examples run, public symbols are documented, README runs."""
 
 import doctest
 import importlib
