@@ -18,9 +18,7 @@ from probinfer.model import LogDensity, prepare
 from probinfer.run import (
     CHAIN_METHODS,
     SamplerConfig,
-    check_initial_positions,
     choose_chunk_size,
-    find_initial_positions,
     run_chains,
 )
 
@@ -86,7 +84,7 @@ def _check_count(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def _check_init_positions(spec: Any, data: Any, init_positions: Any, num_chains: int) -> Any:
+def _check_init_positions(spec: Any, init_positions: Any, num_chains: int) -> Any:
     prototype = spec.initial_positions(jax.random.key(0), num_chains)
     expected = jax.tree.structure(prototype)
     given = jax.tree.structure(init_positions)
@@ -101,9 +99,7 @@ def _check_init_positions(spec: Any, data: Any, init_positions: Any, num_chains:
                 f"`init_positions` leaf has shape {jnp.shape(got)}, expected {want.shape} "
                 f"(leading axis = chains = {num_chains})."
             )
-    init_positions = jax.tree.map(lambda x, p: jnp.asarray(x, p.dtype), init_positions, prototype)
-    check_initial_positions(spec.bind(data), init_positions)
-    return init_positions
+    return jax.tree.map(lambda x, p: jnp.asarray(x, p.dtype), init_positions, prototype)
 
 
 def sample(
@@ -205,18 +201,15 @@ def sample(
     )  # validates settings
 
     spec, data = prepare(model, args, model_kwargs)
-    key = jax.random.key(seed)
-    key_init, key_run = jax.random.split(key)
-    if init_positions is None:
-        positions = find_initial_positions(spec, data, key_init, chains)
-    else:
-        positions = _check_init_positions(spec, data, init_positions, chains)
+    if init_positions is not None:
+        init_positions = _check_init_positions(spec, init_positions, chains)
     result = run_chains(
         spec,
         data,
         config,
-        key_run,
-        positions,
+        jax.random.key(seed),
+        chains,
+        init_positions=init_positions,
         num_warmup=warmup,
         num_draws=draws,
         progress=progress,
@@ -227,6 +220,7 @@ def sample(
         "seed": seed,
         "chain_method": chain_method,
         "num_warmup": warmup,
+        "warmup_grad_evals": result.warmup_grad_evals,
         "compile_seconds": result.compile_seconds,
         "warmup_seconds": result.warmup_seconds,
         "sampling_seconds": result.sampling_seconds,

@@ -82,6 +82,8 @@ class RunResult(NamedTuple):
         draws: site name -> array ``(num_chains, num_draws, ...)`` in constrained space.
         stats: stat name -> array ``(num_chains, num_draws)``.
         parameters: tuned ``step_size`` ``(num_chains,)`` and ``inverse_mass_matrix``.
+        warmup_grad_evals: gradient evaluations of the warm-up, all chains (not counted
+            for the part of a resumed run done before the interruption).
         compile_seconds: time spent compiling (0 when every program was cached).
         warmup_seconds: wall time of the warm-up, compilation excluded.
         sampling_seconds: wall time of the sampling phase, compilation excluded.
@@ -90,6 +92,7 @@ class RunResult(NamedTuple):
     draws: dict[str, np.ndarray]
     stats: dict[str, np.ndarray]
     parameters: dict[str, np.ndarray]
+    warmup_grad_evals: int
     compile_seconds: float
     warmup_seconds: float
     sampling_seconds: float
@@ -139,21 +142,35 @@ def _chunk(
 ) -> tuple[mcmc.WindowAdaptationState, dict[str, Array], dict[str, Array]]:
     """Advance every chain by ``num_steps`` (<= chunk size), recording draws and stats.
 
-    Warm-up and sampling share this one program, so the kernel is compiled once: while
-    sampling, the adaptation updates are computed but discarded, and ``state.step_size``
-    holds the final (averaged) step size set by the driver at the end of warm-up.
+    Warm-up and sampling share this one program, so the kernel is compiled once. While
+    sampling (``is_sampling``, the same for every chain, so ``cond`` really branches even
+    under ``vmap``) the adaptation update is skipped, and ``state.step_size`` holds the final
+    averaged step size set by the driver at the end of warm-up.
     """
     _count_trace("chunk")
     density = spec.bind(data)
     adaptation = _adaptation(spec, config, data)
+    algorithm = mcmc.ALGORITHMS[config.algorithm]
+    build_options, step_parameters = algorithm.split_options(dict(config.options))
+    kernel = algorithm.build_kernel(**build_options)
 
     def one_chain(state: Any, key: PRNGKeyArray) -> Any:
         def step(i: Array, state: Any) -> tuple[Any, tuple[dict[str, Array], dict[str, Array]]]:
-            adapted, info = adaptation.step(jax.random.fold_in(key, start + i), state, schedule)
-            frozen = state._replace(mcmc_state=adapted.mcmc_state)
-            new = jax.tree.map(lambda f, a: jnp.where(is_sampling, f, a), frozen, adapted)
+            mcmc_state, info = kernel(
+                jax.random.fold_in(key, start + i),
+                state.mcmc_state,
+                density.logdensity_fn,
+                state.step_size,
+                state.inverse_mass_matrix,
+                **step_parameters,
+            )
+            new = jax.lax.cond(
+                is_sampling,
+                lambda: state._replace(mcmc_state=mcmc_state),
+                lambda: adaptation.update(state, mcmc_state, info, schedule),
+            )
             stats = {
-                "lp": new.mcmc_state.logdensity,
+                "lp": mcmc_state.logdensity,
                 "diverging": info.is_divergent,
                 "acceptance_rate": info.acceptance_rate,
                 "step_size": state.step_size,
@@ -162,7 +179,7 @@ def _chunk(
                 "energy": info.energy,
                 "num_nonfinite": info.num_nonfinite,
             }
-            return new, (density.postprocess_fn(new.mcmc_state.position), stats)
+            return new, (density.postprocess_fn(mcmc_state.position), stats)
 
         record_shapes = jax.eval_shape(step, start, state)[1]
         buffers = jax.tree.map(
@@ -181,7 +198,20 @@ def _chunk(
     return _map_chains(one_chain, config.chain_method)(states, keys)
 
 
+def _finite_start(spec: Any, config: SamplerConfig, data: PyTree, positions: PyTree) -> Array:
+    """Per chain: are the log density and its gradient finite at the position?"""
+    _count_trace("finite_start")
+    density = spec.bind(data)
+
+    def one_chain(position: PyTree) -> Array:
+        value, grad = jax.value_and_grad(density.logdensity_fn)(position)
+        return jnp.isfinite(value) & jnp.all(jnp.isfinite(ravel_pytree(grad)[0]))
+
+    return jax.vmap(one_chain)(positions)
+
+
 _PROGRAMS: dict[str, Callable[..., Any]] = {
+    "finite_start": _finite_start,
     "warmup_init": _warmup_init,
     "chunk": _chunk,
 }
@@ -235,57 +265,68 @@ def _progress_bar(enabled: bool, total: int, num_chains: int) -> Iterator[Any]:
         yield lambda **fields: progress.update(task, **fields)
 
 
-def check_initial_positions(density: Any, positions: PyTree) -> None:
-    """Raise a readable error when any chain starts at a non-finite log density or gradient.
-
-    Args:
-        density: the bound target (``logdensity_fn`` and ``diagnose``).
-        positions: initial positions with a leading chain axis.
-
-    Raises:
-        ValueError: naming the chain and the offending sites.
-    """
-    values, grads = jax.jit(jax.vmap(jax.value_and_grad(density.logdensity_fn)))(positions)
-    flat_grads = jax.vmap(lambda g: ravel_pytree(g)[0])(grads)
-    is_finite = np.asarray(jnp.isfinite(values) & jnp.all(jnp.isfinite(flat_grads), axis=-1))
-    if not is_finite.all():
-        chain = int(np.argmin(is_finite))
-        position = jax.tree.map(lambda x: x[chain], positions)
-        raise ValueError(
-            f"chain {chain} starts where the log density or its gradient is not finite "
-            f"({density.diagnose(position)}); pass finite `init_positions` or fix the model "
-            "(e.g. a scale that can be zero, log of a negative number)."
+def _nonfinite_start_error(
+    density: Any, positions: PyTree, is_finite: np.ndarray, why: str
+) -> ValueError:
+    chain = int(np.argmin(is_finite))
+    position = jax.tree.map(lambda x: x[chain], positions)
+    return ValueError(
+        f"{why.format(chain=chain)} ({density.diagnose(position)}); "
+        + (
+            "pass finite `init_positions` or fix the model (e.g. a scale that can be zero, the "
+            "log of a negative number, NaN in the data)."
         )
+    )
 
 
-def find_initial_positions(spec: Any, data: PyTree, key: PRNGKeyArray, num_chains: int) -> PyTree:
-    """Draw initial positions, retrying each chain until its log density and gradient are finite.
+def initial_positions(
+    spec: Any,
+    data: PyTree,
+    config: SamplerConfig,
+    key: PRNGKeyArray,
+    num_chains: int,
+    given: PyTree | None,
+    watch: _Stopwatch,
+) -> PyTree:
+    """Starting points: ``given`` (checked finite) or drawn, retried until finite.
+
+    Drawn points are redrawn per chain, up to :data:`probinfer.model.MAX_INIT_TRIES` times,
+    until the log density and its gradient are finite there.
 
     Args:
         spec: the target spec (with ``initial_positions``).
         data: the target's data.
-        key: PRNG key.
+        config: sampler settings (they key the compiled check).
+        key: PRNG key for drawn points.
         num_chains: number of chains.
+        given: user-given positions with a leading chain axis, or None.
+        watch: accumulates compile time.
 
     Returns:
         Positions with a leading chain axis.
 
     Raises:
-        ValueError: after :data:`probinfer.model.MAX_INIT_TRIES` tries, naming the sites.
+        ValueError: naming the chain and the sites whose terms are not finite.
     """
     from probinfer.model import MAX_INIT_TRIES
 
-    density = spec.bind(data)
-    evaluate = jax.jit(jax.vmap(jax.value_and_grad(density.logdensity_fn)))
+    if given is not None:
+        is_finite = np.asarray(_call("finite_start", spec, config, watch, data, given))
+        if not is_finite.all():
+            raise _nonfinite_start_error(
+                spec.bind(data),
+                given,
+                is_finite,
+                "`init_positions` of chain {chain} has a non-finite log density or gradient",
+            )
+        return given
     positions = spec.initial_positions(key, num_chains)
     for attempt in range(1, MAX_INIT_TRIES + 1):
-        values, grads = evaluate(positions)
-        flat_grads = jax.vmap(lambda g: ravel_pytree(g)[0])(grads)
-        ok = np.asarray(jnp.isfinite(values) & jnp.all(jnp.isfinite(flat_grads), axis=-1))
-        if ok.all():
+        is_finite = np.asarray(_call("finite_start", spec, config, watch, data, positions))
+        if is_finite.all():
             return positions
         fresh = spec.initial_positions(jax.random.fold_in(key, attempt), num_chains)
-        keep = jnp.asarray(ok)
+        keep = jnp.asarray(is_finite)
         positions = jax.tree.map(
             lambda old, new, keep=keep: jnp.where(
                 keep.reshape((-1,) + (1,) * (old.ndim - 1)), old, new
@@ -293,12 +334,12 @@ def find_initial_positions(spec: Any, data: PyTree, key: PRNGKeyArray, num_chain
             positions,
             fresh,
         )
-    chain = int(np.argmin(ok))
-    position = jax.tree.map(lambda x: x[chain], positions)
-    raise ValueError(
-        f"no finite initial point after {MAX_INIT_TRIES} tries of uniform(-2, 2) in "
-        f"unconstrained space ({density.diagnose(position)}); check the model's supports and "
-        "data, or pass `init_positions`."
+    raise _nonfinite_start_error(
+        spec.bind(data),
+        positions,
+        is_finite,
+        f"no finite initial point for chain {{chain}} after {MAX_INIT_TRIES} tries of "
+        "uniform(-2, 2) in unconstrained space",
     )
 
 
@@ -320,8 +361,9 @@ def run_chains(
     data: PyTree,
     config: SamplerConfig,
     key: PRNGKeyArray,
-    positions: PyTree,
+    num_chains: int,
     *,
+    init_positions: PyTree | None = None,
     num_warmup: int,
     num_draws: int,
     progress: bool,
@@ -334,7 +376,9 @@ def run_chains(
         data: the target's array data.
         config: static sampler settings.
         key: PRNG key of the run.
-        positions: initial positions with a leading chain axis (already checked finite).
+        num_chains: number of chains.
+        init_positions: exact starting points with a leading chain axis (structure already
+            checked), or None to draw them as the spec says.
         num_warmup: warm-up (adaptation) steps per chain.
         num_draws: kept draws per chain.
         progress: show a progress bar.
@@ -345,9 +389,11 @@ def run_chains(
     Returns:
         The :class:`RunResult`.
     """
-    num_chains = jax.tree.leaves(positions)[0].shape[0]
-    key_init, key_warmup, key_sample = jax.random.split(key, 3)
+    key_positions, key_init, key_warmup, key_sample = jax.random.split(key, 4)
     watch = _Stopwatch()
+    positions = initial_positions(
+        spec, data, config, key_positions, num_chains, init_positions, watch
+    )
     chunk = config.chunk_size
     schedule = WarmupSchedule(*(jnp.asarray(a) for a in build_schedule(num_warmup)))
     schedule = schedule if num_warmup > 0 else WarmupSchedule(*(jnp.zeros(1, bool),) * 2)
@@ -376,6 +422,7 @@ def run_chains(
                     store[name][:, start : start + values.shape[1]] = values
 
         first_phase, first_start = 0, 0
+        warmup_grad_evals = 0
         if checkpoint is not None:
             run_fingerprint = fingerprint(
                 spec, config, num_warmup, num_draws, jax.random.key_data(key), data=data
@@ -429,6 +476,8 @@ def run_chains(
                     if checkpoint is not None:
                         save_chunk(checkpoint, start, chunk_draws, chunk_stats)
                 divergences += int(np.asarray(chunk_stats["diverging"])[:, :steps].sum())
+                if phase == "warmup":
+                    warmup_grad_evals += int(np.asarray(chunk_stats["n_steps"])[:, :steps].sum())
                 elapsed = time.perf_counter() - tic - (watch.compile_seconds - compiled_before)
                 seconds[phase] += elapsed
                 done += steps
@@ -450,6 +499,7 @@ def run_chains(
         parameters=jax.device_get(
             {"step_size": states.step_size, "inverse_mass_matrix": states.inverse_mass_matrix}
         ),
+        warmup_grad_evals=warmup_grad_evals,
         compile_seconds=watch.compile_seconds,
         warmup_seconds=seconds["warmup"],
         sampling_seconds=seconds["sampling"],

@@ -73,7 +73,9 @@ class WindowAdaptation(NamedTuple):
     Attributes:
         init: ``init(position) -> WindowAdaptationState``.
         step: ``step(key, state, schedule) -> (state, info)``: one kernel transition
-            followed by the adaptation updates that ``schedule`` prescribes.
+            followed by ``update``.
+        update: ``update(state, mcmc_state, info, schedule) -> state``: the adaptation
+            updates that ``schedule`` prescribes after a transition to ``mcmc_state``.
         run: ``run(key, position, num_steps) -> (mcmc_state, parameters, info)``;
             ``parameters`` is a dict with ``step_size`` and ``inverse_mass_matrix``.
         parameters: ``parameters(state) -> dict``: the tuned parameters to sample with.
@@ -81,6 +83,7 @@ class WindowAdaptation(NamedTuple):
 
     init: Callable[[PyTree], WindowAdaptationState]
     step: Callable[[PRNGKeyArray, WindowAdaptationState, WarmupSchedule], tuple[Any, Any]]
+    update: Callable[[WindowAdaptationState, Any, Any, WarmupSchedule], WindowAdaptationState]
     run: Callable[[PRNGKeyArray, PyTree, int], tuple[Any, dict[str, Array], Any]]
     parameters: Callable[[WindowAdaptationState], dict[str, Array]]
 
@@ -113,6 +116,22 @@ def build_schedule(num_steps: int) -> WarmupSchedule:
         is_window_end[end - 1] = True
         start, size = end, 2 * size
     return WarmupSchedule(is_slow, is_window_end)
+
+
+def _window_estimate(welford: WelfordState) -> Array:
+    """The inverse mass matrix estimated from one slow window.
+
+    A dense estimate from fewer than ``2 * dim`` draws is rank-deficient or nearly so, and
+    Stan's shrinkage toward ``1e-3 I`` then leaves tiny variances in the unexplored
+    directions (trajectories hit the maximum depth). Such a window gives the diagonal of
+    its covariance instead; the later, longer windows give the dense estimate.
+    """
+    estimate = regularized_covariance(welford)
+    if estimate.ndim == 1:
+        return estimate
+    dim = estimate.shape[0]
+    diagonal = jnp.diag(jnp.diagonal(estimate))
+    return jnp.where(welford.count >= 2 * dim, estimate, diagonal)
 
 
 def find_reasonable_step_size(
@@ -251,6 +270,38 @@ def window_adaptation(
             iteration=jnp.asarray(0, jnp.int32),
         )
 
+    def update(
+        state: WindowAdaptationState, mcmc_state: Any, info: Any, schedule: WarmupSchedule
+    ) -> WindowAdaptationState:
+        dual = dual_averaging_update(state.dual_averaging, info.acceptance_rate, target)
+        i = state.iteration
+        flat, _ = ravel_pytree(mcmc_state.position)
+        welford = jax.tree.map(
+            lambda new, old: jnp.where(schedule.is_slow[i], new, old),
+            welford_update(state.welford, flat),
+            state.welford,
+        )
+        is_window_end = schedule.is_window_end[i]
+        inverse_mass_matrix = jnp.where(
+            is_window_end, _window_estimate(welford), state.inverse_mass_matrix
+        )
+        welford = jax.tree.map(
+            lambda empty, w: jnp.where(is_window_end, empty, w),
+            welford_init(flat.shape[0], welford.m2.ndim == 2, flat.dtype),
+            welford,
+        )
+        # After a new metric, restart dual averaging around the step size reached so far.
+        restarted = dual_averaging_init(jnp.exp(dual.log_step_size_avg), shrink_factor=1.0)
+        dual = jax.tree.map(lambda r, d: jnp.where(is_window_end, r, d), restarted, dual)
+        return WindowAdaptationState(
+            mcmc_state=mcmc_state,
+            step_size=jnp.exp(dual.log_step_size),
+            inverse_mass_matrix=inverse_mass_matrix,
+            dual_averaging=dual,
+            welford=welford,
+            iteration=i + 1,
+        )
+
     def step(
         key: PRNGKeyArray, state: WindowAdaptationState, schedule: WarmupSchedule
     ) -> tuple[WindowAdaptationState, Any]:
@@ -262,35 +313,7 @@ def window_adaptation(
             state.inverse_mass_matrix,
             **step_parameters,
         )
-        dual = dual_averaging_update(state.dual_averaging, info.acceptance_rate, target)
-        i = state.iteration
-        flat, _ = ravel_pytree(mcmc_state.position)
-        welford = jax.tree.map(
-            lambda new, old: jnp.where(schedule.is_slow[i], new, old),
-            welford_update(state.welford, flat),
-            state.welford,
-        )
-        is_window_end = schedule.is_window_end[i]
-        inverse_mass_matrix = jnp.where(
-            is_window_end, regularized_covariance(welford), state.inverse_mass_matrix
-        )
-        welford = jax.tree.map(
-            lambda empty, w: jnp.where(is_window_end, empty, w),
-            welford_init(flat.shape[0], welford.m2.ndim == 2, flat.dtype),
-            welford,
-        )
-        # After a new metric, restart dual averaging around the step size reached so far.
-        restarted = dual_averaging_init(jnp.exp(dual.log_step_size_avg), shrink_factor=1.0)
-        dual = jax.tree.map(lambda r, d: jnp.where(is_window_end, r, d), restarted, dual)
-        new_state = WindowAdaptationState(
-            mcmc_state=mcmc_state,
-            step_size=jnp.exp(dual.log_step_size),
-            inverse_mass_matrix=inverse_mass_matrix,
-            dual_averaging=dual,
-            welford=welford,
-            iteration=i + 1,
-        )
-        return new_state, info
+        return update(state, mcmc_state, info, schedule), info
 
     def parameters(state: WindowAdaptationState) -> dict[str, Array]:
         return {
@@ -311,4 +334,4 @@ def window_adaptation(
         state, info = jax.lax.scan(one_step, state, jnp.arange(num_steps))
         return state.mcmc_state, parameters(state), info
 
-    return WindowAdaptation(init, step, run, parameters)
+    return WindowAdaptation(init, step, update, run, parameters)
