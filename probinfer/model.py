@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpyro
 import numpyro.distributions as dist
 from jaxtyping import Array, PRNGKeyArray
 from numpyro import handlers
@@ -405,15 +406,20 @@ class ModelDensity:
         Returns:
             A human-readable description.
         """
-        prior, likelihood = self.log_terms(position)
-        bad = [f"{n} (prior {float(v)})" for n, v in prior.items() if not np.isfinite(float(v))]
-        bad += [
-            f"{n} (likelihood {float(v)})"
-            for n, v in likelihood.items()
-            if not np.isfinite(float(v))
-        ]
-        grad = jax.grad(self.logdensity_fn)(position)
-        bad += [f"{n} (gradient)" for n, g in grad.items() if not bool(jnp.all(jnp.isfinite(g)))]
+        # Eagerly, with NumPyro's argument validation off: the point is to name the sites
+        # whose terms are not finite, not to stop at the first invalid parameter.
+        with numpyro.validation_enabled(False):
+            prior, likelihood = self.log_terms(position)
+            bad = [f"{n} (prior {float(v)})" for n, v in prior.items() if not np.isfinite(float(v))]
+            bad += [
+                f"{n} (likelihood {float(v)})"
+                for n, v in likelihood.items()
+                if not np.isfinite(float(v))
+            ]
+            grad = jax.grad(self.logdensity_fn)(position)
+            bad += [
+                f"{n} (gradient)" for n, g in grad.items() if not bool(jnp.all(jnp.isfinite(g)))
+            ]
         return "non-finite terms at sites: " + (", ".join(bad) or "none found")
 
 
@@ -421,6 +427,26 @@ def _unwrap(fn: dist.Distribution) -> dist.Distribution:
     while isinstance(fn, dist.ExpandedDistribution | dist.MaskedDistribution | dist.Independent):
         fn = fn.base_dist
     return fn
+
+
+def _check_observed(name: str, fn: dist.Distribution, value: Any) -> None:
+    """Reject observed data that no parameter value can explain (NaN, outside the support)."""
+    if isinstance(_unwrap(fn), dist.Unit):  # numpyro.factor terms carry no data
+        return
+    if fn.support.is_discrete:
+        is_valid = np.asarray(fn.support(value))
+    else:
+        is_valid = np.asarray(fn.support(value)) & np.all(
+            np.isfinite(np.asarray(value)).reshape(np.shape(fn.support(value)) + (-1,)), axis=-1
+        )
+    num_invalid = int(np.size(is_valid) - np.count_nonzero(is_valid))
+    if num_invalid:
+        raise ValueError(
+            f"the log density is not finite anywhere: observed site '{name}' has "
+            f"{num_invalid} value(s) that are NaN, infinite or outside the support of "
+            f"{type(_unwrap(fn)).__name__} ({fn.support}); fix or drop those data points (or "
+            "mask them with `numpyro.handlers.mask`)."
+        )
 
 
 def _inspect_sites(
@@ -440,9 +466,12 @@ def _inspect_sites(
                 f"site '{name}' is a `numpyro.param`; MCMC samples random variables only: make "
                 f"it a `numpyro.sample` site with a prior, or pass its value as an argument."
             )
-        if site["type"] != "sample" or site["is_observed"]:
+        if site["type"] != "sample":
             continue
         fn = site["fn"]
+        if site["is_observed"]:
+            _check_observed(name, fn, site["value"])
+            continue
         if fn.support.is_discrete:
             raise ValueError(
                 f"latent site '{name}' is discrete ({type(_unwrap(fn)).__name__}); probinfer's "

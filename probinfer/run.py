@@ -317,7 +317,8 @@ def initial_positions(
                 spec.bind(data),
                 given,
                 is_finite,
-                "`init_positions` of chain {chain} has a non-finite log density or gradient",
+                "at `init_positions` of chain {chain} the log density or its gradient is not "
+                "finite",
             )
         return given
     positions = spec.initial_positions(key, num_chains)
