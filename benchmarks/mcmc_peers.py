@@ -21,12 +21,14 @@ adaptation; only the settings named below differ from each library's defaults):
   default diagonal mass matrix, vmapped over chains (per-chain adaptation, the pattern of
   BlackJAX's multiple-chains how-to), then ``blackjax.nuts(logdensity_fn, **params).step``
   vmapped over chains inside one ``lax.scan``, all under ``jax.jit``. The log density is
-  ``-potential_fn`` from ``numpyro.infer.util.initialize_model`` and chains start from its
-  ``init_to_uniform`` points (uniform(-2, 2) in unconstrained space, as NumPyro and
-  probinfer do). The only non-default argument, ``adaptation_info_fn`` filtered to
-  ``num_integration_steps`` and ``is_divergent``, changes what warm-up diagnostics are
-  returned, not the algorithm (the default stores every warm-up state, including one
-  mass matrix per step).
+  ``-potential_fn`` from ``numpyro.infer.util.initialize_model`` (called once, off the
+  clock) and chains start from uniform(-2, 2) points in unconstrained space drawn by a
+  jitted function (NumPyro's ``init_to_uniform`` rule, which NumPyro and probinfer also
+  use; its retries for invalid points are not needed by these models). Calling
+  ``initialize_model`` per run instead would re-compile its search on every call. The
+  only non-default argument, ``adaptation_info_fn`` filtered to ``num_integration_steps``
+  and ``is_divergent``, changes what warm-up diagnostics are returned, not the algorithm
+  (the default stores every warm-up state, including one mass matrix per step).
 - ``blackjax_dense``: the same with ``is_mass_matrix_diagonal=False``.
 - ``numpyro``: ``MCMC(NUTS(model), chain_method="vectorized")`` with its default diagonal
   mass matrix. NumPyro's ``"parallel"`` needs one device per chain and falls back to
@@ -35,8 +37,11 @@ adaptation; only the settings named below differ from each library's defaults):
   documented way to split the phases); ``mcmc.post_warmup_state`` is reset before each run.
 - ``numpyro_dense``: the same with ``NUTS(model, dense_mass=True)``.
 
-Progress bars are off for all three (they are UI, and NumPyro's steps a jitted body from
-Python when its bar is on).
+Progress bars are off for all three: they are UI, and NumPyro documents that
+``progress_bar=False`` is faster (with the bar on, it steps a jitted body from Python).
+NumPyro 0.22 with ``progress_bar=False`` recompiles its sampling loop on every
+``MCMC.run``/``warmup`` call (with the bar on it does not); this shows up in the "compile
+per warm call" column and in ESS/s (end-to-end), not in the phase timings.
 
 The default sampler set includes the variants because the libraries' defaults differ in
 two ways that move the numbers a lot: probinfer adapts a dense mass matrix where the peers
@@ -50,30 +55,39 @@ Methodology (identical for every sampler):
 - Budgets: ``--chains`` chains, ``--warmup`` adaptation steps and ``--draws`` kept draws
   per chain, for every sampler. Repeat ``r`` (0-based) uses seed ``r`` for every sampler;
   ratios are taken per repeat (same seed) and averaged geometrically over repeats.
-- Compile seconds, as a user experiences them: for each (model, sampler), one *cold* run
-  (seed ``PROBE_SEED``, the same for every sampler) in a process where that sampler's
-  programs for that model have not been compiled yet, then the measured *warm* repeats
-  (identical calls, other seeds). compile = end-to-end wall of the cold run - mean
-  end-to-end wall of the warm repeats. End-to-end wall is the whole user-facing call:
-  ``pi.sample``; BlackJAX's initial points + warm-up + sampling; NumPyro's ``warmup`` +
-  ``run``. The different seed means the cold and warm runs do slightly different amounts
-  of work, so small compile times carry noise of the order of the run-to-run spread of
-  the wall time (reported). probinfer also reports its own ``idata.attrs
-  ["compile_seconds"]`` (ahead-of-time ``lower().compile()`` of its driver programs
-  only); it is shown alongside as a cross-check, not used in ratios. The persistent
-  (on-disk) compilation cache is disabled, and a trivial program is compiled first so that
-  backend start-up is charged to no sampler. The order in which samplers take their cold
-  run is rotated from model to model.
+- Runs: for each (model, sampler), one *cold* run (seed ``PROBE_SEED``, the same for
+  every sampler) in a process where that sampler's programs for that model have not been
+  compiled yet, then the measured *warm* repeats: identical calls with seeds 0..R-1.
+  End-to-end wall is the whole user-facing call: ``pi.sample``; BlackJAX's initial points
+  + warm-up + sampling; NumPyro's ``warmup`` + ``run``.
+- Compile seconds are measured the same way for all three libraries, from JAX's own
+  compile timers: a ``jax.monitoring`` listener records the intervals of the events
+  ``/jax/core/compile/{jaxpr_trace,jaxpr_to_mlir_module,backend_compile}_duration``
+  (tracing, lowering, XLA compilation), and the compile time of a call (or phase) is the
+  length of the union of those intervals inside it (a union, so nested traces are not
+  counted twice). The headline "compile s" is that of the cold call, which is what a user
+  pays on the first run. Warm calls are reported too: NumPyro 0.22 recompiles on every
+  ``MCMC.run``/``warmup`` call (its traces are cached but XLA compiles again; checked with
+  these timers), so a NumPyro user pays compile time on every run, while probinfer and the
+  jitted BlackJAX functions compile once. As cross-checks the report also gives the
+  method "cold end-to-end wall - mean warm end-to-end wall" (meaningless for NumPyro,
+  whose warm calls also compile; it also carries seed-to-seed noise), and probinfer's own
+  ``idata.attrs["compile_seconds"]`` (ahead-of-time ``lower().compile()`` of its driver
+  programs only). The persistent (on-disk) compilation cache is disabled, and a trivial
+  program is compiled first so that backend start-up is charged to no sampler. The order
+  in which samplers take their cold run is rotated from model to model.
 - Warm-up and sampling seconds: wall time of each phase in the warm repeats, after
-  ``block_until_ready``. probinfer: ``attrs["warmup_seconds"]`` and
-  ``attrs["sampling_seconds"]`` (its driver's timers, compilation excluded, initial-point
-  search excluded). BlackJAX: the jitted vmapped warm-up and the jitted sampling scan
-  (initial points excluded). NumPyro: ``mcmc.warmup`` (which includes NumPyro's own
-  initial-point search; it cannot be separated) and ``mcmc.run``.
+  ``block_until_ready``, minus the compile time inside the phase (zero except for
+  NumPyro). probinfer: ``attrs["warmup_seconds"]`` and ``attrs["sampling_seconds"]`` (its
+  driver's timers, which already exclude its compilation and its initial-point search).
+  BlackJAX: the jitted vmapped warm-up and the jitted sampling scan (initial points
+  excluded). NumPyro: ``mcmc.warmup`` (which includes NumPyro's own initial-point search;
+  it cannot be separated) and ``mcmc.run``.
 - ESS: arviz bulk ESS (rank-normalized) of every scalar coordinate of every latent sample
   site (constrained space; deterministic sites excluded); the minimum is reported.
   ESS/s = min ESS / (warm-up + sampling seconds); ESS/s (sampling) = min ESS / sampling
-  seconds.
+  seconds; ESS/s (end-to-end) = min ESS / end-to-end wall of a warm call (everything a
+  repeat user waits for, recompilation included).
 - Gradient evaluations: leapfrog steps, one gradient each, summed over chains and draws of
   the *sampling phase* (probinfer ``sample_stats.n_steps``; BlackJAX
   ``info.num_integration_steps``; NumPyro ``extra_fields=("num_steps",)``). probinfer
@@ -145,6 +159,53 @@ RATIO_PAIRS = (
 )
 X64_MODELS: frozenset[str] = frozenset()  # models whose sampling needs float64: none
 PROBE_SEED = 1_000_003
+COMPILE_EVENTS = frozenset(
+    f"/jax/core/compile/{name}_duration"
+    for name in ("jaxpr_trace", "jaxpr_to_mlir_module", "backend_compile")
+)
+
+
+class CompileClock:
+    """Intervals during which JAX traced, lowered or compiled, from ``jax.monitoring``."""
+
+    def __init__(self) -> None:
+        self.intervals: list[tuple[float, float]] = []
+
+    def listener(self, event: str, duration: float, **kwargs: Any) -> None:
+        """Record one compile-stage event (registered with ``jax.monitoring``).
+
+        Args:
+            event: the event name.
+            duration: its duration in seconds, ending now.
+            **kwargs: event metadata (ignored).
+        """
+        if event in COMPILE_EVENTS:
+            end = time.perf_counter()
+            self.intervals.append((end - duration, end))
+
+    def seconds(self, start: float, end: float) -> float:
+        """Length of the union of compile intervals inside ``[start, end]``.
+
+        Args:
+            start: ``time.perf_counter()`` at the start of the window.
+            end: ``time.perf_counter()`` at its end.
+
+        Returns:
+            Seconds spent compiling in the window.
+        """
+        clipped = sorted(
+            (max(a, start), min(b, end)) for a, b in self.intervals if b > start and a < end
+        )
+        total, cursor = 0.0, start
+        for a, b in clipped:
+            a = max(a, cursor)
+            if b > a:
+                total += b - a
+                cursor = b
+        return total
+
+
+CLOCK = CompileClock()
 
 
 @dataclass(frozen=True)
@@ -163,8 +224,9 @@ class RawRun:
     Attributes:
         draws: latent and deterministic sites, constrained, ``(chain, draw, ...)``.
         wall_seconds: end-to-end wall time of the user-facing call(s).
-        warmup_seconds: wall time of the warm-up phase.
-        sampling_seconds: wall time of the sampling phase.
+        compile_seconds: JAX compile time inside those calls (:class:`CompileClock`).
+        warmup_seconds: wall time of the warm-up phase, compilation excluded.
+        sampling_seconds: wall time of the sampling phase, compilation excluded.
         grads_sampling: leapfrog steps over all chains in the sampling phase.
         grads_warmup: the same for warm-up (None where the library does not report it).
         divergences: divergent transitions in the sampling phase.
@@ -174,6 +236,7 @@ class RawRun:
 
     draws: dict[str, np.ndarray]
     wall_seconds: float
+    compile_seconds: float
     warmup_seconds: float
     sampling_seconds: float
     grads_sampling: int
@@ -192,6 +255,7 @@ class RunRecord:
     seed: int
     is_cold: bool
     wall_seconds: float
+    compile_seconds: float
     warmup_seconds: float
     sampling_seconds: float
     grads_sampling: int
@@ -206,6 +270,7 @@ class RunRecord:
     max_sd_error_rel: float
     ess_per_second: float
     ess_per_sampling_second: float
+    ess_per_wall_second: float
     ess_per_1000_grads: float
 
 
@@ -223,14 +288,23 @@ def _probinfer_runner(
     def run(seed: int) -> RawRun:
         tic = time.perf_counter()
         idata = pi.sample(
-            zoo_model.model, *args, method="nuts", chains=budget.chains, warmup=budget.warmup,
-            draws=budget.draws, seed=seed, progress=False, **settings, **kwargs,
+            zoo_model.model,
+            *args,
+            method="nuts",
+            chains=budget.chains,
+            warmup=budget.warmup,
+            draws=budget.draws,
+            seed=seed,
+            progress=False,
+            **settings,
+            **kwargs,
         )
-        wall = time.perf_counter() - tic
+        toc = time.perf_counter()
         stats = idata.sample_stats
         return RawRun(
             draws={name: np.asarray(idata.posterior[name].values) for name in idata.posterior},
-            wall_seconds=wall,
+            wall_seconds=toc - tic,
+            compile_seconds=CLOCK.seconds(tic, toc),
             warmup_seconds=float(idata.attrs["warmup_seconds"]),
             sampling_seconds=float(idata.attrs["sampling_seconds"]),
             grads_sampling=int(np.asarray(stats["n_steps"]).sum()),
@@ -248,19 +322,35 @@ def _blackjax_runner(
 ) -> Runner:
     import blackjax
     import jax
+    import jax.numpy as jnp
     from blackjax.adaptation.base import get_filter_adapt_info_fn
     from numpyro.infer.util import initialize_model
 
-    def initial_points(key: Any) -> tuple[Any, Callable[[Any], Any], Callable[[Any], Any]]:
-        info = initialize_model(
-            key, zoo_model.model, model_args=args, model_kwargs=kwargs, dynamic_args=False
-        )
-        return info.param_info.z, info.potential_fn, info.postprocess_fn
-
-    _, potential_fn, postprocess_fn = initial_points(jax.random.key(0))
+    # Once, off the clock: the unconstrained log density and the map back to constrained sites.
+    model_info = initialize_model(
+        jax.random.key(0),
+        zoo_model.model,
+        model_args=args,
+        model_kwargs=kwargs,
+        dynamic_args=False,
+    )
+    potential_fn, postprocess_fn = model_info.potential_fn, model_info.postprocess_fn
+    prototype = model_info.param_info.z
 
     def logdensity_fn(position: Any) -> Any:
         return -potential_fn(position)
+
+    @jax.jit
+    def initial_positions(key: Any) -> Any:
+        # NumPyro's init_to_uniform rule: uniform(-2, 2) in unconstrained space per chain.
+        leaves, treedef = jax.tree.flatten(prototype)
+        keys = jax.random.split(key, len(leaves))
+        return treedef.unflatten(
+            [
+                jax.random.uniform(k, (budget.chains, *jnp.shape(leaf)), minval=-2.0, maxval=2.0)
+                for k, leaf in zip(keys, leaves, strict=True)
+            ]
+        )
 
     warmup = blackjax.window_adaptation(
         blackjax.nuts,
@@ -298,8 +388,7 @@ def _blackjax_runner(
     def run(seed: int) -> RawRun:
         key_init, key_warmup, key_sample = jax.random.split(jax.random.key(seed), 3)
         tic = time.perf_counter()
-        positions, _, _ = initial_points(jax.random.split(key_init, budget.chains))
-        positions = jax.block_until_ready(positions)
+        positions = jax.block_until_ready(initial_positions(key_init))
         tic_warmup = time.perf_counter()
         warm = run_warmup(jax.random.split(key_warmup, budget.chains), positions)
         states, parameters, warmup_steps, warmup_divergent = jax.block_until_ready(warm)
@@ -312,8 +401,9 @@ def _blackjax_runner(
         return RawRun(
             draws={name: np.asarray(value) for name, value in draws.items()},
             wall_seconds=toc - tic,
-            warmup_seconds=tic_sampling - tic_warmup,
-            sampling_seconds=toc - tic_sampling,
+            compile_seconds=CLOCK.seconds(tic, toc),
+            warmup_seconds=tic_sampling - tic_warmup - CLOCK.seconds(tic_warmup, tic_sampling),
+            sampling_seconds=toc - tic_sampling - CLOCK.seconds(tic_sampling, toc),
             grads_sampling=int(np.asarray(steps).sum()),
             grads_warmup=int(np.asarray(warmup_steps).sum()),
             divergences=int(np.asarray(divergent).sum()),
@@ -354,8 +444,9 @@ def _numpyro_runner(
         return RawRun(
             draws={name: np.asarray(value) for name, value in jax.device_get(samples).items()},
             wall_seconds=toc - tic,
-            warmup_seconds=tic_sampling - tic,
-            sampling_seconds=toc - tic_sampling,
+            compile_seconds=CLOCK.seconds(tic, toc),
+            warmup_seconds=tic_sampling - tic - CLOCK.seconds(tic, tic_sampling),
+            sampling_seconds=toc - tic_sampling - CLOCK.seconds(tic_sampling, toc),
             grads_sampling=int(np.asarray(fields["num_steps"]).sum()),
             grads_warmup=int(np.asarray(warmup_fields["num_steps"]).sum()),
             divergences=int(np.asarray(fields["diverging"]).sum()),
@@ -386,13 +477,9 @@ def make_runner(
     if sampler == "probinfer":
         return _probinfer_runner(zoo_model, args, kwargs, budget, {})
     if sampler == "probinfer_diag":
-        return _probinfer_runner(
-            zoo_model, args, kwargs, budget, {"is_mass_matrix_dense": False}
-        )
+        return _probinfer_runner(zoo_model, args, kwargs, budget, {"is_mass_matrix_dense": False})
     if sampler == "probinfer_vmap":
-        return _probinfer_runner(
-            zoo_model, args, kwargs, budget, {"chain_method": "vectorized"}
-        )
+        return _probinfer_runner(zoo_model, args, kwargs, budget, {"chain_method": "vectorized"})
     if sampler in ("blackjax", "blackjax_dense"):
         return _blackjax_runner(zoo_model, args, kwargs, budget, dense=sampler.endswith("dense"))
     if sampler in ("numpyro", "numpyro_dense"):
@@ -418,8 +505,7 @@ def latent_sites(zoo_model: ModuleType, args: tuple, kwargs: dict) -> list[str]:
 
     trace = handlers.trace(handlers.seed(zoo_model.model, 0)).get_trace(*args, **kwargs)
     return [
-        name for name, site in trace.items()
-        if site["type"] == "sample" and not site["is_observed"]
+        name for name, site in trace.items() if site["type"] == "sample" and not site["is_observed"]
     ]
 
 
@@ -493,6 +579,7 @@ def record_run(
         seed=seed,
         is_cold=is_cold,
         wall_seconds=raw.wall_seconds,
+        compile_seconds=raw.compile_seconds,
         warmup_seconds=raw.warmup_seconds,
         sampling_seconds=raw.sampling_seconds,
         grads_sampling=raw.grads_sampling,
@@ -503,6 +590,7 @@ def record_run(
         reported_compile_seconds=raw.reported_compile_seconds,
         ess_per_second=_ratio(ess, raw.warmup_seconds + raw.sampling_seconds),
         ess_per_sampling_second=_ratio(ess, raw.sampling_seconds),
+        ess_per_wall_second=_ratio(ess, raw.wall_seconds),
         ess_per_1000_grads=_ratio(ess, raw.grads_sampling / 1000.0),
         **metrics,
     )
@@ -511,10 +599,29 @@ def record_run(
 # --------------------------------------------------------------------------- aggregation
 
 SUMMED_FIELDS = (
-    "wall_seconds", "warmup_seconds", "sampling_seconds", "grads_sampling", "grads_warmup",
-    "mean_grads_per_draw", "divergences", "warmup_divergences", "min_ess_bulk", "max_rhat",
-    "max_mean_error_sd", "max_sd_error_rel", "ess_per_second", "ess_per_sampling_second",
+    "wall_seconds",
+    "compile_seconds",
+    "warmup_seconds",
+    "sampling_seconds",
+    "grads_sampling",
+    "grads_warmup",
+    "mean_grads_per_draw",
+    "divergences",
+    "warmup_divergences",
+    "min_ess_bulk",
+    "max_rhat",
+    "max_mean_error_sd",
+    "max_sd_error_rel",
+    "ess_per_second",
+    "ess_per_sampling_second",
+    "ess_per_wall_second",
     "ess_per_1000_grads",
+)
+RATIO_FIELDS = (
+    "ess_per_1000_grads",
+    "ess_per_second",
+    "ess_per_sampling_second",
+    "ess_per_wall_second",
 )
 
 
@@ -526,6 +633,10 @@ def _geomean(values: Sequence[float]) -> float:
 def aggregate(records: Sequence[RunRecord]) -> dict[str, dict[str, Any]]:
     """Per (model, sampler): means (and min, max) over the warm repeats, and compile seconds.
 
+    ``compile_seconds`` is the JAX compile time of the cold call; ``warm_compile_seconds``
+    the mean over warm calls; ``cold_minus_warm_wall`` and ``reported_compile_seconds``
+    (probinfer's attribute, cold call) are the cross-checks.
+
     Args:
         records: every run, cold and warm.
 
@@ -533,7 +644,11 @@ def aggregate(records: Sequence[RunRecord]) -> dict[str, dict[str, Any]]:
         ``"model/sampler"`` -> summary dict.
     """
     summaries: dict[str, dict[str, Any]] = {}
-    keys = dict.fromkeys((r.model, r.sampler) for r in records)
+    models = list(dict.fromkeys(r.model for r in records))
+    keys = sorted(
+        {(r.model, r.sampler) for r in records},
+        key=lambda key: (models.index(key[0]), SAMPLERS.index(key[1])),
+    )
     for model, sampler in keys:
         runs = [r for r in records if (r.model, r.sampler) == (model, sampler)]
         warm = [r for r in runs if not r.is_cold]
@@ -547,11 +662,15 @@ def aggregate(records: Sequence[RunRecord]) -> dict[str, dict[str, Any]]:
                 summary[name + "_max"] = float(np.max(values))
             else:
                 summary[name] = None
+        summary["warm_compile_seconds"] = summary.pop("compile_seconds")
+        for suffix in ("_min", "_max"):
+            summary.pop("compile_seconds" + suffix, None)
+        summary["compile_seconds"] = cold[0].compile_seconds if cold else None
+        summary["cold_wall_seconds"] = cold[0].wall_seconds if cold else None
         mean_warm_wall = summary["wall_seconds"]
-        summary["compile_seconds"] = (
+        summary["cold_minus_warm_wall"] = (
             cold[0].wall_seconds - mean_warm_wall if cold and mean_warm_wall is not None else None
         )
-        summary["cold_wall_seconds"] = cold[0].wall_seconds if cold else None
         summary["reported_compile_seconds"] = cold[0].reported_compile_seconds if cold else None
         summaries[f"{model}/{sampler}"] = summary
     return summaries
@@ -573,16 +692,26 @@ def ratios(records: Sequence[RunRecord], summaries: dict[str, dict[str, Any]]) -
     for numerator, denominator, matched in RATIO_PAIRS:
         pair_rows = []
         for model in models:
-            top = {r.seed: r for r in records
-                   if (r.model, r.sampler, r.is_cold) == (model, numerator, False)}
-            bottom = {r.seed: r for r in records
-                      if (r.model, r.sampler, r.is_cold) == (model, denominator, False)}
+            top = {
+                r.seed: r
+                for r in records
+                if (r.model, r.sampler, r.is_cold) == (model, numerator, False)
+            }
+            bottom = {
+                r.seed: r
+                for r in records
+                if (r.model, r.sampler, r.is_cold) == (model, denominator, False)
+            }
             seeds = sorted(set(top) & set(bottom))
             if not seeds:
                 continue
-            row: dict[str, Any] = {"pair": f"{numerator} / {denominator}", "matched": matched,
-                                   "model": model, "repeats": len(seeds)}
-            for name in ("ess_per_1000_grads", "ess_per_second", "ess_per_sampling_second"):
+            row: dict[str, Any] = {
+                "pair": f"{numerator} / {denominator}",
+                "matched": matched,
+                "model": model,
+                "repeats": len(seeds),
+            }
+            for name in RATIO_FIELDS:
                 row[name] = _geomean(
                     [_ratio(getattr(top[s], name), getattr(bottom[s], name)) for s in seeds]
                 )
@@ -590,16 +719,18 @@ def ratios(records: Sequence[RunRecord], summaries: dict[str, dict[str, Any]]) -
             compile_bottom = summaries[f"{model}/{denominator}"]["compile_seconds"]
             row["compile_seconds"] = (
                 _ratio(compile_top, compile_bottom)
-                if compile_top is not None and compile_bottom is not None else float("nan")
+                if compile_top is not None and compile_bottom is not None
+                else float("nan")
             )
             pair_rows.append(row)
         if len(pair_rows) > 1:
             overall: dict[str, Any] = {
-                "pair": f"{numerator} / {denominator}", "matched": matched,
-                "model": "all models (geomean)", "repeats": min(r["repeats"] for r in pair_rows),
+                "pair": f"{numerator} / {denominator}",
+                "matched": matched,
+                "model": "all models (geomean)",
+                "repeats": min(r["repeats"] for r in pair_rows),
             }
-            for name in ("ess_per_1000_grads", "ess_per_second", "ess_per_sampling_second",
-                         "compile_seconds"):
+            for name in (*RATIO_FIELDS, "compile_seconds"):
                 overall[name] = _geomean([r[name] for r in pair_rows])
             pair_rows.append(overall)
         rows.extend(pair_rows)
@@ -640,7 +771,9 @@ def machine_description(x64_models: Sequence[str]) -> dict[str, Any]:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--", "probinfer"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout.strip()
     except OSError:
         commit, dirty = "unknown", ""
@@ -684,8 +817,12 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def markdown_report(
-    machine: dict[str, Any], budget: Budget, repeats: int,
-    summaries: dict[str, dict[str, Any]], ratio_rows: list[dict], total_seconds: float,
+    machine: dict[str, Any],
+    budget: Budget,
+    repeats: int,
+    summaries: dict[str, dict[str, Any]],
+    ratio_rows: list[dict],
+    total_seconds: float,
 ) -> str:
     """The markdown report: machine, budgets, per-run table, ratios, sampler notes.
 
@@ -716,48 +853,83 @@ def markdown_report(
         f"- Precision: {'x64 for ' + ', '.join(machine['x64_models']) if machine['x64'] else 'float32 (no model needs x64)'}",  # noqa: E501
         "- Method: see the docstring of `benchmarks/mcmc_peers.py`. ESS = min arviz bulk ESS over "
         "latent scalar coordinates; gradient counts are sampling-phase leapfrog steps "
-        "(probinfer reports no warm-up counts); compile = cold end-to-end wall - mean warm "
-        "end-to-end wall; errors are against the zoo reference.",
+        "(probinfer reports no warm-up counts); compile = JAX trace + lower + XLA compile "
+        "time measured by `jax.monitoring` events; phase seconds exclude compilation; errors "
+        "are against the zoo reference.",
         "",
-        "## Results (means over warm repeats)",
+        "## Timing (seconds; means over warm repeats)",
         "",
-        "| model | sampler | compile s | compile s (probinfer attr) | warm-up s | sampling s "
-        "| min ESS | ESS/s | ESS/s (sampling) | grads (sampling) | grads (warm-up) "
-        "| grads/draw | ESS/1000 grads | max R-hat | max mean err (sd) | max rel sd err "
-        "| div (warm-up) |",
-        "|" + "---|" * 17,
+        "| model | sampler | compile (cold call) | compile per warm call | cold - warm wall "
+        "| probinfer attr compile | warm-up | sampling | end-to-end warm call |",
+        "|" + "---|" * 9,
     ]
     for summary in summaries.values():
-        warmup_div = summary["warmup_divergences"]
         lines.append(
-            "| " + " | ".join([
-                summary["model"], summary["sampler"],
-                _fmt(summary["compile_seconds"]), _fmt(summary["reported_compile_seconds"]),
-                _fmt(summary["warmup_seconds"]), _fmt(summary["sampling_seconds"]),
-                _fmt(summary["min_ess_bulk"], 4), _fmt(summary["ess_per_second"]),
-                _fmt(summary["ess_per_sampling_second"]),
-                _fmt(summary["grads_sampling"], 4), _fmt(summary["grads_warmup"], 4),
-                _fmt(summary["mean_grads_per_draw"]), _fmt(summary["ess_per_1000_grads"]),
-                _fmt(summary["max_rhat"], 4), _fmt(summary["max_mean_error_sd"]),
-                _fmt(summary["max_sd_error_rel"]),
-                f"{_fmt(summary['divergences'])} ({_fmt(warmup_div)})",
-            ]) + " |"
+            "| "
+            + " | ".join(
+                [
+                    summary["model"],
+                    summary["sampler"],
+                    _fmt(summary["compile_seconds"]),
+                    _fmt(summary["warm_compile_seconds"]),
+                    _fmt(summary["cold_minus_warm_wall"]),
+                    _fmt(summary["reported_compile_seconds"]),
+                    _fmt(summary["warmup_seconds"]),
+                    _fmt(summary["sampling_seconds"]),
+                    _fmt(summary["wall_seconds"]),
+                ]
+            )
+            + " |"
         )
     lines += [
         "",
-        "## Ratios (probinfer / peer; > 1 means probinfer is better for ESS, worse for compile)",
+        "## Efficiency and accuracy (means over warm repeats)",
+        "",
+        "| model | sampler | min ESS | ESS/s | ESS/s (sampling) | ESS/s (end-to-end) "
+        "| grads (sampling) | grads (warm-up) | grads/draw | ESS/1000 grads | max R-hat "
+        "| max mean err (sd) | max rel sd err | div (warm-up div) |",
+        "|" + "---|" * 14,
+    ]
+    for summary in summaries.values():
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    summary["model"],
+                    summary["sampler"],
+                    _fmt(summary["min_ess_bulk"], 4),
+                    _fmt(summary["ess_per_second"]),
+                    _fmt(summary["ess_per_sampling_second"]),
+                    _fmt(summary["ess_per_wall_second"]),
+                    _fmt(summary["grads_sampling"], 4),
+                    _fmt(summary["grads_warmup"], 4),
+                    _fmt(summary["mean_grads_per_draw"]),
+                    _fmt(summary["ess_per_1000_grads"]),
+                    _fmt(summary["max_rhat"], 4),
+                    _fmt(summary["max_mean_error_sd"]),
+                    _fmt(summary["max_sd_error_rel"]),
+                    f"{_fmt(summary['divergences'])} ({_fmt(summary['warmup_divergences'])})",
+                ]
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        "## Ratios (probinfer / peer; > 1 means probinfer is better for ESS, slower to compile)",
         "",
         "Per-repeat ratios at equal seeds, geometric mean over repeats; the `all models` row "
-        "is the geometric mean over models.",
+        "is the geometric mean over models. Compile: cold-call JAX compile time.",
         "",
-        "| pair | matched | model | ESS/1000 grads | ESS/s | ESS/s (sampling) | compile s |",
-        "|---|---|---|---|---|---|---|",
+        "| pair | matched | model | ESS/1000 grads | ESS/s | ESS/s (sampling) "
+        "| ESS/s (end-to-end) | compile s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in ratio_rows:
         lines.append(
             f"| {row['pair']} | {row['matched']} | {row['model']} | "
             f"{_fmt(row['ess_per_1000_grads'])} | {_fmt(row['ess_per_second'])} | "
-            f"{_fmt(row['ess_per_sampling_second'])} | {_fmt(row['compile_seconds'])} |"
+            f"{_fmt(row['ess_per_sampling_second'])} | {_fmt(row['ess_per_wall_second'])} | "
+            f"{_fmt(row['compile_seconds'])} |"
         )
     lines += [
         "",
@@ -790,7 +962,7 @@ def bar_chart(summaries: dict[str, dict[str, Any]], path: Path) -> None:
     panels = (
         ("ess_per_1000_grads", "min bulk ESS per 1000 gradients"),
         ("ess_per_second", "min bulk ESS / s (warm-up + sampling)"),
-        ("compile_seconds", "compile s (cold - warm wall)"),
+        ("compile_seconds", "compile s, first call (JAX compile events)"),
     )
     fig, axes = plt.subplots(len(panels), 1, figsize=(max(8, 2.2 * len(models)), 11))
     width = 0.8 / max(len(samplers), 1)
@@ -802,15 +974,21 @@ def bar_chart(summaries: dict[str, dict[str, Any]], path: Path) -> None:
             for model in models:
                 value = summaries.get(f"{model}/{sampler}", {}).get(field)
                 values.append(value if value is not None and math.isfinite(value) else np.nan)
-            ax.bar(positions + (index - (len(samplers) - 1) / 2) * width, values, width,
-                   label=sampler, color=colors(index))
+            ax.bar(
+                positions + (index - (len(samplers) - 1) / 2) * width,
+                values,
+                width,
+                label=sampler,
+                color=colors(index),
+            )
         ax.set_title(title)
         ax.set_xticks(positions, models, fontsize=8)
         if field != "compile_seconds":
             ax.set_yscale("log")
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8, ncol=min(len(samplers), 4))
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=min(len(samplers), 4), fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -843,15 +1021,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         The parsed options.
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                        help="comma-separated zoo model names")
-    parser.add_argument("--samplers", default=",".join(SAMPLERS),
-                        help=f"comma-separated, from {', '.join(SAMPLERS)}")
+    parser.add_argument(
+        "--models", default=",".join(DEFAULT_MODELS), help="comma-separated zoo model names"
+    )
+    parser.add_argument(
+        "--samplers",
+        default=",".join(SAMPLERS),
+        help=f"comma-separated, from {', '.join(SAMPLERS)}",
+    )
     parser.add_argument("--chains", type=_positive, default=4)
     parser.add_argument("--warmup", type=_positive, default=1000)
     parser.add_argument("--draws", type=_positive, default=1000)
-    parser.add_argument("--repeats", type=_positive, default=1,
-                        help="warm repeats per sampler and model (seeds 0..R-1)")
+    parser.add_argument(
+        "--repeats",
+        type=_positive,
+        default=1,
+        help="warm repeats per sampler and model (seeds 0..R-1)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     return parser.parse_args(argv)
 
@@ -872,6 +1058,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import jax
 
     jax.config.update("jax_enable_compilation_cache", False)
+    jax.monitoring.register_event_duration_secs_listener(CLOCK.listener)
     if x64_models:
         jax.config.update("jax_enable_x64", True)
     jax.block_until_ready(jax.jit(lambda x: jax.lax.fori_loop(0, 3, lambda i, y: y * 2, x))(1.0))
@@ -899,12 +1086,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         records.append(record)
         reported = (
             f" (attr compile {record.reported_compile_seconds:.2f} s)"
-            if record.reported_compile_seconds is not None else ""
+            if record.reported_compile_seconds is not None
+            else ""
         )
         print(
             f"[{len(records)}/{num_runs}] {model:<26} {sampler:<15} seed={seed:<8} "
             f"{'cold' if is_cold else 'warm'} wall {record.wall_seconds:7.2f} s "
-            f"(warm-up {record.warmup_seconds:6.2f} + sampling {record.sampling_seconds:6.2f})"
+            f"(compile {record.compile_seconds:6.2f}, warm-up {record.warmup_seconds:6.2f}, "
+            f"sampling {record.sampling_seconds:6.2f})"
             f"{reported} minESS {record.min_ess_bulk:7.1f} grads {record.grads_sampling:>9,} "
             f"rhat {record.max_rhat:.3f} err {record.max_mean_error_sd:.3f} sd "
             f"div {record.divergences}",
@@ -935,8 +1124,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "repeats": options.repeats,
         "probe_seed": PROBE_SEED,
         "models": model_names,
-        "samplers": {s: dict(zip(("library", "mass_matrix", "chains"), SAMPLER_NOTES[s],
-                                 strict=True)) for s in samplers},
+        "samplers": {
+            s: dict(zip(("library", "mass_matrix", "chains"), SAMPLER_NOTES[s], strict=True))
+            for s in samplers
+        },
         "latent_sites": latent_by_model,
         "total_seconds": total_seconds,
         "summaries": summaries,
@@ -945,13 +1136,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     json_path = options.out / "mcmc_peers.json"
     json_path.write_text(json.dumps(result, indent=1, default=float) + "\n")
-    markdown = markdown_report(machine, budget, options.repeats, summaries, ratio_rows,
-                               total_seconds)
+    markdown = markdown_report(
+        machine, budget, options.repeats, summaries, ratio_rows, total_seconds
+    )
     (options.out / "mcmc_peers.md").write_text(markdown)
     bar_chart(summaries, options.out / "mcmc_peers.png")
     print(markdown)
-    print(f"wrote {json_path}, {options.out / 'mcmc_peers.md'}, {options.out / 'mcmc_peers.png'}"
-          f" in {total_seconds:.0f} s", flush=True)
+    print(
+        f"wrote {json_path}, {options.out / 'mcmc_peers.md'}, {options.out / 'mcmc_peers.png'}"
+        f" in {total_seconds:.0f} s",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
