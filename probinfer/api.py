@@ -31,23 +31,30 @@ SAMPLER_SETTINGS = (
 )
 
 
-def default_chain_method(method: str) -> str:
+def default_chain_method(method: str, num_chains: int) -> str:
     """How chains are mapped when the user does not say.
 
     On CPU, NUTS chains run ``sequential`` inside one compiled program: vectorized NUTS
     chains move in lock step and each pays for the longest trajectory of the group,
     while on a CPU vectorizing a handful of chains buys little. On GPU/TPU, and for the
-    fixed-cost kernels (RWM, MALA, HMC) everywhere, chains are ``vectorized``.
+    fixed-cost kernels (RWM, MALA, HMC) everywhere, chains are ``vectorized``. With
+    several devices (GPUs, or CPU devices made with
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N``) and a number of chains that
+    they divide, the chains are split over the devices (``parallel-*``).
 
     Args:
         method: the sampling method name.
+        num_chains: number of chains.
 
     Returns:
-        ``"vectorized"`` or ``"sequential"``.
+        One of :data:`probinfer.run.CHAIN_METHODS`.
     """
-    if method == "nuts" and jax.default_backend() == "cpu":
-        return "sequential"
-    return "vectorized"
+    per_device = (
+        "sequential" if method == "nuts" and jax.default_backend() == "cpu" else "vectorized"
+    )
+    if jax.device_count() > 1 and num_chains % jax.device_count() == 0:
+        return f"parallel-{per_device}"
+    return per_device
 
 
 def _split_keywords(
@@ -174,9 +181,15 @@ def sample(
     draws = _check_count("draws", draws, 1)
     algorithm = mcmc.ALGORITHMS[method]
     model_kwargs, settings = _split_keywords(model, algorithm, kwargs)
-    chain_method = settings.pop("chain_method", None) or default_chain_method(method)
+    chain_method = settings.pop("chain_method", None) or default_chain_method(method, chains)
     if chain_method not in CHAIN_METHODS:
         raise ValueError(f"`chain_method` must be one of {CHAIN_METHODS}, got {chain_method!r}.")
+    if chain_method.startswith("parallel") and chains % jax.device_count():
+        raise ValueError(
+            f"`chain_method={chain_method!r}` splits chains evenly over the "
+            f"{jax.device_count()} devices, but `chains={chains}` is not a multiple of it; "
+            "pass a multiple, or `chain_method='vectorized'`/'sequential'."
+        )
     step_size = settings.pop("step_size", None)
     if step_size is not None:
         mcmc._algorithm.check_step_size(step_size)

@@ -11,7 +11,9 @@ apart from run time.
 Chains are mapped per :data:`CHAIN_METHODS`: ``vectorized`` (``vmap``: one program for all
 chains; on accelerators this is the fast choice, but NUTS chains then move in lock step,
 each paying for the longest trajectory), or ``sequential`` (``lax.map``: chains run one
-after the other inside the program, each paying only for its own trajectories).
+after the other inside the program, each paying only for its own trajectories), or
+``parallel-*`` (chains split evenly over all devices with ``shard_map``, then vectorized or
+sequential on each device).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from probinfer.checkpoint import (
 from probinfer.mcmc._window_adaptation import WarmupSchedule, build_schedule
 
 PyTree = Any
-CHAIN_METHODS = ("vectorized", "sequential")
+CHAIN_METHODS = ("vectorized", "sequential", "parallel-vectorized", "parallel-sequential")
 TRACE_COUNTS: dict[str, int] = {}
 
 
@@ -103,10 +105,20 @@ def _count_trace(name: str) -> None:
 
 
 def _map_chains(fn: Callable[..., Any], chain_method: str) -> Callable[..., Any]:
-    """Apply a one-chain function to arguments with a leading chain axis."""
+    """Apply a one-chain function to arguments with a leading chain axis.
+
+    ``parallel-vectorized`` and ``parallel-sequential`` split the chains evenly over all
+    devices (``shard_map`` over a one-axis mesh) and map them on each device as named.
+    """
     if chain_method == "sequential":
         return lambda *args: jax.lax.map(lambda a: fn(*a), args)
-    return jax.vmap(fn)
+    if chain_method == "vectorized":
+        return jax.vmap(fn)
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("chains",))
+    per_device = _map_chains(fn, chain_method.removeprefix("parallel-"))
+    spec = jax.sharding.PartitionSpec("chains")
+    # Chains are independent: no collective, so replication checking has nothing to prove.
+    return jax.shard_map(per_device, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
 
 
 def _adaptation(spec: Any, config: SamplerConfig, data: PyTree) -> mcmc.WindowAdaptation:
