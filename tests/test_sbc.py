@@ -43,7 +43,12 @@ def sbc_p_values(fit_prior_scale: float) -> dict[str, float]:
         sigma = np.abs(rng.normal(0.0, 1.0))
         y = jnp.asarray(rng.normal(mu, sigma, NUM_OBSERVATIONS), jnp.float32)
         idata = pi.sample(
-            fit_model, y, chains=1, warmup=300, draws=NUM_THINNED * 10, seed=replicate,
+            fit_model,
+            y,
+            chains=1,
+            warmup=300,
+            draws=NUM_THINNED * 10,
+            seed=replicate,
             progress=False,
         )
         for name, truth in (("mu", mu), ("sigma", sigma)):

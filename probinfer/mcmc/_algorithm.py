@@ -7,11 +7,12 @@ because they need to change the step size and mass matrix between steps.
 """
 
 import inspect
-import numbers
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
@@ -115,13 +116,17 @@ def check_step_size(step_size: float | Array) -> None:
     """Raise a readable error for a concrete non-positive step size.
 
     Args:
-        step_size: the step size given by the user; traced values are not checked.
+        step_size: the step size given by the user (a number or a concrete array); traced
+            values are not checked.
 
     Raises:
-        ValueError: when ``step_size`` is a concrete number that is not > 0.
+        ValueError: when ``step_size`` is concrete and not > 0 everywhere.
     """
-    if isinstance(step_size, numbers.Real) and not step_size > 0:
+    if isinstance(step_size, jax.core.Tracer):
+        return
+    values = np.asarray(step_size)
+    if values.size and not np.all(values > 0):
         raise ValueError(
-            f"`step_size` must be > 0, got {step_size}; pass a positive float or run "
+            f"`step_size` must be > 0, got {values}; pass a positive float or run "
             "`probinfer.mcmc.window_adaptation` to tune it."
         )

@@ -97,6 +97,11 @@ def build_schedule(num_steps: int) -> WarmupSchedule:
     Returns:
         The per-iteration flags (numpy arrays). With fewer than 20 steps only the step
         size is adapted.
+
+    Unlike Stan, the first slow window is also stretched to the end of the slow phase
+    when the remainder after it would be shorter than it: for 151-174 steps Stan follows
+    the first window (25 steps) with one of 1-24 steps (a covariance from a single draw at
+    151), which here is merged into the first. Every other length gives Stan's windows.
     """
     is_slow = np.zeros(num_steps, bool)
     is_window_end = np.zeros(num_steps, bool)
@@ -110,8 +115,10 @@ def build_schedule(num_steps: int) -> WarmupSchedule:
     slow_end = num_steps - term_buffer
     start, size = init_buffer, base_window
     while start < slow_end:
-        # The last window absorbs the remainder rather than leaving a short window.
-        end = start + size if start + 3 * size <= slow_end else slow_end
+        # A window absorbs the remainder rather than leave a short last window (Stan's
+        # rule from the second window on; for the first, only a tail shorter than it).
+        reach = 2 * size if start == init_buffer else 3 * size
+        end = start + size if start + reach <= slow_end else slow_end
         is_slow[start:end] = True
         is_window_end[end - 1] = True
         start, size = end, 2 * size

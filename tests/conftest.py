@@ -1,0 +1,44 @@
+"""Suite-wide configuration.
+
+- Four fake host devices for the sharding tests: ``XLA_FLAGS`` must be set before JAX
+  creates its CPU backend, so it is set here, at import, before anything imports JAX.
+- Rank promotion raises (``jax_numpy_rank_promotion="raise"``) for the whole session, so
+  an implicit broadcast between arrays of different ranks in probinfer is an error. Tests
+  that run third-party code which relies on rank promotion opt out with
+  ``@pytest.mark.allow_rank_promotion``. ``PROBINFER_TEST_RANK_PROMOTION=allow`` turns the
+  check off for a whole run (to look past a rank-promotion failure at other failures).
+- Statistical helpers live in ``tests/_stats.py`` (one place).
+"""
+
+import os
+
+_FLAG = "--xla_force_host_platform_device_count=4"
+if _FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FLAG}".strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "allow_rank_promotion: run this test with jax_numpy_rank_promotion='allow' "
+        "(third-party code that broadcasts arrays of different ranks)",
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _rank_promotion_raises():
+    """Make implicit rank promotion an error everywhere, session fixtures included."""
+    with jax.numpy_rank_promotion(os.environ.get("PROBINFER_TEST_RANK_PROMOTION", "raise")):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _rank_promotion_opt_out(request: pytest.FixtureRequest):
+    if request.node.get_closest_marker("allow_rank_promotion") is None:
+        yield
+        return
+    with jax.numpy_rank_promotion("allow"):
+        yield

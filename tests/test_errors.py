@@ -1,0 +1,185 @@
+"""Bad input fails early with the right error type and a message that names the problem."""
+
+import re
+
+import jax.numpy as jnp
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import probinfer as pi
+from probinfer import mcmc
+
+QUICK = {"chains": 2, "warmup": 10, "draws": 10, "progress": False}
+
+
+def normal_model(y):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def std_normal(x):
+    return -0.5 * jnp.sum(x**2)
+
+
+# ---------------------------------------------------------------------------------------
+# Model sites
+
+
+def discrete_model():
+    numpyro.sample("num_components", dist.Poisson(3.0))
+
+
+def param_model():
+    loc = numpyro.param("loc_param", 0.0)
+    numpyro.sample("z", dist.Normal(loc, 1.0))
+
+
+def delta_model():
+    numpyro.sample("z", dist.Normal(0.0, 1.0))
+    numpyro.sample("pinned", dist.Delta(1.0))
+
+
+@pytest.mark.parametrize(
+    ("model", "site", "hint"),
+    [
+        (discrete_model, "num_components", "discrete"),
+        (param_model, "loc_param", "param"),
+        (delta_model, "pinned", "Delta"),
+    ],
+    ids=["discrete", "param", "delta"],
+)
+def test_unsupported_latent_sites_are_named(model, site, hint):
+    with pytest.raises(ValueError, match=rf"(?s)'{site}'.*{hint}"):
+        pi.sample(model, **QUICK)
+    with pytest.raises(ValueError, match=f"'{site}'"):
+        pi.from_numpyro(model)
+
+
+def nan_data_model(y):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    numpyro.sample("obs_y", dist.Normal(mu, 1.0), obs=y)
+
+
+def support_model(y):
+    rate = numpyro.sample("rate", dist.HalfNormal(1.0))
+    numpyro.sample("waiting_time", dist.Gamma(2.0, rate), obs=y)
+
+
+@pytest.mark.parametrize(
+    ("model", "data", "site"),
+    [
+        (nan_data_model, jnp.array([0.1, jnp.nan]), "obs_y"),
+        (support_model, jnp.array([1.0, -2.0]), "waiting_time"),  # log of a negative time
+    ],
+    ids=["nan-data", "outside-support"],
+)
+def test_no_finite_initial_point_names_the_site(model, data, site):
+    with pytest.raises(ValueError, match=rf"(?s)finite.*{site}"):
+        pi.sample(model, data, **QUICK)
+
+
+# ---------------------------------------------------------------------------------------
+# init_positions
+
+
+def test_init_positions_with_wrong_structure():
+    with pytest.raises(ValueError, match=r"(?s)`init_positions`.*structure"):
+        pi.sample(normal_model, jnp.ones(3), init_positions={"sigma": jnp.zeros(2)}, **QUICK)
+
+
+def test_init_positions_with_wrong_leading_shape():
+    with pytest.raises(ValueError, match=r"(?s)`init_positions`.*shape.*\(3,\).*\(2,\)"):
+        pi.sample(normal_model, jnp.ones(3), init_positions={"mu": jnp.zeros(3)}, **QUICK)
+
+
+def test_init_positions_with_nonfinite_value_names_the_chain():
+    with pytest.raises(ValueError, match=r"(?s)chain 1.*not finite"):
+        pi.sample(
+            normal_model, jnp.ones(3), init_positions={"mu": jnp.array([0.0, jnp.nan])}, **QUICK
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# LogDensity
+
+
+def test_log_density_must_return_a_scalar():
+    with pytest.raises(TypeError, match=r"(?s)scalar.*\(3,\)"):
+        pi.LogDensity(lambda x: -0.5 * x**2, jnp.zeros(3))
+
+
+def test_log_density_init_must_be_floating_point():
+    with pytest.raises(TypeError, match=r"(?s)'?counts'?.*int32.*floating"):
+        pi.LogDensity(lambda p: -jnp.sum(p["counts"] ** 2), {"counts": jnp.zeros(3, jnp.int32)})
+
+
+def test_log_density_takes_no_model_arguments():
+    target = pi.LogDensity(std_normal, jnp.zeros(2))
+    with pytest.raises(TypeError, match="LogDensity"):
+        pi.sample(target, jnp.ones(3), **QUICK)
+
+
+# ---------------------------------------------------------------------------------------
+# Settings
+
+
+def test_unknown_method():
+    with pytest.raises(ValueError, match=r"(?s)'gibbs'.*nuts"):
+        pi.sample(normal_model, jnp.ones(3), method="gibbs", **QUICK)
+
+
+def test_unknown_keyword_names_it():
+    with pytest.raises(TypeError, match=r"(?s)`max_tree_depth`.*max_num_doublings"):
+        pi.sample(normal_model, jnp.ones(3), max_tree_depth=5, **QUICK)
+
+
+@pytest.mark.parametrize("chains", [0, -1, 2.0, True])
+def test_chains_must_be_a_positive_int(chains):
+    settings = {**QUICK, "chains": chains}
+    with pytest.raises(ValueError, match=rf"`chains`.*{re.escape(repr(chains))}"):
+        pi.sample(normal_model, jnp.ones(3), **settings)
+
+
+@pytest.mark.parametrize(("name", "value"), [("warmup", -1), ("draws", 0)])
+def test_warmup_and_draws_must_be_counts(name, value):
+    settings = {**QUICK, name: value}
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        pi.sample(normal_model, jnp.ones(3), **settings)
+
+
+def test_non_positive_step_size_to_sample():
+    with pytest.raises(ValueError, match=r"`step_size`.*-0\.5"):
+        pi.sample(normal_model, jnp.ones(3), step_size=-0.5, **QUICK)
+
+
+@pytest.mark.parametrize("step_size", [0.0, -0.1])
+@pytest.mark.parametrize("name", ["rwm", "mala", "hmc", "nuts"])
+def test_non_positive_step_size_to_kernel_factory(name, step_size):
+    with pytest.raises(ValueError, match=rf"`step_size` must be > 0, got {step_size}"):
+        mcmc.ALGORITHMS[name](std_normal, step_size)
+
+
+def test_non_positive_concrete_array_step_size_to_kernel_factory():
+    """A concrete (not traced) JAX array is checked like a float."""
+    with pytest.raises(ValueError, match=r"`step_size` must be > 0"):
+        mcmc.nuts(std_normal, jnp.asarray(-0.1))
+
+
+def test_unknown_kernel_option_is_named():
+    with pytest.raises(ValueError, match=r"(?s)max_depth.*max_num_doublings"):
+        mcmc.nuts(std_normal, 0.1, max_depth=3)
+
+
+@pytest.mark.parametrize("value", [0, -2, 2.5])
+def test_max_num_doublings_must_be_a_positive_int(value):
+    with pytest.raises(ValueError, match="`max_num_doublings`"):
+        mcmc.nuts(std_normal, 0.1, max_num_doublings=value)
+
+
+@pytest.mark.parametrize("target", [0.0, 1.0, 1.5])
+def test_target_acceptance_must_be_in_unit_interval(target):
+    with pytest.raises(ValueError, match="`target_acceptance`"):
+        mcmc.window_adaptation(mcmc.nuts, std_normal, target_acceptance=target)
+    with pytest.raises(ValueError, match="`target_acceptance`"):
+        pi.sample(normal_model, jnp.ones(3), target_acceptance=target, **QUICK)

@@ -1,0 +1,117 @@
+"""NUTS details: the tree-depth limit, divergence flags, non-finite regions in the driver.
+
+These properties are deterministic (no statistical tolerance), so they have no false
+failures. Correctness of the NUTS distribution itself is in ``test_kernels.py``.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import probinfer as pi
+from probinfer import mcmc
+
+NUM_CHAINS = 8
+NUM_STEPS = 20
+
+
+def standard_normal(x):
+    return -0.5 * jnp.sum(x**2)
+
+
+def logdensity(x, target):
+    """One family of 2-d targets, so that one compiled sampler serves every test.
+
+    ``target = (curvature, wall)``: ``(1, 0)`` is a standard normal; ``(0, 0)`` an improper
+    flat density (momentum never changes, so a trajectory never turns); ``(1, 1)`` a
+    standard normal cut by a near-vertical wall at ``x[0] = 1``.
+    """
+    curvature, wall = target
+    return curvature * standard_normal(x) - wall * 1e6 * jnp.maximum(x[0] - 1.0, 0.0) ** 2
+
+
+NORMAL, FLAT, WALL = (1.0, 0.0), (0.0, 0.0), (1.0, 1.0)
+
+
+@functools.cache
+def nuts_sampler(max_num_doublings):
+    """Jitted ``(key, step_size, target) -> (positions, infos)``, NUM_CHAINS x NUM_STEPS."""
+    options = {} if max_num_doublings is None else {"max_num_doublings": max_num_doublings}
+
+    def run(key, step_size, target):
+        kernel = mcmc.nuts(lambda x: logdensity(x, target), step_size, **options)
+
+        def one_chain(key):
+            def step(state, key):
+                state, info = kernel.step(key, state)
+                return state, (state.position, info)
+
+            state = kernel.init(jnp.full(2, 0.5))
+            return jax.lax.scan(step, state, jax.random.split(key, NUM_STEPS))[1]
+
+        return jax.vmap(one_chain)(jax.random.split(key, NUM_CHAINS))
+
+    return jax.jit(run)
+
+
+def run_nuts(step_size, target, max_num_doublings=None):
+    positions, info = nuts_sampler(max_num_doublings)(
+        jax.random.key(0), step_size, jnp.asarray(target)
+    )
+    return np.asarray(positions), jax.tree.map(np.asarray, info)
+
+
+@pytest.mark.parametrize("max_num_doublings", [1, 4, None], ids=["max1", "max4", "default"])
+def test_max_num_doublings_is_respected(max_num_doublings):
+    """Tree depth <= max and gradient evaluations <= 2^max - 1; the limit is reached.
+
+    On a flat density a trajectory never turns, so only the limit stops it: exactly
+    ``max_num_doublings`` doublings and ``2^max - 1`` leapfrog steps. The default limit is
+    Stan's 10 (1023 leapfrog steps). On a standard normal with step 1 the U-turn stops
+    trajectories before the limit (so the limit is not simply always hit).
+    """
+    limit = 10 if max_num_doublings is None else max_num_doublings
+    _, info = run_nuts(0.1, FLAT, max_num_doublings)
+    assert np.all(info.tree_depth == limit)
+    assert np.all(info.num_grad_evals == 2**limit - 1)
+    for step_size in (0.01, 0.3, 1.0):
+        _, info = run_nuts(step_size, NORMAL, max_num_doublings)
+        depth, evals = info.tree_depth, info.num_grad_evals
+        assert np.all((depth >= 1) & (depth <= limit))
+        assert np.all(evals <= 2**limit - 1)
+        assert np.all((evals >= 2 ** (depth - 1)) & (evals <= 2**depth - 1))
+    if limit > 2:
+        assert np.all(depth < limit)
+
+
+def test_divergences_flagged_for_huge_step_size_and_not_for_a_good_one():
+    positions, info = run_nuts(20.0, NORMAL)
+    assert np.mean(info.is_divergent) > 0.9
+    assert np.all(np.isfinite(positions))
+    _, info = run_nuts(0.5, NORMAL)
+    assert not np.any(info.is_divergent)
+
+
+def test_divergences_flagged_at_a_sharp_wall():
+    """Trajectories that hit the wall diverge; no state lies meaningfully past the wall."""
+    positions, info = run_nuts(0.5, WALL)
+    assert np.mean(info.is_divergent) > 0.05
+    assert np.all(np.isfinite(positions))
+    assert np.all(positions[..., 0] < 1.05)  # log density < -2500 beyond 1.05
+
+
+def nan_beyond_one(position):
+    """A standard normal whose log density is NaN (log of a negative) for x[0] > 1."""
+    return standard_normal(position["x"]) + jnp.log(1.0 - position["x"][0])
+
+
+def test_driver_reports_nonfinite_proposals_without_leaking_nan():
+    target = pi.LogDensity(nan_beyond_one, {"x": jnp.zeros(2)})
+    idata = pi.sample(target, method="nuts", chains=2, warmup=100, draws=100, progress=False)
+    x = idata.posterior["x"].values
+    assert np.all(np.isfinite(x)) and np.all(x[..., 0] < 1.0)
+    assert np.all(np.isfinite(idata.sample_stats["lp"].values))
+    assert idata.attrs["num_nonfinite_proposals"] > 0
