@@ -510,7 +510,10 @@ def run_chains(
         draws=draws,
         stats=stats,
         parameters=jax.device_get(
-            {"step_size": states.step_size, "inverse_mass_matrix": states.inverse_mass_matrix}
+            {
+                "step_size": states.step_size,
+                "inverse_mass_matrix": states.inverse_mass_matrix.inverse,
+            }
         ),
         warmup_grad_evals=warmup_grad_evals,
         compile_seconds=watch.compile_seconds,

@@ -164,7 +164,7 @@ def warmup_sampler(is_dense):
             return state, state.mcmc_state.position
 
         state, positions = jax.lax.scan(step, state, jnp.arange(NUM_WARMUP))
-        return positions, state.inverse_mass_matrix
+        return positions, state.inverse_mass_matrix.inverse
 
     return jax.jit(jax.vmap(one_chain))
 

@@ -9,6 +9,7 @@ from probinfer.mcmc._algorithm import Algorithm
 from probinfer.mcmc._base import GradientState, Kernel, TransitionInfo
 from probinfer.mcmc._hmc import hmc
 from probinfer.mcmc._mala import mala
+from probinfer.mcmc._metric import MassMatrix, factor_mass_matrix
 from probinfer.mcmc._nuts import nuts
 from probinfer.mcmc._rwm import RWMState, rwm
 from probinfer.mcmc._window_adaptation import (
@@ -29,12 +30,14 @@ __all__ = [
     "Algorithm",
     "GradientState",
     "Kernel",
+    "MassMatrix",
     "RWMState",
     "TransitionInfo",
     "WarmupSchedule",
     "WindowAdaptation",
     "WindowAdaptationState",
     "build_schedule",
+    "factor_mass_matrix",
     "find_reasonable_step_size",
     "hmc",
     "mala",

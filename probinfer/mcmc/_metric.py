@@ -34,18 +34,55 @@ class Metric(NamedTuple):
     mahalanobis: Callable[[Array], Array]
 
 
-def euclidean_metric(inverse_mass_matrix: Float[Array, " dim"] | Float[Array, "dim dim"]) -> Metric:
+class MassMatrix(NamedTuple):
+    """An inverse mass matrix with its square root, factored once.
+
+    Kernels accept this wherever they accept an inverse mass matrix. Passing the factor
+    saves a Cholesky decomposition per transition when the matrix is carried in a state
+    (as during sampling after warm-up), where the compiler cannot hoist it out of the loop.
+
+    Attributes:
+        inverse: ``(dim,)`` variances or a ``(dim, dim)`` covariance.
+        sqrt: ``sqrt(inverse)`` (diagonal) or the lower Cholesky factor (dense).
+    """
+
+    inverse: Array
+    sqrt: Array
+
+
+def factor_mass_matrix(inverse_mass_matrix: Array) -> MassMatrix:
+    """Factor an inverse mass matrix.
+
+    Args:
+        inverse_mass_matrix: ``(dim,)`` or ``(dim, dim)``.
+
+    Returns:
+        The :class:`MassMatrix`.
+    """
+    if jnp.ndim(inverse_mass_matrix) == 2:
+        return MassMatrix(inverse_mass_matrix, jnp.linalg.cholesky(inverse_mass_matrix))
+    return MassMatrix(inverse_mass_matrix, jnp.sqrt(inverse_mass_matrix))
+
+
+def euclidean_metric(
+    inverse_mass_matrix: Float[Array, " dim"] | Float[Array, "dim dim"] | MassMatrix,
+) -> Metric:
     """Build the :class:`Metric` for a diagonal (1-D) or dense (2-D) inverse mass matrix.
 
     Args:
         inverse_mass_matrix: shape ``(dim,)`` for a diagonal metric or ``(dim, dim)``
-            (symmetric positive definite) for a dense one.
+            (symmetric positive definite) for a dense one, or a :class:`MassMatrix`
+            with its factor already computed.
 
     Returns:
         The metric's functions.
     """
+    if isinstance(inverse_mass_matrix, MassMatrix):
+        inverse_mass_matrix, factor = inverse_mass_matrix
+    else:
+        factor = None
     if jnp.ndim(inverse_mass_matrix) == 1:
-        sqrt_inverse_mass = jnp.sqrt(inverse_mass_matrix)
+        sqrt_inverse_mass = jnp.sqrt(inverse_mass_matrix) if factor is None else factor
 
         def sample_momentum(key: PRNGKeyArray) -> Array:
             z = jax.random.normal(key, inverse_mass_matrix.shape, inverse_mass_matrix.dtype)
@@ -62,7 +99,7 @@ def euclidean_metric(inverse_mass_matrix: Float[Array, " dim"] | Float[Array, "d
 
     elif jnp.ndim(inverse_mass_matrix) == 2:
         # M^{-1} = L L^T, so M = L^{-T} L^{-1} and p = L^{-T} z has covariance M.
-        cholesky = jnp.linalg.cholesky(inverse_mass_matrix)
+        cholesky = jnp.linalg.cholesky(inverse_mass_matrix) if factor is None else factor
 
         def sample_momentum(key: PRNGKeyArray) -> Array:
             z = jax.random.normal(key, inverse_mass_matrix.shape[:1], inverse_mass_matrix.dtype)

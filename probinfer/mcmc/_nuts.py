@@ -51,6 +51,8 @@ class _LoopState(NamedTuple):
     # The trajectory built so far (its two ends in time order, left = backward end).
     left: IntegratorState
     right: IntegratorState
+    left_velocity: Array
+    right_velocity: Array
     momentum_sum: Array
     log_weight: Array
     proposal: IntegratorState
@@ -121,13 +123,14 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
         metric = euclidean_metric(inverse_mass_matrix)
         integrate = leapfrog(lambda x: logdensity_fn(unravel(x)), metric.velocity)
 
-        def energy(point: IntegratorState) -> Array:
-            value = -point.logdensity + metric.kinetic_energy(point.momentum)
+        def energy(point: IntegratorState, velocity: Array) -> Array:
+            value = -point.logdensity + 0.5 * jnp.dot(point.momentum, velocity)
             return jnp.where(jnp.isnan(value), jnp.inf, value)
 
         momentum = metric.sample_momentum(key_momentum)
         initial = IntegratorState(flat, momentum, state.logdensity, grad)
-        initial_energy = energy(initial)
+        initial_velocity = metric.velocity(momentum)
+        initial_energy = energy(initial, initial_velocity)
         zeros_levels = jnp.zeros((num_levels, flat.shape[0]), dtype)
         checkpoints = _Checkpoints(*(zeros_levels,) * 5)
         # One direction and one merge uniform per doubling, drawn up front.
@@ -168,8 +171,8 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
             forward = direction > 0
             first_velocity = ckpt.start_velocity[loop.num_doublings]
             first_momentum = ckpt.start_momentum[loop.num_doublings]
-            old_left_velocity = metric.velocity(loop.left.momentum)
-            old_right_velocity = metric.velocity(loop.right.momentum)
+            old_left_velocity = loop.left_velocity
+            old_right_velocity = loop.right_velocity
             # Time order: the backward part ("bck") then the forward part ("fwd").
             bck_left_v = jnp.where(forward, old_left_velocity, velocity)
             bck_right_v = jnp.where(forward, old_right_velocity, first_velocity)
@@ -190,6 +193,8 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
             return (
                 _select(forward, loop.left, leaf),
                 _select(forward, leaf, loop.right),
+                jnp.where(forward, loop.left_velocity, velocity),
+                jnp.where(forward, velocity, loop.right_velocity),
                 merged_sum,
                 jnp.logaddexp(loop.log_weight, subtree_log_weight),
                 _select(take, subtree_proposal, loop.proposal),
@@ -201,6 +206,8 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
             return (
                 loop.left,
                 loop.right,
+                loop.left_velocity,
+                loop.right_velocity,
                 loop.momentum_sum,
                 loop.log_weight,
                 loop.proposal,
@@ -218,7 +225,8 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
                 lambda: loop.leaf,
             )
             leaf = integrate(start, direction * step_size)
-            leaf_energy = energy(leaf)
+            velocity = metric.velocity(leaf.momentum)
+            leaf_energy = energy(leaf, velocity)
             delta = leaf_energy - initial_energy
             is_nonfinite = ~jnp.isfinite(delta)
             is_divergent = is_nonfinite | (delta > divergence_threshold)
@@ -237,7 +245,6 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
                 take_leaf, leaf_energy, loop.subtree_proposal_energy
             )
 
-            velocity = metric.velocity(leaf.momentum)
             sum_before = jnp.where(is_new_subtree, jnp.zeros_like(flat), loop.subtree_momentum_sum)
             sum_including = sum_before + leaf.momentum
             ckpt = loop.checkpoints
@@ -268,21 +275,29 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
             is_subtree_complete = n + 1 == 2**loop.num_doublings
             is_subtree_over = is_subtree_invalid | is_subtree_complete
             merges = is_subtree_complete & ~is_subtree_invalid
-            left, right, momentum_sum, log_weight, proposal, proposal_energy, is_turning = (
-                jax.lax.cond(
-                    merges,
-                    merge,
-                    keep,
-                    loop,
-                    leaf,
-                    velocity,
-                    sum_including,
-                    subtree_log_weight,
-                    subtree_proposal,
-                    subtree_proposal_energy,
-                    ckpt,
-                    direction,
-                )
+            (
+                left,
+                right,
+                left_velocity,
+                right_velocity,
+                momentum_sum,
+                log_weight,
+                proposal,
+                proposal_energy,
+                is_turning,
+            ) = jax.lax.cond(
+                merges,
+                merge,
+                keep,
+                loop,
+                leaf,
+                velocity,
+                sum_including,
+                subtree_log_weight,
+                subtree_proposal,
+                subtree_proposal_energy,
+                ckpt,
+                direction,
             )
             num_doublings = jnp.where(is_subtree_over, loop.num_doublings + 1, loop.num_doublings)
             is_done = (is_subtree_invalid | is_turning) | (num_doublings >= max_num_doublings)
@@ -290,6 +305,8 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
             return _LoopState(
                 left=left,
                 right=right,
+                left_velocity=left_velocity,
+                right_velocity=right_velocity,
                 momentum_sum=momentum_sum,
                 log_weight=log_weight,
                 proposal=proposal,
@@ -315,6 +332,8 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
         loop = _LoopState(
             left=initial,
             right=initial,
+            left_velocity=initial_velocity,
+            right_velocity=initial_velocity,
             momentum_sum=momentum,
             log_weight=zero,
             proposal=initial,

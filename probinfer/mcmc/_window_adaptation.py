@@ -24,7 +24,7 @@ from probinfer.mcmc._dual_averaging import (
     dual_averaging_update,
 )
 from probinfer.mcmc._integrators import IntegratorState, leapfrog
-from probinfer.mcmc._metric import euclidean_metric
+from probinfer.mcmc._metric import MassMatrix, euclidean_metric, factor_mass_matrix
 from probinfer.mcmc._welford import (
     WelfordState,
     regularized_covariance,
@@ -53,7 +53,9 @@ class WindowAdaptationState(NamedTuple):
     Attributes:
         mcmc_state: the kernel's state.
         step_size: the step size used by the next transition.
-        inverse_mass_matrix: the current inverse mass matrix, ``(dim,)`` or ``(dim, dim)``.
+        inverse_mass_matrix: the current inverse mass matrix and its factor (a
+            :class:`~probinfer.mcmc.MassMatrix`; ``.inverse`` is ``(dim,)`` or
+            ``(dim, dim)``), refactored only when a window ends.
         dual_averaging: step-size adaptation state.
         welford: running moments of the current slow window.
         iteration: number of warm-up iterations done.
@@ -61,7 +63,7 @@ class WindowAdaptationState(NamedTuple):
 
     mcmc_state: Any
     step_size: Array
-    inverse_mass_matrix: Array
+    inverse_mass_matrix: MassMatrix
     dual_averaging: DualAveragingState
     welford: WelfordState
     iteration: Array
@@ -271,7 +273,7 @@ def window_adaptation(
         return WindowAdaptationState(
             mcmc_state=mcmc_state,
             step_size=step_size,
-            inverse_mass_matrix=inverse_mass_matrix,
+            inverse_mass_matrix=factor_mass_matrix(inverse_mass_matrix),
             dual_averaging=dual_averaging_init(step_size),
             welford=welford_init(dim, is_dense, flat.dtype),
             iteration=jnp.asarray(0, jnp.int32),
@@ -289,8 +291,10 @@ def window_adaptation(
             state.welford,
         )
         is_window_end = schedule.is_window_end[i]
-        inverse_mass_matrix = jnp.where(
-            is_window_end, _window_estimate(welford), state.inverse_mass_matrix
+        inverse_mass_matrix = jax.lax.cond(
+            is_window_end,
+            lambda: factor_mass_matrix(_window_estimate(welford)),
+            lambda: state.inverse_mass_matrix,
         )
         welford = jax.tree.map(
             lambda empty, w: jnp.where(is_window_end, empty, w),
@@ -325,7 +329,7 @@ def window_adaptation(
     def parameters(state: WindowAdaptationState) -> dict[str, Array]:
         return {
             "step_size": jnp.exp(state.dual_averaging.log_step_size_avg),
-            "inverse_mass_matrix": state.inverse_mass_matrix,
+            "inverse_mass_matrix": state.inverse_mass_matrix.inverse,
         }
 
     def run(
