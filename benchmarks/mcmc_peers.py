@@ -756,15 +756,9 @@ def machine_description(x64_models: Sequence[str]) -> dict[str, Any]:
     import numpyro
 
     import probinfer
+    from probinfer.bench import machine_description as probinfer_machine
 
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = probinfer_machine()["cpu"]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
