@@ -86,6 +86,19 @@ class LogDensity:
                 "log-density terms (e.g. `jnp.sum(...)`)."
             )
         self.site_names = _leaf_names(init)
+        if len(set(self.site_names)) < len(self.site_names):
+            raise ValueError(
+                f"`init` leaves have clashing names {self.site_names}; rename the keys so that "
+                "the dotted paths of the leaves are distinct."
+            )
+
+    def describe(self) -> str:
+        """A description of the function and the initial point (for checkpoints).
+
+        Returns:
+            The function's qualified name and code, and the structure of ``init``.
+        """
+        return repr((describe_callable(self.logdensity_fn), self.treedef, self.shapes))
 
     def __hash__(self) -> int:
         return hash((self.logdensity_fn, self.treedef, self.shapes))
@@ -155,6 +168,33 @@ class LogDensity:
         return f"log density {float(value)}; non-finite gradient in {bad or 'no leaf'}"
 
 
+def describe_callable(fn: Callable[..., Any]) -> str:
+    """Name and code of a function, stable across processes (``repr`` of a function is not).
+
+    Args:
+        fn: a function (or any callable).
+
+    Returns:
+        Its module, qualified name, bytecode, constants and closure values.
+    """
+    code = getattr(fn, "__code__", None)
+    closure = getattr(fn, "__closure__", None) or ()
+    cells = []
+    for cell in closure:
+        try:
+            cells.append(repr(cell.cell_contents))
+        except ValueError:  # an empty cell
+            cells.append("<empty>")
+    parts = (
+        getattr(fn, "__module__", None),
+        getattr(fn, "__qualname__", type(fn).__name__),
+        None if code is None else code.co_code.hex(),
+        None if code is None else repr(code.co_consts),
+        tuple(cells),
+    )
+    return repr(parts)
+
+
 def _leaf_names(tree: PyTree) -> tuple[str, ...]:
     paths = jax.tree_util.tree_leaves_with_path(tree)
     if len(paths) == 1 and not paths[0][0]:
@@ -190,11 +230,14 @@ class SiteInfo(NamedTuple):
         name: the site name.
         unconstrained_shape: shape of the site in unconstrained space.
         dtype: floating dtype.
+        is_improper: the prior is improper (``ImproperUniform``): fine for MCMC, but it
+            cannot be sampled.
     """
 
     name: str
     unconstrained_shape: tuple[int, ...]
     dtype: Any
+    is_improper: bool = False
 
 
 class NumPyroModel:
@@ -218,7 +261,17 @@ class NumPyroModel:
         self.site_names = tuple(site.name for site in sites)
 
     def _key(self) -> tuple[Any, ...]:
-        return (self.model, self.treedef, self.static_leaves, self.sites)
+        # Types too: 1 == 1.0 == True, but a model may branch on the type.
+        typed_leaves = tuple((type(leaf), leaf) for leaf in self.static_leaves)
+        return (self.model, self.treedef, typed_leaves, self.sites)
+
+    def describe(self) -> str:
+        """A description of everything static, stable across processes (for checkpoints).
+
+        Returns:
+            The model's qualified name and code, the static arguments and the sites.
+        """
+        return repr((describe_callable(self.model), self.treedef, self._key()[2], self.sites))
 
     def __hash__(self) -> int:
         return hash(self._key())
@@ -389,7 +442,16 @@ class ModelDensity:
 
         Returns:
             Dict of site name to unconstrained array.
+
+        Raises:
+            ValueError: if a latent site has an improper prior.
         """
+        improper = [site.name for site in self.spec.sites if site.is_improper]
+        if improper:
+            raise ValueError(
+                f"sites {improper} have improper priors (ImproperUniform), which cannot be "
+                "sampled; give them a proper prior to use prior draws (nested sampling, SMC)."
+            )
         model = handlers.seed(self.spec.model, key)
         trace = handlers.trace(model).get_trace(*self._args, **self._kwargs)
         return {
@@ -433,12 +495,20 @@ def _check_observed(name: str, fn: dist.Distribution, value: Any) -> None:
     """Reject observed data that no parameter value can explain (NaN, outside the support)."""
     if isinstance(_unwrap(fn), dist.Unit):  # numpyro.factor terms carry no data
         return
+    mask = True
+    inner = fn
+    while isinstance(inner, dist.ExpandedDistribution | dist.MaskedDistribution | dist.Independent):
+        if isinstance(inner, dist.MaskedDistribution):
+            mask = np.logical_and(mask, np.asarray(inner._mask))
+        inner = inner.base_dist
     if fn.support.is_discrete:
         is_valid = np.asarray(fn.support(value))
     else:
         is_valid = np.asarray(fn.support(value)) & np.all(
             np.isfinite(np.asarray(value)).reshape(np.shape(fn.support(value)) + (-1,)), axis=-1
         )
+    # Masked-out entries never reach the likelihood: only the others must be valid.
+    is_valid = is_valid | ~np.broadcast_to(mask, np.shape(is_valid))
     num_invalid = int(np.size(is_valid) - np.count_nonzero(is_valid))
     if num_invalid:
         raise ValueError(
@@ -452,15 +522,36 @@ def _check_observed(name: str, fn: dist.Distribution, value: Any) -> None:
 def _inspect_sites(
     model: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[SiteInfo, ...]:
+    def improper_at_origin(site: dict[str, Any]) -> Array | None:
+        # An improper prior cannot be sampled; any point of its support serves as prototype.
+        if site["type"] != "sample" or not isinstance(_unwrap(site["fn"]), dist.ImproperUniform):
+            return None
+        fn = site["fn"]
+        transform = biject_to(fn.support)
+        return transform(jnp.zeros(transform.inverse_shape(fn.shape())))
+
+    inspected = handlers.substitute(
+        handlers.seed(model, jax.random.key(0)), substitute_fn=improper_at_origin
+    )
     try:
-        trace = handlers.trace(handlers.seed(model, jax.random.key(0))).get_trace(*args, **kwargs)
+        trace = handlers.trace(inspected).get_trace(*args, **kwargs)
     except Exception as error:
         raise type(error)(
             f"running the model {getattr(model, '__name__', model)!r} with the given arguments "
-            f"failed: {error}"
+            f"failed ({type(error).__name__}: {error})"
         ) from error
     sites = []
     for name, site in trace.items():
+        if (
+            site["type"] == "plate"
+            and site["args"][1] is not None
+            and (site["args"][1] < site["args"][0])
+        ):
+            raise ValueError(
+                f"plate '{name}' subsamples {site['args'][1]} of {site['args'][0]} items; MCMC "
+                "needs the full likelihood (a random subsample each step breaks detailed "
+                "balance): drop `subsample_size`."
+            )
         if site["type"] == "param":
             raise ValueError(
                 f"site '{name}' is a `numpyro.param`; MCMC samples random variables only: make "
@@ -485,7 +576,14 @@ def _inspect_sites(
             )
         value = jnp.asarray(site["value"])
         unconstrained = biject_to(fn.support).inv(value)
-        sites.append(SiteInfo(name, tuple(unconstrained.shape), jnp.result_type(unconstrained)))
+        sites.append(
+            SiteInfo(
+                name,
+                tuple(unconstrained.shape),
+                jnp.result_type(unconstrained),
+                isinstance(_unwrap(fn), dist.ImproperUniform),
+            )
+        )
     if not sites:
         raise ValueError(
             f"the model {getattr(model, '__name__', model)!r} has no latent sample sites: "
@@ -495,6 +593,9 @@ def _inspect_sites(
 
 
 def _is_array(leaf: Any) -> bool:
+    # NumPy integer and boolean scalars are sizes and switches (static), like Python ints.
+    if isinstance(leaf, np.integer | np.bool_):
+        return False
     return isinstance(leaf, jax.Array | np.ndarray | np.generic)
 
 

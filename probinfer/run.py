@@ -179,7 +179,9 @@ def _chunk(
             new = jax.lax.cond(
                 is_sampling,
                 lambda: state._replace(mcmc_state=mcmc_state),
-                lambda: adaptation.update(state, mcmc_state, info, schedule),
+                lambda: adaptation.update(
+                    state, mcmc_state, info, jax.tree.map(lambda a: a[start + i], schedule)
+                ),
             )
             stats = {
                 "lp": mcmc_state.logdensity,
@@ -438,7 +440,12 @@ def run_chains(
         warmup_grad_evals = 0
         if checkpoint is not None:
             run_fingerprint = fingerprint(
-                spec, config, num_warmup, num_draws, jax.random.key_data(key), data=data
+                spec.describe(),
+                config,
+                num_warmup,
+                num_draws,
+                jax.random.key_data(key),
+                data=(data, positions),
             )
             saved = load_progress(checkpoint, run_fingerprint, states)
             if saved is not None:
@@ -455,11 +462,13 @@ def run_chains(
             resume_at = first_start if phase_index == first_phase else 0
             if phase == "sampling" and resume_at == 0:
                 # Sample with the averaged step size that dual averaging converged to.
-                states = states._replace(
-                    step_size=jnp.exp(states.dual_averaging.log_step_size_avg)
-                    if num_warmup > 0
-                    else states.step_size
-                )
+                if num_warmup == 0 and config.initial_step_size is not None:
+                    step_size = jnp.full_like(states.step_size, config.initial_step_size)
+                else:
+                    step_size = jax.vmap(_adaptation(spec, config, data).parameters)(states)[
+                        "step_size"
+                    ]
+                states = states._replace(step_size=step_size)
             if update:
                 update(description=phase, divergences=0, completed=done)
             keys = jax.random.split(phase_key, num_chains)

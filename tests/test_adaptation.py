@@ -159,11 +159,12 @@ def warmup_sampler(is_dense):
         key_init, key_steps = jax.random.split(key)
         state = adaptation.init(position, key_init)
 
-        def step(state, i):
-            state, _ = adaptation.step(jax.random.fold_in(key_steps, i), state, schedule)
+        def step(state, inputs):
+            i, flags = inputs
+            state, _ = adaptation.step(jax.random.fold_in(key_steps, i), state, flags)
             return state, state.mcmc_state.position
 
-        state, positions = jax.lax.scan(step, state, jnp.arange(NUM_WARMUP))
+        state, positions = jax.lax.scan(step, state, (jnp.arange(NUM_WARMUP), schedule))
         return positions, state.inverse_mass_matrix.inverse
 
     return jax.jit(jax.vmap(one_chain))

@@ -183,3 +183,19 @@ def test_target_acceptance_must_be_in_unit_interval(target):
         mcmc.window_adaptation(mcmc.nuts, std_normal, target_acceptance=target)
     with pytest.raises(ValueError, match="`target_acceptance`"):
         pi.sample(normal_model, jnp.ones(3), target_acceptance=target, **QUICK)
+
+
+def subsampled_model(y):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+    with numpyro.plate("data", y.shape[0], subsample_size=2) as index:
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y[index])
+
+
+def test_subsampling_plate_is_refused_with_its_name():
+    with pytest.raises(ValueError, match=r"(?s)plate 'data'.*subsample_size"):
+        pi.sample(subsampled_model, jnp.arange(6.0), **QUICK)
+
+
+def test_clashing_leaf_names_are_refused():
+    with pytest.raises(ValueError, match="clashing names"):
+        pi.LogDensity(lambda p: 0.0 * p["a.b"], {"a": {"b": jnp.zeros(())}, "a.b": jnp.zeros(())})

@@ -181,3 +181,52 @@ def test_initial_positions_are_uniform_in_unconstrained_space(num_chains):
     assert positions["weights"].shape == (num_chains, 2)
     for leaf in jax.tree.leaves(positions):
         assert np.all(np.abs(np.asarray(leaf)) <= 2.0)
+
+
+def test_masked_nan_observations_are_accepted():
+    def model(y, observed):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.handlers.mask(mask=observed):
+            numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    y = jnp.array([0.5, jnp.nan, 1.5])
+    density = pi.from_numpyro(model, y, jnp.array([True, False, True]))
+    value, grad = jax.value_and_grad(density.logdensity_fn)({"mu": jnp.array(0.2)})
+    assert np.isfinite(value) and np.isfinite(grad["mu"])
+
+
+def test_numpy_integer_argument_is_a_static_size():
+    def model(n, y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.plate("data", n):
+            numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    idata = pi.sample(model, np.int64(3), jnp.ones(3), warmup=20, draws=10, progress=False)
+    assert idata.posterior["mu"].shape == (4, 10)
+
+
+def test_improper_prior_samples_but_cannot_be_drawn_from():
+    def model(y):
+        mu = numpyro.sample("mu", dist.ImproperUniform(dist.constraints.real, (), ()))
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    density = pi.from_numpyro(model, jnp.array([1.0, 2.0]))
+    assert np.isfinite(density.logdensity_fn({"mu": jnp.array(0.0)}))
+    with pytest.raises(ValueError, match=r"(?s)'?mu'?.*improper"):
+        density.sample_prior(jax.random.key(0))
+
+
+def test_warmup_free_run_uses_the_given_step_size():
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+    idata = pi.sample(model, jnp.ones(2), warmup=0, draws=5, step_size=0.01, progress=False)
+    np.testing.assert_allclose(idata.sample_stats["step_size"].values, 0.01, rtol=1e-6)
+
+
+def test_window_adaptation_run_without_steps_keeps_the_initial_step_size():
+    adaptation = pi.mcmc.window_adaptation(pi.mcmc.nuts, lambda x: -0.5 * jnp.sum(x**2))
+    _, parameters, _ = adaptation.run(jax.random.key(0), jnp.zeros(2), 0)
+    state = adaptation.init(jnp.zeros(2), jax.random.split(jax.random.key(0))[0])
+    np.testing.assert_allclose(parameters["step_size"], state.step_size)

@@ -8,10 +8,10 @@ centered funnel is left out: NUTS cannot reach its neck (a known limitation, rep
 
 import numpy as np
 import pytest
+from _stats import assert_checks, check_expectation, failures
 
 import models
 import probinfer as pi
-from tests._stats import assert_checks, check_expectation, failures
 
 MODELS = [name for name in models.names() if name != "neals_funnel"]
 

@@ -58,7 +58,6 @@ class WindowAdaptationState(NamedTuple):
             ``(dim, dim)``), refactored only when a window ends.
         dual_averaging: step-size adaptation state.
         welford: running moments of the current slow window.
-        iteration: number of warm-up iterations done.
     """
 
     mcmc_state: Any
@@ -66,24 +65,25 @@ class WindowAdaptationState(NamedTuple):
     inverse_mass_matrix: MassMatrix
     dual_averaging: DualAveragingState
     welford: WelfordState
-    iteration: Array
 
 
 class WindowAdaptation(NamedTuple):
     """Window adaptation as a kernel-like pair, plus a one-call ``run``.
 
     Attributes:
-        init: ``init(position) -> WindowAdaptationState``.
-        step: ``step(key, state, schedule) -> (state, info)``: one kernel transition
-            followed by ``update``.
-        update: ``update(state, mcmc_state, info, schedule) -> state``: the adaptation
-            updates that ``schedule`` prescribes after a transition to ``mcmc_state``.
+        init: ``init(position, key) -> WindowAdaptationState`` (the key draws the momentum
+            of Stan's step-size search).
+        step: ``step(key, state, flags) -> (state, info)``: one kernel transition followed
+            by ``update``; ``flags`` is this iteration's row of the schedule (a
+            :class:`WarmupSchedule` of scalars: ``schedule[i]`` for iteration ``i``).
+        update: ``update(state, mcmc_state, info, flags) -> state``: the adaptation
+            updates that ``flags`` prescribe after a transition to ``mcmc_state``.
         run: ``run(key, position, num_steps) -> (mcmc_state, parameters, info)``;
             ``parameters`` is a dict with ``step_size`` and ``inverse_mass_matrix``.
         parameters: ``parameters(state) -> dict``: the tuned parameters to sample with.
     """
 
-    init: Callable[[PyTree], WindowAdaptationState]
+    init: Callable[[PyTree, PRNGKeyArray], WindowAdaptationState]
     step: Callable[[PRNGKeyArray, WindowAdaptationState, WarmupSchedule], tuple[Any, Any]]
     update: Callable[[WindowAdaptationState, Any, Any, WarmupSchedule], WindowAdaptationState]
     run: Callable[[PRNGKeyArray, PyTree, int], tuple[Any, dict[str, Array], Any]]
@@ -247,7 +247,7 @@ def window_adaptation(
     kernel = algorithm.build_kernel(**build_options)
     algorithm(logdensity_fn, 1.0, **options)  # validates the option names
 
-    def init(position: PyTree, key: PRNGKeyArray | None = None) -> WindowAdaptationState:
+    def init(position: PyTree, key: PRNGKeyArray) -> WindowAdaptationState:
         flat, _ = ravel_pytree(position)
         dim = flat.shape[0]
         is_dense = (
@@ -261,7 +261,6 @@ def window_adaptation(
         mcmc_state = algorithm.init(position, logdensity_fn)
         if algorithm.uses_gradient:
             start = 1.0 if initial_step_size is None else initial_step_size
-            key = jax.random.key(0) if key is None else key
             step_size = find_reasonable_step_size(
                 key, position, logdensity_fn, inverse_mass_matrix, start
             )
@@ -276,21 +275,21 @@ def window_adaptation(
             inverse_mass_matrix=factor_mass_matrix(inverse_mass_matrix),
             dual_averaging=dual_averaging_init(step_size),
             welford=welford_init(dim, is_dense, flat.dtype),
-            iteration=jnp.asarray(0, jnp.int32),
         )
 
     def update(
-        state: WindowAdaptationState, mcmc_state: Any, info: Any, schedule: WarmupSchedule
+        state: WindowAdaptationState, mcmc_state: Any, info: Any, flags: WarmupSchedule
     ) -> WindowAdaptationState:
         dual = dual_averaging_update(state.dual_averaging, info.acceptance_rate, target)
-        i = state.iteration
         flat, _ = ravel_pytree(mcmc_state.position)
         welford = jax.tree.map(
-            lambda new, old: jnp.where(schedule.is_slow[i], new, old),
+            lambda new, old: jnp.where(flags.is_slow, new, old),
             welford_update(state.welford, flat),
             state.welford,
         )
-        is_window_end = schedule.is_window_end[i]
+        # The flags are the same for every chain, so under vmap this stays a real branch:
+        # the matrix is refactored once per window, not once per step.
+        is_window_end = flags.is_window_end
         inverse_mass_matrix = jax.lax.cond(
             is_window_end,
             lambda: factor_mass_matrix(_window_estimate(welford)),
@@ -310,11 +309,10 @@ def window_adaptation(
             inverse_mass_matrix=inverse_mass_matrix,
             dual_averaging=dual,
             welford=welford,
-            iteration=i + 1,
         )
 
     def step(
-        key: PRNGKeyArray, state: WindowAdaptationState, schedule: WarmupSchedule
+        key: PRNGKeyArray, state: WindowAdaptationState, flags: WarmupSchedule
     ) -> tuple[WindowAdaptationState, Any]:
         mcmc_state, info = kernel(
             key,
@@ -324,11 +322,14 @@ def window_adaptation(
             state.inverse_mass_matrix,
             **step_parameters,
         )
-        return update(state, mcmc_state, info, schedule), info
+        return update(state, mcmc_state, info, flags), info
 
     def parameters(state: WindowAdaptationState) -> dict[str, Array]:
+        # Before any dual-averaging update (no warm-up, or just after a restart) the
+        # average is undefined: keep the step size in use.
+        averaged = jnp.exp(state.dual_averaging.log_step_size_avg)
         return {
-            "step_size": jnp.exp(state.dual_averaging.log_step_size_avg),
+            "step_size": jnp.where(state.dual_averaging.iteration > 0, averaged, state.step_size),
             "inverse_mass_matrix": state.inverse_mass_matrix.inverse,
         }
 
@@ -339,10 +340,13 @@ def window_adaptation(
         schedule = WarmupSchedule(*(jnp.asarray(a) for a in build_schedule(num_steps)))
         state = init(position, key_init)
 
-        def one_step(s: WindowAdaptationState, i: Array) -> tuple[WindowAdaptationState, Any]:
-            return step(jax.random.fold_in(key_steps, i), s, schedule)
+        def one_step(
+            s: WindowAdaptationState, inputs: tuple[Array, WarmupSchedule]
+        ) -> tuple[WindowAdaptationState, Any]:
+            i, flags = inputs
+            return step(jax.random.fold_in(key_steps, i), s, flags)
 
-        state, info = jax.lax.scan(one_step, state, jnp.arange(num_steps))
+        state, info = jax.lax.scan(one_step, state, (jnp.arange(num_steps), schedule))
         return state.mcmc_state, parameters(state), info
 
     return WindowAdaptation(init, step, update, run, parameters)

@@ -1,0 +1,65 @@
+"""Checkpoint/resume: an interrupted run resumes to exactly the uninterrupted draws."""
+
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+
+import probinfer as pi
+from probinfer import run
+
+RUN = {"warmup": 60, "draws": 80, "chunk_size": 20, "progress": False, "chains": 2}
+
+
+def model(y, scale):
+    mu = numpyro.sample("mu", dist.Normal(0.0, scale))
+    numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+DATA = jnp.array([0.3, -0.2, 1.1])
+
+
+def interrupt_after(num_chunks, monkeypatch):
+    calls = {"chunk": 0}
+    original = run._call
+
+    def flaky(name, *args):
+        if name == "chunk":
+            calls["chunk"] += 1
+            if calls["chunk"] > num_chunks:
+                raise KeyboardInterrupt
+        return original(name, *args)
+
+    monkeypatch.setattr(run, "_call", flaky)
+
+
+@pytest.mark.parametrize("num_chunks", [2, 5], ids=["in-warmup", "in-sampling"])
+def test_resumed_run_gives_the_uninterrupted_draws(tmp_path, monkeypatch, num_chunks):
+    full = pi.sample(model, DATA, 2.0, **RUN)
+    with monkeypatch.context() as patch:
+        interrupt_after(num_chunks, patch)
+        with pytest.raises(KeyboardInterrupt):
+            pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **RUN)
+    resumed = pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **RUN)
+    np.testing.assert_array_equal(resumed.posterior["mu"].values, full.posterior["mu"].values)
+    again = pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **RUN)  # finished: just loads
+    np.testing.assert_array_equal(again.posterior["mu"].values, full.posterior["mu"].values)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"args": (DATA, 3.0)},  # another Python-scalar argument
+        {"args": (DATA + 1.0, 2.0)},  # other data values
+        {"seed": 1},
+        {"chains": 4},
+    ],
+    ids=["scalar-argument", "data", "seed", "chains"],
+)
+def test_checkpoint_of_another_run_is_refused(tmp_path, change):
+    pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **RUN)
+    settings = {**RUN, **{k: v for k, v in change.items() if k != "args"}}
+    args = change.get("args", (DATA, 2.0))
+    with pytest.raises(ValueError, match="different run"):
+        pi.sample(model, *args, checkpoint=tmp_path, **settings)
