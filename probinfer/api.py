@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,14 +65,19 @@ def _split_keywords(
     algorithm_options = set(algorithm.build_options) | set(_step_parameter_names(algorithm))
     setting_names = algorithm_options | set(SAMPLER_SETTINGS)
     model_parameters: set[str] = set()
+    takes_any_keyword = False
     if not isinstance(model, LogDensity):
-        model_parameters = set(inspect.signature(model).parameters)
+        parameters = inspect.signature(model).parameters.values()
+        model_parameters = {p.name for p in parameters}
+        takes_any_keyword = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
     model_kwargs, settings = {}, {}
     for name, value in kwargs.items():
         if name in model_parameters:
             model_kwargs[name] = value
         elif name in setting_names:
             settings[name] = value
+        elif takes_any_keyword:
+            model_kwargs[name] = value
         else:
             raise TypeError(
                 f"unknown keyword `{name}`: it is neither a parameter of the model nor a "
@@ -193,7 +199,8 @@ def sample(
     step_size = settings.pop("step_size", None)
     if step_size is not None:
         mcmc._algorithm.check_step_size(step_size)
-    chunk_size = settings.pop("chunk_size", None) or choose_chunk_size(warmup, draws)
+    chunk_size = settings.pop("chunk_size", None)
+    chunk_size = choose_chunk_size(warmup, draws) if chunk_size is None else chunk_size
     config = SamplerConfig(
         algorithm=method,
         options=tuple(
@@ -243,4 +250,21 @@ def sample(
     idata = az.from_dict(posterior=result.draws, sample_stats=sample_stats, attrs=attrs)
     num_nonfinite = int(result.stats["num_nonfinite"].sum())
     idata.attrs["num_nonfinite_proposals"] = num_nonfinite
+    num_divergent = int(result.stats["diverging"].sum())
+    if num_divergent:
+        warnings.warn(
+            f"{num_divergent} of {chains * draws} transitions after warm-up diverged: the "
+            "draws may miss part of the posterior. Raise `target_acceptance` (e.g. 0.95) or "
+            "reparameterize (e.g. non-centered hierarchical scales).",
+            UserWarning,
+            stacklevel=2,
+        )
+    if num_nonfinite:
+        warnings.warn(
+            f"{num_nonfinite} proposals after warm-up had a NaN or infinite log density and "
+            "were rejected (they are counted, never kept): the model is undefined in part of "
+            "the space the sampler visits; check supports and data.",
+            UserWarning,
+            stacklevel=2,
+        )
     return idata

@@ -199,3 +199,14 @@ def test_subsampling_plate_is_refused_with_its_name():
 def test_clashing_leaf_names_are_refused():
     with pytest.raises(ValueError, match="clashing names"):
         pi.LogDensity(lambda p: 0.0 * p["a.b"], {"a": {"b": jnp.zeros(())}, "a.b": jnp.zeros(())})
+
+
+def test_divergences_after_warmup_are_reported_with_the_fix():
+    def wall(x):
+        # A density that drops by 1e6 outside |x| < 1: any trajectory crossing it diverges.
+        return -0.5 * jnp.sum(x**2) - 1e6 * jnp.sum(jnp.maximum(jnp.abs(x) - 1.0, 0.0) ** 2)
+
+    target = pi.LogDensity(wall, jnp.zeros(2))
+    with pytest.warns(UserWarning, match=r"(?s)diverged.*target_acceptance"):
+        idata = pi.sample(target, warmup=0, draws=50, step_size=3.0, progress=False)
+    assert int(idata.sample_stats["diverging"].values.sum()) > 0
