@@ -832,6 +832,11 @@ def markdown_report(
         Markdown text.
     """
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+    precision = (
+        "x64 for " + ", ".join(machine["x64_models"])
+        if machine["x64"]
+        else "float32 (no model needs x64)"
+    )
     lines = [
         "# MCMC peers: probinfer vs BlackJAX vs NumPyro (NUTS)",
         "",
@@ -844,7 +849,7 @@ def markdown_report(
         f"- Budgets: {budget.chains} chains x ({budget.warmup} warm-up + {budget.draws} draws); "
         f"{repeats} warm repeat(s) with seeds 0..{repeats - 1} plus one cold compile-probe run "
         f"(seed {PROBE_SEED}) per sampler and model",
-        f"- Precision: {'x64 for ' + ', '.join(machine['x64_models']) if machine['x64'] else 'float32 (no model needs x64)'}",  # noqa: E501
+        "- Precision: " + precision,
         "- Method: see the docstring of `benchmarks/mcmc_peers.py`. ESS = min arviz bulk ESS over "
         "latent scalar coordinates; gradient counts are sampling-phase leapfrog steps "
         "(probinfer reports no warm-up counts); compile = JAX trace + lower + XLA compile "

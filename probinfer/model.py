@@ -116,7 +116,7 @@ class LogDensity:
             f"LogDensity({getattr(self.logdensity_fn, '__name__', 'fn')}, sites={self.site_names})"
         )
 
-    def bind(self, data: PyTree) -> LogDensity:  # noqa: ARG002
+    def bind(self, data: PyTree) -> LogDensity:
         """A plain log density has no data: return itself.
 
         Args:

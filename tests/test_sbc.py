@@ -24,7 +24,7 @@ NUM_THINNED = 99  # ranks take values 0..99: 10 bins of 10
 ALPHA = 5e-5
 
 
-def make_model(prior_scale: float):  # noqa: ANN201
+def make_model(prior_scale: float):
     def model(y):
         mu = numpyro.sample("mu", dist.Normal(0.0, prior_scale))
         sigma = numpyro.sample("sigma", dist.HalfNormal(1.0))

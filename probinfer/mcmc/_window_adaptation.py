@@ -169,7 +169,10 @@ def find_reasonable_step_size(
     """
     flat, unravel = ravel_pytree(position)
     metric = euclidean_metric(inverse_mass_matrix)
-    flat_logdensity_fn = lambda x: logdensity_fn(unravel(x))  # noqa: E731
+
+    def flat_logdensity_fn(x: Array) -> Array:
+        return logdensity_fn(unravel(x))
+
     integrate = leapfrog(flat_logdensity_fn, metric.velocity)
     logdensity, grad = jax.value_and_grad(flat_logdensity_fn)(flat)
     start = IntegratorState(flat, metric.sample_momentum(key), logdensity, grad)
