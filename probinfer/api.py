@@ -151,7 +151,8 @@ def sample(
             gives.
         **kwargs: keywords the model accepts go to the model; the rest are settings:
             ``target_acceptance``, ``is_mass_matrix_dense``, ``step_size`` (initial step
-            size), ``chain_method`` ("vectorized" or "sequential"), ``chunk_size``, and the
+            size), ``chain_method`` (one of :data:`probinfer.run.CHAIN_METHODS`),
+            ``chunk_size`` (steps per compiled chunk and progress update), and the
             method's options (``max_num_doublings``, ``divergence_threshold`` for NUTS,
             ``num_integration_steps`` for HMC).
 
@@ -182,6 +183,7 @@ def sample(
         raise ValueError(
             f"unknown method {method!r}; `pi.sample` supports {sorted(mcmc.ALGORITHMS)}."
         )
+    seed = _check_count("seed", seed, 0)
     chains = _check_count("chains", chains, 1)
     warmup = _check_count("warmup", warmup, 0)
     draws = _check_count("draws", draws, 1)
