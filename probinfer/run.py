@@ -436,6 +436,42 @@ def run_chains(
                         store[name] = np.empty(shape, values.dtype)
                     store[name][:, start : start + values.shape[1]] = values
 
+        def collect(
+            phase: str,
+            phase_index: int,
+            num_steps: int,
+            start: int,
+            steps: int,
+            chunk_states: Any,
+            chunk_draws: dict[str, Any],
+            chunk_stats: dict[str, Any],
+        ) -> tuple[int, int]:
+            """Fetch a finished chunk: store its draws, checkpoint; return divergences, grads."""
+            if phase == "sampling":
+                chunk_draws, chunk_stats = jax.device_get((chunk_draws, chunk_stats))
+                chunk_draws = {k: v[:, :steps] for k, v in chunk_draws.items()}
+                chunk_stats = {k: v[:, :steps] for k, v in chunk_stats.items()}
+                store(start, chunk_draws, chunk_stats)
+                if checkpoint is not None:
+                    save_chunk(checkpoint, start, chunk_draws, chunk_stats)
+            else:
+                chunk_stats = jax.device_get(
+                    {k: chunk_stats[k][:, :steps] for k in ("diverging", "n_steps")}
+                )
+            if checkpoint is not None:
+                finished = start + steps >= num_steps
+                save_progress(
+                    checkpoint,
+                    run_fingerprint,
+                    RunProgress(
+                        chunk_states,
+                        phase_index + 1 if finished else phase_index,
+                        0 if finished else start + steps,
+                        seconds,
+                    ),
+                )
+            return int(chunk_stats["diverging"].sum()), int(chunk_stats["n_steps"].sum())
+
         first_phase, first_start = 0, 0
         warmup_grad_evals = 0
         if checkpoint is not None:
@@ -473,47 +509,42 @@ def run_chains(
                 update(description=phase, divergences=0, completed=done)
             keys = jax.random.split(phase_key, num_chains)
             divergences = 0
-            for start in range(resume_at, num_steps, chunk):
-                steps = min(chunk, num_steps - start)
-                compiled_before = watch.compile_seconds
-                tic = time.perf_counter()
-                states, chunk_draws, chunk_stats = _call(
-                    "chunk",
-                    spec,
-                    config,
-                    watch,
-                    data,
-                    states,
-                    keys,
-                    schedule,
-                    jnp.asarray(start),
-                    jnp.asarray(steps),
-                    jnp.asarray(phase == "sampling"),
-                )
-                if phase == "sampling":
-                    chunk_draws, chunk_stats = jax.device_get((chunk_draws, chunk_stats))
-                    chunk_draws = {k: v[:, :steps] for k, v in chunk_draws.items()}
-                    chunk_stats = {k: v[:, :steps] for k, v in chunk_stats.items()}
-                    store(start, chunk_draws, chunk_stats)
-                    if checkpoint is not None:
-                        save_chunk(checkpoint, start, chunk_draws, chunk_stats)
-                divergences += int(np.asarray(chunk_stats["diverging"])[:, :steps].sum())
-                if phase == "warmup":
-                    warmup_grad_evals += int(np.asarray(chunk_stats["n_steps"])[:, :steps].sum())
-                elapsed = time.perf_counter() - tic - (watch.compile_seconds - compiled_before)
-                seconds[phase] += elapsed
-                done += steps
-                if checkpoint is not None:
-                    finished = start + steps >= num_steps
-                    next_phase = phase_index + 1 if finished else phase_index
-                    next_start = 0 if finished else start + steps
-                    save_progress(
-                        checkpoint,
-                        run_fingerprint,
-                        RunProgress(states, next_phase, next_start, seconds),
+            compiled_before = watch.compile_seconds
+            phase_tic = last_tic = time.perf_counter()
+            # One chunk in flight: the next chunk is dispatched (asynchronously) before the
+            # previous one's draws are fetched, so host work overlaps device work.
+            pending = None
+            for start in [*range(resume_at, num_steps, chunk), None]:
+                if start is not None:
+                    steps = min(chunk, num_steps - start)
+                    states, chunk_draws, chunk_stats = _call(
+                        "chunk",
+                        spec,
+                        config,
+                        watch,
+                        data,
+                        states,
+                        keys,
+                        schedule,
+                        jnp.asarray(start),
+                        jnp.asarray(steps),
+                        jnp.asarray(phase == "sampling"),
                     )
-                if update:
-                    update(completed=done, rate=steps / max(elapsed, 1e-9), divergences=divergences)
+                if pending is not None:
+                    num_divergent, num_grads = collect(phase, phase_index, num_steps, *pending)
+                    divergences += num_divergent
+                    warmup_grad_evals += num_grads if phase == "warmup" else 0
+                    done += pending[1]
+                    now = time.perf_counter()
+                    if update:
+                        rate = pending[1] / max(now - last_tic, 1e-9)
+                        update(completed=done, rate=rate, divergences=divergences)
+                    last_tic = now
+                pending = (
+                    None if start is None else (start, steps, states, chunk_draws, chunk_stats)
+                )
+            compile_in_phase = watch.compile_seconds - compiled_before
+            seconds[phase] += time.perf_counter() - phase_tic - compile_in_phase
 
     return RunResult(
         draws=draws,
