@@ -90,9 +90,9 @@ Methodology (identical for every sampler):
   repeat user waits for, recompilation included).
 - Gradient evaluations: leapfrog steps, one gradient each, summed over chains and draws of
   the *sampling phase* (probinfer ``sample_stats.n_steps``; BlackJAX
-  ``info.num_integration_steps``; NumPyro ``extra_fields=("num_steps",)``). probinfer
-  returns no warm-up statistics, so ESS per 1000 gradient evaluations uses sampling-phase
-  counts for all three; the peers' warm-up counts are reported separately.
+  ``info.num_integration_steps``; NumPyro ``extra_fields=("num_steps",)``). ESS per 1000
+  gradient evaluations uses sampling-phase counts for all three; warm-up counts
+  (probinfer ``attrs["warmup_grad_evals"]``) are reported separately.
 - Accuracy against the zoo reference (``models.<name>.reference``): max over latent
   coordinates of |mean - reference mean| / reference sd, and of |sd - reference sd| /
   reference sd. Max R-hat is arviz's rank-normalized split R-hat. Divergences are counted
@@ -308,7 +308,7 @@ def _probinfer_runner(
             warmup_seconds=float(idata.attrs["warmup_seconds"]),
             sampling_seconds=float(idata.attrs["sampling_seconds"]),
             grads_sampling=int(np.asarray(stats["n_steps"]).sum()),
-            grads_warmup=None,
+            grads_warmup=int(idata.attrs["warmup_grad_evals"]),
             divergences=int(np.asarray(stats["diverging"]).sum()),
             warmup_divergences=None,
             reported_compile_seconds=float(idata.attrs["compile_seconds"]),
@@ -795,6 +795,11 @@ def machine_description(x64_models: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def _table_row(cells: list[str]) -> str:
+    """One markdown table row."""
+    return "| " + " | ".join(cells) + " |"
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -852,7 +857,7 @@ def markdown_report(
         "- Precision: " + precision,
         "- Method: see the docstring of `benchmarks/mcmc_peers.py`. ESS = min arviz bulk ESS over "
         "latent scalar coordinates; gradient counts are sampling-phase leapfrog steps "
-        "(probinfer reports no warm-up counts); compile = JAX trace + lower + XLA compile "
+        "(warm-up counts in their own column); compile = JAX trace + lower + XLA compile "
         "time measured by `jax.monitoring` events; phase seconds exclude compilation; errors "
         "are against the zoo reference.",
         "",
@@ -864,8 +869,7 @@ def markdown_report(
     ]
     for summary in summaries.values():
         lines.append(
-            "| "
-            + " | ".join(
+            _table_row(
                 [
                     summary["model"],
                     summary["sampler"],
@@ -878,7 +882,6 @@ def markdown_report(
                     _fmt(summary["wall_seconds"]),
                 ]
             )
-            + " |"
         )
     lines += [
         "",
@@ -891,8 +894,7 @@ def markdown_report(
     ]
     for summary in summaries.values():
         lines.append(
-            "| "
-            + " | ".join(
+            _table_row(
                 [
                     summary["model"],
                     summary["sampler"],
@@ -910,7 +912,6 @@ def markdown_report(
                     f"{_fmt(summary['divergences'])} ({_fmt(summary['warmup_divergences'])})",
                 ]
             )
-            + " |"
         )
     lines += [
         "",
