@@ -1,12 +1,19 @@
 """MCMC building blocks: kernels, integrators and warm-up adaptation.
 
-Each algorithm (:data:`rwm`, :data:`mala`, :data:`hmc`, :data:`nuts`) is an
+Each gradient or random-walk algorithm (:data:`rwm`, :data:`mala`, :data:`hmc`, :data:`nuts`) is an
 :class:`Algorithm`: call it to get a :class:`Kernel` ``(init, step)`` closed over a target,
 or use its ``init`` and ``build_kernel`` to change parameters between steps.
+:data:`elliptical_slice` samples Gaussian-prior-times-likelihood targets (GP latents).
 """
 
 from probinfer.mcmc._algorithm import Algorithm
 from probinfer.mcmc._base import GradientState, Kernel, TransitionInfo
+from probinfer.mcmc._elliptical_slice import (
+    EllipticalSlice,
+    EllipticalSliceInfo,
+    EllipticalSliceState,
+    elliptical_slice,
+)
 from probinfer.mcmc._hmc import hmc
 from probinfer.mcmc._mala import mala
 from probinfer.mcmc._metric import MassMatrix, factor_mass_matrix
@@ -28,6 +35,9 @@ __all__ = [
     "ALGORITHMS",
     "DENSE_MASS_MATRIX_MAX_DIM",
     "Algorithm",
+    "EllipticalSlice",
+    "EllipticalSliceInfo",
+    "EllipticalSliceState",
     "GradientState",
     "Kernel",
     "MassMatrix",
@@ -37,6 +47,7 @@ __all__ = [
     "WindowAdaptation",
     "WindowAdaptationState",
     "build_schedule",
+    "elliptical_slice",
     "factor_mass_matrix",
     "find_reasonable_step_size",
     "hmc",

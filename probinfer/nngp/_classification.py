@@ -1,0 +1,304 @@
+"""Classification with a latent scale-mixture process, by MCMC.
+
+Model, for ``C`` latent functions (``C = 1`` with a Bernoulli-logit likelihood for two
+classes, ``C = num_classes`` with a softmax likelihood otherwise):
+
+    s ~ scale_prior,   f_c | s ~ GP(0, s K) independently,   label_i ~ Cat(softmax(f(x_i))).
+
+The sampler works in the whitened parameterisation ``F = sqrt(s) L Z`` (``L L^T = K +
+jitter I``, ``Z ~ N(0, I)``), which decouples ``s`` from the latent values a priori:
+
+1. ``Z | s``: one elliptical slice step (:data:`probinfer.mcmc.elliptical_slice`, whitened
+   prior, so no extra factorisation);
+2. ``log s | Z``: one univariate slice-sampling step (stepping out and shrinkage; Neal,
+   2003) on ``log p(s) + log s + log L(sqrt(s) L Z)``.
+
+Both moves leave the posterior invariant; chains run vectorised. Predictions average the
+softmax over draws of ``f* | F, s ~ N(K*^T K^{-1} F, s (k** - K*^T K^{-1} K*))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import arviz as az
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro.distributions as dist
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
+
+from probinfer.mcmc._elliptical_slice import build_kernel as build_elliptical_slice
+from probinfer.mcmc._elliptical_slice import init as init_elliptical_slice
+from probinfer.nngp._checks import check_inputs
+from probinfer.nngp._layers import AbstractLayer
+from probinfer.nngp._scale_priors import check_scale_prior
+
+# Univariate slice sampling on log s: initial bracket width (nats of scale) and the
+# stepping-out / shrinkage budgets.
+SLICE_WIDTH = 1.0
+SLICE_MAX_STEPS = 32
+
+
+def _log_likelihood(latent: Array, labels: Array) -> Array:
+    """Bernoulli-logit (one column) or softmax (several columns) log likelihood."""
+    if latent.shape[-1] == 1:
+        logits = latent[:, 0]
+        return jnp.sum(labels * logits - jnp.logaddexp(0.0, logits))
+    log_probs = jax.nn.log_softmax(latent, axis=-1)
+    return jnp.sum(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))
+
+
+def _slice_step(
+    key: PRNGKeyArray, x0: Array, logdensity_fn: Callable[[Array], Array], width: float
+) -> tuple[Array, Array]:
+    """One univariate slice-sampling step with stepping out; returns ``(x, evaluations)``."""
+    key_u, key_position, key_shrink = jax.random.split(key, 3)
+    threshold = logdensity_fn(x0) + jnp.log(jax.random.uniform(key_u, dtype=x0.dtype))
+    lower = x0 - width * jax.random.uniform(key_position, dtype=x0.dtype)
+    upper = lower + width
+
+    def step_out(bound: Array, direction: float) -> tuple[Array, Array]:
+        def cond(carry: tuple[Array, Array]) -> Array:
+            value, steps = carry
+            return (steps < SLICE_MAX_STEPS) & (logdensity_fn(value) > threshold)
+
+        def body(carry: tuple[Array, Array]) -> tuple[Array, Array]:
+            value, steps = carry
+            return value + direction * width, steps + 1
+
+        return jax.lax.while_loop(cond, body, (bound, jnp.asarray(0)))
+
+    lower, steps_lower = step_out(lower, -1.0)
+    upper, steps_upper = step_out(upper, 1.0)
+
+    def cond(carry: tuple) -> Array:
+        *_, accepted, steps = carry
+        return ~accepted & (steps < 4 * SLICE_MAX_STEPS)
+
+    def body(carry: tuple) -> tuple:
+        key, lower, upper, _, _, steps = carry
+        key, key_x = jax.random.split(key)
+        x = jax.random.uniform(key_x, dtype=x0.dtype, minval=lower, maxval=upper)
+        accepted = logdensity_fn(x) > threshold
+        lower = jnp.where(~accepted & (x < x0), x, lower)
+        upper = jnp.where(~accepted & (x >= x0), x, upper)
+        return key, lower, upper, x, accepted, steps + 1
+
+    carry = (key_shrink, lower, upper, x0, jnp.asarray(False), jnp.asarray(0))
+    _, _, _, x, accepted, steps = jax.lax.while_loop(cond, body, carry)
+    evaluations = 1 + 2 + steps_lower + steps_upper + steps
+    return jnp.where(accepted, x, x0), evaluations
+
+
+class ClassificationPosterior(eqx.Module):
+    """Posterior draws of a scale-mixture classifier, and predictions from them.
+
+    Attributes:
+        kernel: the NNGP kernel.
+        x: ``(n, d)`` training inputs.
+        cholesky: ``(n, n)`` factor of ``K + jitter I``.
+        whitened_latents: ``(chains, draws, n, C)`` draws of ``Z``.
+        log_scales: ``(chains, draws)`` draws of ``log s``.
+        num_likelihood_evals: ``(chains, draws)`` likelihood evaluations per iteration.
+        num_classes: number of classes.
+    """
+
+    kernel: AbstractLayer
+    x: Array
+    cholesky: Array
+    whitened_latents: Array
+    log_scales: Array
+    num_likelihood_evals: Array
+    num_classes: int = eqx.field(static=True)
+
+    def predict_proba(
+        self,
+        x_test: Float[ArrayLike, "m d"],
+        *,
+        key: PRNGKeyArray,
+        num_latent_samples: int = 16,
+    ) -> Float[Array, "m num_classes"]:
+        """Posterior predictive class probabilities at ``x_test``.
+
+        Args:
+            x_test: test inputs, ``(m, d)``.
+            key: PRNG key for the draws of ``f*``.
+            num_latent_samples: draws of ``f*`` per posterior draw.
+
+        Returns:
+            ``(m, num_classes)`` probabilities (rows sum to one).
+        """
+        check_inputs(x_test, "x_test", num_features=self.x.shape[1])
+        x_test = jnp.asarray(x_test, self.x.dtype)
+        return _predict_proba(self, x_test, key, num_latent_samples)
+
+    def to_inference_data(self) -> az.InferenceData:
+        """ArviZ data with ``log_scale`` draws (for R-hat, ESS and trace plots)."""
+        return az.from_dict(
+            posterior={"log_scale": np.asarray(self.log_scales)},
+            sample_stats={"n_steps": np.asarray(self.num_likelihood_evals)},
+        )
+
+
+@eqx.filter_jit
+def _predict_proba(
+    posterior: ClassificationPosterior, x_test: Array, key: PRNGKeyArray, num_latent: int
+) -> Array:
+    kernel = posterior.kernel
+    cross = kernel(posterior.x, x_test)
+    whitened = jax.scipy.linalg.solve_triangular(posterior.cholesky, cross, lower=True)
+    base_variance = jnp.maximum(kernel.diagonal(x_test) - jnp.sum(whitened**2, axis=0), 0.0)
+    z = posterior.whitened_latents.reshape(-1, *posterior.whitened_latents.shape[2:])
+    log_s = posterior.log_scales.reshape(-1)
+    keys = jax.random.split(key, z.shape[0])
+
+    def one_draw(total: Array, inputs: tuple[Array, Array, PRNGKeyArray]) -> tuple[Array, None]:
+        z_draw, log_scale, key_draw = inputs
+        scale = jnp.exp(log_scale)
+        mean = jnp.sqrt(scale) * (whitened.T @ z_draw)
+        noise = jax.random.normal(key_draw, (num_latent, *mean.shape), mean.dtype)
+        latent = mean[None] + jnp.sqrt(scale * base_variance)[None, :, None] * noise
+        if latent.shape[-1] == 1:
+            p1 = jax.nn.sigmoid(latent[..., 0])
+            probs = jnp.stack([1 - p1, p1], axis=-1)
+        else:
+            probs = jax.nn.softmax(latent, axis=-1)
+        return total + probs.mean(axis=0), None
+
+    initial = jnp.zeros((x_test.shape[0], posterior.num_classes), x_test.dtype)
+    total, _ = jax.lax.scan(one_draw, initial, (z, log_s, keys))
+    return total / z.shape[0]
+
+
+def sample_classifier(
+    key: PRNGKeyArray,
+    kernel: AbstractLayer,
+    x: Float[ArrayLike, "n d"],
+    labels: Int[ArrayLike, " n"],
+    *,
+    scale_prior: dist.Distribution | None = None,
+    num_classes: int | None = None,
+    num_chains: int = 4,
+    num_warmup: int = 500,
+    num_draws: int = 500,
+    thin: int = 1,
+    jitter: float = 1e-6,
+) -> ClassificationPosterior:
+    """Sample the posterior of a scale-mixture NNGP classifier (elliptical slice + slice).
+
+    Args:
+        key: PRNG key.
+        kernel: the NNGP kernel.
+        x: training inputs, ``(n, d)``.
+        labels: integer classes ``0..num_classes-1``, ``(n,)``.
+        scale_prior: NumPyro distribution of ``s``, or ``None`` to fix ``s = 1``.
+        num_classes: number of classes (default ``max(labels) + 1``); two classes use one
+            latent function with a logistic link.
+        num_chains: chains run in parallel (vectorised).
+        num_warmup: iterations discarded per chain.
+        num_draws: iterations kept per chain (before thinning).
+        thin: keep every ``thin``-th draw.
+        jitter: added to the kernel diagonal before factorisation.
+
+    Returns:
+        The :class:`ClassificationPosterior`.
+
+    Raises:
+        ValueError: on mismatched shapes, non-integer or out-of-range labels, or a kernel
+            matrix that is not positive definite after jitter.
+    """
+    check_scale_prior(scale_prior)
+    x_np = check_inputs(x, "x")
+    labels_np = np.asarray(labels)
+    if labels_np.shape != (x_np.shape[0],) or not np.issubdtype(labels_np.dtype, np.integer):
+        raise ValueError(
+            f"`labels` must be integers of shape ({x_np.shape[0]},) (one per row of `x`), got "
+            f"dtype {labels_np.dtype} and shape {labels_np.shape}."
+        )
+    num_classes = int(labels_np.max()) + 1 if num_classes is None else int(num_classes)
+    if labels_np.min() < 0 or labels_np.max() >= num_classes or num_classes < 2:
+        raise ValueError(
+            f"`labels` must lie in 0..{num_classes - 1} with at least two classes, got "
+            f"values in {labels_np.min()}..{labels_np.max()}."
+        )
+    for value, name in ((num_chains, "num_chains"), (num_draws, "num_draws"), (thin, "thin")):
+        if int(value) < 1:
+            raise ValueError(f"`{name}` must be >= 1, got {value}.")
+    x = jnp.asarray(x_np, jnp.result_type(float))
+    cov = kernel(x) + jitter * jnp.eye(x.shape[0], dtype=x.dtype)
+    cholesky = jnp.linalg.cholesky(cov)
+    if not bool(jnp.all(jnp.isfinite(cholesky))):
+        raise ValueError(
+            f"the kernel matrix plus jitter ({jitter:.3g}) is not positive definite in "
+            f"{x.dtype}; increase `jitter` (e.g. 1e-4), remove duplicate inputs, or enable "
+            "float64 with `jax.config.update('jax_enable_x64', True)`."
+        )
+    num_latent = 1 if num_classes == 2 else num_classes
+    run = _build_sampler(scale_prior, num_latent, int(num_warmup), int(num_draws), int(thin))
+    z, log_s, evals = run(key, cholesky, jnp.asarray(labels_np), int(num_chains))
+    return ClassificationPosterior(kernel, x, cholesky, z, log_s, evals, num_classes)
+
+
+def _build_sampler(
+    scale_prior: dist.Distribution | None,
+    num_latent: int,
+    num_warmup: int,
+    num_draws: int,
+    thin: int,
+) -> Callable[..., tuple[Array, Array, Array]]:
+    elliptical = build_elliptical_slice()
+
+    @eqx.filter_jit
+    def run(
+        key: PRNGKeyArray, cholesky: Array, labels: Array, num_chains: int
+    ) -> tuple[Array, Array, Array]:
+        n = cholesky.shape[0]
+        dtype = cholesky.dtype
+
+        def loglik(z: Array, log_scale: Array) -> Array:
+            return _log_likelihood(jnp.exp(0.5 * log_scale) * (cholesky @ z), labels)
+
+        def log_scale_density(log_scale: Array, z: Array) -> Array:
+            value = scale_prior.log_prob(jnp.exp(log_scale)) + log_scale + loglik(z, log_scale)
+            return jnp.where(jnp.isnan(value), -jnp.inf, value)
+
+        def iteration(
+            carry: tuple[Array, Array], key: PRNGKeyArray
+        ) -> tuple[tuple[Array, Array], tuple[Array, Array, Array]]:
+            z, log_scale = carry
+            key_z, key_s = jax.random.split(key)
+
+            def loglik_z(position: Array) -> Array:
+                return loglik(position, log_scale)
+
+            state = init_elliptical_slice(z, loglik_z)
+            state, info = elliptical(key_z, state, loglik_z, jnp.zeros_like(z), None)
+            z = state.position
+            evals = info.num_likelihood_evals
+            if scale_prior is not None:
+                log_scale, scale_evals = _slice_step(
+                    key_s, log_scale, lambda t: log_scale_density(t, z), SLICE_WIDTH
+                )
+                evals = evals + scale_evals
+            return (z, log_scale), (z, log_scale, evals)
+
+        def chain(key: PRNGKeyArray) -> tuple[Array, Array, Array]:
+            key_init, key_warmup, key_draws = jax.random.split(key, 3)
+            z0 = jax.random.normal(key_init, (n, num_latent), dtype)
+            carry = (z0, jnp.asarray(0.0, dtype))
+            carry, _ = jax.lax.scan(iteration, carry, jax.random.split(key_warmup, num_warmup))
+
+            def kept(
+                carry: tuple[Array, Array], key: PRNGKeyArray
+            ) -> tuple[tuple[Array, Array], tuple[Array, Array, Array]]:
+                carry, outputs = jax.lax.scan(iteration, carry, jax.random.split(key, thin))
+                return carry, jax.tree.map(lambda a: a[-1], outputs)
+
+            _, draws = jax.lax.scan(kept, carry, jax.random.split(key_draws, num_draws // thin))
+            return draws
+
+        return jax.vmap(chain)(jax.random.split(key, num_chains))
+
+    return run

@@ -1,0 +1,143 @@
+"""Evaluating a layer stack's kernel: full matrices in row blocks, or the diagonal.
+
+Every layer acts elementwise on the pair covariances once the per-input variances are
+known, so a matrix is computed one block of rows at a time (``lax.map`` over blocks) and
+peak memory is a few ``block_size x n2`` arrays plus the output, whatever ``n1``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal, NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, ArrayLike, Float
+
+from probinfer.nngp._checks import check_inputs
+
+if TYPE_CHECKING:
+    from probinfer.nngp._layers import AbstractLayer
+
+KernelKind = Literal["nngp", "ntk"]
+# Elements per block of a kernel matrix: ~16 MB per float32 temporary.
+BLOCK_ELEMENTS = 2**22
+
+
+class KernelState(NamedTuple):
+    """Covariances of two inputs' pre-activations at one layer, broadcastable elementwise.
+
+    For a block of pairs, ``cov`` and ``ntk`` are ``(n1, n2)``, ``var1`` is ``(n1, 1)``
+    and ``var2`` is ``(1, n2)``; for the diagonal, all four are ``(n,)``.
+
+    Attributes:
+        cov: covariance of the pre-activations of ``x1[i]`` and ``x2[j]`` (the NNGP kernel).
+        var1: variance of ``x1[i]``'s pre-activation.
+        var2: variance of ``x2[j]``'s pre-activation.
+        ntk: the neural tangent kernel of the pair.
+    """
+
+    cov: Array
+    var1: Array
+    var2: Array
+    ntk: Array
+
+
+def input_state(x1: Array, x2: Array) -> KernelState:
+    """The input layer's state ``k0(x, x') = x . x' / d`` for all pairs of rows."""
+    num_features = x1.shape[-1]
+    cov = x1 @ x2.T / num_features
+    var1 = jnp.sum(x1**2, axis=-1, keepdims=True) / num_features
+    var2 = jnp.sum(x2**2, axis=-1, keepdims=True).T / num_features
+    return KernelState(cov, var1, var2, jnp.zeros_like(cov))
+
+
+def input_state_diagonal(x: Array) -> KernelState:
+    """The input layer's state for each row paired with itself."""
+    var = jnp.sum(x**2, axis=-1) / x.shape[-1]
+    return KernelState(var, var, var, jnp.zeros_like(var))
+
+
+def _pick(state: KernelState, kind: KernelKind) -> Array:
+    return state.cov if kind == "nngp" else state.ntk
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ("nngp", "ntk"):
+        raise ValueError(f"`kind` must be 'nngp' or 'ntk', got {kind!r}.")
+
+
+@eqx.filter_jit
+def _matrix(layer: AbstractLayer, x1: Array, x2: Array, kind: KernelKind, block_rows: int) -> Array:
+    num_rows = x1.shape[0]
+    num_blocks = -(-num_rows // block_rows)
+    padded = jnp.pad(x1, ((0, num_blocks * block_rows - num_rows), (0, 0)))
+    blocks = padded.reshape(num_blocks, block_rows, x1.shape[1])
+    out = jax.lax.map(lambda rows: _pick(layer.apply(input_state(rows, x2)), kind), blocks)
+    return out.reshape(num_blocks * block_rows, x2.shape[0])[:num_rows]
+
+
+@eqx.filter_jit
+def _diagonal(layer: AbstractLayer, x: Array, kind: KernelKind) -> Array:
+    return _pick(layer.apply(input_state_diagonal(x)), kind)
+
+
+def _as_float(x: ArrayLike) -> Array:
+    array = jnp.asarray(x)
+    return array if jnp.issubdtype(array.dtype, jnp.floating) else array.astype(float)
+
+
+def kernel_matrix(
+    layer: AbstractLayer,
+    x1: Float[ArrayLike, "n1 d"],
+    x2: Float[ArrayLike, "n2 d"] | None = None,
+    *,
+    kind: KernelKind = "nngp",
+    block_size: int | None = None,
+) -> Float[Array, "n1 n2"]:
+    """The kernel between every row of ``x1`` and every row of ``x2``.
+
+    Args:
+        layer: the network (any layer or layer stack).
+        x1: inputs, ``(n1, d)``.
+        x2: inputs, ``(n2, d)``; ``None`` means ``x1``.
+        kind: ``"nngp"`` (the output covariance) or ``"ntk"`` (the neural tangent kernel).
+        block_size: rows of ``x1`` per block; by default about ``4M / (n2 * cost)`` where
+            ``cost`` is the layers' per-pair memory factor.
+
+    Returns:
+        The ``(n1, n2)`` kernel matrix.
+
+    Raises:
+        ValueError: on inputs of the wrong rank, mismatched feature counts or NaNs.
+    """
+    _check_kind(kind)
+    check_inputs(x1, "x1")
+    x1 = _as_float(x1)
+    if x2 is None:
+        x2 = x1
+    else:
+        check_inputs(x2, "x2", num_features=x1.shape[1])
+        x2 = _as_float(x2)
+    if block_size is None:
+        block_size = BLOCK_ELEMENTS // max(1, x2.shape[0] * layer.memory_factor)
+    block_size = max(1, min(int(block_size), x1.shape[0]))
+    return _matrix(layer, x1, x2, kind, block_size)
+
+
+def kernel_diagonal(
+    layer: AbstractLayer, x: Float[ArrayLike, "n d"], *, kind: KernelKind = "nngp"
+) -> Float[Array, " n"]:
+    """The kernel of each row of ``x`` with itself, ``k(x_i, x_i)``, without the matrix.
+
+    Args:
+        layer: the network.
+        x: inputs, ``(n, d)``.
+        kind: ``"nngp"`` or ``"ntk"``.
+
+    Returns:
+        The ``(n,)`` diagonal.
+    """
+    _check_kind(kind)
+    check_inputs(x, "x")
+    return _diagonal(layer, _as_float(x), kind)

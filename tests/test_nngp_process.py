@@ -1,0 +1,292 @@
+"""Scale-mixture processes against exact and independent references.
+
+- The Student-t marginal likelihood against SciPy's multivariate t (independent code).
+- The closed-form Student-t predictive against quadrature over ``s`` (to 1e-8 in float64)
+  and against a Monte Carlo mixture built with plain NumPy GP algebra (z = 4 MCSE).
+- Quadrature against importance sampling for gamma and Burr XII priors (z = 4 MCSE).
+- ``a -> infinity`` with ``b / a`` fixed: the Student-t process tends to the GP.
+- NUTS over ``s`` through the NumPyro front end against the quadrature posterior.
+"""
+
+import jax
+import numpy as np
+import numpyro
+import pytest
+import scipy.stats
+from _stats import check_expectation
+
+import probinfer as pi
+from probinfer import nngp
+
+Z = 4.0
+KERNEL = nngp.mlp(2, weight_variance=1.7, bias_variance=0.3)
+NOISE = 0.1
+
+
+def _data(num_train=25, num_test=6, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 2, size=(num_train + num_test, 2))
+    y = np.sin(x[:, 0]) * np.cos(x[:, 1]) + 0.3 * rng.standard_t(3, size=len(x))
+    return x[:num_train], y[:num_train], x[num_train:], y[num_train:]
+
+
+def _numpy_gp(x, y, x_test, include_noise=True):
+    """Plain float64 GP algebra for the s = 1 predictive and C = K + noise I."""
+    k = np.asarray(KERNEL(x), np.float64) + NOISE * np.eye(len(x))
+    cross = np.asarray(KERNEL(x, x_test), np.float64)
+    k_test = np.asarray(KERNEL(x_test), np.float64)
+    solve = np.linalg.solve(k, np.c_[y, cross])
+    mean = cross.T @ solve[:, 0]
+    var = np.diag(k_test) - np.sum(cross * solve[:, 1:], axis=0) + (NOISE if include_noise else 0)
+    return k, mean, var
+
+
+def test_student_t_marginal_likelihood_matches_scipy():
+    with jax.enable_x64(True):
+        x, y, _, _ = _data()
+        a, b = 2.5, 1.5
+        process = nngp.ScaleMixtureProcess(KERNEL, nngp.inverse_gamma(a, b), NOISE, jitter=0.0)
+        k, _, _ = _numpy_gp(x, y, x[:1])
+        reference = scipy.stats.multivariate_t(np.zeros(len(y)), b / a * k, df=2 * a).logpdf(y)
+        np.testing.assert_allclose(process.log_marginal_likelihood(x, y), reference, rtol=1e-10)
+        gp = nngp.ScaleMixtureProcess(KERNEL, None, NOISE, jitter=0.0)
+        gp_reference = scipy.stats.multivariate_normal(np.zeros(len(y)), k).logpdf(y)
+        np.testing.assert_allclose(gp.log_marginal_likelihood(x, y), gp_reference, rtol=1e-10)
+
+
+def test_student_t_predictive_equals_quadrature():
+    with jax.enable_x64(True):
+        x, y, x_test, y_test = _data()
+        posterior = nngp.ScaleMixtureProcess(KERNEL, nngp.inverse_gamma(2.0, 3.0), NOISE).condition(
+            x, y
+        )
+        exact = posterior.predict(x_test)
+        quad = posterior.predict(x_test, method="quadrature")
+        assert isinstance(exact, nngp.StudentTPredictive)
+        assert isinstance(quad, nngp.ScaleMixturePredictive)
+        np.testing.assert_allclose(quad.log_prob(y_test), exact.log_prob(y_test), atol=1e-8)
+        np.testing.assert_allclose(quad.variance, exact.variance, rtol=1e-8)
+        for q in (0.01, 0.3, 0.9):
+            np.testing.assert_allclose(quad.quantile(q), exact.quantile(q), atol=1e-7)
+            np.testing.assert_allclose(exact.cdf(exact.quantile(q)), q, atol=1e-10)
+        np.testing.assert_allclose(
+            posterior.log_marginal_likelihood(method="quadrature"),
+            posterior.log_marginal_likelihood(method="exact"),
+            atol=1e-8,
+        )
+
+
+def test_student_t_predictive_matches_monte_carlo_mixture():
+    """Draw s from the prior, weight by N(y; 0, s C) (NumPy), mix the GP predictives.
+
+    False-failure rate: 0/200 seeds (three points x two statistics, z = 4).
+    """
+    with jax.enable_x64(True):
+        x, y, x_test, y_test = _data()
+        a, b = 2.0, 3.0
+        predictive = (
+            nngp.ScaleMixtureProcess(KERNEL, nngp.inverse_gamma(a, b), NOISE, jitter=0.0)
+            .condition(x, y)
+            .predict(x_test[:3])
+        )
+        k, mean, var = _numpy_gp(x, y, x_test[:3])
+        quad_form = y @ np.linalg.solve(k, y)
+        scales = scipy.stats.invgamma(a, scale=b).rvs(200_000, random_state=1)
+        log_w = -0.5 * len(y) * np.log(scales) - 0.5 * quad_form / scales
+        w = np.exp(log_w - log_w.max())
+        for name, exact, values_fn in [
+            ("density", np.exp(predictive.log_prob(y_test[:3])), lambda s, i: scipy.stats.norm(
+                mean[i], np.sqrt(s * var[i])).pdf(y_test[i])),
+            ("cdf", predictive.cdf(y_test[:3] + 0.2), lambda s, i: scipy.stats.norm(
+                mean[i], np.sqrt(s * var[i])).cdf(y_test[i] + 0.2)),
+        ]:  # fmt: skip
+            for i in range(3):
+                g = values_fn(scales, i)
+                estimate = np.sum(w * g) / np.sum(w)
+                mcse = np.sqrt(np.sum(w**2 * (g - estimate) ** 2)) / np.sum(w)
+                assert abs(estimate - exact[i]) < Z * mcse, (name, i, estimate, exact[i], mcse)
+                # The check can fail: the GP predictive (s fixed at its prior mean) differs.
+                gp = scipy.stats.norm(mean[i], np.sqrt(b / (a - 1) * var[i]))
+                wrong = gp.pdf(y_test[i]) if name == "density" else gp.cdf(y_test[i] + 0.2)
+                assert abs(estimate - wrong) > Z * mcse
+
+
+@pytest.mark.parametrize(
+    "prior", [nngp.gamma(2.0, 1.5), nngp.burr_xii(2.0, 1.5, 1.0)], ids=["gamma", "burr"]
+)
+def test_quadrature_agrees_with_importance_sampling(prior):
+    """False-failure rate: 0/200 seeds (z = 4 with the delta-method MCSE)."""
+    with jax.enable_x64(True):
+        x, y, x_test, y_test = _data(num_train=12)
+        posterior = nngp.ScaleMixtureProcess(KERNEL, prior, NOISE).condition(x, y)
+        reference, error = nngp.adaptive_quadrature(
+            prior, float(posterior.quad_form), posterior.num_obs
+        )
+        assert error < 1e-8
+        quad = posterior.scale_weights(method="quadrature")
+        np.testing.assert_allclose(quad.log_normalizer, reference.log_normalizer, atol=1e-8)
+        num_samples = 50_000
+        weights = posterior.scale_weights(
+            method="importance", key=jax.random.key(5), num_samples=num_samples
+        )
+        assert weights.ess > 1000
+        w = np.exp(np.asarray(weights.log_weights))
+        for name, g in [
+            ("E[s]", np.exp(np.asarray(weights.log_scales))),
+            ("E[log s]", np.asarray(weights.log_scales)),
+        ]:
+            exact = (
+                np.sum(np.exp(quad.log_weights) * np.exp(quad.log_scales))
+                if name == "E[s]"
+                else np.sum(np.exp(quad.log_weights) * quad.log_scales)
+            )
+            estimate = np.sum(w * g)
+            mcse = np.sqrt(np.sum(w**2 * (g - estimate) ** 2))
+            assert abs(estimate - exact) < Z * mcse, (name, estimate, exact, mcse)
+            assert abs(estimate - 1.05 * exact) > Z * mcse
+        # The log normaliser: log of a mean of weights, MCSE by the delta method.
+        raw = np.exp(
+            nngp._scale_posterior.log_scale_likelihood(
+                weights.log_scales, posterior.quad_form, posterior.num_obs
+            )
+            - weights.log_normalizer
+        )
+        mcse = raw.std(ddof=1) / np.sqrt(num_samples)
+        assert abs(float(weights.log_normalizer - quad.log_normalizer)) < Z * mcse
+        # Predictive log densities agree to within the same relative error.
+        lp_quad = posterior.predict(x_test, method="quadrature").log_prob(y_test)
+        lp_is = posterior.predict(
+            x_test, method="importance", key=jax.random.key(5), num_samples=num_samples
+        ).log_prob(y_test)
+        np.testing.assert_allclose(lp_is, lp_quad, atol=0.02)
+
+
+def test_student_t_tends_to_gp_as_concentration_grows():
+    with jax.enable_x64(True):
+        x, y, x_test, y_test = _data()
+        ratio = 0.8  # b / a, the limiting kernel scale
+        gp_kernel = nngp.serial(KERNEL, nngp.dense(ratio, 0.0))
+        gp = nngp.ScaleMixtureProcess(gp_kernel, None, NOISE * ratio, jitter=0.0)
+        gp_lp = gp.condition(x, y).predict(x_test).log_prob(y_test)
+        gaps = []
+        for a in (2.0, 20.0, 200.0, 2e4, 2e6):
+            student = nngp.ScaleMixtureProcess(
+                KERNEL, nngp.inverse_gamma(a, ratio * a), NOISE, jitter=0.0
+            )
+            gaps.append(
+                float(
+                    np.max(np.abs(student.condition(x, y).predict(x_test).log_prob(y_test) - gp_lp))
+                )
+            )
+        assert all(g2 < g1 for g1, g2 in zip(gaps, gaps[1:], strict=False)), gaps
+        assert gaps[-1] < 1e-4, gaps  # the gap shrinks like n / a
+
+
+def test_predictive_sampling_matches_moments():
+    x, y, x_test, _ = _data()
+    posterior = nngp.ScaleMixtureProcess(KERNEL, nngp.inverse_gamma(3.0, 2.0), NOISE).condition(
+        x, y
+    )
+    for predictive in (posterior.predict(x_test), posterior.predict(x_test, method="quadrature")):
+        draws = np.asarray(predictive.sample(jax.random.key(0), 20_000), np.float64)
+        for i in range(2):
+            check = check_expectation(
+                draws[None, :, i], float(predictive.mean[i]), name="mean", iid=True
+            )
+            assert check.ok, check
+            below = (draws[:, i] < float(predictive.quantile(0.25)[i])).astype(float)
+            check = check_expectation(below[None], 0.25, name="quantile", iid=True)
+            assert check.ok, check
+
+
+def test_nuts_over_scale_matches_quadrature_posterior():
+    """``probinfer.sample`` on the NumPyro model vs the quadrature posterior of log s."""
+    x, y, _, _ = _data(num_train=15)
+    prior = nngp.burr_xii(2.0, 1.0, 1.0)
+
+    def model(x, y):
+        s = numpyro.sample("s", prior)
+        numpyro.sample("y", nngp.gaussian_process(KERNEL, x, scale=s, noise=NOISE), obs=y)
+
+    idata = pi.sample(model, x, y, chains=2, warmup=400, draws=1500, seed=3, progress=False)
+    log_s = np.log(idata.posterior["s"].values)
+    with jax.enable_x64(True):
+        posterior = nngp.ScaleMixtureProcess(KERNEL, prior, NOISE).condition(x, y)
+        weights, _ = nngp.adaptive_quadrature(prior, float(posterior.quad_form), posterior.num_obs)
+        p = np.exp(np.asarray(weights.log_weights))
+        nodes = np.asarray(weights.log_scales)
+        mean = float(np.sum(p * nodes))
+        var = float(np.sum(p * (nodes - mean) ** 2))
+    checks = [
+        check_expectation(log_s, mean, name="E[log s]"),
+        check_expectation((log_s - mean) ** 2, var, name="Var[log s]"),
+    ]
+    assert all(c.ok for c in checks), [str(c) for c in checks]
+    wrong = check_expectation(log_s, mean + 0.3 * np.sqrt(var), name="shifted")
+    assert not wrong.ok
+
+
+def test_fit_hyperparameters_improves_marginal_likelihood():
+    x, y, _, _ = _data(num_train=40)
+    start = nngp.ScaleMixtureProcess(
+        nngp.mlp(1, weight_variance=2.0, bias_variance=0.1), nngp.inverse_gamma(2.0, 2.0), 0.1
+    ).log_marginal_likelihood(x, y)
+    result = nngp.fit_hyperparameters(x, y, depths=(1, 2), num_steps=150)
+    assert result.depth in (1, 2)
+    assert result.log_marginal_likelihood > float(start)
+    losses = result.losses[result.depth]
+    assert losses[-1] < losses[0]
+    np.testing.assert_allclose(
+        result.process.log_marginal_likelihood(x, y), result.log_marginal_likelihood, rtol=1e-4
+    )
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: nngp.inverse_gamma(0.0, 1.0), "concentration"),
+        (lambda: nngp.inverse_gamma(1.0, -2.0), "rate"),
+        (lambda: nngp.burr_xii(1.0, 0.0), "`k`"),
+        (lambda: nngp.ScaleMixtureProcess(KERNEL, None, noise=0.0), "noise"),
+        (lambda: nngp.ScaleMixtureProcess(KERNEL, "inverse_gamma"), "scale_prior"),
+        (lambda: nngp.ScaleMixtureProcess(lambda a, b: a, None), "kernel"),
+        (lambda: nngp.ScaleMixtureProcess(KERNEL).condition(np.ones((3, 2)), np.ones(4)), "match"),
+        (
+            lambda: nngp.ScaleMixtureProcess(KERNEL).condition(np.ones((3, 2)), [0, np.nan, 1]),
+            "NaN",
+        ),
+        (
+            lambda: (
+                nngp.ScaleMixtureProcess(KERNEL)
+                .condition(np.eye(3), np.ones(3))
+                .predict(np.ones((2, 5)))
+            ),
+            "5 features but 3",
+        ),
+        (
+            lambda: (
+                nngp.ScaleMixtureProcess(KERNEL, nngp.gamma(1.0, 1.0))
+                .condition(np.eye(3), np.ones(3))
+                .predict(np.eye(3), method="exact")
+            ),
+            "quadrature",
+        ),
+        (
+            lambda: (
+                nngp.ScaleMixtureProcess(KERNEL, nngp.gamma(1.0, 1.0))
+                .condition(np.eye(3), np.ones(3))
+                .predict(np.eye(3), method="importance")
+            ),
+            "key",
+        ),
+        (
+            lambda: nngp.ScaleMixtureProcess(
+                nngp.mlp(0, bias_variance=0.0), None, noise=1e-30, jitter=0.0
+            ).condition(np.ones((4, 1)), np.ones(4)),
+            "not positive definite",
+        ),
+    ],
+)
+def test_bad_input_errors(make, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        make()
