@@ -134,7 +134,7 @@ def wide_network_outputs():
 
 @pytest.mark.parametrize("name", sorted(STACKS))
 def test_nngp_matches_wide_network_covariance(name, wide_network_outputs):
-    """False-failure rate: 0/50 seeds per stack (10 z-scores each, z = 4)."""
+    """False-failure rate: 0/40 seeds per stack (10 z-scores each, z = 4)."""
     kernel = np.asarray(STACKS[name](_inputs()), np.float64)
     z_scores = _covariance_z_scores(wide_network_outputs[name], kernel)
     assert np.all(z_scores < Z), z_scores
@@ -172,7 +172,10 @@ def test_ntk_matches_empirical_ntk_of_wide_networks():
 
 
 def test_inverse_gamma_scale_gives_student_t_marginals():
-    """With s ~ InvGamma(a, b) per network, f(x) / sqrt((b/a) K(x, x)) ~ Student-t(2a)."""
+    """With s ~ InvGamma(a, b) per network, f(x) / sqrt((b/a) K(x, x)) ~ Student-t(2a).
+
+    False-failure rate: 0/20 seeds (smallest p-value 0.055).
+    """
     a, b = 2.0, 3.0
     stack = nngp.mlp(1, weight_variance=2.0, bias_variance=0.1)
     x = _inputs()[:1]

@@ -1,12 +1,15 @@
 """Evaluating a layer stack's kernel: full matrices in row blocks, or the diagonal.
 
 Every layer acts elementwise on the pair covariances once the per-input variances are
-known, so a matrix is computed one block of rows at a time (``lax.map`` over blocks) and
-peak memory is a few ``block_size x n2`` arrays plus the output, whatever ``n1``.
+known, so a matrix is computed one block of rows at a time and peak memory is a few
+``block_size x n2`` arrays plus the output, whatever ``n1``. Outside ``jit`` each block is
+its own program call (multi-threaded on CPU); under a trace (``jit``, ``grad``) the blocks
+run in one ``lax.map``.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import equinox as eqx
@@ -67,14 +70,52 @@ def _check_kind(kind: str) -> None:
         raise ValueError(f"`kind` must be 'nngp' or 'ntk', got {kind!r}.")
 
 
+def _block(layer: AbstractLayer, rows: Array, x2: Array, kind: KernelKind) -> Array:
+    return _pick(layer.apply(input_state(rows, x2)), kind)
+
+
 @eqx.filter_jit
-def _matrix(layer: AbstractLayer, x1: Array, x2: Array, kind: KernelKind, block_rows: int) -> Array:
+def _matrix_traced(
+    layer: AbstractLayer, x1: Array, x2: Array, kind: KernelKind, block_rows: int
+) -> Array:
+    """All blocks in one program (``lax.map``): differentiable, usable inside ``jit``."""
     num_rows = x1.shape[0]
     num_blocks = -(-num_rows // block_rows)
     padded = jnp.pad(x1, ((0, num_blocks * block_rows - num_rows), (0, 0)))
     blocks = padded.reshape(num_blocks, block_rows, x1.shape[1])
-    out = jax.lax.map(lambda rows: _pick(layer.apply(input_state(rows, x2)), kind), blocks)
+    out = jax.lax.map(lambda rows: _block(layer, rows, x2, kind), blocks)
     return out.reshape(num_blocks * block_rows, x2.shape[0])[:num_rows]
+
+
+_block_program = eqx.filter_jit(_block)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _write_block(out: Array, block: Array, start: Array) -> Array:
+    return jax.lax.dynamic_update_slice(out, block, (start, 0))
+
+
+def _matrix_eager(
+    layer: AbstractLayer, x1: Array, x2: Array, kind: KernelKind, block_rows: int
+) -> Array:
+    """One program call per block, written in place into the (donated) output.
+
+    XLA's CPU backend spreads a top-level fusion over threads but runs the body of a
+    ``lax.map`` loop on one, so outside ``jit`` this is ~2x faster on two cores; peak
+    memory is the output plus one block's temporaries.
+    """
+    num_rows = x1.shape[0]
+    out = jnp.zeros((num_rows, x2.shape[0]), jnp.result_type(x1, x2))
+    for start in range(0, num_rows, block_rows):
+        rows = x1[start : start + block_rows]
+        # Computing and writing are separate programs: XLA runs a fusion that ends in a
+        # dynamic_update_slice on one thread.
+        out = _write_block(out, _block_program(layer, rows, x2, kind), jnp.asarray(start))
+    return out
+
+
+def _is_traced(tree: object) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(tree))
 
 
 @eqx.filter_jit
@@ -122,7 +163,9 @@ def kernel_matrix(
     if block_size is None:
         block_size = BLOCK_ELEMENTS // max(1, x2.shape[0] * layer.memory_factor)
     block_size = max(1, min(int(block_size), x1.shape[0]))
-    return _matrix(layer, x1, x2, kind, block_size)
+    if _is_traced((layer, x1, x2)):
+        return _matrix_traced(layer, x1, x2, kind, block_size)
+    return _matrix_eager(layer, x1, x2, kind, block_size)
 
 
 def kernel_diagonal(

@@ -136,7 +136,9 @@ class ScaleMixtureProcess(eqx.Module):
                 raise ValueError("`y` contains NaN or infinite values; remove those rows.")
         x = jnp.asarray(x, jnp.result_type(float))
         y = jnp.asarray(y, x.dtype)
-        cholesky, alpha, quad_form, log_det = _factor(self, x, y)
+        # The kernel is evaluated outside the jitted algebra so that, on concrete inputs,
+        # its blocks run as multi-threaded top-level programs.
+        cholesky, alpha, quad_form, log_det = _factor(self, self.kernel(x), y)
         if is_concrete(cholesky) and not bool(jnp.all(jnp.isfinite(cholesky))):
             raise ValueError(
                 f"the kernel matrix plus noise ({float(self.noise):.3g}) and jitter "
@@ -209,8 +211,11 @@ class ScaleMixtureProcess(eqx.Module):
 
 
 @eqx.filter_jit
-def _factor(process: ScaleMixtureProcess, x: Array, y: Array) -> tuple[Array, Array, Array, Array]:
-    cov = process.kernel(x) + (process.noise + process.jitter) * jnp.eye(x.shape[0], dtype=x.dtype)
+def _factor(
+    process: ScaleMixtureProcess, kernel_matrix: Array, y: Array
+) -> tuple[Array, Array, Array, Array]:
+    n = kernel_matrix.shape[0]
+    cov = kernel_matrix + (process.noise + process.jitter) * jnp.eye(n, dtype=kernel_matrix.dtype)
     cholesky = jnp.linalg.cholesky(cov)
     alpha = jax.scipy.linalg.cho_solve((cholesky, True), y)
     log_det = 2 * jnp.sum(jnp.log(jnp.diagonal(cholesky)))
@@ -356,7 +361,10 @@ class ScaleMixturePosterior(eqx.Module):
         check_inputs(x_test, "x_test", num_features=self.x.shape[1])
         method = self._resolve(method)
         x_test = jnp.asarray(x_test, self.x.dtype)
-        mean, base_variance = _predictive_moments(self, x_test, include_noise)
+        kernel = self.process.kernel
+        mean, base_variance = _predictive_moments(
+            self, kernel(self.x, x_test), kernel.diagonal(x_test), include_noise
+        )
         prior = self.process.scale_prior
         if prior is None:
             return NormalPredictive(mean, base_variance)
@@ -373,14 +381,11 @@ class ScaleMixturePosterior(eqx.Module):
 
 @eqx.filter_jit
 def _predictive_moments(
-    posterior: ScaleMixturePosterior, x_test: Array, include_noise: bool
+    posterior: ScaleMixturePosterior, cross: Array, prior_variance: Array, include_noise: bool
 ) -> tuple[Array, Array]:
     """The mean ``k*^T C^{-1} y`` and the ``s = 1`` variance ``k** - k*^T C^{-1} k*``."""
-    kernel = posterior.process.kernel
-    cross = kernel(posterior.x, x_test)
     mean = cross.T @ posterior.alpha
     whitened = jax.scipy.linalg.solve_triangular(posterior.cholesky, cross, lower=True)
-    prior_variance = kernel.diagonal(x_test)
     variance = jnp.maximum(prior_variance - jnp.sum(whitened**2, axis=0), 0.0)
     if include_noise:
         variance = variance + posterior.process.noise

@@ -1,0 +1,428 @@
+"""NNGP scale mixtures: robustness experiments, kernel speed and memory.
+
+Run::
+
+    PYTHONPATH=. .venv/bin/python benchmarks/nngp.py [--sections regression,classification,speed,memory]
+        [--splits 5] [--out benchmarks/results]
+
+Writes ``nngp.md``, ``nngp.json`` and ``nngp.png`` to ``--out``.
+
+**Regression** (after Lee et al., 2022, section 5.1). Two data sets: scikit-learn's
+bundled diabetes data (442 x 10) and a synthetic set (400 x 4, ``y = sin(x0) + x1 x2 / 2``
+plus Student-t noise with 2 degrees of freedom and scale 0.3). Two kinds of split, each
+repeated ``--splits`` times with different seeds: *random* (80% train / 20% test) and
+*shifted* (out of distribution: a random unit direction ``u`` per split; the 20% of points
+with the largest ``x . u`` are the test set). Inputs and targets are standardised with the
+training statistics. Three processes, each with its MLP-kernel variances, noise and prior
+parameters fitted by marginal likelihood (:func:`probinfer.nngp.fit_hyperparameters`,
+depths 1-3, 300 Adam steps): the NNGP (plain GP), the Student-t process (inverse-gamma
+scale prior) and a Burr XII scale prior (predictive by quadrature over ``s``). Reported:
+test negative log predictive density per point (standardised units), mean and standard
+error over splits.
+
+**Classification** (section 5.2). scikit-learn's digits (1,797 8x8 images, 10 classes;
+pixels / 16): 1,000 training images, the other 797 as the clean test set, and the same test
+images corrupted (each pixel replaced with probability 0.3 by a uniform random intensity).
+Latent processes with an MLP kernel (depth 2, weight variance 2, bias variance 0.1) and a
+softmax likelihood, sampled by elliptical slice (latents) and slice sampling (``log s``):
+NNGP with ``s = 1``, Student-t (``s ~ InvGamma(2, 2)``) and Burr XII (``c = 2``, ``k = 1``);
+4 chains x (300 warm-up + 300 kept, thinned by 3). Reported: accuracy and NLL per image.
+
+**Speed**. The depth-3 ReLU NNGP kernel on n = 4,000 random 10-d inputs, and exact GP
+posterior prediction with 4,000 training and 1,000 test points (kernel matrices, Cholesky
+factorisation, predictive mean and variance). Yardstick: the same recursion and algebra in
+plain NumPy/SciPy (float64, and float32 for reference), run side by side. Best of 3 timed
+calls after one untimed call (compilation excluded and reported separately).
+
+**Memory**. Peak resident memory of a fresh process computing the n = 10,000 kernel
+(float32, default row blocks), against the size of the output matrix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+
+from probinfer import nngp
+from probinfer.bench import machine_description
+
+REGRESSION_MODELS = {"NNGP": None, "Student-t": "inverse_gamma", "Burr XII": "burr_xii"}
+CLASSIFICATION_PRIORS = {
+    "NNGP": None,
+    "Student-t": nngp.inverse_gamma(2.0, 2.0),
+    "Burr XII": nngp.burr_xii(2.0, 1.0, 1.0),
+}
+
+
+# --------------------------------------------------------------------------- regression
+
+
+def regression_datasets() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    from sklearn.datasets import load_diabetes
+
+    diabetes = load_diabetes()
+    rng = np.random.default_rng(2022)
+    x = rng.normal(size=(400, 4))
+    y = np.sin(x[:, 0]) + 0.5 * x[:, 1] * x[:, 2] + 0.3 * rng.standard_t(2, size=400)
+    return {"diabetes": (diabetes.data, diabetes.target), "synthetic-t2": (x, y)}
+
+
+def split(x: np.ndarray, kind: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices: random 80/20, or the 20% furthest along a random direction."""
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    num_test = n // 5
+    if kind == "random":
+        order = rng.permutation(n)
+    else:
+        direction = rng.normal(size=x.shape[1])
+        standardized = (x - x.mean(0)) / x.std(0)
+        order = np.argsort(standardized @ direction)
+    return order[: n - num_test], order[n - num_test :]
+
+
+def run_regression(num_splits: int) -> list[dict]:
+    rows = []
+    for name, (x, y) in regression_datasets().items():
+        for kind in ("random", "shifted"):
+            for seed in range(num_splits):
+                train, test = split(x, kind, seed)
+                mu, sd = x[train].mean(0), x[train].std(0)
+                y_mu, y_sd = y[train].mean(), y[train].std()
+                x_train, x_test = (x[train] - mu) / sd, (x[test] - mu) / sd
+                y_train, y_test = (y[train] - y_mu) / y_sd, (y[test] - y_mu) / y_sd
+                for model, family in REGRESSION_MODELS.items():
+                    start = time.perf_counter()
+                    fit = nngp.fit_hyperparameters(
+                        x_train, y_train, depths=(1, 2, 3), scale_prior=family, num_steps=300
+                    )
+                    predictive = fit.process.condition(x_train, y_train).predict(x_test)
+                    nll = -float(jnp.mean(predictive.log_prob(y_test)))
+                    rows.append(
+                        {
+                            "dataset": name, "split": kind, "seed": seed, "model": model,
+                            "test_nll": nll, "depth": fit.depth,
+                            "train_lml_per_point": fit.log_marginal_likelihood / len(train),
+                            "seconds": time.perf_counter() - start,
+                        }
+                    )  # fmt: skip
+                    print(f"regression {name} {kind} {seed} {model}: nll {nll:.3f}", flush=True)
+    return rows
+
+
+def summarize(rows: list[dict], keys: tuple[str, ...], value: str) -> dict[tuple, tuple]:
+    groups: dict[tuple, list[float]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row[value])
+    return {
+        k: (float(np.mean(v)), float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0)
+        for k, v in groups.items()
+    }
+
+
+# ----------------------------------------------------------------------- classification
+
+
+def run_classification() -> list[dict]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = digits.data / 16.0
+    labels = digits.target
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(x))
+    train, test = order[:1000], order[1000:]
+    corrupt = rng.uniform(size=x[test].shape) < 0.3
+    x_corrupted = np.where(corrupt, rng.uniform(size=x[test].shape), x[test])
+    kernel = nngp.mlp(2, weight_variance=2.0, bias_variance=0.1)
+    rows = []
+    for model, prior in CLASSIFICATION_PRIORS.items():
+        start = time.perf_counter()
+        posterior = nngp.sample_classifier(
+            jax.random.key(0), kernel, x[train], labels[train], scale_prior=prior,
+            num_chains=4, num_warmup=300, num_draws=300, thin=3,
+        )  # fmt: skip
+        jax.block_until_ready(posterior.log_scales)
+        sampling_seconds = time.perf_counter() - start
+        rhat = float("nan")
+        if prior is not None:
+            import arviz as az
+
+            rhat = float(az.rhat(posterior.to_inference_data())["log_scale"])
+        for test_name, x_test in (("clean", x[test]), ("corrupted", x_corrupted)):
+            probs = np.asarray(posterior.predict_proba(x_test, key=jax.random.key(1)), np.float64)
+            accuracy = float(np.mean(probs.argmax(1) == labels[test]))
+            nll = float(
+                -np.mean(np.log(np.maximum(probs[np.arange(len(test)), labels[test]], 1e-300)))
+            )
+            rows.append(
+                {
+                    "model": model, "test": test_name, "accuracy": accuracy, "nll": nll,
+                    "sampling_seconds": sampling_seconds, "rhat_log_scale": rhat,
+                    "mean_log_scale": float(np.mean(posterior.log_scales)),
+                }
+            )  # fmt: skip
+            print(
+                f"classification {model} {test_name}: acc {accuracy:.3f} nll {nll:.3f}", flush=True
+            )
+    return rows
+
+
+# -------------------------------------------------------------------------------- speed
+
+
+def numpy_relu_kernel(x1, x2, depth, weight_variance, bias_variance):
+    """The yardstick: the arc-cosine recursion in plain NumPy (dtype of the inputs)."""
+    d = x1.shape[1]
+    cov = x1 @ x2.T / d
+    v1 = (x1**2).sum(1) / d
+    v2 = (x2**2).sum(1) / d
+    cov, v1, v2 = (weight_variance * a + bias_variance for a in (cov, v1, v2))
+    for _ in range(depth):
+        norm = np.sqrt(np.outer(v1, v2))
+        cos = np.clip(cov / norm, -1, 1)
+        theta = np.arccos(cos)
+        cov = norm * (np.sin(theta) + (np.pi - theta) * cos) / (2 * np.pi)
+        v1, v2 = v1 / 2, v2 / 2
+        cov, v1, v2 = (weight_variance * a + bias_variance for a in (cov, v1, v2))
+    return cov
+
+
+def numpy_relu_diagonal(x, depth, weight_variance, bias_variance):
+    v = weight_variance * (x**2).sum(1) / x.shape[1] + bias_variance
+    for _ in range(depth):
+        v = weight_variance * v / 2 + bias_variance
+    return v
+
+
+def numpy_predict(x, y, x_test, noise):
+    k = numpy_relu_kernel(x, x, 3, 2.0, 0.1)
+    k[np.diag_indices_from(k)] += noise
+    cross = numpy_relu_kernel(x, x_test, 3, 2.0, 0.1)
+    factor = scipy.linalg.cho_factor(k, lower=True, check_finite=False)
+    alpha = scipy.linalg.cho_solve(factor, y, check_finite=False)
+    mean = cross.T @ alpha
+    whitened = scipy.linalg.solve_triangular(factor[0], cross, lower=True, check_finite=False)
+    var = numpy_relu_diagonal(x_test, 3, 2.0, 0.1) - np.sum(whitened**2, 0) + noise
+    return mean, var
+
+
+def best_of(fn, repeats=3) -> tuple[float, float]:
+    """(first call seconds, best of ``repeats`` later calls)."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return first, min(times)
+
+
+def run_speed() -> list[dict]:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4000, 10))
+    x_test = rng.normal(size=(1000, 10))
+    y = np.sin(x[:, 0]) + 0.1 * rng.normal(size=4000)
+    kernel = nngp.mlp(3, weight_variance=2.0, bias_variance=0.1)
+    process = nngp.ScaleMixtureProcess(kernel, None, noise=0.1)
+    rows = []
+
+    def record(task, implementation, dtype, fn):
+        first, best = best_of(fn)
+        rows.append({"task": task, "implementation": implementation, "dtype": dtype,
+                     "seconds": best, "first_call_seconds": first})  # fmt: skip
+        print(
+            f"speed {task} {implementation} {dtype}: {best:.3f} s (first {first:.2f} s)", flush=True
+        )
+
+    for dtype in ("float32", "float64"):
+        with jax.enable_x64(dtype == "float64"):
+            xj, xtj, yj = (jnp.asarray(a, dtype) for a in (x, x_test, y))
+
+            def predict():
+                p = process.condition(xj, yj).predict(xtj)
+                return p.mean, p.variance
+
+            record("kernel n=4000", "probinfer", dtype, lambda: kernel(xj))
+            record("predict 4000/1000", "probinfer", dtype, predict)
+        xn, xtn, yn = (a.astype(dtype) for a in (x, x_test, y))
+        record("kernel n=4000", "numpy", dtype, lambda: numpy_relu_kernel(xn, xn, 3, 2.0, 0.1))
+        record("predict 4000/1000", "numpy", dtype, lambda: numpy_predict(xn, yn, xtn, 0.1))
+    # Agreement of the float32 path with the float64 yardstick.
+    with jax.enable_x64(False):
+        p = process.condition(jnp.asarray(x, "float32"), jnp.asarray(y, "float32")).predict(
+            jnp.asarray(x_test, "float32")
+        )
+    mean64, var64 = numpy_predict(x, y, x_test, 0.1)
+    rows.append({"task": "float32 vs numpy float64", "max_abs_mean_error": float(np.max(np.abs(np.asarray(p.mean) - mean64))),
+                 "max_rel_variance_error": float(np.max(np.abs(np.asarray(p.variance) / var64 - 1)))})  # fmt: skip
+    return rows
+
+
+# ------------------------------------------------------------------------------- memory
+
+MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import resource, json, time, numpy as np, jax, jax.numpy as jnp
+    from probinfer import nngp
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(10000, 10)), jnp.float32)
+    kernel = nngp.mlp(3, weight_variance=2.0, bias_variance=0.1)
+    kernel(x[:10]).block_until_ready()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    start = time.perf_counter()
+    out = kernel(x).block_until_ready()
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"n": 10000, "output_bytes": out.nbytes, "rss_before_bytes": before,
+                      "peak_rss_bytes": peak, "seconds": seconds}))
+    """
+)
+
+
+def run_memory() -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT], capture_output=True, text=True, check=True
+    )
+    row = json.loads(result.stdout.strip().splitlines()[-1])
+    row["growth_over_output"] = (row["peak_rss_bytes"] - row["rss_before_bytes"]) / row[
+        "output_bytes"
+    ]
+    print(f"memory: {row}", flush=True)
+    return row
+
+
+# ------------------------------------------------------------------------------- report
+
+
+def markdown(results: dict) -> str:
+    lines = ["# NNGP scale mixtures", "", f"Machine: `{json.dumps(results['machine'])}`", ""]
+    if "regression" in results:
+        table = summarize(results["regression"], ("dataset", "split", "model"), "test_nll")
+        lines += ["## Regression: test NLL per point (standardised; mean ± s.e. over splits)", "",
+                  "| dataset | split | " + " | ".join(REGRESSION_MODELS) + " |",
+                  "|---|---|" + "---|" * len(REGRESSION_MODELS)]  # fmt: skip
+        for dataset in dict.fromkeys(r["dataset"] for r in results["regression"]):
+            for kind in ("random", "shifted"):
+                cells = [f"{table[(dataset, kind, m)][0]:.3f} ± {table[(dataset, kind, m)][1]:.3f}"
+                         for m in REGRESSION_MODELS]  # fmt: skip
+                lines.append(f"| {dataset} | {kind} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if "classification" in results:
+        lines += ["## Classification: digits (1,000 train / 797 test)", "",
+                  "| model | test | accuracy | NLL | R-hat log s | sampling s |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for r in results["classification"]:
+            lines.append(f"| {r['model']} | {r['test']} | {r['accuracy']:.3f} | {r['nll']:.3f} | "
+                         f"{r['rhat_log_scale']:.3f} | {r['sampling_seconds']:.1f} |")  # fmt: skip
+        lines.append("")
+    if "speed" in results:
+        lines += ["## Speed (best of 3, seconds)", "", "| task | implementation | dtype | seconds | first call |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        timed = [r for r in results["speed"] if "seconds" in r]
+        for r in timed:
+            lines.append(f"| {r['task']} | {r['implementation']} | {r['dtype']} | {r['seconds']:.3f} | "
+                         f"{r['first_call_seconds']:.2f} |")  # fmt: skip
+        by = {(r["task"], r["implementation"], r["dtype"]): r["seconds"] for r in timed}
+        lines.append("")
+        for task in ("kernel n=4000", "predict 4000/1000"):
+            ratio = by[(task, "numpy", "float64")] / by[(task, "probinfer", "float32")]
+            lines.append(
+                f"- {task}: probinfer float32 is **{ratio:.1f}x** faster than NumPy float64."
+            )
+        lines += [f"- accuracy: {json.dumps(results['speed'][-1])}", ""]
+    if "memory" in results:
+        m = results["memory"]
+        lines += ["## Memory (n = 10,000 kernel, float32)", "",
+                  f"Output {m['output_bytes'] / 2**20:.0f} MiB; peak RSS grew by "
+                  f"{(m['peak_rss_bytes'] - m['rss_before_bytes']) / 2**20:.0f} MiB "
+                  f"({m['growth_over_output']:.2f}x the output) in {m['seconds']:.1f} s.", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [k for k in ("regression", "classification", "speed") if k in results]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        if panel == "regression":
+            table = summarize(results["regression"], ("dataset", "split", "model"), "test_nll")
+            groups = sorted({k[:2] for k in table})
+            width = 0.8 / len(REGRESSION_MODELS)
+            for i, model in enumerate(REGRESSION_MODELS):
+                means = [table[g + (model,)][0] for g in groups]
+                errors = [table[g + (model,)][1] for g in groups]
+                ax.bar(np.arange(len(groups)) + i * width, means, width, yerr=errors, label=model)
+            ax.set_xticks(
+                np.arange(len(groups)) + width, [f"{d}\n{s}" for d, s in groups], fontsize=8
+            )
+            ax.set_ylabel("test NLL per point (lower is better)")
+            ax.set_title("Regression")
+            ax.legend()
+        elif panel == "classification":
+            rows = results["classification"]
+            models = list(CLASSIFICATION_PRIORS)
+            for j, test in enumerate(("clean", "corrupted")):
+                values = [
+                    next(r["nll"] for r in rows if r["model"] == m and r["test"] == test)
+                    for m in models
+                ]
+                ax.bar(np.arange(len(models)) + 0.4 * j, values, 0.4, label=test)
+            ax.set_xticks(np.arange(len(models)) + 0.2, models)
+            ax.set_ylabel("test NLL per image")
+            ax.set_title("Digits classification")
+            ax.legend()
+        else:
+            timed = [r for r in results["speed"] if "seconds" in r]
+            labels = [f"{r['task']}\n{r['implementation']} {r['dtype']}" for r in timed]
+            ax.barh(np.arange(len(timed)), [r["seconds"] for r in timed])
+            ax.set_yticks(np.arange(len(timed)), labels, fontsize=7)
+            ax.set_xlabel("seconds (best of 3)")
+            ax.set_title("Kernel and prediction speed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default="regression,classification,speed,memory")
+    parser.add_argument("--splits", type=int, default=5)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    sections = args.sections.split(",")
+    results: dict = {"machine": machine_description()}
+    if "speed" in sections:
+        results["speed"] = run_speed()
+    if "memory" in sections:
+        results["memory"] = run_memory()
+    if "regression" in sections:
+        results["regression"] = run_regression(args.splits)
+    if "classification" in sections:
+        results["classification"] = run_classification()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "nngp.json").write_text(json.dumps(results, indent=2))
+    (out / "nngp.md").write_text(markdown(results))
+    plot(results, out / "nngp.png")
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
