@@ -2,8 +2,9 @@
 
 Run::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/nngp.py [--sections regression,classification,speed,memory]
-        [--splits 5] [--out benchmarks/results]
+    PYTHONPATH=. .venv/bin/python benchmarks/nngp.py \
+        [--sections regression,classification,speed,memory] [--splits 5] \
+        [--out benchmarks/results]
 
 Writes ``nngp.md``, ``nngp.json`` and ``nngp.png`` to ``--out``.
 
@@ -14,9 +15,11 @@ repeated ``--splits`` times with different seeds: *random* (80% train / 20% test
 *shifted* (out of distribution: a random unit direction ``u`` per split; the 20% of points
 with the largest ``x . u`` are the test set). Inputs and targets are standardised with the
 training statistics. Three processes, each with its MLP-kernel variances, noise and prior
-parameters fitted by marginal likelihood (:func:`probinfer.nngp.fit_hyperparameters`,
-depths 1-3, 300 Adam steps): the NNGP (plain GP), the Student-t process (inverse-gamma
-scale prior) and a Burr XII scale prior (predictive by quadrature over ``s``). Reported:
+parameters either fitted by marginal likelihood per split (``ml-ii``:
+:func:`probinfer.nngp.fit_hyperparameters`, depths 1-3, 300 Adam steps) or fixed
+(``fixed``: depth 2, variances 2 and 0.1, noise 0.1, InvGamma(2, 2), BurrXII(2, 1, 1)):
+the NNGP (plain GP), the Student-t process (inverse-gamma scale prior) and a Burr XII
+scale prior (predictive by quadrature over ``s``). Reported:
 test negative log predictive density per point (standardised units), mean and standard
 error over splits.
 
@@ -26,7 +29,8 @@ images corrupted (each pixel replaced with probability 0.3 by a uniform random i
 Latent processes with an MLP kernel (depth 2, weight variance 2, bias variance 0.1) and a
 softmax likelihood, sampled by elliptical slice (latents) and slice sampling (``log s``):
 NNGP with ``s = 1``, Student-t (``s ~ InvGamma(2, 2)``) and Burr XII (``c = 2``, ``k = 1``);
-4 chains x (300 warm-up + 300 kept, thinned by 3). Reported: accuracy and NLL per image.
+4 chains x (2,000 warm-up + 2,000 kept, thinned by 10), started near the joint mode.
+Reported: accuracy and NLL per image, and R-hat of ``log s``.
 
 **Speed**. The depth-3 ReLU NNGP kernel on n = 4,000 random 10-d inputs, and exact GP
 posterior prediction with 4,000 training and 1,000 test points (kernel matrices, Cholesky
@@ -57,6 +61,12 @@ from probinfer import nngp
 from probinfer.bench import machine_description
 
 REGRESSION_MODELS = {"NNGP": None, "Student-t": "inverse_gamma", "Burr XII": "burr_xii"}
+_FIXED_KERNEL = nngp.mlp(2, weight_variance=2.0, bias_variance=0.1)
+FIXED_PROCESSES = {
+    "NNGP": nngp.ScaleMixtureProcess(_FIXED_KERNEL, None, noise=0.1),
+    "Student-t": nngp.ScaleMixtureProcess(_FIXED_KERNEL, nngp.inverse_gamma(2.0, 2.0), noise=0.1),
+    "Burr XII": nngp.ScaleMixtureProcess(_FIXED_KERNEL, nngp.burr_xii(2.0, 1.0, 1.0), noise=0.1),
+}
 CLASSIFICATION_PRIORS = {
     "NNGP": None,
     "Student-t": nngp.inverse_gamma(2.0, 2.0),
@@ -102,21 +112,26 @@ def run_regression(num_splits: int) -> list[dict]:
                 x_train, x_test = (x[train] - mu) / sd, (x[test] - mu) / sd
                 y_train, y_test = (y[train] - y_mu) / y_sd, (y[test] - y_mu) / y_sd
                 for model, family in REGRESSION_MODELS.items():
-                    start = time.perf_counter()
-                    fit = nngp.fit_hyperparameters(
-                        x_train, y_train, depths=(1, 2, 3), scale_prior=family, num_steps=300
-                    )
-                    predictive = fit.process.condition(x_train, y_train).predict(x_test)
-                    nll = -float(jnp.mean(predictive.log_prob(y_test)))
-                    rows.append(
-                        {
-                            "dataset": name, "split": kind, "seed": seed, "model": model,
-                            "test_nll": nll, "depth": fit.depth,
-                            "train_lml_per_point": fit.log_marginal_likelihood / len(train),
-                            "seconds": time.perf_counter() - start,
-                        }
-                    )  # fmt: skip
-                    print(f"regression {name} {kind} {seed} {model}: nll {nll:.3f}", flush=True)
+                    for protocol in ("ml-ii", "fixed"):
+                        start = time.perf_counter()
+                        if protocol == "ml-ii":
+                            fit = nngp.fit_hyperparameters(
+                                x_train, y_train, depths=(1, 2, 3), scale_prior=family,
+                                num_steps=300,
+                            )  # fmt: skip
+                            process, depth = fit.process, fit.depth
+                        else:
+                            process, depth = FIXED_PROCESSES[model], 2
+                        predictive = process.condition(x_train, y_train).predict(x_test)
+                        nll = -float(jnp.mean(predictive.log_prob(y_test)))
+                        rows.append(
+                            {
+                                "dataset": name, "split": kind, "seed": seed, "model": model,
+                                "protocol": protocol, "test_nll": nll, "depth": depth,
+                                "seconds": time.perf_counter() - start,
+                            }
+                        )  # fmt: skip
+                        print(f"regression {name} {kind} {seed} {model} {protocol}: {nll:.3f}")
     return rows
 
 
@@ -149,9 +164,16 @@ def run_classification() -> list[dict]:
     for model, prior in CLASSIFICATION_PRIORS.items():
         start = time.perf_counter()
         posterior = nngp.sample_classifier(
-            jax.random.key(0), kernel, x[train], labels[train], scale_prior=prior,
-            num_chains=4, num_warmup=300, num_draws=300, thin=3,
-        )  # fmt: skip
+            jax.random.key(0),
+            kernel,
+            x[train],
+            labels[train],
+            scale_prior=prior,
+            num_chains=4,
+            num_warmup=2000,
+            num_draws=2000,
+            thin=10,
+        )
         jax.block_until_ready(posterior.log_scales)
         sampling_seconds = time.perf_counter() - start
         rhat = float("nan")
@@ -167,11 +189,15 @@ def run_classification() -> list[dict]:
             )
             rows.append(
                 {
-                    "model": model, "test": test_name, "accuracy": accuracy, "nll": nll,
-                    "sampling_seconds": sampling_seconds, "rhat_log_scale": rhat,
+                    "model": model,
+                    "test": test_name,
+                    "accuracy": accuracy,
+                    "nll": nll,
+                    "sampling_seconds": sampling_seconds,
+                    "rhat_log_scale": rhat,
                     "mean_log_scale": float(np.mean(posterior.log_scales)),
                 }
-            )  # fmt: skip
+            )
             print(
                 f"classification {model} {test_name}: acc {accuracy:.3f} nll {nll:.3f}", flush=True
             )
@@ -241,8 +267,15 @@ def run_speed() -> list[dict]:
 
     def record(task, implementation, dtype, fn):
         first, best = best_of(fn)
-        rows.append({"task": task, "implementation": implementation, "dtype": dtype,
-                     "seconds": best, "first_call_seconds": first})  # fmt: skip
+        rows.append(
+            {
+                "task": task,
+                "implementation": implementation,
+                "dtype": dtype,
+                "seconds": best,
+                "first_call_seconds": first,
+            }
+        )
         print(
             f"speed {task} {implementation} {dtype}: {best:.3f} s (first {first:.2f} s)", flush=True
         )
@@ -251,23 +284,33 @@ def run_speed() -> list[dict]:
         with jax.enable_x64(dtype == "float64"):
             xj, xtj, yj = (jnp.asarray(a, dtype) for a in (x, x_test, y))
 
-            def predict():
+            def predict(xj=xj, yj=yj, xtj=xtj):
                 p = process.condition(xj, yj).predict(xtj)
                 return p.mean, p.variance
 
-            record("kernel n=4000", "probinfer", dtype, lambda: kernel(xj))
+            record("kernel n=4000", "probinfer", dtype, lambda xj=xj: kernel(xj))
             record("predict 4000/1000", "probinfer", dtype, predict)
         xn, xtn, yn = (a.astype(dtype) for a in (x, x_test, y))
-        record("kernel n=4000", "numpy", dtype, lambda: numpy_relu_kernel(xn, xn, 3, 2.0, 0.1))
-        record("predict 4000/1000", "numpy", dtype, lambda: numpy_predict(xn, yn, xtn, 0.1))
+        record("kernel n=4000", "numpy", dtype, lambda a=xn: numpy_relu_kernel(a, a, 3, 2.0, 0.1))
+        record(
+            "predict 4000/1000",
+            "numpy",
+            dtype,
+            lambda a=xn, b=yn, c=xtn: numpy_predict(a, b, c, 0.1),
+        )
     # Agreement of the float32 path with the float64 yardstick.
     with jax.enable_x64(False):
         p = process.condition(jnp.asarray(x, "float32"), jnp.asarray(y, "float32")).predict(
             jnp.asarray(x_test, "float32")
         )
     mean64, var64 = numpy_predict(x, y, x_test, 0.1)
-    rows.append({"task": "float32 vs numpy float64", "max_abs_mean_error": float(np.max(np.abs(np.asarray(p.mean) - mean64))),
-                 "max_rel_variance_error": float(np.max(np.abs(np.asarray(p.variance) / var64 - 1)))})  # fmt: skip
+    rows.append(
+        {
+            "task": "float32 vs numpy float64",
+            "max_abs_mean_error": float(np.max(np.abs(np.asarray(p.mean) - mean64))),
+            "max_rel_variance_error": float(np.max(np.abs(np.asarray(p.variance) / var64 - 1))),
+        }
+    )
     return rows
 
 
@@ -275,18 +318,24 @@ def run_speed() -> list[dict]:
 
 MEMORY_SCRIPT = textwrap.dedent(
     """
-    import resource, json, time, numpy as np, jax, jax.numpy as jnp
+    import json, re, time, numpy as np, jax, jax.numpy as jnp
     from probinfer import nngp
+
+    def high_water_mark():
+        # VmHWM belongs to this process image; ru_maxrss would include the parent's size
+        # at fork, which Linux carries across exec.
+        status = open("/proc/self/status").read()
+        return int(re.search(r"VmHWM:\\s+(\\d+)", status).group(1)) * 1024
+
     x = jnp.asarray(np.random.default_rng(0).normal(size=(10000, 10)), jnp.float32)
     kernel = nngp.mlp(3, weight_variance=2.0, bias_variance=0.1)
-    kernel(x[:10]).block_until_ready()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    kernel(x[:10], x).block_until_ready()
+    before = high_water_mark()
     start = time.perf_counter()
     out = kernel(x).block_until_ready()
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"n": 10000, "output_bytes": out.nbytes, "rss_before_bytes": before,
-                      "peak_rss_bytes": peak, "seconds": seconds}))
+                      "peak_rss_bytes": high_water_mark(), "seconds": seconds}))
     """
 )
 
@@ -309,31 +358,54 @@ def run_memory() -> dict:
 def markdown(results: dict) -> str:
     lines = ["# NNGP scale mixtures", "", f"Machine: `{json.dumps(results['machine'])}`", ""]
     if "regression" in results:
-        table = summarize(results["regression"], ("dataset", "split", "model"), "test_nll")
-        lines += ["## Regression: test NLL per point (standardised; mean ± s.e. over splits)", "",
-                  "| dataset | split | " + " | ".join(REGRESSION_MODELS) + " |",
-                  "|---|---|" + "---|" * len(REGRESSION_MODELS)]  # fmt: skip
-        for dataset in dict.fromkeys(r["dataset"] for r in results["regression"]):
-            for kind in ("random", "shifted"):
-                cells = [f"{table[(dataset, kind, m)][0]:.3f} ± {table[(dataset, kind, m)][1]:.3f}"
-                         for m in REGRESSION_MODELS]  # fmt: skip
-                lines.append(f"| {dataset} | {kind} | " + " | ".join(cells) + " |")
+        table = summarize(
+            results["regression"], ("protocol", "dataset", "split", "model"), "test_nll"
+        )
+        lines += [
+            "## Regression: test NLL per point (standardised; mean ± s.e. over splits)",
+            "",
+            "`ml-ii`: every hyperparameter fitted by marginal likelihood per split; `fixed`:",
+            "depth 2, weight variance 2, bias variance 0.1, noise 0.1, InvGamma(2, 2) and",
+            "BurrXII(2, 1, 1) for every split.",
+            "",
+            "| protocol | dataset | split | " + " | ".join(REGRESSION_MODELS) + " |",
+            "|---|---|---|" + "---|" * len(REGRESSION_MODELS),
+        ]
+        for protocol in ("ml-ii", "fixed"):
+            for dataset in dict.fromkeys(r["dataset"] for r in results["regression"]):
+                for kind in ("random", "shifted"):
+                    cells = []
+                    for m in REGRESSION_MODELS:
+                        mean, error = table[(protocol, dataset, kind, m)]
+                        cells.append(f"{mean:.3f} ± {error:.3f}")
+                    lines.append(f"| {protocol} | {dataset} | {kind} | " + " | ".join(cells) + " |")
         lines.append("")
     if "classification" in results:
-        lines += ["## Classification: digits (1,000 train / 797 test)", "",
-                  "| model | test | accuracy | NLL | R-hat log s | sampling s |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "## Classification: digits (1,000 train / 797 test)",
+            "",
+            "| model | test | accuracy | NLL | R-hat log s | sampling s |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in results["classification"]:
-            lines.append(f"| {r['model']} | {r['test']} | {r['accuracy']:.3f} | {r['nll']:.3f} | "
-                         f"{r['rhat_log_scale']:.3f} | {r['sampling_seconds']:.1f} |")  # fmt: skip
+            lines.append(
+                f"| {r['model']} | {r['test']} | {r['accuracy']:.3f} | {r['nll']:.3f} | "
+                f"{r['rhat_log_scale']:.3f} | {r['sampling_seconds']:.1f} |"
+            )
         lines.append("")
     if "speed" in results:
-        lines += ["## Speed (best of 3, seconds)", "", "| task | implementation | dtype | seconds | first call |",
-                  "|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "## Speed (best of 3, seconds)",
+            "",
+            "| task | implementation | dtype | seconds | first call |",
+            "|---|---|---|---|---|",
+        ]
         timed = [r for r in results["speed"] if "seconds" in r]
         for r in timed:
-            lines.append(f"| {r['task']} | {r['implementation']} | {r['dtype']} | {r['seconds']:.3f} | "
-                         f"{r['first_call_seconds']:.2f} |")  # fmt: skip
+            lines.append(
+                f"| {r['task']} | {r['implementation']} | {r['dtype']} | {r['seconds']:.3f} | "
+                f"{r['first_call_seconds']:.2f} |"
+            )
         by = {(r["task"], r["implementation"], r["dtype"]): r["seconds"] for r in timed}
         lines.append("")
         for task in ("kernel n=4000", "predict 4000/1000"):
@@ -344,10 +416,14 @@ def markdown(results: dict) -> str:
         lines += [f"- accuracy: {json.dumps(results['speed'][-1])}", ""]
     if "memory" in results:
         m = results["memory"]
-        lines += ["## Memory (n = 10,000 kernel, float32)", "",
-                  f"Output {m['output_bytes'] / 2**20:.0f} MiB; peak RSS grew by "
-                  f"{(m['peak_rss_bytes'] - m['rss_before_bytes']) / 2**20:.0f} MiB "
-                  f"({m['growth_over_output']:.2f}x the output) in {m['seconds']:.1f} s.", ""]  # fmt: skip
+        lines += [
+            "## Memory (n = 10,000 kernel, float32)",
+            "",
+            f"Output {m['output_bytes'] / 2**20:.0f} MiB; peak RSS grew by "
+            f"{(m['peak_rss_bytes'] - m['rss_before_bytes']) / 2**20:.0f} MiB "
+            f"({m['growth_over_output']:.2f}x the output) in {m['seconds']:.1f} s.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -360,18 +436,22 @@ def plot(results: dict, path: Path) -> None:
     panels = [k for k in ("regression", "classification", "speed") if k in results]
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         if panel == "regression":
-            table = summarize(results["regression"], ("dataset", "split", "model"), "test_nll")
-            groups = sorted({k[:2] for k in table})
+            table = summarize(
+                results["regression"], ("protocol", "dataset", "split", "model"), "test_nll"
+            )
+            groups = sorted({k[:3] for k in table})
             width = 0.8 / len(REGRESSION_MODELS)
             for i, model in enumerate(REGRESSION_MODELS):
                 means = [table[g + (model,)][0] for g in groups]
                 errors = [table[g + (model,)][1] for g in groups]
                 ax.bar(np.arange(len(groups)) + i * width, means, width, yerr=errors, label=model)
             ax.set_xticks(
-                np.arange(len(groups)) + width, [f"{d}\n{s}" for d, s in groups], fontsize=8
+                np.arange(len(groups)) + width,
+                [f"{p}\n{d}\n{s}" for p, d, s in groups],
+                fontsize=6,
             )
             ax.set_ylabel("test NLL per point (lower is better)")
             ax.set_title("Regression")
@@ -407,7 +487,11 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args()
     sections = args.sections.split(",")
-    results: dict = {"machine": machine_description()}
+    out = Path(args.out)
+    path = out / "nngp.json"
+    # Sections not run now keep their previous results (re-run one section at a time).
+    results: dict = json.loads(path.read_text()) if path.exists() else {}
+    results["machine"] = machine_description()
     if "speed" in sections:
         results["speed"] = run_speed()
     if "memory" in sections:
@@ -416,7 +500,6 @@ def main() -> None:
         results["regression"] = run_regression(args.splits)
     if "classification" in sections:
         results["classification"] = run_classification()
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "nngp.json").write_text(json.dumps(results, indent=2))
     (out / "nngp.md").write_text(markdown(results))

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, BinaryIO, NamedTuple
 
 import jax
 import numpy as np
@@ -56,13 +57,23 @@ def fingerprint(*parts: Any, data: PyTree = ()) -> str:
     return digest.hexdigest()
 
 
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write a file through ``write(file)`` to a temporary name, fsync it, then rename it.
+
+    Args:
+        path: the destination; an interrupted write leaves its previous version intact.
+        write: writes the content to an open binary file.
+    """
     temporary = path.with_name(path.name + ".tmp")
     with open(temporary, "wb") as file:
-        np.savez(file, **arrays)
+        write(file)
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)
+
+
+def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    atomic_write(path, lambda file: np.savez(file, **arrays))
 
 
 def save_progress(folder: Path, run_fingerprint: str, progress: RunProgress) -> None:

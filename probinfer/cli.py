@@ -2,6 +2,9 @@
 
 - ``probinfer bench``: every sampler on every zoo model, checked against the references.
 - ``probinfer sample MODEL_FILE --data DATA.json``: sample one NumPyro model, save NetCDF.
+- ``probinfer pfn train --config CONFIG.json --out DIR``: train (or resume) a PFN.
+- ``probinfer pfn predict --data DATA.json [--model DIR]``: a PFN's posterior predictive
+  (default model: the pretrained GP PFN shipped with the package).
 """
 
 from __future__ import annotations
@@ -142,6 +145,67 @@ def _sample(arguments: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _pfn_train(arguments: argparse.Namespace, console: Console) -> int:
+    from probinfer import amortize
+
+    try:
+        config = json.loads(Path(arguments.config).read_text())
+        prior_spec = config["prior"]
+        prior = amortize.prior_from_spec(prior_spec)
+        training = amortize.TrainingConfig(**config.get("training", {}))
+    except (OSError, KeyError, TypeError, ValueError) as error:
+        console.print(
+            f"[red]bad config {arguments.config}: {error}. Expected "
+            '{"prior": {"type": "gp", ...}, "training": {"num_steps": ..., ...}}.',
+            soft_wrap=True,
+        )
+        return 2
+    _, losses = amortize.train(
+        prior,
+        training,
+        checkpoint_dir=arguments.out,
+        prior_spec=prior_spec,
+        progress=not arguments.quiet,
+    )
+    if losses.size:
+        console.print(f"final loss (mean of last 100 steps): {losses[-100:].mean():.4f}")
+    console.print(f"model in {arguments.out}")
+    return 0
+
+
+def _pfn_predict(arguments: argparse.Namespace, console: Console) -> int:
+    import numpy as np
+
+    from probinfer import amortize
+
+    try:
+        model = amortize.load(arguments.model or amortize.PRETRAINED_GP)
+        data = json.loads(Path(arguments.data).read_text())
+        predictive = amortize.predict(
+            model, np.asarray(data["x_train"]), np.asarray(data["y_train"]),
+            np.asarray(data["x_test"]),
+        )  # fmt: skip
+    except (OSError, KeyError, ValueError) as error:
+        console.print(f"[red]{error}", soft_wrap=True)
+        return 2
+    result = {
+        "mean": predictive.mean.tolist(),
+        "stddev": predictive.stddev.tolist(),
+        "quantiles": {str(q): predictive.quantile(q).tolist() for q in (0.05, 0.5, 0.95)},
+    }
+    if "y_test" in data:
+        log_prob = predictive.log_prob(np.asarray(data["y_test"]))
+        result["log_prob"] = log_prob.tolist()
+        console.print(f"mean test log density: {float(log_prob.mean()):.4f}")
+    text = json.dumps(result, indent=2)
+    if arguments.out:
+        Path(arguments.out).write_text(text)
+        console.print(f"wrote {arguments.out}")
+    else:
+        console.print(text, markup=False, soft_wrap=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``probinfer`` command.
 
@@ -174,6 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", default="posterior.nc", help="NetCDF file to write")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    pfn = commands.add_parser("pfn", help="train or use a prior-data fitted network")
+    pfn_commands = pfn.add_subparsers(dest="pfn_command", required=True)
+    train = pfn_commands.add_parser("train", help="train (or resume) a PFN from a JSON config")
+    train.add_argument(
+        "--config", required=True, help='JSON: {"prior": {...}, "training": {...}}'
+    )
+    train.add_argument("--out", required=True, help="checkpoint folder (resumed if present)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    predict = pfn_commands.add_parser("predict", help="posterior predictive for a dataset")
+    predict.add_argument(
+        "--data", required=True, help='JSON: {"x_train", "y_train", "x_test"[, "y_test"]}'
+    )
+    predict.add_argument("--model", help="trained model folder (default: the pretrained GP PFN)")
+    predict.add_argument("--out", help="JSON file for the predictions (default: print)")
     return parser
 
 
@@ -190,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     if arguments.command == "bench":
         return _bench(arguments, console)
+    if arguments.command == "pfn":
+        if arguments.pfn_command == "train":
+            return _pfn_train(arguments, console)
+        return _pfn_predict(arguments, console)
     return _sample(arguments, console)
 
 

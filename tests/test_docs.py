@@ -8,13 +8,15 @@ from pathlib import Path
 import pytest
 
 import probinfer
-from probinfer import mcmc
+from probinfer import mcmc, nngp
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCTEST_MODULES = [
     "probinfer.model",
     "probinfer.api",
     "probinfer.mcmc._window_adaptation",
+    "probinfer.nngp._layers",
+    "probinfer.nngp._process",
     "models",
 ]
 
@@ -31,7 +33,11 @@ def test_every_public_symbol_is_documented():
     text = (ROOT / "README.md").read_text() + "".join(
         path.read_text() for path in sorted((ROOT / "docs").glob("*.md"))
     )
-    public = [f"pi.{name}" for name in probinfer.__all__] + list(mcmc.__all__)
+    public = (
+        [f"pi.{name}" for name in probinfer.__all__]
+        + list(mcmc.__all__)
+        + [f"nngp.{name}" for name in nngp.__all__]
+    )
     missing = [name for name in public if name.split(".")[-1] not in text]
     assert not missing, f"not mentioned in README.md or docs/: {missing}"
 
@@ -44,3 +50,22 @@ def test_readme_example_runs():
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["idata"].posterior["mu"].shape == (4, 100)
+
+
+def test_readme_nngp_example_runs():
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    namespace: dict = {}
+    exec(compile(blocks[2], "README.md", "exec"), namespace)
+    assert namespace["predictive"].mean.shape == (2,)
+
+
+def test_nngp_guide_examples_run():
+    """Every python block of docs/nngp.md runs (the NUTS one at a tiny budget)."""
+    text = (ROOT / "docs" / "nngp.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 2
+    namespace: dict = {}
+    for block in blocks:
+        code = block.replace("warmup=300, draws=300", "warmup=20, draws=20")
+        exec(compile(code, "docs/nngp.md", "exec"), namespace)
+    assert namespace["idata"].posterior["s"].shape == (2, 20)

@@ -290,3 +290,24 @@ def test_fit_hyperparameters_improves_marginal_likelihood():
 def test_bad_input_errors(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
+
+
+def test_stationary_kernels_match_closed_forms_and_plug_into_processes():
+    x = np.random.default_rng(0).normal(size=(5, 2))
+    lengthscale = np.array([0.7, 1.3])
+    r = np.sqrt((((x[:, None, :] - x[None, :, :]) / lengthscale) ** 2).sum(-1))
+    with jax.enable_x64(True):
+        np.testing.assert_allclose(
+            nngp.rbf(lengthscale, 2.0)(x), 2.0 * np.exp(-0.5 * r**2), rtol=1e-12
+        )
+        matern = 2.0 * (1 + np.sqrt(5) * r + 5 * r**2 / 3) * np.exp(-np.sqrt(5) * r)
+        np.testing.assert_allclose(nngp.matern52(lengthscale, 2.0)(x), matern, rtol=1e-12)
+        np.testing.assert_allclose(nngp.rbf(1.0, 3.0).diagonal(x), 3.0)
+        grad = jax.grad(lambda ls: nngp.matern52(ls)(x).sum())(1.0)
+        assert np.isfinite(grad)
+        predictive = nngp.ScaleMixtureProcess(nngp.rbf(0.5), None, 0.01).condition(
+            x, np.sin(x[:, 0])
+        ).predict(x)
+        np.testing.assert_allclose(predictive.mean, np.sin(x[:, 0]), atol=0.05)
+    with pytest.raises(ValueError, match="lengthscale"):
+        nngp.rbf(-1.0)

@@ -4,12 +4,13 @@ Kernels of infinitely wide networks are built like networks, ``serial(dense(...)
 dense(...))``, and called on inputs for their covariance matrix. Putting a prior on the last
 layer's variance scale, ``f | s ~ GP(0, s K)``, ``s ~ H``, gives the scale-mixture processes
 of Lee et al. (2022): inverse gamma yields a Student-t process in closed form, other priors
-are integrated by quadrature or importance sampling.
+are integrated by quadrature or importance sampling. Stationary kernels (``rbf``,
+``matern52``) share the same process machinery.
 """
 
 from probinfer.nngp._classification import ClassificationPosterior, sample_classifier
 from probinfer.nngp._fit import SCALE_PRIOR_FAMILIES, FitResult, fit_hyperparameters
-from probinfer.nngp._kernel import KernelState, kernel_diagonal, kernel_matrix
+from probinfer.nngp._kernel import AbstractKernel, KernelState, kernel_diagonal, kernel_matrix
 from probinfer.nngp._layers import (
     AbstractLayer,
     Dense,
@@ -50,8 +51,10 @@ from probinfer.nngp._scale_priors import (
     inverse_gamma,
     log_normal,
 )
+from probinfer.nngp._stationary import RBF, Matern52, matern52, rbf
 
 __all__ = [
+    "AbstractKernel",
     "AbstractLayer",
     "AbstractPredictive",
     "BurrXII",
@@ -61,7 +64,9 @@ __all__ = [
     "Erf",
     "FitResult",
     "KernelState",
+    "Matern52",
     "NormalPredictive",
+    "RBF",
     "ReLU",
     "Residual",
     "SCALE_PRIOR_FAMILIES",
@@ -86,9 +91,11 @@ __all__ = [
     "kernel_diagonal",
     "kernel_matrix",
     "log_normal",
+    "matern52",
     "mlp",
     "quadrature",
     "random_network",
+    "rbf",
     "relu",
     "residual",
     "sample_classifier",

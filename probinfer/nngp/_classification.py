@@ -13,8 +13,11 @@ jitter I``, ``Z ~ N(0, I)``), which decouples ``s`` from the latent values a pri
 2. ``log s | Z``: one univariate slice-sampling step (stepping out and shrinkage; Neal,
    2003) on ``log p(s) + log s + log L(sqrt(s) L Z)``.
 
-Both moves leave the posterior invariant; chains run vectorised. Predictions average the
-softmax over draws of ``f* | F, s ~ N(K*^T K^{-1} F, s (k** - K*^T K^{-1} K*))``.
+Both moves leave the posterior invariant; chains run vectorised, starting (dispersed) from
+the joint mode of ``(Z, log s)`` found by Adam, because elliptical slice steps are small
+when the likelihood is informative and a start at the prior would need a long burn-in.
+Predictions average the softmax over draws of
+``f* | F, s ~ N(K*^T K^{-1} F, s (k** - K*^T K^{-1} K*))``.
 """
 
 from __future__ import annotations
@@ -27,18 +30,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
+import optax
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from probinfer.mcmc._elliptical_slice import build_kernel as build_elliptical_slice
 from probinfer.mcmc._elliptical_slice import init as init_elliptical_slice
 from probinfer.nngp._checks import check_inputs
-from probinfer.nngp._layers import AbstractLayer
+from probinfer.nngp._kernel import AbstractKernel
 from probinfer.nngp._scale_priors import check_scale_prior
 
 # Univariate slice sampling on log s: initial bracket width (nats of scale) and the
 # stepping-out / shrinkage budgets.
 SLICE_WIDTH = 1.0
 SLICE_MAX_STEPS = 32
+# Chains start at the joint mode of (Z, log s) found by Adam, plus N(0, d^2) on Z and
+# U(-d, d) on log s with d = INIT_DISPERSION.
+MODE_LEARNING_RATE = 0.05
+INIT_DISPERSION = 0.5
 
 
 def _log_likelihood(latent: Array, labels: Array) -> Array:
@@ -105,7 +113,7 @@ class ClassificationPosterior(eqx.Module):
         num_classes: number of classes.
     """
 
-    kernel: AbstractLayer
+    kernel: AbstractKernel
     x: Array
     cholesky: Array
     whitened_latents: Array
@@ -174,7 +182,7 @@ def _predict_proba(
 
 def sample_classifier(
     key: PRNGKeyArray,
-    kernel: AbstractLayer,
+    kernel: AbstractKernel,
     x: Float[ArrayLike, "n d"],
     labels: Int[ArrayLike, " n"],
     *,
@@ -184,6 +192,7 @@ def sample_classifier(
     num_warmup: int = 500,
     num_draws: int = 500,
     thin: int = 1,
+    num_mode_steps: int = 1000,
     jitter: float = 1e-6,
 ) -> ClassificationPosterior:
     """Sample the posterior of a scale-mixture NNGP classifier (elliptical slice + slice).
@@ -200,6 +209,8 @@ def sample_classifier(
         num_warmup: iterations discarded per chain.
         num_draws: iterations kept per chain (before thinning).
         thin: keep every ``thin``-th draw.
+        num_mode_steps: Adam steps towards the joint mode of ``(Z, log s)``, where the
+            chains start (dispersed); 0 starts at ``Z = 0``, ``s = 1``.
         jitter: added to the kernel diagonal before factorisation.
 
     Returns:
@@ -236,7 +247,9 @@ def sample_classifier(
             "float64 with `jax.config.update('jax_enable_x64', True)`."
         )
     num_latent = 1 if num_classes == 2 else num_classes
-    run = _build_sampler(scale_prior, num_latent, int(num_warmup), int(num_draws), int(thin))
+    run = _build_sampler(
+        scale_prior, num_latent, int(num_warmup), int(num_draws), int(thin), int(num_mode_steps)
+    )
     z, log_s, evals = run(key, cholesky, jnp.asarray(labels_np), int(num_chains))
     return ClassificationPosterior(kernel, x, cholesky, z, log_s, evals, num_classes)
 
@@ -247,6 +260,7 @@ def _build_sampler(
     num_warmup: int,
     num_draws: int,
     thin: int,
+    num_mode_steps: int,
 ) -> Callable[..., tuple[Array, Array, Array]]:
     elliptical = build_elliptical_slice()
 
@@ -284,10 +298,42 @@ def _build_sampler(
                 evals = evals + scale_evals
             return (z, log_scale), (z, log_scale, evals)
 
+        def negative_log_joint(params: tuple[Array, Array]) -> Array:
+            z, log_scale = params
+            value = -0.5 * jnp.sum(z**2) + loglik(z, log_scale)
+            if scale_prior is not None:
+                value = value + scale_prior.log_prob(jnp.exp(log_scale)) + log_scale
+            return -value
+
+        def find_mode(params: tuple[Array, Array]) -> tuple[Array, Array]:
+            optimizer = optax.adam(MODE_LEARNING_RATE)
+
+            def step(carry: tuple, _: None) -> tuple[tuple, None]:
+                params, opt_state = carry
+                grads = jax.grad(negative_log_joint)(params)
+                if scale_prior is None:
+                    grads = (grads[0], jnp.zeros_like(grads[1]))
+                updates, opt_state = optimizer.update(grads, opt_state)
+                return (optax.apply_updates(params, updates), opt_state), None
+
+            carry = (params, optimizer.init(params))
+            (params, _), _ = jax.lax.scan(step, carry, None, length=num_mode_steps)
+            return params
+
+        mode = find_mode((jnp.zeros((n, num_latent), dtype), jnp.asarray(0.0, dtype)))
+
         def chain(key: PRNGKeyArray) -> tuple[Array, Array, Array]:
             key_init, key_warmup, key_draws = jax.random.split(key, 3)
-            z0 = jax.random.normal(key_init, (n, num_latent), dtype)
-            carry = (z0, jnp.asarray(0.0, dtype))
+            key_z, key_s = jax.random.split(key_init)
+            # Start near the joint mode (the prior draw is far from the posterior and
+            # elliptical slice moves there slowly), dispersed so that R-hat means something.
+            z0 = mode[0] + INIT_DISPERSION * jax.random.normal(key_z, (n, num_latent), dtype)
+            log_scale0 = mode[1]
+            if scale_prior is not None:
+                log_scale0 = log_scale0 + jax.random.uniform(
+                    key_s, dtype=dtype, minval=-INIT_DISPERSION, maxval=INIT_DISPERSION
+                )
+            carry = (z0, log_scale0)
             carry, _ = jax.lax.scan(iteration, carry, jax.random.split(key_warmup, num_warmup))
 
             def kept(

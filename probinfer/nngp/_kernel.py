@@ -9,6 +9,7 @@ run in one ``lax.map``.
 
 from __future__ import annotations
 
+import abc
 import functools
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
@@ -25,6 +26,24 @@ if TYPE_CHECKING:
 KernelKind = Literal["nngp", "ntk"]
 # Elements per block of a kernel matrix: ~16 MB per float32 temporary.
 BLOCK_ELEMENTS = 2**22
+
+
+class AbstractKernel(eqx.Module):
+    """A covariance function: ``kernel(x1, x2)`` is a matrix, ``kernel.diagonal(x)`` a vector.
+
+    The interface every process in :mod:`probinfer.nngp` needs. NNGP layer stacks
+    (:class:`~probinfer.nngp.AbstractLayer`) and the stationary kernels implement it.
+    """
+
+    @abc.abstractmethod
+    def __call__(
+        self, x1: Float[ArrayLike, "n1 d"], x2: Float[ArrayLike, "n2 d"] | None = None
+    ) -> Float[Array, "n1 n2"]:
+        """The ``(n1, n2)`` covariance matrix (``x2`` defaults to ``x1``)."""
+
+    @abc.abstractmethod
+    def diagonal(self, x: Float[ArrayLike, "n d"]) -> Float[Array, " n"]:
+        """``k(x_i, x_i)`` for every row of ``x``."""
 
 
 class KernelState(NamedTuple):

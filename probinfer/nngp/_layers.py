@@ -32,10 +32,16 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from probinfer.nngp._checks import check_positive
-from probinfer.nngp._kernel import KernelKind, KernelState, kernel_diagonal, kernel_matrix
+from probinfer.nngp._kernel import (
+    AbstractKernel,
+    KernelKind,
+    KernelState,
+    kernel_diagonal,
+    kernel_matrix,
+)
 
 
-class AbstractLayer(eqx.Module):
+class AbstractLayer(AbstractKernel):
     """A layer of an infinitely wide network, and the kernel of the network it ends.
 
     ``apply`` maps a :class:`KernelState` through the layer. Calling a layer (usually a

@@ -18,11 +18,11 @@ import numpyro.distributions as dist
 from jaxtyping import ArrayLike, Float
 
 from probinfer.nngp._checks import check_inputs, check_positive
-from probinfer.nngp._layers import AbstractLayer
+from probinfer.nngp._kernel import AbstractKernel
 
 
 def gaussian_process(
-    kernel: AbstractLayer,
+    kernel: AbstractKernel,
     x: Float[ArrayLike, "n d"],
     *,
     scale: ArrayLike = 1.0,

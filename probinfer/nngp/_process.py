@@ -32,7 +32,7 @@ import numpyro.distributions as dist
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from probinfer.nngp._checks import check_inputs, check_positive, is_concrete
-from probinfer.nngp._layers import AbstractLayer
+from probinfer.nngp._kernel import AbstractKernel
 from probinfer.nngp._predictive import (
     AbstractPredictive,
     NormalPredictive,
@@ -50,11 +50,12 @@ from probinfer.nngp._scale_priors import check_scale_prior
 Method = Literal["auto", "exact", "quadrature", "importance"]
 
 
-def _check_layer(kernel: object) -> None:
-    if not isinstance(kernel, AbstractLayer):
+def _check_kernel(kernel: object) -> None:
+    if not isinstance(kernel, AbstractKernel):
         raise TypeError(
-            f"`kernel` must be an NNGP layer stack (e.g. `nngp.mlp(2)` or `nngp.serial(...)`), "
-            f"got {type(kernel).__name__}."
+            f"`kernel` must be an `nngp.AbstractKernel`: an NNGP layer stack (e.g. "
+            f"`nngp.mlp(2)`) or a stationary kernel (`nngp.rbf`, `nngp.matern52`), got "
+            f"{type(kernel).__name__}."
         )
 
 
@@ -79,20 +80,20 @@ class ScaleMixtureProcess(eqx.Module):
         (3,)
     """
 
-    kernel: AbstractLayer
+    kernel: AbstractKernel
     scale_prior: dist.Distribution | None
     noise: Array
     jitter: float = eqx.field(static=True)
 
     def __init__(
         self,
-        kernel: AbstractLayer,
+        kernel: AbstractKernel,
         scale_prior: dist.Distribution | None = None,
         noise: ArrayLike = 1e-2,
         *,
         jitter: float = 1e-6,
     ) -> None:
-        _check_layer(kernel)
+        _check_kernel(kernel)
         check_scale_prior(scale_prior)
         check_positive(noise, "noise")
         if not (float(jitter) >= 0):

@@ -1,0 +1,219 @@
+"""A trained PFN against the exact GP posterior predictive it approximates.
+
+Run::
+
+    PYTHONPATH=. .venv/bin/python benchmarks/pfn.py [--model DIR] [--datasets 200]
+        [--out benchmarks/results]
+
+Writes ``pfn.md``, ``pfn.json`` and ``pfn.png`` to ``--out``.
+
+Held-out datasets are drawn from the prior the model was trained on (a GP with fixed
+hyperparameters; its spec is read from the model's ``config.json``), for 1, 2 and 3 input
+features and several numbers of train points, each with 10 test points. For each dataset:
+
+- **exact GP**: the posterior predictive with the true hyperparameters (the best possible
+  NLL, :class:`probinfer.nngp.ScaleMixtureProcess` in float64);
+- **PFN**: one forward pass (:func:`probinfer.amortize.predict`);
+- **MLE-II GP**: RBF lengthscale, variance and noise fitted per dataset by maximising the
+  marginal likelihood (Adam on log parameters, 300 steps, vmapped over datasets), the
+  practical alternative when the hyperparameters are unknown.
+
+Reported: test negative log predictive density per point (nats), the PFN's gap to the exact
+GP with its standard error over datasets, and the time per dataset of the PFN and the exact
+GP (batched, after compilation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from probinfer import amortize, nngp
+from probinfer.bench import machine_description
+
+NUM_TEST = 10
+TRAIN_SIZES = (2, 5, 10, 20, 30, 50)
+
+
+def draw_datasets(prior, key, num_datasets, num_points, num_features):
+    keys = jax.random.split(key, num_datasets)
+    return jax.vmap(lambda k: prior.sample(k, num_points, num_features))(keys)
+
+
+def exact_nll(prior, x, y, num_train):
+    with jax.enable_x64(True):
+        x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        process = nngp.ScaleMixtureProcess(
+            nngp.rbf(float(prior.kernel.lengthscale), float(prior.kernel.variance)),
+            None,
+            float(prior.noise),
+            jitter=1e-6,
+        )
+
+        def one(xi, yi):
+            posterior = process.condition(xi[:num_train], yi[:num_train])
+            predictive = posterior.predict(xi[num_train:])
+            return -jnp.mean(predictive.log_prob(yi[num_train:]))
+
+        values = [float(one(xi, yi)) for xi, yi in zip(x64, y64, strict=True)]
+    return np.asarray(values)
+
+
+def mle_nll(x, y, num_train, steps=300):
+    """Per-dataset ML-II of RBF lengthscale, variance and noise (vmapped Adam)."""
+    with jax.enable_x64(True):
+        x64, y64 = jnp.asarray(x, jnp.float64), jnp.asarray(y, jnp.float64)
+        optimizer = optax.adam(0.05)
+
+        def build(params):
+            lengthscale, variance, noise = jnp.exp(params)
+            return nngp.ScaleMixtureProcess(
+                nngp.rbf(lengthscale, variance), None, noise + 1e-4, jitter=1e-6
+            )
+
+        def fit_and_score(xi, yi):
+            def loss(params):
+                return -build(params).log_marginal_likelihood(xi[:num_train], yi[:num_train])
+
+            def step(carry, _):
+                params, state = carry
+                grads = jax.grad(loss)(params)
+                updates, state = optimizer.update(grads, state)
+                return (optax.apply_updates(params, updates), state), None
+
+            params = jnp.log(jnp.array([0.5, 1.0, 0.05]))
+            (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), None, steps)
+            predictive = (
+                build(params).condition(xi[:num_train], yi[:num_train]).predict(xi[num_train:])
+            )
+            return -jnp.mean(predictive.log_prob(yi[num_train:]))
+
+        return np.asarray(jax.jit(jax.vmap(fit_and_score))(x64, y64))
+
+
+def run(model_dir: Path, num_datasets: int) -> dict:
+    config = json.loads((model_dir / "config.json").read_text())
+    prior = amortize.prior_from_spec(config["prior"])
+    model = amortize.load(model_dir)
+    rows = []
+    key = jax.random.key(12345)  # held-out: training used keys derived from its own seed
+    for num_features in range(1, prior.num_features + 1):
+        for num_train in TRAIN_SIZES:
+            if num_train > model.max_train:
+                continue
+            key, key_data = jax.random.split(key)
+            x, y = draw_datasets(prior, key_data, num_datasets, num_train + NUM_TEST, num_features)
+            x_np, y_np = np.asarray(x), np.asarray(y)
+
+            def pfn_batch(x=x, y=y, num_train=num_train):
+                logits = jax.vmap(model)(x[:, :num_train], y[:, :num_train], x[:, num_train:])
+                return model.bar.log_prob(logits, y[:, num_train:])
+
+            jax.block_until_ready(jax.jit(pfn_batch)())
+            start = time.perf_counter()
+            log_prob = jax.block_until_ready(jax.jit(pfn_batch)())
+            pfn_seconds = (time.perf_counter() - start) / num_datasets
+            pfn = -np.asarray(log_prob, np.float64).mean(axis=1)
+            start = time.perf_counter()
+            exact = exact_nll(prior, x_np, y_np, num_train)
+            exact_seconds = (time.perf_counter() - start) / num_datasets
+            mle = mle_nll(x_np, y_np, num_train)
+            gap = pfn - exact
+            rows.append(
+                {
+                    "num_features": num_features,
+                    "num_train": num_train,
+                    "pfn_nll": float(pfn.mean()),
+                    "exact_nll": float(exact.mean()),
+                    "mle_nll": float(np.mean(mle)),
+                    "gap": float(gap.mean()),
+                    "gap_se": float(gap.std(ddof=1) / np.sqrt(num_datasets)),
+                    "pfn_seconds_per_dataset": pfn_seconds,
+                    "exact_seconds_per_dataset": exact_seconds,
+                }
+            )
+            print(json.dumps(rows[-1]), flush=True)
+    all_gaps = np.array([r["gap"] for r in rows])
+    return {
+        "machine": machine_description(),
+        "model": str(model_dir),
+        "prior": config["prior"],
+        "training": config["training"],
+        "num_datasets": num_datasets,
+        "rows": rows,
+        "mean_gap": float(all_gaps.mean()),
+        "max_gap": float(all_gaps.max()),
+    }
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "# PFN against the exact GP predictive",
+        "",
+        f"Machine: `{json.dumps(result['machine'])}`",
+        "",
+        f"Model `{result['model']}`; prior `{json.dumps(result['prior'])}`; "
+        f"{result['num_datasets']} held-out datasets per row, {NUM_TEST} test points each.",
+        "",
+        "| features | train points | exact GP | PFN | MLE-II GP | PFN - exact (± s.e.) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['num_features']} | {r['num_train']} | {r['exact_nll']:.4f} | "
+            f"{r['pfn_nll']:.4f} | {r['mle_nll']:.4f} | {r['gap']:+.4f} ± {r['gap_se']:.4f} |"
+        )
+    lines += [
+        "",
+        f"Mean gap {result['mean_gap']:+.4f} nats per test point; "
+        f"largest {result['max_gap']:+.4f}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    features = sorted({r["num_features"] for r in result["rows"]})
+    fig, axes = plt.subplots(1, len(features), figsize=(4.5 * len(features), 3.8), squeeze=False)
+    for ax, d in zip(axes[0], features, strict=True):
+        rows = [r for r in result["rows"] if r["num_features"] == d]
+        n = [r["num_train"] for r in rows]
+        for key, label in (("exact_nll", "exact GP"), ("pfn_nll", "PFN"), ("mle_nll", "MLE-II")):
+            ax.plot(n, [r[key] for r in rows], marker="o", label=label)
+        ax.set_xlabel("train points")
+        ax.set_ylabel("test NLL per point (nats)")
+        ax.set_title(f"{d}-d inputs")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(amortize.PRETRAINED_GP))
+    parser.add_argument("--datasets", type=int, default=200)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args()
+    result = run(Path(args.model), args.datasets)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "pfn.json").write_text(json.dumps(result, indent=2))
+    (out / "pfn.md").write_text(markdown(result))
+    plot(result, out / "pfn.png")
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()

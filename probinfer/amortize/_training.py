@@ -1,0 +1,273 @@
+"""Training a PFN on datasets drawn fresh from a prior, with resumable checkpoints.
+
+Each step draws ``batch_size`` datasets of ``num_points`` points from the prior, splits each
+at one ``num_train`` (uniform on ``[min_train, max_train]``, shared by the batch) and
+minimises the mean negative log bar-density of the held-out targets. The optimiser is an
+optax chain: global-norm clipping, then AdamW with linear warm-up and cosine decay. Steps
+run in jitted chunks; between chunks a progress bar shows the loss and steps/s, and the
+training state ``(model, opt_state, key, step)`` is saved atomically with equinox's tree
+serialisation. Step ``t`` uses ``fold_in(key, t)``, so a run resumed from a checkpoint
+continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, PRNGKeyArray
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from probinfer.amortize._bar import BarDistribution
+from probinfer.amortize.pfn import PFN
+from probinfer.amortize.priors import AbstractDatasetPrior, sample_batch
+from probinfer.checkpoint import atomic_write
+
+MODEL_FILE = "model.eqx"
+STATE_FILE = "state.eqx"
+CONFIG_FILE = "config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """Everything that defines a training run (saved next to its checkpoints).
+
+    Attributes:
+        num_steps: optimiser steps.
+        batch_size: datasets per step.
+        max_train: most train points per dataset (the model's limit at prediction time).
+        min_train: fewest train points per dataset.
+        num_test: held-out points per dataset.
+        num_buckets: bar-distribution buckets.
+        width: transformer width.
+        num_layers: transformer layers.
+        num_heads: attention heads.
+        mlp_width: MLP hidden width.
+        learning_rate: peak learning rate.
+        warmup_steps: linear warm-up steps.
+        weight_decay: AdamW weight decay.
+        clip_norm: global gradient-norm clip.
+        steps_per_chunk: steps per jitted chunk (progress and checkpoints between chunks).
+        seed: PRNG seed.
+    """
+
+    num_steps: int = 20_000
+    batch_size: int = 64
+    max_train: int = 50
+    min_train: int = 1
+    num_test: int = 10
+    num_buckets: int = 256
+    width: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    mlp_width: int = 256
+    learning_rate: float = 1e-3
+    warmup_steps: int = 500
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+    steps_per_chunk: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = ("num_steps", "batch_size", "max_train", "min_train", "num_test",
+                    "num_buckets", "width", "num_layers", "num_heads", "mlp_width",
+                    "steps_per_chunk")  # fmt: skip
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.min_train > self.max_train:
+            raise ValueError(
+                f"`min_train` ({self.min_train}) must be <= `max_train` ({self.max_train})."
+            )
+        if not self.learning_rate > 0:
+            raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
+
+    @property
+    def num_points(self) -> int:
+        """Points per training dataset: ``max_train + num_test``."""
+        return self.max_train + self.num_test
+
+
+class TrainState(eqx.Module):
+    """Everything a resumed run needs.
+
+    Attributes:
+        model: the PFN.
+        opt_state: the optax state.
+        key: the run's base key data (``uint32``; step ``t`` uses ``fold_in(key, t)``).
+        step: steps taken.
+    """
+
+    model: PFN
+    opt_state: Any
+    key: Array
+    step: Array
+
+
+def make_optimizer(config: TrainingConfig) -> optax.GradientTransformation:
+    """Clipping, then AdamW on a linear warm-up + cosine decay schedule."""
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0,
+        config.learning_rate,
+        min(config.warmup_steps, config.num_steps),
+        config.num_steps,
+        end_value=config.learning_rate * 0.01,
+    )
+    return optax.chain(
+        optax.clip_by_global_norm(config.clip_norm),
+        optax.adamw(schedule, weight_decay=config.weight_decay),
+    )
+
+
+def bar_from_prior(
+    key: PRNGKeyArray, prior: AbstractDatasetPrior, config: TrainingConfig
+) -> BarDistribution:
+    """Bucket borders at quantiles of ``y`` from 512 prior datasets."""
+    _, y = jax.vmap(lambda k: prior.sample(k, config.num_points))(jax.random.split(key, 512))
+    return BarDistribution.from_samples(np.asarray(y), config.num_buckets)
+
+
+def initial_state(prior: AbstractDatasetPrior, config: TrainingConfig) -> TrainState:
+    """A fresh model (buckets from the prior) and optimiser state."""
+    key = jax.random.key(config.seed)
+    key_bar, key_model, key_run = jax.random.split(key, 3)
+    bar = bar_from_prior(key_bar, prior, config)
+    model = PFN(
+        bar,
+        num_features=prior.num_features,
+        max_train=config.max_train,
+        width=config.width,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        mlp_width=config.mlp_width,
+        key=key_model,
+    )
+    opt_state = make_optimizer(config).init(eqx.filter(model, eqx.is_inexact_array))
+    return TrainState(model, opt_state, jax.random.key_data(key_run), jnp.asarray(0, jnp.int32))
+
+
+def batch_loss(
+    model: PFN, key: PRNGKeyArray, prior: AbstractDatasetPrior, config: TrainingConfig
+) -> Array:
+    """Mean negative log predictive density of the held-out points of one prior batch."""
+    key_data, key_split = jax.random.split(key)
+    x, y = sample_batch(key_data, prior, config.batch_size, config.num_points)
+    num_train = jax.random.randint(key_split, (), config.min_train, config.max_train + 1)
+    logits = jax.vmap(lambda xi, yi: model.logits(xi, yi, num_train))(x, y)
+    log_prob = model.bar.log_prob(logits, y)
+    is_test = (jnp.arange(config.num_points) >= num_train)[None, :]
+    return -jnp.sum(jnp.where(is_test, log_prob, 0.0)) / (
+        config.batch_size * (config.num_points - num_train)
+    )
+
+
+def _chunk_fn(
+    prior: AbstractDatasetPrior, config: TrainingConfig
+) -> Callable[[TrainState, int], tuple[TrainState, Array]]:
+    optimizer = make_optimizer(config)
+
+    @eqx.filter_jit
+    def run_chunk(state: TrainState, num_steps: int) -> tuple[TrainState, Array]:
+        params, static = eqx.partition(state.model, eqx.is_inexact_array)
+        base_key = jax.random.wrap_key_data(state.key)
+
+        def step(carry: tuple, _: None) -> tuple[tuple, Array]:
+            params, opt_state, t = carry
+            key = jax.random.fold_in(base_key, t)
+            loss, grads = jax.value_and_grad(
+                lambda p: batch_loss(eqx.combine(p, static), key, prior, config)
+            )(params)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state, t + 1), loss
+
+        (params, opt_state, t), losses = jax.lax.scan(
+            step, (params, state.opt_state, state.step), None, length=num_steps
+        )
+        return TrainState(eqx.combine(params, static), opt_state, state.key, t), losses
+
+    return run_chunk
+
+
+def save_checkpoint(
+    folder: Path, state: TrainState, config: TrainingConfig, prior_spec: dict
+) -> None:
+    """Write the training state, the model alone, and the config, each atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / STATE_FILE, lambda f: eqx.tree_serialise_leaves(f, state))
+    atomic_write(folder / MODEL_FILE, lambda f: eqx.tree_serialise_leaves(f, state.model))
+    payload = {"training": dataclasses.asdict(config), "prior": prior_spec,
+               "num_features": state.model.num_features, "step": int(state.step)}  # fmt: skip
+    atomic_write(folder / CONFIG_FILE, lambda f: f.write(json.dumps(payload, indent=2).encode()))
+
+
+def train(
+    prior: AbstractDatasetPrior,
+    config: TrainingConfig,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    prior_spec: dict | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> tuple[PFN, np.ndarray]:
+    """Train (or resume training) a PFN on ``prior``.
+
+    Args:
+        prior: the dataset prior.
+        config: the run's settings.
+        checkpoint_dir: folder for checkpoints after every chunk; an existing checkpoint
+            there with the same config is resumed.
+        prior_spec: a JSON description of the prior, saved with the checkpoint (the CLI
+            passes its config); checked on resume.
+        progress: show a progress bar.
+        stop_after: stop after this many total steps (for tests of interruption).
+
+    Returns:
+        The model and the per-step losses of this call.
+
+    Raises:
+        ValueError: if the checkpoint folder holds a run with a different config.
+    """
+    folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+    prior_spec = prior_spec or {"repr": repr(prior)}
+    state = initial_state(prior, config)
+    if folder is not None and (folder / STATE_FILE).exists():
+        saved = json.loads((folder / CONFIG_FILE).read_text())
+        if saved["training"] != dataclasses.asdict(config) or saved["prior"] != prior_spec:
+            raise ValueError(
+                f"{folder} holds a checkpoint of a different run (config or prior differ); "
+                "pass a new `checkpoint_dir` or the original settings to resume."
+            )
+        state = eqx.tree_deserialise_leaves(folder / STATE_FILE, state)
+    run_chunk = _chunk_fn(prior, config)
+    end = config.num_steps if stop_after is None else min(stop_after, config.num_steps)
+    losses: list[np.ndarray] = []
+    columns = (
+        TextColumn("[bold]PFN training"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} steps/s"),
+        TimeRemainingColumn(),
+    )  # fmt: skip
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task(
+            "train", total=config.num_steps, completed=int(state.step), loss=np.nan, rate=0.0
+        )
+        while int(state.step) < end:
+            num_steps = min(config.steps_per_chunk, end - int(state.step))
+            start = time.perf_counter()
+            state, chunk_losses = run_chunk(state, num_steps)
+            chunk_losses = np.asarray(chunk_losses)
+            losses.append(chunk_losses)
+            rate = num_steps / (time.perf_counter() - start)
+            bar.update(task, completed=int(state.step), loss=float(chunk_losses.mean()), rate=rate)
+            if folder is not None:
+                save_checkpoint(folder, state, config, prior_spec)
+    history = np.concatenate(losses) if losses else np.zeros(0)
+    return state.model, history

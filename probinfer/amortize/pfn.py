@@ -1,0 +1,159 @@
+"""Prior-data fitted networks: a transformer that predicts held-out targets from a dataset.
+
+After Müller et al. (2022), "Transformers Can Do Bayesian Inference". Every token is one
+point of a dataset: a *train* token embeds ``(x, y)``, a *test* token embeds ``x`` only. No
+positional encodings, so the prediction is invariant to the order of the train points.
+The attention mask lets every token attend to the train tokens and each test token also to
+itself, never to other test tokens, so each test point's prediction depends on the train set
+and its own input only. Residual branches end in zero-initialised projections (each layer
+starts as the identity). The output at a test token is a :class:`BarDistribution` over its
+``y``: trained by maximum likelihood on datasets drawn from a prior, it approximates the
+posterior predictive distribution of that prior.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from probinfer.amortize._bar import BarDistribution
+
+
+class TransformerLayer(eqx.Module):
+    """Pre-norm self-attention and MLP blocks with zero-initialised output projections.
+
+    Attributes:
+        attention: multi-head self-attention.
+        attention_norm: layer norm before attention.
+        mlp_in: first MLP projection.
+        mlp_out: second MLP projection (zero-initialised).
+        mlp_norm: layer norm before the MLP.
+    """
+
+    attention: eqx.nn.MultiheadAttention
+    attention_norm: eqx.nn.LayerNorm
+    mlp_in: eqx.nn.Linear
+    mlp_out: eqx.nn.Linear
+    mlp_norm: eqx.nn.LayerNorm
+
+    def __init__(self, width: int, num_heads: int, mlp_width: int, *, key: PRNGKeyArray) -> None:
+        key_attention, key_in, key_out = jax.random.split(key, 3)
+        attention = eqx.nn.MultiheadAttention(num_heads, width, key=key_attention)
+        self.attention = eqx.tree_at(
+            lambda a: a.output_proj.weight, attention, jnp.zeros_like(attention.output_proj.weight)
+        )
+        self.attention_norm = eqx.nn.LayerNorm(width)
+        self.mlp_in = eqx.nn.Linear(width, mlp_width, key=key_in)
+        mlp_out = eqx.nn.Linear(mlp_width, width, key=key_out)
+        self.mlp_out = eqx.tree_at(lambda m: m.weight, mlp_out, jnp.zeros_like(mlp_out.weight))
+        self.mlp_norm = eqx.nn.LayerNorm(width)
+
+    def __call__(self, tokens: Float[Array, "seq width"], mask: Array) -> Array:
+        """Apply attention (with ``mask[i, j]``: token ``i`` may attend to ``j``) and MLP."""
+        normed = jax.vmap(self.attention_norm)(tokens)
+        tokens = tokens + self.attention(normed, normed, normed, mask=mask)
+        normed = jax.vmap(self.mlp_norm)(tokens)
+        hidden = jax.nn.gelu(jax.vmap(self.mlp_in)(normed))
+        return tokens + jax.vmap(self.mlp_out)(hidden)
+
+
+def attention_mask(num_points: int, num_train: Int[Array, ""] | int) -> Array:
+    """``mask[i, j]``: token ``i`` attends to ``j`` iff ``j`` is a train token or ``i == j``."""
+    index = jnp.arange(num_points)
+    is_train = index < num_train
+    return is_train[None, :] | (index[:, None] == index[None, :])
+
+
+class PFN(eqx.Module):
+    """A prior-data fitted network for 1-d regression targets.
+
+    Attributes:
+        x_encoder: linear embedding of the (zero-padded) inputs.
+        y_encoder: linear embedding of the train targets.
+        layers: transformer layers.
+        output_norm: final layer norm.
+        decoder_hidden: decoder hidden layer.
+        decoder_out: decoder output layer (bucket logits).
+        bar: the output distribution's buckets (fixed, not trained).
+        num_features: input dimension (static).
+        max_train: largest number of train points it was trained for (static).
+    """
+
+    x_encoder: eqx.nn.Linear
+    y_encoder: eqx.nn.Linear
+    layers: tuple[TransformerLayer, ...]
+    output_norm: eqx.nn.LayerNorm
+    decoder_hidden: eqx.nn.Linear
+    decoder_out: eqx.nn.Linear
+    bar: BarDistribution
+    num_features: int = eqx.field(static=True)
+    max_train: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        bar: BarDistribution,
+        *,
+        num_features: int,
+        max_train: int,
+        width: int = 128,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        mlp_width: int = 256,
+        key: PRNGKeyArray,
+    ) -> None:
+        if width % num_heads:
+            raise ValueError(f"`width` ({width}) must be divisible by `num_heads` ({num_heads}).")
+        keys = jax.random.split(key, num_layers + 4)
+        self.x_encoder = eqx.nn.Linear(num_features, width, key=keys[0])
+        self.y_encoder = eqx.nn.Linear(1, width, key=keys[1])
+        self.layers = tuple(
+            TransformerLayer(width, num_heads, mlp_width, key=k) for k in keys[2 : 2 + num_layers]
+        )
+        self.output_norm = eqx.nn.LayerNorm(width)
+        self.decoder_hidden = eqx.nn.Linear(width, mlp_width, key=keys[-2])
+        self.decoder_out = eqx.nn.Linear(mlp_width, bar.num_buckets, key=keys[-1])
+        self.bar = bar
+        self.num_features = int(num_features)
+        self.max_train = int(max_train)
+
+    def logits(
+        self,
+        x: Float[Array, "num_points num_features"],
+        y: Float[Array, " num_points"],
+        num_train: Int[Array, ""] | int,
+    ) -> Float[Array, "num_points num_buckets"]:
+        """Bucket logits for every point; rows ``>= num_train`` are the test predictions.
+
+        One dataset per call (``vmap`` over datasets). ``y`` at test rows is ignored.
+
+        Args:
+            x: ``(num_points, num_features)`` inputs, train rows first.
+            y: ``(num_points,)`` targets (test rows may hold anything).
+            num_train: number of train rows.
+
+        Returns:
+            ``(num_points, num_buckets)`` logits.
+        """
+        num_points = x.shape[0]
+        is_train = (jnp.arange(num_points) < num_train)[:, None]
+        tokens = jax.vmap(self.x_encoder)(x)
+        y_tokens = jax.vmap(self.y_encoder)(jnp.where(is_train[:, 0], y, 0.0)[:, None])
+        tokens = tokens + jnp.where(is_train, y_tokens, 0.0)
+        mask = attention_mask(num_points, num_train)
+        for layer in self.layers:
+            tokens = layer(tokens, mask)
+        hidden = jax.nn.gelu(jax.vmap(self.decoder_hidden)(jax.vmap(self.output_norm)(tokens)))
+        return jax.vmap(self.decoder_out)(hidden)
+
+    def __call__(
+        self,
+        x_train: Float[Array, "n num_features"],
+        y_train: Float[Array, " n"],
+        x_test: Float[Array, "m num_features"],
+    ) -> Float[Array, "m num_buckets"]:
+        """Logits of the predictive distribution at each test input, given a train set."""
+        x = jnp.concatenate([x_train, x_test])
+        y = jnp.concatenate([y_train, jnp.zeros(x_test.shape[0], y_train.dtype)])
+        return self.logits(x, y, x_train.shape[0])[x_train.shape[0] :]

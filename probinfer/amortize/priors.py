@@ -1,0 +1,301 @@
+"""Priors over datasets: each draws ``(x, y)`` for one synthetic regression task.
+
+A prior is an equinox module with ``sample(key, num_points) -> (x, y)`` where ``x`` is
+``(num_points, num_features)`` and ``y`` is ``(num_points,)``; batch with ``vmap``. Inputs
+are uniform on ``[-1, 1]`` in the first ``num_active`` features and zero in the rest, so
+one network serves inputs of 1..``num_features`` dimensions (zero columns change neither
+distances nor dot products, hence not the kernels below): :func:`sample_batch` draws the
+number of active features per batch, as Müller et al. (2022) vary it.
+
+- :class:`GPPrior`: a GP with a fixed kernel (``nngp.rbf``, ``nngp.matern52``, an NNGP
+  stack, any :class:`~probinfer.nngp.AbstractKernel`) and noise.
+- :class:`GPHyperPrior`: log-normal hyperpriors on the lengthscale, output scale and noise of
+  an RBF or Matérn-5/2 GP.
+- :class:`BayesianLinearRegressionPrior`: ``y = w . x + b + noise`` with Gaussian weights.
+- :class:`BNNPrior`: a random tanh MLP plus noise.
+- :class:`ScaleMixturePrior`: a draw of an NNGP scale-mixture process (for example a
+  Student-t process).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Literal
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from probinfer.nngp import AbstractKernel, ScaleMixtureProcess, matern52, rbf
+from probinfer.nngp._checks import check_positive
+
+INPUT_BOUND = 1.0
+
+
+class AbstractDatasetPrior(eqx.Module):
+    """A prior over regression datasets.
+
+    Attributes:
+        num_features: input dimension of the draws (static).
+    """
+
+    num_features: eqx.AbstractVar[int]
+
+    def sample_inputs(
+        self, key: PRNGKeyArray, num_points: int, num_active: Int[Array, ""] | int
+    ) -> Float[Array, "num_points num_features"]:
+        """Uniform inputs on ``[-1, 1]`` in the first ``num_active`` features, zero after."""
+        x = jax.random.uniform(
+            key, (num_points, self.num_features), minval=-INPUT_BOUND, maxval=INPUT_BOUND
+        )
+        return jnp.where(jnp.arange(self.num_features) < num_active, x, 0.0)
+
+    @abc.abstractmethod
+    def sample_targets(
+        self, key: PRNGKeyArray, x: Float[Array, "num_points num_features"]
+    ) -> Float[Array, " num_points"]:
+        """Targets ``y`` at the inputs ``x``."""
+
+    def sample(
+        self, key: PRNGKeyArray, num_points: int, num_active: Int[Array, ""] | int | None = None
+    ) -> tuple[Float[Array, "num_points num_features"], Float[Array, " num_points"]]:
+        """Draw one dataset.
+
+        Args:
+            key: PRNG key.
+            num_points: number of points (static).
+            num_active: active input features (default all).
+
+        Returns:
+            ``(x, y)``.
+        """
+        key_x, key_y = jax.random.split(key)
+        num_active = self.num_features if num_active is None else num_active
+        x = self.sample_inputs(key_x, num_points, num_active)
+        return x, self.sample_targets(key_y, x)
+
+
+def _gp_draw(key: PRNGKeyArray, kernel: AbstractKernel, x: Array, noise: Array) -> Array:
+    cov = kernel(x) + (noise + 1e-6) * jnp.eye(x.shape[0], dtype=x.dtype)
+    return jnp.linalg.cholesky(cov) @ jax.random.normal(key, (x.shape[0],), x.dtype)
+
+
+class GPPrior(AbstractDatasetPrior):
+    """Datasets from a GP with a fixed kernel: ``y ~ N(0, K(x, x) + noise I)``.
+
+    Attributes:
+        kernel: the covariance function.
+        noise: observation noise variance (> 0).
+        num_features: input dimension (static).
+    """
+
+    kernel: AbstractKernel
+    noise: Array
+    num_features: int = eqx.field(static=True)
+
+    def __init__(
+        self, kernel: AbstractKernel, noise: float = 0.01, *, num_features: int = 1
+    ) -> None:
+        check_positive(noise, "noise")
+        self.kernel = kernel
+        self.noise = jnp.asarray(noise, jnp.result_type(float))
+        self.num_features = int(num_features)
+
+    def sample_targets(self, key: PRNGKeyArray, x: Array) -> Array:
+        """A GP draw plus noise."""
+        return _gp_draw(key, self.kernel, x, self.noise)
+
+    def exact_process(self) -> ScaleMixtureProcess:
+        """The GP as a process, for the exact posterior predictive (relative noise 1:1)."""
+        return ScaleMixtureProcess(self.kernel, None, self.noise)
+
+
+class GPHyperPrior(AbstractDatasetPrior):
+    """A GP whose hyperparameters are drawn per dataset from log-normal priors.
+
+    ``log lengthscale ~ N(m_l, s_l^2)``, ``log variance ~ N(m_v, s_v^2)``,
+    ``log noise ~ N(m_n, s_n^2)``; the kernel is RBF or Matérn-5/2.
+
+    Attributes:
+        kernel_family: ``"rbf"`` or ``"matern52"`` (static).
+        log_lengthscale: ``(mean, std)`` of the log lengthscale.
+        log_variance: ``(mean, std)`` of the log output variance.
+        log_noise: ``(mean, std)`` of the log noise variance.
+        num_features: input dimension (static).
+    """
+
+    kernel_family: Literal["rbf", "matern52"] = eqx.field(static=True)
+    log_lengthscale: tuple[float, float] = eqx.field(static=True)
+    log_variance: tuple[float, float] = eqx.field(static=True)
+    log_noise: tuple[float, float] = eqx.field(static=True)
+    num_features: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        kernel_family: Literal["rbf", "matern52"] = "rbf",
+        *,
+        log_lengthscale: tuple[float, float] = (-1.0, 0.5),
+        log_variance: tuple[float, float] = (0.0, 0.3),
+        log_noise: tuple[float, float] = (-4.0, 1.0),
+        num_features: int = 1,
+    ) -> None:
+        if kernel_family not in ("rbf", "matern52"):
+            raise ValueError(f"`kernel_family` must be 'rbf' or 'matern52', got {kernel_family!r}.")
+        for name, (_, std) in (
+            ("log_lengthscale", log_lengthscale),
+            ("log_variance", log_variance),
+            ("log_noise", log_noise),
+        ):
+            check_positive(std, f"{name} std")
+        self.kernel_family = kernel_family
+        self.log_lengthscale = tuple(map(float, log_lengthscale))
+        self.log_variance = tuple(map(float, log_variance))
+        self.log_noise = tuple(map(float, log_noise))
+        self.num_features = int(num_features)
+
+    def sample_hyperparameters(self, key: PRNGKeyArray) -> dict[str, Array]:
+        """One draw of ``lengthscale``, ``variance`` and ``noise``."""
+        z = jax.random.normal(key, (3,))
+        spec = (self.log_lengthscale, self.log_variance, self.log_noise)
+        values = [jnp.exp(mean + std * zi) for (mean, std), zi in zip(spec, z, strict=True)]
+        return dict(zip(("lengthscale", "variance", "noise"), values, strict=True))
+
+    def kernel(self, lengthscale: Array, variance: Array) -> AbstractKernel:
+        """The kernel at given hyperparameters."""
+        make = rbf if self.kernel_family == "rbf" else matern52
+        return make(lengthscale, variance)
+
+    def sample_targets(self, key: PRNGKeyArray, x: Array) -> Array:
+        """Hyperparameters from their priors, then a GP draw plus noise."""
+        key_h, key_y = jax.random.split(key)
+        h = self.sample_hyperparameters(key_h)
+        return _gp_draw(key_y, self.kernel(h["lengthscale"], h["variance"]), x, h["noise"])
+
+
+class BayesianLinearRegressionPrior(AbstractDatasetPrior):
+    """``y = w . x + b + eps`` with ``w, b ~ N(0, weight_std^2)``, ``eps ~ N(0, noise_std^2)``.
+
+    Attributes:
+        weight_std: prior std of the weights and bias (> 0).
+        noise_std: noise std (> 0).
+        num_features: input dimension (static).
+    """
+
+    weight_std: float = eqx.field(static=True)
+    noise_std: float = eqx.field(static=True)
+    num_features: int = eqx.field(static=True)
+
+    def __init__(
+        self, weight_std: float = 1.0, noise_std: float = 0.1, *, num_features: int = 1
+    ) -> None:
+        check_positive(weight_std, "weight_std")
+        check_positive(noise_std, "noise_std")
+        self.weight_std, self.noise_std = float(weight_std), float(noise_std)
+        self.num_features = int(num_features)
+
+    def sample_targets(self, key: PRNGKeyArray, x: Array) -> Array:
+        """A random linear function plus noise."""
+        key_w, key_b, key_e = jax.random.split(key, 3)
+        w = self.weight_std * jax.random.normal(key_w, (self.num_features,))
+        b = self.weight_std * jax.random.normal(key_b)
+        return x @ w + b + self.noise_std * jax.random.normal(key_e, (x.shape[0],))
+
+
+class BNNPrior(AbstractDatasetPrior):
+    """A random tanh MLP (weights ``N(0, weight_std^2 / fan_in)``) plus Gaussian noise.
+
+    Attributes:
+        width: hidden width (static).
+        depth: hidden layers (static).
+        weight_std: weight scale (> 0).
+        noise_std: noise std (> 0).
+        num_features: input dimension (static).
+    """
+
+    width: int = eqx.field(static=True)
+    depth: int = eqx.field(static=True)
+    weight_std: float = eqx.field(static=True)
+    noise_std: float = eqx.field(static=True)
+    num_features: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        width: int = 32,
+        depth: int = 2,
+        *,
+        weight_std: float = 1.5,
+        noise_std: float = 0.1,
+        num_features: int = 1,
+    ) -> None:
+        if int(width) < 1 or int(depth) < 1:
+            raise ValueError(f"`width` and `depth` must be >= 1, got {width}, {depth}.")
+        check_positive(weight_std, "weight_std")
+        check_positive(noise_std, "noise_std")
+        self.width, self.depth = int(width), int(depth)
+        self.weight_std, self.noise_std = float(weight_std), float(noise_std)
+        self.num_features = int(num_features)
+
+    def sample_targets(self, key: PRNGKeyArray, x: Array) -> Array:
+        """The network's outputs at ``x`` plus noise."""
+        keys = jax.random.split(key, self.depth + 2)
+        h = x
+        for layer in range(self.depth + 1):
+            fan_in = h.shape[-1]
+            fan_out = 1 if layer == self.depth else self.width
+            key_w, key_b = jax.random.split(keys[layer])
+            w = self.weight_std / jnp.sqrt(fan_in) * jax.random.normal(key_w, (fan_in, fan_out))
+            b = 0.1 * jax.random.normal(key_b, (fan_out,))
+            h = h @ w + b[None, :]
+            if layer < self.depth:
+                h = jnp.tanh(h)
+        noise = self.noise_std * jax.random.normal(keys[-1], (x.shape[0],))
+        return h[:, 0] + noise
+
+
+class ScaleMixturePrior(AbstractDatasetPrior):
+    """Datasets from an NNGP scale-mixture process (``s`` drawn per dataset).
+
+    Attributes:
+        process: the :class:`~probinfer.nngp.ScaleMixtureProcess`.
+        num_features: input dimension (static).
+    """
+
+    process: ScaleMixtureProcess
+    num_features: int = eqx.field(static=True)
+
+    def __init__(self, process: ScaleMixtureProcess, *, num_features: int = 1) -> None:
+        if not isinstance(process, ScaleMixtureProcess):
+            raise TypeError(f"`process` must be a ScaleMixtureProcess, got {type(process)}.")
+        self.process = process
+        self.num_features = int(num_features)
+
+    def sample_targets(self, key: PRNGKeyArray, x: Array) -> Array:
+        """One draw of the process (with noise) at ``x``."""
+        return self.process.sample(key, x, 1)[0]
+
+
+def sample_batch(
+    key: PRNGKeyArray,
+    prior: AbstractDatasetPrior,
+    batch_size: int,
+    num_points: int,
+    *,
+    min_features: int = 1,
+) -> tuple[Float[Array, "batch num_points num_features"], Float[Array, "batch num_points"]]:
+    """A batch of datasets sharing one number of active features (drawn per batch).
+
+    Args:
+        key: PRNG key.
+        prior: the dataset prior.
+        batch_size: datasets per batch (static).
+        num_points: points per dataset (static).
+        min_features: smallest number of active features.
+
+    Returns:
+        ``x`` of shape ``(batch_size, num_points, num_features)`` and ``y``.
+    """
+    key_d, key_data = jax.random.split(key)
+    num_active = jax.random.randint(key_d, (), min_features, prior.num_features + 1)
+    keys = jax.random.split(key_data, batch_size)
+    return jax.vmap(lambda k: prior.sample(k, num_points, num_active))(keys)

@@ -1,0 +1,214 @@
+"""PFNs: the bar distribution, the dataset priors, the network's invariances, training.
+
+The headline comparison against the exact GP predictive lives in ``benchmarks/pfn.py``
+(it needs a trained model); here every piece is checked on its own, and a tiny training
+run proves the pipeline end to end, including an interrupted and resumed run.
+"""
+
+import warnings
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _stats import check_expectation
+from scipy import integrate
+
+from probinfer import amortize, nngp
+
+BORDERS = np.array([-2.0, -1.0, -0.3, 0.0, 0.4, 1.0, 2.5])
+
+
+@pytest.fixture(scope="module")
+def bar():
+    return amortize.BarDistribution(BORDERS)
+
+
+def _logits(seed=0):
+    return jax.random.normal(jax.random.key(seed), (len(BORDERS) - 1,)) * 1.5
+
+
+def _integrate(fn, lower=-60.0, upper=60.0):
+    # Breakpoints at the borders and inside the tails keep quad from missing mass.
+    candidates = {*BORDERS.tolist(), -12.0, -6.0, 6.0, 12.0}
+    points = sorted(b for b in candidates if lower < b < upper)
+    pieces = [lower, *points, upper]
+    return sum(
+        integrate.quad(fn, a, b, epsabs=1e-12, epsrel=1e-10, limit=200)[0]
+        for a, b in zip(pieces[:-1], pieces[1:], strict=True)
+    )
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_bar_density_normalises_and_matches_cdf_and_moments(bar, seed):
+    with jax.enable_x64(True):
+        bar = amortize.BarDistribution(BORDERS)  # float64 borders
+        logits = jnp.asarray(_logits(seed), jnp.float64)
+
+        jitted = jax.jit(lambda y: jnp.exp(bar.log_prob(logits, y)))
+
+        def density(y):
+            return float(jitted(y))
+
+        assert abs(_integrate(density) - 1.0) < 1e-8
+        mean = _integrate(lambda y: y * density(y))
+        second = _integrate(lambda y: y**2 * density(y))
+        np.testing.assert_allclose(bar.mean(logits), mean, atol=1e-7)
+        np.testing.assert_allclose(bar.variance(logits), second - mean**2, atol=1e-7)
+        for y in (-5.0, -1.5, -0.1, 0.2, 3.0, 7.0):
+            np.testing.assert_allclose(bar.cdf(logits, y), _integrate(density, upper=y), atol=1e-8)
+        for q in (0.001, 0.1, 0.5, 0.93, 0.999):
+            np.testing.assert_allclose(bar.cdf(logits, bar.quantile(logits, q)), q, atol=1e-9)
+        # The tails carry exactly the outer buckets' mass and reach beyond the borders.
+        p = jax.nn.softmax(logits)
+        np.testing.assert_allclose(bar.cdf(logits, BORDERS[1]), p[0], atol=1e-12)
+        np.testing.assert_allclose(1 - bar.cdf(logits, BORDERS[-2]), p[-1], atol=1e-12)
+        assert bar.log_prob(logits, -10.0) > -np.inf and bar.log_prob(logits, 10.0) > -np.inf
+
+
+def test_bar_samples_match_mean(bar):
+    logits = _logits(2)
+    draws = np.asarray(bar.sample(jax.random.key(0), logits, 20_000), np.float64)
+    check = check_expectation(draws[None], float(bar.mean(logits)), name="mean", iid=True)
+    assert check.ok, check
+    assert not check_expectation(draws[None], float(bar.mean(logits)) + 0.1, name="x", iid=True).ok
+
+
+def test_bar_from_samples_has_equal_mass_buckets():
+    samples = np.random.default_rng(0).normal(size=10_000)
+    bar = amortize.BarDistribution.from_samples(samples, 10)
+    counts = np.histogram(samples, bins=np.asarray(bar.borders))[0]
+    assert np.all(np.abs(counts - 1000) <= 1)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        amortize.BarDistribution([0.0, 1.0, 1.0, 2.0])
+
+
+def test_priors_draw_shapes_and_gp_covariance():
+    kernel = nngp.rbf(0.4, 1.5)
+    prior = amortize.GPPrior(kernel, 0.05, num_features=3)
+    x, y = prior.sample(jax.random.key(0), 7, num_active=2)
+    assert x.shape == (7, 3) and y.shape == (7,)
+    assert np.all(np.asarray(x[:, 2]) == 0) and np.all(np.abs(np.asarray(x)) <= 1)
+    # Covariance of y at fixed inputs over many draws: K + noise (z = 4 MCSE per entry).
+    x_fixed = x
+    keys = jax.random.split(jax.random.key(1), 20_000)
+    ys = np.asarray(jax.vmap(lambda k: prior.sample_targets(k, x_fixed))(keys), np.float64)
+    cov = np.asarray(kernel(x_fixed), np.float64) + 0.05 * np.eye(7)
+    for i, j in [(0, 0), (0, 1), (2, 5), (6, 6)]:
+        check = check_expectation((ys[:, i] * ys[:, j])[None], cov[i, j], name=f"{i}{j}", iid=True)
+        assert check.ok, check
+    for prior in (
+        amortize.GPHyperPrior("matern52", num_features=2),
+        amortize.BayesianLinearRegressionPrior(num_features=2),
+        amortize.BNNPrior(num_features=2),
+        amortize.ScaleMixturePrior(
+            nngp.ScaleMixtureProcess(nngp.mlp(1), nngp.inverse_gamma(2.0, 2.0), 0.05),
+            num_features=2,
+        ),
+    ):
+        xb, yb = amortize.sample_batch(jax.random.key(3), prior, 4, 9)
+        assert xb.shape == (4, 9, 2) and yb.shape == (4, 9)
+        assert np.all(np.isfinite(np.asarray(yb)))
+
+
+def _random_model(num_features=2, max_train=12):
+    bar = amortize.BarDistribution(np.linspace(-3, 3, 17))
+    model = amortize.PFN(bar, num_features=num_features, max_train=max_train, width=32,
+                         num_layers=2, num_heads=2, mlp_width=32, key=jax.random.key(0))  # fmt: skip
+    # Zero-initialised residual branches make a fresh model ignore its context; randomise
+    # every weight so that the invariance tests can fail.
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.key(1), len(leaves))
+    noisy = [
+        leaf + 0.3 * jax.random.normal(k, leaf.shape) if leaf.ndim == 2 else leaf
+        for leaf, k in zip(leaves, keys, strict=True)
+    ]
+    return eqx.combine(jax.tree_util.tree_unflatten(treedef, noisy), static)
+
+
+def test_predictions_ignore_other_test_points_and_train_order():
+    model = _random_model()
+    rng = np.random.default_rng(0)
+    x_train, y_train = rng.uniform(-1, 1, (8, 2)), rng.normal(size=8)
+    x_test = rng.uniform(-1, 1, (4, 2))
+    base = model(jnp.asarray(x_train), jnp.asarray(y_train), jnp.asarray(x_test))
+    changed = x_test.copy()
+    changed[3] = [0.9, -0.9]
+    other = model(jnp.asarray(x_train), jnp.asarray(y_train), jnp.asarray(changed))
+    np.testing.assert_allclose(other[:3], base[:3], rtol=1e-5, atol=1e-5)
+    assert np.max(np.abs(np.asarray(other[3] - base[3]))) > 1e-3  # the changed point moves
+    order = rng.permutation(8)
+    permuted = model(jnp.asarray(x_train[order]), jnp.asarray(y_train[order]), jnp.asarray(x_test))
+    np.testing.assert_allclose(permuted, base, rtol=1e-4, atol=1e-4)
+    shifted_y = model(jnp.asarray(x_train), jnp.asarray(y_train + 1.0), jnp.asarray(x_test))
+    assert np.max(np.abs(np.asarray(shifted_y - base))) > 1e-3  # the train targets matter
+
+
+TINY = dict(batch_size=16, max_train=10, num_test=6, num_buckets=32, width=32, num_layers=2,
+            num_heads=2, mlp_width=64, warmup_steps=20, learning_rate=3e-3)  # fmt: skip
+
+
+def test_training_decreases_loss_and_resumes_identically(tmp_path):
+    prior = amortize.GPPrior(nngp.rbf(0.3), 0.01, num_features=1)
+    config = amortize.TrainingConfig(num_steps=200, steps_per_chunk=50, **TINY)
+    model, losses = amortize.train(prior, config, progress=False)
+    assert losses.shape == (200,)
+    # Per-batch losses are noisy; compare means of the first and last 50 steps.
+    assert losses[-50:].mean() < losses[:50].mean() - 0.1, (losses[:50].mean(), losses[-50:].mean())
+
+    short = amortize.TrainingConfig(num_steps=60, steps_per_chunk=20, **TINY)
+    straight, _ = amortize.train(prior, short, progress=False)
+    amortize.train(prior, short, checkpoint_dir=tmp_path, progress=False, stop_after=40)
+    assert (tmp_path / "state.eqx").exists()
+    resumed, rest = amortize.train(prior, short, checkpoint_dir=tmp_path, progress=False)
+    assert rest.shape == (20,)
+    for a, b in zip(jax.tree.leaves(eqx.filter(straight, eqx.is_array)),
+                    jax.tree.leaves(eqx.filter(resumed, eqx.is_array)), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    loaded = amortize.load(tmp_path)
+    x = np.linspace(-1, 1, 5)[:, None]
+    np.testing.assert_allclose(
+        amortize.predict(loaded, x, np.sin(x[:, 0]), x).mean,
+        amortize.predict(resumed, x, np.sin(x[:, 0]), x).mean,
+    )
+    with pytest.raises(ValueError, match="different run"):
+        amortize.train(
+            prior, amortize.TrainingConfig(num_steps=61, **TINY), checkpoint_dir=tmp_path
+        )
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((np.zeros((3, 2)), np.zeros(4), np.zeros((1, 2))), "match"),
+        ((np.zeros((13, 2)), np.zeros(13), np.zeros((1, 2))), "at most 12"),
+        ((np.zeros((3, 2)), np.array([0.0, np.nan, 1.0]), np.zeros((1, 2))), "NaN"),
+        ((np.zeros((3, 2)), np.zeros(3), np.full((1, 2), np.nan)), "NaN"),
+        ((np.zeros((3, 3)), np.zeros(3), np.zeros((1, 3))), "at most 2"),
+    ],
+)
+def test_predict_bad_input(args, match):
+    with pytest.raises(ValueError, match=match):
+        amortize.predict(_random_model(), *args)
+
+
+def test_predict_warns_on_extrapolation_and_pads_features():
+    model = _random_model()
+    with pytest.warns(UserWarning, match="extrapolation"):
+        amortize.predict(model, np.zeros((3, 2)), np.zeros(3), np.full((1, 2), 5.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        one_feature = amortize.predict(model, np.zeros((3, 1)), np.zeros(3), np.zeros((2, 1)))
+    assert one_feature.mean.shape == (2,)
+
+
+def test_config_and_prior_spec_errors():
+    with pytest.raises(ValueError, match="min_train"):
+        amortize.TrainingConfig(min_train=20, max_train=10)
+    with pytest.raises(ValueError, match="unknown prior type"):
+        amortize.prior_from_spec({"type": "spline"})
+    with pytest.raises(ValueError, match="bad prior settings"):
+        amortize.prior_from_spec({"type": "linear", "slope": 1.0})
+    assert isinstance(amortize.prior_from_spec({"type": "gp", "num_features": 3}), amortize.GPPrior)
