@@ -27,9 +27,9 @@ error over splits.
 pixels / 16): 1,000 training images, the other 797 as the clean test set, and the same test
 images corrupted (each pixel replaced with probability 0.3 by a uniform random intensity).
 Latent processes with an MLP kernel (depth 2, weight variance 2, bias variance 0.1) and a
-softmax likelihood, sampled by elliptical slice (latents) and slice sampling (``log s``):
+softmax likelihood, sampled by elliptical slice (latents) and two slice moves on ``log s``:
 NNGP with ``s = 1``, Student-t (``s ~ InvGamma(2, 2)``) and Burr XII (``c = 2``, ``k = 1``);
-4 chains x (2,000 warm-up + 2,000 kept, thinned by 10), started near the joint mode.
+4 chains x (4,000 warm-up + 2,000 kept, thinned by 10), started near the joint mode.
 Reported: accuracy and NLL per image, and R-hat of ``log s``.
 
 **Speed**. The depth-3 ReLU NNGP kernel on n = 4,000 random 10-d inputs, and exact GP
@@ -170,7 +170,7 @@ def run_classification() -> list[dict]:
             labels[train],
             scale_prior=prior,
             num_chains=4,
-            num_warmup=2000,
+            num_warmup=4000,
             num_draws=2000,
             thin=10,
         )

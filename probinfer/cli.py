@@ -242,9 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     pfn = commands.add_parser("pfn", help="train or use a prior-data fitted network")
     pfn_commands = pfn.add_subparsers(dest="pfn_command", required=True)
     train = pfn_commands.add_parser("train", help="train (or resume) a PFN from a JSON config")
-    train.add_argument(
-        "--config", required=True, help='JSON: {"prior": {...}, "training": {...}}'
-    )
+    train.add_argument("--config", required=True, help='JSON: {"prior": {...}, "training": {...}}')
     train.add_argument("--out", required=True, help="checkpoint folder (resumed if present)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     predict = pfn_commands.add_parser("predict", help="posterior predictive for a dataset")

@@ -44,3 +44,38 @@ def test_sample_names_a_missing_model_function(tmp_path, capsys):
     status = cli.main(["sample", str(tmp_path / "model.py"), "--model-name", "other"])
     assert status == 2
     assert "defines no function `other`" in capsys.readouterr().out
+
+
+def test_pfn_train_then_predict(tmp_path, capsys):
+    config = {
+        "prior": {"type": "gp", "kernel": "rbf", "lengthscale": 0.4, "num_features": 2},
+        "training": {"num_steps": 20, "batch_size": 4, "max_train": 8, "num_test": 4,
+                     "num_buckets": 16, "width": 16, "num_layers": 1, "num_heads": 2,
+                     "mlp_width": 16, "steps_per_chunk": 10},
+    }  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    folder = tmp_path / "run"
+    args = ["pfn", "train", "--config", str(tmp_path / "config.json"), "--out", str(folder)]
+    assert cli.main([*args, "--quiet"]) == 0
+    assert (folder / "model.eqx").exists()
+    data = {"x_train": [[0.1, 0.2], [-0.5, 0.3]], "y_train": [0.3, -0.2],
+            "x_test": [[0.0, 0.0]], "y_test": [0.1]}  # fmt: skip
+    (tmp_path / "data.json").write_text(json.dumps(data))
+    out = tmp_path / "pred.json"
+    status = cli.main(
+        ["pfn", "predict", "--data", str(tmp_path / "data.json"), "--model", str(folder),
+         "--out", str(out)]
+    )  # fmt: skip
+    assert status == 0
+    result = json.loads(out.read_text())
+    assert set(result) == {"mean", "stddev", "quantiles", "log_prob"}
+    assert len(result["mean"]) == 1
+    # Bad input: more features than the model knows, and a bad config, exit with status 2.
+    data["x_test"] = [[0.0, 0.0, 0.0]]
+    (tmp_path / "data.json").write_text(json.dumps(data))
+    assert cli.main(["pfn", "predict", "--data", str(tmp_path / "data.json"), "--model",
+                     str(folder)]) == 2  # fmt: skip
+    assert "at most 2" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text(json.dumps({"training": {}}))
+    assert cli.main(["pfn", "train", "--config", str(tmp_path / "bad.json"), "--out",
+                     str(tmp_path / "bad")]) == 2  # fmt: skip

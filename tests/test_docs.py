@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import probinfer
-from probinfer import mcmc, nngp
+from probinfer import amortize, mcmc, nngp
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCTEST_MODULES = [
@@ -37,6 +37,7 @@ def test_every_public_symbol_is_documented():
         [f"pi.{name}" for name in probinfer.__all__]
         + list(mcmc.__all__)
         + [f"nngp.{name}" for name in nngp.__all__]
+        + [f"amortize.{name}" for name in amortize.__all__]
     )
     missing = [name for name in public if name.split(".")[-1] not in text]
     assert not missing, f"not mentioned in README.md or docs/: {missing}"
@@ -69,3 +70,19 @@ def test_nngp_guide_examples_run():
         code = block.replace("warmup=300, draws=300", "warmup=20, draws=20")
         exec(compile(code, "docs/nngp.md", "exec"), namespace)
     assert namespace["idata"].posterior["s"].shape == (2, 20)
+
+
+def test_pfn_guide_examples_run(tmp_path, monkeypatch):
+    """Both python blocks of docs/pfn.md run (the pretrained model ships with the package)."""
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "docs" / "pfn.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 2
+    namespace: dict = {}
+    for block in blocks:
+        exec(
+            compile(block.replace("num_steps=200", "num_steps=20"), "docs/pfn.md", "exec"),
+            namespace,
+        )
+    assert namespace["predictive"].mean.shape == (2,)
+    assert namespace["losses"].shape == (20,)

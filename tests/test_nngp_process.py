@@ -305,9 +305,11 @@ def test_stationary_kernels_match_closed_forms_and_plug_into_processes():
         np.testing.assert_allclose(nngp.rbf(1.0, 3.0).diagonal(x), 3.0)
         grad = jax.grad(lambda ls: nngp.matern52(ls)(x).sum())(1.0)
         assert np.isfinite(grad)
-        predictive = nngp.ScaleMixtureProcess(nngp.rbf(0.5), None, 0.01).condition(
-            x, np.sin(x[:, 0])
-        ).predict(x)
+        predictive = (
+            nngp.ScaleMixtureProcess(nngp.rbf(0.5), None, 0.01)
+            .condition(x, np.sin(x[:, 0]))
+            .predict(x)
+        )
         np.testing.assert_allclose(predictive.mean, np.sin(x[:, 0]), atol=0.05)
     with pytest.raises(ValueError, match="lengthscale"):
         nngp.rbf(-1.0)

@@ -114,8 +114,10 @@ def test_priors_draw_shapes_and_gp_covariance():
 
 def _random_model(num_features=2, max_train=12):
     bar = amortize.BarDistribution(np.linspace(-3, 3, 17))
-    model = amortize.PFN(bar, num_features=num_features, max_train=max_train, width=32,
-                         num_layers=2, num_heads=2, mlp_width=32, key=jax.random.key(0))  # fmt: skip
+    model = amortize.PFN(
+        bar, num_features=num_features, max_train=max_train, width=32, num_layers=2,
+        num_heads=2, mlp_width=32, key=jax.random.key(0),
+    )  # fmt: skip
     # Zero-initialised residual branches make a fresh model ignore its context; randomise
     # every weight so that the invariance tests can fail.
     params, static = eqx.partition(model, eqx.is_inexact_array)

@@ -118,7 +118,7 @@ def make_optimizer(config: TrainingConfig) -> optax.GradientTransformation:
     schedule = optax.warmup_cosine_decay_schedule(
         0.0,
         config.learning_rate,
-        min(config.warmup_steps, config.num_steps),
+        min(config.warmup_steps, config.num_steps - 1),
         config.num_steps,
         end_value=config.learning_rate * 0.01,
     )

@@ -11,7 +11,13 @@ jitter I``, ``Z ~ N(0, I)``), which decouples ``s`` from the latent values a pri
 1. ``Z | s``: one elliptical slice step (:data:`probinfer.mcmc.elliptical_slice`, whitened
    prior, so no extra factorisation);
 2. ``log s | Z``: one univariate slice-sampling step (stepping out and shrinkage; Neal,
-   2003) on ``log p(s) + log s + log L(sqrt(s) L Z)``.
+   2003) on ``log p(s) + log s + log L(sqrt(s) L Z)``;
+3. ``log s`` again, by surrogate-data slice sampling (Murray & Adams, 2010): with auxiliary
+   data ``g = F + noise`` it holds ``F`` whitened under ``p(F | g, s)`` fixed, which moves
+   ``s`` when the data pin down ``F`` (where step 2 cannot).
+
+``L = Q diag(sqrt(lambda))`` from one eigendecomposition of ``K``, which makes every
+quantity of step 3 diagonal.
 
 Both moves leave the posterior invariant; chains run vectorised, starting (dispersed) from
 the joint mode of ``(Z, log s)`` found by Adam, because elliptical slice steps are small
@@ -46,6 +52,9 @@ SLICE_MAX_STEPS = 32
 # Chains start at the joint mode of (Z, log s) found by Adam, plus N(0, d^2) on Z and
 # U(-d, d) on log s with d = INIT_DISPERSION.
 MODE_LEARNING_RATE = 0.05
+# Surrogate-data noise variance S: about the inverse curvature of a logistic likelihood
+# (p (1 - p) <= 1/4), as Murray & Adams (2010) suggest matching S to the likelihood.
+SURROGATE_NOISE = 4.0
 INIT_DISPERSION = 0.5
 
 
@@ -106,7 +115,8 @@ class ClassificationPosterior(eqx.Module):
     Attributes:
         kernel: the NNGP kernel.
         x: ``(n, d)`` training inputs.
-        cholesky: ``(n, n)`` factor of ``K + jitter I``.
+        eigenvectors: ``(n, n)`` eigenvectors ``Q`` of ``K + jitter I``.
+        eigenvalues: ``(n,)`` its eigenvalues ``lambda`` (``K = Q diag(lambda) Q^T``).
         whitened_latents: ``(chains, draws, n, C)`` draws of ``Z``.
         log_scales: ``(chains, draws)`` draws of ``log s``.
         num_likelihood_evals: ``(chains, draws)`` likelihood evaluations per iteration.
@@ -115,7 +125,8 @@ class ClassificationPosterior(eqx.Module):
 
     kernel: AbstractKernel
     x: Array
-    cholesky: Array
+    eigenvectors: Array
+    eigenvalues: Array
     whitened_latents: Array
     log_scales: Array
     num_likelihood_evals: Array
@@ -156,7 +167,8 @@ def _predict_proba(
 ) -> Array:
     kernel = posterior.kernel
     cross = kernel(posterior.x, x_test)
-    whitened = jax.scipy.linalg.solve_triangular(posterior.cholesky, cross, lower=True)
+    # With the square root L = Q diag(sqrt(lambda)), L^{-1} K* = diag(lambda^-1/2) Q^T K*.
+    whitened = (posterior.eigenvectors.T @ cross) / jnp.sqrt(posterior.eigenvalues)[:, None]
     base_variance = jnp.maximum(kernel.diagonal(x_test) - jnp.sum(whitened**2, axis=0), 0.0)
     z = posterior.whitened_latents.reshape(-1, *posterior.whitened_latents.shape[2:])
     log_s = posterior.log_scales.reshape(-1)
@@ -239,8 +251,8 @@ def sample_classifier(
             raise ValueError(f"`{name}` must be >= 1, got {value}.")
     x = jnp.asarray(x_np, jnp.result_type(float))
     cov = kernel(x) + jitter * jnp.eye(x.shape[0], dtype=x.dtype)
-    cholesky = jnp.linalg.cholesky(cov)
-    if not bool(jnp.all(jnp.isfinite(cholesky))):
+    eigenvalues, eigenvectors = jnp.linalg.eigh(cov)
+    if not bool(jnp.all(jnp.isfinite(eigenvalues))) or float(eigenvalues.min()) <= 0:
         raise ValueError(
             f"the kernel matrix plus jitter ({jitter:.3g}) is not positive definite in "
             f"{x.dtype}; increase `jitter` (e.g. 1e-4), remove duplicate inputs, or enable "
@@ -250,8 +262,10 @@ def sample_classifier(
     run = _build_sampler(
         scale_prior, num_latent, int(num_warmup), int(num_draws), int(thin), int(num_mode_steps)
     )
-    z, log_s, evals = run(key, cholesky, jnp.asarray(labels_np), int(num_chains))
-    return ClassificationPosterior(kernel, x, cholesky, z, log_s, evals, num_classes)
+    z, log_s, evals = run(key, eigenvectors, eigenvalues, jnp.asarray(labels_np), int(num_chains))
+    return ClassificationPosterior(
+        kernel, x, eigenvectors, eigenvalues, z, log_s, evals, num_classes
+    )
 
 
 def _build_sampler(
@@ -266,13 +280,58 @@ def _build_sampler(
 
     @eqx.filter_jit
     def run(
-        key: PRNGKeyArray, cholesky: Array, labels: Array, num_chains: int
+        key: PRNGKeyArray,
+        eigenvectors: Array,
+        eigenvalues: Array,
+        labels: Array,
+        num_chains: int,
     ) -> tuple[Array, Array, Array]:
-        n = cholesky.shape[0]
-        dtype = cholesky.dtype
+        n = eigenvectors.shape[0]
+        dtype = eigenvectors.dtype
+        sqrt_eigenvalues = jnp.sqrt(eigenvalues)[:, None]
+
+        def latent(z: Array, log_scale: Array) -> Array:
+            """``F = sqrt(s) L Z`` with ``L = Q diag(sqrt(lambda))``."""
+            return jnp.exp(0.5 * log_scale) * (eigenvectors @ (sqrt_eigenvalues * z))
 
         def loglik(z: Array, log_scale: Array) -> Array:
-            return _log_likelihood(jnp.exp(0.5 * log_scale) * (cholesky @ z), labels)
+            return _log_likelihood(latent(z, log_scale), labels)
+
+        def surrogate_step(key: PRNGKeyArray, z: Array, log_scale: Array) -> tuple:
+            """Slice-sample log s with the surrogate-data whitening of Murray & Adams (2010).
+
+            With ``g = F + e``, ``e ~ N(0, S)``, ``S = surrogate_noise I``, ``F | g, s`` is
+            Gaussian with (in the eigenbasis) variances ``r = s lambda S / (s lambda + S)``
+            and mean ``r / S * g``; holding ``eta = (F - mean) / sqrt(r)`` fixed, ``log s``
+            has density ``p(s) s N(g; 0, s K + S) L(F(s, eta))``.
+            """
+            key_g, key_slice = jax.random.split(key)
+            f_rotated = eigenvectors.T @ latent(z, log_scale)
+            g = f_rotated + jnp.sqrt(SURROGATE_NOISE) * jax.random.normal(key_g, z.shape, dtype)
+
+            def moments(t: Array) -> tuple[Array, Array]:
+                prior_var = jnp.exp(t) * eigenvalues[:, None]
+                r = prior_var * SURROGATE_NOISE / (prior_var + SURROGATE_NOISE)
+                return r, r / SURROGATE_NOISE * g
+
+            r0, m0 = moments(log_scale)
+            eta = (f_rotated - m0) / jnp.sqrt(r0)
+
+            def rotated_latent(t: Array) -> Array:
+                r, m = moments(t)
+                return m + jnp.sqrt(r) * eta
+
+            def density(t: Array) -> Array:
+                marginal_var = jnp.exp(t) * eigenvalues[:, None] + SURROGATE_NOISE
+                log_g = -0.5 * jnp.sum(jnp.log(marginal_var) + g**2 / marginal_var)
+                f = eigenvectors @ rotated_latent(t)
+                value = scale_prior.log_prob(jnp.exp(t)) + t + log_g + _log_likelihood(f, labels)
+                return jnp.where(jnp.isnan(value), -jnp.inf, value)
+
+            new_log_scale, evals = _slice_step(key_slice, log_scale, density, SLICE_WIDTH)
+            f_rotated = rotated_latent(new_log_scale)
+            new_z = f_rotated / (jnp.exp(0.5 * new_log_scale) * sqrt_eigenvalues)
+            return new_z, new_log_scale, evals
 
         def log_scale_density(log_scale: Array, z: Array) -> Array:
             value = scale_prior.log_prob(jnp.exp(log_scale)) + log_scale + loglik(z, log_scale)
@@ -292,10 +351,12 @@ def _build_sampler(
             z = state.position
             evals = info.num_likelihood_evals
             if scale_prior is not None:
+                key_s, key_surrogate = jax.random.split(key_s)
                 log_scale, scale_evals = _slice_step(
                     key_s, log_scale, lambda t: log_scale_density(t, z), SLICE_WIDTH
                 )
-                evals = evals + scale_evals
+                z, log_scale, surrogate_evals = surrogate_step(key_surrogate, z, log_scale)
+                evals = evals + scale_evals + surrogate_evals
             return (z, log_scale), (z, log_scale, evals)
 
         def negative_log_joint(params: tuple[Array, Array]) -> Array:
