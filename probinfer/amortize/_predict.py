@@ -13,7 +13,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from probinfer.amortize._bar import BarDistribution
-from probinfer.amortize._training import CONFIG_FILE, MODEL_FILE, TrainingConfig
+from probinfer.amortize._training import CONFIG_FILE, MODEL_FILE, TrainingConfig, build_model
 from probinfer.amortize.pfn import PFN
 from probinfer.amortize.priors import (
     INPUT_BOUND,
@@ -216,14 +216,6 @@ def load(folder: str | Path) -> PFN:
     saved = json.loads((folder / CONFIG_FILE).read_text())
     config = TrainingConfig(**saved["training"])
     # A skeleton with the right structure; every leaf (borders included) is then loaded.
-    skeleton = PFN(
-        BarDistribution(np.arange(config.num_buckets + 1, dtype=float)),
-        num_features=int(saved["num_features"]),
-        max_train=config.max_train,
-        width=config.width,
-        num_layers=config.num_layers,
-        num_heads=config.num_heads,
-        mlp_width=config.mlp_width,
-        key=jax.random.key(0),
-    )
+    borders = BarDistribution(np.arange(config.num_buckets + 1, dtype=float))
+    skeleton = build_model(borders, int(saved["num_features"]), config, key=jax.random.key(0))
     return eqx.tree_deserialise_leaves(folder / MODEL_FILE, skeleton)

@@ -136,21 +136,28 @@ def bar_from_prior(
     return BarDistribution.from_samples(np.asarray(y), config.num_buckets)
 
 
-def initial_state(prior: AbstractDatasetPrior, config: TrainingConfig) -> TrainState:
-    """A fresh model (buckets from the prior) and optimiser state."""
-    key = jax.random.key(config.seed)
-    key_bar, key_model, key_run = jax.random.split(key, 3)
-    bar = bar_from_prior(key_bar, prior, config)
-    model = PFN(
+def build_model(
+    bar: BarDistribution, num_features: int, config: TrainingConfig, *, key: PRNGKeyArray
+) -> PFN:
+    """A freshly initialised PFN of the architecture ``config`` describes."""
+    return PFN(
         bar,
-        num_features=prior.num_features,
+        num_features=num_features,
         max_train=config.max_train,
         width=config.width,
         num_layers=config.num_layers,
         num_heads=config.num_heads,
         mlp_width=config.mlp_width,
-        key=key_model,
+        key=key,
     )
+
+
+def initial_state(prior: AbstractDatasetPrior, config: TrainingConfig) -> TrainState:
+    """A fresh model (buckets from the prior) and optimiser state."""
+    key = jax.random.key(config.seed)
+    key_bar, key_model, key_run = jax.random.split(key, 3)
+    bar = bar_from_prior(key_bar, prior, config)
+    model = build_model(bar, prior.num_features, config, key=key_model)
     opt_state = make_optimizer(config).init(eqx.filter(model, eqx.is_inexact_array))
     return TrainState(model, opt_state, jax.random.key_data(key_run), jnp.asarray(0, jnp.int32))
 

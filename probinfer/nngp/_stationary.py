@@ -21,7 +21,8 @@ from probinfer.nngp._kernel import AbstractKernel
 
 
 def _scaled_squared_distance(x1: Array, x2: Array, lengthscale: Array) -> Array:
-    a, b = x1 / lengthscale, x2 / lengthscale
+    scale = jnp.atleast_1d(lengthscale)[None, :]  # (1, 1) or (1, d): same rank as x
+    a, b = x1 / scale, x2 / scale
     squared = (
         jnp.sum(a**2, axis=-1, keepdims=True)
         + jnp.sum(b**2, axis=-1, keepdims=True).T
