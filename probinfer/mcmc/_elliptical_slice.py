@@ -74,7 +74,8 @@ def build_kernel(max_shrinks: int = MAX_SHRINKS) -> Callable[..., Any]:
 
     Returns:
         ``kernel(key, state, loglikelihood_fn, mean, cov_cholesky)``: ``mean`` is a pytree
-        like the position, ``cov_cholesky`` the ``(dim, dim)`` lower Cholesky factor of the
+        like the position, ``cov_cholesky`` a ``(dim,)`` vector of standard deviations (a
+        diagonal covariance) or the ``(dim, dim)`` lower Cholesky factor of the
         prior covariance over the flattened position, or ``None`` for the identity.
     """
 
@@ -90,7 +91,7 @@ def build_kernel(max_shrinks: int = MAX_SHRINKS) -> Callable[..., Any]:
         key_nu, key_threshold, key_angle = jax.random.split(key, 3)
         nu = jax.random.normal(key_nu, flat.shape, flat.dtype)
         if cov_cholesky is not None:
-            nu = cov_cholesky @ nu
+            nu = cov_cholesky * nu if cov_cholesky.ndim == 1 else cov_cholesky @ nu
         deviation = flat - mean_flat
         log_u = jnp.log(jax.random.uniform(key_threshold, dtype=flat.dtype))
         threshold = state.loglikelihood + log_u
@@ -164,7 +165,9 @@ class EllipticalSlice:
             mean: prior mean, a pytree like the position.
             cov: ``(dim, dim)`` prior covariance over the flattened position.
             cov_cholesky: its lower Cholesky factor instead of ``cov`` (cheaper when it is
-                already known). Give neither for the identity (a whitened prior).
+                already known), or a ``(dim,)`` vector of standard deviations for a diagonal
+                covariance (no ``dim x dim`` matrix is formed). Give neither for the
+                identity (a whitened prior).
             max_shrinks: bracket shrinkages before a step gives up and stays put.
 
         Returns:
@@ -182,10 +185,11 @@ class EllipticalSlice:
             factor = jnp.linalg.cholesky(jnp.asarray(cov))
         elif cov_cholesky is not None:
             factor = jnp.asarray(cov_cholesky)
-        if factor is not None and factor.shape != (dim, dim):
+        if factor is not None and factor.shape not in ((dim, dim), (dim,)):
             raise ValueError(
-                f"the prior covariance must be ({dim}, {dim}) to match `mean` "
-                f"({dim} entries when flattened), got {factor.shape}."
+                f"the prior covariance factor must be ({dim}, {dim}) (or ({dim},) standard "
+                f"deviations) to match `mean` ({dim} entries when flattened), got "
+                f"{factor.shape}."
             )
         kernel = build_kernel(max_shrinks)
 
