@@ -98,6 +98,13 @@ def mle_nll(x, y, num_train, steps=300):
         return np.asarray(jax.jit(jax.vmap(fit_and_score))(x64, y64))
 
 
+def _display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def run(model_dir: Path, num_datasets: int) -> dict:
     config = json.loads((model_dir / "config.json").read_text())
     prior = amortize.prior_from_spec(config["prior"])
@@ -143,7 +150,7 @@ def run(model_dir: Path, num_datasets: int) -> dict:
     all_gaps = np.array([r["gap"] for r in rows])
     return {
         "machine": machine_description(),
-        "model": str(model_dir),
+        "model": _display_path(model_dir),
         "prior": config["prior"],
         "training": config["training"],
         "num_datasets": num_datasets,
@@ -192,6 +199,9 @@ def plot(result: dict, path: Path) -> None:
         n = [r["num_train"] for r in rows]
         for key, label in (("exact_nll", "exact GP"), ("pfn_nll", "PFN"), ("mle_nll", "MLE-II")):
             ax.plot(n, [r[key] for r in rows], marker="o", label=label)
+        # MLE-II overfits two or five points badly; keep the PFN and exact curves readable.
+        values = [r[k] for r in rows for k in ("exact_nll", "pfn_nll")]
+        ax.set_ylim(min(values) - 0.2, max(values) + 0.6)
         ax.set_xlabel("train points")
         ax.set_ylabel("test NLL per point (nats)")
         ax.set_title(f"{d}-d inputs")

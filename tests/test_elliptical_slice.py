@@ -88,6 +88,16 @@ def test_pytree_positions_cholesky_and_whitened_prior(problem):
     np.testing.assert_array_equal(again.position, flat_state.position)
     jitted, _ = jax.jit(flat_kernel.step)(key, flat_kernel.init(jnp.zeros(6)))
     np.testing.assert_allclose(jitted.position, flat_state.position, rtol=1e-5, atol=1e-6)
+    # A vector factor is a diagonal covariance: the same step as the dense diagonal matrix.
+    stds = jnp.sqrt(jnp.diagonal(jnp.asarray(cov)))
+    diagonal = mcmc.elliptical_slice(loglik, mean=jnp.zeros(6), cov_cholesky=stds)
+    dense = mcmc.elliptical_slice(loglik, mean=jnp.zeros(6), cov=jnp.diag(stds**2))
+    np.testing.assert_allclose(
+        diagonal.step(key, diagonal.init(jnp.zeros(6)))[0].position,
+        dense.step(key, dense.init(jnp.zeros(6)))[0].position,
+        rtol=1e-5,
+        atol=1e-6,
+    )
     # Whitened prior (identity covariance) works without a factor.
     white = mcmc.elliptical_slice(lambda z: loglik(jnp.asarray(chol) @ z), mean=jnp.zeros(6))
     state, info = white.step(key, white.init(jnp.zeros(6)))
