@@ -98,6 +98,119 @@ def mle_nll(x, y, num_train, steps=300):
         return np.asarray(jax.jit(jax.vmap(fit_and_score))(x64, y64))
 
 
+HYPER_TRAIN_SIZES = (10, 30)
+
+
+def nuts_nll(prior, x, y, num_train, seed):
+    """Posterior predictive NLL with NUTS over the GP hyperparameters (``pi.sample``)."""
+    import numpyro
+    import numpyro.distributions as dist
+    from jax.scipy.special import logsumexp
+
+    import probinfer as pi
+
+    def model(x_train, y_train):
+        lengthscale = numpyro.sample("lengthscale", dist.LogNormal(*prior.log_lengthscale))
+        variance = numpyro.sample("variance", dist.LogNormal(*prior.log_variance))
+        noise = numpyro.sample("noise", dist.LogNormal(*prior.log_noise))
+        kernel = nngp.rbf(lengthscale, variance)
+        numpyro.sample(
+            "y", nngp.gaussian_process(kernel, x_train, noise=noise, jitter=1e-6), obs=y_train
+        )
+
+    x_train, y_train = x[:num_train], y[:num_train]
+    idata = pi.sample(
+        model, x_train, y_train, chains=2, warmup=500, draws=500, seed=seed, progress=False
+    )
+    draws = {k: jnp.asarray(idata.posterior[k].values.reshape(-1)) for k in
+             ("lengthscale", "variance", "noise")}  # fmt: skip
+
+    @jax.jit
+    def log_density(lengthscale, variance, noise):
+        process = nngp.ScaleMixtureProcess(
+            nngp.rbf(lengthscale, variance), None, noise + 1e-6, jitter=0.0
+        )
+        predictive = process.condition(x_train, y_train).predict(x[num_train:])
+        return predictive.log_prob(y[num_train:])
+
+    log_p = jax.vmap(log_density)(draws["lengthscale"], draws["variance"], draws["noise"])
+    mixture = logsumexp(log_p, axis=0) - jnp.log(log_p.shape[0])
+    return -float(jnp.mean(mixture))
+
+
+def run_hyper(model_dir: Path, num_datasets: int) -> dict:
+    """The hyperprior PFN against NUTS over the hyperparameters, on 1-d datasets."""
+    config = json.loads((model_dir / "config.json").read_text())
+    prior = amortize.prior_from_spec(config["prior"])
+    model = amortize.load(model_dir)
+    single = jax.jit(lambda a, b, c: model(a, b, c))
+    rows = []
+    key = jax.random.key(2024)
+    for num_train in HYPER_TRAIN_SIZES:
+        key, key_data = jax.random.split(key)
+        x, y = draw_datasets(prior, key_data, num_datasets, num_train + NUM_TEST, 1)
+        x, y = np.asarray(x), np.asarray(y)
+        nuts_nll(prior, x[0], y[0], num_train, seed=0)  # compile once, off the clock
+        pfn_values, nuts_values, pfn_times, nuts_times = [], [], [], []
+        for i in range(num_datasets):
+            args = (jnp.asarray(x[i, :num_train]), jnp.asarray(y[i, :num_train]),
+                    jnp.asarray(x[i, num_train:]))  # fmt: skip
+            jax.block_until_ready(single(*args))
+            start = time.perf_counter()
+            logits = jax.block_until_ready(single(*args))
+            pfn_times.append(time.perf_counter() - start)
+            pfn_values.append(-float(jnp.mean(model.bar.log_prob(logits, y[i, num_train:]))))
+            start = time.perf_counter()
+            nuts_values.append(nuts_nll(prior, x[i], y[i], num_train, seed=i + 1))
+            nuts_times.append(time.perf_counter() - start)
+        gap = np.array(pfn_values) - np.array(nuts_values)
+        rows.append(
+            {
+                "num_features": 1,
+                "num_train": num_train,
+                "pfn_nll": float(np.mean(pfn_values)),
+                "nuts_nll": float(np.mean(nuts_values)),
+                "gap": float(gap.mean()),
+                "gap_se": float(gap.std(ddof=1) / np.sqrt(num_datasets)),
+                "pfn_seconds_per_dataset": float(np.median(pfn_times)),
+                "nuts_seconds_per_dataset": float(np.median(nuts_times)),
+                "speedup": float(np.median(nuts_times) / np.median(pfn_times)),
+            }
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    return {
+        "machine": machine_description(),
+        "model": _display_path(model_dir),
+        "prior": config["prior"],
+        "training": config["training"],
+        "num_datasets": num_datasets,
+        "rows": rows,
+    }
+
+
+def markdown_hyper(result: dict) -> str:
+    lines = [
+        "# PFN (GP with hyperpriors) against NUTS over the hyperparameters",
+        "",
+        f"Machine: `{json.dumps(result['machine'])}`",
+        "",
+        f"Model `{result['model']}`; prior `{json.dumps(result['prior'])}`; "
+        f"{result['num_datasets']} held-out 1-d datasets per row, {NUM_TEST} test points; NUTS: "
+        "`pi.sample`, 2 chains x 500 warm-up + 500 draws, predictive = mixture over draws.",
+        "",
+        "| train points | NUTS | PFN | PFN - NUTS (± s.e.) | NUTS s/dataset | PFN s/dataset "
+        "| speed-up |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['num_train']} | {r['nuts_nll']:.4f} | {r['pfn_nll']:.4f} | "
+            f"{r['gap']:+.4f} ± {r['gap_se']:.4f} | {r['nuts_seconds_per_dataset']:.2f} | "
+            f"{r['pfn_seconds_per_dataset'] * 1e3:.2f} ms | {r['speedup']:.0f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _display_path(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd()))
@@ -215,7 +328,18 @@ def main() -> None:
     parser.add_argument("--model", default=str(amortize.PRETRAINED_GP))
     parser.add_argument("--datasets", type=int, default=200)
     parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument(
+        "--hyper-model", help="a GP-hyperprior PFN: compare it with NUTS (writes pfn_hyper.*)"
+    )
     args = parser.parse_args()
+    if args.hyper_model:
+        result = run_hyper(Path(args.hyper_model), args.datasets)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "pfn_hyper.json").write_text(json.dumps(result, indent=2))
+        (out / "pfn_hyper.md").write_text(markdown_hyper(result))
+        print(markdown_hyper(result))
+        return
     result = run(Path(args.model), args.datasets)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
