@@ -101,40 +101,50 @@ def mle_nll(x, y, num_train, steps=300):
 HYPER_TRAIN_SIZES = (10, 30)
 
 
-def nuts_nll(prior, x, y, num_train, seed):
-    """Posterior predictive NLL with NUTS over the GP hyperparameters (``pi.sample``)."""
-    import numpyro
-    import numpyro.distributions as dist
+@jax.jit
+def _mixture_log_density(x_train, y_train, x_test, y_test, lengthscale, variance, noise):
+    """``log mean_draws N(y_test; GP predictive at the draw's hyperparameters)``."""
     from jax.scipy.special import logsumexp
 
+    def one(ls, var, nz):
+        process = nngp.ScaleMixtureProcess(nngp.rbf(ls, var), None, nz + 1e-6, jitter=0.0)
+        return process.condition(x_train, y_train).predict(x_test).log_prob(y_test)
+
+    log_p = jax.vmap(one)(lengthscale, variance, noise)
+    return logsumexp(log_p, axis=0) - jnp.log(log_p.shape[0])
+
+
+def gp_hyper_model(x_train, y_train, hyperprior):
+    """The GP-with-hyperpriors regression model, for NUTS (module level: compiled once)."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    lengthscale = numpyro.sample("lengthscale", dist.LogNormal(*hyperprior[0]))
+    variance = numpyro.sample("variance", dist.LogNormal(*hyperprior[1]))
+    noise = numpyro.sample("noise", dist.LogNormal(*hyperprior[2]))
+    kernel = nngp.rbf(lengthscale, variance)
+    numpyro.sample(
+        "y", nngp.gaussian_process(kernel, x_train, noise=noise, jitter=1e-6), obs=y_train
+    )
+
+
+def nuts_nll(prior, x, y, num_train, seed):
+    """Posterior predictive NLL with NUTS over the GP hyperparameters (``pi.sample``)."""
     import probinfer as pi
 
-    def model(x_train, y_train):
-        lengthscale = numpyro.sample("lengthscale", dist.LogNormal(*prior.log_lengthscale))
-        variance = numpyro.sample("variance", dist.LogNormal(*prior.log_variance))
-        noise = numpyro.sample("noise", dist.LogNormal(*prior.log_noise))
-        kernel = nngp.rbf(lengthscale, variance)
-        numpyro.sample(
-            "y", nngp.gaussian_process(kernel, x_train, noise=noise, jitter=1e-6), obs=y_train
-        )
-
+    hyperprior = jnp.asarray([prior.log_lengthscale, prior.log_variance, prior.log_noise])
     x_train, y_train = x[:num_train], y[:num_train]
     idata = pi.sample(
-        model, x_train, y_train, chains=2, warmup=500, draws=500, seed=seed, progress=False
-    )
+        gp_hyper_model, x_train, y_train, hyperprior, chains=2, warmup=500, draws=500,
+        seed=seed, progress=False,
+    )  # fmt: skip
     draws = {k: jnp.asarray(idata.posterior[k].values.reshape(-1)) for k in
              ("lengthscale", "variance", "noise")}  # fmt: skip
 
-    @jax.jit
-    def log_density(lengthscale, variance, noise):
-        process = nngp.ScaleMixtureProcess(
-            nngp.rbf(lengthscale, variance), None, noise + 1e-6, jitter=0.0
-        )
-        predictive = process.condition(x_train, y_train).predict(x[num_train:])
-        return predictive.log_prob(y[num_train:])
-
-    log_p = jax.vmap(log_density)(draws["lengthscale"], draws["variance"], draws["noise"])
-    mixture = logsumexp(log_p, axis=0) - jnp.log(log_p.shape[0])
+    mixture = _mixture_log_density(
+        x_train, y_train, x[num_train:], y[num_train:],
+        draws["lengthscale"], draws["variance"], draws["noise"],
+    )  # fmt: skip
     return -float(jnp.mean(mixture))
 
 

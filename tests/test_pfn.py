@@ -214,3 +214,14 @@ def test_config_and_prior_spec_errors():
     with pytest.raises(ValueError, match="bad prior settings"):
         amortize.prior_from_spec({"type": "linear", "slope": 1.0})
     assert isinstance(amortize.prior_from_spec({"type": "gp", "num_features": 3}), amortize.GPPrior)
+
+
+@pytest.mark.parametrize("folder", [amortize.PRETRAINED_GP, amortize.PRETRAINED_GP_HYPER])
+def test_shipped_models_load_and_predict(folder):
+    model = amortize.load(folder)
+    assert model.num_features == 3 and model.max_train == 50
+    x = np.linspace(-0.9, 0.9, 12)[:, None]
+    predictive = amortize.predict(model, x, np.sin(3 * x[:, 0]), np.array([[0.05], [0.5]]))
+    # A smooth function seen at 12 points: the prediction is close and confident.
+    np.testing.assert_allclose(predictive.mean, np.sin(3 * np.array([0.05, 0.5])), atol=0.25)
+    assert np.all(predictive.stddev < 0.5)

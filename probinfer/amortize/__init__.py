@@ -33,10 +33,13 @@ from probinfer.amortize.priors import (
 
 PRETRAINED_GP = Path(__file__).parent / "pretrained" / "gp_rbf"
 """The shipped GP-prior PFN (see ``pretrained/gp_rbf/README.md`` for how it was trained)."""
+PRETRAINED_GP_HYPER = Path(__file__).parent / "pretrained" / "gp_hyper"
+"""The shipped PFN for a GP with log-normal hyperpriors (``pretrained/gp_hyper/README.md``)."""
 
 __all__ = [
     "PFN",
     "PRETRAINED_GP",
+    "PRETRAINED_GP_HYPER",
     "AbstractDatasetPrior",
     "BNNPrior",
     "BarDistribution",
