@@ -160,13 +160,17 @@ def _pfn_train(arguments: argparse.Namespace, console: Console) -> int:
             soft_wrap=True,
         )
         return 2
-    _, losses = amortize.train(
-        prior,
-        training,
-        checkpoint_dir=arguments.out,
-        prior_spec=prior_spec,
-        progress=not arguments.quiet,
-    )
+    try:
+        _, losses = amortize.train(
+            prior,
+            training,
+            checkpoint_dir=arguments.out,
+            prior_spec=prior_spec,
+            progress=not arguments.quiet,
+        )
+    except ValueError as error:
+        console.print(f"[red]{error}", soft_wrap=True)
+        return 2
     if losses.size:
         console.print(f"final loss (mean of last 100 steps): {losses[-100:].mean():.4f}")
     console.print(f"model in {arguments.out}")
@@ -194,7 +198,15 @@ def _pfn_predict(arguments: argparse.Namespace, console: Console) -> int:
         "quantiles": {str(q): predictive.quantile(q).tolist() for q in (0.05, 0.5, 0.95)},
     }
     if "y_test" in data:
-        log_prob = predictive.log_prob(np.asarray(data["y_test"]))
+        y_test = np.asarray(data["y_test"], dtype=float)
+        if y_test.shape != predictive.mean.shape:
+            console.print(
+                f"[red]`y_test` has shape {y_test.shape} but `x_test` has "
+                f"{predictive.mean.shape[0]} points; pass one target per test input.",
+                soft_wrap=True,
+            )
+            return 2
+        log_prob = predictive.log_prob(y_test)
         result["log_prob"] = log_prob.tolist()
         console.print(f"mean test log density: {float(log_prob.mean()):.4f}")
     text = json.dumps(result, indent=2)

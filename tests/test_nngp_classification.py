@@ -135,3 +135,11 @@ def test_classifier_scale_posterior_matches_reference():
     assert not check_expectation(log_s, mean + 0.3 * np.sqrt(var), name="shifted").ok
     prior_mean = np.log(b) - scipy.special.digamma(a)  # a sampler ignoring the labels
     assert not check_expectation(log_s, prior_mean, name="prior").ok
+
+
+def test_thin_larger_than_draws_is_an_error():
+    with pytest.raises(ValueError, match="thin"):
+        nngp.sample_classifier(
+            jax.random.key(0), nngp.mlp(1), np.ones((4, 2)), np.array([0, 1, 0, 1]),
+            num_draws=3, thin=5,
+        )  # fmt: skip

@@ -242,3 +242,25 @@ def test_float64_kernels():
 def test_bad_input_errors(make, match):
     with pytest.raises((ValueError, TypeError), match=match):
         make()
+
+
+def test_gradients_stay_finite_at_zero_variance_and_for_quadrature_layers():
+    """Review findings: padded zero rows (ReLU, no bias) and rho = 1 (Gauss-Hermite)."""
+    x = jax.random.normal(jax.random.key(0), (5, 2))
+
+    def relu_total(w):
+        return jnp.sum(nngp.serial(nngp.dense(w), nngp.relu(), nngp.dense(w))(x, block_size=2))
+
+    def traced_total(w):  # under grad the blocks run in one lax.map, padded to 6 rows
+        return relu_total(w)
+
+    def tanh_total(w):
+        stack = nngp.serial(nngp.dense(w, 0.1), nngp.elementwise(jnp.tanh), nngp.dense(w, 0.1))
+        return jnp.sum(stack(x))
+
+    assert np.isfinite(jax.grad(traced_total)(1.5))
+    assert np.isfinite(jax.grad(tanh_total)(1.5))
+    zero_row = jnp.concatenate([x, jnp.zeros((1, 2))])
+    assert np.isfinite(
+        jax.grad(lambda w: jnp.sum(nngp.serial(nngp.dense(w), nngp.relu())(zero_row)))(1.0)
+    )

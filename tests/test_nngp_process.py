@@ -9,6 +9,7 @@
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import numpyro
 import pytest
@@ -313,3 +314,16 @@ def test_stationary_kernels_match_closed_forms_and_plug_into_processes():
         np.testing.assert_allclose(predictive.mean, np.sin(x[:, 0]), atol=0.05)
     with pytest.raises(ValueError, match="lengthscale"):
         nngp.rbf(-1.0)
+
+
+def test_review_edge_cases():
+    # Stationary kernels far from the origin keep the exact diagonal (no cancellation).
+    x = 5.0 + 1e-3 * np.random.default_rng(0).normal(size=(4, 2))
+    np.testing.assert_allclose(np.diag(nngp.matern52(0.01)(x)), 1.0, rtol=1e-5)
+    # Prior draws that underflow to s = 0 do not poison importance sampling.
+    weights = nngp.importance_sampling(jax.random.key(0), nngp.gamma(0.02, 1.0), 3.0, 5)
+    assert np.isfinite(weights.log_normalizer) and np.isfinite(weights.ess)
+    # The Student-t CDF is resolved near its centre in float32.
+    t = nngp.StudentTPredictive(jnp.asarray(10.0), jnp.zeros(1), jnp.ones(1))
+    np.testing.assert_allclose(t.quantile(0.5), 0.0, atol=1e-5)
+    np.testing.assert_allclose(t.cdf(jnp.asarray([1e-3])), 0.5003891, atol=2e-6)

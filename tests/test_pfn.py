@@ -157,6 +157,9 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path):
     config = amortize.TrainingConfig(num_steps=200, steps_per_chunk=50, **TINY)
     model, losses = amortize.train(prior, config, progress=False)
     assert losses.shape == (200,)
+    # The bucket borders are fixed at the prior's quantiles, never trained.
+    fresh = amortize.initial_state(prior, config).model
+    np.testing.assert_array_equal(np.asarray(model.bar.borders), np.asarray(fresh.bar.borders))
     # Per-batch losses are noisy; compare means of the first and last 50 steps.
     assert losses[-50:].mean() < losses[:50].mean() - 0.1, (losses[:50].mean(), losses[-50:].mean())
 
@@ -204,6 +207,9 @@ def test_predict_warns_on_extrapolation_and_pads_features():
         warnings.simplefilter("error")
         one_feature = amortize.predict(model, np.zeros((3, 1)), np.zeros(3), np.zeros((2, 1)))
     assert one_feature.mean.shape == (2,)
+    # A 1-d array is one feature per point, whatever the model's feature count.
+    flat = amortize.predict(model, np.zeros(3), np.zeros(3), np.array([0.1, 0.5]))
+    assert flat.mean.shape == (2,)
 
 
 def test_config_and_prior_spec_errors():

@@ -81,7 +81,7 @@ def _logits(model: PFN, x_train: Array, y_train: Array, x_test: Array) -> Array:
 def _as_inputs(x: ArrayLike, name: str, num_features: int) -> np.ndarray:
     array = np.asarray(x, dtype=np.float32)
     if array.ndim == 1:
-        array = array[:, None] if num_features == 1 else array[None, :]
+        array = array[:, None]  # one feature per point
     if array.ndim != 2:
         raise ValueError(f"`{name}` must have shape (num_points, num_features), got {array.shape}.")
     if array.shape[1] > num_features:

@@ -113,6 +113,12 @@ class TrainState(eqx.Module):
     step: Array
 
 
+def trainable(model: PFN) -> PFN:
+    """The filter spec of the trained leaves: every float array except the bucket borders."""
+    spec = jax.tree.map(eqx.is_inexact_array, model)
+    return eqx.tree_at(lambda m: m.bar.borders, spec, replace=False)
+
+
 def make_optimizer(config: TrainingConfig) -> optax.GradientTransformation:
     """Clipping, then AdamW on a linear warm-up + cosine decay schedule."""
     schedule = optax.warmup_cosine_decay_schedule(
@@ -158,7 +164,7 @@ def initial_state(prior: AbstractDatasetPrior, config: TrainingConfig) -> TrainS
     key_bar, key_model, key_run = jax.random.split(key, 3)
     bar = bar_from_prior(key_bar, prior, config)
     model = build_model(bar, prior.num_features, config, key=key_model)
-    opt_state = make_optimizer(config).init(eqx.filter(model, eqx.is_inexact_array))
+    opt_state = make_optimizer(config).init(eqx.filter(model, trainable(model)))
     return TrainState(model, opt_state, jax.random.key_data(key_run), jnp.asarray(0, jnp.int32))
 
 
@@ -184,7 +190,7 @@ def _chunk_fn(
 
     @eqx.filter_jit
     def run_chunk(state: TrainState, num_steps: int) -> tuple[TrainState, Array]:
-        params, static = eqx.partition(state.model, eqx.is_inexact_array)
+        params, static = eqx.partition(state.model, trainable(state.model))
         base_key = jax.random.wrap_key_data(state.key)
 
         def step(carry: tuple, _: None) -> tuple[tuple, Array]:

@@ -41,13 +41,19 @@ class TransformerLayer(eqx.Module):
     def __init__(self, width: int, num_heads: int, mlp_width: int, *, key: PRNGKeyArray) -> None:
         key_attention, key_in, key_out = jax.random.split(key, 3)
         attention = eqx.nn.MultiheadAttention(num_heads, width, key=key_attention)
+        # MultiheadAttention's output projection has no bias by default: zero weights make
+        # the attention branch start at zero.
         self.attention = eqx.tree_at(
             lambda a: a.output_proj.weight, attention, jnp.zeros_like(attention.output_proj.weight)
         )
         self.attention_norm = eqx.nn.LayerNorm(width)
         self.mlp_in = eqx.nn.Linear(width, mlp_width, key=key_in)
         mlp_out = eqx.nn.Linear(mlp_width, width, key=key_out)
-        self.mlp_out = eqx.tree_at(lambda m: m.weight, mlp_out, jnp.zeros_like(mlp_out.weight))
+        self.mlp_out = eqx.tree_at(
+            lambda m: (m.weight, m.bias),
+            mlp_out,
+            (jnp.zeros_like(mlp_out.weight), jnp.zeros_like(mlp_out.bias)),
+        )
         self.mlp_norm = eqx.nn.LayerNorm(width)
 
     def __call__(self, tokens: Float[Array, "seq width"], mask: Array) -> Array:

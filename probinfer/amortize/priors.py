@@ -3,9 +3,10 @@
 A prior is an equinox module with ``sample(key, num_points) -> (x, y)`` where ``x`` is
 ``(num_points, num_features)`` and ``y`` is ``(num_points,)``; batch with ``vmap``. Inputs
 are uniform on ``[-1, 1]`` in the first ``num_active`` features and zero in the rest, so
-one network serves inputs of 1..``num_features`` dimensions (zero columns change neither
-distances nor dot products, hence not the kernels below): :func:`sample_batch` draws the
-number of active features per batch, as Müller et al. (2022) vary it.
+one network serves inputs of 1..``num_features`` dimensions: :func:`sample_batch` draws the
+number of active features per batch, as Müller et al. (2022) vary it. Zero columns leave
+distances (the stationary kernels) unchanged; kernels that normalise by the input
+dimension (NNGP stacks: ``x . x' / d``) and the BNN prior's fan-in do count them.
 
 - :class:`GPPrior`: a GP with a fixed kernel (``nngp.rbf``, ``nngp.matern52``, an NNGP
   stack, any :class:`~probinfer.nngp.AbstractKernel`) and noise.

@@ -84,13 +84,18 @@ def _slice_step(
     """One univariate slice-sampling step with stepping out; returns ``(x, evaluations)``."""
     key_u, key_position, key_shrink = jax.random.split(key, 3)
     threshold = logdensity_fn(x0) + jnp.log(jax.random.uniform(key_u, dtype=x0.dtype))
+    key_position, key_budget = jax.random.split(key_position)
     lower = x0 - width * jax.random.uniform(key_position, dtype=x0.dtype)
     upper = lower + width
+    # Neal (2003, fig. 3): one budget of SLICE_MAX_STEPS split at random between the two
+    # sides keeps the step reversible when the budget binds.
+    budget_lower = jax.random.randint(key_budget, (), 0, SLICE_MAX_STEPS)
+    budget_upper = SLICE_MAX_STEPS - 1 - budget_lower
 
-    def step_out(bound: Array, direction: float) -> tuple[Array, Array]:
+    def step_out(bound: Array, direction: float, budget: Array) -> tuple[Array, Array]:
         def cond(carry: tuple[Array, Array]) -> Array:
             value, steps = carry
-            return (steps < SLICE_MAX_STEPS) & (logdensity_fn(value) > threshold)
+            return (steps < budget) & (logdensity_fn(value) > threshold)
 
         def body(carry: tuple[Array, Array]) -> tuple[Array, Array]:
             value, steps = carry
@@ -98,8 +103,8 @@ def _slice_step(
 
         return jax.lax.while_loop(cond, body, (bound, jnp.asarray(0)))
 
-    lower, steps_lower = step_out(lower, -1.0)
-    upper, steps_upper = step_out(upper, 1.0)
+    lower, steps_lower = step_out(lower, -1.0, budget_lower)
+    upper, steps_upper = step_out(upper, 1.0, budget_upper)
 
     def cond(carry: tuple) -> Array:
         *_, accepted, steps = carry
@@ -260,6 +265,11 @@ def sample_classifier(
     for value, name in ((num_chains, "num_chains"), (num_draws, "num_draws"), (thin, "thin")):
         if int(value) < 1:
             raise ValueError(f"`{name}` must be >= 1, got {value}.")
+    if int(thin) > int(num_draws):
+        raise ValueError(
+            f"`thin` ({thin}) must be <= `num_draws` ({num_draws}): `num_draws // thin` "
+            "draws are kept."
+        )
     x = jnp.asarray(x_np, jnp.result_type(float))
     cov = kernel(x) + jitter * jnp.eye(x.shape[0], dtype=x.dtype)
     eigenvalues, eigenvectors = jnp.linalg.eigh(cov)

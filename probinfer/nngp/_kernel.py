@@ -100,7 +100,8 @@ def _matrix_traced(
     """All blocks in one program (``lax.map``): differentiable, usable inside ``jit``."""
     num_rows = x1.shape[0]
     num_blocks = -(-num_rows // block_rows)
-    padded = jnp.pad(x1, ((0, num_blocks * block_rows - num_rows), (0, 0)))
+    # Edge padding (repeat the last row): zero rows would have zero variance.
+    padded = jnp.pad(x1, ((0, num_blocks * block_rows - num_rows), (0, 0)), mode="edge")
     blocks = padded.reshape(num_blocks, block_rows, x1.shape[1])
     out = jax.lax.map(lambda rows: _block(layer, rows, x2, kind), blocks)
     return out.reshape(num_blocks * block_rows, x2.shape[0])[:num_rows]

@@ -140,16 +140,27 @@ class Dense(AbstractLayer):
         return KernelState(cov, w * state.var1 + b, w * state.var2 + b, w * state.ntk + cov)
 
 
+def _safe_sqrt(value: Array) -> Array:
+    """``sqrt(max(value, 0))`` with a zero (not NaN) gradient at zero."""
+    is_positive = value > 0
+    return jnp.where(is_positive, jnp.sqrt(jnp.where(is_positive, value, 1.0)), 0.0)
+
+
 def _correlation(state: KernelState) -> tuple[Array, Array]:
     """Return ``sqrt(var1 var2)`` and the correlation, clipped inside (-1, 1).
 
     The clip keeps ``arccos`` differentiable on the diagonal (correlation exactly 1), where
     its derivative is infinite; the value changes by far less than the dtype's resolution.
     """
-    norm = jnp.sqrt(state.var1 * state.var2)
-    safe_norm = jnp.where(norm > 0, norm, 1.0)
+    # where-safe sqrt and division: a zero variance (zero input, no bias) must not make the
+    # gradient NaN through sqrt'(0) times a zero cotangent.
+    product = state.var1 * state.var2
+    is_positive = product > 0
+    safe_product = jnp.where(is_positive, product, 1.0)
+    norm = jnp.where(is_positive, jnp.sqrt(safe_product), 0.0)
     bound = 1.0 - jnp.finfo(state.cov.dtype).eps
-    return norm, jnp.clip(state.cov / safe_norm, -bound, bound)
+    correlation = jnp.where(is_positive, state.cov / jnp.sqrt(safe_product), 0.0)
+    return norm, jnp.clip(correlation, -bound, bound)
 
 
 # Abramowitz & Stegun 4.4.46: arccos(x) = sqrt(1 - x) * sum_k a_k x^k + e, |e| <= 2e-8 on
@@ -259,9 +270,11 @@ class Elementwise(AbstractLayer):
 
         def expectation(fn: Callable[[Array], Array], cov: Array, v1: Array, v2: Array) -> Array:
             """``E[fn(u) fn(v)]``: a scan over the outer node keeps memory at one node axis."""
-            s1, s2 = jnp.sqrt(v1), jnp.sqrt(v2)
+            s1, s2 = _safe_sqrt(v1), _safe_sqrt(v2)
             norm = s1 * s2
-            rho = jnp.clip(cov / jnp.where(norm > 0, norm, 1.0), -1.0, 1.0)
+            # Strictly inside (-1, 1): sqrt(1 - rho^2) has an infinite derivative at 1.
+            bound = 1.0 - jnp.finfo(cov.dtype).eps
+            rho = jnp.clip(cov / jnp.where(norm > 0, norm, 1.0), -bound, bound)
             rho_c = jnp.sqrt(1 - rho**2)
 
             def outer(total: Array, node_weight: tuple[Array, Array]) -> tuple[Array, None]:

@@ -171,8 +171,13 @@ class StudentTPredictive(AbstractPredictive):
     def cdf(self, y: ArrayLike) -> Array:
         """Student-t CDF via the regularised incomplete beta function."""
         t = (y - self.loc) / jnp.sqrt(self.scale_squared)
-        tail = 0.5 * betainc(self.df / 2, 0.5, self.df / (self.df + t**2))
-        return jnp.where(t > 0, 1 - tail, tail)
+        t2 = t**2
+        # Two forms of the same function: the tail form for |t| large, and the central
+        # form near 0, where df / (df + t^2) rounds to 1 in float32.
+        tail = 0.5 * betainc(self.df / 2, 0.5, self.df / (self.df + t2))
+        central = 0.5 * betainc(0.5, self.df / 2, t2 / (self.df + t2))
+        lower_tail = jnp.where(t2 < self.df, 0.5 - central, tail)
+        return jnp.where(t > 0, 1 - lower_tail, lower_tail)
 
     def sample(self, key: PRNGKeyArray, num_samples: int) -> Array:
         """Student-t draws."""

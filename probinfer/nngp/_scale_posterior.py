@@ -153,21 +153,21 @@ def adaptive_quadrature(
     quad_form: float,
     num_obs: float,
     *,
-    rtol: float = 1e-10,
+    rtol: float | None = None,
     min_nodes: int = 256,
     max_nodes: int = 2**16,
 ) -> tuple[ScaleWeights, float]:
     """:func:`quadrature` with the nodes doubled until ``log_normalizer`` converges.
 
     The exact reference for general scale priors: stops when two successive estimates of
-    ``log_normalizer`` differ by less than ``rtol`` (absolute, in nats); run it in float64
-    for ``rtol`` below ~1e-6.
+    ``log_normalizer`` differ by less than ``rtol`` (absolute, in nats).
 
     Args:
         scale_prior: NumPyro distribution of ``s``.
         quad_form: ``q``.
         num_obs: ``n``.
-        rtol: tolerance on ``log_normalizer`` in nats.
+        rtol: tolerance on ``log_normalizer`` in nats (default 1e-10 in float64, 1e-5 in
+            float32, which cannot resolve less).
         min_nodes: first number of nodes.
         max_nodes: give up beyond this many nodes.
 
@@ -177,6 +177,8 @@ def adaptive_quadrature(
     Raises:
         RuntimeError: if ``max_nodes`` is reached first.
     """
+    if rtol is None:
+        rtol = 1e-10 if jnp.result_type(float) == jnp.float64 else 1e-5
     num_nodes = min_nodes
     previous = quadrature(scale_prior, quad_form, num_obs, num_nodes=num_nodes)
     while num_nodes < max_nodes:
@@ -188,7 +190,8 @@ def adaptive_quadrature(
         previous = current
     raise RuntimeError(
         f"scale-posterior quadrature did not converge to {rtol} nats with {max_nodes} nodes; "
-        "check that the prior has a density on s > 0 or loosen `rtol`."
+        "enable float64 (`jax.config.update('jax_enable_x64', True)`), loosen `rtol`, or "
+        "check that the prior has a density on s > 0."
     )
 
 
@@ -219,6 +222,8 @@ def importance_sampling(
     scales = scale_prior.sample(key, (num_samples,))
     log_scales = jnp.log(scales)
     log_masses = log_scale_likelihood(log_scales, jnp.asarray(quad_form), num_obs)
+    # A draw that underflows to s = 0 gives inf - inf; its likelihood is 0 there.
+    log_masses = jnp.where(jnp.isfinite(log_masses), log_masses, -jnp.inf)
     log_normalizer = logsumexp(log_masses) - jnp.log(num_samples)
     return _weights(log_scales, log_masses, log_normalizer)
 

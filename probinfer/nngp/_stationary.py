@@ -22,7 +22,10 @@ from probinfer.nngp._kernel import AbstractKernel
 
 def _scaled_squared_distance(x1: Array, x2: Array, lengthscale: Array) -> Array:
     scale = jnp.atleast_1d(lengthscale)[None, :]  # (1, 1) or (1, d): same rank as x
-    a, b = x1 / scale, x2 / scale
+    # Centring first keeps |a|^2 + |b|^2 - 2 a.b from cancelling catastrophically when the
+    # inputs sit far from the origin relative to the lengthscale (distances are unchanged).
+    center = jnp.mean(x1, axis=0, keepdims=True)
+    a, b = (x1 - center) / scale, (x2 - center) / scale
     squared = (
         jnp.sum(a**2, axis=-1, keepdims=True)
         + jnp.sum(b**2, axis=-1, keepdims=True).T
