@@ -188,14 +188,7 @@ def run_hyper(model_dir: Path, num_datasets: int) -> dict:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-    return {
-        "machine": machine_description(),
-        "model": _display_path(model_dir),
-        "prior": config["prior"],
-        "training": config["training"],
-        "num_datasets": num_datasets,
-        "rows": rows,
-    }
+    return _result(model_dir, config, num_datasets, rows)
 
 
 def markdown_hyper(result: dict) -> str:
@@ -219,6 +212,18 @@ def markdown_hyper(result: dict) -> str:
             f"{r['pfn_seconds_per_dataset'] * 1e3:.2f} ms | {r['speedup']:.0f}x |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _result(model_dir: Path, config: dict, num_datasets: int, rows: list[dict]) -> dict:
+    """The fields every PFN benchmark result carries."""
+    return {
+        "machine": machine_description(),
+        "model": _display_path(model_dir),
+        "prior": config["prior"],
+        "training": config["training"],
+        "num_datasets": num_datasets,
+        "rows": rows,
+    }
 
 
 def _display_path(path: Path) -> str:
@@ -271,16 +276,9 @@ def run(model_dir: Path, num_datasets: int) -> dict:
             )
             print(json.dumps(rows[-1]), flush=True)
     all_gaps = np.array([r["gap"] for r in rows])
-    return {
-        "machine": machine_description(),
-        "model": _display_path(model_dir),
-        "prior": config["prior"],
-        "training": config["training"],
-        "num_datasets": num_datasets,
-        "rows": rows,
-        "mean_gap": float(all_gaps.mean()),
-        "max_gap": float(all_gaps.max()),
-    }
+    result = _result(model_dir, config, num_datasets, rows)
+    result.update(mean_gap=float(all_gaps.mean()), max_gap=float(all_gaps.max()))
+    return result
 
 
 def markdown(result: dict) -> str:

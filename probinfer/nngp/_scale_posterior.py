@@ -22,6 +22,7 @@ with normalised log weights, and ``log_normalizer = log E_prior[s^(-n/2) exp(-q/
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -89,7 +90,9 @@ def inverse_gamma_posterior(
     return a_post, b_post, log_normalizer
 
 
-def _log_posterior_fn(scale_prior: dist.Distribution, quad_form: Array, num_obs: ArrayLike):  # noqa: ANN202
+def _log_posterior_fn(
+    scale_prior: dist.Distribution, quad_form: Array, num_obs: ArrayLike
+) -> Callable[[Array], Array]:
     """Unnormalised log posterior density of ``t = log s`` (prior Jacobian included)."""
 
     def log_posterior(t: Array) -> Array:
