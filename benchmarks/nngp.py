@@ -27,10 +27,14 @@ error over splits.
 pixels / 16): 1,000 training images, the other 797 as the clean test set, and the same test
 images corrupted (each pixel replaced with probability 0.3 by a uniform random intensity).
 Latent processes with an MLP kernel (depth 2, weight variance 2, bias variance 0.1) and a
-softmax likelihood, sampled by elliptical slice (latents) and two slice moves on ``log s``:
-NNGP with ``s = 1``, Student-t (``s ~ InvGamma(2, 2)``) and Burr XII (``c = 2``, ``k = 1``);
-4 chains x (4,000 warm-up + 2,000 kept, thinned by 10), started near the joint mode.
-Reported: accuracy and NLL per image, and R-hat of ``log s``.
+softmax likelihood: NNGP with ``s = 1``, Student-t (``s ~ InvGamma(2, 2)``) and Burr XII
+(``c = 2``, ``k = 1``). Two inference methods: MCMC (``sample_classifier``: elliptical
+slice on the latents, two slice moves on ``log s``; 4 chains x (``MCMC_WARMUP`` warm-up +
+``MCMC_DRAWS`` kept, thinned by 10), started near the joint mode) and the variational
+classifier (``fit_variational_classifier``: ``VI_INDUCING`` inducing points, quadrature on
+``log s`` from -4 to 12, ``VI_STEPS`` natural-gradient steps; one grid fit serves both scale
+priors through ``reweighted``). Reported: accuracy and NLL per image, the posterior mean and
+sd of ``log s``, R-hat of ``log s`` (MCMC) and wall time.
 
 **Speed**. The depth-3 ReLU NNGP kernel on n = 4,000 random 10-d inputs, and exact GP
 posterior prediction with 4,000 training and 1,000 test points (kernel matrices, Cholesky
@@ -67,6 +71,12 @@ FIXED_PROCESSES = {
     "Student-t": nngp.ScaleMixtureProcess(_FIXED_KERNEL, nngp.inverse_gamma(2.0, 2.0), noise=0.1),
     "Burr XII": nngp.ScaleMixtureProcess(_FIXED_KERNEL, nngp.burr_xii(2.0, 1.0, 1.0), noise=0.1),
 }
+# Digits: MCMC iterations per chain (4 chains, thinned by 10) and the variational fit.
+MCMC_WARMUP = 4000
+MCMC_DRAWS = 2000
+VI_INDUCING = 1000
+VI_STEPS = 60
+VI_STEP_SIZE = 0.3
 CLASSIFICATION_PRIORS = {
     "NNGP": None,
     "Student-t": nngp.inverse_gamma(2.0, 2.0),
@@ -148,6 +158,13 @@ def summarize(rows: list[dict], keys: tuple[str, ...], value: str) -> dict[tuple
 # ----------------------------------------------------------------------- classification
 
 
+def _classification_scores(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    probs = np.asarray(probs, np.float64)
+    accuracy = float(np.mean(probs.argmax(1) == labels))
+    nll = float(-np.mean(np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-300))))
+    return accuracy, nll
+
+
 def run_classification() -> list[dict]:
     from sklearn.datasets import load_digits
 
@@ -159,48 +176,57 @@ def run_classification() -> list[dict]:
     train, test = order[:1000], order[1000:]
     corrupt = rng.uniform(size=x[test].shape) < 0.3
     x_corrupted = np.where(corrupt, rng.uniform(size=x[test].shape), x[test])
+    tests = (("clean", x[test]), ("corrupted", x_corrupted))
     kernel = nngp.mlp(2, weight_variance=2.0, bias_variance=0.1)
     rows = []
+
+    def record(model, inference, predictor, seconds, **extra):
+        for test_name, x_test in tests:
+            probs = predictor.predict_proba(x_test, key=jax.random.key(1))
+            accuracy, nll = _classification_scores(probs, labels[test])
+            row = {"model": model, "inference": inference, "test": test_name}
+            rows.append({**row, "accuracy": accuracy, "nll": nll, "seconds": seconds, **extra})
+            print(f"classification {model} {inference} {test_name}: acc {accuracy:.3f} "
+                  f"nll {nll:.3f} {extra}", flush=True)  # fmt: skip
+
     for model, prior in CLASSIFICATION_PRIORS.items():
         start = time.perf_counter()
         posterior = nngp.sample_classifier(
-            jax.random.key(0),
-            kernel,
-            x[train],
-            labels[train],
-            scale_prior=prior,
-            num_chains=4,
-            num_warmup=4000,
-            num_draws=2000,
-            thin=10,
-        )
+            jax.random.key(0), kernel, x[train], labels[train], scale_prior=prior,
+            num_chains=4, num_warmup=MCMC_WARMUP, num_draws=MCMC_DRAWS, thin=10,
+        )  # fmt: skip
         jax.block_until_ready(posterior.log_scales)
-        sampling_seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - start
         rhat = float("nan")
         if prior is not None:
             import arviz as az
 
             rhat = float(az.rhat(posterior.to_inference_data())["log_scale"])
-        for test_name, x_test in (("clean", x[test]), ("corrupted", x_corrupted)):
-            probs = np.asarray(posterior.predict_proba(x_test, key=jax.random.key(1)), np.float64)
-            accuracy = float(np.mean(probs.argmax(1) == labels[test]))
-            nll = float(
-                -np.mean(np.log(np.maximum(probs[np.arange(len(test)), labels[test]], 1e-300)))
-            )
-            rows.append(
-                {
-                    "model": model,
-                    "test": test_name,
-                    "accuracy": accuracy,
-                    "nll": nll,
-                    "sampling_seconds": sampling_seconds,
-                    "rhat_log_scale": rhat,
-                    "mean_log_scale": float(np.mean(posterior.log_scales)),
-                }
-            )
-            print(
-                f"classification {model} {test_name}: acc {accuracy:.3f} nll {nll:.3f}", flush=True
-            )
+        log_s = np.asarray(posterior.log_scales, np.float64)
+        record(model, "MCMC", posterior, seconds, rhat_log_scale=rhat,
+               mean_log_scale=float(log_s.mean()), sd_log_scale=float(log_s.std()))  # fmt: skip
+
+    # The node fits do not depend on the scale prior: fit the grid once, reweight per prior.
+    fits = {}
+    start = time.perf_counter()
+    fits["NNGP"] = nngp.fit_variational_classifier(
+        jax.random.key(0), kernel, x[train], labels[train], num_inducing=VI_INDUCING,
+        num_steps=VI_STEPS, step_size=VI_STEP_SIZE,
+    )  # fmt: skip
+    nngp_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    grid_fit = nngp.fit_variational_classifier(
+        jax.random.key(0), kernel, x[train], labels[train],
+        scale_prior=CLASSIFICATION_PRIORS["Student-t"], num_inducing=VI_INDUCING,
+        num_steps=VI_STEPS, step_size=VI_STEP_SIZE,
+    )  # fmt: skip
+    grid_seconds = time.perf_counter() - start
+    for model, prior in CLASSIFICATION_PRIORS.items():
+        fit = fits["NNGP"] if prior is None else grid_fit.reweighted(prior)
+        record(model, "VI", fit, nngp_seconds if prior is None else grid_seconds,
+               rhat_log_scale=float("nan"), mean_log_scale=float(fit.log_scale_mean),
+               sd_log_scale=float(fit.log_scale_std), log_evidence=float(fit.log_evidence),
+               node_elbos=np.asarray(fit.elbos).round(2).tolist())  # fmt: skip
     return rows
 
 
@@ -384,13 +410,15 @@ def markdown(results: dict) -> str:
         lines += [
             "## Classification: digits (1,000 train / 797 test)",
             "",
-            "| model | test | accuracy | NLL | R-hat log s | sampling s |",
-            "|---|---|---|---|---|---|",
+            "| model | inference | test | accuracy | NLL | E[log s] (sd) | R-hat log s | seconds |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for r in results["classification"]:
+            scale = f"{r['mean_log_scale']:.2f} ({r['sd_log_scale']:.2f})"
             lines.append(
-                f"| {r['model']} | {r['test']} | {r['accuracy']:.3f} | {r['nll']:.3f} | "
-                f"{r['rhat_log_scale']:.3f} | {r['sampling_seconds']:.1f} |"
+                f"| {r['model']} | {r.get('inference', 'MCMC')} | {r['test']} | "
+                f"{r['accuracy']:.3f} | {r['nll']:.3f} | {scale} | {r['rhat_log_scale']:.3f} | "
+                f"{r['seconds']:.1f} |"
             )
         lines.append("")
     if "speed" in results:
@@ -459,16 +487,20 @@ def plot(results: dict, path: Path) -> None:
         elif panel == "classification":
             rows = results["classification"]
             models = list(CLASSIFICATION_PRIORS)
-            for j, test in enumerate(("clean", "corrupted")):
+            bars = [
+                (inference, test) for inference in ("MCMC", "VI") for test in ("clean", "corrupted")
+            ]
+            for j, (inference, test) in enumerate(bars):
                 values = [
-                    next(r["nll"] for r in rows if r["model"] == m and r["test"] == test)
+                    next(r["nll"] for r in rows
+                         if r["model"] == m and r["test"] == test and r["inference"] == inference)
                     for m in models
-                ]
-                ax.bar(np.arange(len(models)) + 0.4 * j, values, 0.4, label=test)
-            ax.set_xticks(np.arange(len(models)) + 0.2, models)
+                ]  # fmt: skip
+                ax.bar(np.arange(len(models)) + 0.2 * j, values, 0.2, label=f"{inference} {test}")
+            ax.set_xticks(np.arange(len(models)) + 0.3, models)
             ax.set_ylabel("test NLL per image")
             ax.set_title("Digits classification")
-            ax.legend()
+            ax.legend(fontsize=7)
         else:
             timed = [r for r in results["speed"] if "seconds" in r]
             labels = [f"{r['task']}\n{r['implementation']} {r['dtype']}" for r in timed]

@@ -167,8 +167,9 @@ def _pfn_train(arguments: argparse.Namespace, console: Console) -> int:
             checkpoint_dir=arguments.out,
             prior_spec=prior_spec,
             progress=not arguments.quiet,
+            init_from=arguments.init_from,
         )
-    except ValueError as error:
+    except (OSError, ValueError) as error:
         console.print(f"[red]{error}", soft_wrap=True)
         return 2
     if losses.size:
@@ -257,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", required=True, help='JSON: {"prior": {...}, "training": {...}}')
     train.add_argument("--out", required=True, help="checkpoint folder (resumed if present)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--init-from", help="start from this saved model folder (fine-tune or continue)"
+    )
     predict = pfn_commands.add_parser("predict", help="posterior predictive for a dataset")
     predict.add_argument(
         "--data", required=True, help='JSON: {"x_train", "y_train", "x_test"[, "y_test"]}'

@@ -64,12 +64,13 @@ def test_nngp_guide_examples_run():
     """Every python block of docs/nngp.md runs (the NUTS one at a tiny budget)."""
     text = (ROOT / "docs" / "nngp.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     namespace: dict = {}
     for block in blocks:
         code = block.replace("warmup=300, draws=300", "warmup=20, draws=20")
         exec(compile(code, "docs/nngp.md", "exec"), namespace)
     assert namespace["idata"].posterior["s"].shape == (2, 20)
+    assert namespace["probabilities"].shape == (5, 2)
 
 
 def test_pfn_guide_examples_run(tmp_path, monkeypatch):

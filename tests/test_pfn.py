@@ -183,6 +183,19 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path):
             prior, amortize.TrainingConfig(num_steps=61, **TINY), checkpoint_dir=tmp_path
         )
 
+    # Warm start: zero steps return the saved model itself; training continues from it
+    # (its first loss is the saved model's, far below a fresh model's first loss).
+    zero_steps, _ = amortize.train(prior, short, progress=False, init_from=tmp_path, stop_after=0)
+    for a, b in zip(jax.tree.leaves(eqx.filter(zero_steps, eqx.is_array)),
+                    jax.tree.leaves(eqx.filter(resumed, eqx.is_array)), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    _, warm = amortize.train(prior, short, progress=False, init_from=tmp_path)
+    _, cold = amortize.train(prior, short, progress=False)
+    assert warm[:20].mean() < cold[:20].mean() - 0.1, (warm[:20].mean(), cold[:20].mean())
+    other = amortize.TrainingConfig(num_steps=60, **{**TINY, "width": 64})
+    with pytest.raises(ValueError, match="another architecture"):
+        amortize.train(prior, other, progress=False, init_from=tmp_path)
+
 
 @pytest.mark.parametrize(
     "args, match",

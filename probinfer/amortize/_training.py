@@ -183,6 +183,25 @@ def batch_loss(
     )
 
 
+def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> TrainState:
+    """``state`` with its model replaced by the one saved in ``folder`` (same architecture)."""
+    from probinfer.amortize._predict import load
+
+    model = load(folder)
+
+    def signature(tree: PFN) -> tuple:
+        leaves, structure = jax.tree.flatten(eqx.filter(tree, eqx.is_array))
+        return structure, [leaf.shape for leaf in leaves]
+
+    if signature(model) != signature(state.model):
+        raise ValueError(
+            f"the model in {folder} has another architecture than this config describes "
+            "(width, layers, heads, buckets, features); use the config it was trained with."
+        )
+    opt_state = make_optimizer(config).init(eqx.filter(model, trainable(model)))
+    return TrainState(model, opt_state, state.key, state.step)
+
+
 def _chunk_fn(
     prior: AbstractDatasetPrior, config: TrainingConfig
 ) -> Callable[[TrainState, int], tuple[TrainState, Array]]:
@@ -211,7 +230,11 @@ def _chunk_fn(
 
 
 def save_checkpoint(
-    folder: Path, state: TrainState, config: TrainingConfig, prior_spec: dict
+    folder: Path,
+    state: TrainState,
+    config: TrainingConfig,
+    prior_spec: dict,
+    init_from: str | None = None,
 ) -> None:
     """Write the training state, the model alone, and the config, each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -219,6 +242,8 @@ def save_checkpoint(
     atomic_write(folder / MODEL_FILE, lambda f: eqx.tree_serialise_leaves(f, state.model))
     payload = {"training": dataclasses.asdict(config), "prior": prior_spec,
                "num_features": state.model.num_features, "step": int(state.step)}  # fmt: skip
+    if init_from is not None:
+        payload["init_from"] = init_from
     atomic_write(folder / CONFIG_FILE, lambda f: f.write(json.dumps(payload, indent=2).encode()))
 
 
@@ -230,6 +255,7 @@ def train(
     prior_spec: dict | None = None,
     progress: bool = True,
     stop_after: int | None = None,
+    init_from: str | Path | None = None,
 ) -> tuple[PFN, np.ndarray]:
     """Train (or resume training) a PFN on ``prior``.
 
@@ -242,22 +268,34 @@ def train(
             passes its config); checked on resume.
         progress: show a progress bar.
         stop_after: stop after this many total steps (for tests of interruption).
+        init_from: a saved model folder to start from instead of a fresh initialisation
+            (fine-tuning, or continuing a finished run with a new schedule); it must have
+            the architecture ``config`` describes. The optimiser state starts fresh.
 
     Returns:
         The model and the per-step losses of this call.
 
     Raises:
-        ValueError: if the checkpoint folder holds a run with a different config.
+        ValueError: if the checkpoint folder holds a run with a different config, or
+            ``init_from`` holds a model of another architecture.
     """
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
     prior_spec = prior_spec or {"repr": repr(prior)}
     state = initial_state(prior, config)
+    origin = None if init_from is None else str(init_from)
+    if init_from is not None:
+        state = _warm_start(state, config, Path(init_from))
     if folder is not None and (folder / STATE_FILE).exists():
         saved = json.loads((folder / CONFIG_FILE).read_text())
-        if saved["training"] != dataclasses.asdict(config) or saved["prior"] != prior_spec:
+        if (
+            saved["training"] != dataclasses.asdict(config)
+            or saved["prior"] != prior_spec
+            or saved.get("init_from") != origin
+        ):
             raise ValueError(
-                f"{folder} holds a checkpoint of a different run (config or prior differ); "
-                "pass a new `checkpoint_dir` or the original settings to resume."
+                f"{folder} holds a checkpoint of a different run (config, prior or "
+                "`init_from` differ); pass a new `checkpoint_dir` or the original settings "
+                "to resume."
             )
         state = eqx.tree_deserialise_leaves(folder / STATE_FILE, state)
     run_chunk = _chunk_fn(prior, config)
@@ -281,6 +319,6 @@ def train(
             rate = num_steps / (time.perf_counter() - start)
             bar.update(task, completed=int(state.step), loss=float(chunk_losses.mean()), rate=rate)
             if folder is not None:
-                save_checkpoint(folder, state, config, prior_spec)
+                save_checkpoint(folder, state, config, prior_spec, origin)
     history = np.concatenate(losses) if losses else np.zeros(0)
     return state.model, history

@@ -52,6 +52,11 @@ from probinfer.nngp._scale_priors import (
     log_normal,
 )
 from probinfer.nngp._stationary import RBF, Matern52, matern52, rbf
+from probinfer.nngp._variational import (
+    VariationalClassifier,
+    VariationalParams,
+    fit_variational_classifier,
+)
 
 __all__ = [
     "AbstractKernel",
@@ -74,6 +79,8 @@ __all__ = [
     "ScaleMixturePredictive",
     "ScaleMixtureProcess",
     "ScaleWeights",
+    "VariationalClassifier",
+    "VariationalParams",
     "Serial",
     "StudentTPredictive",
     "adaptive_quadrature",
@@ -82,6 +89,7 @@ __all__ = [
     "elementwise",
     "erf",
     "fit_hyperparameters",
+    "fit_variational_classifier",
     "gamma",
     "gaussian_process",
     "half_cauchy_std",

@@ -125,6 +125,30 @@ def _slice_step(
     return jnp.where(accepted, x, x0), evaluations
 
 
+def check_labels(
+    labels: ArrayLike, num_points: int, num_classes: int | None
+) -> tuple[np.ndarray, int]:
+    """Check integer class labels, one per point; return them and the number of classes.
+
+    Raises:
+        ValueError: on a wrong dtype or shape, a label out of ``0..num_classes-1``, or
+            fewer than two classes.
+    """
+    labels_np = np.asarray(labels)
+    if labels_np.shape != (num_points,) or not np.issubdtype(labels_np.dtype, np.integer):
+        raise ValueError(
+            f"`labels` must be integers of shape ({num_points},) (one per row of `x`), got "
+            f"dtype {labels_np.dtype} and shape {labels_np.shape}."
+        )
+    num_classes = int(labels_np.max()) + 1 if num_classes is None else int(num_classes)
+    if labels_np.min() < 0 or labels_np.max() >= num_classes or num_classes < 2:
+        raise ValueError(
+            f"`labels` must lie in 0..{num_classes - 1} with at least two classes, got "
+            f"values in {labels_np.min()}..{labels_np.max()}."
+        )
+    return labels_np, num_classes
+
+
 class ClassificationPosterior(eqx.Module):
     """Posterior draws of a scale-mixture classifier, and predictions from them.
 
@@ -250,18 +274,7 @@ def sample_classifier(
     """
     check_scale_prior(scale_prior)
     x_np = check_inputs(x, "x")
-    labels_np = np.asarray(labels)
-    if labels_np.shape != (x_np.shape[0],) or not np.issubdtype(labels_np.dtype, np.integer):
-        raise ValueError(
-            f"`labels` must be integers of shape ({x_np.shape[0]},) (one per row of `x`), got "
-            f"dtype {labels_np.dtype} and shape {labels_np.shape}."
-        )
-    num_classes = int(labels_np.max()) + 1 if num_classes is None else int(num_classes)
-    if labels_np.min() < 0 or labels_np.max() >= num_classes or num_classes < 2:
-        raise ValueError(
-            f"`labels` must lie in 0..{num_classes - 1} with at least two classes, got "
-            f"values in {labels_np.min()}..{labels_np.max()}."
-        )
+    labels_np, num_classes = check_labels(labels, x_np.shape[0], num_classes)
     for value, name in ((num_chains, "num_chains"), (num_draws, "num_draws"), (thin, "thin")):
         if int(value) < 1:
             raise ValueError(f"`{name}` must be >= 1, got {value}.")
