@@ -29,6 +29,7 @@ bench: $(VENV)/.installed-bench
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check probinfer models tests benchmarks
 	$(BIN)/ruff format --check probinfer models tests benchmarks
+	$(BIN)/pyright --pythonpath $(BIN)/python probinfer
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff format probinfer models tests benchmarks

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from probinfer import mcmc
+from probinfer.mcmc._algorithm import check_step_size
 from probinfer.model import LogDensity, prepare
 from probinfer.run import (
     CHAIN_METHODS,
@@ -200,7 +201,7 @@ def sample(
         )
     step_size = settings.pop("step_size", None)
     if step_size is not None:
-        mcmc._algorithm.check_step_size(step_size)
+        check_step_size(step_size)
     chunk_size = settings.pop("chunk_size", None)
     chunk_size = choose_chunk_size(warmup, draws) if chunk_size is None else chunk_size
     config = SamplerConfig(

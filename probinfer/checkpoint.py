@@ -73,7 +73,10 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    atomic_write(path, lambda file: np.savez(file, **arrays))
+    # NumPy's stub types `**kwds` next to `allow_pickle: bool`, so a dict of arrays cannot be
+    # unpacked into it as typed; widen the values (the keys are array names, never flags).
+    named: dict[str, Any] = arrays
+    atomic_write(path, lambda file: np.savez(file, **named))
 
 
 def save_progress(folder: Path, run_fingerprint: str, progress: RunProgress) -> None:

@@ -28,7 +28,7 @@ def _bench(arguments: argparse.Namespace, console: Console) -> int:
     if unknown:
         console.print(f"[red]unknown model(s) {unknown}; choose from {models.names()}")
         return 2
-    methods = arguments.methods or list(METHODS)
+    methods: list[str] = arguments.methods or list(METHODS)
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         console.print(f"[red]unknown method(s) {unknown}; choose from {list(METHODS)}")
@@ -66,11 +66,14 @@ def load_model(path: Path, name: str) -> Any:
         The model function.
 
     Raises:
-        ValueError: if the file does not exist or does not define ``name``.
+        ValueError: if the file does not exist, is not a Python file, or does not define
+            ``name``.
     """
     if not path.is_file():
         raise ValueError(f"model file {path} does not exist")
     spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None:
+        raise ValueError(f"{path} is not a Python file; pass a .py file defining the model.")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     if not callable(getattr(module, name, None)):

@@ -1,6 +1,6 @@
 """Convergence diagnostics (ESS, R-hat, MCSE) computed by ArviZ."""
 
-from typing import Any
+from typing import Any, cast
 
 import arviz as az
 import pandas as pd
@@ -16,4 +16,6 @@ def summary(idata: az.InferenceData, **kwargs: Any) -> pd.DataFrame:
     Returns:
         A data frame with one row per scalar component.
     """
-    return az.summary(idata, **kwargs)
+    # A data frame for the default `fmt="wide"` (and "long"); `fmt="xarray"` in kwargs is the
+    # caller's explicit choice of a Dataset.
+    return cast(pd.DataFrame, az.summary(idata, **kwargs))

@@ -13,7 +13,7 @@ A *target* is split in two so that a second run with new data does not recompile
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import jax
 import jax.numpy as jnp
@@ -501,11 +501,13 @@ def _check_observed(name: str, fn: dist.Distribution, value: Any) -> None:
         if isinstance(inner, dist.MaskedDistribution):
             mask = np.logical_and(mask, np.asarray(inner._mask))
         inner = inner.base_dist
-    if fn.support.is_discrete:
-        is_valid = np.asarray(fn.support(value))
+    support = fn.support
+    assert support is not None  # NumPyro requires a support to score an observation
+    if support.is_discrete:
+        is_valid = np.asarray(support(value))
     else:
-        is_valid = np.asarray(fn.support(value)) & np.all(
-            np.isfinite(np.asarray(value)).reshape(np.shape(fn.support(value)) + (-1,)), axis=-1
+        is_valid = np.asarray(support(value)) & np.all(
+            np.isfinite(np.asarray(value)).reshape(np.shape(support(value)) + (-1,)), axis=-1
         )
     # Masked-out entries never reach the likelihood: only the others must be valid.
     is_valid = is_valid | ~np.broadcast_to(mask, np.shape(is_valid))
@@ -597,6 +599,18 @@ def _is_array(leaf: Any) -> bool:
     if isinstance(leaf, np.integer | np.bool_):
         return False
     return isinstance(leaf, jax.Array | np.ndarray | np.generic)
+
+
+@overload
+def prepare(
+    model: LogDensity, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[LogDensity, tuple[Any, ...]]: ...
+
+
+@overload
+def prepare(
+    model: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[NumPyroModel, tuple[Any, ...]]: ...
 
 
 def prepare(

@@ -336,6 +336,7 @@ def initial_positions(
             )
         return given
     positions = spec.initial_positions(key, num_chains)
+    is_finite = np.zeros(num_chains, bool)  # rebound by every try (MAX_INIT_TRIES >= 1)
     for attempt in range(1, MAX_INIT_TRIES + 1):
         is_finite = np.asarray(_call("finite_start", spec, config, watch, data, positions))
         if is_finite.all():
@@ -515,6 +516,7 @@ def run_chains(
             # previous one's draws are fetched, so host work overlaps device work.
             pending = None
             for start in [*range(resume_at, num_steps, chunk), None]:
+                dispatched = None
                 if start is not None:
                     steps = min(chunk, num_steps - start)
                     states, chunk_draws, chunk_stats = _call(
@@ -530,6 +532,7 @@ def run_chains(
                         jnp.asarray(steps),
                         jnp.asarray(phase == "sampling"),
                     )
+                    dispatched = (start, steps, states, chunk_draws, chunk_stats)
                 if pending is not None:
                     num_divergent, num_grads = collect(phase, phase_index, num_steps, *pending)
                     divergences += num_divergent
@@ -540,9 +543,7 @@ def run_chains(
                         rate = pending[1] / max(now - last_tic, 1e-9)
                         update(completed=done, rate=rate, divergences=divergences)
                     last_tic = now
-                pending = (
-                    None if start is None else (start, steps, states, chunk_draws, chunk_stats)
-                )
+                pending = dispatched
             compile_in_phase = watch.compile_seconds - compiled_before
             seconds[phase] += time.perf_counter() - phase_tic - compile_in_phase
 

@@ -44,6 +44,9 @@ def test_sample_names_a_missing_model_function(tmp_path, capsys):
     status = cli.main(["sample", str(tmp_path / "model.py"), "--model-name", "other"])
     assert status == 2
     assert "defines no function `other`" in capsys.readouterr().out
+    (tmp_path / "model.txt").write_text(MODEL)
+    assert cli.main(["sample", str(tmp_path / "model.txt")]) == 2
+    assert "is not a Python file" in capsys.readouterr().out
 
 
 def test_pfn_train_then_predict(tmp_path, capsys):

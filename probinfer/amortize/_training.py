@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import equinox as eqx
 import jax
@@ -244,7 +244,11 @@ def save_checkpoint(
                "num_features": state.model.num_features, "step": int(state.step)}  # fmt: skip
     if init_from is not None:
         payload["init_from"] = init_from
-    atomic_write(folder / CONFIG_FILE, lambda f: f.write(json.dumps(payload, indent=2).encode()))
+
+    def write_config(file: BinaryIO) -> None:
+        file.write(json.dumps(payload, indent=2).encode())
+
+    atomic_write(folder / CONFIG_FILE, write_config)
 
 
 def train(

@@ -49,6 +49,7 @@ class TransformerLayer(eqx.Module):
         self.attention_norm = eqx.nn.LayerNorm(width)
         self.mlp_in = eqx.nn.Linear(width, mlp_width, key=key_in)
         mlp_out = eqx.nn.Linear(mlp_width, width, key=key_out)
+        assert mlp_out.bias is not None  # Linear has a bias unless use_bias=False
         self.mlp_out = eqx.tree_at(
             lambda m: (m.weight, m.bias),
             mlp_out,

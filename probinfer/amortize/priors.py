@@ -77,6 +77,12 @@ class AbstractDatasetPrior(eqx.Module):
         return x, self.sample_targets(key_y, x)
 
 
+def _float_pair(pair: tuple[float, float]) -> tuple[float, float]:
+    """``(mean, std)`` as Python floats."""
+    mean, std = pair
+    return float(mean), float(std)
+
+
 def _gp_draw(key: PRNGKeyArray, kernel: AbstractKernel, x: Array, noise: Array) -> Array:
     cov = kernel(x) + (noise + 1e-6) * jnp.eye(x.shape[0], dtype=x.dtype)
     return jnp.linalg.cholesky(cov) @ jax.random.normal(key, (x.shape[0],), x.dtype)
@@ -150,9 +156,9 @@ class GPHyperPrior(AbstractDatasetPrior):
         ):
             check_positive(std, f"{name} std")
         self.kernel_family = kernel_family
-        self.log_lengthscale = tuple(map(float, log_lengthscale))
-        self.log_variance = tuple(map(float, log_variance))
-        self.log_noise = tuple(map(float, log_noise))
+        self.log_lengthscale = _float_pair(log_lengthscale)
+        self.log_variance = _float_pair(log_variance)
+        self.log_noise = _float_pair(log_noise)
         self.num_features = int(num_features)
 
     def sample_hyperparameters(self, key: PRNGKeyArray) -> dict[str, Array]:

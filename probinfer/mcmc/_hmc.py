@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
-from probinfer.mcmc._algorithm import Algorithm
+from probinfer.mcmc._algorithm import Algorithm, RawKernel
 from probinfer.mcmc._base import (
     GradientState,
     LogDensityFn,
@@ -28,7 +28,7 @@ from probinfer.mcmc._integrators import IntegratorState, leapfrog
 from probinfer.mcmc._metric import euclidean_metric
 
 
-def build_kernel(divergence_threshold: float = 1000.0, jitter_num_steps: bool = True) -> object:
+def build_kernel(divergence_threshold: float = 1000.0, jitter_num_steps: bool = True) -> RawKernel:
     """Build the raw HMC kernel.
 
     Args:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
-from probinfer.mcmc._algorithm import Algorithm
+from probinfer.mcmc._algorithm import Algorithm, RawKernel
 from probinfer.mcmc._base import (
     GradientState,
     LogDensityFn,
@@ -21,7 +21,7 @@ from probinfer.mcmc._base import (
 from probinfer.mcmc._metric import euclidean_metric
 
 
-def build_kernel() -> object:
+def build_kernel() -> RawKernel:
     """Build the raw MALA kernel.
 
     Returns:

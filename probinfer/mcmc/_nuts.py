@@ -19,17 +19,19 @@ completed sub-span are done in one vectorized pass per leaf from per-level check
 rather than by recursion.
 """
 
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
-from probinfer.mcmc._algorithm import Algorithm
+from probinfer.mcmc._algorithm import Algorithm, RawKernel
 from probinfer.mcmc._base import GradientState, LogDensityFn, TransitionInfo, init_gradient_state
 from probinfer.mcmc._integrators import IntegratorState, leapfrog
 from probinfer.mcmc._metric import euclidean_metric
+
+T = TypeVar("T")
 
 
 class _Checkpoints(NamedTuple):
@@ -81,11 +83,11 @@ def _is_turning(velocity_left: Array, velocity_right: Array, momentum_sum: Array
     )
 
 
-def _select(condition: Array, on_true: object, on_false: object) -> object:
+def _select(condition: Array, on_true: T, on_false: T) -> T:
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
 
 
-def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000.0) -> object:
+def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000.0) -> RawKernel:
     """Build the raw NUTS kernel.
 
     Args:

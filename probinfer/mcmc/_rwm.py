@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
-from probinfer.mcmc._algorithm import Algorithm
+from probinfer.mcmc._algorithm import Algorithm, RawKernel
 from probinfer.mcmc._base import LogDensityFn, PyTree, TransitionInfo, safe_log_ratio
 from probinfer.mcmc._metric import euclidean_metric
 
@@ -42,7 +42,7 @@ def init(position: PyTree, logdensity_fn: LogDensityFn) -> RWMState:
     return RWMState(position, logdensity_fn(position))
 
 
-def build_kernel() -> object:
+def build_kernel() -> RawKernel:
     """Build the raw random-walk Metropolis kernel.
 
     Returns:

@@ -15,7 +15,8 @@ class WelfordState(NamedTuple):
         m2: sum of squared deviations: ``(dim,)`` (diagonal) or ``(dim, dim)`` (dense).
     """
 
-    count: Array
+    # Shadows tuple.count; the name is public through WindowAdaptationState.welford.
+    count: Array  # pyright: ignore[reportIncompatibleMethodOverride]
     mean: Array
     m2: Array
 

@@ -38,13 +38,15 @@ DENSE_MASS_MATRIX_MAX_DIM = 200
 class WarmupSchedule(NamedTuple):
     """Per-iteration flags of the warm-up, arrays of shape ``(num_steps,)``.
 
+    :func:`build_schedule` gives NumPy arrays; a row inside a compiled loop holds JAX scalars.
+
     Attributes:
         is_slow: the draw of this iteration feeds the mass-matrix estimate.
         is_window_end: after this iteration the mass matrix is updated.
     """
 
-    is_slow: Array
-    is_window_end: Array
+    is_slow: Array | np.ndarray
+    is_window_end: Array | np.ndarray
 
 
 class WindowAdaptationState(NamedTuple):
@@ -148,7 +150,7 @@ def find_reasonable_step_size(
     position: PyTree,
     logdensity_fn: LogDensityFn,
     inverse_mass_matrix: Array,
-    initial_step_size: Array,
+    initial_step_size: float | Array,
     max_iterations: int = 100,
 ) -> Array:
     """Stan's step-size initialization heuristic.
@@ -186,13 +188,13 @@ def find_reasonable_step_size(
     initial_step_size = jnp.asarray(initial_step_size, flat.dtype)
     direction = jnp.where(log_accept(initial_step_size) > jnp.log(0.8), 1.0, -1.0)
 
-    def keep_going(carry: tuple[Array, Array]) -> Array:
+    def keep_going(carry: tuple[Array, Array | int]) -> Array:
         step_size, iteration = carry
         crossed = direction * log_accept(step_size) <= direction * jnp.log(0.8)
         in_range = (step_size > 1e-10) & (step_size < 1e7)
         return ~crossed & in_range & (iteration < max_iterations)
 
-    def scale(carry: tuple[Array, Array]) -> tuple[Array, Array]:
+    def scale(carry: tuple[Array, Array | int]) -> tuple[Array, Array | int]:
         step_size, iteration = carry
         return step_size * 2.0**direction, iteration + 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.core
 import numpy as np
 from jaxtyping import ArrayLike
 

@@ -274,6 +274,7 @@ def sample_classifier(
     """
     check_scale_prior(scale_prior)
     x_np = check_inputs(x, "x")
+    assert x_np is not None  # None only for a tracer; the sampler needs concrete inputs
     labels_np, num_classes = check_labels(labels, x_np.shape[0], num_classes)
     for value, name in ((num_chains, "num_chains"), (num_draws, "num_draws"), (thin, "thin")):
         if int(value) < 1:
@@ -356,6 +357,7 @@ def _build_sampler(
                 return m + jnp.sqrt(r) * eta
 
             def density(t: Array) -> Array:
+                assert scale_prior is not None  # surrogate_step runs only with a scale prior
                 marginal_var = jnp.exp(t) * eigenvalues[:, None] + SURROGATE_NOISE
                 log_g = -0.5 * jnp.sum(jnp.log(marginal_var) + g**2 / marginal_var)
                 f = eigenvectors @ rotated_latent(t)
@@ -368,6 +370,7 @@ def _build_sampler(
             return new_z, new_log_scale, evals
 
         def log_scale_density(log_scale: Array, z: Array) -> Array:
+            assert scale_prior is not None  # only called with a scale prior
             value = scale_prior.log_prob(jnp.exp(log_scale)) + log_scale + loglik(z, log_scale)
             return jnp.where(jnp.isnan(value), -jnp.inf, value)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -205,7 +205,9 @@ def _train(
         params, opt_state = carry
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+        # apply_updates returns a tree of the same structure as `params`.
+        new_params = cast(dict[str, Array], optax.apply_updates(params, updates))
+        return (new_params, opt_state), loss
 
     (params, _), history = jax.lax.scan(
         step, (params, optimizer.init(params)), None, length=num_steps

@@ -15,6 +15,7 @@ draws of the scale-mixture process ``f | s ~ GP(0, s K)``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeAlias
 
 import equinox as eqx
 import jax
@@ -74,7 +75,7 @@ class SerialNetwork(eqx.Module):
         modules: the modules, input side first.
     """
 
-    modules: tuple[eqx.Module, ...]
+    modules: tuple[_Network, ...]
 
     def __call__(self, x: Array) -> Array:
         """Apply every module."""
@@ -97,9 +98,12 @@ class ResidualNetwork(eqx.Module):
         return x + self.branch(x)
 
 
+_Network: TypeAlias = DenseNetwork | ActivationNetwork | SerialNetwork | ResidualNetwork
+
+
 def _build(
     layer: AbstractLayer, key: PRNGKeyArray, fan_in: int, width: int, output_scale: Array | None
-) -> tuple[eqx.Module, int]:
+) -> tuple[_Network, int]:
     """Build ``layer``; ``output_scale`` is set only for the network's final dense layer."""
     if isinstance(layer, Dense):
         fan_out = 1 if output_scale is not None else width
@@ -119,19 +123,26 @@ def _build(
     if isinstance(layer, Elementwise):
         return ActivationNetwork(layer.fn), fan_in
     if isinstance(layer, Residual):
-        branch, fan_out = _build(layer.branch, key, fan_in, fan_in, None)
+        branch, fan_out = _build_serial(layer.branch, key, fan_in, fan_in, None)
         return ResidualNetwork(branch), fan_out
     if isinstance(layer, Serial):
-        modules = []
-        keys = jax.random.split(key, max(1, len(layer.layers)))
-        for index, (sub_layer, sub_key) in enumerate(zip(layer.layers, keys, strict=False)):
-            is_last = index == len(layer.layers) - 1
-            module, fan_in = _build(
-                sub_layer, sub_key, fan_in, width, output_scale if is_last else None
-            )
-            modules.append(module)
-        return SerialNetwork(tuple(modules)), fan_in
+        return _build_serial(layer, key, fan_in, width, output_scale)
     raise TypeError(f"no finite-width network for layer type {type(layer).__name__}.")
+
+
+def _build_serial(
+    layer: Serial, key: PRNGKeyArray, fan_in: int, width: int, output_scale: Array | None
+) -> tuple[SerialNetwork, int]:
+    """Build a :class:`Serial` stack; ``output_scale`` goes to its last layer."""
+    modules = []
+    keys = jax.random.split(key, max(1, len(layer.layers)))
+    for index, (sub_layer, sub_key) in enumerate(zip(layer.layers, keys, strict=False)):
+        is_last = index == len(layer.layers) - 1
+        module, fan_in = _build(
+            sub_layer, sub_key, fan_in, width, output_scale if is_last else None
+        )
+        modules.append(module)
+    return SerialNetwork(tuple(modules)), fan_in
 
 
 def random_network(

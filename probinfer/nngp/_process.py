@@ -288,6 +288,8 @@ class ScaleMixturePosterior(eqx.Module):
         """
         method = self._resolve(method)
         prior = self.process.scale_prior
+        # _resolve rejects "quadrature" and "importance" without a scale prior.
+        assert prior is not None
         if method == "importance":
             if key is None:
                 raise ValueError("method='importance' needs `key=jax.random.key(...)`.")
@@ -323,6 +325,7 @@ class ScaleMixturePosterior(eqx.Module):
         if method == "exact":
             if prior is None:
                 return gaussian_part - 0.5 * self.quad_form
+            assert isinstance(prior, dist.InverseGamma)  # _resolve allows no other for "exact"
             _, _, log_normalizer = inverse_gamma_posterior(
                 prior.concentration, prior.rate, self.quad_form, n
             )
@@ -370,6 +373,7 @@ class ScaleMixturePosterior(eqx.Module):
         if prior is None:
             return NormalPredictive(mean, base_variance)
         if method == "exact":
+            assert isinstance(prior, dist.InverseGamma)  # _resolve allows no other for "exact"
             a_post, b_post, _ = inverse_gamma_posterior(
                 prior.concentration, prior.rate, self.quad_form, self.num_obs
             )

@@ -59,7 +59,7 @@ class ScaleWeights(NamedTuple):
 
 def log_scale_likelihood(log_scale: Array, quad_form: Array, num_obs: ArrayLike) -> Array:
     """``log[s^(-n/2) exp(-q / (2 s))]`` at ``log s`` (the ``s``-dependent likelihood)."""
-    return -0.5 * num_obs * log_scale - 0.5 * quad_form * jnp.exp(-log_scale)
+    return jnp.asarray(-0.5 * num_obs * log_scale - 0.5 * quad_form * jnp.exp(-log_scale))
 
 
 def _weights(log_scales: Array, log_masses: Array, log_normalizer: Array) -> ScaleWeights:
@@ -137,7 +137,9 @@ def quadrature(
             jnp.log(jnp.maximum(quad_form, tiny) / jnp.maximum(num_obs, 1)),
             0.0,
         )
-    coarse = center + jnp.linspace(-COARSE_HALF_WIDTH, COARSE_HALF_WIDTH, COARSE_POINTS)
+    coarse = jnp.asarray(
+        center + jnp.linspace(-COARSE_HALF_WIDTH, COARSE_HALF_WIDTH, COARSE_POINTS)
+    )
     coarse_values = log_posterior(coarse)
     inside = coarse_values > jnp.max(coarse_values) - MASS_CUTOFF
     step = coarse[1] - coarse[0]

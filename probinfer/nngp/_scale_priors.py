@@ -18,10 +18,12 @@ constructor              prior on ``s``                               process
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpyro.distributions as dist
-from jaxtyping import Array, ArrayLike, PRNGKeyArray
+from jaxtyping import Array, ArrayLike
 from numpyro.distributions import constraints
 
 from probinfer.nngp._checks import check_positive
@@ -44,7 +46,11 @@ class BurrXII(dist.Distribution):
         "k": constraints.positive,
         "scale": constraints.positive,
     }
-    support = constraints.positive
+    # A class attribute, as NumPyro's own distributions declare it (its documented way to
+    # override the base `support` property), which pyright cannot model.
+    support: constraints.Constraint = (  # pyright: ignore[reportIncompatibleMethodOverride]
+        constraints.positive
+    )
     reparametrized_params = ["c", "k", "scale"]
 
     def __init__(
@@ -59,15 +65,17 @@ class BurrXII(dist.Distribution):
         batch_shape = jnp.broadcast_shapes(jnp.shape(c), jnp.shape(k), jnp.shape(scale))
         super().__init__(batch_shape=batch_shape, validate_args=validate_args)
 
-    def sample(self, key: PRNGKeyArray, sample_shape: tuple[int, ...] = ()) -> Array:
+    def sample(self, key: jax.Array | None, sample_shape: tuple[int, ...] = ()) -> Array:
         """Inverse-CDF sampling: ``x = scale ((1 - u)^(-1/k) - 1)^(1/c)``."""
+        assert key is not None  # NumPyro's signature allows None; sampling needs a key
         shape = sample_shape + self.batch_shape
         u = jax.random.uniform(key, shape, minval=jnp.finfo(jnp.result_type(float)).tiny)
         # (1 - u)^(-1/k) - 1 computed as expm1(-log1p(-u) / k) keeps precision near u = 0.
         return self.scale * jnp.expm1(-jnp.log1p(-u) / self.k) ** (1 / self.c)
 
-    def log_prob(self, value: Array) -> Array:
+    def log_prob(self, value: ArrayLike, intermediates: list[Any] | None = None) -> Array:
         """Log density at ``value > 0``."""
+        del intermediates  # sampling records none
         z = value / self.scale
         return (
             jnp.log(self.c * self.k / self.scale)
@@ -75,7 +83,7 @@ class BurrXII(dist.Distribution):
             - (self.k + 1) * jnp.log1p(z**self.c)
         )
 
-    def cdf(self, value: Array) -> Array:
+    def cdf(self, value: ArrayLike) -> Array:
         """``1 - (1 + (value/scale)^c)^(-k)``."""
         return -jnp.expm1(-self.k * jnp.log1p((value / self.scale) ** self.c))
 
@@ -164,11 +172,12 @@ def check_scale_prior(scale_prior: object) -> None:
     """
     if scale_prior is None:
         return
-    is_positive = isinstance(scale_prior, dist.Distribution) and scale_prior.support in (
-        constraints.positive,
-        constraints.softplus_positive,
-    )
-    if not is_positive or scale_prior.event_shape != () or scale_prior.batch_shape != ():
+    if (
+        not isinstance(scale_prior, dist.Distribution)
+        or scale_prior.support not in (constraints.positive, constraints.softplus_positive)
+        or scale_prior.event_shape != ()
+        or scale_prior.batch_shape != ()
+    ):
         raise TypeError(
             f"`scale_prior` must be a scalar NumPyro distribution on s > 0 (or None for a "
             f"plain GP), got {scale_prior!r}; use `nngp.inverse_gamma`, `nngp.gamma`, "

@@ -12,6 +12,7 @@ Both are :class:`AbstractKernel` s, so they plug into :class:`ScaleMixtureProces
 from __future__ import annotations
 
 import abc
+from typing import TYPE_CHECKING
 
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
@@ -74,6 +75,10 @@ class RBF(_Stationary):
         variance: the output variance (> 0).
     """
 
+    if TYPE_CHECKING:
+        # Equinox inherits _Stationary.__init__; pyright would synthesise a dataclass one.
+        def __init__(self, lengthscale: ArrayLike = 1.0, variance: ArrayLike = 1.0) -> None: ...
+
     def _profile(self, squared_distance: Array) -> Array:
         return jnp.exp(-0.5 * squared_distance)
 
@@ -85,6 +90,10 @@ class Matern52(_Stationary):
         lengthscale: scalar or ``(d,)`` lengthscales (> 0).
         variance: the output variance (> 0).
     """
+
+    if TYPE_CHECKING:
+        # Equinox inherits _Stationary.__init__; pyright would synthesise a dataclass one.
+        def __init__(self, lengthscale: ArrayLike = 1.0, variance: ArrayLike = 1.0) -> None: ...
 
     def _profile(self, squared_distance: Array) -> Array:
         # sqrt has an infinite derivative at 0; the kernel itself is smooth there.

@@ -241,7 +241,7 @@ def _log_quadrature_masses(
         return elbos
     gaps = jnp.diff(log_scales)
     widths = jnp.concatenate([gaps[:1], gaps[1:] + gaps[:-1], gaps[-1:]]) / 2
-    log_prior = scale_prior.log_prob(jnp.exp(log_scales)) + log_scales
+    log_prior = jnp.asarray(scale_prior.log_prob(jnp.exp(log_scales))) + log_scales
     return log_prior + jnp.log(widths) + elbos
 
 
@@ -406,6 +406,8 @@ def fit_variational_classifier(
     """
     check_scale_prior(scale_prior)
     x_np = check_inputs(x, "x")
+    if x_np is None:
+        raise TypeError("`x` must be a concrete array: the fit cannot run under `jax.jit`.")
     labels_np, num_classes = check_labels(labels, x_np.shape[0], num_classes)
     num_latent = 1 if num_classes == 2 else num_classes
     expected = (
@@ -492,7 +494,7 @@ def _fit(
     if not 0 < step_size <= 1:
         raise ValueError(f"`step_size` must lie in (0, 1], got {step_size}.")
     grid_np = _check_grid(log_scale_grid, scale_prior is not None)
-    batch_size = n if batch_size is None else int(batch_size)
+    points_per_step = n if batch_size is None else int(batch_size)
     dtype = jnp.result_type(float)
     x = jnp.asarray(x_np, dtype)
     key_inducing, key_fit = jax.random.split(key)
@@ -516,7 +518,7 @@ def _fit(
     # Every node starts at its prior q(v) = N(0, I).
     precision = jnp.broadcast_to(jnp.eye(m, dtype=dtype), (num_nodes, num_latent, m, m))
     shift = jnp.zeros((num_nodes, num_latent, m), dtype)
-    run_chunk = _chunk_fn(expected_log_likelihood, batch_size, n)
+    run_chunk = _chunk_fn(expected_log_likelihood, points_per_step, n)
     trace: list[np.ndarray] = []
     columns = (
         TextColumn("[bold]variational fit"), BarColumn(), MofNCompleteColumn(),
