@@ -286,6 +286,12 @@ def test_fit_hyperparameters_improves_marginal_likelihood():
             ).condition(np.ones((4, 1)), np.ones(4)),
             "not positive definite",
         ),
+        (
+            lambda: nngp.ScaleMixtureProcess(
+                nngp.mlp(0, bias_variance=0.0), None, noise=1e-30, jitter=0.0
+            ).sample(jax.random.key(0), np.ones((4, 1)), 2),
+            "not positive definite",
+        ),
     ],
 )
 def test_bad_input_errors(make, match):

@@ -195,6 +195,9 @@ class ScaleMixtureProcess(eqx.Module):
 
         Returns:
             ``(num_samples, n)`` draws: ``s`` from the scale prior, then the GP.
+
+        Raises:
+            ValueError: if the covariance is not positive definite after jitter.
         """
         check_inputs(x, "x")
         x = jnp.asarray(x, jnp.result_type(float))
@@ -203,6 +206,14 @@ class ScaleMixtureProcess(eqx.Module):
             x.shape[0], dtype=x.dtype
         )
         cholesky = jnp.linalg.cholesky(cov)
+        if is_concrete(cholesky) and not bool(jnp.all(jnp.isfinite(cholesky))):
+            added = "noise and jitter" if include_noise else "jitter"
+            raise ValueError(
+                f"the kernel matrix plus {added} is not positive definite: its Cholesky "
+                f"factorisation failed in {x.dtype}. Increase `jitter` (e.g. 1e-4), remove "
+                "duplicate inputs, or enable float64 with "
+                "`jax.config.update('jax_enable_x64', True)`."
+            )
         if self.scale_prior is None:
             scales = jnp.ones((num_samples,), x.dtype)
         else:
