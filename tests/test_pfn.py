@@ -5,6 +5,7 @@ The headline comparison against the exact GP predictive lives in ``benchmarks/pf
 run proves the pipeline end to end, including an interrupted and resumed run.
 """
 
+import json
 import warnings
 
 import equinox as eqx
@@ -189,9 +190,23 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path):
     for a, b in zip(jax.tree.leaves(eqx.filter(zero_steps, eqx.is_array)),
                     jax.tree.leaves(eqx.filter(resumed, eqx.is_array)), strict=True):  # fmt: skip
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    _, warm = amortize.train(prior, short, progress=False, init_from=tmp_path)
+    warm_model, warm = amortize.train(prior, short, progress=False, init_from=tmp_path)
     _, cold = amortize.train(prior, short, progress=False)
     assert warm[:20].mean() < cold[:20].mean() - 0.1, (warm[:20].mean(), cold[:20].mean())
+    # An interrupted warm-started run resumes bit-identically; another source is refused.
+    warm_dir = tmp_path / "warm"
+    amortize.train(prior, short, checkpoint_dir=warm_dir, progress=False, init_from=tmp_path,
+                   stop_after=40)  # fmt: skip
+    resumed_warm, _ = amortize.train(
+        prior, short, checkpoint_dir=warm_dir, progress=False, init_from=tmp_path
+    )
+    warm_leaves = jax.tree.leaves(eqx.filter(warm_model, eqx.is_array))
+    resumed_leaves = jax.tree.leaves(eqx.filter(resumed_warm, eqx.is_array))
+    for a, b in zip(warm_leaves, resumed_leaves, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert json.loads((warm_dir / "config.json").read_text())["init_from"] == str(tmp_path)
+    with pytest.raises(ValueError, match="different run"):
+        amortize.train(prior, short, checkpoint_dir=warm_dir, progress=False)
     other = amortize.TrainingConfig(num_steps=60, **{**TINY, "width": 64})
     with pytest.raises(ValueError, match="another architecture"):
         amortize.train(prior, other, progress=False, init_from=tmp_path)

@@ -199,7 +199,11 @@ def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> Trai
             "(width, layers, heads, buckets, features); use the config it was trained with."
         )
     opt_state = make_optimizer(config).init(eqx.filter(model, trainable(model)))
-    return TrainState(model, opt_state, state.key, state.step)
+    source_step = int(json.loads((folder / CONFIG_FILE).read_text()).get("step", 0))
+    # Fold in the source's step count: continuing a run with its own seed must not replay
+    # the datasets it was trained on.
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.key), source_step)
+    return TrainState(model, opt_state, jax.random.key_data(key), state.step)
 
 
 def _chunk_fn(
@@ -274,7 +278,11 @@ def train(
         stop_after: stop after this many total steps (for tests of interruption).
         init_from: a saved model folder to start from instead of a fresh initialisation
             (fine-tuning, or continuing a finished run with a new schedule); it must have
-            the architecture ``config`` describes. The optimiser state starts fresh.
+            the architecture ``config`` describes. The optimiser state starts fresh, the
+            model keeps the source's bucket borders, and the data stream is the seed's
+            folded with the source's step count (a continued run sees new datasets).
+            Recorded (as an absolute path) in the checkpoint; a resumed run does not read
+            it again.
 
     Returns:
         The model and the per-step losses of this call.
@@ -286,10 +294,11 @@ def train(
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
     prior_spec = prior_spec or {"repr": repr(prior)}
     state = initial_state(prior, config)
-    origin = None if init_from is None else str(init_from)
-    if init_from is not None:
+    origin = None if init_from is None else str(Path(init_from).resolve())
+    resuming = folder is not None and (folder / STATE_FILE).exists()
+    if init_from is not None and not resuming:
         state = _warm_start(state, config, Path(init_from))
-    if folder is not None and (folder / STATE_FILE).exists():
+    if folder is not None and resuming:
         saved = json.loads((folder / CONFIG_FILE).read_text())
         if (
             saved["training"] != dataclasses.asdict(config)

@@ -42,6 +42,7 @@ per step of ``sample_classifier``, whose scale ``s`` mixes slowly when ``n C`` i
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 
@@ -64,8 +65,11 @@ from probinfer.nngp._scale_priors import check_scale_prior
 DEFAULT_LOG_SCALE_GRID = tuple(float(t) for t in np.linspace(-4.0, 12.0, 17))
 # Posterior mass above this at an end node of the grid means the grid cuts the posterior.
 EDGE_MASS = 1e-3
-# Gauss-Hermite nodes over a binary latent value (a logistic likelihood is smooth).
+# Gauss-Hermite nodes over a binary latent value of standard deviation < 1, and, for wider
+# ones, the midpoint rule's cell width and half-count on the sigmoid's transition (+-40).
 NUM_LATENT_NODES = 20
+LOGISTIC_CELL = 0.05
+LOGISTIC_CELLS = 800
 # Softmax Monte Carlo draws per point for the final ELBOs, which set the scale weights.
 NUM_FINAL_SAMPLES = 256
 # Steps per jitted chunk (the progress bar updates between chunks).
@@ -77,23 +81,62 @@ STEPS_PER_CHUNK = 100
 ExpectedLogLikelihood = Callable[[Array, Array, Array, PRNGKeyArray], tuple[Array, Array, Array]]
 
 
+def _logistic_moments_gauss_hermite(mean: Array, std: Array) -> tuple[Array, Array, Array]:
+    """``E[log sigmoid(w)]``, ``E[sigmoid(-w)]``, ``E[sigmoid(w) sigmoid(-w)]``, small ``std``."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(NUM_LATENT_NODES)
+    nodes = jnp.asarray(nodes, mean.dtype)
+    weights = jnp.asarray(weights / weights.sum(), mean.dtype)
+    w = mean[:, None] + std[:, None] * nodes[None, :]
+    upper = jax.nn.sigmoid(w)
+    return jax.nn.log_sigmoid(w) @ weights, (1 - upper) @ weights, (upper * (1 - upper)) @ weights
+
+
+def _logistic_moments_grid(mean: Array, std: Array) -> tuple[Array, Array, Array]:
+    """The same three moments for wide ``N(mean, std^2)``: closed-form parts plus bumps.
+
+    With ``w ~ N(mean, std^2)``: ``log sigmoid(w) = min(w, 0) - log1p(e^-|w|)``,
+    ``sigmoid(-w) = 1[w < 0] + (sigmoid(-w) - 1[w < 0])`` and ``sigmoid(w) sigmoid(-w)``;
+    the step and ramp parts have closed forms, the rest are bumps of width ~1 around 0,
+    integrated by the midpoint rule on cells whose edges include 0 (where the bumps have
+    their kink and jump), so the rule converges like ``LOGISTIC_CELL^2``.
+    """
+    edges = LOGISTIC_CELL * jnp.arange(-LOGISTIC_CELLS, LOGISTIC_CELLS, dtype=mean.dtype)
+    w = edges + 0.5 * LOGISTIC_CELL
+    density = jax.scipy.stats.norm.pdf(w[None, :], mean[:, None], std[:, None]) * LOGISTIC_CELL
+    upper = jax.nn.sigmoid(w)
+    ratio = mean / std
+    ramp = mean * jax.scipy.stats.norm.cdf(-ratio) - std * jax.scipy.stats.norm.pdf(ratio)
+    log_sigmoid = ramp - density @ jnp.log1p(jnp.exp(-jnp.abs(w)))
+    lower_probability = jax.scipy.stats.norm.cdf(-ratio) + density @ (1 - upper - (w < 0))
+    curvature = density @ (upper * (1 - upper))
+    return log_sigmoid, lower_probability, curvature
+
+
 def bernoulli_expected_log_likelihood(
     means: Array, variances: Array, labels: Array, key: PRNGKeyArray
 ) -> tuple[Array, Array, Array]:
-    """``E[log sigmoid((2 y - 1) f)]``, ``f ~ N(mean, var)``, and its gradients (Gauss-Hermite)."""
+    """``E[log sigmoid((2 y - 1) f)]``, ``f ~ N(mean, var)``, and its gradients.
+
+    Gauss-Hermite for ``std < 1``; for wider Gaussians (large ``s``), where a fixed rule
+    cannot resolve the sigmoid's unit-width transition, closed forms plus a fine grid on
+    the transition (:func:`_logistic_moments_grid`). Gradients by Price's theorem:
+    ``d/dmean = sign E[sigmoid(-w)]``, ``d/dvar = -E[sigmoid(w) sigmoid(-w)] / 2``.
+    """
     del key
-    nodes, weights = np.polynomial.hermite_e.hermegauss(NUM_LATENT_NODES)
-    nodes = jnp.asarray(nodes, means.dtype)
-    weights = jnp.asarray(weights / weights.sum(), means.dtype)
-    latent = means[:, :1] + jnp.sqrt(variances[:, :1]) * nodes[None, :]
-    y = labels[:, None].astype(means.dtype)
-    probability = jax.nn.sigmoid(latent)
-    value = jnp.sum(jax.nn.log_sigmoid((2 * y - 1) * latent) @ weights)
-    grad_means = (y - probability) @ weights
-    grad_variances = -0.5 * (probability * (1 - probability)) @ weights
-    return value, grad_means[:, None], grad_variances[:, None]
+    sign = (2 * labels - 1).astype(means.dtype)
+    mean = sign * means[:, 0]
+    std = jnp.sqrt(variances[:, 0])
+    narrow = _logistic_moments_gauss_hermite(mean, std)
+    # Evaluate the wide rule at std >= 1 only (its cells would miss a narrow Gaussian).
+    wide = _logistic_moments_grid(mean, jnp.maximum(std, 1.0))
+    log_sigmoid, lower_probability, curvature = (
+        jnp.where(std < 1.0, a, b) for a, b in zip(narrow, wide, strict=True)
+    )
+    value = jnp.sum(log_sigmoid)
+    return value, (sign * lower_probability)[:, None], (-0.5 * curvature)[:, None]
 
 
+@functools.cache
 def softmax_expected_log_likelihood(num_samples: int) -> ExpectedLogLikelihood:
     """``E[log softmax(f)[y]]`` and its gradients by ``num_samples`` draws of ``f``."""
 
@@ -301,7 +344,7 @@ class VariationalClassifier(eqx.Module):
             )
         log_masses = _log_quadrature_masses(self.log_scales, scale_prior, self.elbos)
         log_evidence = logsumexp(log_masses)
-        _warn_at_edge(np.asarray(self.log_scales), np.asarray(log_masses - log_evidence))
+        _warn_at_edge(np.asarray(self.log_scales), np.asarray(log_masses - log_evidence), 3)
         return eqx.tree_at(
             lambda m: (m.log_weights, m.log_evidence),
             self,
@@ -326,6 +369,8 @@ class VariationalClassifier(eqx.Module):
             ``(m, num_classes)`` probabilities (rows sum to one).
         """
         check_inputs(x_test, "x_test", num_features=self.inducing_points.shape[1])
+        if int(num_samples) < 1:
+            raise ValueError(f"`num_samples` must be >= 1, got {num_samples}.")
         x_test = jnp.asarray(x_test, self.inducing_points.dtype)
         return _predict_proba(self, x_test, key, int(num_samples))
 
@@ -405,6 +450,8 @@ def fit_variational_classifier(
             after jitter.
     """
     check_scale_prior(scale_prior)
+    if int(num_samples) < 1:
+        raise ValueError(f"`num_samples` must be >= 1, got {num_samples}.")
     x_np = check_inputs(x, "x")
     if x_np is None:
         raise TypeError("`x` must be a concrete array: the fit cannot run under `jax.jit`.")
@@ -428,7 +475,7 @@ def fit_variational_classifier(
     )  # fmt: skip
 
 
-def _warn_at_edge(grid: np.ndarray, log_weights: np.ndarray) -> None:
+def _warn_at_edge(grid: np.ndarray, log_weights: np.ndarray, stacklevel: int) -> None:
     """Warn when the scale posterior has more than ``EDGE_MASS`` at an end node."""
     weights = np.exp(log_weights)
     if grid.size > 1 and max(weights[0], weights[-1]) > EDGE_MASS:
@@ -437,12 +484,16 @@ def _warn_at_edge(grid: np.ndarray, log_weights: np.ndarray) -> None:
             f"the posterior of log s puts {max(weights[0], weights[-1]):.2g} of its mass at "
             f"the {side} end of `log_scale_grid` ({grid[0]:g}..{grid[-1]:g}); extend the "
             "grid on that side.",
-            stacklevel=4,
+            stacklevel=stacklevel,
         )
 
 
 def _check_grid(log_scale_grid: ArrayLike | None, has_prior: bool) -> np.ndarray:
     if not has_prior:
+        if log_scale_grid is not None:
+            raise ValueError(
+                "`log_scale_grid` needs a `scale_prior` (without one, s is fixed at 1)."
+            )
         return np.zeros(1)
     grid = np.asarray(DEFAULT_LOG_SCALE_GRID if log_scale_grid is None else log_scale_grid)
     if (
@@ -487,6 +538,8 @@ def _fit(
     for value, name in ((num_steps, "num_steps"), (num_inducing, "num_inducing")):
         if int(value) < 1:
             raise ValueError(f"`{name}` must be >= 1, got {value}.")
+    if not jitter >= 0:
+        raise ValueError(f"`jitter` must be >= 0, got {jitter}.")
     if batch_size is not None and not 1 <= int(batch_size) <= n:
         raise ValueError(
             f"`batch_size` must lie in 1..{n} (the number of points), got {batch_size}."
@@ -497,7 +550,7 @@ def _fit(
     points_per_step = n if batch_size is None else int(batch_size)
     dtype = jnp.result_type(float)
     x = jnp.asarray(x_np, dtype)
-    key_inducing, key_fit = jax.random.split(key)
+    key_inducing, key_fit, key_final = jax.random.split(key, 3)
     if inducing_points is None:
         chosen = jax.random.permutation(key_inducing, n)[: min(int(num_inducing), n)]
         z = x[jnp.sort(chosen)]
@@ -515,10 +568,21 @@ def _fit(
     targets = jnp.asarray(targets_np)
     log_scales = jnp.asarray(grid_np, dtype)
     num_nodes, m = log_scales.shape[0], z.shape[0]
-    # Every node starts at its prior q(v) = N(0, I).
-    precision = jnp.broadcast_to(jnp.eye(m, dtype=dtype), (num_nodes, num_latent, m, m))
+    # Node k starts at q(v) = N(0, I / s_k): latent variances k(x, x) (+ s_k times the
+    # Nystrom residual), as at s = 1. Starting at the prior N(0, I) would give variances
+    # s_k k(x, x), and at s ~ e^10 the first steps would overshoot.
+    precision = jnp.exp(log_scales)[:, None, None, None] * jnp.broadcast_to(
+        jnp.eye(m, dtype=dtype), (num_nodes, num_latent, m, m)
+    )
     shift = jnp.zeros((num_nodes, num_latent, m), dtype)
     run_chunk = _chunk_fn(expected_log_likelihood, points_per_step, n)
+    # Full batches keep the step size; minibatch steps are noisy, so after the first quarter
+    # the step decays like 1 / t (Robbins-Monro) and the last iterate settles.
+    steps = np.arange(1, int(num_steps) + 1)
+    settle = max(int(num_steps) // 4, 1)
+    step_sizes = np.full(int(num_steps), float(step_size))
+    if points_per_step < n:
+        step_sizes = step_sizes * np.minimum(1.0, settle / steps)
     trace: list[np.ndarray] = []
     columns = (
         TextColumn("[bold]variational fit"), BarColumn(), MofNCompleteColumn(),
@@ -532,24 +596,32 @@ def _fit(
             keys = jax.random.split(jax.random.fold_in(key_fit, done), length)
             precision, shift, elbos = run_chunk(
                 precision, shift, log_scales, keys, projection, residual, targets,
-                jnp.asarray(step_size, dtype),
+                jnp.asarray(step_sizes[done : done + length], dtype),
             )  # fmt: skip
             trace.append(np.asarray(elbos))
             done += length
             bar.update(task, completed=done, elbo=float(trace[-1][-1].max()))
     params, elbos = _final(
-        precision, shift, log_scales, key_fit, projection, residual, targets,
+        precision, shift, log_scales, key_final, projection, residual, targets,
         final_log_likelihood,
     )  # fmt: skip
-    if not bool(jnp.all(jnp.isfinite(elbos))):
+    finite = np.isfinite(np.asarray(elbos))
+    if not finite.any():
         raise FloatingPointError(
-            "the ELBO became non-finite; lower `step_size` or enable float64 "
-            "(`jax.config.update('jax_enable_x64', True)`)."
+            "the ELBO became non-finite at every scale node; lower `step_size` or enable "
+            "float64 (`jax.config.update('jax_enable_x64', True)`)."
         )
+    if not finite.all():
+        warnings.warn(
+            f"the ELBO is non-finite at log s = {grid_np[~finite].tolist()}; those nodes get "
+            "weight 0. Lower `step_size`, narrow `log_scale_grid`, or enable float64.",
+            stacklevel=3,
+        )
+        elbos = jnp.where(jnp.asarray(finite), elbos, -jnp.inf)
     log_masses = _log_quadrature_masses(log_scales, scale_prior, elbos)
     log_evidence = logsumexp(log_masses)
     log_weights = log_masses - log_evidence
-    _warn_at_edge(grid_np, np.asarray(log_weights))
+    _warn_at_edge(grid_np, np.asarray(log_weights), 4)
     return VariationalClassifier(
         kernel, z, chol, params, log_scales, log_weights, elbos, log_evidence,
         jnp.asarray(np.concatenate(trace)), num_classes,
@@ -571,19 +643,27 @@ def _final(
     chol = jnp.linalg.cholesky(precision)
     mean = jax.vmap(jax.vmap(lambda c, h: jax.scipy.linalg.cho_solve((c, True), h)))(chol, shift)
     params = VariationalParams(mean, chol)
-    # One key for every node (common random numbers): the weights depend on differences
-    # of ELBOs, whose Monte Carlo noise this cancels to first order.
-    elbos = jax.vmap(
-        lambda p, t: _elbo(
-            p, t, key, projection, residual, targets, projection.shape[0], expected_log_likelihood
-        )
-    )(params, log_scales)
-    return params, elbos
+
+    def node_elbo(inputs: tuple[VariationalParams, Array]) -> Array:
+        # One key for every node (common random numbers): the weights depend on
+        # differences of ELBOs, whose Monte Carlo noise this cancels to first order.
+        node_params, log_scale = inputs
+        num_data = projection.shape[0]
+        return _elbo(
+            node_params, log_scale, key, projection, residual, targets, num_data,
+            expected_log_likelihood,
+        )  # fmt: skip
+
+    # One node at a time (lax.map): memory O(C m n), not O(K C m n).
+    return params, jax.lax.map(node_elbo, (params, log_scales))
 
 
+@functools.lru_cache(maxsize=16)
 def _chunk_fn(
     expected_log_likelihood: ExpectedLogLikelihood, batch_size: int, num_data: int
 ) -> Callable[..., tuple[Array, Array, Array]]:
+    """The jitted chunk of natural-gradient steps (cached: repeated fits reuse it)."""
+
     @jax.jit
     def run_chunk(
         precision: Array,
@@ -593,10 +673,11 @@ def _chunk_fn(
         projection: Array,
         residual: Array,
         targets: Array,
-        step_size: Array,
+        step_sizes: Array,
     ) -> tuple[Array, Array, Array]:
-        def step(carry: tuple[Array, Array], key: PRNGKeyArray) -> tuple[tuple, Array]:
+        def step(carry: tuple[Array, Array], inputs: tuple[Array, Array]) -> tuple[tuple, Array]:
             precision, shift = carry
+            key, step_size = inputs
             key_batch, key_mc = jax.random.split(key)
             if batch_size == num_data:
                 batch = (projection, residual, targets)
@@ -604,14 +685,20 @@ def _chunk_fn(
                 rows = jax.random.choice(key_batch, num_data, (batch_size,), replace=False)
                 batch = (projection[rows], residual[rows], targets[rows])
             node_keys = jax.random.split(key_mc, log_scales.shape[0])
-            precision, shift, elbos = jax.vmap(
-                lambda p, h, t, k: _natural_step(
+
+            def node_step(inputs: tuple[Array, Array, Array, Array]) -> tuple:
+                p, h, t, k = inputs
+                return _natural_step(
                     p, h, t, k, *batch, num_data, step_size, expected_log_likelihood
                 )
-            )(precision, shift, log_scales, node_keys)
+
+            # One node at a time (lax.map): memory O(C m b), not O(K C m b).
+            precision, shift, elbos = jax.lax.map(
+                node_step, (precision, shift, log_scales, node_keys)
+            )
             return (precision, shift), elbos
 
-        (precision, shift), elbos = jax.lax.scan(step, (precision, shift), keys)
+        (precision, shift), elbos = jax.lax.scan(step, (precision, shift), (keys, step_sizes))
         return precision, shift, elbos
 
     return run_chunk
