@@ -74,8 +74,8 @@ FIXED_PROCESSES = {
 # Digits: MCMC iterations per chain (4 chains) and the variational fit (inducing points at
 # every training image, so it differs from the MCMC only by the Gaussian family).
 MCMC_WARMUP = 4000
-MCMC_DRAWS = 16000
-MCMC_THIN = 40
+MCMC_DRAWS = 12000
+MCMC_THIN = 30
 VI_INDUCING = 1000
 VI_STEPS = 60
 VI_STEP_SIZE = 0.3

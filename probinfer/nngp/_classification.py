@@ -69,6 +69,17 @@ def _log_likelihood(latent: Array, labels: Array) -> Array:
     return jnp.sum(jnp.take_along_axis(log_probs, labels[:, None], axis=-1))
 
 
+def class_probabilities(latent: Array) -> Array:
+    """Class probabilities ``(..., num_classes)`` from latent values ``(..., C)``.
+
+    One latent column is the logit of class 1 of two; several are softmax logits.
+    """
+    if latent.shape[-1] == 1:
+        p1 = jax.nn.sigmoid(latent[..., 0])
+        return jnp.stack([1 - p1, p1], axis=-1)
+    return jax.nn.softmax(latent, axis=-1)
+
+
 def _mean_curvature(latent: Array) -> Array:
     """Mean diagonal curvature ``p (1 - p)`` of the log likelihood at the latent values."""
     if latent.shape[-1] == 1:
@@ -220,12 +231,7 @@ def _predict_proba(
         mean = jnp.sqrt(scale) * (whitened.T @ z_draw)
         noise = jax.random.normal(key_draw, (num_latent, *mean.shape), mean.dtype)
         latent = mean[None] + jnp.sqrt(scale * base_variance)[None, :, None] * noise
-        if latent.shape[-1] == 1:
-            p1 = jax.nn.sigmoid(latent[..., 0])
-            probs = jnp.stack([1 - p1, p1], axis=-1)
-        else:
-            probs = jax.nn.softmax(latent, axis=-1)
-        return total + probs.mean(axis=0), None
+        return total + class_probabilities(latent).mean(axis=0), None
 
     initial = jnp.zeros((x_test.shape[0], posterior.num_classes), x_test.dtype)
     total, _ = jax.lax.scan(one_draw, initial, (z, log_s, keys))

@@ -56,7 +56,7 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from probinfer.nngp._checks import check_inputs
-from probinfer.nngp._classification import check_labels
+from probinfer.nngp._classification import check_labels, class_probabilities
 from probinfer.nngp._kernel import AbstractKernel
 from probinfer.nngp._scale_priors import check_scale_prior
 
@@ -387,12 +387,7 @@ def _predict_proba(
         means, variances = _node_moments(params, log_scale, projection, residual)
         noise = jax.random.normal(key_node, (num_samples, *means.shape), means.dtype)
         latent = means[None] + jnp.sqrt(variances)[None] * noise
-        if latent.shape[-1] == 1:
-            p1 = jax.nn.sigmoid(latent[..., 0])
-            probs = jnp.stack([1 - p1, p1], axis=-1)
-        else:
-            probs = jax.nn.softmax(latent, axis=-1)
-        return probs.mean(axis=0)
+        return class_probabilities(latent).mean(axis=0)
 
     keys = jax.random.split(key, model.log_scales.shape[0])
     probs = jax.vmap(at_node)(model.params, model.log_scales, keys)
