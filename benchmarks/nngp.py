@@ -79,7 +79,7 @@ MCMC_THIN = 30
 VI_INDUCING = 1000
 VI_STEPS = 60
 VI_STEP_SIZE = 0.3
-VI_LOG_SCALE_GRID = tuple(float(t) for t in range(0, 13))
+VI_LOG_SCALE_GRID = tuple(float(t) for t in range(0, 11))
 CLASSIFICATION_PRIORS = {
     "NNGP": None,
     "Student-t": nngp.inverse_gamma(2.0, 2.0),
