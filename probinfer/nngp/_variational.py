@@ -231,6 +231,13 @@ def _elbo(
     return num_data / projection.shape[0] * likelihood - _kl(params)
 
 
+def _from_natural(precision: Array, shift: Array) -> VariationalParams:
+    """One node's ``(mu, P)`` from its precisions ``(C, m, m)`` and shifts ``h = Lambda mu``."""
+    chol = jnp.linalg.cholesky(precision)
+    mean = jax.vmap(lambda c, h: jax.scipy.linalg.cho_solve((c, True), h))(chol, shift)
+    return VariationalParams(mean, chol)
+
+
 def _natural_step(
     precision: Array,
     shift: Array,
@@ -244,9 +251,7 @@ def _natural_step(
     expected_log_likelihood: ExpectedLogLikelihood,
 ) -> tuple[Array, Array, Array]:
     """One natural-gradient step of one node; returns ``(precision, shift, ELBO before)``."""
-    chol = jnp.linalg.cholesky(precision)
-    mean = jax.vmap(lambda c, h: jax.scipy.linalg.cho_solve((c, True), h))(chol, shift)
-    params = VariationalParams(mean, chol)
+    params = _from_natural(precision, shift)
     means, variances = _node_moments(params, log_scale, projection, residual)
     likelihood, grad_means, grad_variances = expected_log_likelihood(means, variances, targets, key)
     batch_scale = num_data / projection.shape[0]
@@ -258,7 +263,7 @@ def _natural_step(
     )
     eye = jnp.eye(precision.shape[-1], dtype=precision.dtype)
     target_precision = eye[None] - 2 * grad_cov
-    target_shift = grad_mean - 2 * jnp.einsum("cmk,ck->cm", grad_cov, mean)
+    target_shift = grad_mean - 2 * jnp.einsum("cmk,ck->cm", grad_cov, params.mean)
     new_precision = (1 - step_size) * precision + step_size * target_precision
     new_shift = (1 - step_size) * shift + step_size * target_shift
     # Symmetrise: rounding would otherwise accumulate an antisymmetric part.
@@ -635,9 +640,7 @@ def _final(
     expected_log_likelihood: ExpectedLogLikelihood,
 ) -> tuple[VariationalParams, Array]:
     """The fitted parameters of every node and their full-data ELBOs, ``(K,)``."""
-    chol = jnp.linalg.cholesky(precision)
-    mean = jax.vmap(jax.vmap(lambda c, h: jax.scipy.linalg.cho_solve((c, True), h)))(chol, shift)
-    params = VariationalParams(mean, chol)
+    params = jax.vmap(_from_natural)(precision, shift)
 
     def node_elbo(inputs: tuple[VariationalParams, Array]) -> Array:
         # One key for every node (common random numbers): the weights depend on
