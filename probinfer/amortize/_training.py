@@ -184,10 +184,16 @@ def batch_loss(
 
 
 def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> TrainState:
-    """``state`` with its model replaced by the one saved in ``folder`` (same architecture)."""
+    """``state`` with its model replaced by the one saved in ``folder``.
+
+    The architecture must match, except that the number of buckets may differ: then the
+    source is re-binned (:meth:`PFN.rebinned`) onto the buckets of ``state``'s model.
+    """
     from probinfer.amortize._predict import load
 
     model = load(folder)
+    if model.bar.num_buckets != state.model.bar.num_buckets:
+        model = model.rebinned(state.model.bar)
 
     def signature(tree: PFN) -> tuple:
         leaves, structure = jax.tree.flatten(eqx.filter(tree, eqx.is_array))
@@ -196,7 +202,8 @@ def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> Trai
     if signature(model) != signature(state.model):
         raise ValueError(
             f"the model in {folder} has another architecture than this config describes "
-            "(width, layers, heads, buckets, features); use the config it was trained with."
+            "(width, layers, heads, MLP width, features); use the config it was trained "
+            "with (only `num_buckets` may differ)."
         )
     opt_state = make_optimizer(config).init(eqx.filter(model, trainable(model)))
     source_step = int(json.loads((folder / CONFIG_FILE).read_text()).get("step", 0))
@@ -278,8 +285,10 @@ def train(
         stop_after: stop after this many total steps (for tests of interruption).
         init_from: a saved model folder to start from instead of a fresh initialisation
             (fine-tuning, or continuing a finished run with a new schedule); it must have
-            the architecture ``config`` describes. The optimiser state starts fresh, the
-            model keeps the source's bucket borders, and the data stream is the seed's
+            the architecture ``config`` describes, except perhaps the number of buckets.
+            The optimiser state starts fresh; the model keeps the source's bucket borders
+            if ``config.num_buckets`` is the source's, else it is re-binned onto new
+            borders at prior quantiles (:meth:`PFN.rebinned`); the data stream is the seed's
             folded with the source's step count (a continued run sees new datasets).
             Recorded (as an absolute path) in the checkpoint; a resumed run does not read
             it again.

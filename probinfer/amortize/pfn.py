@@ -164,3 +164,40 @@ class PFN(eqx.Module):
         x = jnp.concatenate([x_train, x_test])
         y = jnp.concatenate([y_train, jnp.zeros(x_test.shape[0], y_train.dtype)])
         return self.logits(x, y, x_train.shape[0])[x_train.shape[0] :]
+
+    def rebinned(self, bar: BarDistribution) -> PFN:
+        """This model with its output layer moved onto other buckets (e.g. finer ones).
+
+        Each new bucket ``j`` takes the logit row of the old bucket ``k`` that holds most of
+        it, shifted by the log of its expected share of ``k``'s mass: with ``F_jk'`` the
+        share of old bucket ``k'``'s own mass (uniform inside, half-normal in a tail) that
+        falls in ``j`` and ``w`` the old widths, the shift is
+        ``log(sum_k' F_jk' w_k' / w_k)``, which assumes the density is continuous across an
+        old border that ``j`` straddles. When every new bucket lies inside one old bucket
+        (a refinement of the old borders) the new predictive density equals the old one's
+        wherever both are uniform; in general it is close, and fine-tuning
+        (``train(..., init_from=...)``) takes it from there. The transformer body is
+        unchanged.
+
+        Args:
+            bar: the new buckets.
+
+        Returns:
+            The re-binned model.
+        """
+        old = self.bar
+        num_old = old.num_buckets
+        # Old bucket k's own CDF: the bar CDF with all mass on k (other logits -1e30).
+        own = jnp.where(jnp.eye(num_old, dtype=bool), 0.0, -1e30)
+        lower = bar.borders[:-1].at[0].set(-jnp.inf)
+        upper = bar.borders[1:].at[-1].set(jnp.inf)
+        share = old.cdf(own, upper[:, None]) - old.cdf(own, lower[:, None])  # (new, old)
+        source = jnp.argmax(share, axis=1)
+        log_share = jnp.log(jnp.maximum(share @ old.widths, 1e-30)) - jnp.log(old.widths[source])
+        head = self.decoder_out
+        assert head.bias is not None  # the decoder has a bias
+        weight = head.weight[source]
+        bias = head.bias[source] + log_share
+        new_head = eqx.nn.Linear(head.in_features, bar.num_buckets, key=jax.random.key(0))
+        new_head = eqx.tree_at(lambda m: (m.weight, m.bias), new_head, (weight, bias))
+        return eqx.tree_at(lambda m: (m.decoder_out, m.bar), self, (new_head, bar))
