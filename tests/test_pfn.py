@@ -149,6 +149,52 @@ def test_predictions_ignore_other_test_points_and_train_order():
     assert np.max(np.abs(np.asarray(shifted_y - base))) > 1e-3  # the train targets matter
 
 
+def test_rebinned_keeps_the_predictive():
+    model = _random_model()
+    x_train, y_train = np.linspace(-1, 1, 6).reshape(3, 2), np.array([0.3, -0.5, 1.2])
+    x_test = np.array([[0.1, 0.2], [-0.4, 0.6]])
+    borders = np.asarray(model.bar.borders)
+    grid = np.linspace(borders[1] + 1e-3, borders[-2] - 1e-3, 501)
+
+    def densities(m):
+        logits = m(jnp.asarray(x_train), jnp.asarray(y_train), jnp.asarray(x_test))
+        return np.asarray(m.bar.log_prob(logits[:, None, :], grid[None, :]))
+
+    # A refinement (every old bucket split 1:3): the same density wherever both are uniform.
+    quarters = np.sort(np.concatenate([borders, 0.75 * borders[:-1] + 0.25 * borders[1:]]))
+    refined = model.rebinned(amortize.BarDistribution(quarters))
+    assert refined.bar.num_buckets == 32 and refined.decoder_out.weight.shape[0] == 32
+    np.testing.assert_allclose(densities(refined), densities(model), atol=1e-5)
+    # Its twin without the shift by each new bucket's share is off by up to log 3.
+    unshifted = eqx.tree_at(
+        lambda m: m.decoder_out.bias, refined, model.decoder_out.bias[np.arange(32) // 2]
+    )
+    assert np.max(np.abs(densities(unshifted) - densities(model))) > 0.5
+    # Borders that straddle the old ones: every new bucket inside one old bucket gets
+    # exactly its share of the old mass (up to the common normalisation); the straddling
+    # ones are approximations by design.
+    new_borders = np.linspace(-3.1, 2.9, 41)
+    shifted = model.rebinned(amortize.BarDistribution(new_borders))
+    args = (jnp.asarray(x_train), jnp.asarray(y_train), jnp.asarray(x_test))
+    ends = np.concatenate([[-np.inf], new_borders[1:-1], [np.inf]])
+    old_logits = np.asarray(model(*args), np.float64)
+    with jax.enable_x64(True):  # exact masses, even small ones, from CDF differences
+        old_cdf = np.asarray(model.bar.cdf(jnp.asarray(old_logits)[:, None, :], ends[None, :]))
+    exact_mass = np.diff(old_cdf, axis=1)
+    new_mass = np.asarray(jax.nn.softmax(shifted(*args), axis=-1))
+    inner_old = borders[1:-1]
+    inside = ~np.any(
+        (inner_old[None, :] > ends[:-1, None]) & (inner_old[None, :] < ends[1:, None]), axis=1
+    )
+    assert 10 < inside.sum() < 40
+    for row in range(2):
+        checked = inside & (exact_mass[row] > 1e-6)
+        assert checked.sum() >= 10
+        log_ratio = np.log(new_mass[row, checked]) - np.log(exact_mass[row, checked])
+        assert np.std(log_ratio) < 1e-4
+        assert np.abs(log_ratio).max() < 0.2  # and the normalisation moves little
+
+
 TINY = dict(batch_size=16, max_train=10, num_test=6, num_buckets=32, width=32, num_layers=2,
             num_heads=2, mlp_width=64, warmup_steps=20, learning_rate=3e-3)  # fmt: skip
 
@@ -210,6 +256,15 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path):
     other = amortize.TrainingConfig(num_steps=60, **{**TINY, "width": 64})
     with pytest.raises(ValueError, match="another architecture"):
         amortize.train(prior, other, progress=False, init_from=tmp_path)
+    # Another number of buckets is allowed: the source is re-binned onto the prior's
+    # quantiles for the new count.
+    finer = amortize.TrainingConfig(num_steps=60, **{**TINY, "num_buckets": 64})
+    rebinned, _ = amortize.train(prior, finer, progress=False, init_from=tmp_path, stop_after=0)
+    assert rebinned.bar.num_buckets == 64
+    expected = resumed.rebinned(amortize.initial_state(prior, finer).model.bar)
+    for a, b in zip(jax.tree.leaves(eqx.filter(rebinned, eqx.is_array)),
+                    jax.tree.leaves(eqx.filter(expected, eqx.is_array)), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 @pytest.mark.parametrize(

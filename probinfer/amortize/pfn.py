@@ -188,7 +188,7 @@ class PFN(eqx.Module):
         old = self.bar
         num_old = old.num_buckets
         # Old bucket k's own CDF: the bar CDF with all mass on k (other logits -1e30).
-        own = jnp.where(jnp.eye(num_old, dtype=bool), 0.0, -1e30)
+        own = jnp.where(jnp.eye(num_old, dtype=bool), 0.0, -1e30)[None]  # (1, old, old)
         lower = bar.borders[:-1].at[0].set(-jnp.inf)
         upper = bar.borders[1:].at[-1].set(jnp.inf)
         share = old.cdf(own, upper[:, None]) - old.cdf(own, lower[:, None])  # (new, old)
