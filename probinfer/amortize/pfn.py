@@ -143,6 +143,12 @@ class PFN(eqx.Module):
         Returns:
             ``(num_points, num_buckets)`` logits.
         """
+        return self._decode(self._encode(x, y, num_train))
+
+    def _encode(
+        self, x: Float[Array, "num_points num_features"], y: Array, num_train: Int[Array, ""] | int
+    ) -> Float[Array, "num_points width"]:
+        """Token embeddings after the transformer layers."""
         num_points = x.shape[0]
         is_train = (jnp.arange(num_points) < num_train)[:, None]
         tokens = jax.vmap(self.x_encoder)(x)
@@ -151,6 +157,10 @@ class PFN(eqx.Module):
         mask = attention_mask(num_points, num_train)
         for layer in self.layers:
             tokens = layer(tokens, mask)
+        return tokens
+
+    def _decode(self, tokens: Float[Array, "num_tokens width"]) -> Array:
+        """Bucket logits of each token (row-wise)."""
         hidden = jax.nn.gelu(jax.vmap(self.decoder_hidden)(jax.vmap(self.output_norm)(tokens)))
         return jax.vmap(self.decoder_out)(hidden)
 
@@ -163,7 +173,9 @@ class PFN(eqx.Module):
         """Logits of the predictive distribution at each test input, given a train set."""
         x = jnp.concatenate([x_train, x_test])
         y = jnp.concatenate([y_train, jnp.zeros(x_test.shape[0], y_train.dtype)])
-        return self.logits(x, y, x_train.shape[0])[x_train.shape[0] :]
+        num_train = x_train.shape[0]
+        # Decode the test tokens only: the output layer is the costliest per token.
+        return self._decode(self._encode(x, y, num_train)[num_train:])
 
     def rebinned(self, bar: BarDistribution) -> PFN:
         """This model with its output layer moved onto other buckets (e.g. finer ones).
