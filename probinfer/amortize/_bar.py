@@ -88,6 +88,39 @@ class BarDistribution(eqx.Module):
         widths = self.widths
         return widths[0] / _HALF_NORMAL_MEDIAN, widths[-1] / _HALF_NORMAL_MEDIAN
 
+    def bucket_shares(self, lower: ArrayLike, upper: ArrayLike) -> np.ndarray:
+        """The share of each bucket's own mass that lies in each interval ``[lower, upper]``.
+
+        Bucket ``k``'s own distribution is the density with all mass on ``k``: uniform on an
+        inner bucket, half-normal on a tail. Computed in float64 NumPy from lower-tail
+        normal CDFs only, so far-tail shares keep their relative precision.
+
+        Args:
+            lower: ``(n,)`` interval starts (``-inf`` allowed).
+            upper: ``(n,)`` interval ends (``inf`` allowed), ``>= lower``.
+
+        Returns:
+            ``(n, K)`` shares in ``[0, 1]``.
+        """
+        from scipy.special import ndtr as normal_cdf
+
+        borders = np.asarray(self.borders, np.float64)
+        widths = np.diff(borders)
+        lo = np.asarray(lower, np.float64)[:, None]
+        hi = np.asarray(upper, np.float64)[:, None]
+        overlap = np.minimum(hi, borders[None, 1:]) - np.maximum(lo, borders[None, :-1])
+        shares = np.clip(overlap, 0.0, None) / widths[None, :]
+        left_scale, right_scale = (float(scale) for scale in self.tail_scales)
+        # Left tail: the distance b_1 - y is half-normal; clip the interval to y <= b_1.
+        near = (borders[1] - np.minimum(hi[:, 0], borders[1])) / left_scale
+        far = (borders[1] - np.minimum(lo[:, 0], borders[1])) / left_scale
+        shares[:, 0] = 2 * (normal_cdf(-near) - normal_cdf(-far))
+        # Right tail: the distance y - b_{K-1} is half-normal; clip to y >= b_{K-1}.
+        near = (np.maximum(lo[:, 0], borders[-2]) - borders[-2]) / right_scale
+        far = (np.maximum(hi[:, 0], borders[-2]) - borders[-2]) / right_scale
+        shares[:, -1] = 2 * (normal_cdf(-near) - normal_cdf(-far))
+        return shares
+
     def log_prob(self, logits: Float[Array, "... K"], y: Float[ArrayLike, "*batch"]) -> Array:
         """Log density of ``y`` under each distribution.
 

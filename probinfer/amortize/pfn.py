@@ -16,9 +16,13 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from probinfer.amortize._bar import BarDistribution
+
+# The least log share a re-binned bucket starts with (see `PFN.rebinned`).
+MIN_LOG_SHARE = -30.0
 
 
 class TransformerLayer(eqx.Module):
@@ -181,13 +185,13 @@ class PFN(eqx.Module):
         """This model with its output layer moved onto other buckets (e.g. finer ones).
 
         Each new bucket ``j`` takes the logit row of the old bucket ``k`` that holds most of
-        it, shifted by the log of its expected share of ``k``'s mass: with ``F_jk'`` the
-        share of old bucket ``k'``'s own mass (uniform inside, half-normal in a tail) that
-        falls in ``j`` and ``w`` the old widths, the shift is
-        ``log(sum_k' F_jk' w_k' / w_k)``, which assumes the density is continuous across an
-        old border that ``j`` straddles. When every new bucket lies inside one old bucket
-        (a refinement of the old borders) the new predictive density equals the old one's
-        wherever both are uniform; in general it is close, and fine-tuning
+        it (:meth:`BarDistribution.bucket_shares`), shifted so that ``j`` gets ``k``'s
+        density over its whole width: by ``log(sum_k' F_jk' w_k' / w_k)``, with ``F_jk'``
+        the share of old bucket ``k'``'s own mass in ``j`` and ``w`` the old widths. So a
+        new bucket inside one old bucket gets exactly its share of that bucket's mass (a
+        refinement of the old borders keeps the density wherever both are uniform), and one
+        that straddles an old border is off by the old density's jump there (near a tail,
+        by the half-normal's change over the bucket). Fine-tuning
         (``train(..., init_from=...)``) takes it from there. The transformer body is
         unchanged.
 
@@ -197,19 +201,24 @@ class PFN(eqx.Module):
         Returns:
             The re-binned model.
         """
-        old = self.bar
-        num_old = old.num_buckets
-        # Old bucket k's own CDF: the bar CDF with all mass on k (other logits -1e30).
-        own = jnp.where(jnp.eye(num_old, dtype=bool), 0.0, -1e30)[None]  # (1, old, old)
-        lower = bar.borders[:-1].at[0].set(-jnp.inf)
-        upper = bar.borders[1:].at[-1].set(jnp.inf)
-        share = old.cdf(own, upper[:, None]) - old.cdf(own, lower[:, None])  # (new, old)
-        source = jnp.argmax(share, axis=1)
-        log_share = jnp.log(jnp.maximum(share @ old.widths, 1e-30)) - jnp.log(old.widths[source])
+        old_borders = np.asarray(self.bar.borders, np.float64)
+        old_widths = np.diff(old_borders)
+        new_borders = np.asarray(bar.borders, np.float64)
+        lower = np.concatenate([[-np.inf], new_borders[1:-1]])
+        upper = np.concatenate([new_borders[1:-1], [np.inf]])
+        shares = self.bar.bucket_shares(lower, upper)  # (new, old)
+        source = np.argmax(shares, axis=1)
+        # A row with no share at all lies beyond float64's reach in a tail: use that tail.
+        beyond = np.where(upper <= old_borders[1], 0, self.bar.num_buckets - 1)
+        source = np.where(shares.max(axis=1) > 0, source, beyond)
+        shift = np.log(np.maximum(shares @ old_widths, 1e-300)) - np.log(old_widths[source])
+        # Keep far-tail buckets learnable: an Adam step moves a logit by about the
+        # learning rate, so a logit at -700 would never come back.
+        shift = np.maximum(shift, MIN_LOG_SHARE)
         head = self.decoder_out
         assert head.bias is not None  # the decoder has a bias
         weight = head.weight[source]
-        bias = head.bias[source] + log_share
+        bias = head.bias[source] + jnp.asarray(shift, head.bias.dtype)
         new_head = eqx.nn.Linear(head.in_features, bar.num_buckets, key=jax.random.key(0))
         new_head = eqx.tree_at(lambda m: (m.weight, m.bias), new_head, (weight, bias))
         return eqx.tree_at(lambda m: (m.decoder_out, m.bar), self, (new_head, bar))
