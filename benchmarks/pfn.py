@@ -42,6 +42,12 @@ NUM_TEST = 10
 TRAIN_SIZES = (2, 5, 10, 20, 30, 50)
 
 
+def _standard_error(values) -> float:
+    """Standard error of the mean over datasets."""
+    values = np.asarray(values, np.float64)
+    return float(values.std(ddof=1) / np.sqrt(values.size))
+
+
 def draw_datasets(prior, key, num_datasets, num_points, num_features):
     keys = jax.random.split(key, num_datasets)
     return jax.vmap(lambda k: prior.sample(k, num_points, num_features))(keys)
@@ -125,16 +131,25 @@ def _mixture_log_density(x_train, y_train, x_test, y_test, lengthscale, variance
 
 
 @jax.jit
-def _mixture_bar_log_density(x_train, y_train, x_test, y_test, lengthscale, variance, noise, bar):
-    """The same mixture projected onto the PFN's buckets: the best its histogram can do."""
+def _mixture_bar_log_densities(
+    x_train, y_train, x_test, y_test, lengthscale, variance, noise, bars
+):
+    """The same mixture projected onto each bar's buckets: the best its histogram can do."""
     from jax.scipy.special import ndtr
 
     mean, std = _draw_predictives(x_train, y_train, x_test, lengthscale, variance, noise)
-    inner = bar.borders[1:-1]
-    cdf = jnp.mean(ndtr((inner[None, None, :] - mean[..., None]) / std[..., None]), axis=0)
-    ends = jnp.ones((cdf.shape[0], 1), cdf.dtype)
-    mass = jnp.diff(jnp.concatenate([0.0 * ends, cdf, ends], axis=1), axis=1)
-    return bar.log_prob(jnp.log(jnp.maximum(mass, 1e-300)), y_test)
+
+    def projected(bar):
+        inner = bar.borders[1:-1]
+        cdf = jnp.mean(ndtr((inner[None, None, :] - mean[..., None]) / std[..., None]), axis=0)
+        zeros, ones = (
+            jnp.zeros((cdf.shape[0], 1), cdf.dtype),
+            jnp.ones((cdf.shape[0], 1), cdf.dtype),
+        )
+        mass = jnp.diff(jnp.concatenate([zeros, cdf, ones], axis=1), axis=1)
+        return bar.log_prob(jnp.log(jnp.maximum(mass, 1e-300)), y_test)
+
+    return [projected(bar) for bar in bars]
 
 
 def gp_hyper_model(x_train, y_train, hyperprior):
@@ -154,8 +169,8 @@ def gp_hyper_model(x_train, y_train, hyperprior):
 def nuts_nll(prior, x, y, num_train, seed):
     """Posterior predictive NLL with NUTS over the GP hyperparameters (``pi.sample``).
 
-    Returns the NLL of the mixture over draws and a function giving the NLL of that mixture
-    projected onto a bar distribution's buckets (not part of NUTS's time).
+    Returns the NLL of the mixture over draws and a function giving the NLLs of that mixture
+    projected onto the buckets of each of some bar distributions (not part of NUTS's time).
     """
     import probinfer as pi
 
@@ -171,10 +186,10 @@ def nuts_nll(prior, x, y, num_train, seed):
     args = (x_train, y_train, x[num_train:], y[num_train:],
             draws["lengthscale"], draws["variance"], draws["noise"])  # fmt: skip
 
-    def projected_nll(bar: amortize.BarDistribution) -> float:
+    def projected_nll(*bars: amortize.BarDistribution) -> list[float]:
         with jax.enable_x64(True):  # small bucket masses are CDF differences
             args64 = [jnp.asarray(a, jnp.float64) for a in args]
-            return -float(jnp.mean(_mixture_bar_log_density(*args64, bar)))
+            return [-float(jnp.mean(v)) for v in _mixture_bar_log_densities(*args64, bars)]
 
     return -float(jnp.mean(_mixture_log_density(*args))), projected_nll
 
@@ -185,6 +200,8 @@ def run_hyper(model_dir: Path, num_datasets: int) -> dict:
     prior = amortize.prior_from_spec(config["prior"])
     model = amortize.load(model_dir)
     single = jax.jit(lambda a, b, c: model(a, b, c))
+    # The same borders thinned to every fourth: what a 4x coarser histogram would cost.
+    coarse = amortize.BarDistribution(np.asarray(model.bar.borders)[::4])
     rows = []
     for num_features in HYPER_FEATURES:
         if num_features > model.num_features:
@@ -194,9 +211,7 @@ def run_hyper(model_dir: Path, num_datasets: int) -> dict:
             key, key_data = jax.random.split(key)
             x, y = draw_datasets(prior, key_data, num_datasets, num_train + NUM_TEST, num_features)
             x, y = np.asarray(x), np.asarray(y)
-            # The same borders thinned to every fourth: what a 4x coarser histogram would cost.
-            coarse = amortize.BarDistribution(np.asarray(model.bar.borders)[::4])
-            nuts_nll(prior, x[0], y[0], num_train, 0)[1](model.bar)  # compile, off the clock
+            nuts_nll(prior, x[0], y[0], num_train, 0)  # compile, off the clock
             pfn_values, nuts_values, pfn_times, nuts_times = [], [], [], []
             floor_values, coarse_values = [], []
             for i in range(num_datasets):
@@ -211,10 +226,10 @@ def run_hyper(model_dir: Path, num_datasets: int) -> dict:
                 nuts, projected_nll = nuts_nll(prior, x[i], y[i], num_train, i + 1)
                 nuts_times.append(time.perf_counter() - start)
                 nuts_values.append(nuts)
-                floor_values.append(projected_nll(model.bar) - nuts)
-                coarse_values.append(projected_nll(coarse) - nuts)
+                projected, projected_coarse = projected_nll(model.bar, coarse)
+                floor_values.append(projected - nuts)
+                coarse_values.append(projected_coarse - nuts)
             gap = np.array(pfn_values) - np.array(nuts_values)
-            floor, coarse_floor = np.array(floor_values), np.array(coarse_values)
             rows.append(
                 {
                     "num_features": num_features,
@@ -222,11 +237,11 @@ def run_hyper(model_dir: Path, num_datasets: int) -> dict:
                     "pfn_nll": float(np.mean(pfn_values)),
                     "nuts_nll": float(np.mean(nuts_values)),
                     "gap": float(gap.mean()),
-                    "gap_se": float(gap.std(ddof=1) / np.sqrt(num_datasets)),
-                    "bucket_floor": float(floor.mean()),
-                    "bucket_floor_se": float(floor.std(ddof=1) / np.sqrt(num_datasets)),
-                    "coarse_floor": float(coarse_floor.mean()),
-                    "coarse_floor_se": float(coarse_floor.std(ddof=1) / np.sqrt(num_datasets)),
+                    "gap_se": _standard_error(gap),
+                    "bucket_floor": float(np.mean(floor_values)),
+                    "bucket_floor_se": _standard_error(floor_values),
+                    "coarse_floor": float(np.mean(coarse_values)),
+                    "coarse_floor_se": _standard_error(coarse_values),
                     "coarse_buckets": coarse.num_buckets,
                     "pfn_seconds_per_dataset": float(np.median(pfn_times)),
                     "nuts_seconds_per_dataset": float(np.median(nuts_times)),
@@ -322,7 +337,7 @@ def run(model_dir: Path, num_datasets: int) -> dict:
                     "exact_nll": float(exact.mean()),
                     "mle_nll": float(np.mean(mle)),
                     "gap": float(gap.mean()),
-                    "gap_se": float(gap.std(ddof=1) / np.sqrt(num_datasets)),
+                    "gap_se": _standard_error(gap),
                     "pfn_seconds_per_dataset": pfn_seconds,
                     "exact_seconds_per_dataset": exact_seconds,
                 }
