@@ -7,8 +7,8 @@
 from probinfer import mcmc, nngp
 from probinfer.api import sample
 from probinfer.diagnostics import summary
-from probinfer.model import LogDensity, from_numpyro
+from probinfer.model import LogDensity, Target, from_numpyro
 
 __version__ = "0.1.0"
 
-__all__ = ["LogDensity", "from_numpyro", "mcmc", "nngp", "sample", "summary"]
+__all__ = ["LogDensity", "Target", "from_numpyro", "mcmc", "nngp", "sample", "summary"]

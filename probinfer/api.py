@@ -136,8 +136,9 @@ def sample(
 
     Args:
         model: a NumPyro model function (called as ``model(*args, **model_kwargs)``) or a
-            :class:`probinfer.LogDensity`.
-        *args: the model's positional arguments (data as arrays).
+            :class:`probinfer.LogDensity` (its functions called as ``fn(position, *args)``).
+        *args: the model's positional arguments (data as arrays); for a ``LogDensity``,
+            the data arguments its functions take after the position.
         method: "nuts", "hmc", "mala" or "rwm".
         chains: number of chains, each started at a distinct point.
         warmup: adaptation steps per chain (discarded).

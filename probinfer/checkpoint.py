@@ -9,6 +9,7 @@ and the step index, a resumed run produces exactly the draws of an uninterrupted
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Callable
@@ -35,6 +36,64 @@ class RunProgress(NamedTuple):
     phase: int
     start: int
     seconds: dict[str, float]
+
+
+def _describe_value(value: Any, depth: int) -> str:
+    """A stable description of a value met in a function's closure or defaults."""
+    if isinstance(value, jax.Array | np.ndarray | np.generic):
+        array = np.asarray(value)
+        # By content: ``repr`` elides the middle of large arrays, so two datasets that differ
+        # in one element of thousands would otherwise describe alike.
+        digest = hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+        return f"array{array.shape}{array.dtype.str}:{digest}"
+    if callable(value) and depth < 8:
+        return describe_callable(value, _depth=depth + 1)
+    if isinstance(value, tuple | list) and depth < 8:
+        return repr(type(value)(_describe_value(v, depth + 1) for v in value))
+    if isinstance(value, dict) and depth < 8:
+        return repr({k: _describe_value(v, depth + 1) for k, v in value.items()})
+    return repr(value)
+
+
+def describe_callable(fn: Callable[..., Any], *, _depth: int = 0) -> str:
+    """Name and code of a function, stable across processes (``repr`` of a function is not).
+
+    Arrays among the closure values and defaults are described by a digest of their
+    contents, and functions among them recursively, so a change of closed-over data changes
+    the description.
+
+    Args:
+        fn: a function (or any callable, e.g. a ``functools.partial``).
+
+    Returns:
+        Its module, qualified name, bytecode, constants, closure values and defaults.
+    """
+    if isinstance(fn, functools.partial):
+        return repr(
+            (
+                "partial",
+                describe_callable(fn.func, _depth=_depth + 1),
+                _describe_value(fn.args, _depth + 1),
+                _describe_value(fn.keywords, _depth + 1),
+            )
+        )
+    code = getattr(fn, "__code__", None)
+    closure = getattr(fn, "__closure__", None) or ()
+    cells = []
+    for cell in closure:
+        try:
+            cells.append(_describe_value(cell.cell_contents, _depth))
+        except ValueError:  # an empty cell
+            cells.append("<empty>")
+    parts = (
+        getattr(fn, "__module__", None),
+        getattr(fn, "__qualname__", type(fn).__name__),
+        None if code is None else code.co_code.hex(),
+        None if code is None else repr(code.co_consts),
+        tuple(cells),
+        _describe_value(getattr(fn, "__defaults__", None), _depth),
+    )
+    return repr(parts)
 
 
 def fingerprint(*parts: Any, data: PyTree = ()) -> str:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -229,7 +230,10 @@ _PROGRAMS: dict[str, Callable[..., Any]] = {
     "warmup_init": _warmup_init,
     "chunk": _chunk,
 }
-_COMPILED: dict[Any, Any] = {}
+# The most recently used compiled programs, oldest first. Bounded, because each entry keeps
+# its target spec (and whatever the target's functions close over) alive.
+MAX_COMPILED_PROGRAMS = 64
+_COMPILED: OrderedDict[Any, Any] = OrderedDict()
 
 
 def _signature(tree: PyTree) -> tuple[Any, ...]:
@@ -252,6 +256,10 @@ def _call(name: str, spec: Any, config: SamplerConfig, watch: _Stopwatch, *args:
         compiled = function.lower(spec, config, *args).compile()
         watch.compile_seconds += time.perf_counter() - tic
         _COMPILED[key] = compiled
+        while len(_COMPILED) > MAX_COMPILED_PROGRAMS:
+            _COMPILED.popitem(last=False)
+    else:
+        _COMPILED.move_to_end(key)
     return compiled(*args)
 
 

@@ -42,3 +42,17 @@ def _rank_promotion_opt_out(request: pytest.FixtureRequest):
         return
     with jax.numpy_rank_promotion("allow"):
         yield
+
+
+@pytest.fixture
+def count_compilations():
+    """Count XLA backend compilations (any program, ours or JAX's) while the test runs."""
+    events = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            events.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    yield events
+    jax.monitoring.unregister_event_duration_listener(listener)

@@ -172,20 +172,6 @@ def test_same_seed_gives_identical_draws(idata):
     np.testing.assert_array_equal(again.sample_stats["lp"].values, idata.sample_stats["lp"].values)
 
 
-@pytest.fixture
-def count_compilations():
-    """Count XLA backend compilations (any program, ours or JAX's) while the test runs."""
-    events = []
-
-    def listener(event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            events.append(duration)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    yield events
-    jax.monitoring.unregister_event_duration_listener(listener)
-
-
 def test_new_seed_and_new_data_do_not_recompile(idata):
     traces_before = dict(TRACE_COUNTS)
     second = pi.sample(model, Y_NEW, seed=2, **SETTINGS)

@@ -12,7 +12,9 @@ from probinfer import amortize, mcmc, nngp
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCTEST_MODULES = [
-    "probinfer.model",
+    "probinfer.model._logdensity",
+    "probinfer.model._numpyro",
+    "probinfer.model._target",
     "probinfer.api",
     "probinfer.mcmc._window_adaptation",
     "probinfer.nngp._layers",

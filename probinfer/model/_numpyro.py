@@ -1,19 +1,19 @@
-"""Model front ends: a NumPyro model or a plain log density, as a target for the samplers.
+"""The NumPyro front end: a model function and its arguments as a target for the samplers.
 
-A *target* is split in two so that a second run with new data does not recompile:
+A model is split in two so that a second run with new data does not recompile:
 
-- a hashable *spec* holding everything static (the model function, non-array arguments,
-  site names and unconstrained shapes): it keys the compiled programs;
-- *data*, the pytree of array arguments, passed to the compiled programs as values.
+- a hashable :class:`NumPyroModel` holding everything static (the model function,
+  non-array arguments, site names and unconstrained shapes): it keys the compiled programs;
+- *data*, the array arguments, passed to the compiled programs as values.
 
-``spec.bind(data)`` gives a :class:`ModelDensity` (for NumPyro models) or the
-:class:`LogDensity` itself: the functions the kernels and the driver use.
+``spec.bind(data)`` gives the :class:`ModelDensity`: log densities on the unconstrained space,
+each from one trace of the model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple, overload
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,203 +24,11 @@ from jaxtyping import Array, PRNGKeyArray
 from numpyro import handlers
 from numpyro.distributions.transforms import biject_to
 
+from probinfer.checkpoint import describe_callable
+from probinfer.model._common import jitter
+from probinfer.model._target import Target
+
 PyTree = Any
-
-INIT_RADIUS = 2.0
-MAX_INIT_TRIES = 100
-
-
-class LogDensity:
-    """A plain log-density function of a pytree, with an initial point.
-
-    Args:
-        logdensity_fn: maps a position pytree (same structure as ``init``) to a scalar
-            log density (unnormalized is fine).
-        init: an example position: a float array or a pytree of float arrays. Chains
-            start at ``init`` plus uniform(-2, 2) jitter unless ``init_positions`` is given.
-
-    Raises:
-        TypeError: if ``init`` has non-float leaves or ``logdensity_fn`` does not return a
-            scalar at ``init``.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> import probinfer as pi
-        >>> target = pi.LogDensity(lambda p: -0.5 * jnp.sum(p["x"] ** 2), {"x": jnp.zeros(3)})
-        >>> target.site_names
-        ('x',)
-    """
-
-    def __init__(self, logdensity_fn: Callable[[PyTree], Array], init: PyTree) -> None:
-        if not callable(logdensity_fn):
-            raise TypeError(
-                f"`logdensity_fn` must be callable, got {type(logdensity_fn).__name__}; pass a "
-                "function of a position pytree returning a scalar log density."
-            )
-        init = jax.tree.map(jnp.asarray, init)
-        leaves = jax.tree.leaves(init)
-        if not leaves:
-            raise TypeError("`init` has no array leaves; pass an array or a pytree of arrays.")
-        for path, leaf in jax.tree_util.tree_leaves_with_path(init):
-            if not jnp.issubdtype(leaf.dtype, jnp.floating):
-                raise TypeError(
-                    f"`init` leaf {jax.tree_util.keystr(path) or 'x'} has dtype {leaf.dtype}; "
-                    "positions must be floating point (discrete parameters cannot be sampled "
-                    "by gradient-based MCMC: marginalize them out)."
-                )
-        self.logdensity_fn = logdensity_fn
-        self.init = init
-        self.treedef = jax.tree.structure(init)
-        self.shapes = tuple((leaf.shape, leaf.dtype) for leaf in leaves)
-        try:
-            out = jax.eval_shape(logdensity_fn, init)
-        except Exception as error:
-            raise TypeError(
-                f"`logdensity_fn` failed on `init` ({type(error).__name__}: {error}); it must "
-                "accept a pytree with the structure of `init`."
-            ) from error
-        if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
-            shape = getattr(out, "shape", type(out).__name__)
-            raise TypeError(
-                f"`logdensity_fn` must return a scalar, got shape {shape}; sum the "
-                "log-density terms (e.g. `jnp.sum(...)`)."
-            )
-        self.site_names = _leaf_names(init)
-        if len(set(self.site_names)) < len(self.site_names):
-            raise ValueError(
-                f"`init` leaves have clashing names {self.site_names}; rename the keys so that "
-                "the dotted paths of the leaves are distinct."
-            )
-
-    def describe(self) -> str:
-        """A description of the function and the initial point (for checkpoints).
-
-        Returns:
-            The function's qualified name and code, and the structure of ``init``.
-        """
-        return repr((describe_callable(self.logdensity_fn), self.treedef, self.shapes))
-
-    def __hash__(self) -> int:
-        return hash((self.logdensity_fn, self.treedef, self.shapes))
-
-    def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, LogDensity)
-            and other.logdensity_fn is self.logdensity_fn
-            and other.treedef == self.treedef
-            and other.shapes == self.shapes
-        )
-
-    def __repr__(self) -> str:
-        return (
-            f"LogDensity({getattr(self.logdensity_fn, '__name__', 'fn')}, sites={self.site_names})"
-        )
-
-    def bind(self, data: PyTree) -> LogDensity:
-        """A plain log density has no data: return itself.
-
-        Args:
-            data: unused (empty).
-
-        Returns:
-            ``self``.
-        """
-        return self
-
-    def postprocess_fn(self, position: PyTree) -> dict[str, Array]:
-        """Name the leaves of a position for the output.
-
-        Args:
-            position: a position pytree.
-
-        Returns:
-            A dict from leaf name (dict key, or ``x`` for a bare array) to array.
-        """
-        return dict(zip(self.site_names, jax.tree.leaves(position), strict=True))
-
-    def initial_positions(self, key: PRNGKeyArray, num_chains: int) -> PyTree:
-        """``init`` plus uniform(-2, 2) jitter, one per chain.
-
-        Args:
-            key: PRNG key.
-            num_chains: number of chains.
-
-        Returns:
-            A pytree like ``init`` with a leading axis of length ``num_chains``.
-        """
-        return _jitter(key, self.init, num_chains, around=self.init)
-
-    def diagnose(self, position: PyTree) -> str:
-        """Say which leaves have a non-finite gradient at ``position`` (for error messages).
-
-        Args:
-            position: one position pytree.
-
-        Returns:
-            A human-readable description.
-        """
-        value, grad = jax.value_and_grad(self.logdensity_fn)(position)
-        bad = [
-            name
-            for name, leaf in zip(self.site_names, jax.tree.leaves(grad), strict=True)
-            if not bool(jnp.all(jnp.isfinite(leaf)))
-        ]
-        return f"log density {float(value)}; non-finite gradient in {bad or 'no leaf'}"
-
-
-def describe_callable(fn: Callable[..., Any]) -> str:
-    """Name and code of a function, stable across processes (``repr`` of a function is not).
-
-    Args:
-        fn: a function (or any callable).
-
-    Returns:
-        Its module, qualified name, bytecode, constants and closure values.
-    """
-    code = getattr(fn, "__code__", None)
-    closure = getattr(fn, "__closure__", None) or ()
-    cells = []
-    for cell in closure:
-        try:
-            cells.append(repr(cell.cell_contents))
-        except ValueError:  # an empty cell
-            cells.append("<empty>")
-    parts = (
-        getattr(fn, "__module__", None),
-        getattr(fn, "__qualname__", type(fn).__name__),
-        None if code is None else code.co_code.hex(),
-        None if code is None else repr(code.co_consts),
-        tuple(cells),
-    )
-    return repr(parts)
-
-
-def _leaf_names(tree: PyTree) -> tuple[str, ...]:
-    paths = jax.tree_util.tree_leaves_with_path(tree)
-    if len(paths) == 1 and not paths[0][0]:
-        return ("x",)
-    names = []
-    for path, _ in paths:
-        parts = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
-        names.append(".".join(parts))
-    return tuple(names)
-
-
-def _jitter(key: PRNGKeyArray, tree: PyTree, num_chains: int, around: PyTree | None) -> PyTree:
-    leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(key, len(leaves))
-    centers = jax.tree.leaves(around) if around is not None else [None] * len(leaves)
-    out = []
-    for k, leaf, center in zip(keys, leaves, centers, strict=True):
-        noise = jax.random.uniform(
-            k, (num_chains, *jnp.shape(leaf)), jnp.result_type(leaf), -INIT_RADIUS, INIT_RADIUS
-        )
-        out.append(noise if center is None else jnp.expand_dims(center, 0) + noise)
-    return jax.tree.unflatten(treedef, out)
-
-
-# ---------------------------------------------------------------------------------------
-# NumPyro models
 
 
 class SiteInfo(NamedTuple):
@@ -317,7 +125,7 @@ class NumPyroModel:
             Dict of site name to arrays with a leading chain axis.
         """
         prototype = {s.name: jnp.zeros(s.unconstrained_shape, s.dtype) for s in self.sites}
-        return _jitter(key, prototype, num_chains, around=None)
+        return jitter(key, prototype, num_chains, around=None)
 
 
 class _ArrayLeaf:
@@ -381,6 +189,23 @@ class ModelDensity:
                 prior[name] = jnp.sum(log_prob) + jnp.sum(log_det)
         return prior, likelihood
 
+    def total_log_terms(self, position: dict[str, Array]) -> tuple[Array, Array]:
+        """Log prior (with the Jacobian) and log likelihood, from one trace of the model.
+
+        Args:
+            position: dict of site name to unconstrained array.
+
+        Returns:
+            ``(logprior, loglikelihood)``, two scalars.
+        """
+        prior, likelihood = self.log_terms(position)
+        return sum(prior.values(), jnp.zeros(())), sum(likelihood.values(), jnp.zeros(()))
+
+    @property
+    def target(self) -> Target:
+        """The prior/likelihood split (one trace per evaluation) for SMC and nested sampling."""
+        return Target(self.total_log_terms)
+
     def logprior_fn(self, position: dict[str, Array]) -> Array:
         """Log prior density of the unconstrained position (with the Jacobian).
 
@@ -390,8 +215,7 @@ class ModelDensity:
         Returns:
             A scalar.
         """
-        prior, _ = self.log_terms(position)
-        return sum(prior.values(), jnp.zeros(()))
+        return self.total_log_terms(position)[0]
 
     def loglikelihood_fn(self, position: dict[str, Array]) -> Array:
         """Log likelihood (observed sites and factors) at the unconstrained position.
@@ -402,8 +226,7 @@ class ModelDensity:
         Returns:
             A scalar.
         """
-        _, likelihood = self.log_terms(position)
-        return sum(likelihood.values(), jnp.zeros(()))
+        return self.total_log_terms(position)[1]
 
     def logdensity_fn(self, position: dict[str, Array]) -> Array:
         """Unnormalized log posterior on the unconstrained space (prior + likelihood).
@@ -414,8 +237,8 @@ class ModelDensity:
         Returns:
             A scalar.
         """
-        prior, likelihood = self.log_terms(position)
-        return sum(prior.values(), jnp.zeros(())) + sum(likelihood.values(), jnp.zeros(()))
+        logprior, loglikelihood = self.total_log_terms(position)
+        return logprior + loglikelihood
 
     def postprocess_fn(self, position: dict[str, Array]) -> dict[str, Array]:
         """Constrained values of the latent sites and the deterministic sites.
@@ -601,42 +424,23 @@ def _is_array(leaf: Any) -> bool:
     return isinstance(leaf, jax.Array | np.ndarray | np.generic)
 
 
-@overload
-def prepare(
-    model: LogDensity, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[LogDensity, tuple[Any, ...]]: ...
-
-
-@overload
-def prepare(
+def prepare_numpyro(
     model: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[NumPyroModel, tuple[Any, ...]]: ...
-
-
-def prepare(
-    model: Callable[..., Any] | LogDensity, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[NumPyroModel | LogDensity, tuple[Any, ...]]:
-    """Split a model and its arguments into a hashable spec and array data.
+) -> tuple[NumPyroModel, tuple[Any, ...]]:
+    """Split a NumPyro model and its arguments into a hashable spec and array data.
 
     Args:
-        model: a NumPyro model function or a :class:`LogDensity`.
-        args: positional arguments of the model (must be empty for a ``LogDensity``).
+        model: a NumPyro model function.
+        args: positional arguments of the model.
         kwargs: keyword arguments of the model.
 
     Returns:
-        ``(spec, data)``; ``spec.bind(data)`` gives the density.
+        ``(spec, data)``; ``spec.bind(data)`` gives the :class:`ModelDensity`.
 
     Raises:
-        TypeError: for arguments given with a ``LogDensity`` or a non-callable model.
+        TypeError: for a non-callable model or unhashable non-array arguments.
         ValueError: for discrete, Delta or param latent sites.
     """
-    if isinstance(model, LogDensity):
-        if args or kwargs:
-            raise TypeError(
-                "a `LogDensity` takes no model arguments; close over the data in "
-                "`logdensity_fn` instead."
-            )
-        return model, ()
     if not callable(model):
         raise TypeError(
             f"`model` must be a NumPyro model function or a `probinfer.LogDensity`, got "
@@ -674,7 +478,7 @@ def from_numpyro(model: Callable[..., Any], *args: Any, **kwargs: Any) -> ModelD
 
     Example:
         >>> import numpyro, numpyro.distributions as dist, jax.numpy as jnp
-        >>> from probinfer.model import from_numpyro
+        >>> from probinfer import from_numpyro
         >>> def model(y):
         ...     mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
         ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
@@ -682,5 +486,5 @@ def from_numpyro(model: Callable[..., Any], *args: Any, **kwargs: Any) -> ModelD
         >>> float(density.logdensity_fn({"mu": jnp.array(0.0)})) < 0
         True
     """
-    spec, data = prepare(model, args, kwargs)
+    spec, data = prepare_numpyro(model, args, kwargs)
     return spec.bind(data)
