@@ -89,3 +89,17 @@ def test_pfn_guide_examples_run(tmp_path, monkeypatch):
         )
     assert namespace["predictive"].mean.shape == (2,)
     assert namespace["losses"].shape == (20,)
+
+
+def test_user_guide_log_density_examples_run():
+    """The plain-log-density blocks of docs/index.md run (at a tiny budget)."""
+    text = (ROOT / "docs" / "index.md").read_text()
+    section = text.split("## Plain log densities")[1].split("\n## ")[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    assert len(blocks) == 2
+    namespace: dict = {}
+    for block in blocks:
+        code = block.replace("seed=1)", "seed=1, warmup=50, draws=50, progress=False)")
+        exec(compile(code, "docs/index.md", "exec"), namespace)
+        assert namespace["idata"].posterior.sizes["draw"] == 50
+    assert namespace["idata"].posterior["x"].shape == (4, 50, 2)

@@ -1,13 +1,22 @@
 """MCMC building blocks: kernels, integrators and warm-up adaptation.
 
-Each gradient or random-walk algorithm (:data:`rwm`, :data:`mala`, :data:`hmc`, :data:`nuts`) is an
-:class:`Algorithm`: call it to get a :class:`Kernel` ``(init, step)`` closed over a target,
-or use its ``init`` and ``build_kernel`` to change parameters between steps.
-:data:`elliptical_slice` samples Gaussian-prior-times-likelihood targets (GP latents).
+Each gradient or random-walk algorithm (:data:`rwm`, :data:`mala`, :data:`hmc`, :data:`nuts`,
+:data:`slice_sampler`) is an :class:`Algorithm`: call it to get a :class:`Kernel`
+``(init, step)`` closed over a target, or use its ``init`` and ``build_kernel`` to change
+parameters between steps. :func:`constrained` runs any of them on the prior restricted to a
+likelihood contour (the move nested sampling needs). :data:`elliptical_slice` samples
+Gaussian-prior-times-likelihood targets (GP latents).
 """
 
 from probinfer.mcmc._algorithm import Algorithm
 from probinfer.mcmc._base import GradientState, Kernel, TransitionInfo
+from probinfer.mcmc._constrained import (
+    ConstrainedInfo,
+    ConstrainedMove,
+    ConstrainedParams,
+    ConstrainedState,
+    constrained,
+)
 from probinfer.mcmc._elliptical_slice import (
     EllipticalSlice,
     EllipticalSliceInfo,
@@ -19,6 +28,7 @@ from probinfer.mcmc._mala import mala
 from probinfer.mcmc._metric import MassMatrix, factor_mass_matrix
 from probinfer.mcmc._nuts import nuts
 from probinfer.mcmc._rwm import RWMState, rwm
+from probinfer.mcmc._slice import slice_sampler
 from probinfer.mcmc._window_adaptation import (
     DENSE_MASS_MATRIX_MAX_DIM,
     WarmupSchedule,
@@ -35,6 +45,10 @@ __all__ = [
     "ALGORITHMS",
     "DENSE_MASS_MATRIX_MAX_DIM",
     "Algorithm",
+    "ConstrainedInfo",
+    "ConstrainedMove",
+    "ConstrainedParams",
+    "ConstrainedState",
     "EllipticalSlice",
     "EllipticalSliceInfo",
     "EllipticalSliceState",
@@ -47,6 +61,7 @@ __all__ = [
     "WindowAdaptation",
     "WindowAdaptationState",
     "build_schedule",
+    "constrained",
     "elliptical_slice",
     "factor_mass_matrix",
     "find_reasonable_step_size",
@@ -54,5 +69,6 @@ __all__ = [
     "mala",
     "nuts",
     "rwm",
+    "slice_sampler",
     "window_adaptation",
 ]

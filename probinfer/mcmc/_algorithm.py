@@ -26,11 +26,12 @@ class Algorithm:
     """An MCMC algorithm: ``init``, ``build_kernel`` and the factory ``__call__``.
 
     Attributes:
-        name: short name ("rwm", "mala", "hmc", "nuts").
+        name: short name ("rwm", "mala", "hmc", "nuts", "slice").
         init: ``init(position, logdensity_fn) -> State``.
         build_kernel: ``build_kernel(**build_options) -> kernel`` with
             ``kernel(key, state, logdensity_fn, step_size, inverse_mass_matrix, **params)``.
-        target_acceptance: default acceptance rate that step-size adaptation aims for.
+        target_acceptance: default acceptance rate that step-size adaptation aims for, or
+            None for an algorithm without one (slice sampling always moves).
         uses_gradient: whether the kernel evaluates gradients of the log density.
     """
 
@@ -40,7 +41,7 @@ class Algorithm:
         init: Callable[[PyTree, LogDensityFn], Any],
         build_kernel: Callable[..., RawKernel],
         *,
-        target_acceptance: float,
+        target_acceptance: float | None,
         uses_gradient: bool,
     ) -> None:
         self.name = name

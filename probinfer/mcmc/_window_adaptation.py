@@ -241,6 +241,12 @@ def window_adaptation(
         >>> kernel = mcmc.nuts(logdensity_fn, **params)
     """
     target = algorithm.target_acceptance if target_acceptance is None else target_acceptance
+    if target is None:
+        raise ValueError(
+            f"`{algorithm.name}` has no acceptance rate for dual averaging to adapt its step "
+            "size to; pass its `step_size` (for slice sampling, the width in units of the "
+            "covariance) to the kernel directly."
+        )
     if not 0.0 < target < 1.0:
         raise ValueError(
             f"`target_acceptance` must be in (0, 1), got {target}; NUTS/HMC usually use 0.8 "

@@ -92,17 +92,19 @@ class LogDensity:
             raise TypeError(
                 "`LogDensity` needs `logdensity_fn`, or `logprior_fn` and `loglikelihood_fn`."
             )
-        named = (
+        given = (
             {"logprior_fn": logprior_fn, "loglikelihood_fn": loglikelihood_fn}
             if is_split
             else {"logdensity_fn": logdensity_fn}
         )
-        for name, fn in named.items():
+        named: dict[str, DataFn] = {}
+        for name, fn in given.items():
             if not callable(fn):
                 raise TypeError(
                     f"`{name}` must be callable, got {type(fn).__name__}; pass a function of a "
                     "position pytree (and any data arguments) returning a scalar."
                 )
+            named[name] = fn
         if init is None:
             raise TypeError(
                 "`init` is missing; pass an example position (an array or pytree of arrays)."
@@ -118,7 +120,7 @@ class LogDensity:
                     "positions must be floating point (discrete parameters cannot be sampled "
                     "by gradient-based MCMC: marginalize them out)."
                 )
-        self._named: dict[str, DataFn] = named  # type: ignore[assignment]
+        self._named = named
         self.is_split = is_split
         self.logdensity_fn: DataFn = logdensity_fn or self._sum_of_parts
         self.logprior_fn = logprior_fn

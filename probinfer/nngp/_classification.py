@@ -43,6 +43,8 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from probinfer.mcmc._elliptical_slice import build_kernel as build_elliptical_slice
 from probinfer.mcmc._elliptical_slice import init as init_elliptical_slice
+from probinfer.mcmc._rwm import init as init_slice
+from probinfer.mcmc._slice import build_kernel as build_slice_kernel
 from probinfer.nngp._checks import check_inputs
 from probinfer.nngp._kernel import AbstractKernel
 from probinfer.nngp._scale_priors import check_scale_prior
@@ -51,6 +53,7 @@ from probinfer.nngp._scale_priors import check_scale_prior
 # stepping-out / shrinkage budgets.
 SLICE_WIDTH = 1.0
 SLICE_MAX_STEPS = 32
+_SLICE_KERNEL = build_slice_kernel(SLICE_MAX_STEPS, 4 * SLICE_MAX_STEPS)
 # Chains start at the joint mode of (Z, log s) found by Adam, plus N(0, d^2) on Z and
 # U(-d, d) on log s with d = INIT_DISPERSION.
 MODE_LEARNING_RATE = 0.05
@@ -93,47 +96,9 @@ def _slice_step(
     key: PRNGKeyArray, x0: Array, logdensity_fn: Callable[[Array], Array], width: float
 ) -> tuple[Array, Array]:
     """One univariate slice-sampling step with stepping out; returns ``(x, evaluations)``."""
-    key_u, key_position, key_shrink = jax.random.split(key, 3)
-    threshold = logdensity_fn(x0) + jnp.log(jax.random.uniform(key_u, dtype=x0.dtype))
-    key_position, key_budget = jax.random.split(key_position)
-    lower = x0 - width * jax.random.uniform(key_position, dtype=x0.dtype)
-    upper = lower + width
-    # Neal (2003, fig. 3): one budget of SLICE_MAX_STEPS split at random between the two
-    # sides keeps the step reversible when the budget binds.
-    budget_lower = jax.random.randint(key_budget, (), 0, SLICE_MAX_STEPS)
-    budget_upper = SLICE_MAX_STEPS - 1 - budget_lower
-
-    def step_out(bound: Array, direction: float, budget: Array) -> tuple[Array, Array]:
-        def cond(carry: tuple[Array, Array]) -> Array:
-            value, steps = carry
-            return (steps < budget) & (logdensity_fn(value) > threshold)
-
-        def body(carry: tuple[Array, Array]) -> tuple[Array, Array]:
-            value, steps = carry
-            return value + direction * width, steps + 1
-
-        return jax.lax.while_loop(cond, body, (bound, jnp.asarray(0)))
-
-    lower, steps_lower = step_out(lower, -1.0, budget_lower)
-    upper, steps_upper = step_out(upper, 1.0, budget_upper)
-
-    def cond(carry: tuple) -> Array:
-        *_, accepted, steps = carry
-        return ~accepted & (steps < 4 * SLICE_MAX_STEPS)
-
-    def body(carry: tuple) -> tuple:
-        key, lower, upper, _, _, steps = carry
-        key, key_x = jax.random.split(key)
-        x = jax.random.uniform(key_x, dtype=x0.dtype, minval=lower, maxval=upper)
-        accepted = logdensity_fn(x) > threshold
-        lower = jnp.where(~accepted & (x < x0), x, lower)
-        upper = jnp.where(~accepted & (x >= x0), x, upper)
-        return key, lower, upper, x, accepted, steps + 1
-
-    carry = (key_shrink, lower, upper, x0, jnp.asarray(False), jnp.asarray(0))
-    _, _, _, x, accepted, steps = jax.lax.while_loop(cond, body, carry)
-    evaluations = 1 + 2 + steps_lower + steps_upper + steps
-    return jnp.where(accepted, x, x0), evaluations
+    state = init_slice(x0, logdensity_fn)
+    state, info = _SLICE_KERNEL(key, state, logdensity_fn, width, jnp.ones(1, x0.dtype))
+    return state.position, 1 + info.num_grad_evals
 
 
 def check_labels(
