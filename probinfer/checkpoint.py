@@ -1,10 +1,12 @@
-"""Atomic checkpoints of a sampling run, so that an interrupted run resumes where it stopped.
+"""Atomic checkpoints of a drive, so that an interrupted run resumes where it stopped.
 
-A checkpoint folder holds ``progress.npz`` (the chains' states, the phase and step reached,
-the time spent, and a fingerprint of the run) and one ``draws-<start>.npz`` per sampling
-chunk. Every file is written to a temporary name and renamed, so a run killed mid-write
-leaves the previous checkpoint intact. Because every step's key is derived from the seed
-and the step index, a resumed run produces exactly the draws of an uninterrupted one.
+A drive's checkpoint folder holds ``progress.npz`` (the loop state, the step reached, the
+time spent, whether the drive ended, and a fingerprint of the run) and one
+``records-<start>.npz`` per chunk of recorded steps. Every file is written to a temporary
+name and renamed, so a run killed mid-write leaves the previous checkpoint intact. Because
+every step's key is derived from the run's key and the step index, a resumed run produces
+exactly the results of an uninterrupted one. Fingerprints describe functions by their code
+and closed-over values (arrays by content), so a checkpoint is never resumed by another run.
 """
 
 from __future__ import annotations
@@ -22,20 +24,20 @@ import numpy as np
 PyTree = Any
 
 
-class RunProgress(NamedTuple):
-    """Where a run stands.
+class DriveProgress(NamedTuple):
+    """Where a drive stands.
 
     Attributes:
-        states: the chains' states (host arrays, same structure as the run's states).
-        phase: index of the phase reached (0 warm-up, 1 sampling, 2 finished).
-        start: next step within that phase.
-        seconds: time spent so far per phase.
+        state: the loop state (host arrays, same structure as the drive's state).
+        step: steps done.
+        seconds: run time so far, compilation excluded.
+        is_finished: the drive ended (its step count reached, or its stop condition met).
     """
 
-    states: PyTree
-    phase: int
-    start: int
-    seconds: dict[str, float]
+    state: PyTree
+    step: int
+    seconds: float
+    is_finished: bool
 
 
 def _describe_value(value: Any, depth: int) -> str:
@@ -138,36 +140,36 @@ def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     atomic_write(path, lambda file: np.savez(file, **named))
 
 
-def save_progress(folder: Path, run_fingerprint: str, progress: RunProgress) -> None:
-    """Write the run's progress atomically.
+def save_progress(folder: Path, run_fingerprint: str, progress: DriveProgress) -> None:
+    """Write a drive's progress atomically.
 
     Args:
         folder: the checkpoint folder (created if needed).
         run_fingerprint: see :func:`fingerprint`.
-        progress: the states and position reached.
+        progress: the state and step reached.
     """
     folder.mkdir(parents=True, exist_ok=True)
-    leaves = jax.tree.leaves(jax.device_get(progress.states))
+    leaves = jax.tree.leaves(jax.device_get(progress.state))
     arrays = {f"state_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
     arrays.update(
         fingerprint=np.asarray(run_fingerprint),
-        phase=np.asarray(progress.phase),
-        start=np.asarray(progress.start),
-        seconds=np.asarray([progress.seconds["warmup"], progress.seconds["sampling"]]),
+        step=np.asarray(progress.step),
+        seconds=np.asarray(progress.seconds),
+        is_finished=np.asarray(progress.is_finished),
     )
     _atomic_savez(folder / "progress.npz", arrays)
 
 
-def load_progress(folder: Path, run_fingerprint: str, states_like: PyTree) -> RunProgress | None:
-    """Read the run's progress, if a checkpoint of this very run exists.
+def load_progress(folder: Path, run_fingerprint: str, state_like: PyTree) -> DriveProgress | None:
+    """Read a drive's progress, if a checkpoint of this very drive exists.
 
     Args:
         folder: the checkpoint folder.
         run_fingerprint: see :func:`fingerprint`.
-        states_like: states with the structure to restore.
+        state_like: a state with the structure to restore.
 
     Returns:
-        The :class:`RunProgress`, or None when the folder has no checkpoint.
+        The :class:`DriveProgress`, or None when the folder has no checkpoint.
 
     Raises:
         ValueError: when the checkpoint was written by a different run.
@@ -181,52 +183,47 @@ def load_progress(folder: Path, run_fingerprint: str, states_like: PyTree) -> Ru
                 f"the checkpoint in {folder} was written by a different run (other model, data, "
                 "settings or seed); pass another `checkpoint` folder or delete this one."
             )
-        treedef = jax.tree.structure(states_like)
+        treedef = jax.tree.structure(state_like)
         leaves = [saved[f"state_{i}"] for i in range(treedef.num_leaves)]
-        seconds = saved["seconds"]
-        return RunProgress(
-            states=jax.tree.unflatten(treedef, leaves),
-            phase=int(saved["phase"]),
-            start=int(saved["start"]),
-            seconds={"warmup": float(seconds[0]), "sampling": float(seconds[1])},
+        return DriveProgress(
+            state=jax.tree.unflatten(treedef, leaves),
+            step=int(saved["step"]),
+            seconds=float(saved["seconds"]),
+            is_finished=bool(saved["is_finished"]),
         )
 
 
-def save_chunk(
-    folder: Path, start: int, draws: dict[str, np.ndarray], stats: dict[str, np.ndarray]
-) -> None:
-    """Write one sampling chunk's draws and stats atomically.
+def save_records(folder: Path, start: int, records: PyTree) -> None:
+    """Write one chunk's records atomically.
 
     Args:
-        folder: the checkpoint folder.
-        start: index of the chunk's first draw.
-        draws: site name -> ``(chains, steps, ...)``.
-        stats: stat name -> ``(chains, steps)``.
+        folder: the checkpoint folder (created if needed).
+        start: index of the chunk's first step.
+        records: the chunk's records (host arrays).
     """
-    arrays = {f"draw/{k}": v for k, v in draws.items()}
-    arrays.update({f"stat/{k}": v for k, v in stats.items()})
-    _atomic_savez(folder / f"draws-{start:012d}.npz", arrays)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(records))}
+    _atomic_savez(folder / f"records-{start:012d}.npz", arrays)
 
 
-def load_chunks(
-    folder: Path, end: int
-) -> list[tuple[int, dict[str, np.ndarray], dict[str, np.ndarray]]]:
-    """Read the saved sampling chunks that start before draw ``end``.
+def load_records(folder: Path, end: int, records_like: PyTree) -> list[tuple[int, PyTree]]:
+    """Read the saved chunks of records that start before step ``end``.
 
     Args:
         folder: the checkpoint folder.
-        end: draws before this index are restored.
+        end: records of steps before this index are restored.
+        records_like: a pytree with the records' structure.
 
     Returns:
-        ``(start, draws, stats)`` per chunk, in order.
+        ``(start, records)`` per chunk, in order.
     """
+    treedef = jax.tree.structure(records_like)
     chunks = []
-    for path in sorted(folder.glob("draws-*.npz")):
+    for path in sorted(folder.glob("records-*.npz")):
         start = int(path.stem.split("-")[1])
         if start >= end:
             continue
         with np.load(path) as saved:
-            draws = {k[5:]: saved[k] for k in saved.files if k.startswith("draw/")}
-            stats = {k[5:]: saved[k] for k in saved.files if k.startswith("stat/")}
-        chunks.append((start, draws, stats))
+            leaves = [saved[f"leaf_{i}"] for i in range(treedef.num_leaves)]
+        chunks.append((start, jax.tree.unflatten(treedef, leaves)))
     return chunks

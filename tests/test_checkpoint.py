@@ -7,7 +7,7 @@ import numpyro.distributions as dist
 import pytest
 
 import probinfer as pi
-from probinfer import run
+from probinfer.driver import _drive
 
 RUN = {"warmup": 60, "draws": 80, "chunk_size": 20, "progress": False, "chains": 2}
 
@@ -22,16 +22,15 @@ DATA = jnp.array([0.3, -0.2, 1.1])
 
 def interrupt_after(num_chunks, monkeypatch):
     calls = {"chunk": 0}
-    original = run._call
+    original = _drive._dispatch
 
-    def flaky(name, *args):
-        if name == "chunk":
-            calls["chunk"] += 1
-            if calls["chunk"] > num_chunks:
-                raise KeyboardInterrupt
-        return original(name, *args)
+    def flaky(*args):
+        calls["chunk"] += 1
+        if calls["chunk"] > num_chunks:
+            raise KeyboardInterrupt
+        return original(*args)
 
-    monkeypatch.setattr(run, "_call", flaky)
+    monkeypatch.setattr(_drive, "_dispatch", flaky)
 
 
 @pytest.mark.parametrize("num_chunks", [2, 5], ids=["in-warmup", "in-sampling"])

@@ -18,7 +18,7 @@ import pytest
 
 import probinfer as pi
 from probinfer import mcmc
-from probinfer.run import TRACE_COUNTS
+from probinfer.driver import TRACE_COUNTS
 
 ALGORITHMS = ("rwm", "mala", "hmc", "nuts")
 STEP_SIZES = {"rwm": 0.8, "mala": 0.6, "hmc": 0.3, "nuts": 0.5}

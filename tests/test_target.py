@@ -17,8 +17,8 @@ import pytest
 from _stats import check_expectation
 
 import probinfer as pi
-from probinfer import run
 from probinfer.checkpoint import describe_callable, fingerprint
+from probinfer.driver import _compile
 
 # ---------------------------------------------------------------------------------------
 # Target views
@@ -188,8 +188,8 @@ def test_fingerprint_sees_one_changed_element_of_closed_over_data():
 
 
 def test_compiled_program_cache_is_bounded(monkeypatch):
-    monkeypatch.setattr(run, "MAX_COMPILED_PROGRAMS", 3)
+    monkeypatch.setattr(_compile, "MAX_COMPILED_PROGRAMS", 3)
     for scale in (1.0, 2.0):  # two closures: two new specs, three programs each
         target = pi.LogDensity(lambda x, s=scale: -0.5 * jnp.sum(x**2) / s, jnp.zeros(2))
         pi.sample(target, method="rwm", chains=1, warmup=0, draws=2, progress=False)
-        assert len(run._COMPILED) <= 3
+        assert len(_compile._COMPILED) <= 3

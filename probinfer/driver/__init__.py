@@ -1,0 +1,43 @@
+"""The driver: any step function run in compiled chunks, with progress bars, atomic
+checkpoints, a status, a compiled-program cache, and population sharding.
+
+Every inference loop runs on :func:`drive`: MCMC warm-up and sampling
+(:mod:`probinfer.run`), and the population loops of SMC and nested sampling. It knows
+nothing of any family: a loop is a step function and a state.
+"""
+
+from probinfer.driver._compile import (
+    MAX_COMPILED_PROGRAMS,
+    TRACE_COUNTS,
+    CompileWatch,
+    call_compiled,
+    clear_cache,
+    count_trace,
+)
+from probinfer.driver._drive import (
+    POPULATION_AXIS,
+    DriveResult,
+    DriveStatus,
+    drive,
+    population_sharding,
+)
+from probinfer.driver._members import MEMBER_MAPS, map_members
+from probinfer.driver._progress import ProgressReporter, progress_bar
+
+__all__ = [
+    "MAX_COMPILED_PROGRAMS",
+    "MEMBER_MAPS",
+    "POPULATION_AXIS",
+    "TRACE_COUNTS",
+    "CompileWatch",
+    "DriveResult",
+    "DriveStatus",
+    "ProgressReporter",
+    "call_compiled",
+    "clear_cache",
+    "count_trace",
+    "drive",
+    "map_members",
+    "population_sharding",
+    "progress_bar",
+]

@@ -1,0 +1,425 @@
+"""`drive`: run any step function in compiled chunks, with progress, checkpoints and a status.
+
+A *step function* ``step_fn(key, state, step_index, shared) -> (state, record)`` advances a
+loop state by one step. :func:`drive` runs it in chunks of up to ``chunk_size`` steps, each
+chunk one compiled program (a ``while_loop``: a short last chunk, or one that stops early
+because ``is_done_fn`` says so, reuses the same program). Between chunks it fetches the
+chunk's records to the host, moves the progress bar and writes a checkpoint. One chunk is
+kept in flight: the next is dispatched before the previous one's records are fetched, so
+host work overlaps device work.
+
+The driver owns the loop key: step ``i`` gets ``fold_in(key, i)`` (with ``member_map``,
+member ``m`` gets ``fold_in(split(key, M)[m], i)``), so a resumed run continues the same
+stream and gives exactly the results of an uninterrupted one.
+
+Two shapes of loop:
+
+- a *population step* (``member_map=None``): ``step_fn`` sees the whole population (SMC
+  particles, nested-sampling live points) and may reduce over it (normalise weights, find
+  the worst live point). With a ``mesh`` the population axis is placed with
+  ``NamedSharding(mesh, P("population"))`` and ``jit`` partitions the step, so the same
+  reductions run unchanged on one device or many;
+- *independent members* (MCMC chains, ``member_map`` one of :data:`MEMBER_MAPS`):
+  ``step_fn`` sees one member and the whole chunk loop is mapped over members, so
+  ``sequential`` members each pay only for their own trajectories.
+
+``step_fn`` and ``is_done_fn`` key the compiled-program cache: pass module-level functions
+or hashable callables (a ``NamedTuple`` with ``__call__``), and pass data through
+``shared`` (values, not closures), so that a second run with new data reuses the program.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, PRNGKeyArray
+
+from probinfer.checkpoint import (
+    DriveProgress,
+    fingerprint,
+    load_progress,
+    load_records,
+    save_progress,
+    save_records,
+)
+from probinfer.driver._compile import CompileWatch, call_compiled, count_trace
+from probinfer.driver._members import MEMBER_MAPS, map_members
+from probinfer.driver._progress import ProgressReporter
+
+PyTree = Any
+StepFn = Callable[[PRNGKeyArray, PyTree, Array, PyTree], tuple[PyTree, PyTree]]
+POPULATION_AXIS = "population"
+
+
+class DriveStatus(enum.Enum):
+    """How a drive ended; each member carries a readable message."""
+
+    COMPLETED = "the run reached its step count or its stop condition"
+    STEP_LIMIT = (
+        "the stop condition was not met within `max_steps` steps; raise `max_steps` or check "
+        "why the run does not converge"
+    )
+
+    @property
+    def message(self) -> str:
+        """What happened and, where needed, what to do."""
+        return self.value
+
+
+class DriveResult(NamedTuple):
+    """What a drive produced.
+
+    Attributes:
+        state: the final loop state (on the device).
+        records: the steps' records as host arrays, the step axis first (second, after
+            the member axis, with ``member_map``); steps of a resumed run's earlier part
+            included.
+        num_steps: steps done in all.
+        status: how it ended.
+        compile_seconds: time spent compiling in this call.
+        run_seconds: wall time of the steps, compilation excluded (earlier parts of a
+            resumed run included).
+    """
+
+    state: PyTree
+    records: PyTree
+    num_steps: int
+    status: DriveStatus
+    compile_seconds: float
+    run_seconds: float
+
+
+class _ChunkProgram(NamedTuple):
+    """The static part of a chunk program (hashable: it keys the compiled programs)."""
+
+    step_fn: StepFn
+    is_done_fn: Callable[[PyTree], Array] | None
+    chunk_size: int
+    member_map: str | None
+
+
+def _run_chunk(
+    program: _ChunkProgram, state: PyTree, key: PRNGKeyArray, shared: PyTree, start: Array,
+    total: Array,
+) -> tuple[PyTree, PyTree, Array, Array]:  # fmt: skip
+    """Up to ``chunk_size`` steps from step ``start`` (never past ``total``).
+
+    Returns the state, the records buffer (``chunk_size`` rows, the first ``next_start -
+    start`` of them filled), the next step index, and whether ``is_done_fn`` holds.
+    """
+    count_trace("chunk")
+    limit = jnp.minimum(program.chunk_size, total - start)
+
+    def run(state: PyTree, key: PRNGKeyArray) -> tuple[PyTree, PyTree, Array, Array]:
+        def step(index: Array, state: PyTree) -> tuple[PyTree, PyTree]:
+            return program.step_fn(jax.random.fold_in(key, index), state, index, shared)
+
+        record_shapes = jax.eval_shape(step, start, state)[1]
+        buffers = jax.tree.map(
+            lambda s: jnp.zeros((program.chunk_size, *s.shape), s.dtype), record_shapes
+        )
+
+        def is_done(state: PyTree) -> Array:
+            if program.is_done_fn is None:
+                return jnp.asarray(False)
+            return jnp.asarray(program.is_done_fn(state), bool)
+
+        def keep_going(carry: tuple[Array, PyTree, PyTree, Array]) -> Array:
+            i, _, _, done = carry
+            return (i < limit) & ~done
+
+        def body(carry: tuple[Array, PyTree, PyTree, Array]) -> tuple[Array, PyTree, PyTree, Array]:
+            i, state, buffers, _ = carry
+            state, record = step(start + i, state)
+            buffers = jax.tree.map(lambda b, r: b.at[i].set(r), buffers, record)
+            return i + 1, state, buffers, is_done(state)
+
+        carry = (jnp.asarray(0, start.dtype), state, buffers, is_done(state))
+        count, state, buffers, done = jax.lax.while_loop(keep_going, body, carry)
+        return state, buffers, start + count, done
+
+    if program.member_map is None:
+        return run(state, key)
+    state, buffers, next_start, done = map_members(run, program.member_map)(state, key)
+    return state, buffers, next_start[0], done[0]
+
+
+def _dispatch(program: _ChunkProgram, watch: CompileWatch, *args: Any) -> Any:
+    """Run one chunk (the seam tests use to interrupt a run)."""
+    return call_compiled(_run_chunk, (program,), args, watch)
+
+
+def population_sharding(mesh: jax.sharding.Mesh, tree: PyTree, population_size: int) -> PyTree:
+    """Shardings that split the population axis over ``mesh`` and replicate the rest.
+
+    Args:
+        mesh: a mesh with an axis named ``"population"``.
+        tree: a pytree of arrays.
+        population_size: leaves whose leading axis has this length are split.
+
+    Returns:
+        A pytree of ``NamedSharding`` like ``tree``.
+
+    Raises:
+        ValueError: if the mesh has no ``"population"`` axis or its size does not divide
+            the population.
+    """
+    if POPULATION_AXIS not in mesh.axis_names:
+        raise ValueError(
+            f"the mesh has axes {mesh.axis_names}; name one {POPULATION_AXIS!r}, e.g. "
+            f"`jax.sharding.Mesh(jax.devices(), ({POPULATION_AXIS!r},))`."
+        )
+    num_shards = mesh.shape[POPULATION_AXIS]
+    if population_size % num_shards:
+        raise ValueError(
+            f"the population of {population_size} does not split evenly over the mesh's "
+            f"{num_shards} devices; use a multiple of {num_shards}."
+        )
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(POPULATION_AXIS))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    def sharding(leaf: Any) -> jax.sharding.NamedSharding:
+        shape = jnp.shape(leaf)
+        return split if shape and shape[0] == population_size else replicated
+
+    return jax.tree.map(sharding, tree)
+
+
+def _check_count(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _leading_size(tree: PyTree) -> int:
+    sizes = {jnp.shape(leaf)[0] for leaf in jax.tree.leaves(tree) if jnp.ndim(leaf) > 0}
+    if len(sizes) != 1:
+        raise ValueError(
+            "with `member_map`, every leaf of the state needs the same leading member axis; "
+            f"got leading sizes {sorted(sizes)}."
+        )
+    return sizes.pop()
+
+
+def drive(
+    step_fn: StepFn,
+    state: PyTree,
+    key: PRNGKeyArray,
+    *,
+    shared: PyTree = (),
+    num_steps: int | None = None,
+    is_done_fn: Callable[[PyTree], Array] | None = None,
+    max_steps: int | None = None,
+    chunk_size: int = 100,
+    member_map: str | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+    population_size: int | None = None,
+    record_fn: Callable[[PyTree], PyTree] | None = None,
+    progress: ProgressReporter | None = None,
+    progress_fn: Callable[[PyTree], dict[str, Any]] | None = None,
+    description: str = "run",
+    checkpoint: str | Path | None = None,
+    run_fingerprint: str = "",
+    watch: CompileWatch | None = None,
+) -> DriveResult:
+    """Run ``step_fn`` for ``num_steps`` steps, or until ``is_done_fn`` holds.
+
+    Args:
+        step_fn: ``(key, state, step_index, shared) -> (state, record)``; ``record`` is a
+            pytree of arrays kept for every step (return ``()`` to keep nothing).
+        state: the initial loop state (with a leading member axis under ``member_map``).
+        key: the loop key (see the module docstring for how steps derive theirs).
+        shared: arrays every step reads (data, schedules), passed as values.
+        num_steps: run exactly this many steps; or give ``is_done_fn`` and ``max_steps``.
+        is_done_fn: ``state -> bool``: stop once it holds (checked before every step).
+        max_steps: with ``is_done_fn``, the most steps to take.
+        chunk_size: steps per compiled chunk (progress and checkpoints between chunks).
+        member_map: map independent members as one of :data:`MEMBER_MAPS`, or None for a
+            population step.
+        mesh: split the population over this mesh's ``"population"`` axis (population
+            steps and ``vectorized`` members).
+        population_size: with ``mesh`` and no ``member_map``, the population's size (its
+            leaves with that leading length are split).
+        record_fn: applied to each chunk's records on the device before they are fetched
+            (e.g. to keep only what the host needs); its output is what is returned and
+            checkpointed.
+        progress: a shared progress bar, or None.
+        progress_fn: ``records of a chunk (host) -> {field: value}`` shown on the bar.
+        description: the bar's label for this drive.
+        checkpoint: a folder: progress and records are written atomically after every
+            chunk, and a drive started again with the same folder and fingerprint resumes
+            where it stopped (a finished one just loads).
+        run_fingerprint: a description of everything that defines the run besides what the
+            driver sees (target, data, settings); combined with the driver's own settings.
+        watch: accumulates compile time across the drives of one run.
+
+    Returns:
+        The :class:`DriveResult`.
+
+    Raises:
+        ValueError: for inconsistent settings, or a checkpoint of another run.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from probinfer.driver import drive
+        >>> def random_walk(key, x, step_index, shared):
+        ...     x = x + shared * jax.random.normal(key)
+        ...     return x, x
+        >>> result = drive(random_walk, jnp.zeros(()), jax.random.key(0), shared=jnp.asarray(0.1),
+        ...                num_steps=250, chunk_size=100)
+        >>> result.records.shape, result.status.name
+        ((250,), 'COMPLETED')
+    """
+    if (num_steps is None) == (is_done_fn is None):
+        raise ValueError("pass `num_steps`, or `is_done_fn` with `max_steps`, but not both.")
+    if is_done_fn is not None:
+        if max_steps is None:
+            raise ValueError("`is_done_fn` needs `max_steps`, the most steps to take.")
+        if member_map is not None:
+            raise ValueError(
+                "`is_done_fn` stops the whole population; independent members "
+                "(`member_map`) run a fixed `num_steps`."
+            )
+    if member_map is not None and member_map not in MEMBER_MAPS:
+        raise ValueError(f"`member_map` must be one of {MEMBER_MAPS} or None, got {member_map!r}.")
+    total = _check_count(
+        "num_steps" if num_steps is not None else "max_steps",
+        num_steps if num_steps is not None else max_steps,
+        0,
+    )
+    chunk_size = _check_count("chunk_size", chunk_size, 1)
+    watch = CompileWatch() if watch is None else watch
+    program = _ChunkProgram(step_fn, is_done_fn, chunk_size, member_map)
+    keys = key
+    if member_map is not None:
+        keys = jax.random.split(key, _leading_size(state))
+
+    def place(state: PyTree, keys: PRNGKeyArray) -> tuple[PyTree, PRNGKeyArray]:
+        if mesh is None:
+            return state, keys
+        if member_map is not None and member_map.startswith("parallel"):
+            raise ValueError(
+                f"`member_map={member_map!r}` splits members over all devices itself; drop "
+                "`mesh`, or use `member_map='vectorized'` with it."
+            )
+        size = _leading_size(state) if member_map is not None else population_size
+        if size is None:
+            raise ValueError("with `mesh` and no `member_map`, pass `population_size`.")
+        state = jax.device_put(state, population_sharding(mesh, state, size))
+        if member_map is not None:
+            keys = jax.device_put(keys, population_sharding(mesh, keys, size))
+        return state, keys
+
+    state, keys = place(state, keys)
+    shared = jax.tree.map(jnp.asarray, shared)
+
+    def fetch(buffers: PyTree) -> PyTree:
+        return jax.device_get(buffers if record_fn is None else record_fn(buffers))
+
+    def records_structure(state: PyTree, keys: PRNGKeyArray) -> PyTree:
+        """Shapes of a chunk's fetched records (a trace, no compilation)."""
+
+        def records(state: PyTree, keys: PRNGKeyArray) -> PyTree:
+            zero = jnp.asarray(0, jnp.int32)
+            buffers = _run_chunk(program, state, keys, shared, zero, zero)[1]
+            return buffers if record_fn is None else record_fn(buffers)
+
+        return jax.eval_shape(records, state, keys)
+
+    step_axis = 0 if member_map is None else 1
+    host_chunks: list[PyTree] = []
+    done, seconds, is_finished, is_done = 0, 0.0, total == 0, False
+    folder = None if checkpoint is None else Path(checkpoint)
+    full_fingerprint = fingerprint(
+        run_fingerprint,
+        repr((total, num_steps is None, chunk_size, member_map)),
+        jax.random.key_data(key),
+    )
+    if folder is not None:
+        saved = load_progress(folder, full_fingerprint, state)
+        if saved is not None:
+            state, _ = place(jax.tree.map(jnp.asarray, saved.state), keys)
+            done, seconds, is_finished = saved.step, saved.seconds, saved.is_finished
+            is_done = is_finished and done < total
+            records_like = records_structure(state, keys)
+            host_chunks = [records for _, records in load_records(folder, done, records_like)]
+    if progress is not None:
+        progress.update(description=description, advance=done)
+
+    compiled_before = watch.compile_seconds
+    tic = last_tic = time.perf_counter()
+    next_start = jnp.asarray(done, jnp.int32)
+    total_device = jnp.asarray(total, jnp.int32)
+    dispatched_until = done  # host-known steps dispatched (exact for fixed step counts)
+    pending = None
+    while True:
+        dispatched = None
+        if not is_finished and dispatched_until < total:
+            state, buffers, next_start, done_flag = _dispatch(
+                program, watch, state, keys, shared, next_start, total_device
+            )
+            dispatched = (state, buffers, next_start, done_flag)
+            if is_done_fn is None:  # a fixed step count: the chunk's end is known
+                dispatched_until = min(total, dispatched_until + chunk_size)
+        if pending is not None:
+            chunk_state, buffers, chunk_end, done_flag = pending
+            chunk_end, is_done = int(chunk_end), bool(done_flag)
+            count = chunk_end - done
+            records = None
+            if count > 0:
+                records = jax.tree.map(
+                    lambda a, count=count: np.take(a, np.arange(count), axis=step_axis),
+                    fetch(buffers),
+                )
+                host_chunks.append(records)
+                if folder is not None:
+                    save_records(folder, done, records)
+            is_finished = is_done or chunk_end >= total
+            if is_finished and is_done_fn is not None:
+                dispatched_until = total  # stop dispatching
+            now = time.perf_counter()
+            if folder is not None:
+                elapsed = now - tic - (watch.compile_seconds - compiled_before)
+                save_progress(
+                    folder,
+                    full_fingerprint,
+                    DriveProgress(chunk_state, chunk_end, seconds + elapsed, is_finished),
+                )
+            if progress is not None:
+                fields = None if progress_fn is None or records is None else progress_fn(records)
+                progress.update(
+                    advance=count, rate=count / max(now - last_tic, 1e-9), fields=fields
+                )
+            last_tic = now
+            done = chunk_end
+        if dispatched is None and (pending is None or is_finished):
+            break
+        pending = dispatched
+    seconds += time.perf_counter() - tic - (watch.compile_seconds - compiled_before)
+    if host_chunks:
+        records = jax.tree.map(lambda *chunks: np.concatenate(chunks, axis=step_axis), *host_chunks)
+    else:
+        records = jax.tree.map(
+            lambda s: np.zeros(s.shape[:step_axis] + (0,) + s.shape[step_axis + 1 :], s.dtype),
+            records_structure(state, keys),
+        )
+    status = (
+        DriveStatus.STEP_LIMIT
+        if is_done_fn is not None and not is_done and done >= total
+        else DriveStatus.COMPLETED
+    )
+    return DriveResult(
+        state=state,
+        records=records,
+        num_steps=done,
+        status=status,
+        compile_seconds=watch.compile_seconds,
+        run_seconds=seconds,
+    )
