@@ -17,6 +17,8 @@ DOCTEST_MODULES = [
     "probinfer.model._target",
     "probinfer.api",
     "probinfer.mcmc._window_adaptation",
+    "probinfer.mcmc._constrained",
+    "probinfer.driver._drive",
     "probinfer.nngp._layers",
     "probinfer.nngp._process",
     "models",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -25,12 +24,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jaxtyping import Array, PRNGKeyArray
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from probinfer.amortize._bar import BarDistribution
 from probinfer.amortize.pfn import PFN
 from probinfer.amortize.priors import AbstractDatasetPrior, sample_batch
 from probinfer.checkpoint import atomic_write
+from probinfer.driver import drive, progress_bar
 
 MODEL_FILE = "model.eqx"
 STATE_FILE = "state.eqx"
@@ -213,31 +212,21 @@ def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> Trai
     return TrainState(model, opt_state, jax.random.key_data(key), state.step)
 
 
-def _chunk_fn(
-    prior: AbstractDatasetPrior, config: TrainingConfig
-) -> Callable[[TrainState, int], tuple[TrainState, Array]]:
+def _step_fn(
+    prior: AbstractDatasetPrior, config: TrainingConfig, static: PFN
+) -> Callable[[PRNGKeyArray, tuple, Array, tuple], tuple[tuple, Array]]:
+    """One optimiser step on ``(trainable params, optimiser state)``; records the loss."""
     optimizer = make_optimizer(config)
 
-    @eqx.filter_jit
-    def run_chunk(state: TrainState, num_steps: int) -> tuple[TrainState, Array]:
-        params, static = eqx.partition(state.model, trainable(state.model))
-        base_key = jax.random.wrap_key_data(state.key)
+    def step(key: PRNGKeyArray, state: tuple, step_index: Array, shared: tuple) -> tuple:
+        params, opt_state = state
+        loss, grads = jax.value_and_grad(
+            lambda p: batch_loss(eqx.combine(p, static), key, prior, config)
+        )(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), loss
 
-        def step(carry: tuple, _: None) -> tuple[tuple, Array]:
-            params, opt_state, t = carry
-            key = jax.random.fold_in(base_key, t)
-            loss, grads = jax.value_and_grad(
-                lambda p: batch_loss(eqx.combine(p, static), key, prior, config)
-            )(params)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state, t + 1), loss
-
-        (params, opt_state, t), losses = jax.lax.scan(
-            step, (params, state.opt_state, state.step), None, length=num_steps
-        )
-        return TrainState(eqx.combine(params, static), opt_state, state.key, t), losses
-
-    return run_chunk
+    return step
 
 
 def save_checkpoint(
@@ -320,27 +309,28 @@ def train(
                 "to resume."
             )
         state = eqx.tree_deserialise_leaves(folder / STATE_FILE, state)
-    run_chunk = _chunk_fn(prior, config)
     end = config.num_steps if stop_after is None else min(stop_after, config.num_steps)
-    losses: list[np.ndarray] = []
-    columns = (
-        TextColumn("[bold]PFN training"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.1f} steps/s"),
-        TimeRemainingColumn(),
-    )  # fmt: skip
-    with Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task(
-            "train", total=config.num_steps, completed=int(state.step), loss=np.nan, rate=0.0
+    params, static = eqx.partition(state.model, trainable(state.model))
+    base_key = jax.random.wrap_key_data(state.key)
+
+    def save(loop_state: tuple, step: int) -> None:
+        if folder is not None:
+            model = eqx.combine(loop_state[0], static)
+            saved = TrainState(model, loop_state[1], state.key, jnp.asarray(step, jnp.int32))
+            save_checkpoint(folder, saved, config, prior_spec, origin)
+
+    # The driver's step t uses fold_in(base_key, t): the stream this module always used.
+    with progress_bar(progress, config.num_steps, "PFN training") as bar:
+        result = drive(
+            _step_fn(prior, config, static),
+            (params, state.opt_state),
+            base_key,
+            num_steps=max(end, int(state.step)),
+            first_step=int(state.step),
+            chunk_size=config.steps_per_chunk,
+            progress=bar,
+            progress_fn=lambda losses: {"loss": float(losses.mean())},
+            after_chunk_fn=save,
+            description="PFN training",
         )
-        while int(state.step) < end:
-            num_steps = min(config.steps_per_chunk, end - int(state.step))
-            start = time.perf_counter()
-            state, chunk_losses = run_chunk(state, num_steps)
-            chunk_losses = np.asarray(chunk_losses)
-            losses.append(chunk_losses)
-            rate = num_steps / (time.perf_counter() - start)
-            bar.update(task, completed=int(state.step), loss=float(chunk_losses.mean()), rate=rate)
-            if folder is not None:
-                save_checkpoint(folder, state, config, prior_spec, origin)
-    history = np.concatenate(losses) if losses else np.zeros(0)
-    return state.model, history
+    return eqx.combine(result.state[0], static), result.records

@@ -81,7 +81,7 @@ class DriveResult(NamedTuple):
         records: the steps' records as host arrays, the step axis first (second, after
             the member axis, with ``member_map``); steps of a resumed run's earlier part
             included.
-        num_steps: steps done in all.
+        num_steps: steps done in all: the index after the last step.
         status: how it ended.
         compile_seconds: time spent compiling in this call.
         run_seconds: wall time of the steps, compilation excluded (earlier parts of a
@@ -224,6 +224,8 @@ def drive(
     record_fn: Callable[[PyTree], PyTree] | None = None,
     progress: ProgressReporter | None = None,
     progress_fn: Callable[[PyTree], dict[str, Any]] | None = None,
+    after_chunk_fn: Callable[[PyTree, int], None] | None = None,
+    first_step: int = 0,
     description: str = "run",
     checkpoint: str | Path | None = None,
     run_fingerprint: str = "",
@@ -252,6 +254,10 @@ def drive(
             checkpointed.
         progress: a shared progress bar, or None.
         progress_fn: ``records of a chunk (host) -> {field: value}`` shown on the bar.
+        after_chunk_fn: ``(state, steps done) -> None``, called on the host after every
+            chunk (e.g. to save a model in a format of the caller's own).
+        first_step: the index of the first step, for a loop resumed from a checkpoint of
+            the caller's own (``num_steps`` or ``max_steps`` count from 0, not from here).
         description: the bar's label for this drive.
         checkpoint: a folder: progress and records are written atomically after every
             chunk, and a drive started again with the same folder and fingerprint resumes
@@ -335,7 +341,8 @@ def drive(
 
     step_axis = 0 if member_map is None else 1
     host_chunks: list[PyTree] = []
-    done, seconds, is_finished, is_done = 0, 0.0, total == 0, False
+    first_step = _check_count("first_step", first_step, 0)
+    done, seconds, is_finished, is_done = first_step, 0.0, first_step >= total, False
     folder = None if checkpoint is None else Path(checkpoint)
     full_fingerprint = fingerprint(
         run_fingerprint,
@@ -392,6 +399,8 @@ def drive(
                     full_fingerprint,
                     DriveProgress(chunk_state, chunk_end, seconds + elapsed, is_finished),
                 )
+            if after_chunk_fn is not None:
+                after_chunk_fn(chunk_state, chunk_end)
             if progress is not None:
                 fields = None if progress_fn is None or records is None else progress_fn(records)
                 progress.update(

@@ -45,6 +45,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -53,8 +54,8 @@ import numpy as np
 import numpyro.distributions as dist
 from jax.scipy.special import logsumexp
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from probinfer.driver import drive, progress_bar
 from probinfer.nngp._checks import check_inputs
 from probinfer.nngp._classification import check_labels, class_probabilities
 from probinfer.nngp._kernel import AbstractKernel
@@ -575,7 +576,6 @@ def _fit(
         jnp.eye(m, dtype=dtype), (num_nodes, num_latent, m, m)
     )
     shift = jnp.zeros((num_nodes, num_latent, m), dtype)
-    run_chunk = _chunk_fn(expected_log_likelihood, points_per_step, n)
     # Full batches keep the step size; minibatch steps are noisy, so after the first quarter
     # the step decays like 1 / t (Robbins-Monro) and the last iterate settles.
     steps = np.arange(1, int(num_steps) + 1)
@@ -583,24 +583,19 @@ def _fit(
     step_sizes = np.full(int(num_steps), float(step_size))
     if points_per_step < n:
         step_sizes = step_sizes * np.minimum(1.0, settle / steps)
-    trace: list[np.ndarray] = []
-    columns = (
-        TextColumn("[bold]variational fit"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("best ELBO {task.fields[elbo]:.2f}"),
-    )  # fmt: skip
-    with Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task("fit", total=int(num_steps), elbo=np.nan)
-        done = 0
-        while done < int(num_steps):
-            length = min(STEPS_PER_CHUNK, int(num_steps) - done)
-            keys = jax.random.split(jax.random.fold_in(key_fit, done), length)
-            precision, shift, elbos = run_chunk(
-                precision, shift, log_scales, keys, projection, residual, targets,
-                jnp.asarray(step_sizes[done : done + length], dtype),
-            )  # fmt: skip
-            trace.append(np.asarray(elbos))
-            done += length
-            bar.update(task, completed=done, elbo=float(trace[-1][-1].max()))
+    with progress_bar(progress, int(num_steps), "variational fit") as bar:
+        fit = drive(
+            _NaturalStep(expected_log_likelihood, points_per_step, n),
+            (precision, shift),
+            key_fit,
+            shared=(log_scales, projection, residual, targets, jnp.asarray(step_sizes, dtype)),
+            num_steps=int(num_steps),
+            chunk_size=STEPS_PER_CHUNK,
+            progress=bar,
+            progress_fn=lambda elbos: {"best ELBO": float(elbos[-1].max())},
+            description="variational fit",
+        )
+    precision, shift = fit.state
     params, elbos = _final(
         precision, shift, log_scales, key_final, projection, residual, targets,
         final_log_likelihood,
@@ -624,7 +619,7 @@ def _fit(
     _warn_at_edge(grid_np, np.asarray(log_weights), 4)
     return VariationalClassifier(
         kernel, z, chol, params, log_scales, log_weights, elbos, log_evidence,
-        jnp.asarray(np.concatenate(trace)), num_classes,
+        jnp.asarray(fit.records), num_classes,
     )  # fmt: skip
 
 
@@ -656,47 +651,41 @@ def _final(
     return params, jax.lax.map(node_elbo, (params, log_scales))
 
 
-@functools.lru_cache(maxsize=16)
-def _chunk_fn(
-    expected_log_likelihood: ExpectedLogLikelihood, batch_size: int, num_data: int
-) -> Callable[..., tuple[Array, Array, Array]]:
-    """The jitted chunk of natural-gradient steps (cached: repeated fits reuse it)."""
+class _NaturalStep(NamedTuple):
+    """One natural-gradient step at every scale node (hashable: it keys the compiled chunk).
 
-    @jax.jit
-    def run_chunk(
-        precision: Array,
-        shift: Array,
-        log_scales: Array,
-        keys: Array,
-        projection: Array,
-        residual: Array,
-        targets: Array,
-        step_sizes: Array,
-    ) -> tuple[Array, Array, Array]:
-        def step(carry: tuple[Array, Array], inputs: tuple[Array, Array]) -> tuple[tuple, Array]:
-            precision, shift = carry
-            key, step_size = inputs
-            key_batch, key_mc = jax.random.split(key)
-            if batch_size == num_data:
-                batch = (projection, residual, targets)
-            else:
-                rows = jax.random.choice(key_batch, num_data, (batch_size,), replace=False)
-                batch = (projection[rows], residual[rows], targets[rows])
-            node_keys = jax.random.split(key_mc, log_scales.shape[0])
+    The loop state is the nodes' natural parameters ``(precision, shift)``; each step
+    records the nodes' minibatch ELBO estimates, ``(K,)``.
+    """
 
-            def node_step(inputs: tuple[Array, Array, Array, Array]) -> tuple:
-                p, h, t, k = inputs
-                return _natural_step(
-                    p, h, t, k, *batch, num_data, step_size, expected_log_likelihood
-                )
+    expected_log_likelihood: ExpectedLogLikelihood
+    batch_size: int
+    num_data: int
 
-            # One node at a time (lax.map): memory O(C m b), not O(K C m b).
-            precision, shift, elbos = jax.lax.map(
-                node_step, (precision, shift, log_scales, node_keys)
+    def __call__(
+        self,
+        key: PRNGKeyArray,
+        state: tuple[Array, Array],
+        step_index: Array,
+        shared: tuple[Array, Array, Array, Array, Array],
+    ) -> tuple[tuple[Array, Array], Array]:
+        precision, shift = state
+        log_scales, projection, residual, targets, step_sizes = shared
+        step_size = step_sizes[step_index]
+        key_batch, key_mc = jax.random.split(key)
+        if self.batch_size == self.num_data:
+            batch = (projection, residual, targets)
+        else:
+            rows = jax.random.choice(key_batch, self.num_data, (self.batch_size,), replace=False)
+            batch = (projection[rows], residual[rows], targets[rows])
+        node_keys = jax.random.split(key_mc, log_scales.shape[0])
+
+        def node_step(inputs: tuple[Array, Array, Array, Array]) -> tuple:
+            p, h, t, k = inputs
+            return _natural_step(
+                p, h, t, k, *batch, self.num_data, step_size, self.expected_log_likelihood
             )
-            return (precision, shift), elbos
 
-        (precision, shift), elbos = jax.lax.scan(step, (precision, shift), (keys, step_sizes))
-        return precision, shift, elbos
-
-    return run_chunk
+        # One node at a time (lax.map): memory O(C m b), not O(K C m b).
+        precision, shift, elbos = jax.lax.map(node_step, (precision, shift, log_scales, node_keys))
+        return (precision, shift), elbos
