@@ -5,11 +5,13 @@ Each gradient or random-walk algorithm (:data:`rwm`, :data:`mala`, :data:`hmc`, 
 ``(init, step)`` closed over a target, or use its ``init`` and ``build_kernel`` to change
 parameters between steps. :func:`constrained` runs any of them on the prior restricted to a
 likelihood contour (the move nested sampling needs). :data:`elliptical_slice` samples
-Gaussian-prior-times-likelihood targets (GP latents).
+Gaussian-prior-times-likelihood targets (GP latents). :func:`gibbs` and :func:`compose`
+combine kernels into blocked sweeps and sequences.
 """
 
 from probinfer.mcmc._algorithm import Algorithm
 from probinfer.mcmc._base import GradientState, Kernel, TransitionInfo
+from probinfer.mcmc._combinators import compose, gibbs
 from probinfer.mcmc._constrained import (
     ConstrainedInfo,
     ConstrainedMove,
@@ -61,10 +63,12 @@ __all__ = [
     "WindowAdaptation",
     "WindowAdaptationState",
     "build_schedule",
+    "compose",
     "constrained",
     "elliptical_slice",
     "factor_mass_matrix",
     "find_reasonable_step_size",
+    "gibbs",
     "hmc",
     "mala",
     "nuts",

@@ -31,6 +31,7 @@ Predictions average the softmax over draws of
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import arviz as az
 import equinox as eqx
@@ -41,8 +42,8 @@ import numpyro.distributions as dist
 import optax
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from probinfer.mcmc._elliptical_slice import build_kernel as build_elliptical_slice
-from probinfer.mcmc._elliptical_slice import init as init_elliptical_slice
+from probinfer import mcmc
+from probinfer.driver import CompileWatch, call_compiled, drive
 from probinfer.mcmc._rwm import init as init_slice
 from probinfer.mcmc._slice import build_kernel as build_slice_kernel
 from probinfer.nngp._checks import check_inputs
@@ -60,6 +61,8 @@ MODE_LEARNING_RATE = 0.05
 # Surrogate-data noise variance S: about the inverse curvature of a logistic likelihood
 # (p (1 - p) <= 1/4), as Murray & Adams (2010) suggest matching S to the likelihood.
 SURROGATE_NOISE = 4.0
+# Sweeps per compiled chunk of the driver.
+SWEEPS_PER_CHUNK = 500
 INIT_DISPERSION = 0.5
 
 
@@ -265,45 +268,158 @@ def sample_classifier(
             "float64 with `jax.config.update('jax_enable_x64', True)`."
         )
     num_latent = 1 if num_classes == 2 else num_classes
-    run = _build_sampler(
-        scale_prior, num_latent, int(num_warmup), int(num_draws), int(thin), int(num_mode_steps)
+    labels_array = jnp.asarray(labels_np)
+    watch = CompileWatch()
+    mode, curvature = call_compiled(
+        _find_mode,
+        (scale_prior, num_latent, int(num_mode_steps)),
+        (eigenvectors, eigenvalues, labels_array),
+        watch,
     )
-    z, log_s, evals = run(key, eigenvectors, eigenvalues, jnp.asarray(labels_np), int(num_chains))
+    key_init, key_warmup, key_draws = jax.random.split(key, 3)
+    positions = call_compiled(
+        _initial_positions,
+        (scale_prior is not None,),
+        (jax.random.split(key_init, int(num_chains)), mode),
+        watch,
+    )
+    sweep = _Sweep(scale_prior)
+    shared = (eigenvectors, eigenvalues, labels_array, mode, curvature)
+    common = {"member_map": "vectorized", "chunk_size": SWEEPS_PER_CHUNK, "watch": watch}
+    warmup = drive(
+        sweep, positions, key_warmup, shared=(*shared, jnp.asarray(1)),
+        num_steps=int(num_warmup), record_fn=lambda records: (), **common,
+    )  # fmt: skip
+    # Each kept draw is the last of `thin` sweeps (one step of the second drive).
+    draws = drive(
+        sweep, warmup.state, key_draws, shared=(*shared, jnp.asarray(int(thin))),
+        num_steps=int(num_draws) // int(thin), **common,
+    )  # fmt: skip
+    z, log_s, evals = draws.records
     return ClassificationPosterior(
-        kernel, x, eigenvectors, eigenvalues, z, log_s, evals, num_classes
-    )
+        kernel, x, eigenvectors, eigenvalues, jnp.asarray(z), jnp.asarray(log_s),
+        jnp.asarray(evals), num_classes,
+    )  # fmt: skip
 
 
-def _build_sampler(
+def _latent(eigenvectors: Array, eigenvalues: Array, z: Array, log_scale: Array) -> Array:
+    """``F = sqrt(s) L Z`` with ``L = Q diag(sqrt(lambda))``."""
+    return jnp.exp(0.5 * log_scale) * (eigenvectors @ (jnp.sqrt(eigenvalues)[:, None] * z))
+
+
+def _log_scale_density(
+    scale_prior: dist.Distribution, log_scale: Array, log_likelihood: Array
+) -> Array:
+    """``log p(s) + log s + log L``, with NaN (an invalid scale) as outside the support."""
+    value = scale_prior.log_prob(jnp.exp(log_scale)) + log_scale + log_likelihood
+    return jnp.where(jnp.isnan(value), -jnp.inf, value)
+
+
+def _find_mode(
     scale_prior: dist.Distribution | None,
     num_latent: int,
-    num_warmup: int,
-    num_draws: int,
-    thin: int,
     num_mode_steps: int,
-) -> Callable[..., tuple[Array, Array, Array]]:
-    elliptical = build_elliptical_slice()
+    eigenvectors: Array,
+    eigenvalues: Array,
+    labels: Array,
+) -> tuple[tuple[Array, Array], Array]:
+    """The joint mode of ``(Z, log s)`` by Adam, and the likelihood's mean curvature there."""
 
-    @eqx.filter_jit
-    def run(
-        key: PRNGKeyArray,
-        eigenvectors: Array,
-        eigenvalues: Array,
-        labels: Array,
-        num_chains: int,
-    ) -> tuple[Array, Array, Array]:
-        n = eigenvectors.shape[0]
-        dtype = eigenvectors.dtype
-        sqrt_eigenvalues = jnp.sqrt(eigenvalues)[:, None]
+    def negative_log_joint(params: tuple[Array, Array]) -> Array:
+        z, log_scale = params
+        log_likelihood = _log_likelihood(_latent(eigenvectors, eigenvalues, z, log_scale), labels)
+        value = -0.5 * jnp.sum(z**2) + log_likelihood
+        if scale_prior is not None:
+            value = value + scale_prior.log_prob(jnp.exp(log_scale)) + log_scale
+        return -value
 
-        def latent(z: Array, log_scale: Array) -> Array:
-            """``F = sqrt(s) L Z`` with ``L = Q diag(sqrt(lambda))``."""
-            return jnp.exp(0.5 * log_scale) * (eigenvectors @ (sqrt_eigenvalues * z))
+    optimizer = optax.adam(MODE_LEARNING_RATE)
+
+    def step(carry: tuple, _: None) -> tuple[tuple, None]:
+        params, opt_state = carry
+        grads = jax.grad(negative_log_joint)(params)
+        if scale_prior is None:
+            grads = (grads[0], jnp.zeros_like(grads[1]))
+        updates, opt_state = optimizer.update(grads, opt_state)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+    dtype = eigenvectors.dtype
+    params = (jnp.zeros((eigenvectors.shape[0], num_latent), dtype), jnp.asarray(0.0, dtype))
+    (mode, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), None, num_mode_steps)
+    return mode, _mean_curvature(_latent(eigenvectors, eigenvalues, *mode))
+
+
+def _initial_positions(
+    has_scale_prior: bool, keys: PRNGKeyArray, mode: tuple[Array, Array]
+) -> dict[str, Array]:
+    """Per chain: the joint mode, dispersed so that R-hat means something.
+
+    The prior draw is far from the posterior and elliptical slice moves there slowly.
+    """
+
+    def one_chain(key: PRNGKeyArray) -> dict[str, Array]:
+        key_z, key_s = jax.random.split(key)
+        z = mode[0] + INIT_DISPERSION * jax.random.normal(key_z, mode[0].shape, mode[0].dtype)
+        log_scale = mode[1]
+        if has_scale_prior:
+            log_scale = log_scale + jax.random.uniform(
+                key_s, dtype=log_scale.dtype, minval=-INIT_DISPERSION, maxval=INIT_DISPERSION
+            )
+        return {"z": z, "log_scale": log_scale}
+
+    return jax.vmap(one_chain)(keys)
+
+
+class _Sweep(NamedTuple):
+    """``num_sweeps`` Gibbs sweeps of one chain (a driver step; hashable).
+
+    A sweep is ``compose(gibbs({z: elliptical slice, log_scale: slice}), surrogate)``
+    (only the ``z`` block without a scale prior). The step records the position after its
+    last sweep and that sweep's likelihood evaluations.
+    """
+
+    scale_prior: dist.Distribution | None
+
+    def kernel(
+        self, eigenvectors: Array, eigenvalues: Array, labels: Array, mode: tuple, curvature: Array
+    ) -> mcmc.Kernel:
+        """The sweep as a position kernel over ``{"z", "log_scale"}``."""
+        scale_prior = self.scale_prior
 
         def loglik(z: Array, log_scale: Array) -> Array:
-            return _log_likelihood(latent(z, log_scale), labels)
+            return _log_likelihood(_latent(eigenvectors, eigenvalues, z, log_scale), labels)
 
-        def surrogate_step(key: PRNGKeyArray, z: Array, log_scale: Array) -> tuple:
+        def z_given_scale(position: dict[str, Array]) -> mcmc.Kernel:
+            # Elliptical slice on N(z; mode, diag(1 / precision)) times the exact rest of the
+            # target, N(0, I) L / N(mode, .): the Gaussian factor has the posterior's scale
+            # per eigendirection (a Laplace-style approximation with the likelihood's mean
+            # curvature at the mode), so the ellipses are not limited by the prior's scale.
+            log_scale = position["log_scale"]
+            precision = 1.0 + jnp.exp(log_scale) * eigenvalues[:, None] * curvature
+            std = jnp.broadcast_to(1.0 / jnp.sqrt(precision), mode[0].shape).reshape(-1)
+
+            def loglik_z(z: Array) -> Array:
+                approximation = -0.5 * jnp.sum(precision * (z - mode[0]) ** 2)
+                return loglik(z, log_scale) - 0.5 * jnp.sum(z**2) - approximation
+
+            return mcmc.elliptical_slice(loglik_z, mean=mode[0], cov_cholesky=std)
+
+        if scale_prior is None:
+            return mcmc.gibbs({"z": z_given_scale})
+
+        def scale_given_z(position: dict[str, Array]) -> mcmc.Kernel:
+            z = position["z"]
+            return mcmc.slice_sampler(
+                lambda t: _log_scale_density(scale_prior, t, loglik(z, t)),
+                SLICE_WIDTH,
+                jnp.ones(1, z.dtype),
+                max_num_steps_out=SLICE_MAX_STEPS,
+                max_num_shrinks=4 * SLICE_MAX_STEPS,
+            )
+
+        def surrogate_step(
+            key: PRNGKeyArray, position: dict[str, Array]
+        ) -> tuple[dict[str, Array], Array]:
             """Slice-sample log s with the surrogate-data whitening of Murray & Adams (2010).
 
             With ``g = F + e``, ``e ~ N(0, S)``, ``S = surrogate_noise I``, ``F | g, s`` is
@@ -311,9 +427,10 @@ def _build_sampler(
             and mean ``r / S * g``; holding ``eta = (F - mean) / sqrt(r)`` fixed, ``log s``
             has density ``p(s) s N(g; 0, s K + S) L(F(s, eta))``.
             """
+            z, log_scale = position["z"], position["log_scale"]
             key_g, key_slice = jax.random.split(key)
-            f_rotated = eigenvectors.T @ latent(z, log_scale)
-            g = f_rotated + jnp.sqrt(SURROGATE_NOISE) * jax.random.normal(key_g, z.shape, dtype)
+            f_rotated = eigenvectors.T @ _latent(eigenvectors, eigenvalues, z, log_scale)
+            g = f_rotated + jnp.sqrt(SURROGATE_NOISE) * jax.random.normal(key_g, z.shape, z.dtype)
 
             def moments(t: Array) -> tuple[Array, Array]:
                 prior_var = jnp.exp(t) * eigenvalues[:, None]
@@ -328,102 +445,37 @@ def _build_sampler(
                 return m + jnp.sqrt(r) * eta
 
             def density(t: Array) -> Array:
-                assert scale_prior is not None  # surrogate_step runs only with a scale prior
                 marginal_var = jnp.exp(t) * eigenvalues[:, None] + SURROGATE_NOISE
                 log_g = -0.5 * jnp.sum(jnp.log(marginal_var) + g**2 / marginal_var)
                 f = eigenvectors @ rotated_latent(t)
-                value = scale_prior.log_prob(jnp.exp(t)) + t + log_g + _log_likelihood(f, labels)
-                return jnp.where(jnp.isnan(value), -jnp.inf, value)
+                return _log_scale_density(scale_prior, t, log_g + _log_likelihood(f, labels))
 
             new_log_scale, evals = _slice_step(key_slice, log_scale, density, SLICE_WIDTH)
-            f_rotated = rotated_latent(new_log_scale)
-            new_z = f_rotated / (jnp.exp(0.5 * new_log_scale) * sqrt_eigenvalues)
-            return new_z, new_log_scale, evals
+            new_z = rotated_latent(new_log_scale) / (
+                jnp.exp(0.5 * new_log_scale) * jnp.sqrt(eigenvalues)[:, None]
+            )
+            return {"z": new_z, "log_scale": new_log_scale}, evals
 
-        def log_scale_density(log_scale: Array, z: Array) -> Array:
-            assert scale_prior is not None  # only called with a scale prior
-            value = scale_prior.log_prob(jnp.exp(log_scale)) + log_scale + loglik(z, log_scale)
-            return jnp.where(jnp.isnan(value), -jnp.inf, value)
+        sweep = mcmc.gibbs({"z": z_given_scale, "log_scale": scale_given_z})
+        return mcmc.compose(sweep, mcmc.Kernel(lambda position: position, surrogate_step))
 
-        def iteration(
-            carry: tuple[Array, Array], key: PRNGKeyArray
-        ) -> tuple[tuple[Array, Array], tuple[Array, Array, Array]]:
-            z, log_scale = carry
-            key_z, key_s = jax.random.split(key)
+    def __call__(
+        self, key: PRNGKeyArray, position: dict[str, Array], step_index: Array, shared: tuple
+    ) -> tuple[dict[str, Array], tuple[Array, Array, Array]]:
+        *arrays, num_sweeps = shared
+        sweep = self.kernel(*arrays)
 
-            # Elliptical slice on N(z; mode, diag(1 / precision)) times the exact rest of the
-            # target, N(0, I) L / N(mode, .): the Gaussian factor has the posterior's scale
-            # per eigendirection (a Laplace-style approximation with the likelihood's mean
-            # curvature at the mode), so the ellipses are not limited by the prior's scale.
-            precision = 1.0 + jnp.exp(log_scale) * eigenvalues[:, None] * curvature
-            std = jnp.broadcast_to(1.0 / jnp.sqrt(precision), z.shape).reshape(-1)
+        def one_sweep(j: Array, carry: tuple) -> tuple:
+            position, _ = carry
+            position, infos = sweep.step(jax.random.fold_in(key, j), position)
+            if self.scale_prior is None:
+                return position, infos["z"].num_likelihood_evals
+            block_infos, surrogate_evals = infos
+            # The slice block's initialisation evaluates the density once more.
+            evals = block_infos["z"].num_likelihood_evals + 1
+            return position, evals + block_infos["log_scale"].num_grad_evals + surrogate_evals
 
-            def loglik_z(position: Array) -> Array:
-                approximation = -0.5 * jnp.sum(precision * (position - mode[0]) ** 2)
-                prior = -0.5 * jnp.sum(position**2)
-                return loglik(position, log_scale) + prior - approximation
-
-            state = init_elliptical_slice(z, loglik_z)
-            state, info = elliptical(key_z, state, loglik_z, mode[0], std)
-            z = state.position
-            evals = info.num_likelihood_evals
-            if scale_prior is not None:
-                key_s, key_surrogate = jax.random.split(key_s)
-                log_scale, scale_evals = _slice_step(
-                    key_s, log_scale, lambda t: log_scale_density(t, z), SLICE_WIDTH
-                )
-                z, log_scale, surrogate_evals = surrogate_step(key_surrogate, z, log_scale)
-                evals = evals + scale_evals + surrogate_evals
-            return (z, log_scale), (z, log_scale, evals)
-
-        def negative_log_joint(params: tuple[Array, Array]) -> Array:
-            z, log_scale = params
-            value = -0.5 * jnp.sum(z**2) + loglik(z, log_scale)
-            if scale_prior is not None:
-                value = value + scale_prior.log_prob(jnp.exp(log_scale)) + log_scale
-            return -value
-
-        def find_mode(params: tuple[Array, Array]) -> tuple[Array, Array]:
-            optimizer = optax.adam(MODE_LEARNING_RATE)
-
-            def step(carry: tuple, _: None) -> tuple[tuple, None]:
-                params, opt_state = carry
-                grads = jax.grad(negative_log_joint)(params)
-                if scale_prior is None:
-                    grads = (grads[0], jnp.zeros_like(grads[1]))
-                updates, opt_state = optimizer.update(grads, opt_state)
-                return (optax.apply_updates(params, updates), opt_state), None
-
-            carry = (params, optimizer.init(params))
-            (params, _), _ = jax.lax.scan(step, carry, None, length=num_mode_steps)
-            return params
-
-        mode = find_mode((jnp.zeros((n, num_latent), dtype), jnp.asarray(0.0, dtype)))
-        curvature = _mean_curvature(latent(*mode))
-
-        def chain(key: PRNGKeyArray) -> tuple[Array, Array, Array]:
-            key_init, key_warmup, key_draws = jax.random.split(key, 3)
-            key_z, key_s = jax.random.split(key_init)
-            # Start near the joint mode (the prior draw is far from the posterior and
-            # elliptical slice moves there slowly), dispersed so that R-hat means something.
-            z0 = mode[0] + INIT_DISPERSION * jax.random.normal(key_z, (n, num_latent), dtype)
-            log_scale0 = mode[1]
-            if scale_prior is not None:
-                log_scale0 = log_scale0 + jax.random.uniform(
-                    key_s, dtype=dtype, minval=-INIT_DISPERSION, maxval=INIT_DISPERSION
-                )
-            carry = (z0, log_scale0)
-            carry, _ = jax.lax.scan(iteration, carry, jax.random.split(key_warmup, num_warmup))
-
-            def kept(
-                carry: tuple[Array, Array], key: PRNGKeyArray
-            ) -> tuple[tuple[Array, Array], tuple[Array, Array, Array]]:
-                carry, outputs = jax.lax.scan(iteration, carry, jax.random.split(key, thin))
-                return carry, jax.tree.map(lambda a: a[-1], outputs)
-
-            _, draws = jax.lax.scan(kept, carry, jax.random.split(key_draws, num_draws // thin))
-            return draws
-
-        return jax.vmap(chain)(jax.random.split(key, num_chains))
-
-    return run
+        position, evals = jax.lax.fori_loop(
+            0, num_sweeps, one_sweep, (position, jnp.asarray(0, jnp.int32))
+        )
+        return position, (position["z"], position["log_scale"], evals)
