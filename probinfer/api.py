@@ -63,8 +63,7 @@ def _split_keywords(
     model: Callable[..., Any] | LogDensity, algorithm: mcmc.Algorithm, kwargs: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Route keywords to the model (by its signature) or to the sampler settings."""
-    algorithm_options = set(algorithm.build_options) | set(_step_parameter_names(algorithm))
-    setting_names = algorithm_options | set(SAMPLER_SETTINGS)
+    setting_names = set(algorithm.options) | set(SAMPLER_SETTINGS)
     model_parameters: set[str] = set()
     takes_any_keyword = False
     if not isinstance(model, LogDensity):
@@ -85,11 +84,6 @@ def _split_keywords(
                 f"setting of method '{algorithm.name}' (settings: {sorted(setting_names)})."
             )
     return model_kwargs, settings
-
-
-def _step_parameter_names(algorithm: mcmc.Algorithm) -> list[str]:
-    kernel = algorithm.build_kernel()
-    return list(inspect.signature(kernel).parameters)[5:]
 
 
 def _check_count(name: str, value: Any, minimum: int) -> int:

@@ -126,16 +126,10 @@ class _MCMCStep(NamedTuple):
         density = self.spec.bind(data)
         adaptation = _adaptation(self.spec, self.config, data)
         algorithm = mcmc.ALGORITHMS[self.config.algorithm]
-        build_options, step_parameters = algorithm.split_options(dict(self.config.options))
+        build_options, parameters = algorithm.split_options(dict(self.config.options))
         kernel = algorithm.build_kernel(**build_options)
-        mcmc_state, info = kernel(
-            key,
-            state.mcmc_state,
-            density.logdensity_fn,
-            state.step_size,
-            state.inverse_mass_matrix,
-            **step_parameters,
-        )
+        params = algorithm.make_params(state.step_size, state.inverse_mass_matrix, **parameters)
+        mcmc_state, info = kernel(key, state.mcmc_state, density.logdensity_fn, params)
         new = jax.lax.cond(
             is_sampling,
             lambda: state._replace(mcmc_state=mcmc_state),

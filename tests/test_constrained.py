@@ -181,7 +181,7 @@ def constrained_sampler(name):
     """Jitted ``(key, start, threshold) -> (flat end states, log likelihoods, acceptance)``."""
     num_steps, step_size = CONSTRAINED[name]
     move = mcmc.constrained(ALGORITHMS[name], TARGET, num_steps=num_steps)
-    params = mcmc.ConstrainedParams(jnp.asarray(step_size), jnp.asarray(COV, jnp.float32))
+    params = ALGORITHMS[name].make_params(jnp.asarray(step_size), jnp.asarray(COV, jnp.float32))
 
     def one_chain(key, flat, threshold):
         state, info = move.step(key, move.init(to_position(flat)), threshold, params)

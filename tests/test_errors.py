@@ -210,3 +210,18 @@ def test_divergences_after_warmup_are_reported_with_the_fix():
     with pytest.warns(UserWarning, match=r"(?s)diverged.*target_acceptance"):
         idata = pi.sample(target, warmup=0, draws=50, step_size=3.0, progress=False)
     assert int(idata.sample_stats["diverging"].values.sum()) > 0
+
+
+def test_misspelled_kernel_option_lists_the_valid_ones():
+    with pytest.raises(ValueError, match=r"max_num_doubling'\].*'max_num_doublings'"):
+        mcmc.nuts(std_normal, 0.1, max_num_doubling=3)
+    with pytest.raises(ValueError, match="num_integration_steps"):
+        mcmc.window_adaptation(mcmc.hmc, std_normal, num_integration_step=3)
+
+
+def test_default_params_are_the_algorithms_own():
+    params = mcmc.hmc.default_params(jnp.zeros(3), num_integration_steps=8)
+    assert isinstance(params, mcmc.HMCParams) and params.num_integration_steps == 8
+    assert params.inverse_mass_matrix.shape == (3,)
+    assert mcmc.nuts.default_params({"a": jnp.zeros(2)}).step_size == 1.0
+    assert mcmc.elliptical_slice.default_params(jnp.zeros(2)).cov_cholesky is None

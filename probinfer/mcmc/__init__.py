@@ -10,22 +10,22 @@ combine kernels into blocked sweeps and sequences.
 """
 
 from probinfer.mcmc._algorithm import Algorithm
-from probinfer.mcmc._base import GradientState, Kernel, TransitionInfo
+from probinfer.mcmc._base import GradientState, Kernel, MetricParams, TransitionInfo
 from probinfer.mcmc._combinators import compose, gibbs
 from probinfer.mcmc._constrained import (
     ConstrainedInfo,
     ConstrainedMove,
-    ConstrainedParams,
     ConstrainedState,
     constrained,
 )
 from probinfer.mcmc._elliptical_slice import (
     EllipticalSlice,
     EllipticalSliceInfo,
+    EllipticalSliceParams,
     EllipticalSliceState,
     elliptical_slice,
 )
-from probinfer.mcmc._hmc import hmc
+from probinfer.mcmc._hmc import HMCParams, hmc
 from probinfer.mcmc._mala import mala
 from probinfer.mcmc._metric import MassMatrix, factor_mass_matrix
 from probinfer.mcmc._nuts import nuts
@@ -49,14 +49,16 @@ __all__ = [
     "Algorithm",
     "ConstrainedInfo",
     "ConstrainedMove",
-    "ConstrainedParams",
     "ConstrainedState",
     "EllipticalSlice",
     "EllipticalSliceInfo",
+    "EllipticalSliceParams",
     "EllipticalSliceState",
     "GradientState",
+    "HMCParams",
     "Kernel",
     "MassMatrix",
+    "MetricParams",
     "RWMState",
     "TransitionInfo",
     "WarmupSchedule",

@@ -1,12 +1,19 @@
 """`Algorithm`: one factory per MCMC algorithm that also exposes its raw pieces.
 
 ``probinfer.mcmc.nuts`` is an :class:`Algorithm`. Calling it closes the raw kernel over a
-target and parameters and returns a :class:`~probinfer.mcmc.Kernel`; its ``init`` and
-``build_kernel`` attributes are the raw pieces that adaptation, SMC and nested sampling use,
-because they need to change the step size and mass matrix between steps.
+target and parameters and returns a :class:`~probinfer.mcmc.Kernel`; its ``init``,
+``build_kernel`` and ``params_type`` are the raw pieces that adaptation, SMC and nested
+sampling use, because they change the parameters between steps.
+
+Each algorithm's tunable parameters are one ``NamedTuple`` (``NUTSParams``, ``HMCParams``,
+...): the raw kernel is ``kernel(key, state, logdensity_fn, params)``. Options are declared,
+not read from signatures: *build options* (fixed when the kernel is built, e.g.
+``max_num_doublings``) and the parameter fields (e.g. ``num_integration_steps``). An
+unknown or misspelled option is an error that lists the valid ones.
 """
 
-import inspect
+from __future__ import annotations
+
 from collections.abc import Callable
 from typing import Any
 
@@ -19,17 +26,22 @@ from jaxtyping import Array, PRNGKeyArray
 
 from probinfer.mcmc._base import Kernel, LogDensityFn, PyTree
 
-RawKernel = Callable[..., tuple[Any, Any]]
+RawKernel = Callable[[PRNGKeyArray, Any, LogDensityFn, Any], tuple[Any, Any]]
+# The parameters every gradient and random-walk algorithm shares; adaptation tunes them.
+TUNED_PARAMETERS = ("step_size", "inverse_mass_matrix")
 
 
 class Algorithm:
-    """An MCMC algorithm: ``init``, ``build_kernel`` and the factory ``__call__``.
+    """An MCMC algorithm: ``init``, ``build_kernel``, ``params_type`` and the factory.
 
     Attributes:
         name: short name ("rwm", "mala", "hmc", "nuts", "slice").
         init: ``init(position, logdensity_fn) -> State``.
         build_kernel: ``build_kernel(**build_options) -> kernel`` with
-            ``kernel(key, state, logdensity_fn, step_size, inverse_mass_matrix, **params)``.
+            ``kernel(key, state, logdensity_fn, params)``.
+        params_type: the ``NamedTuple`` of the kernel's parameters (``step_size``,
+            ``inverse_mass_matrix`` and the algorithm's own, with defaults).
+        build_options: the names ``build_kernel`` accepts.
         target_acceptance: default acceptance rate that step-size adaptation aims for, or
             None for an algorithm without one (slice sampling always moves).
         uses_gradient: whether the kernel evaluates gradients of the log density.
@@ -40,32 +52,84 @@ class Algorithm:
         name: str,
         init: Callable[[PyTree, LogDensityFn], Any],
         build_kernel: Callable[..., RawKernel],
+        params_type: type,
         *,
+        build_options: tuple[str, ...] = (),
         target_acceptance: float | None,
         uses_gradient: bool,
     ) -> None:
         self.name = name
         self.init = init
         self.build_kernel = build_kernel
+        self.params_type = params_type
+        self.build_options = build_options
         self.target_acceptance = target_acceptance
         self.uses_gradient = uses_gradient
-        self.build_options = tuple(inspect.signature(build_kernel).parameters)
 
     def __repr__(self) -> str:
         return f"probinfer.mcmc.{self.name}"
 
+    @property
+    def parameter_options(self) -> tuple[str, ...]:
+        """Parameter fields a user may set as options (all but the tuned ones)."""
+        return tuple(f for f in self.params_type._fields if f not in TUNED_PARAMETERS)
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """Every option name: build options and parameter fields."""
+        return (*self.build_options, *self.parameter_options)
+
     def split_options(self, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Split keyword options into ``build_kernel`` options and step-time parameters.
+        """Split keyword options into ``build_kernel`` options and parameter values.
 
         Args:
             options: keyword options given by the user.
 
         Returns:
-            ``(build_options, step_parameters)``.
+            ``(build_options, parameter_values)``.
+
+        Raises:
+            ValueError: for an option that is neither, naming the valid ones.
         """
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            raise ValueError(
+                f"`{self.name}` got unknown option(s) {unknown}; valid options: "
+                f"{sorted(self.options)}."
+            )
         build = {k: v for k, v in options.items() if k in self.build_options}
-        step = {k: v for k, v in options.items() if k not in self.build_options}
-        return build, step
+        parameters = {k: v for k, v in options.items() if k not in self.build_options}
+        return build, parameters
+
+    def make_params(
+        self, step_size: float | Array, inverse_mass_matrix: Any, **parameters: Any
+    ) -> Any:
+        """The kernel's parameters: the tuned two and the algorithm's own (or defaults).
+
+        Args:
+            step_size: step size (proposal scale for RWM, width for slice), > 0.
+            inverse_mass_matrix: ``(dim,)`` or ``(dim, dim)`` (or a ``MassMatrix``).
+            **parameters: values of the other fields.
+
+        Returns:
+            A ``params_type`` instance.
+        """
+        return self.params_type(
+            step_size=step_size, inverse_mass_matrix=inverse_mass_matrix, **parameters
+        )
+
+    def default_params(self, position: PyTree, **parameters: Any) -> Any:
+        """Parameters for a first try at ``position``: step size 1, identity metric.
+
+        Args:
+            position: an example position (its flat size sets the metric's).
+            **parameters: values of the other fields.
+
+        Returns:
+            A ``params_type`` instance.
+        """
+        flat, _ = ravel_pytree(position)
+        return self.make_params(jnp.ones((), flat.dtype), jnp.ones_like(flat), **parameters)
 
     def __call__(
         self,
@@ -78,11 +142,13 @@ class Algorithm:
 
         Args:
             logdensity_fn: log density of a position pytree (unnormalized is fine).
-            step_size: integrator step size (HMC, NUTS, MALA) or proposal scale (RWM), > 0.
+            step_size: integrator step size (HMC, NUTS, MALA), proposal scale (RWM) or
+                width (slice), > 0.
             inverse_mass_matrix: ``(dim,)`` diagonal or ``(dim, dim)`` dense inverse mass
-                matrix (the proposal covariance for RWM); identity when omitted.
-            **options: build options (e.g. ``max_num_doublings`` for NUTS) and step-time
-                parameters (e.g. ``num_integration_steps`` for HMC).
+                matrix (the proposal or direction covariance for RWM and slice); identity
+                when omitted.
+            **options: build options (e.g. ``max_num_doublings`` for NUTS) and parameter
+                fields (e.g. ``num_integration_steps`` for HMC).
 
         Returns:
             A :class:`~probinfer.mcmc.Kernel` ``(init, step)``.
@@ -91,15 +157,8 @@ class Algorithm:
             ValueError: for a non-positive step size or an unknown option.
         """
         check_step_size(step_size)
-        build, params = self.split_options(options)
+        build, parameters = self.split_options(options)
         kernel = self.build_kernel(**build)
-        unknown = set(params) - set(inspect.signature(kernel).parameters)
-        if unknown:
-            step_names = list(inspect.signature(kernel).parameters)[5:]
-            valid = sorted(set(self.build_options) | set(step_names))
-            raise ValueError(
-                f"`{self.name}` got unknown option(s) {sorted(unknown)}; valid options: {valid}."
-            )
 
         def init(position: PyTree) -> Any:
             return self.init(position, logdensity_fn)
@@ -109,7 +168,8 @@ class Algorithm:
             if matrix is None:
                 flat, _ = ravel_pytree(state.position)
                 matrix = jnp.ones_like(flat)
-            return kernel(key, state, logdensity_fn, step_size, matrix, **params)
+            params = self.make_params(step_size, matrix, **parameters)
+            return kernel(key, state, logdensity_fn, params)
 
         return Kernel(init, step)
 

@@ -28,6 +28,21 @@ class Kernel(NamedTuple):
     step: Callable[[PRNGKeyArray, Any], tuple[Any, Any]]
 
 
+class MetricParams(NamedTuple):
+    """Parameters of the kernels tuned by a step size and a metric (RWM, MALA, NUTS, slice).
+
+    Attributes:
+        step_size: integrator step size (MALA, NUTS), proposal scale (RWM) or width
+            (slice), > 0.
+        inverse_mass_matrix: ``(dim,)`` diagonal or ``(dim, dim)`` dense (or a
+            :class:`~probinfer.mcmc.MassMatrix`): the metric, or the covariance that RWM
+            proposals and slice directions follow.
+    """
+
+    step_size: Array
+    inverse_mass_matrix: Any
+
+
 class GradientState(NamedTuple):
     """State of the gradient-based kernels (MALA, HMC, NUTS).
 

@@ -67,32 +67,21 @@ class ConstrainedInfo(NamedTuple):
     num_evals: Array
 
 
-class ConstrainedParams(NamedTuple):
-    """The kernel's tunable parameters, which may change between moves.
-
-    Attributes:
-        step_size: step size (width for slice sampling, proposal scale for RWM), > 0.
-        inverse_mass_matrix: ``(dim,)`` or ``(dim, dim)``: the metric, or the covariance
-            that proposals and slice directions follow.
-    """
-
-    step_size: Array
-    inverse_mass_matrix: Array
-
-
 class ConstrainedMove(NamedTuple):
     """A constrained move closed over its target.
 
     Attributes:
         init: ``init(position) -> ConstrainedState``.
-        step: ``step(key, state, log_likelihood_threshold, params) -> (state, info)``;
-            the state's position must lie inside the contour (its log likelihood above
-            the threshold), as a surviving live point does.
+        step: ``step(key, state, log_likelihood_threshold, params) -> (state, info)``
+            with the algorithm's parameters (``algorithm.params_type``, e.g.
+            :class:`~probinfer.mcmc.MetricParams`); the state's position must lie inside
+            the contour (its log likelihood above the threshold), as a surviving live
+            point does.
     """
 
     init: Callable[[PyTree], ConstrainedState]
     step: Callable[
-        [PRNGKeyArray, ConstrainedState, ArrayLike, ConstrainedParams],
+        [PRNGKeyArray, ConstrainedState, ArrayLike, Any],
         tuple[ConstrainedState, ConstrainedInfo],
     ]
 
@@ -107,7 +96,7 @@ def constrained(
         target: the prior/likelihood split (``density.target`` of a model front end).
         num_steps: kernel transitions per move (>= 1); the log likelihood is evaluated
             once per move, at its end.
-        **options: the algorithm's other options (e.g. ``num_integration_steps``).
+        **options: the algorithm's build options (e.g. ``max_num_doublings``).
 
     Returns:
         A :class:`ConstrainedMove` ``(init, step)``.
@@ -124,15 +113,19 @@ def constrained(
         ... )
         >>> move = mcmc.constrained(mcmc.slice_sampler, target, num_steps=5)
         >>> state = move.init(jnp.ones(2))
-        >>> params = mcmc.ConstrainedParams(jnp.asarray(1.0), jnp.ones(2))
+        >>> params = mcmc.MetricParams(jnp.asarray(1.0), jnp.ones(2))
         >>> state, info = move.step(jax.random.key(0), state, -1.0, params)
         >>> bool(state.loglikelihood > -1.0)
         True
     """
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"`num_steps` must be an int >= 1, got {num_steps!r}.")
-    algorithm(target.logprior_fn, 1.0, **options)  # validates the option names
-    build_options, step_parameters = algorithm.split_options(options)
+    build_options, parameters = algorithm.split_options(options)
+    if parameters:
+        raise ValueError(
+            f"{sorted(parameters)} are parameters of `{algorithm.name}`, which may change "
+            "between moves: set them in the `params` passed to `step`."
+        )
     kernel = algorithm.build_kernel(**build_options)
 
     def init(position: PyTree) -> ConstrainedState:
@@ -143,19 +136,12 @@ def constrained(
         key: PRNGKeyArray,
         state: ConstrainedState,
         log_likelihood_threshold: ArrayLike,
-        params: ConstrainedParams,
+        params: Any,
     ) -> tuple[ConstrainedState, ConstrainedInfo]:
         restricted_fn = target.constrained_fn(log_likelihood_threshold)
 
         def transition(mcmc_state: Any, key: PRNGKeyArray) -> tuple[Any, Any]:
-            return kernel(
-                key,
-                mcmc_state,
-                restricted_fn,
-                params.step_size,
-                params.inverse_mass_matrix,
-                **step_parameters,
-            )
+            return kernel(key, mcmc_state, restricted_fn, params)
 
         keys = jax.random.split(key, num_steps)
         mcmc_state, infos = jax.lax.scan(transition, state.mcmc_state, keys)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
+from probinfer.mcmc._algorithm import Algorithm
 from probinfer.mcmc._base import Kernel, PyTree
 
 LogLikelihoodFn = Callable[[PyTree], Array]
@@ -36,6 +37,20 @@ class EllipticalSliceState(NamedTuple):
 
     position: PyTree
     loglikelihood: Array
+
+
+class EllipticalSliceParams(NamedTuple):
+    """The Gaussian factor ``N(mean, Sigma)`` of the target.
+
+    Attributes:
+        mean: a pytree like the position.
+        cov_cholesky: a ``(dim,)`` vector of standard deviations (a diagonal covariance),
+            or the ``(dim, dim)`` lower Cholesky factor of ``Sigma`` over the flattened
+            position, or None for the identity (a whitened prior).
+    """
+
+    mean: PyTree
+    cov_cholesky: Array | None = None
 
 
 class EllipticalSliceInfo(NamedTuple):
@@ -73,19 +88,17 @@ def build_kernel(max_shrinks: int = MAX_SHRINKS) -> Callable[..., Any]:
         max_shrinks: bracket shrinkages before giving up on the step.
 
     Returns:
-        ``kernel(key, state, loglikelihood_fn, mean, cov_cholesky)``: ``mean`` is a pytree
-        like the position, ``cov_cholesky`` a ``(dim,)`` vector of standard deviations (a
-        diagonal covariance) or the ``(dim, dim)`` lower Cholesky factor of the
-        prior covariance over the flattened position, or ``None`` for the identity.
+        ``kernel(key, state, loglikelihood_fn, params)`` with
+        :class:`EllipticalSliceParams`.
     """
 
     def kernel(
         key: PRNGKeyArray,
         state: EllipticalSliceState,
         loglikelihood_fn: LogLikelihoodFn,
-        mean: PyTree,
-        cov_cholesky: Array | None,
+        params: EllipticalSliceParams,
     ) -> tuple[EllipticalSliceState, EllipticalSliceInfo]:
+        mean, cov_cholesky = params
         flat, unravel = ravel_pytree(state.position)
         mean_flat, _ = ravel_pytree(mean)
         key_nu, key_threshold, key_angle = jax.random.split(key, 3)
@@ -139,17 +152,40 @@ def build_kernel(max_shrinks: int = MAX_SHRINKS) -> Callable[..., Any]:
     return kernel
 
 
-class EllipticalSlice:
-    """The elliptical slice factory, with its raw ``init`` and ``build_kernel``."""
+class EllipticalSlice(Algorithm):
+    """The elliptical slice algorithm: its target is the likelihood, its parameters the
+    Gaussian factor, and its factory takes the covariance in either form."""
 
-    name = "elliptical_slice"
-    init = staticmethod(init)
-    build_kernel = staticmethod(build_kernel)
+    def __init__(self) -> None:
+        super().__init__(
+            "elliptical_slice",
+            init,
+            build_kernel,
+            EllipticalSliceParams,
+            build_options=("max_shrinks",),
+            target_acceptance=None,
+            uses_gradient=False,
+        )
 
-    def __repr__(self) -> str:
-        return "probinfer.mcmc.elliptical_slice"
+    @property
+    def parameter_options(self) -> tuple[str, ...]:
+        """None: the Gaussian factor is given to the factory or in the parameters."""
+        return ()
 
-    def __call__(
+    def default_params(self, position: PyTree, **parameters: Any) -> EllipticalSliceParams:
+        """A standard normal factor ``N(0, I)`` (a whitened prior).
+
+        Args:
+            position: an example position.
+            **parameters: ``mean`` and ``cov_cholesky`` instead.
+
+        Returns:
+            The :class:`EllipticalSliceParams`.
+        """
+        mean = jax.tree.map(jnp.zeros_like, position)
+        return EllipticalSliceParams(**{"mean": mean, "cov_cholesky": None, **parameters})
+
+    def __call__(  # type: ignore[override]
         self,
         loglikelihood_fn: LogLikelihoodFn,
         *,
@@ -192,6 +228,7 @@ class EllipticalSlice:
                 f"{factor.shape}."
             )
         kernel = build_kernel(max_shrinks)
+        params = EllipticalSliceParams(mean, factor)
 
         def init_fn(position: PyTree) -> EllipticalSliceState:
             return init(position, loglikelihood_fn)
@@ -199,7 +236,7 @@ class EllipticalSlice:
         def step(
             key: PRNGKeyArray, state: EllipticalSliceState
         ) -> tuple[EllipticalSliceState, EllipticalSliceInfo]:
-            return kernel(key, state, loglikelihood_fn, mean, factor)
+            return kernel(key, state, loglikelihood_fn, params)
 
         return Kernel(init_fn, step)
 

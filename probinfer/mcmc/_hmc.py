@@ -11,6 +11,8 @@ rescaled to unit variance, a trajectory of length near ``2 pi k`` returns close 
 started (on the zoo's 10-d Gaussian, a fixed 16 steps mixed the variances 30x slower).
 """
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
@@ -28,6 +30,20 @@ from probinfer.mcmc._integrators import IntegratorState, leapfrog
 from probinfer.mcmc._metric import euclidean_metric
 
 
+class HMCParams(NamedTuple):
+    """Parameters of HMC.
+
+    Attributes:
+        step_size: leapfrog step size, > 0.
+        inverse_mass_matrix: ``(dim,)`` or ``(dim, dim)``.
+        num_integration_steps: leapfrog steps (the most steps with ``jitter_num_steps``).
+    """
+
+    step_size: Array
+    inverse_mass_matrix: Array
+    num_integration_steps: int | Array = 16
+
+
 def build_kernel(divergence_threshold: float = 1000.0, jitter_num_steps: bool = True) -> RawKernel:
     """Build the raw HMC kernel.
 
@@ -37,18 +53,13 @@ def build_kernel(divergence_threshold: float = 1000.0, jitter_num_steps: bool = 
             ``1..num_integration_steps`` at each transition (avoids periodic trajectories).
 
     Returns:
-        ``kernel(key, state, logdensity_fn, step_size, inverse_mass_matrix,
-        num_integration_steps=16)``.
+        ``kernel(key, state, logdensity_fn, params)`` with :class:`HMCParams`.
     """
 
     def kernel(
-        key: PRNGKeyArray,
-        state: GradientState,
-        logdensity_fn: LogDensityFn,
-        step_size: Array,
-        inverse_mass_matrix: Array,
-        num_integration_steps: int | Array = 16,
+        key: PRNGKeyArray, state: GradientState, logdensity_fn: LogDensityFn, params: HMCParams
     ) -> tuple[GradientState, TransitionInfo]:
+        step_size, num_integration_steps = params.step_size, params.num_integration_steps
         key_momentum, key_accept, key_steps = jax.random.split(key, 3)
         num_steps = (
             jax.random.randint(key_steps, (), 1, num_integration_steps + 1)
@@ -57,7 +68,7 @@ def build_kernel(divergence_threshold: float = 1000.0, jitter_num_steps: bool = 
         )
         flat, unravel = ravel_pytree(state.position)
         grad, _ = ravel_pytree(state.logdensity_grad)
-        metric = euclidean_metric(inverse_mass_matrix)
+        metric = euclidean_metric(params.inverse_mass_matrix)
         step = leapfrog(lambda x: logdensity_fn(unravel(x)), metric.velocity)
 
         momentum = metric.sample_momentum(key_momentum)
@@ -87,4 +98,12 @@ def build_kernel(divergence_threshold: float = 1000.0, jitter_num_steps: bool = 
     return kernel
 
 
-hmc = Algorithm("hmc", init_gradient_state, build_kernel, target_acceptance=0.8, uses_gradient=True)
+hmc = Algorithm(
+    "hmc",
+    init_gradient_state,
+    build_kernel,
+    HMCParams,
+    build_options=("divergence_threshold", "jitter_num_steps"),
+    target_acceptance=0.8,
+    uses_gradient=True,
+)

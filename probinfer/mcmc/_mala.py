@@ -14,6 +14,7 @@ from probinfer.mcmc._algorithm import Algorithm, RawKernel
 from probinfer.mcmc._base import (
     GradientState,
     LogDensityFn,
+    MetricParams,
     TransitionInfo,
     init_gradient_state,
     safe_log_ratio,
@@ -25,20 +26,17 @@ def build_kernel() -> RawKernel:
     """Build the raw MALA kernel.
 
     Returns:
-        ``kernel(key, state, logdensity_fn, step_size, inverse_mass_matrix)``.
+        ``kernel(key, state, logdensity_fn, params)`` with :class:`~probinfer.mcmc.MetricParams`.
     """
 
     def kernel(
-        key: PRNGKeyArray,
-        state: GradientState,
-        logdensity_fn: LogDensityFn,
-        step_size: Array,
-        inverse_mass_matrix: Array,
+        key: PRNGKeyArray, state: GradientState, logdensity_fn: LogDensityFn, params: MetricParams
     ) -> tuple[GradientState, TransitionInfo]:
         key_proposal, key_accept = jax.random.split(key)
         flat, unravel = ravel_pytree(state.position)
         grad, _ = ravel_pytree(state.logdensity_grad)
-        metric = euclidean_metric(inverse_mass_matrix)
+        step_size = params.step_size
+        metric = euclidean_metric(params.inverse_mass_matrix)
 
         def drift(x: Array, g: Array) -> Array:
             return x + 0.5 * step_size**2 * metric.velocity(g)
@@ -73,5 +71,10 @@ def build_kernel() -> RawKernel:
 
 
 mala = Algorithm(
-    "mala", init_gradient_state, build_kernel, target_acceptance=0.574, uses_gradient=True
+    "mala",
+    init_gradient_state,
+    build_kernel,
+    MetricParams,
+    target_acceptance=0.574,
+    uses_gradient=True,
 )

@@ -27,7 +27,13 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
 from probinfer.mcmc._algorithm import Algorithm, RawKernel
-from probinfer.mcmc._base import GradientState, LogDensityFn, TransitionInfo, init_gradient_state
+from probinfer.mcmc._base import (
+    GradientState,
+    LogDensityFn,
+    MetricParams,
+    TransitionInfo,
+    init_gradient_state,
+)
 from probinfer.mcmc._integrators import IntegratorState, leapfrog
 from probinfer.mcmc._metric import euclidean_metric
 
@@ -97,7 +103,7 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
             flagged divergent and the subtree being built is discarded.
 
     Returns:
-        ``kernel(key, state, logdensity_fn, step_size, inverse_mass_matrix)``.
+        ``kernel(key, state, logdensity_fn, params)`` with :class:`~probinfer.mcmc.MetricParams`.
 
     Raises:
         ValueError: if ``max_num_doublings`` is not a positive integer.
@@ -115,14 +121,14 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
         key: PRNGKeyArray,
         state: GradientState,
         logdensity_fn: LogDensityFn,
-        step_size: Array,
-        inverse_mass_matrix: Array,
+        params: MetricParams,
     ) -> tuple[GradientState, TransitionInfo]:
+        step_size = params.step_size
         key_momentum, key_direction, key_leaf, key_merge = jax.random.split(key, 4)
         flat, unravel = ravel_pytree(state.position)
         grad, _ = ravel_pytree(state.logdensity_grad)
         dtype = flat.dtype
-        metric = euclidean_metric(inverse_mass_matrix)
+        metric = euclidean_metric(params.inverse_mass_matrix)
         integrate = leapfrog(lambda x: logdensity_fn(unravel(x)), metric.velocity)
 
         def energy(point: IntegratorState, velocity: Array) -> Array:
@@ -376,5 +382,11 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
 
 
 nuts = Algorithm(
-    "nuts", init_gradient_state, build_kernel, target_acceptance=0.8, uses_gradient=True
+    "nuts",
+    init_gradient_state,
+    build_kernel,
+    MetricParams,
+    build_options=("max_num_doublings", "divergence_threshold"),
+    target_acceptance=0.8,
+    uses_gradient=True,
 )

@@ -13,7 +13,13 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
 from probinfer.mcmc._algorithm import Algorithm, RawKernel
-from probinfer.mcmc._base import LogDensityFn, PyTree, TransitionInfo, safe_log_ratio
+from probinfer.mcmc._base import (
+    LogDensityFn,
+    MetricParams,
+    PyTree,
+    TransitionInfo,
+    safe_log_ratio,
+)
 from probinfer.mcmc._metric import euclidean_metric
 
 
@@ -46,19 +52,18 @@ def build_kernel() -> RawKernel:
     """Build the raw random-walk Metropolis kernel.
 
     Returns:
-        ``kernel(key, state, logdensity_fn, step_size, inverse_mass_matrix)``.
+        ``kernel(key, state, logdensity_fn, params)`` with
+        :class:`~probinfer.mcmc.MetricParams` (``inverse_mass_matrix`` is the proposal
+        covariance ``C``).
     """
 
     def kernel(
-        key: PRNGKeyArray,
-        state: RWMState,
-        logdensity_fn: LogDensityFn,
-        step_size: Array,
-        inverse_mass_matrix: Array,
+        key: PRNGKeyArray, state: RWMState, logdensity_fn: LogDensityFn, params: MetricParams
     ) -> tuple[RWMState, TransitionInfo]:
         key_proposal, key_accept = jax.random.split(key)
         flat, unravel = ravel_pytree(state.position)
-        metric = euclidean_metric(inverse_mass_matrix)
+        step_size = params.step_size
+        metric = euclidean_metric(params.inverse_mass_matrix)
         noise = jax.random.normal(key_proposal, flat.shape, flat.dtype)
         proposal = unravel(flat + step_size * metric.scale(noise))
         proposal_logdensity = logdensity_fn(proposal)
@@ -83,4 +88,6 @@ def build_kernel() -> RawKernel:
     return kernel
 
 
-rwm = Algorithm("rwm", init, build_kernel, target_acceptance=0.234, uses_gradient=False)
+rwm = Algorithm(
+    "rwm", init, build_kernel, MetricParams, target_acceptance=0.234, uses_gradient=False
+)

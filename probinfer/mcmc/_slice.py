@@ -30,7 +30,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
 from probinfer.mcmc._algorithm import Algorithm, RawKernel
-from probinfer.mcmc._base import LogDensityFn, TransitionInfo
+from probinfer.mcmc._base import LogDensityFn, MetricParams, TransitionInfo
 from probinfer.mcmc._metric import euclidean_metric
 from probinfer.mcmc._rwm import RWMState, init
 
@@ -49,8 +49,9 @@ def build_kernel(
             stays put (>= 1).
 
     Returns:
-        ``kernel(key, state, logdensity_fn, step_size, inverse_mass_matrix)``; its state is
-        :class:`~probinfer.mcmc.RWMState` (position and log density).
+        ``kernel(key, state, logdensity_fn, params)`` with
+        :class:`~probinfer.mcmc.MetricParams`; its state is :class:`~probinfer.mcmc.RWMState`
+        (position and log density).
 
     Raises:
         ValueError: for a budget that is not a positive int.
@@ -66,14 +67,13 @@ def build_kernel(
         key: PRNGKeyArray,
         state: RWMState,
         logdensity_fn: LogDensityFn,
-        step_size: Array,
-        inverse_mass_matrix: Array,
+        params: MetricParams,
     ) -> tuple[RWMState, TransitionInfo]:
         key_direction, key_level, key_offset, key_budget, key_shrink = jax.random.split(key, 5)
         flat, unravel = ravel_pytree(state.position)
-        metric = euclidean_metric(inverse_mass_matrix)
+        metric = euclidean_metric(params.inverse_mass_matrix)
         sphere = jax.random.normal(key_direction, flat.shape, flat.dtype)
-        direction = step_size * metric.scale(sphere / jnp.linalg.norm(sphere))
+        direction = params.step_size * metric.scale(sphere / jnp.linalg.norm(sphere))
 
         def along(t: Array) -> tuple[Array, Array]:
             value = logdensity_fn(unravel(flat + t * direction))
@@ -148,4 +148,12 @@ def build_kernel(
     return kernel
 
 
-slice_sampler = Algorithm("slice", init, build_kernel, target_acceptance=None, uses_gradient=False)
+slice_sampler = Algorithm(
+    "slice",
+    init,
+    build_kernel,
+    MetricParams,
+    build_options=("max_num_steps_out", "max_num_shrinks"),
+    target_acceptance=None,
+    uses_gradient=False,
+)

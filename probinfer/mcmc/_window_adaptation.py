@@ -254,9 +254,8 @@ def window_adaptation(
         )
     if initial_step_size is not None:
         check_step_size(initial_step_size)
-    build_options, step_parameters = algorithm.split_options(options)
+    build_options, fixed_parameters = algorithm.split_options(options)
     kernel = algorithm.build_kernel(**build_options)
-    algorithm(logdensity_fn, 1.0, **options)  # validates the option names
 
     def init(position: PyTree, key: PRNGKeyArray) -> WindowAdaptationState:
         flat, _ = ravel_pytree(position)
@@ -325,14 +324,10 @@ def window_adaptation(
     def step(
         key: PRNGKeyArray, state: WindowAdaptationState, flags: WarmupSchedule
     ) -> tuple[WindowAdaptationState, Any]:
-        mcmc_state, info = kernel(
-            key,
-            state.mcmc_state,
-            logdensity_fn,
-            state.step_size,
-            state.inverse_mass_matrix,
-            **step_parameters,
+        params = algorithm.make_params(
+            state.step_size, state.inverse_mass_matrix, **fixed_parameters
         )
+        mcmc_state, info = kernel(key, state.mcmc_state, logdensity_fn, params)
         return update(state, mcmc_state, info, flags), info
 
     def parameters(state: WindowAdaptationState) -> dict[str, Array]:

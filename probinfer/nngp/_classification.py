@@ -44,6 +44,7 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from probinfer import mcmc
 from probinfer.driver import CompileWatch, call_compiled, drive
+from probinfer.mcmc._base import MetricParams
 from probinfer.mcmc._rwm import init as init_slice
 from probinfer.mcmc._slice import build_kernel as build_slice_kernel
 from probinfer.nngp._checks import check_inputs
@@ -100,7 +101,8 @@ def _slice_step(
 ) -> tuple[Array, Array]:
     """One univariate slice-sampling step with stepping out; returns ``(x, evaluations)``."""
     state = init_slice(x0, logdensity_fn)
-    state, info = _SLICE_KERNEL(key, state, logdensity_fn, width, jnp.ones(1, x0.dtype))
+    params = MetricParams(jnp.asarray(width, x0.dtype), jnp.ones(1, x0.dtype))
+    state, info = _SLICE_KERNEL(key, state, logdensity_fn, params)
     return state.position, 1 + info.num_grad_evals
 
 
