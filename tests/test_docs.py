@@ -105,3 +105,13 @@ def test_user_guide_log_density_examples_run():
         exec(compile(code, "docs/index.md", "exec"), namespace)
         assert namespace["idata"].posterior.sizes["draw"] == 50
     assert namespace["idata"].posterior["x"].shape == (4, 50, 2)
+
+
+def test_driver_guide_example_runs():
+    """The first python block of docs/driver.md runs (the multi-host one needs a cluster)."""
+    blocks = re.findall(
+        r"```python\n(.*?)```", (ROOT / "docs" / "driver.md").read_text(), re.DOTALL
+    )
+    namespace: dict = {}
+    exec(compile(blocks[0], "docs/driver.md", "exec"), namespace)
+    assert namespace["result"].records.shape == (50,)

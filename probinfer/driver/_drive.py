@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jaxtyping import Array, PRNGKeyArray
 
 from probinfer.checkpoint import (
@@ -327,7 +328,10 @@ def drive(
     shared = jax.tree.map(jnp.asarray, shared)
 
     def fetch(buffers: PyTree) -> PyTree:
-        return jax.device_get(buffers if record_fn is None else record_fn(buffers))
+        selected = buffers if record_fn is None else record_fn(buffers)
+        if jax.process_count() > 1:  # every process gets the whole population's records
+            return multihost_utils.process_allgather(selected, tiled=True)
+        return jax.device_get(selected)
 
     def records_structure(state: PyTree, keys: PRNGKeyArray) -> PyTree:
         """Shapes of a chunk's fetched records (a trace, no compilation)."""
