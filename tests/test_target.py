@@ -193,3 +193,24 @@ def test_compiled_program_cache_is_bounded(monkeypatch):
         target = pi.LogDensity(lambda x, s=scale: -0.5 * jnp.sum(x**2) / s, jnp.zeros(2))
         pi.sample(target, method="rwm", chains=1, warmup=0, draws=2, progress=False)
         assert len(_compile._COMPILED) <= 3
+
+
+@pytest.mark.parametrize("name", ["rwm", "mala", "hmc", "nuts", "slice"])
+def test_kernels_carry_the_log_likelihood_of_a_tempered_target(name):
+    """Every kernel keeps the aux (log likelihood) of its current point, accepted or not."""
+    target = pi.Target.from_parts(
+        lambda x: -0.5 * jnp.sum(x**2), lambda x: -jnp.sum(jnp.abs(x - 1.0))
+    )
+    algorithm = {**pi.mcmc.ALGORITHMS, "slice": pi.mcmc.slice_sampler}[name]
+    kernel = algorithm(target.tempered_fn(0.4), 0.5, jnp.ones(3))
+
+    def run(key):
+        state = kernel.init(jnp.zeros(3))
+        state, _ = jax.lax.scan(
+            lambda s, k: (kernel.step(k, s)[0], None), state, jax.random.split(key, 5)
+        )
+        return state.position, state.aux
+
+    positions, aux = jax.jit(jax.vmap(run))(jax.random.split(jax.random.key(0), 16))
+    np.testing.assert_allclose(aux, jax.vmap(target.loglikelihood_fn)(positions), rtol=1e-6)
+    assert np.ptp(np.asarray(aux)) > 0  # the chains moved

@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
+from probinfer.model._target import value_and_aux
+
 PyTree = Any
 LogDensityFn = Callable[[PyTree], Array]
 
@@ -50,11 +52,14 @@ class GradientState(NamedTuple):
         position: the current point, any pytree of arrays.
         logdensity: log density at ``position``, a scalar.
         logdensity_grad: gradient of the log density, same structure as ``position``.
+        aux: the auxiliary values of an :class:`~probinfer.model.AuxLogDensity` at
+            ``position`` (``()`` for a plain log density).
     """
 
     position: PyTree
     logdensity: Array
     logdensity_grad: PyTree
+    aux: PyTree = ()
 
 
 class TransitionInfo(NamedTuple):
@@ -88,13 +93,15 @@ def init_gradient_state(position: PyTree, logdensity_fn: LogDensityFn) -> Gradie
 
     Args:
         position: any pytree of arrays.
-        logdensity_fn: maps a position to a scalar log density.
+        logdensity_fn: maps a position to a scalar log density (an
+            :class:`~probinfer.model.AuxLogDensity` also fills ``aux``).
 
     Returns:
         The :class:`GradientState` at ``position``.
     """
-    logdensity, logdensity_grad = jax.value_and_grad(logdensity_fn)(position)
-    return GradientState(position, logdensity, logdensity_grad)
+    value_and_grad = jax.value_and_grad(value_and_aux(logdensity_fn), has_aux=True)
+    (logdensity, aux), logdensity_grad = value_and_grad(position)
+    return GradientState(position, logdensity, logdensity_grad, aux)
 
 
 def safe_log_ratio(log_numerator: Array, log_denominator: Array) -> tuple[Array, Array]:

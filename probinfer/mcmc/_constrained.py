@@ -4,7 +4,10 @@ Nested sampling replaces its worst live point by a draw from the prior restricte
 likelihood contour of that point, ``p(x) 1[log L(x) > t]``. A constrained move runs any
 :class:`~probinfer.mcmc.Algorithm`'s kernel on that density, written as
 ``log p(x)`` inside the contour and ``-inf`` outside (:meth:`Target.constrained_fn`), for
-``num_steps`` transitions, and returns the new point with its log likelihood.
+``num_steps`` transitions, and returns the new point with its log likelihood. The
+restricted density is an :class:`~probinfer.model.AuxLogDensity` whose auxiliary value is
+the log likelihood, so the kernel's state carries it: a move costs no likelihood evaluation
+beyond the kernel's own.
 
 How each kernel meets the contour:
 
@@ -34,7 +37,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from probinfer.mcmc._algorithm import Algorithm
-from probinfer.model._target import Target
+from probinfer.model._target import AuxLogDensity, Target
 
 PyTree = Any
 
@@ -44,12 +47,15 @@ class ConstrainedState(NamedTuple):
 
     Attributes:
         mcmc_state: the kernel's state; its ``logdensity`` is the log prior (the restricted
-            density inside the contour).
-        loglikelihood: log likelihood at the position, a scalar.
+            density inside the contour) and its ``aux`` the log likelihood.
     """
 
     mcmc_state: Any
-    loglikelihood: Array
+
+    @property
+    def loglikelihood(self) -> Array:
+        """Log likelihood at the position, a scalar."""
+        return self.mcmc_state.aux
 
 
 class ConstrainedInfo(NamedTuple):
@@ -58,8 +64,8 @@ class ConstrainedInfo(NamedTuple):
     Attributes:
         acceptance_rate: mean acceptance probability over the transitions (1 for slice).
         num_accepted: transitions that moved.
-        num_evals: target evaluations: the kernel's log-density or gradient evaluations
-            plus the one likelihood evaluation at the end.
+        num_evals: target evaluations (log-density or gradient evaluations of the
+            kernel; each evaluates prior and likelihood once).
     """
 
     acceptance_rate: Array
@@ -94,8 +100,7 @@ def constrained(
     Args:
         algorithm: ``probinfer.mcmc.rwm``, ``slice_sampler``, ``mala``, ``hmc`` or ``nuts``.
         target: the prior/likelihood split (``density.target`` of a model front end).
-        num_steps: kernel transitions per move (>= 1); the log likelihood is evaluated
-            once per move, at its end.
+        num_steps: kernel transitions per move (>= 1).
         **options: the algorithm's build options (e.g. ``max_num_doublings``).
 
     Returns:
@@ -129,8 +134,8 @@ def constrained(
     kernel = algorithm.build_kernel(**build_options)
 
     def init(position: PyTree) -> ConstrainedState:
-        mcmc_state = algorithm.init(position, target.logprior_fn)
-        return ConstrainedState(mcmc_state, target.loglikelihood_fn(position))
+        # The prior with the likelihood as aux: one evaluation of both terms.
+        return ConstrainedState(algorithm.init(position, AuxLogDensity(target.log_terms_fn)))
 
     def step(
         key: PRNGKeyArray,
@@ -145,12 +150,11 @@ def constrained(
 
         keys = jax.random.split(key, num_steps)
         mcmc_state, infos = jax.lax.scan(transition, state.mcmc_state, keys)
-        loglikelihood = target.loglikelihood_fn(mcmc_state.position)
         info = ConstrainedInfo(
             acceptance_rate=jnp.mean(infos.acceptance_rate),
             num_accepted=jnp.sum(infos.is_accepted.astype(jnp.int32)),
-            num_evals=jnp.sum(infos.num_grad_evals) + 1,
+            num_evals=jnp.sum(infos.num_grad_evals),
         )
-        return ConstrainedState(mcmc_state, loglikelihood), info
+        return ConstrainedState(mcmc_state), info
 
     return ConstrainedMove(init, step)

@@ -28,6 +28,7 @@ from probinfer.mcmc._base import (
 )
 from probinfer.mcmc._integrators import IntegratorState, leapfrog
 from probinfer.mcmc._metric import euclidean_metric
+from probinfer.model._target import value_and_aux
 
 
 class HMCParams(NamedTuple):
@@ -69,10 +70,11 @@ def build_kernel(divergence_threshold: float = 1000.0, jitter_num_steps: bool = 
         flat, unravel = ravel_pytree(state.position)
         grad, _ = ravel_pytree(state.logdensity_grad)
         metric = euclidean_metric(params.inverse_mass_matrix)
-        step = leapfrog(lambda x: logdensity_fn(unravel(x)), metric.velocity)
+        flat_fn = value_and_aux(logdensity_fn)
+        step = leapfrog(lambda x: flat_fn(unravel(x)), metric.velocity)
 
         momentum = metric.sample_momentum(key_momentum)
-        start = IntegratorState(flat, momentum, state.logdensity, grad)
+        start = IntegratorState(flat, momentum, state.logdensity, grad, state.aux)
         end = jax.lax.fori_loop(0, num_steps, lambda _, s: step(s, step_size), start)
         energy_start = -start.logdensity + metric.kinetic_energy(start.momentum)
         energy_end = -end.logdensity + metric.kinetic_energy(end.momentum)
@@ -81,7 +83,7 @@ def build_kernel(divergence_threshold: float = 1000.0, jitter_num_steps: bool = 
         is_accepted = jnp.log(jax.random.uniform(key_accept, dtype=flat.dtype)) < log_accept
 
         proposal = GradientState(
-            unravel(end.position), end.logdensity, unravel(end.logdensity_grad)
+            unravel(end.position), end.logdensity, unravel(end.logdensity_grad), end.aux
         )
         new_state = jax.tree.map(lambda new, old: jnp.where(is_accepted, new, old), proposal, state)
         info = TransitionInfo(

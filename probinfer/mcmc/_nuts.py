@@ -36,6 +36,7 @@ from probinfer.mcmc._base import (
 )
 from probinfer.mcmc._integrators import IntegratorState, leapfrog
 from probinfer.mcmc._metric import euclidean_metric
+from probinfer.model._target import value_and_aux
 
 T = TypeVar("T")
 
@@ -129,14 +130,15 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
         grad, _ = ravel_pytree(state.logdensity_grad)
         dtype = flat.dtype
         metric = euclidean_metric(params.inverse_mass_matrix)
-        integrate = leapfrog(lambda x: logdensity_fn(unravel(x)), metric.velocity)
+        flat_fn = value_and_aux(logdensity_fn)
+        integrate = leapfrog(lambda x: flat_fn(unravel(x)), metric.velocity)
 
         def energy(point: IntegratorState, velocity: Array) -> Array:
             value = -point.logdensity + 0.5 * jnp.dot(point.momentum, velocity)
             return jnp.where(jnp.isnan(value), jnp.inf, value)
 
         momentum = metric.sample_momentum(key_momentum)
-        initial = IntegratorState(flat, momentum, state.logdensity, grad)
+        initial = IntegratorState(flat, momentum, state.logdensity, grad, state.aux)
         initial_velocity = metric.velocity(momentum)
         initial_energy = energy(initial, initial_velocity)
         zeros_levels = jnp.zeros((num_levels, flat.shape[0]), dtype)
@@ -365,7 +367,10 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
 
         proposal = loop.proposal
         new_state = GradientState(
-            unravel(proposal.position), proposal.logdensity, unravel(proposal.logdensity_grad)
+            unravel(proposal.position),
+            proposal.logdensity,
+            unravel(proposal.logdensity_grad),
+            proposal.aux,
         )
         info = TransitionInfo(
             acceptance_rate=loop.sum_acceptance / loop.num_leaves,

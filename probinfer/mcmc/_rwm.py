@@ -21,6 +21,7 @@ from probinfer.mcmc._base import (
     safe_log_ratio,
 )
 from probinfer.mcmc._metric import euclidean_metric
+from probinfer.model._target import value_and_aux
 
 
 class RWMState(NamedTuple):
@@ -29,10 +30,13 @@ class RWMState(NamedTuple):
     Attributes:
         position: the current point, any pytree of arrays.
         logdensity: log density at ``position``.
+        aux: the auxiliary values of an :class:`~probinfer.model.AuxLogDensity` at
+            ``position`` (``()`` for a plain log density).
     """
 
     position: PyTree
     logdensity: Array
+    aux: PyTree = ()
 
 
 def init(position: PyTree, logdensity_fn: LogDensityFn) -> RWMState:
@@ -45,7 +49,7 @@ def init(position: PyTree, logdensity_fn: LogDensityFn) -> RWMState:
     Returns:
         The initial :class:`RWMState`.
     """
-    return RWMState(position, logdensity_fn(position))
+    return RWMState(position, *value_and_aux(logdensity_fn)(position))
 
 
 def build_kernel() -> RawKernel:
@@ -66,12 +70,12 @@ def build_kernel() -> RawKernel:
         metric = euclidean_metric(params.inverse_mass_matrix)
         noise = jax.random.normal(key_proposal, flat.shape, flat.dtype)
         proposal = unravel(flat + step_size * metric.scale(noise))
-        proposal_logdensity = logdensity_fn(proposal)
+        proposal_logdensity, proposal_aux = value_and_aux(logdensity_fn)(proposal)
         log_accept, is_nonfinite = safe_log_ratio(proposal_logdensity, state.logdensity)
         is_accepted = jnp.log(jax.random.uniform(key_accept, dtype=flat.dtype)) < log_accept
         new_state = jax.tree.map(
             lambda new, old: jnp.where(is_accepted, new, old),
-            RWMState(proposal, proposal_logdensity),
+            RWMState(proposal, proposal_logdensity, proposal_aux),
             state,
         )
         info = TransitionInfo(

@@ -24,6 +24,8 @@ References:
     Neal, R. M. (2003). Slice sampling. Annals of Statistics, 31(3), 705-767.
 """
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
@@ -33,6 +35,7 @@ from probinfer.mcmc._algorithm import Algorithm, RawKernel
 from probinfer.mcmc._base import LogDensityFn, MetricParams, TransitionInfo
 from probinfer.mcmc._metric import euclidean_metric
 from probinfer.mcmc._rwm import RWMState, init
+from probinfer.model._target import value_and_aux
 
 MAX_NUM_STEPS_OUT = 32
 MAX_NUM_SHRINKS = 100
@@ -75,10 +78,15 @@ def build_kernel(
         sphere = jax.random.normal(key_direction, flat.shape, flat.dtype)
         direction = params.step_size * metric.scale(sphere / jnp.linalg.norm(sphere))
 
-        def along(t: Array) -> tuple[Array, Array]:
-            value = logdensity_fn(unravel(flat + t * direction))
+        value_and_aux_fn = value_and_aux(logdensity_fn)
+
+        def along_with_aux(t: Array) -> tuple[Array, Array, Any]:
+            value, aux = value_and_aux_fn(unravel(flat + t * direction))
             is_nan = jnp.isnan(value)
-            return jnp.where(is_nan, -jnp.inf, value), is_nan.astype(jnp.int32)
+            return jnp.where(is_nan, -jnp.inf, value), is_nan.astype(jnp.int32), aux
+
+        def along(t: Array) -> tuple[Array, Array]:
+            return along_with_aux(t)[:2]
 
         level = state.logdensity + jnp.log(jax.random.uniform(key_level, dtype=flat.dtype))
         lower = -jax.random.uniform(key_offset, dtype=flat.dtype)
@@ -112,26 +120,28 @@ def build_kernel(
             *_, is_accepted, num_shrinks, _ = carry
             return ~is_accepted & (num_shrinks < max_num_shrinks)
 
-        def shrink(carry: tuple[Array, ...]) -> tuple[Array, ...]:
-            key, lower, upper, _, _, _, num_shrinks, num_nan = carry
+        def shrink(carry: tuple[Any, ...]) -> tuple[Any, ...]:
+            key, lower, upper, _, _, _, _, num_shrinks, num_nan = carry
             key, key_t = jax.random.split(key)
             t = jax.random.uniform(key_t, dtype=flat.dtype, minval=lower, maxval=upper)
-            value, is_nan = along(t)
+            value, is_nan, aux = along_with_aux(t)
             is_accepted = value > level
             lower = jnp.where(~is_accepted & (t < 0), t, lower)
             upper = jnp.where(~is_accepted & (t >= 0), t, upper)
-            return key, lower, upper, t, value, is_accepted, num_shrinks + 1, num_nan + is_nan
+            return (
+                key, lower, upper, t, value, aux, is_accepted, num_shrinks + 1, num_nan + is_nan
+            )  # fmt: skip
 
         zero = jnp.zeros((), flat.dtype)
         carry = (
-            key_shrink, lower, upper, zero, state.logdensity, jnp.asarray(False),
+            key_shrink, lower, upper, zero, state.logdensity, state.aux, jnp.asarray(False),
             jnp.asarray(0, jnp.int32), nan_lower + nan_upper,
         )  # fmt: skip
         carry = jax.lax.while_loop(is_searching, shrink, carry)
-        _, _, _, t, value, is_accepted, num_shrinks, num_nan = carry
+        _, _, _, t, value, aux, is_accepted, num_shrinks, num_nan = carry
         new_state = jax.tree.map(
             lambda new, old: jnp.where(is_accepted, new, old),
-            RWMState(unravel(flat + t * direction), value),
+            RWMState(unravel(flat + t * direction), value, aux),
             state,
         )
         info = TransitionInfo(

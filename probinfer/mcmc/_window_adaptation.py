@@ -31,6 +31,7 @@ from probinfer.mcmc._welford import (
     welford_init,
     welford_update,
 )
+from probinfer.model._target import value_and_aux
 
 DENSE_MASS_MATRIX_MAX_DIM = 200
 
@@ -172,12 +173,14 @@ def find_reasonable_step_size(
     flat, unravel = ravel_pytree(position)
     metric = euclidean_metric(inverse_mass_matrix)
 
-    def flat_logdensity_fn(x: Array) -> Array:
-        return logdensity_fn(unravel(x))
+    value_and_aux_fn = value_and_aux(logdensity_fn)
 
-    integrate = leapfrog(flat_logdensity_fn, metric.velocity)
-    logdensity, grad = jax.value_and_grad(flat_logdensity_fn)(flat)
-    start = IntegratorState(flat, metric.sample_momentum(key), logdensity, grad)
+    def flat_value_and_aux_fn(x: Array) -> tuple[Array, Any]:
+        return value_and_aux_fn(unravel(x))
+
+    integrate = leapfrog(flat_value_and_aux_fn, metric.velocity)
+    (logdensity, aux), grad = jax.value_and_grad(flat_value_and_aux_fn, has_aux=True)(flat)
+    start = IntegratorState(flat, metric.sample_momentum(key), logdensity, grad, aux)
     start_energy = -logdensity + metric.kinetic_energy(start.momentum)
 
     def log_accept(step_size: Array) -> Array:

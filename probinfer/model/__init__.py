@@ -18,10 +18,11 @@ from typing import Any
 from probinfer.model._common import INIT_RADIUS, MAX_INIT_TRIES
 from probinfer.model._logdensity import BoundLogDensity, LogDensity
 from probinfer.model._numpyro import ModelDensity, NumPyroModel, from_numpyro, prepare_numpyro
-from probinfer.model._target import Target
+from probinfer.model._target import AuxLogDensity, Target, value_and_aux
 
 __all__ = [
     "INIT_RADIUS",
+    "AuxLogDensity",
     "MAX_INIT_TRIES",
     "BoundLogDensity",
     "LogDensity",
@@ -30,6 +31,7 @@ __all__ = [
     "Target",
     "from_numpyro",
     "prepare",
+    "value_and_aux",
 ]
 
 

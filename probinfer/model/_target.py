@@ -22,6 +22,40 @@ PyTree = Any
 LogTermsFn = Callable[[PyTree], tuple[Array, Array]]
 
 
+class AuxLogDensity(NamedTuple):
+    """A log density that also returns auxiliary values computed in the same evaluation.
+
+    Calling it gives the log density alone, so it serves wherever a log density does; the
+    MCMC kernels recognise it and keep the auxiliary values of the current point in their
+    state (``state.aux``), so a tempered or constrained target hands the log likelihood of
+    every accepted point to SMC and nested sampling at no extra evaluation.
+
+    Attributes:
+        value_and_aux_fn: ``position -> (log density, aux)``; ``aux`` is any pytree of
+            arrays whose structure does not depend on the position.
+    """
+
+    value_and_aux_fn: Callable[[PyTree], tuple[Array, PyTree]]
+
+    def __call__(self, position: PyTree) -> Array:
+        """The log density at ``position`` (a scalar)."""
+        return self.value_and_aux_fn(position)[0]
+
+
+def value_and_aux(logdensity_fn: Callable[[PyTree], Array]) -> Callable[[PyTree], tuple]:
+    """``position -> (log density, aux)`` for any log density (``aux = ()`` for a plain one).
+
+    Args:
+        logdensity_fn: a plain log density or an :class:`AuxLogDensity`.
+
+    Returns:
+        The value-and-aux function.
+    """
+    if isinstance(logdensity_fn, AuxLogDensity):
+        return logdensity_fn.value_and_aux_fn
+    return lambda position: (logdensity_fn(position), ())
+
+
 class Target(NamedTuple):
     """The log prior and log likelihood of a position, from one evaluation.
 
@@ -80,8 +114,8 @@ class Target(NamedTuple):
         logprior, loglikelihood = self.log_terms_fn(position)
         return logprior + loglikelihood
 
-    def tempered_fn(self, inverse_temperature: ArrayLike) -> Callable[[PyTree], Array]:
-        """The tempered log density ``log p(x) + beta log L(x)``.
+    def tempered_fn(self, inverse_temperature: ArrayLike) -> AuxLogDensity:
+        """The tempered log density ``log p(x) + beta log L(x)``, with ``log L(x)`` as aux.
 
         At ``beta = 0`` the likelihood is ignored even where it is ``-inf`` (``0 * -inf``
         would be NaN), so the first tempering step starts from the prior itself.
@@ -90,28 +124,30 @@ class Target(NamedTuple):
             inverse_temperature: ``beta`` in [0, 1], a scalar (may be traced).
 
         Returns:
-            A log density of a position.
+            An :class:`AuxLogDensity` of a position (aux: the log likelihood).
         """
 
-        def tempered(position: PyTree) -> Array:
+        def tempered(position: PyTree) -> tuple[Array, Array]:
             logprior, loglikelihood = self.log_terms_fn(position)
             beta = jnp.asarray(inverse_temperature, jnp.result_type(logprior))
-            return logprior + jnp.where(beta > 0, beta * loglikelihood, 0.0)
+            return logprior + jnp.where(beta > 0, beta * loglikelihood, 0.0), loglikelihood
 
-        return tempered
+        return AuxLogDensity(tempered)
 
-    def constrained_fn(self, log_likelihood_threshold: ArrayLike) -> Callable[[PyTree], Array]:
-        """The prior restricted to ``{x : log L(x) > t}``: ``log p(x)`` inside, ``-inf`` out.
+    def constrained_fn(self, log_likelihood_threshold: ArrayLike) -> AuxLogDensity:
+        """The prior restricted to ``{x : log L(x) > t}`` (``log p(x)`` inside, ``-inf``
+        out), with ``log L(x)`` as aux.
 
         Args:
             log_likelihood_threshold: ``t``, a scalar (may be traced).
 
         Returns:
-            A log density of a position, the form nested sampling moves sample.
+            An :class:`AuxLogDensity` of a position, the form nested sampling moves sample.
         """
 
-        def constrained(position: PyTree) -> Array:
+        def constrained(position: PyTree) -> tuple[Array, Array]:
             logprior, loglikelihood = self.log_terms_fn(position)
-            return jnp.where(loglikelihood > log_likelihood_threshold, logprior, -jnp.inf)
+            inside = loglikelihood > log_likelihood_threshold
+            return jnp.where(inside, logprior, -jnp.inf), loglikelihood
 
-        return constrained
+        return AuxLogDensity(constrained)
