@@ -1,4 +1,5 @@
-"""`sample`: the one-call door to MCMC, thin glue over the model front end and the driver."""
+"""`sample` and `evidence`: the one-call doors, thin glue over the model front ends, the
+blocks and the driver."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import arviz as az
 import jax
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from probinfer import mcmc
+from probinfer.driver import DriveStatus
 from probinfer.mcmc._algorithm import check_step_size
 from probinfer.model import LogDensity, prepare
 from probinfer.run import (
@@ -23,6 +25,7 @@ from probinfer.run import (
     choose_chunk_size,
     run_chains,
 )
+from probinfer.run_smc import MOVE_ALGORITHMS, SMCConfig, check_settings, run_smc
 
 SAMPLER_SETTINGS = (
     "target_acceptance",
@@ -60,10 +63,12 @@ def default_chain_method(method: str, num_chains: int) -> str:
 
 
 def _split_keywords(
-    model: Callable[..., Any] | LogDensity, algorithm: mcmc.Algorithm, kwargs: dict[str, Any]
+    model: Callable[..., Any] | LogDensity,
+    method: str,
+    setting_names: set[str],
+    kwargs: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Route keywords to the model (by its signature) or to the sampler settings."""
-    setting_names = set(algorithm.options) | set(SAMPLER_SETTINGS)
+    """Route keywords to the model (by its signature) or to the method's settings."""
     model_parameters: set[str] = set()
     takes_any_keyword = False
     if not isinstance(model, LogDensity):
@@ -81,7 +86,7 @@ def _split_keywords(
         else:
             raise TypeError(
                 f"unknown keyword `{name}`: it is neither a parameter of the model nor a "
-                f"setting of method '{algorithm.name}' (settings: {sorted(setting_names)})."
+                f"setting of method '{method}' (settings: {sorted(setting_names)})."
             )
     return model_kwargs, settings
 
@@ -175,16 +180,23 @@ def sample(
         >>> idata.posterior["mu"].shape
         (4, 200)
     """
+    if method == "smc":
+        return _evidence_by_smc(
+            "sample", model, args, seed, progress, checkpoint, kwargs,
+            defaults={"particles": draws, "replicas": chains},
+        ).idata  # fmt: skip
     if method not in mcmc.ALGORITHMS:
         raise ValueError(
-            f"unknown method {method!r}; `pi.sample` supports {sorted(mcmc.ALGORITHMS)}."
+            f"unknown method {method!r}; `pi.sample` supports {sorted(mcmc.ALGORITHMS)} and 'smc'."
         )
     seed = _check_count("seed", seed, 0)
     chains = _check_count("chains", chains, 1)
     warmup = _check_count("warmup", warmup, 0)
     draws = _check_count("draws", draws, 1)
     algorithm = mcmc.ALGORITHMS[method]
-    model_kwargs, settings = _split_keywords(model, algorithm, kwargs)
+    model_kwargs, settings = _split_keywords(
+        model, method, set(algorithm.options) | set(SAMPLER_SETTINGS), kwargs
+    )
     chain_method = settings.pop("chain_method", None) or default_chain_method(method, chains)
     if chain_method not in CHAIN_METHODS:
         raise ValueError(f"`chain_method` must be one of {CHAIN_METHODS}, got {chain_method!r}.")
@@ -266,3 +278,170 @@ def sample(
             stacklevel=2,
         )
     return idata
+
+
+SMC_DEFAULTS: dict[str, Any] = {
+    "particles": 1000,
+    "replicas": 4,
+    "kernel": "rwm",
+    "num_mcmc_steps": 10,
+    "target_ess": 0.5,
+    "resampling": "systematic",
+    "resample_threshold": 0.5,
+    "is_mass_matrix_dense": None,
+    "max_steps": 1000,
+    "chunk_size": 5,
+}
+
+
+class EvidenceResult(NamedTuple):
+    """The evidence ``log p(data)`` of a model and its posterior draws.
+
+    Attributes:
+        log_z: the log-evidence estimate.
+        log_z_err: its standard error (from the spread of independent replicas).
+        num_likelihood_evals: target evaluations spent.
+        idata: ``InferenceData`` with equally weighted posterior draws, ``(replica,
+            particle, ...)`` as ``(chain, draw, ...)``, and the estimates in ``attrs``.
+        inverse_temperatures: for SMC, each replica's tempering ladder.
+    """
+
+    log_z: float
+    log_z_err: float
+    num_likelihood_evals: int
+    idata: az.InferenceData
+    inverse_temperatures: list[np.ndarray]
+
+
+def evidence(
+    model: Callable[..., Any] | LogDensity,
+    *args: Any,
+    method: str = "smc",
+    seed: int = 0,
+    progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
+    **kwargs: Any,
+) -> EvidenceResult:
+    """Estimate the log evidence ``log p(data)`` with an error bar, and draw the posterior.
+
+    ``method="smc"``: adaptive tempered SMC from the prior to the posterior
+    (:func:`probinfer.smc.tempered_smc`), ``replicas`` independent runs of ``particles``
+    particles each; ``log_z`` is the log of the mean of their unbiased evidence estimates
+    and ``log_z_err`` the standard error of that mean (delta method).
+
+    Args:
+        model: a NumPyro model with proper priors, or a :class:`probinfer.LogDensity` given
+            as ``logprior_fn`` (normalised) and ``loglikelihood_fn`` with
+            ``sample_prior_fn``.
+        *args: the model's positional arguments (the ``LogDensity``'s data).
+        method: "smc".
+        seed: integer seed; the same seed gives the same result.
+        progress: show a progress bar (tempering steps, the smallest ``beta``, log Z).
+        checkpoint: a folder for checkpoints after every chunk; calling again with the same
+            folder, model, data, settings and seed resumes an interrupted run.
+        **kwargs: keywords the model accepts go to the model; the rest are settings:
+            ``particles`` (1000), ``replicas`` (4, >= 2), ``kernel`` (the move: "rwm",
+            "mala", "hmc", "nuts" or "slice"), ``num_mcmc_steps`` (10), ``target_ess``
+            (0.5), ``resampling`` ("systematic"), ``resample_threshold`` (0.5),
+            ``is_mass_matrix_dense``, ``max_steps`` (1000), ``chunk_size`` (5), and the
+            kernel's options.
+
+    Returns:
+        The :class:`EvidenceResult`.
+
+    Raises:
+        ValueError: for an unknown method, bad settings, a target without a prior and
+            likelihood split or prior draws, or improper priors.
+        RuntimeError: when a replica did not reach the posterior within ``max_steps``.
+        TypeError: for unknown keywords.
+
+    Example:
+        >>> import numpyro, numpyro.distributions as dist, jax.numpy as jnp
+        >>> import probinfer as pi
+        >>> def model(y):
+        ...     mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> result = pi.evidence(model, jnp.array([0.5]), particles=500, progress=False)
+        >>> exact = -0.5 * jnp.log(2 * jnp.pi * 2.0) - 0.5**2 / 4   # y ~ N(0, 2)
+        >>> bool(abs(result.log_z - exact) < 5 * result.log_z_err + 0.02)
+        True
+    """
+    if method != "smc":
+        raise ValueError(f"unknown method {method!r}; `pi.evidence` supports 'smc'.")
+    return _evidence_by_smc("evidence", model, args, seed, progress, checkpoint, kwargs)
+
+
+def _evidence_by_smc(
+    caller: str,
+    model: Callable[..., Any] | LogDensity,
+    args: tuple[Any, ...],
+    seed: int,
+    progress: bool,
+    checkpoint: str | os.PathLike | None,
+    kwargs: dict[str, Any],
+    defaults: dict[str, Any] | None = None,
+) -> EvidenceResult:
+    """SMC for ``pi.evidence`` and ``pi.sample(method="smc")`` (one code path)."""
+    seed = _check_count("seed", seed, 0)
+    kernel = kwargs.get("kernel", SMC_DEFAULTS["kernel"])
+    if kernel not in MOVE_ALGORITHMS:
+        raise ValueError(f"`kernel` must be one of {sorted(MOVE_ALGORITHMS)}, got {kernel!r}.")
+    algorithm = MOVE_ALGORITHMS[kernel]
+    model_kwargs, settings = _split_keywords(
+        model, "smc", set(algorithm.options) | set(SMC_DEFAULTS), kwargs
+    )
+    settings = {**SMC_DEFAULTS, **(defaults or {}), **settings}
+    options = {k: v for k, v in settings.items() if k in algorithm.options}
+    config = SMCConfig(
+        kernel=kernel,
+        options=tuple(sorted(options.items())),
+        num_particles=_check_count("particles", settings["particles"], 2),
+        num_replicas=_check_count("replicas", settings["replicas"], 1 if caller == "sample" else 2),
+        num_mcmc_steps=_check_count("num_mcmc_steps", settings["num_mcmc_steps"], 1),
+        target_ess=float(settings["target_ess"]),
+        resampling=str(settings["resampling"]),
+        resample_threshold=float(settings["resample_threshold"]),
+        is_mass_matrix_dense=settings["is_mass_matrix_dense"],
+        chunk_size=_check_count("chunk_size", settings["chunk_size"], 1),
+    )
+    spec, data = prepare(model, args, model_kwargs)
+    check_settings(spec, config, data)
+    max_steps = _check_count("max_steps", settings["max_steps"], 1)
+    result = run_smc(
+        spec,
+        data,
+        config,
+        jax.random.key(seed),
+        max_steps=max_steps,
+        progress=progress,
+        checkpoint=None if checkpoint is None else Path(checkpoint),
+    )
+    if result.status is not DriveStatus.COMPLETED:
+        raise RuntimeError(
+            f"SMC did not reach the posterior (beta = 1) within `max_steps={max_steps}` "
+            f"tempering steps: {result.status.message}; the likelihood may be extremely "
+            "informative relative to the prior (raise `max_steps` or lower `target_ess`)."
+        )
+    attrs = {
+        "method": "smc",
+        "seed": seed,
+        "kernel": kernel,
+        "particles": config.num_particles,
+        "replicas": config.num_replicas,
+        "log_z": result.log_z,
+        "log_z_err": result.log_z_err,
+        "replica_log_z": result.replica_log_z,
+        "num_tempering_steps": np.asarray([ladder.size for ladder in result.inverse_temperatures]),
+        "num_likelihood_evals": result.num_likelihood_evals,
+        "compile_seconds": result.compile_seconds,
+        "sampling_seconds": result.run_seconds,
+        "inference_library": "probinfer",
+    }
+    idata = az.from_dict(posterior=result.draws, attrs=attrs)
+    return EvidenceResult(
+        log_z=result.log_z,
+        log_z_err=result.log_z_err,
+        num_likelihood_evals=result.num_likelihood_evals,
+        idata=idata,
+        inverse_temperatures=result.inverse_temperatures,
+    )

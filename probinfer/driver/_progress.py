@@ -62,13 +62,14 @@ class ProgressReporter:
 
 @contextmanager
 def progress_bar(
-    enabled: bool, total: int, description: str, *, rate_unit: str = "steps/s"
+    enabled: bool, total: int | None, description: str, *, rate_unit: str = "steps/s"
 ) -> Iterator[ProgressReporter | None]:
     """A rich progress bar, or None when disabled.
 
     Args:
         enabled: show the bar.
-        total: steps in all.
+        total: steps in all, or None when not known in advance (a loop that stops on a
+            condition).
         description: the first label.
         rate_unit: the rate's unit text (e.g. ``"steps/s x 4 chains"``).
 

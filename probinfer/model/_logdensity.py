@@ -48,6 +48,8 @@ class LogDensity:
             start at ``init`` plus uniform(-2, 2) jitter unless ``init_positions`` is given.
         logprior_fn: log prior density of a position, instead of ``logdensity_fn``.
         loglikelihood_fn: log likelihood of a position, with ``logprior_fn``.
+        sample_prior_fn: ``key -> position``, one exact draw from the prior (normalised
+            ``logprior_fn``); SMC starts its particles there.
 
     Raises:
         TypeError: if ``init`` is missing or has non-float leaves, if the functions are
@@ -76,6 +78,7 @@ class LogDensity:
         *,
         logprior_fn: DataFn | None = None,
         loglikelihood_fn: DataFn | None = None,
+        sample_prior_fn: Callable[[PRNGKeyArray], PyTree] | None = None,
     ) -> None:
         is_split = logprior_fn is not None or loglikelihood_fn is not None
         if logdensity_fn is not None and is_split:
@@ -125,6 +128,9 @@ class LogDensity:
         self.logdensity_fn: DataFn = logdensity_fn or self._sum_of_parts
         self.logprior_fn = logprior_fn
         self.loglikelihood_fn = loglikelihood_fn
+        if sample_prior_fn is not None and not callable(sample_prior_fn):
+            raise TypeError("`sample_prior_fn` must be callable: `key -> position`.")
+        self.sample_prior_fn = sample_prior_fn
         self.init = init
         self.treedef = jax.tree.structure(init)
         self.shapes = tuple((leaf.shape, leaf.dtype) for leaf in leaves)
@@ -203,10 +209,12 @@ class LogDensity:
             structure of ``init``.
         """
         functions = {name: describe_callable(fn) for name, fn in self._named.items()}
+        if self.sample_prior_fn is not None:
+            functions["sample_prior_fn"] = describe_callable(self.sample_prior_fn)
         return repr((functions, self.treedef, self.shapes))
 
     def _key(self) -> tuple[Any, ...]:
-        return (tuple(self._named.items()), self.treedef, self.shapes)
+        return (tuple(self._named.items()), self.sample_prior_fn, self.treedef, self.shapes)
 
     def __hash__(self) -> int:
         return hash(self._key())
@@ -215,6 +223,7 @@ class LogDensity:
         if not isinstance(other, LogDensity) or other._named.keys() != self._named.keys():
             return False
         same_functions = all(other._named[k] is fn for k, fn in self._named.items())
+        same_functions = same_functions and other.sample_prior_fn is self.sample_prior_fn
         return same_functions and (other.treedef, other.shapes) == (self.treedef, self.shapes)
 
     def __repr__(self) -> str:
@@ -282,6 +291,26 @@ class BoundLogDensity:
             return logprior_fn(position, *data), loglikelihood_fn(position, *data)
 
         return Target(log_terms_fn)
+
+    def sample_prior(self, key: PRNGKeyArray) -> PyTree:
+        """One exact draw from the prior.
+
+        Args:
+            key: PRNG key.
+
+        Returns:
+            A position.
+
+        Raises:
+            ValueError: when the density was built without ``sample_prior_fn``.
+        """
+        if self.spec.sample_prior_fn is None:
+            raise ValueError(
+                "SMC starts from prior draws, but this `LogDensity` has no "
+                "`sample_prior_fn`; pass `sample_prior_fn=lambda key: ...` (one exact draw "
+                "of the prior as a position)."
+            )
+        return self.spec.sample_prior_fn(key)
 
     def postprocess_fn(self, position: PyTree) -> dict[str, Array]:
         """Name the leaves of a position for the output.

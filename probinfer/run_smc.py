@@ -1,0 +1,284 @@
+"""Tempered SMC on the driver: independent replicas, an evidence estimate with its error.
+
+``num_replicas`` independent particle systems of ``num_particles`` particles each run side
+by side (``vmap``): one driver step is one tempering step of every replica, and the drive
+stops when every replica reaches ``beta = 1`` (a finished replica waits unchanged). The
+evidence estimate is the mean of the replicas' unbiased estimates ``Z_k``, and its error
+the standard error of that mean, in log space by the delta method.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, PRNGKeyArray
+
+from probinfer import mcmc, smc
+from probinfer.checkpoint import fingerprint
+from probinfer.driver import CompileWatch, DriveStatus, call_compiled, count_trace, drive
+from probinfer.driver import progress_bar as make_progress_bar
+
+PyTree = Any
+MOVE_ALGORITHMS: dict[str, mcmc.Algorithm] = {**mcmc.ALGORITHMS, "slice": mcmc.slice_sampler}
+
+
+class SMCConfig(NamedTuple):
+    """Static settings of one SMC run (hashable: they key the compiled programs).
+
+    Attributes:
+        kernel: the move's algorithm name (:data:`MOVE_ALGORITHMS`).
+        options: sorted ``(name, value)`` pairs of the algorithm's options.
+        num_particles: particles per replica.
+        num_replicas: independent replicas.
+        num_mcmc_steps: move transitions per particle per tempering step.
+        target_ess: adaptive tempering's conditional-ESS fraction.
+        resampling: a name in :data:`probinfer.smc.RESAMPLING`.
+        resample_threshold: resample below this ESS fraction.
+        is_mass_matrix_dense: the move's metric from the full particle covariance.
+        chunk_size: tempering steps per compiled chunk.
+    """
+
+    kernel: str
+    options: tuple[tuple[str, Any], ...]
+    num_particles: int
+    num_replicas: int
+    num_mcmc_steps: int
+    target_ess: float
+    resampling: str
+    resample_threshold: float
+    is_mass_matrix_dense: bool | None
+    chunk_size: int
+
+
+class SMCResult(NamedTuple):
+    """What an SMC run produced, on the host.
+
+    Attributes:
+        draws: site name -> ``(replicas, particles, ...)`` equally weighted posterior draws
+            (each replica's final particles resampled by their weights), constrained.
+        log_z: the log-evidence estimate (log of the mean of the replicas' ``Z_k``).
+        log_z_err: its standard error (delta method on the mean of ``Z_k``).
+        replica_log_z: ``(replicas,)`` each replica's estimate.
+        inverse_temperatures: per replica, its ladder ``(steps,)`` (0 excluded).
+        num_likelihood_evals: target evaluations, all particles and replicas.
+        num_nonfinite: NaN or ``+inf`` log likelihoods met (weighted as zero).
+        status: how the drive ended.
+        compile_seconds: time spent compiling.
+        run_seconds: wall time of the run, compilation excluded.
+    """
+
+    draws: dict[str, np.ndarray]
+    log_z: float
+    log_z_err: float
+    replica_log_z: np.ndarray
+    inverse_temperatures: list[np.ndarray]
+    num_likelihood_evals: int
+    num_nonfinite: int
+    status: DriveStatus
+    compile_seconds: float
+    run_seconds: float
+
+
+def _sampler(spec: Any, config: SMCConfig, data: PyTree) -> smc.TemperedSMC:
+    return smc.tempered_smc(
+        spec.bind(data).target,
+        MOVE_ALGORITHMS[config.kernel],
+        num_mcmc_steps=config.num_mcmc_steps,
+        schedule=smc.adaptive_tempering(config.target_ess),
+        resampling=smc.RESAMPLING[config.resampling],
+        resample_threshold=config.resample_threshold,
+        is_mass_matrix_dense=config.is_mass_matrix_dense,
+        **dict(config.options),
+    )
+
+
+def check_settings(spec: Any, config: SMCConfig, data: PyTree) -> None:
+    """Build the sampler once outside any trace, so bad settings raise readable errors.
+
+    Args:
+        spec: the target spec.
+        config: the settings.
+        data: the target's data.
+
+    Raises:
+        ValueError: for settings the sampler rejects, or a target without a prior and
+            likelihood split.
+    """
+    if config.num_particles < 2:
+        raise ValueError(f"`particles` must be >= 2, got {config.num_particles}.")
+    if config.resampling not in smc.RESAMPLING:
+        raise ValueError(
+            f"`resampling` must be one of {sorted(smc.RESAMPLING)}, got {config.resampling!r}."
+        )
+    if config.kernel not in MOVE_ALGORITHMS:
+        raise ValueError(
+            f"`kernel` must be one of {sorted(MOVE_ALGORITHMS)}, got {config.kernel!r}."
+        )
+    _sampler(spec, config, data)
+
+
+class _TemperingStep(NamedTuple):
+    """One tempering step of every replica (a driver step; hashable)."""
+
+    spec: Any
+    config: SMCConfig
+
+    def __call__(
+        self, key: PRNGKeyArray, state: smc.TemperedSMCState, step_index: Array, data: PyTree
+    ) -> tuple[smc.TemperedSMCState, smc.TemperedSMCInfo]:
+        sampler = _sampler(self.spec, self.config, data)
+        keys = jax.random.split(key, self.config.num_replicas)
+        return jax.vmap(sampler.step)(keys, state)
+
+
+def _all_finished(state: smc.TemperedSMCState) -> Array:
+    return jnp.all(state.inverse_temperature >= 1.0)
+
+
+def _initial_states(
+    spec: Any, config: SMCConfig, data: PyTree, keys: PRNGKeyArray
+) -> smc.TemperedSMCState:
+    """Prior draws for every particle of every replica, and their log likelihoods."""
+    count_trace("smc_init")
+    density = spec.bind(data)
+    particles = jax.vmap(jax.vmap(density.sample_prior))(keys)
+    return jax.vmap(_sampler(spec, config, data).init)(particles)
+
+
+def _final_draws(
+    spec: Any, config: SMCConfig, data: PyTree, state: smc.TemperedSMCState, key: PRNGKeyArray
+) -> dict[str, Array]:
+    """Each replica's particles resampled to equal weights, in constrained space."""
+    density = spec.bind(data)
+
+    def one_replica(key: PRNGKeyArray, replica: smc.TemperedSMCState) -> dict[str, Array]:
+        num = replica.log_weights.shape[0]
+        ancestors = smc.systematic(key, jnp.exp(replica.log_weights), num)
+        # Shuffle so that draw order carries no ancestry (systematic indices are sorted).
+        ancestors = jax.random.permutation(jax.random.fold_in(key, 1), ancestors)
+        particles = jax.tree.map(lambda x: x[ancestors], replica.particles)
+        return jax.vmap(density.postprocess_fn)(particles)
+
+    return jax.vmap(one_replica)(jax.random.split(key, config.num_replicas), state)
+
+
+def combine_log_z(replica_log_z: np.ndarray) -> tuple[float, float]:
+    """The log of the mean of ``Z_k`` and its standard error (delta method).
+
+    Args:
+        replica_log_z: ``(K,)`` independent log-evidence estimates, ``K >= 2``.
+
+    Returns:
+        ``(log_z, log_z_err)``; ``log_z_err`` is ``sd(Z_k) / (sqrt(K) mean(Z_k))``.
+    """
+    values = np.asarray(replica_log_z, np.float64)
+    shift = np.max(values)
+    z = np.exp(values - shift)
+    log_z = float(np.log(np.mean(z)) + shift)
+    log_z_err = float(np.std(z, ddof=1) / np.sqrt(z.size) / np.mean(z))
+    return log_z, log_z_err
+
+
+def run_smc(
+    spec: Any,
+    data: PyTree,
+    config: SMCConfig,
+    key: PRNGKeyArray,
+    *,
+    max_steps: int,
+    progress: bool,
+    checkpoint: Path | None = None,
+) -> SMCResult:
+    """Run tempered SMC replicas from the prior to the posterior.
+
+    Args:
+        spec: hashable target spec (see :mod:`probinfer.model`).
+        data: the target's array data.
+        config: static settings.
+        key: PRNG key of the run.
+        max_steps: the most tempering steps.
+        progress: show a progress bar (the smallest ``beta`` of the replicas and the
+            running log Z).
+        checkpoint: folder for atomic checkpoints after every chunk (resumable).
+
+    Returns:
+        The :class:`SMCResult`.
+    """
+    key_init, key_run, key_draws = jax.random.split(key, 3)
+    watch = CompileWatch()
+    num_replicas, num_particles = config.num_replicas, config.num_particles
+    init_keys = jax.random.split(key_init, num_replicas * num_particles)
+    init_keys = init_keys.reshape(num_replicas, num_particles)
+    states = call_compiled(_initial_states, (spec, config), (data, init_keys), watch)
+    run_fingerprint = ""
+    if checkpoint is not None:
+        run_fingerprint = fingerprint(
+            spec.describe(), config, max_steps, jax.random.key_data(key), data=data
+        )
+
+    def fields(records: smc.TemperedSMCInfo) -> dict[str, Any]:
+        replica_log_z = np.asarray(records.log_z[-1])
+        return {
+            "beta": float(np.min(records.inverse_temperature[-1])),
+            "log Z": combine_log_z(replica_log_z)[0]
+            if num_replicas > 1
+            else float(replica_log_z[0]),
+        }
+
+    # The number of steps is not known in advance: the bar counts them and shows beta.
+    with make_progress_bar(progress, None, "tempering", rate_unit="steps/s") as bar:
+        result = drive(
+            _TemperingStep(spec, config),
+            states,
+            key_run,
+            shared=data,
+            is_done_fn=_all_finished,
+            max_steps=max_steps,
+            chunk_size=config.chunk_size,
+            progress=bar,
+            progress_fn=fields,
+            description="tempering",
+            checkpoint=checkpoint,
+            run_fingerprint=run_fingerprint,
+            watch=watch,
+        )
+    draws = call_compiled(_final_draws, (spec, config), (data, result.state, key_draws), watch)
+    records: smc.TemperedSMCInfo = result.records
+    replica_log_z = np.asarray(result.state.log_z, np.float64)
+    log_z, log_z_err = (
+        combine_log_z(replica_log_z) if num_replicas > 1 else (float(replica_log_z[0]), np.nan)
+    )
+    betas = np.asarray(records.inverse_temperature)  # (steps, replicas)
+    ladders = []
+    for replica in range(num_replicas):
+        ladder = betas[:, replica]
+        last = int(np.argmax(ladder >= 1.0)) if np.any(ladder >= 1.0) else ladder.size - 1
+        ladders.append(ladder[: last + 1])
+    # Prior draws cost one likelihood evaluation per particle.
+    num_evals = int(np.sum(records.num_evals)) + num_replicas * num_particles
+    num_nonfinite = int(np.sum(records.num_nonfinite))
+    if num_nonfinite:
+        warnings.warn(
+            f"{num_nonfinite} particle log likelihoods were NaN or +inf and were weighted as "
+            "zero likelihood: the model is undefined in part of the prior's support; check "
+            "supports and data.",
+            UserWarning,
+            stacklevel=3,
+        )
+    return SMCResult(
+        draws=jax.device_get(draws),
+        log_z=log_z,
+        log_z_err=log_z_err,
+        replica_log_z=replica_log_z,
+        inverse_temperatures=ladders,
+        num_likelihood_evals=num_evals,
+        num_nonfinite=num_nonfinite,
+        status=result.status,
+        compile_seconds=result.compile_seconds,
+        run_seconds=result.run_seconds,
+    )

@@ -1,0 +1,47 @@
+"""Sequential Monte Carlo building blocks.
+
+- Resampling schemes, all ``(key, weights, num_samples) -> indices``: :func:`multinomial`,
+  :func:`systematic`, :func:`stratified`, :func:`residual`.
+- Weights: :func:`ess`, :func:`conditional_ess`, :func:`normalize`, :func:`log_mean_exp`.
+- Tempering schedules ``state -> next beta``: :func:`adaptive_tempering`,
+  :func:`fixed_schedule`.
+- :func:`tempered_smc`: reweight -> resample -> move from prior to posterior, with any
+  :mod:`probinfer.mcmc` algorithm as the move, and the log-evidence estimate.
+"""
+
+from probinfer.smc._resampling import multinomial, residual, stratified, systematic
+from probinfer.smc._tempered import (
+    TemperedSMC,
+    TemperedSMCInfo,
+    TemperedSMCState,
+    initial_step_size,
+    tempered_smc,
+)
+from probinfer.smc._tempering import adaptive_tempering, fixed_schedule
+from probinfer.smc._weights import conditional_ess, ess, log_mean_exp, normalize
+
+RESAMPLING = {
+    "multinomial": multinomial,
+    "systematic": systematic,
+    "stratified": stratified,
+    "residual": residual,
+}
+
+__all__ = [
+    "RESAMPLING",
+    "TemperedSMC",
+    "TemperedSMCInfo",
+    "TemperedSMCState",
+    "adaptive_tempering",
+    "conditional_ess",
+    "ess",
+    "fixed_schedule",
+    "initial_step_size",
+    "log_mean_exp",
+    "multinomial",
+    "normalize",
+    "residual",
+    "stratified",
+    "systematic",
+    "tempered_smc",
+]

@@ -1,0 +1,251 @@
+"""SMC: resampling schemes, weight helpers, and tempered SMC against exact answers.
+
+- Resampling: every scheme is unbiased (mean offspring count = M w_i, MCSE check over 4000
+  independent resamplings, z = 4) and systematic, stratified and residual resampling have
+  a lower offspring variance than multinomial.
+- Tempered SMC (8 replicas x 400 particles, RWM moves) on a conjugate Gaussian (exact
+  posterior and evidence) and on a well-separated two-component mixture likelihood (exact
+  evidence and mode masses): |log Z - truth| < 5 reported standard errors (the error comes
+  from 8 replicas: a t-statistic with 7 degrees of freedom, heavy-tailed, hence 5), and
+  posterior moments within 5 standard errors of the replica spread. Each check also fails
+  against a deliberately wrong truth. False-failure rate over 40 seeds: 0/40 for each
+  model (the z-scores of log Z had sd 1.21 and 1.39; a t_7 has sd 1.18).
+- Coverage measured over 30 seeds on the zoo's normal_normal model (500 particles, 8
+  replicas): z-scores of log Z had mean -0.32 / 0.26 and sd 0.90 / 1.17 (RWM / HMC moves),
+  none beyond 4.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _stats import check_expectation
+
+import probinfer as pi
+from probinfer import smc
+
+# ---------------------------------------------------------------------------------------
+# Resampling
+
+WEIGHTS = np.array([0.05, 0.3, 0.02, 0.13, 0.2, 0.07, 0.01, 0.12, 0.06, 0.04])
+NUM_RESAMPLINGS = 4000
+
+
+@functools.cache
+def offspring_counts(name):
+    scheme = smc.RESAMPLING[name]
+
+    def counts(key):
+        indices = scheme(key, jnp.asarray(WEIGHTS, jnp.float32), WEIGHTS.size)
+        return jnp.zeros(WEIGHTS.size, jnp.int32).at[indices].add(1)
+
+    keys = jax.random.split(jax.random.key(0), NUM_RESAMPLINGS)
+    return np.asarray(jax.jit(jax.vmap(counts))(keys))
+
+
+@pytest.mark.parametrize("name", sorted(smc.RESAMPLING))
+def test_resampling_is_unbiased(name):
+    counts = offspring_counts(name)
+    assert np.all(counts.sum(axis=1) == WEIGHTS.size)
+    expected = WEIGHTS.size * WEIGHTS
+    for i in range(WEIGHTS.size):
+        if counts[:, i].std() == 0:  # deterministic count (residual, systematic)
+            assert counts[0, i] in (np.floor(expected[i]), np.ceil(expected[i]))
+            continue
+        check = check_expectation(counts[:, i], expected[i], name=f"N_{i}", iid=True)
+        assert check.ok, check
+    wrong = expected[1] + 0.2
+    assert not check_expectation(counts[:, 1], wrong, name="wrong", iid=True).ok
+
+
+@pytest.mark.parametrize("name", ["systematic", "stratified", "residual"])
+def test_low_variance_schemes_beat_multinomial(name):
+    variance = offspring_counts(name).var(axis=0).sum()
+    assert variance < 0.5 * offspring_counts("multinomial").var(axis=0).sum()
+
+
+def test_ess_and_conditional_ess():
+    assert float(smc.ess(jnp.zeros(10))) == pytest.approx(10.0)
+    assert float(smc.ess(jnp.array([0.0, -jnp.inf, -jnp.inf]))) == pytest.approx(1.0)
+    increments = jnp.log(jnp.array([1.0, 2.0, 3.0, 4.0]))
+    uniform = jnp.zeros(4)
+    assert float(smc.conditional_ess(uniform, increments)) == pytest.approx(
+        float(smc.ess(increments)), rel=1e-6
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Tempered SMC against exact answers
+
+PRIOR_SD = 2.0
+SETTINGS = {"particles": 400, "replicas": 8, "progress": False}
+
+
+def normal_logpdf(x, mean, sd):
+    return jnp.sum(-0.5 * ((x - mean) / sd) ** 2 - jnp.log(sd) - 0.5 * jnp.log(2 * jnp.pi))
+
+
+def prior_logpdf(x, data):
+    return normal_logpdf(x, 0.0, PRIOR_SD)
+
+
+def sample_prior(key):
+    return PRIOR_SD * jax.random.normal(key, (2,))
+
+
+def gaussian_loglikelihood(x, data):
+    observations, noise_sd = data
+    return normal_logpdf(observations, x[None, :], noise_sd)
+
+
+GAUSSIAN = pi.LogDensity(
+    init=jnp.zeros(2),
+    logprior_fn=prior_logpdf,
+    loglikelihood_fn=gaussian_loglikelihood,
+    sample_prior_fn=sample_prior,
+)
+OBSERVATIONS = np.array([[1.0, -0.5], [1.6, 0.3], [0.7, -1.1], [1.2, 0.0]])
+NOISE_SD = 0.7
+
+
+def gaussian_truth():
+    n = OBSERVATIONS.shape[0]
+    precision = 1 / PRIOR_SD**2 + n / NOISE_SD**2
+    mean = OBSERVATIONS.sum(0) / NOISE_SD**2 / precision
+    # Z = prod over coordinates of N(y_1..y_n; 0, noise^2 I + prior^2 11^T).
+    cov = NOISE_SD**2 * np.eye(n) + PRIOR_SD**2 * np.ones((n, n))
+    log_z = sum(
+        -0.5 * OBSERVATIONS[:, j] @ np.linalg.solve(cov, OBSERVATIONS[:, j])
+        - 0.5 * np.linalg.slogdet(2 * np.pi * cov)[1]
+        for j in range(2)
+    )
+    return mean, 1 / np.sqrt(precision), float(log_z)
+
+
+@pytest.fixture(scope="module")
+def gaussian_run():
+    data = (jnp.asarray(OBSERVATIONS, jnp.float32), jnp.asarray(NOISE_SD, jnp.float32))
+    return pi.evidence(GAUSSIAN, data, seed=0, **SETTINGS)
+
+
+def replica_check(values, truth, name):
+    """A replica-spread check: the mean of per-replica estimates, its SE from 8 replicas."""
+    return check_expectation(values[:, None], truth, name=name, z=5.0, min_ess=0, iid=True)
+
+
+def test_gaussian_evidence_and_posterior(gaussian_run):
+    mean, sd, log_z = gaussian_truth()
+    result = gaussian_run
+    assert abs(result.log_z - log_z) < 5 * result.log_z_err, (result.log_z, log_z)
+    assert abs(result.log_z + 0.5 - log_z) > 5 * result.log_z_err  # a wrong truth fails
+    draws = result.idata.posterior["x"].values  # (replicas, particles, 2)
+    for j in range(2):
+        check = replica_check(draws[..., j].mean(axis=1), mean[j], f"mean[{j}]")
+        assert check.ok, check
+        assert not replica_check(draws[..., j].mean(axis=1), mean[j] + 0.3 * sd, "shift").ok
+        spread = replica_check(((draws[..., j] - mean[j]) ** 2).mean(axis=1), sd**2, "var")
+        assert spread.ok, spread
+    attrs = result.idata.attrs
+    assert attrs["method"] == "smc" and result.num_likelihood_evals > 8 * 400
+    assert all(ladder[-1] == 1.0 for ladder in result.inverse_temperatures)
+
+
+MIXTURE_MEANS = np.array([[-3.0, 0.0], [3.0, 0.0]])
+MIXTURE_WEIGHTS = np.array([0.3, 0.7])
+MIXTURE_SD = 0.4
+
+
+def mixture_loglikelihood(x, data):
+    means, log_weights = data
+    components = jax.vmap(lambda m: normal_logpdf(x, m, MIXTURE_SD))(means)
+    return jax.nn.logsumexp(components + log_weights)
+
+
+MIXTURE = pi.LogDensity(
+    init=jnp.zeros(2),
+    logprior_fn=prior_logpdf,
+    loglikelihood_fn=mixture_loglikelihood,
+    sample_prior_fn=sample_prior,
+)
+
+
+def test_mixture_modes_and_evidence():
+    """Z = sum_k pi_k N(mu_k; 0, (prior^2 + s^2) I); the posterior mode masses are
+    proportional to the same terms (here equal |mu_k|, so exactly pi)."""
+    data = (jnp.asarray(MIXTURE_MEANS, jnp.float32), jnp.log(jnp.asarray(MIXTURE_WEIGHTS)))
+    result = pi.evidence(MIXTURE, data, seed=1, **SETTINGS)
+    variance = PRIOR_SD**2 + MIXTURE_SD**2
+    terms = [
+        np.log(w) - np.sum(m**2) / (2 * variance) - np.log(2 * np.pi * variance)
+        for w, m in zip(MIXTURE_WEIGHTS, MIXTURE_MEANS, strict=True)
+    ]
+    log_z = float(np.logaddexp(*terms))
+    assert abs(result.log_z - log_z) < 5 * result.log_z_err, (result.log_z, log_z)
+    draws = result.idata.posterior["x"].values
+    left_mass = (draws[..., 0] < 0).mean(axis=1)
+    check = replica_check(left_mass, MIXTURE_WEIGHTS[0], "left mode mass")
+    assert check.ok, check
+    assert not replica_check(left_mass, 0.5, "equal masses").ok
+
+
+def test_sample_with_smc_gives_particles_as_draws():
+    idata = pi.sample(
+        GAUSSIAN,
+        (jnp.asarray(OBSERVATIONS, jnp.float32), jnp.asarray(NOISE_SD, jnp.float32)),
+        method="smc",
+        chains=8,
+        draws=400,
+        progress=False,
+    )
+    assert idata.posterior["x"].shape == (8, 400, 2)
+    assert np.isfinite(idata.attrs["log_z"]) and idata.attrs["num_tempering_steps"].shape == (8,)
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input
+
+
+@pytest.mark.parametrize(
+    ("settings", "error", "match"),
+    [
+        ({"particles": 1}, ValueError, "particles"),
+        ({"target_ess": 1.5}, ValueError, "target_ess"),
+        ({"replicas": 1}, ValueError, "replicas"),
+        ({"kernel": "gibbs"}, ValueError, "kernel"),
+        ({"resampling": "best"}, ValueError, "resampling"),
+        ({"num_integration_step": 3, "kernel": "hmc"}, TypeError, "num_integration_step"),
+    ],
+    ids=["particles", "target-ess", "replicas", "kernel", "resampling", "option"],
+)
+def test_bad_settings_are_refused(settings, error, match):
+    data = (jnp.asarray(OBSERVATIONS, jnp.float32), jnp.asarray(NOISE_SD, jnp.float32))
+    with pytest.raises(error, match=match):
+        pi.evidence(GAUSSIAN, data, **{"progress": False, **settings})
+
+
+def test_targets_without_a_split_or_prior_draws_are_refused():
+    unsplit = pi.LogDensity(lambda x: -0.5 * jnp.sum(x**2), jnp.zeros(2))
+    with pytest.raises(ValueError, match="logprior_fn=.*loglikelihood_fn="):
+        pi.evidence(unsplit, progress=False)
+    no_prior_draws = pi.LogDensity(
+        init=jnp.zeros(2), logprior_fn=lambda x: 0.0 * jnp.sum(x), loglikelihood_fn=jnp.sum
+    )
+    with pytest.raises(ValueError, match="sample_prior_fn"):
+        pi.evidence(no_prior_draws, progress=False)
+    with pytest.raises(ValueError, match="supports 'smc'"):
+        pi.evidence(unsplit, method="ns")
+
+
+def test_nan_log_likelihoods_are_counted_and_reported():
+    """A likelihood that is NaN on part of the prior's support: weighted as zero, warned."""
+    nan_left = pi.LogDensity(
+        init=jnp.zeros(2),
+        logprior_fn=prior_logpdf,
+        loglikelihood_fn=lambda x, data: jnp.where(x[0] < -3.0, jnp.nan, -0.5 * jnp.sum(x**2)),
+        sample_prior_fn=sample_prior,
+    )
+    with pytest.warns(UserWarning, match="NaN or \\+inf"):
+        result = pi.evidence(nan_left, jnp.zeros(()), seed=0, **SETTINGS)
+    assert np.isfinite(result.log_z)
