@@ -115,3 +115,17 @@ def test_driver_guide_example_runs():
     namespace: dict = {}
     exec(compile(blocks[0], "docs/driver.md", "exec"), namespace)
     assert namespace["result"].records.shape == (50,)
+
+
+def test_smc_guide_examples_run():
+    """Both python blocks of docs/smc.md run (at a small size)."""
+    text = (ROOT / "docs" / "smc.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 2
+    namespace: dict = {}
+    for block in blocks:
+        code = block.replace("particles=1000", "particles=200").replace(
+            "seed=", "progress=False, seed="
+        )
+        exec(compile(code, "docs/smc.md", "exec"), namespace)
+    assert namespace["result"].idata.posterior["x"].shape == (4, 500, 2)
