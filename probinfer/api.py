@@ -281,8 +281,8 @@ def sample(
 
 
 SMC_DEFAULTS: dict[str, Any] = {
-    "particles": 1000,
-    "replicas": 4,
+    "particles": 500,
+    "replicas": 8,
     "kernel": "rwm",
     "num_mcmc_steps": 10,
     "target_ess": 0.5,
@@ -340,7 +340,7 @@ def evidence(
         checkpoint: a folder for checkpoints after every chunk; calling again with the same
             folder, model, data, settings and seed resumes an interrupted run.
         **kwargs: keywords the model accepts go to the model; the rest are settings:
-            ``particles`` (1000), ``replicas`` (4, >= 2), ``kernel`` (the move: "rwm",
+            ``particles`` (500), ``replicas`` (8, >= 2), ``kernel`` (the move: "rwm",
             "mala", "hmc", "nuts" or "slice"), ``num_mcmc_steps`` (10), ``target_ess``
             (0.5), ``resampling`` ("systematic"), ``resample_threshold`` (0.5),
             ``is_mass_matrix_dense``, ``max_steps`` (1000), ``chunk_size`` (5), and the

@@ -1,5 +1,9 @@
 """Validation benchmark: every sampler on every zoo model, checked against the references.
 
+MCMC methods (``nuts``, ``hmc``, ``mala``, ``rwm``) fill the sampling table below; ``smc``
+fills the evidence table: :func:`probinfer.evidence` on every model with a known ``log_z``,
+``ok`` when the estimate is within 5 of its own standard errors of the truth.
+
 For each (model, method) pair it runs :func:`probinfer.sample` and reports efficiency
 (ESS per second, ESS per 1000 gradient evaluations), convergence (max R-hat) and accuracy
 against the zoo's reference moments: the largest mean error in posterior-sd units, the
@@ -31,7 +35,8 @@ if TYPE_CHECKING:
 Z_THRESHOLD = 5.0
 RHAT_THRESHOLD = 1.05
 MIN_ESS = 400
-METHODS = ("nuts", "hmc", "mala", "rwm")
+METHODS = ("nuts", "hmc", "mala", "rwm", "smc")
+MCMC_METHODS = ("nuts", "hmc", "mala", "rwm")
 
 
 def _zoo() -> Any:
@@ -150,6 +155,71 @@ def run_one(
     return row
 
 
+def run_evidence_one(name: str, *, seed: int) -> dict[str, Any]:
+    """Estimate one zoo model's evidence with SMC and compare it with the exact ``log_z``.
+
+    ``pi.evidence``'s defaults (8 replicas of 500 particles, RWM moves): the error bar comes
+    from the replicas' spread, so its own uncertainty is that of 7 degrees of freedom.
+
+    Args:
+        name: zoo model name (its reference has a ``log_z``).
+        seed: seed.
+
+    Returns:
+        A row: the estimate, its error bar, the truth, the z-score, the largest posterior
+        mean error in sd units, likelihood evaluations, timings and the verdict.
+    """
+    from probinfer.api import evidence
+
+    zoo_model = _zoo().get(name)
+    args, kwargs = zoo_model.data()
+    result = evidence(zoo_model.model, *args, seed=seed, progress=False, **kwargs)
+    truth = float(zoo_model.reference.log_z)
+    error = result.log_z - truth
+    # Without a likelihood (a prior-only model) every replica is exact: no spread at all.
+    z = (
+        abs(error) / result.log_z_err
+        if result.log_z_err > 0
+        else (0.0 if abs(error) < 1e-6 else np.inf)
+    )
+    posterior = result.idata.posterior
+    mean_errors = [
+        float(np.max(np.abs(posterior[site].values.mean(axis=(0, 1)) - moments.mean) / moments.sd))
+        for site, moments in zoo_model.reference.moments.items()
+        if site in posterior
+    ]
+    attrs = result.idata.attrs
+    return {
+        "model": name,
+        "method": "smc",
+        "log_z": result.log_z,
+        "log_z_err": result.log_z_err,
+        "log_z_truth": truth,
+        "log_z_z": z,
+        "max_mean_error_sd": max(mean_errors),
+        "num_likelihood_evals": result.num_likelihood_evals,
+        "num_tempering_steps": float(np.mean(attrs["num_tempering_steps"])),
+        "compile_seconds": attrs["compile_seconds"],
+        "sampling_seconds": attrs["sampling_seconds"],
+        "passed": bool(z < Z_THRESHOLD),
+    }
+
+
+EVIDENCE_COLUMNS = (
+    ("model", "model", "{}"),
+    ("method", "method", "{}"),
+    ("log Z", "log_z", "{:.3f}"),
+    ("+-", "log_z_err", "{:.3f}"),
+    ("exact", "log_z_truth", "{:.3f}"),
+    ("abs err / err", "log_z_z", "{:.1f}"),
+    ("mean err (sd)", "max_mean_error_sd", "{:.3f}"),
+    ("steps", "num_tempering_steps", "{:.1f}"),
+    ("lik. evals", "num_likelihood_evals", "{:,}"),
+    ("run s", "sampling_seconds", "{:.1f}"),
+    ("compile s", "compile_seconds", "{:.1f}"),
+    ("ok", "passed", "{}"),
+)
+
 COLUMNS = (
     ("model", "model", "{}"),
     ("method", "method", "{}"),
@@ -196,20 +266,29 @@ def machine_description() -> dict[str, Any]:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """Render result rows as a markdown table.
+    """Render result rows as markdown: the sampling table, then the evidence table.
 
     Args:
-        rows: metric rows from :func:`run_one`.
+        rows: metric rows from :func:`run_one` and :func:`run_evidence_one`.
 
     Returns:
-        The table.
+        The tables.
     """
-    header = "| " + " | ".join(title for title, _, _ in COLUMNS) + " |"
-    rule = "|" + "|".join("---" for _ in COLUMNS) + "|"
-    lines = [header, rule]
-    for row in rows:
-        lines.append("| " + " | ".join(fmt.format(row[key]) for _, key, fmt in COLUMNS) + " |")
-    return "\n".join(lines)
+    tables = []
+    for columns, selected in (
+        (COLUMNS, [row for row in rows if row["method"] != "smc"]),
+        (EVIDENCE_COLUMNS, [row for row in rows if row["method"] == "smc"]),
+    ):
+        if not selected:
+            continue
+        header = "| " + " | ".join(title for title, _, _ in columns) + " |"
+        rule = "|" + "|".join("---" for _ in columns) + "|"
+        lines = [header, rule]
+        for row in selected:
+            cells = (fmt.format(row[key]) for _, key, fmt in columns)
+            lines.append("| " + " | ".join(cells) + " |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -224,6 +303,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [row for row in rows if row["method"] != "smc"]
     models_ = list(dict.fromkeys(row["model"] for row in rows))
     methods = list(dict.fromkeys(row["method"] for row in rows))
     width = 0.8 / max(len(methods), 1)
@@ -281,6 +361,17 @@ def run_bench(
     rows = []
     for name in model_names:
         for method in methods:
+            if method == "smc":
+                if _zoo().get(name).reference.log_z is None:
+                    continue
+                row = run_evidence_one(name, seed=seed)
+                echo(
+                    f"{name:28s} smc   log Z {row['log_z']:10.3f} +- {row['log_z_err']:.3f}  "
+                    f"exact {row['log_z_truth']:10.3f}  |err|/err {row['log_z_z']:5.1f}  "
+                    f"{'ok' if row['passed'] else 'FAIL'}"
+                )
+                rows.append(row)
+                continue
             row = run_one(name, method, chains=chains, warmup=warmup, draws=draws, seed=seed)
             rows.append(row)
             echo(
@@ -304,6 +395,9 @@ def run_bench(
         "exact references) within "
         f"{Z_THRESHOLD:g} combined MCSE of the reference, max R-hat < {RHAT_THRESHOLD} and min "
         f"ESS >= {MIN_ESS}.\n\n"
+        "Evidence (`smc`): `pi.evidence` with its defaults (8 replicas of 500 particles, RWM "
+        "moves) on every model whose reference has an exact `log_z`; `ok` when "
+        f"|log Z - exact| < {Z_THRESHOLD:g} reported standard errors.\n\n"
     )
     (out / "bench.md").write_text(header + markdown_table(rows) + "\n")
     plot(rows, out / "bench.png")

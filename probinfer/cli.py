@@ -234,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="run every sampler on every zoo model and check against the references"
     )
     bench.add_argument("--models", nargs="+", help="zoo models (default: all)")
-    bench.add_argument("--methods", nargs="+", help="methods (default: nuts hmc mala rwm)")
+    bench.add_argument(
+        "--methods", nargs="+", help="methods (default: nuts hmc mala rwm smc; smc: evidence)"
+    )
     bench.add_argument("--chains", type=int, default=4)
     bench.add_argument("--warmup", type=int, default=1000)
     bench.add_argument("--draws", type=int, default=1000)

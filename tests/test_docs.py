@@ -124,8 +124,8 @@ def test_smc_guide_examples_run():
     assert len(blocks) == 2
     namespace: dict = {}
     for block in blocks:
-        code = block.replace("particles=1000", "particles=200").replace(
+        code = block.replace("particles=500", "particles=200").replace(
             "seed=", "progress=False, seed="
         )
         exec(compile(code, "docs/smc.md", "exec"), namespace)
-    assert namespace["result"].idata.posterior["x"].shape == (4, 500, 2)
+    assert namespace["result"].idata.posterior["x"].shape == (8, 500, 2)
