@@ -128,4 +128,4 @@ def test_smc_guide_examples_run():
             "seed=", "progress=False, seed="
         )
         exec(compile(code, "docs/smc.md", "exec"), namespace)
-    assert namespace["result"].idata.posterior["x"].shape == (8, 500, 2)
+    assert namespace["result"].idata.posterior["x"].shape == (8, 200, 2)
