@@ -285,6 +285,7 @@ SMC_DEFAULTS: dict[str, Any] = {
     "replicas": 8,
     "kernel": "rwm",
     "num_mcmc_steps": 10,
+    "chain_length": 1,
     "target_ess": 0.5,
     "resampling": "systematic",
     "resample_threshold": 0.5,
@@ -341,7 +342,9 @@ def evidence(
             folder, model, data, settings and seed resumes an interrupted run.
         **kwargs: keywords the model accepts go to the model; the rest are settings:
             ``particles`` (500), ``replicas`` (8, >= 2), ``kernel`` (the move: "rwm",
-            "mala", "hmc", "nuts" or "slice"), ``num_mcmc_steps`` (10), ``target_ess``
+            "mala", "hmc", "nuts" or "slice"), ``num_mcmc_steps`` (10), ``chain_length``
+            (1; ``P > 1``: waste-free SMC with ``particles / P`` chains of ``P`` kept
+            states, ``num_mcmc_steps`` transitions apart), ``target_ess``
             (0.5), ``resampling`` ("systematic"), ``resample_threshold`` (0.5),
             ``is_mass_matrix_dense``, ``max_steps`` (1000), ``chunk_size`` (5), and the
             kernel's options.
@@ -398,6 +401,7 @@ def _evidence_by_smc(
         num_particles=_check_count("particles", settings["particles"], 2),
         num_replicas=_check_count("replicas", settings["replicas"], 1 if caller == "sample" else 2),
         num_mcmc_steps=_check_count("num_mcmc_steps", settings["num_mcmc_steps"], 1),
+        chain_length=_check_count("chain_length", settings["chain_length"], 1),
         target_ess=float(settings["target_ess"]),
         resampling=str(settings["resampling"]),
         resample_threshold=float(settings["resample_threshold"]),

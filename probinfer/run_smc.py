@@ -36,6 +36,7 @@ class SMCConfig(NamedTuple):
         num_particles: particles per replica.
         num_replicas: independent replicas.
         num_mcmc_steps: move transitions per particle per tempering step.
+        chain_length: 1, or the waste-free chain length ``P``.
         target_ess: adaptive tempering's conditional-ESS fraction.
         resampling: a name in :data:`probinfer.smc.RESAMPLING`.
         resample_threshold: resample below this ESS fraction.
@@ -48,6 +49,7 @@ class SMCConfig(NamedTuple):
     num_particles: int
     num_replicas: int
     num_mcmc_steps: int
+    chain_length: int
     target_ess: float
     resampling: str
     resample_threshold: float
@@ -89,6 +91,7 @@ def _sampler(spec: Any, config: SMCConfig, data: PyTree) -> smc.TemperedSMC:
         spec.bind(data).target,
         MOVE_ALGORITHMS[config.kernel],
         num_mcmc_steps=config.num_mcmc_steps,
+        chain_length=config.chain_length,
         schedule=smc.adaptive_tempering(config.target_ess),
         resampling=smc.RESAMPLING[config.resampling],
         resample_threshold=config.resample_threshold,
@@ -114,6 +117,11 @@ def check_settings(spec: Any, config: SMCConfig, data: PyTree) -> None:
     if config.resampling not in smc.RESAMPLING:
         raise ValueError(
             f"`resampling` must be one of {sorted(smc.RESAMPLING)}, got {config.resampling!r}."
+        )
+    if config.num_particles % config.chain_length:
+        raise ValueError(
+            f"waste-free SMC runs particles / chain_length chains: `chain_length` "
+            f"({config.chain_length}) must divide `particles` ({config.num_particles})."
         )
     if config.kernel not in MOVE_ALGORITHMS:
         raise ValueError(

@@ -13,6 +13,11 @@ to 1 (the posterior). One step:
    metric is the particles' covariance; its step size is adapted between steps towards the
    algorithm's target acceptance.
 
+Waste-free SMC (Dau & Chopin, 2022), ``chain_length = P > 1``: every step resamples only
+``M = N / P`` ancestors and runs a chain of ``P`` kept states from each (``num_mcmc_steps``
+transitions between kept states), and all ``M P = N`` states form the next population: the
+intermediate MCMC states are not thrown away.
+
 At ``beta = 1`` the weighted particles approximate the posterior and ``exp(log Z)`` is an
 unbiased estimate of the evidence (Del Moral, 2004).
 
@@ -121,6 +126,18 @@ def _particle_covariance(flat: Array, log_weights: Array, is_dense: bool) -> Arr
     return covariance + ridge * jnp.eye(flat.shape[1], dtype=flat.dtype)
 
 
+def particles_count(particles: PyTree) -> int:
+    """The number of particles: the leading axis of the particle pytree.
+
+    Args:
+        particles: a pytree with a leading particle axis.
+
+    Returns:
+        Its length.
+    """
+    return jax.tree.leaves(particles)[0].shape[0]
+
+
 def initial_step_size(algorithm: Algorithm, dim: int) -> float:
     """A first step size in the particles' whitened units.
 
@@ -145,6 +162,7 @@ def tempered_smc(
     algorithm: Algorithm,
     *,
     num_mcmc_steps: int = 10,
+    chain_length: int = 1,
     schedule: NextTemperatureFn | None = None,
     resampling: ResamplingFn = systematic,
     resample_threshold: float = 0.5,
@@ -157,7 +175,11 @@ def tempered_smc(
     Args:
         target: the prior/likelihood split (``density.target``).
         algorithm: the move, e.g. ``probinfer.mcmc.rwm`` or ``nuts``.
-        num_mcmc_steps: transitions per particle per SMC step (>= 1).
+        num_mcmc_steps: transitions per particle per SMC step (>= 1); with waste-free
+            chains, transitions between kept states.
+        chain_length: 1 for the standard move; ``P > 1`` for waste-free SMC (``N / P``
+            ancestors, each chain's ``P`` states all kept; ``P`` must divide ``N``, and
+            every step resamples).
         schedule: ``state -> next beta``; default :func:`adaptive_tempering` (0.5).
         resampling: a resampling scheme ``(key, weights, N) -> indices``.
         resample_threshold: resample when the ESS falls below this fraction of N, in
@@ -197,6 +219,8 @@ def tempered_smc(
         or num_mcmc_steps < 1
     ):
         raise ValueError(f"`num_mcmc_steps` must be an int >= 1, got {num_mcmc_steps!r}.")
+    if isinstance(chain_length, bool) or not isinstance(chain_length, int) or chain_length < 1:
+        raise ValueError(f"`chain_length` must be an int >= 1, got {chain_length!r}.")
     if not 0.0 < resample_threshold <= 1.0:
         raise ValueError(
             f"`resample_threshold` must be in (0, 1], got {resample_threshold}; 0.5 is usual."
@@ -207,10 +231,14 @@ def tempered_smc(
     target_acceptance = algorithm.target_acceptance
 
     def init(particles: PyTree) -> TemperedSMCState:
-        leaves = jax.tree.leaves(particles)
-        num = leaves[0].shape[0]
+        num = particles_count(particles)
         if num < 2:
             raise ValueError(f"tempered SMC needs at least 2 particles, got {num}.")
+        if num % chain_length:
+            raise ValueError(
+                f"waste-free SMC runs N / P chains: `chain_length` ({chain_length}) must "
+                f"divide the number of particles ({num})."
+            )
         dim = ravel_pytree(jax.tree.map(lambda x: x[0], particles))[0].shape[0]
         # Kept as evaluated: the first step counts (and zeroes) NaN and +inf values.
         loglikelihood = jax.vmap(target.loglikelihood_fn)(particles)
@@ -238,36 +266,50 @@ def tempered_smc(
         increments = tempered_increments(state.loglikelihood, next_beta - beta)
         log_weights, log_increment = normalize(state.log_weights + increments)
         ess_after = ess(log_weights)
-        # Resample (the indices are computed either way; identity when not resampling).
-        is_resampled = ess_after < resample_threshold * num
-        ancestors = resampling(key_resample, jnp.exp(log_weights), num)
-        ancestors = jnp.where(is_resampled, ancestors, jnp.arange(num))
-        particles = jax.tree.map(lambda x: x[ancestors], state.particles)
-        log_weights = jnp.where(is_resampled, -jnp.log(num).astype(log_weights.dtype), log_weights)
-        # Move: the kernel on p_beta', its metric the particles' covariance.
-        flat = jax.vmap(lambda p: ravel_pytree(p)[0])(particles)
+        # The kernel's metric: the weighted particles' covariance.
+        flat = jax.vmap(lambda p: ravel_pytree(p)[0])(state.particles)
         dense = flat.shape[1] <= DENSE_MASS_MATRIX_MAX_DIM
         dense = dense if is_mass_matrix_dense is None else is_mass_matrix_dense
         covariance = _particle_covariance(flat, log_weights, dense)
+        # Resample (the indices are computed either way; identity when not resampling).
+        num_ancestors = num // chain_length
+        if chain_length > 1:  # waste-free: every step resamples N / P ancestors
+            is_resampled = jnp.asarray(True)
+            ancestors = resampling(key_resample, jnp.exp(log_weights), num_ancestors)
+        else:
+            is_resampled = ess_after < resample_threshold * num
+            ancestors = resampling(key_resample, jnp.exp(log_weights), num)
+            ancestors = jnp.where(is_resampled, ancestors, jnp.arange(num))
+        particles = jax.tree.map(lambda x: x[ancestors], state.particles)
+        log_weights = jnp.where(is_resampled, -jnp.log(num).astype(log_weights.dtype), log_weights)
         params = algorithm.make_params(state.step_size, covariance, **parameters)
         density = target.tempered_fn(next_beta)
 
         def move(key: PRNGKeyArray, position: PyTree) -> tuple[PyTree, Array, Array, Array]:
-            mcmc_state = algorithm.init(position, density)
+            """A chain of ``chain_length`` kept states, ``num_mcmc_steps`` transitions apart."""
 
             def transition(mcmc_state: Any, key: PRNGKeyArray) -> tuple[Any, Any]:
                 return kernel(key, mcmc_state, density, params)
 
-            keys = jax.random.split(key, num_mcmc_steps)
-            mcmc_state, infos = jax.lax.scan(transition, mcmc_state, keys)
-            evals = jnp.sum(infos.num_grad_evals) + 1
-            return mcmc_state.position, mcmc_state.aux, jnp.mean(infos.acceptance_rate), evals
+            def kept_state(mcmc_state: Any, key: PRNGKeyArray) -> tuple[Any, tuple]:
+                keys = jax.random.split(key, num_mcmc_steps)
+                mcmc_state, infos = jax.lax.scan(transition, mcmc_state, keys)
+                kept = (mcmc_state.position, mcmc_state.aux)
+                return mcmc_state, (kept, infos.acceptance_rate, infos.num_grad_evals)
+
+            mcmc_state = algorithm.init(position, density)
+            keys = jax.random.split(key, chain_length)
+            _, (kept, acceptance, evals) = jax.lax.scan(kept_state, mcmc_state, keys)
+            return (*kept, jnp.mean(acceptance), jnp.sum(evals) + 1)
 
         # Accepted points have a finite tempered density, so their log likelihoods (the
         # kernel's aux) are never NaN; -inf ones (weight 0) are resampled away.
         moved, loglikelihood, acceptance, evals = jax.vmap(move)(
-            jax.random.split(key_move, num), particles
+            jax.random.split(key_move, particles_count(particles)), particles
         )
+        # (ancestors, chain_length, ...) -> (N, ...): every kept state is a particle.
+        moved = jax.tree.map(lambda x: x.reshape(num, *x.shape[2:]), moved)
+        loglikelihood = loglikelihood.reshape(num)
         acceptance_rate = jnp.mean(acceptance)
         new_step_size = state.step_size
         if target_acceptance is not None:
