@@ -6,9 +6,21 @@
 - Tempering schedules ``state -> next beta``: :func:`adaptive_tempering`,
   :func:`fixed_schedule`.
 - :func:`tempered_smc`: reweight -> resample -> move from prior to posterior, with any
-  :mod:`probinfer.mcmc` algorithm as the move, and the log-evidence estimate.
+  :mod:`probinfer.mcmc` algorithm as the move (or waste-free chains), and the log-evidence
+  estimate.
+- :func:`particle_filter`: bootstrap and guided filters for a :class:`StateSpaceModel`,
+  with the marginal likelihood and :func:`trace_paths` for the genealogy; :func:`pmmh`
+  samples static parameters with a filter's likelihood estimate.
 """
 
+from probinfer.smc._particle_filter import (
+    FilterResult,
+    Proposal,
+    StateSpaceModel,
+    particle_filter,
+    trace_paths,
+)
+from probinfer.smc._pmmh import PMMH, PMMHInfo, PMMHState, pmmh
 from probinfer.smc._resampling import multinomial, residual, stratified, systematic
 from probinfer.smc._tempered import (
     TemperedSMC,
@@ -28,7 +40,13 @@ RESAMPLING = {
 }
 
 __all__ = [
+    "PMMH",
     "RESAMPLING",
+    "FilterResult",
+    "PMMHInfo",
+    "PMMHState",
+    "Proposal",
+    "StateSpaceModel",
     "TemperedSMC",
     "TemperedSMCInfo",
     "TemperedSMCState",
@@ -40,8 +58,11 @@ __all__ = [
     "log_mean_exp",
     "multinomial",
     "normalize",
+    "particle_filter",
+    "pmmh",
     "residual",
     "stratified",
     "systematic",
     "tempered_smc",
+    "trace_paths",
 ]
