@@ -19,6 +19,7 @@ from models import (
     eight_schools_noncentered,
     gaussian_correlated_100d,
     gaussian_iid,
+    lgssm,
     linear_regression,
     logistic_regression,
     neals_funnel,
@@ -44,6 +45,7 @@ ZOO: dict[str, ModuleType] = {
     "linear_regression": linear_regression,
     "neals_funnel": neals_funnel,
     "eight_schools_noncentered": eight_schools_noncentered,
+    "lgssm": lgssm,
     "logistic_regression": logistic_regression,
 }
 

@@ -283,7 +283,7 @@ def sample(
 SMC_DEFAULTS: dict[str, Any] = {
     "particles": 500,
     "replicas": 8,
-    "kernel": "rwm",
+    "kernel": "mala",
     "num_mcmc_steps": 10,
     "chain_length": 1,
     "target_ess": 0.5,
@@ -341,8 +341,8 @@ def evidence(
         checkpoint: a folder for checkpoints after every chunk; calling again with the same
             folder, model, data, settings and seed resumes an interrupted run.
         **kwargs: keywords the model accepts go to the model; the rest are settings:
-            ``particles`` (500), ``replicas`` (8, >= 2), ``kernel`` (the move: "rwm",
-            "mala", "hmc", "nuts" or "slice"), ``num_mcmc_steps`` (10), ``chain_length``
+            ``particles`` (500), ``replicas`` (8, >= 2), ``kernel`` (the move: "mala",
+            the default, "rwm", "hmc", "nuts" or "slice"), ``num_mcmc_steps`` (10), ``chain_length``
             (1; ``P > 1``: waste-free SMC with ``particles / P`` chains of ``P`` kept
             states, ``num_mcmc_steps`` transitions apart), ``target_ess``
             (0.5), ``resampling`` ("systematic"), ``resample_threshold`` (0.5),

@@ -158,7 +158,7 @@ def run_one(
 def run_evidence_one(name: str, *, seed: int) -> dict[str, Any]:
     """Estimate one zoo model's evidence with SMC and compare it with the exact ``log_z``.
 
-    ``pi.evidence``'s defaults (8 replicas of 500 particles, RWM moves): the error bar comes
+    ``pi.evidence``'s defaults (8 replicas of 500 particles, MALA moves): the error bar comes
     from the replicas' spread, so its own uncertainty is that of 7 degrees of freedom.
 
     Args:
@@ -395,7 +395,7 @@ def run_bench(
         "exact references) within "
         f"{Z_THRESHOLD:g} combined MCSE of the reference, max R-hat < {RHAT_THRESHOLD} and min "
         f"ESS >= {MIN_ESS}.\n\n"
-        "Evidence (`smc`): `pi.evidence` with its defaults (8 replicas of 500 particles, RWM "
+        "Evidence (`smc`): `pi.evidence` with its defaults (8 replicas of 500 particles, MALA "
         "moves) on every model whose reference has an exact `log_z`; `ok` when "
         f"|log Z - exact| < {Z_THRESHOLD:g} reported standard errors.\n\n"
     )

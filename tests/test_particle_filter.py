@@ -130,6 +130,20 @@ def test_filtering_means_match_kalman(kind):
     assert not shifted.ok
 
 
+def test_zoo_lgssm_reference_is_the_kalman_filter():
+    """Two independent exact computations of the same model agree: the zoo's Gaussian
+    conditioning on innovations, and this file's Kalman filter."""
+    import models
+
+    lgssm = models.get("lgssm")
+    (y,), _ = lgssm.data()
+    log_likelihood, means = kalman(y, PHI)
+    assert (lgssm.PHI, lgssm.STATE_SCALE, lgssm.NOISE_SCALE) == (PHI, Q, R)
+    np.testing.assert_allclose(lgssm.reference.log_z, log_likelihood, rtol=1e-10)
+    # The filtering mean at the last time is the smoothing mean there.
+    np.testing.assert_allclose(lgssm.reference.moments["x"].mean[-1], means[-1], rtol=1e-8)
+
+
 def test_trace_paths_follow_the_ancestors():
     particles = jnp.arange(12.0).reshape(3, 4)  # value 4 t + i at time t, index i
     ancestors = jnp.array([[0, 1, 2, 3], [1, 1, 3, 0], [2, 0, 0, 3]])

@@ -81,7 +81,7 @@ def test_ess_and_conditional_ess():
 # Tempered SMC against exact answers
 
 PRIOR_SD = 2.0
-SETTINGS = {"particles": 400, "replicas": 8, "progress": False}
+SETTINGS = {"particles": 400, "replicas": 8, "kernel": "rwm", "progress": False}
 
 
 def normal_logpdf(x, mean, sd):
