@@ -3,8 +3,9 @@
 ``num_replicas`` independent particle systems of ``num_particles`` particles each run side
 by side (``vmap``): one driver step is one tempering step of every replica, and the drive
 stops when every replica reaches ``beta = 1`` (a finished replica waits unchanged). The
-evidence estimate is the mean of the replicas' unbiased estimates ``Z_k``, and its error
-the standard error of that mean, in log space by the delta method.
+evidence estimate is the mean of the replicas' estimates ``Z_k`` (each consistent, see
+:mod:`probinfer.smc._tempered`), and its error the standard error of that mean, in log
+space by the delta method.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class SMCConfig(NamedTuple):
     """Static settings of one SMC run (hashable: they key the compiled programs).
 
     Attributes:
-        kernel: the move's algorithm name (:data:`MOVE_ALGORITHMS`).
+        move: the move's algorithm name (:data:`MOVE_ALGORITHMS`).
         options: sorted ``(name, value)`` pairs of the algorithm's options.
         num_particles: particles per replica.
         num_replicas: independent replicas.
@@ -41,10 +42,11 @@ class SMCConfig(NamedTuple):
         resampling: a name in :data:`probinfer.smc.RESAMPLING`.
         resample_threshold: resample below this ESS fraction.
         is_mass_matrix_dense: the move's metric from the full particle covariance.
+        step_size: the move's first step size (None: by algorithm and dimension).
         chunk_size: tempering steps per compiled chunk.
     """
 
-    kernel: str
+    move: str
     options: tuple[tuple[str, Any], ...]
     num_particles: int
     num_replicas: int
@@ -54,6 +56,7 @@ class SMCConfig(NamedTuple):
     resampling: str
     resample_threshold: float
     is_mass_matrix_dense: bool | None
+    step_size: float | None
     chunk_size: int
 
 
@@ -69,6 +72,7 @@ class SMCResult(NamedTuple):
         inverse_temperatures: per replica, its ladder ``(steps,)`` (0 excluded).
         num_likelihood_evals: target evaluations, all particles and replicas.
         num_nonfinite: NaN or ``+inf`` log likelihoods met (weighted as zero).
+        num_collapsed: replicas whose every particle had zero likelihood at some step.
         status: how the drive ended.
         compile_seconds: time spent compiling.
         run_seconds: wall time of the run, compilation excluded.
@@ -81,6 +85,7 @@ class SMCResult(NamedTuple):
     inverse_temperatures: list[np.ndarray]
     num_likelihood_evals: int
     num_nonfinite: int
+    num_collapsed: int
     status: DriveStatus
     compile_seconds: float
     run_seconds: float
@@ -89,13 +94,14 @@ class SMCResult(NamedTuple):
 def _sampler(spec: Any, config: SMCConfig, data: PyTree) -> smc.TemperedSMC:
     return smc.tempered_smc(
         spec.bind(data).target,
-        MOVE_ALGORITHMS[config.kernel],
+        MOVE_ALGORITHMS[config.move],
         num_mcmc_steps=config.num_mcmc_steps,
         chain_length=config.chain_length,
         schedule=smc.adaptive_tempering(config.target_ess),
         resampling=smc.RESAMPLING[config.resampling],
         resample_threshold=config.resample_threshold,
         is_mass_matrix_dense=config.is_mass_matrix_dense,
+        step_size=config.step_size,
         **dict(config.options),
     )
 
@@ -123,10 +129,8 @@ def check_settings(spec: Any, config: SMCConfig, data: PyTree) -> None:
             f"waste-free SMC runs particles / chain_length chains: `chain_length` "
             f"({config.chain_length}) must divide `particles` ({config.num_particles})."
         )
-    if config.kernel not in MOVE_ALGORITHMS:
-        raise ValueError(
-            f"`kernel` must be one of {sorted(MOVE_ALGORITHMS)}, got {config.kernel!r}."
-        )
+    if config.move not in MOVE_ALGORITHMS:
+        raise ValueError(f"`move` must be one of {sorted(MOVE_ALGORITHMS)}, got {config.move!r}.")
     _sampler(spec, config, data)
 
 
@@ -166,9 +170,10 @@ def _final_draws(
 
     def one_replica(key: PRNGKeyArray, replica: smc.TemperedSMCState) -> dict[str, Array]:
         num = replica.log_weights.shape[0]
-        ancestors = smc.systematic(key, jnp.exp(replica.log_weights), num)
+        key_resample, key_shuffle = jax.random.split(key)
+        ancestors = smc.systematic(key_resample, jnp.exp(replica.log_weights), num)
         # Shuffle so that draw order carries no ancestry (systematic indices are sorted).
-        ancestors = jax.random.permutation(jax.random.fold_in(key, 1), ancestors)
+        ancestors = jax.random.permutation(key_shuffle, ancestors)
         particles = jax.tree.map(lambda x: x[ancestors], replica.particles)
         return jax.vmap(density.postprocess_fn)(particles)
 
@@ -186,6 +191,8 @@ def combine_log_z(replica_log_z: np.ndarray) -> tuple[float, float]:
     """
     values = np.asarray(replica_log_z, np.float64)
     shift = np.max(values)
+    if not np.isfinite(shift):  # every estimate 0 (or one infinite): no spread to measure
+        return float(shift), float("nan")
     z = np.exp(values - shift)
     log_z = float(np.log(np.mean(z)) + shift)
     log_z_err = float(np.std(z, ddof=1) / np.sqrt(z.size) / np.mean(z))
@@ -225,9 +232,8 @@ def run_smc(
     states = call_compiled(_initial_states, (spec, config), (data, init_keys), watch)
     run_fingerprint = ""
     if checkpoint is not None:
-        run_fingerprint = fingerprint(
-            spec.describe(), config, max_steps, jax.random.key_data(key), data=data
-        )
+        # `max_steps` is left out: an interrupted run may resume with a larger limit.
+        run_fingerprint = fingerprint(spec.describe(), config, jax.random.key_data(key), data=data)
 
     def fields(records: smc.TemperedSMCInfo) -> dict[str, Any]:
         replica_log_z = np.asarray(records.log_z[-1])
@@ -270,6 +276,7 @@ def run_smc(
     # Prior draws cost one likelihood evaluation per particle.
     num_evals = int(np.sum(records.num_evals)) + num_replicas * num_particles
     num_nonfinite = int(np.sum(records.num_nonfinite))
+    num_collapsed = int(np.sum(records.is_collapsed))
     if num_nonfinite:
         warnings.warn(
             f"{num_nonfinite} particle log likelihoods were NaN or +inf and were weighted as "
@@ -286,6 +293,7 @@ def run_smc(
         inverse_temperatures=ladders,
         num_likelihood_evals=num_evals,
         num_nonfinite=num_nonfinite,
+        num_collapsed=num_collapsed,
         status=result.status,
         compile_seconds=result.compile_seconds,
         run_seconds=result.run_seconds,

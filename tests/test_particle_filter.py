@@ -10,7 +10,7 @@ filtering means.
   100 runs of 1,000 particles, z = 4 at every time, with the MCSE of the run spread); the
   guided filter's log-likelihood spread is far below the bootstrap's.
 - PMMH on ``phi`` recovers the posterior computed by quadrature of the Kalman likelihood
-  on a grid (4 chains x 1500 iterations, MCSE from the ESS).
+  on a grid (4 chains x 2500 iterations, mean and variance, MCSE from the ESS, ESS >= 400).
 Each check also fails against a deliberately wrong truth. False-failure rates over 30 seeds:
 0/30 for the unbiasedness and filtering-mean checks of both filters.
 """
@@ -93,7 +93,7 @@ def replicated(kind, num_particles, num_runs):
     def one(key):
         result = run(key, jnp.asarray(Y, jnp.float32), jnp.asarray(PHI, jnp.float32))
         means = jnp.sum(jnp.exp(result.log_weights) * result.particles, axis=1)
-        return result.log_likelihood, means
+        return result.loglikelihood, means
 
     keys = jax.random.split(jax.random.key(1), num_runs)
     log_likelihoods, means = jax.jit(jax.vmap(one))(keys)
@@ -154,6 +154,27 @@ def test_trace_paths_follow_the_ancestors():
     assert paths.shape == (4, 3)
 
 
+def test_a_filter_whose_weights_all_vanish_estimates_zero_not_nan():
+    """Every particle impossible at t = 2: the likelihood estimate is 0 (log: -inf), the
+    weights stay finite, and PMMH started there accepts the first finite proposal."""
+    impossible = MODEL._replace(
+        observation_logdensity_fn=lambda y, x, t, phi: jnp.where(
+            (t == 2) & (phi > 1.5), -jnp.inf, normal_logpdf(y, x, R)
+        )
+    )
+    run = smc.particle_filter(impossible, 50)
+    result = run(jax.random.key(0), jnp.asarray(Y, jnp.float32), jnp.asarray(2.0))
+    assert float(result.loglikelihood) == -np.inf
+    assert np.all(np.isfinite(np.asarray(result.log_weights)))
+    kernel = smc.pmmh(run, lambda phi: normal_logpdf(phi, 1.0, 1.0), jnp.asarray(Y), 1.0)
+    state = kernel.init(jax.random.key(1), jnp.asarray(2.0))
+    moved = [False]
+    for i in range(20):
+        state, info = kernel.step(jax.random.key(2 + i), state)
+        moved.append(bool(info.is_accepted))
+    assert any(moved) and np.isfinite(float(state.loglikelihood))
+
+
 def test_bad_filter_settings_are_refused():
     with pytest.raises(ValueError, match="num_particles"):
         smc.particle_filter(MODEL, 1)
@@ -195,12 +216,15 @@ def test_pmmh_recovers_the_posterior_of_a_static_parameter():
             state, info = kernel.step(key, state)
             return state, (state.theta, info.is_accepted)
 
-        return jax.lax.scan(step, state, jax.random.split(key_run, 1500))[1]
+        return jax.lax.scan(step, state, jax.random.split(key_run, 2500))[1]
 
     starts = jnp.asarray(mean + sd * np.array([-2.0, -1.0, 1.0, 2.0]), jnp.float32)
     draws, accepted = jax.jit(jax.vmap(chain))(jax.random.split(jax.random.key(2), 4), starts)
-    draws = np.asarray(draws, np.float64)[:, 300:]
+    draws = np.asarray(draws, np.float64)[:, 500:]
     assert 0.1 < float(np.mean(accepted)) < 0.9
-    check = check_expectation(draws, mean, name="E[phi | y]", min_ess=200)
+    check = check_expectation(draws, mean, name="E[phi | y]")
     assert check.ok, check
-    assert not check_expectation(draws, mean + 0.3 * sd, name="shift", min_ess=200).ok
+    # The spread too: a pseudo-marginal bug (refreshing the current estimate) shows there.
+    spread = check_expectation((draws - mean) ** 2, sd**2, name="Var[phi | y]")
+    assert spread.ok, spread
+    assert not check_expectation(draws, mean + 0.3 * sd, name="shift").ok

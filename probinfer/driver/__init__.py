@@ -2,8 +2,8 @@
 checkpoints, a status, a compiled-program cache, and population sharding.
 
 Every inference loop runs on :func:`drive`: MCMC warm-up and sampling
-(:mod:`probinfer.run`), and the population loops of SMC and nested sampling. It knows
-nothing of any family: a loop is a step function and a state.
+(:mod:`probinfer.run`), tempered SMC (:mod:`probinfer.run_smc`), the NNGP fits and PFN
+training. It knows nothing of any family: a loop is a step function and a state.
 """
 
 from probinfer.driver._compile import (

@@ -80,8 +80,8 @@ class DriveResult(NamedTuple):
     Attributes:
         state: the final loop state (on the device).
         records: the steps' records as host arrays, the step axis first (second, after
-            the member axis, with ``member_map``); steps of a resumed run's earlier part
-            included.
+            the member axis, with ``member_map``); the steps of an earlier part resumed
+            from this driver's checkpoint are included, steps before ``first_step`` not.
         num_steps: steps done in all: the index after the last step.
         status: how it ended.
         compile_seconds: time spent compiling in this call.
@@ -350,15 +350,19 @@ def drive(
     folder = None if checkpoint is None else Path(checkpoint)
     full_fingerprint = fingerprint(
         run_fingerprint,
-        repr((total, num_steps is None, chunk_size, member_map)),
+        # A stop-condition drive may be resumed with a larger `max_steps`: it is left out.
+        repr((num_steps, chunk_size, member_map, first_step)),
         jax.random.key_data(key),
     )
     if folder is not None:
         saved = load_progress(folder, full_fingerprint, state)
         if saved is not None:
             state, _ = place(jax.tree.map(jnp.asarray, saved.state), keys)
-            done, seconds, is_finished = saved.step, saved.seconds, saved.is_finished
-            is_done = is_finished and done < total
+            done, seconds = saved.step, saved.seconds
+            # Re-evaluated, not read back: a stop condition met exactly at the step limit is
+            # still met, and a run that hit the limit goes on when the limit is raised.
+            is_done = is_done_fn is not None and bool(is_done_fn(state))
+            is_finished = is_done or done >= total
             records_like = records_structure(state, keys)
             host_chunks = [records for _, records in load_records(folder, done, records_like)]
     if progress is not None:

@@ -125,6 +125,11 @@ def constrained(
     """
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"`num_steps` must be an int >= 1, got {num_steps!r}.")
+    if algorithm.target_acceptance is None and algorithm.name != "slice":
+        raise ValueError(
+            f"`{algorithm.name}` samples a Gaussian factor times a likelihood, not a density "
+            "restricted to a contour; use rwm, slice_sampler, mala, hmc or nuts."
+        )
     build_options, parameters = algorithm.split_options(options)
     if parameters:
         raise ValueError(

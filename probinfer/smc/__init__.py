@@ -1,7 +1,8 @@
 """Sequential Monte Carlo building blocks.
 
-- Resampling schemes, all ``(key, weights, num_samples) -> indices``: :func:`multinomial`,
-  :func:`systematic`, :func:`stratified`, :func:`residual`.
+- Resampling schemes, all ``(key, weights, num_samples) -> indices``, in
+  :mod:`probinfer.smc.resampling` (also here): :func:`multinomial`, :func:`systematic`,
+  :func:`stratified`, :func:`residual`.
 - Weights: :func:`ess`, :func:`conditional_ess`, :func:`normalize`, :func:`log_mean_exp`.
 - Tempering schedules ``state -> next beta``: :func:`adaptive_tempering`,
   :func:`fixed_schedule`.
@@ -13,6 +14,7 @@
   samples static parameters with a filter's likelihood estimate.
 """
 
+from probinfer.smc import resampling
 from probinfer.smc._particle_filter import (
     FilterResult,
     Proposal,
@@ -21,7 +23,6 @@ from probinfer.smc._particle_filter import (
     trace_paths,
 )
 from probinfer.smc._pmmh import PMMH, PMMHInfo, PMMHState, pmmh
-from probinfer.smc._resampling import multinomial, residual, stratified, systematic
 from probinfer.smc._tempered import (
     TemperedSMC,
     TemperedSMCInfo,
@@ -31,6 +32,7 @@ from probinfer.smc._tempered import (
 )
 from probinfer.smc._tempering import adaptive_tempering, fixed_schedule
 from probinfer.smc._weights import conditional_ess, ess, log_mean_exp, normalize
+from probinfer.smc.resampling import multinomial, residual, stratified, systematic
 
 RESAMPLING = {
     "multinomial": multinomial,
@@ -59,6 +61,7 @@ __all__ = [
     "multinomial",
     "normalize",
     "particle_filter",
+    "resampling",
     "pmmh",
     "residual",
     "stratified",

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
-from probinfer.smc._resampling import systematic
 from probinfer.smc._weights import ess, normalize
+from probinfer.smc.resampling import systematic
 
 PyTree = Any
 ResamplingFn = Callable[[PRNGKeyArray, Array, int], Array]
@@ -67,7 +67,8 @@ class FilterResult(NamedTuple):
     """The output of a particle filter over ``T`` observations.
 
     Attributes:
-        log_likelihood: the estimate of ``log p(y_{0:T-1} | theta)``.
+        loglikelihood: the estimate of ``log p(y_{0:T-1} | theta)`` (``-inf`` when every
+            particle's weight vanished at some time: an estimate of 0).
         particles: ``(T, N, ...)`` the particles at each time (after propagation).
         log_weights: ``(T, N)`` their normalised log weights.
         ancestors: ``(T, N)`` parent indices at the previous time (identity at ``t = 0``).
@@ -76,7 +77,7 @@ class FilterResult(NamedTuple):
             weighted as zero.
     """
 
-    log_likelihood: Array
+    loglikelihood: Array
     particles: PyTree
     log_weights: Array
     ancestors: Array
@@ -87,6 +88,15 @@ class FilterResult(NamedTuple):
 def _clean(log_weights: Array) -> tuple[Array, Array]:
     is_invalid = jnp.isnan(log_weights) | (log_weights == jnp.inf)
     return jnp.where(is_invalid, -jnp.inf, log_weights), jnp.sum(is_invalid.astype(jnp.int32))
+
+
+def _reweight(log_weights: Array) -> tuple[Array, Array]:
+    """Normalised log weights and the log of their sum; when every weight is zero the sum
+    is ``-inf`` (a likelihood estimate of 0) and the weights stay uniform, not NaN."""
+    log_weights, log_sum = normalize(log_weights)
+    is_zero = log_sum == -jnp.inf
+    uniform = jnp.full_like(log_weights, -jnp.log(log_weights.shape[0]))
+    return jnp.where(is_zero, uniform, log_weights), log_sum
 
 
 def particle_filter(
@@ -154,12 +164,12 @@ def particle_filter(
             particles
         )
         log_w, num_nonfinite = _clean(log_w)
-        log_weights, log_sum = normalize(log_w)
+        log_weights, log_sum = _reweight(log_w)
         initial = (particles, log_weights, log_sum - jnp.log(num), num_nonfinite)
         record0 = (particles, log_weights, jnp.arange(num), ess(log_weights))
 
         def step(carry: tuple, inputs: tuple) -> tuple[tuple, tuple]:
-            particles, log_weights, log_likelihood, num_nonfinite = carry
+            particles, log_weights, loglikelihood, num_nonfinite = carry
             key, t = inputs
             y = jax.tree.map(lambda a: a[t], observations)
             key_resample, key_propagate = jax.random.split(key)
@@ -179,29 +189,30 @@ def particle_filter(
             else:
                 assert model.transition_logdensity_fn is not None  # checked above
                 transition_logdensity_fn = model.transition_logdensity_fn
-                new = jax.vmap(lambda k, x: proposal.sample_fn(k, x, y, t, theta))(keys, previous)
+                guide = proposal
+                new = jax.vmap(lambda k, x: guide.sample_fn(k, x, y, t, theta))(keys, previous)
 
                 def increment(x: PyTree, x_prev: PyTree) -> Array:
                     return (
                         model.observation_logdensity_fn(y, x, t, theta)
                         + transition_logdensity_fn(x, x_prev, t, theta)
-                        - proposal.logdensity_fn(x, x_prev, y, t, theta)
+                        - guide.logdensity_fn(x, x_prev, y, t, theta)
                     )
 
                 log_increments = jax.vmap(increment)(new, previous)
             log_increments, bad = _clean(log_increments)
-            log_weights, log_increment = normalize(log_weights + log_increments)
-            carry = (new, log_weights, log_likelihood + log_increment, num_nonfinite + bad)
+            log_weights, log_increment = _reweight(log_weights + log_increments)
+            carry = (new, log_weights, loglikelihood + log_increment, num_nonfinite + bad)
             return carry, (new, log_weights, ancestors, ess(log_weights))
 
         times = jnp.arange(1, num_times)
         keys = jax.random.split(key_steps, max(num_times - 1, 1))[: num_times - 1]
-        (_, _, log_likelihood, num_nonfinite), records = jax.lax.scan(step, initial, (keys, times))
+        (_, _, loglikelihood, num_nonfinite), records = jax.lax.scan(step, initial, (keys, times))
         particles_t, log_weights_t, ancestors_t, ess_t = jax.tree.map(
             lambda first, rest: jnp.concatenate([first[None], rest]), record0, records
         )
         return FilterResult(
-            log_likelihood, particles_t, log_weights_t, ancestors_t, ess_t, num_nonfinite
+            loglikelihood, particles_t, log_weights_t, ancestors_t, ess_t, num_nonfinite
         )
 
     return run

@@ -32,12 +32,12 @@ class PMMHState(NamedTuple):
     Attributes:
         theta: the static parameters, any pytree.
         logprior: log prior density at ``theta``.
-        log_likelihood: the particle filter's estimate at ``theta`` (kept until a move).
+        loglikelihood: the particle filter's estimate at ``theta`` (kept until a move).
     """
 
     theta: PyTree
     logprior: Array
-    log_likelihood: Array
+    loglikelihood: Array
 
 
 class PMMHInfo(NamedTuple):
@@ -46,12 +46,16 @@ class PMMHInfo(NamedTuple):
     Attributes:
         acceptance_rate: the Metropolis acceptance probability.
         is_accepted: whether the chain moved.
-        proposal_log_likelihood: the estimate at the proposal.
+        proposal_loglikelihood: the estimate at the proposal (``-inf``: every particle's
+            weight vanished; the proposal is rejected).
+        num_nonfinite: the filter's NaN or ``+inf`` weights, plus 1 when the acceptance
+            ratio itself was NaN (counted, then rejected).
     """
 
     acceptance_rate: Array
     is_accepted: Array
-    proposal_log_likelihood: Array
+    proposal_loglikelihood: Array
+    num_nonfinite: Array
 
 
 class PMMH(NamedTuple):
@@ -71,6 +75,7 @@ def pmmh(
     logprior_fn: Callable[[PyTree], Array],
     observations: PyTree,
     step_size: float | Array,
+    *,
     covariance: Array | None = None,
 ) -> PMMH:
     """PMMH with a Gaussian random walk on ``theta``.
@@ -94,7 +99,7 @@ def pmmh(
 
     def init(key: PRNGKeyArray, theta: PyTree) -> PMMHState:
         result = filter_fn(key, observations, theta)
-        return PMMHState(theta, logprior_fn(theta), result.log_likelihood)
+        return PMMHState(theta, logprior_fn(theta), result.loglikelihood)
 
     def step(key: PRNGKeyArray, state: PMMHState) -> tuple[PMMHState, PMMHInfo]:
         key_proposal, key_filter, key_accept = jax.random.split(key, 3)
@@ -103,12 +108,16 @@ def pmmh(
         noise = jax.random.normal(key_proposal, flat.shape, flat.dtype)
         theta = unravel(flat + step_size * euclidean_metric(matrix).scale(noise))
         logprior = logprior_fn(theta)
-        log_likelihood = filter_fn(key_filter, observations, theta).log_likelihood
-        delta = (logprior + log_likelihood) - (state.logprior + state.log_likelihood)
-        log_accept = jnp.where(jnp.isnan(delta), -jnp.inf, jnp.minimum(delta, 0.0))
+        result = filter_fn(key_filter, observations, theta)
+        loglikelihood = result.loglikelihood
+        delta = (logprior + loglikelihood) - (state.logprior + state.loglikelihood)
+        # A current estimate of 0 (-inf) accepts any finite proposal (delta = +inf).
+        is_nan = jnp.isnan(delta)
+        log_accept = jnp.where(is_nan, -jnp.inf, jnp.minimum(delta, 0.0))
         is_accepted = jnp.log(jax.random.uniform(key_accept, dtype=flat.dtype)) < log_accept
-        proposal = PMMHState(theta, logprior, log_likelihood)
+        proposal = PMMHState(theta, logprior, loglikelihood)
         new = jax.tree.map(lambda a, b: jnp.where(is_accepted, a, b), proposal, state)
-        return new, PMMHInfo(jnp.exp(log_accept), is_accepted, log_likelihood)
+        num_nonfinite = result.num_nonfinite + is_nan.astype(jnp.int32)
+        return new, PMMHInfo(jnp.exp(log_accept), is_accepted, loglikelihood, num_nonfinite)
 
     return PMMH(init, step)

@@ -18,8 +18,10 @@ Waste-free SMC (Dau & Chopin, 2022), ``chain_length = P > 1``: every step resamp
 transitions between kept states), and all ``M P = N`` states form the next population: the
 intermediate MCMC states are not thrown away.
 
-At ``beta = 1`` the weighted particles approximate the posterior and ``exp(log Z)`` is an
-unbiased estimate of the evidence (Del Moral, 2004).
+At ``beta = 1`` the weighted particles approximate the posterior and ``exp(log Z)``
+estimates the evidence: unbiased for a fixed ladder and fixed move parameters (Del Moral,
+2004); with the ladder, the metric and the step size adapted from the particles, as here,
+it is consistent, with a bias that vanishes as N grows (Beskos et al., 2016).
 
 Non-finite log likelihoods: ``-inf`` is a zero likelihood (the particle gets weight 0); NaN
 and ``+inf`` are invalid, treated as ``-inf`` and counted in ``Info.num_nonfinite``.
@@ -37,11 +39,13 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
 from probinfer.mcmc._algorithm import Algorithm
+from probinfer.mcmc._base import MetricParams
+from probinfer.mcmc._hmc import HMCParams
 from probinfer.mcmc._window_adaptation import DENSE_MASS_MATRIX_MAX_DIM
 from probinfer.model._target import Target
-from probinfer.smc._resampling import systematic
 from probinfer.smc._tempering import NextTemperatureFn, adaptive_tempering, tempered_increments
 from probinfer.smc._weights import ess, normalize
+from probinfer.smc.resampling import systematic
 
 PyTree = Any
 ResamplingFn = Callable[[PRNGKeyArray, Array, int], Array]
@@ -76,12 +80,15 @@ class TemperedSMCInfo(NamedTuple):
     Attributes:
         inverse_temperature: the new ``beta``.
         log_z: the log-evidence estimate after the step.
-        ess: the ESS after reweighting (before resampling).
+        ess: the ESS after reweighting (before resampling; NaN once finished).
         is_resampled: whether the particles were resampled.
-        acceptance_rate: mean acceptance of the moves.
+        acceptance_rate: mean acceptance of the moves (NaN once the system is finished).
         num_evals: target evaluations of the step, all particles together.
         num_nonfinite: particles whose log likelihood was NaN or ``+inf`` at reweighting
-            (at the first step: prior draws where the likelihood is undefined).
+            (at the first step: prior draws where the likelihood is undefined; a particle
+            that stays there, not resampled away, is counted at every step).
+        is_collapsed: every particle's weight vanished at this step (all likelihoods
+            zero): the evidence estimate is 0 (``log_z = -inf``) and the system stops.
     """
 
     inverse_temperature: Array
@@ -91,6 +98,7 @@ class TemperedSMCInfo(NamedTuple):
     acceptance_rate: Array
     num_evals: Array
     num_nonfinite: Array
+    is_collapsed: Array
 
 
 class TemperedSMC(NamedTuple):
@@ -225,6 +233,11 @@ def tempered_smc(
         raise ValueError(
             f"`resample_threshold` must be in (0, 1], got {resample_threshold}; 0.5 is usual."
         )
+    if algorithm.params_type not in (MetricParams, HMCParams):
+        raise ValueError(
+            f"`{algorithm.name}` cannot move SMC particles (it is not tuned by a step size and "
+            "a metric); use rwm, mala, hmc, nuts or slice_sampler."
+        )
     schedule = adaptive_tempering() if schedule is None else schedule
     build_options, parameters = algorithm.split_options(options)
     kernel = algorithm.build_kernel(**build_options)
@@ -265,6 +278,9 @@ def tempered_smc(
         # Reweight: W_i L_i^(beta' - beta); log Z grows by the log of their sum.
         increments = tempered_increments(state.loglikelihood, next_beta - beta)
         log_weights, log_increment = normalize(state.log_weights + increments)
+        # Every weight zero: Z_hat = 0. Keep the weights finite (uniform) and stop there.
+        is_collapsed = log_increment == -jnp.inf
+        log_weights = jnp.where(is_collapsed, -jnp.log(num).astype(log_weights.dtype), log_weights)
         ess_after = ess(log_weights)
         # The kernel's metric: the weighted particles' covariance.
         flat = jax.vmap(lambda p: ravel_pytree(p)[0])(state.particles)
@@ -321,7 +337,7 @@ def tempered_smc(
             particles=moved,
             loglikelihood=loglikelihood,
             log_weights=log_weights,
-            inverse_temperature=next_beta,
+            inverse_temperature=jnp.where(is_collapsed, 1.0, next_beta),
             log_z=state.log_z + log_increment,
             step_size=new_step_size.astype(state.step_size.dtype),
         )
@@ -330,14 +346,16 @@ def tempered_smc(
         new_state = jax.tree.map(
             lambda old, new: jnp.where(is_finished, old, new), state, new_state
         )
+        # Diagnostics of a finished (waiting) system are masked: NaN rates, zero counts.
         info = TemperedSMCInfo(
             inverse_temperature=new_state.inverse_temperature,
             log_z=new_state.log_z,
-            ess=ess_after,
+            ess=jnp.where(is_finished, jnp.nan, ess_after),
             is_resampled=is_resampled & ~is_finished,
-            acceptance_rate=acceptance_rate,
+            acceptance_rate=jnp.where(is_finished, jnp.nan, acceptance_rate),
             num_evals=jnp.where(is_finished, 0, jnp.sum(evals)),
             num_nonfinite=jnp.where(is_finished, 0, num_nonfinite),
+            is_collapsed=is_collapsed & ~is_finished,
         )
         return new_state, info
 

@@ -76,9 +76,11 @@ def adaptive_tempering(
         lower, _ = jax.lax.fori_loop(
             0, num_bisection_steps, bisect, (jnp.zeros_like(beta), remaining)
         )
-        # A step of at least a tiny fraction, so that a run always ends.
-        delta = jnp.where(excess(remaining) >= 0, remaining, jnp.maximum(lower, 1e-12))
-        return jnp.minimum(beta + delta, 1.0)
+        # At least a step that moves beta (1e-12 near 0, where CPUs flush the denormal
+        # `nextafter(0, 1)` to 0; one ulp higher up), so that a run always ends.
+        next_beta = jnp.where(excess(remaining) >= 0, 1.0, beta + lower)
+        floor = jnp.maximum(jnp.nextafter(beta, 2.0), beta + 1e-12)
+        return jnp.minimum(jnp.maximum(next_beta, floor), 1.0)
 
     return next_inverse_temperature
 
