@@ -163,16 +163,19 @@ def test_a_filter_whose_weights_all_vanish_estimates_zero_not_nan():
         )
     )
     run = smc.particle_filter(impossible, 50)
-    result = run(jax.random.key(0), jnp.asarray(Y, jnp.float32), jnp.asarray(2.0))
+    result = jax.jit(run)(jax.random.key(0), jnp.asarray(Y, jnp.float32), jnp.asarray(2.0))
     assert float(result.loglikelihood) == -np.inf
     assert np.all(np.isfinite(np.asarray(result.log_weights)))
     kernel = smc.pmmh(run, lambda phi: normal_logpdf(phi, 1.0, 1.0), jnp.asarray(Y), 1.0)
-    state = kernel.init(jax.random.key(1), jnp.asarray(2.0))
-    moved = [False]
-    for i in range(20):
-        state, info = kernel.step(jax.random.key(2 + i), state)
-        moved.append(bool(info.is_accepted))
-    assert any(moved) and np.isfinite(float(state.loglikelihood))
+
+    def chain(key):
+        state = kernel.init(jax.random.fold_in(key, 0), jnp.asarray(2.0))
+        steps = jax.random.split(jax.random.fold_in(key, 1), 20)
+        state, infos = jax.lax.scan(lambda s, k: kernel.step(k, s), state, steps)
+        return state.loglikelihood, infos.is_accepted
+
+    final, accepted = jax.jit(chain)(jax.random.key(1))
+    assert bool(np.any(accepted)) and np.isfinite(float(final))
 
 
 def test_bad_filter_settings_are_refused():
