@@ -56,3 +56,30 @@ def count_compilations():
     jax.monitoring.register_event_duration_secs_listener(listener)
     yield events
     jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.fixture
+def interrupt_after(monkeypatch):
+    """``with interrupt_after(n): ...`` raises KeyboardInterrupt at the driver's chunk n + 1,
+    as a kill between chunks would (the checkpoint of chunk n is on disk)."""
+    from contextlib import contextmanager
+
+    from probinfer.driver import _drive
+
+    @contextmanager
+    def interrupted(num_chunks):
+        calls = {"count": 0}
+        original = _drive._dispatch
+
+        def flaky(*args):
+            calls["count"] += 1
+            if calls["count"] > num_chunks:
+                raise KeyboardInterrupt
+            return original(*args)
+
+        with monkeypatch.context() as patch:
+            patch.setattr(_drive, "_dispatch", flaky)
+            with pytest.raises(KeyboardInterrupt):
+                yield
+
+    return interrupted

@@ -7,7 +7,6 @@ import numpyro.distributions as dist
 import pytest
 
 import probinfer as pi
-from probinfer.driver import _drive
 
 RUN = {"warmup": 60, "draws": 80, "chunk_size": 20, "progress": False, "chains": 2}
 
@@ -20,26 +19,11 @@ def model(y, scale):
 DATA = jnp.array([0.3, -0.2, 1.1])
 
 
-def interrupt_after(num_chunks, monkeypatch):
-    calls = {"chunk": 0}
-    original = _drive._dispatch
-
-    def flaky(*args):
-        calls["chunk"] += 1
-        if calls["chunk"] > num_chunks:
-            raise KeyboardInterrupt
-        return original(*args)
-
-    monkeypatch.setattr(_drive, "_dispatch", flaky)
-
-
 @pytest.mark.parametrize("num_chunks", [2, 5], ids=["in-warmup", "in-sampling"])
-def test_resumed_run_gives_the_uninterrupted_draws(tmp_path, monkeypatch, num_chunks):
+def test_resumed_run_gives_the_uninterrupted_draws(tmp_path, interrupt_after, num_chunks):
     full = pi.sample(model, DATA, 2.0, **RUN)
-    with monkeypatch.context() as patch:
-        interrupt_after(num_chunks, patch)
-        with pytest.raises(KeyboardInterrupt):
-            pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **RUN)
+    with interrupt_after(num_chunks):
+        pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **RUN)
     resumed = pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **RUN)
     np.testing.assert_array_equal(resumed.posterior["mu"].values, full.posterior["mu"].values)
     again = pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **RUN)  # finished: just loads

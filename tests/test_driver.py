@@ -16,7 +16,7 @@ import numpyro.distributions as dist
 import pytest
 
 import probinfer as pi
-from probinfer.driver import DriveStatus, _drive, drive
+from probinfer.driver import DriveStatus, drive
 
 POPULATION = 8
 
@@ -69,21 +69,10 @@ def test_stop_condition_and_step_limit():
     assert "max_steps" in limited.status.message
 
 
-def test_interrupted_drive_resumes_exactly(tmp_path, monkeypatch):
+def test_interrupted_drive_resumes_exactly(tmp_path, interrupt_after):
     full = run_population()
-    calls = {"count": 0}
-    original = _drive._dispatch
-
-    def flaky(*args):
-        calls["count"] += 1
-        if calls["count"] > 2:
-            raise KeyboardInterrupt
-        return original(*args)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(_drive, "_dispatch", flaky)
-        with pytest.raises(KeyboardInterrupt):
-            run_population(checkpoint=tmp_path, run_fingerprint="test")
+    with interrupt_after(2):
+        run_population(checkpoint=tmp_path, run_fingerprint="test")
     resumed = run_population(checkpoint=tmp_path, run_fingerprint="test")
     np.testing.assert_array_equal(resumed.records["ess"], full.records["ess"])
     np.testing.assert_array_equal(resumed.state[1], full.state[1])

@@ -333,25 +333,12 @@ def test_same_seed_same_result_and_new_data_reuses_the_program(count_compilation
     )
 
 
-def test_interrupted_evidence_resumes_exactly(tmp_path, monkeypatch):
-    from probinfer.driver import _drive
-
+def test_interrupted_evidence_resumes_exactly(tmp_path, interrupt_after):
     data = (jnp.asarray(OBSERVATIONS, jnp.float32), jnp.asarray(NOISE_SD, jnp.float32))
     settings = {**SETTINGS, "chunk_size": 2}
     full = pi.evidence(GAUSSIAN, data, seed=4, **settings)
-    calls = {"count": 0}
-    original = _drive._dispatch
-
-    def flaky(*args):
-        calls["count"] += 1
-        if calls["count"] > 2:
-            raise KeyboardInterrupt
-        return original(*args)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(_drive, "_dispatch", flaky)
-        with pytest.raises(KeyboardInterrupt):
-            pi.evidence(GAUSSIAN, data, seed=4, checkpoint=tmp_path, **settings)
+    with interrupt_after(2):
+        pi.evidence(GAUSSIAN, data, seed=4, checkpoint=tmp_path, **settings)
     resumed = pi.evidence(GAUSSIAN, data, seed=4, checkpoint=tmp_path, **settings)
     assert resumed.log_z == full.log_z
     again = pi.evidence(GAUSSIAN, data, seed=4, checkpoint=tmp_path, **settings)  # finished
