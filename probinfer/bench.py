@@ -250,7 +250,8 @@ def machine_description() -> dict[str, Any]:
     """Where the numbers came from.
 
     Returns:
-        CPU model, core count, platform, backend and package versions, date.
+        CPU model, core count, load average, platform, backend and package versions, the
+        git commit of the checkout (when run from one), date.
     """
     cpu = platform.processor() or "unknown"
     try:
@@ -260,9 +261,21 @@ def machine_description() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    import subprocess
+
     import probinfer
 
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True,
+            cwd=Path(probinfer.__file__).resolve().parent,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
     return {
+        "commit": commit,
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "cpu": cpu,
         "cores": os.cpu_count(),
         "platform": platform.platform(),
@@ -393,10 +406,9 @@ def run_bench(
     (out / "bench.json").write_text(
         json.dumps({"machine": machine, "settings": settings, "rows": rows}, indent=2)
     )
-    header = (
-        "# probinfer bench\n\n"
-        f"Machine: {machine['cpu']} ({machine['cores']} cores), backend {machine['backend']}, "
-        f"jax {machine['jax']}, probinfer {machine['probinfer']}, {machine['date']}.\n\n"
+    has_mcmc = any(row["method"] != "smc" for row in rows)
+    has_smc = any(row["method"] == "smc" for row in rows)
+    mcmc_header = (
         f"Settings: {chains} chains, {warmup} warm-up, {draws} draws, seed {seed}. ESS is the "
         "minimum bulk ESS over coordinates; ESS/s divides by warm-up + sampling time "
         "(compilation excluded); ESS/1k grad counts sampling-phase gradient evaluations "
@@ -404,10 +416,20 @@ def run_bench(
         "exact references) within "
         f"{Z_THRESHOLD:g} combined MCSE of the reference, max R-hat < {RHAT_THRESHOLD} and min "
         f"ESS >= {MIN_ESS}.\n\n"
+    )
+    smc_header = (
         "Evidence (`smc`): `pi.evidence` with its defaults (8 replicas of 500 particles, MALA "
-        "moves) on every model whose reference has an exact `log_z`; `ok` when "
+        f"moves, seed {seed}) on every model whose reference has an exact `log_z`; `ok` when "
         f"|log Z - exact| < {Z_THRESHOLD:g} reported standard errors.\n\n"
     )
+    header = (
+        "# probinfer bench\n\n"
+        f"Machine: {machine['cpu']} ({machine['cores']} cores, load average "
+        f"{machine['load_average'][0]}), backend {machine['backend']}, jax {machine['jax']}, "
+        f"probinfer {machine['probinfer']} at commit {machine['commit']}, {machine['date']}."
+        "\n\n" + (mcmc_header if has_mcmc else "") + (smc_header if has_smc else "")
+    )
     (out / "bench.md").write_text(header + markdown_table(rows) + "\n")
-    plot(rows, out / "bench.png")
+    if has_mcmc:
+        plot(rows, out / "bench.png")
     return rows

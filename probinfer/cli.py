@@ -48,7 +48,8 @@ def _bench(arguments: argparse.Namespace, console: Console) -> int:
         echo=lambda line: console.print(line, soft_wrap=True),
     )
     console.print(markdown_table(rows), markup=False, soft_wrap=True)
-    console.print(f"wrote {arguments.out}/bench.json, bench.md, bench.png")
+    written = ", ".join(path.name for path in sorted(Path(arguments.out).glob("bench.*")))
+    console.print(f"wrote {written} in {arguments.out}")
     failed = [f"{r['model']}/{r['method']}" for r in rows if not r["passed"]]
     if failed:
         console.print(f"[yellow]not within tolerance of the reference: {failed}")
