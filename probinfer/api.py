@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from probinfer import mcmc
+from probinfer._validation import check_count
 from probinfer.driver import DriveStatus
 from probinfer.mcmc._algorithm import check_step_size
 from probinfer.model import LogDensity, prepare
@@ -89,12 +90,6 @@ def _split_keywords(
                 f"setting of method '{method}' (settings: {sorted(setting_names)})."
             )
     return model_kwargs, settings
-
-
-def _check_count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 def _check_init_positions(spec: Any, init_positions: Any, num_chains: int) -> Any:
@@ -196,10 +191,10 @@ def sample(
         raise ValueError(
             f"unknown method {method!r}; `pi.sample` supports {sorted(mcmc.ALGORITHMS)} and 'smc'."
         )
-    seed = _check_count("seed", seed, 0)
-    chains = _check_count("chains", chains, 1)
-    warmup = _check_count("warmup", warmup, 0)
-    draws = _check_count("draws", draws, 1)
+    seed = check_count("seed", seed, 0)
+    chains = check_count("chains", chains, 1)
+    warmup = check_count("warmup", warmup, 0)
+    draws = check_count("draws", draws, 1)
     algorithm = mcmc.ALGORITHMS[method]
     model_kwargs, settings = _split_keywords(
         model, method, set(algorithm.options) | set(SAMPLER_SETTINGS), kwargs
@@ -231,7 +226,7 @@ def sample(
         target_acceptance=settings.get("target_acceptance"),
         initial_step_size=None if step_size is None else float(step_size),
         chain_method=chain_method,
-        chunk_size=_check_count("chunk_size", chunk_size, 1),
+        chunk_size=check_count("chunk_size", chunk_size, 1),
     )
     mcmc.window_adaptation(
         algorithm, lambda x: x, **dict(config.options), target_acceptance=config.target_acceptance
@@ -396,7 +391,7 @@ def _evidence_by_smc(
     defaults: dict[str, Any] | None = None,
 ) -> EvidenceResult:
     """SMC for ``pi.evidence`` and ``pi.sample(method="smc")`` (one code path)."""
-    seed = _check_count("seed", seed, 0)
+    seed = check_count("seed", seed, 0)
     # Keywords go to the model first (a model may take `move` or `kernel` itself); the
     # settings are SMC's and every move's options, checked against the chosen move below.
     move_options = {name for algorithm in MOVE_ALGORITHMS.values() for name in algorithm.options}
@@ -419,20 +414,20 @@ def _evidence_by_smc(
     config = SMCConfig(
         move=move,
         options=tuple(sorted(options.items())),
-        num_particles=_check_count("particles", settings["particles"], 2),
-        num_replicas=_check_count("replicas", settings["replicas"], 1 if caller == "sample" else 2),
-        num_mcmc_steps=_check_count("num_mcmc_steps", settings["num_mcmc_steps"], 1),
-        chain_length=_check_count("chain_length", settings["chain_length"], 1),
+        num_particles=check_count("particles", settings["particles"], 2),
+        num_replicas=check_count("replicas", settings["replicas"], 1 if caller == "sample" else 2),
+        num_mcmc_steps=check_count("num_mcmc_steps", settings["num_mcmc_steps"], 1),
+        chain_length=check_count("chain_length", settings["chain_length"], 1),
         target_ess=float(settings["target_ess"]),
         resampling=str(settings["resampling"]),
         resample_threshold=float(settings["resample_threshold"]),
         is_mass_matrix_dense=settings["is_mass_matrix_dense"],
         step_size=None if step_size is None else float(step_size),
-        chunk_size=_check_count("chunk_size", settings["chunk_size"], 1),
+        chunk_size=check_count("chunk_size", settings["chunk_size"], 1),
     )
     spec, data = prepare(model, args, model_kwargs)
     check_settings(spec, config, data)
-    max_steps = _check_count("max_steps", settings["max_steps"], 1)
+    max_steps = check_count("max_steps", settings["max_steps"], 1)
     result = run_smc(
         spec,
         data,

@@ -31,13 +31,14 @@ class DriveProgress(NamedTuple):
         state: the loop state (host arrays, same structure as the drive's state).
         step: steps done.
         seconds: run time so far, compilation excluded.
-        is_finished: the drive ended (its step count reached, or its stop condition met).
+
+    Whether the drive had ended is not stored: the driver derives it from the step and the
+    stop condition, so a run resumed with a larger step limit goes on.
     """
 
     state: PyTree
     step: int
     seconds: float
-    is_finished: bool
 
 
 def _describe_value(value: Any, depth: int) -> str:
@@ -155,7 +156,6 @@ def save_progress(folder: Path, run_fingerprint: str, progress: DriveProgress) -
         fingerprint=np.asarray(run_fingerprint),
         step=np.asarray(progress.step),
         seconds=np.asarray(progress.seconds),
-        is_finished=np.asarray(progress.is_finished),
     )
     _atomic_savez(folder / "progress.npz", arrays)
 
@@ -189,7 +189,6 @@ def load_progress(folder: Path, run_fingerprint: str, state_like: PyTree) -> Dri
             state=jax.tree.unflatten(treedef, leaves),
             step=int(saved["step"]),
             seconds=float(saved["seconds"]),
-            is_finished=bool(saved["is_finished"]),
         )
 
 

@@ -114,23 +114,18 @@ def check_settings(spec: Any, config: SMCConfig, data: PyTree) -> None:
         config: the settings.
         data: the target's data.
 
+    Counts and the move's name are checked where they are read (``pi.evidence``); the
+    sampler checks its own settings, and the particle count against ``chain_length``
+    when it starts.
+
     Raises:
         ValueError: for settings the sampler rejects, or a target without a prior and
             likelihood split.
     """
-    if config.num_particles < 2:
-        raise ValueError(f"`particles` must be >= 2, got {config.num_particles}.")
     if config.resampling not in smc.RESAMPLING:
         raise ValueError(
             f"`resampling` must be one of {sorted(smc.RESAMPLING)}, got {config.resampling!r}."
         )
-    if config.num_particles % config.chain_length:
-        raise ValueError(
-            f"waste-free SMC runs particles / chain_length chains: `chain_length` "
-            f"({config.chain_length}) must divide `particles` ({config.num_particles})."
-        )
-    if config.move not in MOVE_ALGORITHMS:
-        raise ValueError(f"`move` must be one of {sorted(MOVE_ALGORITHMS)}, got {config.move!r}.")
     _sampler(spec, config, data)
 
 

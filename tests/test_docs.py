@@ -25,6 +25,12 @@ DOCTEST_MODULES = [
 ]
 
 
+def python_blocks(name: str) -> list[str]:
+    """The python code blocks of a markdown file (README.md or docs/NAME)."""
+    path = ROOT / name if name == "README.md" else ROOT / "docs" / name
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.DOTALL)
+
+
 @pytest.mark.parametrize("module_name", DOCTEST_MODULES)
 def test_docstring_examples_run(module_name):
     module = importlib.import_module(module_name)
@@ -48,8 +54,7 @@ def test_every_public_symbol_is_documented():
 
 
 def test_readme_example_runs():
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    blocks = python_blocks("README.md")
     assert blocks, "README has no python example"
     code = blocks[0].replace("seed=0)", "seed=0, warmup=100, draws=100, progress=False)")
     namespace: dict = {}
@@ -58,7 +63,7 @@ def test_readme_example_runs():
 
 
 def test_readme_nngp_example_runs():
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    blocks = python_blocks("README.md")
     namespace: dict = {}
     exec(compile(blocks[2], "README.md", "exec"), namespace)
     assert namespace["predictive"].mean.shape == (2,)
@@ -66,8 +71,7 @@ def test_readme_nngp_example_runs():
 
 def test_nngp_guide_examples_run():
     """Every python block of docs/nngp.md runs (the NUTS one at a tiny budget)."""
-    text = (ROOT / "docs" / "nngp.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    blocks = python_blocks("nngp.md")
     assert len(blocks) == 3
     namespace: dict = {}
     for block in blocks:
@@ -80,8 +84,7 @@ def test_nngp_guide_examples_run():
 def test_pfn_guide_examples_run(tmp_path, monkeypatch):
     """Both python blocks of docs/pfn.md run (the pretrained model ships with the package)."""
     monkeypatch.chdir(tmp_path)
-    text = (ROOT / "docs" / "pfn.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    blocks = python_blocks("pfn.md")
     assert len(blocks) == 2
     namespace: dict = {}
     for block in blocks:
@@ -109,9 +112,7 @@ def test_user_guide_log_density_examples_run():
 
 def test_driver_guide_example_runs():
     """The first python block of docs/driver.md runs (the multi-host one needs a cluster)."""
-    blocks = re.findall(
-        r"```python\n(.*?)```", (ROOT / "docs" / "driver.md").read_text(), re.DOTALL
-    )
+    blocks = python_blocks("driver.md")
     namespace: dict = {}
     exec(compile(blocks[0], "docs/driver.md", "exec"), namespace)
     assert namespace["result"].records.shape == (50,)
@@ -119,8 +120,7 @@ def test_driver_guide_example_runs():
 
 def test_smc_guide_examples_run():
     """The python blocks of docs/smc.md run (at a small size)."""
-    text = (ROOT / "docs" / "smc.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
+    blocks = python_blocks("smc.md")
     assert len(blocks) == 3
     namespace: dict = {}
     for block in blocks:

@@ -122,7 +122,7 @@ def test_split_target_terms_and_unsplit_refusal():
     np.testing.assert_allclose(bound.logdensity_fn(jnp.asarray(1.0)), -2.125)
     unsplit = pi.LogDensity(lambda x: -0.5 * x**2, jnp.zeros(()))
     with pytest.raises(ValueError, match="logprior_fn=.*loglikelihood_fn="):
-        unsplit.bind(()).target  # noqa: B018
+        _ = unsplit.bind(()).target
 
 
 @pytest.mark.parametrize(

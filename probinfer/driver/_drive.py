@@ -42,6 +42,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jaxtyping import Array, PRNGKeyArray
 
+from probinfer._validation import check_count
 from probinfer.checkpoint import (
     DriveProgress,
     fingerprint,
@@ -193,12 +194,6 @@ def population_sharding(mesh: jax.sharding.Mesh, tree: PyTree, population_size: 
     return jax.tree.map(sharding, tree)
 
 
-def _check_count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
-    return int(value)
-
-
 def _leading_size(tree: PyTree) -> int:
     sizes = {jnp.shape(leaf)[0] for leaf in jax.tree.leaves(tree) if jnp.ndim(leaf) > 0}
     if len(sizes) != 1:
@@ -296,12 +291,12 @@ def drive(
             )
     if member_map is not None and member_map not in MEMBER_MAPS:
         raise ValueError(f"`member_map` must be one of {MEMBER_MAPS} or None, got {member_map!r}.")
-    total = _check_count(
+    total = check_count(
         "num_steps" if num_steps is not None else "max_steps",
         num_steps if num_steps is not None else max_steps,
         0,
     )
-    chunk_size = _check_count("chunk_size", chunk_size, 1)
+    chunk_size = check_count("chunk_size", chunk_size, 1)
     watch = CompileWatch() if watch is None else watch
     program = _ChunkProgram(step_fn, is_done_fn, chunk_size, member_map)
     keys = key
@@ -345,7 +340,7 @@ def drive(
 
     step_axis = 0 if member_map is None else 1
     host_chunks: list[PyTree] = []
-    first_step = _check_count("first_step", first_step, 0)
+    first_step = check_count("first_step", first_step, 0)
     done, seconds, is_finished, is_done = first_step, 0.0, first_step >= total, False
     folder = None if checkpoint is None else Path(checkpoint)
     full_fingerprint = fingerprint(
@@ -405,7 +400,7 @@ def drive(
                 save_progress(
                     folder,
                     full_fingerprint,
-                    DriveProgress(chunk_state, chunk_end, seconds + elapsed, is_finished),
+                    DriveProgress(chunk_state, chunk_end, seconds + elapsed),
                 )
             if after_chunk_fn is not None:
                 after_chunk_fn(chunk_state, chunk_end)

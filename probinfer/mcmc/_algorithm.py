@@ -70,6 +70,13 @@ class Algorithm:
         return f"probinfer.mcmc.{self.name}"
 
     @property
+    def is_metric_tuned(self) -> bool:
+        """Whether its parameters are a step size and a metric over a density's support
+        (what adaptation, SMC moves and constrained moves set); elliptical slice's are a
+        Gaussian factor instead."""
+        return all(name in self.params_type._fields for name in TUNED_PARAMETERS)
+
+    @property
     def parameter_options(self) -> tuple[str, ...]:
         """Parameter fields a user may set as options (all but the tuned ones)."""
         return tuple(f for f in self.params_type._fields if f not in TUNED_PARAMETERS)

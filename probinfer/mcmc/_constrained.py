@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
+from probinfer._validation import check_count
 from probinfer.mcmc._algorithm import Algorithm
 from probinfer.model._target import AuxLogDensity, Target
 
@@ -123,9 +124,8 @@ def constrained(
         >>> bool(state.loglikelihood > -1.0)
         True
     """
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"`num_steps` must be an int >= 1, got {num_steps!r}.")
-    if algorithm.target_acceptance is None and algorithm.name != "slice":
+    num_steps = check_count("num_steps", num_steps, 1)
+    if not algorithm.is_metric_tuned:
         raise ValueError(
             f"`{algorithm.name}` samples a Gaussian factor times a likelihood, not a density "
             "restricted to a contour; use rwm, slice_sampler, mala, hmc or nuts."

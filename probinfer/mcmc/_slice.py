@@ -31,6 +31,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
+from probinfer._validation import check_count
 from probinfer.mcmc._algorithm import Algorithm, RawKernel
 from probinfer.mcmc._base import LogDensityFn, MetricParams, TransitionInfo
 from probinfer.mcmc._metric import euclidean_metric
@@ -59,12 +60,8 @@ def build_kernel(
     Raises:
         ValueError: for a budget that is not a positive int.
     """
-    for name, value in (
-        ("max_num_steps_out", max_num_steps_out),
-        ("max_num_shrinks", max_num_shrinks),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"`{name}` must be a positive int, got {value!r}.")
+    max_num_steps_out = check_count("max_num_steps_out", max_num_steps_out, 1)
+    max_num_shrinks = check_count("max_num_shrinks", max_num_shrinks, 1)
 
     def kernel(
         key: PRNGKeyArray,

@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
-from probinfer.smc._weights import ess, normalize
+from probinfer._validation import check_count
+from probinfer.smc._weights import ess, normalize, zero_invalid
 from probinfer.smc.resampling import systematic
 
 PyTree = Any
@@ -85,11 +86,6 @@ class FilterResult(NamedTuple):
     num_nonfinite: Array
 
 
-def _clean(log_weights: Array) -> tuple[Array, Array]:
-    is_invalid = jnp.isnan(log_weights) | (log_weights == jnp.inf)
-    return jnp.where(is_invalid, -jnp.inf, log_weights), jnp.sum(is_invalid.astype(jnp.int32))
-
-
 def _reweight(log_weights: Array) -> tuple[Array, Array]:
     """Normalised log weights and the log of their sum; when every weight is zero the sum
     is ``-inf`` (a likelihood estimate of 0) and the weights stay uniform, not NaN."""
@@ -139,9 +135,7 @@ def particle_filter(
         >>> result.particles.shape
         (3, 500)
     """
-    is_count = isinstance(num_particles, int) and not isinstance(num_particles, bool)
-    if not is_count or num_particles < 2:
-        raise ValueError(f"`num_particles` must be an int >= 2, got {num_particles!r}.")
+    num_particles = check_count("num_particles", num_particles, 2)
     if not 0.0 < resample_threshold <= 1.0:
         raise ValueError(
             f"`resample_threshold` must be in (0, 1], got {resample_threshold}; 0.5 is usual."
@@ -163,7 +157,7 @@ def particle_filter(
         log_w = jax.vmap(lambda x: model.observation_logdensity_fn(first, x, zero, theta))(
             particles
         )
-        log_w, num_nonfinite = _clean(log_w)
+        log_w, num_nonfinite = zero_invalid(log_w)
         log_weights, log_sum = _reweight(log_w)
         initial = (particles, log_weights, log_sum - jnp.log(num), num_nonfinite)
         record0 = (particles, log_weights, jnp.arange(num), ess(log_weights))
@@ -200,7 +194,7 @@ def particle_filter(
                     )
 
                 log_increments = jax.vmap(increment)(new, previous)
-            log_increments, bad = _clean(log_increments)
+            log_increments, bad = zero_invalid(log_increments)
             log_weights, log_increment = _reweight(log_weights + log_increments)
             carry = (new, log_weights, loglikelihood + log_increment, num_nonfinite + bad)
             return carry, (new, log_weights, ancestors, ess(log_weights))

@@ -38,13 +38,12 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
+from probinfer._validation import check_count
 from probinfer.mcmc._algorithm import Algorithm
-from probinfer.mcmc._base import MetricParams
-from probinfer.mcmc._hmc import HMCParams
 from probinfer.mcmc._window_adaptation import DENSE_MASS_MATRIX_MAX_DIM
 from probinfer.model._target import Target
 from probinfer.smc._tempering import NextTemperatureFn, adaptive_tempering, tempered_increments
-from probinfer.smc._weights import ess, normalize
+from probinfer.smc._weights import ess, normalize, zero_invalid
 from probinfer.smc.resampling import systematic
 
 PyTree = Any
@@ -112,12 +111,6 @@ class TemperedSMC(NamedTuple):
 
     init: Callable[[PyTree], TemperedSMCState]
     step: Callable[[PRNGKeyArray, TemperedSMCState], tuple[TemperedSMCState, TemperedSMCInfo]]
-
-
-def _clean(loglikelihood: Array) -> tuple[Array, Array]:
-    """NaN and +inf log likelihoods as -inf, and how many there were."""
-    is_invalid = jnp.isnan(loglikelihood) | (loglikelihood == jnp.inf)
-    return jnp.where(is_invalid, -jnp.inf, loglikelihood), jnp.sum(is_invalid.astype(jnp.int32))
 
 
 def _particle_covariance(flat: Array, log_weights: Array, is_dense: bool) -> Array:
@@ -221,19 +214,13 @@ def tempered_smc(
         >>> abs(float(state.log_z) - float(-jnp.log(4 * jnp.pi) - 0.5)) < 0.1   # exact: N(1; 0, 2I)
         True
     """
-    if (
-        isinstance(num_mcmc_steps, bool)
-        or not isinstance(num_mcmc_steps, int)
-        or num_mcmc_steps < 1
-    ):
-        raise ValueError(f"`num_mcmc_steps` must be an int >= 1, got {num_mcmc_steps!r}.")
-    if isinstance(chain_length, bool) or not isinstance(chain_length, int) or chain_length < 1:
-        raise ValueError(f"`chain_length` must be an int >= 1, got {chain_length!r}.")
+    num_mcmc_steps = check_count("num_mcmc_steps", num_mcmc_steps, 1)
+    chain_length = check_count("chain_length", chain_length, 1)
     if not 0.0 < resample_threshold <= 1.0:
         raise ValueError(
             f"`resample_threshold` must be in (0, 1], got {resample_threshold}; 0.5 is usual."
         )
-    if algorithm.params_type not in (MetricParams, HMCParams):
+    if not algorithm.is_metric_tuned:
         raise ValueError(
             f"`{algorithm.name}` cannot move SMC particles (it is not tuned by a step size and "
             "a metric); use rwm, mala, hmc, nuts or slice_sampler."
@@ -271,7 +258,7 @@ def tempered_smc(
     ) -> tuple[TemperedSMCState, TemperedSMCInfo]:
         key_resample, key_move = jax.random.split(key)
         num = state.log_weights.shape[0]
-        loglikelihood, num_nonfinite = _clean(state.loglikelihood)
+        loglikelihood, num_nonfinite = zero_invalid(state.loglikelihood)
         state = state._replace(loglikelihood=loglikelihood)
         beta = state.inverse_temperature
         next_beta = schedule(state)

@@ -20,6 +20,20 @@ def normalize(log_weights: Float[Array, " n"]) -> tuple[Float[Array, " n"], Arra
     return log_weights - log_sum, log_sum
 
 
+def zero_invalid(log_values: Float[Array, " n"]) -> tuple[Float[Array, " n"], Array]:
+    """NaN and ``+inf`` log weights (or likelihoods) as ``-inf`` (zero), and their count.
+
+    Args:
+        log_values: log weights or log likelihoods ``(N,)``.
+
+    Returns:
+        ``(cleaned, number replaced)``: counted, so no NaN is dropped silently.
+    """
+    is_invalid = jnp.isnan(log_values) | (log_values == jnp.inf)
+    cleaned = jnp.where(is_invalid, -jnp.inf, log_values)
+    return cleaned, jnp.sum(is_invalid.astype(jnp.int32))
+
+
 def ess(log_weights: Float[Array, " n"]) -> Array:
     """Effective sample size ``(sum w)^2 / sum w^2`` of (unnormalised) log weights.
 
