@@ -19,6 +19,7 @@ from models import (
     eight_schools_noncentered,
     gaussian_correlated_100d,
     gaussian_iid,
+    gaussian_mixture_2d,
     lgssm,
     linear_regression,
     logistic_regression,
@@ -46,6 +47,7 @@ ZOO: dict[str, ModuleType] = {
     "neals_funnel": neals_funnel,
     "eight_schools_noncentered": eight_schools_noncentered,
     "lgssm": lgssm,
+    "gaussian_mixture_2d": gaussian_mixture_2d,
     "logistic_regression": logistic_regression,
 }
 

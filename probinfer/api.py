@@ -287,6 +287,7 @@ SMC_DEFAULTS: dict[str, Any] = {
     "replicas": 8,
     "move": "mala",
     "num_mcmc_steps": 10,
+    "adapt_num_mcmc_steps": False,
     "chain_length": 1,
     "target_ess": 0.5,
     "resampling": "systematic",
@@ -308,6 +309,8 @@ class EvidenceResult(NamedTuple):
         idata: ``InferenceData`` with equally weighted posterior draws, ``(replica,
             particle, ...)`` as ``(chain, draw, ...)``, and the estimates in ``attrs``.
         inverse_temperatures: for SMC, each replica's tempering ladder.
+        num_mcmc_steps: for SMC, each replica's move transitions (per chain) at each step
+            of its ladder.
     """
 
     log_z: float
@@ -315,6 +318,7 @@ class EvidenceResult(NamedTuple):
     num_likelihood_evals: int
     idata: az.InferenceData
     inverse_temperatures: list[np.ndarray]
+    num_mcmc_steps: list[np.ndarray]
 
 
 def evidence(
@@ -346,7 +350,9 @@ def evidence(
         **kwargs: keywords the model accepts go to the model; the rest are settings:
             ``particles`` (500), ``replicas`` (8, >= 2), ``move`` (the MCMC kernel that
             moves the particles: "mala", the default, "rwm", "hmc", "nuts" or "slice"),
-            ``num_mcmc_steps`` (10), ``chain_length``
+            ``num_mcmc_steps`` (10), ``adapt_num_mcmc_steps`` (False; True: each step
+            moves until the particles stop mixing, at most ``num_mcmc_steps``
+            transitions), ``chain_length``
             (1; ``P > 1``: waste-free SMC with ``particles / P`` chains of ``P`` kept
             states, ``num_mcmc_steps`` transitions apart), ``target_ess``
             (0.5), ``resampling`` ("systematic"), ``resample_threshold`` (0.5),
@@ -417,6 +423,7 @@ def _evidence_by_smc(
         num_particles=check_count("particles", settings["particles"], 2),
         num_replicas=check_count("replicas", settings["replicas"], 1 if caller == "sample" else 2),
         num_mcmc_steps=check_count("num_mcmc_steps", settings["num_mcmc_steps"], 1),
+        adapt_num_mcmc_steps=bool(settings["adapt_num_mcmc_steps"]),
         chain_length=check_count("chain_length", settings["chain_length"], 1),
         target_ess=float(settings["target_ess"]),
         resampling=str(settings["resampling"]),
@@ -472,4 +479,5 @@ def _evidence_by_smc(
         num_likelihood_evals=result.num_likelihood_evals,
         idata=idata,
         inverse_temperatures=result.inverse_temperatures,
+        num_mcmc_steps=result.num_mcmc_steps,
     )

@@ -36,7 +36,9 @@ class SMCConfig(NamedTuple):
         options: sorted ``(name, value)`` pairs of the algorithm's options.
         num_particles: particles per replica.
         num_replicas: independent replicas.
-        num_mcmc_steps: move transitions per particle per tempering step.
+        num_mcmc_steps: move transitions per particle per tempering step (the most, when
+            adapted).
+        adapt_num_mcmc_steps: stop each step's moves once the particles stop mixing.
         chain_length: 1, or the waste-free chain length ``P``.
         target_ess: adaptive tempering's conditional-ESS fraction.
         resampling: a name in :data:`probinfer.smc.RESAMPLING`.
@@ -51,6 +53,7 @@ class SMCConfig(NamedTuple):
     num_particles: int
     num_replicas: int
     num_mcmc_steps: int
+    adapt_num_mcmc_steps: bool
     chain_length: int
     target_ess: float
     resampling: str
@@ -70,6 +73,7 @@ class SMCResult(NamedTuple):
         log_z_err: its standard error (delta method on the mean of ``Z_k``).
         replica_log_z: ``(replicas,)`` each replica's estimate.
         inverse_temperatures: per replica, its ladder ``(steps,)`` (0 excluded).
+        num_mcmc_steps: per replica, the move transitions per chain at each of its steps.
         num_likelihood_evals: target evaluations, all particles and replicas.
         num_nonfinite: NaN or ``+inf`` log likelihoods met (weighted as zero).
         num_collapsed: replicas whose every particle had zero likelihood at some step.
@@ -83,6 +87,7 @@ class SMCResult(NamedTuple):
     log_z_err: float
     replica_log_z: np.ndarray
     inverse_temperatures: list[np.ndarray]
+    num_mcmc_steps: list[np.ndarray]
     num_likelihood_evals: int
     num_nonfinite: int
     num_collapsed: int
@@ -96,6 +101,7 @@ def _sampler(spec: Any, config: SMCConfig, data: PyTree) -> smc.TemperedSMC:
         spec.bind(data).target,
         MOVE_ALGORITHMS[config.move],
         num_mcmc_steps=config.num_mcmc_steps,
+        adapt_num_mcmc_steps=config.adapt_num_mcmc_steps,
         chain_length=config.chain_length,
         schedule=smc.adaptive_tempering(config.target_ess),
         resampling=smc.RESAMPLING[config.resampling],
@@ -263,11 +269,13 @@ def run_smc(
         combine_log_z(replica_log_z) if num_replicas > 1 else (float(replica_log_z[0]), np.nan)
     )
     betas = np.asarray(records.inverse_temperature)  # (steps, replicas)
-    ladders = []
+    mcmc_steps = np.asarray(records.num_mcmc_steps)
+    ladders, steps = [], []
     for replica in range(num_replicas):
         ladder = betas[:, replica]
         last = int(np.argmax(ladder >= 1.0)) if np.any(ladder >= 1.0) else ladder.size - 1
         ladders.append(ladder[: last + 1])
+        steps.append(mcmc_steps[: last + 1, replica])
     # Prior draws cost one likelihood evaluation per particle.
     num_evals = int(np.sum(records.num_evals)) + num_replicas * num_particles
     num_nonfinite = int(np.sum(records.num_nonfinite))
@@ -286,6 +294,7 @@ def run_smc(
         log_z_err=log_z_err,
         replica_log_z=replica_log_z,
         inverse_temperatures=ladders,
+        num_mcmc_steps=steps,
         num_likelihood_evals=num_evals,
         num_nonfinite=num_nonfinite,
         num_collapsed=num_collapsed,

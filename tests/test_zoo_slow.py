@@ -3,7 +3,9 @@
 Every coordinate of every reference site: the mean (z = 4, ESS >= 400 first) and, for the
 exact references, the variance via squared deviations from the reference mean. The
 centered funnel is left out: NUTS cannot reach its neck (a known limitation, reported by
-`probinfer bench`), and sd(x) there is not z-testable (kurtosis ~3e9).
+`probinfer bench`), and sd(x) there is not z-testable (kurtosis ~3e9). So is the bimodal
+gaussian_mixture_2d: its modes are 15 sd apart and a chain stays in the mode it starts in
+(tempered SMC is checked on it in test_smc.py).
 """
 
 import numpy as np
@@ -13,7 +15,7 @@ from _stats import assert_checks, check_expectation, failures
 import models
 import probinfer as pi
 
-MODELS = [name for name in models.names() if name != "neals_funnel"]
+MODELS = [name for name in models.names() if name not in ("neals_funnel", "gaussian_mixture_2d")]
 
 
 def zoo_checks(name: str, shift_in_sd: float = 0.0) -> list:

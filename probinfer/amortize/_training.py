@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import equinox as eqx
 import jax
@@ -212,21 +211,30 @@ def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> Trai
     return TrainState(model, opt_state, jax.random.key_data(key), state.step)
 
 
-def _step_fn(
-    prior: AbstractDatasetPrior, config: TrainingConfig, static: PFN
-) -> Callable[[PRNGKeyArray, tuple, Array, tuple], tuple[tuple, Array]]:
-    """One optimiser step on ``(trainable params, optimiser state)``; records the loss."""
-    optimizer = make_optimizer(config)
+class _TrainStep(NamedTuple):
+    """One optimiser step on ``(trainable params, optimiser state)``; records the loss.
 
-    def step(key: PRNGKeyArray, state: tuple, step_index: Array, shared: tuple) -> tuple:
+    Hashable (the settings and the non-array parts of the prior and of the frozen model),
+    so that the driver compiles it once per architecture and prior structure: the arrays
+    (prior parameters, bucket borders) arrive in ``shared``.
+    """
+
+    config: TrainingConfig
+    prior_structure: AbstractDatasetPrior
+    frozen_structure: PFN
+
+    def __call__(
+        self, key: PRNGKeyArray, state: tuple, step_index: Array, shared: tuple
+    ) -> tuple[tuple, Array]:
         params, opt_state = state
+        prior_arrays, frozen_arrays = shared
+        prior = eqx.combine(prior_arrays, self.prior_structure)
+        frozen = eqx.combine(frozen_arrays, self.frozen_structure)
         loss, grads = jax.value_and_grad(
-            lambda p: batch_loss(eqx.combine(p, static), key, prior, config)
+            lambda p: batch_loss(eqx.combine(p, frozen), key, prior, self.config)
         )(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+        updates, opt_state = make_optimizer(self.config).update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
-
-    return step
 
 
 def save_checkpoint(
@@ -321,10 +329,13 @@ def train(
 
     # The driver's step t uses fold_in(base_key, t): the stream this module always used.
     with progress_bar(progress, config.num_steps, "PFN training") as bar:
+        prior_arrays, prior_structure = eqx.partition(prior, eqx.is_array)
+        frozen_arrays, frozen_structure = eqx.partition(static, eqx.is_array)
         result = drive(
-            _step_fn(prior, config, static),
+            _TrainStep(config, prior_structure, frozen_structure),
             (params, state.opt_state),
             base_key,
+            shared=(prior_arrays, frozen_arrays),
             num_steps=max(end, int(state.step)),
             first_step=int(state.step),
             chunk_size=config.steps_per_chunk,

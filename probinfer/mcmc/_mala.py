@@ -41,16 +41,16 @@ def build_kernel() -> RawKernel:
         def drift(x: Array, g: Array) -> Array:
             return x + 0.5 * step_size**2 * metric.velocity(g)
 
-        def log_transition(to: Array, frm: Array, grad_frm: Array) -> Array:
-            # log q(to | frm) up to a constant shared by both directions.
-            return -0.5 * metric.mahalanobis(to - drift(frm, grad_frm)) / step_size**2
-
         noise = jax.random.normal(key_proposal, flat.shape, flat.dtype)
         proposal_flat = drift(flat, grad) + step_size * metric.scale(noise)
         proposal = init_gradient_state(unravel(proposal_flat), logdensity_fn)
         proposal_grad, _ = ravel_pytree(proposal.logdensity_grad)
-        log_forward = log_transition(proposal_flat, flat, grad)
-        log_backward = log_transition(flat, proposal_flat, proposal_grad)
+        # log q(proposal | current) and log q(current | proposal), up to a shared constant,
+        # from one stacked Mahalanobis norm (one triangular solve for a dense metric).
+        displacements = jnp.stack(
+            [proposal_flat - drift(flat, grad), flat - drift(proposal_flat, proposal_grad)]
+        )
+        log_forward, log_backward = -0.5 * metric.mahalanobis(displacements) / step_size**2
         log_accept, is_nonfinite = safe_log_ratio(
             proposal.logdensity + log_backward, state.logdensity + log_forward
         )

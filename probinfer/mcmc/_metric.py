@@ -24,7 +24,8 @@ class Metric(NamedTuple):
         scale: ``z -> L z`` with ``L L^T = M^{-1}``: turns standard normal noise into
             noise with covariance ``M^{-1}`` (the random-walk and Langevin proposals).
         mahalanobis: ``r -> r^T M r``, the squared norm of a displacement under the
-            covariance ``M^{-1}`` (the Langevin proposal density).
+            covariance ``M^{-1}`` (the Langevin proposal density); ``r`` may also be a
+            stack ``(k, dim)`` of displacements, giving ``(k,)`` norms from one solve.
     """
 
     sample_momentum: Callable[[PRNGKeyArray], Array]
@@ -95,7 +96,7 @@ def euclidean_metric(
             return sqrt_inverse_mass * noise
 
         def mahalanobis(displacement: Array) -> Array:
-            return jnp.sum(displacement**2 / inverse_mass_matrix)
+            return jnp.sum(displacement**2 / inverse_mass_matrix, axis=-1)
 
     elif jnp.ndim(inverse_mass_matrix) == 2:
         # M^{-1} = L L^T, so M = L^{-T} L^{-1} and p = L^{-T} z has covariance M.
@@ -112,8 +113,10 @@ def euclidean_metric(
             return cholesky @ noise
 
         def mahalanobis(displacement: Array) -> Array:
-            whitened = jsl.solve_triangular(cholesky, displacement, lower=True)
-            return jnp.sum(whitened**2)
+            # One triangular solve for a whole stack: XLA:CPU (jax 0.10) can deadlock when
+            # two independent triangular solves run concurrently inside a vmapped loop.
+            whitened = jsl.solve_triangular(cholesky, displacement.T, lower=True)
+            return jnp.sum(whitened**2, axis=0)
 
     else:
         raise ValueError(

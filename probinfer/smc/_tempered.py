@@ -13,6 +13,14 @@ to 1 (the posterior). One step:
    metric is the particles' covariance; its step size is adapted between steps towards the
    algorithm's target acceptance.
 
+Adaptive number of moves (``adapt_num_mcmc_steps=True``): each step runs transitions until
+the particles stop mixing further: the mean distance of the particles from where the step
+started, whitened by the particle covariance (a rejected transition adds nothing, so the
+distance is acceptance-weighted), grows by less than ``MIXING_TOLERANCE`` (10%) in one
+transition, with at least 2 and at most ``num_mcmc_steps`` transitions. This is the rule
+of Chopin's ``particles`` library (``AdaptiveMCMCSequence``); the count follows the difficulty
+of each tempered target instead of a fixed guess.
+
 Waste-free SMC (Dau & Chopin, 2022), ``chain_length = P > 1``: every step resamples only
 ``M = N / P`` ancestors and runs a chain of ``P`` kept states from each (``num_mcmc_steps``
 transitions between kept states), and all ``M P = N`` states form the next population: the
@@ -51,6 +59,9 @@ ResamplingFn = Callable[[PRNGKeyArray, Array, int], Array]
 # Step-size adaptation between SMC steps: log eps += RATE * (acceptance - target), clipped.
 STEP_SIZE_ADAPTATION_RATE = 1.0
 MIN_STEP_SIZE, MAX_STEP_SIZE = 1e-4, 10.0
+# Adaptive moves stop once one transition grows the mean whitened jump distance by less
+# than this fraction.
+MIXING_TOLERANCE = 0.1
 
 
 class TemperedSMCState(NamedTuple):
@@ -83,6 +94,7 @@ class TemperedSMCInfo(NamedTuple):
         is_resampled: whether the particles were resampled.
         acceptance_rate: mean acceptance of the moves (NaN once the system is finished).
         num_evals: target evaluations of the step, all particles together.
+        num_mcmc_steps: transitions per particle at this step (0 once finished).
         num_nonfinite: particles whose log likelihood was NaN or ``+inf`` at reweighting
             (at the first step: prior draws where the likelihood is undefined; a particle
             that stays there, not resampled away, is counted at every step).
@@ -96,6 +108,7 @@ class TemperedSMCInfo(NamedTuple):
     is_resampled: Array
     acceptance_rate: Array
     num_evals: Array
+    num_mcmc_steps: Array
     num_nonfinite: Array
     is_collapsed: Array
 
@@ -125,6 +138,15 @@ def _particle_covariance(flat: Array, log_weights: Array, is_dense: bool) -> Arr
     covariance = (weights * centered).T @ centered
     ridge = scale * jnp.maximum(jnp.trace(covariance) / flat.shape[1], scale)
     return covariance + ridge * jnp.eye(flat.shape[1], dtype=flat.dtype)
+
+
+def _whitener(covariance: Array) -> Callable[[Array], Array]:
+    """``flat (N, dim) -> (N, dim)`` in units of the covariance (dense or diagonal)."""
+    if covariance.ndim == 1:
+        scale = jnp.sqrt(covariance)
+        return lambda flat: flat / scale
+    cholesky = jnp.linalg.cholesky(covariance)
+    return lambda flat: jax.scipy.linalg.solve_triangular(cholesky, flat.T, lower=True).T
 
 
 def particles_count(particles: PyTree) -> int:
@@ -163,6 +185,7 @@ def tempered_smc(
     algorithm: Algorithm,
     *,
     num_mcmc_steps: int = 10,
+    adapt_num_mcmc_steps: bool = False,
     chain_length: int = 1,
     schedule: NextTemperatureFn | None = None,
     resampling: ResamplingFn = systematic,
@@ -216,6 +239,16 @@ def tempered_smc(
     """
     num_mcmc_steps = check_count("num_mcmc_steps", num_mcmc_steps, 1)
     chain_length = check_count("chain_length", chain_length, 1)
+    if adapt_num_mcmc_steps and chain_length > 1:
+        raise ValueError(
+            "`adapt_num_mcmc_steps` adapts standard moves; waste-free SMC (`chain_length > 1`) "
+            "keeps every state of its chains instead: use one or the other."
+        )
+    if adapt_num_mcmc_steps and num_mcmc_steps < 2:
+        raise ValueError(
+            "with `adapt_num_mcmc_steps`, `num_mcmc_steps` is the most transitions per step "
+            f"and must be at least 2, got {num_mcmc_steps}."
+        )
     if not 0.0 < resample_threshold <= 1.0:
         raise ValueError(
             f"`resample_threshold` must be in (0, 1], got {resample_threshold}; 0.5 is usual."
@@ -288,32 +321,20 @@ def tempered_smc(
         params = algorithm.make_params(state.step_size, covariance, **parameters)
         density = target.tempered_fn(next_beta)
 
-        def move(key: PRNGKeyArray, position: PyTree) -> tuple[PyTree, Array, Array, Array]:
-            """A chain of ``chain_length`` kept states, ``num_mcmc_steps`` transitions apart."""
-
-            def transition(mcmc_state: Any, key: PRNGKeyArray) -> tuple[Any, Any]:
-                return kernel(key, mcmc_state, density, params)
-
-            def kept_state(mcmc_state: Any, key: PRNGKeyArray) -> tuple[Any, tuple]:
-                keys = jax.random.split(key, num_mcmc_steps)
-                mcmc_state, infos = jax.lax.scan(transition, mcmc_state, keys)
-                kept = (mcmc_state.position, mcmc_state.aux)
-                return mcmc_state, (kept, infos.acceptance_rate, infos.num_grad_evals)
-
-            mcmc_state = algorithm.init(position, density)
-            keys = jax.random.split(key, chain_length)
-            _, (kept, acceptance, evals) = jax.lax.scan(kept_state, mcmc_state, keys)
-            return (*kept, jnp.mean(acceptance), jnp.sum(evals) + 1)
-
-        # Accepted points have a finite tempered density, so their log likelihoods (the
-        # kernel's aux) are never NaN; -inf ones (weight 0) are resampled away.
-        moved, loglikelihood, acceptance, evals = jax.vmap(move)(
-            jax.random.split(key_move, particles_count(particles)), particles
-        )
+        if adapt_num_mcmc_steps:
+            moved, loglikelihood, acceptance_rate, num_evals, num_steps = _adaptive_moves(
+                key_move, particles, algorithm, kernel, density, params, covariance,
+                num_mcmc_steps,
+            )
+        else:
+            moved, loglikelihood, acceptance_rate, num_evals = _fixed_moves(
+                key_move, particles, algorithm, kernel, density, params, num_mcmc_steps,
+                chain_length,
+            )
+            num_steps = jnp.asarray(num_mcmc_steps * chain_length)
         # (ancestors, chain_length, ...) -> (N, ...): every kept state is a particle.
         moved = jax.tree.map(lambda x: x.reshape(num, *x.shape[2:]), moved)
         loglikelihood = loglikelihood.reshape(num)
-        acceptance_rate = jnp.mean(acceptance)
         new_step_size = state.step_size
         if target_acceptance is not None:
             change = STEP_SIZE_ADAPTATION_RATE * (acceptance_rate - target_acceptance)
@@ -340,10 +361,106 @@ def tempered_smc(
             ess=jnp.where(is_finished, jnp.nan, ess_after),
             is_resampled=is_resampled & ~is_finished,
             acceptance_rate=jnp.where(is_finished, jnp.nan, acceptance_rate),
-            num_evals=jnp.where(is_finished, 0, jnp.sum(evals)),
+            num_evals=jnp.where(is_finished, 0, num_evals),
+            num_mcmc_steps=jnp.where(is_finished, 0, num_steps),
             num_nonfinite=jnp.where(is_finished, 0, num_nonfinite),
             is_collapsed=is_collapsed & ~is_finished,
         )
         return new_state, info
 
     return TemperedSMC(init, step)
+
+
+def _fixed_moves(
+    key: PRNGKeyArray,
+    particles: PyTree,
+    algorithm: Algorithm,
+    kernel: Callable,
+    density: Callable,
+    params: Any,
+    num_mcmc_steps: int,
+    chain_length: int,
+) -> tuple[PyTree, Array, Array, Array]:
+    """Every particle starts a chain of ``chain_length`` kept states, ``num_mcmc_steps``
+    transitions apart.
+
+    Returns:
+        ``(kept, loglikelihood, acceptance_rate, num_evals)``: positions with axes
+        ``(particles, chain_length, ...)``, their log likelihoods, the mean acceptance and
+        the target evaluations (one per particle for the kernel's initial state).
+    """
+
+    def chain(key: PRNGKeyArray, position: PyTree) -> tuple[PyTree, Array, Array, Array]:
+        def transition(mcmc_state: Any, key: PRNGKeyArray) -> tuple[Any, Any]:
+            return kernel(key, mcmc_state, density, params)
+
+        def kept_state(mcmc_state: Any, key: PRNGKeyArray) -> tuple[Any, tuple]:
+            keys = jax.random.split(key, num_mcmc_steps)
+            mcmc_state, infos = jax.lax.scan(transition, mcmc_state, keys)
+            kept = (mcmc_state.position, mcmc_state.aux)
+            return mcmc_state, (kept, infos.acceptance_rate, infos.num_grad_evals)
+
+        mcmc_state = algorithm.init(position, density)
+        keys = jax.random.split(key, chain_length)
+        _, (kept, acceptance, evals) = jax.lax.scan(kept_state, mcmc_state, keys)
+        return (*kept, jnp.mean(acceptance), jnp.sum(evals) + 1)
+
+    # Accepted points have a finite tempered density, so their log likelihoods (the
+    # kernel's aux) are never NaN; -inf ones (weight 0) are resampled away.
+    kept, loglikelihood, acceptance, evals = jax.vmap(chain)(
+        jax.random.split(key, particles_count(particles)), particles
+    )
+    return kept, loglikelihood, jnp.mean(acceptance), jnp.sum(evals)
+
+
+def _adaptive_moves(
+    key: PRNGKeyArray,
+    particles: PyTree,
+    algorithm: Algorithm,
+    kernel: Callable,
+    density: Callable,
+    params: Any,
+    covariance: Array,
+    max_steps: int,
+) -> tuple[PyTree, Array, Array, Array, Array]:
+    """Transitions of every particle until the whitened mean jump distance from the start
+    grows by less than :data:`MIXING_TOLERANCE` in one transition (2 to ``max_steps``).
+
+    Returns:
+        ``(moved, loglikelihood, acceptance_rate, num_evals, num_steps)``; positions with
+        axes ``(particles, 1, ...)`` like :func:`_fixed_moves`.
+    """
+    num = particles_count(particles)
+    whiten = _whitener(covariance)
+    flatten = jax.vmap(lambda position: ravel_pytree(position)[0])
+    start = whiten(flatten(particles))
+    states = jax.vmap(lambda position: algorithm.init(position, density))(particles)
+    zero = jnp.zeros((), start.dtype)
+
+    def keep_going(carry: tuple) -> Array:
+        _, _, count, previous, distance, _, _ = carry
+        is_mixing = jnp.abs(distance - previous) >= MIXING_TOLERANCE * previous
+        return (count < max_steps) & ((count < 2) | is_mixing)
+
+    def transition(carry: tuple) -> tuple:
+        key, states, count, _, distance, acceptance, evals = carry
+        key, key_step = jax.random.split(key)
+        states, infos = jax.vmap(kernel, in_axes=(0, 0, None, None))(
+            jax.random.split(key_step, num), states, density, params
+        )
+        jumps = whiten(flatten(states.position)) - start
+        new_distance = jnp.mean(jnp.linalg.norm(jumps, axis=1))
+        return (
+            key,
+            states,
+            count + 1,
+            distance,
+            new_distance,
+            acceptance + jnp.mean(infos.acceptance_rate),
+            evals + jnp.sum(infos.num_grad_evals),
+        )
+
+    carry = (key, states, jnp.zeros((), jnp.int32), zero, zero, zero, jnp.asarray(num))
+    _, states, count, _, _, acceptance, evals = jax.lax.while_loop(keep_going, transition, carry)
+    moved = jax.tree.map(lambda x: x[:, None], states.position)
+    return moved, states.aux[:, None], acceptance / count, evals, count
