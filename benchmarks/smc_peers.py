@@ -245,9 +245,7 @@ def blackjax_runner(problem: Problem, num: int, *, waste_free: bool) -> Callable
         mcmc_step_fn=step_fn,
         mcmc_init_fn=blackjax.additive_step_random_walk.init,
         resampling_fn=blackjax.smc.resampling.systematic,
-        mcmc_parameter_update_fn=lambda key, state, info: {
-            "chol": proposal_scale(state.particles)
-        },
+        mcmc_parameter_update_fn=lambda key, state, info: {"chol": proposal_scale(state.particles)},
         initial_parameter_value={"chol": jnp.zeros((1, problem.dim, problem.dim))},
         num_mcmc_steps=num_transitions,
         target_ess=0.5,
@@ -355,9 +353,7 @@ def make_runner(sampler: str, problem: Problem, num: int) -> Callable:
     if sampler == "probinfer":
         return probinfer_blocks_runner(problem, num, num_mcmc_steps=NUM_TRANSITIONS)
     if sampler == "probinfer_wf":
-        return probinfer_blocks_runner(
-            problem, num, num_mcmc_steps=1, chain_length=CHAIN_LENGTH
-        )
+        return probinfer_blocks_runner(problem, num, num_mcmc_steps=1, chain_length=CHAIN_LENGTH)
     if sampler == "probinfer_wf_budget":
         return probinfer_blocks_runner(
             problem, 3 * num, num_mcmc_steps=3, chain_length=CHAIN_LENGTH
@@ -467,7 +463,7 @@ def chart(
 
     fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 4.5), squeeze=False)
     for ax, (model_name, by_sampler) in zip(axes[0], runs.items(), strict=True):
-        for position, (sampler, sampler_runs) in enumerate(by_sampler.items()):
+        for position, sampler_runs in enumerate(by_sampler.values()):
             errors = [
                 run["log_z"] - truths[model_name]
                 for run in sampler_runs

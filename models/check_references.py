@@ -16,6 +16,8 @@ Neal's funnel is checked through NumPyro's ``LocScaleReparam`` (non-centered geo
 posterior over v and x), because centered NUTS cannot reach the neck; the centered run is
 printed too, for information. For eight schools, the quadrature is also checked for
 convergence: doubling the grid and widening the range must change nothing beyond 1e-10.
+The bimodal ``gaussian_mixture_2d`` is left out (NUTS chains stay in the mode they start in);
+its reference is checked against a 2-d grid quadrature in ``tests/test_zoo.py``.
 
 Exits with status 1 if any checked |z| exceeds ``MAX_Z``.
 """
@@ -166,7 +168,8 @@ def main() -> None:
     exact = [  # exact references carry no MCSE
         name
         for name, module in ZOO.items()
-        if module.reference.moments
+        if name != "gaussian_mixture_2d"
+        and module.reference.moments
         and all(site.mcse_mean is None for site in module.reference.moments.values())
     ]
     funnel_noncentered = reparam(neals_funnel.model, config={"x": LocScaleReparam(0)})

@@ -161,9 +161,9 @@ def gaussian_run(request):
     return pi.evidence(GAUSSIAN, data, seed=0, **SETTINGS, **MUTATIONS[request.param])
 
 
-def replica_check(values, truth, name):
-    """A replica-spread check: the mean of per-replica estimates, its SE from 8 replicas."""
-    return check_expectation(values[:, None], truth, name=name, z=Z_T, min_ess=0, iid=True)
+def replica_check(values, truth, name, z=Z_T):
+    """A replica-spread check: the mean of per-replica estimates, its SE from their spread."""
+    return check_expectation(values[:, None], truth, name=name, z=z, min_ess=0, iid=True)
 
 
 def test_gaussian_evidence_and_posterior(gaussian_run):
@@ -256,27 +256,36 @@ REGRESSION = pi.LogDensity(
 )
 
 
-@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+# 16 replicas of 500 particles: with 200 particles the adaptation's O(1/N) bias of log Z
+# was about 2.5 (standard) and 4 (waste-free, 20 ancestors) standard errors in 20-d.
+REGRESSION_SETTINGS = {"particles": 500, "replicas": 16, "move": "mala", "progress": False}
+REGRESSION_MUTATIONS = {"standard": {}, "waste-free": {"chain_length": 5, "num_mcmc_steps": 2}}
+Z_T16 = float(scipy.stats.t.ppf(1 - 3e-5, df=REGRESSION_SETTINGS["replicas"] - 1))
+
+
+@pytest.mark.parametrize("mutation", sorted(REGRESSION_MUTATIONS))
 def test_correlated_20d_regression_evidence_and_posterior(mutation):
     """MALA moves (the default) with the particles' dense covariance as metric: log Z and
-    every coefficient's posterior mean and variance against the exact Gaussian posterior."""
+    every coefficient's posterior mean and variance against the exact Gaussian posterior,
+    at the t_15 quantile of the suite's false-failure budget (about 5.6 SE). Over 10 seeds
+    the z-scores of log Z had mean -0.25 / 0.36 and sd 0.84 / 0.91 (standard / waste-free
+    with 100 ancestors x 5 kept states, 2 transitions apart), none beyond 2.4."""
     mean, cov, log_z = regression_truth()
     assert np.min(np.diag(cov, 1) / np.sqrt(np.diag(cov)[1:] * np.diag(cov)[:-1])) < -0.6
     data = tuple(jnp.asarray(a, jnp.float32) for a in regression_data())
-    settings = {**SETTINGS, "move": "mala"}
-    result = pi.evidence(REGRESSION, data, seed=2, **settings, **MUTATIONS[mutation])
-    assert abs(result.log_z - log_z) < Z_T * result.log_z_err, (result.log_z, log_z)
-    assert abs(result.log_z + 0.5 - log_z) > Z_T * result.log_z_err  # a wrong truth fails
+    settings = {**REGRESSION_SETTINGS, **REGRESSION_MUTATIONS[mutation]}
+    result = pi.evidence(REGRESSION, data, seed=2, **settings)
+    assert abs(result.log_z - log_z) < Z_T16 * result.log_z_err, (result.log_z, log_z)
+    assert abs(result.log_z + 0.5 - log_z) > Z_T16 * result.log_z_err  # a wrong truth fails
     draws = result.idata.posterior["x"].values  # (replicas, particles, 20)
     for j in range(REGRESSION_DIM):
-        check = replica_check(draws[..., j].mean(axis=1), mean[j], f"mean[{j}]")
+        check = replica_check(draws[..., j].mean(axis=1), mean[j], f"mean[{j}]", Z_T16)
         assert check.ok, check
         variance = ((draws[..., j] - mean[j]) ** 2).mean(axis=1)
-        check = replica_check(variance, cov[j, j], f"var[{j}]")
+        check = replica_check(variance, cov[j, j], f"var[{j}]", Z_T16)
         assert check.ok, check
-    sd = np.sqrt(np.diag(cov))
-    shifted = draws.mean(axis=1) - (mean + 0.3 * sd)
-    assert not replica_check(shifted[:, 0], 0.0, "shifted mean").ok
+    shifted = draws[..., 0].mean(axis=1) - (mean[0] + 0.3 * np.sqrt(cov[0, 0]))
+    assert not replica_check(shifted, 0.0, "shifted mean", Z_T16).ok
 
 
 def test_adaptive_number_of_moves_stops_when_mixing_stalls():
@@ -289,9 +298,12 @@ def test_adaptive_number_of_moves_stops_when_mixing_stalls():
     assert abs(result.log_z - log_z) < Z_T * result.log_z_err, (result.log_z, log_z)
     steps = np.concatenate(result.num_mcmc_steps)
     assert steps.min() >= 2 and steps.max() < 30, steps
-    fixed = pi.evidence(GAUSSIAN, data, seed=0, **{**settings, "adapt_num_mcmc_steps": False})
-    assert np.all(np.concatenate(fixed.num_mcmc_steps) == 30)
-    assert result.num_likelihood_evals < fixed.num_likelihood_evals / 3
+    # Evaluations as counted: per step and particle, one per transition and one for the
+    # kernel's initial state; plus the prior draws. 30 fixed transitions would cost ~8x more.
+    particles = SETTINGS["particles"]
+    expected = particles * (np.sum(steps + 1) + SETTINGS["replicas"])
+    assert result.num_likelihood_evals == expected, (result.num_likelihood_evals, expected)
+    assert steps.mean() < 30 / 3
 
 
 def test_sample_with_smc_gives_particles_as_draws():

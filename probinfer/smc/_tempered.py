@@ -94,7 +94,8 @@ class TemperedSMCInfo(NamedTuple):
         is_resampled: whether the particles were resampled.
         acceptance_rate: mean acceptance of the moves (NaN once the system is finished).
         num_evals: target evaluations of the step, all particles together.
-        num_mcmc_steps: transitions per particle at this step (0 once finished).
+        num_mcmc_steps: transitions per chain at this step (waste-free: all ``P`` kept
+            states' worth; 0 once finished).
         num_nonfinite: particles whose log likelihood was NaN or ``+inf`` at reweighting
             (at the first step: prior draws where the likelihood is undefined; a particle
             that stays there, not resampled away, is counted at every step).
@@ -200,7 +201,11 @@ def tempered_smc(
         target: the prior/likelihood split (``density.target``).
         algorithm: the move, e.g. ``probinfer.mcmc.rwm`` or ``nuts``.
         num_mcmc_steps: transitions per particle per SMC step (>= 1); with waste-free
-            chains, transitions between kept states.
+            chains, transitions between kept states; with ``adapt_num_mcmc_steps``, the
+            most (>= 2).
+        adapt_num_mcmc_steps: stop each step's transitions once the particles' whitened
+            mean jump distance grows by less than 10% in one transition (at least 2);
+            standard moves only.
         chain_length: 1 for the standard move; ``P > 1`` for waste-free SMC (``N / P``
             ancestors, each chain's ``P`` states all kept; ``P`` must divide ``N``, and
             every step resamples).
@@ -323,12 +328,24 @@ def tempered_smc(
 
         if adapt_num_mcmc_steps:
             moved, loglikelihood, acceptance_rate, num_evals, num_steps = _adaptive_moves(
-                key_move, particles, algorithm, kernel, density, params, covariance,
+                key_move,
+                particles,
+                algorithm,
+                kernel,
+                density,
+                params,
+                covariance,
                 num_mcmc_steps,
             )
         else:
             moved, loglikelihood, acceptance_rate, num_evals = _fixed_moves(
-                key_move, particles, algorithm, kernel, density, params, num_mcmc_steps,
+                key_move,
+                particles,
+                algorithm,
+                kernel,
+                density,
+                params,
+                num_mcmc_steps,
                 chain_length,
             )
             num_steps = jnp.asarray(num_mcmc_steps * chain_length)
