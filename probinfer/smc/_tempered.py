@@ -14,12 +14,15 @@ to 1 (the posterior). One step:
    algorithm's target acceptance.
 
 Adaptive number of moves (``adapt_num_mcmc_steps=True``): each step runs transitions until
-the particles stop mixing further: the mean distance of the particles from where the step
-started, whitened by the particle covariance (a rejected transition adds nothing, so the
-distance is acceptance-weighted), grows by less than ``MIXING_TOLERANCE`` (10%) in one
-transition, with at least 2 and at most ``num_mcmc_steps`` transitions. This is the rule
-of Chopin's ``particles`` library (``AdaptiveMCMCSequence``); the count follows the difficulty
-of each tempered target instead of a fixed guess.
+the particles have decorrelated from where the step started: until no coordinate's
+correlation across particles between its start and current values exceeds 0.1 (at most
+``num_mcmc_steps`` transitions). A rejected transition changes nothing, so the rule is
+acceptance-weighted, and a coherent drift of the whole cloud (MALA's, towards the new
+tempered target) does not count as mixing. Distance-based rules did worse: stopping when
+the mean jump stops growing by 10% per transition (``particles``'s optional rule) or when
+the mean squared whitened jump reaches ``1.5 d`` biased log Z on a 20-d correlated
+regression with MALA moves by 2 to 4 standard errors (drift counts as distance), as did
+this rule with a threshold of 0.2.
 
 Waste-free SMC (Dau & Chopin, 2022), ``chain_length = P > 1``: every step resamples only
 ``M = N / P`` ancestors and runs a chain of ``P`` kept states from each (``num_mcmc_steps``
@@ -59,9 +62,8 @@ ResamplingFn = Callable[[PRNGKeyArray, Array, int], Array]
 # Step-size adaptation between SMC steps: log eps += RATE * (acceptance - target), clipped.
 STEP_SIZE_ADAPTATION_RATE = 1.0
 MIN_STEP_SIZE, MAX_STEP_SIZE = 1e-4, 10.0
-# Adaptive moves stop once one transition grows the mean whitened jump distance by less
-# than this fraction.
-MIXING_TOLERANCE = 0.1
+# Adaptive moves stop once no coordinate's start-to-current correlation exceeds this.
+MIXING_CORRELATION = 0.1
 
 
 class TemperedSMCState(NamedTuple):
@@ -141,15 +143,6 @@ def _particle_covariance(flat: Array, log_weights: Array, is_dense: bool) -> Arr
     return covariance + ridge * jnp.eye(flat.shape[1], dtype=flat.dtype)
 
 
-def _whitener(covariance: Array) -> Callable[[Array], Array]:
-    """``flat (N, dim) -> (N, dim)`` in units of the covariance (dense or diagonal)."""
-    if covariance.ndim == 1:
-        scale = jnp.sqrt(covariance)
-        return lambda flat: flat / scale
-    cholesky = jnp.linalg.cholesky(covariance)
-    return lambda flat: jax.scipy.linalg.solve_triangular(cholesky, flat.T, lower=True).T
-
-
 def particles_count(particles: PyTree) -> int:
     """The number of particles: the leading axis of the particle pytree.
 
@@ -202,10 +195,10 @@ def tempered_smc(
         algorithm: the move, e.g. ``probinfer.mcmc.rwm`` or ``nuts``.
         num_mcmc_steps: transitions per particle per SMC step (>= 1); with waste-free
             chains, transitions between kept states; with ``adapt_num_mcmc_steps``, the
-            most (>= 2).
-        adapt_num_mcmc_steps: stop each step's transitions once the particles' whitened
-            mean jump distance grows by less than 10% in one transition (at least 2);
-            standard moves only.
+            most.
+        adapt_num_mcmc_steps: stop each step's transitions once every coordinate's
+            start-to-current correlation across particles is at most 0.1; standard
+            moves only.
         chain_length: 1 for the standard move; ``P > 1`` for waste-free SMC (``N / P``
             ancestors, each chain's ``P`` states all kept; ``P`` must divide ``N``, and
             every step resamples).
@@ -248,11 +241,6 @@ def tempered_smc(
         raise ValueError(
             "`adapt_num_mcmc_steps` adapts standard moves; waste-free SMC (`chain_length > 1`) "
             "keeps every state of its chains instead: use one or the other."
-        )
-    if adapt_num_mcmc_steps and num_mcmc_steps < 2:
-        raise ValueError(
-            "with `adapt_num_mcmc_steps`, `num_mcmc_steps` is the most transitions per step "
-            f"and must be at least 2, got {num_mcmc_steps}."
         )
     if not 0.0 < resample_threshold <= 1.0:
         raise ValueError(
@@ -334,7 +322,6 @@ def tempered_smc(
                 kernel,
                 density,
                 params,
-                covariance,
                 num_mcmc_steps,
             )
         else:
@@ -437,47 +424,49 @@ def _adaptive_moves(
     kernel: Callable,
     density: Callable,
     params: Any,
-    covariance: Array,
     max_steps: int,
 ) -> tuple[PyTree, Array, Array, Array, Array]:
-    """Transitions of every particle until the whitened mean jump distance from the start
-    grows by less than :data:`MIXING_TOLERANCE` in one transition (2 to ``max_steps``).
+    """Transitions of every particle until no coordinate's correlation (across particles)
+    between the start and the current positions exceeds :data:`MIXING_CORRELATION`
+    (1 to ``max_steps`` transitions).
 
     Returns:
         ``(moved, loglikelihood, acceptance_rate, num_evals, num_steps)``; positions with
         axes ``(particles, 1, ...)`` like :func:`_fixed_moves`.
     """
     num = particles_count(particles)
-    whiten = _whitener(covariance)
     flatten = jax.vmap(lambda position: ravel_pytree(position)[0])
-    start = whiten(flatten(particles))
+
+    def standardized(flat: Array) -> Array:
+        centered = flat - jnp.mean(flat, axis=0, keepdims=True)
+        scale = jnp.std(flat, axis=0, keepdims=True)
+        return centered / jnp.maximum(scale, jnp.finfo(flat.dtype).tiny)
+
+    start = standardized(flatten(particles))
     states = jax.vmap(lambda position: algorithm.init(position, density))(particles)
-    zero = jnp.zeros((), start.dtype)
+    one, zero = jnp.ones((), start.dtype), jnp.zeros((), start.dtype)
 
     def keep_going(carry: tuple) -> Array:
-        _, _, count, previous, distance, _, _ = carry
-        is_mixing = jnp.abs(distance - previous) >= MIXING_TOLERANCE * previous
-        return (count < max_steps) & ((count < 2) | is_mixing)
+        _, _, count, correlation, _, _ = carry
+        return (count < max_steps) & (correlation > MIXING_CORRELATION)
 
     def transition(carry: tuple) -> tuple:
-        key, states, count, _, distance, acceptance, evals = carry
+        key, states, count, _, acceptance, evals = carry
         key, key_step = jax.random.split(key)
         states, infos = jax.vmap(kernel, in_axes=(0, 0, None, None))(
             jax.random.split(key_step, num), states, density, params
         )
-        jumps = whiten(flatten(states.position)) - start
-        new_distance = jnp.mean(jnp.linalg.norm(jumps, axis=1))
+        correlations = jnp.mean(start * standardized(flatten(states.position)), axis=0)
         return (
             key,
             states,
             count + 1,
-            distance,
-            new_distance,
+            jnp.max(correlations),
             acceptance + jnp.mean(infos.acceptance_rate),
             evals + jnp.sum(infos.num_grad_evals),
         )
 
-    carry = (key, states, jnp.zeros((), jnp.int32), zero, zero, zero, jnp.asarray(num))
-    _, states, count, _, _, acceptance, evals = jax.lax.while_loop(keep_going, transition, carry)
+    carry = (key, states, jnp.zeros((), jnp.int32), one, zero, jnp.asarray(num))
+    _, states, count, _, acceptance, evals = jax.lax.while_loop(keep_going, transition, carry)
     moved = jax.tree.map(lambda x: x[:, None], states.position)
     return moved, states.aux[:, None], acceptance / count, evals, count
