@@ -1,8 +1,8 @@
 """A two-dimensional position measured with an ambiguous offset: a bimodal posterior.
 
 Model:
-    theta ~ Normal(0, 2 I_2),
-    y ~ 0.3 Normal(theta + a_1, 0.4 I_2) + 0.7 Normal(theta + a_2, 0.4 I_2),
+    theta ~ Normal(0, 2^2 I_2)   (prior sd 2),
+    y ~ 0.3 Normal(theta + a_1, 0.4^2 I_2) + 0.7 Normal(theta + a_2, 0.4^2 I_2),
     a_1 = (3, 0), a_2 = (-3, 0): the instrument adds one of two known offsets, which one
     is not recorded.
 

@@ -270,6 +270,7 @@ def test_vmapped_dense_mala_does_not_deadlock_on_one_cpu_device():
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"  # the deadlock is XLA:CPU's; on a GPU machine too
     result = subprocess.run(
         [sys.executable, "-c", ONE_DEVICE_MALA],
         capture_output=True, text=True, timeout=90, env=env,

@@ -8,7 +8,7 @@ import models
 
 def test_gaussian_mixture_reference_matches_quadrature():
     """log Z, the means and the sds of gaussian_mixture_2d by a 2-d grid sum of
-    prior x likelihood (0.01 spacing over +-8 prior sd: error far below the tolerances)."""
+    prior x likelihood (0.01 spacing over +-4 prior sd: error far below the tolerances)."""
     zoo_model = models.get("gaussian_mixture_2d")
     (y,), _ = zoo_model.data()
     grid = np.arange(-8.0, 8.0, 0.01)

@@ -5,7 +5,8 @@ exact references, the variance via squared deviations from the reference mean. T
 centered funnel is left out: NUTS cannot reach its neck (a known limitation, reported by
 `probinfer bench`), and sd(x) there is not z-testable (kurtosis ~3e9). So is the bimodal
 gaussian_mixture_2d: its modes are 15 sd apart and a chain stays in the mode it starts in
-(tempered SMC is checked on it in test_smc.py).
+(tempered SMC is checked on a mixture like it in test_smc.py, and on this model by
+`probinfer bench --methods smc`).
 """
 
 import numpy as np

@@ -332,7 +332,12 @@ def train(
         prior_arrays, prior_structure = eqx.partition(prior, eqx.is_array)
         frozen_arrays, frozen_structure = eqx.partition(static, eqx.is_array)
         result = drive(
-            _TrainStep(config, prior_structure, frozen_structure),
+            # The seed and chunk size do not enter a step: one program for every seed.
+            _TrainStep(
+                dataclasses.replace(config, seed=0, steps_per_chunk=1),
+                prior_structure,
+                frozen_structure,
+            ),
             (params, state.opt_state),
             base_key,
             shared=(prior_arrays, frozen_arrays),

@@ -96,7 +96,8 @@ def euclidean_metric(
             return sqrt_inverse_mass * noise
 
         def mahalanobis(displacement: Array) -> Array:
-            return jnp.sum(displacement**2 / inverse_mass_matrix, axis=-1)
+            variances = jnp.broadcast_to(inverse_mass_matrix, displacement.shape)
+            return jnp.sum(displacement**2 / variances, axis=-1)
 
     elif jnp.ndim(inverse_mass_matrix) == 2:
         # M^{-1} = L L^T, so M = L^{-T} L^{-1} and p = L^{-T} z has covariance M.
