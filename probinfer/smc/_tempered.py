@@ -45,6 +45,7 @@ and ``+inf`` are invalid, treated as ``-inf`` and counted in ``Info.num_nonfinit
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -319,28 +320,14 @@ def tempered_smc(
         params = algorithm.make_params(state.step_size, covariance, **parameters)
         density = target.tempered_fn(next_beta)
 
-        if adapt_num_mcmc_steps:
-            moved, loglikelihood, acceptance_rate, num_evals, num_steps = _adaptive_moves(
-                key_move,
-                particles,
-                algorithm,
-                kernel,
-                density,
-                params,
-                num_mcmc_steps,
-            )
-        else:
-            moved, loglikelihood, acceptance_rate, num_evals = _fixed_moves(
-                key_move,
-                particles,
-                algorithm,
-                kernel,
-                density,
-                params,
-                num_mcmc_steps,
-                chain_length,
-            )
-            num_steps = jnp.asarray(num_mcmc_steps * chain_length)
+        move = (
+            _adaptive_moves
+            if adapt_num_mcmc_steps
+            else functools.partial(_fixed_moves, chain_length=chain_length)
+        )
+        moved, loglikelihood, acceptance_rate, num_evals, num_steps = move(
+            key_move, particles, algorithm, kernel, density, params, num_mcmc_steps
+        )
         # (ancestors, chain_length, ...) -> (N, ...): every kept state is a particle.
         moved = jax.tree.map(lambda x: x.reshape(num, *x.shape[2:]), moved)
         loglikelihood = loglikelihood.reshape(num)
@@ -389,14 +376,15 @@ def _fixed_moves(
     params: Any,
     num_mcmc_steps: int,
     chain_length: int,
-) -> tuple[PyTree, Array, Array, Array]:
+) -> tuple[PyTree, Array, Array, Array, Array]:
     """Every particle starts a chain of ``chain_length`` kept states, ``num_mcmc_steps``
     transitions apart.
 
     Returns:
-        ``(kept, loglikelihood, acceptance_rate, num_evals)``: positions with axes
-        ``(particles, chain_length, ...)``, their log likelihoods, the mean acceptance and
-        the target evaluations (one per particle for the kernel's initial state).
+        ``(kept, loglikelihood, acceptance_rate, num_evals, num_steps)``: positions with
+        axes ``(particles, chain_length, ...)``, their log likelihoods, the mean
+        acceptance, the target evaluations (one per particle for the kernel's initial
+        state) and the transitions per chain.
     """
 
     def chain(key: PRNGKeyArray, position: PyTree) -> tuple[PyTree, Array, Array, Array]:
@@ -419,7 +407,8 @@ def _fixed_moves(
     kept, loglikelihood, acceptance, evals = jax.vmap(chain)(
         jax.random.split(key, particles_count(particles)), particles
     )
-    return kept, loglikelihood, jnp.mean(acceptance), jnp.sum(evals)
+    num_steps = jnp.asarray(num_mcmc_steps * chain_length)
+    return kept, loglikelihood, jnp.mean(acceptance), jnp.sum(evals), num_steps
 
 
 def _adaptive_moves(
