@@ -26,6 +26,7 @@ NUM_STEPS = 3
 SCALES = jnp.array([1.0, 2.0, 0.5])
 
 
+@pytest.mark.four_devices
 def test_four_host_devices():
     """conftest's XLA flag took effect (the sharding tests rely on it)."""
     assert jax.device_count() == 4, jax.devices()

@@ -99,6 +99,7 @@ def test_inconsistent_settings_are_refused(settings, match):
 # Sharding over 4 fake host devices (conftest)
 
 
+@pytest.mark.four_devices
 def test_population_reduction_is_the_same_on_four_devices():
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("population",))
     single = run_population()
@@ -124,6 +125,7 @@ def model(y):
 Y = jnp.array([0.3, -0.4, 1.2, 0.8])
 
 
+@pytest.mark.four_devices
 def test_mcmc_draws_are_the_same_on_one_and_four_devices():
     """Chains split over 4 devices (per-device ``lax.map``) run the per-chain computation of
     one device: the draws are bitwise identical. (Vectorized chains round differently in a
