@@ -320,3 +320,22 @@ def test_shipped_models_load_and_predict(folder):
     # A smooth function seen at 12 points: the prediction is close and confident.
     np.testing.assert_allclose(predictive.mean, np.sin(3 * np.array([0.05, 0.5])), atol=0.25)
     assert np.all(predictive.stddev < 0.5)
+
+
+def test_amortize_is_reachable_as_an_attribute_and_imported_lazily():
+    """`pi.amortize` works without importing it first, and `import probinfer` alone does
+    not import it (a fresh process: this one has imported it already)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, probinfer as pi\n"
+        "assert 'probinfer.amortize' not in sys.modules\n"
+        "assert pi.amortize.PFN.__name__ == 'PFN'\n"
+        "try:\n    pi.no_such_module\nexcept AttributeError as error:\n    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "no attribute 'no_such_module'" in result.stdout
