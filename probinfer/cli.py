@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 
 def _bench(arguments: argparse.Namespace, console: Console) -> int:
@@ -229,7 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     Returns:
         The parser.
     """
+    from probinfer import __version__
+
     parser = argparse.ArgumentParser(prog="probinfer", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"probinfer {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show Python tracebacks instead of one-line errors"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     bench = commands.add_parser(
         "bench", help="run every sampler on every zoo model and check against the references"
@@ -283,17 +290,31 @@ def main(argv: list[str] | None = None) -> int:
         argv: command-line arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit status.
+        The exit status: 0, or 2 for an error the user can cause (a model that fails,
+        bad data or settings), printed as one line (``--debug`` shows the traceback).
     """
     arguments = build_parser().parse_args(argv)
     console = Console()
-    if arguments.command == "bench":
-        return _bench(arguments, console)
-    if arguments.command == "pfn":
-        if arguments.pfn_command == "train":
-            return _pfn_train(arguments, console)
-        return _pfn_predict(arguments, console)
-    return _sample(arguments, console)
+    try:
+        if arguments.command == "bench":
+            return _bench(arguments, console)
+        if arguments.command == "pfn":
+            if arguments.pfn_command == "train":
+                return _pfn_train(arguments, console)
+            return _pfn_predict(arguments, console)
+        return _sample(arguments, console)
+    except Exception as error:  # a user's model, data or settings: one line, exit 2
+        if arguments.debug:
+            raise
+        message = escape(" ".join(str(error).split()) or "(no message)")
+        Console(stderr=True).print(
+            f"[red]error ({type(error).__name__}): {message}[/red] (rerun with --debug for "
+            "the traceback)",
+            soft_wrap=True,
+            markup=True,
+            highlight=False,
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import json
 
 import arviz as az
+import pytest
 
 from probinfer import cli
 
@@ -82,3 +83,25 @@ def test_pfn_train_then_predict(tmp_path, capsys):
     (tmp_path / "bad.json").write_text(json.dumps({"training": {}}))
     assert cli.main(["pfn", "train", "--config", str(tmp_path / "bad.json"), "--out",
                      str(tmp_path / "bad")]) == 2  # fmt: skip
+
+
+def test_user_errors_are_one_line_with_exit_2_and_debug_shows_the_traceback(tmp_path, capsys):
+    """`sample` without `--data` calls the model without its arguments: the model's own
+    TypeError becomes one line on stderr, exit 2; `--debug` raises it instead."""
+    (tmp_path / "model.py").write_text(MODEL)
+    arguments = ["sample", str(tmp_path / "model.py"), "--quiet"]
+    assert cli.main(arguments) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error and "TypeError" in error and "--debug" in error
+    assert len(error.strip().splitlines()) == 1, error
+    with pytest.raises(TypeError):
+        cli.main(["--debug", *arguments])
+
+
+def test_version(capsys):
+    from probinfer import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"probinfer {__version__}"
