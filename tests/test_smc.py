@@ -269,7 +269,10 @@ REGRESSION_MUTATIONS = {"standard": {}, "waste-free": {"chain_length": 5, "num_m
 Z_T16 = float(scipy.stats.t.ppf(1 - 3e-5, df=REGRESSION_SETTINGS["replicas"] - 1))
 
 
-@pytest.mark.parametrize("mutation", sorted(REGRESSION_MUTATIONS))
+@pytest.mark.parametrize(
+    "mutation",
+    ["standard", pytest.param("waste-free", marks=pytest.mark.slow)],  # suite time: ~15 s
+)
 def test_correlated_20d_regression_evidence_and_posterior(mutation):
     """MALA moves (the default) with the particles' dense covariance as metric: log Z and
     every coefficient's posterior mean and variance against the exact Gaussian posterior,
