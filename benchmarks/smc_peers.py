@@ -76,31 +76,22 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import blackjax
+import jax
+import jax.numpy as jnp
 import numpy as np
+from blackjax.smc.tuning.from_particles import particles_covariance_matrix
+from blackjax.smc.waste_free import waste_free_smc
+from scipy.special import logsumexp
 
-# particles 0.3 uses NumPy aliases that NumPy 2 removed (np.float, np.int); restore them
-# before importing it. (particles 0.4 pins numpy<2, which JAX 0.10 cannot use.)
-for _alias, _type in (("float", float), ("int", int)):
-    if _alias not in np.__dict__:
-        setattr(np, _alias, _type)
-
-import blackjax  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import particles  # noqa: E402
-from blackjax.smc.tuning.from_particles import particles_covariance_matrix  # noqa: E402
-from blackjax.smc.waste_free import waste_free_smc  # noqa: E402
-from particles import distributions as particle_dists  # noqa: E402
-from particles import smc_samplers  # noqa: E402
-from scipy.special import logsumexp  # noqa: E402
-
-import models  # noqa: E402
-import probinfer as pi  # noqa: E402
-from probinfer import mcmc, smc  # noqa: E402
-from probinfer.bench import machine_description  # noqa: E402
-from probinfer.model import Target  # noqa: E402
+import models
+import probinfer as pi
+from probinfer import mcmc, smc
+from probinfer.bench import machine_description
+from probinfer.model import Target
 
 SAMPLERS = (
     "probinfer",
@@ -290,8 +281,24 @@ def blackjax_runner(problem: Problem, num: int, *, waste_free: bool) -> Callable
     return measure
 
 
+def _import_particles() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """``particles`` 0.3 and its ``distributions`` and ``smc_samplers`` modules.
+
+    particles 0.3 uses NumPy aliases that NumPy 2 removed (``np.float``, ``np.int``); they
+    are restored before the import. (particles 0.4 pins numpy<2, which JAX 0.10 cannot use.)
+    """
+    for alias, alias_type in (("float", float), ("int", int)):
+        if alias not in np.__dict__:
+            setattr(np, alias, alias_type)
+    import particles
+    from particles import distributions, smc_samplers
+
+    return particles, distributions, smc_samplers
+
+
 def particles_runner(problem: Problem, num: int, *, waste_free: bool) -> Callable:
     """``particles``'s AdaptiveTempering (NumPy), likelihood evaluations counted exactly."""
+    particles, particle_dists, smc_samplers = _import_particles()
     counter = {"evals": 0}
 
     class StaticModel(smc_samplers.StaticModel):
