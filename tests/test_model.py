@@ -230,3 +230,39 @@ def test_window_adaptation_run_without_steps_keeps_the_initial_step_size():
     _, parameters, _ = adaptation.run(jax.random.key(0), jnp.zeros(2), 0)
     state = adaptation.init(jnp.zeros(2), jax.random.split(jax.random.key(0))[0])
     np.testing.assert_allclose(parameters["step_size"], state.step_size)
+
+
+def parameter_bounded_model(y):
+    theta = numpyro.sample("theta", dist.Exponential(1.0))
+    with numpyro.plate("data", y.shape[0]):
+        numpyro.sample("y", dist.Uniform(0.0, theta), obs=y)
+
+
+def test_support_that_depends_on_a_parameter_is_sampled():
+    """``y ~ Uniform(0, theta)``: data outside one prior draw's support are not an error.
+
+    The posterior is ``exp(-theta) theta^-2`` on ``theta > max(y) = 5``, with mean
+    ``E1(5) / (exp(-5) / 5 - E1(5)) = 5.7618``. Only ~10% of uniform(-2, 2) starting
+    points are inside it, so the start needs the retries. The hard edge makes NUTS
+    diverge there (expected, silenced here). Ignoring the data's bound gives the prior-ish
+    mean 1.0, which the check rejects.
+    """
+    y = jnp.array([3.0, 5.0])
+    with pytest.warns(UserWarning, match="diverged"):
+        idata = pi.sample(parameter_bounded_model, y, draws=3000, progress=False, seed=0)
+    theta = idata.posterior["theta"].values
+    assert theta.min() > 5.0
+    truth = scipy.special.exp1(5.0) / (np.exp(-5.0) / 5.0 - scipy.special.exp1(5.0))
+    check = check_expectation(theta, truth, name="theta")
+    assert check.ok, check
+    assert not check_expectation(theta, truth + 0.2, name="shifted").ok
+
+
+def test_data_outside_a_fixed_support_is_still_refused_at_once():
+    def model(y):
+        scale = numpyro.sample("scale", dist.HalfNormal(1.0))
+        numpyro.sample("x", dist.Normal(0.0, scale), obs=1.0)
+        numpyro.sample("y", dist.Uniform(0.0, 10.0), obs=y)
+
+    with pytest.raises(ValueError, match=r"(?s)'y'.*outside the support"):
+        pi.from_numpyro(model, jnp.array([3.0, 12.0]))

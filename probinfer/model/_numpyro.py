@@ -22,6 +22,7 @@ import numpyro
 import numpyro.distributions as dist
 from jaxtyping import Array, PRNGKeyArray
 from numpyro import handlers
+from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 
 from probinfer.checkpoint import describe_callable
@@ -314,8 +315,39 @@ def _unwrap(fn: dist.Distribution) -> dist.Distribution:
     return fn
 
 
-def _check_observed(name: str, fn: dist.Distribution, value: Any) -> None:
-    """Reject observed data that no parameter value can explain (NaN, outside the support)."""
+def _constraint_bounds(constraint: Any) -> list[np.ndarray]:
+    """The array parameters of a (possibly nested) NumPyro constraint, e.g. an interval's ends."""
+    bounds: list[np.ndarray] = []
+    for value in vars(constraint).values():
+        if isinstance(value, constraints.Constraint):
+            bounds += _constraint_bounds(value)
+        elif isinstance(value, jax.Array | np.ndarray | float | int):
+            bounds.append(np.asarray(value))
+    return bounds
+
+
+def _same_support(first: dist.Distribution, second: dist.Distribution) -> bool:
+    """Do two traces' distributions of one observed site have the same support?"""
+    if type(first.support) is not type(second.support):
+        return False
+    pairs = zip(_constraint_bounds(first.support), _constraint_bounds(second.support), strict=True)
+    return all(a.shape == b.shape and np.array_equal(a, b) for a, b in pairs)
+
+
+def _check_observed(
+    name: str, fn: dist.Distribution, value: Any, support_is_fixed: bool = True
+) -> None:
+    """Reject observed data that no parameter value can explain (NaN, outside the support).
+
+    Args:
+        name: the site's name.
+        fn: its distribution at one prior draw.
+        value: the observed data.
+        support_is_fixed: whether the support is the same at every parameter value. A
+            support that moves with the parameters (``Uniform(0, theta)``) can contain the
+            data elsewhere, so then only NaN and infinite data are rejected here; whether
+            any finite starting point exists is the initial-point search's question.
+    """
     if isinstance(_unwrap(fn), dist.Unit):  # numpyro.factor terms carry no data
         return
     mask = True
@@ -326,10 +358,13 @@ def _check_observed(name: str, fn: dist.Distribution, value: Any) -> None:
         inner = inner.base_dist
     support = fn.support
     assert support is not None  # NumPyro requires a support to score an observation
+    in_support = np.asarray(support(value))
+    if not support_is_fixed:
+        in_support = np.ones_like(in_support, bool)
     if support.is_discrete:
-        is_valid = np.asarray(support(value))
+        is_valid = in_support
     else:
-        is_valid = np.asarray(support(value)) & np.all(
+        is_valid = in_support & np.all(
             np.isfinite(np.asarray(value)).reshape(np.shape(support(value)) + (-1,)), axis=-1
         )
     # Masked-out entries never reach the likelihood: only the others must be valid.
@@ -355,16 +390,21 @@ def _inspect_sites(
         transform = biject_to(fn.support)
         return transform(jnp.zeros(transform.inverse_shape(fn.shape())))
 
-    inspected = handlers.substitute(
-        handlers.seed(model, jax.random.key(0)), substitute_fn=improper_at_origin
-    )
-    try:
-        trace = handlers.trace(inspected).get_trace(*args, **kwargs)
-    except Exception as error:
-        raise type(error)(
-            f"running the model {getattr(model, '__name__', model)!r} with the given arguments "
-            f"failed ({type(error).__name__}: {error})"
-        ) from error
+    def run_model(seed: int) -> dict[str, Any]:
+        inspected = handlers.substitute(
+            handlers.seed(model, jax.random.key(seed)), substitute_fn=improper_at_origin
+        )
+        try:
+            return handlers.trace(inspected).get_trace(*args, **kwargs)
+        except Exception as error:
+            raise type(error)(
+                f"running the model {getattr(model, '__name__', model)!r} with the given "
+                f"arguments failed ({type(error).__name__}: {error})"
+            ) from error
+
+    trace = run_model(0)
+    # A second prior draw tells supports that move with the parameters from fixed ones.
+    other_trace: dict[str, Any] | None = None
     sites = []
     for name, site in trace.items():
         if (
@@ -386,7 +426,11 @@ def _inspect_sites(
             continue
         fn = site["fn"]
         if site["is_observed"]:
-            _check_observed(name, fn, site["value"])
+            support_is_fixed = True
+            if _constraint_bounds(fn.support):
+                other_trace = other_trace if other_trace is not None else run_model(1)
+                support_is_fixed = _same_support(fn, other_trace[name]["fn"])
+            _check_observed(name, fn, site["value"], support_is_fixed)
             continue
         if fn.support.is_discrete:
             raise ValueError(
