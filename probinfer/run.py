@@ -32,7 +32,7 @@ from probinfer.driver import (
     map_members,
     progress_bar,
 )
-from probinfer.mcmc._window_adaptation import WarmupSchedule, build_schedule
+from probinfer.mcmc._window_adaptation import WarmupSchedule, build_schedule, update_key
 
 PyTree = Any
 CHAIN_METHODS = MEMBER_MAPS
@@ -134,7 +134,11 @@ class _MCMCStep(NamedTuple):
             is_sampling,
             lambda: state._replace(mcmc_state=mcmc_state),
             lambda: adaptation.update(
-                state, mcmc_state, info, jax.tree.map(lambda a: a[step_index], schedule)
+                update_key(key),
+                state,
+                mcmc_state,
+                info,
+                jax.tree.map(lambda a: a[step_index], schedule),
             ),
         )
         stats = {

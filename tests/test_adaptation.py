@@ -31,6 +31,7 @@ import pytest
 from _stats import check_expectation, failures
 
 from probinfer import mcmc
+from probinfer.mcmc._dual_averaging import dual_averaging_update
 
 # ---------------------------------------------------------------------------------------
 # build_schedule
@@ -258,3 +259,42 @@ def test_mass_matrix_check_fails_against_wrong_covariance(is_dense):
     """
     wrong = np.diag(np.diag(COV)) if is_dense else 1.3 * COV
     assert failures(mass_matrix_checks(is_dense, wrong))
+
+
+# ---------------------------------------------------------------------------------------
+# Step size after a new metric
+
+
+@pytest.mark.parametrize("is_dense", [True, False], ids=["dense", "diag"])
+def test_window_end_reruns_the_step_size_search_and_restarts_as_stan(is_dense):
+    """After a metric window: Stan's ``init_stepsize`` for the new metric from the current
+    step-size iterate, then dual averaging restarts with ``mu = log(10 eps)``."""
+    adaptation = mcmc.window_adaptation(mcmc.nuts, logdensity, is_mass_matrix_dense=is_dense)
+    slow = mcmc.WarmupSchedule(jnp.asarray(True), jnp.asarray(False))
+    window_end = mcmc.WarmupSchedule(jnp.asarray(True), jnp.asarray(True))
+
+    @jax.jit
+    def fill_window(key):  # 30 slow steps fill the window's moments
+        def step(state, k):
+            return adaptation.step(k, state, slow)
+
+        state = adaptation.init(jnp.array([0.3, -0.2, 0.1]), key)
+        state, infos = jax.lax.scan(step, state, jax.random.split(key, 30))
+        return state, jax.tree.map(lambda x: x[-1], infos)
+
+    state, info = fill_window(jax.random.key(0))
+    key = jax.random.key(7)
+    updated = jax.jit(adaptation.update)(key, state, state.mcmc_state, info, window_end)
+    # The search starts from the iterate that this transition's acceptance gives.
+    current = dual_averaging_update(state.dual_averaging, info.acceptance_rate, 0.8)
+    searched = jax.jit(mcmc.find_reasonable_step_size, static_argnums=2)(
+        key,
+        state.mcmc_state.position,
+        logdensity,
+        updated.inverse_mass_matrix,
+        jnp.exp(current.log_step_size),
+    )
+    assert int(updated.dual_averaging.iteration) == 0
+    np.testing.assert_allclose(updated.step_size, searched, rtol=1e-6)
+    np.testing.assert_allclose(updated.dual_averaging.mu, jnp.log(10.0 * searched), rtol=1e-6)
+    assert not np.allclose(updated.inverse_mass_matrix.inverse, state.inverse_mass_matrix.inverse)

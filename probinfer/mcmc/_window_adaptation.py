@@ -3,8 +3,8 @@
 The warm-up of ``num_steps`` iterations is split (Stan reference manual, "HMC algorithm
 parameters") into an initial fast buffer (75 steps: step size only), a series of slow
 windows doubling from 25 steps (the inverse mass matrix is re-estimated from the draws of
-each window, then the step size adaptation restarts), and a terminal fast buffer
-(50 steps). For short warm-ups the buffers shrink to 15% / 75% / 10%.
+each window; then, as Stan does, the step-size search runs again for the new metric and
+dual averaging restarts from its result), and a terminal fast buffer (50 steps). For short warm-ups the buffers shrink to 15% / 75% / 10%.
 """
 
 from collections.abc import Callable
@@ -79,8 +79,10 @@ class WindowAdaptation(NamedTuple):
         step: ``step(key, state, flags) -> (state, info)``: one kernel transition followed
             by ``update``; ``flags`` is this iteration's row of the schedule (a
             :class:`WarmupSchedule` of scalars: ``schedule[i]`` for iteration ``i``).
-        update: ``update(state, mcmc_state, info, flags) -> state``: the adaptation
-            updates that ``flags`` prescribe after a transition to ``mcmc_state``.
+        update: ``update(key, state, mcmc_state, info, flags) -> state``: the
+            adaptation updates that ``flags`` prescribe after a transition to
+            ``mcmc_state`` (``key`` draws the momentum of the step-size search that
+            follows a new metric).
         run: ``run(key, position, num_steps) -> (mcmc_state, parameters, info)``;
             ``parameters`` is a dict with ``step_size`` and ``inverse_mass_matrix``.
         parameters: ``parameters(state) -> dict``: the tuned parameters to sample with.
@@ -88,7 +90,9 @@ class WindowAdaptation(NamedTuple):
 
     init: Callable[[PyTree, PRNGKeyArray], WindowAdaptationState]
     step: Callable[[PRNGKeyArray, WindowAdaptationState, WarmupSchedule], tuple[Any, Any]]
-    update: Callable[[WindowAdaptationState, Any, Any, WarmupSchedule], WindowAdaptationState]
+    update: Callable[
+        [PRNGKeyArray, WindowAdaptationState, Any, Any, WarmupSchedule], WindowAdaptationState
+    ]
     run: Callable[[PRNGKeyArray, PyTree, int], tuple[Any, dict[str, Array], Any]]
     parameters: Callable[[WindowAdaptationState], dict[str, Array]]
 
@@ -130,6 +134,15 @@ def build_schedule(num_steps: int) -> WarmupSchedule:
     return WarmupSchedule(is_slow, is_window_end)
 
 
+def update_key(key: PRNGKeyArray) -> PRNGKeyArray:
+    """The adaptation update's key, derived from the transition's key.
+
+    Folded in rather than split off, so that a transition draws with the same key whether
+    or not an adaptation update follows it (sampling runs the same transitions as before).
+    """
+    return jax.random.fold_in(key, 1)
+
+
 def _window_estimate(welford: WelfordState) -> Array:
     """The inverse mass matrix estimated from one slow window.
 
@@ -150,7 +163,7 @@ def find_reasonable_step_size(
     key: PRNGKeyArray,
     position: PyTree,
     logdensity_fn: LogDensityFn,
-    inverse_mass_matrix: Array,
+    inverse_mass_matrix: Array | MassMatrix,
     initial_step_size: float | Array,
     max_iterations: int = 100,
 ) -> Array:
@@ -163,7 +176,8 @@ def find_reasonable_step_size(
         key: PRNG key for the momentum.
         position: starting point, any pytree.
         logdensity_fn: log density of a position.
-        inverse_mass_matrix: ``(dim,)`` or ``(dim, dim)``.
+        inverse_mass_matrix: ``(dim,)`` or ``(dim, dim)``, or a factored
+            :class:`~probinfer.mcmc.MassMatrix`.
         initial_step_size: where the search starts, > 0.
         max_iterations: cap on the number of doublings or halvings.
 
@@ -290,8 +304,33 @@ def window_adaptation(
             welford=welford_init(dim, is_dense, flat.dtype),
         )
 
+    def restart_step_size(
+        key: PRNGKeyArray,
+        position: PyTree,
+        inverse_mass_matrix: MassMatrix,
+        dual: DualAveragingState,
+    ) -> DualAveragingState:
+        # Stan, after each metric window: search for a step size for the new metric from
+        # the current iterate (gradient methods), then restart with mu = log(10 eps).
+        # RWM has no such search in Stan (nor a gradient to run it with): it restarts at
+        # its averaged step size, with mu = log(eps).
+        if not algorithm.uses_gradient:
+            return dual_averaging_init(jnp.exp(dual.log_step_size_avg), shrink_factor=1.0)
+        step_size = find_reasonable_step_size(
+            key,
+            position,
+            logdensity_fn,
+            inverse_mass_matrix,
+            jnp.exp(dual.log_step_size),
+        )
+        return dual_averaging_init(step_size)
+
     def update(
-        state: WindowAdaptationState, mcmc_state: Any, info: Any, flags: WarmupSchedule
+        key: PRNGKeyArray,
+        state: WindowAdaptationState,
+        mcmc_state: Any,
+        info: Any,
+        flags: WarmupSchedule,
     ) -> WindowAdaptationState:
         dual = dual_averaging_update(state.dual_averaging, info.acceptance_rate, target)
         flat, _ = ravel_pytree(mcmc_state.position)
@@ -313,9 +352,11 @@ def window_adaptation(
             welford_init(flat.shape[0], welford.m2.ndim == 2, flat.dtype),
             welford,
         )
-        # After a new metric, restart dual averaging around the step size reached so far.
-        restarted = dual_averaging_init(jnp.exp(dual.log_step_size_avg), shrink_factor=1.0)
-        dual = jax.tree.map(lambda r, d: jnp.where(is_window_end, r, d), restarted, dual)
+        dual = jax.lax.cond(
+            is_window_end,
+            lambda: restart_step_size(key, mcmc_state.position, inverse_mass_matrix, dual),
+            lambda: dual,
+        )
         return WindowAdaptationState(
             mcmc_state=mcmc_state,
             step_size=jnp.exp(dual.log_step_size),
@@ -331,7 +372,7 @@ def window_adaptation(
             state.step_size, state.inverse_mass_matrix, **fixed_parameters
         )
         mcmc_state, info = kernel(key, state.mcmc_state, logdensity_fn, params)
-        return update(state, mcmc_state, info, flags), info
+        return update(update_key(key), state, mcmc_state, info, flags), info
 
     def parameters(state: WindowAdaptationState) -> dict[str, Array]:
         # Before any dual-averaging update (no warm-up, or just after a restart) the
