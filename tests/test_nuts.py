@@ -66,7 +66,7 @@ def run_nuts(step_size, target, max_num_doublings=None):
 
 @pytest.mark.parametrize("max_num_doublings", [1, 4, None], ids=["max1", "max4", "default"])
 def test_max_num_doublings_is_respected(max_num_doublings):
-    """Tree depth <= max and gradient evaluations <= 2^max - 1; the limit is reached.
+    """Tree depth (Stan's ``treedepth__``) <= max, evaluations <= 2^max - 1; limit reached.
 
     On a flat density a trajectory never turns, so only the limit stops it: exactly
     ``max_num_doublings`` doublings and ``2^max - 1`` leapfrog steps. The default limit is
@@ -77,14 +77,19 @@ def test_max_num_doublings_is_respected(max_num_doublings):
     _, info = run_nuts(0.1, FLAT, max_num_doublings)
     assert np.all(info.tree_depth == limit)
     assert np.all(info.num_grad_evals == 2**limit - 1)
+    rejected_subtrees = 0
     for step_size in (0.01, 0.3, 1.0):
         _, info = run_nuts(step_size, NORMAL, max_num_doublings)
         depth, evals = info.tree_depth, info.num_grad_evals
-        assert np.all((depth >= 1) & (depth <= limit))
+        assert np.all((depth >= 0) & (depth <= limit))
         assert np.all(evals <= 2**limit - 1)
-        assert np.all((evals >= 2 ** (depth - 1)) & (evals <= 2**depth - 1))
-    if limit > 2:
+        # A trajectory of ``depth`` kept doublings has 2^depth - 1 leapfrog steps, plus
+        # 1 .. 2^depth steps of a last subtree rejected for an inner U-turn.
+        assert np.all((evals >= 2**depth - 1) & (evals <= 2 ** (depth + 1) - 1))
+        rejected_subtrees += int(np.sum(evals > 2**depth - 1))
+    if limit > 2:  # a one-leaf subtree cannot turn inside: no rejections at max1
         assert np.all(depth < limit)
+        assert rejected_subtrees > 0  # Stan's treedepth__ leaves the rejected subtree out
 
 
 def test_divergences_flagged_for_huge_step_size_and_not_for_a_good_one():

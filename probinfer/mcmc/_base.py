@@ -75,7 +75,9 @@ class TransitionInfo(NamedTuple):
             Metropolis, log-density evaluations).
         num_nonfinite: number of proposals whose log density was NaN or infinite and
             were therefore rejected.
-        tree_depth: NUTS trajectory doublings (0 for the other kernels).
+        tree_depth: NUTS trajectory doublings kept in the trajectory, as Stan's
+            ``treedepth__`` (a last subtree rejected for a divergence or an inner U-turn
+            is not counted, its leapfrog steps are); 0 for the other kernels.
         energy: Hamiltonian at the new state (minus the log density for RWM).
     """
 

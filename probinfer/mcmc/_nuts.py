@@ -78,6 +78,7 @@ class _LoopState(NamedTuple):
     checkpoints: _Checkpoints
     # Bookkeeping.
     is_done: Array
+    is_subtree_rejected: Array  # the last subtree was divergent or turned inside
     is_divergent: Array
     sum_acceptance: Array
     num_leaves: Array
@@ -331,6 +332,7 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
                 subtree_proposal_energy=subtree_proposal_energy,
                 checkpoints=ckpt,
                 is_done=is_done,
+                is_subtree_rejected=is_subtree_invalid,
                 is_divergent=loop.is_divergent | is_divergent,
                 sum_acceptance=loop.sum_acceptance
                 + jnp.where(is_nonfinite, 0.0, jnp.minimum(1.0, jnp.exp(-delta))),
@@ -358,6 +360,7 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
             subtree_proposal_energy=initial_energy,
             checkpoints=checkpoints,
             is_done=jnp.asarray(False),
+            is_subtree_rejected=jnp.asarray(False),
             is_divergent=jnp.asarray(False),
             sum_acceptance=zero,
             num_leaves=jnp.asarray(0, jnp.int32),
@@ -378,7 +381,8 @@ def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000
             is_divergent=loop.is_divergent,
             num_grad_evals=loop.num_leaves,
             num_nonfinite=loop.num_nonfinite,
-            tree_depth=loop.num_doublings,
+            # Stan's treedepth__: the doublings kept; a rejected last subtree is not one.
+            tree_depth=loop.num_doublings - loop.is_subtree_rejected.astype(jnp.int32),
             energy=loop.proposal_energy,
         )
         return new_state, info
