@@ -17,8 +17,10 @@ import numpy as np
 
 from probinfer import mcmc
 from probinfer._validation import check_count
+from probinfer.diagnostics import SamplingWarning, check_run
 from probinfer.driver import DriveStatus
 from probinfer.mcmc._algorithm import check_step_size
+from probinfer.mcmc._nuts import DEFAULT_MAX_NUM_DOUBLINGS
 from probinfer.model import LogDensity, prepare
 from probinfer.run import (
     CHAIN_METHODS,
@@ -35,6 +37,21 @@ SAMPLER_SETTINGS = (
     "chain_method",
     "chunk_size",
 )
+
+
+def _run_environment() -> dict[str, str]:
+    """What produced a result: library versions and the device, for ``idata.attrs``."""
+    import numpyro
+
+    from probinfer import __version__
+
+    device = jax.devices()[0]
+    return {
+        "probinfer_version": __version__,
+        "jax_version": jax.__version__,
+        "numpyro_version": numpyro.__version__,
+        "device": f"{device.platform}: {device.device_kind} x {jax.device_count()}",
+    }
 
 
 def default_chain_method(method: str, num_chains: int) -> str:
@@ -173,10 +190,9 @@ def sample(
         >>> def model(y):
         ...     mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
         ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
-        >>> idata = pi.sample(model, jnp.array([0.3, -0.1, 0.8]), warmup=200, draws=200,
-        ...                   progress=False)
+        >>> idata = pi.sample(model, jnp.array([0.3, -0.1, 0.8]), progress=False)
         >>> idata.posterior["mu"].shape
-        (4, 200)
+        (4, 1000)
     """
     if method == "smc":
         if init_positions is not None:
@@ -260,25 +276,18 @@ def sample(
     }
     sample_stats = {k: v for k, v in result.stats.items() if k != "num_nonfinite"}
     idata = az.from_dict(posterior=result.draws, sample_stats=sample_stats, attrs=attrs)
-    num_nonfinite = int(result.stats["num_nonfinite"].sum())
-    idata.attrs["num_nonfinite_proposals"] = num_nonfinite
-    num_divergent = int(result.stats["diverging"].sum())
-    if num_divergent:
-        warnings.warn(
-            f"{num_divergent} of {chains * draws} transitions after warm-up diverged: the "
-            "draws may miss part of the posterior. Raise `target_acceptance` (e.g. 0.95) or "
-            "reparameterize (e.g. non-centered hierarchical scales).",
-            UserWarning,
-            stacklevel=2,
-        )
-    if num_nonfinite:
-        warnings.warn(
-            f"{num_nonfinite} proposals after warm-up had a NaN or infinite log density and "
-            "were rejected (they are counted, never kept): the model is undefined in part of "
-            "the space the sampler visits; check supports and data.",
-            UserWarning,
-            stacklevel=2,
-        )
+    idata.attrs["num_nonfinite_proposals"] = int(result.stats["num_nonfinite"].sum())
+    idata.attrs["num_nonfinite_warmup_proposals"] = result.warmup_nonfinite
+    idata.attrs.update(_run_environment())
+    max_num_doublings = None
+    if method == "nuts":
+        max_num_doublings = int(settings.get("max_num_doublings", DEFAULT_MAX_NUM_DOUBLINGS))
+    for message in check_run(
+        idata,
+        max_num_doublings=max_num_doublings,
+        num_warmup_nonfinite=result.warmup_nonfinite,
+    ):
+        warnings.warn(message, SamplingWarning, stacklevel=2)
     return idata
 
 
@@ -472,7 +481,7 @@ def _evidence_by_smc(
         "sampling_seconds": result.run_seconds,
         "inference_library": "probinfer",
     }
-    idata = az.from_dict(posterior=result.draws, attrs=attrs)
+    idata = az.from_dict(posterior=result.draws, attrs={**attrs, **_run_environment()})
     return EvidenceResult(
         log_z=result.log_z,
         log_z_err=result.log_z_err,

@@ -69,6 +69,8 @@ class RunResult(NamedTuple):
         parameters: tuned ``step_size`` ``(num_chains,)`` and ``inverse_mass_matrix``.
         warmup_grad_evals: gradient evaluations of the warm-up, all chains (not counted
             for the part of a resumed run done before the interruption).
+        warmup_nonfinite: proposals with a NaN or infinite log density during the
+            warm-up, all chains (same caveat).
         compile_seconds: time spent compiling (0 when every program was cached).
         warmup_seconds: wall time of the warm-up, compilation excluded.
         sampling_seconds: wall time of the sampling phase, compilation excluded.
@@ -78,6 +80,7 @@ class RunResult(NamedTuple):
     stats: dict[str, np.ndarray]
     parameters: dict[str, np.ndarray]
     warmup_grad_evals: int
+    warmup_nonfinite: int
     compile_seconds: float
     warmup_seconds: float
     sampling_seconds: float
@@ -338,7 +341,9 @@ def run_chains(
             key_warmup,
             shared=(data, schedule, jnp.asarray(False)),
             num_steps=num_warmup,
-            record_fn=lambda records: {k: records[1][k] for k in ("diverging", "n_steps")},
+            record_fn=lambda records: {
+                k: records[1][k] for k in ("diverging", "n_steps", "num_nonfinite")
+            },
             progress=bar,
             progress_fn=count_divergences,
             description="warmup",
@@ -376,6 +381,7 @@ def run_chains(
             }
         ),
         warmup_grad_evals=int(warmup.records["n_steps"].sum()),
+        warmup_nonfinite=int(warmup.records["num_nonfinite"].sum()),
         compile_seconds=watch.compile_seconds,
         warmup_seconds=warmup.run_seconds,
         sampling_seconds=sampling.run_seconds,

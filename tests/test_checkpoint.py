@@ -8,6 +8,10 @@ import pytest
 
 import probinfer as pi
 
+# Deliberately short runs: what these tests check is bookkeeping, not the quality of the
+# draws, so the run diagnostics (R-hat, ESS, divergences) are expected and silenced.
+pytestmark = pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")
+
 RUN = {"warmup": 60, "draws": 80, "chunk_size": 20, "progress": False, "chains": 2}
 
 

@@ -7,6 +7,10 @@ import pytest
 
 from probinfer import cli
 
+# Deliberately short runs: what these tests check is bookkeeping, not the quality of the
+# draws, so the run diagnostics (R-hat, ESS, divergences) are expected and silenced.
+pytestmark = pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")
+
 MODEL = """
 import numpyro
 import numpyro.distributions as dist

@@ -20,6 +20,10 @@ import probinfer as pi
 from probinfer import mcmc
 from probinfer.driver import TRACE_COUNTS
 
+# Deliberately short runs: what these tests check is bookkeeping, not the quality of the
+# draws, so the run diagnostics (R-hat, ESS, divergences) are expected and silenced.
+pytestmark = pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")
+
 ALGORITHMS = ("rwm", "mala", "hmc", "nuts")
 STEP_SIZES = {"rwm": 0.8, "mala": 0.6, "hmc": 0.3, "nuts": 0.5}
 NUM_STEPS = 3

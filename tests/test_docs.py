@@ -53,6 +53,7 @@ def test_every_public_symbol_is_documented():
     assert not missing, f"not mentioned in README.md or docs/: {missing}"
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # tiny budgets
 def test_readme_example_runs():
     blocks = python_blocks("README.md")
     assert blocks, "README has no python example"
@@ -69,6 +70,7 @@ def test_readme_nngp_example_runs():
     assert namespace["predictive"].mean.shape == (2,)
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # tiny budgets
 def test_nngp_guide_examples_run():
     """Every python block of docs/nngp.md runs (the NUTS one at a tiny budget)."""
     blocks = python_blocks("nngp.md")
@@ -96,6 +98,7 @@ def test_pfn_guide_examples_run(tmp_path, monkeypatch):
     assert namespace["losses"].shape == (20,)
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # tiny budgets
 def test_user_guide_log_density_examples_run():
     """The plain-log-density blocks of docs/index.md run (at a tiny budget)."""
     text = (ROOT / "docs" / "index.md").read_text()

@@ -18,6 +18,10 @@ import pytest
 import probinfer as pi
 from probinfer.driver import DriveStatus, drive
 
+# Deliberately short runs: what these tests check is bookkeeping, not the quality of the
+# draws, so the run diagnostics (R-hat, ESS, divergences) are expected and silenced.
+pytestmark = pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")
+
 POPULATION = 8
 
 

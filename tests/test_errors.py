@@ -9,6 +9,7 @@ import pytest
 
 import probinfer as pi
 from probinfer import mcmc
+from probinfer.diagnostics import SamplingWarning
 
 QUICK = {"chains": 2, "warmup": 10, "draws": 10, "progress": False}
 
@@ -201,13 +202,14 @@ def test_clashing_leaf_names_are_refused():
         pi.LogDensity(lambda p: 0.0 * p["a.b"], {"a": {"b": jnp.zeros(())}, "a.b": jnp.zeros(())})
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 50 draws: ESS too
 def test_divergences_after_warmup_are_reported_with_the_fix():
     def wall(x):
         # A density that drops by 1e6 outside |x| < 1: any trajectory crossing it diverges.
         return -0.5 * jnp.sum(x**2) - 1e6 * jnp.sum(jnp.maximum(jnp.abs(x) - 1.0, 0.0) ** 2)
 
     target = pi.LogDensity(wall, jnp.zeros(2))
-    with pytest.warns(UserWarning, match=r"(?s)diverged.*target_acceptance"):
+    with pytest.warns(SamplingWarning, match=r"(?s)diverged.*target_acceptance"):
         idata = pi.sample(target, warmup=0, draws=50, step_size=3.0, progress=False)
     assert int(idata.sample_stats["diverging"].values.sum()) > 0
 
@@ -225,3 +227,29 @@ def test_default_params_are_the_algorithms_own():
     assert params.inverse_mass_matrix.shape == (3,)
     assert mcmc.nuts.default_params({"a": jnp.zeros(2)}).step_size == 1.0
     assert mcmc.elliptical_slice.default_params(jnp.zeros(2)).cov_cholesky is None
+
+
+# ---------------------------------------------------------------------------------------
+# Data at the boundary
+
+
+def regression(x, y):
+    slope = numpyro.sample("slope", dist.Normal(0.0, 1.0))
+    numpyro.sample("y", dist.Normal(slope * x, 1.0), obs=y)
+
+
+def test_nan_covariate_is_named_with_the_fix():
+    x, y = jnp.array([1.0, jnp.nan, 2.0]), jnp.array([0.5, 0.2, 1.1])
+    with pytest.raises(ValueError, match=r"(?s)argument 'x' has 1 NaN value\(s\).*impute"):
+        pi.from_numpyro(regression, x, y)
+    with pytest.raises(ValueError, match=r"argument 'x' has 1 infinite value\(s\)"):
+        pi.from_numpyro(regression, x=x.at[1].set(jnp.inf), y=y)
+
+
+def test_data_as_python_lists_is_converted():
+    from_lists = pi.from_numpyro(regression, [1.0, 3.0, 2.0], y=[0.5, 0.2, 1.1])
+    from_arrays = pi.from_numpyro(
+        regression, jnp.array([1.0, 3.0, 2.0]), y=jnp.array([0.5, 0.2, 1.1])
+    )
+    position = {"slope": jnp.array(0.3)}
+    assert float(from_lists.logdensity_fn(position)) == float(from_arrays.logdensity_fn(position))

@@ -21,6 +21,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer.util import potential_energy
 
 import probinfer as pi
+from probinfer.diagnostics import SamplingWarning
 
 ALPHA = np.array([1.0, 2.0, 3.0])
 BETA_A, BETA_B = 2.0, 3.0
@@ -195,6 +196,7 @@ def test_masked_nan_observations_are_accepted():
     assert np.isfinite(value) and np.isfinite(grad["mu"])
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # a 10-draw run
 def test_numpy_integer_argument_is_a_static_size():
     def model(n, y):
         mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
@@ -216,6 +218,7 @@ def test_improper_prior_samples_but_cannot_be_drawn_from():
         density.sample_prior(jax.random.key(0))
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # a 5-draw run
 def test_warmup_free_run_uses_the_given_step_size():
     def model(y):
         mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
@@ -238,6 +241,9 @@ def parameter_bounded_model(y):
         numpyro.sample("y", dist.Uniform(0.0, theta), obs=y)
 
 
+@pytest.mark.filterwarnings(
+    "ignore::probinfer.diagnostics.SamplingWarning"
+)  # the edge: NaN proposals too
 def test_support_that_depends_on_a_parameter_is_sampled():
     """``y ~ Uniform(0, theta)``: data outside one prior draw's support are not an error.
 
@@ -248,7 +254,7 @@ def test_support_that_depends_on_a_parameter_is_sampled():
     mean 1.0, which the check rejects.
     """
     y = jnp.array([3.0, 5.0])
-    with pytest.warns(UserWarning, match="diverged"):
+    with pytest.warns(SamplingWarning, match="diverged"):
         idata = pi.sample(parameter_bounded_model, y, draws=3000, progress=False, seed=0)
     theta = idata.posterior["theta"].values
     assert theta.min() > 5.0

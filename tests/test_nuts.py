@@ -13,6 +13,7 @@ import pytest
 
 import probinfer as pi
 from probinfer import mcmc
+from probinfer.diagnostics import SamplingWarning
 
 NUM_CHAINS = 8
 NUM_STEPS = 20
@@ -113,9 +114,12 @@ def nan_beyond_one(position):
     return standard_normal(position["x"]) + jnp.log(1.0 - position["x"][0])
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 2 x 100 draws
 def test_driver_reports_nonfinite_proposals_without_leaking_nan():
     target = pi.LogDensity(nan_beyond_one, {"x": jnp.zeros(2)})
-    idata = pi.sample(target, method="nuts", chains=2, warmup=100, draws=100, progress=False)
+    with pytest.warns(SamplingWarning, match="NaN or infinite log density") as record:
+        idata = pi.sample(target, method="nuts", chains=2, warmup=100, draws=100, progress=False)
+    assert any("diverged" in str(w.message) for w in record)  # the NaN region is a wall
     x = idata.posterior["x"].values
     assert np.all(np.isfinite(x)) and np.all(x[..., 0] < 1.0)
     assert np.all(np.isfinite(idata.sample_stats["lp"].values))

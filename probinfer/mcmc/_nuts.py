@@ -41,6 +41,9 @@ from probinfer.model._target import value_and_aux
 T = TypeVar("T")
 
 
+DEFAULT_MAX_NUM_DOUBLINGS = 10  # Stan's max_depth
+
+
 class _Checkpoints(NamedTuple):
     """Per-level memory of the subtree under construction, arrays of shape (levels, dim).
 
@@ -95,7 +98,9 @@ def _select(condition: Array, on_true: T, on_false: T) -> T:
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
 
 
-def build_kernel(max_num_doublings: int = 10, divergence_threshold: float = 1000.0) -> RawKernel:
+def build_kernel(
+    max_num_doublings: int = DEFAULT_MAX_NUM_DOUBLINGS, divergence_threshold: float = 1000.0
+) -> RawKernel:
     """Build the raw NUTS kernel.
 
     Args:

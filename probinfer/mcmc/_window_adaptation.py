@@ -4,7 +4,8 @@ The warm-up of ``num_steps`` iterations is split (Stan reference manual, "HMC al
 parameters") into an initial fast buffer (75 steps: step size only), a series of slow
 windows doubling from 25 steps (the inverse mass matrix is re-estimated from the draws of
 each window; then, as Stan does, the step-size search runs again for the new metric and
-dual averaging restarts from its result), and a terminal fast buffer (50 steps). For short warm-ups the buffers shrink to 15% / 75% / 10%.
+dual averaging restarts from its result), and a terminal fast buffer (50 steps). For
+short warm-ups the buffers shrink to 15% / 75% / 10%.
 """
 
 from collections.abc import Callable

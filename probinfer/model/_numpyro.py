@@ -12,6 +12,7 @@ each from one trace of the model.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -306,7 +307,43 @@ class ModelDensity:
             bad += [
                 f"{n} (gradient)" for n, g in grad.items() if not bool(jnp.all(jnp.isfinite(g)))
             ]
-        return "non-finite terms at sites: " + (", ".join(bad) or "none found")
+        nonfinite = _nonfinite_arguments(self.spec.model, self._args, self._kwargs)
+        return (
+            "non-finite terms at sites: "
+            + (", ".join(bad) or "none found")
+            + (f"; {nonfinite}" if nonfinite else "")
+        )
+
+
+def _nonfinite_arguments(
+    model: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str:
+    """Name the model arguments holding NaN or infinite values (``""`` when none do).
+
+    Args:
+        model: the model function (for its parameter names).
+        args: its positional arguments.
+        kwargs: its keyword arguments.
+
+    Returns:
+        E.g. ``"argument 'x' has 1 NaN value(s)"``, one clause per array argument.
+    """
+    try:
+        named = dict(inspect.signature(model).bind_partial(*args, **kwargs).arguments)
+    except (TypeError, ValueError):
+        named = {f"#{i}": a for i, a in enumerate(args)} | dict(kwargs)
+    clauses = []
+    for name, value in named.items():
+        for path, leaf in jax.tree_util.tree_leaves_with_path(value):
+            if not _is_array(leaf) or not jnp.issubdtype(jnp.result_type(leaf), jnp.inexact):
+                continue
+            array = np.asarray(leaf)
+            counts = {"NaN": int(np.isnan(array).sum()), "infinite": int(np.isinf(array).sum())}
+            found = " and ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+            if found:
+                where = f"'{name}{jax.tree_util.keystr(path)}'"
+                clauses.append(f"argument {where} has {found} value(s)")
+    return "; ".join(clauses)
 
 
 def _unwrap(fn: dist.Distribution) -> dist.Distribution:
@@ -397,6 +434,14 @@ def _inspect_sites(
         try:
             return handlers.trace(inspected).get_trace(*args, **kwargs)
         except Exception as error:
+            nonfinite = _nonfinite_arguments(model, args, kwargs)
+            if nonfinite:
+                raise ValueError(
+                    f"running the model {getattr(model, '__name__', model)!r} failed "
+                    f"({type(error).__name__}: {error}) because {nonfinite}: drop or impute "
+                    "those entries (NaN observations of a sample site can instead be masked "
+                    "with `numpyro.handlers.mask`)."
+                ) from error
             raise type(error)(
                 f"running the model {getattr(model, '__name__', model)!r} with the given "
                 f"arguments failed ({type(error).__name__}: {error})"
@@ -468,6 +513,21 @@ def _is_array(leaf: Any) -> bool:
     return isinstance(leaf, jax.Array | np.ndarray | np.generic)
 
 
+def _numeric_list_to_array(value: Any) -> Any:
+    """A (nested, rectangular) list of numbers as an array; anything else unchanged.
+
+    Data passed as Python lists would reach the model as lists of Python scalars (static,
+    and ``array * list`` fails); tuples stay as they are (hashable settings).
+    """
+    if not isinstance(value, list):
+        return value
+    try:
+        array = np.asarray(value)
+    except ValueError:  # ragged
+        return value
+    return jnp.asarray(array) if array.size and array.dtype.kind in "biuf" else value
+
+
 def prepare_numpyro(
     model: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[NumPyroModel, tuple[Any, ...]]:
@@ -490,6 +550,8 @@ def prepare_numpyro(
             f"`model` must be a NumPyro model function or a `probinfer.LogDensity`, got "
             f"{type(model).__name__}."
         )
+    args = tuple(_numeric_list_to_array(a) for a in args)
+    kwargs = {k: _numeric_list_to_array(v) for k, v in kwargs.items()}
     leaves, treedef = jax.tree.flatten((tuple(args), dict(kwargs)), is_leaf=lambda x: x is None)
     data = tuple(leaf for leaf in leaves if _is_array(leaf))
     static_leaves = tuple(_ARRAY if _is_array(leaf) else leaf for leaf in leaves)

@@ -1,0 +1,136 @@
+"""Run checks: every problem a Stan user is warned about gives one message with the numbers.
+
+The checks read an ``InferenceData``, so most tests build one from crafted draws (no
+sampling): a healthy run of independent draws gives no message, and each defect added to
+it gives exactly its own message. The checks are deterministic functions of the draws;
+the healthy run's statistics (R-hat ~ 1.000 +- 0.002, ESS ~ 2000 for 2000 independent
+draws) are far from the thresholds (1.01, 400), so no test here fails by chance.
+"""
+
+import arviz as az
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import probinfer as pi
+from probinfer.diagnostics import SamplingWarning, check_run
+
+CHAINS, DRAWS = 4, 500
+
+
+def run_data(*, method="nuts", posterior=None, attrs=None, **stats):
+    """A healthy run of independent N(0, 1) draws, with ``stats`` overriding defaults."""
+    rng = np.random.default_rng(0)
+    shape = (CHAINS, DRAWS)
+    posterior = posterior or {"mu": rng.normal(size=shape), "beta": rng.normal(size=(*shape, 2))}
+    sample_stats = {
+        "lp": -0.5 * rng.chisquare(3, size=shape),
+        "diverging": np.zeros(shape, bool),
+        "tree_depth": np.full(shape, 3),
+        "energy": rng.normal(size=shape) + 5.0,
+        **stats,
+    }
+    attrs = {"method": method, "num_nonfinite_proposals": 0, **(attrs or {})}
+    return az.from_dict(posterior=posterior, sample_stats=sample_stats, attrs=attrs)
+
+
+def ar1(rho, shape, seed=1):
+    """AR(1) chains with unit stationary variance: ESS ~ n (1 - rho) / (1 + rho)."""
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(size=shape) * np.sqrt(1 - rho**2)
+    x = np.empty(shape)
+    x[:, 0] = rng.normal(size=shape[0])
+    for t in range(1, shape[1]):
+        x[:, t] = rho * x[:, t - 1] + noise[:, t]
+    return x
+
+
+def test_healthy_run_has_no_message():
+    assert check_run(run_data(), max_num_doublings=10) == []
+
+
+def test_divergences_are_counted():
+    diverging = np.zeros((CHAINS, DRAWS), bool)
+    diverging[1, :7] = True
+    (message,) = check_run(run_data(diverging=diverging))
+    assert "7 of 2000 transitions after warm-up diverged" in message
+    assert "target_acceptance" in message
+
+
+def test_saturated_trees_are_counted_against_the_limit():
+    tree_depth = np.full((CHAINS, DRAWS), 3)
+    tree_depth[0, :12] = 6
+    assert check_run(run_data(tree_depth=tree_depth), max_num_doublings=7) == []
+    (message,) = check_run(run_data(tree_depth=tree_depth), max_num_doublings=6)
+    assert "12 of 2000 transitions hit the maximum tree depth (6)" in message
+    assert "max_num_doublings" in message
+
+
+def test_low_ebfmi_names_the_chain():
+    """A slowly varying energy (AR(1), rho 0.95: E-BFMI ~ 2 (1 - rho) = 0.1) in chain 2."""
+    energy = np.random.default_rng(2).normal(size=(CHAINS, DRAWS))
+    energy[2] = ar1(0.95, (1, DRAWS))[0]
+    (message,) = check_run(run_data(energy=energy))
+    assert "E-BFMI below 0.3 in chain(s) 2: 0.1" in message
+    assert check_run(run_data(energy=energy, method="rwm")) == []  # no Hamiltonian energy
+
+
+def test_rhat_names_the_worst_site_and_component():
+    rng = np.random.default_rng(3)
+    beta = rng.normal(size=(CHAINS, DRAWS, 2))
+    beta[0, :, 1] += 1.0  # chain 0 disagrees about beta[1]
+    messages = check_run(run_data(posterior={"mu": rng.normal(size=(CHAINS, DRAWS)), "beta": beta}))
+    (rhat,) = [m for m in messages if "R-hat" in m]
+    assert "for 'beta'[1]" in rhat and "(above 1.01)" in rhat
+
+
+def test_low_bulk_and_tail_ess_per_chain():
+    """AR(1) with rho 0.95 over 4 x 500 draws: ESS ~ 50, far under 100 per chain."""
+    mu = ar1(0.95, (CHAINS, DRAWS))
+    messages = check_run(run_data(posterior={"mu": mu}))
+    bulk = [m for m in messages if m.startswith("bulk ESS")]
+    tail = [m for m in messages if m.startswith("tail ESS")]
+    assert len(bulk) == 1 and len(tail) == 1
+    assert "for 'mu'" in bulk[0] and "(400 for 4 chains)" in bulk[0]
+
+
+def test_nonfinite_proposals_during_and_after_warmup():
+    (message,) = check_run(run_data(attrs={"num_nonfinite_proposals": 3}), num_warmup_nonfinite=9)
+    assert "3 proposals after warm-up (and 9 during it)" in message
+    # During warm-up only: reported above 1% of its transitions (4 chains x 100 here).
+    warmup = run_data(attrs={"num_warmup": 100})
+    assert check_run(warmup, num_warmup_nonfinite=4) == []
+    (message,) = check_run(warmup, num_warmup_nonfinite=5)
+    assert "5 proposals during warm-up (400 transitions; none after it)" in message
+
+
+@pytest.mark.parametrize(("offset", "expected"), [(2e5, True), (1e4, False)])
+def test_float32_energy_precision(offset, expected):
+    lp = (-0.5 * np.random.default_rng(4).chisquare(3, size=(CHAINS, DRAWS)) - offset).astype(
+        np.float32
+    )
+    messages = check_run(run_data(lp=lp))
+    assert any("jax_enable_x64" in m for m in messages) == expected
+    assert not any("jax_enable_x64" in m for m in check_run(run_data(lp=lp.astype(np.float64))))
+
+
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # R-hat of 4 x 200
+def test_sample_warns_for_a_float32_log_density_of_large_magnitude():
+    """|log p| ~ 2e5 in float32 rounds energies by ~0.02 nats: pi.sample says so."""
+    if jax.config.jax_enable_x64:
+        pytest.skip("float64 run: nothing to warn about")
+    target = pi.LogDensity(lambda x: -0.5 * jnp.sum(x**2) - 2e5, jnp.zeros(2))
+    with pytest.warns(SamplingWarning, match="jax_enable_x64"):
+        idata = pi.sample(target, warmup=200, draws=200, progress=False)
+    assert {"probinfer_version", "jax_version", "numpyro_version", "device"} <= set(idata.attrs)
+
+
+def test_sample_warns_with_one_message_per_problem():
+    """Too few draws of a narrow-stepped RWM: bulk and tail ESS, each warned once."""
+    target = pi.LogDensity(lambda x: -0.5 * jnp.sum(x**2), jnp.zeros(2))
+    with pytest.warns(SamplingWarning) as record:
+        pi.sample(target, method="rwm", warmup=0, draws=40, step_size=0.05, progress=False)
+    messages = [str(w.message) for w in record]
+    assert sum(m.startswith("bulk ESS") for m in messages) == 1
+    assert sum(m.startswith("tail ESS") for m in messages) == 1
