@@ -15,7 +15,7 @@ adaptation; only the settings named below differ from each library's defaults):
 - ``probinfer``: ``pi.sample(model, ..., method="nuts")`` with its defaults: dense inverse
   mass matrix when the flat dimension is <= 200 (so dense on every model here) and, on CPU,
   ``chain_method="sequential"`` (``lax.map`` over chains inside one program).
-- ``probinfer_diag``: the same with ``is_mass_matrix_dense=False``.
+- ``probinfer_diag``: the same with ``metric="diag"``.
 - ``probinfer_vmap``: the same as ``probinfer`` with ``chain_method="vectorized"``.
 - ``blackjax``: ``blackjax.window_adaptation(blackjax.nuts, logdensity_fn)`` with its
   default diagonal mass matrix, vmapped over chains (per-chain adaptation, the pattern of
@@ -477,7 +477,7 @@ def make_runner(
     if sampler == "probinfer":
         return _probinfer_runner(zoo_model, args, kwargs, budget, {})
     if sampler == "probinfer_diag":
-        return _probinfer_runner(zoo_model, args, kwargs, budget, {"is_mass_matrix_dense": False})
+        return _probinfer_runner(zoo_model, args, kwargs, budget, {"metric": "diag"})
     if sampler == "probinfer_vmap":
         return _probinfer_runner(zoo_model, args, kwargs, budget, {"chain_method": "vectorized"})
     if sampler in ("blackjax", "blackjax_dense"):

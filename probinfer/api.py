@@ -32,7 +32,7 @@ from probinfer.run_smc import MOVE_ALGORITHMS, SMCConfig, check_settings, run_sm
 
 SAMPLER_SETTINGS = (
     "target_acceptance",
-    "is_mass_matrix_dense",
+    "metric",
     "step_size",
     "chain_method",
     "chunk_size",
@@ -166,7 +166,7 @@ def sample(
             interrupted run (or returns a finished one) with the draws an uninterrupted run
             gives.
         **kwargs: keywords the model accepts go to the model; the rest are settings:
-            ``target_acceptance``, ``is_mass_matrix_dense``, ``step_size`` (initial step
+            ``target_acceptance``, ``metric`` ("dense" or "diag"), ``step_size`` (initial step
             size), ``chain_method`` (one of :data:`probinfer.run.CHAIN_METHODS`),
             ``chunk_size`` (steps per compiled chunk and progress update), and the
             method's options (``max_num_doublings``, ``divergence_threshold`` for NUTS,
@@ -232,20 +232,20 @@ def sample(
     config = SamplerConfig(
         algorithm=method,
         options=tuple(
-            sorted(
-                (k, v)
-                for k, v in settings.items()
-                if k not in ("target_acceptance", "is_mass_matrix_dense")
-            )
+            sorted((k, v) for k, v in settings.items() if k not in ("target_acceptance", "metric"))
         ),
-        is_mass_matrix_dense=settings.get("is_mass_matrix_dense"),
+        metric=settings.get("metric"),
         target_acceptance=settings.get("target_acceptance"),
         initial_step_size=None if step_size is None else float(step_size),
         chain_method=chain_method,
         chunk_size=check_count("chunk_size", chunk_size, 1),
     )
     mcmc.window_adaptation(
-        algorithm, lambda x: x, **dict(config.options), target_acceptance=config.target_acceptance
+        algorithm,
+        lambda x: x,
+        **dict(config.options),
+        metric=config.metric,
+        target_acceptance=config.target_acceptance,
     )  # validates settings
 
     spec, data = prepare(model, args, model_kwargs)
@@ -301,7 +301,7 @@ SMC_DEFAULTS: dict[str, Any] = {
     "target_ess": 0.5,
     "resampling": "systematic",
     "resample_threshold": 0.5,
-    "is_mass_matrix_dense": None,
+    "metric": None,
     "step_size": None,
     "max_steps": 1000,
     "chunk_size": 5,
@@ -365,7 +365,7 @@ def evidence(
             (1; ``P > 1``: waste-free SMC with ``particles / P`` chains of ``P`` kept
             states, ``num_mcmc_steps`` transitions apart), ``target_ess``
             (0.5), ``resampling`` ("systematic"), ``resample_threshold`` (0.5),
-            ``is_mass_matrix_dense``, ``step_size`` (the move's first step size; the
+            ``metric`` ("dense" or "diag"), ``step_size`` (the move's first step size; the
             slice width), ``max_steps`` (1000), ``chunk_size`` (5), and the move's options
             (e.g. ``num_integration_steps``).
 
@@ -437,7 +437,7 @@ def _evidence_by_smc(
         target_ess=float(settings["target_ess"]),
         resampling=str(settings["resampling"]),
         resample_threshold=float(settings["resample_threshold"]),
-        is_mass_matrix_dense=settings["is_mass_matrix_dense"],
+        metric=settings["metric"],
         step_size=None if step_size is None else float(step_size),
         chunk_size=check_count("chunk_size", settings["chunk_size"], 1),
     )

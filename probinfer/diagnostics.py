@@ -98,7 +98,7 @@ def check_run(
                 f"{saturated} of {total} transitions hit the maximum tree depth "
                 f"({max_num_doublings}): trajectories were cut short, so the chains move "
                 "slowly. Raise `max_num_doublings`, or reparameterize (strong correlations "
-                "or very different scales need a dense metric, `is_mass_matrix_dense=True`)."
+                "or very different scales need a dense metric, `metric='dense'`)."
             )
     if idata.attrs.get("method") in ("nuts", "hmc") and draws > 1:
         # In float64: ArviZ's E-BFMI of float32 energies near 2e5 comes out negative.

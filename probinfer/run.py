@@ -44,7 +44,7 @@ class SamplerConfig(NamedTuple):
     Attributes:
         algorithm: name in :data:`probinfer.mcmc.ALGORITHMS`.
         options: sorted ``(name, value)`` pairs of the algorithm's options.
-        is_mass_matrix_dense: dense or diagonal adaptation (None: by dimension).
+        metric: "dense" or "diag" adaptation (None: the algorithm's rule by dimension).
         target_acceptance: dual-averaging target (None: the algorithm's default).
         initial_step_size: where the step-size search starts (None: the default).
         chain_method: one of :data:`CHAIN_METHODS`.
@@ -53,7 +53,7 @@ class SamplerConfig(NamedTuple):
 
     algorithm: str
     options: tuple[tuple[str, Any], ...]
-    is_mass_matrix_dense: bool | None
+    metric: str | None
     target_acceptance: float | None
     initial_step_size: float | None
     chain_method: str
@@ -91,7 +91,7 @@ def _adaptation(spec: Any, config: SamplerConfig, data: PyTree) -> mcmc.WindowAd
     return mcmc.window_adaptation(
         mcmc.ALGORITHMS[config.algorithm],
         density.logdensity_fn,
-        is_mass_matrix_dense=config.is_mass_matrix_dense,
+        metric=config.metric,
         target_acceptance=config.target_acceptance,
         initial_step_size=config.initial_step_size,
         **dict(config.options),

@@ -43,7 +43,7 @@ class SMCConfig(NamedTuple):
         target_ess: adaptive tempering's conditional-ESS fraction.
         resampling: a name in :data:`probinfer.smc.RESAMPLING`.
         resample_threshold: resample below this ESS fraction.
-        is_mass_matrix_dense: the move's metric from the full particle covariance.
+        metric: the move's metric, "dense" or "diag" (None: by dimension).
         step_size: the move's first step size (None: by algorithm and dimension).
         chunk_size: tempering steps per compiled chunk.
     """
@@ -58,7 +58,7 @@ class SMCConfig(NamedTuple):
     target_ess: float
     resampling: str
     resample_threshold: float
-    is_mass_matrix_dense: bool | None
+    metric: str | None
     step_size: float | None
     chunk_size: int
 
@@ -106,7 +106,7 @@ def _sampler(spec: Any, config: SMCConfig, data: PyTree) -> smc.TemperedSMC:
         schedule=smc.adaptive_tempering(config.target_ess),
         resampling=smc.RESAMPLING[config.resampling],
         resample_threshold=config.resample_threshold,
-        is_mass_matrix_dense=config.is_mass_matrix_dense,
+        metric=config.metric,
         step_size=config.step_size,
         **dict(config.options),
     )

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 from _stats import check_expectation, failures
 
+import probinfer as pi
 from probinfer import mcmc
 from probinfer.mcmc._dual_averaging import dual_averaging_update
 
@@ -151,9 +152,11 @@ def logdensity(x):
 
 
 @functools.cache
-def warmup_sampler(is_dense):
+def warmup_sampler(is_dense, algorithm_name="nuts"):
     """Jitted ``(keys, starts) -> (positions (chains, steps, 3), final inverse mass matrices)``."""
-    adaptation = mcmc.window_adaptation(mcmc.nuts, logdensity, is_mass_matrix_dense=is_dense)
+    adaptation = mcmc.window_adaptation(
+        mcmc.ALGORITHMS[algorithm_name], logdensity, metric="dense" if is_dense else "diag"
+    )
     schedule = mcmc.WarmupSchedule(*(jnp.asarray(a) for a in mcmc.build_schedule(NUM_WARMUP)))
 
     def one_chain(key, position):
@@ -172,11 +175,12 @@ def warmup_sampler(is_dense):
 
 
 @functools.cache
-def warmup_run(is_dense, seed=0):
+def warmup_run(is_dense, seed=0, algorithm_name="nuts"):
     """Positions and final inverse mass matrices of a replayed warm-up of 16 chains."""
     key_init, key_run = jax.random.split(jax.random.key(seed))
     start = jax.random.uniform(key_init, (NUM_CHAINS, 3), minval=-2.0, maxval=2.0)
-    positions, matrices = warmup_sampler(is_dense)(jax.random.split(key_run, NUM_CHAINS), start)
+    sampler = warmup_sampler(is_dense, algorithm_name)
+    positions, matrices = sampler(jax.random.split(key_run, NUM_CHAINS), start)
     return np.asarray(positions, np.float64), np.asarray(matrices, np.float64)
 
 
@@ -202,6 +206,20 @@ def test_adapted_mass_matrix_is_stans_estimate_from_last_window(is_dense):
         window = positions[chain, LAST_WINDOW[0] : LAST_WINDOW[1]]
         np.testing.assert_allclose(
             matrices[chain], stan_regularized(window, is_dense), rtol=1e-4, atol=1e-6
+        )
+
+
+@pytest.mark.parametrize("is_dense", [True, False], ids=["dense", "diag"])
+def test_cumulative_warmup_estimates_from_every_slow_draw_after_the_first_window(is_dense):
+    """RWM's matrix is the regularized covariance of the draws of iterations 100-949 (all
+    windows but the first, 75-99), not of the last window alone (Stan's, 450-949)."""
+    positions, matrices = warmup_run(is_dense, algorithm_name="rwm")
+    slow = windows(mcmc.build_schedule(NUM_WARMUP))
+    assert slow[0] == (75, 100) and slow[-1] == LAST_WINDOW
+    for chain in range(NUM_CHAINS):
+        draws = positions[chain, slow[1][0] : slow[-1][1]]
+        np.testing.assert_allclose(
+            matrices[chain], stan_regularized(draws, is_dense), rtol=1e-4, atol=1e-6
         )
 
 
@@ -269,7 +287,9 @@ def test_mass_matrix_check_fails_against_wrong_covariance(is_dense):
 def test_window_end_reruns_the_step_size_search_and_restarts_as_stan(is_dense):
     """After a metric window: Stan's ``init_stepsize`` for the new metric from the current
     step-size iterate, then dual averaging restarts with ``mu = log(10 eps)``."""
-    adaptation = mcmc.window_adaptation(mcmc.nuts, logdensity, is_mass_matrix_dense=is_dense)
+    adaptation = mcmc.window_adaptation(
+        mcmc.nuts, logdensity, metric="dense" if is_dense else "diag"
+    )
     slow = mcmc.WarmupSchedule(jnp.asarray(True), jnp.asarray(False))
     window_end = mcmc.WarmupSchedule(jnp.asarray(True), jnp.asarray(True))
 
@@ -298,3 +318,39 @@ def test_window_end_reruns_the_step_size_search_and_restarts_as_stan(is_dense):
     np.testing.assert_allclose(updated.step_size, searched, rtol=1e-6)
     np.testing.assert_allclose(updated.dual_averaging.mu, jnp.log(10.0 * searched), rtol=1e-6)
     assert not np.allclose(updated.inverse_mass_matrix.inverse, state.inverse_mass_matrix.inverse)
+
+
+# ---------------------------------------------------------------------------------------
+# Metric choice
+
+
+def standard_normal(x):
+    return -0.5 * jnp.sum(x**2)
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "metric", "dim", "expected_ndim"),
+    [
+        (mcmc.nuts, None, 3, 2),
+        (mcmc.nuts, None, mcmc.DENSE_MASS_MATRIX_MAX_DIM + 1, 1),
+        (mcmc.hmc, None, 3, 2),
+        (mcmc.mala, None, 3, 1),
+        (mcmc.rwm, None, 3, 1),
+        (mcmc.rwm, "dense", 3, 2),
+        (mcmc.nuts, "diag", 3, 1),
+    ],
+    ids=["nuts", "nuts-high-dim", "hmc", "mala", "rwm", "rwm-dense", "nuts-diag"],
+)
+def test_metric_default_rule_and_explicit_choice(algorithm, metric, dim, expected_ndim):
+    adaptation = mcmc.window_adaptation(
+        algorithm, standard_normal, metric=metric, initial_step_size=0.5
+    )
+    state = adaptation.init(jnp.zeros(dim), jax.random.key(0))
+    assert state.inverse_mass_matrix.inverse.ndim == expected_ndim
+
+
+def test_unknown_metric_names_the_valid_ones():
+    with pytest.raises(ValueError, match=r"(?s)`metric`.*'diag'.*'dense'.*'full'"):
+        mcmc.window_adaptation(mcmc.nuts, standard_normal, metric="full")
+    with pytest.raises(ValueError, match="`metric`"):
+        pi.sample(pi.LogDensity(standard_normal, jnp.zeros(2)), metric="full", progress=False)

@@ -9,7 +9,7 @@ Gaussian-prior-times-likelihood targets (GP latents). :func:`gibbs` and :func:`c
 combine kernels into blocked sweeps and sequences.
 """
 
-from probinfer.mcmc._algorithm import Algorithm
+from probinfer.mcmc._algorithm import DENSE_MASS_MATRIX_MAX_DIM, METRICS, Algorithm
 from probinfer.mcmc._base import GradientState, Kernel, MetricParams, TransitionInfo
 from probinfer.mcmc._combinators import compose, gibbs
 from probinfer.mcmc._constrained import (
@@ -32,7 +32,6 @@ from probinfer.mcmc._nuts import nuts
 from probinfer.mcmc._rwm import RWMState, rwm
 from probinfer.mcmc._slice import slice_sampler
 from probinfer.mcmc._window_adaptation import (
-    DENSE_MASS_MATRIX_MAX_DIM,
     WarmupSchedule,
     WindowAdaptation,
     WindowAdaptationState,
@@ -46,6 +45,7 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (rwm, mala, hmc, nuts)}
 __all__ = [
     "ALGORITHMS",
     "DENSE_MASS_MATRIX_MAX_DIM",
+    "METRICS",
     "Algorithm",
     "ConstrainedInfo",
     "ConstrainedMove",

@@ -31,6 +31,24 @@ RawKernel = Callable[[PRNGKeyArray, Any, LogDensityFn, Any], tuple[Any, Any]]
 TUNED_PARAMETERS = ("step_size", "inverse_mass_matrix")
 
 
+METRICS = ("diag", "dense")
+# NUTS and HMC adapt a dense metric up to this flat dimension by default (see docs/mcmc.md).
+DENSE_MASS_MATRIX_MAX_DIM = 200
+
+
+def check_metric(metric: str | None) -> None:
+    """Reject a metric setting other than ``"diag"``, ``"dense"`` or None (the default rule).
+
+    Raises:
+        ValueError: naming the valid values.
+    """
+    if metric is not None and metric not in METRICS:
+        raise ValueError(
+            f"`metric` must be 'diag' (a diagonal inverse mass matrix), 'dense' (the full "
+            f"covariance) or None (the algorithm's default by dimension), got {metric!r}."
+        )
+
+
 class Algorithm:
     """An MCMC algorithm: ``init``, ``build_kernel``, ``params_type`` and the factory.
 
@@ -45,6 +63,12 @@ class Algorithm:
         target_acceptance: default acceptance rate that step-size adaptation aims for, or
             None for an algorithm without one (slice sampling always moves).
         uses_gradient: whether the kernel evaluates gradients of the log density.
+        dense_metric_max_dim: window adaptation's default metric is dense up to this flat
+            dimension and diagonal above it (0: always diagonal).
+        has_cumulative_warmup: window adaptation estimates the metric from every slow
+            draw after the first window (not from the last window alone) and adapts the
+            step size continuously (no restart after a new metric): for random-walk-like
+            kernels, whose windows hold few effective draws.
     """
 
     def __init__(
@@ -57,6 +81,8 @@ class Algorithm:
         build_options: tuple[str, ...] = (),
         target_acceptance: float | None,
         uses_gradient: bool,
+        dense_metric_max_dim: int = 0,
+        has_cumulative_warmup: bool = False,
     ) -> None:
         self.name = name
         self.init = init
@@ -65,6 +91,8 @@ class Algorithm:
         self.build_options = build_options
         self.target_acceptance = target_acceptance
         self.uses_gradient = uses_gradient
+        self.dense_metric_max_dim = dense_metric_max_dim
+        self.has_cumulative_warmup = has_cumulative_warmup
 
     def __repr__(self) -> str:
         return f"probinfer.mcmc.{self.name}"

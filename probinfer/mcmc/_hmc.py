@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
-from probinfer.mcmc._algorithm import Algorithm, RawKernel
+from probinfer.mcmc._algorithm import DENSE_MASS_MATRIX_MAX_DIM, Algorithm, RawKernel
 from probinfer.mcmc._base import (
     GradientState,
     LogDensityFn,
@@ -108,4 +108,5 @@ hmc = Algorithm(
     build_options=("divergence_threshold", "jitter_num_steps"),
     target_acceptance=0.8,
     uses_gradient=True,
+    dense_metric_max_dim=DENSE_MASS_MATRIX_MAX_DIM,
 )

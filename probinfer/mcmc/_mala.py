@@ -77,4 +77,5 @@ mala = Algorithm(
     MetricParams,
     target_acceptance=0.574,
     uses_gradient=True,
+    has_cumulative_warmup=True,
 )

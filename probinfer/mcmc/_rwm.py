@@ -93,5 +93,11 @@ def build_kernel() -> RawKernel:
 
 
 rwm = Algorithm(
-    "rwm", init, build_kernel, MetricParams, target_acceptance=0.234, uses_gradient=False
+    "rwm",
+    init,
+    build_kernel,
+    MetricParams,
+    target_acceptance=0.234,
+    uses_gradient=False,
+    has_cumulative_warmup=True,
 )

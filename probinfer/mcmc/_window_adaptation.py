@@ -6,6 +6,11 @@ windows doubling from 25 steps (the inverse mass matrix is re-estimated from the
 each window; then, as Stan does, the step-size search runs again for the new metric and
 dual averaging restarts from its result), and a terminal fast buffer (50 steps). For
 short warm-ups the buffers shrink to 15% / 75% / 10%.
+
+RWM and MALA (``Algorithm.has_cumulative_warmup``) keep the windows but estimate the
+metric from every slow draw since the first window ended, and adapt the step size
+without restarts: their draws are so autocorrelated that one window holds few effective
+draws (measured in docs/mcmc.md).
 """
 
 from collections.abc import Callable
@@ -17,7 +22,11 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
-from probinfer.mcmc._algorithm import Algorithm, check_step_size
+from probinfer.mcmc._algorithm import (
+    Algorithm,
+    check_metric,
+    check_step_size,
+)
 from probinfer.mcmc._base import LogDensityFn, PyTree
 from probinfer.mcmc._dual_averaging import (
     DualAveragingState,
@@ -33,8 +42,6 @@ from probinfer.mcmc._welford import (
     welford_update,
 )
 from probinfer.model._target import value_and_aux
-
-DENSE_MASS_MATRIX_MAX_DIM = 200
 
 
 class WarmupSchedule(NamedTuple):
@@ -61,7 +68,9 @@ class WindowAdaptationState(NamedTuple):
             :class:`~probinfer.mcmc.MassMatrix`; ``.inverse`` is ``(dim,)`` or
             ``(dim, dim)``), refactored only when a window ends.
         dual_averaging: step-size adaptation state.
-        welford: running moments of the current slow window.
+        welford: running moments of the current slow window (of every slow draw since
+            the first window ended, for algorithms with a cumulative warm-up).
+        num_metric_updates: metric windows completed so far.
     """
 
     mcmc_state: Any
@@ -69,6 +78,7 @@ class WindowAdaptationState(NamedTuple):
     inverse_mass_matrix: MassMatrix
     dual_averaging: DualAveragingState
     welford: WelfordState
+    num_metric_updates: Array
 
 
 class WindowAdaptation(NamedTuple):
@@ -224,7 +234,7 @@ def window_adaptation(
     algorithm: Algorithm,
     logdensity_fn: LogDensityFn,
     *,
-    is_mass_matrix_dense: bool | None = None,
+    metric: str | None = None,
     target_acceptance: float | None = None,
     initial_step_size: float | None = None,
     **options: Any,
@@ -234,9 +244,11 @@ def window_adaptation(
     Args:
         algorithm: ``probinfer.mcmc.rwm``, ``mala``, ``hmc`` or ``nuts``.
         logdensity_fn: log density of a position pytree.
-        is_mass_matrix_dense: estimate a dense inverse mass matrix (full covariance);
-            by default dense when the flat dimension is at most 200, diagonal above,
-            where a dense estimate needs more warm-up draws than it is worth.
+        metric: ``"dense"`` (the inverse mass matrix is the full covariance estimate) or
+            ``"diag"`` (its diagonal); by default the algorithm's rule
+            (``algorithm.dense_metric_max_dim``): NUTS and HMC dense up to 200
+            dimensions, diagonal above; RWM and MALA always diagonal (their warm-up draws
+            are too autocorrelated for a dense estimate to pay).
         target_acceptance: acceptance rate for dual averaging, in (0, 1); default the
             algorithm's (0.8 for NUTS and HMC, 0.574 for MALA, 0.234 for RWM).
         initial_step_size: where the step-size search starts; default 1 for gradient
@@ -248,7 +260,7 @@ def window_adaptation(
         A :class:`WindowAdaptation`.
 
     Raises:
-        ValueError: for a target acceptance outside (0, 1) or an unknown option.
+        ValueError: for a target acceptance outside (0, 1), an unknown metric or option.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -272,17 +284,14 @@ def window_adaptation(
         )
     if initial_step_size is not None:
         check_step_size(initial_step_size)
+    check_metric(metric)
     build_options, fixed_parameters = algorithm.split_options(options)
     kernel = algorithm.build_kernel(**build_options)
 
     def init(position: PyTree, key: PRNGKeyArray) -> WindowAdaptationState:
         flat, _ = ravel_pytree(position)
         dim = flat.shape[0]
-        is_dense = (
-            dim <= DENSE_MASS_MATRIX_MAX_DIM
-            if is_mass_matrix_dense is None
-            else is_mass_matrix_dense
-        )
+        is_dense = dim <= algorithm.dense_metric_max_dim if metric is None else metric == "dense"
         inverse_mass_matrix = (
             jnp.eye(dim, dtype=flat.dtype) if is_dense else jnp.ones(dim, flat.dtype)
         )
@@ -303,6 +312,7 @@ def window_adaptation(
             inverse_mass_matrix=factor_mass_matrix(inverse_mass_matrix),
             dual_averaging=dual_averaging_init(step_size),
             welford=welford_init(dim, is_dense, flat.dtype),
+            num_metric_updates=jnp.asarray(0, jnp.int32),
         )
 
     def restart_step_size(
@@ -312,9 +322,9 @@ def window_adaptation(
         dual: DualAveragingState,
     ) -> DualAveragingState:
         # Stan, after each metric window: search for a step size for the new metric from
-        # the current iterate (gradient methods), then restart with mu = log(10 eps).
-        # RWM has no such search in Stan (nor a gradient to run it with): it restarts at
-        # its averaged step size, with mu = log(eps).
+        # the current iterate (gradient methods), then restart with mu = log(10 eps). An
+        # algorithm without gradients to search with restarts at its averaged step size,
+        # with mu = log(eps) (no built-in one: RWM's warm-up is cumulative).
         if not algorithm.uses_gradient:
             return dual_averaging_init(jnp.exp(dual.log_step_size_avg), shrink_factor=1.0)
         step_size = find_reasonable_step_size(
@@ -348,22 +358,29 @@ def window_adaptation(
             lambda: factor_mass_matrix(_window_estimate(welford)),
             lambda: state.inverse_mass_matrix,
         )
+        # Window by window as Stan; for a cumulative warm-up only after the first window,
+        # whose draws are the furthest from the posterior.
+        is_reset = is_window_end
+        if algorithm.has_cumulative_warmup:
+            is_reset = is_window_end & (state.num_metric_updates == 0)
         welford = jax.tree.map(
-            lambda empty, w: jnp.where(is_window_end, empty, w),
+            lambda empty, w: jnp.where(is_reset, empty, w),
             welford_init(flat.shape[0], welford.m2.ndim == 2, flat.dtype),
             welford,
         )
-        dual = jax.lax.cond(
-            is_window_end,
-            lambda: restart_step_size(key, mcmc_state.position, inverse_mass_matrix, dual),
-            lambda: dual,
-        )
+        if not algorithm.has_cumulative_warmup:  # a cumulative warm-up never restarts
+            dual = jax.lax.cond(
+                is_window_end,
+                lambda: restart_step_size(key, mcmc_state.position, inverse_mass_matrix, dual),
+                lambda: dual,
+            )
         return WindowAdaptationState(
             mcmc_state=mcmc_state,
             step_size=jnp.exp(dual.log_step_size),
             inverse_mass_matrix=inverse_mass_matrix,
             dual_averaging=dual,
             welford=welford,
+            num_metric_updates=state.num_metric_updates + is_window_end.astype(jnp.int32),
         )
 
     def step(

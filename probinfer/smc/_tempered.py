@@ -58,8 +58,7 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
 from probinfer._validation import check_count
-from probinfer.mcmc._algorithm import Algorithm
-from probinfer.mcmc._window_adaptation import DENSE_MASS_MATRIX_MAX_DIM
+from probinfer.mcmc._algorithm import DENSE_MASS_MATRIX_MAX_DIM, Algorithm, check_metric
 from probinfer.model._target import Target
 from probinfer.smc._tempering import NextTemperatureFn, adaptive_tempering, tempered_increments
 from probinfer.smc._weights import ess, normalize, zero_invalid
@@ -192,7 +191,7 @@ def tempered_smc(
     schedule: NextTemperatureFn | None = None,
     resampling: ResamplingFn = systematic,
     resample_threshold: float = 0.5,
-    is_mass_matrix_dense: bool | None = None,
+    metric: str | None = None,
     step_size: float | None = None,
     **options: Any,
 ) -> TemperedSMC:
@@ -214,8 +213,10 @@ def tempered_smc(
         resampling: a resampling scheme ``(key, weights, N) -> indices``.
         resample_threshold: resample when the ESS falls below this fraction of N, in
             (0, 1]; 1 resamples at every step.
-        is_mass_matrix_dense: the kernel's metric from the particles' full covariance
-            (default: when the flat dimension is at most 200) or its diagonal.
+        metric: the kernel's metric from the particles' full covariance (``"dense"``;
+            the default when the flat dimension is at most 200) or its diagonal
+            (``"diag"``). Hundreds of independent particles estimate a dense covariance
+            well, for every move algorithm.
         step_size: the move's first step size (default :func:`initial_step_size`).
         **options: the algorithm's options (e.g. ``num_integration_steps``).
 
@@ -245,6 +246,7 @@ def tempered_smc(
     """
     num_mcmc_steps = check_count("num_mcmc_steps", num_mcmc_steps, 1)
     chain_length = check_count("chain_length", chain_length, 1)
+    check_metric(metric)
     if adapt_num_mcmc_steps and chain_length > 1:
         raise ValueError(
             "`adapt_num_mcmc_steps` adapts standard moves; waste-free SMC (`chain_length > 1`) "
@@ -305,8 +307,7 @@ def tempered_smc(
         ess_after = ess(log_weights)
         # The kernel's metric: the weighted particles' covariance.
         flat = jax.vmap(lambda p: ravel_pytree(p)[0])(state.particles)
-        dense = flat.shape[1] <= DENSE_MASS_MATRIX_MAX_DIM
-        dense = dense if is_mass_matrix_dense is None else is_mass_matrix_dense
+        dense = flat.shape[1] <= DENSE_MASS_MATRIX_MAX_DIM if metric is None else metric == "dense"
         covariance = _particle_covariance(flat, log_weights, dense)
         # Resample (the indices are computed either way; identity when not resampling).
         num_ancestors = num // chain_length
