@@ -157,6 +157,9 @@ RATIO_PAIRS = (
     ("probinfer_vmap", "blackjax_dense", "dense metric, vectorized chains"),
     ("probinfer_vmap", "numpyro_dense", "dense metric, vectorized chains"),
 )
+# A run converged when its max R-hat is below this (the threshold of pi.sample's warning);
+# a model's ratio row needs every compared run converged to enter the geometric mean.
+RHAT_CONVERGED = 1.01
 X64_MODELS: frozenset[str] = frozenset()  # models whose sampling needs float64: none
 PROBE_SEED = 1_000_003
 COMPILE_EVENTS = frozenset(
@@ -684,8 +687,9 @@ def ratios(records: Sequence[RunRecord], summaries: dict[str, dict[str, Any]]) -
         summaries: output of :func:`aggregate`.
 
     Returns:
-        One dict per (pair, model), plus an ``"all models"`` row per pair (geometric mean
-        of the per-model ratios).
+        One dict per (pair, model), plus a ``"converged models"`` row per pair (geometric mean
+        of the per-model ratios of the models where every compared run converged: max
+        R-hat < ``RHAT_CONVERGED``; the others are shown with ``converged`` False).
     """
     rows = []
     models = list(dict.fromkeys(r.model for r in records))
@@ -710,6 +714,9 @@ def ratios(records: Sequence[RunRecord], summaries: dict[str, dict[str, Any]]) -
                 "matched": matched,
                 "model": model,
                 "repeats": len(seeds),
+                "converged": all(
+                    side[s].max_rhat < RHAT_CONVERGED for side in (top, bottom) for s in seeds
+                ),
             }
             for name in RATIO_FIELDS:
                 row[name] = _geomean(
@@ -723,15 +730,17 @@ def ratios(records: Sequence[RunRecord], summaries: dict[str, dict[str, Any]]) -
                 else float("nan")
             )
             pair_rows.append(row)
-        if len(pair_rows) > 1:
+        converged = [r for r in pair_rows if r["converged"]]
+        if len(converged) > 1:
             overall: dict[str, Any] = {
                 "pair": f"{numerator} / {denominator}",
                 "matched": matched,
-                "model": "all models (geomean)",
-                "repeats": min(r["repeats"] for r in pair_rows),
+                "model": f"converged models (geomean of {len(converged)})",
+                "repeats": min(r["repeats"] for r in converged),
+                "converged": True,
             }
             for name in (*RATIO_FIELDS, "compile_seconds"):
-                overall[name] = _geomean([r[name] for r in pair_rows])
+                overall[name] = _geomean([r[name] for r in converged])
             pair_rows.append(overall)
         rows.extend(pair_rows)
     return rows
@@ -917,8 +926,10 @@ def markdown_report(
         "",
         "## Ratios (probinfer / peer; > 1 means probinfer is better for ESS, slower to compile)",
         "",
-        "Per-repeat ratios at equal seeds, geometric mean over repeats; the `all models` row "
-        "is the geometric mean over models. Compile: cold-call JAX compile time.",
+        "Per-repeat ratios at equal seeds, geometric mean over repeats; the `converged "
+        "models` row is the geometric mean over the models where every compared run "
+        f"converged (max R-hat < {RHAT_CONVERGED}); a model marked `(unconverged)` is shown "
+        "but left out of it. Compile: cold-call JAX compile time.",
         "",
         "| pair | matched | model | ESS/1000 grads | ESS/s | ESS/s (sampling) "
         "| ESS/s (end-to-end) | compile s |",
@@ -926,7 +937,8 @@ def markdown_report(
     ]
     for row in ratio_rows:
         lines.append(
-            f"| {row['pair']} | {row['matched']} | {row['model']} | "
+            f"| {row['pair']} | {row['matched']} | "
+            f"{row['model']}{'' if row['converged'] else ' (unconverged)'} | "
             f"{_fmt(row['ess_per_1000_grads'])} | {_fmt(row['ess_per_second'])} | "
             f"{_fmt(row['ess_per_sampling_second'])} | {_fmt(row['ess_per_wall_second'])} | "
             f"{_fmt(row['compile_seconds'])} |"

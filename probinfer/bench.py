@@ -211,7 +211,7 @@ def run_evidence_one(name: str, *, seed: int) -> dict[str, Any]:
             "log_z_truth": truth, "log_z_z": np.inf, "max_mean_error_sd": np.nan,
             "num_likelihood_evals": 0, "num_tempering_steps": np.nan,
             "compile_seconds": np.nan, "sampling_seconds": np.nan, "passed": False,
-            "error": str(error),
+            "why": str(error),
         }  # fmt: skip
     error = result.log_z - truth
     # Without a likelihood (a prior-only model) every replica is exact: no spread at all.
@@ -240,6 +240,7 @@ def run_evidence_one(name: str, *, seed: int) -> dict[str, Any]:
         "compile_seconds": attrs["compile_seconds"],
         "sampling_seconds": attrs["sampling_seconds"],
         "passed": bool(z < Z_THRESHOLD),
+        "why": "" if z < Z_THRESHOLD else f"error {z:.1f} reported errors",
     }
 
 
@@ -274,6 +275,7 @@ COLUMNS = (
     ("div", "divergences", "{}"),
     ("compile s", "compile_seconds", "{:.1f}"),
     ("ok", "passed", "{}"),
+    ("why not", "why", "{}"),
 )
 
 

@@ -32,7 +32,7 @@ from probinfer.driver import (
     map_members,
     progress_bar,
 )
-from probinfer.mcmc._window_adaptation import WarmupSchedule, build_schedule, update_key
+from probinfer.mcmc._window_adaptation import ScheduleBounds, schedule_bounds, update_key
 
 PyTree = Any
 CHAIN_METHODS = MEMBER_MAPS
@@ -123,7 +123,7 @@ class _MCMCStep(NamedTuple):
         key: PRNGKeyArray,
         state: mcmc.WindowAdaptationState,
         step_index: Array,
-        shared: tuple[PyTree, WarmupSchedule, Array],
+        shared: tuple[PyTree, ScheduleBounds, Array],
     ) -> tuple[mcmc.WindowAdaptationState, tuple[dict[str, Array], dict[str, Array]]]:
         data, schedule, is_sampling = shared
         density = self.spec.bind(data)
@@ -141,7 +141,7 @@ class _MCMCStep(NamedTuple):
                 state,
                 mcmc_state,
                 info,
-                jax.tree.map(lambda a: a[step_index], schedule),
+                schedule.flags(step_index),
             ),
         )
         stats = {
@@ -252,7 +252,10 @@ def initial_positions(
 
 
 def choose_chunk_size(num_warmup: int, num_draws: int) -> int:
-    """About 20 progress updates per phase, between 10 and 2,000 steps per chunk.
+    """About 20 progress updates per phase: a power of two from 16 to 2,048 steps per chunk.
+
+    The chunk size is a shape of the compiled program; powers of two keep the number of
+    programs small (warm-up and draws up to 320 share one, up to 640 the next, ...).
 
     Args:
         num_warmup: warm-up steps.
@@ -261,7 +264,8 @@ def choose_chunk_size(num_warmup: int, num_draws: int) -> int:
     Returns:
         Steps per chunk.
     """
-    return int(min(2000, max(10, math.ceil(max(num_warmup, num_draws, 1) / 20))))
+    wanted = max(num_warmup, num_draws, 1) / 20
+    return int(min(2048, max(16, 2 ** math.ceil(math.log2(wanted)))))
 
 
 def run_chains(
@@ -302,8 +306,7 @@ def run_chains(
     positions = initial_positions(
         spec, data, config, key_positions, num_chains, init_positions, watch
     )
-    schedule = WarmupSchedule(*(jnp.asarray(a) for a in build_schedule(num_warmup)))
-    schedule = schedule if num_warmup > 0 else WarmupSchedule(*(jnp.zeros(1, bool),) * 2)
+    schedule = schedule_bounds(num_warmup)  # a runtime value: any warm-up length, one program
     states = call_compiled(
         _warmup_init,
         (spec, config),

@@ -75,11 +75,14 @@ def check_expectation(
     z: float = Z,
     min_ess: float = MIN_ESS,
     iid: bool = False,
+    truth_mcse: float = 0.0,
 ) -> Check:
     """Check that the mean of ``values`` ``(chain, draw)`` estimates ``truth``.
 
     With ``iid=True`` the draws are treated as independent (ESS = number of values); use
-    it for final states of independent chains and for exact prior draws.
+    it for final states of independent chains and for exact prior draws. A ``truth`` that
+    is itself a Monte Carlo estimate (a long-run reference) brings its own standard error,
+    ``truth_mcse``, combined with the run's: ``sqrt(mcse^2 + truth_mcse^2)``.
     """
     values = np.asarray(values, np.float64)
     if values.ndim == 1:
@@ -87,6 +90,7 @@ def check_expectation(
     ess = effective_sample_size(values, iid=iid)
     sd = float(np.std(values, ddof=1)) if np.all(np.isfinite(values)) else np.nan
     mcse = sd / np.sqrt(ess) if ess > 0 else np.inf
+    mcse = float(np.hypot(mcse, truth_mcse))
     return Check(name, float(np.mean(values)), float(truth), float(mcse), ess, z, min_ess)
 
 

@@ -33,6 +33,7 @@ from _stats import check_expectation, failures
 import probinfer as pi
 from probinfer import mcmc
 from probinfer.mcmc._dual_averaging import dual_averaging_update
+from probinfer.mcmc._window_adaptation import schedule_bounds
 
 # ---------------------------------------------------------------------------------------
 # build_schedule
@@ -132,6 +133,16 @@ def test_build_schedule_matches_stan_for_every_length():
         f"{len(differ)} lengths differ from Stan, e.g. (probinfer, Stan): {shown}; "
         f"lengths: {sorted(differ)}"
     )
+
+
+def test_schedule_bounds_give_the_schedule_flags():
+    """The driver's runtime form of the schedule (a few integers) gives every flag."""
+    for num_steps in (0, 10, 19, 20, 100, 150, 151, 174, 175, 1000, 1234, 20_000):
+        schedule = mcmc.build_schedule(num_steps)
+        bounds = schedule_bounds(num_steps)
+        flags = jax.vmap(bounds.flags)(jnp.arange(num_steps))
+        np.testing.assert_array_equal(flags.is_slow, schedule.is_slow)
+        np.testing.assert_array_equal(flags.is_window_end, schedule.is_window_end)
 
 
 # ---------------------------------------------------------------------------------------

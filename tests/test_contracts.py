@@ -195,6 +195,18 @@ def test_new_seed_and_new_data_trigger_no_xla_compilation(idata, count_compilati
     assert count_compilations == [], f"{len(count_compilations)} XLA compilations"
 
 
+def test_other_warmup_lengths_and_keyword_data_compile_nothing(idata, count_compilations):
+    """The warm-up length is a runtime value (its windows are a few integers) and the
+    chunk size comes from powers of two, so 10, 40 or 100 warm-up steps (with 30 draws:
+    16-step chunks) reuse the program; data by keyword is the same call as by position."""
+    for warmup in (10, 40, 100):
+        pi.sample(model, Y, seed=1, **{**SETTINGS, "warmup": warmup})
+    pi.sample(model, y=Y_NEW, seed=1, **SETTINGS)
+    assert count_compilations == [], f"{len(count_compilations)} XLA compilations"
+    pi.sample(model, Y, seed=1, **{**SETTINGS, "warmup": 400})  # 32-step chunks: new program
+    assert count_compilations
+
+
 def test_vectorized_and_sequential_chains_give_the_same_draws():
     """Per-chain keys are identical, so the two chain methods run the same computation.
 

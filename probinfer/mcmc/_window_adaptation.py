@@ -145,6 +145,57 @@ def build_schedule(num_steps: int) -> WarmupSchedule:
     return WarmupSchedule(is_slow, is_window_end)
 
 
+MAX_WINDOWS = 48  # windows double from 25 steps: 48 cover any warm-up that fits in int32
+
+
+class ScheduleBounds(NamedTuple):
+    """A warm-up schedule as a few integers: its length is a runtime value, not a shape.
+
+    A compiled loop that reads its flags from these (``flags(i)``) serves every warm-up
+    length, where the per-iteration arrays of :func:`build_schedule` would have a
+    different shape, and so a different program, for each.
+
+    Attributes:
+        slow_start: first slow iteration (the slow phase is one contiguous span).
+        slow_end: one past the last slow iteration.
+        window_ends: ``(MAX_WINDOWS,)`` the last iteration of each slow window, padded
+            with -1.
+    """
+
+    slow_start: Array
+    slow_end: Array
+    window_ends: Array
+
+    def flags(self, step_index: Array) -> WarmupSchedule:
+        """Iteration ``step_index``'s row of the schedule (scalars)."""
+        return WarmupSchedule(
+            is_slow=(step_index >= self.slow_start) & (step_index < self.slow_end),
+            is_window_end=jnp.any(self.window_ends == step_index),
+        )
+
+
+def schedule_bounds(num_steps: int) -> ScheduleBounds:
+    """The :class:`ScheduleBounds` of :func:`build_schedule` ``(num_steps)``.
+
+    Args:
+        num_steps: number of warm-up iterations, >= 0.
+
+    Returns:
+        The bounds (int32 arrays); ``flags(i)`` equals ``build_schedule(num_steps)[i]``.
+    """
+    schedule = build_schedule(num_steps)
+    slow = np.flatnonzero(schedule.is_slow)
+    ends = np.flatnonzero(schedule.is_window_end)
+    assert slow.size == 0 or slow.size == slow[-1] - slow[0] + 1, "slow phase not contiguous"
+    assert ends.size <= MAX_WINDOWS
+    window_ends = np.full(MAX_WINDOWS, -1, np.int32)
+    window_ends[: ends.size] = ends
+    start, end = (int(slow[0]), int(slow[-1]) + 1) if slow.size else (0, 0)
+    return ScheduleBounds(
+        jnp.asarray(start, jnp.int32), jnp.asarray(end, jnp.int32), jnp.asarray(window_ends)
+    )
+
+
 def update_key(key: PRNGKeyArray) -> PRNGKeyArray:
     """The adaptation update's key, derived from the transition's key.
 

@@ -513,6 +513,31 @@ def _is_array(leaf: Any) -> bool:
     return isinstance(leaf, jax.Array | np.ndarray | np.generic)
 
 
+def _canonical_arguments(
+    model: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The model's arguments bound to its signature: positional wherever they can be.
+
+    ``model(y)`` and ``model(y=y)`` are one call, so they give one spec (and one compiled
+    program) instead of two.
+
+    Raises:
+        TypeError: when the arguments do not fit the model's signature, naming both.
+    """
+    try:
+        signature = inspect.signature(model)
+    except (TypeError, ValueError):  # a builtin or C callable: take the arguments as given
+        return args, kwargs
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as error:
+        raise TypeError(
+            f"the arguments do not fit the model {getattr(model, '__name__', model)!r}"
+            f"{signature}: {error}."
+        ) from error
+    return tuple(bound.args), dict(bound.kwargs)
+
+
 def _numeric_list_to_array(value: Any) -> Any:
     """A (nested, rectangular) list of numbers as an array; anything else unchanged.
 
@@ -550,6 +575,7 @@ def prepare_numpyro(
             f"`model` must be a NumPyro model function or a `probinfer.LogDensity`, got "
             f"{type(model).__name__}."
         )
+    args, kwargs = _canonical_arguments(model, args, kwargs)
     args = tuple(_numeric_list_to_array(a) for a in args)
     kwargs = {k: _numeric_list_to_array(v) for k, v in kwargs.items()}
     leaves, treedef = jax.tree.flatten((tuple(args), dict(kwargs)), is_leaf=lambda x: x is None)
