@@ -20,6 +20,7 @@ from models import (
     gaussian_correlated_100d,
     gaussian_iid,
     gaussian_mixture_2d,
+    gp_poisson,
     lgssm,
     linear_regression,
     logistic_regression,
@@ -49,6 +50,7 @@ ZOO: dict[str, ModuleType] = {
     "lgssm": lgssm,
     "gaussian_mixture_2d": gaussian_mixture_2d,
     "logistic_regression": logistic_regression,
+    "gp_poisson": gp_poisson,
 }
 
 

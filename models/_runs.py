@@ -68,16 +68,23 @@ def posterior_moments(draws: dict[str, np.ndarray]) -> dict[str, SiteMoments]:
     """
     dataset = az.convert_to_dataset(draws)
     mcse_mean = az.mcse(dataset, method="mean")
-    mcse_sd = az.mcse(dataset, method="sd")
-    return {
-        name: SiteMoments(
-            mean=value.mean(axis=(0, 1)),
-            sd=value.std(axis=(0, 1), ddof=1),
+    moments = {}
+    for name, value in draws.items():
+        mean = value.mean(axis=(0, 1))
+        sd = value.std(axis=(0, 1), ddof=1)
+        # The sd's MCSE by the delta method on the variance, sd(d) / sqrt(ESS(d)) / (2 sd)
+        # with d the squared deviations (ArviZ 0.23's `mcse(method="sd")` fails with
+        # NumPy 2 on plain arrays).
+        squared = (value - mean) ** 2
+        ess_squared = np.asarray(az.ess(az.convert_to_dataset({"d": squared}), method="mean")["d"])
+        mcse_variance = squared.std(axis=(0, 1), ddof=1) / np.sqrt(ess_squared)
+        moments[name] = SiteMoments(
+            mean=mean,
+            sd=sd,
             mcse_mean=np.asarray(mcse_mean[name]),
-            mcse_sd=np.asarray(mcse_sd[name]),
+            mcse_sd=mcse_variance / (2.0 * sd),
         )
-        for name, value in draws.items()
-    }
+    return moments
 
 
 def max_abs_z(estimate: SiteMoments, reference: SiteMoments, *, include_sd: bool = True) -> float:

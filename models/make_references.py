@@ -1,10 +1,11 @@
 """Produce the long-run references stored in ``models/references/`` (run by hand, not in tests).
 
-Usage (from the repository root; about 40 s on two CPU cores)::
+Usage (from the repository root; about 2 minutes on two CPU cores)::
 
-    python -m models.make_references
+    python -m models.make_references [MODEL ...]
 
-For logistic regression, the posterior is sampled by two independent implementations:
+For logistic regression and the Poisson GP, the posterior is sampled by two independent
+implementations:
 NumPyro NUTS and BlackJAX NUTS with window adaptation, 8 chains x 5000 draws after 1000
 warmup each, in float64. The stored moments and their MCSE (arviz, ESS-based) come from the
 NumPyro run; the script refuses to write them unless the BlackJAX moments agree within
@@ -12,7 +13,9 @@ NumPyro run; the script refuses to write them unless the BlackJAX moments agree 
 R-hat below ``MAX_RHAT``.
 """
 
+import sys
 import time
+from types import ModuleType
 
 import arviz as az
 import blackjax
@@ -20,7 +23,7 @@ import jax
 import numpy as np
 import numpyro
 
-from models import logistic_regression
+from models import gp_poisson, logistic_regression
 from models._reference import Reference, save_reference
 from models._runs import LogDensity, max_abs_z, posterior_moments, run_numpyro_nuts
 
@@ -84,12 +87,16 @@ def max_rhat(draws: dict[str, np.ndarray]) -> float:
     return float(max(np.max(np.asarray(rhat[name])) for name in draws))
 
 
-def make_logistic_regression() -> None:
-    """Sample logistic regression twice, compare, and write its reference JSON."""
-    args, kwargs = logistic_regression.data()
+def make_long_run_reference(zoo_model: ModuleType) -> None:
+    """Sample a zoo model twice (NumPyro, BlackJAX), compare, and write its reference JSON.
+
+    Args:
+        zoo_model: a zoo module with ``model``, ``data()`` and ``REFERENCE_PATH``.
+    """
+    args, kwargs = zoo_model.data()
     start = time.perf_counter()
     numpyro_draws = run_numpyro_nuts(
-        logistic_regression.model,
+        zoo_model.model,
         args,
         kwargs,
         seed=1,
@@ -100,7 +107,7 @@ def make_logistic_regression() -> None:
     print(f"NumPyro NUTS: {time.perf_counter() - start:.0f} s")
     start = time.perf_counter()
     blackjax_draws = run_blackjax_nuts(
-        LogDensity(logistic_regression.model, args, kwargs),
+        LogDensity(zoo_model.model, args, kwargs),
         seed=2,
         num_chains=NUM_CHAINS,
         num_warmup=NUM_WARMUP,
@@ -126,15 +133,20 @@ def make_logistic_regression() -> None:
             f"within {max(z.values()):.2f} MCSE"
         ),
     )
-    save_reference(reference, logistic_regression.REFERENCE_PATH)
-    print(f"wrote {logistic_regression.REFERENCE_PATH}")
+    save_reference(reference, zoo_model.REFERENCE_PATH)
+    print(f"wrote {zoo_model.REFERENCE_PATH}")
 
 
-def main() -> None:
-    """Regenerate every long-run reference."""
+LONG_RUN_MODELS = {"logistic_regression": logistic_regression, "gp_poisson": gp_poisson}
+
+
+def main(names: list[str]) -> None:
+    """Regenerate the long-run references of ``names`` (all when empty)."""
     numpyro.enable_x64()
-    make_logistic_regression()
+    for name in names or LONG_RUN_MODELS:
+        print(name)
+        make_long_run_reference(LONG_RUN_MODELS[name])
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -6,6 +6,7 @@ that a Stan user would be warned about; :func:`probinfer.sample` issues each as 
 """
 
 import warnings
+from collections.abc import Callable
 from typing import Any, cast
 
 import arviz as az
@@ -19,6 +20,7 @@ EBFMI_MIN = 0.3  # energy Bayesian fraction of missing information below this (B
 # transitions: a few come from the first, too long steps of the step-size search.
 WARMUP_NONFINITE_FRACTION = 0.01
 FLOAT32_ENERGY_NATS = 0.01  # rounding of the energy in float32 that distorts acceptance
+STUCK_ACCEPTANCE = 1e-3  # a chain's mean acceptance below this: it has not moved
 
 
 class SamplingWarning(UserWarning):
@@ -40,7 +42,7 @@ def summary(idata: az.InferenceData, **kwargs: Any) -> pd.DataFrame:
     return cast(pd.DataFrame, az.summary(idata, **kwargs))
 
 
-def _worst(values: Any, pick: Any) -> tuple[float, str]:
+def _worst(values: Any, pick: Callable[[Any], Any]) -> tuple[float, str]:
     """The worst value over every site and component, and where it is (``site[i, j]``)."""
     worst, where = np.nan, ""
     for name, array in values.data_vars.items():
@@ -63,7 +65,8 @@ def check_run(
 ) -> list[str]:
     """The problems a Stan user would be warned about, one message each with the fix.
 
-    Checks, in order: divergences after warm-up; NUTS trees that hit the depth limit;
+    Checks, in order: divergences after warm-up; chains that accepted (almost) nothing;
+    NUTS trees that hit the depth limit;
     E-BFMI below 0.3 in any chain (NUTS and HMC); rank-normalized split R-hat above 1.01;
     bulk or tail ESS below 100 per chain; proposals with a non-finite log density after
     warm-up (with the warm-up's count beside), or during warm-up only when more than 1% of
@@ -72,7 +75,8 @@ def check_run(
 
     Args:
         idata: an MCMC run's output, with ``posterior`` and ``sample_stats`` (``lp``,
-            ``diverging``; ``tree_depth`` and ``energy`` for NUTS/HMC) and ``attrs``
+            ``diverging``, ``acceptance_rate``; ``tree_depth`` and ``energy`` for NUTS/HMC)
+            and ``attrs``
             (``method``, ``num_warmup``, ``num_nonfinite_proposals``).
         max_num_doublings: the NUTS depth limit of the run (None: not NUTS).
         num_warmup_nonfinite: non-finite proposals during warm-up.
@@ -90,6 +94,15 @@ def check_run(
             f"{num_divergent} of {total} transitions after warm-up diverged: the draws may "
             "miss part of the posterior. Raise `target_acceptance` (e.g. 0.95) or "
             "reparameterize (e.g. non-centered hierarchical scales)."
+        )
+    acceptance = np.asarray(stats["acceptance_rate"].values, np.float64).mean(axis=1)
+    stuck = [str(chain) for chain, rate in enumerate(acceptance) if rate < STUCK_ACCEPTANCE]
+    if stuck:
+        messages.append(
+            f"chain(s) {', '.join(stuck)} accepted almost no proposal after warm-up (mean "
+            f"acceptance below {STUCK_ACCEPTANCE}): they are stuck, and their draws repeat "
+            "one point. Check the model where they started (a NaN or very steep log "
+            "density), or pass a smaller `step_size`."
         )
     if max_num_doublings is not None:
         saturated = int((stats["tree_depth"].values >= max_num_doublings).sum())

@@ -27,6 +27,7 @@ def run_data(*, method="nuts", posterior=None, attrs=None, **stats):
     sample_stats = {
         "lp": -0.5 * rng.chisquare(3, size=shape),
         "diverging": np.zeros(shape, bool),
+        "acceptance_rate": np.full(shape, 0.8),
         "tree_depth": np.full(shape, 3),
         "energy": rng.normal(size=shape) + 5.0,
         **stats,
@@ -56,6 +57,13 @@ def test_divergences_are_counted():
     (message,) = check_run(run_data(diverging=diverging))
     assert "7 of 2000 transitions after warm-up diverged" in message
     assert "target_acceptance" in message
+
+
+def test_stuck_chains_are_named():
+    acceptance_rate = np.full((CHAINS, DRAWS), 0.8)
+    acceptance_rate[3] = 0.0
+    messages = check_run(run_data(acceptance_rate=acceptance_rate))
+    assert any(m.startswith("chain(s) 3 accepted almost no proposal") for m in messages)
 
 
 def test_saturated_trees_are_counted_against_the_limit():

@@ -1,0 +1,115 @@
+"""NUTS with a dense or a diagonal metric on the zoo: the measurement behind the default.
+
+Run::
+
+    cd /work/main && PYTHONPATH=. .venv/bin/python benchmarks/metric_default.py \
+        [--seeds 3] [--out benchmarks/results/metric_default]
+
+For every zoo model whose posterior NUTS can sample (not the centered funnel, not the
+two-mode mixture): one untimed run per metric to compile, then ``--seeds`` seeds, the two
+metrics interleaved within each seed so that machine load hits both alike. Each run is
+``pi.sample`` with its defaults (4 chains, 1000 warm-up, 1000 draws) and ``metric=``
+``"dense"`` or ``"diag"``; ESS/s = min bulk ESS over latent coordinates / (warm-up +
+sampling seconds, compilation excluded). Writes ``metric_default.{json,md}`` with the
+per-model geometric means and the dense / diagonal ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+
+import arviz as az
+import numpy as np
+
+import models
+import probinfer as pi
+from probinfer.bench import machine_description
+
+MODELS = (
+    "gaussian_iid",
+    "gaussian_correlated_100d",
+    "normal_normal",
+    "beta_binomial",
+    "linear_regression",
+    "eight_schools_noncentered",
+    "lgssm",
+    "logistic_regression",
+    "gp_poisson",
+)
+METRICS = ("dense", "diag")
+
+
+def one_run(name: str, metric: str, seed: int) -> dict[str, float]:
+    """ESS/s, min bulk ESS and max R-hat of one NUTS run."""
+    zoo_model = models.get(name)
+    args, kwargs = zoo_model.data()
+    with warnings.catch_warnings():  # the table reports R-hat; divergences are not the point
+        warnings.simplefilter("ignore")
+        idata = pi.sample(
+            zoo_model.model, *args, metric=metric, seed=seed, progress=False, **kwargs
+        )
+    names = list(zoo_model.reference.moments)
+    posterior = idata.posterior[[n for n in names if n in idata.posterior]]
+    ess = az.ess(posterior, method="bulk")
+    rhat = az.rhat(posterior)
+    min_ess = min(float(np.min(ess[v].values)) for v in ess.data_vars)
+    seconds = idata.attrs["warmup_seconds"] + idata.attrs["sampling_seconds"]
+    return {
+        "ess_per_second": min_ess / seconds,
+        "min_ess": min_ess,
+        "max_rhat": max(float(np.max(rhat[v].values)) for v in rhat.data_vars),
+    }
+
+
+def report(results: dict[str, dict[str, list[dict[str, float]]]], machine: dict) -> str:
+    """The markdown table: geometric-mean ESS/s per metric and their ratio, per model."""
+    lines = [
+        "# NUTS: dense against diagonal metric on the zoo",
+        "",
+        f"Machine: {machine['cpu']} ({machine['cores']} cores, load average "
+        f"{machine['load_average'][0]}), jax {machine['jax']}, probinfer at commit "
+        f"{machine['commit']}, {machine['date']}. Method: `benchmarks/metric_default.py`.",
+        "",
+        "| model | ESS/s dense | ESS/s diagonal | dense / diagonal | max R-hat dense / diag |",
+        "|---|---|---|---|---|",
+    ]
+    for name, runs in results.items():
+        means = {
+            m: float(np.exp(np.mean(np.log([r["ess_per_second"] for r in runs[m]]))))
+            for m in METRICS
+        }
+        rhats = [max(r["max_rhat"] for r in runs[m]) for m in METRICS]
+        lines.append(
+            f"| {name} | {means['dense']:.0f} | {means['diag']:.0f} | "
+            f"{means['dense'] / means['diag']:.2f} | {rhats[0]:.3f} / {rhats[1]:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/metric_default"))
+    options = parser.parse_args()
+    results: dict[str, dict[str, list[dict[str, float]]]] = {}
+    for name in MODELS:
+        for metric in METRICS:  # compile, untimed
+            one_run(name, metric, seed=99)
+        results[name] = {metric: [] for metric in METRICS}
+        for seed in range(options.seeds):
+            for metric in METRICS:
+                results[name][metric].append(one_run(name, metric, seed))
+        print(name, {m: [round(r["ess_per_second"]) for r in results[name][m]] for m in METRICS})
+    machine = machine_description()
+    options.out.mkdir(parents=True, exist_ok=True)
+    (options.out / "metric_default.json").write_text(
+        json.dumps({"machine": machine, "results": results}, indent=1) + "\n"
+    )
+    (options.out / "metric_default.md").write_text(report(results, machine))
+
+
+if __name__ == "__main__":
+    main()
