@@ -142,6 +142,11 @@ LONG_RUN_MODELS = {"logistic_regression": logistic_regression, "gp_poisson": gp_
 
 def main(names: list[str]) -> None:
     """Regenerate the long-run references of ``names`` (all when empty)."""
+    unknown = sorted(set(names) - set(LONG_RUN_MODELS))
+    if unknown:
+        raise SystemExit(
+            f"no long-run reference for {unknown}; choose from {list(LONG_RUN_MODELS)}"
+        )
     numpyro.enable_x64()
     for name in names or LONG_RUN_MODELS:
         print(name)

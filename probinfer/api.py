@@ -279,14 +279,11 @@ def sample(
     idata.attrs["num_nonfinite_proposals"] = int(result.stats["num_nonfinite"].sum())
     idata.attrs["num_nonfinite_warmup_proposals"] = result.warmup_nonfinite
     idata.attrs.update(_run_environment())
-    max_num_doublings = None
     if method == "nuts":
-        max_num_doublings = int(settings.get("max_num_doublings", DEFAULT_MAX_NUM_DOUBLINGS))
-    for message in check_run(
-        idata,
-        max_num_doublings=max_num_doublings,
-        num_warmup_nonfinite=result.warmup_nonfinite,
-    ):
+        idata.attrs["max_num_doublings"] = int(
+            settings.get("max_num_doublings", DEFAULT_MAX_NUM_DOUBLINGS)
+        )
+    for message in check_run(idata):
         warnings.warn(message, SamplingWarning, stacklevel=2)
     return idata
 

@@ -240,7 +240,7 @@ def run_evidence_one(name: str, *, seed: int) -> dict[str, Any]:
         "compile_seconds": attrs["compile_seconds"],
         "sampling_seconds": attrs["sampling_seconds"],
         "passed": bool(z < Z_THRESHOLD),
-        "why": "" if z < Z_THRESHOLD else f"error {z:.1f} reported errors",
+        "why": "" if z < Z_THRESHOLD else f"|log Z error| = {z:.1f} x the error bar",
     }
 
 

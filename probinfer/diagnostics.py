@@ -61,7 +61,7 @@ def check_run(
     idata: az.InferenceData,
     *,
     max_num_doublings: int | None = None,
-    num_warmup_nonfinite: int = 0,
+    num_warmup_nonfinite: int | None = None,
 ) -> list[str]:
     """The problems a Stan user would be warned about, one message each with the fix.
 
@@ -78,12 +78,18 @@ def check_run(
             ``diverging``, ``acceptance_rate``; ``tree_depth`` and ``energy`` for NUTS/HMC)
             and ``attrs``
             (``method``, ``num_warmup``, ``num_nonfinite_proposals``).
-        max_num_doublings: the NUTS depth limit of the run (None: not NUTS).
-        num_warmup_nonfinite: non-finite proposals during warm-up.
+        max_num_doublings: the NUTS depth limit of the run; default
+            ``attrs["max_num_doublings"]`` (absent: not NUTS, no depth check).
+        num_warmup_nonfinite: non-finite proposals during warm-up; default
+            ``attrs["num_nonfinite_warmup_proposals"]`` (absent: 0).
 
     Returns:
         The messages, empty when nothing is wrong.
     """
+    if max_num_doublings is None and "max_num_doublings" in idata.attrs:
+        max_num_doublings = int(idata.attrs["max_num_doublings"])
+    if num_warmup_nonfinite is None:
+        num_warmup_nonfinite = int(idata.attrs.get("num_nonfinite_warmup_proposals", 0))
     stats = idata["sample_stats"]
     chains, draws = stats["lp"].shape[:2]
     total = chains * draws
@@ -157,9 +163,9 @@ def check_run(
     elif num_warmup_nonfinite > WARMUP_NONFINITE_FRACTION * warmup_transitions:
         messages.append(
             f"{num_warmup_nonfinite} proposals during warm-up ({warmup_transitions} "
-            "transitions; none after it) had a NaN or infinite log density and were rejected: "
-            "more than early, too-long steps explain; the model is undefined in part of the "
-            "space the sampler visits; check supports and data."
+            "transitions; none after it) had a NaN or infinite log density and were rejected, "
+            "too many to come only from the first, too long steps: the model is undefined in "
+            "part of the space the sampler visits; check supports and data."
         )
     lp = stats["lp"].values
     if lp.dtype == np.float32 and np.any(np.isfinite(lp)):

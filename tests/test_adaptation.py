@@ -33,7 +33,7 @@ from _stats import check_expectation, failures
 import probinfer as pi
 from probinfer import mcmc
 from probinfer.mcmc._dual_averaging import dual_averaging_update
-from probinfer.mcmc._window_adaptation import schedule_bounds
+from probinfer.mcmc._window_adaptation import schedule_bounds, update_key
 
 # ---------------------------------------------------------------------------------------
 # build_schedule
@@ -133,6 +133,16 @@ def test_build_schedule_matches_stan_for_every_length():
         f"{len(differ)} lengths differ from Stan, e.g. (probinfer, Stan): {shown}; "
         f"lengths: {sorted(differ)}"
     )
+
+
+def test_update_key_is_none_of_the_keys_a_kernel_splits_off():
+    """With partitionable threefry ``fold_in(k, i) == split(k, n)[i]``: the update's key
+    must not be one of the transition's own (NUTS's directions, HMC's accept draw)."""
+    key = jax.random.key(3)
+    update = np.asarray(jax.random.key_data(update_key(key)))
+    for n in range(2, 9):
+        for sub_key in jax.random.split(key, n):
+            assert not np.array_equal(update, np.asarray(jax.random.key_data(sub_key)))
 
 
 def test_schedule_bounds_give_the_schedule_flags():

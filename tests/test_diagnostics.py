@@ -73,6 +73,9 @@ def test_saturated_trees_are_counted_against_the_limit():
     (message,) = check_run(run_data(tree_depth=tree_depth), max_num_doublings=6)
     assert "12 of 2000 transitions hit the maximum tree depth (6)" in message
     assert "max_num_doublings" in message
+    # pi.sample records the limit in attrs, where check_run finds it by itself.
+    (message,) = check_run(run_data(tree_depth=tree_depth, attrs={"max_num_doublings": 6}))
+    assert "maximum tree depth (6)" in message
 
 
 def test_low_ebfmi_names_the_chain():

@@ -145,6 +145,7 @@ def build_schedule(num_steps: int) -> WarmupSchedule:
     return WarmupSchedule(is_slow, is_window_end)
 
 
+UPDATE_KEY_DATA = 0x5EED_ADA9  # folded into a transition's key for its adaptation update
 MAX_WINDOWS = 48  # windows double from 25 steps: 48 cover any warm-up that fits in int32
 
 
@@ -186,8 +187,10 @@ def schedule_bounds(num_steps: int) -> ScheduleBounds:
     schedule = build_schedule(num_steps)
     slow = np.flatnonzero(schedule.is_slow)
     ends = np.flatnonzero(schedule.is_window_end)
-    assert slow.size == 0 or slow.size == slow[-1] - slow[0] + 1, "slow phase not contiguous"
-    assert ends.size <= MAX_WINDOWS
+    if slow.size and slow.size != slow[-1] - slow[0] + 1:
+        raise ValueError("the warm-up schedule's slow phase is not one contiguous span")
+    if ends.size > MAX_WINDOWS:
+        raise ValueError(f"{ends.size} metric windows, more than MAX_WINDOWS = {MAX_WINDOWS}")
     window_ends = np.full(MAX_WINDOWS, -1, np.int32)
     window_ends[: ends.size] = ends
     start, end = (int(slow[0]), int(slow[-1]) + 1) if slow.size else (0, 0)
@@ -200,9 +203,10 @@ def update_key(key: PRNGKeyArray) -> PRNGKeyArray:
     """The adaptation update's key, derived from the transition's key.
 
     Folded in rather than split off, so that a transition draws with the same key whether
-    or not an adaptation update follows it (sampling runs the same transitions as before).
+    or not an adaptation update follows it. Not with a small number: with JAX's
+    partitionable threefry ``fold_in(k, i) == split(k, n)[i]``, which the kernels use.
     """
-    return jax.random.fold_in(key, 1)
+    return jax.random.fold_in(key, UPDATE_KEY_DATA)
 
 
 def _window_estimate(welford: WelfordState) -> Array:

@@ -352,23 +352,33 @@ def _unwrap(fn: dist.Distribution) -> dist.Distribution:
     return fn
 
 
-def _constraint_bounds(constraint: Any) -> list[np.ndarray]:
-    """The array parameters of a (possibly nested) NumPyro constraint, e.g. an interval's ends."""
-    bounds: list[np.ndarray] = []
+def _constraint_bounds(constraint: Any, raw: bool = False) -> list[Any]:
+    """The parameters of a (possibly nested) NumPyro constraint, e.g. an interval's ends.
+
+    As NumPy arrays, or (``raw``) as stored: Python numbers, NumPy or JAX arrays.
+    """
+    bounds: list[Any] = []
     for value in vars(constraint).values():
         if isinstance(value, constraints.Constraint):
-            bounds += _constraint_bounds(value)
+            bounds += _constraint_bounds(value, raw)
         elif isinstance(value, jax.Array | np.ndarray | float | int):
-            bounds.append(np.asarray(value))
+            bounds.append(value if raw else np.asarray(value))
     return bounds
 
 
-def _same_support(first: dist.Distribution, second: dist.Distribution) -> bool:
-    """Do two traces' distributions of one observed site have the same support?"""
-    if type(first.support) is not type(second.support):
+def _same_support(first: dist.Distribution, second: dist.Distribution | None) -> bool:
+    """Do two traces' distributions of one observed site have the same support?
+
+    ``second`` is None when the other trace has no such site (the model branched).
+    """
+    if second is None or type(first.support) is not type(second.support):
         return False
-    pairs = zip(_constraint_bounds(first.support), _constraint_bounds(second.support), strict=True)
-    return all(a.shape == b.shape and np.array_equal(a, b) for a, b in pairs)
+    first_bounds = _constraint_bounds(first.support)
+    second_bounds = _constraint_bounds(second.support)
+    return len(first_bounds) == len(second_bounds) and all(
+        a.shape == b.shape and np.array_equal(a, b)
+        for a, b in zip(first_bounds, second_bounds, strict=True)
+    )
 
 
 def _check_observed(
@@ -419,32 +429,36 @@ def _check_observed(
 def _inspect_sites(
     model: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[SiteInfo, ...]:
-    def improper_at_origin(site: dict[str, Any]) -> Array | None:
-        # An improper prior cannot be sampled; any point of its support serves as prototype.
-        if site["type"] != "sample" or not isinstance(_unwrap(site["fn"]), dist.ImproperUniform):
-            return None
-        fn = site["fn"]
-        transform = biject_to(fn.support)
-        return transform(jnp.zeros(transform.inverse_shape(fn.shape())))
-
     def run_model(seed: int) -> dict[str, Any]:
+        def improper_prototype(site: dict[str, Any]) -> Array | None:
+            # An improper prior cannot be sampled; any point of its support serves as a
+            # prototype (the unconstrained point ``seed``, so that two traces differ).
+            if site["type"] != "sample" or not isinstance(
+                _unwrap(site["fn"]), dist.ImproperUniform
+            ):
+                return None
+            transform = biject_to(site["fn"].support)
+            unconstrained_shape = transform.inverse_shape(site["fn"].shape())
+            return transform(jnp.full(unconstrained_shape, float(seed)))
+
         inspected = handlers.substitute(
-            handlers.seed(model, jax.random.key(seed)), substitute_fn=improper_at_origin
+            handlers.seed(model, jax.random.key(seed)), substitute_fn=improper_prototype
         )
         try:
             return handlers.trace(inspected).get_trace(*args, **kwargs)
         except Exception as error:
+            # NaN data are the usual cause; name them (masked NaN observations are
+            # legitimate, so this is a note beside the error, not a verdict).
             nonfinite = _nonfinite_arguments(model, args, kwargs)
-            if nonfinite:
-                raise ValueError(
-                    f"running the model {getattr(model, '__name__', model)!r} failed "
-                    f"({type(error).__name__}: {error}) because {nonfinite}: drop or impute "
-                    "those entries (NaN observations of a sample site can instead be masked "
-                    "with `numpyro.handlers.mask`)."
-                ) from error
+            note = (
+                f"; note: {nonfinite}: drop or impute those entries, or mask NaN observations "
+                "of a sample site with `numpyro.handlers.mask`"
+                if nonfinite
+                else ""
+            )
             raise type(error)(
                 f"running the model {getattr(model, '__name__', model)!r} with the given "
-                f"arguments failed ({type(error).__name__}: {error})"
+                f"arguments failed ({type(error).__name__}: {error}){note}"
             ) from error
 
     trace = run_model(0)
@@ -472,9 +486,12 @@ def _inspect_sites(
         fn = site["fn"]
         if site["is_observed"]:
             support_is_fixed = True
-            if _constraint_bounds(fn.support):
+            # Python-number bounds (``positive``'s 0) never depend on the parameters; only
+            # array bounds call for the second trace.
+            if any(isinstance(b, jax.Array) for b in _constraint_bounds(fn.support, raw=True)):
                 other_trace = other_trace if other_trace is not None else run_model(1)
-                support_is_fixed = _same_support(fn, other_trace[name]["fn"])
+                other = other_trace.get(name)
+                support_is_fixed = _same_support(fn, None if other is None else other["fn"])
             _check_observed(name, fn, site["value"], support_is_fixed)
             continue
         if fn.support.is_discrete:
@@ -539,10 +556,12 @@ def _canonical_arguments(
 
 
 def _numeric_list_to_array(value: Any) -> Any:
-    """A (nested, rectangular) list of numbers as an array; anything else unchanged.
+    """A (nested, rectangular) list with floats in it as an array; anything else unchanged.
 
     Data passed as Python lists would reach the model as lists of Python scalars (static,
-    and ``array * list`` fails); tuples stay as they are (hashable settings).
+    and ``array * list`` fails). Lists of ints or bools stay as they are (they are as
+    likely settings, such as layer sizes, that the model needs as Python values), and so
+    do tuples.
     """
     if not isinstance(value, list):
         return value
@@ -550,7 +569,7 @@ def _numeric_list_to_array(value: Any) -> Any:
         array = np.asarray(value)
     except ValueError:  # ragged
         return value
-    return jnp.asarray(array) if array.size and array.dtype.kind in "biuf" else value
+    return jnp.asarray(array) if array.size and array.dtype.kind == "f" else value
 
 
 def prepare_numpyro(
