@@ -10,29 +10,40 @@ gaussian_mixture_2d: its modes are 15 sd apart and a chain stays in the mode it 
 `probinfer bench --methods smc`).
 """
 
+import warnings
+
 import numpy as np
 import pytest
 from _stats import assert_checks, check_expectation, failures
 
 import models
 import probinfer as pi
+from probinfer.diagnostics import SamplingWarning
 
 MODELS = [name for name in models.names() if name not in ("neals_funnel", "gaussian_mixture_2d")]
+# Divergences every NUTS implementation has on these models (docs/benchmarks.md), and the
+# few non-finite proposals (exp overflow) at their far ends: expected, so only those two
+# warnings are silenced for them; any other run check still fails the test.
+DIVERGENT = ("gp_poisson",)
 
 
 def zoo_checks(name: str, shift_in_sd: float = 0.0) -> list:
     zoo_model = models.get(name)
     args, kwargs = zoo_model.data()
-    idata = pi.sample(
-        zoo_model.model,
-        *args,
-        chains=4,
-        warmup=1000,
-        draws=2000,
-        seed=11,
-        progress=False,
-        **kwargs,
-    )
+    with warnings.catch_warnings():
+        if name in DIVERGENT:
+            warnings.filterwarnings("ignore", ".*diverged", SamplingWarning)
+            warnings.filterwarnings("ignore", ".*NaN or infinite log density", SamplingWarning)
+        idata = pi.sample(
+            zoo_model.model,
+            *args,
+            chains=4,
+            warmup=1000,
+            draws=2000,
+            seed=11,
+            progress=False,
+            **kwargs,
+        )
     checks = []
     for site, ref in zoo_model.reference.moments.items():
         draws = idata.posterior[site].values
