@@ -6,7 +6,6 @@ that a Stan user would be warned about; :func:`probinfer.sample` issues each as 
 """
 
 import warnings
-from collections.abc import Callable
 from typing import Any, cast
 
 import arviz as az
@@ -42,19 +41,21 @@ def summary(idata: az.InferenceData, **kwargs: Any) -> pd.DataFrame:
     return cast(pd.DataFrame, az.summary(idata, **kwargs))
 
 
-def _worst(values: Any, pick: Callable[[Any], Any]) -> tuple[float, str]:
-    """The worst value over every site and component, and where it is (``site[i, j]``)."""
-    worst, where = np.nan, ""
+def _extreme(values: Any, *, largest: bool) -> tuple[float, str]:
+    """The largest (or smallest) finite value over every site and component, and where it
+    is (``'site'[i, j]``); ``(nan, "")`` when there is none."""
+    best, where = np.nan, ""
     for name, array in values.data_vars.items():
         data = np.asarray(array.values, np.float64)
-        if data.size == 0 or not np.any(np.isfinite(data)):
+        if not np.any(np.isfinite(data)):
             continue
-        index = np.unravel_index(pick(np.where(np.isfinite(data), data, np.nan)), data.shape)
+        masked = np.where(np.isfinite(data), data, -np.inf if largest else np.inf)
+        index = np.unravel_index(np.argmax(masked) if largest else np.argmin(masked), data.shape)
         value = float(data[index])
-        if np.isnan(worst) or pick([worst, value]) == 1:
+        if np.isnan(best) or (value > best if largest else value < best):
             label = f"[{', '.join(map(str, index))}]" if data.ndim else ""
-            worst, where = value, f"'{name}'{label}"
-    return worst, where
+            best, where = value, f"'{name}'{label}"
+    return best, where
 
 
 def check_run(
@@ -135,7 +136,7 @@ def check_run(
             posterior = idata["posterior"].astype(np.float64)
             rhat_all = az.rhat(posterior)
             ess_all = {kind: az.ess(posterior, method=kind) for kind in ("bulk", "tail")}
-        rhat, where = _worst(rhat_all, np.nanargmax)
+        rhat, where = _extreme(rhat_all, largest=True)
         if rhat > RHAT_MAX:
             messages.append(
                 f"R-hat is {rhat:.3f} for {where} (above {RHAT_MAX}): the chains disagree, "
@@ -143,7 +144,7 @@ def check_run(
                 "and `draws`), or reparameterize."
             )
         for kind in ("bulk", "tail"):
-            ess, where = _worst(ess_all[kind], np.nanargmin)
+            ess, where = _extreme(ess_all[kind], largest=False)
             if ess < ESS_PER_CHAIN_MIN * chains:
                 messages.append(
                     f"{kind} ESS is {ess:.0f} for {where}, under {ESS_PER_CHAIN_MIN:.0f} per "

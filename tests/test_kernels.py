@@ -281,8 +281,10 @@ def shaped_sampler(name):
             lambda x: shaped_logdensity(x, index, delta), SHAPED_STEP_SIZES[name], jnp.ones(2)
         )
 
+        def step(state, key):
+            return kernel.step(key, state)[0], None
+
         def one_chain(key, start):
-            step = lambda state, key: (kernel.step(key, state)[0], None)  # noqa: E731
             state = kernel.init(start)
             return jax.lax.scan(step, state, jax.random.split(key, NUM_STEPS[name]))[0].position
 

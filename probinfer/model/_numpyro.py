@@ -352,17 +352,15 @@ def _unwrap(fn: dist.Distribution) -> dist.Distribution:
     return fn
 
 
-def _constraint_bounds(constraint: Any, raw: bool = False) -> list[Any]:
-    """The parameters of a (possibly nested) NumPyro constraint, e.g. an interval's ends.
-
-    As NumPy arrays, or (``raw``) as stored: Python numbers, NumPy or JAX arrays.
-    """
+def _constraint_bounds(constraint: Any) -> list[Any]:
+    """The parameters of a (possibly nested) NumPyro constraint, e.g. an interval's ends, as
+    stored: Python numbers, NumPy or JAX arrays."""
     bounds: list[Any] = []
     for value in vars(constraint).values():
         if isinstance(value, constraints.Constraint):
-            bounds += _constraint_bounds(value, raw)
+            bounds += _constraint_bounds(value)
         elif isinstance(value, jax.Array | np.ndarray | float | int):
-            bounds.append(value if raw else np.asarray(value))
+            bounds.append(value)
     return bounds
 
 
@@ -373,8 +371,8 @@ def _same_support(first: dist.Distribution, second: dist.Distribution | None) ->
     """
     if second is None or type(first.support) is not type(second.support):
         return False
-    first_bounds = _constraint_bounds(first.support)
-    second_bounds = _constraint_bounds(second.support)
+    first_bounds = [np.asarray(b) for b in _constraint_bounds(first.support)]
+    second_bounds = [np.asarray(b) for b in _constraint_bounds(second.support)]
     return len(first_bounds) == len(second_bounds) and all(
         a.shape == b.shape and np.array_equal(a, b)
         for a, b in zip(first_bounds, second_bounds, strict=True)
@@ -488,7 +486,7 @@ def _inspect_sites(
             support_is_fixed = True
             # Python-number bounds (``positive``'s 0) never depend on the parameters; only
             # array bounds call for the second trace.
-            if any(isinstance(b, jax.Array) for b in _constraint_bounds(fn.support, raw=True)):
+            if any(isinstance(b, jax.Array) for b in _constraint_bounds(fn.support)):
                 other_trace = other_trace if other_trace is not None else run_model(1)
                 other = other_trace.get(name)
                 support_is_fixed = _same_support(fn, None if other is None else other["fn"])
