@@ -9,7 +9,7 @@ import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from probinfer import mcmc, nngp, smc
+from probinfer import mcmc, nngp, ns, smc
 from probinfer.api import EvidenceResult, evidence, sample
 from probinfer.diagnostics import summary
 from probinfer.model import LogDensity, Target, from_numpyro
@@ -38,6 +38,7 @@ __all__ = [
     "from_numpyro",
     "mcmc",
     "nngp",
+    "ns",
     "sample",
     "smc",
     "summary",

@@ -15,19 +15,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from probinfer import mcmc
+from probinfer import mcmc, ns
 from probinfer._validation import check_count
 from probinfer.diagnostics import SamplingWarning, check_run
 from probinfer.driver import DriveStatus
 from probinfer.mcmc._algorithm import check_step_size
 from probinfer.mcmc._nuts import DEFAULT_MAX_NUM_DOUBLINGS
-from probinfer.model import LogDensity, prepare
+from probinfer.model import LogDensity, UnitCube, prepare
 from probinfer.run import (
     CHAIN_METHODS,
     SamplerConfig,
     choose_chunk_size,
     run_chains,
 )
+from probinfer.run_ns import MOVE_ALGORITHMS as NS_MOVE_ALGORITHMS
+from probinfer.run_ns import NSConfig, flat_dim, resample_equal, run_ns
+from probinfer.run_ns import check_settings as check_ns_settings
 from probinfer.run_smc import MOVE_ALGORITHMS, SMCConfig, check_settings, run_smc
 
 SAMPLER_SETTINGS = (
@@ -153,7 +156,10 @@ def sample(
         method: "nuts", "hmc", "mala" or "rwm"; or "smc": adaptive tempered SMC as in
             :func:`evidence` with ``chains`` replicas of ``draws`` particles (``warmup`` is
             not used; ``sample_stats`` is empty and ``attrs`` holds ``log_z``,
-            ``log_z_err`` and the SMC settings and timings).
+            ``log_z_err`` and the SMC settings and timings); or "ns": nested sampling as in
+            :func:`evidence`, ``draws`` equally weighted draws from one run as one chain
+            (``chains`` and ``warmup`` are not used; ``attrs`` holds ``log_z``,
+            ``log_z_err`` and the run's settings and timings).
         chains: number of chains, each started at a distinct point.
         warmup: adaptation steps per chain (discarded).
         draws: kept draws per chain.
@@ -203,9 +209,19 @@ def sample(
             "sample", model, args, seed, progress, checkpoint, kwargs,
             defaults={"particles": draws, "replicas": chains},
         ).idata  # fmt: skip
+    if method == "ns":
+        if init_positions is not None:
+            raise ValueError(
+                "`init_positions` is for MCMC; nested sampling starts its live points from "
+                "prior draws."
+            )
+        return _evidence_by_ns(
+            model, args, seed, progress, checkpoint, kwargs, defaults={"draws": draws}
+        ).idata
     if method not in mcmc.ALGORITHMS:
         raise ValueError(
-            f"unknown method {method!r}; `pi.sample` supports {sorted(mcmc.ALGORITHMS)} and 'smc'."
+            f"unknown method {method!r}; `pi.sample` supports {sorted(mcmc.ALGORITHMS)}, "
+            "'smc' and 'ns'."
         )
     seed = check_count("seed", seed, 0)
     chains = check_count("chains", chains, 1)
@@ -310,21 +326,45 @@ class EvidenceResult(NamedTuple):
 
     Attributes:
         log_z: the log-evidence estimate.
-        log_z_err: its standard error (from the spread of independent replicas).
+        log_z_err: its standard error: for SMC from the spread of independent replicas, for
+            nested sampling from simulated prior-volume shrinkages.
         num_likelihood_evals: target evaluations spent.
-        idata: ``InferenceData`` with equally weighted posterior draws, ``(replica,
-            particle, ...)`` as ``(chain, draw, ...)``, and the estimates in ``attrs``.
-        inverse_temperatures: for SMC, each replica's tempering ladder.
+        idata: ``InferenceData`` with equally weighted posterior draws as ``(chain, draw,
+            ...)`` (SMC: ``(replica, particle, ...)``; nested sampling: one chain), and the
+            estimates in ``attrs``.
+        inverse_temperatures: for SMC, each replica's tempering ladder (else None).
         num_mcmc_steps: for SMC, each replica's move transitions (per chain) at each step
-            of its ladder.
+            of its ladder (else None).
+        weighted_draws: for nested sampling, every dead point and the final live points,
+            site name -> ``(num_points, ...)`` in constrained space (else None).
+        log_weights: for nested sampling, ``(num_points,)`` their normalised posterior log
+            weights (else None).
+        information: for nested sampling, the information ``H`` in nats (else None).
     """
 
     log_z: float
     log_z_err: float
     num_likelihood_evals: int
     idata: az.InferenceData
-    inverse_temperatures: list[np.ndarray]
-    num_mcmc_steps: list[np.ndarray]
+    inverse_temperatures: list[np.ndarray] | None = None
+    num_mcmc_steps: list[np.ndarray] | None = None
+    weighted_draws: dict[str, np.ndarray] | None = None
+    log_weights: np.ndarray | None = None
+    information: float | None = None
+
+
+NS_DEFAULTS: dict[str, Any] = {
+    "live_points": 500,
+    "num_delete": None,
+    "move": "slice",
+    "num_steps": None,
+    "step_size": None,
+    "metric": None,
+    "remaining_fraction": 0.01,
+    "draws": None,
+    "max_steps": 100_000,
+    "chunk_size": 10,
+}
 
 
 def evidence(
@@ -334,6 +374,8 @@ def evidence(
     seed: int = 0,
     progress: bool = True,
     checkpoint: str | os.PathLike | None = None,
+    prior_transform: Callable[[Any], Any] | None = None,
+    dim: int | None = None,
     **kwargs: Any,
 ) -> EvidenceResult:
     """Estimate the log evidence ``log p(data)`` with an error bar, and draw the posterior.
@@ -343,18 +385,43 @@ def evidence(
     particles each; ``log_z`` is the log of the mean of their (consistent) evidence estimates
     and ``log_z_err`` the standard error of that mean (delta method).
 
+    ``method="ns"``: nested sampling (:func:`probinfer.ns.nested_sampling`): ``live_points``
+    prior draws, ``num_delete`` of them replaced per iteration by likelihood-constrained
+    moves (slice sampling along directions whitened by the live points), until the live
+    points could add at most ``remaining_fraction`` to the evidence; ``log_z_err`` is the
+    spread of ``log Z`` over simulated prior-volume shrinkages, and the dead and final live
+    points come back with their posterior weights.
+
+    The model may also be given as dynesty users write it: ``pi.evidence(loglikelihood_fn,
+    prior_transform=..., dim=..., method="ns")`` with ``loglikelihood_fn(x, *args)`` and
+    ``prior_transform(u)`` mapping the unit cube ``[0, 1]^dim`` to the parameters
+    (:class:`probinfer.model.UnitCube`); draws are then reported as ``x``.
+
     Args:
         model: a NumPyro model with proper priors, or a :class:`probinfer.LogDensity` given
             as ``logprior_fn`` (normalised) and ``loglikelihood_fn`` with
-            ``sample_prior_fn``.
-        *args: the model's positional arguments (the ``LogDensity``'s data).
-        method: "smc".
+            ``sample_prior_fn``; with ``prior_transform``, the log likelihood ``x -> log L``.
+        *args: the model's positional arguments (the ``LogDensity``'s or likelihood's data).
+        method: "smc" or "ns".
         seed: integer seed; the same seed gives the same result.
-        progress: show a progress bar (tempering steps, the smallest ``beta``, log Z).
+        progress: show a progress bar (SMC: tempering steps, the smallest ``beta``, log Z;
+            nested sampling: iterations, log Z, the live points' remaining share,
+            likelihood evaluations).
         checkpoint: a folder for checkpoints after every chunk; calling again with the same
             folder, model, data, settings and seed resumes an interrupted run.
-        **kwargs: keywords the model accepts go to the model; the rest are settings:
-            ``particles`` (500), ``replicas`` (8, >= 2), ``move`` (the MCMC kernel that
+        prior_transform: ``u -> x`` from the unit cube, with ``dim`` (then ``model`` is the
+            log likelihood).
+        dim: the unit cube's dimension, with ``prior_transform``.
+        **kwargs: keywords the model accepts go to the model; the rest are settings.
+            Nested sampling: ``live_points`` (500), ``num_delete`` (live points / 10),
+            ``move`` ("slice", or "rwm": a random walk adapted to accept ~23%),
+            ``num_steps`` (move transitions per replacement: 5 d for slice, 20 d for rwm),
+            ``step_size`` (first width in whitened units: ``sqrt(d + 2)`` for slice),
+            ``metric`` ("dense" or "diag" whitening), ``remaining_fraction`` (0.01),
+            ``draws`` (equally weighted draws in ``idata``; default the weights' effective
+            sample size), ``max_steps`` (100,000 iterations), ``chunk_size`` (10), and the
+            move's options (``max_num_steps_out``, ``max_num_shrinks`` for slice).
+            SMC: ``particles`` (500), ``replicas`` (8, >= 2), ``move`` (the MCMC kernel that
             moves the particles: "mala", the default, "rwm", "hmc", "nuts" or "slice"),
             ``num_mcmc_steps`` (10), ``adapt_num_mcmc_steps`` (False; True: each step
             moves until the particles stop mixing, at most ``num_mcmc_steps``
@@ -387,8 +454,23 @@ def evidence(
         >>> bool(abs(result.log_z - exact) < 5 * result.log_z_err)
         True
     """
-    if method != "smc":
-        raise ValueError(f"unknown method {method!r}; `pi.evidence` supports 'smc'.")
+    if method not in ("smc", "ns"):
+        raise ValueError(f"unknown method {method!r}; `pi.evidence` supports 'smc' and 'ns'.")
+    if (prior_transform is None) != (dim is None):
+        raise TypeError(
+            "`prior_transform` and `dim` come together: `pi.evidence(loglikelihood_fn, "
+            "prior_transform=fn, dim=d)` with `fn` mapping the unit cube [0, 1]^d to parameters."
+        )
+    if prior_transform is not None:
+        assert dim is not None
+        if isinstance(model, LogDensity):
+            raise TypeError(
+                "with `prior_transform`, pass the log likelihood `x -> log L(x)` as the model, "
+                "not a `LogDensity` (its prior would be ignored)."
+            )
+        model = UnitCube(model, prior_transform, dim)
+    if method == "ns":
+        return _evidence_by_ns(model, args, seed, progress, checkpoint, kwargs)
     return _evidence_by_smc("evidence", model, args, seed, progress, checkpoint, kwargs)
 
 
@@ -486,4 +568,115 @@ def _evidence_by_smc(
         idata=idata,
         inverse_temperatures=result.inverse_temperatures,
         num_mcmc_steps=result.num_mcmc_steps,
+    )
+
+
+def _evidence_by_ns(
+    model: Callable[..., Any] | LogDensity,
+    args: tuple[Any, ...],
+    seed: int,
+    progress: bool,
+    checkpoint: str | os.PathLike | None,
+    kwargs: dict[str, Any],
+    defaults: dict[str, Any] | None = None,
+) -> EvidenceResult:
+    """Nested sampling for ``pi.evidence`` and ``pi.sample(method="ns")`` (one code path)."""
+    seed = check_count("seed", seed, 0)
+    move_options = {
+        name for algorithm in NS_MOVE_ALGORITHMS.values() for name in algorithm.build_options
+    }
+    model_kwargs, settings = _split_keywords(model, "ns", move_options | set(NS_DEFAULTS), kwargs)
+    settings = {**NS_DEFAULTS, **(defaults or {}), **settings}
+    move = settings["move"]
+    if move not in NS_MOVE_ALGORITHMS:
+        raise ValueError(f"`move` must be one of {sorted(NS_MOVE_ALGORITHMS)}, got {move!r}.")
+    algorithm = NS_MOVE_ALGORITHMS[move]
+    options = {k: v for k, v in settings.items() if k in move_options}
+    unknown = sorted(set(options) - set(algorithm.build_options))
+    if unknown:
+        raise TypeError(
+            f"{unknown} are not options of move {move!r} (its options: "
+            f"{sorted(algorithm.build_options)})."
+        )
+    spec, data = prepare(model, args, model_kwargs)
+    dim = flat_dim(spec, data)
+    num_live = check_count("live_points", settings["live_points"], 2)
+    num_delete = settings["num_delete"]
+    num_delete = max(1, num_live // 10) if num_delete is None else num_delete
+    num_steps = settings["num_steps"]
+    num_steps = ns.default_num_steps(algorithm, dim) if num_steps is None else num_steps
+    step_size = settings["step_size"]
+    if step_size is None:
+        step_size = ns.default_step_size(algorithm, dim)
+    check_step_size(step_size)
+    config = NSConfig(
+        move=move,
+        options=tuple(sorted(options.items())),
+        num_live=num_live,
+        num_delete=check_count("num_delete", num_delete, 1),
+        num_steps=check_count("num_steps", num_steps, 1),
+        step_size=float(step_size),
+        metric=settings["metric"],
+        remaining_fraction=float(settings["remaining_fraction"]),
+        chunk_size=check_count("chunk_size", settings["chunk_size"], 1),
+    )
+    check_ns_settings(spec, config, data)
+    max_steps = check_count("max_steps", settings["max_steps"], 1)
+    num_draws = settings["draws"]
+    if num_draws is not None:
+        num_draws = check_count("draws", num_draws, 1)
+    key_run, key_draws = jax.random.split(jax.random.key(seed))
+    result = run_ns(
+        spec,
+        data,
+        config,
+        key_run,
+        max_steps=max_steps,
+        progress=progress,
+        checkpoint=None if checkpoint is None else Path(checkpoint),
+    )
+    if result.status is not DriveStatus.COMPLETED:
+        raise RuntimeError(
+            f"nested sampling did not converge within `max_steps={max_steps}` iterations: "
+            f"{result.status.message}; the posterior may be extremely concentrated relative "
+            "to the prior (raise `max_steps`, or `remaining_fraction`)."
+        )
+    if not np.isfinite(result.log_z):
+        raise RuntimeError(
+            "every point had zero likelihood (log L = -inf), so the evidence estimate is 0: "
+            "the prior puts (almost) no mass where the likelihood is positive; use more "
+            "`live_points` or check the model and data."
+        )
+    if num_draws is None:
+        num_draws = max(1, round(result.ess))
+    indices = resample_equal(key_draws, result.log_weights, num_draws)
+    draws = {name: values[indices][None] for name, values in result.points.items()}
+    attrs = {
+        "method": "ns",
+        "seed": seed,
+        "move": move,
+        "live_points": num_live,
+        "num_delete": config.num_delete,
+        "num_steps": config.num_steps,
+        "log_z": result.log_z,
+        "log_z_err": result.log_z_err,
+        "log_z_err_information": result.log_z_err_information,
+        "information": result.information,
+        "ess": result.ess,
+        "num_iterations": result.num_iterations,
+        "num_likelihood_evals": result.num_likelihood_evals,
+        "num_nonfinite_likelihoods": result.num_nonfinite,
+        "compile_seconds": result.compile_seconds,
+        "sampling_seconds": result.run_seconds,
+        "inference_library": "probinfer",
+    }
+    idata = az.from_dict(posterior=draws, attrs={**attrs, **_run_environment()})
+    return EvidenceResult(
+        log_z=result.log_z,
+        log_z_err=result.log_z_err,
+        num_likelihood_evals=result.num_likelihood_evals,
+        idata=idata,
+        weighted_draws=result.points,
+        log_weights=result.log_weights,
+        information=result.information,
     )

@@ -375,7 +375,7 @@ import numpy as np
 import jax, jax.numpy as jnp
 from probinfer import mcmc
 from probinfer.model import Target
-from probinfer.smc._tempered import _particle_covariance
+from probinfer.mcmc._metric import population_covariance
 rng = np.random.default_rng(20)
 x = jnp.asarray(rng.normal(size=(30, 20)), jnp.float32)
 y = jnp.asarray(rng.normal(size=30), jnp.float32)
@@ -384,7 +384,7 @@ target = Target.from_parts(lambda w: normal(w, 0.0, 1.0), lambda w: normal(y, x 
 density = target.tempered_fn(0.5)
 kernel = mcmc.mala.build_kernel()
 def replica(key, particles):
-    covariance = _particle_covariance(particles, jnp.full(200, -jnp.log(200.0)), True)
+    covariance = population_covariance(particles, jnp.full(200, -jnp.log(200.0)), True)
     params = mcmc.mala.make_params(jnp.asarray(0.3), covariance)
     def chain(key, position):
         state = mcmc.mala.init(position, density)

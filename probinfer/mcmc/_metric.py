@@ -129,3 +129,32 @@ def euclidean_metric(
         return 0.5 * jnp.dot(momentum, velocity(momentum))
 
     return Metric(sample_momentum, kinetic_energy, velocity, scale, mahalanobis)
+
+
+def population_covariance(
+    flat: Float[Array, "num dim"], log_weights: Float[Array, " num"], is_dense: bool
+) -> Array:
+    """The weighted covariance of a population (SMC particles, live points), regularised.
+
+    A ridge of ``sqrt(eps)`` times the mean variance keeps it positive definite when the
+    population is degenerate (duplicates after resampling, a coordinate that no longer
+    varies), so it can always serve as an inverse mass matrix.
+
+    Args:
+        flat: ``(num, dim)`` flat positions.
+        log_weights: ``(num,)`` normalised log weights.
+        is_dense: the full ``(dim, dim)`` matrix, or its diagonal ``(dim,)``.
+
+    Returns:
+        The covariance, ``(dim, dim)`` or ``(dim,)``.
+    """
+    weights = jnp.exp(log_weights)[:, None]
+    mean = jnp.sum(weights * flat, axis=0)
+    centered = flat - mean[None, :]
+    scale = jnp.finfo(flat.dtype).eps ** 0.5
+    if not is_dense:
+        variance = jnp.sum(weights * centered**2, axis=0)
+        return variance + scale * jnp.maximum(jnp.mean(variance), scale)
+    covariance = (weights * centered).T @ centered
+    ridge = scale * jnp.maximum(jnp.trace(covariance) / flat.shape[1], scale)
+    return covariance + ridge * jnp.eye(flat.shape[1], dtype=flat.dtype)

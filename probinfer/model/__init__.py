@@ -7,7 +7,9 @@ functions of a position that kernels use, and ``.target`` the prior/likelihood
 
 - :mod:`probinfer.model._numpyro`: NumPyro models (``NumPyroModel`` -> ``ModelDensity``).
 - :mod:`probinfer.model._logdensity`: plain functions (``LogDensity`` -> ``BoundLogDensity``).
-- :mod:`probinfer.model._target`: the :class:`Target` both produce.
+- :mod:`probinfer.model._unit_cube`: a log likelihood and a prior transform from the unit
+  cube, as nested samplers take them (:class:`UnitCube`, a ``LogDensity``).
+- :mod:`probinfer.model._target`: the :class:`Target` they produce.
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ from probinfer.model._common import INIT_RADIUS, MAX_INIT_TRIES
 from probinfer.model._logdensity import BoundLogDensity, LogDensity
 from probinfer.model._numpyro import ModelDensity, NumPyroModel, from_numpyro, prepare_numpyro
 from probinfer.model._target import AuxLogDensity, Target, value_and_aux
+from probinfer.model._unit_cube import BoundUnitCube, UnitCube
 
 __all__ = [
     "INIT_RADIUS",
     "AuxLogDensity",
     "MAX_INIT_TRIES",
     "BoundLogDensity",
+    "BoundUnitCube",
     "LogDensity",
     "ModelDensity",
     "NumPyroModel",
     "Target",
+    "UnitCube",
     "from_numpyro",
     "prepare",
     "value_and_aux",

@@ -222,8 +222,9 @@ class LogDensity:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, LogDensity) or other._named.keys() != self._named.keys():
             return False
-        same_functions = all(other._named[k] is fn for k, fn in self._named.items())
-        same_functions = same_functions and other.sample_prior_fn is self.sample_prior_fn
+        # `==` is identity for functions; hashable callables (NamedTuples) compare by value.
+        same_functions = all(other._named[k] == fn for k, fn in self._named.items())
+        same_functions = same_functions and other.sample_prior_fn == self.sample_prior_fn
         return same_functions and (other.treedef, other.shapes) == (self.treedef, self.shapes)
 
     def __repr__(self) -> str:

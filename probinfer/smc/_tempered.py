@@ -59,6 +59,7 @@ from jaxtyping import Array, PRNGKeyArray
 
 from probinfer._validation import check_count
 from probinfer.mcmc._algorithm import DENSE_MASS_MATRIX_MAX_DIM, Algorithm, check_metric
+from probinfer.mcmc._metric import population_covariance
 from probinfer.model._target import Target
 from probinfer.smc._tempering import NextTemperatureFn, adaptive_tempering, tempered_increments
 from probinfer.smc._weights import ess, normalize, zero_invalid
@@ -134,20 +135,6 @@ class TemperedSMC(NamedTuple):
 
     init: Callable[[PyTree], TemperedSMCState]
     step: Callable[[PRNGKeyArray, TemperedSMCState], tuple[TemperedSMCState, TemperedSMCInfo]]
-
-
-def _particle_covariance(flat: Array, log_weights: Array, is_dense: bool) -> Array:
-    """Weighted covariance of flat particles ``(N, dim)``, diagonal or dense, regularised."""
-    weights = jnp.exp(log_weights)[:, None]
-    mean = jnp.sum(weights * flat, axis=0)
-    centered = flat - mean[None, :]
-    scale = jnp.finfo(flat.dtype).eps ** 0.5
-    if not is_dense:
-        variance = jnp.sum(weights * centered**2, axis=0)
-        return variance + scale * jnp.maximum(jnp.mean(variance), scale)
-    covariance = (weights * centered).T @ centered
-    ridge = scale * jnp.maximum(jnp.trace(covariance) / flat.shape[1], scale)
-    return covariance + ridge * jnp.eye(flat.shape[1], dtype=flat.dtype)
 
 
 def particles_count(particles: PyTree) -> int:
@@ -308,7 +295,7 @@ def tempered_smc(
         # The kernel's metric: the weighted particles' covariance.
         flat = jax.vmap(lambda p: ravel_pytree(p)[0])(state.particles)
         dense = flat.shape[1] <= DENSE_MASS_MATRIX_MAX_DIM if metric is None else metric == "dense"
-        covariance = _particle_covariance(flat, log_weights, dense)
+        covariance = population_covariance(flat, log_weights, dense)
         # Resample (the indices are computed either way; identity when not resampling).
         num_ancestors = num // chain_length
         if chain_length > 1:  # waste-free: every step resamples N / P ancestors

@@ -1,0 +1,46 @@
+"""Nested sampling building blocks.
+
+- :func:`nested_sampling`: ``k``-deletion nested sampling with any
+  :mod:`probinfer.mcmc` algorithm as the likelihood-constrained move (slice sampling along
+  directions whitened by the live points by default), as an ``(init, step)`` pair over the
+  live points; :func:`remaining_log_fraction` is its stopping quantity.
+- Evidence accounting in log space (:mod:`probinfer.ns._evidence`): :func:`removal_counts`,
+  :func:`log_weights`, :func:`simulate_log_z` and :func:`summarize` (``log Z``, its error
+  from simulated shrinkages, the information ``H``, posterior weights).
+
+``pi.evidence(model, method="ns")`` runs them on the driver (:mod:`probinfer.run_ns`).
+"""
+
+from probinfer.ns._evidence import (
+    NUM_SIMULATIONS,
+    EvidenceSummary,
+    log_weights,
+    removal_counts,
+    simulate_log_z,
+    summarize,
+)
+from probinfer.ns._nested import (
+    NestedInfo,
+    NestedSampler,
+    NestedState,
+    default_num_steps,
+    default_step_size,
+    nested_sampling,
+    remaining_log_fraction,
+)
+
+__all__ = [
+    "NUM_SIMULATIONS",
+    "EvidenceSummary",
+    "NestedInfo",
+    "NestedSampler",
+    "NestedState",
+    "default_num_steps",
+    "default_step_size",
+    "log_weights",
+    "nested_sampling",
+    "remaining_log_fraction",
+    "removal_counts",
+    "simulate_log_z",
+    "summarize",
+]
