@@ -314,12 +314,10 @@ def run_ns(
     loglikelihood = np.concatenate(
         [records.dead_loglikelihood.reshape(-1), np.asarray(final.loglikelihood)[order]]
     )
-    counts = np.asarray(ns.removal_counts(config.num_live, config.num_delete, num_iterations))
+    counts = ns.removal_counts(config.num_live, config.num_delete, num_iterations)
     num_points = counts.size
-    # Padded to a multiple of a power of two near the size: a few compiled programs serve
-    # runs of every length.
-    bucket = 2 ** max(10, int(np.log2(num_points)) - 3)
-    padding = -num_points % bucket
+    # Padded to a power of two: one compiled program serves runs of similar lengths.
+    padding = max(1024, 1 << (num_points - 1).bit_length()) - num_points
     padded_loglikelihood = np.concatenate([loglikelihood, np.full(padding, -np.inf)])
     padded_counts = np.concatenate([counts, np.zeros(padding, counts.dtype)])
     summary = call_compiled(

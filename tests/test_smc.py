@@ -422,8 +422,8 @@ def test_targets_without_a_split_or_prior_draws_are_refused():
     )
     with pytest.raises(ValueError, match="sample_prior_fn"):
         pi.evidence(no_prior_draws, progress=False)
-    with pytest.raises(ValueError, match="supports 'smc'"):
-        pi.evidence(unsplit, method="ns")
+    with pytest.raises(ValueError, match="supports .smc. and .ns."):
+        pi.evidence(unsplit, method="mcmc")
 
 
 def test_nan_log_likelihoods_are_counted_and_reported():

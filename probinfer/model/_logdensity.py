@@ -307,7 +307,7 @@ class BoundLogDensity:
         """
         if self.spec.sample_prior_fn is None:
             raise ValueError(
-                "SMC starts from prior draws, but this `LogDensity` has no "
+                "SMC and nested sampling start from prior draws, but this `LogDensity` has no "
                 "`sample_prior_fn`; pass `sample_prior_fn=lambda key: ...` (one exact draw "
                 "of the prior as a position)."
             )

@@ -33,12 +33,13 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 NUM_SIMULATIONS = 200
 
 
-def removal_counts(num_live: int, num_delete: int, num_iterations: int) -> Int[Array, " num"]:
+def removal_counts(num_live: int, num_delete: int, num_iterations: int) -> np.ndarray:
     """Live points at each removal: ``k``-deletion iterations, then the final live points.
 
     Args:
@@ -47,12 +48,13 @@ def removal_counts(num_live: int, num_delete: int, num_iterations: int) -> Int[A
         num_iterations: iterations run.
 
     Returns:
-        ``(num_iterations k + n,)``: ``n, n - 1, ..., n - k + 1`` per iteration, then
-        ``n, n - 1, ..., 1`` for the final live points.
+        ``(num_iterations k + n,)`` int32 (a NumPy array: the run's structure, known on the
+        host): ``n, n - 1, ..., n - k + 1`` per iteration, then ``n, n - 1, ..., 1`` for
+        the final live points.
     """
-    per_iteration = num_live - jnp.arange(num_delete)
-    final = num_live - jnp.arange(num_live)
-    return jnp.concatenate([jnp.tile(per_iteration, num_iterations), final])
+    per_iteration = num_live - np.arange(num_delete, dtype=np.int32)
+    final = num_live - np.arange(num_live, dtype=np.int32)
+    return np.concatenate([np.tile(per_iteration, num_iterations), final])
 
 
 def _log_weights(

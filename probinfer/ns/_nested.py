@@ -118,10 +118,14 @@ def remaining_log_fraction(state: NestedState) -> Array:
         state: the sampler's state.
 
     Returns:
-        A scalar; ``+inf`` before any evidence is found.
+        A scalar; ``+inf`` before any evidence is found, ``-inf`` when every live point has
+        zero likelihood (nothing is left to find: the run stops).
     """
-    bound = jnp.max(state.loglikelihood) + state.log_volume
-    return jnp.where(state.log_z == -jnp.inf, jnp.inf, bound - state.log_z)
+    max_loglikelihood = jnp.max(state.loglikelihood)
+    fraction = jnp.where(
+        state.log_z == -jnp.inf, jnp.inf, max_loglikelihood + state.log_volume - state.log_z
+    )
+    return jnp.where(max_loglikelihood == -jnp.inf, -jnp.inf, fraction)
 
 
 def default_num_steps(algorithm: Algorithm, dim: int) -> int:
