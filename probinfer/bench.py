@@ -1,8 +1,9 @@
 """Validation benchmark: every sampler on every zoo model, checked against the references.
 
 MCMC methods (``nuts``, ``hmc``, ``mala``, ``rwm``) fill the sampling table below; ``smc``
-fills the evidence table: :func:`probinfer.evidence` on every model with a known ``log_z``,
-``ok`` when the estimate is within 5 of its own standard errors of the truth.
+and ``ns`` (nested sampling) fill the evidence table: :func:`probinfer.evidence` on every
+model with a known ``log_z``, ``ok`` when the estimate is within 5 of its own standard
+errors of the truth.
 
 For each (model, method) pair it runs :func:`probinfer.sample` and reports efficiency
 (ESS per second, ESS per 1000 gradient evaluations), convergence (max R-hat) and accuracy
@@ -35,7 +36,8 @@ if TYPE_CHECKING:
 Z_THRESHOLD = 5.0
 RHAT_THRESHOLD = 1.05
 MIN_ESS = 400
-METHODS = ("nuts", "hmc", "mala", "rwm", "smc")
+METHODS = ("nuts", "hmc", "mala", "rwm", "smc", "ns")
+EVIDENCE_METHODS = ("smc", "ns")
 MCMC_METHODS = ("nuts", "hmc", "mala", "rwm")
 # Warm-up and draws per method, as multiples of the settings: a MALA or RWM step costs one
 # evaluation where a NUTS or HMC draw costs 3-30 on the zoo, so 10x their steps spends
@@ -181,14 +183,17 @@ def run_one(
     return row
 
 
-def run_evidence_one(name: str, *, seed: int) -> dict[str, Any]:
-    """Estimate one zoo model's evidence with SMC and compare it with the exact ``log_z``.
+def run_evidence_one(name: str, method: str, *, seed: int) -> dict[str, Any]:
+    """Estimate one zoo model's evidence and compare it with the exact ``log_z``.
 
-    ``pi.evidence``'s defaults (8 replicas of 500 particles, MALA moves): the error bar comes
-    from the replicas' spread, so its own uncertainty is that of 7 degrees of freedom.
+    ``pi.evidence``'s defaults. SMC: 8 replicas of 500 particles, MALA moves; the error bar
+    comes from the replicas' spread, so its own uncertainty is that of 7 degrees of
+    freedom. Nested sampling: 500 live points, slice moves; the error bar from simulated
+    shrinkages.
 
     Args:
         name: zoo model name (its reference has a ``log_z``).
+        method: "smc" or "ns".
         seed: seed.
 
     Returns:
@@ -201,12 +206,14 @@ def run_evidence_one(name: str, *, seed: int) -> dict[str, Any]:
     args, kwargs = zoo_model.data()
     truth = float(zoo_model.reference.log_z)
     try:
-        result = evidence(zoo_model.model, *args, seed=seed, progress=False, **kwargs)
+        result = evidence(
+            zoo_model.model, *args, method=method, seed=seed, progress=False, **kwargs
+        )
     except RuntimeError as error:  # did not reach the posterior: a FAIL row, not a crash
         return {
-            "model": name, "method": "smc", "log_z": np.nan, "log_z_err": np.nan,
+            "model": name, "method": method, "log_z": np.nan, "log_z_err": np.nan,
             "log_z_truth": truth, "log_z_z": np.inf, "max_mean_error_sd": np.nan,
-            "num_likelihood_evals": 0, "num_tempering_steps": np.nan,
+            "num_likelihood_evals": 0, "num_steps": np.nan,
             "compile_seconds": np.nan, "sampling_seconds": np.nan, "passed": False,
             "why": str(error),
         }  # fmt: skip
@@ -226,14 +233,16 @@ def run_evidence_one(name: str, *, seed: int) -> dict[str, Any]:
     attrs = result.idata.attrs
     return {
         "model": name,
-        "method": "smc",
+        "method": method,
         "log_z": result.log_z,
         "log_z_err": result.log_z_err,
         "log_z_truth": truth,
         "log_z_z": z,
         "max_mean_error_sd": max(mean_errors, default=np.nan),
         "num_likelihood_evals": result.num_likelihood_evals,
-        "num_tempering_steps": float(np.mean(attrs["num_tempering_steps"])),
+        "num_steps": float(
+            np.mean(attrs["num_tempering_steps"]) if method == "smc" else attrs["num_iterations"]
+        ),
         "compile_seconds": attrs["compile_seconds"],
         "sampling_seconds": attrs["sampling_seconds"],
         "passed": bool(z < Z_THRESHOLD),
@@ -249,7 +258,7 @@ EVIDENCE_COLUMNS = (
     ("exact", "log_z_truth", "{:.3f}"),
     ("abs err / err", "log_z_z", "{:.1f}"),
     ("mean err (sd)", "max_mean_error_sd", "{:.3f}"),
-    ("steps", "num_tempering_steps", "{:.1f}"),
+    ("steps", "num_steps", "{:.1f}"),
     ("lik. evals", "num_likelihood_evals", "{:,}"),
     ("run s", "sampling_seconds", "{:.1f}"),
     ("compile s", "compile_seconds", "{:.1f}"),
@@ -328,8 +337,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     """
     tables = []
     for columns, selected in (
-        (COLUMNS, [row for row in rows if row["method"] != "smc"]),
-        (EVIDENCE_COLUMNS, [row for row in rows if row["method"] == "smc"]),
+        (COLUMNS, [row for row in rows if row["method"] not in EVIDENCE_METHODS]),
+        (EVIDENCE_COLUMNS, [row for row in rows if row["method"] in EVIDENCE_METHODS]),
     ):
         if not selected:
             continue
@@ -355,7 +364,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [row for row in rows if row["method"] != "smc"]
+    rows = [row for row in rows if row["method"] not in EVIDENCE_METHODS]
     models_ = list(dict.fromkeys(row["model"] for row in rows))
     methods = list(dict.fromkeys(row["method"] for row in rows))
     width = 0.8 / max(len(methods), 1)
@@ -413,12 +422,12 @@ def run_bench(
     rows = []
     for name in model_names:
         for method in methods:
-            if method == "smc":
+            if method in EVIDENCE_METHODS:
                 if _zoo().get(name).reference.log_z is None:
                     continue
-                row = run_evidence_one(name, seed=seed)
+                row = run_evidence_one(name, method, seed=seed)
                 echo(
-                    f"{name:28s} smc   log Z {row['log_z']:10.3f} +- {row['log_z_err']:.3f}  "
+                    f"{name:28s} {method:5s} log Z {row['log_z']:10.3f} +- {row['log_z_err']:.3f}  "
                     f"exact {row['log_z_truth']:10.3f}  |err|/err {row['log_z_z']:5.1f}  "
                     f"{'ok' if row['passed'] else 'FAIL'}"
                 )
@@ -446,8 +455,8 @@ def run_bench(
     (out / "bench.json").write_text(
         json.dumps({"machine": machine, "settings": settings, "rows": rows}, indent=2)
     )
-    has_mcmc = any(row["method"] != "smc" for row in rows)
-    has_smc = any(row["method"] == "smc" for row in rows)
+    has_mcmc = any(row["method"] not in EVIDENCE_METHODS for row in rows)
+    has_evidence = any(row["method"] in EVIDENCE_METHODS for row in rows)
     mcmc_header = (
         f"Settings: {chains} chains, {warmup} warm-up, {draws} draws, seed {seed}; MALA and RWM "
         f"run {STEP_MULTIPLIER['rwm']}x the steps (`steps`: warm-up + draws), a step of theirs "
@@ -459,17 +468,20 @@ def run_bench(
         f"{Z_THRESHOLD:g} combined MCSE of the reference, max R-hat < {RHAT_THRESHOLD} and min "
         f"ESS >= {MIN_ESS}; `why not` names the criteria a run missed.\n\n"
     )
-    smc_header = (
-        "Evidence (`smc`): `pi.evidence` with its defaults (8 replicas of 500 particles, MALA "
-        f"moves, seed {seed}) on every model whose reference has an exact `log_z`; `ok` when "
-        f"|log Z - exact| < {Z_THRESHOLD:g} reported standard errors.\n\n"
+    evidence_header = (
+        "Evidence: `pi.evidence` with its defaults (`smc`: 8 replicas of 500 particles, MALA "
+        "moves, error bar from the replicas' spread; `ns`: nested sampling with 500 live "
+        "points and slice moves, error bar from simulated shrinkages; `steps`: tempering "
+        f"steps or nested-sampling iterations; seed {seed}) on every model whose reference "
+        f"has an exact `log_z`; `ok` when |log Z - exact| < {Z_THRESHOLD:g} reported standard "
+        "errors.\n\n"
     )
     header = (
         "# probinfer bench\n\n"
         f"Machine: {machine['cpu']} ({machine['cores']} cores, load average "
         f"{machine['load_average'][0]}), backend {machine['backend']}, jax {machine['jax']}, "
         f"probinfer {machine['probinfer']} at commit {machine['commit']}, {machine['date']}."
-        "\n\n" + (mcmc_header if has_mcmc else "") + (smc_header if has_smc else "")
+        "\n\n" + (mcmc_header if has_mcmc else "") + (evidence_header if has_evidence else "")
     )
     (out / "bench.md").write_text(header + markdown_table(rows) + "\n")
     if has_mcmc:

@@ -243,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--models", nargs="+", help="zoo models (default: all)")
     bench.add_argument(
-        "--methods", nargs="+", help="methods (default: nuts hmc mala rwm smc; smc: evidence)"
+        "--methods",
+        nargs="+",
+        help="methods (default: nuts hmc mala rwm smc ns; smc, ns: evidence)",
     )
     bench.add_argument("--chains", type=int, default=4)
     bench.add_argument("--warmup", type=int, default=1000)
