@@ -83,6 +83,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -360,10 +361,12 @@ def import_jaxns() -> dict[str, Any]:
     ``jax.enable_x64(True)`` only.
     """
     x64 = jax.config.jax_enable_x64
-    from jaxns.core import NestedSampler
-    from jaxns.model import Model
-    from jaxns.priors import Prior
-    from tensorflow_probability.substrates import jax as tfp
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="JAX x64 is not enabled")
+        from jaxns.core import NestedSampler
+        from jaxns.model import Model
+        from jaxns.priors import Prior
+        from tensorflow_probability.substrates import jax as tfp
 
     jax.config.update("jax_enable_x64", x64)
     return {
@@ -583,7 +586,7 @@ def markdown_report(
                 _cell(summary["mean_abs_z"], 2),
                 _cell(summary["rms_z"], 2),
                 _cell(summary["within_2_sigma"], 2),
-                _cell(summary["median_evals"]),
+                _cell(summary["median_evals"], 0),
                 _cell(summary["median_seconds"], 2),
                 _cell(summary["median_post_seconds"], 2),
                 compile_cell,

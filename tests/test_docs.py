@@ -18,6 +18,9 @@ DOCTEST_MODULES = [
     "probinfer.api",
     "probinfer.mcmc._window_adaptation",
     "probinfer.mcmc._constrained",
+    "probinfer.ns._nested",
+    "probinfer.ns._evidence",
+    "probinfer.model._unit_cube",
     "probinfer.driver._drive",
     "probinfer.nngp._layers",
     "probinfer.nngp._process",
@@ -133,3 +136,15 @@ def test_smc_guide_examples_run():
         exec(compile(code, "docs/smc.md", "exec"), namespace)
     assert namespace["paths"].shape == (1000, 5)
     assert namespace["state"].theta.shape == ()
+
+
+def test_ns_guide_examples_run():
+    """The python blocks of docs/ns.md run (at a small size)."""
+    blocks = python_blocks("ns.md")
+    assert len(blocks) == 2
+    namespace: dict = {}
+    for block in blocks:
+        code = block.replace('method="ns"', 'method="ns", live_points=100, progress=False')
+        exec(compile(code, "docs/ns.md", "exec"), namespace)
+        result = namespace["result"]
+        assert abs(result.log_z - (-1.328 if "model" in block else 0.0)) < 4 * result.log_z_err

@@ -155,11 +155,12 @@ def summarize(
     Example:
         >>> import jax, jax.numpy as jnp
         >>> from probinfer import ns
-        >>> # L = 1 on the whole prior: Z = 1 exactly, whatever the volumes.
+        >>> # L = 1 on the whole prior: Z = 1, less the volume beyond the best point
+        >>> # (exp(-sum 1/n_i) = 2.4e-4 here), which is never weighted.
         >>> counts = ns.removal_counts(100, 10, 30)
         >>> summary = ns.summarize(jax.random.key(0), jnp.zeros(counts.shape), counts)
-        >>> round(float(summary.log_z), 6), round(float(summary.log_z_err), 6)
-        (0.0, 0.0)
+        >>> abs(float(summary.log_z)) < 1e-3, float(summary.log_z_err) < 1e-3
+        (True, True)
     """
     dtype = jnp.result_type(loglikelihood)
     # Padding (count 0, log L = -inf) shrinks the volume to 0 after the last point: it
