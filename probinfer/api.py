@@ -474,6 +474,56 @@ def evidence(
     return _evidence_by_smc("evidence", model, args, seed, progress, checkpoint, kwargs)
 
 
+def _move_settings(
+    model: Callable[..., Any] | LogDensity,
+    family: str,
+    defaults: dict[str, Any],
+    move_algorithms: dict[str, mcmc.Algorithm],
+    options_attribute: str,
+    kwargs: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Split keywords into the model's and a population family's settings (SMC, nested
+    sampling), and check the move and its options.
+
+    Keywords go to the model first (a model may take `move` or `kernel` itself); the
+    settings are the family's and every move's options, checked against the chosen move.
+
+    Args:
+        model: the model or ``LogDensity``.
+        family: the method name, for messages.
+        defaults: the family's settings with their defaults (``move`` among them).
+        move_algorithms: move name -> algorithm.
+        options_attribute: the algorithm's attribute naming the options a move takes
+            (``"options"``, or ``"build_options"`` where parameters are tuned by the family).
+        kwargs: the keywords given.
+
+    Returns:
+        ``(model keywords, settings with defaults filled in, the move's options)``.
+
+    Raises:
+        ValueError: for an unknown move.
+        TypeError: for unknown keywords or options the chosen move does not take.
+    """
+    move_options = {
+        name
+        for algorithm in move_algorithms.values()
+        for name in getattr(algorithm, options_attribute)
+    }
+    model_kwargs, settings = _split_keywords(model, family, move_options | set(defaults), kwargs)
+    settings = {**defaults, **settings}
+    move = settings["move"]
+    if move not in move_algorithms:
+        raise ValueError(f"`move` must be one of {sorted(move_algorithms)}, got {move!r}.")
+    accepted = getattr(move_algorithms[move], options_attribute)
+    options = {k: v for k, v in settings.items() if k in move_options}
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise TypeError(
+            f"{unknown} are not options of move {move!r} (its options: {sorted(accepted)})."
+        )
+    return model_kwargs, settings, options
+
+
 def _evidence_by_smc(
     caller: str,
     model: Callable[..., Any] | LogDensity,
@@ -486,22 +536,10 @@ def _evidence_by_smc(
 ) -> EvidenceResult:
     """SMC for ``pi.evidence`` and ``pi.sample(method="smc")`` (one code path)."""
     seed = check_count("seed", seed, 0)
-    # Keywords go to the model first (a model may take `move` or `kernel` itself); the
-    # settings are SMC's and every move's options, checked against the chosen move below.
-    move_options = {name for algorithm in MOVE_ALGORITHMS.values() for name in algorithm.options}
-    model_kwargs, settings = _split_keywords(model, "smc", move_options | set(SMC_DEFAULTS), kwargs)
-    settings = {**SMC_DEFAULTS, **(defaults or {}), **settings}
+    model_kwargs, settings, options = _move_settings(
+        model, "smc", {**SMC_DEFAULTS, **(defaults or {})}, MOVE_ALGORITHMS, "options", kwargs
+    )
     move = settings["move"]
-    if move not in MOVE_ALGORITHMS:
-        raise ValueError(f"`move` must be one of {sorted(MOVE_ALGORITHMS)}, got {move!r}.")
-    algorithm = MOVE_ALGORITHMS[move]
-    options = {k: v for k, v in settings.items() if k in move_options}
-    unknown = sorted(set(options) - set(algorithm.options))
-    if unknown:
-        raise TypeError(
-            f"{unknown} are not options of move {move!r} (its options: "
-            f"{sorted(algorithm.options)})."
-        )
     step_size = settings["step_size"]
     if step_size is not None:
         check_step_size(step_size)
@@ -582,22 +620,12 @@ def _evidence_by_ns(
 ) -> EvidenceResult:
     """Nested sampling for ``pi.evidence`` and ``pi.sample(method="ns")`` (one code path)."""
     seed = check_count("seed", seed, 0)
-    move_options = {
-        name for algorithm in NS_MOVE_ALGORITHMS.values() for name in algorithm.build_options
-    }
-    model_kwargs, settings = _split_keywords(model, "ns", move_options | set(NS_DEFAULTS), kwargs)
-    settings = {**NS_DEFAULTS, **(defaults or {}), **settings}
+    model_kwargs, settings, options = _move_settings(
+        model, "ns", {**NS_DEFAULTS, **(defaults or {})}, NS_MOVE_ALGORITHMS, "build_options",
+        kwargs,
+    )  # fmt: skip
     move = settings["move"]
-    if move not in NS_MOVE_ALGORITHMS:
-        raise ValueError(f"`move` must be one of {sorted(NS_MOVE_ALGORITHMS)}, got {move!r}.")
     algorithm = NS_MOVE_ALGORITHMS[move]
-    options = {k: v for k, v in settings.items() if k in move_options}
-    unknown = sorted(set(options) - set(algorithm.build_options))
-    if unknown:
-        raise TypeError(
-            f"{unknown} are not options of move {move!r} (its options: "
-            f"{sorted(algorithm.build_options)})."
-        )
     spec, data = prepare(model, args, model_kwargs)
     dim = flat_dim(spec, data)
     num_live = check_count("live_points", settings["live_points"], 2)
