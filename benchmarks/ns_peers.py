@@ -2,7 +2,7 @@
 
 Run::
 
-    cd /work/main && PYTHONPATH=. .venv/bin/python benchmarks/ns_peers.py \
+    PYTHONPATH=. .venv/bin/python benchmarks/ns_peers.py \
         [--targets box_2,box_10,box_30,shells_2,two_modes_2] \
         [--libraries probinfer,blackjax,jaxns,dynesty] [--seeds 5] [--live-points 500] \
         [--out benchmarks/results/ns_peers] [--quick]
