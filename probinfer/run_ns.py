@@ -134,18 +134,7 @@ def check_settings(spec: Any, config: NSConfig, data: PyTree) -> None:
             remaining fraction outside (0, 1), bad move settings, or a target without a
             prior and likelihood split.
     """
-    dim = flat_dim(spec, data)
-    if config.num_live < dim + 1:
-        raise ValueError(
-            f"`live_points={config.num_live}` is fewer than the dimension + 1 = {dim + 1}: the "
-            "live points' covariance that shapes the moves would be singular; use at least "
-            f"{dim + 1} (typically 25 per dimension or more)."
-        )
-    if config.num_delete >= config.num_live:
-        raise ValueError(
-            f"`num_delete={config.num_delete}` must be smaller than `live_points="
-            f"{config.num_live}` (the replacements start from surviving live points)."
-        )
+    ns.check_live_points(config.num_live, config.num_delete, flat_dim(spec, data))
     if not 0.0 < config.remaining_fraction < 1.0:
         raise ValueError(
             f"`remaining_fraction` must be in (0, 1), got {config.remaining_fraction}; 0.01 "
@@ -188,10 +177,6 @@ def _initial_state(
 def _postprocess(spec: Any, data: PyTree, positions: PyTree) -> dict[str, Array]:
     """A batch of unconstrained points to constrained sites."""
     return jax.vmap(spec.bind(data).postprocess_fn)(positions)
-
-
-def _summarize(key: PRNGKeyArray, loglikelihood: Array, counts: Array) -> ns.EvidenceSummary:
-    return ns.summarize(key, loglikelihood, counts)
 
 
 def _constrained_points(
@@ -321,7 +306,7 @@ def run_ns(
     padded_loglikelihood = np.concatenate([loglikelihood, np.full(padding, -np.inf)])
     padded_counts = np.concatenate([counts, np.zeros(padding, counts.dtype)])
     summary = call_compiled(
-        _summarize,
+        ns.summarize,
         (),
         (key_summary, jnp.asarray(padded_loglikelihood, loglikelihood.dtype), padded_counts),
         watch,

@@ -227,3 +227,28 @@ def check_step_size(step_size: float | Array) -> None:
             f"`step_size` must be > 0, got {values}; pass a positive float or run "
             "`probinfer.mcmc.window_adaptation` to tune it."
         )
+
+
+# Step-size adaptation between population steps (SMC moves, nested-sampling moves):
+# log eps += RATE * (acceptance - target), clipped to [MIN, MAX].
+STEP_SIZE_ADAPTATION_RATE = 1.0
+MIN_STEP_SIZE, MAX_STEP_SIZE = 1e-4, 10.0
+
+
+def adapt_step_size(step_size: Array, acceptance_rate: Array, target_acceptance: float) -> Array:
+    """The next step size of a move whose mean acceptance over a population was measured.
+
+    ``log eps += (acceptance - target)``, clipped to ``[1e-4, 10]``: a step of one
+    population update, not dual averaging (the population changes between steps).
+
+    Args:
+        step_size: the current step size, a scalar.
+        acceptance_rate: the mean acceptance of the last moves.
+        target_acceptance: the algorithm's target.
+
+    Returns:
+        The new step size, in ``step_size``'s dtype.
+    """
+    change = STEP_SIZE_ADAPTATION_RATE * (acceptance_rate - target_acceptance)
+    new = jnp.clip(step_size * jnp.exp(change), MIN_STEP_SIZE, MAX_STEP_SIZE)
+    return new.astype(jnp.result_type(step_size))

@@ -5,8 +5,9 @@
   directions whitened by the live points by default), as an ``(init, step)`` pair over the
   live points; :func:`remaining_log_fraction` is its stopping quantity.
 - Evidence accounting in log space (:mod:`probinfer.ns._evidence`): :func:`removal_counts`,
-  :func:`log_weights`, :func:`simulate_log_z` and :func:`summarize` (``log Z``, its error
-  from simulated shrinkages, the information ``H``, posterior weights).
+  :func:`shrink`, :func:`log_weights`, :func:`simulate_log_z` and :func:`summarize`
+  (``log Z``, its error from simulated shrinkages, the information ``H``, posterior
+  weights); :func:`check_live_points` refuses counts a run cannot work with.
 
 ``pi.evidence(model, method="ns")`` runs them on the driver (:mod:`probinfer.run_ns`).
 """
@@ -16,6 +17,7 @@ from probinfer.ns._evidence import (
     EvidenceSummary,
     log_weights,
     removal_counts,
+    shrink,
     simulate_log_z,
     summarize,
 )
@@ -23,6 +25,7 @@ from probinfer.ns._nested import (
     NestedInfo,
     NestedSampler,
     NestedState,
+    check_live_points,
     default_num_steps,
     default_step_size,
     nested_sampling,
@@ -35,12 +38,14 @@ __all__ = [
     "NestedInfo",
     "NestedSampler",
     "NestedState",
+    "check_live_points",
     "default_num_steps",
     "default_step_size",
     "log_weights",
     "nested_sampling",
     "remaining_log_fraction",
     "removal_counts",
+    "shrink",
     "simulate_log_z",
     "summarize",
 ]

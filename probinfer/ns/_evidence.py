@@ -57,16 +57,28 @@ def removal_counts(num_live: int, num_delete: int, num_iterations: int) -> np.nd
     return np.concatenate([np.tile(per_iteration, num_iterations), final])
 
 
-def _log_weights(
-    loglikelihood: Float[Array, " num"], log_shrinkages: Float[Array, " num"]
-) -> Float[Array, " num"]:
-    """``log L_i + log(X_{i-1} - X_i)`` for log shrinkages ``log t_i``."""
-    log_volumes = jnp.cumsum(log_shrinkages)
-    previous = jnp.concatenate([jnp.zeros(1, log_volumes.dtype), log_volumes[:-1]])
+def shrink(
+    loglikelihood: Float[Array, " num"],
+    log_shrinkages: Float[Array, " num"],
+    log_volume: Array | float = 0.0,
+) -> tuple[Float[Array, " num"], Array]:
+    """Log weights ``log L_i + log(X_{i-1} - X_i)`` of points removed in order.
+
+    Args:
+        loglikelihood: ``(num,)`` their log likelihoods.
+        log_shrinkages: ``(num,)`` ``log t_i`` (``X_i = t_i X_{i-1}``).
+        log_volume: ``log X_0``, the volume before the first of them.
+
+    Returns:
+        ``(log weights, log X_num)``: a zero likelihood gets weight ``-inf`` (never NaN).
+    """
+    log_volumes = log_volume + jnp.cumsum(log_shrinkages)
+    start = jnp.reshape(jnp.asarray(log_volume, log_volumes.dtype), (1,))
+    previous = jnp.concatenate([start, log_volumes[:-1]])
     # log(X_{i-1} - X_i) = log X_{i-1} + log(1 - t_i)
     log_widths = previous + jnp.log(-jnp.expm1(log_shrinkages))
-    # A zero likelihood contributes nothing (-inf + finite), never NaN.
-    return jnp.where(loglikelihood == -jnp.inf, -jnp.inf, loglikelihood + log_widths)
+    weights = jnp.where(loglikelihood == -jnp.inf, -jnp.inf, loglikelihood + log_widths)
+    return weights, log_volumes[-1]
 
 
 def log_weights(
@@ -82,7 +94,7 @@ def log_weights(
         ``(num,)`` log weights; their log-sum-exp is ``log Z``.
     """
     dtype = jnp.result_type(loglikelihood)
-    return _log_weights(loglikelihood, -1.0 / counts.astype(dtype))
+    return shrink(loglikelihood, -1.0 / counts.astype(dtype))[0]
 
 
 def simulate_log_z(
@@ -107,7 +119,7 @@ def simulate_log_z(
     def one(key: PRNGKeyArray) -> Array:
         # t ~ Beta(n, 1)  <=>  t = U^(1/n): log t = log U / n.
         uniform = jax.random.uniform(key, counts.shape, dtype, minval=jnp.finfo(dtype).tiny)
-        return jax.nn.logsumexp(_log_weights(loglikelihood, jnp.log(uniform) / counts))
+        return jax.nn.logsumexp(shrink(loglikelihood, jnp.log(uniform) / counts)[0])
 
     return jax.lax.map(one, jax.random.split(key, num_simulations))
 

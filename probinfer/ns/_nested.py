@@ -44,16 +44,19 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
 from probinfer._validation import check_count
-from probinfer.mcmc._algorithm import DENSE_MASS_MATRIX_MAX_DIM, Algorithm, check_metric
+from probinfer.mcmc._algorithm import (
+    DENSE_MASS_MATRIX_MAX_DIM,
+    Algorithm,
+    adapt_step_size,
+    check_metric,
+)
 from probinfer.mcmc._constrained import constrained
 from probinfer.mcmc._metric import population_covariance
 from probinfer.model._target import Target
+from probinfer.ns._evidence import shrink
 from probinfer.smc._weights import zero_invalid
 
 PyTree = Any
-# Random-walk step-size adaptation between iterations: log eps += RATE * (acc - target).
-STEP_SIZE_ADAPTATION_RATE = 1.0
-MIN_STEP_SIZE, MAX_STEP_SIZE = 1e-4, 10.0
 
 
 class NestedState(NamedTuple):
@@ -109,6 +112,31 @@ class NestedSampler(NamedTuple):
     init: Callable[[PyTree], tuple[NestedState, Array]]
     step: Callable[[PRNGKeyArray, NestedState], tuple[NestedState, NestedInfo]]
     num_delete: int
+
+
+def check_live_points(num_live: int, num_delete: int, dim: int) -> None:
+    """Refuse live-point counts a run cannot work with.
+
+    Args:
+        num_live: live points ``n``.
+        num_delete: points replaced per iteration ``k``.
+        dim: the flat dimension ``d``.
+
+    Raises:
+        ValueError: for ``n < d + 1`` (the live points' covariance, which shapes the moves,
+            would be singular) or ``k >= n`` (no survivor to start a replacement from).
+    """
+    if num_live < dim + 1:
+        raise ValueError(
+            f"`live_points={num_live}` is fewer than the dimension + 1 = {dim + 1}: the live "
+            "points' covariance that shapes the moves would be singular; use at least "
+            f"{dim + 1} (typically 25 per dimension or more)."
+        )
+    if num_delete >= num_live:
+        raise ValueError(
+            f"`num_delete={num_delete}` must be smaller than `live_points={num_live}` (the "
+            "replacements start from surviving live points)."
+        )
 
 
 def remaining_log_fraction(state: NestedState) -> Array:
@@ -225,18 +253,7 @@ def nested_sampling(
     def init(positions: PyTree) -> tuple[NestedState, Array]:
         num_live = jax.tree.leaves(positions)[0].shape[0]
         dim = ravel_pytree(jax.tree.map(lambda x: x[0], positions))[0].shape[0]
-        if num_live <= num_delete:
-            raise ValueError(
-                f"{num_live} live points cannot lose `num_delete={num_delete}` per iteration "
-                "and keep a survivor to start from; use more live points or a smaller "
-                "`num_delete`."
-            )
-        if num_live < dim + 1:
-            raise ValueError(
-                f"{num_live} live points in {dim} dimensions cannot describe the contour "
-                f"(their covariance is singular); use at least {dim + 1}, typically 25 d or "
-                "more."
-            )
+        check_live_points(num_live, num_delete, dim)
         loglikelihood, num_nonfinite = zero_invalid(jax.vmap(target.loglikelihood_fn)(positions))
         dtype = loglikelihood.dtype
         state = NestedState(
@@ -259,12 +276,7 @@ def nested_sampling(
 
         # Expected shrinkage: removal j of the iteration sees n - j live points.
         log_shrinkages = -1.0 / (num_live - jnp.arange(num_delete, dtype=dtype))
-        log_volumes = state.log_volume + jnp.cumsum(log_shrinkages)
-        previous = jnp.concatenate([state.log_volume[None], log_volumes[:-1]])
-        log_widths = previous + jnp.log(-jnp.expm1(log_shrinkages))
-        contributions = jnp.where(
-            dead_loglikelihood == -jnp.inf, -jnp.inf, dead_loglikelihood + log_widths
-        )
+        contributions, log_volume = shrink(dead_loglikelihood, log_shrinkages, state.log_volume)
         log_z = jnp.logaddexp(state.log_z, jax.nn.logsumexp(contributions))
 
         # Replacements: constrained moves from random survivors, whitened by the live cloud.
@@ -287,14 +299,11 @@ def nested_sampling(
         acceptance_rate = jnp.mean(move_info.acceptance_rate)
         new_step_size = state.step_size
         if target_acceptance is not None:
-            change = STEP_SIZE_ADAPTATION_RATE * (acceptance_rate - target_acceptance)
-            new_step_size = jnp.clip(
-                state.step_size * jnp.exp(change), MIN_STEP_SIZE, MAX_STEP_SIZE
-            ).astype(dtype)
+            new_step_size = adapt_step_size(state.step_size, acceptance_rate, target_acceptance)
         new_state = NestedState(
             positions=positions,
             loglikelihood=loglikelihood,
-            log_volume=log_volumes[-1],
+            log_volume=log_volume,
             log_z=log_z,
             step_size=new_step_size,
         )

@@ -58,7 +58,12 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
 from probinfer._validation import check_count
-from probinfer.mcmc._algorithm import DENSE_MASS_MATRIX_MAX_DIM, Algorithm, check_metric
+from probinfer.mcmc._algorithm import (
+    DENSE_MASS_MATRIX_MAX_DIM,
+    Algorithm,
+    adapt_step_size,
+    check_metric,
+)
 from probinfer.mcmc._metric import population_covariance
 from probinfer.model._target import Target
 from probinfer.smc._tempering import NextTemperatureFn, adaptive_tempering, tempered_increments
@@ -67,9 +72,6 @@ from probinfer.smc.resampling import systematic
 
 PyTree = Any
 ResamplingFn = Callable[[PRNGKeyArray, Array, int], Array]
-# Step-size adaptation between SMC steps: log eps += RATE * (acceptance - target), clipped.
-STEP_SIZE_ADAPTATION_RATE = 1.0
-MIN_STEP_SIZE, MAX_STEP_SIZE = 1e-4, 10.0
 # Adaptive moves stop once no coordinate's start-to-current correlation exceeds this.
 MIXING_CORRELATION = 0.1
 
@@ -323,10 +325,7 @@ def tempered_smc(
         loglikelihood = loglikelihood.reshape(num)
         new_step_size = state.step_size
         if target_acceptance is not None:
-            change = STEP_SIZE_ADAPTATION_RATE * (acceptance_rate - target_acceptance)
-            new_step_size = jnp.clip(
-                state.step_size * jnp.exp(change), MIN_STEP_SIZE, MAX_STEP_SIZE
-            )
+            new_step_size = adapt_step_size(state.step_size, acceptance_rate, target_acceptance)
         new_state = TemperedSMCState(
             particles=moved,
             loglikelihood=loglikelihood,
