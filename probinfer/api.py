@@ -364,6 +364,7 @@ NS_DEFAULTS: dict[str, Any] = {
     "draws": None,
     "max_steps": 100_000,
     "chunk_size": 10,
+    "emulator": None,
 }
 
 
@@ -419,8 +420,12 @@ def evidence(
             ``step_size`` (first width in whitened units: ``sqrt(d + 2)`` for slice),
             ``metric`` ("dense" or "diag" whitening), ``remaining_fraction`` (0.01),
             ``draws`` (equally weighted draws in ``idata``; default the weights' effective
-            sample size), ``max_steps`` (100,000 iterations), ``chunk_size`` (10), and the
-            move's options (``max_num_steps_out``, ``max_num_shrinks`` for slice).
+            sample size), ``max_steps`` (100,000 iterations), ``chunk_size`` (10),
+            ``emulator`` (None; True or ``probinfer.ns.Emulator(...)``: a neural network
+            learns the likelihood as the run goes and, once accurate, the moves run on it,
+            each new point confirmed by one likelihood call; ``attrs`` then count the
+            emulated iterations and evaluations), and the move's options
+            (``max_num_steps_out``, ``max_num_shrinks`` for slice).
             SMC: ``particles`` (500), ``replicas`` (8, >= 2), ``move`` (the MCMC kernel that
             moves the particles: "mala", the default, "rwm", "hmc", "nuts" or "slice"),
             ``num_mcmc_steps`` (10), ``adapt_num_mcmc_steps`` (False; True: each step
@@ -609,6 +614,21 @@ def _evidence_by_smc(
     )
 
 
+def _emulator_settings(emulator: Any) -> ns.Emulator | None:
+    """``emulator=`` as settings: None/False (none), True (defaults) or ``ns.Emulator``."""
+    if emulator is None or emulator is False:
+        return None
+    if emulator is True:
+        return ns.Emulator()
+    if isinstance(emulator, ns.Emulator):
+        if not emulator.tolerance > 0:
+            raise ValueError(f"the emulator's `tolerance` must be > 0, got {emulator.tolerance}.")
+        return emulator
+    raise TypeError(
+        f"`emulator` must be True, False or `probinfer.ns.Emulator(...)`, got {emulator!r}."
+    )
+
+
 def _evidence_by_ns(
     model: Callable[..., Any] | LogDensity,
     args: tuple[Any, ...],
@@ -647,6 +667,7 @@ def _evidence_by_ns(
         metric=settings["metric"],
         remaining_fraction=float(settings["remaining_fraction"]),
         chunk_size=check_count("chunk_size", settings["chunk_size"], 1),
+        emulator=_emulator_settings(settings["emulator"]),
     )
     check_ns_settings(spec, config, data)
     max_steps = check_count("max_steps", settings["max_steps"], 1)
@@ -693,6 +714,9 @@ def _evidence_by_ns(
         "ess": result.ess,
         "num_iterations": result.num_iterations,
         "num_likelihood_evals": result.num_likelihood_evals,
+        "num_emulator_evals": result.num_emulator_evals,
+        "num_emulated_iterations": result.num_emulated_iterations,
+        "num_unconfirmed_emulated_points": result.num_unconfirmed,
         "num_nonfinite_likelihoods": result.num_nonfinite,
         "compile_seconds": result.compile_seconds,
         "sampling_seconds": result.run_seconds,

@@ -31,6 +31,9 @@ PyTree = Any
 MOVE_ALGORITHMS: dict[str, Algorithm] = {"slice": slice_sampler, "rwm": rwm}
 # Points are mapped to constrained space in batches of this size (one compiled program).
 POSTPROCESS_BATCH = 1024
+# The emulator's initial weights come from the run's initial key folded with this constant
+# (a small integer would equal one of the live points' prior-draw keys).
+EMULATOR_KEY_DATA = 0xE1A7_0C0D
 
 
 class NSConfig(NamedTuple):
@@ -46,6 +49,7 @@ class NSConfig(NamedTuple):
         metric: "dense" or "diag" whitening (None: by dimension).
         remaining_fraction: stop once the live points can add at most this fraction of Z.
         chunk_size: iterations per compiled chunk.
+        emulator: likelihood-emulator settings, or None.
     """
 
     move: str
@@ -57,6 +61,7 @@ class NSConfig(NamedTuple):
     metric: str | None
     remaining_fraction: float
     chunk_size: int
+    emulator: ns.Emulator | None = None
 
 
 class NSResult(NamedTuple):
@@ -73,6 +78,9 @@ class NSResult(NamedTuple):
         ess: Kish's effective sample size of the weights.
         num_iterations: ``k``-deletion iterations.
         num_likelihood_evals: likelihood evaluations, prior draws included.
+        num_emulator_evals: emulator evaluations (0 without one).
+        num_emulated_iterations: iterations whose moves ran on the emulator.
+        num_unconfirmed: emulated replacements the likelihood did not confirm.
         num_nonfinite: NaN or ``+inf`` log likelihoods met (treated as zero likelihood).
         status: how the drive ended.
         compile_seconds: time spent compiling.
@@ -88,6 +96,9 @@ class NSResult(NamedTuple):
     ess: float
     num_iterations: int
     num_likelihood_evals: int
+    num_emulator_evals: int
+    num_emulated_iterations: int
+    num_unconfirmed: int
     num_nonfinite: int
     status: DriveStatus
     compile_seconds: float
@@ -117,6 +128,7 @@ def _sampler(spec: Any, config: NSConfig, data: PyTree) -> ns.NestedSampler:
         num_steps=config.num_steps,
         step_size=config.step_size,
         metric=config.metric,
+        emulator=config.emulator,
         **dict(config.options),
     )
 
@@ -171,7 +183,7 @@ def _initial_state(
     count_trace("ns_init")
     density = spec.bind(data)
     positions = jax.vmap(density.sample_prior)(jax.random.split(key, config.num_live))
-    return _sampler(spec, config, data).init(positions)
+    return _sampler(spec, config, data).init(positions, jax.random.fold_in(key, EMULATOR_KEY_DATA))
 
 
 def _postprocess(spec: Any, data: PyTree, positions: PyTree) -> dict[str, Array]:
@@ -263,7 +275,13 @@ def run_ns(
 
     def fields(records: ns.NestedInfo) -> dict[str, Any]:
         num_evals_so_far[0] += int(np.sum(records.num_evals))
+        emulated = (
+            ""
+            if config.emulator is None
+            else f"{int(np.sum(records.is_emulated))}/{len(records.is_emulated)}"
+        )
         return {
+            **({"emulated": emulated} if emulated else {}),
             "log Z": float(records.log_z[-1]),
             "remaining": f"{float(np.exp(min(records.remaining_log_fraction[-1], 50.0))):.2g}",
             "evals": f"{num_evals_so_far[0]:.3g}",
@@ -332,6 +350,9 @@ def run_ns(
         ess=float(summary.ess),
         num_iterations=num_iterations,
         num_likelihood_evals=config.num_live + int(np.sum(records.num_evals)),
+        num_emulator_evals=int(np.sum(records.num_emulator_evals)),
+        num_emulated_iterations=int(np.sum(records.is_emulated)),
+        num_unconfirmed=int(np.sum(records.num_unconfirmed)),
         num_nonfinite=num_nonfinite,
         status=result.status,
         compile_seconds=watch.compile_seconds,

@@ -139,9 +139,9 @@ def test_smc_guide_examples_run():
 
 
 def test_ns_guide_examples_run():
-    """The python blocks of docs/ns.md run (at a small size)."""
+    """The python blocks of docs/ns.md run (at a small size; the last with the emulator)."""
     blocks = python_blocks("ns.md")
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     namespace: dict = {}
     for block in blocks:
         code = block.replace('method="ns"', 'method="ns", live_points=100, progress=False')

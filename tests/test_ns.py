@@ -300,8 +300,9 @@ def test_step_jit_and_no_jit_agree():
     np.testing.assert_array_equal(eager_info.dead_loglikelihood, jnp.sort(state.loglikelihood)[:5])
 
 
-def test_interrupted_run_resumes_exactly(tmp_path, interrupt_after):
-    settings = {**SMALL, "chunk_size": 5}
+@pytest.mark.parametrize("emulator", [None, True], ids=["plain", "emulator"])
+def test_interrupted_run_resumes_exactly(tmp_path, interrupt_after, emulator):
+    settings = {**SMALL, "chunk_size": 5, "emulator": emulator}
     full = pi.evidence(PYTREE_TARGET, Y, method="ns", seed=7, **settings)
     with interrupt_after(2):
         pi.evidence(PYTREE_TARGET, Y, method="ns", seed=7, checkpoint=tmp_path, **settings)
@@ -386,3 +387,45 @@ def test_targets_without_a_split_or_prior_draws_are_refused():
     )
     with pytest.raises(ValueError, match="sample_prior_fn"):
         pi.evidence(no_prior_draws, method="ns", **QUIET)
+
+
+# ---------------------------------------------------------------------------------------
+# The likelihood emulator
+
+
+def test_emulator_learns_a_quadratic_log_likelihood():
+    """Trained (default settings) on 400 live points of a 3-d quadratic filling a contour
+    1.5 sd out (log L spread 0.6 nats; an empty buffer), the held-out error falls below the
+    default tolerance of 0.1 nats and below a tenth of the untrained network's error.
+    Measured: 0.022 nats (500 steps: 0.014; on the whole cube, spread 6.6 nats: 0.16)."""
+    settings = ns.Emulator()
+    key_points, key_init, key_train = jax.random.split(jax.random.key(0), 3)
+    positions = 0.35 + 0.3 * jax.random.uniform(key_points, (400, 3))
+    loglikelihood = jax.vmap(box_loglikelihood)(positions)
+    state = ns.init_emulator(key_init, settings, 3, 400, positions.dtype)
+    untrained = jax.vmap(ns.emulate(state.network, settings))(positions)
+    untrained_error = float(jnp.sqrt(jnp.mean((untrained - loglikelihood) ** 2)))
+    trained = jax.jit(ns.train_emulator, static_argnums=2)(
+        key_train, state, settings, positions, loglikelihood
+    )
+    error = float(trained.held_out_error)
+    assert error < settings.tolerance and error < 0.1 * untrained_error, (error, untrained_error)
+    assert bool(trained.is_ready)
+
+
+def test_emulator_reaches_the_evidence_with_fewer_likelihood_calls():
+    """The 5-d box: with the emulator, log Z is within 4 error bars of the truth while the
+    run calls the likelihood less than half as often as without it (the moves run on the
+    emulator once it is accurate; each new point costs one confirming call)."""
+    plain = pi.evidence(box_loglikelihood, prior_transform=identity, dim=5, method="ns", **QUIET)
+    emulated = pi.evidence(
+        box_loglikelihood, prior_transform=identity, dim=5, method="ns", emulator=True, **QUIET
+    )
+    truth = box_log_z(5)
+    assert abs(emulated.log_z - truth) < Z_T * emulated.log_z_err, (emulated.log_z, truth)
+    attrs = emulated.idata.attrs
+    assert attrs["num_emulated_iterations"] > 0 and attrs["num_emulator_evals"] > 0
+    assert emulated.num_likelihood_evals < 0.5 * plain.num_likelihood_evals, (
+        emulated.num_likelihood_evals,
+        plain.num_likelihood_evals,
+    )

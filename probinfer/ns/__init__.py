@@ -9,9 +9,21 @@
   (``log Z``, its error from simulated shrinkages, the information ``H``, posterior
   weights); :func:`check_live_points` refuses counts a run cannot work with.
 
+- A neural likelihood emulator (:class:`Emulator`, :func:`train_emulator`,
+  :func:`emulate`) that the constrained moves use once it is accurate.
+
 ``pi.evidence(model, method="ns")`` runs them on the driver (:mod:`probinfer.run_ns`).
 """
 
+from probinfer.ns._emulator import (
+    Emulator,
+    EmulatorState,
+    LikelihoodNetwork,
+    add_dead_points,
+    emulate,
+    init_emulator,
+    train_emulator,
+)
 from probinfer.ns._evidence import (
     NUM_SIMULATIONS,
     EvidenceSummary,
@@ -33,6 +45,13 @@ from probinfer.ns._nested import (
 )
 
 __all__ = [
+    "Emulator",
+    "EmulatorState",
+    "LikelihoodNetwork",
+    "add_dead_points",
+    "emulate",
+    "init_emulator",
+    "train_emulator",
     "NUM_SIMULATIONS",
     "EvidenceSummary",
     "NestedInfo",
