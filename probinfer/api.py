@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from probinfer import mcmc, ns
+from probinfer._idata import model_groups
 from probinfer._validation import check_count
 from probinfer.diagnostics import SamplingWarning, check_run
 from probinfer.driver import DriveStatus
@@ -39,6 +40,7 @@ SAMPLER_SETTINGS = (
     "step_size",
     "chain_method",
     "chunk_size",
+    "log_likelihood",
 )
 
 
@@ -174,16 +176,19 @@ def sample(
         **kwargs: keywords the model accepts go to the model; the rest are settings:
             ``target_acceptance``, ``metric`` ("dense" or "diag"), ``step_size`` (initial step
             size), ``chain_method`` (one of :data:`probinfer.run.CHAIN_METHODS`),
-            ``chunk_size`` (steps per compiled chunk and progress update), and the
+            ``chunk_size`` (steps per compiled chunk and progress update),
+            ``log_likelihood`` (True: add the ``log_likelihood`` group), and the
             method's options (``max_num_doublings``, ``divergence_threshold`` for NUTS,
             ``num_integration_steps`` for HMC).
 
     Returns:
         ``InferenceData`` with ``posterior`` (constrained sites, ``(chain, draw, ...)``),
         ``sample_stats`` (``lp``, ``diverging``, ``acceptance_rate``, ``step_size``,
-        ``n_steps`` = gradient evaluations per draw, ``tree_depth``, ``energy``) and
-        ``attrs`` (method, seed, ``compile_seconds``, ``warmup_seconds``,
-        ``sampling_seconds``).
+        ``n_steps`` = gradient evaluations per draw, ``tree_depth``, ``energy``), for
+        NumPyro models ``log_likelihood`` (each observed site's pointwise log likelihood
+        per draw, as ``az.from_numpyro`` stores it: ``az.loo``, ``az.waic`` and
+        ``az.compare`` read it) and ``observed_data``, and ``attrs`` (method, seed,
+        ``compile_seconds``, ``warmup_seconds``, ``sampling_seconds``).
 
     Raises:
         ValueError: for an unknown method, bad counts, discrete latent sites, or no finite
@@ -243,6 +248,9 @@ def sample(
     step_size = settings.pop("step_size", None)
     if step_size is not None:
         check_step_size(step_size)
+    with_log_likelihood = settings.pop("log_likelihood", True)
+    if not isinstance(with_log_likelihood, bool):
+        raise TypeError(f"`log_likelihood` must be True or False, got {with_log_likelihood!r}.")
     chunk_size = settings.pop("chunk_size", None)
     chunk_size = choose_chunk_size(warmup, draws) if chunk_size is None else chunk_size
     config = SamplerConfig(
@@ -291,7 +299,14 @@ def sample(
         "inference_library": "probinfer",
     }
     sample_stats = {k: v for k, v in result.stats.items() if k != "num_nonfinite"}
-    idata = az.from_dict(posterior=result.draws, sample_stats=sample_stats, attrs=attrs)
+    groups = model_groups(spec, data, result.draws) if with_log_likelihood else {}
+    idata = az.from_dict(
+        posterior=result.draws,
+        sample_stats=sample_stats,
+        log_likelihood=groups.get("log_likelihood"),
+        observed_data=groups.get("observed_data"),
+        attrs=attrs,
+    )
     idata.attrs["num_nonfinite_proposals"] = int(result.stats["num_nonfinite"].sum())
     idata.attrs["num_nonfinite_warmup_proposals"] = result.warmup_nonfinite
     idata.attrs.update(_run_environment())

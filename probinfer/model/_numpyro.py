@@ -259,6 +259,45 @@ class ModelDensity:
             or site["type"] == "deterministic"
         }
 
+    def pointwise_loglikelihood(self, draw: dict[str, Array]) -> dict[str, Array]:
+        """The log likelihood of every observed value at one constrained draw.
+
+        NumPyro's ``log_likelihood`` semantics (what ``az.from_numpyro`` stores): for each
+        observed site, ``fn.log_prob(value)`` elementwise, masks applied, scale not.
+
+        Args:
+            draw: dict of latent site name to its constrained value (the ``posterior``
+                group's sites; deterministic sites are recomputed).
+
+        Returns:
+            Dict of observed site name to its pointwise log likelihood (the site's batch
+            shape).
+        """
+        model = handlers.substitute(
+            handlers.seed(self.spec.model, jax.random.key(0)),
+            data={name: draw[name] for name in self.site_names},
+        )
+        trace = handlers.trace(model).get_trace(*self._args, **self._kwargs)
+        return {
+            name: site["fn"].log_prob(site["value"])
+            for name, site in trace.items()
+            if site["type"] == "sample" and site["is_observed"]
+        }
+
+    def observed_data(self) -> dict[str, Array]:
+        """The observed sites' values, as the model sees them.
+
+        Returns:
+            Dict of observed site name to its value.
+        """
+        model = handlers.seed(self.spec.model, jax.random.key(0))
+        trace = handlers.trace(model).get_trace(*self._args, **self._kwargs)
+        return {
+            name: site["value"]
+            for name, site in trace.items()
+            if site["type"] == "sample" and site["is_observed"]
+        }
+
     def sample_prior(self, key: PRNGKeyArray) -> dict[str, Array]:
         """One draw from the prior, in unconstrained space.
 

@@ -1,0 +1,96 @@
+"""The NumPyro + ArviZ workflow on probinfer's output: ``az.loo``, ``az.waic`` and
+``az.compare`` read the ``log_likelihood`` group and give the numbers NumPyro's own
+workflow (``numpyro.infer.util.log_likelihood`` on the same draws, as ``az.from_numpyro``
+stores it) gives."""
+
+import arviz as az
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from numpyro.infer.util import log_likelihood
+
+import probinfer as pi
+from models import eight_schools_noncentered, linear_regression
+
+# Short runs: what these tests check is the workflow's bookkeeping, not convergence.
+pytestmark = pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")
+
+RUN = {"chains": 2, "warmup": 200, "draws": 200, "seed": 0, "progress": False}
+
+
+def no_intercept(x, sigma, y=None):
+    """The zoo regression without its intercept: a worse model of the same data."""
+    w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+    with numpyro.plate("data", x.shape[0]):
+        numpyro.sample("y", dist.Normal(jnp.matmul(x, w), sigma), obs=y)
+
+
+def numpyro_workflow(model, idata, args, kwargs):
+    """What a NumPyro user gets: the same posterior draws, NumPyro's pointwise likelihood."""
+    posterior = {name: idata.posterior[name].values for name in idata.posterior.data_vars}
+    pointwise = log_likelihood(model, posterior, *args, batch_ndims=2, **kwargs)
+    return az.from_dict(
+        posterior=posterior, log_likelihood={k: np.asarray(v) for k, v in pointwise.items()}
+    )
+
+
+@pytest.fixture(scope="module")
+def runs():
+    (x, sigma, y), _ = linear_regression.data()
+    args, kwargs = eight_schools_noncentered.data()
+    return {
+        "regression": (linear_regression.model, (x, sigma, y), {}),
+        "no_intercept": (no_intercept, (x, sigma, y), {}),
+        "eight_schools": (eight_schools_noncentered.model, args, kwargs),
+    }, {
+        "regression": pi.sample(linear_regression.model, x, sigma, y, **RUN),
+        "no_intercept": pi.sample(no_intercept, x, sigma, y, **RUN),
+        "eight_schools": pi.sample(eight_schools_noncentered.model, *args, **kwargs, **RUN),
+    }
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # ArviZ: Pareto k warnings at 400 draws
+@pytest.mark.parametrize("name", ["regression", "eight_schools"])
+def test_loo_and_waic_match_numpyros_workflow(runs, name):
+    models, idatas = runs
+    model, args, kwargs = models[name]
+    ours, theirs = idatas[name], numpyro_workflow(model, idatas[name], args, kwargs)
+    assert set(ours.log_likelihood.data_vars) == set(theirs.log_likelihood.data_vars)
+    for site in ours.log_likelihood.data_vars:
+        np.testing.assert_allclose(
+            ours.log_likelihood[site].values,
+            theirs.log_likelihood[site].values,
+            rtol=1e-5,
+            atol=1e-5,
+        )
+    for criterion in (az.loo, az.waic):
+        ours_value, theirs_value = criterion(ours), criterion(theirs)
+        np.testing.assert_allclose(ours_value.iloc[0], theirs_value.iloc[0], rtol=1e-5)
+    observed = ours.observed_data
+    np.testing.assert_array_equal(
+        observed["y"].values, np.asarray(args[2] if name == "regression" else observed["y"].values)
+    )
+
+
+def test_compare_ranks_the_regression_above_its_intercept_free_variant(runs):
+    models, idatas = runs
+    ours = az.compare({"full": idatas["regression"], "no intercept": idatas["no_intercept"]})
+    theirs = az.compare(
+        {
+            name: numpyro_workflow(*models[key][:1], idatas[key], *models[key][1:])
+            for name, key in (("full", "regression"), ("no intercept", "no_intercept"))
+        }
+    )
+    assert list(ours.index) == ["full", "no intercept"] == list(theirs.index)
+    np.testing.assert_allclose(ours["elpd_loo"].values, theirs["elpd_loo"].values, rtol=1e-5)
+
+
+def test_log_likelihood_can_be_left_out_and_log_densities_have_none():
+    (x, sigma, y), _ = linear_regression.data()
+    idata = pi.sample(linear_regression.model, x, sigma, y, log_likelihood=False, **RUN)
+    assert "log_likelihood" not in idata.groups()
+    target = pi.LogDensity(lambda z: -0.5 * jnp.sum(z**2), jnp.zeros(2))
+    idata = pi.sample(target, **{**RUN, "warmup": 50, "draws": 50})
+    assert "log_likelihood" not in idata.groups() and "observed_data" not in idata.groups()
