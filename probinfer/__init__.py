@@ -10,6 +10,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from probinfer import mcmc, nngp, ns, smc
+from probinfer._predictive import predictive, sample_prior
 from probinfer.api import EvidenceResult, evidence, sample
 from probinfer.diagnostics import summary
 from probinfer.model import LogDensity, Target, from_numpyro
@@ -39,7 +40,9 @@ __all__ = [
     "mcmc",
     "nngp",
     "ns",
+    "predictive",
     "sample",
+    "sample_prior",
     "smc",
     "summary",
 ]

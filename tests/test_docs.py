@@ -21,6 +21,7 @@ DOCTEST_MODULES = [
     "probinfer.ns._nested",
     "probinfer.ns._evidence",
     "probinfer.model._unit_cube",
+    "probinfer._predictive",
     "probinfer.driver._drive",
     "probinfer.nngp._layers",
     "probinfer.nngp._process",

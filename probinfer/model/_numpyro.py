@@ -626,6 +626,28 @@ def prepare_numpyro(
         TypeError: for a non-callable model or unhashable non-array arguments.
         ValueError: for discrete, Delta or param latent sites.
     """
+    treedef, static_leaves, data, args, kwargs = split_arguments(model, args, kwargs)
+    sites = _inspect_sites(model, tuple(args), dict(kwargs))
+    return NumPyroModel(model, treedef, static_leaves, sites), data
+
+
+def split_arguments(
+    model: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, tuple[Any, ...], tuple[Any, ...], tuple[Any, ...], dict[str, Any]]:
+    """A model's arguments as a static part (structure and settings) and array data.
+
+    Args:
+        model: a NumPyro model function.
+        args: positional arguments of the model.
+        kwargs: keyword arguments of the model.
+
+    Returns:
+        ``(treedef, static_leaves, data, args, kwargs)``: the arguments' structure, their
+        leaves with arrays replaced by a marker, the arrays, and the canonical arguments.
+
+    Raises:
+        TypeError: for a non-callable model or unhashable non-array arguments.
+    """
     if not callable(model):
         raise TypeError(
             f"`model` must be a NumPyro model function or a `probinfer.LogDensity`, got "
@@ -645,8 +667,7 @@ def prepare_numpyro(
                 f"model argument of type {type(leaf).__name__} is neither an array nor hashable; "
                 "pass arrays for data and hashable values (ints, strings, tuples) for settings."
             ) from error
-    sites = _inspect_sites(model, tuple(args), dict(kwargs))
-    return NumPyroModel(model, treedef, static_leaves, sites), data
+    return treedef, static_leaves, data, tuple(args), dict(kwargs)
 
 
 def from_numpyro(model: Callable[..., Any], *args: Any, **kwargs: Any) -> ModelDensity:

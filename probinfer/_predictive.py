@@ -1,0 +1,189 @@
+"""Prior and posterior predictive draws of a NumPyro model: ``pi.sample_prior`` and
+``pi.predictive``, one compiled, vmapped program each.
+
+Which sites are drawn:
+
+- a site observed in the call (``obs=`` data given) is drawn afresh from its distribution,
+  given the draw's latent values (and, in a sequential model, the observed values of the
+  earlier sites), and reported under its name with the data's shape; its data go to
+  ``observed_data``. So ``pi.predictive(model, idata, *args)`` takes the very arguments of
+  the ``pi.sample`` call, and ``az.plot_ppc`` compares like with like;
+- a site left unobserved (``obs=None``) that is not a posterior site is sampled as the
+  model samples it, jointly with the other such sites: NumPyro's ``Predictive`` with
+  ``y=None`` (for sequential models, pass ``None`` for a joint forecast).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import arviz as az
+import jax
+import numpy as np
+from jaxtyping import Array, PRNGKeyArray
+from numpyro import handlers
+
+from probinfer._validation import check_count
+from probinfer.driver import CompileWatch, call_compiled
+from probinfer.model._numpyro import NumPyroModel, split_arguments
+
+PyTree = Any
+
+
+def _draw_sites(
+    spec: NumPyroModel, data: PyTree, draw: dict[str, Array], key: PRNGKeyArray
+) -> tuple[dict[str, Array], dict[str, Array]]:
+    """One run of the model with ``draw`` substituted: ``(latent, predicted)`` sites."""
+    args, kwargs = spec.arguments(data)
+    key_model, key_observed = jax.random.split(key)
+    model = handlers.substitute(handlers.seed(spec.model, key_model), data=draw)
+    trace = handlers.trace(model).get_trace(*args, **kwargs)
+    latent, predicted = {}, {}
+    for index, (name, site) in enumerate(trace.items()):
+        if site["type"] != "sample":
+            continue
+        if site["is_observed"]:
+            # Drawn with the observations' shape (data may carry leading axes that the
+            # distribution broadcasts over, e.g. obs of shape (1,) for a scalar Normal).
+            fn = site["fn"]
+            extra = np.ndim(site["value"]) - len(fn.shape())
+            sample_shape = tuple(np.shape(site["value"])[:extra]) if extra > 0 else ()
+            predicted[name] = fn.sample(jax.random.fold_in(key_observed, index), sample_shape)
+        elif name in draw:
+            continue
+        else:
+            latent[name] = site["value"]
+    return latent, predicted
+
+
+def _predict(
+    spec: NumPyroModel, data: PyTree, draws: dict[str, Array], keys: PRNGKeyArray
+) -> tuple[dict[str, Array], dict[str, Array]]:
+    """``_draw_sites`` over ``(chain, draw)``."""
+    return jax.vmap(jax.vmap(lambda d, k: _draw_sites(spec, data, d, k)))(draws, keys)
+
+
+def _observed(spec: NumPyroModel, data: PyTree) -> dict[str, np.ndarray]:
+    args, kwargs = spec.arguments(data)
+    trace = handlers.trace(handlers.seed(spec.model, jax.random.key(0))).get_trace(*args, **kwargs)
+    return {
+        name: np.asarray(site["value"])
+        for name, site in trace.items()
+        if site["type"] == "sample" and site["is_observed"]
+    }
+
+
+def _prepare(
+    model: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[NumPyroModel, tuple[Any, ...]]:
+    treedef, static_leaves, data, _, _ = split_arguments(model, args, kwargs)
+    return NumPyroModel(model, treedef, static_leaves, ()), data
+
+
+def predictive(
+    model: Callable[..., Any],
+    idata: az.InferenceData,
+    *args: Any,
+    seed: int = 0,
+    **kwargs: Any,
+) -> az.InferenceData:
+    """Posterior predictive draws: the model run once per posterior draw.
+
+    Args:
+        model: the NumPyro model that was sampled.
+        idata: ``pi.sample``'s result (its ``posterior`` group is substituted).
+        *args: the model's positional arguments (the same as for ``pi.sample``, or with
+            observations set to None, or new inputs).
+        seed: integer seed.
+        **kwargs: the model's keyword arguments.
+
+    Returns:
+        A copy of ``idata`` with ``posterior_predictive`` (each observed site drawn afresh;
+        each unobserved non-posterior site as the model samples it), shaped ``(chain,
+        draw, ...)``, and ``observed_data`` when the call has observations.
+
+    Raises:
+        ValueError: for an ``idata`` without a ``posterior`` group.
+
+    Example:
+        >>> import numpyro, numpyro.distributions as dist, jax.numpy as jnp
+        >>> import probinfer as pi
+        >>> def model(y):
+        ...     mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     with numpyro.plate("data", 3):
+        ...         numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> y = jnp.array([0.3, -0.1, 0.8])
+        >>> idata = pi.sample(model, y, draws=500, progress=False)
+        >>> pi.predictive(model, idata, y).posterior_predictive["y"].shape
+        (4, 500, 3)
+    """
+    seed = check_count("seed", seed, 0)
+    if "posterior" not in idata.groups():
+        raise ValueError(
+            "`idata` has no `posterior` group; pass the result of `pi.sample` (or use "
+            "`pi.sample_prior` for prior predictive draws)."
+        )
+    draws = {name: idata["posterior"][name].values for name in idata["posterior"].data_vars}
+    num_chains, num_draws = next(iter(draws.values())).shape[:2]
+    spec, data = _prepare(model, args, kwargs)
+    keys = jax.random.split(jax.random.key(seed), num_chains * num_draws)
+    keys = keys.reshape(num_chains, num_draws)
+    latent, predicted = jax.device_get(
+        call_compiled(_predict, (spec,), (data, draws, keys), CompileWatch())
+    )
+    observed = _observed(spec, data)
+    new = az.from_dict(posterior_predictive={**predicted, **latent}, observed_data=observed or None)
+    result = idata.copy()
+    # Groups `idata` already has (its own observed_data) are kept as they are.
+    result.extend(new, join="left")
+    return result
+
+
+def _prior_draws(
+    spec: NumPyroModel, data: PyTree, keys: PRNGKeyArray
+) -> tuple[dict[str, Array], dict[str, Array]]:
+    return jax.vmap(jax.vmap(lambda k: _draw_sites(spec, data, {}, k)))(keys)
+
+
+def sample_prior(
+    model: Callable[..., Any], *args: Any, draws: int = 500, seed: int = 0, **kwargs: Any
+) -> az.InferenceData:
+    """Prior and prior predictive draws of a NumPyro model.
+
+    Args:
+        model: a NumPyro model.
+        *args: its positional arguments (observations may be given: they are drawn afresh
+            and also reported as ``observed_data``).
+        draws: number of draws (one chain).
+        seed: integer seed.
+        **kwargs: its keyword arguments.
+
+    Returns:
+        ``InferenceData`` with ``prior`` (the latent sites), ``prior_predictive`` (the
+        observed sites) and, when given, ``observed_data``; shapes ``(1, draws, ...)``.
+
+    Example:
+        >>> import numpyro, numpyro.distributions as dist, jax.numpy as jnp
+        >>> import probinfer as pi
+        >>> def model(y):
+        ...     mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        ...     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+        >>> prior = pi.sample_prior(model, jnp.array([0.3]), draws=50)
+        >>> prior.prior["mu"].shape, prior.prior_predictive["y"].shape
+        ((1, 50), (1, 50, 1))
+    """
+    seed = check_count("seed", seed, 0)
+    draws = check_count("draws", draws, 1)
+    spec, data = _prepare(model, args, kwargs)
+    keys = jax.random.split(jax.random.key(seed), draws).reshape(1, draws)
+    latent, predicted = jax.device_get(
+        call_compiled(_prior_draws, (spec,), (data, keys), CompileWatch())
+    )
+    groups: dict[str, Any] = {"prior": latent}
+    if predicted:
+        groups["prior_predictive"] = predicted
+    observed = _observed(spec, data)
+    if observed:
+        groups["observed_data"] = observed
+    return az.from_dict(**groups)
