@@ -494,6 +494,20 @@ def evidence(
     return _evidence_by_smc("evidence", model, args, seed, progress, checkpoint, kwargs)
 
 
+def _population_idata(
+    spec: Any, data: Any, draws: dict[str, np.ndarray], attrs: dict[str, Any]
+) -> az.InferenceData:
+    """SMC's and nested sampling's equally weighted draws as ``InferenceData``, with the
+    model's ``log_likelihood`` and ``observed_data`` groups as for MCMC."""
+    groups = model_groups(spec, data, draws)
+    return az.from_dict(
+        posterior=draws,
+        log_likelihood=groups.get("log_likelihood"),
+        observed_data=groups.get("observed_data"),
+        attrs={**attrs, **_run_environment()},
+    )
+
+
 def _move_settings(
     model: Callable[..., Any] | LogDensity,
     family: str,
@@ -618,7 +632,7 @@ def _evidence_by_smc(
         "sampling_seconds": result.run_seconds,
         "inference_library": "probinfer",
     }
-    idata = az.from_dict(posterior=result.draws, attrs={**attrs, **_run_environment()})
+    idata = _population_idata(spec, data, result.draws, attrs)
     return EvidenceResult(
         log_z=result.log_z,
         log_z_err=result.log_z_err,
@@ -737,7 +751,7 @@ def _evidence_by_ns(
         "sampling_seconds": result.run_seconds,
         "inference_library": "probinfer",
     }
-    idata = az.from_dict(posterior=draws, attrs={**attrs, **_run_environment()})
+    idata = _population_idata(spec, data, draws, attrs)
     return EvidenceResult(
         log_z=result.log_z,
         log_z_err=result.log_z_err,

@@ -163,3 +163,18 @@ def test_prior_and_prior_predictive_draws():
     assert_checks(checks)
     assert not check_expectation(y_rep[..., 1] ** 2, 1.0, name="no prior spread", iid=True).ok
     np.testing.assert_allclose(prior.observed_data["y"].values, observed)
+
+
+def test_smc_and_nested_sampling_draws_carry_the_log_likelihood():
+    """One result protocol: the population methods' idata has the groups MCMC's has, so
+    ``az.loo`` runs on them too."""
+    (x, sigma, y), _ = linear_regression.data()
+    for method, settings in (
+        ("smc", {"particles": 200, "replicas": 2}),
+        ("ns", {"live_points": 100}),
+    ):
+        idata = pi.sample(
+            linear_regression.model, x, sigma, y, method=method, progress=False, **settings
+        )
+        assert idata.log_likelihood["y"].shape[-1] == y.size
+        np.testing.assert_allclose(idata.observed_data["y"].values, y, rtol=1e-6)
