@@ -10,6 +10,12 @@
   that run third-party code which relies on rank promotion opt out with
   ``@pytest.mark.allow_rank_promotion``. ``PROBINFER_TEST_RANK_PROMOTION=allow`` turns the
   check off for a whole run (to look past a rank-promotion failure at other failures).
+- Compiled programs are dropped after every test module (``jax.clear_caches`` and the
+  driver's cache): each XLA:CPU executable holds memory mappings, and a whole suite's worth
+  of them passed Linux's default ``vm.max_map_count`` (65,530) and crashed XLA inside a
+  compile (test_nuts, after ~440 tests: 13,800 mappings after test_ns.py alone). Programs
+  are still shared between the tests of a module (module and session fixtures keep their
+  results, not their programs).
 - Statistical helpers live in ``tests/_stats.py`` (one place).
 """
 
@@ -49,6 +55,19 @@ def _rank_promotion_raises():
     """Make implicit rank promotion an error everywhere, session fixtures included."""
     with jax.numpy_rank_promotion(os.environ.get("PROBINFER_TEST_RANK_PROMOTION", "raise")):
         yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _drop_compiled_programs():
+    """Free every compiled program once a module is done (see the module docstring)."""
+    yield
+    import gc
+
+    from probinfer.driver import clear_cache
+
+    clear_cache()
+    jax.clear_caches()
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)
