@@ -64,16 +64,6 @@ def _predict(
     return jax.vmap(jax.vmap(lambda d, k: _draw_sites(spec, data, d, k)))(draws, keys)
 
 
-def _observed(spec: NumPyroModel, data: PyTree) -> dict[str, np.ndarray]:
-    args, kwargs = spec.arguments(data)
-    trace = handlers.trace(handlers.seed(spec.model, jax.random.key(0))).get_trace(*args, **kwargs)
-    return {
-        name: np.asarray(site["value"])
-        for name, site in trace.items()
-        if site["type"] == "sample" and site["is_observed"]
-    }
-
-
 def _prepare(
     model: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[NumPyroModel, tuple[Any, ...]]:
@@ -132,7 +122,7 @@ def predictive(
     latent, predicted = jax.device_get(
         call_compiled(_predict, (spec,), (data, draws, keys), CompileWatch())
     )
-    observed = _observed(spec, data)
+    observed = jax.device_get(spec.bind(data).observed_data())
     new = az.from_dict(posterior_predictive={**predicted, **latent}, observed_data=observed or None)
     result = idata.copy()
     # Groups `idata` already has (its own observed_data) are kept as they are.
@@ -183,7 +173,7 @@ def sample_prior(
     groups: dict[str, Any] = {"prior": latent}
     if predicted:
         groups["prior_predictive"] = predicted
-    observed = _observed(spec, data)
+    observed = jax.device_get(spec.bind(data).observed_data())
     if observed:
         groups["observed_data"] = observed
     return az.from_dict(**groups)
