@@ -4,7 +4,8 @@ Run::
 
     PYTHONPATH=. .venv/bin/python benchmarks/ns_peers.py \
         [--targets box_2,box_10,box_30,shells_2,two_modes_2] \
-        [--libraries probinfer,blackjax,jaxns,dynesty] [--seeds 5] [--live-points 500] \
+        [--libraries probinfer,probinfer_slice,blackjax,jaxns,dynesty] [--seeds 5] \
+        [--live-points 500] \
         [--out benchmarks/results/ns_peers] [--quick]
 
 Writes ``ns_peers.md`` and ``ns_peers.json`` to ``--out``. ``--quick`` (a smoke test): targets
@@ -23,10 +24,15 @@ functions in JAX and, for dynesty, in NumPy), with an exact or reference log Z:
 Libraries (``N`` = ``--live-points``, 500):
 
 - ``probinfer``: ``pi.evidence(loglik, prior_transform=..., dim=d, method="ns",
-  live_points=N)`` with its other defaults (slice moves along directions whitened by the
-  live points, 5 d transitions per replacement, N / 10 deleted per iteration, stopping when
-  the live points could add at most 1% to Z); error bar = the spread of log Z over simulated
-  prior-volume shrinkages.
+  live_points=N)`` with its other defaults: N / 10 deleted per iteration, replacements drawn
+  exactly by rejection from an ellipsoid around the live points (bootstrap-expanded, volume
+  x 1.25) or from the whole cube, on every iteration where that is expected to accept at
+  least 1 / (10 d) of its proposals, and otherwise by slice moves along directions whitened
+  by the live points (5 d transitions per replacement); stopping when the live points could
+  add at most 1% to Z; error bar = the spread of log Z over simulated prior-volume
+  shrinkages.
+- ``probinfer_slice``: the same with ``bound="none"``: slice moves only (like for like with
+  BlackJAX's nested slice sampler).
 - ``blackjax``: ``blackjax.nss`` (nested slice sampling, hit-and-run slices along directions
   shaped by the live points' covariance) on the unit cube (log prior 0 inside, -inf outside;
   the transform is applied inside the likelihood), N live points. It has no default for the
@@ -100,7 +106,7 @@ from scipy.special import logsumexp, ndtr
 import probinfer as pi
 from probinfer.bench import machine_description
 
-LIBRARIES = ("probinfer", "blackjax", "jaxns", "dynesty")
+LIBRARIES = ("probinfer", "probinfer_slice", "blackjax", "jaxns", "dynesty")
 TARGETS = ("box_2", "box_10", "box_30", "shells_2", "two_modes_2")
 QUICK_MAX_DIM = 10
 QUICK_LIVE_POINTS = 100
@@ -229,14 +235,15 @@ class Runner:
         self.first_seconds = first_seconds
 
 
-def probinfer_runner(problem: Problem, live_points: int) -> Runner:
-    """``pi.evidence(method="ns")`` with its defaults but ``live_points``."""
+def probinfer_runner(problem: Problem, live_points: int, **options: Any) -> Runner:
+    """``pi.evidence(method="ns")`` with its defaults but ``live_points`` and ``options``."""
     settings: dict[str, Any] = {
         "prior_transform": problem.transform_jax,
         "dim": problem.dim,
         "method": "ns",
         "progress": False,
         "live_points": live_points,
+        **options,
     }
 
     def once(seed: int) -> tuple[pi.EvidenceResult, float]:
@@ -258,6 +265,7 @@ def probinfer_runner(problem: Problem, live_points: int) -> Runner:
             "compile_seconds": float(attrs["compile_seconds"]),
             "post_seconds": 0.0,
             "num_iterations": int(attrs["num_iterations"]),
+            "num_bounded_iterations": int(attrs["num_bounded_iterations"]),
             "converged": True,  # pi.evidence raises when it does not converge
         }
 
@@ -453,6 +461,8 @@ def make_runner(
     """The runner of one library on one target (set up and compiled)."""
     if library == "probinfer":
         return probinfer_runner(problem, live_points)
+    if library == "probinfer_slice":
+        return probinfer_runner(problem, live_points, bound="none")
     if library == "blackjax":
         return blackjax_runner(problem, live_points)
     if library == "jaxns":
@@ -641,7 +651,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def _versions(libraries: Sequence[str]) -> dict[str, str]:
     versions = {"jax": jax.__version__}
-    for library in libraries:
+    for library in {name.split("_")[0] for name in libraries}:  # probinfer_slice: probinfer
         try:
             versions[library] = importlib.metadata.version(library)
         except importlib.metadata.PackageNotFoundError:

@@ -380,6 +380,8 @@ NS_DEFAULTS: dict[str, Any] = {
     "max_steps": 100_000,
     "chunk_size": 10,
     "emulator": None,
+    "bound": None,
+    "enlarge": ns.DEFAULT_ENLARGE,
 }
 
 
@@ -439,7 +441,13 @@ def evidence(
             ``emulator`` (None; True or ``probinfer.ns.Emulator(...)``: a neural network
             learns the likelihood as the run goes and, once accurate, the moves run on it,
             each new point confirmed by one likelihood call; ``attrs`` then count the
-            emulated iterations and evaluations), and the move's options
+            emulated iterations and evaluations), ``bound`` ("ellipsoid", the default for
+            a prior transform's unit cube without an emulator: each iteration whose
+            contour an ellipsoid around the live points bounds tightly enough draws its
+            replacements exactly, by rejection from it, one likelihood call per
+            proposal, and the others use the move; "none": moves only, the default for
+            other models), ``enlarge`` (the ellipsoid's volume margin over its bootstrap
+            expansion, 1.25), and the move's options
             (``max_num_steps_out``, ``max_num_shrinks`` for slice).
             SMC: ``particles`` (500), ``replicas`` (8, >= 2), ``move`` (the MCMC kernel that
             moves the particles: "mala", the default, "rwm", "hmc", "nuts" or "slice"),
@@ -658,6 +666,24 @@ def _emulator_settings(emulator: Any) -> ns.Emulator | None:
     )
 
 
+def _bound_setting(bound: Any, spec: Any, emulator: ns.Emulator | None) -> str | None:
+    """``bound=`` as the sampler's setting: "ellipsoid" by default for unit-cube models
+    without an emulator, None ("none") otherwise; "ellipsoid" refused where the prior is not
+    the unit cube's."""
+    is_cube = isinstance(spec, UnitCube)
+    if bound is None:
+        return "ellipsoid" if is_cube and emulator is None else None
+    if bound not in ("none", "ellipsoid"):
+        raise ValueError(f"`bound` must be 'ellipsoid' or 'none', got {bound!r}.")
+    if bound == "ellipsoid" and not is_cube:
+        raise ValueError(
+            "`bound='ellipsoid'` draws uniformly inside an ellipsoid, which needs the "
+            "uniform prior of the unit cube: give the model as `pi.evidence(loglikelihood_fn, "
+            "prior_transform=..., dim=...)`, or leave `bound` unset (MCMC moves only)."
+        )
+    return None if bound == "none" else bound
+
+
 def _evidence_by_ns(
     model: Callable[..., Any] | LogDensity,
     args: tuple[Any, ...],
@@ -686,6 +712,7 @@ def _evidence_by_ns(
     if step_size is None:
         step_size = ns.default_step_size(algorithm, dim)
     check_step_size(step_size)
+    emulator = _emulator_settings(settings["emulator"])
     config = NSConfig(
         move=move,
         options=tuple(sorted(options.items())),
@@ -696,7 +723,9 @@ def _evidence_by_ns(
         metric=settings["metric"],
         remaining_fraction=float(settings["remaining_fraction"]),
         chunk_size=check_count("chunk_size", settings["chunk_size"], 1),
-        emulator=_emulator_settings(settings["emulator"]),
+        emulator=emulator,
+        bound=_bound_setting(settings["bound"], spec, emulator),
+        enlarge=float(settings["enlarge"]),
     )
     check_ns_settings(spec, config, data)
     max_steps = check_count("max_steps", settings["max_steps"], 1)
@@ -742,6 +771,8 @@ def _evidence_by_ns(
         "information": result.information,
         "ess": result.ess,
         "num_iterations": result.num_iterations,
+        "bound": config.bound or "none",
+        "num_bounded_iterations": result.num_bounded_iterations,
         "num_likelihood_evals": result.num_likelihood_evals,
         "num_emulator_evals": result.num_emulator_evals,
         "num_emulated_iterations": result.num_emulated_iterations,

@@ -50,6 +50,9 @@ class NSConfig(NamedTuple):
         remaining_fraction: stop once the live points can add at most this fraction of Z.
         chunk_size: iterations per compiled chunk.
         emulator: likelihood-emulator settings, or None.
+        bound: "ellipsoid" (draws by rejection from an ellipsoid around the live points
+            while it accepts often enough; unit-cube targets only) or None.
+        enlarge: the ellipsoid's volume margin.
     """
 
     move: str
@@ -62,6 +65,8 @@ class NSConfig(NamedTuple):
     remaining_fraction: float
     chunk_size: int
     emulator: ns.Emulator | None = None
+    bound: str | None = None
+    enlarge: float = ns.DEFAULT_ENLARGE
 
 
 class NSResult(NamedTuple):
@@ -77,6 +82,7 @@ class NSResult(NamedTuple):
         log_z_err_information: Skilling's ``sqrt(H / n)``.
         ess: Kish's effective sample size of the weights.
         num_iterations: ``k``-deletion iterations.
+        num_bounded_iterations: iterations whose replacements came from the bound.
         num_likelihood_evals: likelihood evaluations, prior draws included.
         num_emulator_evals: emulator evaluations (0 without one).
         num_emulated_iterations: iterations whose moves ran on the emulator.
@@ -95,6 +101,7 @@ class NSResult(NamedTuple):
     log_z_err_information: float
     ess: float
     num_iterations: int
+    num_bounded_iterations: int
     num_likelihood_evals: int
     num_emulator_evals: int
     num_emulated_iterations: int
@@ -129,6 +136,8 @@ def _sampler(spec: Any, config: NSConfig, data: PyTree) -> ns.NestedSampler:
         step_size=config.step_size,
         metric=config.metric,
         emulator=config.emulator,
+        bound=config.bound,
+        enlarge=config.enlarge,
         **dict(config.options),
     )
 
@@ -349,6 +358,7 @@ def run_ns(
         log_z_err_information=float(summary.log_z_err_information),
         ess=float(summary.ess),
         num_iterations=num_iterations,
+        num_bounded_iterations=int(np.sum(records.is_bounded)),
         num_likelihood_evals=config.num_live + int(np.sum(records.num_evals)),
         num_emulator_evals=int(np.sum(records.num_emulator_evals)),
         num_emulated_iterations=int(np.sum(records.is_emulated)),

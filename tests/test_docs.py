@@ -20,6 +20,7 @@ DOCTEST_MODULES = [
     "probinfer.mcmc._constrained",
     "probinfer.ns._nested",
     "probinfer.ns._evidence",
+    "probinfer.ns._ellipsoid",
     "probinfer.model._unit_cube",
     "probinfer._predictive",
     "probinfer.driver._drive",

@@ -149,6 +149,11 @@ def test_gaussian_box_evidence_and_posterior(box_run):
     assert box_run.weighted_draws["x"].shape == (weights.size, 2)
     np.testing.assert_allclose(weights.sum(), 1.0, rtol=1e-4)
     assert box_run.num_likelihood_evals == box_run.idata.attrs["num_likelihood_evals"]
+    # The default on a unit cube: replacements from the ellipsoid (a Gaussian's contours
+    # are ellipses, so it bounds them tightly throughout).
+    attrs = box_run.idata.attrs
+    assert attrs["bound"] == "ellipsoid"
+    assert attrs["num_bounded_iterations"] == attrs["num_iterations"]
 
 
 def two_modes_loglikelihood(x):
@@ -190,12 +195,20 @@ def twelve_wide_box(u):
     return 12.0 * u - 6.0
 
 
-def test_gaussian_shells_evidence_matches_grid_integration():
+def _shells_log_z():
+    """log Z of the shells by float64 grid integration over the prior box (~ -1.746)."""
     grid = np.linspace(-6.0, 6.0, 3001)
     points = np.stack(np.meshgrid(grid, grid), -1).reshape(-1, 2)
     values = np.asarray(jax.jit(jax.vmap(shells_loglikelihood))(jnp.asarray(points)), np.float64)
     spacing = grid[1] - grid[0]
-    truth = float(logsumexp(values) + np.log(spacing**2 / 144.0))  # ~ -1.746
+    return float(logsumexp(values) + np.log(spacing**2 / 144.0))
+
+
+SHELLS_LOG_Z = _shells_log_z()
+
+
+def test_gaussian_shells_evidence_matches_grid_integration():
+    truth = SHELLS_LOG_Z
     result = pi.evidence(
         shells_loglikelihood, prior_transform=twelve_wide_box, dim=2, method="ns", **QUIET
     )
@@ -263,6 +276,135 @@ def test_random_walk_move_also_finds_the_evidence():
     result = pi.evidence(PYTREE_TARGET, Y, method="ns", move="rwm", seed=4, **SMALL)
     truth = float(np.sum(-0.5 * np.asarray(Y) ** 2 / 5.0 - 0.5 * np.log(2 * np.pi * 5.0)))
     assert abs(result.log_z - truth) < Z_T * result.log_z_err, (result.log_z, truth)
+
+
+def test_slice_moves_on_the_unit_cube_find_the_shells_evidence():
+    """``bound="none"``: the MCMC moves alone on a unit-cube model (the default there draws
+    from the ellipsoid where it can)."""
+    result = pi.evidence(
+        shells_loglikelihood, prior_transform=twelve_wide_box, dim=2, method="ns", seed=7,
+        bound="none", **QUIET,
+    )  # fmt: skip
+    assert result.idata.attrs["bound"] == "none"
+    assert result.idata.attrs["num_bounded_iterations"] == 0
+    assert abs(result.log_z - SHELLS_LOG_Z) < Z_T * result.log_z_err, result.log_z
+
+
+# ---------------------------------------------------------------------------------------
+# The ellipsoidal bound
+
+
+def test_ellipsoid_draws_are_uniform_inside_it():
+    """20,000 draws from a 3-d ellipsoid: all inside, and in whitened coordinates ``v`` the
+    volume fraction ``|v|^3`` is uniform (mean 1/2) and each coordinate has variance
+    1 / (d + 2) = 0.2 (a uniform ball's), each within 4 standard errors; a radius
+    distributed as in a Gaussian ball (not uniform) would fail."""
+    transform = jnp.array([[0.3, 0.0, 0.0], [0.1, 0.2, 0.0], [-0.05, 0.02, 0.1]])
+    ellipsoid = ns.Ellipsoid(jnp.array([0.5, 0.4, 0.6]), transform, jnp.zeros(()))
+    draws = ns.sample_ellipsoid(jax.random.key(0), ellipsoid, 20_000)
+    whitened = np.asarray(
+        jax.scipy.linalg.solve_triangular(
+            transform, (draws - ellipsoid.center[None, :]).T, lower=True
+        ).T,
+        np.float64,
+    )
+    radius = np.linalg.norm(whitened, axis=1)
+    assert radius.max() <= 1.0 + 1e-5
+    checks = [check_expectation(radius**3, 0.5, name="volume fraction", iid=True)]
+    checks += [
+        check_expectation(whitened[:, i] ** 2, 0.2, name=f"var[{i}]", iid=True) for i in range(3)
+    ]
+    assert_checks(checks)
+    assert not check_expectation(radius**3, 0.55, name="shifted", iid=True).ok
+
+
+def test_bounding_ellipsoid_encloses_the_points_with_the_stated_volume():
+    """Around 500 points uniform in a 4-d ellipsoid: every point inside the bound, its
+    volume at least the true one and its log volume the unit ball's plus
+    ``log |det transform|``."""
+    dim = 4
+    true_transform = jnp.diag(jnp.array([0.05, 0.1, 0.2, 0.4]))
+    true = ns.Ellipsoid(jnp.full(dim, 0.5), true_transform, jnp.zeros(()))
+    points = ns.sample_ellipsoid(jax.random.key(1), true, 500)
+    bound = ns.bounding_ellipsoid(jax.random.key(2), points, 1.25)
+    whitened = jax.scipy.linalg.solve_triangular(
+        bound.transform, (points - bound.center[None, :]).T, lower=True
+    )
+    assert float(jnp.max(jnp.linalg.norm(whitened, axis=0))) <= 1.0
+    log_unit_ball = 0.5 * dim * np.log(np.pi) - float(jax.scipy.special.gammaln(dim / 2 + 1))
+    true_log_volume = log_unit_ball + float(jnp.sum(jnp.log(jnp.diag(true_transform))))
+    expected = log_unit_ball + float(jnp.linalg.slogdet(bound.transform)[1])
+    np.testing.assert_allclose(float(bound.log_volume), expected, rtol=1e-5)
+    # Enclosing 500 points: at least the true volume; the margin 1.25 and the expansion
+    # keep it within a few times it.
+    assert true_log_volume < float(bound.log_volume) < true_log_volume + np.log(4.0)
+
+
+def _disk_terms(x):
+    """Log prior of the unit square and log L = -|x - 0.5|^2."""
+    inside = jnp.all((x >= 0) & (x <= 1))
+    return jnp.where(inside, 0.0, -jnp.inf), -jnp.sum((x - 0.5) ** 2)
+
+
+def test_draws_above_a_contour_are_uniform_inside_it():
+    """The contour ``|x - 0.5| < 0.2`` inside the ellipsoid ``|x - 0.5| < 0.3``: 2,000 draws
+    fill every slot, lie inside the disk with ``E|x - 0.5|^2 = 0.2^2 / 2`` (uniform), and
+    the acceptance estimates the area ratio 4/9 within 4 binomial standard errors."""
+    ellipsoid = ns.Ellipsoid(jnp.full(2, 0.5), 0.3 * jnp.eye(2), jnp.zeros(()))
+    draws = ns.draw_above_contour(
+        jax.random.key(3),
+        lambda key, num: ns.sample_ellipsoid(key, ellipsoid, num),
+        _disk_terms,
+        jnp.asarray(-0.04),
+        2000,
+        100,
+    )
+    assert bool(jnp.all(draws.is_filled)) and int(draws.num_nonfinite) == 0
+    squared = np.sum((np.asarray(draws.positions, np.float64) - 0.5) ** 2, axis=1)
+    assert squared.max() < 0.04
+    checks = [check_expectation(squared, 0.02, name="E|x - c|^2", iid=True)]
+    assert not check_expectation(squared, 0.022, name="shifted", iid=True).ok
+    assert_checks(checks)
+    accepted, proposed = int(draws.num_accepted), int(draws.num_evals)
+    rate = 4.0 / 9.0
+    assert abs(accepted / proposed - rate) < Z * np.sqrt(rate * (1 - rate) / proposed)
+    # A contour nothing reaches: no slot filled after the rounds allowed, all counted.
+    none = ns.draw_above_contour(
+        jax.random.key(4),
+        lambda key, num: ns.sample_ellipsoid(key, ellipsoid, num),
+        _disk_terms,
+        jnp.asarray(1.0),
+        10,
+        3,
+    )
+    assert not bool(jnp.any(none.is_filled)) and int(none.num_evals) == 30
+
+
+def test_slots_the_bound_leaves_empty_are_filled_by_moves():
+    """With one round of proposals per iteration, most bounded iterations leave slots empty
+    (the acceptance is below 1): MCMC moves fill them, every new point lies above its
+    contour, and the run still reaches the box's evidence."""
+    target = Target.from_parts(lambda x: _disk_terms(x)[0], box_loglikelihood)
+    sampler = ns.nested_sampling(
+        target, mcmc.slice_sampler, num_delete=10, num_steps=10, step_size=2.0,
+        bound="ellipsoid", max_bound_rounds=1,
+    )  # fmt: skip
+    step = jax.jit(sampler.step)
+    state, _ = sampler.init(jax.random.uniform(jax.random.key(5), (100, 2)))
+    dead, completed = [], 0
+    for i in range(400):
+        state, info = step(jax.random.key(100 + i), state)
+        assert bool(jnp.all(state.loglikelihood >= info.dead_loglikelihood[-1]))
+        dead.append(np.asarray(info.dead_loglikelihood))
+        # One round is 10 proposals: more evaluations mean moves filled slots.
+        completed += int(info.is_bounded) * int(info.num_evals > 10)
+        if float(info.remaining_log_fraction) < np.log(0.01):
+            break
+    assert completed > 10, completed
+    loglikelihood = np.concatenate(dead + [np.sort(np.asarray(state.loglikelihood))])
+    counts = ns.removal_counts(100, 10, len(dead))
+    summary = ns.summarize(jax.random.key(6), jnp.asarray(loglikelihood), counts)
+    assert abs(float(summary.log_z) - box_log_z(2)) < Z_T * float(summary.log_z_err)
 
 
 # ---------------------------------------------------------------------------------------
@@ -335,12 +477,32 @@ def test_sample_with_ns_gives_equally_weighted_draws_as_one_chain():
         ({"max_num_steps_out": 4, "move": "rwm"}, TypeError, "not options of move 'rwm'"),
         ({"num_steps": 0}, ValueError, "num_steps"),
         ({"live_pionts": 100}, TypeError, "unknown keyword `live_pionts`"),
+        ({"bound": "ellipsoid"}, ValueError, "needs the uniform prior of the unit cube"),
+        ({"bound": "multi"}, ValueError, "`bound` must be 'ellipsoid' or 'none'"),
     ],
-    ids=["live-points", "num-delete", "fraction", "move", "option", "steps", "misspelled"],
-)
+    ids=[
+        "live-points", "num-delete", "fraction", "move", "option", "steps", "misspelled",
+        "bound-prior", "bound-name",
+    ],
+)  # fmt: skip
 def test_bad_settings_are_refused(settings, error, match):
     with pytest.raises(error, match=match):
         pi.evidence(PYTREE_TARGET, Y, method="ns", **{**SMALL, **settings})
+
+
+@pytest.mark.parametrize(
+    ("settings", "match"),
+    [
+        ({"enlarge": 0.5}, r"`enlarge` must be >= 1"),
+        ({"bound": "ellipsoid", "emulator": True}, "do not combine"),
+    ],
+    ids=["enlarge", "emulator"],
+)
+def test_bad_bound_settings_are_refused(settings, match):
+    with pytest.raises(ValueError, match=match):
+        pi.evidence(
+            box_loglikelihood, prior_transform=identity, dim=2, method="ns", **settings, **QUIET
+        )
 
 
 def test_bad_prior_transforms_are_refused():
@@ -415,9 +577,12 @@ def test_emulator_learns_a_quadratic_log_likelihood():
 
 def test_emulator_reaches_the_evidence_with_fewer_likelihood_calls():
     """The 5-d box: with the emulator, log Z is within 4 error bars of the truth while the
-    run calls the likelihood less than half as often as without it (the moves run on the
-    emulator once it is accurate; each new point costs one confirming call)."""
-    plain = pi.evidence(box_loglikelihood, prior_transform=identity, dim=5, method="ns", **QUIET)
+    run calls the likelihood less than half as often as the same slice moves without it
+    (the moves run on the emulator once it is accurate; each new point costs one confirming
+    call). The ellipsoidal bound, the default here, needs ~15x fewer calls still."""
+    plain = pi.evidence(
+        box_loglikelihood, prior_transform=identity, dim=5, method="ns", bound="none", **QUIET
+    )
     emulated = pi.evidence(
         box_loglikelihood, prior_transform=identity, dim=5, method="ns", emulator=True, **QUIET
     )

@@ -9,12 +9,22 @@
   (``log Z``, its error from simulated shrinkages, the information ``H``, posterior
   weights); :func:`check_live_points` refuses counts a run cannot work with.
 
+- An ellipsoidal bound (:func:`bounding_ellipsoid`, :func:`draw_above_contour`): exact
+  draws above a contour by rejection, for the unit cube's uniform prior; the sampler uses it
+  while it accepts at least :func:`min_bound_efficiency`.
 - A neural likelihood emulator (:class:`Emulator`, :func:`train_emulator`,
   :func:`emulate`) that the constrained moves use once it is accurate.
 
 ``pi.evidence(model, method="ns")`` runs them on the driver (:mod:`probinfer.run_ns`).
 """
 
+from probinfer.ns._ellipsoid import (
+    BoundDraws,
+    Ellipsoid,
+    bounding_ellipsoid,
+    draw_above_contour,
+    sample_ellipsoid,
+)
 from probinfer.ns._emulator import (
     Emulator,
     EmulatorState,
@@ -34,12 +44,14 @@ from probinfer.ns._evidence import (
     summarize,
 )
 from probinfer.ns._nested import (
+    DEFAULT_ENLARGE,
     NestedInfo,
     NestedSampler,
     NestedState,
     check_live_points,
     default_num_steps,
     default_step_size,
+    min_bound_efficiency,
     nested_sampling,
     remaining_log_fraction,
 )
@@ -52,6 +64,13 @@ __all__ = [
     "emulate",
     "init_emulator",
     "train_emulator",
+    "BoundDraws",
+    "DEFAULT_ENLARGE",
+    "Ellipsoid",
+    "bounding_ellipsoid",
+    "draw_above_contour",
+    "min_bound_efficiency",
+    "sample_ellipsoid",
     "NUM_SIMULATIONS",
     "EvidenceSummary",
     "NestedInfo",

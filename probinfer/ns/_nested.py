@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
@@ -53,6 +54,7 @@ from probinfer.mcmc._algorithm import (
 from probinfer.mcmc._constrained import constrained
 from probinfer.mcmc._metric import population_covariance
 from probinfer.model._target import Target
+from probinfer.ns._ellipsoid import bounding_ellipsoid, draw_above_contour, sample_ellipsoid
 from probinfer.ns._emulator import (
     Emulator,
     EmulatorState,
@@ -65,6 +67,8 @@ from probinfer.ns._evidence import shrink
 from probinfer.smc._weights import zero_invalid
 
 PyTree = Any
+# The ellipsoidal bound's default volume margin over its bootstrap expansion (dynesty's).
+DEFAULT_ENLARGE = 1.25
 
 
 class NestedState(NamedTuple):
@@ -97,7 +101,9 @@ class NestedInfo(NamedTuple):
         log_z: the dead points' log evidence after the iteration.
         remaining_log_fraction: ``log(L_max X / Z)`` after it: the most the live points
             can add, relative to what was found.
-        acceptance_rate: mean acceptance of the moves' transitions (1 for slice).
+        acceptance_rate: mean acceptance of the moves' transitions (1 for slice); on an
+            iteration that drew from the bound, the bound's acceptance.
+        is_bounded: whether the replacements were drawn from the ellipsoidal bound.
         num_evals: likelihood evaluations of the iteration (true likelihood only).
         num_nonfinite: new points whose log likelihood was NaN or ``+inf``.
         is_emulated: whether the moves ran on the emulator.
@@ -112,6 +118,7 @@ class NestedInfo(NamedTuple):
     log_z: Array
     remaining_log_fraction: Array
     acceptance_rate: Array
+    is_bounded: Array
     num_evals: Array
     num_nonfinite: Array
     is_emulated: Array
@@ -177,6 +184,24 @@ def remaining_log_fraction(state: NestedState) -> Array:
     return jnp.where(max_loglikelihood == -jnp.inf, -jnp.inf, fraction)
 
 
+def min_bound_efficiency(num_steps: int) -> float:
+    """The bound's acceptance below which the MCMC move replaces it: ``1 / (2 num_steps)``.
+
+    A bounded draw costs ``1 / efficiency`` likelihood evaluations; a slice move costs
+    ``num_steps`` transitions of 3-5 evaluations each, so below this acceptance the bound
+    costs at least half as much as the move and, with many modes or curved contours,
+    keeps getting worse. Above it the bound is preferred even when somewhat dearer: its
+    draws are exact and independent of the survivors.
+
+    Args:
+        num_steps: the MCMC move's transitions per replacement.
+
+    Returns:
+        The minimum acceptance.
+    """
+    return 1.0 / (2.0 * num_steps)
+
+
 def default_num_steps(algorithm: Algorithm, dim: int) -> int:
     """Constrained-move transitions per replacement: ``5 d`` for slice, ``20 d`` otherwise.
 
@@ -228,6 +253,9 @@ def nested_sampling(
     step_size: float,
     metric: str | None = None,
     emulator: Emulator | None = None,
+    bound: str | None = None,
+    enlarge: float = DEFAULT_ENLARGE,
+    max_bound_rounds: int | None = None,
     **options: Any,
 ) -> NestedSampler:
     """Nested sampling with ``k``-deletion and any MCMC algorithm as the constrained move.
@@ -255,6 +283,19 @@ def nested_sampling(
             200 dimensions) or its diagonal (``"diag"``).
         emulator: :class:`~probinfer.ns.Emulator` settings to emulate the likelihood, or
             None.
+        bound: ``"ellipsoid"`` to draw replacements exactly, by rejection from an ellipsoid
+            around the surviving live points (:mod:`probinfer.ns._ellipsoid`) or from the
+            whole cube while that is smaller, on every iteration where the expected
+            acceptance (the contour's expected volume over the region's) is at least
+            :func:`min_bound_efficiency`, and by the MCMC move on the others. Only for
+            positions that are flat ``(d,)`` points of the unit cube with the uniform prior
+            there (:class:`probinfer.model.UnitCube`: a prior transform's input). None:
+            MCMC moves only.
+        enlarge: the bound's volume margin (``>= 1``) on top of its bootstrap expansion.
+        max_bound_rounds: rounds of ``k`` proposals from the bound per iteration at most;
+            slots still empty then are filled by MCMC moves. Default
+            ``4 / min_bound_efficiency``, four times the rounds expected at the least
+            efficiency the bound is used at.
         **options: the algorithm's build options (e.g. ``max_num_steps_out``).
 
     Returns:
@@ -284,6 +325,20 @@ def nested_sampling(
     check_metric(metric)
     if not step_size > 0:
         raise ValueError(f"`step_size` must be > 0, got {step_size}.")
+    if bound not in (None, "ellipsoid"):
+        raise ValueError(f"`bound` must be None or 'ellipsoid', got {bound!r}.")
+    if bound is not None and emulator is not None:
+        raise ValueError(
+            "`bound='ellipsoid'` and an `emulator` do not combine: the emulator saves the "
+            "likelihood calls of MCMC moves, while a bounded draw costs one call per "
+            "proposal; use one or the other."
+        )
+    if not enlarge >= 1.0:
+        raise ValueError(f"`enlarge` must be >= 1 (a volume factor), got {enlarge}.")
+    min_efficiency = min_bound_efficiency(num_steps)
+    if max_bound_rounds is None:
+        max_bound_rounds = int(np.ceil(4.0 / min_efficiency))
+    max_rounds = check_count("max_bound_rounds", max_bound_rounds, 1)
     move = constrained(algorithm, target, num_steps=num_steps, **options)
     target_acceptance = algorithm.target_acceptance
 
@@ -368,6 +423,55 @@ def nested_sampling(
             num_unconfirmed,
         )  # fmt: skip
 
+    def draw_from_bound(
+        key: PRNGKeyArray,
+        propose_fn: Callable[[PRNGKeyArray, int], Array],
+        threshold: Array,
+        keys: PRNGKeyArray,
+        starts: PyTree,
+        params: Any,
+    ) -> tuple[PyTree, Array, Array, Array, Array]:
+        """Replacements drawn by rejection from a bounding region; slots still empty after
+        ``max_rounds`` (a contour the region bounds badly) are filled by MCMC moves."""
+        unravel = ravel_pytree(jax.tree.map(lambda x: x[0], starts))[1]
+        draws = draw_above_contour(
+            key,
+            propose_fn,
+            lambda flat_position: target.log_terms_fn(unravel(flat_position)),
+            threshold,
+            num_delete,
+            max_rounds,
+        )
+        positions = jax.vmap(unravel)(draws.positions)
+
+        def complete(_: None) -> tuple[PyTree, Array, Array]:
+            moved, moved_loglikelihood, _acceptance, moved_evals = true_moves(
+                keys, starts, threshold, params
+            )
+
+            def select(drawn: Array, walked: Array) -> Array:
+                mask = draws.is_filled.reshape((-1,) + (1,) * (drawn.ndim - 1))
+                return jnp.where(mask, drawn, walked)
+
+            return (
+                jax.tree.map(select, positions, moved),
+                jnp.where(draws.is_filled, draws.loglikelihood, moved_loglikelihood),
+                moved_evals,
+            )
+
+        positions, loglikelihood, extra_evals = jax.lax.cond(
+            jnp.all(draws.is_filled),
+            lambda _: (positions, draws.loglikelihood, jnp.zeros((), jnp.int32)),
+            complete,
+            None,
+        )
+        efficiency = draws.num_accepted / jnp.maximum(draws.num_evals, 1)
+        acceptance = jnp.full(num_delete, efficiency, loglikelihood.dtype)
+        return (
+            positions, loglikelihood, acceptance, draws.num_evals + extra_evals,
+            draws.num_nonfinite,
+        )  # fmt: skip
+
     def step(key: PRNGKeyArray, state: NestedState) -> tuple[NestedState, NestedInfo]:
         key_start, key_move = jax.random.split(key)
         num_live = state.loglikelihood.shape[0]
@@ -391,11 +495,38 @@ def nested_sampling(
         start_positions = jax.tree.map(lambda x: x[starts], state.positions)
         zero = jnp.zeros((), jnp.int32)
         emulator_state = state.emulator
+        is_bounded = jnp.asarray(False)
+        num_bound_nonfinite = zero
         if emulator is None:
             keys = jax.random.split(key_move, num_delete)
-            new_positions, new_loglikelihood, acceptance, num_evals = true_moves(
-                keys, start_positions, threshold, params
-            )
+            if bound is None:
+                new_positions, new_loglikelihood, acceptance, num_evals = true_moves(
+                    keys, start_positions, threshold, params
+                )
+            else:
+                # Draw from the smaller of the ellipsoid and the whole cube while it is
+                # expected to accept often enough: the contour's expected volume (its prior
+                # mass: the prior is uniform on the unit cube) over the region's.
+                key_ellipsoid, key_bound = jax.random.split(jax.random.fold_in(key, 1))
+                ellipsoid = bounding_ellipsoid(key_ellipsoid, flat[survivors], enlarge)
+                is_cube = ellipsoid.log_volume >= 0.0
+                dim = flat.shape[1]
+
+                def propose_fn(key: PRNGKeyArray, num: int) -> Array:
+                    in_cube = jax.random.uniform(key, (num, dim), dtype)
+                    return jnp.where(is_cube, in_cube, sample_ellipsoid(key, ellipsoid, num))
+
+                predicted_log_efficiency = log_volume - jnp.minimum(ellipsoid.log_volume, 0.0)
+                is_bounded = predicted_log_efficiency >= np.log(min_efficiency)
+                (
+                    new_positions, new_loglikelihood, acceptance, num_evals, num_bound_nonfinite,
+                ) = jax.lax.cond(
+                    is_bounded,
+                    lambda: draw_from_bound(
+                        key_bound, propose_fn, threshold, keys, start_positions, params
+                    ),
+                    lambda: (*true_moves(keys, start_positions, threshold, params), zero),
+                )  # fmt: skip
             is_emulated, num_emulator_evals, num_unconfirmed = jnp.asarray(False), zero, zero
             emulator_error = jnp.full((), jnp.nan, dtype)
         else:
@@ -428,6 +559,7 @@ def nested_sampling(
             )  # fmt: skip
             emulator_error = emulator_state.held_out_error
         new_loglikelihood, num_nonfinite = zero_invalid(new_loglikelihood)
+        num_nonfinite = num_nonfinite + num_bound_nonfinite
         positions = jax.tree.map(
             lambda live, new: live.at[dead].set(new), state.positions, new_positions
         )
@@ -436,7 +568,12 @@ def nested_sampling(
         acceptance_rate = jnp.mean(acceptance)
         new_step_size = state.step_size
         if target_acceptance is not None:
-            new_step_size = adapt_step_size(state.step_size, acceptance_rate, target_acceptance)
+            # Bounded iterations ran no MCMC move: nothing to learn the step size from.
+            new_step_size = jnp.where(
+                is_bounded,
+                state.step_size,
+                adapt_step_size(state.step_size, acceptance_rate, target_acceptance),
+            )
         new_state = NestedState(
             positions=positions,
             loglikelihood=loglikelihood,
@@ -451,6 +588,7 @@ def nested_sampling(
             log_z=log_z,
             remaining_log_fraction=remaining_log_fraction(new_state),
             acceptance_rate=acceptance_rate,
+            is_bounded=is_bounded,
             num_evals=num_evals,
             num_nonfinite=num_nonfinite,
             is_emulated=is_emulated,
