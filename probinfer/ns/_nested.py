@@ -54,7 +54,12 @@ from probinfer.mcmc._algorithm import (
 from probinfer.mcmc._constrained import constrained
 from probinfer.mcmc._metric import population_covariance
 from probinfer.model._target import Target
-from probinfer.ns._ellipsoid import bounding_ellipsoid, draw_above_contour, sample_ellipsoid
+from probinfer.ns._ellipsoid import (
+    BoundDraws,
+    bounding_ellipsoid,
+    draw_above_contour,
+    sample_ellipsoid,
+)
 from probinfer.ns._emulator import (
     Emulator,
     EmulatorState,
@@ -423,52 +428,58 @@ def nested_sampling(
             num_unconfirmed,
         )  # fmt: skip
 
-    def draw_from_bound(
+    def bounded_replacements(
         key: PRNGKeyArray,
         propose_fn: Callable[[PRNGKeyArray, int], Array],
+        is_bounded: Array,
         threshold: Array,
         keys: PRNGKeyArray,
         starts: PyTree,
         params: Any,
     ) -> tuple[PyTree, Array, Array, Array, Array]:
-        """Replacements drawn by rejection from a bounding region; slots still empty after
-        ``max_rounds`` (a contour the region bounds badly) are filled by MCMC moves."""
+        """Replacements drawn by rejection from a bounding region when ``is_bounded``;
+        the MCMC moves fill the slots it leaves empty: all of them on an unbounded
+        iteration, those still empty after ``max_rounds`` on a bounded one (a contour the
+        region bounds badly). Each part is traced once and runs only when needed."""
         unravel = ravel_pytree(jax.tree.map(lambda x: x[0], starts))[1]
-        draws = draw_above_contour(
-            key,
-            propose_fn,
-            lambda flat_position: target.log_terms_fn(unravel(flat_position)),
-            threshold,
-            num_delete,
-            max_rounds,
-        )
-        positions = jax.vmap(unravel)(draws.positions)
 
-        def complete(_: None) -> tuple[PyTree, Array, Array]:
-            moved, moved_loglikelihood, _acceptance, moved_evals = true_moves(
-                keys, starts, threshold, params
+        def draw() -> BoundDraws:
+            return draw_above_contour(
+                key,
+                propose_fn,
+                lambda flat_position: target.log_terms_fn(unravel(flat_position)),
+                threshold,
+                num_delete,
+                max_rounds,
             )
 
-            def select(drawn: Array, walked: Array) -> Array:
-                mask = draws.is_filled.reshape((-1,) + (1,) * (drawn.ndim - 1))
-                return jnp.where(mask, drawn, walked)
+        def no_draws() -> BoundDraws:
+            return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(draw))
 
-            return (
-                jax.tree.map(select, positions, moved),
-                jnp.where(draws.is_filled, draws.loglikelihood, moved_loglikelihood),
-                moved_evals,
-            )
+        draws = jax.lax.cond(is_bounded, draw, no_draws)
 
-        positions, loglikelihood, extra_evals = jax.lax.cond(
+        def no_moves() -> tuple[PyTree, Array, Array, Array]:
+            moved = jax.eval_shape(true_moves, keys, starts, threshold, params)
+            return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), moved)
+
+        moved, moved_loglikelihood, moved_acceptance, moved_evals = jax.lax.cond(
             jnp.all(draws.is_filled),
-            lambda _: (positions, draws.loglikelihood, jnp.zeros((), jnp.int32)),
-            complete,
-            None,
+            no_moves,
+            lambda: true_moves(keys, starts, threshold, params),
         )
+
+        def select(drawn: Array, walked: Array) -> Array:
+            mask = draws.is_filled.reshape((-1,) + (1,) * (drawn.ndim - 1))
+            return jnp.where(mask, drawn, walked)
+
+        positions = jax.tree.map(select, jax.vmap(unravel)(draws.positions), moved)
+        loglikelihood = select(draws.loglikelihood, moved_loglikelihood)
         efficiency = draws.num_accepted / jnp.maximum(draws.num_evals, 1)
-        acceptance = jnp.full(num_delete, efficiency, loglikelihood.dtype)
+        acceptance = jnp.where(
+            is_bounded, efficiency.astype(moved_acceptance.dtype), moved_acceptance
+        )
         return (
-            positions, loglikelihood, acceptance, draws.num_evals + extra_evals,
+            positions, loglikelihood, acceptance, draws.num_evals + moved_evals,
             draws.num_nonfinite,
         )  # fmt: skip
 
@@ -520,12 +531,8 @@ def nested_sampling(
                 is_bounded = predicted_log_efficiency >= np.log(min_efficiency)
                 (
                     new_positions, new_loglikelihood, acceptance, num_evals, num_bound_nonfinite,
-                ) = jax.lax.cond(
-                    is_bounded,
-                    lambda: draw_from_bound(
-                        key_bound, propose_fn, threshold, keys, start_positions, params
-                    ),
-                    lambda: (*true_moves(keys, start_positions, threshold, params), zero),
+                ) = bounded_replacements(
+                    key_bound, propose_fn, is_bounded, threshold, keys, start_positions, params
                 )  # fmt: skip
             is_emulated, num_emulator_evals, num_unconfirmed = jnp.asarray(False), zero, zero
             emulator_error = jnp.full((), jnp.nan, dtype)
