@@ -204,7 +204,7 @@ def run_classification() -> list[dict]:
         if prior is not None:
             import arviz as az
 
-            rhat = float(az.rhat(posterior.to_inference_data())["log_scale"])
+            rhat = float(az.rhat(np.asarray(posterior.log_scales)))
         log_s = np.asarray(posterior.log_scales, np.float64)
         record(model, "MCMC", posterior, seconds, rhat_log_scale=rhat,
                mean_log_scale=float(log_s.mean()), sd_log_scale=float(log_s.std()))  # fmt: skip

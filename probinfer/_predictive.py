@@ -24,6 +24,7 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 from numpyro import handlers
 
+from probinfer._idata import model_dims
 from probinfer._validation import check_count
 from probinfer.driver import CompileWatch, call_compiled
 from probinfer.model._numpyro import NumPyroModel, split_arguments
@@ -123,7 +124,11 @@ def predictive(
         call_compiled(_predict, (spec,), (data, draws, keys), CompileWatch())
     )
     observed = jax.device_get(spec.bind(data).observed_data())
-    new = az.from_dict(posterior_predictive={**predicted, **latent}, observed_data=observed or None)
+    new = az.from_dict(
+        posterior_predictive={**predicted, **latent},
+        observed_data=observed or None,
+        dims=model_dims(spec, data),
+    )
     result = idata.copy()
     # Groups `idata` already has (its own observed_data) are kept as they are.
     result.extend(new, join="left")
@@ -151,7 +156,8 @@ def sample_prior(
 
     Returns:
         ``InferenceData`` with ``prior`` (the latent sites), ``prior_predictive`` (the
-        observed sites) and, when given, ``observed_data``; shapes ``(1, draws, ...)``.
+        observed sites), and when there are any, ``observed_data`` and ``constant_data``
+        (the other array arguments); shapes ``(1, draws, ...)``.
 
     Example:
         >>> import numpyro, numpyro.distributions as dist, jax.numpy as jnp
@@ -173,7 +179,11 @@ def sample_prior(
     groups: dict[str, Any] = {"prior": latent}
     if predicted:
         groups["prior_predictive"] = predicted
-    observed = jax.device_get(spec.bind(data).observed_data())
+    density = spec.bind(data)
+    observed = jax.device_get(density.observed_data())
     if observed:
         groups["observed_data"] = observed
-    return az.from_dict(**groups)
+    constant = jax.device_get(density.constant_data())
+    if constant:
+        groups["constant_data"] = constant
+    return az.from_dict(**groups, dims=model_dims(spec, data))

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from probinfer import mcmc, ns
-from probinfer._idata import model_groups
+from probinfer._idata import model_dims, model_groups
 from probinfer._validation import check_count
 from probinfer.diagnostics import SamplingWarning, check_run
 from probinfer.driver import DriveStatus
@@ -177,7 +177,8 @@ def sample(
             ``target_acceptance``, ``metric`` ("dense" or "diag"), ``step_size`` (initial step
             size), ``chain_method`` (one of :data:`probinfer.run.CHAIN_METHODS`),
             ``chunk_size`` (steps per compiled chunk and progress update),
-            ``log_likelihood`` (True: add the ``log_likelihood`` group), and the
+            ``log_likelihood`` (True: add the ``log_likelihood``, ``observed_data`` and
+            ``constant_data`` groups; False skips their extra pass over the draws), and the
             method's options (``max_num_doublings``, ``divergence_threshold`` for NUTS,
             ``num_integration_steps`` for HMC).
 
@@ -187,8 +188,9 @@ def sample(
         ``n_steps`` = gradient evaluations per draw, ``tree_depth``, ``energy``), for
         NumPyro models ``log_likelihood`` (each observed site's pointwise log likelihood
         per draw, as ``az.from_numpyro`` stores it: ``az.loo``, ``az.waic`` and
-        ``az.compare`` read it) and ``observed_data``, and ``attrs`` (method, seed,
-        ``compile_seconds``, ``warmup_seconds``, ``sampling_seconds``).
+        ``az.compare`` read it), ``observed_data`` and ``constant_data`` (the model's other
+        array arguments), with dimensions named after the model's plates, and ``attrs``
+        (method, seed, ``compile_seconds``, ``warmup_seconds``, ``sampling_seconds``).
 
     Raises:
         ValueError: for an unknown method, bad counts, discrete latent sites, or no finite
@@ -305,6 +307,8 @@ def sample(
         sample_stats=sample_stats,
         log_likelihood=groups.get("log_likelihood"),
         observed_data=groups.get("observed_data"),
+        constant_data=groups.get("constant_data"),
+        dims=model_dims(spec, data),
         attrs=attrs,
     )
     idata.attrs["num_nonfinite_proposals"] = int(result.stats["num_nonfinite"].sum())
@@ -506,12 +510,15 @@ def _population_idata(
     spec: Any, data: Any, draws: dict[str, np.ndarray], attrs: dict[str, Any]
 ) -> az.InferenceData:
     """SMC's and nested sampling's equally weighted draws as ``InferenceData``, with the
-    model's ``log_likelihood`` and ``observed_data`` groups as for MCMC."""
+    model's ``log_likelihood``, ``observed_data`` and ``constant_data`` groups and plate
+    dims as for MCMC."""
     groups = model_groups(spec, data, draws)
     return az.from_dict(
         posterior=draws,
         log_likelihood=groups.get("log_likelihood"),
         observed_data=groups.get("observed_data"),
+        constant_data=groups.get("constant_data"),
+        dims=model_dims(spec, data),
         attrs={**attrs, **_run_environment()},
     )
 

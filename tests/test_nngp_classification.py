@@ -68,7 +68,17 @@ def test_binary_classifier_end_to_end(two_moons, prior):
     assert accuracy > 0.9  # a linear boundary: any working classifier gets ~0.97
     if prior is None:
         assert np.all(np.asarray(posterior.log_scales) == 0.0)
-    assert "log_scale" in posterior.to_inference_data().posterior
+    idata = posterior.idata
+    assert idata.posterior["log_scale"].shape == (2, 50)
+    # Every latent: f at the training points (one latent function for two classes) and
+    # its whitened coordinates; f reproduces the classifier's own map from them.
+    assert idata.posterior["f"].dims == ("chain", "draw", "point", "latent")
+    assert idata.posterior["f"].shape == (2, 50, x.shape[0], 1)
+    z, log_s = posterior.whitened_latents[1, 7], posterior.log_scales[1, 7]
+    f = np.exp(0.5 * log_s) * (
+        posterior.eigenvectors @ (np.sqrt(posterior.eigenvalues)[:, None] * z)
+    )
+    np.testing.assert_allclose(idata.posterior["f"].values[1, 7], f, rtol=1e-4, atol=1e-5)
 
 
 def test_multiclass_classifier(two_moons):

@@ -9,6 +9,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from arviz.data.io_numpyro import infer_dims
 from numpyro.infer.util import log_likelihood
 
 import probinfer as pi
@@ -50,6 +51,39 @@ def runs():
         "no_intercept": pi.sample(no_intercept, x, sigma, y, **RUN),
         "eight_schools": pi.sample(eight_schools_noncentered.model, *args, **kwargs, **RUN),
     }
+
+
+def test_plate_names_name_the_dims_as_numpyros_workflow_does(runs):
+    """Eight schools (``theta`` and ``y`` in the plate "schools"): every group names the
+    plate's axis as ``az.from_numpyro`` would (ArviZ's own ``infer_dims`` on the model),
+    and the posterior predictive keeps the names."""
+    models, idatas = runs
+    model, args, kwargs = models["eight_schools"]
+    expected = infer_dims(model, args, kwargs)
+    assert expected, "the model has plates"
+    idata = pi.predictive(model, idatas["eight_schools"], *args, **kwargs)
+    groups = ("posterior", "log_likelihood", "observed_data", "posterior_predictive")
+    named = 0
+    for group in groups:
+        for name, dims in expected.items():
+            if name in idata[group].data_vars:
+                assert list(idata[group][name].dims[-len(dims) :]) == dims, (group, name)
+                named += 1
+    assert named >= 4, named  # theta, y in the posterior-side groups
+    prior = pi.sample_prior(model, *args, draws=10, **kwargs)
+    assert prior.prior_predictive["y"].dims[-1] == "schools"
+
+
+def test_array_arguments_that_are_not_observed_are_constant_data(runs):
+    """The regression ``model(x, sigma, y)``: ``x`` and ``sigma`` are constant data, ``y``
+    (observed) is not; eight schools ``model(sigma, y=y)`` likewise gives ``sigma``."""
+    models, idatas = runs
+    _, (x, _sigma, _y), _ = models["regression"]
+    constant = idatas["regression"].constant_data
+    assert set(constant.data_vars) == {"x", "sigma"}
+    np.testing.assert_array_equal(constant["x"].values, np.asarray(x))
+    assert set(idatas["eight_schools"].constant_data.data_vars) == {"sigma"}
+    assert "y" in idatas["eight_schools"].observed_data
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # ArviZ: Pareto k warnings at 400 draws

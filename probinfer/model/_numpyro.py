@@ -284,6 +284,67 @@ class ModelDensity:
             if site["type"] == "sample" and site["is_observed"]
         }
 
+    def site_dims(self) -> dict[str, list[str]]:
+        """Dimension names from the model's plates, as ``az.from_numpyro`` infers them.
+
+        For each sample or deterministic site inside plates: the plates' names, outermost
+        (most negative ``dim``) first, then any ``infer={"event_dims": [...]}`` names; ArviZ
+        names the remaining axes ``{site}_dim_{i}``. The model is traced abstractly (no
+        computation).
+
+        Returns:
+            Dict of site name to its dimension names (sites in no plate are left out).
+        """
+        dims: dict[str, list[str]] = {}
+
+        def trace_sites() -> int:
+            model = handlers.substitute(
+                handlers.seed(self.spec.model, jax.random.key(0)),
+                substitute_fn=lambda site: improper_prototype(site, 0.0),
+            )
+            trace = handlers.trace(model).get_trace(*self._args, **self._kwargs)
+            for name, site in trace.items():
+                if site["type"] not in ("sample", "deterministic"):
+                    continue
+                frames = sorted(site.get("cond_indep_stack", []), key=lambda frame: frame.dim)
+                event_dims = list((site.get("infer") or {}).get("event_dims", []))
+                if frames or event_dims:
+                    dims[name] = [frame.name for frame in frames] + event_dims
+            return 0
+
+        jax.eval_shape(trace_sites)
+        return dims
+
+    def constant_data(self) -> dict[str, Array]:
+        """The model's array arguments that are not observations (covariates, known
+        scales), by parameter name: ArviZ's ``constant_data`` group.
+
+        An argument counts as an observation when it is an observed site's value (the same
+        array, or equal to it in shape and values); arguments that are not arrays (None,
+        Python numbers, pytrees) are left out.
+
+        Returns:
+            Dict of parameter name to its value.
+        """
+        try:
+            named = inspect.signature(self.spec.model).bind(*self._args, **self._kwargs).arguments
+        except (TypeError, ValueError):  # a signature Python cannot bind (builtins, *args)
+            return {}
+        observed = list(self.observed_data().values())
+
+        def is_observation(value: Any) -> bool:
+            return any(
+                value is seen
+                or (np.shape(value) == np.shape(seen) and bool(jnp.all(value == seen)))
+                for seen in observed
+            )
+
+        return {
+            name: jnp.asarray(value)
+            for name, value in named.items()
+            if isinstance(value, jax.Array | np.ndarray) and not is_observation(value)
+        }
+
     def observed_data(self) -> dict[str, Array]:
         """The observed sites' values, as the model sees them.
 
@@ -385,6 +446,26 @@ def _nonfinite_arguments(
     return "; ".join(clauses)
 
 
+def improper_prototype(site: dict[str, Any], fill: float) -> Array | None:
+    """A value for an improper-prior site (which cannot be sampled), else None.
+
+    Any point of the support serves as a prototype: the image of the unconstrained point
+    with every coordinate ``fill``.
+
+    Args:
+        site: a NumPyro trace message.
+        fill: the unconstrained coordinates' value.
+
+    Returns:
+        The constrained value for an ``ImproperUniform`` sample site, None for others.
+    """
+    if site["type"] != "sample" or not isinstance(_unwrap(site["fn"]), dist.ImproperUniform):
+        return None
+    transform = biject_to(site["fn"].support)
+    unconstrained_shape = transform.inverse_shape(site["fn"].shape())
+    return transform(jnp.full(unconstrained_shape, fill))
+
+
 def _unwrap(fn: dist.Distribution) -> dist.Distribution:
     while isinstance(fn, dist.ExpandedDistribution | dist.MaskedDistribution | dist.Independent):
         fn = fn.base_dist
@@ -467,19 +548,10 @@ def _inspect_sites(
     model: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[SiteInfo, ...]:
     def run_model(seed: int) -> dict[str, Any]:
-        def improper_prototype(site: dict[str, Any]) -> Array | None:
-            # An improper prior cannot be sampled; any point of its support serves as a
-            # prototype (the unconstrained point ``seed``, so that two traces differ).
-            if site["type"] != "sample" or not isinstance(
-                _unwrap(site["fn"]), dist.ImproperUniform
-            ):
-                return None
-            transform = biject_to(site["fn"].support)
-            unconstrained_shape = transform.inverse_shape(site["fn"].shape())
-            return transform(jnp.full(unconstrained_shape, float(seed)))
-
+        # The unconstrained point `seed` for improper sites, so that two traces differ.
         inspected = handlers.substitute(
-            handlers.seed(model, jax.random.key(seed)), substitute_fn=improper_prototype
+            handlers.seed(model, jax.random.key(seed)),
+            substitute_fn=lambda site: improper_prototype(site, float(seed)),
         )
         try:
             return handlers.trace(inspected).get_trace(*args, **kwargs)

@@ -174,11 +174,26 @@ class ClassificationPosterior(eqx.Module):
         x_test = jnp.asarray(x_test, self.x.dtype)
         return _predict_proba(self, x_test, key, num_latent_samples)
 
-    def to_inference_data(self) -> az.InferenceData:
-        """ArviZ data with ``log_scale`` draws (for R-hat, ESS and trace plots)."""
+    @property
+    def idata(self) -> az.InferenceData:
+        """Every latent as ArviZ data (for R-hat, ESS and trace plots).
+
+        ``posterior``: ``log_scale`` ``(chain, draw)``; ``f``, the latent functions at the
+        training inputs, ``(chain, draw, point, latent)`` (one latent function for two
+        classes, else one per class); ``z``, their whitened coordinates (``f = sqrt(s) Q
+        diag(sqrt(lambda)) z``), ``(chain, draw, component, latent)``. ``sample_stats``:
+        ``n_steps``, likelihood evaluations per iteration.
+        """
+        latent = jax.vmap(jax.vmap(_latent, in_axes=(None, None, 0, 0)), in_axes=(None, None, 0, 0))
+        f = latent(self.eigenvectors, self.eigenvalues, self.whitened_latents, self.log_scales)
         return az.from_dict(
-            posterior={"log_scale": np.asarray(self.log_scales)},
+            posterior={
+                "log_scale": np.asarray(self.log_scales),
+                "f": np.asarray(f),
+                "z": np.asarray(self.whitened_latents),
+            },
             sample_stats={"n_steps": np.asarray(self.num_likelihood_evals)},
+            dims={"f": ["point", "latent"], "z": ["component", "latent"]},
         )
 
 
