@@ -83,6 +83,7 @@ def test_nngp_guide_examples_run():
     namespace: dict = {}
     for block in blocks:
         code = block.replace("warmup=300, draws=300", "warmup=20, draws=20")
+        code = code.replace("num_steps=100", "num_steps=10")
         exec(compile(code, "docs/nngp.md", "exec"), namespace)
     assert namespace["idata"].posterior["s"].shape == (2, 20)
     assert namespace["probabilities"].shape == (5, 2)

@@ -123,6 +123,7 @@ def _scale_posterior_reference(x, labels, kernel, a, b):
     return mean, float(np.sum(weights * (grid - mean) ** 2))
 
 
+@pytest.mark.slow  # a long statistical check (10-20 s): `make test-slow`
 def test_classifier_scale_posterior_matches_reference():
     """Both scale moves and elliptical slice together: E[log s] and Var[log s] vs a
     quadrature-and-Monte-Carlo reference on an 8-point problem where the data move s

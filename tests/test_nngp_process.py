@@ -183,6 +183,7 @@ def test_student_t_tends_to_gp_as_concentration_grows():
         assert gaps[-1] < 1e-4, gaps  # the gap shrinks like n / a
 
 
+@pytest.mark.slow  # a long statistical check (10-20 s): `make test-slow`
 def test_predictive_sampling_matches_moments():
     x, y, x_test, _ = _data()
     posterior = nngp.ScaleMixtureProcess(KERNEL, nngp.inverse_gamma(3.0, 2.0), NOISE).condition(

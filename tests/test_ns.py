@@ -575,6 +575,7 @@ def test_emulator_learns_a_quadratic_log_likelihood():
     assert bool(trained.is_ready)
 
 
+@pytest.mark.slow  # a long statistical check (10-20 s): `make test-slow`
 def test_emulator_reaches_the_evidence_with_fewer_likelihood_calls():
     """The 5-d box: with the emulator, log Z is within 4 error bars of the truth while the
     run calls the likelihood less than half as often as the same slice moves without it

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+import pytest
 from scipy import stats
 
 import probinfer as pi
@@ -74,6 +75,7 @@ def test_sbc_ranks_are_uniform():
     assert min(p_values.values()) > ALPHA, p_values
 
 
+@pytest.mark.slow  # a long statistical check (10-20 s): `make test-slow`
 def test_sbc_detects_a_wrong_prior():
     """Fitting with a prior 3x too narrow on mu skews the ranks: the check can fail."""
     p_values = sbc_p_values(fit_prior_scale=1.0 / 3.0)
