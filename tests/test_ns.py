@@ -467,6 +467,20 @@ def test_sample_with_ns_gives_equally_weighted_draws_as_one_chain():
 # Bad input
 
 
+@pytest.mark.parametrize("settings", [{}, {"emulator": True}], ids=["bound", "emulator"])
+def test_runs_in_float64(settings):
+    """With ``jax_enable_x64`` (some likelihoods need it) the counters stay int32 in every
+    branch (the bound's rejection loop, the moves that complete it, the emulator's
+    re-moves), the points are float64 and log Z is the box's."""
+    with jax.enable_x64(True):
+        result = pi.evidence(
+            box_loglikelihood, prior_transform=identity, dim=2, method="ns", live_points=100,
+            **settings, **QUIET,
+        )  # fmt: skip
+    assert result.weighted_draws["x"].dtype == np.float64
+    assert abs(result.log_z - box_log_z(2)) < Z_T * result.log_z_err, result.log_z
+
+
 @pytest.mark.parametrize(
     ("settings", "error", "match"),
     [

@@ -218,20 +218,20 @@ def draw_above_contour(
             jnp.isnan(proposal_loglikelihood) | (proposal_loglikelihood == jnp.inf)
         )
         is_accepted = in_support & ~invalid & (proposal_loglikelihood > threshold)
-        slots = filled + jnp.cumsum(is_accepted) - 1
+        slots = filled + jnp.cumsum(is_accepted, dtype=jnp.int32) - 1
         slots = jnp.where(is_accepted & (slots < num), slots, num)  # `num`: dropped
         positions = positions.at[slots].set(proposals, mode="drop")
         loglikelihood = loglikelihood.at[slots].set(proposal_loglikelihood, mode="drop")
-        num_accepted = jnp.sum(is_accepted.astype(jnp.int32))
+        num_accepted = jnp.sum(is_accepted, dtype=jnp.int32)
         return (
             key,
             positions,
             loglikelihood,
             jnp.minimum(filled + num_accepted, num),
             rounds + 1,
-            evals + jnp.sum(in_support.astype(jnp.int32)),
+            evals + jnp.sum(in_support, dtype=jnp.int32),
             accepted + num_accepted,
-            nonfinite + jnp.sum(invalid.astype(jnp.int32)),
+            nonfinite + jnp.sum(invalid, dtype=jnp.int32),
         )
 
     def unfinished(carry: tuple) -> Array:

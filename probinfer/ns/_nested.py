@@ -376,7 +376,7 @@ def nested_sampling(
             keys, jax.vmap(move.init)(starts), threshold, params
         )
         # `init` evaluates each start once; the kernel counts its own evaluations.
-        num_evals = keys.shape[0] + jnp.sum(info.num_evals)
+        num_evals = keys.shape[0] + jnp.sum(info.num_evals, dtype=jnp.int32)
         return moved.mcmc_state.position, moved.loglikelihood, info.acceptance_rate, num_evals
 
     def emulated_moves(
@@ -413,16 +413,20 @@ def nested_sampling(
 
             def redo(_: None) -> tuple[PyTree, Array, Array]:
                 new, redo_info = move.step(key, move.init(start), threshold, params)
-                return new.mcmc_state.position, new.loglikelihood, 1 + redo_info.num_evals
+                return (
+                    new.mcmc_state.position,
+                    new.loglikelihood,
+                    (1 + redo_info.num_evals).astype(jnp.int32),
+                )
 
             return jax.lax.cond(confirmed, keep, redo, None)
 
         positions, loglikelihood, redo_evals = jax.lax.map(
             settle, (redo_keys, starts, candidates, confirmed_loglikelihood, is_confirmed)
         )
-        num_evals = keys.shape[0] + jnp.sum(redo_evals)
-        num_emulator_evals = keys.shape[0] + jnp.sum(info.num_evals)
-        num_unconfirmed = jnp.sum((~is_confirmed).astype(jnp.int32))
+        num_evals = keys.shape[0] + jnp.sum(redo_evals, dtype=jnp.int32)
+        num_emulator_evals = keys.shape[0] + jnp.sum(info.num_evals, dtype=jnp.int32)
+        num_unconfirmed = jnp.sum(~is_confirmed, dtype=jnp.int32)
         return (
             positions, loglikelihood, info.acceptance_rate, num_evals, num_emulator_evals,
             num_unconfirmed,
@@ -453,14 +457,25 @@ def nested_sampling(
                 max_rounds,
             )
 
+        flat_starts = jax.vmap(lambda p: ravel_pytree(p)[0])(starts)
+        zero = jnp.zeros((), jnp.int32)
+
         def no_draws() -> BoundDraws:
-            return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(draw))
+            # Built from known shapes: `eval_shape(draw)` would trace the likelihood again.
+            return BoundDraws(
+                positions=jnp.zeros_like(flat_starts),
+                loglikelihood=jnp.zeros(num_delete, threshold.dtype),
+                is_filled=jnp.zeros(num_delete, bool),
+                num_evals=zero,
+                num_accepted=zero,
+                num_nonfinite=zero,
+            )
 
         draws = jax.lax.cond(is_bounded, draw, no_draws)
 
         def no_moves() -> tuple[PyTree, Array, Array, Array]:
-            moved = jax.eval_shape(true_moves, keys, starts, threshold, params)
-            return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), moved)
+            no_loglikelihood = jnp.zeros(num_delete, threshold.dtype)
+            return starts, no_loglikelihood, no_loglikelihood, zero
 
         moved, moved_loglikelihood, moved_acceptance, moved_evals = jax.lax.cond(
             jnp.all(draws.is_filled),
