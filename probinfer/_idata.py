@@ -26,15 +26,19 @@ def _pointwise(spec: NumPyroModel, data: PyTree, draws: dict[str, Any]) -> dict[
 
 
 def model_groups(
-    spec: Any, data: PyTree, draws: dict[str, np.ndarray], watch: CompileWatch | None = None
+    spec: Any,
+    data: PyTree,
+    draws: dict[str, np.ndarray] | None = None,
+    watch: CompileWatch | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
-    """``log_likelihood``, ``observed_data`` and ``constant_data`` groups for
+    """``observed_data``, ``constant_data`` and (given draws) ``log_likelihood`` groups for
     ``az.from_dict``.
 
     Args:
         spec: the target spec (groups only for a :class:`~probinfer.model.NumPyroModel`).
         data: its data.
-        draws: the posterior group: site name -> ``(chain, draw, ...)`` constrained values.
+        draws: the posterior group: site name -> ``(chain, draw, ...)`` constrained values;
+            None for no ``log_likelihood`` group.
         watch: accumulates compile time.
 
     Returns:
@@ -45,16 +49,14 @@ def model_groups(
     if not isinstance(spec, NumPyroModel):
         return {}
     density = spec.bind(data)
-    groups: dict[str, dict[str, np.ndarray]] = {}
-    constant = jax.device_get(density.constant_data())
-    if constant:
-        groups["constant_data"] = constant
-    observed = jax.device_get(density.observed_data())
-    if not observed:
-        return groups
-    latent = {name: draws[name] for name in spec.site_names}
-    pointwise = call_compiled(_pointwise, (spec,), (data, latent), watch or CompileWatch())
-    return {**groups, "log_likelihood": jax.device_get(pointwise), "observed_data": observed}
+    observed = density.observed_data()
+    groups = {"observed_data": observed, "constant_data": density.constant_data(observed)}
+    groups = {name: jax.device_get(group) for name, group in groups.items() if group}
+    if draws is not None and observed:
+        latent = {name: draws[name] for name in spec.site_names}
+        pointwise = call_compiled(_pointwise, (spec,), (data, latent), watch or CompileWatch())
+        groups["log_likelihood"] = jax.device_get(pointwise)
+    return groups
 
 
 def model_dims(spec: Any, data: PyTree) -> dict[str, list[str]] | None:

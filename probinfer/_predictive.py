@@ -24,7 +24,7 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 from numpyro import handlers
 
-from probinfer._idata import model_dims
+from probinfer._idata import model_dims, model_groups
 from probinfer._validation import check_count
 from probinfer.driver import CompileWatch, call_compiled
 from probinfer.model._numpyro import NumPyroModel, split_arguments
@@ -123,10 +123,9 @@ def predictive(
     latent, predicted = jax.device_get(
         call_compiled(_predict, (spec,), (data, draws, keys), CompileWatch())
     )
-    observed = jax.device_get(spec.bind(data).observed_data())
     new = az.from_dict(
         posterior_predictive={**predicted, **latent},
-        observed_data=observed or None,
+        observed_data=model_groups(spec, data).get("observed_data"),
         dims=model_dims(spec, data),
     )
     result = idata.copy()
@@ -179,11 +178,5 @@ def sample_prior(
     groups: dict[str, Any] = {"prior": latent}
     if predicted:
         groups["prior_predictive"] = predicted
-    density = spec.bind(data)
-    observed = jax.device_get(density.observed_data())
-    if observed:
-        groups["observed_data"] = observed
-    constant = jax.device_get(density.constant_data())
-    if constant:
-        groups["constant_data"] = constant
+    groups.update(model_groups(spec, data))
     return az.from_dict(**groups, dims=model_dims(spec, data))

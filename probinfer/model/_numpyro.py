@@ -315,13 +315,16 @@ class ModelDensity:
         jax.eval_shape(trace_sites)
         return dims
 
-    def constant_data(self) -> dict[str, Array]:
+    def constant_data(self, observed: dict[str, Array]) -> dict[str, Array]:
         """The model's array arguments that are not observations (covariates, known
         scales), by parameter name: ArviZ's ``constant_data`` group.
 
         An argument counts as an observation when it is an observed site's value (the same
         array, or equal to it in shape and values); arguments that are not arrays (None,
         Python numbers, pytrees) are left out.
+
+        Args:
+            observed: the observed sites' values (:meth:`observed_data`).
 
         Returns:
             Dict of parameter name to its value.
@@ -330,13 +333,12 @@ class ModelDensity:
             named = inspect.signature(self.spec.model).bind(*self._args, **self._kwargs).arguments
         except (TypeError, ValueError):  # a signature Python cannot bind (builtins, *args)
             return {}
-        observed = list(self.observed_data().values())
 
         def is_observation(value: Any) -> bool:
             return any(
                 value is seen
                 or (np.shape(value) == np.shape(seen) and bool(jnp.all(value == seen)))
-                for seen in observed
+                for seen in observed.values()
             )
 
         return {
