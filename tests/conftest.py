@@ -10,16 +10,28 @@
   that run third-party code which relies on rank promotion opt out with
   ``@pytest.mark.allow_rank_promotion``. ``PROBINFER_TEST_RANK_PROMOTION=allow`` turns the
   check off for a whole run (to look past a rank-promotion failure at other failures).
-- Compiled programs are dropped after every test module (``jax.clear_caches`` and the
-  driver's cache): each XLA:CPU executable holds memory mappings, and a whole suite's worth
-  of them passed Linux's default ``vm.max_map_count`` (65,530) and crashed XLA inside a
-  compile (test_nuts, after ~440 tests: 13,800 mappings after test_ns.py alone). Programs
-  are still shared between the tests of a module (module and session fixtures keep their
-  results, not their programs).
+- Compiled programs are dropped after a test module (``jax.clear_caches`` and the driver's
+  cache) once the process holds more than 20,000 memory mappings or 1.5 GB resident: each
+  XLA:CPU executable holds mappings, and a whole suite's worth of them passed Linux's
+  default ``vm.max_map_count`` (65,530) and crashed XLA inside a compile (test_nuts, after
+  ~440 tests: 13,800 mappings after test_ns.py alone). Below the bounds, programs (JAX's
+  op-by-op ones above all: every eager operation on a new shape compiles one) are shared
+  between modules too. Where ``/proc`` is missing, programs are dropped after every module.
+- XLA compiles with most optimizations off (``jax_disable_most_optimizations``): compiling
+  dominates the suite, and the light compile cut a two-module sample from 241 to 187 s.
+  Modules whose tests spend their time running rather than compiling (long chains, particle
+  filters) carry ``pytestmark = pytest.mark.optimized`` and compile fully optimized (measured
+  per module: test_particle_filter 50 -> 28 s, test_adaptation 59 -> 43 s); so does a test
+  marked ``@pytest.mark.optimized``, and a module fixture inside ``with fully_optimized():``.
+  ``PROBINFER_TEST_OPTIMIZE=1`` optimizes everything, as users compile.
+- ``make test`` runs the modules on two pytest-xdist workers (``--dist loadfile``: a module's
+  tests share one worker, so its module fixtures and programs are built once).
 - Statistical helpers live in ``tests/_stats.py`` (one place).
 """
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 NUM_DEVICES = int(os.environ.get("PROBINFER_TEST_DEVICES", "4"))
 _FLAG = "--xla_force_host_platform_device_count=4"
@@ -28,6 +40,8 @@ if NUM_DEVICES == 4 and _FLAG not in os.environ.get("XLA_FLAGS", ""):
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
+
+_OPTIMIZE_ALL = os.environ.get("PROBINFER_TEST_OPTIMIZE", "0") == "1"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -38,6 +52,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers", "four_devices: needs the four fake host devices (skipped on one device)"
+    )
+    config.addinivalue_line(
+        "markers",
+        "optimized: compile this module's programs with every XLA optimization "
+        "(its tests spend their time running, not compiling)",
     )
 
 
@@ -57,10 +76,34 @@ def _rank_promotion_raises():
         yield
 
 
+MAX_MAPPINGS_KEPT = 20_000  # under a third of Linux's default vm.max_map_count
+MAX_RESIDENT_BYTES_KEPT = 1.5e9
+
+
+def _process_usage() -> tuple[int, int] | None:
+    """The process's memory mappings and resident bytes, or None without ``/proc``."""
+    try:
+        with open("/proc/self/maps") as maps:
+            num_mappings = sum(1 for _ in maps)
+        with open("/proc/self/statm") as statm:
+            resident_pages = int(statm.read().split()[1])
+    except OSError:
+        return None
+    return num_mappings, resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
 @pytest.fixture(autouse=True, scope="module")
-def _drop_compiled_programs():
-    """Free every compiled program once a module is done (see the module docstring)."""
+def _drop_compiled_programs(request: pytest.FixtureRequest):
+    """Choose the module's XLA optimization level, and free every compiled program once the
+    module is done if the process holds too many (see the module docstring). Module-scoped
+    autouse fixtures are set up before the module's other fixtures, so its fixtures compile
+    at the chosen level too."""
+    optimize = _OPTIMIZE_ALL or request.node.get_closest_marker("optimized") is not None
+    jax.config.update("jax_disable_most_optimizations", not optimize)
     yield
+    usage = _process_usage()
+    if usage is not None and usage[0] < MAX_MAPPINGS_KEPT and usage[1] < MAX_RESIDENT_BYTES_KEPT:
+        return
     import gc
 
     from probinfer.driver import clear_cache
@@ -68,6 +111,32 @@ def _drop_compiled_programs():
     clear_cache()
     jax.clear_caches()
     gc.collect()
+
+
+@contextlib.contextmanager
+def _optimization(optimize: bool) -> Iterator[None]:
+    previous = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", not optimize)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", previous)
+
+
+@pytest.fixture(scope="session")
+def fully_optimized():
+    """``with fully_optimized(): ...`` compiles with every XLA optimization: for a module
+    fixture whose programs spend their time running (a test can be marked instead)."""
+    return lambda: _optimization(True)
+
+
+@pytest.fixture(autouse=True)
+def _optimized_test(request: pytest.FixtureRequest):
+    if request.node.get_closest_marker("optimized") is None:
+        yield
+        return
+    with _optimization(True):
+        yield
 
 
 @pytest.fixture(autouse=True)

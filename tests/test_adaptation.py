@@ -35,6 +35,9 @@ from probinfer import mcmc
 from probinfer.mcmc._dual_averaging import dual_averaging_update
 from probinfer.mcmc._window_adaptation import schedule_bounds, update_key
 
+# Long chains and filters: these tests spend their time running, not compiling.
+pytestmark = pytest.mark.optimized
+
 # ---------------------------------------------------------------------------------------
 # build_schedule
 

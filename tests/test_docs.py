@@ -1,4 +1,8 @@
-"""Docs stay true: docstring examples run, public symbols are documented, README runs."""
+"""Docs stay true: docstring examples run, public symbols are documented, README runs.
+
+The guides' examples run twice in the slow suite: small here (with checks of their
+results), at full size in the site build (tests/test_docs_site.py, every page's examples).
+"""
 
 import doctest
 import importlib
@@ -75,6 +79,7 @@ def test_readme_nngp_example_runs():
     assert namespace["predictive"].mean.shape == (2,)
 
 
+@pytest.mark.slow  # the site build (tests/test_docs_site.py) runs them at full size
 @pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # tiny budgets
 def test_nngp_guide_examples_run():
     """Every python block of docs/nngp.md runs (the NUTS one at a tiny budget)."""
@@ -89,6 +94,7 @@ def test_nngp_guide_examples_run():
     assert namespace["probabilities"].shape == (5, 2)
 
 
+@pytest.mark.slow  # the site build (tests/test_docs_site.py) runs them at full size
 def test_pfn_guide_examples_run(tmp_path, monkeypatch):
     """Both python blocks of docs/pfn.md run (the pretrained model ships with the package)."""
     monkeypatch.chdir(tmp_path)
@@ -104,6 +110,7 @@ def test_pfn_guide_examples_run(tmp_path, monkeypatch):
     assert namespace["losses"].shape == (20,)
 
 
+@pytest.mark.slow  # the site build (tests/test_docs_site.py) runs them at full size
 @pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # tiny budgets
 def test_user_guide_log_density_examples_run():
     """The plain-log-density blocks of docs/index.md run (at a tiny budget)."""
@@ -127,6 +134,7 @@ def test_driver_guide_example_runs():
     assert namespace["result"].records.shape == (50,)
 
 
+@pytest.mark.slow  # the site build (tests/test_docs_site.py) runs them at full size
 def test_smc_guide_examples_run():
     """The python blocks of docs/smc.md run (at a small size)."""
     blocks = python_blocks("smc.md")
@@ -141,6 +149,7 @@ def test_smc_guide_examples_run():
     assert namespace["state"].theta.shape == ()
 
 
+@pytest.mark.slow  # the site build (tests/test_docs_site.py) runs them at full size
 def test_ns_guide_examples_run():
     """The python blocks of docs/ns.md run (at a small size; the last with the emulator)."""
     blocks = python_blocks("ns.md")

@@ -30,6 +30,9 @@ from _stats import check_moments, failures
 
 from probinfer import mcmc
 
+# Long chains and filters: these tests spend their time running, not compiling.
+pytestmark = pytest.mark.optimized
+
 ALGORITHMS = ("rwm", "mala", "hmc", "nuts")
 
 MEAN = np.array([1.0, -2.0, 0.5, 3.0])
@@ -376,6 +379,7 @@ import jax, jax.numpy as jnp
 from probinfer import mcmc
 from probinfer.model import Target
 from probinfer.mcmc._metric import population_covariance
+
 rng = np.random.default_rng(20)
 x = jnp.asarray(rng.normal(size=(30, 20)), jnp.float32)
 y = jnp.asarray(rng.normal(size=30), jnp.float32)

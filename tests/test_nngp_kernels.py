@@ -18,6 +18,9 @@ from scipy.special import erf as scipy_erf
 from probinfer import nngp
 from probinfer.nngp import KernelState
 
+# Long chains and filters: these tests spend their time running, not compiling.
+pytestmark = pytest.mark.optimized
+
 Z = 4.0
 COVARIANCES = [(1.3, 0.7, 0.5), (2.0, 2.0, -1.9), (0.4, 3.0, 0.0), (1.0, 1.0, 0.999)]
 

@@ -56,16 +56,18 @@ def _perfect_runs(key, num_runs, num_live, num_delete, num_iterations, scale):
 
 
 @pytest.fixture(scope="module")
-def perfect():
+def perfect(fully_optimized):
     """400 perfect runs (n = 100, k = 10), L = exp(-X / 0.001) / 0.001: Z = 1 - e^-1000,
     H = log(1/0.001) - 1 ~ 5.9 nats, so ~ 90 iterations reach the posterior bulk."""
     num_live, num_delete, num_iterations = 100, 10, 150
-    loglikelihood = _perfect_runs(
-        jax.random.key(0), 400, num_live, num_delete, num_iterations, 1e-3
-    )
-    counts = ns.removal_counts(num_live, num_delete, num_iterations)
-    keys = jax.random.split(jax.random.key(1), 400)
-    summaries = jax.jit(jax.vmap(ns.summarize, in_axes=(0, 0, None)))(keys, loglikelihood, counts)
+    with fully_optimized():  # 400 runs' simulated shrinkages: running, not compiling
+        loglikelihood = _perfect_runs(
+            jax.random.key(0), 400, num_live, num_delete, num_iterations, 1e-3
+        )
+        counts = ns.removal_counts(num_live, num_delete, num_iterations)
+        keys = jax.random.split(jax.random.key(1), 400)
+        summarize = jax.jit(jax.vmap(ns.summarize, in_axes=(0, 0, None)))
+        summaries = summarize(keys, loglikelihood, counts)
     return loglikelihood, counts, summaries
 
 
@@ -443,6 +445,7 @@ def test_step_jit_and_no_jit_agree():
     np.testing.assert_array_equal(eager_info.dead_loglikelihood, jnp.sort(state.loglikelihood)[:5])
 
 
+@pytest.mark.optimized  # the emulator's training runs, it does not compile
 @pytest.mark.parametrize("emulator", [None, True], ids=["plain", "emulator"])
 def test_interrupted_run_resumes_exactly(tmp_path, interrupt_after, emulator):
     settings = {**SMALL, "chunk_size": 5, "emulator": emulator}
@@ -468,6 +471,7 @@ def test_sample_with_ns_gives_equally_weighted_draws_as_one_chain():
 # Bad input
 
 
+@pytest.mark.optimized  # the emulator's training runs, it does not compile
 @pytest.mark.parametrize("settings", [{}, {"emulator": True}], ids=["bound", "emulator"])
 def test_runs_in_float64(settings):
     """With ``jax_enable_x64`` (some likelihoods need it) the counters stay int32 in every

@@ -25,6 +25,9 @@ from _stats import check_expectation
 
 from probinfer import smc
 
+# Long chains and filters: these tests spend their time running, not compiling.
+pytestmark = pytest.mark.optimized
+
 PHI, Q, R = 0.8, 0.6, 0.5
 NUM_TIMES = 40
 

@@ -41,6 +41,7 @@ from probinfer.mcmc._window_adaptation import (
 )
 
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (rwm, mala, hmc, nuts)}
+"""The algorithms ``window_adaptation`` and ``pi.sample(method=...)`` tune, by name."""
 
 __all__ = [
     "ALGORITHMS",

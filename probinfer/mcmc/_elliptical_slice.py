@@ -242,3 +242,6 @@ class EllipticalSlice(Algorithm):
 
 
 elliptical_slice = EllipticalSlice()
+"""Elliptical slice sampling (Murray et al., 2010) for a Gaussian prior times a likelihood:
+``elliptical_slice(loglikelihood_fn, mean=..., cov=...)`` (or ``cov_cholesky=``) returns a
+``Kernel``."""

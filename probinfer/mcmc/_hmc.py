@@ -110,3 +110,6 @@ hmc = Algorithm(
     uses_gradient=True,
     dense_metric_max_dim=DENSE_MASS_MATRIX_MAX_DIM,
 )
+"""Hamiltonian Monte Carlo with a fixed number of leapfrog steps (``num_integration_steps``,
+default 16) and a Metropolis correction. ``hmc(logdensity_fn, step_size,
+inverse_mass_matrix=None, **options)`` returns a ``Kernel``."""

@@ -79,3 +79,5 @@ mala = Algorithm(
     uses_gradient=True,
     has_cumulative_warmup=True,
 )
+"""The Metropolis-adjusted Langevin algorithm: one Langevin step, Metropolis-corrected.
+``mala(logdensity_fn, step_size, inverse_mass_matrix=None)`` returns a ``Kernel``."""

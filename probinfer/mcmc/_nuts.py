@@ -405,3 +405,6 @@ nuts = Algorithm(
     uses_gradient=True,
     dense_metric_max_dim=DENSE_MASS_MATRIX_MAX_DIM,
 )
+"""The No-U-Turn Sampler (multinomial, with Stan's generalized U-turn checks across
+subtrees). ``nuts(logdensity_fn, step_size, inverse_mass_matrix=None,
+max_num_doublings=10, divergence_threshold=1000)`` returns a ``Kernel``."""

@@ -101,3 +101,6 @@ rwm = Algorithm(
     uses_gradient=False,
     has_cumulative_warmup=True,
 )
+"""Random-walk Metropolis with a Gaussian proposal of covariance
+``step_size**2 * inverse_mass_matrix``. ``rwm(logdensity_fn, step_size,
+inverse_mass_matrix=None)`` returns a ``Kernel``."""

@@ -164,3 +164,6 @@ slice_sampler = Algorithm(
     target_acceptance=None,
     uses_gradient=False,
 )
+"""Slice sampling along a random direction, with stepping out and shrinkage (Neal, 2003).
+``slice_sampler(logdensity_fn, step_size, inverse_mass_matrix=None)`` returns a
+``Kernel``; the step size is the initial slice width."""
