@@ -23,7 +23,9 @@
   filters) carry ``pytestmark = pytest.mark.optimized`` and compile fully optimized (measured
   per module: test_particle_filter 50 -> 28 s, test_adaptation 59 -> 43 s); so does a test
   marked ``@pytest.mark.optimized``, and a module fixture inside ``with fully_optimized():``.
-  ``PROBINFER_TEST_OPTIMIZE=1`` optimizes everything, as users compile.
+  ``PROBINFER_TEST_OPTIMIZE=1`` optimizes everything, as users compile. The level is not
+  part of JAX's cache key: a program reused from another module keeps the level it was
+  compiled at (which changes its speed, not what the test checks).
 - ``make test`` runs the modules on two pytest-xdist workers (``--dist loadfile``: a module's
   tests share one worker, so its module fixtures and programs are built once).
 - Statistical helpers live in ``tests/_stats.py`` (one place).
@@ -55,8 +57,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line(
         "markers",
-        "optimized: compile this module's programs with every XLA optimization "
-        "(its tests spend their time running, not compiling)",
+        "optimized: compile this module's (or this test's) programs with every XLA "
+        "optimization (they spend their time running, not compiling)",
     )
 
 

@@ -22,6 +22,9 @@ from scipy import stats
 import probinfer as pi
 from probinfer.diagnostics import SamplingWarning
 
+# 200 replicate runs of one compiled program: running, not compiling.
+pytestmark = pytest.mark.optimized
+
 NUM_OBSERVATIONS = 5
 NUM_REPLICATES = 200
 NUM_THINNED = 99  # ranks take values 0..99: 10 bins of 10
