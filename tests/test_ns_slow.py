@@ -7,7 +7,8 @@ import pytest
 import probinfer as pi
 from tests.test_ns import Z_T, box_log_z, box_loglikelihood, identity
 
-pytestmark = pytest.mark.slow
+# Repeated long runs: they spend their time running, not compiling.
+pytestmark = [pytest.mark.slow, pytest.mark.optimized]
 
 
 @pytest.mark.parametrize("dim", [10, 30])

@@ -20,6 +20,9 @@ import models
 import probinfer as pi
 from probinfer.diagnostics import SamplingWarning
 
+# 4 chains x 2000 draws per zoo model: these tests spend their time running.
+pytestmark = pytest.mark.optimized
+
 MODELS = [name for name in models.names() if name not in ("neals_funnel", "gaussian_mixture_2d")]
 # Divergences every NUTS implementation has on these models (docs/benchmarks.md), and the
 # few non-finite proposals (exp overflow) at their far ends: expected, so only those two
