@@ -95,13 +95,9 @@ def _process_usage() -> tuple[int, int] | None:
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _drop_compiled_programs(request: pytest.FixtureRequest):
-    """Choose the module's XLA optimization level, and free every compiled program once the
-    module is done if the process holds too many (see the module docstring). Module-scoped
-    autouse fixtures are set up before the module's other fixtures, so its fixtures compile
-    at the chosen level too."""
-    optimize = _OPTIMIZE_ALL or request.node.get_closest_marker("optimized") is not None
-    jax.config.update("jax_disable_most_optimizations", not optimize)
+def _drop_compiled_programs():
+    """Free every compiled program once a module is done, if the process holds too many
+    (see the module docstring)."""
     yield
     usage = _process_usage()
     if usage is not None and usage[0] < MAX_MAPPINGS_KEPT and usage[1] < MAX_RESIDENT_BYTES_KEPT:
@@ -132,8 +128,19 @@ def fully_optimized():
     return lambda: _optimization(True)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _module_optimization(request: pytest.FixtureRequest):
+    """The module's XLA optimization level: full when the module is marked ``optimized``.
+    Module-scoped autouse fixtures are set up before the module's other fixtures, so those
+    compile at this level too."""
+    marked = request.node.get_closest_marker("optimized") is not None
+    with _optimization(_OPTIMIZE_ALL or marked):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _optimized_test(request: pytest.FixtureRequest):
+    """Full optimization for a test marked ``optimized`` (a marked module already has it)."""
     if request.node.get_closest_marker("optimized") is None:
         yield
         return

@@ -35,7 +35,8 @@ from probinfer import mcmc
 from probinfer.mcmc._dual_averaging import dual_averaging_update
 from probinfer.mcmc._window_adaptation import schedule_bounds, update_key
 
-# Long chains and filters: these tests spend their time running, not compiling.
+# Long warm-ups checked against Stan's estimates: these tests spend their time running,
+# not compiling.
 pytestmark = pytest.mark.optimized
 
 # ---------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from _stats import check_moments, failures
 
 from probinfer import mcmc
 
-# Long chains and filters: these tests spend their time running, not compiling.
+# Long chains: these tests spend their time running, not compiling.
 pytestmark = pytest.mark.optimized
 
 ALGORITHMS = ("rwm", "mala", "hmc", "nuts")

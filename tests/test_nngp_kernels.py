@@ -18,7 +18,7 @@ from scipy.special import erf as scipy_erf
 from probinfer import nngp
 from probinfer.nngp import KernelState
 
-# Long chains and filters: these tests spend their time running, not compiling.
+# Thousands of random wide networks: these tests spend their time running, not compiling.
 pytestmark = pytest.mark.optimized
 
 Z = 4.0

@@ -25,7 +25,7 @@ from _stats import check_expectation
 
 from probinfer import smc
 
-# Long chains and filters: these tests spend their time running, not compiling.
+# Particle filters over long series, PMMH chains: these tests spend their time running.
 pytestmark = pytest.mark.optimized
 
 PHI, Q, R = 0.8, 0.6, 0.5

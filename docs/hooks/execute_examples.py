@@ -34,7 +34,6 @@ import tempfile
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +46,6 @@ FENCE = re.compile(r"^```(python|console)\n(.*?)^```[ \t]*$", re.DOTALL | re.MUL
 COMMAND_TIMEOUT_SECONDS = 600
 FIGURE_DPI = 80
 OUTPUT_COLUMNS = 110
-
-
-@contextlib.contextmanager
-def _working_directory(path: str) -> Iterator[None]:
-    previous = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
 
 
 def on_config(config: Any, **kwargs: Any) -> Any:
@@ -81,7 +70,7 @@ def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
     pieces: list[str] = []
     position = 0
     start = time.perf_counter()
-    with tempfile.TemporaryDirectory() as workdir, _working_directory(workdir):
+    with tempfile.TemporaryDirectory() as workdir, contextlib.chdir(workdir):
         for number, match in enumerate(FENCE.finditer(markdown), start=1):
             pieces.append(markdown[position : match.end()])
             position = match.end()
