@@ -5,6 +5,11 @@
 - ``probinfer pfn train --config CONFIG.json --out DIR``: train (or resume) a PFN.
 - ``probinfer pfn predict --data DATA.json [--model DIR]``: a PFN's posterior predictive
   (default model: the pretrained GP PFN shipped with the package).
+- ``probinfer dt train --config CONFIG.json --out DIR``: train (or resume) a distribution
+  transformer.
+- ``probinfer dt posterior --data DATA.json [--model DIR]``: a Gaussian-mixture prior plus
+  linear-Gaussian data to the transformer's posterior mixture (default model: the shipped
+  2-d one).
 """
 
 from __future__ import annotations
@@ -224,6 +229,66 @@ def _pfn_predict(arguments: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _dt_train(arguments: argparse.Namespace, console: Console) -> int:
+    from probinfer import amortize
+
+    try:
+        config = json.loads(Path(arguments.config).read_text())
+        task = amortize.task_from_spec(config["task"])
+        training = amortize.DTTrainingConfig(**config.get("training", {}))
+    except (OSError, KeyError, TypeError, ValueError) as error:
+        console.print(
+            f"[red]bad config {arguments.config}: {error}. Expected "
+            '{"task": {"type": "linear_gaussian", "dim": ...}, "training": {...}}.',
+            soft_wrap=True,
+        )
+        return 2
+    _, losses = amortize.train_dt(
+        task, training, checkpoint_dir=arguments.out, progress=not arguments.quiet
+    )
+    if losses.size:
+        console.print(f"final loss (mean of last 100 steps): {losses[-100:].mean():.4f}")
+    console.print(f"model in {arguments.out}")
+    return 0
+
+
+def _dt_posterior(arguments: argparse.Namespace, console: Console) -> int:
+    from probinfer import amortize
+
+    model = amortize.load_dt(arguments.model or amortize.PRETRAINED_DT_2D)
+    data = json.loads(Path(arguments.data).read_text())
+    try:
+        prior_spec = data["prior"]
+        prior = amortize.gaussian_mixture(
+            prior_spec["weights"], prior_spec["means"], prior_spec["covariances"]
+        )
+        observations = amortize.linear_gaussian_data(
+            data["design"], data["values"], data["noise_sd"], dim=prior.dim
+        )
+    except KeyError as error:
+        raise ValueError(
+            f"{arguments.data} lacks {error}; expected "
+            '{"prior": {"weights", "means", "covariances"}, "design", "values", "noise_sd"}.'
+        ) from None
+    result = amortize.posterior(model, prior, observations)
+    text = json.dumps(
+        {
+            "weights": result.weights.tolist(),
+            "means": result.means.tolist(),
+            "covariances": result.component_covariances.tolist(),
+            "mean": result.mean.tolist(),
+            "covariance": result.covariance.tolist(),
+        },
+        indent=2,
+    )
+    if arguments.out:
+        Path(arguments.out).write_text(text)
+        console.print(f"wrote {arguments.out}")
+    else:
+        console.print(text, markup=False, soft_wrap=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``probinfer`` command.
 
@@ -282,6 +347,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--model", help="trained model folder (default: the pretrained GP PFN)")
     predict.add_argument("--out", help="JSON file for the predictions (default: print)")
+
+    dt = commands.add_parser("dt", help="train or use a distribution transformer")
+    dt_commands = dt.add_subparsers(dest="dt_command", required=True)
+    dt_train = dt_commands.add_parser("train", help="train (or resume) from a JSON config")
+    dt_train.add_argument(
+        "--config", required=True, help='JSON: {"task": {...}, "training": {...}}'
+    )
+    dt_train.add_argument("--out", required=True, help="checkpoint folder (resumed if present)")
+    dt_train.add_argument("--quiet", action="store_true", help="no progress bar")
+    dt_posterior = dt_commands.add_parser("posterior", help="posterior mixture for a prior + data")
+    dt_posterior.add_argument(
+        "--data",
+        required=True,
+        help='JSON: {"prior": {"weights", "means", "covariances"}, "design", "values", "noise_sd"}',
+    )
+    dt_posterior.add_argument("--model", help="trained model folder (default: the shipped 2-d one)")
+    dt_posterior.add_argument("--out", help="JSON file for the posterior (default: print)")
     return parser
 
 
@@ -304,6 +386,10 @@ def main(argv: list[str] | None = None) -> int:
             if arguments.pfn_command == "train":
                 return _pfn_train(arguments, console)
             return _pfn_predict(arguments, console)
+        if arguments.command == "dt":
+            if arguments.dt_command == "train":
+                return _dt_train(arguments, console)
+            return _dt_posterior(arguments, console)
         return _sample(arguments, console)
     except Exception as error:  # a user's model, data or settings: one line, exit 2
         if arguments.debug:

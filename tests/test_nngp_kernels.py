@@ -135,6 +135,7 @@ def wide_network_outputs():
     }
 
 
+@pytest.mark.slow  # a long statistical check (2,000 networks per stack, 30 s): `make test-slow`
 @pytest.mark.parametrize("name", sorted(STACKS))
 def test_nngp_matches_wide_network_covariance(name, wide_network_outputs):
     """False-failure rate: 0/40 seeds per stack (10 z-scores each, z = 4)."""

@@ -201,6 +201,7 @@ def test_predictive_sampling_matches_moments():
             assert check.ok, check
 
 
+@pytest.mark.slow  # a long statistical check (21 s): `make test-slow`
 def test_nuts_over_scale_matches_quadrature_posterior():
     """``probinfer.sample`` on the NumPyro model vs the quadrature posterior of log s."""
     x, y, _, _ = _data(num_train=15)

@@ -72,6 +72,7 @@ def sbc_p_values(fit_prior_scale: float) -> dict[str, float]:
     return p_values
 
 
+@pytest.mark.slow  # a long statistical check (18 s): `make test-slow`
 def test_sbc_ranks_are_uniform():
     """Ranks of mu and sigma are uniform (false-failure rate ~1e-4 by construction)."""
     p_values = sbc_p_values(fit_prior_scale=1.0)

@@ -1,14 +1,27 @@
-"""Amortized inference: prior-data fitted networks (PFNs).
+"""Amortized inference: prior-data fitted networks (PFNs) and distribution transformers.
 
 A PFN is a transformer trained on datasets drawn from a prior to predict held-out targets;
 after training, one forward pass gives the posterior predictive of a new dataset
 (Müller et al., 2022). ``priors`` holds the dataset priors, ``pfn`` the network,
 :func:`train` the resumable training loop and :func:`predict` the checked prediction.
+
+A distribution transformer maps a Gaussian-mixture prior plus data to a Gaussian-mixture
+posterior (Whittle et al.): ``mixture`` holds the distributions, ``dt_tasks`` the
+meta-priors it is trained on, :func:`train_dt` the training loop, :func:`posterior` the
+checked call and :func:`evaluate_dt` the comparison with the exact posterior.
 """
 
 from pathlib import Path
 
 from probinfer.amortize._bar import BarDistribution
+from probinfer.amortize._dt_evaluation import DTEvaluation, evaluate_dt, exact_posterior
+from probinfer.amortize._dt_training import (
+    DTTrainingConfig,
+    DTTrainState,
+    dt_batch_loss,
+    load_dt,
+    train_dt,
+)
 from probinfer.amortize._predict import PFNPredictive, load, predict, prior_from_spec
 from probinfer.amortize._training import (
     TrainingConfig,
@@ -19,6 +32,24 @@ from probinfer.amortize._training import (
     make_optimizer,
     save_checkpoint,
     train,
+)
+from probinfer.amortize.distribution_transformer import (
+    CrossAttentionLayer,
+    DistributionTransformer,
+    posterior,
+)
+from probinfer.amortize.dt_tasks import (
+    AbstractPosteriorTask,
+    LinearGaussianTask,
+    TrainingExample,
+    sample_examples,
+    task_from_spec,
+)
+from probinfer.amortize.mixture import (
+    GaussianMixture,
+    LinearGaussianData,
+    gaussian_mixture,
+    linear_gaussian_data,
 )
 from probinfer.amortize.pfn import PFN, TransformerLayer, attention_mask
 from probinfer.amortize.priors import (
@@ -36,8 +67,35 @@ PRETRAINED_GP = Path(__file__).parent / "pretrained" / "gp_rbf"
 PRETRAINED_GP_HYPER = Path(__file__).parent / "pretrained" / "gp_hyper"
 """The shipped PFN for a GP with log-normal hyperpriors (``pretrained/gp_hyper/README.md``)."""
 
+PRETRAINED_DT_2D = Path(__file__).parent / "pretrained" / "dt_linear_gaussian_2d"
+"""The shipped 2-d distribution transformer (``pretrained/dt_linear_gaussian_2d/README.md``)."""
+PRETRAINED_DT_1D = Path(__file__).parent / "pretrained" / "dt_linear_gaussian_1d"
+"""The shipped 1-d distribution transformer (``pretrained/dt_linear_gaussian_1d/README.md``)."""
+
 __all__ = [
     "PFN",
+    "PRETRAINED_DT_1D",
+    "PRETRAINED_DT_2D",
+    "AbstractPosteriorTask",
+    "CrossAttentionLayer",
+    "DTEvaluation",
+    "DTTrainState",
+    "DTTrainingConfig",
+    "DistributionTransformer",
+    "GaussianMixture",
+    "LinearGaussianData",
+    "LinearGaussianTask",
+    "TrainingExample",
+    "dt_batch_loss",
+    "evaluate_dt",
+    "exact_posterior",
+    "gaussian_mixture",
+    "linear_gaussian_data",
+    "load_dt",
+    "posterior",
+    "sample_examples",
+    "task_from_spec",
+    "train_dt",
     "PRETRAINED_GP",
     "PRETRAINED_GP_HYPER",
     "AbstractDatasetPrior",

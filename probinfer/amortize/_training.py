@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
 import equinox as eqx
 import jax
@@ -117,7 +118,22 @@ def trainable(model: PFN) -> PFN:
     return eqx.tree_at(lambda m: m.bar.borders, spec, replace=False)
 
 
-def make_optimizer(config: TrainingConfig) -> optax.GradientTransformation:
+class OptimizerSettings(Protocol):
+    """The settings :func:`make_optimizer` reads (every training config has them)."""
+
+    @property
+    def num_steps(self) -> int: ...
+    @property
+    def learning_rate(self) -> float: ...
+    @property
+    def warmup_steps(self) -> int: ...
+    @property
+    def weight_decay(self) -> float: ...
+    @property
+    def clip_norm(self) -> float: ...
+
+
+def make_optimizer(config: OptimizerSettings) -> optax.GradientTransformation:
     """Clipping, then AdamW on a linear warm-up + cosine decay schedule."""
     schedule = optax.warmup_cosine_decay_schedule(
         0.0,
@@ -211,17 +227,19 @@ def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> Trai
     return TrainState(model, opt_state, jax.random.key_data(key), state.step)
 
 
-class _TrainStep(NamedTuple):
+class TrainStep(NamedTuple):
     """One optimiser step on ``(trainable params, optimiser state)``; records the loss.
 
-    Hashable (the settings and the non-array parts of the prior and of the frozen model),
-    so that the driver compiles it once per architecture and prior structure: the arrays
-    (prior parameters, bucket borders) arrive in ``shared``.
+    Hashable (the settings, the loss function and the non-array parts of the prior and of
+    the frozen model), so that the driver compiles it once per architecture and prior
+    structure: the arrays (prior parameters, bucket borders) arrive in ``shared``.
+    ``loss_fn(model, key, prior, config)`` is the batch loss (a module-level function).
     """
 
-    config: TrainingConfig
-    prior_structure: AbstractDatasetPrior
-    frozen_structure: PFN
+    config: Any
+    loss_fn: Callable[[Any, PRNGKeyArray, Any, Any], Array]
+    prior_structure: Any
+    frozen_structure: Any
 
     def __call__(
         self, key: PRNGKeyArray, state: tuple, step_index: Array, shared: tuple
@@ -231,7 +249,7 @@ class _TrainStep(NamedTuple):
         prior = eqx.combine(prior_arrays, self.prior_structure)
         frozen = eqx.combine(frozen_arrays, self.frozen_structure)
         loss, grads = jax.value_and_grad(
-            lambda p: batch_loss(eqx.combine(p, frozen), key, prior, self.config)
+            lambda p: self.loss_fn(eqx.combine(p, frozen), key, prior, self.config)
         )(params)
         updates, opt_state = make_optimizer(self.config).update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
@@ -333,8 +351,9 @@ def train(
         frozen_arrays, frozen_structure = eqx.partition(static, eqx.is_array)
         result = drive(
             # The seed and chunk size do not enter a step: one program for every seed.
-            _TrainStep(
+            TrainStep(
                 dataclasses.replace(config, seed=0, steps_per_chunk=1),
+                batch_loss,
                 prior_structure,
                 frozen_structure,
             ),

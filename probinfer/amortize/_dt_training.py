@@ -1,0 +1,259 @@
+"""Training a distribution transformer on examples drawn fresh from a task, resumably.
+
+Each step draws ``batch_size`` examples (meta-prior -> prior -> latent -> data) and
+minimises the mean ``-log q(theta | prior, data)``. Optimiser, chunked driver loop,
+progress bar and atomic checkpoints are the PFN's (:mod:`probinfer.amortize._training`):
+step ``t`` uses ``fold_in(key, t)``, so a resumed run continues exactly as the
+uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, PRNGKeyArray
+
+from probinfer.amortize._training import TrainStep, make_optimizer
+from probinfer.amortize.distribution_transformer import DistributionTransformer
+from probinfer.amortize.dt_tasks import AbstractPosteriorTask, sample_examples, task_from_spec
+from probinfer.checkpoint import atomic_write
+from probinfer.driver import drive, progress_bar
+
+MODEL_FILE = "model.eqx"
+STATE_FILE = "state.eqx"
+CONFIG_FILE = "config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class DTTrainingConfig:
+    """Everything that defines a distribution-transformer training run.
+
+    Attributes:
+        num_steps: optimiser steps.
+        batch_size: examples per step.
+        width: token width.
+        num_layers: decoder layers (cross-attention, self-attention, MLP each).
+        num_heads: attention heads.
+        mlp_width: MLP hidden width.
+        learning_rate: peak learning rate.
+        warmup_steps: linear warm-up steps.
+        weight_decay: AdamW weight decay.
+        clip_norm: global gradient-norm clip.
+        steps_per_chunk: steps per jitted chunk (progress and checkpoints between chunks).
+        seed: PRNG seed.
+    """
+
+    num_steps: int = 20_000
+    batch_size: int = 128
+    width: int = 64
+    num_layers: int = 3
+    num_heads: int = 4
+    mlp_width: int = 128
+    learning_rate: float = 1e-3
+    warmup_steps: int = 500
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0
+    steps_per_chunk: int = 100
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = ("num_steps", "batch_size", "width", "num_layers", "num_heads",
+                    "mlp_width", "steps_per_chunk")  # fmt: skip
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.width % self.num_heads:
+            raise ValueError(
+                f"`width` ({self.width}) must be divisible by `num_heads` ({self.num_heads})."
+            )
+        if not self.learning_rate > 0:
+            raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
+
+
+class DTTrainState(eqx.Module):
+    """Everything a resumed run needs.
+
+    Attributes:
+        model: the distribution transformer.
+        opt_state: the optax state.
+        key: the run's base key data (``uint32``; step ``t`` uses ``fold_in(key, t)``).
+        step: steps taken.
+    """
+
+    model: DistributionTransformer
+    opt_state: Any
+    key: Array
+    step: Array
+
+
+def build_dt(
+    task: AbstractPosteriorTask, config: DTTrainingConfig, *, key: PRNGKeyArray
+) -> DistributionTransformer:
+    """A freshly initialised transformer for ``task``'s dimension and sizes."""
+    return DistributionTransformer(
+        task.dim,
+        max_components=task.max_components,
+        max_observations=task.max_observations,
+        width=config.width,
+        num_layers=config.num_layers,
+        num_heads=config.num_heads,
+        mlp_width=config.mlp_width,
+        key=key,
+    )
+
+
+def dt_batch_loss(
+    model: DistributionTransformer,
+    key: PRNGKeyArray,
+    task: AbstractPosteriorTask,
+    config: DTTrainingConfig,
+) -> Array:
+    """Mean ``-log q(theta | prior, data)`` (nats) over one batch of fresh examples."""
+    examples = sample_examples(key, task, config.batch_size)
+
+    def log_q(example: Any) -> Array:
+        posterior = model(
+            example.prior,
+            example.data,
+            component_mask=example.component_mask,
+            observation_mask=example.observation_mask,
+        )
+        return posterior.log_prob(example.theta)
+
+    return -jnp.mean(jax.vmap(log_q)(examples))
+
+
+def _initial_state(task: AbstractPosteriorTask, config: DTTrainingConfig) -> DTTrainState:
+    key_model, key_run = jax.random.split(jax.random.key(config.seed))
+    model = build_dt(task, config, key=key_model)
+    opt_state = make_optimizer(config).init(eqx.filter(model, eqx.is_inexact_array))
+    return DTTrainState(model, opt_state, jax.random.key_data(key_run), jnp.asarray(0, jnp.int32))
+
+
+def _save(folder: Path, state: DTTrainState, config: DTTrainingConfig, task_spec: dict) -> None:
+    """Write the training state, the model alone and the config, each atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / STATE_FILE, lambda f: eqx.tree_serialise_leaves(f, state))
+    atomic_write(folder / MODEL_FILE, lambda f: eqx.tree_serialise_leaves(f, state.model))
+    payload = {"training": dataclasses.asdict(config), "task": task_spec, "step": int(state.step)}
+
+    def write_config(file: BinaryIO) -> None:
+        file.write(json.dumps(payload, indent=2).encode())
+
+    atomic_write(folder / CONFIG_FILE, write_config)
+
+
+def train_dt(
+    task: AbstractPosteriorTask,
+    config: DTTrainingConfig,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> tuple[DistributionTransformer, np.ndarray]:
+    """Train (or resume training) a distribution transformer on ``task``.
+
+    Args:
+        task: the meta-prior and data model (e.g. :class:`LinearGaussianTask`).
+        config: the run's settings.
+        checkpoint_dir: folder for checkpoints after every chunk; an existing checkpoint
+            there with the same config and task is resumed.
+        progress: show a progress bar.
+        stop_after: stop after this many total steps (for tests of interruption).
+
+    Returns:
+        The model and the per-step losses (nats per example) of this call.
+
+    Raises:
+        ValueError: if the checkpoint folder holds a run with another config or task.
+        FloatingPointError: if the weights become non-finite (checked after every chunk,
+            before it is saved).
+    """
+    folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+    task_spec = task.spec()
+    state = _initial_state(task, config)
+    if folder is not None and (folder / STATE_FILE).exists():
+        saved = json.loads((folder / CONFIG_FILE).read_text())
+        if saved["training"] != dataclasses.asdict(config) or saved["task"] != task_spec:
+            raise ValueError(
+                f"{folder} holds a checkpoint of a different run (config or task differ); "
+                "pass a new `checkpoint_dir` or the original settings to resume."
+            )
+        state = eqx.tree_deserialise_leaves(folder / STATE_FILE, state)
+    end = config.num_steps if stop_after is None else min(stop_after, config.num_steps)
+    params, static = eqx.partition(state.model, eqx.is_inexact_array)
+
+    def save(loop_state: tuple, step: int) -> None:
+        finite = jax.tree.leaves(jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), loop_state[0]))
+        if not all(bool(leaf) for leaf in finite):
+            kept = "" if folder is None else f"; the checkpoint in {folder} is the last good one"
+            raise FloatingPointError(
+                f"training diverged before step {step}: the weights hold NaN or infinite "
+                f"values{kept}. Lower `learning_rate` or `clip_norm`."
+            )
+        if folder is not None:
+            model = eqx.combine(loop_state[0], static)
+            saved = DTTrainState(model, loop_state[1], state.key, jnp.asarray(step, jnp.int32))
+            _save(folder, saved, config, task_spec)
+
+    with progress_bar(progress, config.num_steps, "DT training") as bar:
+        task_arrays, task_structure = eqx.partition(task, eqx.is_array)
+        frozen_arrays, frozen_structure = eqx.partition(static, eqx.is_array)
+        result = drive(
+            # The seed and chunk size do not enter a step: one program for every seed.
+            TrainStep(
+                dataclasses.replace(config, seed=0, steps_per_chunk=1),
+                dt_batch_loss,
+                task_structure,
+                frozen_structure,
+            ),
+            (params, state.opt_state),
+            jax.random.wrap_key_data(state.key),
+            shared=(task_arrays, frozen_arrays),
+            num_steps=max(end, int(state.step)),
+            first_step=int(state.step),
+            chunk_size=config.steps_per_chunk,
+            progress=bar,
+            progress_fn=lambda losses: {"loss": float(losses.mean())},
+            after_chunk_fn=save,
+            description="DT training",
+        )
+    return eqx.combine(result.state[0], static), result.records
+
+
+def load_dt(folder: str | Path) -> DistributionTransformer:
+    """Load a distribution transformer saved by :func:`train_dt`.
+
+    Works with or without ``jax_enable_x64`` (the weights are float32 on disk).
+
+    Args:
+        folder: the checkpoint folder (``config.json`` and ``model.eqx``).
+
+    Returns:
+        The model.
+
+    Raises:
+        FileNotFoundError: if the folder lacks the files.
+    """
+    folder = Path(folder)
+    for name in (CONFIG_FILE, MODEL_FILE):
+        if not (folder / name).exists():
+            raise FileNotFoundError(
+                f"{folder / name} not found; pass a folder written by `train_dt` "
+                "(or `probinfer dt train`)."
+            )
+    saved = json.loads((folder / CONFIG_FILE).read_text())
+    config = DTTrainingConfig(**saved["training"])
+    skeleton = build_dt(task_from_spec(saved["task"]), config, key=jax.random.key(0))
+    # Under x64 the skeleton's fresh weights are float64; the file holds float32.
+    skeleton = jax.tree.map(
+        lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, skeleton
+    )
+    return eqx.tree_deserialise_leaves(folder / MODEL_FILE, skeleton)

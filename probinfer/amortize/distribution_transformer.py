@@ -1,0 +1,424 @@
+"""Distribution transformers: a Gaussian-mixture prior plus data to a Gaussian-mixture posterior.
+
+After Whittle et al., "Distribution Transformers: Fast Approximate Bayesian Inference With
+On-The-Fly Prior Adaptation". Each prior component becomes a token (its log weight, mean,
+log Cholesky diagonal and strictly lower Cholesky entries, embedded by an MLP); each
+observation becomes a token (embedded by an MLP of its observation type). Every layer lets
+the component tokens attend to the observations (cross-attention, with one learned *null*
+observation always present, so no data is a valid input) and then to each other
+(self-attention and an MLP: the PFN's :class:`~probinfer.amortize.TransformerLayer`). A
+decoder maps each output token to a *change* of its component's parameters. Residual
+branches and the decoder start at zero, so an untrained network returns the prior.
+
+The network works in the prior's standardised frame: the latent is shifted by the prior's
+mean and divided by its per-axis standard deviation, and each linear-Gaussian observation
+is divided by its noise. The answer is then exactly equivariant to a shift and a positive
+rescaling of each latent axis and to a positive rescaling of each observation, so a prior
+far narrower or wider than any seen in training (a filter's prior late in a run) is the
+same problem as a standard one, as long as each observation's information relative to the
+prior (``|a * s| / noise``) stays in the trained range.
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
+
+from probinfer.amortize.dt_tasks import masked_log_weights
+from probinfer.amortize.mixture import GaussianMixture, LinearGaussianData
+from probinfer.amortize.pfn import TransformerLayer
+
+
+def token_size(dim: int) -> int:
+    """Length of a component token: log weight, mean, log diagonal, strictly lower part."""
+    return 1 + 2 * dim + dim * (dim - 1) // 2
+
+
+def _symlog(x: Array) -> Array:
+    return jnp.sign(x) * jnp.log1p(jnp.abs(x))
+
+
+def observation_feature_size(dim: int) -> int:
+    """Length of an observation's features (see :func:`_observation_features`)."""
+    return 2 * (dim + 1 + dim * (dim + 1) // 2 + dim + 1)
+
+
+def _observation_features(design: Array, values: Array) -> Array:
+    """Per observation: ``a``, ``y``, the upper triangle of ``a a^T``, ``a y``, ``y^2``.
+
+    ``a`` and ``y`` are the standardised, whitened design row and value. The products are
+    what an observation adds to the exact update of a Gaussian component (precision
+    ``+ a a^T``, information ``+ a y``), so that attention, which averages, can form
+    those sums. Each feature enters raw and as ``sign(x) log(1 + |x|)``, which keeps very
+    informative observations in a range the MLP handles.
+    """
+    rows, cols = np.triu_indices(design.shape[1])
+    outer = design[:, rows] * design[:, cols]
+    raw = jnp.concatenate(
+        [design, values[:, None], outer, design * values[:, None], values[:, None] ** 2], axis=-1
+    )
+    return jnp.concatenate([raw, _symlog(raw)], axis=-1)
+
+
+def _zeroed(linear: eqx.nn.Linear) -> eqx.nn.Linear:
+    """``linear`` with zero weight and bias (a residual branch that starts at zero)."""
+    assert linear.bias is not None  # Linear has a bias unless use_bias=False
+    return eqx.tree_at(
+        lambda m: (m.weight, m.bias),
+        linear,
+        (jnp.zeros_like(linear.weight), jnp.zeros_like(linear.bias)),
+    )
+
+
+class _MLP(eqx.Module):
+    """``Linear -> GELU -> Linear``."""
+
+    first: eqx.nn.Linear
+    second: eqx.nn.Linear
+
+    def __init__(self, size_in: int, hidden: int, size_out: int, *, key: PRNGKeyArray) -> None:
+        key_first, key_second = jax.random.split(key)
+        self.first = eqx.nn.Linear(size_in, hidden, key=key_first)
+        self.second = eqx.nn.Linear(hidden, size_out, key=key_second)
+
+    def __call__(self, x: Array) -> Array:
+        return self.second(jax.nn.gelu(self.first(x)))
+
+
+class CrossAttentionLayer(eqx.Module):
+    """Pre-norm cross-attention from component tokens to observation tokens.
+
+    The output projection starts at zero, so the layer starts as the identity.
+
+    Attributes:
+        attention: multi-head attention (queries: components; keys, values: observations).
+        query_norm: layer norm of the component tokens.
+        context_norm: layer norm of the observation tokens.
+    """
+
+    attention: eqx.nn.MultiheadAttention
+    query_norm: eqx.nn.LayerNorm
+    context_norm: eqx.nn.LayerNorm
+
+    def __init__(self, width: int, num_heads: int, *, key: PRNGKeyArray) -> None:
+        attention = eqx.nn.MultiheadAttention(num_heads, width, key=key)
+        self.attention = eqx.tree_at(
+            lambda a: a.output_proj.weight, attention, jnp.zeros_like(attention.output_proj.weight)
+        )
+        self.query_norm = eqx.nn.LayerNorm(width)
+        self.context_norm = eqx.nn.LayerNorm(width)
+
+    def __call__(
+        self, tokens: Float[Array, "K width"], context: Float[Array, "M width"], mask: Array
+    ) -> Float[Array, "K width"]:
+        """``tokens`` plus attention to ``context`` (``mask[j]``: context ``j`` is real)."""
+        queries = jax.vmap(self.query_norm)(tokens)
+        keys = jax.vmap(self.context_norm)(context)
+        full_mask = jnp.broadcast_to(mask[None, :], (tokens.shape[0], context.shape[0]))
+        return tokens + self.attention(queries, keys, keys, mask=full_mask)
+
+
+class DistributionTransformer(eqx.Module):
+    """Maps a Gaussian-mixture prior and linear-Gaussian data to a mixture posterior.
+
+    Attributes:
+        component_encoder: MLP embedding of component tokens.
+        observation_encoders: one MLP per observation type.
+        null_observation: learned token every component can always attend to.
+        count_direction: added to the null token, times ``log(1 + n)``: the number of
+            observations, which attention (an average) cannot see by itself.
+        summary_projection: maps the *sum* of the observation embeddings into every
+            component token (zero-initialised). Sums are what an exact update adds up
+            (precision and information); attention only averages.
+        cross_layers: cross-attention per layer.
+        self_layers: self-attention + MLP per layer.
+        output_norm: final layer norm.
+        decoder: MLP from a token to its component's parameter change (zero-initialised
+            output).
+        dim: latent dimension (static).
+        max_components: most prior components it was trained for (static).
+        max_observations: most observations it was trained for (static).
+    """
+
+    component_encoder: _MLP
+    observation_encoders: tuple[_MLP, ...]
+    null_observation: Array
+    count_direction: Array
+    summary_projection: eqx.nn.Linear
+    cross_layers: tuple[CrossAttentionLayer, ...]
+    self_layers: tuple[TransformerLayer, ...]
+    output_norm: eqx.nn.LayerNorm
+    decoder: _MLP
+    dim: int = eqx.field(static=True)
+    max_components: int = eqx.field(static=True)
+    max_observations: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        max_components: int,
+        max_observations: int,
+        num_observation_types: int = 1,
+        width: int = 64,
+        num_layers: int = 3,
+        num_heads: int = 4,
+        mlp_width: int = 128,
+        key: PRNGKeyArray,
+    ) -> None:
+        if width % num_heads:
+            raise ValueError(f"`width` ({width}) must be divisible by `num_heads` ({num_heads}).")
+        keys = iter(jax.random.split(key, 2 * num_layers + num_observation_types + 5))
+        size = token_size(dim)
+        self.component_encoder = _MLP(size, mlp_width, width, key=next(keys))
+        self.observation_encoders = tuple(
+            _MLP(observation_feature_size(dim), mlp_width, width, key=next(keys))
+            for _ in range(num_observation_types)
+        )
+        self.null_observation = 0.02 * jax.random.normal(next(keys), (width,))
+        self.count_direction = 0.02 * jax.random.normal(next(keys), (width,))
+        self.summary_projection = _zeroed(eqx.nn.Linear(width, width, key=next(keys)))
+        self.cross_layers = tuple(
+            CrossAttentionLayer(width, num_heads, key=next(keys)) for _ in range(num_layers)
+        )
+        self.self_layers = tuple(
+            TransformerLayer(width, num_heads, mlp_width, key=next(keys)) for _ in range(num_layers)
+        )
+        self.output_norm = eqx.nn.LayerNorm(width)
+        decoder = _MLP(width, mlp_width, size, key=next(keys))
+        self.decoder = eqx.tree_at(lambda d: d.second, decoder, _zeroed(decoder.second))
+        self.dim = int(dim)
+        self.max_components = int(max_components)
+        self.max_observations = int(max_observations)
+
+    @property
+    def num_observation_types(self) -> int:
+        """How many observation types it embeds."""
+        return len(self.observation_encoders)
+
+    def __call__(
+        self,
+        prior: GaussianMixture,
+        data: LinearGaussianData,
+        *,
+        component_mask: Bool[Array, " K"] | None = None,
+        observation_mask: Bool[Array, " N"] | None = None,
+        observation_types: Int[Array, " N"] | None = None,
+    ) -> GaussianMixture:
+        """The approximate posterior, one example per call (``vmap`` over examples).
+
+        Args:
+            prior: ``K`` components over ``R^d``.
+            data: ``N`` linear-Gaussian observations (``N`` may be 0).
+            component_mask: ``(K,)`` which components are real (default: all); padded
+                ones come back with weight 0.
+            observation_mask: ``(N,)`` which observations are real (default: all).
+            observation_types: ``(N,)`` observation type per observation (default 0).
+
+        Returns:
+            The posterior mixture, ``K`` components (same order as the prior's).
+        """
+        num_components, num_observations = prior.num_components, data.num_observations
+        if component_mask is None:
+            component_mask = jnp.ones(num_components, bool)
+        if observation_mask is None:
+            observation_mask = jnp.ones(num_observations, bool)
+        if observation_types is None:
+            observation_types = jnp.zeros(num_observations, jnp.int32)
+        # Padded entries are replaced by harmless finite values first: masked attention
+        # multiplies them by zero, and 0 * NaN would still reach the real outputs.
+        prior = GaussianMixture(
+            masked_log_weights(prior.log_weights, component_mask),
+            jnp.where(component_mask[:, None], prior.means, 0.0),
+            jnp.where(component_mask[:, None, None], prior.scale_tril, jnp.eye(prior.dim)[None]),
+        )
+        shift, scale = prior.mean, jnp.sqrt(jnp.diagonal(prior.covariance))
+        tokens_in = _to_tokens(prior, shift, scale, component_mask)
+        tokens = jax.vmap(self.component_encoder)(tokens_in)
+
+        design, values = data.whitened()
+        design = jnp.where(observation_mask[:, None], design, 0.0)
+        values = jnp.where(observation_mask, values, 0.0)
+        features = _observation_features(design * scale[None, :], values - design @ shift)
+        by_type = jnp.stack([jax.vmap(encode)(features) for encode in self.observation_encoders])
+        observations = by_type[observation_types, jnp.arange(num_observations)]
+        count = jnp.log1p(jnp.sum(observation_mask))
+        null = self.null_observation + count * self.count_direction
+        context = jnp.concatenate([null[None], observations])
+        context_mask = jnp.concatenate([jnp.ones(1, bool), observation_mask])
+        summary = jnp.sum(jnp.where(observation_mask[:, None], observations, 0.0), axis=0)
+        tokens = tokens + self.summary_projection(summary)[None, :]
+        component_pairs = component_mask[None, :] | jnp.eye(num_components, dtype=bool)
+
+        for cross, body in zip(self.cross_layers, self.self_layers, strict=True):
+            tokens = cross(tokens, context, context_mask)
+            tokens = body(tokens, component_pairs)
+        change = jax.vmap(lambda t: self.decoder(self.output_norm(t)))(tokens)
+        return _from_tokens(tokens_in + change, shift, scale, component_mask, self.dim)
+
+
+def _to_tokens(prior: GaussianMixture, shift: Array, scale: Array, mask: Array) -> Array:
+    """``(K, token_size)`` component tokens in the standardised frame."""
+    dim = prior.dim
+    means = (prior.means - shift[None, :]) / scale[None, :]
+    trils = prior.scale_tril / scale[None, :, None]  # diag(1 / scale) @ L stays lower triangular
+    log_diagonal = jnp.log(jnp.diagonal(trils, axis1=-2, axis2=-1))
+    rows, cols = np.tril_indices(dim, -1)
+    lower = trils[:, rows, cols]
+    tokens = jnp.concatenate([prior.log_weights[:, None], means, log_diagonal, lower], axis=-1)
+    # Padded components (weight 0, log weight -inf) become zero tokens: finite, so that
+    # their rows, which nothing attends to and the output drops, stay finite in gradients.
+    return jnp.where(mask[:, None], tokens, 0.0)
+
+
+def _from_tokens(
+    tokens: Array, shift: Array, scale: Array, mask: Array, dim: int
+) -> GaussianMixture:
+    """The mixture the tokens describe, mapped back from the standardised frame."""
+    log_weights = masked_log_weights(tokens[:, 0], mask)
+    means = shift[None, :] + scale[None, :] * jnp.where(mask[:, None], tokens[:, 1 : 1 + dim], 0.0)
+    # Padded rows get no training signal: keep them finite whatever the network says.
+    diagonal = jnp.where(mask[:, None], jnp.exp(tokens[:, 1 + dim : 1 + 2 * dim]), 1.0)
+    rows, cols = np.tril_indices(dim, -1)
+    lower = jnp.where(mask[:, None], tokens[:, 1 + 2 * dim :], 0.0)
+    trils = jax.vmap(jnp.diag)(diagonal).at[:, rows, cols].set(lower)
+    return GaussianMixture(log_weights, means, scale[None, :, None] * trils)
+
+
+@eqx.filter_jit
+def _posterior(
+    model: DistributionTransformer,
+    prior: GaussianMixture,
+    data: LinearGaussianData,
+    observation_types: Array,
+    component_mask: Array,
+    observation_mask: Array,
+) -> GaussianMixture:
+    return model(
+        prior,
+        data,
+        component_mask=component_mask,
+        observation_mask=observation_mask,
+        observation_types=observation_types,
+    )
+
+
+def posterior(
+    model: DistributionTransformer,
+    prior: GaussianMixture,
+    data: LinearGaussianData,
+    *,
+    observation_types: Int[ArrayLike, " n"] | None = None,
+) -> GaussianMixture:
+    """The transformer's posterior for one prior and data set, in one compiled call.
+
+    Args:
+        model: a trained :class:`DistributionTransformer`.
+        prior: the prior (:func:`~probinfer.amortize.gaussian_mixture`), at most
+            ``model.max_components`` components over ``R^model.dim``.
+        data: the observations (:func:`~probinfer.amortize.linear_gaussian_data`), at most
+            ``model.max_observations`` of them; none gives (about) the prior back.
+        observation_types: ``(n,)`` type of each observation (default all 0).
+
+    The inputs are padded to ``model.max_components`` components and
+    ``model.max_observations`` observations (masked), so that one compiled program serves
+    every size.
+
+    Returns:
+        The posterior mixture, with the prior's number of components.
+
+    Raises:
+        TypeError: if ``prior`` or ``data`` are not the checked types.
+        ValueError: on a dimension mismatch, more components or observations than the
+            model was trained for, or observation types out of range.
+    """
+    if not isinstance(prior, GaussianMixture):
+        raise TypeError(
+            f"`prior` must be a GaussianMixture (build it with `gaussian_mixture`), got "
+            f"{type(prior).__name__}."
+        )
+    if not isinstance(data, LinearGaussianData):
+        raise TypeError(
+            f"`data` must be LinearGaussianData (build it with `linear_gaussian_data`), got "
+            f"{type(data).__name__}."
+        )
+    if prior.dim != model.dim:
+        raise ValueError(
+            f"the prior is over R^{prior.dim} but the model was trained for R^{model.dim}; "
+            "use a model trained for this dimension."
+        )
+    if data.design.shape[1] != model.dim:
+        raise ValueError(
+            f"`data.design` has {data.design.shape[1]} columns but the latent has "
+            f"{model.dim} dimensions."
+        )
+    if prior.num_components > model.max_components:
+        raise ValueError(
+            f"the prior has {prior.num_components} components but the model was trained "
+            f"for at most {model.max_components}; reduce the prior (merge or drop "
+            "components) or train a model with a larger `max_components`."
+        )
+    if data.num_observations > model.max_observations:
+        raise ValueError(
+            f"{data.num_observations} observations given but the model was trained for at "
+            f"most {model.max_observations}; split them into batches and feed each "
+            "posterior back as the next prior."
+        )
+    if observation_types is None:
+        types = np.zeros(data.num_observations, np.int32)
+    else:
+        types = np.asarray(observation_types)
+        if types.shape != (data.num_observations,) or not np.issubdtype(types.dtype, np.integer):
+            raise ValueError(
+                f"`observation_types` must be ({data.num_observations},) integers, got "
+                f"{types.shape} {types.dtype}."
+            )
+        if np.any((types < 0) | (types >= model.num_observation_types)):
+            raise ValueError(
+                f"`observation_types` must lie in [0, {model.num_observation_types}), got "
+                f"{sorted(set(types.tolist()))}."
+            )
+    for name, leaf in (("log_weights", prior.log_weights), ("means", prior.means),
+                       ("scale_tril", prior.scale_tril)):  # fmt: skip
+        if not np.all(np.isfinite(np.asarray(leaf))):
+            raise ValueError(
+                f"the prior's `{name}` holds NaN or infinite values (a failed update or "
+                "propagation upstream?); build priors with `gaussian_mixture`."
+            )
+    # Pad to the sizes the model was trained for, on the host (no per-size compilation):
+    # one compiled program serves every number of components and observations (a
+    # filter's data may vary per step).
+    num_components, num_observations = prior.num_components, data.num_observations
+    extra_components = model.max_components - num_components
+    extra_observations = model.max_observations - num_observations
+    dtype = np.result_type(prior.means.dtype, data.values.dtype)
+
+    def padded(array: Array, extra: int, fill: np.ndarray | float) -> Array:
+        host = np.asarray(array, dtype)
+        filler = np.broadcast_to(np.asarray(fill, dtype), (extra, *host.shape[1:]))
+        return jnp.asarray(np.concatenate([host, filler]))  # a transfer, not a program
+
+    padded_prior = GaussianMixture(
+        padded(prior.log_weights, extra_components, -np.inf),
+        padded(prior.means, extra_components, 0.0),
+        padded(prior.scale_tril, extra_components, np.eye(model.dim)),
+    )
+    padded_data = LinearGaussianData(
+        padded(data.design, extra_observations, 0.0),
+        padded(data.values, extra_observations, 0.0),
+        padded(data.noise_sd, extra_observations, 1.0),
+    )
+    result = _posterior(
+        model,
+        padded_prior,
+        padded_data,
+        jnp.asarray(np.pad(types, (0, extra_observations)).astype(np.int32)),
+        jnp.asarray(np.arange(model.max_components) < num_components),
+        jnp.asarray(np.arange(model.max_observations) < num_observations),
+    )
+    return GaussianMixture(
+        *(jnp.asarray(np.asarray(leaf)[:num_components]) for leaf in jax.tree.leaves(result))
+    )

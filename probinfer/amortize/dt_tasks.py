@@ -1,0 +1,226 @@
+"""Training tasks for the distribution transformer: a meta-prior over priors, then data.
+
+A task draws one training example: a Gaussian-mixture prior from its meta-prior, a latent
+``theta`` from that prior, and observations of ``theta``. The transformer is trained to
+maximise ``log q(theta | prior, data)``; in expectation over the task that is minimising
+``KL(exact posterior || q)``, so a task defines the family of priors and data that the
+trained network answers for. Examples are padded to ``max_components`` components and
+``max_observations`` observations with masks, so that a batch has one shape.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import NamedTuple
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Bool, Float, PRNGKeyArray
+
+from probinfer.amortize.mixture import GaussianMixture, LinearGaussianData
+
+
+class TrainingExample(NamedTuple):
+    """One padded example (``K = max_components``, ``N = max_observations``).
+
+    Attributes:
+        prior: the prior, ``K`` components; padded ones have weight 0 (log weight
+            ``-inf``), mean 0 and identity factor, so the prior is a normalised density.
+        component_mask: ``(K,)`` which components are real.
+        theta: ``(d,)`` the latent drawn from the prior.
+        data: ``N`` observations of ``theta``; padded ones have design 0, value 0 and unit
+            noise: the same likelihood for every ``theta``, so they leave the posterior
+            unchanged (but add ``-log(2 pi) / 2`` each to a log marginal likelihood).
+        observation_mask: ``(N,)`` which observations are real.
+    """
+
+    prior: GaussianMixture
+    component_mask: Bool[Array, " K"]
+    theta: Float[Array, " d"]
+    data: LinearGaussianData
+    observation_mask: Bool[Array, " N"]
+
+
+def masked_log_weights(log_weights: Array, mask: Array) -> Array:
+    """Log weights renormalised over the real components (padded ones get ``-inf``)."""
+    return jax.nn.log_softmax(jnp.where(mask, log_weights, -jnp.inf))
+
+
+class AbstractPosteriorTask(eqx.Module):
+    """A meta-prior over Gaussian-mixture priors and a data model.
+
+    Attributes:
+        dim: latent dimension ``d``.
+        max_components: the most prior components an example has.
+        max_observations: the most observations an example has.
+    """
+
+    dim: eqx.AbstractVar[int]
+    max_components: eqx.AbstractVar[int]
+    max_observations: eqx.AbstractVar[int]
+
+    @abc.abstractmethod
+    def sample(self, key: PRNGKeyArray) -> TrainingExample:
+        """One padded training example."""
+
+    @abc.abstractmethod
+    def spec(self) -> dict:
+        """A JSON description from which :func:`task_from_spec` rebuilds this task."""
+
+
+def _random_scale_tril(key: PRNGKeyArray, dim: int, sd: Array) -> Array:
+    """A Cholesky factor with standard deviations ``sd`` and a random correlation.
+
+    The correlation is a normalised Wishart draw with ``dim + 2`` degrees of freedom
+    (correlations spread over (-1, 1), rarely near the ends).
+    """
+    factor = jax.random.normal(key, (dim, dim + 2))
+    gram = factor @ factor.T
+    inverse_sd = 1 / jnp.sqrt(jnp.diagonal(gram))
+    correlation = gram * inverse_sd[:, None] * inverse_sd[None, :]
+    return sd[:, None] * jnp.linalg.cholesky(correlation)
+
+
+class LinearGaussianTask(AbstractPosteriorTask):
+    """Mixture priors with linear-Gaussian observations (the exact posterior is known).
+
+    The meta-prior: ``K ~ U{1..max_components}`` components with Dirichlet(1) weights,
+    means ``N(0, mean_sd^2 I)``, per-axis standard deviations log-uniform on
+    ``component_sd`` and a random correlation. Then ``theta`` from the prior and
+    ``n ~ U{min_observations..max_observations}`` observations ``a_j @ theta + s_j eps``
+    with ``a_j ~ N(0, I)`` and ``s_j`` log-uniform on ``noise_sd``.
+
+    Attributes:
+        dim: latent dimension.
+        max_components: most prior components.
+        max_observations: most observations.
+        min_observations: fewest observations (0 trains the prior-to-prior map too).
+        mean_sd: spread of the component means.
+        component_sd: ``(low, high)`` of the components' standard deviations.
+        noise_sd: ``(low, high)`` of the observation noise's standard deviations.
+    """
+
+    dim: int = eqx.field(static=True)
+    max_components: int = eqx.field(static=True)
+    max_observations: int = eqx.field(static=True)
+    min_observations: int = eqx.field(static=True)
+    mean_sd: float = eqx.field(static=True)
+    component_sd: tuple[float, float] = eqx.field(static=True)
+    noise_sd: tuple[float, float] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        max_components: int = 4,
+        max_observations: int = 16,
+        min_observations: int = 0,
+        mean_sd: float = 1.0,
+        component_sd: tuple[float, float] = (0.1, 1.0),
+        noise_sd: tuple[float, float] = (0.1, 2.0),
+    ) -> None:
+        for name, value in (("dim", dim), ("max_components", max_components),
+                            ("max_observations", max_observations),
+                            ("min_observations", min_observations)):  # fmt: skip
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+        for name, value in (("dim", dim), ("max_components", max_components),
+                            ("max_observations", max_observations)):  # fmt: skip
+            if value < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {value}.")
+        if not 0 <= min_observations <= max_observations:
+            raise ValueError(
+                f"`min_observations` must be in [0, max_observations={max_observations}], "
+                f"got {min_observations}."
+            )
+        for name, pair in (("component_sd", component_sd), ("noise_sd", noise_sd)):
+            if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
+                raise ValueError(f"`{name}` must be (low, high) with 0 < low <= high, got {pair}.")
+        if not mean_sd >= 0:
+            raise ValueError(f"`mean_sd` must be >= 0, got {mean_sd}.")
+        self.dim = int(dim)
+        self.max_components = int(max_components)
+        self.max_observations = int(max_observations)
+        self.min_observations = int(min_observations)
+        self.mean_sd = float(mean_sd)
+        self.component_sd = (float(component_sd[0]), float(component_sd[1]))
+        self.noise_sd = (float(noise_sd[0]), float(noise_sd[1]))
+
+    def sample_prior(self, key: PRNGKeyArray) -> tuple[GaussianMixture, Array]:
+        """A padded prior from the meta-prior and its component mask."""
+        k_count, k_weights, k_means, k_sd, k_corr = jax.random.split(key, 5)
+        size = self.max_components
+        count = jax.random.randint(k_count, (), 1, size + 1)
+        mask = jnp.arange(size) < count
+        log_weights = masked_log_weights(
+            jnp.log(jnp.maximum(jax.random.dirichlet(k_weights, jnp.ones(size)), 1e-30)), mask
+        )
+        means = self.mean_sd * jax.random.normal(k_means, (size, self.dim))
+        low, high = jnp.log(jnp.asarray(self.component_sd))
+        sd = jnp.exp(jax.random.uniform(k_sd, (size, self.dim), minval=low, maxval=high))
+        trils = jax.vmap(lambda k, s: _random_scale_tril(k, self.dim, s))(
+            jax.random.split(k_corr, size), sd
+        )
+        # Padded components: weight 0 (log weight -inf), finite placeholder moments.
+        means = jnp.where(mask[:, None], means, 0.0)
+        trils = jnp.where(mask[:, None, None], trils, jnp.eye(self.dim)[None])
+        return GaussianMixture(log_weights, means, trils), mask
+
+    def sample(self, key: PRNGKeyArray) -> TrainingExample:
+        """Prior, latent and ``n`` observations, padded."""
+        k_prior, k_theta, k_count, k_design, k_noise, k_eps = jax.random.split(key, 6)
+        prior, mask = self.sample_prior(k_prior)
+        theta = prior.sample(k_theta)
+        size = self.max_observations
+        count = jax.random.randint(k_count, (), self.min_observations, size + 1)
+        observed = jnp.arange(size) < count
+        design = jax.random.normal(k_design, (size, self.dim))
+        low, high = jnp.log(jnp.asarray(self.noise_sd))
+        noise_sd = jnp.exp(jax.random.uniform(k_noise, (size,), minval=low, maxval=high))
+        values = design @ theta + noise_sd * jax.random.normal(k_eps, (size,))
+        data = LinearGaussianData(
+            jnp.where(observed[:, None], design, 0.0),
+            jnp.where(observed, values, 0.0),
+            jnp.where(observed, noise_sd, 1.0),
+        )
+        return TrainingExample(prior, mask, theta, data, observed)
+
+    def spec(self) -> dict:
+        """JSON description (``{"type": "linear_gaussian", ...}``)."""
+        return {
+            "type": "linear_gaussian",
+            "dim": self.dim,
+            "max_components": self.max_components,
+            "max_observations": self.max_observations,
+            "min_observations": self.min_observations,
+            "mean_sd": self.mean_sd,
+            "component_sd": list(self.component_sd),
+            "noise_sd": list(self.noise_sd),
+        }
+
+
+def task_from_spec(spec: dict) -> AbstractPosteriorTask:
+    """Rebuild a task from :meth:`AbstractPosteriorTask.spec`'s description.
+
+    Raises:
+        ValueError: on an unknown type or setting.
+    """
+    settings = dict(spec)
+    kind = settings.pop("type", None)
+    if kind != "linear_gaussian":
+        raise ValueError(f"unknown task type {kind!r}; use 'linear_gaussian'.")
+    try:
+        dim = settings.pop("dim")
+        for name in ("component_sd", "noise_sd"):
+            if name in settings:
+                settings[name] = tuple(settings[name])
+        return LinearGaussianTask(dim, **settings)
+    except (TypeError, KeyError) as error:
+        raise ValueError(f"bad task settings for type {kind!r}: {error}") from None
+
+
+def sample_examples(key: PRNGKeyArray, task: AbstractPosteriorTask, num: int) -> TrainingExample:
+    """``num`` independent examples, stacked on a leading axis."""
+    return jax.vmap(task.sample)(jax.random.split(key, num))
