@@ -219,6 +219,7 @@ def test_gaussian_shells_evidence_matches_grid_integration():
     assert not abs(result.log_z - (truth - 0.5)) < Z_T * result.log_z_err
 
 
+@pytest.mark.slow  # a long statistical check (16 s): `make test-slow`
 def test_numpyro_linear_regression_evidence_and_posterior():
     """The zoo's 6-d regression (exact log Z ~ -96.06 and posterior) through NumPyro."""
     args, kwargs = linear_regression.data()
@@ -446,7 +447,11 @@ def test_step_jit_and_no_jit_agree():
 
 
 @pytest.mark.optimized  # the emulator's training runs, it does not compile
-@pytest.mark.parametrize("emulator", [None, True], ids=["plain", "emulator"])
+@pytest.mark.parametrize(
+    "emulator",
+    [None, pytest.param(True, marks=pytest.mark.slow)],  # suite time: the emulator, 24 s
+    ids=["plain", "emulator"],
+)
 def test_interrupted_run_resumes_exactly(tmp_path, interrupt_after, emulator):
     settings = {**SMALL, "chunk_size": 5, "emulator": emulator}
     full = pi.evidence(PYTREE_TARGET, Y, method="ns", seed=7, **settings)
@@ -472,7 +477,11 @@ def test_sample_with_ns_gives_equally_weighted_draws_as_one_chain():
 
 
 @pytest.mark.optimized  # the emulator's training runs, it does not compile
-@pytest.mark.parametrize("settings", [{}, {"emulator": True}], ids=["bound", "emulator"])
+@pytest.mark.parametrize(
+    "settings",
+    [{}, pytest.param({"emulator": True}, marks=pytest.mark.slow)],  # suite time: 21 s
+    ids=["bound", "emulator"],
+)
 def test_runs_in_float64(settings):
     """With ``jax_enable_x64`` (some likelihoods need it) the counters stay int32 in every
     branch (the bound's rejection loop, the moves that complete it, the emulator's

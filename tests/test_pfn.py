@@ -205,6 +205,7 @@ TINY = dict(batch_size=16, max_train=10, num_test=6, num_buckets=32, width=32, n
             num_heads=2, mlp_width=64, warmup_steps=20, learning_rate=3e-3)  # fmt: skip
 
 
+@pytest.mark.optimized  # 260 steps of training: runtime, not compilation
 def test_training_decreases_loss_and_resumes_identically(tmp_path):
     prior = amortize.GPPrior(nngp.rbf(0.3), 0.01, num_features=1)
     config = amortize.TrainingConfig(num_steps=200, steps_per_chunk=50, **TINY)
@@ -320,6 +321,12 @@ def test_shipped_models_load_and_predict(folder):
     # A smooth function seen at 12 points: the prediction is close and confident.
     np.testing.assert_allclose(predictive.mean, np.sin(3 * np.array([0.05, 0.5])), atol=0.25)
     assert np.all(predictive.stddev < 0.5)
+    # Under x64 (which some posteriors need) the float32 weights load and predict the same.
+    with jax.enable_x64(True):
+        model64 = amortize.load(folder)
+        predictive64 = amortize.predict(model64, x, np.sin(3 * x[:, 0]), np.array([[0.05], [0.5]]))
+        np.testing.assert_allclose(predictive64.mean, predictive.mean, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(predictive64.stddev, predictive.stddev, rtol=1e-4)
 
 
 def test_amortize_is_reachable_as_an_attribute_and_imported_lazily():

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from probinfer.amortize._training import TrainStep, make_optimizer
+from probinfer.amortize._training import TrainStep, deserialise_model, make_optimizer
 from probinfer.amortize.distribution_transformer import DistributionTransformer
 from probinfer.amortize.dt_tasks import AbstractPosteriorTask, sample_examples, task_from_spec
 from probinfer.checkpoint import atomic_write
@@ -231,7 +231,7 @@ def train_dt(
 def load_dt(folder: str | Path) -> DistributionTransformer:
     """Load a distribution transformer saved by :func:`train_dt`.
 
-    Works with or without ``jax_enable_x64`` (the weights are float32 on disk).
+    Works with or without ``jax_enable_x64`` (the weights keep the dtype they were saved in).
 
     Args:
         folder: the checkpoint folder (``config.json`` and ``model.eqx``).
@@ -252,8 +252,4 @@ def load_dt(folder: str | Path) -> DistributionTransformer:
     saved = json.loads((folder / CONFIG_FILE).read_text())
     config = DTTrainingConfig(**saved["training"])
     skeleton = build_dt(task_from_spec(saved["task"]), config, key=jax.random.key(0))
-    # Under x64 the skeleton's fresh weights are float64; the file holds float32.
-    skeleton = jax.tree.map(
-        lambda x: x.astype(jnp.float32) if eqx.is_inexact_array(x) else x, skeleton
-    )
-    return eqx.tree_deserialise_leaves(folder / MODEL_FILE, skeleton)
+    return deserialise_model(folder / MODEL_FILE, skeleton)

@@ -13,7 +13,13 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from probinfer.amortize._bar import BarDistribution
-from probinfer.amortize._training import CONFIG_FILE, MODEL_FILE, TrainingConfig, build_model
+from probinfer.amortize._training import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    TrainingConfig,
+    build_model,
+    deserialise_model,
+)
 from probinfer.amortize.pfn import PFN
 from probinfer.amortize.priors import (
     INPUT_BOUND,
@@ -198,6 +204,8 @@ def prior_from_spec(spec: dict) -> AbstractDatasetPrior:
 def load(folder: str | Path) -> PFN:
     """Load a trained PFN saved by :func:`probinfer.amortize.train` (or the CLI).
 
+    Works with or without ``jax_enable_x64`` (the weights keep the dtype they were saved in).
+
     Args:
         folder: the checkpoint folder (``config.json`` and ``model.eqx``).
 
@@ -218,4 +226,4 @@ def load(folder: str | Path) -> PFN:
     # A skeleton with the right structure; every leaf (borders included) is then loaded.
     borders = BarDistribution(np.arange(config.num_buckets + 1, dtype=float))
     skeleton = build_model(borders, int(saved["num_features"]), config, key=jax.random.key(0))
-    return eqx.tree_deserialise_leaves(folder / MODEL_FILE, skeleton)
+    return deserialise_model(folder / MODEL_FILE, skeleton)

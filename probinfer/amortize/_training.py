@@ -133,6 +133,25 @@ class OptimizerSettings(Protocol):
     def clip_norm(self) -> float: ...
 
 
+def deserialise_model(path: Path, skeleton: Any) -> Any:
+    """Load a saved model's leaves into ``skeleton``, whatever ``jax_enable_x64`` says.
+
+    A skeleton built under x64 has float64 weights while a model trained in float32 has
+    float32 ones on disk (and equinox refuses a dtype change): the skeleton's floating
+    leaves are cast to float32 first, and to float64 if the file holds float64 weights.
+    """
+    for dtype in (jnp.float32, jnp.float64):
+        like = jax.tree.map(
+            lambda x, dtype=dtype: x.astype(dtype) if eqx.is_inexact_array(x) else x, skeleton
+        )
+        try:
+            return eqx.tree_deserialise_leaves(path, like)
+        except RuntimeError as error:
+            if "dtype" not in str(error) or dtype == jnp.float64:
+                raise
+    raise AssertionError("unreachable")
+
+
 def make_optimizer(config: OptimizerSettings) -> optax.GradientTransformation:
     """Clipping, then AdamW on a linear warm-up + cosine decay schedule."""
     schedule = optax.warmup_cosine_decay_schedule(

@@ -315,6 +315,10 @@ def posterior(
 ) -> GaussianMixture:
     """The transformer's posterior for one prior and data set, in one compiled call.
 
+    The inputs are padded to ``model.max_components`` components and
+    ``model.max_observations`` observations (masked), so that one compiled program serves
+    every size.
+
     Args:
         model: a trained :class:`DistributionTransformer`.
         prior: the prior (:func:`~probinfer.amortize.gaussian_mixture`), at most
@@ -322,10 +326,6 @@ def posterior(
         data: the observations (:func:`~probinfer.amortize.linear_gaussian_data`), at most
             ``model.max_observations`` of them; none gives (about) the prior back.
         observation_types: ``(n,)`` type of each observation (default all 0).
-
-    The inputs are padded to ``model.max_components`` components and
-    ``model.max_observations`` observations (masked), so that one compiled program serves
-    every size.
 
     Returns:
         The posterior mixture, with the prior's number of components.

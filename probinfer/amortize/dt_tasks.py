@@ -92,6 +92,13 @@ class LinearGaussianTask(AbstractPosteriorTask):
     ``n ~ U{min_observations..max_observations}`` observations ``a_j @ theta + s_j eps``
     with ``a_j ~ N(0, I)`` and ``s_j`` log-uniform on ``noise_sd``.
 
+    The defaults are the shipped models' meta-prior. Wider ranges (sharper data, narrower
+    or farther-apart components) make the task harder for a network of a given size: with
+    noise down to 0.1, components down to 0.1 and 16 observations, the default network
+    stood at KL 0.15 nats per dimension after 3,000 steps, where on the default range it
+    stood at 0.06 after 2,000 (and 0.006 after 20,000): a posterior 100x narrower than
+    its prior needs its mean placed to about 1% of the prior's width.
+
     Attributes:
         dim: latent dimension.
         max_components: most prior components.
@@ -115,11 +122,11 @@ class LinearGaussianTask(AbstractPosteriorTask):
         dim: int,
         *,
         max_components: int = 4,
-        max_observations: int = 16,
+        max_observations: int = 8,
         min_observations: int = 0,
         mean_sd: float = 1.0,
-        component_sd: tuple[float, float] = (0.1, 1.0),
-        noise_sd: tuple[float, float] = (0.1, 2.0),
+        component_sd: tuple[float, float] = (0.2, 1.0),
+        noise_sd: tuple[float, float] = (0.3, 3.0),
     ) -> None:
         for name, value in (("dim", dim), ("max_components", max_components),
                             ("max_observations", max_observations),
