@@ -20,15 +20,19 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from probinfer.amortize._training import TrainStep, deserialise_model, make_optimizer
+from probinfer.amortize._training import (
+    CONFIG_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    TrainStep,
+    deserialise_model,
+    make_optimizer,
+    read_saved_config,
+)
 from probinfer.amortize.distribution_transformer import DistributionTransformer
 from probinfer.amortize.dt_tasks import AbstractPosteriorTask, sample_examples, task_from_spec
 from probinfer.checkpoint import atomic_write
 from probinfer.driver import drive, progress_bar
-
-MODEL_FILE = "model.eqx"
-STATE_FILE = "state.eqx"
-CONFIG_FILE = "config.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,13 +247,7 @@ def load_dt(folder: str | Path) -> DistributionTransformer:
         FileNotFoundError: if the folder lacks the files.
     """
     folder = Path(folder)
-    for name in (CONFIG_FILE, MODEL_FILE):
-        if not (folder / name).exists():
-            raise FileNotFoundError(
-                f"{folder / name} not found; pass a folder written by `train_dt` "
-                "(or `probinfer dt train`)."
-            )
-    saved = json.loads((folder / CONFIG_FILE).read_text())
+    saved = read_saved_config(folder, "`train_dt` (or `probinfer dt train`)")
     config = DTTrainingConfig(**saved["training"])
     skeleton = build_dt(task_from_spec(saved["task"]), config, key=jax.random.key(0))
     return deserialise_model(folder / MODEL_FILE, skeleton)

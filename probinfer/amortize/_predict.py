@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
@@ -14,11 +13,11 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from probinfer.amortize._bar import BarDistribution
 from probinfer.amortize._training import (
-    CONFIG_FILE,
     MODEL_FILE,
     TrainingConfig,
     build_model,
     deserialise_model,
+    read_saved_config,
 )
 from probinfer.amortize.pfn import PFN
 from probinfer.amortize.priors import (
@@ -216,12 +215,7 @@ def load(folder: str | Path) -> PFN:
         FileNotFoundError: if the folder lacks the files.
     """
     folder = Path(folder)
-    for name in (CONFIG_FILE, MODEL_FILE):
-        if not (folder / name).exists():
-            raise FileNotFoundError(
-                f"{folder / name} not found; pass a folder written by `probinfer pfn train`."
-            )
-    saved = json.loads((folder / CONFIG_FILE).read_text())
+    saved = read_saved_config(folder, "`probinfer pfn train`")
     config = TrainingConfig(**saved["training"])
     # A skeleton with the right structure; every leaf (borders included) is then loaded.
     borders = BarDistribution(np.arange(config.num_buckets + 1, dtype=float))

@@ -133,6 +133,24 @@ class OptimizerSettings(Protocol):
     def clip_norm(self) -> float: ...
 
 
+def read_saved_config(folder: Path, writer: str) -> dict:
+    """The ``config.json`` of a saved model folder, after checking that its files exist.
+
+    Args:
+        folder: the folder.
+        writer: what writes such folders (named in the error).
+
+    Raises:
+        FileNotFoundError: if the folder lacks ``config.json`` or ``model.eqx``.
+    """
+    for name in (CONFIG_FILE, MODEL_FILE):
+        if not (folder / name).exists():
+            raise FileNotFoundError(
+                f"{folder / name} not found; pass a folder written by {writer}."
+            )
+    return json.loads((folder / CONFIG_FILE).read_text())
+
+
 def deserialise_model(path: Path, skeleton: Any) -> Any:
     """Load a saved model's leaves into ``skeleton``, whatever ``jax_enable_x64`` says.
 
