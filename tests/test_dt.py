@@ -209,6 +209,9 @@ def test_bad_data_is_refused() -> None:
         linear_gaussian_data([[1.0], [2.0]], [0.0, 1.0], [1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match="columns"):
         linear_gaussian_data([[1.0, 2.0]], [0.0], 1.0, dim=3)
+    one_d = gaussian_mixture([1.0], [[0.0]], [[[1.0]]])
+    with pytest.raises(ValueError, match="one column per latent dimension"):
+        one_d.condition(linear_gaussian_data([[1.0, 2.0]], [0.0], 1.0))
 
 
 def test_untrained_network_returns_the_prior(prior_2d, data_2d) -> None:

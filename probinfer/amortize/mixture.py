@@ -211,6 +211,11 @@ class GaussianMixture(eqx.Module):
         the QR decomposition of ``C^{-1} L^T`` (``= Q R``, so the covariance is ``R^T R``)
         rather than from a Cholesky of the covariance, which squares its condition number.
         """
+        if data.design.shape[1] != self.dim:
+            raise ValueError(
+                f"the data's design has {data.design.shape[1]} columns but the mixture is over "
+                f"R^{self.dim}; pass one column per latent dimension."
+            )
         design, values = data.whitened()
         constant = -jnp.sum(jnp.log(data.noise_sd)) - 0.5 * values.shape[0] * math.log(2 * math.pi)
 
