@@ -128,6 +128,10 @@ def filtering(model_dir: Path, num_sequences: int) -> dict:
         _, (xs, ys) = jax.lax.scan(step, x0, jax.random.split(rest, NUM_FILTER_STEPS - 1))
         return jnp.concatenate([x0[None], xs]), jnp.concatenate([y0[None], ys])
 
+    def predict(belief: amortize.GaussianMixture) -> amortize.GaussianMixture:
+        """The next step's prior: the dynamics applied to this step's posterior."""
+        return belief.propagate(jnp.eye(1) * TRANSITION, jnp.eye(1) * PROCESS_VAR)
+
     def run_filters(start: amortize.GaussianMixture, ys: jax.Array):
         """Transformer filter and exact filter side by side; per-step posteriors."""
 
@@ -135,8 +139,7 @@ def filtering(model_dir: Path, num_sequences: int) -> dict:
             dt_prior, exact_prior = carry
             data = amortize.LinearGaussianData(design, y, noise_sd)
             dt_post, exact_post = model(dt_prior, data), exact_prior.condition(data)
-            propagate = lambda m: m.propagate(jnp.eye(1) * TRANSITION, jnp.eye(1) * PROCESS_VAR)  # noqa: E731
-            return (propagate(dt_post), propagate(exact_post)), (dt_post, exact_post)
+            return (predict(dt_post), predict(exact_post)), (dt_post, exact_post)
 
         _, (dt_posts, exact_posts) = jax.lax.scan(step, (start, start), ys)
         return dt_posts, exact_posts

@@ -18,6 +18,7 @@ import argparse
 import importlib.util
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -155,21 +156,33 @@ def _sample(arguments: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _read_training_config(
+    path: str, build: Callable[[dict], Any], expected: str, console: Console
+) -> Any:
+    """``build(config)`` of the JSON training config at ``path``; ``None`` (reported) if bad."""
+    try:
+        return build(json.loads(Path(path).read_text()))
+    except (OSError, KeyError, TypeError, ValueError) as error:
+        console.print(f"[red]bad config {path}: {error}. Expected {expected}.", soft_wrap=True)
+        return None
+
+
 def _pfn_train(arguments: argparse.Namespace, console: Console) -> int:
     from probinfer import amortize
 
-    try:
-        config = json.loads(Path(arguments.config).read_text())
-        prior_spec = config["prior"]
-        prior = amortize.prior_from_spec(prior_spec)
-        training = amortize.TrainingConfig(**config.get("training", {}))
-    except (OSError, KeyError, TypeError, ValueError) as error:
-        console.print(
-            f"[red]bad config {arguments.config}: {error}. Expected "
-            '{"prior": {"type": "gp", ...}, "training": {"num_steps": ..., ...}}.',
-            soft_wrap=True,
-        )
+    built = _read_training_config(
+        arguments.config,
+        lambda config: (
+            config["prior"],
+            amortize.prior_from_spec(config["prior"]),
+            amortize.TrainingConfig(**config.get("training", {})),
+        ),
+        '{"prior": {"type": "gp", ...}, "training": {"num_steps": ..., ...}}',
+        console,
+    )
+    if built is None:
         return 2
+    prior_spec, prior, training = built
     try:
         _, losses = amortize.train(
             prior,
@@ -232,17 +245,18 @@ def _pfn_predict(arguments: argparse.Namespace, console: Console) -> int:
 def _dt_train(arguments: argparse.Namespace, console: Console) -> int:
     from probinfer import amortize
 
-    try:
-        config = json.loads(Path(arguments.config).read_text())
-        task = amortize.task_from_spec(config["task"])
-        training = amortize.DTTrainingConfig(**config.get("training", {}))
-    except (OSError, KeyError, TypeError, ValueError) as error:
-        console.print(
-            f"[red]bad config {arguments.config}: {error}. Expected "
-            '{"task": {"type": "linear_gaussian", "dim": ...}, "training": {...}}.',
-            soft_wrap=True,
-        )
+    built = _read_training_config(
+        arguments.config,
+        lambda config: (
+            amortize.task_from_spec(config["task"]),
+            amortize.DTTrainingConfig(**config.get("training", {})),
+        ),
+        '{"task": {"type": "linear_gaussian", "dim": ...}, "training": {...}}',
+        console,
+    )
+    if built is None:
         return 2
+    task, training = built
     _, losses = amortize.train_dt(
         task, training, checkpoint_dir=arguments.out, progress=not arguments.quiet
     )
