@@ -3,14 +3,18 @@
 Both phases run the same step function (:class:`_MCMCStep`: one kernel transition, then
 the adaptation update while warming up), so the chunk program is compiled once. Chains are
 independent members of the population, mapped as ``chain_method`` says
-(:data:`CHAIN_METHODS`, the driver's member maps): ``vectorized`` (``vmap``; NUTS chains then
-move in lock step, each paying for the longest trajectory), ``sequential`` (``lax.map``:
-each chain pays only for its own trajectories), or ``parallel-*`` (split evenly over all
-devices with ``shard_map``, then vectorized or sequential on each device).
+(:data:`CHAIN_METHODS`, the driver's member maps): ``vectorized`` (``vmap``; from
+:data:`INTERLEAVE_MIN_CHAINS` chains NUTS and HMC run as one flat loop of leapfrog steps in
+which each chain starts its next transition as soon as its own trajectory ends, below it
+the chains move in lock step, each transition paying for the longest trajectory),
+``sequential`` (``lax.map``: each chain pays only for its own trajectories), or
+``parallel-*`` (split evenly over all devices with ``shard_map``, then vectorized or
+sequential on each device).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,6 +30,7 @@ from probinfer.checkpoint import fingerprint
 from probinfer.driver import (
     MEMBER_MAPS,
     CompileWatch,
+    StagedStep,
     call_compiled,
     count_trace,
     drive,
@@ -36,6 +41,11 @@ from probinfer.mcmc._window_adaptation import ScheduleBounds, schedule_bounds, u
 
 PyTree = Any
 CHAIN_METHODS = MEMBER_MAPS
+# Vectorized chains run NUTS/HMC as one flat loop of leapfrog steps (each chain starting
+# its next transition when its own ends) from this many chains per device; below it each
+# transition runs whole, in lock step (benchmarks/scale.py: with 4 chains the flat loop's
+# finishing branch, taken whenever any chain finishes, costs more than the waiting).
+INTERLEAVE_MIN_CHAINS = 16
 
 
 class SamplerConfig(NamedTuple):
@@ -106,33 +116,66 @@ def _warmup_init(
     return map_members(adaptation.init, config.chain_method)(positions, keys)
 
 
-class _MCMCStep(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class _MCMCStep(StagedStep):
     """One chain's step: a kernel transition, then (while warming up) the adaptation update.
 
-    Hashable (target spec and settings), so it keys the compiled chunk program. While
-    sampling (``is_sampling``, the same for every chain, so ``cond`` really branches even
-    under ``vmap``) the adaptation update is skipped, and ``state.step_size`` holds the final
-    averaged step size set at the end of warm-up.
+    Staged as the kernel's :class:`~probinfer.mcmc.KernelStages` (one leapfrog step per
+    ``advance`` for NUTS and HMC), so that vectorized chains each start their next
+    transition as soon as their own trajectory ends. Hashable (target spec and settings),
+    so it keys the compiled chunk program. While sampling (``is_sampling``, the same for
+    every chain, so ``cond`` really branches even under ``vmap``) the adaptation update is
+    skipped, and ``state.step_size`` holds the final averaged step size set at the end of
+    warm-up.
     """
 
     spec: Any
     config: SamplerConfig
 
-    def __call__(
+    def _stages(self) -> mcmc.KernelStages:
+        algorithm = mcmc.ALGORITHMS[self.config.algorithm]
+        return algorithm.stages(**algorithm.split_options(dict(self.config.options))[0])
+
+    def _parts(
+        self, state: mcmc.WindowAdaptationState, data: PyTree
+    ) -> tuple[mcmc.KernelStages, Any, Any]:
+        """The kernel's stages, the log density and this state's kernel parameters."""
+        algorithm = mcmc.ALGORITHMS[self.config.algorithm]
+        parameters = algorithm.split_options(dict(self.config.options))[1]
+        params = algorithm.make_params(state.step_size, state.inverse_mass_matrix, **parameters)
+        return self._stages(), self.spec.bind(data).logdensity_fn, params
+
+    def begin(
         self,
         key: PRNGKeyArray,
         state: mcmc.WindowAdaptationState,
         step_index: Array,
         shared: tuple[PyTree, ScheduleBounds, Array],
+    ) -> Any:
+        stages, logdensity_fn, params = self._parts(state, shared[0])
+        return stages.begin(key, state.mcmc_state, logdensity_fn, params)
+
+    def advance(
+        self, work: Any, state: mcmc.WindowAdaptationState, shared: tuple[PyTree, ...]
+    ) -> Any:
+        stages, logdensity_fn, params = self._parts(state, shared[0])
+        return stages.advance(work, state.mcmc_state, logdensity_fn, params)
+
+    def is_done(self, work: Any) -> Array:
+        return self._stages().is_done(work)
+
+    def finish(
+        self,
+        key: PRNGKeyArray,
+        state: mcmc.WindowAdaptationState,
+        work: Any,
+        step_index: Array,
+        shared: tuple[PyTree, ScheduleBounds, Array],
     ) -> tuple[mcmc.WindowAdaptationState, tuple[dict[str, Array], dict[str, Array]]]:
         data, schedule, is_sampling = shared
-        density = self.spec.bind(data)
+        stages, logdensity_fn, params = self._parts(state, data)
+        mcmc_state, info = stages.end(work, state.mcmc_state, logdensity_fn, params)
         adaptation = _adaptation(self.spec, self.config, data)
-        algorithm = mcmc.ALGORITHMS[self.config.algorithm]
-        build_options, parameters = algorithm.split_options(dict(self.config.options))
-        kernel = algorithm.build_kernel(**build_options)
-        params = algorithm.make_params(state.step_size, state.inverse_mass_matrix, **parameters)
-        mcmc_state, info = kernel(key, state.mcmc_state, density.logdensity_fn, params)
         new = jax.lax.cond(
             is_sampling,
             lambda: state._replace(mcmc_state=mcmc_state),
@@ -154,7 +197,7 @@ class _MCMCStep(NamedTuple):
             "energy": info.energy,
             "num_nonfinite": info.num_nonfinite,
         }
-        return new, (density.postprocess_fn(mcmc_state.position), stats)
+        return new, (self.spec.bind(data).postprocess_fn(mcmc_state.position), stats)
 
 
 def _finite_start(spec: Any, config: SamplerConfig, data: PyTree, positions: PyTree) -> Array:
@@ -330,9 +373,14 @@ def run_chains(
         divergences[0] += int(stats["diverging"].sum())
         return {"divergences": divergences[0]}
 
+    chains_per_device = num_chains // (
+        jax.device_count() if config.chain_method.startswith("parallel") else 1
+    )
     common = {
         "chunk_size": config.chunk_size,
         "member_map": config.chain_method,
+        "interleave": config.chain_method.endswith("vectorized")
+        and chains_per_device >= INTERLEAVE_MIN_CHAINS,
         "run_fingerprint": run_fingerprint,
         "watch": watch,
     }

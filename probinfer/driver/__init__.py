@@ -6,6 +6,7 @@ Every inference loop runs on :func:`drive`: MCMC warm-up and sampling
 training. It knows nothing of any family: a loop is a step function and a state.
 """
 
+from probinfer._members import MEMBER_MAPS, any_member, map_members, member_cond
 from probinfer.driver._compile import (
     MAX_COMPILED_PROGRAMS,
     TRACE_COUNTS,
@@ -18,10 +19,10 @@ from probinfer.driver._drive import (
     POPULATION_AXIS,
     DriveResult,
     DriveStatus,
+    StagedStep,
     drive,
     population_sharding,
 )
-from probinfer.driver._members import MEMBER_MAPS, map_members
 from probinfer.driver._progress import ProgressReporter, progress_bar
 
 __all__ = [
@@ -33,11 +34,14 @@ __all__ = [
     "DriveResult",
     "DriveStatus",
     "ProgressReporter",
+    "StagedStep",
     "call_compiled",
     "clear_cache",
     "count_trace",
     "drive",
+    "any_member",
     "map_members",
+    "member_cond",
     "population_sharding",
     "progress_bar",
 ]

@@ -23,6 +23,13 @@ Two shapes of loop:
   ``step_fn`` sees one member and the whole chunk loop is mapped over members, so
   ``sequential`` members each pay only for their own trajectories.
 
+A step whose cost differs between members (a NUTS transition's trajectory) can be given as
+a :class:`StagedStep`: ``begin``, then ``advance`` until ``is_done``, then ``finish``. With
+``interleave=True`` the chunk is one flat loop of ``advance`` calls in which each member
+finishes its step and begins its next as soon as its own work is done, so vectorized
+members do not wait for the slowest one at every step; the results are those of the
+plain step.
+
 ``step_fn`` and ``is_done_fn`` key the compiled-program cache: pass module-level functions
 or hashable callables (a ``NamedTuple`` with ``__call__``), and pass data through
 ``shared`` (values, not closures), so that a second run with new data reuses the program.
@@ -30,7 +37,10 @@ or hashable callables (a ``NamedTuple`` with ``__call__``), and pass data throug
 
 from __future__ import annotations
 
+import abc
 import enum
+import functools
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +52,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jaxtyping import Array, PRNGKeyArray
 
+from probinfer._members import MEMBER_MAPS, any_member, map_members
 from probinfer._validation import check_count
 from probinfer.checkpoint import (
     DriveProgress,
@@ -52,7 +63,6 @@ from probinfer.checkpoint import (
     save_records,
 )
 from probinfer.driver._compile import CompileWatch, call_compiled, count_trace
-from probinfer.driver._members import MEMBER_MAPS, map_members
 from probinfer.driver._progress import ProgressReporter
 
 PyTree = Any
@@ -98,6 +108,157 @@ class DriveResult(NamedTuple):
     run_seconds: float
 
 
+class StagedStep(abc.ABC):
+    """A step function in stages: ``begin``, ``advance`` until ``is_done``, ``finish``.
+
+    Calling it runs one whole step (``begin``, a ``while_loop`` of ``advance``,
+    ``finish``), so it is a step function like any other; :func:`drive` instead runs a
+    chunk of them as one flat loop of ``advance`` calls, so that independent members each
+    start their next step as soon as their own is finished. Subclasses must be hashable
+    (a frozen dataclass): the step keys the compiled programs.
+    """
+
+    @abc.abstractmethod
+    def begin(self, key: PRNGKeyArray, state: PyTree, step_index: Array, shared: PyTree) -> PyTree:
+        """The work of step ``step_index`` before its first ``advance``."""
+
+    @abc.abstractmethod
+    def advance(self, work: PyTree, state: PyTree, shared: PyTree) -> PyTree:
+        """One unit of the step's work (e.g. one leapfrog step); ``state`` is the step's
+        starting state."""
+
+    @abc.abstractmethod
+    def is_done(self, work: PyTree) -> Array:
+        """Whether the step's work is complete."""
+
+    @abc.abstractmethod
+    def finish(
+        self, key: PRNGKeyArray, state: PyTree, work: PyTree, step_index: Array, shared: PyTree
+    ) -> tuple[PyTree, PyTree]:
+        """``(new state, record)`` from the completed work (``key`` as ``begin``'s)."""
+
+    def __call__(
+        self, key: PRNGKeyArray, state: PyTree, step_index: Array, shared: PyTree
+    ) -> tuple[PyTree, PyTree]:
+        work = self.begin(key, state, step_index, shared)
+        work = jax.lax.while_loop(
+            lambda w: ~self.is_done(w), lambda w: self.advance(w, state, shared), work
+        )
+        return self.finish(key, state, work, step_index, shared)
+
+
+class _RowPacking:
+    """A record pytree as one flat row per dtype, so a step writes a few rows, not a leaf each.
+
+    Under ``vmap`` with a per-member row index every leaf's write is a scatter, whose fixed
+    cost on CPU exceeds the copy of a small row: one scatter per dtype instead.
+    """
+
+    def __init__(self, record_like: PyTree) -> None:
+        leaves, self.treedef = jax.tree.flatten(record_like)
+        self.shapes = [tuple(leaf.shape) for leaf in leaves]
+        self.dtypes = sorted({jnp.dtype(leaf.dtype).name for leaf in leaves})
+        self.groups = {
+            name: [k for k, leaf in enumerate(leaves) if jnp.dtype(leaf.dtype).name == name]
+            for name in self.dtypes
+        }
+
+    def buffers(self, num_rows: int) -> dict[str, Array]:
+        """Empty ``(num_rows, row length)`` buffers, one per dtype."""
+        return {
+            name: jnp.zeros(
+                (num_rows, sum(math.prod(self.shapes[k]) for k in self.groups[name])), name
+            )
+            for name in self.dtypes
+        }
+
+    def pack(self, record: PyTree) -> dict[str, Array]:
+        """One step's record as one row per dtype."""
+        leaves = jax.tree.leaves(record)
+        return {
+            name: jnp.concatenate([jnp.ravel(leaves[k]) for k in self.groups[name]])
+            for name in self.dtypes
+        }
+
+    def unpack(self, buffers: dict[str, Array]) -> PyTree:
+        """The record pytree with a leading row axis from packed buffers."""
+        leaves: list[Array | None] = [None] * len(self.shapes)
+        for name in self.dtypes:
+            column = 0
+            for k in self.groups[name]:
+                size = math.prod(self.shapes[k])
+                rows = buffers[name][:, column : column + size]
+                leaves[k] = rows.reshape((rows.shape[0], *self.shapes[k]))
+                column += size
+        return jax.tree.unflatten(self.treedef, leaves)
+
+
+def _run_staged(
+    step_fn: StagedStep,
+    is_done: Callable[[PyTree], Array],
+    state: PyTree,
+    key: PRNGKeyArray,
+    shared: PyTree,
+    start: Array,
+    limit: Array,
+    record_like: PyTree,
+    num_rows: int,
+) -> tuple[PyTree, PyTree, Array, Array]:
+    """Up to ``limit`` steps of a :class:`StagedStep` as one loop over ``advance`` calls.
+
+    A member whose step is done finishes it, records it and begins its next step within
+    the same iteration; the finishing is a branch on :func:`any_member`, so vectorized
+    members pay for it only on the iterations where one of them finishes.
+    """
+    packing = _RowPacking(record_like)
+
+    def begin(index: Array, state: PyTree) -> PyTree:
+        return step_fn.begin(jax.random.fold_in(key, index), state, index, shared)
+
+    def keep_going(carry: tuple[Array, PyTree, PyTree, PyTree, Array]) -> Array:
+        i, _, _, _, done = carry
+        return (i < limit) & ~done
+
+    def body(
+        carry: tuple[Array, PyTree, PyTree, PyTree, Array],
+    ) -> tuple[Array, PyTree, PyTree, PyTree, Array]:
+        i, state, work, buffers, done = carry
+        work = step_fn.advance(work, state, shared)
+        # A member past its limit keeps its carry (the loop's select) but is still
+        # advanced in the discarded lanes: it must not count as finishing.
+        is_finishing = step_fn.is_done(work) & (i < limit)
+
+        def complete() -> tuple[Array, PyTree, PyTree, PyTree, Array]:
+            # Every member computes; only the finishing ones keep the result (the
+            # buffers masked row by row, not as whole arrays).
+            index = start + i
+            key_step = jax.random.fold_in(key, index)
+            new_state, record = step_fn.finish(key_step, state, work, index, shared)
+            new_work = begin(index + 1, new_state)
+            keep = functools.partial(jax.tree.map, lambda a, b: jnp.where(is_finishing, a, b))
+            rows = jax.tree.map(
+                lambda b, r: b.at[i].set(jnp.where(is_finishing, r, b[i])),
+                buffers,
+                packing.pack(record),
+            )
+            return (
+                i + is_finishing.astype(i.dtype),
+                keep(new_state, state),
+                keep(new_work, work),
+                rows,
+                jnp.where(is_finishing, is_done(new_state), done),
+            )
+
+        return jax.lax.cond(
+            any_member(is_finishing), complete, lambda: (i, state, work, buffers, done)
+        )
+
+    buffers = packing.buffers(num_rows)
+    carry = (jnp.asarray(0, start.dtype), state, begin(start, state), buffers, is_done(state))
+    count, state, _, buffers, done = jax.lax.while_loop(keep_going, body, carry)
+    return state, packing.unpack(buffers), start + count, done
+
+
 class _ChunkProgram(NamedTuple):
     """The static part of a chunk program (hashable: it keys the compiled programs)."""
 
@@ -105,6 +266,7 @@ class _ChunkProgram(NamedTuple):
     is_done_fn: Callable[[PyTree], Array] | None
     chunk_size: int
     member_map: str | None
+    interleave: bool  # a StagedStep as one flat loop of `advance` calls
 
 
 def _run_chunk(
@@ -132,6 +294,20 @@ def _run_chunk(
             if program.is_done_fn is None:
                 return jnp.asarray(False)
             return jnp.asarray(program.is_done_fn(state), bool)
+
+        if program.interleave:
+            assert isinstance(program.step_fn, StagedStep)  # checked by `drive`
+            return _run_staged(
+                program.step_fn,
+                is_done,
+                state,
+                key,
+                shared,
+                start,
+                limit,
+                record_shapes,
+                program.chunk_size,
+            )
 
         def keep_going(carry: tuple[Array, PyTree, PyTree, Array]) -> Array:
             i, _, _, done = carry
@@ -215,6 +391,7 @@ def drive(
     max_steps: int | None = None,
     chunk_size: int = 100,
     member_map: str | None = None,
+    interleave: bool = False,
     mesh: jax.sharding.Mesh | None = None,
     population_size: int | None = None,
     record_fn: Callable[[PyTree], PyTree] | None = None,
@@ -241,6 +418,12 @@ def drive(
         chunk_size: steps per compiled chunk (progress and checkpoints between chunks).
         member_map: map independent members as one of :data:`MEMBER_MAPS`, or None for a
             population step.
+        interleave: run a :class:`StagedStep` as one flat loop of ``advance`` calls, each
+            member beginning its next step as soon as its own is done, instead of each
+            step whole (vectorized members then wait, in lock step, for the slowest at
+            every step). It pays when many vectorized members' work differs a lot; with a
+            few members the finishing branch, taken whenever any one finishes, costs
+            more than the waiting (measured in ``benchmarks/scale.py``).
         mesh: split the population over this mesh's ``"population"`` axis (population
             steps and ``vectorized`` members).
         population_size: with ``mesh`` and no ``member_map``, the population's size (its
@@ -298,7 +481,9 @@ def drive(
     )
     chunk_size = check_count("chunk_size", chunk_size, 1)
     watch = CompileWatch() if watch is None else watch
-    program = _ChunkProgram(step_fn, is_done_fn, chunk_size, member_map)
+    if interleave and not isinstance(step_fn, StagedStep):
+        raise ValueError("`interleave=True` needs a `StagedStep`; a plain step runs whole.")
+    program = _ChunkProgram(step_fn, is_done_fn, chunk_size, member_map, interleave)
     keys = key
     if member_map is not None:
         keys = jax.random.split(key, _leading_size(state))
@@ -346,7 +531,7 @@ def drive(
     full_fingerprint = fingerprint(
         run_fingerprint,
         # A stop-condition drive may be resumed with a larger `max_steps`: it is left out.
-        repr((num_steps, chunk_size, member_map, first_step)),
+        repr((num_steps, chunk_size, member_map, interleave, first_step)),
         jax.random.key_data(key),
     )
     if folder is not None:

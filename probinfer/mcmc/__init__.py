@@ -10,7 +10,13 @@ combine kernels into blocked sweeps and sequences.
 """
 
 from probinfer.mcmc._algorithm import DENSE_MASS_MATRIX_MAX_DIM, METRICS, Algorithm
-from probinfer.mcmc._base import GradientState, Kernel, MetricParams, TransitionInfo
+from probinfer.mcmc._base import (
+    GradientState,
+    Kernel,
+    KernelStages,
+    MetricParams,
+    TransitionInfo,
+)
 from probinfer.mcmc._combinators import compose, gibbs
 from probinfer.mcmc._constrained import (
     ConstrainedInfo,
@@ -58,6 +64,7 @@ __all__ = [
     "GradientState",
     "HMCParams",
     "Kernel",
+    "KernelStages",
     "MassMatrix",
     "MetricParams",
     "RWMState",

@@ -24,9 +24,16 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
-from probinfer.mcmc._base import Kernel, LogDensityFn, PyTree
+from probinfer.mcmc._base import (
+    Kernel,
+    KernelStages,
+    LogDensityFn,
+    PyTree,
+    RawKernel,
+    kernel_from_stages,
+    one_shot_stages,
+)
 
-RawKernel = Callable[[PRNGKeyArray, Any, LogDensityFn, Any], tuple[Any, Any]]
 # The parameters every gradient and random-walk algorithm shares; adaptation tunes them.
 TUNED_PARAMETERS = ("step_size", "inverse_mass_matrix")
 
@@ -57,6 +64,9 @@ class Algorithm:
         init: ``init(position, logdensity_fn) -> State``.
         build_kernel: ``build_kernel(**build_options) -> kernel`` with
             ``kernel(key, state, logdensity_fn, params)``.
+        build_stages: ``build_stages(**build_options) -> KernelStages`` for an algorithm
+            whose transitions differ in cost (HMC with a jittered length, NUTS), or None;
+            see :meth:`stages`.
         params_type: the ``NamedTuple`` of the kernel's parameters (``step_size``,
             ``inverse_mass_matrix`` and the algorithm's own, with defaults).
         build_options: the names ``build_kernel`` accepts.
@@ -75,24 +85,50 @@ class Algorithm:
         self,
         name: str,
         init: Callable[[PyTree, LogDensityFn], Any],
-        build_kernel: Callable[..., RawKernel],
+        build_kernel: Callable[..., RawKernel] | None,
         params_type: type,
         *,
+        build_stages: Callable[..., KernelStages] | None = None,
         build_options: tuple[str, ...] = (),
         target_acceptance: float | None,
         uses_gradient: bool,
         dense_metric_max_dim: int = 0,
         has_cumulative_warmup: bool = False,
     ) -> None:
+        if (build_kernel is None) == (build_stages is None):
+            raise ValueError("give an algorithm either `build_kernel` or `build_stages`.")
         self.name = name
         self.init = init
-        self.build_kernel = build_kernel
+        self.build_stages = build_stages
+        staged = build_stages
+
+        def kernel_of_stages(**options: Any) -> RawKernel:
+            assert staged is not None
+            return kernel_from_stages(staged(**options))
+
+        self.build_kernel: Callable[..., RawKernel] = (
+            kernel_of_stages if build_kernel is None else build_kernel
+        )
         self.params_type = params_type
         self.build_options = build_options
         self.target_acceptance = target_acceptance
         self.uses_gradient = uses_gradient
         self.dense_metric_max_dim = dense_metric_max_dim
         self.has_cumulative_warmup = has_cumulative_warmup
+
+    def stages(self, **build_options: Any) -> KernelStages:
+        """The kernel's transition as :class:`~probinfer.mcmc.KernelStages`.
+
+        Args:
+            **build_options: as for ``build_kernel``.
+
+        Returns:
+            The algorithm's own stages (one ``advance`` per leapfrog step) or, for an
+            algorithm whose transitions all cost the same, one ``advance`` per transition.
+        """
+        if self.build_stages is not None:
+            return self.build_stages(**build_options)
+        return one_shot_stages(self.build_kernel(**build_options))
 
     def __repr__(self) -> str:
         return f"probinfer.mcmc.{self.name}"

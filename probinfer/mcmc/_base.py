@@ -30,6 +30,88 @@ class Kernel(NamedTuple):
     step: Callable[[PRNGKeyArray, Any], tuple[Any, Any]]
 
 
+class KernelStages(NamedTuple):
+    """A raw kernel's transition split at its gradient evaluations.
+
+    ``kernel(key, state, logdensity_fn, params)`` is ``begin``, then ``advance`` until
+    ``is_done``, then ``end``. A loop over many chains that calls ``advance`` once per
+    iteration can let each chain start its next transition as soon as its own ends
+    (``probinfer.driver.StagedStep``), instead of waiting, in lock step, for the longest
+    trajectory of the group, as a vmapped ``while_loop`` per transition does.
+
+    Attributes:
+        begin: ``(key, state, logdensity_fn, params) -> work``: draws the transition's
+            randomness (momentum, directions); no gradient evaluation.
+        advance: ``(work, state, logdensity_fn, params) -> work``: one unit of work (one
+            leapfrog step for HMC and NUTS, the whole transition for one-step kernels).
+        is_done: ``work -> bool``: the transition is complete.
+        end: ``(work, state, logdensity_fn, params) -> (state, info)``: the new state and
+            the transition's diagnostics.
+    """
+
+    begin: Callable[[PRNGKeyArray, Any, LogDensityFn, Any], Any]
+    advance: Callable[[Any, Any, LogDensityFn, Any], Any]
+    is_done: Callable[[Any], Array]
+    end: Callable[[Any, Any, LogDensityFn, Any], tuple[Any, Any]]
+
+
+RawKernel = Callable[[PRNGKeyArray, Any, LogDensityFn, Any], tuple[Any, Any]]
+
+
+def kernel_from_stages(stages: KernelStages) -> RawKernel:
+    """The raw kernel ``(key, state, logdensity_fn, params) -> (state, info)`` of ``stages``.
+
+    Args:
+        stages: the transition's stages.
+
+    Returns:
+        One transition: ``begin``, a ``while_loop`` of ``advance``, ``end``.
+    """
+
+    def kernel(key: PRNGKeyArray, state: Any, logdensity_fn: LogDensityFn, params: Any) -> Any:
+        work = stages.begin(key, state, logdensity_fn, params)
+        work = jax.lax.while_loop(
+            lambda w: ~stages.is_done(w),
+            lambda w: stages.advance(w, state, logdensity_fn, params),
+            work,
+        )
+        return stages.end(work, state, logdensity_fn, params)
+
+    return kernel
+
+
+class _OneShotWork(NamedTuple):
+    key: PRNGKeyArray
+    state: Any
+    info: Any
+    is_done: Array
+
+
+def one_shot_stages(kernel: RawKernel) -> KernelStages:
+    """Stages of a kernel whose transitions all cost the same: ``advance`` runs it whole.
+
+    Args:
+        kernel: a raw kernel.
+
+    Returns:
+        :class:`KernelStages` with one ``advance`` per transition.
+    """
+
+    def begin(key: PRNGKeyArray, state: Any, logdensity_fn: LogDensityFn, params: Any) -> Any:
+        info_shape = jax.eval_shape(lambda: kernel(key, state, logdensity_fn, params)[1])
+        info = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), info_shape)
+        return _OneShotWork(key, state, info, jnp.asarray(False))
+
+    def advance(work: _OneShotWork, state: Any, logdensity_fn: LogDensityFn, params: Any) -> Any:
+        new_state, info = kernel(work.key, state, logdensity_fn, params)
+        return _OneShotWork(work.key, new_state, info, jnp.asarray(True))
+
+    def end(work: _OneShotWork, *_: Any) -> tuple[Any, Any]:
+        return work.state, work.info
+
+    return KernelStages(begin, advance, lambda work: work.is_done, end)
+
+
 class MetricParams(NamedTuple):
     """Parameters of the kernels tuned by a step size and a metric (RWM, MALA, NUTS, slice).
 

@@ -11,6 +11,7 @@ rescaled to unit variance, a trajectory of length near ``2 pi k`` returns close 
 started (on the zoo's 10-d Gaussian, a fixed 16 steps mixed the variances 30x slower).
 """
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -18,16 +19,17 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
-from probinfer.mcmc._algorithm import DENSE_MASS_MATRIX_MAX_DIM, Algorithm, RawKernel
+from probinfer.mcmc._algorithm import DENSE_MASS_MATRIX_MAX_DIM, Algorithm
 from probinfer.mcmc._base import (
     GradientState,
+    KernelStages,
     LogDensityFn,
     TransitionInfo,
     init_gradient_state,
     safe_log_ratio,
 )
 from probinfer.mcmc._integrators import IntegratorState, leapfrog
-from probinfer.mcmc._metric import euclidean_metric
+from probinfer.mcmc._metric import Metric, euclidean_metric
 from probinfer.model._target import value_and_aux
 
 
@@ -45,8 +47,20 @@ class HMCParams(NamedTuple):
     num_integration_steps: int | Array = 16
 
 
-def build_kernel(divergence_threshold: float = 1000.0, jitter_num_steps: bool = True) -> RawKernel:
-    """Build the raw HMC kernel.
+class _Trajectory(NamedTuple):
+    """The work of one HMC transition."""
+
+    start: IntegratorState
+    point: IntegratorState
+    num_steps: Array  # this transition's leapfrog steps
+    num_done: Array
+    key_accept: PRNGKeyArray
+
+
+def build_stages(
+    divergence_threshold: float = 1000.0, jitter_num_steps: bool = True
+) -> KernelStages:
+    """Build the HMC transition as :class:`~probinfer.mcmc.KernelStages` (one leapfrog each).
 
     Args:
         divergence_threshold: energy error above which a trajectory is flagged divergent.
@@ -54,57 +68,91 @@ def build_kernel(divergence_threshold: float = 1000.0, jitter_num_steps: bool = 
             ``1..num_integration_steps`` at each transition (avoids periodic trajectories).
 
     Returns:
-        ``kernel(key, state, logdensity_fn, params)`` with :class:`HMCParams`.
+        The stages; their raw kernel ``(key, state, logdensity_fn, params)`` takes
+        :class:`HMCParams`.
     """
 
-    def kernel(
+    def integrator(
+        state: GradientState, logdensity_fn: LogDensityFn, params: HMCParams
+    ) -> tuple[Metric, Callable[[IntegratorState, Array], IntegratorState]]:
+        _, unravel = ravel_pytree(state.position)
+        metric = euclidean_metric(params.inverse_mass_matrix)
+        flat_fn = value_and_aux(logdensity_fn)
+        return metric, leapfrog(lambda x: flat_fn(unravel(x)), metric.velocity)
+
+    def begin(
         key: PRNGKeyArray, state: GradientState, logdensity_fn: LogDensityFn, params: HMCParams
-    ) -> tuple[GradientState, TransitionInfo]:
-        step_size, num_integration_steps = params.step_size, params.num_integration_steps
+    ) -> _Trajectory:
+        num_integration_steps = params.num_integration_steps
         key_momentum, key_accept, key_steps = jax.random.split(key, 3)
         num_steps = (
             jax.random.randint(key_steps, (), 1, num_integration_steps + 1)
             if jitter_num_steps
             else jnp.asarray(num_integration_steps)
         )
-        flat, unravel = ravel_pytree(state.position)
+        flat, _ = ravel_pytree(state.position)
         grad, _ = ravel_pytree(state.logdensity_grad)
         metric = euclidean_metric(params.inverse_mass_matrix)
-        flat_fn = value_and_aux(logdensity_fn)
-        step = leapfrog(lambda x: flat_fn(unravel(x)), metric.velocity)
-
         momentum = metric.sample_momentum(key_momentum)
         start = IntegratorState(flat, momentum, state.logdensity, grad, state.aux)
-        end = jax.lax.fori_loop(0, num_steps, lambda _, s: step(s, step_size), start)
+        zero = jnp.asarray(0, jnp.int32)
+        return _Trajectory(start, start, num_steps.astype(jnp.int32), zero, key_accept)
+
+    def advance(
+        trajectory: _Trajectory,
+        state: GradientState,
+        logdensity_fn: LogDensityFn,
+        params: HMCParams,
+    ) -> _Trajectory:
+        _, step = integrator(state, logdensity_fn, params)
+        return trajectory._replace(
+            point=step(trajectory.point, params.step_size), num_done=trajectory.num_done + 1
+        )
+
+    def end(
+        trajectory: _Trajectory,
+        state: GradientState,
+        logdensity_fn: LogDensityFn,
+        params: HMCParams,
+    ) -> tuple[GradientState, TransitionInfo]:
+        del logdensity_fn
+        _, unravel = ravel_pytree(state.position)
+        metric = euclidean_metric(params.inverse_mass_matrix)
+        start, point = trajectory.start, trajectory.point
         energy_start = -start.logdensity + metric.kinetic_energy(start.momentum)
-        energy_end = -end.logdensity + metric.kinetic_energy(end.momentum)
+        energy_end = -point.logdensity + metric.kinetic_energy(point.momentum)
         log_accept, is_nonfinite = safe_log_ratio(-energy_end, -energy_start)
         is_divergent = is_nonfinite | (energy_end - energy_start > divergence_threshold)
-        is_accepted = jnp.log(jax.random.uniform(key_accept, dtype=flat.dtype)) < log_accept
+        uniform = jax.random.uniform(trajectory.key_accept, dtype=start.position.dtype)
+        is_accepted = jnp.log(uniform) < log_accept
 
         proposal = GradientState(
-            unravel(end.position), end.logdensity, unravel(end.logdensity_grad), end.aux
+            unravel(point.position), point.logdensity, unravel(point.logdensity_grad), point.aux
         )
         new_state = jax.tree.map(lambda new, old: jnp.where(is_accepted, new, old), proposal, state)
         info = TransitionInfo(
             acceptance_rate=jnp.exp(log_accept),
             is_accepted=is_accepted,
             is_divergent=is_divergent,
-            num_grad_evals=num_steps.astype(jnp.int32),
+            num_grad_evals=trajectory.num_steps,
             num_nonfinite=is_nonfinite.astype(jnp.int32),
             tree_depth=jnp.asarray(0, jnp.int32),
             energy=jnp.where(is_accepted, energy_end, energy_start),
         )
         return new_state, info
 
-    return kernel
+    def is_done(trajectory: _Trajectory) -> Array:
+        return trajectory.num_done >= trajectory.num_steps
+
+    return KernelStages(begin, advance, is_done, end)
 
 
 hmc = Algorithm(
     "hmc",
     init_gradient_state,
-    build_kernel,
+    None,
     HMCParams,
+    build_stages=build_stages,
     build_options=("divergence_threshold", "jitter_num_steps"),
     target_acceptance=0.8,
     uses_gradient=True,

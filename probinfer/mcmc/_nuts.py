@@ -13,12 +13,14 @@ end velocities ``v_-``, ``v_+`` (``v = M^{-1} p``) has turned when ``v_- . rho <
 and also the two spans extended by one point of the other, which catches the U-turns a
 pure power-of-two check misses.
 
-The subtree is built iteratively in one ``while_loop`` over leaves (one gradient each), so
-a transition's cost is exactly its number of leapfrog steps. The U-turn checks of every
-completed sub-span are done in one vectorized pass per leaf from per-level checkpoints,
-rather than by recursion.
+The subtree is built iteratively, one leaf (one gradient) per ``advance`` of the
+transition's :class:`~probinfer.mcmc.KernelStages`, so a transition's cost is exactly its
+number of leapfrog steps and a loop over many chains can start a chain's next transition
+as soon as its own trajectory ends. The U-turn checks of every completed sub-span are done
+in one vectorized pass per leaf from per-level checkpoints, rather than by recursion.
 """
 
+from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
 import jax
@@ -26,16 +28,18 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
-from probinfer.mcmc._algorithm import DENSE_MASS_MATRIX_MAX_DIM, Algorithm, RawKernel
+from probinfer.mcmc._algorithm import DENSE_MASS_MATRIX_MAX_DIM, Algorithm
 from probinfer.mcmc._base import (
     GradientState,
+    KernelStages,
     LogDensityFn,
     MetricParams,
+    PyTree,
     TransitionInfo,
     init_gradient_state,
 )
 from probinfer.mcmc._integrators import IntegratorState, leapfrog
-from probinfer.mcmc._metric import euclidean_metric
+from probinfer.mcmc._metric import Metric, euclidean_metric
 from probinfer.model._target import value_and_aux
 
 T = TypeVar("T")
@@ -98,10 +102,42 @@ def _select(condition: Array, on_true: T, on_false: T) -> T:
     return jax.tree.map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
 
 
-def build_kernel(
+class _Transition(NamedTuple):
+    """The work of one NUTS transition: the loop state and the draws made up front."""
+
+    loop: _LoopState
+    initial_energy: Array
+    directions: Array  # (levels,): one direction per doubling
+    log_merge_uniforms: Array  # (levels,): one merge uniform per doubling
+    key_leaf: PRNGKeyArray  # folded with the leaf count for the in-subtree draws
+
+
+class _Context(NamedTuple):
+    """What every stage of a transition derives from its state and parameters."""
+
+    flat: Array
+    unravel: Callable[[Array], PyTree]
+    metric: Metric
+    integrate: Callable[[IntegratorState, Array], IntegratorState]
+
+
+def _context(state: GradientState, logdensity_fn: LogDensityFn, params: MetricParams) -> _Context:
+    flat, unravel = ravel_pytree(state.position)
+    metric = euclidean_metric(params.inverse_mass_matrix)
+    flat_fn = value_and_aux(logdensity_fn)
+    integrate = leapfrog(lambda x: flat_fn(unravel(x)), metric.velocity)
+    return _Context(flat, unravel, metric, integrate)
+
+
+def _energy(point: IntegratorState, velocity: Array) -> Array:
+    value = -point.logdensity + 0.5 * jnp.dot(point.momentum, velocity)
+    return jnp.where(jnp.isnan(value), jnp.inf, value)
+
+
+def build_stages(
     max_num_doublings: int = DEFAULT_MAX_NUM_DOUBLINGS, divergence_threshold: float = 1000.0
-) -> RawKernel:
-    """Build the raw NUTS kernel.
+) -> KernelStages:
+    """Build the NUTS transition as :class:`~probinfer.mcmc.KernelStages` (one leaf each).
 
     Args:
         max_num_doublings: maximum tree depth; a transition takes at most
@@ -110,7 +146,8 @@ def build_kernel(
             flagged divergent and the subtree being built is discarded.
 
     Returns:
-        ``kernel(key, state, logdensity_fn, params)`` with :class:`~probinfer.mcmc.MetricParams`.
+        The stages; their raw kernel ``(key, state, logdensity_fn, params)`` takes
+        :class:`~probinfer.mcmc.MetricParams`.
 
     Raises:
         ValueError: if ``max_num_doublings`` is not a positive integer.
@@ -124,227 +161,19 @@ def build_kernel(
     levels = jnp.arange(num_levels)
     level_sizes = 2**levels
 
-    def kernel(
-        key: PRNGKeyArray,
-        state: GradientState,
-        logdensity_fn: LogDensityFn,
-        params: MetricParams,
-    ) -> tuple[GradientState, TransitionInfo]:
-        step_size = params.step_size
+    def begin(
+        key: PRNGKeyArray, state: GradientState, logdensity_fn: LogDensityFn, params: MetricParams
+    ) -> _Transition:
         key_momentum, key_direction, key_leaf, key_merge = jax.random.split(key, 4)
-        flat, unravel = ravel_pytree(state.position)
+        context = _context(state, logdensity_fn, params)
+        flat = context.flat
         grad, _ = ravel_pytree(state.logdensity_grad)
         dtype = flat.dtype
-        metric = euclidean_metric(params.inverse_mass_matrix)
-        flat_fn = value_and_aux(logdensity_fn)
-        integrate = leapfrog(lambda x: flat_fn(unravel(x)), metric.velocity)
-
-        def energy(point: IntegratorState, velocity: Array) -> Array:
-            value = -point.logdensity + 0.5 * jnp.dot(point.momentum, velocity)
-            return jnp.where(jnp.isnan(value), jnp.inf, value)
-
-        momentum = metric.sample_momentum(key_momentum)
+        momentum = context.metric.sample_momentum(key_momentum)
         initial = IntegratorState(flat, momentum, state.logdensity, grad, state.aux)
-        initial_velocity = metric.velocity(momentum)
-        initial_energy = energy(initial, initial_velocity)
+        initial_velocity = context.metric.velocity(momentum)
+        initial_energy = _energy(initial, initial_velocity)
         zeros_levels = jnp.zeros((num_levels, flat.shape[0]), dtype)
-        checkpoints = _Checkpoints(*(zeros_levels,) * 5)
-        # One direction and one merge uniform per doubling, drawn up front.
-        directions = jnp.where(jax.random.bernoulli(key_direction, shape=(num_levels,)), 1, -1)
-        log_merge_uniforms = jnp.log(jax.random.uniform(key_merge, (num_levels,), dtype))
-
-        def subtree_turning(
-            ckpt: _Checkpoints, n: Array, velocity: Array, sum_including: Array, depth: Array
-        ) -> Array:
-            # Every span of 2^k leaves (1 <= k <= depth) that ends at leaf n, checked on its
-            # own and, as Stan does, with each half extended by the other's nearest leaf.
-            completes = ((n + 1) % level_sizes == 0) & (levels >= 1) & (levels <= depth)
-            node_start_v = ckpt.start_velocity[1:]
-            sum_node = sum_including[None] - ckpt.start_momentum_sum[1:]
-            sum_a = ckpt.start_momentum_sum[:-1] - ckpt.start_momentum_sum[1:]
-            sum_b = sum_including[None] - ckpt.start_momentum_sum[:-1]
-            turn = jax.vmap(_is_turning, in_axes=(0, None, 0))
-            is_turning_levels = (
-                turn(node_start_v, velocity, sum_node)
-                | jax.vmap(_is_turning)(
-                    node_start_v, ckpt.start_velocity[:-1], sum_a + ckpt.start_momentum[:-1]
-                )
-                | turn(ckpt.end_velocity[:-1], velocity, sum_b + ckpt.end_momentum[:-1])
-            )
-            return jnp.any(completes[1:] & is_turning_levels)
-
-        def merge(
-            loop: _LoopState,
-            leaf: IntegratorState,
-            velocity: Array,
-            subtree_sum: Array,
-            subtree_log_weight: Array,
-            subtree_proposal: IntegratorState,
-            subtree_proposal_energy: Array,
-            ckpt: _Checkpoints,
-            direction: Array,
-        ) -> tuple:
-            forward = direction > 0
-            first_velocity = ckpt.start_velocity[loop.num_doublings]
-            first_momentum = ckpt.start_momentum[loop.num_doublings]
-            old_left_velocity = loop.left_velocity
-            old_right_velocity = loop.right_velocity
-            # Time order: the backward part ("bck") then the forward part ("fwd").
-            bck_left_v = jnp.where(forward, old_left_velocity, velocity)
-            bck_right_v = jnp.where(forward, old_right_velocity, first_velocity)
-            bck_right_p = jnp.where(forward, loop.right.momentum, first_momentum)
-            fwd_left_v = jnp.where(forward, first_velocity, old_left_velocity)
-            fwd_left_p = jnp.where(forward, first_momentum, loop.left.momentum)
-            fwd_right_v = jnp.where(forward, velocity, old_right_velocity)
-            sum_bck = jnp.where(forward, loop.momentum_sum, subtree_sum)
-            sum_fwd = jnp.where(forward, subtree_sum, loop.momentum_sum)
-            merged_sum = loop.momentum_sum + subtree_sum
-            is_trajectory_turning = (
-                _is_turning(bck_left_v, fwd_right_v, merged_sum)
-                | _is_turning(bck_left_v, fwd_left_v, sum_bck + fwd_left_p)
-                | _is_turning(bck_right_v, fwd_right_v, sum_fwd + bck_right_p)
-            )
-            # Biased progressive sampling: prefer the new subtree (Betancourt, 2017).
-            take = log_merge_uniforms[loop.num_doublings] < subtree_log_weight - loop.log_weight
-            return (
-                _select(forward, loop.left, leaf),
-                _select(forward, leaf, loop.right),
-                jnp.where(forward, loop.left_velocity, velocity),
-                jnp.where(forward, velocity, loop.right_velocity),
-                merged_sum,
-                jnp.logaddexp(loop.log_weight, subtree_log_weight),
-                _select(take, subtree_proposal, loop.proposal),
-                jnp.where(take, subtree_proposal_energy, loop.proposal_energy),
-                is_trajectory_turning,
-            )
-
-        def keep(loop: _LoopState, *_: object) -> tuple:
-            return (
-                loop.left,
-                loop.right,
-                loop.left_velocity,
-                loop.right_velocity,
-                loop.momentum_sum,
-                loop.log_weight,
-                loop.proposal,
-                loop.proposal_energy,
-                jnp.asarray(False),
-            )
-
-        def body(loop: _LoopState) -> _LoopState:
-            n = loop.leaf_index
-            is_new_subtree = n == 0
-            direction = jnp.where(is_new_subtree, directions[loop.num_doublings], loop.direction)
-            start = jax.lax.cond(
-                is_new_subtree,
-                lambda: _select(direction > 0, loop.right, loop.left),
-                lambda: loop.leaf,
-            )
-            leaf = integrate(start, direction * step_size)
-            velocity = metric.velocity(leaf.momentum)
-            leaf_energy = energy(leaf, velocity)
-            delta = leaf_energy - initial_energy
-            is_nonfinite = ~jnp.isfinite(delta)
-            is_divergent = is_nonfinite | (delta > divergence_threshold)
-            leaf_log_weight = -delta
-
-            # Uniform progressive sampling inside the subtree.
-            previous_log_weight = jnp.where(is_new_subtree, -jnp.inf, loop.subtree_log_weight)
-            subtree_log_weight = jnp.logaddexp(previous_log_weight, leaf_log_weight)
-            key_this_leaf = jax.random.fold_in(key_leaf, loop.num_leaves)
-            take_leaf = jnp.log(jax.random.uniform(key_this_leaf, dtype=dtype)) < (
-                leaf_log_weight - subtree_log_weight
-            )
-            take_leaf = take_leaf | is_new_subtree
-            subtree_proposal = _select(take_leaf, leaf, loop.subtree_proposal)
-            subtree_proposal_energy = jnp.where(
-                take_leaf, leaf_energy, loop.subtree_proposal_energy
-            )
-
-            sum_before = jnp.where(is_new_subtree, jnp.zeros_like(flat), loop.subtree_momentum_sum)
-            sum_including = sum_before + leaf.momentum
-            ckpt = loop.checkpoints
-            starts_here = (n % level_sizes == 0)[:, None]
-            ckpt = ckpt._replace(
-                start_velocity=jnp.where(starts_here, velocity, ckpt.start_velocity),
-                start_momentum=jnp.where(starts_here, leaf.momentum, ckpt.start_momentum),
-                start_momentum_sum=jnp.where(starts_here, sum_before, ckpt.start_momentum_sum),
-            )
-            # Spans of two or more leaves end only at odd leaf indices.
-            is_subtree_turning = jax.lax.cond(
-                n % 2 == 1,
-                subtree_turning,
-                lambda *_: jnp.asarray(False),
-                ckpt,
-                n,
-                velocity,
-                sum_including,
-                loop.num_doublings,
-            )
-            ends_here = ((n + 1) % level_sizes == 0)[:, None]
-            ckpt = ckpt._replace(
-                end_velocity=jnp.where(ends_here, velocity, ckpt.end_velocity),
-                end_momentum=jnp.where(ends_here, leaf.momentum, ckpt.end_momentum),
-            )
-
-            is_subtree_invalid = is_subtree_turning | is_divergent
-            is_subtree_complete = n + 1 == 2**loop.num_doublings
-            is_subtree_over = is_subtree_invalid | is_subtree_complete
-            merges = is_subtree_complete & ~is_subtree_invalid
-            (
-                left,
-                right,
-                left_velocity,
-                right_velocity,
-                momentum_sum,
-                log_weight,
-                proposal,
-                proposal_energy,
-                is_turning,
-            ) = jax.lax.cond(
-                merges,
-                merge,
-                keep,
-                loop,
-                leaf,
-                velocity,
-                sum_including,
-                subtree_log_weight,
-                subtree_proposal,
-                subtree_proposal_energy,
-                ckpt,
-                direction,
-            )
-            num_doublings = jnp.where(is_subtree_over, loop.num_doublings + 1, loop.num_doublings)
-            is_done = (is_subtree_invalid | is_turning) | (num_doublings >= max_num_doublings)
-
-            return _LoopState(
-                left=left,
-                right=right,
-                left_velocity=left_velocity,
-                right_velocity=right_velocity,
-                momentum_sum=momentum_sum,
-                log_weight=log_weight,
-                proposal=proposal,
-                proposal_energy=proposal_energy,
-                num_doublings=num_doublings,
-                direction=direction,
-                leaf_index=jnp.where(is_subtree_over, 0, n + 1),
-                leaf=leaf,
-                subtree_momentum_sum=sum_including,
-                subtree_log_weight=subtree_log_weight,
-                subtree_proposal=subtree_proposal,
-                subtree_proposal_energy=subtree_proposal_energy,
-                checkpoints=ckpt,
-                is_done=is_done,
-                is_subtree_rejected=is_subtree_invalid,
-                is_divergent=loop.is_divergent | is_divergent,
-                sum_acceptance=loop.sum_acceptance
-                + jnp.where(is_nonfinite, 0.0, jnp.minimum(1.0, jnp.exp(-delta))),
-                num_leaves=loop.num_leaves + 1,
-                num_nonfinite=loop.num_nonfinite + is_nonfinite.astype(jnp.int32),
-            )
-
         zero = jnp.zeros((), dtype)
         loop = _LoopState(
             left=initial,
@@ -363,7 +192,7 @@ def build_kernel(
             subtree_log_weight=-jnp.inf * jnp.ones((), dtype),
             subtree_proposal=initial,
             subtree_proposal_energy=initial_energy,
-            checkpoints=checkpoints,
+            checkpoints=_Checkpoints(*(zeros_levels,) * 5),
             is_done=jnp.asarray(False),
             is_subtree_rejected=jnp.asarray(False),
             is_divergent=jnp.asarray(False),
@@ -371,8 +200,231 @@ def build_kernel(
             num_leaves=jnp.asarray(0, jnp.int32),
             num_nonfinite=jnp.asarray(0, jnp.int32),
         )
-        loop = jax.lax.while_loop(lambda s: ~s.is_done, body, loop)
+        return _Transition(
+            loop=loop,
+            initial_energy=initial_energy,
+            directions=jnp.where(
+                jax.random.bernoulli(key_direction, shape=(num_levels,)), 1, -1
+            ).astype(jnp.int32),
+            log_merge_uniforms=jnp.log(jax.random.uniform(key_merge, (num_levels,), dtype)),
+            key_leaf=key_leaf,
+        )
 
+    def subtree_turning(
+        ckpt: _Checkpoints, n: Array, velocity: Array, sum_including: Array, depth: Array
+    ) -> Array:
+        # Every span of 2^k leaves (1 <= k <= depth) that ends at leaf n, checked on its
+        # own and, as Stan does, with each half extended by the other's nearest leaf.
+        completes = ((n + 1) % level_sizes == 0) & (levels >= 1) & (levels <= depth)
+        node_start_v = ckpt.start_velocity[1:]
+        sum_node = sum_including[None] - ckpt.start_momentum_sum[1:]
+        sum_a = ckpt.start_momentum_sum[:-1] - ckpt.start_momentum_sum[1:]
+        sum_b = sum_including[None] - ckpt.start_momentum_sum[:-1]
+        turn = jax.vmap(_is_turning, in_axes=(0, None, 0))
+        is_turning_levels = (
+            turn(node_start_v, velocity, sum_node)
+            | jax.vmap(_is_turning)(
+                node_start_v, ckpt.start_velocity[:-1], sum_a + ckpt.start_momentum[:-1]
+            )
+            | turn(ckpt.end_velocity[:-1], velocity, sum_b + ckpt.end_momentum[:-1])
+        )
+        return jnp.any(completes[1:] & is_turning_levels)
+
+    def merge(
+        transition: _Transition,
+        leaf: IntegratorState,
+        velocity: Array,
+        subtree_sum: Array,
+        subtree_log_weight: Array,
+        subtree_proposal: IntegratorState,
+        subtree_proposal_energy: Array,
+        ckpt: _Checkpoints,
+        direction: Array,
+    ) -> tuple:
+        loop = transition.loop
+        forward = direction > 0
+        first_velocity = ckpt.start_velocity[loop.num_doublings]
+        first_momentum = ckpt.start_momentum[loop.num_doublings]
+        old_left_velocity = loop.left_velocity
+        old_right_velocity = loop.right_velocity
+        # Time order: the backward part ("bck") then the forward part ("fwd").
+        bck_left_v = jnp.where(forward, old_left_velocity, velocity)
+        bck_right_v = jnp.where(forward, old_right_velocity, first_velocity)
+        bck_right_p = jnp.where(forward, loop.right.momentum, first_momentum)
+        fwd_left_v = jnp.where(forward, first_velocity, old_left_velocity)
+        fwd_left_p = jnp.where(forward, first_momentum, loop.left.momentum)
+        fwd_right_v = jnp.where(forward, velocity, old_right_velocity)
+        sum_bck = jnp.where(forward, loop.momentum_sum, subtree_sum)
+        sum_fwd = jnp.where(forward, subtree_sum, loop.momentum_sum)
+        merged_sum = loop.momentum_sum + subtree_sum
+        is_trajectory_turning = (
+            _is_turning(bck_left_v, fwd_right_v, merged_sum)
+            | _is_turning(bck_left_v, fwd_left_v, sum_bck + fwd_left_p)
+            | _is_turning(bck_right_v, fwd_right_v, sum_fwd + bck_right_p)
+        )
+        # Biased progressive sampling: prefer the new subtree (Betancourt, 2017).
+        log_uniform = transition.log_merge_uniforms[loop.num_doublings]
+        take = log_uniform < subtree_log_weight - loop.log_weight
+        return (
+            _select(forward, loop.left, leaf),
+            _select(forward, leaf, loop.right),
+            jnp.where(forward, loop.left_velocity, velocity),
+            jnp.where(forward, velocity, loop.right_velocity),
+            merged_sum,
+            jnp.logaddexp(loop.log_weight, subtree_log_weight),
+            _select(take, subtree_proposal, loop.proposal),
+            jnp.where(take, subtree_proposal_energy, loop.proposal_energy),
+            is_trajectory_turning,
+        )
+
+    def keep(transition: _Transition, *_: object) -> tuple:
+        loop = transition.loop
+        return (
+            loop.left,
+            loop.right,
+            loop.left_velocity,
+            loop.right_velocity,
+            loop.momentum_sum,
+            loop.log_weight,
+            loop.proposal,
+            loop.proposal_energy,
+            jnp.asarray(False),
+        )
+
+    def advance(
+        transition: _Transition,
+        state: GradientState,
+        logdensity_fn: LogDensityFn,
+        params: MetricParams,
+    ) -> _Transition:
+        context = _context(state, logdensity_fn, params)
+        loop = transition.loop
+        dtype = context.flat.dtype
+        n = loop.leaf_index
+        is_new_subtree = n == 0
+        direction = jnp.where(
+            is_new_subtree, transition.directions[loop.num_doublings], loop.direction
+        )
+        start = jax.lax.cond(
+            is_new_subtree,
+            lambda: _select(direction > 0, loop.right, loop.left),
+            lambda: loop.leaf,
+        )
+        leaf = context.integrate(start, direction * params.step_size)
+        velocity = context.metric.velocity(leaf.momentum)
+        leaf_energy = _energy(leaf, velocity)
+        delta = leaf_energy - transition.initial_energy
+        is_nonfinite = ~jnp.isfinite(delta)
+        is_divergent = is_nonfinite | (delta > divergence_threshold)
+        leaf_log_weight = -delta
+
+        # Uniform progressive sampling inside the subtree.
+        previous_log_weight = jnp.where(is_new_subtree, -jnp.inf, loop.subtree_log_weight)
+        subtree_log_weight = jnp.logaddexp(previous_log_weight, leaf_log_weight)
+        key_this_leaf = jax.random.fold_in(transition.key_leaf, loop.num_leaves)
+        take_leaf = jnp.log(jax.random.uniform(key_this_leaf, dtype=dtype)) < (
+            leaf_log_weight - subtree_log_weight
+        )
+        take_leaf = take_leaf | is_new_subtree
+        subtree_proposal = _select(take_leaf, leaf, loop.subtree_proposal)
+        subtree_proposal_energy = jnp.where(take_leaf, leaf_energy, loop.subtree_proposal_energy)
+
+        sum_before = jnp.where(
+            is_new_subtree, jnp.zeros_like(context.flat), loop.subtree_momentum_sum
+        )
+        sum_including = sum_before + leaf.momentum
+        ckpt = loop.checkpoints
+        starts_here = (n % level_sizes == 0)[:, None]
+        ckpt = ckpt._replace(
+            start_velocity=jnp.where(starts_here, velocity, ckpt.start_velocity),
+            start_momentum=jnp.where(starts_here, leaf.momentum, ckpt.start_momentum),
+            start_momentum_sum=jnp.where(starts_here, sum_before, ckpt.start_momentum_sum),
+        )
+        # Spans of two or more leaves end only at odd leaf indices.
+        is_subtree_turning = jax.lax.cond(
+            n % 2 == 1,
+            subtree_turning,
+            lambda *_: jnp.asarray(False),
+            ckpt,
+            n,
+            velocity,
+            sum_including,
+            loop.num_doublings,
+        )
+        ends_here = ((n + 1) % level_sizes == 0)[:, None]
+        ckpt = ckpt._replace(
+            end_velocity=jnp.where(ends_here, velocity, ckpt.end_velocity),
+            end_momentum=jnp.where(ends_here, leaf.momentum, ckpt.end_momentum),
+        )
+
+        is_subtree_invalid = is_subtree_turning | is_divergent
+        is_subtree_complete = n + 1 == 2**loop.num_doublings
+        is_subtree_over = is_subtree_invalid | is_subtree_complete
+        merges = is_subtree_complete & ~is_subtree_invalid
+        (
+            left,
+            right,
+            left_velocity,
+            right_velocity,
+            momentum_sum,
+            log_weight,
+            proposal,
+            proposal_energy,
+            is_turning,
+        ) = jax.lax.cond(
+            merges,
+            merge,
+            keep,
+            transition,
+            leaf,
+            velocity,
+            sum_including,
+            subtree_log_weight,
+            subtree_proposal,
+            subtree_proposal_energy,
+            ckpt,
+            direction,
+        )
+        num_doublings = jnp.where(is_subtree_over, loop.num_doublings + 1, loop.num_doublings)
+        is_done = (is_subtree_invalid | is_turning) | (num_doublings >= max_num_doublings)
+
+        loop = _LoopState(
+            left=left,
+            right=right,
+            left_velocity=left_velocity,
+            right_velocity=right_velocity,
+            momentum_sum=momentum_sum,
+            log_weight=log_weight,
+            proposal=proposal,
+            proposal_energy=proposal_energy,
+            num_doublings=num_doublings,
+            direction=direction,
+            leaf_index=jnp.where(is_subtree_over, 0, n + 1),
+            leaf=leaf,
+            subtree_momentum_sum=sum_including,
+            subtree_log_weight=subtree_log_weight,
+            subtree_proposal=subtree_proposal,
+            subtree_proposal_energy=subtree_proposal_energy,
+            checkpoints=ckpt,
+            is_done=is_done,
+            is_subtree_rejected=is_subtree_invalid,
+            is_divergent=loop.is_divergent | is_divergent,
+            sum_acceptance=loop.sum_acceptance
+            + jnp.where(is_nonfinite, 0.0, jnp.minimum(1.0, jnp.exp(-delta))),
+            num_leaves=loop.num_leaves + 1,
+            num_nonfinite=loop.num_nonfinite + is_nonfinite.astype(jnp.int32),
+        )
+        return transition._replace(loop=loop)
+
+    def end(
+        transition: _Transition,
+        state: GradientState,
+        logdensity_fn: LogDensityFn,
+        params: MetricParams,
+    ) -> tuple[GradientState, TransitionInfo]:
+        del logdensity_fn, params
+        loop = transition.loop
+        flat, unravel = ravel_pytree(state.position)
         proposal = loop.proposal
         new_state = GradientState(
             unravel(proposal.position),
@@ -392,14 +444,15 @@ def build_kernel(
         )
         return new_state, info
 
-    return kernel
+    return KernelStages(begin, advance, lambda transition: transition.loop.is_done, end)
 
 
 nuts = Algorithm(
     "nuts",
     init_gradient_state,
-    build_kernel,
+    None,
     MetricParams,
+    build_stages=build_stages,
     build_options=("max_num_doublings", "divergence_threshold"),
     target_acceptance=0.8,
     uses_gradient=True,

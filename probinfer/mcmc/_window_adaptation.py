@@ -22,6 +22,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
+from probinfer._members import member_cond
 from probinfer.mcmc._algorithm import (
     Algorithm,
     check_metric,
@@ -405,10 +406,10 @@ def window_adaptation(
             welford_update(state.welford, flat),
             state.welford,
         )
-        # The flags are the same for every chain, so under vmap this stays a real branch:
-        # the matrix is refactored once per window, not once per step.
+        # A real branch even for vectorized chains (which may reach a window end at
+        # different iterations of a flat loop): the matrix is refactored once per window.
         is_window_end = flags.is_window_end
-        inverse_mass_matrix = jax.lax.cond(
+        inverse_mass_matrix = member_cond(
             is_window_end,
             lambda: factor_mass_matrix(_window_estimate(welford)),
             lambda: state.inverse_mass_matrix,
@@ -424,7 +425,7 @@ def window_adaptation(
             welford,
         )
         if not algorithm.has_cumulative_warmup:  # a cumulative warm-up never restarts
-            dual = jax.lax.cond(
+            dual = member_cond(
                 is_window_end,
                 lambda: restart_step_size(key, mcmc_state.position, inverse_mass_matrix, dual),
                 lambda: dual,

@@ -1,0 +1,116 @@
+"""How the independent members of a population (MCMC chains) are mapped inside a program.
+
+- ``vectorized``: ``vmap``, one program for all members. A loop whose length differs per
+  member (a NUTS trajectory) makes them move in lock step, each paying for the longest; the
+  driver's flat loop over a ``StagedStep`` avoids that, and :func:`member_cond` keeps a
+  branch that only some members take a real branch.
+- ``sequential``: ``lax.map``, members one after another inside the program, each paying
+  only for its own loop.
+- ``parallel-vectorized`` / ``parallel-sequential``: members split evenly over all devices
+  (``shard_map`` over a one-axis mesh), then vectorized or sequential on each device, so a
+  device never waits for another's members.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+
+MEMBER_MAPS = ("vectorized", "sequential", "parallel-vectorized", "parallel-sequential")
+MEMBER_AXIS = "members"  # the vmap axis name of vectorized members
+_vectorized_traces = [0]  # > 0 while a vectorized member function is being traced
+
+
+@contextlib.contextmanager
+def _tracing_vectorized() -> Iterator[None]:
+    _vectorized_traces[0] += 1
+    try:
+        yield
+    finally:
+        _vectorized_traces[0] -= 1
+
+
+def any_member(pred: Array | np.ndarray) -> Array:
+    """Whether ``pred`` holds for some member: the same value for every member.
+
+    Inside a function mapped by :func:`map_members` with ``vectorized`` members this is a
+    reduction over the members, so ``lax.cond`` on it stays a real branch under ``vmap``
+    (a ``lax.cond`` on a predicate that differs between members becomes a ``select``:
+    both branches run for every member at every call). Elsewhere it is ``pred`` itself.
+
+    Args:
+        pred: this member's predicate, a boolean scalar.
+
+    Returns:
+        A boolean scalar.
+    """
+    if not _vectorized_traces[0]:
+        return jnp.asarray(pred, bool)
+    return jax.lax.psum(jnp.asarray(pred, jnp.int32), MEMBER_AXIS) > 0
+
+
+def member_cond(
+    pred: Array | np.ndarray,
+    true_fn: Callable[..., Any],
+    false_fn: Callable[..., Any],
+    *operands: Any,
+) -> Any:
+    """``lax.cond`` on one member's predicate that stays a branch for vectorized members.
+
+    ``true_fn`` runs (for every member, its result kept where ``pred`` holds) only when
+    :func:`any_member` ``(pred)``, and is skipped otherwise; for members not vectorized it
+    is ``lax.cond``. Use it for rare, costly work (a new mass matrix after a window).
+
+    Args:
+        pred: this member's predicate, a boolean scalar.
+        true_fn: the branch taken where ``pred`` holds.
+        false_fn: the other branch (same output structure).
+        *operands: passed to both.
+
+    Returns:
+        The taken branch's output.
+    """
+    if not _vectorized_traces[0]:
+        return jax.lax.cond(pred, true_fn, false_fn, *operands)
+
+    def where_pred(*ops: Any) -> Any:
+        return jax.tree.map(lambda a, b: jnp.where(pred, a, b), true_fn(*ops), false_fn(*ops))
+
+    return jax.lax.cond(any_member(pred), where_pred, false_fn, *operands)
+
+
+def map_members(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+    """Apply a one-member function to arguments with a leading member axis.
+
+    Args:
+        fn: a function of one member's arguments.
+        method: one of :data:`MEMBER_MAPS`.
+
+    Returns:
+        The mapped function.
+
+    Raises:
+        ValueError: for an unknown method.
+    """
+    if method == "sequential":
+        return lambda *args: jax.lax.map(lambda a: fn(*a), args)
+    if method == "vectorized":
+
+        def traced(*args: Any) -> Any:
+            with _tracing_vectorized():
+                return fn(*args)
+
+        return jax.vmap(traced, axis_name=MEMBER_AXIS)
+    if method not in MEMBER_MAPS:
+        raise ValueError(f"unknown member map {method!r}; use one of {MEMBER_MAPS}.")
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("members",))
+    per_device = map_members(fn, method.removeprefix("parallel-"))
+    spec = jax.sharding.PartitionSpec("members")
+    # Members are independent: no collective, so replication checking has nothing to prove.
+    return jax.shard_map(per_device, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)
