@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,16 +25,43 @@ from jaxtyping import Array
 
 MEMBER_MAPS = ("vectorized", "sequential", "parallel-vectorized", "parallel-sequential")
 MEMBER_AXIS = "members"  # the vmap axis name of vectorized members
-_vectorized_traces = [0]  # > 0 while a vectorized member function is being traced
+DEVICE_AXIS = "devices"  # the mesh axis name of the parallel member maps
+# While a member function is traced: whether it is vectorized (MEMBER_AXIS is bound), and
+# the mask of the members whose results count (None: all), set by `members_where`.
+_TRACING: contextvars.ContextVar[tuple[bool, Any]] = contextvars.ContextVar(
+    "probinfer_members", default=(False, None)
+)
 
 
 @contextlib.contextmanager
 def _tracing_vectorized() -> Iterator[None]:
-    _vectorized_traces[0] += 1
+    token = _TRACING.set((True, None))
     try:
         yield
     finally:
-        _vectorized_traces[0] -= 1
+        _TRACING.reset(token)
+
+
+@contextlib.contextmanager
+def members_where(mask: Array) -> Iterator[None]:
+    """While tracing inside: :func:`any_member` and :func:`member_cond` count only the
+    members where ``mask`` holds (the caller discards the others' results).
+
+    Args:
+        mask: this member's flag, a boolean scalar.
+    """
+    vectorized, outer = _TRACING.get()
+    token = _TRACING.set((vectorized, mask if outer is None else outer & mask))
+    try:
+        yield
+    finally:
+        _TRACING.reset(token)
+
+
+def _masked(pred: Array | np.ndarray) -> Array:
+    mask = _TRACING.get()[1]
+    pred = jnp.asarray(pred, bool)
+    return pred if mask is None else pred & mask
 
 
 def any_member(pred: Array | np.ndarray) -> Array:
@@ -50,9 +78,10 @@ def any_member(pred: Array | np.ndarray) -> Array:
     Returns:
         A boolean scalar.
     """
-    if not _vectorized_traces[0]:
-        return jnp.asarray(pred, bool)
-    return jax.lax.psum(jnp.asarray(pred, jnp.int32), MEMBER_AXIS) > 0
+    pred = _masked(pred)
+    if not _TRACING.get()[0]:
+        return pred
+    return jax.lax.psum(pred.astype(jnp.int32), MEMBER_AXIS) > 0
 
 
 def member_cond(
@@ -76,7 +105,8 @@ def member_cond(
     Returns:
         The taken branch's output.
     """
-    if not _vectorized_traces[0]:
+    pred = _masked(pred)
+    if not _TRACING.get()[0]:
         return jax.lax.cond(pred, true_fn, false_fn, *operands)
 
     def where_pred(*ops: Any) -> Any:
@@ -109,8 +139,9 @@ def map_members(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
         return jax.vmap(traced, axis_name=MEMBER_AXIS)
     if method not in MEMBER_MAPS:
         raise ValueError(f"unknown member map {method!r}; use one of {MEMBER_MAPS}.")
-    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("members",))
+    mesh = jax.sharding.Mesh(np.asarray(jax.devices()), (DEVICE_AXIS,))
     per_device = map_members(fn, method.removeprefix("parallel-"))
-    spec = jax.sharding.PartitionSpec("members")
-    # Members are independent: no collective, so replication checking has nothing to prove.
+    spec = jax.sharding.PartitionSpec(DEVICE_AXIS)
+    # Members are independent (`any_member` reduces over one device's members only), so
+    # replication checking has nothing to prove.
     return jax.shard_map(per_device, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)

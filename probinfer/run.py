@@ -43,9 +43,11 @@ PyTree = Any
 CHAIN_METHODS = MEMBER_MAPS
 # Vectorized chains run NUTS/HMC as one flat loop of leapfrog steps (each chain starting
 # its next transition when its own ends) from this many chains per device; below it each
-# transition runs whole, in lock step (benchmarks/scale.py: with 4 chains the flat loop's
-# finishing branch, taken whenever any chain finishes, costs more than the waiting).
-INTERLEAVE_MIN_CHAINS = 16
+# transition runs whole, in lock step. benchmarks/scale.py (2-core CPU, noisy): the flat
+# loop wins on the funnel at every count, on eight schools only from 32-64 chains (its
+# finishing branch runs for the group whenever any chain finishes; with 8-16 chains
+# of near-equal trajectories that costs more than the waiting).
+INTERLEAVE_MIN_CHAINS = 32
 
 
 class SamplerConfig(NamedTuple):
@@ -172,9 +174,36 @@ class _MCMCStep(StagedStep):
         step_index: Array,
         shared: tuple[PyTree, ScheduleBounds, Array],
     ) -> tuple[mcmc.WindowAdaptationState, tuple[dict[str, Array], dict[str, Array]]]:
-        data, schedule, is_sampling = shared
-        stages, logdensity_fn, params = self._parts(state, data)
+        stages, logdensity_fn, params = self._parts(state, shared[0])
         mcmc_state, info = stages.end(work, state.mcmc_state, logdensity_fn, params)
+        return self._after_transition(key, state, mcmc_state, info, step_index, shared)
+
+    def __call__(
+        self,
+        key: PRNGKeyArray,
+        state: mcmc.WindowAdaptationState,
+        step_index: Array,
+        shared: tuple[PyTree, ScheduleBounds, Array],
+    ) -> tuple[mcmc.WindowAdaptationState, tuple[dict[str, Array], dict[str, Array]]]:
+        # A whole step calls the kernel itself: a one-step kernel (RWM, MALA) then runs
+        # without a loop around its single stage.
+        algorithm = mcmc.ALGORITHMS[self.config.algorithm]
+        kernel = algorithm.build_kernel(**algorithm.split_options(dict(self.config.options))[0])
+        _, logdensity_fn, params = self._parts(state, shared[0])
+        mcmc_state, info = kernel(key, state.mcmc_state, logdensity_fn, params)
+        return self._after_transition(key, state, mcmc_state, info, step_index, shared)
+
+    def _after_transition(
+        self,
+        key: PRNGKeyArray,
+        state: mcmc.WindowAdaptationState,
+        mcmc_state: Any,
+        info: mcmc.TransitionInfo,
+        step_index: Array,
+        shared: tuple[PyTree, ScheduleBounds, Array],
+    ) -> tuple[mcmc.WindowAdaptationState, tuple[dict[str, Array], dict[str, Array]]]:
+        """The adaptation update (while warming up) and the record of a transition."""
+        data, schedule, is_sampling = shared
         adaptation = _adaptation(self.spec, self.config, data)
         new = jax.lax.cond(
             is_sampling,
@@ -379,8 +408,10 @@ def run_chains(
     common = {
         "chunk_size": config.chunk_size,
         "member_map": config.chain_method,
+        # Only kernels whose transitions differ in length (NUTS, HMC) gain from it.
         "interleave": config.chain_method.endswith("vectorized")
-        and chains_per_device >= INTERLEAVE_MIN_CHAINS,
+        and chains_per_device >= INTERLEAVE_MIN_CHAINS
+        and mcmc.ALGORITHMS[config.algorithm].build_stages is not None,
         "run_fingerprint": run_fingerprint,
         "watch": watch,
     }

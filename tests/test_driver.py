@@ -213,22 +213,28 @@ def test_interleave_needs_a_staged_step():
         drive(counter_step, jnp.zeros(()), jax.random.key(0), num_steps=3, interleave=True)
 
 
+@pytest.mark.four_devices
 def test_interleaved_nuts_chains_equal_lock_step_chains(monkeypatch):
     """Warm-up (windows, step-size restarts) and draws of 4 vectorized NUTS chains run as
     one flat loop equal the lock-step run to float64 rounding (measured: <= 2e-10), with
-    the same gradient counts."""
+    the same gradient counts; so do the chains split over 4 devices, interleaved on each."""
     prec = jnp.array([[2.8, -2.4, 0.4], [-2.4, 3.0, -0.5], [0.4, -0.5, 0.6]])
     settings = {"chains": 4, "warmup": 150, "draws": 50, "seed": 1, "progress": False}
     runs = []
     with jax.enable_x64(True):
         target = pi.LogDensity(lambda x: -0.5 * x @ prec @ x, jnp.zeros(3, jnp.float64))
-        for min_chains in (1, 10**9):
+        for min_chains, chain_method in (
+            (1, "vectorized"),
+            (1, "parallel-vectorized"),
+            (10**9, "vectorized"),
+        ):
             monkeypatch.setattr(probinfer.run, "INTERLEAVE_MIN_CHAINS", min_chains)
-            runs.append(pi.sample(target, chain_method="vectorized", **settings))
-    interleaved, lock_step = runs
-    np.testing.assert_array_equal(
-        interleaved.sample_stats.n_steps.values, lock_step.sample_stats.n_steps.values
-    )
-    np.testing.assert_allclose(
-        interleaved.posterior.x.values, lock_step.posterior.x.values, rtol=0, atol=1e-8
-    )
+            runs.append(pi.sample(target, chain_method=chain_method, **settings))
+    lock_step = runs[-1]
+    for interleaved in runs[:-1]:
+        np.testing.assert_array_equal(
+            interleaved.sample_stats.n_steps.values, lock_step.sample_stats.n_steps.values
+        )
+        np.testing.assert_allclose(
+            interleaved.posterior.x.values, lock_step.posterior.x.values, rtol=0, atol=1e-8
+        )

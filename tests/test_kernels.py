@@ -419,3 +419,41 @@ def test_vmapped_dense_mala_does_not_deadlock_on_one_cpu_device():
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_stages_reproduce_the_kernel(name):
+    """``Algorithm.stages`` (NUTS and HMC: one leapfrog per ``advance``; RWM and MALA: the
+    whole transition in one) run as begin / advance until done / end give the kernel's
+    transition exactly."""
+    algorithm = mcmc.ALGORITHMS[name]
+    logdensity_fn = lambda x: -0.5 * jnp.sum(x**2 / SD**2)  # noqa: E731
+    state = algorithm.init(jnp.asarray(MEAN, jnp.float32), logdensity_fn)
+    params = algorithm.default_params(state.position)._replace(step_size=0.3)
+    stages = algorithm.stages()
+    key = jax.random.key(4)
+    work = stages.begin(key, state, logdensity_fn, params)
+    advances = 0
+    while not bool(stages.is_done(work)):
+        work = stages.advance(work, state, logdensity_fn, params)
+        advances += 1
+    new_state, info = stages.end(work, state, logdensity_fn, params)
+    expected_state, expected_info = algorithm.build_kernel()(key, state, logdensity_fn, params)
+    np.testing.assert_allclose(new_state.position, expected_state.position, rtol=1e-6)
+    assert int(info.num_grad_evals) == int(expected_info.num_grad_evals)
+    assert advances == (int(info.num_grad_evals) if name in ("hmc", "nuts") else 1)
+
+
+def test_an_algorithm_needs_a_kernel_or_stages():
+    with pytest.raises(ValueError, match="either"):
+        mcmc.Algorithm(
+            "broken", mcmc.nuts.init, None, mcmc.MetricParams, target_acceptance=0.8,
+            uses_gradient=True,
+        )  # fmt: skip
+
+
+def test_hmc_needs_a_leapfrog_step():
+    """A transition with no leapfrog step is refused (a staged loop would advance it once)."""
+    kernel = mcmc.hmc(lambda x: -0.5 * jnp.sum(x**2), 0.1, num_integration_steps=0)
+    with pytest.raises(ValueError, match="num_integration_steps"):
+        kernel.step(jax.random.key(0), kernel.init(jnp.zeros(2)))

@@ -28,6 +28,10 @@ MODELS = [name for name in models.names() if name not in ("neals_funnel", "gauss
 # few non-finite proposals (exp overflow) at their far ends: expected, so only those two
 # warnings are silenced for them; any other run check still fails the test.
 DIVERGENT = ("gp_poisson",)
+# Eight schools at the default target acceptance 0.8 sits at the edge: 0-5 divergences in
+# 8,000 transitions depending on float rounding (every library has some: docs/benchmarks.md);
+# Stan's remedy, a higher target, removes them, so the run checks stay strict.
+SETTINGS = {"eight_schools_noncentered": {"target_acceptance": 0.95}}
 
 
 def zoo_checks(name: str, shift_in_sd: float = 0.0) -> list:
@@ -45,6 +49,7 @@ def zoo_checks(name: str, shift_in_sd: float = 0.0) -> list:
             draws=2000,
             seed=11,
             progress=False,
+            **SETTINGS.get(name, {}),
             **kwargs,
         )
     checks = []

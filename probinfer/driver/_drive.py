@@ -52,7 +52,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jaxtyping import Array, PRNGKeyArray
 
-from probinfer._members import MEMBER_MAPS, any_member, map_members
+from probinfer._members import MEMBER_MAPS, any_member, map_members, members_where
 from probinfer._validation import check_count
 from probinfer.checkpoint import (
     DriveProgress,
@@ -114,8 +114,9 @@ class StagedStep(abc.ABC):
     Calling it runs one whole step (``begin``, a ``while_loop`` of ``advance``,
     ``finish``), so it is a step function like any other; :func:`drive` instead runs a
     chunk of them as one flat loop of ``advance`` calls, so that independent members each
-    start their next step as soon as their own is finished. Subclasses must be hashable
-    (a frozen dataclass): the step keys the compiled programs.
+    start their next step as soon as their own is finished. ``begin`` must return work
+    that needs at least one ``advance``. Subclasses must be hashable (a frozen
+    dataclass): the step keys the compiled programs.
     """
 
     @abc.abstractmethod
@@ -208,7 +209,9 @@ def _run_staged(
 
     A member whose step is done finishes it, records it and begins its next step within
     the same iteration; the finishing is a branch on :func:`any_member`, so vectorized
-    members pay for it only on the iterations where one of them finishes.
+    members pay for it only on the iterations where one of them finishes. ``begin`` must
+    return work that needs at least one ``advance`` (a step with no work would be
+    advanced once).
     """
     packing = _RowPacking(record_like)
 
@@ -233,8 +236,11 @@ def _run_staged(
             # buffers masked row by row, not as whole arrays).
             index = start + i
             key_step = jax.random.fold_in(key, index)
-            new_state, record = step_fn.finish(key_step, state, work, index, shared)
-            new_work = begin(index + 1, new_state)
+            # Rare work inside (`member_cond`: a window's new metric) runs only when a
+            # finishing member needs it, not for a member in the middle of its step.
+            with members_where(is_finishing):
+                new_state, record = step_fn.finish(key_step, state, work, index, shared)
+                new_work = begin(index + 1, new_state)
             keep = functools.partial(jax.tree.map, lambda a, b: jnp.where(is_finishing, a, b))
             rows = jax.tree.map(
                 lambda b, r: b.at[i].set(jnp.where(is_finishing, r, b[i])),
@@ -286,9 +292,6 @@ def _run_chunk(
             return program.step_fn(jax.random.fold_in(key, index), state, index, shared)
 
         record_shapes = jax.eval_shape(step, start, state)[1]
-        buffers = jax.tree.map(
-            lambda s: jnp.zeros((program.chunk_size, *s.shape), s.dtype), record_shapes
-        )
 
         def is_done(state: PyTree) -> Array:
             if program.is_done_fn is None:
@@ -308,6 +311,10 @@ def _run_chunk(
                 record_shapes,
                 program.chunk_size,
             )
+
+        buffers = jax.tree.map(
+            lambda s: jnp.zeros((program.chunk_size, *s.shape), s.dtype), record_shapes
+        )
 
         def keep_going(carry: tuple[Array, PyTree, PyTree, Array]) -> Array:
             i, _, _, done = carry

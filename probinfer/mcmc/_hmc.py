@@ -15,7 +15,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
+import jax.core
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
@@ -29,7 +31,7 @@ from probinfer.mcmc._base import (
     safe_log_ratio,
 )
 from probinfer.mcmc._integrators import IntegratorState, leapfrog
-from probinfer.mcmc._metric import Metric, euclidean_metric
+from probinfer.mcmc._metric import euclidean_metric
 from probinfer.model._target import value_and_aux
 
 
@@ -74,16 +76,23 @@ def build_stages(
 
     def integrator(
         state: GradientState, logdensity_fn: LogDensityFn, params: HMCParams
-    ) -> tuple[Metric, Callable[[IntegratorState, Array], IntegratorState]]:
+    ) -> Callable[[IntegratorState, Array], IntegratorState]:
         _, unravel = ravel_pytree(state.position)
         metric = euclidean_metric(params.inverse_mass_matrix)
         flat_fn = value_and_aux(logdensity_fn)
-        return metric, leapfrog(lambda x: flat_fn(unravel(x)), metric.velocity)
+        return leapfrog(lambda x: flat_fn(unravel(x)), metric.velocity)
 
     def begin(
         key: PRNGKeyArray, state: GradientState, logdensity_fn: LogDensityFn, params: HMCParams
     ) -> _Trajectory:
         num_integration_steps = params.num_integration_steps
+        if not isinstance(num_integration_steps, jax.core.Tracer) and (
+            int(np.asarray(num_integration_steps)) < 1
+        ):
+            raise ValueError(
+                f"`num_integration_steps` must be >= 1, got {num_integration_steps}; HMC "
+                "usually takes 10-100 leapfrog steps per transition."
+            )
         key_momentum, key_accept, key_steps = jax.random.split(key, 3)
         num_steps = (
             jax.random.randint(key_steps, (), 1, num_integration_steps + 1)
@@ -104,7 +113,7 @@ def build_stages(
         logdensity_fn: LogDensityFn,
         params: HMCParams,
     ) -> _Trajectory:
-        _, step = integrator(state, logdensity_fn, params)
+        step = integrator(state, logdensity_fn, params)
         return trajectory._replace(
             point=step(trajectory.point, params.step_size), num_done=trajectory.num_done + 1
         )
