@@ -5,7 +5,10 @@ that a Stan user would be warned about; :func:`probinfer.sample` issues each as 
 :class:`SamplingWarning`.
 """
 
+import contextlib
+import logging
 import warnings
+from collections.abc import Iterator
 from typing import Any, cast
 
 import arviz as az
@@ -24,6 +27,20 @@ STUCK_ACCEPTANCE = 1e-3  # a chain's mean acceptance below this: it has not move
 
 class SamplingWarning(UserWarning):
     """A problem with a run's draws: divergences, poor mixing, saturated trees, lost precision."""
+
+
+@contextlib.contextmanager
+def _quiet_arviz() -> Iterator[None]:
+    """ArviZ logs "Shape validation failed" for one chain, whose split R-hat and ESS are
+    still defined (the halves of the chain are compared): silence its log meanwhile."""
+    # ArviZ 0.23 logs through its own `Logger("arviz")` instance, not the registered one.
+    logger = getattr(az, "_log", None) or logging.getLogger("arviz")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def summary(idata: az.InferenceData, **kwargs: Any) -> pd.DataFrame:
@@ -131,8 +148,8 @@ def check_run(
                 "funnel). Reparameterize (e.g. non-centered scales, a log transform)."
             )
     if draws >= 4:
-        with warnings.catch_warnings():  # constant draws make ArviZ divide by zero
-            warnings.simplefilter("ignore", RuntimeWarning)
+        with warnings.catch_warnings(), _quiet_arviz():
+            warnings.simplefilter("ignore", RuntimeWarning)  # constant draws divide by zero
             posterior = idata["posterior"].astype(np.float64)
             rhat_all = az.rhat(posterior)
             ess_all = {kind: az.ess(posterior, method=kind) for kind in ("bulk", "tail")}

@@ -408,10 +408,11 @@ def run_chains(
     common = {
         "chunk_size": config.chunk_size,
         "member_map": config.chain_method,
-        # Only kernels whose transitions differ in length (NUTS, HMC) gain from it.
+        # Only kernels whose transitions differ in length (NUTS, jittered HMC) gain from it.
         "interleave": config.chain_method.endswith("vectorized")
         and chains_per_device >= INTERLEAVE_MIN_CHAINS
-        and mcmc.ALGORITHMS[config.algorithm].build_stages is not None,
+        and mcmc.ALGORITHMS[config.algorithm].build_stages is not None
+        and dict(config.options).get("jitter_num_steps", True),
         "run_fingerprint": run_fingerprint,
         "watch": watch,
     }
