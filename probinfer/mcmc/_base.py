@@ -90,6 +90,9 @@ class _OneShotWork(NamedTuple):
 def one_shot_stages(kernel: RawKernel) -> KernelStages:
     """Stages of a kernel whose transitions all cost the same: ``advance`` runs it whole.
 
+    So that every algorithm has stages (``Algorithm.stages``) and composes with a staged
+    loop; ``pi.sample`` never interleaves such kernels, whose chains never wait.
+
     Args:
         kernel: a raw kernel.
 
