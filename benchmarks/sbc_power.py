@@ -19,17 +19,27 @@ correct model passes and the dropped Jacobian fails in at least 95% of seeds. Wr
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
-import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpyro.distributions as dist
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from probinfer.bench import machine_description
 
-import _sbc  # noqa: E402  (the test's harness, shared rather than copied)
 
-from probinfer.bench import machine_description  # noqa: E402
+def _load_harness() -> ModuleType:
+    """The test suite's SBC harness (``tests/_sbc.py``), shared rather than copied."""
+    path = Path(__file__).resolve().parents[1] / "tests" / "_sbc.py"
+    spec = importlib.util.spec_from_file_location("_sbc", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_sbc = _load_harness()
 
 MODELS = {
     "correct": _sbc.make_model(),

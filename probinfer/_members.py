@@ -58,6 +58,11 @@ def members_where(mask: Array) -> Iterator[None]:
         _TRACING.reset(token)
 
 
+def tree_where(pred: Array, on_true: Any, on_false: Any) -> Any:
+    """``on_true`` where ``pred`` holds, else ``on_false``, leaf by leaf (same structure)."""
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
 def _masked(pred: Array | np.ndarray) -> Array:
     mask = _TRACING.get()[1]
     pred = jnp.asarray(pred, bool)
@@ -110,7 +115,7 @@ def member_cond(
         return jax.lax.cond(pred, true_fn, false_fn, *operands)
 
     def where_pred(*ops: Any) -> Any:
-        return jax.tree.map(lambda a, b: jnp.where(pred, a, b), true_fn(*ops), false_fn(*ops))
+        return tree_where(pred, true_fn(*ops), false_fn(*ops))
 
     return jax.lax.cond(any_member(pred), where_pred, false_fn, *operands)
 

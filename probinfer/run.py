@@ -138,14 +138,12 @@ class _MCMCStep(StagedStep):
         algorithm = mcmc.ALGORITHMS[self.config.algorithm]
         return algorithm.stages(**algorithm.split_options(dict(self.config.options))[0])
 
-    def _parts(
-        self, state: mcmc.WindowAdaptationState, data: PyTree
-    ) -> tuple[mcmc.KernelStages, Any, Any]:
-        """The kernel's stages, the log density and this state's kernel parameters."""
+    def _kernel_inputs(self, state: mcmc.WindowAdaptationState, data: PyTree) -> tuple[Any, Any]:
+        """The log density and this state's kernel parameters."""
         algorithm = mcmc.ALGORITHMS[self.config.algorithm]
         parameters = algorithm.split_options(dict(self.config.options))[1]
         params = algorithm.make_params(state.step_size, state.inverse_mass_matrix, **parameters)
-        return self._stages(), self.spec.bind(data).logdensity_fn, params
+        return self.spec.bind(data).logdensity_fn, params
 
     def begin(
         self,
@@ -154,14 +152,14 @@ class _MCMCStep(StagedStep):
         step_index: Array,
         shared: tuple[PyTree, ScheduleBounds, Array],
     ) -> Any:
-        stages, logdensity_fn, params = self._parts(state, shared[0])
-        return stages.begin(key, state.mcmc_state, logdensity_fn, params)
+        logdensity_fn, params = self._kernel_inputs(state, shared[0])
+        return self._stages().begin(key, state.mcmc_state, logdensity_fn, params)
 
     def advance(
         self, work: Any, state: mcmc.WindowAdaptationState, shared: tuple[PyTree, ...]
     ) -> Any:
-        stages, logdensity_fn, params = self._parts(state, shared[0])
-        return stages.advance(work, state.mcmc_state, logdensity_fn, params)
+        logdensity_fn, params = self._kernel_inputs(state, shared[0])
+        return self._stages().advance(work, state.mcmc_state, logdensity_fn, params)
 
     def is_done(self, work: Any) -> Array:
         return self._stages().is_done(work)
@@ -174,8 +172,8 @@ class _MCMCStep(StagedStep):
         step_index: Array,
         shared: tuple[PyTree, ScheduleBounds, Array],
     ) -> tuple[mcmc.WindowAdaptationState, tuple[dict[str, Array], dict[str, Array]]]:
-        stages, logdensity_fn, params = self._parts(state, shared[0])
-        mcmc_state, info = stages.end(work, state.mcmc_state, logdensity_fn, params)
+        logdensity_fn, params = self._kernel_inputs(state, shared[0])
+        mcmc_state, info = self._stages().end(work, state.mcmc_state, logdensity_fn, params)
         return self._after_transition(key, state, mcmc_state, info, step_index, shared)
 
     def __call__(
@@ -189,7 +187,7 @@ class _MCMCStep(StagedStep):
         # without a loop around its single stage.
         algorithm = mcmc.ALGORITHMS[self.config.algorithm]
         kernel = algorithm.build_kernel(**algorithm.split_options(dict(self.config.options))[0])
-        _, logdensity_fn, params = self._parts(state, shared[0])
+        logdensity_fn, params = self._kernel_inputs(state, shared[0])
         mcmc_state, info = kernel(key, state.mcmc_state, logdensity_fn, params)
         return self._after_transition(key, state, mcmc_state, info, step_index, shared)
 

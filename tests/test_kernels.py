@@ -427,7 +427,10 @@ def test_stages_reproduce_the_kernel(name):
     whole transition in one) run as begin / advance until done / end give the kernel's
     transition exactly."""
     algorithm = mcmc.ALGORITHMS[name]
-    logdensity_fn = lambda x: -0.5 * jnp.sum(x**2 / SD**2)  # noqa: E731
+
+    def logdensity_fn(x):
+        return -0.5 * jnp.sum(x**2 / SD**2)
+
     state = algorithm.init(jnp.asarray(MEAN, jnp.float32), logdensity_fn)
     params = algorithm.default_params(state.position)._replace(step_size=0.3)
     stages = algorithm.stages()

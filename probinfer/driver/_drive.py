@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import abc
 import enum
-import functools
 import math
 import time
 from collections.abc import Callable
@@ -52,7 +51,13 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jaxtyping import Array, PRNGKeyArray
 
-from probinfer._members import MEMBER_MAPS, any_member, map_members, members_where
+from probinfer._members import (
+    MEMBER_MAPS,
+    any_member,
+    map_members,
+    members_where,
+    tree_where,
+)
 from probinfer._validation import check_count
 from probinfer.checkpoint import (
     DriveProgress,
@@ -241,7 +246,6 @@ def _run_staged(
             with members_where(is_finishing):
                 new_state, record = step_fn.finish(key_step, state, work, index, shared)
                 new_work = begin(index + 1, new_state)
-            keep = functools.partial(jax.tree.map, lambda a, b: jnp.where(is_finishing, a, b))
             rows = jax.tree.map(
                 lambda b, r: b.at[i].set(jnp.where(is_finishing, r, b[i])),
                 buffers,
@@ -249,8 +253,8 @@ def _run_staged(
             )
             return (
                 i + is_finishing.astype(i.dtype),
-                keep(new_state, state),
-                keep(new_work, work),
+                tree_where(is_finishing, new_state, state),
+                tree_where(is_finishing, new_work, work),
                 rows,
                 jnp.where(is_finishing, is_done(new_state), done),
             )

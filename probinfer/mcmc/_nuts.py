@@ -21,13 +21,14 @@ in one vectorized pass per leaf from per-level checkpoints, rather than by recur
 """
 
 from collections.abc import Callable
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
+from probinfer._members import tree_where
 from probinfer.mcmc._algorithm import DENSE_MASS_MATRIX_MAX_DIM, Algorithm
 from probinfer.mcmc._base import (
     GradientState,
@@ -41,9 +42,6 @@ from probinfer.mcmc._base import (
 from probinfer.mcmc._integrators import IntegratorState, leapfrog
 from probinfer.mcmc._metric import Metric, euclidean_metric
 from probinfer.model._target import value_and_aux
-
-T = TypeVar("T")
-
 
 DEFAULT_MAX_NUM_DOUBLINGS = 10  # Stan's max_depth
 
@@ -96,10 +94,6 @@ def _is_turning(velocity_left: Array, velocity_right: Array, momentum_sum: Array
     return (jnp.dot(velocity_left, momentum_sum) <= 0) | (
         jnp.dot(velocity_right, momentum_sum) <= 0
     )
-
-
-def _select(condition: Array, on_true: T, on_false: T) -> T:
-    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
 
 
 class _Transition(NamedTuple):
@@ -266,13 +260,13 @@ def build_stages(
         log_uniform = transition.log_merge_uniforms[loop.num_doublings]
         take = log_uniform < subtree_log_weight - loop.log_weight
         return (
-            _select(forward, loop.left, leaf),
-            _select(forward, leaf, loop.right),
+            tree_where(forward, loop.left, leaf),
+            tree_where(forward, leaf, loop.right),
             jnp.where(forward, loop.left_velocity, velocity),
             jnp.where(forward, velocity, loop.right_velocity),
             merged_sum,
             jnp.logaddexp(loop.log_weight, subtree_log_weight),
-            _select(take, subtree_proposal, loop.proposal),
+            tree_where(take, subtree_proposal, loop.proposal),
             jnp.where(take, subtree_proposal_energy, loop.proposal_energy),
             is_trajectory_turning,
         )
@@ -307,7 +301,7 @@ def build_stages(
         )
         start = jax.lax.cond(
             is_new_subtree,
-            lambda: _select(direction > 0, loop.right, loop.left),
+            lambda: tree_where(direction > 0, loop.right, loop.left),
             lambda: loop.leaf,
         )
         leaf = context.integrate(start, direction * params.step_size)
@@ -326,7 +320,7 @@ def build_stages(
             leaf_log_weight - subtree_log_weight
         )
         take_leaf = take_leaf | is_new_subtree
-        subtree_proposal = _select(take_leaf, leaf, loop.subtree_proposal)
+        subtree_proposal = tree_where(take_leaf, leaf, loop.subtree_proposal)
         subtree_proposal_energy = jnp.where(take_leaf, leaf_energy, loop.subtree_proposal_energy)
 
         sum_before = jnp.where(
