@@ -434,14 +434,19 @@ def test_stages_reproduce_the_kernel(name):
     state = algorithm.init(jnp.asarray(MEAN, jnp.float32), logdensity_fn)
     params = algorithm.default_params(state.position)._replace(step_size=0.3)
     stages = algorithm.stages()
+    # Each stage compiled once (op by op, NUTS's hundreds of advances took ~15 s).
+    begin = jax.jit(lambda key: stages.begin(key, state, logdensity_fn, params))
+    advance = jax.jit(lambda work: stages.advance(work, state, logdensity_fn, params))
+    end = jax.jit(lambda work: stages.end(work, state, logdensity_fn, params))
     key = jax.random.key(4)
-    work = stages.begin(key, state, logdensity_fn, params)
+    work = begin(key)
     advances = 0
     while not bool(stages.is_done(work)):
-        work = stages.advance(work, state, logdensity_fn, params)
+        work = advance(work)
         advances += 1
-    new_state, info = stages.end(work, state, logdensity_fn, params)
-    expected_state, expected_info = algorithm.build_kernel()(key, state, logdensity_fn, params)
+    new_state, info = end(work)
+    kernel = jax.jit(lambda key: algorithm.build_kernel()(key, state, logdensity_fn, params))
+    expected_state, expected_info = kernel(key)
     np.testing.assert_allclose(new_state.position, expected_state.position, rtol=1e-6)
     assert int(info.num_grad_evals) == int(expected_info.num_grad_evals)
     assert advances == (int(info.num_grad_evals) if name in ("hmc", "nuts") else 1)

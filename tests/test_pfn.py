@@ -205,24 +205,24 @@ TINY = dict(batch_size=16, max_train=10, num_test=6, num_buckets=32, width=32, n
             num_heads=2, mlp_width=64, warmup_steps=20, learning_rate=3e-3)  # fmt: skip
 
 
-@pytest.mark.optimized  # 260 steps of training: runtime, not compilation
+@pytest.mark.optimized  # 400 steps of training: runtime, not compilation
 def test_training_decreases_loss_and_resumes_identically(tmp_path):
+    """One config throughout, so that one training program serves every run here."""
     prior = amortize.GPPrior(nngp.rbf(0.3), 0.01, num_features=1)
-    config = amortize.TrainingConfig(num_steps=200, steps_per_chunk=50, **TINY)
-    model, losses = amortize.train(prior, config, progress=False)
-    assert losses.shape == (200,)
+    config = amortize.TrainingConfig(num_steps=100, steps_per_chunk=20, **TINY)
+    straight, losses = amortize.train(prior, config, progress=False)
+    assert losses.shape == (100,)
     # The bucket borders are fixed at the prior's quantiles, never trained.
     fresh = amortize.initial_state(prior, config).model
-    np.testing.assert_array_equal(np.asarray(model.bar.borders), np.asarray(fresh.bar.borders))
-    # Per-batch losses are noisy; compare means of the first and last 50 steps.
-    assert losses[-50:].mean() < losses[:50].mean() - 0.1, (losses[:50].mean(), losses[-50:].mean())
+    np.testing.assert_array_equal(np.asarray(straight.bar.borders), np.asarray(fresh.bar.borders))
+    # Per-batch losses are noisy (standard error of a 20-step mean: ~0.03); compare the
+    # first and last 20 steps (measured, seeds 0-2: 1.51-1.53 -> 1.24-1.26).
+    assert losses[-20:].mean() < losses[:20].mean() - 0.1, (losses[:20].mean(), losses[-20:].mean())
 
-    short = amortize.TrainingConfig(num_steps=60, steps_per_chunk=20, **TINY)
-    straight, _ = amortize.train(prior, short, progress=False)
-    amortize.train(prior, short, checkpoint_dir=tmp_path, progress=False, stop_after=40)
+    amortize.train(prior, config, checkpoint_dir=tmp_path, progress=False, stop_after=60)
     assert (tmp_path / "state.eqx").exists()
-    resumed, rest = amortize.train(prior, short, checkpoint_dir=tmp_path, progress=False)
-    assert rest.shape == (20,)
+    resumed, rest = amortize.train(prior, config, checkpoint_dir=tmp_path, progress=False)
+    assert rest.shape == (40,)
     for a, b in zip(jax.tree.leaves(eqx.filter(straight, eqx.is_array)),
                     jax.tree.leaves(eqx.filter(resumed, eqx.is_array)), strict=True):  # fmt: skip
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -239,19 +239,18 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path):
 
     # Warm start: zero steps return the saved model itself; training continues from it
     # (its first loss is the saved model's, far below a fresh model's first loss).
-    zero_steps, _ = amortize.train(prior, short, progress=False, init_from=tmp_path, stop_after=0)
+    zero_steps, _ = amortize.train(prior, config, progress=False, init_from=tmp_path, stop_after=0)
     for a, b in zip(jax.tree.leaves(eqx.filter(zero_steps, eqx.is_array)),
                     jax.tree.leaves(eqx.filter(resumed, eqx.is_array)), strict=True):  # fmt: skip
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    warm_model, warm = amortize.train(prior, short, progress=False, init_from=tmp_path)
-    _, cold = amortize.train(prior, short, progress=False)
-    assert warm[:20].mean() < cold[:20].mean() - 0.1, (warm[:20].mean(), cold[:20].mean())
+    warm_model, warm = amortize.train(prior, config, progress=False, init_from=tmp_path)
+    assert warm[:20].mean() < losses[:20].mean() - 0.1, (warm[:20].mean(), losses[:20].mean())
     # An interrupted warm-started run resumes bit-identically; another source is refused.
     warm_dir = tmp_path / "warm"
-    amortize.train(prior, short, checkpoint_dir=warm_dir, progress=False, init_from=tmp_path,
-                   stop_after=40)  # fmt: skip
+    amortize.train(prior, config, checkpoint_dir=warm_dir, progress=False, init_from=tmp_path,
+                   stop_after=60)  # fmt: skip
     resumed_warm, _ = amortize.train(
-        prior, short, checkpoint_dir=warm_dir, progress=False, init_from=tmp_path
+        prior, config, checkpoint_dir=warm_dir, progress=False, init_from=tmp_path
     )
     warm_leaves = jax.tree.leaves(eqx.filter(warm_model, eqx.is_array))
     resumed_leaves = jax.tree.leaves(eqx.filter(resumed_warm, eqx.is_array))
@@ -259,7 +258,7 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert json.loads((warm_dir / "config.json").read_text())["init_from"] == str(tmp_path)
     with pytest.raises(ValueError, match="different run"):
-        amortize.train(prior, short, checkpoint_dir=warm_dir, progress=False)
+        amortize.train(prior, config, checkpoint_dir=warm_dir, progress=False)
     other = amortize.TrainingConfig(num_steps=60, **{**TINY, "width": 64})
     with pytest.raises(ValueError, match="another architecture"):
         amortize.train(prior, other, progress=False, init_from=tmp_path)
