@@ -2,32 +2,51 @@
 
 ``pi.sample`` is the one-call door; ``probinfer.mcmc`` holds the building blocks and
 ``probinfer.nngp`` the neural-network Gaussian processes and their scale mixtures;
-``probinfer.amortize`` (prior-data fitted networks) is imported on first use.
+``probinfer.amortize`` holds the prior-data fitted networks and distribution transformers.
+
+Every name here is imported on first use, so that ``import probinfer`` (and the
+``probinfer --help`` command) starts without importing JAX.
 """
 
 import importlib
-from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from probinfer import mcmc, nngp, ns, smc
-from probinfer._predictive import predictive, sample_prior
-from probinfer.api import EvidenceResult, evidence, sample
-from probinfer.diagnostics import summary
-from probinfer.model import LogDensity, Target, from_numpyro
-
-if TYPE_CHECKING:  # for type checkers; at run time `__getattr__` imports it on first use
-    from probinfer import amortize
+if TYPE_CHECKING:  # for type checkers; at run time `__getattr__` imports on first use
+    from probinfer import amortize, mcmc, nngp, ns, smc
+    from probinfer._predictive import predictive, sample_prior
+    from probinfer.api import EvidenceResult, evidence, sample
+    from probinfer.diagnostics import summary
+    from probinfer.model import LogDensity, Target, from_numpyro
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("amortize",)
+_SUBMODULES = ("amortize", "mcmc", "nngp", "ns", "smc")
+_ATTRIBUTES = {
+    "EvidenceResult": "probinfer.api",
+    "LogDensity": "probinfer.model",
+    "Target": "probinfer.model",
+    "evidence": "probinfer.api",
+    "from_numpyro": "probinfer.model",
+    "predictive": "probinfer._predictive",
+    "sample": "probinfer.api",
+    "sample_prior": "probinfer._predictive",
+    "summary": "probinfer.diagnostics",
+}
 
 
-def __getattr__(name: str) -> ModuleType:
-    """Import lazy submodules (``pi.amortize``) on first attribute access."""
-    if name in _LAZY_SUBMODULES:
+def __getattr__(name: str) -> Any:
+    """Import ``pi.<name>`` (a submodule or a public function or class) on first use."""
+    if name in _SUBMODULES:
         return importlib.import_module(f"probinfer.{name}")
+    if name in _ATTRIBUTES:
+        value = getattr(importlib.import_module(_ATTRIBUTES[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
     raise AttributeError(f"module 'probinfer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
 
 
 __all__ = [

@@ -1,15 +1,9 @@
-"""The ``probinfer`` command.
+"""The ``probinfer`` command: ``bench``, ``sample``, ``pfn`` and ``dt`` (``probinfer --help``).
 
-- ``probinfer bench``: every sampler on every zoo model, checked against the references.
-- ``probinfer sample MODEL_FILE --data DATA.json``: sample one NumPyro model, save NetCDF.
-- ``probinfer pfn train --config CONFIG.json --out DIR``: train (or resume) a PFN.
-- ``probinfer pfn predict --data DATA.json [--model DIR]``: a PFN's posterior predictive
-  (default model: the pretrained GP PFN shipped with the package).
-- ``probinfer dt train --config CONFIG.json --out DIR``: train (or resume) a distribution
-  transformer.
-- ``probinfer dt posterior --data DATA.json [--model DIR]``: a Gaussian-mixture prior plus
-  linear-Gaussian data to the transformer's posterior mixture (default model: the shipped
-  2-d one).
+Only argument parsing happens at import: JAX and the rest of probinfer are imported inside
+the subcommands, so ``--help``, ``--version``, ``pfn list`` and argument errors return at
+once. Errors a user can cause print as one line with exit status 2 (``--debug`` shows the
+traceback); warnings print as ``warning: <message>``.
 """
 
 from __future__ import annotations
@@ -18,12 +12,16 @@ import argparse
 import importlib.util
 import json
 import sys
+import textwrap
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
+
+from probinfer._pretrained import PRETRAINED_MODELS, Kind, model_folder
 
 
 def _bench(arguments: argparse.Namespace, console: Console) -> int:
@@ -33,13 +31,11 @@ def _bench(arguments: argparse.Namespace, console: Console) -> int:
     model_names = arguments.models or models.names()
     unknown = sorted(set(model_names) - set(models.names()))
     if unknown:
-        console.print(f"[red]unknown model(s) {unknown}; choose from {models.names()}")
-        return 2
+        raise ValueError(f"unknown model(s) {unknown}; choose from {models.names()}")
     methods: list[str] = arguments.methods or list(METHODS)
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
-        console.print(f"[red]unknown method(s) {unknown}; choose from {list(METHODS)}")
-        return 2
+        raise ValueError(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
     console.print(
         f"probinfer bench: {len(model_names)} models x {len(methods)} methods, "
         f"{arguments.chains} chains, {arguments.warmup} warm-up, {arguments.draws} draws"
@@ -132,12 +128,8 @@ def load_data(path: Path | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
 def _sample(arguments: argparse.Namespace, console: Console) -> int:
     import probinfer as pi
 
-    try:
-        model = load_model(Path(arguments.model_file), arguments.model_name)
-        args, kwargs = load_data(None if arguments.data is None else Path(arguments.data))
-    except ValueError as error:
-        console.print(f"[red]{error}", soft_wrap=True)
-        return 2
+    model = load_model(Path(arguments.model_file), arguments.model_name)
+    args, kwargs = load_data(None if arguments.data is None else Path(arguments.data))
     idata = pi.sample(
         model,
         *args,
@@ -156,21 +148,38 @@ def _sample(arguments: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _read_training_config(
-    path: str, build: Callable[[dict], Any], expected: str, console: Console
-) -> Any:
-    """``build(config)`` of the JSON training config at ``path``; ``None`` (reported) if bad."""
+def _read_training_config(path: str, build: Callable[[dict], Any], expected: str) -> Any:
+    """``build(config)`` of the JSON training config at ``path``.
+
+    Raises:
+        ValueError: naming the file and the expected layout, for any error in it.
+    """
     try:
         return build(json.loads(Path(path).read_text()))
     except (OSError, KeyError, TypeError, ValueError) as error:
-        console.print(f"[red]bad config {path}: {error}. Expected {expected}.", soft_wrap=True)
-        return None
+        raise ValueError(f"bad config {path}: {error}. Expected {expected}.") from None
+
+
+def _read_json_data(path: str, keys: tuple[str, ...], expected: str) -> dict[str, Any]:
+    """The JSON object at ``path``, which must have ``keys``.
+
+    Raises:
+        ValueError: naming the file, what is missing and the expected layout.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read {path}: {error}. Expected {expected}.") from None
+    missing = [key for key in keys if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}; expected {expected}.")
+    return data
 
 
 def _pfn_train(arguments: argparse.Namespace, console: Console) -> int:
     from probinfer import amortize
 
-    built = _read_training_config(
+    prior_spec, prior, training = _read_training_config(
         arguments.config,
         lambda config: (
             config["prior"],
@@ -178,23 +187,15 @@ def _pfn_train(arguments: argparse.Namespace, console: Console) -> int:
             amortize.TrainingConfig(**config.get("training", {})),
         ),
         '{"prior": {"type": "gp", ...}, "training": {"num_steps": ..., ...}}',
-        console,
     )
-    if built is None:
-        return 2
-    prior_spec, prior, training = built
-    try:
-        _, losses = amortize.train(
-            prior,
-            training,
-            checkpoint_dir=arguments.out,
-            prior_spec=prior_spec,
-            progress=not arguments.quiet,
-            init_from=arguments.init_from,
-        )
-    except (OSError, ValueError) as error:
-        console.print(f"[red]{error}", soft_wrap=True)
-        return 2
+    _, losses = amortize.train(
+        prior,
+        training,
+        checkpoint_dir=arguments.out,
+        prior_spec=prior_spec,
+        progress=not arguments.quiet,
+        init_from=arguments.init_from,
+    )
     if losses.size:
         console.print(f"final loss (mean of last 100 steps): {losses[-100:].mean():.4f}")
     console.print(f"model in {arguments.out}")
@@ -206,16 +207,16 @@ def _pfn_predict(arguments: argparse.Namespace, console: Console) -> int:
 
     from probinfer import amortize
 
-    try:
-        model = amortize.load(arguments.model or amortize.PRETRAINED_GP)
-        data = json.loads(Path(arguments.data).read_text())
-        predictive = amortize.predict(
-            model, np.asarray(data["x_train"]), np.asarray(data["y_train"]),
-            np.asarray(data["x_test"]),
-        )  # fmt: skip
-    except (OSError, KeyError, ValueError) as error:
-        console.print(f"[red]{error}", soft_wrap=True)
-        return 2
+    data = _read_json_data(
+        arguments.data,
+        ("x_train", "y_train", "x_test"),
+        '{"x_train": [[...], ...], "y_train": [...], "x_test": [[...], ...][, "y_test": [...]]}',
+    )
+    model = amortize.load(model_folder(arguments.model, "pfn"))
+    predictive = amortize.predict(
+        model, np.asarray(data["x_train"]), np.asarray(data["y_train"]),
+        np.asarray(data["x_test"]),
+    )  # fmt: skip
     result = {
         "mean": predictive.mean.tolist(),
         "stddev": predictive.stddev.tolist(),
@@ -224,12 +225,10 @@ def _pfn_predict(arguments: argparse.Namespace, console: Console) -> int:
     if "y_test" in data:
         y_test = np.asarray(data["y_test"], dtype=float)
         if y_test.shape != predictive.mean.shape:
-            console.print(
-                f"[red]`y_test` has shape {y_test.shape} but `x_test` has "
-                f"{predictive.mean.shape[0]} points; pass one target per test input.",
-                soft_wrap=True,
+            raise ValueError(
+                f"`y_test` has shape {y_test.shape} but `x_test` has "
+                f"{predictive.mean.shape[0]} points; pass one target per test input."
             )
-            return 2
         log_prob = predictive.log_prob(y_test)
         result["log_prob"] = log_prob.tolist()
         console.print(f"mean test log density: {float(log_prob.mean()):.4f}")
@@ -245,18 +244,14 @@ def _pfn_predict(arguments: argparse.Namespace, console: Console) -> int:
 def _dt_train(arguments: argparse.Namespace, console: Console) -> int:
     from probinfer import amortize
 
-    built = _read_training_config(
+    task, training = _read_training_config(
         arguments.config,
         lambda config: (
             amortize.task_from_spec(config["task"]),
             amortize.DTTrainingConfig(**config.get("training", {})),
         ),
         '{"task": {"type": "linear_gaussian", "dim": ...}, "training": {...}}',
-        console,
     )
-    if built is None:
-        return 2
-    task, training = built
     _, losses = amortize.train_dt(
         task, training, checkpoint_dir=arguments.out, progress=not arguments.quiet
     )
@@ -269,21 +264,19 @@ def _dt_train(arguments: argparse.Namespace, console: Console) -> int:
 def _dt_posterior(arguments: argparse.Namespace, console: Console) -> int:
     from probinfer import amortize
 
-    model = amortize.load_dt(arguments.model or amortize.PRETRAINED_DT_2D)
-    data = json.loads(Path(arguments.data).read_text())
-    try:
-        prior_spec = data["prior"]
-        prior = amortize.gaussian_mixture(
-            prior_spec["weights"], prior_spec["means"], prior_spec["covariances"]
-        )
-        observations = amortize.linear_gaussian_data(
-            data["design"], data["values"], data["noise_sd"], dim=prior.dim
-        )
-    except KeyError as error:
-        raise ValueError(
-            f"{arguments.data} lacks {error}; expected "
-            '{"prior": {"weights", "means", "covariances"}, "design", "values", "noise_sd"}.'
-        ) from None
+    expected = '{"prior": {"weights", "means", "covariances"}, "design", "values", "noise_sd"}'
+    data = _read_json_data(arguments.data, ("prior", "design", "values", "noise_sd"), expected)
+    prior_spec = data["prior"]
+    missing = [k for k in ("weights", "means", "covariances") if k not in prior_spec]
+    if missing:
+        raise ValueError(f"{arguments.data}'s prior lacks {missing}; expected {expected}.")
+    model = amortize.load_dt(model_folder(arguments.model, "dt"))
+    prior = amortize.gaussian_mixture(
+        prior_spec["weights"], prior_spec["means"], prior_spec["covariances"]
+    )
+    observations = amortize.linear_gaussian_data(
+        data["design"], data["values"], data["noise_sd"], dim=prior.dim
+    )
     result = amortize.posterior(model, prior, observations)
     text = json.dumps(
         {
@@ -303,22 +296,125 @@ def _dt_posterior(arguments: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _list(kind: Kind, console: Console) -> int:
+    """Print the shipped models of ``kind`` (no JAX import)."""
+    console.print(f"shipped {kind.upper()}s (use the name with --model):", highlight=False)
+    for model in PRETRAINED_MODELS:
+        if model.kind == kind:
+            console.print(
+                f"  {model.name:<10} {model.trained_for}", highlight=False, soft_wrap=True
+            )
+    return 0
+
+
+_EXAMPLES_EPILOG = """\
+examples:
+  probinfer bench --models eight_schools_noncentered --methods nuts
+  probinfer sample model.py --data data.json --out posterior.nc
+  probinfer pfn list
+  probinfer pfn predict --data data.json --model gp-hyper
+  probinfer dt posterior --data prior_and_data.json
+
+Each command's own --help shows its options and an example (probinfer pfn predict --help).
+"""
+
+_HELP: dict[str, tuple[str, str]] = {
+    # command: (description, example epilog)
+    "bench": (
+        "Run every sampler on every model of the built-in zoo and check the draws against "
+        "the zoo's reference posteriors (means, standard deviations, R-hat, ESS). Writes "
+        "bench.md, bench.csv and bench.png to --out.",
+        "example:\n  probinfer bench --models eight_schools_noncentered gaussian_iid "
+        "--methods nuts mala --draws 500",
+    ),
+    "sample": (
+        "Sample a NumPyro model defined in a Python file, print the summary and save the "
+        "draws as ArviZ InferenceData (NetCDF). --data is a JSON file of the model's "
+        'arguments: keyword arguments ({"y": [1.2, 0.3]}) or {"args": [...], "kwargs": '
+        "{...}}; lists of numbers become float arrays, integers stay integers (sizes).",
+        "example:\n  probinfer sample model.py --data data.json --chains 4 --draws 1000 "
+        "--out posterior.nc\n\nmodel.py:\n  import numpyro\n  import numpyro.distributions "
+        "as dist\n\n  def model(y):\n      mu = numpyro.sample("
+        '"mu", dist.Normal(0, 10))\n      numpyro.sample("y", dist.Normal(mu, 1), obs=y)',
+    ),
+    "pfn list": (
+        "List the prior-data fitted networks shipped with the package: their short names "
+        "(for --model) and what each was trained for.",
+        "example:\n  probinfer pfn list",
+    ),
+    "pfn train": (
+        "Train a prior-data fitted network on datasets drawn from a prior, from a JSON "
+        "config; an existing --out folder is resumed from its last checkpoint.",
+        'example:\n  probinfer pfn train --config gp.json --out my_pfn\n\ngp.json:\n  {"prior": '
+        '{"type": "gp", "kernel": "rbf", "lengthscale": 0.5, "variance": 1.0, "noise": 0.05, '
+        '"num_features": 1},\n   "training": {"num_steps": 2000}}',
+    ),
+    "pfn predict": (
+        "The posterior predictive of a regression dataset in one forward pass of a "
+        "trained PFN: mean, standard deviation and quantiles per test input (and the log "
+        "density of y_test if given), as JSON.",
+        "example:\n  probinfer pfn predict --data data.json --model gp-hyper\n\ndata.json:\n"
+        '  {"x_train": [[0.1], [0.5]], "y_train": [0.3, -0.2], "x_test": [[0.3]]}',
+    ),
+    "dt list": (
+        "List the distribution transformers shipped with the package: their short names "
+        "(for --model) and what each was trained for.",
+        "example:\n  probinfer dt list",
+    ),
+    "dt train": (
+        "Train a distribution transformer on a meta-prior over Gaussian-mixture priors, "
+        "from a JSON config; an existing --out folder is resumed from its last checkpoint.",
+        'example:\n  probinfer dt train --config task.json --out my_dt\n\ntask.json:\n  {"task": '
+        '{"type": "linear_gaussian", "dim": 2}, "training": {"num_steps": 2000}}',
+    ),
+    "dt posterior": (
+        "Map a Gaussian-mixture prior plus linear-Gaussian observations (y_j = a_j . theta "
+        "+ noise) to the transformer's Gaussian-mixture posterior, as JSON.",
+        "example:\n  probinfer dt posterior --data prior_and_data.json --model dt-2d\n\n"
+        'prior_and_data.json:\n  {"prior": {"weights": [1.0], "means": [[0, 0]], '
+        '"covariances": [[[1, 0], [0, 1]]]},\n   "design": [[1, 0]], "values": [0.5], '
+        '"noise_sd": [0.3]}',
+    ),
+}
+
+
+def _add_command(commands: Any, name: str, help_line: str) -> argparse.ArgumentParser:
+    description, epilog = _HELP[name]
+    return commands.add_parser(
+        name.split()[-1],
+        help=help_line,
+        description=textwrap.fill(description, 88),
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``probinfer`` command.
+    """The argument parser of the ``probinfer`` command (imports nothing heavy).
 
     Returns:
         The parser.
     """
     from probinfer import __version__
 
-    parser = argparse.ArgumentParser(prog="probinfer", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="probinfer",
+        description=textwrap.fill(
+            "Bayesian inference on JAX: sample NumPyro models, benchmark the samplers on the "
+            "built-in model zoo, and train or use amortized models (PFNs, distribution "
+            "transformers).",
+            88,
+        ),
+        epilog=_EXAMPLES_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"probinfer {__version__}")
     parser.add_argument(
         "--debug", action="store_true", help="show Python tracebacks instead of one-line errors"
     )
-    commands = parser.add_subparsers(dest="command", required=True)
-    bench = commands.add_parser(
-        "bench", help="run every sampler on every zoo model and check against the references"
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    bench = _add_command(
+        commands, "bench", "run every sampler on every zoo model and check against the references"
     )
     bench.add_argument("--models", nargs="+", help="zoo models (default: all)")
     bench.add_argument(
@@ -326,57 +422,89 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         help="methods (default: nuts hmc mala rwm smc ns; smc, ns: evidence)",
     )
-    bench.add_argument("--chains", type=int, default=4)
-    bench.add_argument("--warmup", type=int, default=1000)
-    bench.add_argument("--draws", type=int, default=1000)
-    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--chains", type=int, default=4, help="chains per run (default: 4)")
+    bench.add_argument("--warmup", type=int, default=1000, help="warm-up steps (default: 1000)")
+    bench.add_argument("--draws", type=int, default=1000, help="draws per chain (default: 1000)")
+    bench.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     bench.add_argument("--out", default="bench-results", help="output folder")
 
-    sample = commands.add_parser("sample", help="sample one NumPyro model and save NetCDF")
+    sample = _add_command(commands, "sample", "sample one NumPyro model and save NetCDF")
     sample.add_argument("model_file", help="Python file defining the NumPyro model")
     sample.add_argument("--model-name", default="model", help="function name (default: model)")
     sample.add_argument(
         "--data", help='JSON: keyword arguments, or {"args": [...], "kwargs": {...}}'
     )
-    sample.add_argument("--method", default="nuts", choices=["nuts", "hmc", "mala", "rwm"])
-    sample.add_argument("--chains", type=int, default=4)
-    sample.add_argument("--warmup", type=int, default=1000)
-    sample.add_argument("--draws", type=int, default=1000)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument(
+        "--method", default="nuts", choices=["nuts", "hmc", "mala", "rwm"], help="sampler"
+    )
+    sample.add_argument("--chains", type=int, default=4, help="chains (default: 4)")
+    sample.add_argument("--warmup", type=int, default=1000, help="warm-up steps (default: 1000)")
+    sample.add_argument("--draws", type=int, default=1000, help="draws per chain (default: 1000)")
+    sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sample.add_argument("--out", default="posterior.nc", help="NetCDF file to write")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    pfn = commands.add_parser("pfn", help="train or use a prior-data fitted network")
-    pfn_commands = pfn.add_subparsers(dest="pfn_command", required=True)
-    train = pfn_commands.add_parser("train", help="train (or resume) a PFN from a JSON config")
+    pfn = commands.add_parser(
+        "pfn",
+        help="list, train or use prior-data fitted networks",
+        description=textwrap.fill(
+            "Prior-data fitted networks: transformers trained on datasets drawn "
+            "from a prior that predict the posterior predictive in one forward pass.",
+            88,
+        ),
+        epilog="examples:\n  probinfer pfn list\n  probinfer pfn predict --data data.json "
+        "--model gp-hyper\n  probinfer pfn train --config gp.json --out my_pfn",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pfn_commands = pfn.add_subparsers(dest="pfn_command", required=True, metavar="COMMAND")
+    _add_command(pfn_commands, "pfn list", "the shipped PFNs and what each was trained for")
+    train = _add_command(pfn_commands, "pfn train", "train (or resume) a PFN from a JSON config")
     train.add_argument("--config", required=True, help='JSON: {"prior": {...}, "training": {...}}')
     train.add_argument("--out", required=True, help="checkpoint folder (resumed if present)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument(
         "--init-from", help="start from this saved model folder (fine-tune or continue)"
     )
-    predict = pfn_commands.add_parser("predict", help="posterior predictive for a dataset")
+    predict = _add_command(pfn_commands, "pfn predict", "posterior predictive for a dataset")
     predict.add_argument(
         "--data", required=True, help='JSON: {"x_train", "y_train", "x_test"[, "y_test"]}'
     )
-    predict.add_argument("--model", help="trained model folder (default: the pretrained GP PFN)")
+    predict.add_argument(
+        "--model", help="a shipped model's short name (probinfer pfn list) or a saved-model "
+        "folder (default: gp-rbf)"
+    )  # fmt: skip
     predict.add_argument("--out", help="JSON file for the predictions (default: print)")
 
-    dt = commands.add_parser("dt", help="train or use a distribution transformer")
-    dt_commands = dt.add_subparsers(dest="dt_command", required=True)
-    dt_train = dt_commands.add_parser("train", help="train (or resume) from a JSON config")
+    dt = commands.add_parser(
+        "dt",
+        help="list, train or use distribution transformers",
+        description=textwrap.fill(
+            "Distribution transformers: map a Gaussian-mixture prior plus data to a "
+            "Gaussian-mixture posterior.",
+            88,
+        ),
+        epilog="examples:\n  probinfer dt list\n  probinfer dt posterior --data "
+        "prior_and_data.json --model dt-2d\n  probinfer dt train --config task.json --out my_dt",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    dt_commands = dt.add_subparsers(dest="dt_command", required=True, metavar="COMMAND")
+    _add_command(dt_commands, "dt list", "the shipped transformers and what each was trained for")
+    dt_train = _add_command(dt_commands, "dt train", "train (or resume) from a JSON config")
     dt_train.add_argument(
         "--config", required=True, help='JSON: {"task": {...}, "training": {...}}'
     )
     dt_train.add_argument("--out", required=True, help="checkpoint folder (resumed if present)")
     dt_train.add_argument("--quiet", action="store_true", help="no progress bar")
-    dt_posterior = dt_commands.add_parser("posterior", help="posterior mixture for a prior + data")
+    dt_posterior = _add_command(dt_commands, "dt posterior", "posterior mixture for a prior + data")
     dt_posterior.add_argument(
         "--data",
         required=True,
         help='JSON: {"prior": {"weights", "means", "covariances"}, "design", "values", "noise_sd"}',
     )
-    dt_posterior.add_argument("--model", help="trained model folder (default: the shipped 2-d one)")
+    dt_posterior.add_argument(
+        "--model", help="a shipped model's short name (probinfer dt list) or a saved-model "
+        "folder (default: dt-2d)"
+    )  # fmt: skip
     dt_posterior.add_argument("--out", help="JSON file for the posterior (default: print)")
     return parser
 
@@ -393,30 +521,46 @@ def main(argv: list[str] | None = None) -> int:
     """
     arguments = build_parser().parse_args(argv)
     console = Console()
-    try:
-        if arguments.command == "bench":
-            return _bench(arguments, console)
-        if arguments.command == "pfn":
-            if arguments.pfn_command == "train":
-                return _pfn_train(arguments, console)
-            return _pfn_predict(arguments, console)
-        if arguments.command == "dt":
-            if arguments.dt_command == "train":
-                return _dt_train(arguments, console)
-            return _dt_posterior(arguments, console)
-        return _sample(arguments, console)
-    except Exception as error:  # a user's model, data or settings: one line, exit 2
-        if arguments.debug:
-            raise
-        message = escape(" ".join(str(error).split()) or "(no message)")
-        Console(stderr=True).print(
-            f"[red]error ({type(error).__name__}): {message}[/red] (rerun with --debug for "
-            "the traceback)",
-            soft_wrap=True,
-            markup=True,
-            highlight=False,
-        )
-        return 2
+    errors = Console(stderr=True)
+
+    def show_warning(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        text = escape(" ".join(str(message).split()))
+        errors.print(f"[yellow]warning: {text}[/yellow]", soft_wrap=True, highlight=False)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning  # a message, not the source line it came from
+        try:
+            return _run_command(arguments, console)
+        except Exception as error:  # a user's model, data or settings: one line, exit 2
+            if arguments.debug:
+                raise
+            message = escape(" ".join(str(error).split()) or "(no message)")
+            errors.print(
+                f"[red]error ({type(error).__name__}): {message}[/red] (rerun with --debug "
+                "for the traceback)",
+                soft_wrap=True,
+                markup=True,
+                highlight=False,
+            )
+            return 2
+
+
+def _run_command(arguments: argparse.Namespace, console: Console) -> int:
+    if arguments.command == "bench":
+        return _bench(arguments, console)
+    if arguments.command == "pfn":
+        if arguments.pfn_command == "list":
+            return _list("pfn", console)
+        if arguments.pfn_command == "train":
+            return _pfn_train(arguments, console)
+        return _pfn_predict(arguments, console)
+    if arguments.command == "dt":
+        if arguments.dt_command == "list":
+            return _list("dt", console)
+        if arguments.dt_command == "train":
+            return _dt_train(arguments, console)
+        return _dt_posterior(arguments, console)
+    return _sample(arguments, console)
 
 
 if __name__ == "__main__":

@@ -48,10 +48,10 @@ def test_sample_names_a_missing_model_function(tmp_path, capsys):
     (tmp_path / "model.py").write_text(MODEL)
     status = cli.main(["sample", str(tmp_path / "model.py"), "--model-name", "other"])
     assert status == 2
-    assert "defines no function `other`" in capsys.readouterr().out
+    assert "defines no function `other`" in capsys.readouterr().err
     (tmp_path / "model.txt").write_text(MODEL)
     assert cli.main(["sample", str(tmp_path / "model.txt")]) == 2
-    assert "is not a Python file" in capsys.readouterr().out
+    assert "is not a Python file" in capsys.readouterr().err
 
 
 def test_pfn_train_then_predict(tmp_path, capsys):
@@ -83,7 +83,7 @@ def test_pfn_train_then_predict(tmp_path, capsys):
     (tmp_path / "data.json").write_text(json.dumps(data))
     assert cli.main(["pfn", "predict", "--data", str(tmp_path / "data.json"), "--model",
                      str(folder)]) == 2  # fmt: skip
-    assert "at most 2" in capsys.readouterr().out
+    assert "at most 2" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text(json.dumps({"training": {}}))
     assert cli.main(["pfn", "train", "--config", str(tmp_path / "bad.json"), "--out",
                      str(tmp_path / "bad")]) == 2  # fmt: skip
@@ -109,3 +109,99 @@ def test_version(capsys):
         cli.main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"probinfer {__version__}"
+
+
+def test_help_list_and_argument_errors_do_not_import_jax():
+    """`--help` (of every command), `--version`, `pfn list` and argument errors return
+    without importing JAX (a fresh process: this one has imported it)."""
+    import subprocess
+    import sys
+
+    code = """
+import contextlib, io, sys
+from probinfer import cli
+for argv in (["--help"], ["sample", "--help"], ["pfn", "predict", "--help"],
+             ["dt", "posterior", "--help"], ["--version"], ["sample"], ["pfn", "list"],
+             ["dt", "list"]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            cli.main(argv)
+        except SystemExit:
+            pass
+print("jax imported:", "jax" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "jax imported: False"
+
+
+def _help_files(epilog: str) -> dict[str, str]:
+    """The example files shown in a help epilog: ``name:`` then indented lines."""
+    files, name = {}, None
+    for line in epilog.splitlines():
+        if line.endswith((".json:", ".py:")) and not line.startswith(" "):
+            name = line[:-1]
+            files[name] = ""
+        elif name is not None and (line.startswith("  ") or not line.strip()):
+            files[name] += line[2:] + "\n"
+        else:
+            name = None
+    return files
+
+
+def test_help_examples_are_valid(tmp_path, capsys):
+    """Every example file shown by `--help` is valid: the JSON configs build, the model
+    file defines `model`, and the `pfn predict` and `dt posterior` examples run."""
+    from probinfer import amortize
+
+    files = {command: _help_files(epilog) for command, (_, epilog) in cli._HELP.items()}
+    assert sum(len(found) for found in files.values()) == 5, files
+    namespace: dict = {}
+    exec(files["sample"]["model.py"], namespace)
+    assert callable(namespace["model"])
+    gp = json.loads(files["pfn train"]["gp.json"])
+    amortize.prior_from_spec(gp["prior"])
+    amortize.TrainingConfig(**gp["training"])
+    task = json.loads(files["dt train"]["task.json"])
+    amortize.task_from_spec(task["task"])
+    amortize.DTTrainingConfig(**task["training"])
+    for command, name in (("pfn predict", "data.json"), ("dt posterior", "prior_and_data.json")):
+        (tmp_path / name).write_text(files[command][name])
+        out = tmp_path / f"{name}.out"
+        assert cli.main([*command.split(), "--data", str(tmp_path / name), "--out", str(out)]) == 0
+        assert json.loads(out.read_text())["mean"]
+
+
+def test_shipped_models_by_short_name(tmp_path, capsys):
+    """`pfn list` / `dt list` name the shipped models; `--model` takes those names; a name
+    of the other family or an unknown one is a one-line error naming the way out."""
+    assert cli.main(["pfn", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "gp-rbf" in listed and "gp-hyper" in listed and "dt-2d" not in listed
+    assert cli.main(["dt", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "dt-2d" in listed and "dt-1d" in listed and "gp-rbf" not in listed
+    data = {"x_train": [[0.1], [0.5]], "y_train": [0.3, -0.2], "x_test": [[0.3], [0.9]]}
+    (tmp_path / "data.json").write_text(json.dumps(data))
+    predict = ["pfn", "predict", "--data", str(tmp_path / "data.json")]
+    out = tmp_path / "hyper.json"
+    assert cli.main([*predict, "--model", "gp-hyper", "--out", str(out)]) == 0
+    hyper = json.loads(out.read_text())["mean"]
+    assert cli.main([*predict, "--out", str(out)]) == 0  # the default, gp-rbf
+    assert len(hyper) == 2 and hyper != json.loads(out.read_text())["mean"]
+    capsys.readouterr()
+    assert cli.main([*predict, "--model", "dt-2d"]) == 2
+    assert "probinfer dt" in capsys.readouterr().err
+    assert cli.main([*predict, "--model", "gp-nope"]) == 2
+    assert "probinfer pfn list" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("always::UserWarning")
+def test_warnings_print_as_messages(tmp_path, capsys):
+    """A warning shows its message, not the source line that raised it."""
+    data = {"x_train": [[0.1], [0.5]], "y_train": [0.3, -0.2], "x_test": [[3.0]]}
+    (tmp_path / "data.json").write_text(json.dumps(data))
+    assert cli.main(["pfn", "predict", "--data", str(tmp_path / "data.json")]) == 0
+    error = capsys.readouterr().err
+    assert error.startswith("warning: "), error
+    assert ".py:" not in error and "UserWarning" not in error
