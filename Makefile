@@ -34,13 +34,13 @@ bench: $(VENV)/.installed-bench
 	$(BIN)/probinfer bench
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check probinfer models tests benchmarks docs/hooks
-	$(BIN)/ruff format --check probinfer models tests benchmarks docs/hooks
+	$(BIN)/ruff check probinfer tests benchmarks docs/hooks
+	$(BIN)/ruff format --check probinfer tests benchmarks docs/hooks
 	$(BIN)/pyright --pythonpath $(BIN)/python probinfer
 
 format: $(VENV)/.installed-test
-	$(BIN)/ruff format probinfer models tests benchmarks docs/hooks
-	$(BIN)/ruff check --fix probinfer models tests benchmarks docs/hooks
+	$(BIN)/ruff format probinfer tests benchmarks docs/hooks
+	$(BIN)/ruff check --fix probinfer tests benchmarks docs/hooks
 
 clean:
 	rm -rf $(VENV) bench-results site .pytest_cache

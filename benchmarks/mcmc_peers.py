@@ -93,7 +93,7 @@ Methodology (identical for every sampler):
   ``info.num_integration_steps``; NumPyro ``extra_fields=("num_steps",)``). ESS per 1000
   gradient evaluations uses sampling-phase counts for all three; warm-up counts
   (probinfer ``attrs["warmup_grad_evals"]``) are reported separately.
-- Accuracy against the zoo reference (``models.<name>.reference``): max over latent
+- Accuracy against the zoo reference (``probinfer.zoo.<name>.reference``): max over latent
   coordinates of |mean - reference mean| / reference sd, and of |sd - reference sd| /
   reference sd. Max R-hat is arviz's rank-normalized split R-hat. Divergences are counted
   over the sampling phase (peers' warm-up divergences reported separately).
@@ -1061,7 +1061,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         argv: command-line arguments (default ``sys.argv[1:]``).
     """
     options = parse_args(argv)
-    import models as zoo
+    from probinfer import zoo
 
     model_names = _parse_list(options.models, zoo.names(), "--models")
     samplers = _parse_list(options.samplers, SAMPLERS, "--samplers")

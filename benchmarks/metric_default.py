@@ -24,8 +24,8 @@ from pathlib import Path
 import arviz as az
 import numpy as np
 
-import models
 import probinfer as pi
+from probinfer import zoo
 from probinfer.bench import machine_description
 
 MODELS = (
@@ -44,7 +44,7 @@ METRICS = ("dense", "diag")
 
 def one_run(name: str, metric: str, seed: int) -> dict[str, float]:
     """ESS/s, min bulk ESS and max R-hat of one NUTS run."""
-    zoo_model = models.get(name)
+    zoo_model = zoo.get(name)
     args, kwargs = zoo_model.data()
     with warnings.catch_warnings():  # the table reports R-hat; divergences are not the point
         warnings.simplefilter("ignore")

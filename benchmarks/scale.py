@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-import models
 import probinfer as pi
 import probinfer.run
+from probinfer import zoo
 from probinfer.bench import machine_description
 
 MODES = ("sequential", "lock_step", "interleaved")
@@ -50,7 +50,7 @@ TOTAL_DRAWS = 8192
 
 def one_run(name: str, mode: str, chains: int, seed: int) -> dict[str, float]:
     """Seconds, transitions/s and gradient evaluations/s of one run."""
-    zoo_model = models.get(name)
+    zoo_model = zoo.get(name)
     args, kwargs = zoo_model.data()
     draws = max(16, TOTAL_DRAWS // chains)
     probinfer.run.INTERLEAVE_MIN_CHAINS = 1 if mode == "interleaved" else 2**62

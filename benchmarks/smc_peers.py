@@ -87,9 +87,8 @@ from blackjax.smc.tuning.from_particles import particles_covariance_matrix
 from blackjax.smc.waste_free import waste_free_smc
 from scipy.special import logsumexp
 
-import models
 import probinfer as pi
-from probinfer import mcmc, smc
+from probinfer import mcmc, smc, zoo
 from probinfer.bench import machine_description
 from probinfer.model import Target
 
@@ -117,7 +116,7 @@ class Problem:
     """One model's prior and likelihood in JAX and in NumPy, and its exact log Z."""
 
     def __init__(self, name: str) -> None:
-        zoo_model = models.get(name)
+        zoo_model = zoo.get(name)
         self.name = name
         self.log_z = float(zoo_model.reference.log_z)
         args, _ = zoo_model.data()

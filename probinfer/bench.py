@@ -46,9 +46,9 @@ STEP_MULTIPLIER = {"nuts": 1, "hmc": 1, "mala": 10, "rwm": 10}
 
 
 def _zoo() -> Any:
-    import models  # the zoo ships as a top-level package next to probinfer
+    from probinfer import zoo  # imported when a benchmark runs: it imports JAX and NumPyro
 
-    return models
+    return zoo
 
 
 def evaluate(idata: az.InferenceData, reference: Any) -> dict[str, Any]:
@@ -56,7 +56,7 @@ def evaluate(idata: az.InferenceData, reference: Any) -> dict[str, Any]:
 
     Args:
         idata: output of :func:`probinfer.sample`.
-        reference: a ``models.Reference``.
+        reference: a ``zoo.Reference``.
 
     Returns:
         Metrics: ``min_ess_bulk``, ``max_rhat``, ``max_mean_error_sd`` (max |mean error|

@@ -25,13 +25,13 @@ from probinfer._pretrained import PRETRAINED_MODELS, Kind, model_folder
 
 
 def _bench(arguments: argparse.Namespace, console: Console) -> int:
-    import models
+    from probinfer import zoo
     from probinfer.bench import METHODS, markdown_table, run_bench
 
-    model_names = arguments.models or models.names()
-    unknown = sorted(set(model_names) - set(models.names()))
+    model_names = arguments.models or zoo.names()
+    unknown = sorted(set(model_names) - set(zoo.names()))
     if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; choose from {models.names()}")
+        raise ValueError(f"unknown model(s) {unknown}; choose from {zoo.names()}")
     methods: list[str] = arguments.methods or list(METHODS)
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:

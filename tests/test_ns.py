@@ -19,9 +19,9 @@ import pytest
 from jax.scipy.special import logsumexp, ndtr
 
 import probinfer as pi
-from models import linear_regression
 from probinfer import mcmc, ns
 from probinfer.model import Target
+from probinfer.zoo import linear_regression
 from tests._stats import Z, assert_checks, check_expectation
 
 Z_T = 4.0

@@ -136,9 +136,9 @@ def test_filtering_means_match_kalman(kind):
 def test_zoo_lgssm_reference_is_the_kalman_filter():
     """Two independent exact computations of the same model agree: the zoo's Gaussian
     conditioning on innovations, and this file's Kalman filter."""
-    import models
+    from probinfer import zoo
 
-    lgssm = models.get("lgssm")
+    lgssm = zoo.get("lgssm")
     (y,), _ = lgssm.data()
     log_likelihood, means = kalman(y, PHI)
     assert (lgssm.PHI, lgssm.STATE_SCALE, lgssm.NOISE_SCALE) == (PHI, Q, R)

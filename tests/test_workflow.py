@@ -13,7 +13,7 @@ from arviz.data.io_numpyro import infer_dims
 from numpyro.infer.util import log_likelihood
 
 import probinfer as pi
-from models import eight_schools_noncentered, linear_regression
+from probinfer.zoo import eight_schools_noncentered, linear_regression
 from tests._stats import assert_checks, check_expectation
 
 # Short runs: what these tests check is the workflow's bookkeeping, not convergence.

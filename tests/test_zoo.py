@@ -3,13 +3,13 @@
 import numpy as np
 import scipy.stats
 
-import models
+from probinfer import zoo
 
 
 def test_gaussian_mixture_reference_matches_quadrature():
     """log Z, the means and the sds of gaussian_mixture_2d by a 2-d grid sum of
     prior x likelihood (0.01 spacing over +-4 prior sd: error far below the tolerances)."""
-    zoo_model = models.get("gaussian_mixture_2d")
+    zoo_model = zoo.get("gaussian_mixture_2d")
     (y,), _ = zoo_model.data()
     grid = np.arange(-8.0, 8.0, 0.01)
     first, second = np.meshgrid(grid, grid, indexing="ij")

@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 from _stats import assert_checks, check_expectation, failures
 
-import models
 import probinfer as pi
+from probinfer import zoo
 from probinfer.diagnostics import SamplingWarning
 
 # 4 chains x 2000 draws per zoo model: these tests spend their time running.
 pytestmark = pytest.mark.optimized
 
-MODELS = [name for name in models.names() if name not in ("neals_funnel", "gaussian_mixture_2d")]
+MODELS = [name for name in zoo.names() if name not in ("neals_funnel", "gaussian_mixture_2d")]
 # Divergences every NUTS implementation has on these models (docs/benchmarks.md), and the
 # few non-finite proposals (exp overflow) at their far ends: expected, so only those two
 # warnings are silenced for them; any other run check still fails the test.
@@ -35,7 +35,7 @@ SETTINGS = {"eight_schools_noncentered": {"target_acceptance": 0.95}}
 
 
 def zoo_checks(name: str, shift_in_sd: float = 0.0) -> list:
-    zoo_model = models.get(name)
+    zoo_model = zoo.get(name)
     args, kwargs = zoo_model.data()
     with warnings.catch_warnings():
         if name in DIVERGENT:

@@ -16,7 +16,7 @@ Moments of every site follow by the laws of total expectation and variance under
 p(tau | y) ∝ HalfCauchy(tau; 5) p(y | tau), integrated with the trapezoidal rule in
 u = log tau on [-30, 14] (the integrand decays like e^u below and e^(-9u) above, so the
 truncated mass is far below 1e-12). Doubling the grid changes no moment by more than
-1e-10 (checked by ``models/check_references.py``). log_z = log p(y) comes from the same sum.
+1e-10 (checked by ``probinfer/zoo/check_references.py``). log_z = log p(y) comes from the same sum.
 """
 
 import jax.typing
@@ -25,8 +25,8 @@ import numpyro
 import numpyro.distributions as dist
 from scipy.special import logsumexp
 
-from models._gaussian import condition
-from models._reference import Reference, SiteMoments
+from probinfer.zoo._gaussian import condition
+from probinfer.zoo._reference import Reference, SiteMoments
 
 __all__ = ["data", "model", "quadrature_reference", "reference"]
 

@@ -1,8 +1,8 @@
-"""Produce the long-run references stored in ``models/references/`` (run by hand, not in tests).
+"""Produce the long-run references in ``probinfer/zoo/references/`` (run by hand, not in tests).
 
 Usage (from the repository root; about 2 minutes on two CPU cores)::
 
-    python -m models.make_references [MODEL ...]
+    python -m probinfer.zoo.make_references [MODEL ...]
 
 For logistic regression and the Poisson GP, the posterior is sampled by two independent
 implementations:
@@ -23,9 +23,9 @@ import jax
 import numpy as np
 import numpyro
 
-from models import gp_poisson, logistic_regression
-from models._reference import Reference, save_reference
-from models._runs import LogDensity, max_abs_z, posterior_moments, run_numpyro_nuts
+from probinfer.zoo import gp_poisson, logistic_regression
+from probinfer.zoo._reference import Reference, save_reference
+from probinfer.zoo._runs import LogDensity, max_abs_z, posterior_moments, run_numpyro_nuts
 
 NUM_CHAINS = 8
 NUM_WARMUP = 1000

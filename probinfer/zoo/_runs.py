@@ -14,7 +14,7 @@ from numpyro.distributions.transforms import biject_to
 from numpyro.infer import MCMC, NUTS
 from numpyro.infer.util import initialize_model
 
-from models._reference import SiteMoments
+from probinfer.zoo._reference import SiteMoments
 
 __all__ = ["LogDensity", "max_abs_z", "posterior_moments", "run_numpyro_nuts"]
 

@@ -5,8 +5,8 @@ kwargs to call it with) and ``reference`` (a :class:`Reference`: posterior momen
 constrained-space site, and ``log_z`` where known).
 
 Example:
-    >>> import models
-    >>> zoo_model = models.get("normal_normal")
+    >>> from probinfer import zoo
+    >>> zoo_model = zoo.get("normal_normal")
     >>> args, kwargs = zoo_model.data()
     >>> sorted(zoo_model.reference.moments)
     ['mu']
@@ -14,7 +14,7 @@ Example:
 
 from types import ModuleType
 
-from models import (
+from probinfer.zoo import (
     beta_binomial,
     eight_schools_noncentered,
     gaussian_correlated_100d,
@@ -27,7 +27,7 @@ from models import (
     neals_funnel,
     normal_normal,
 )
-from models._reference import Reference, SiteMoments, load_reference, save_reference
+from probinfer.zoo._reference import Reference, SiteMoments, load_reference, save_reference
 
 __all__ = [
     "ZOO",
@@ -78,6 +78,6 @@ def get(name: str) -> ModuleType:
     if name not in ZOO:
         raise ValueError(
             f"`name` must be one of the zoo models {names()}, got {name!r}; "
-            "see `models.names()` for the list."
+            "see `zoo.names()` for the list."
         )
     return ZOO[name]

@@ -16,7 +16,7 @@ import numpyro
 import numpyro.distributions as dist
 from scipy import special
 
-from models._reference import Reference, SiteMoments
+from probinfer.zoo._reference import Reference, SiteMoments
 
 __all__ = ["data", "model", "reference"]
 

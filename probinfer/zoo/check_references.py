@@ -2,7 +2,7 @@
 
 Usage (from the repository root; about 75 s on two CPU cores)::
 
-    python -m models.check_references
+    python -m probinfer.zoo.check_references
 
 For every zoo model with an exact reference, this runs NumPyro NUTS (4 chains x 2500 draws
 after 1000 warmup, float64) and prints the largest |z| = |estimate - reference| / MCSE over
@@ -35,8 +35,8 @@ from numpyro.infer.reparam import LocScaleReparam
 from scipy import stats
 from scipy.special import logsumexp
 
-from models import ZOO, eight_schools_noncentered, neals_funnel
-from models._runs import LogDensity, max_abs_z, posterior_moments, run_numpyro_nuts
+from probinfer.zoo import ZOO, eight_schools_noncentered, neals_funnel
+from probinfer.zoo._runs import LogDensity, max_abs_z, posterior_moments, run_numpyro_nuts
 
 NUM_CHAINS = 4
 NUM_WARMUP = 1000

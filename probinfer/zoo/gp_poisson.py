@@ -13,8 +13,8 @@ warm-up and metric choices show.
 Data: x = 0, 1, ..., 10 and counts drawn once from Poisson(exp(1 + sin x))
 (``np.random.default_rng(11)``), written out below so that they never change.
 
-Reference: long runs, stored in ``models/references/gp_poisson.json`` with their MCSE
-and produced by ``python -m models.make_references``: NumPyro NUTS supplies the moments
+Reference: long runs, stored in ``probinfer/zoo/references/gp_poisson.json`` with their MCSE
+and produced by ``python -m probinfer.zoo.make_references``: NumPyro NUTS supplies the moments
 and BlackJAX NUTS is the independent check that they agree within MCSE (both float64).
 log_z is unknown (None).
 """
@@ -27,7 +27,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from models._reference import Reference, load_reference
+from probinfer.zoo._reference import Reference, load_reference
 
 __all__ = ["REFERENCE_PATH", "data", "model", "reference"]
 

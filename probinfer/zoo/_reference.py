@@ -2,7 +2,7 @@
 
 A reference is either exact (closed form or quadrature; no MCSE) or taken from long,
 cross-checked runs (MCSE given). Long-run references live as JSON files in
-``models/references/`` and are read with :func:`load_reference`.
+``probinfer/zoo/references/`` and are read with :func:`load_reference`.
 """
 
 import json

@@ -8,9 +8,10 @@ Data: x ~ Normal(0, 1) of shape (1000, 25), w_true ~ Normal(0, 1) * 3 / sqrt(25)
 true logits have sd about 3), b_true = 0.5, y_i ~ Bernoulli(sigmoid(x_i . w_true + b_true)),
 all from ``np.random.default_rng(8)``.
 
-Reference: long runs, stored in ``models/references/logistic_regression.json`` with their MCSE
-and produced by ``python -m models.make_references``: NumPyro NUTS supplies the moments and
-BlackJAX NUTS (window adaptation) is the independent check that they agree within MCSE.
+Reference: long runs, stored in ``probinfer/zoo/references/logistic_regression.json`` with
+their MCSE and produced by ``python -m probinfer.zoo.make_references``: NumPyro NUTS supplies
+the moments and BlackJAX NUTS (window adaptation) is the independent check that they agree
+within MCSE.
 log_z is unknown (None).
 """
 
@@ -22,7 +23,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from models._reference import Reference, load_reference
+from probinfer.zoo._reference import Reference, load_reference
 
 __all__ = ["REFERENCE_PATH", "data", "model", "reference"]
 

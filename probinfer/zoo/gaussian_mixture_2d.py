@@ -25,7 +25,7 @@ import numpyro
 import numpyro.distributions as dist
 from scipy.special import logsumexp
 
-from models._reference import Reference, SiteMoments
+from probinfer.zoo._reference import Reference, SiteMoments
 
 __all__ = ["data", "model", "reference"]
 

@@ -17,8 +17,8 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from models._gaussian import condition, marginal_sd
-from models._reference import Reference, SiteMoments
+from probinfer.zoo._gaussian import condition, marginal_sd
+from probinfer.zoo._reference import Reference, SiteMoments
 
 __all__ = ["data", "model", "reference"]
 

@@ -19,7 +19,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 
-from models._reference import Reference, SiteMoments
+from probinfer.zoo._reference import Reference, SiteMoments
 
 __all__ = ["data", "model", "reference"]
 

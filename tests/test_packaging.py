@@ -1,0 +1,46 @@
+"""What `pip install probinfer` puts on a user's path: the `probinfer` package alone."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_wheel_ships_probinfer_alone_with_its_data(tmp_path):
+    """The wheel's top level is `probinfer` and its metadata: no `models`, `tests` or
+    `benchmarks` package to shadow a user's own; the zoo's references, the shipped models
+    and the command ride inside the package."""
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+             "--quiet", "--wheel-dir", str(tmp_path), str(ROOT)]  # fmt: skip
+    result = subprocess.run(build, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = tmp_path.glob("probinfer-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {name.split("/")[0] for name in names}
+    assert top_level == {"probinfer", wheel.name.split("-py")[0] + ".dist-info"}, top_level
+    assert not [name for name in names if name.endswith(".pth")]
+    for shipped in (
+        "probinfer/zoo/references/gp_poisson.json",
+        "probinfer/amortize/pretrained/gp_rbf/model.eqx",
+        "probinfer/amortize/pretrained/dt_linear_gaussian_2d/model.eqx",
+    ):
+        assert shipped in names, shipped
+    entry_points = next(name for name in names if name.endswith("entry_points.txt"))
+    assert "probinfer = probinfer.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_only_probinfer_is_importable_outside_the_source_tree(tmp_path):
+    """From another folder, the installed environment (editable here, as `make test`
+    installs it) resolves `probinfer` and none of the repository's other folders."""
+    code = (
+        "import importlib.util as u\n"
+        "print(sorted(n for n in ('probinfer', 'models', 'tests', 'benchmarks', 'docs') "
+        "if u.find_spec(n)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "['probinfer']"
