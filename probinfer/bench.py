@@ -44,6 +44,24 @@ MCMC_METHODS = ("nuts", "hmc", "mala", "rwm")
 # about NUTS's evaluation budget.
 STEP_MULTIPLIER = {"nuts": 1, "hmc": 1, "mala": 10, "rwm": 10}
 
+_FUNNEL = "the centred funnel's neck is out of reach of MCMC at this budget (every peer fails too)"
+_MODES = "two modes 15 sd apart: each chain stays in the mode it starts near"
+_RANDOM_WALK = "a random walk's efficiency falls as 1/d: too few draws in {} dimensions"
+_GP_FUNNEL = "the amplitude-latent funnel of the latent GP mixes too slowly for the budget"
+EXPECTED_FAILURES: dict[tuple[str, str], str] = {
+    **{("neals_funnel", method): _FUNNEL for method in MCMC_METHODS},
+    **{("gaussian_mixture_2d", method): _MODES for method in MCMC_METHODS},
+    ("gaussian_correlated_100d", "mala"): "a diagonal metric on correlations up to 0.9 "
+    '(metric="dense" is the remedy)',
+    ("gaussian_correlated_100d", "rwm"): _RANDOM_WALK.format(100),
+    ("lgssm", "rwm"): _RANDOM_WALK.format(40),
+    ("logistic_regression", "rwm"): _RANDOM_WALK.format(26),
+    **{("gp_poisson", method): _GP_FUNNEL for method in ("hmc", "mala", "rwm")},
+}
+"""Runs of ``probinfer bench``'s default budget that fail for a known reason (measured in
+``benchmarks/results/zoo/bench.md``): shown as expected failures, with the reason, and not
+counted against the exit status."""
+
 
 def _zoo() -> Any:
     from probinfer import zoo  # imported when a benchmark runs: it imports JAX and NumPyro
@@ -353,7 +371,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    """Bar chart of ESS per 1000 gradient evaluations, per model and method (log scale).
+    """Bar chart of ESS per 1000 gradient evaluations, per model and method (log scale);
+    failed runs are hatched (grey edges: expected to fail, red: unexpected).
 
     Args:
         rows: metric rows.
@@ -363,33 +382,79 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     rows = [row for row in rows if row["method"] not in EVIDENCE_METHODS]
     models_ = list(dict.fromkeys(row["model"] for row in rows))
     methods = list(dict.fromkeys(row["method"] for row in rows))
+    by_key = {(row["model"], row["method"]): row for row in rows}
     width = 0.8 / max(len(methods), 1)
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(models_)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(models_)), 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for j, method in enumerate(methods):
-        values = [
-            next(
-                (
-                    r["ess_per_1000_grads"]
-                    for r in rows
-                    if r["model"] == m and r["method"] == method
-                ),
-                0,
+        for i, model in enumerate(models_):
+            row = by_key.get((model, method))
+            if row is None:
+                continue
+            failed = not row["passed"]
+            edge = "black" if not failed else ("grey" if row.get("expected_failure") else "red")
+            ax.bar(
+                i + j * width,
+                max(row["ess_per_1000_grads"], 1e-2),
+                width,
+                color=colors[j % len(colors)],
+                hatch="///" if failed else None,
+                edgecolor=edge,
+                linewidth=0.6 if not failed else 1.2,
+                alpha=0.45 if failed else 1.0,
             )
-            for m in models_
-        ]
-        ax.bar(np.arange(len(models_)) + j * width, np.maximum(values, 1e-2), width, label=method)
+    handles = [Patch(color=colors[j % len(colors)], label=m) for j, m in enumerate(methods)]
+    handles += [
+        Patch(facecolor="white", edgecolor="grey", hatch="///", label="failed (expected)"),
+        Patch(facecolor="white", edgecolor="red", hatch="///", label="failed (unexpected)"),
+    ]
+    num_passed = sum(row["passed"] for row in rows)
+    ax.set_title(
+        f"probinfer bench: {num_passed} of {len(rows)} MCMC runs within tolerance of the reference"
+    )
     ax.set_yscale("log")
     ax.set_xticks(np.arange(len(models_)) + 0.4 - width / 2)
     ax.set_xticklabels(models_, rotation=30, ha="right")
     ax.set_ylabel("min bulk ESS per 1000 gradient evaluations")
-    ax.legend()
+    ax.legend(handles=handles, fontsize=8, ncols=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+
+
+def _mark_expected(row: dict[str, Any]) -> None:
+    """Add ``expected_failure`` (the reason, or "") and prefix a failure's ``why`` with it."""
+    reason = EXPECTED_FAILURES.get((row["model"], row["method"]), "")
+    row["expected_failure"] = reason
+    if reason and not row["passed"]:
+        row["why"] = f"expected: {reason} ({row['why']})"
+
+
+def _verdict(row: dict[str, Any]) -> str:
+    if row["passed"]:
+        return "ok" + (" (expected to fail)" if row["expected_failure"] else "")
+    return f"FAIL ({row['why']})"
+
+
+def unexpected_failures(rows: list[dict[str, Any]]) -> list[str]:
+    """``model/method`` of the failed runs that :data:`EXPECTED_FAILURES` does not list.
+
+    Args:
+        rows: rows of :func:`run_bench`.
+
+    Returns:
+        The names; empty when every run expected to pass did pass.
+    """
+    return [
+        f"{row['model']}/{row['method']}"
+        for row in rows
+        if not row["passed"] and not row.get("expected_failure")
+    ]
 
 
 def run_bench(
@@ -426,10 +491,11 @@ def run_bench(
                 if _zoo().get(name).reference.log_z is None:
                     continue
                 row = run_evidence_one(name, method, seed=seed)
+                _mark_expected(row)
                 echo(
                     f"{name:28s} {method:5s} log Z {row['log_z']:10.3f} +- {row['log_z_err']:.3f}  "
                     f"exact {row['log_z_truth']:10.3f}  |err|/err {row['log_z_z']:5.1f}  "
-                    f"{'ok' if row['passed'] else 'FAIL'}"
+                    + _verdict(row)
                 )
                 rows.append(row)
                 continue
@@ -443,12 +509,12 @@ def run_bench(
                 seed=seed,
             )
             row["steps"] = f"{multiplier * warmup} + {multiplier * draws}"
+            _mark_expected(row)
             rows.append(row)
             echo(
                 f"{name:28s} {method:5s} ESS/s {row['ess_per_second']:9.0f}  "
                 f"ESS/1k grad {row['ess_per_1000_grads']:7.1f}  R-hat {row['max_rhat']:.3f}  "
-                f"max z {row['max_mean_z']:5.1f}  "
-                + ("ok" if row["passed"] else f"FAIL ({row['why']})")
+                f"max z {row['max_mean_z']:5.1f}  " + _verdict(row)
             )
     machine = machine_description()
     settings = {"chains": chains, "warmup": warmup, "draws": draws, "seed": seed}
@@ -466,7 +532,8 @@ def run_bench(
         "(log-density evaluations for RWM). `ok`: every coordinate's mean (and variance, for "
         "exact references) within "
         f"{Z_THRESHOLD:g} combined MCSE of the reference, max R-hat < {RHAT_THRESHOLD} and min "
-        f"ESS >= {MIN_ESS}; `why not` names the criteria a run missed.\n\n"
+        f"ESS >= {MIN_ESS}; `why not` names the criteria a run missed, after the known reason "
+        "for runs expected to fail at this budget (`expected: ...`).\n\n"
     )
     evidence_header = (
         "Evidence: `pi.evidence` with its defaults (`smc`: 8 replicas of 500 particles, MALA "
