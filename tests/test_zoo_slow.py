@@ -32,6 +32,10 @@ DIVERGENT = ("gp_poisson",)
 # 8,000 transitions depending on float rounding (every library has some: docs/benchmarks.md);
 # Stan's remedy, a higher target, removes them, so the run checks stay strict.
 SETTINGS = {"eight_schools_noncentered": {"target_acceptance": 0.95}}
+# gp_poisson mixes slowly in its amplitude: with 2,000 draws per chain the largest R-hat was
+# 1.004-1.010 over seeds 11-14 (at the 1.01 warning, so float rounding decided the test);
+# with 4,000 it was 1.001-1.004.
+DRAWS = {"gp_poisson": 4000}
 
 
 def zoo_checks(name: str, shift_in_sd: float = 0.0) -> list:
@@ -46,7 +50,7 @@ def zoo_checks(name: str, shift_in_sd: float = 0.0) -> list:
             *args,
             chains=4,
             warmup=1000,
-            draws=2000,
+            draws=DRAWS.get(name, 2000),
             seed=11,
             progress=False,
             **SETTINGS.get(name, {}),
