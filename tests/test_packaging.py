@@ -33,14 +33,29 @@ def test_the_wheel_ships_probinfer_alone_with_its_data(tmp_path):
 
 def test_only_probinfer_is_importable_outside_the_source_tree(tmp_path):
     """From another folder, the installed environment (editable here, as `make test`
-    installs it) resolves `probinfer` and none of the repository's other folders."""
+    installs it) resolves `probinfer` to this repository and none of the repository's other
+    folders (another distribution's own top-level `docs`, as BlackJAX's wheel ships, is not
+    ours to police)."""
     code = (
         "import importlib.util as u\n"
-        "print(sorted(n for n in ('probinfer', 'models', 'tests', 'benchmarks', 'docs') "
-        "if u.find_spec(n)))"
+        "for name in ('probinfer', 'models', 'tests', 'benchmarks', 'docs'):\n"
+        "    spec = u.find_spec(name)\n"
+        "    places = [] if spec is None else list(spec.submodule_search_locations or [])\n"
+        "    print(name, *places, sep='|')\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "['probinfer']"
+    found = {line.split("|")[0]: line.split("|")[1:] for line in result.stdout.splitlines()}
+    assert found["probinfer"] == [str(ROOT / "probinfer")], found
+
+    def in_the_source_tree(place: str) -> bool:  # the venv may live in the tree too
+        return Path(place).is_relative_to(ROOT) and not Path(place).is_relative_to(sys.prefix)
+
+    from_here = {
+        name: places
+        for name, places in found.items()
+        if name != "probinfer" and any(in_the_source_tree(p) for p in places)
+    }
+    assert not from_here, from_here
