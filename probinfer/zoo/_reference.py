@@ -77,7 +77,12 @@ def load_reference(path: str | Path) -> Reference:
     """
     content = json.loads(Path(path).read_text())
     moments = {
-        name: SiteMoments(**{field: _to_array(value) for field, value in site.items()})
+        name: SiteMoments(
+            mean=np.asarray(site["mean"], dtype=float),
+            sd=np.asarray(site["sd"], dtype=float),
+            mcse_mean=_to_array(site.get("mcse_mean")),
+            mcse_sd=_to_array(site.get("mcse_sd")),
+        )
         for name, site in content["moments"].items()
     }
     log_z = content["log_z"]

@@ -107,7 +107,7 @@ def quadrature_reference(
     trapezoid = np.full(num_points, step)
     trapezoid[[0, -1]] *= 0.5
     log_terms = log_integrand + np.log(trapezoid)
-    log_z = logsumexp(log_terms)
+    log_z = float(np.asarray(logsumexp(log_terms)))
     weights = np.exp(log_terms - log_z)
 
     z_var = np.diagonal(posterior.cov, axis1=-2, axis2=-1)

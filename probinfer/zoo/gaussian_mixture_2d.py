@@ -74,7 +74,7 @@ def _reference() -> Reference:
             for a in OFFSETS
         ]
     )
-    log_z = float(logsumexp(log_terms))
+    log_z = float(np.asarray(logsumexp(log_terms)))
     weights = np.exp(log_terms - log_z)
     variance = 1.0 / (1.0 / prior_var + 1.0 / noise_var)
     means = variance * (y[None, :] - OFFSETS) / noise_var  # (2 offsets, 2 coordinates)
