@@ -30,7 +30,7 @@ DOCTEST_MODULES = [
     "probinfer.driver._drive",
     "probinfer.nngp._layers",
     "probinfer.nngp._process",
-    "models",
+    "probinfer.zoo",
 ]
 
 
