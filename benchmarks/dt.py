@@ -2,7 +2,7 @@
 
 Run::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/dt.py [--examples 4000] [--sequences 100]
+    .venv/bin/python benchmarks/dt.py [--examples 4000] [--sequences 100]
         [--out benchmarks/results/dt]
 
 Writes ``dt.md``, ``dt.json`` and ``dt_filtering.png`` to ``--out``. Three parts:

@@ -2,7 +2,7 @@
 
 Run::
 
-    cd /work/main && PYTHONPATH=. .venv/bin/python benchmarks/mcmc_peers.py \
+    .venv/bin/python benchmarks/mcmc_peers.py \
         [--models M1,M2] [--samplers S1,S2] [--chains 4] [--warmup 1000] [--draws 1000] \
         [--repeats 1] [--out benchmarks/results]
 

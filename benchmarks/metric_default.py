@@ -2,7 +2,7 @@
 
 Run::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/metric_default.py \
+    .venv/bin/python benchmarks/metric_default.py \
         [--seeds 3] [--out benchmarks/results/metric_default]
 
 For every zoo model whose posterior NUTS can sample (not the centered funnel, not the

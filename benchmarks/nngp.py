@@ -2,7 +2,7 @@
 
 Run::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/nngp.py \
+    .venv/bin/python benchmarks/nngp.py \
         [--sections regression,classification,speed,memory] [--splits 5] \
         [--out benchmarks/results]
 

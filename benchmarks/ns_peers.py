@@ -2,7 +2,7 @@
 
 Run::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/ns_peers.py \
+    .venv/bin/python benchmarks/ns_peers.py \
         [--targets box_2,box_10,box_30,shells_2,two_modes_2] \
         [--libraries probinfer,probinfer_slice,blackjax,jaxns,dynesty] [--seeds 5] \
         [--live-points 500] \

@@ -2,7 +2,7 @@
 
 Run::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/pfn.py [--model DIR] [--datasets 200]
+    .venv/bin/python benchmarks/pfn.py [--model DIR] [--datasets 200]
         [--out benchmarks/results]
 
 Writes ``pfn.md``, ``pfn.json`` and ``pfn.png`` to ``--out``.

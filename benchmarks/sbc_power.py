@@ -2,7 +2,7 @@
 
 Run::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/sbc_power.py \
+    .venv/bin/python benchmarks/sbc_power.py \
         [--replicates 200,500,1000] [--seeds 20] [--out benchmarks/results/sbc_power]
 
 The test is ``tests/_sbc.py``'s (read its docstring): ranks of ``mu`` and ``sigma`` among

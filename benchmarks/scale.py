@@ -2,7 +2,7 @@
 
 Run::
 
-    PYTHONPATH=. .venv/bin/python benchmarks/scale.py \
+    .venv/bin/python benchmarks/scale.py \
         [--chains 4,8,16,32,64,128,256] [--models eight_schools_noncentered,neals_funnel] \
         [--repeats 2] [--out benchmarks/results/scale]
 

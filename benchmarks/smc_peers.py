@@ -2,7 +2,7 @@
 
 Run::
 
-    cd /work/main && PYTHONPATH=. .venv/bin/python benchmarks/smc_peers.py \
+    .venv/bin/python benchmarks/smc_peers.py \
         [--models linear_regression,gaussian_mixture_2d] [--seeds 10] [--particles 1000] \
         [--out benchmarks/results/smc_peers]
 

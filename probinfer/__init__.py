@@ -9,6 +9,7 @@ Every name here is imported on first use, so that ``import probinfer`` (and the
 """
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers; at run time `__getattr__` imports on first use
@@ -20,7 +21,6 @@ if TYPE_CHECKING:  # for type checkers; at run time `__getattr__` imports on fir
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("amortize", "mcmc", "nngp", "ns", "smc")
 _ATTRIBUTES = {
     "EvidenceResult": "probinfer.api",
     "LogDensity": "probinfer.model",
@@ -35,18 +35,19 @@ _ATTRIBUTES = {
 
 
 def __getattr__(name: str) -> Any:
-    """Import ``pi.<name>`` (a submodule or a public function or class) on first use."""
-    if name in _SUBMODULES:
-        return importlib.import_module(f"probinfer.{name}")
+    """Import ``pi.<name>`` on first use: a public function or class, or any public
+    submodule (``pi.mcmc``, ``pi.diagnostics``, ``pi.zoo``, ...)."""
     if name in _ATTRIBUTES:
         value = getattr(importlib.import_module(_ATTRIBUTES[name]), name)
         globals()[name] = value  # later lookups skip this function
         return value
+    if not name.startswith("_") and importlib.util.find_spec(f"probinfer.{name}") is not None:
+        return importlib.import_module(f"probinfer.{name}")
     raise AttributeError(f"module 'probinfer' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    return sorted({*globals(), *__all__})
 
 
 __all__ = [

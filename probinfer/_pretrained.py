@@ -67,7 +67,7 @@ PRETRAINED_MODELS = (
 DEFAULT_MODEL: dict[Kind, str] = {"pfn": "gp-rbf", "dt": "dt-2d"}
 
 
-def pretrained(name: str) -> PretrainedModel:
+def pretrained_model(name: str) -> PretrainedModel:
     """The shipped model called ``name``.
 
     Args:

@@ -48,7 +48,7 @@ def _bench(arguments: argparse.Namespace, console: Console) -> int:
         draws=arguments.draws,
         seed=arguments.seed,
         out=Path(arguments.out),
-        echo=lambda line: console.print(line, soft_wrap=True),
+        echo=lambda line: console.print(line, soft_wrap=True, markup=False, highlight=False),
     )
     console.print(markdown_table(rows), markup=False, soft_wrap=True)
     written = ", ".join(path.name for path in sorted(Path(arguments.out).glob("bench.*")))
@@ -66,7 +66,7 @@ def _bench(arguments: argparse.Namespace, console: Console) -> int:
         highlight=False,
     )
     if unexpected:
-        console.print(f"[red]unexpected failures: {unexpected}", soft_wrap=True)
+        console.print(f"[red]unexpected failures: {escape(str(unexpected))}", soft_wrap=True)
         return 1
     return 0
 
@@ -215,16 +215,17 @@ def _pfn_train(arguments: argparse.Namespace, console: Console) -> int:
 
 
 def _pfn_predict(arguments: argparse.Namespace, console: Console) -> int:
-    import numpy as np
-
-    from probinfer import amortize
-
+    folder = model_folder(arguments.model, "pfn")  # checked before JAX is imported
     data = _read_json_data(
         arguments.data,
         ("x_train", "y_train", "x_test"),
         '{"x_train": [[...], ...], "y_train": [...], "x_test": [[...], ...][, "y_test": [...]]}',
     )
-    model = amortize.load(model_folder(arguments.model, "pfn"))
+    import numpy as np
+
+    from probinfer import amortize
+
+    model = amortize.load(folder)
     predictive = amortize.predict(
         model, np.asarray(data["x_train"]), np.asarray(data["y_train"]),
         np.asarray(data["x_test"]),
@@ -274,15 +275,16 @@ def _dt_train(arguments: argparse.Namespace, console: Console) -> int:
 
 
 def _dt_posterior(arguments: argparse.Namespace, console: Console) -> int:
-    from probinfer import amortize
-
+    folder = model_folder(arguments.model, "dt")  # checked before JAX is imported
     expected = '{"prior": {"weights", "means", "covariances"}, "design", "values", "noise_sd"}'
     data = _read_json_data(arguments.data, ("prior", "design", "values", "noise_sd"), expected)
     prior_spec = data["prior"]
     missing = [k for k in ("weights", "means", "covariances") if k not in prior_spec]
     if missing:
         raise ValueError(f"{arguments.data}'s prior lacks {missing}; expected {expected}.")
-    model = amortize.load_dt(model_folder(arguments.model, "dt"))
+    from probinfer import amortize
+
+    model = amortize.load_dt(folder)
     prior = amortize.gaussian_mixture(
         prior_spec["weights"], prior_spec["means"], prior_spec["covariances"]
     )
@@ -313,9 +315,8 @@ def _list(kind: Kind, console: Console) -> int:
     console.print(f"shipped {kind.upper()}s (use the name with --model):", highlight=False)
     for model in PRETRAINED_MODELS:
         if model.kind == kind:
-            console.print(
-                f"  {model.name:<10} {model.trained_for}", highlight=False, soft_wrap=True
-            )
+            line = f"  {model.name:<10} {model.trained_for}"
+            console.print(line, highlight=False, soft_wrap=True, markup=False)
     return 0
 
 

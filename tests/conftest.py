@@ -55,21 +55,24 @@ def _xla_accepts(flag: str) -> bool:
     """Whether this jaxlib knows ``flag`` (XLA aborts the process on an unknown flag)."""
     env = {**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"}
     probe = [sys.executable, "-c", "import jax; jax.devices()"]
-    return subprocess.run(probe, env=env, capture_output=True, timeout=120).returncode == 0
+    try:
+        return subprocess.run(probe, env=env, capture_output=True, timeout=300).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
 
 
 if NUM_DEVICES == 4 and _DEVICES_FLAG not in os.environ.get("XLA_FLAGS", ""):
     _add_xla_flag(_DEVICES_FLAG)
 # XLA:CPU's legacy loop emitters compile our programs in about half the time of its newer
-# fusion emitters (eight schools' first `pi.sample`: 8.7 -> 4.7 s of compiling). Set here,
-# the xdist workers inherit it and skip the probe. PROBINFER_TEST_OPTIMIZE=1 keeps XLA's
-# defaults, as users compile.
-if (
-    not _OPTIMIZE_ALL
-    and "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", "")
-    and _xla_accepts(_EMITTERS_FLAG)
-):
-    _add_xla_flag(_EMITTERS_FLAG)
+# fusion emitters (eight schools' first `pi.sample`: 8.7 -> 4.7 s of compiling). The flag and
+# the probe's verdict are set in the environment here, so the xdist workers inherit both and
+# do not probe again. PROBINFER_TEST_OPTIMIZE=1 keeps XLA's defaults, as users compile.
+_EMITTERS_VERDICT = "PROBINFER_TEST_LEGACY_EMITTERS"
+if not _OPTIMIZE_ALL and "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
+    if _EMITTERS_VERDICT not in os.environ:
+        os.environ[_EMITTERS_VERDICT] = "1" if _xla_accepts(_EMITTERS_FLAG) else "0"
+    if os.environ[_EMITTERS_VERDICT] == "1":
+        _add_xla_flag(_EMITTERS_FLAG)
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -232,11 +232,10 @@ def test_interleaved_nuts_chains_equal_lock_step_chains(monkeypatch):
         for min_chains in (1, 10**9):
             monkeypatch.setattr(probinfer.run, "INTERLEAVE_MIN_CHAINS", min_chains)
             runs.append(pi.sample(target, chain_method="parallel-vectorized", **settings))
-    lock_step = runs[-1]
-    for interleaved in runs[:-1]:
-        np.testing.assert_array_equal(
-            interleaved.sample_stats.n_steps.values, lock_step.sample_stats.n_steps.values
-        )
-        np.testing.assert_allclose(
-            interleaved.posterior.x.values, lock_step.posterior.x.values, rtol=0, atol=1e-8
-        )
+    interleaved, lock_step = runs
+    np.testing.assert_array_equal(
+        interleaved.sample_stats.n_steps.values, lock_step.sample_stats.n_steps.values
+    )
+    np.testing.assert_allclose(
+        interleaved.posterior.x.values, lock_step.posterior.x.values, rtol=0, atol=1e-8
+    )

@@ -16,13 +16,13 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from _stats import Z, assert_checks, check_expectation
 from jax.scipy.special import logsumexp, ndtr
 
 import probinfer as pi
 from probinfer import mcmc, ns
 from probinfer.model import Target
 from probinfer.zoo import linear_regression
-from tests._stats import Z, assert_checks, check_expectation
 
 Z_T = 4.0
 QUIET = {"progress": False}

@@ -3,9 +3,9 @@
 
 import numpy as np
 import pytest
+from test_ns import Z_T, box_log_z, box_loglikelihood, identity
 
 import probinfer as pi
-from tests.test_ns import Z_T, box_log_z, box_loglikelihood, identity
 
 # Repeated long runs: they spend their time running, not compiling.
 pytestmark = [pytest.mark.slow, pytest.mark.optimized]

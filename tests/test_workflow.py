@@ -9,12 +9,12 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from _stats import assert_checks, check_expectation
 from arviz.data.io_numpyro import infer_dims
 from numpyro.infer.util import log_likelihood
 
 import probinfer as pi
 from probinfer.zoo import eight_schools_noncentered, linear_regression
-from tests._stats import assert_checks, check_expectation
 
 # Short runs: what these tests check is the workflow's bookkeeping, not convergence.
 pytestmark = pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")

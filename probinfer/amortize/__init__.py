@@ -11,7 +11,7 @@ meta-priors it is trained on, :func:`train_dt` the training loop, :func:`posteri
 checked call and :func:`evaluate_dt` the comparison with the exact posterior.
 """
 
-from probinfer._pretrained import PRETRAINED_MODELS, PretrainedModel, pretrained
+from probinfer._pretrained import PRETRAINED_MODELS, PretrainedModel, pretrained_model
 from probinfer.amortize._bar import BarDistribution
 from probinfer.amortize._dt_evaluation import DTEvaluation, evaluate_dt, exact_posterior
 from probinfer.amortize._dt_training import (
@@ -61,20 +61,17 @@ from probinfer.amortize.priors import (
     sample_batch,
 )
 
-PRETRAINED_GP = pretrained("gp-rbf").folder
+PRETRAINED_GP = pretrained_model("gp-rbf").folder
 """The shipped GP-prior PFN (see ``pretrained/gp_rbf/README.md`` for how it was trained)."""
-PRETRAINED_GP_HYPER = pretrained("gp-hyper").folder
+PRETRAINED_GP_HYPER = pretrained_model("gp-hyper").folder
 """The shipped PFN for a GP with log-normal hyperpriors (``pretrained/gp_hyper/README.md``)."""
 
-PRETRAINED_DT_2D = pretrained("dt-2d").folder
+PRETRAINED_DT_2D = pretrained_model("dt-2d").folder
 """The shipped 2-d distribution transformer (``pretrained/dt_linear_gaussian_2d/README.md``)."""
-PRETRAINED_DT_1D = pretrained("dt-1d").folder
+PRETRAINED_DT_1D = pretrained_model("dt-1d").folder
 """The shipped 1-d distribution transformer (``pretrained/dt_linear_gaussian_1d/README.md``)."""
 
 __all__ = [
-    "PRETRAINED_MODELS",
-    "PretrainedModel",
-    "pretrained",
     "PFN",
     "PRETRAINED_DT_1D",
     "PRETRAINED_DT_2D",
@@ -100,6 +97,9 @@ __all__ = [
     "train_dt",
     "PRETRAINED_GP",
     "PRETRAINED_GP_HYPER",
+    "PRETRAINED_MODELS",
+    "PretrainedModel",
+    "pretrained_model",
     "AbstractDatasetPrior",
     "BNNPrior",
     "BarDistribution",

@@ -1,6 +1,6 @@
 """Re-verify the exact (analytic and quadrature) references against NumPyro NUTS.
 
-Usage (from the repository root; about 75 s on two CPU cores)::
+Usage (about 75 s on two CPU cores)::
 
     python -m probinfer.zoo.check_references
 

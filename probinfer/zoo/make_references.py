@@ -1,6 +1,6 @@
 """Produce the long-run references in ``probinfer/zoo/references/`` (run by hand, not in tests).
 
-Usage (from the repository root; about 2 minutes on two CPU cores)::
+Usage (needs the `bench` extra for BlackJAX; about 2 minutes on two CPU cores)::
 
     python -m probinfer.zoo.make_references [MODEL ...]
 
