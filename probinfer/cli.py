@@ -352,6 +352,12 @@ _HELP: dict[str, tuple[str, str]] = {
         "as dist\n\n  def model(y):\n      mu = numpyro.sample("
         '"mu", dist.Normal(0, 10))\n      numpyro.sample("y", dist.Normal(mu, 1), obs=y)',
     ),
+    "pfn": (
+        "Prior-data fitted networks: transformers trained on datasets drawn from a prior "
+        "that predict the posterior predictive in one forward pass.",
+        "examples:\n  probinfer pfn list\n  probinfer pfn predict --data data.json --model "
+        "gp-hyper\n  probinfer pfn train --config gp.json --out my_pfn",
+    ),
     "pfn list": (
         "List the prior-data fitted networks shipped with the package: their short names "
         "(for --model) and what each was trained for.",
@@ -370,6 +376,12 @@ _HELP: dict[str, tuple[str, str]] = {
         "density of y_test if given), as JSON.",
         "example:\n  probinfer pfn predict --data data.json --model gp-hyper\n\ndata.json:\n"
         '  {"x_train": [[0.1], [0.5]], "y_train": [0.3, -0.2], "x_test": [[0.3]]}',
+    ),
+    "dt": (
+        "Distribution transformers: map a Gaussian-mixture prior plus data to a "
+        "Gaussian-mixture posterior.",
+        "examples:\n  probinfer dt list\n  probinfer dt posterior --data prior_and_data.json "
+        "--model dt-2d\n  probinfer dt train --config task.json --out my_dt",
     ),
     "dt list": (
         "List the distribution transformers shipped with the package: their short names "
@@ -404,6 +416,25 @@ def _add_command(commands: Any, name: str, help_line: str) -> argparse.ArgumentP
     )
 
 
+def _add_family(
+    commands: Any, kind: Kind, help_line: str, list_help: str, train_help: str, config_help: str
+) -> tuple[Any, argparse.ArgumentParser]:
+    """The ``pfn`` / ``dt`` command group with its ``list`` and ``train`` subcommands.
+
+    Returns:
+        The group's subcommands (to add more) and the ``train`` parser.
+    """
+    group = _add_command(commands, kind, help_line)
+    subcommands = group.add_subparsers(dest=f"{kind}_command", required=True, metavar="COMMAND")
+    listing = _add_command(subcommands, f"{kind} list", list_help)
+    listing.set_defaults(run=lambda _, console: _list(kind, console))
+    train = _add_command(subcommands, f"{kind} train", train_help)
+    train.add_argument("--config", required=True, help=config_help)
+    train.add_argument("--out", required=True, help="checkpoint folder (resumed if present)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    return subcommands, train
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``probinfer`` command (imports nothing heavy).
 
@@ -431,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = _add_command(
         commands, "bench", "run every sampler on every zoo model and check against the references"
     )
+    bench.set_defaults(run=_bench)
     bench.add_argument("--models", nargs="+", help="zoo models (default: all)")
     bench.add_argument(
         "--methods",
@@ -444,6 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="bench-results", help="output folder")
 
     sample = _add_command(commands, "sample", "sample one NumPyro model and save NetCDF")
+    sample.set_defaults(run=_sample)
     sample.add_argument("model_file", help="Python file defining the NumPyro model")
     sample.add_argument("--model-name", default="model", help="function name (default: model)")
     sample.add_argument(
@@ -459,28 +492,18 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", default="posterior.nc", help="NetCDF file to write")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    pfn = commands.add_parser(
-        "pfn",
-        help="list, train or use prior-data fitted networks",
-        description=textwrap.fill(
-            "Prior-data fitted networks: transformers trained on datasets drawn "
-            "from a prior that predict the posterior predictive in one forward pass.",
-            88,
-        ),
-        epilog="examples:\n  probinfer pfn list\n  probinfer pfn predict --data data.json "
-        "--model gp-hyper\n  probinfer pfn train --config gp.json --out my_pfn",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    pfn_commands = pfn.add_subparsers(dest="pfn_command", required=True, metavar="COMMAND")
-    _add_command(pfn_commands, "pfn list", "the shipped PFNs and what each was trained for")
-    train = _add_command(pfn_commands, "pfn train", "train (or resume) a PFN from a JSON config")
-    train.add_argument("--config", required=True, help='JSON: {"prior": {...}, "training": {...}}')
-    train.add_argument("--out", required=True, help="checkpoint folder (resumed if present)")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    pfn_commands, train = _add_family(
+        commands, "pfn", "list, train or use prior-data fitted networks",
+        "the shipped PFNs and what each was trained for",
+        "train (or resume) a PFN from a JSON config",
+        'JSON: {"prior": {...}, "training": {...}}',
+    )  # fmt: skip
+    train.set_defaults(run=_pfn_train)
     train.add_argument(
         "--init-from", help="start from this saved model folder (fine-tune or continue)"
     )
     predict = _add_command(pfn_commands, "pfn predict", "posterior predictive for a dataset")
+    predict.set_defaults(run=_pfn_predict)
     predict.add_argument(
         "--data", required=True, help='JSON: {"x_train", "y_train", "x_test"[, "y_test"]}'
     )
@@ -490,27 +513,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     predict.add_argument("--out", help="JSON file for the predictions (default: print)")
 
-    dt = commands.add_parser(
-        "dt",
-        help="list, train or use distribution transformers",
-        description=textwrap.fill(
-            "Distribution transformers: map a Gaussian-mixture prior plus data to a "
-            "Gaussian-mixture posterior.",
-            88,
-        ),
-        epilog="examples:\n  probinfer dt list\n  probinfer dt posterior --data "
-        "prior_and_data.json --model dt-2d\n  probinfer dt train --config task.json --out my_dt",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    dt_commands = dt.add_subparsers(dest="dt_command", required=True, metavar="COMMAND")
-    _add_command(dt_commands, "dt list", "the shipped transformers and what each was trained for")
-    dt_train = _add_command(dt_commands, "dt train", "train (or resume) from a JSON config")
-    dt_train.add_argument(
-        "--config", required=True, help='JSON: {"task": {...}, "training": {...}}'
-    )
-    dt_train.add_argument("--out", required=True, help="checkpoint folder (resumed if present)")
-    dt_train.add_argument("--quiet", action="store_true", help="no progress bar")
+    dt_commands, dt_train = _add_family(
+        commands, "dt", "list, train or use distribution transformers",
+        "the shipped transformers and what each was trained for",
+        "train (or resume) from a JSON config",
+        'JSON: {"task": {...}, "training": {...}}',
+    )  # fmt: skip
+    dt_train.set_defaults(run=_dt_train)
     dt_posterior = _add_command(dt_commands, "dt posterior", "posterior mixture for a prior + data")
+    dt_posterior.set_defaults(run=_dt_posterior)
     dt_posterior.add_argument(
         "--data",
         required=True,
@@ -545,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = show_warning  # a message, not the source line it came from
         try:
-            return _run_command(arguments, console)
+            return arguments.run(arguments, console)
         except Exception as error:  # a user's model, data or settings: one line, exit 2
             if arguments.debug:
                 raise
@@ -558,24 +569,6 @@ def main(argv: list[str] | None = None) -> int:
                 highlight=False,
             )
             return 2
-
-
-def _run_command(arguments: argparse.Namespace, console: Console) -> int:
-    if arguments.command == "bench":
-        return _bench(arguments, console)
-    if arguments.command == "pfn":
-        if arguments.pfn_command == "list":
-            return _list("pfn", console)
-        if arguments.pfn_command == "train":
-            return _pfn_train(arguments, console)
-        return _pfn_predict(arguments, console)
-    if arguments.command == "dt":
-        if arguments.dt_command == "list":
-            return _list("dt", console)
-        if arguments.dt_command == "train":
-            return _dt_train(arguments, console)
-        return _dt_posterior(arguments, console)
-    return _sample(arguments, console)
 
 
 if __name__ == "__main__":
