@@ -11,6 +11,7 @@
   cluster, a command on the reader's own files): the text beside them says why.
 - An example that raises, or a command that exits with a non-zero status, fails the build
   with the page, the block's number and the traceback or output.
+- An example that takes more than ``SLOW_EXAMPLE_SECONDS`` says how long it took.
 
 ``PROBINFER_DOCS_SKIP_EXAMPLES=1 mkdocs serve`` previews the pages without running them
 (``make docs`` and the slow test never set it).
@@ -46,6 +47,9 @@ FENCE = re.compile(r"^```(python|console)\n(.*?)^```[ \t]*$", re.DOTALL | re.MUL
 COMMAND_TIMEOUT_SECONDS = 600
 FIGURE_DPI = 80
 OUTPUT_COLUMNS = 110
+# An example slower than this says how long it took when the pages were built, so that a
+# reader knows what to expect before running it.
+SLOW_EXAMPLE_SECONDS = 5.0
 
 
 def on_config(config: Any, **kwargs: Any) -> Any:
@@ -76,11 +80,12 @@ def on_page_markdown(markdown: str, page: Any, **kwargs: Any) -> str:
             position = match.end()
             language, code = match.groups()
             where = f"docs/{source}, example {number}"
+            block_start = time.perf_counter()
             if language == "python":
                 output, images = _run_python(code, namespace, where)
             else:
                 output, images = _run_console(code, where, workdir), []
-            pieces.append(_render(output, images))
+            pieces.append(_render(output, images, time.perf_counter() - block_start))
     pieces.append(markdown[position:])
     log.info(f"ran the examples of docs/{source} in {time.perf_counter() - start:.1f} s")
     return "".join(pieces)
@@ -155,9 +160,15 @@ def _run_console(code: str, where: str, workdir: str) -> str:
     return "\n".join(output for output in outputs if output)
 
 
-def _render(output: str, images: list[str]) -> str:
-    """Markdown for an example's output (a titled text block) and its figures."""
+def _render(output: str, images: list[str], seconds: float) -> str:
+    """Markdown for an example's output (a titled text block), its figures, and its run
+    time when it was slow."""
     parts = []
+    if seconds >= SLOW_EXAMPLE_SECONDS:
+        parts.append(
+            f"\n*This example took {seconds:.0f} s when these pages were built "
+            f"({os.cpu_count()} CPU cores, compilation included).*\n"
+        )
     if output:
         fence = "````" if "```" in output else "```"
         parts.append(f'\n{fence}text title="Output"\n{output}\n{fence}\n')
