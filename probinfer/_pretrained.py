@@ -102,9 +102,8 @@ def model_folder(name_or_folder: str | None, kind: Kind) -> Path:
             shipped model nor an existing folder.
     """
     name = DEFAULT_MODEL[kind] if name_or_folder is None else name_or_folder
-    shipped = {model.name: model for model in PRETRAINED_MODELS}
-    if name in shipped:
-        model = shipped[name]
+    if any(model.name == name for model in PRETRAINED_MODELS):
+        model = pretrained_model(name)
         if model.kind != kind:
             raise ValueError(
                 f"{name!r} is a shipped {model.kind.upper()}, not a {kind.upper()}: use it "

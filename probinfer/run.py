@@ -409,8 +409,7 @@ def run_chains(
         # Only kernels whose transitions differ in length (NUTS, jittered HMC) gain from it.
         "interleave": config.chain_method.endswith("vectorized")
         and chains_per_device >= INTERLEAVE_MIN_CHAINS
-        and mcmc.ALGORITHMS[config.algorithm].build_stages is not None
-        and dict(config.options).get("jitter_num_steps", True),
+        and step._stages().varies_in_length,
         "run_fingerprint": run_fingerprint,
         "watch": watch,
     }

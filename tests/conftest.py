@@ -63,10 +63,9 @@ def _xla_accepts(flag: str) -> bool:
 
 if NUM_DEVICES == 4 and _DEVICES_FLAG not in os.environ.get("XLA_FLAGS", ""):
     _add_xla_flag(_DEVICES_FLAG)
-# XLA:CPU's legacy loop emitters compile our programs in about half the time of its newer
-# fusion emitters (eight schools' first `pi.sample`: 8.7 -> 4.7 s of compiling). The flag and
-# the probe's verdict are set in the environment here, so the xdist workers inherit both and
-# do not probe again. PROBINFER_TEST_OPTIMIZE=1 keeps XLA's defaults, as users compile.
+# The legacy loop emitters (see the module docstring; eight schools' first `pi.sample`:
+# 8.7 -> 4.7 s of compiling). The flag and the probe's verdict go into the environment, so
+# the xdist workers inherit both and do not probe again.
 _EMITTERS_VERDICT = "PROBINFER_TEST_LEGACY_EMITTERS"
 if not _OPTIMIZE_ALL and "xla_cpu_use_fusion_emitters" not in os.environ.get("XLA_FLAGS", ""):
     if _EMITTERS_VERDICT not in os.environ:

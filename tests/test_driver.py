@@ -226,12 +226,20 @@ def test_interleaved_nuts_chains_equal_lock_step_chains(monkeypatch):
     at every width, but the comparison must hold the width fixed."""
     prec = jnp.array([[2.8, -2.4, 0.4], [-2.4, 3.0, -0.5], [0.4, -0.5, 0.6]])
     settings = {"chains": 8, "warmup": 150, "draws": 50, "seed": 1, "progress": False}
-    runs = []
+    runs, interleave_flags = [], []
+    original_drive = probinfer.run.drive
+
+    def spy_drive(*args, **kwargs):  # so that the test fails if nothing was interleaved
+        interleave_flags.append(kwargs["interleave"])
+        return original_drive(*args, **kwargs)
+
+    monkeypatch.setattr(probinfer.run, "drive", spy_drive)
     with jax.enable_x64(True):
         target = pi.LogDensity(lambda x: -0.5 * x @ prec @ x, jnp.zeros(3, jnp.float64))
         for min_chains in (1, 10**9):
             monkeypatch.setattr(probinfer.run, "INTERLEAVE_MIN_CHAINS", min_chains)
             runs.append(pi.sample(target, chain_method="parallel-vectorized", **settings))
+    assert interleave_flags == [True, True, False, False]  # warm-up and sampling per run
     interleaved, lock_step = runs
     np.testing.assert_array_equal(
         interleaved.sample_stats.n_steps.values, lock_step.sample_stats.n_steps.values

@@ -465,3 +465,11 @@ def test_hmc_needs_a_leapfrog_step():
     kernel = mcmc.hmc(lambda x: -0.5 * jnp.sum(x**2), 0.1, num_integration_steps=0)
     with pytest.raises(ValueError, match="num_integration_steps"):
         kernel.step(jax.random.key(0), kernel.init(jnp.zeros(2)))
+
+
+def test_stages_say_whether_transitions_vary_in_length():
+    """Only NUTS and jittered HMC have transitions of different lengths, so only they are
+    run as an interleaved flat loop by `pi.sample` (the others' chains never wait)."""
+    varies = {name: mcmc.ALGORITHMS[name].stages().varies_in_length for name in ALGORITHMS}
+    assert varies == {"nuts": True, "hmc": True, "mala": False, "rwm": False}, varies
+    assert not mcmc.ALGORITHMS["hmc"].stages(jitter_num_steps=False).varies_in_length

@@ -47,12 +47,15 @@ class KernelStages(NamedTuple):
         is_done: ``work -> bool``: the transition is complete.
         end: ``(work, state, logdensity_fn, params) -> (state, info)``: the new state and
             the transition's diagnostics.
+        varies_in_length: whether transitions take different numbers of ``advance`` calls
+            (NUTS, jittered HMC); only then can chains gain from not waiting for each other.
     """
 
     begin: Callable[[PRNGKeyArray, Any, LogDensityFn, Any], Any]
     advance: Callable[[Any, Any, LogDensityFn, Any], Any]
     is_done: Callable[[Any], Array]
     end: Callable[[Any, Any, LogDensityFn, Any], tuple[Any, Any]]
+    varies_in_length: bool = True
 
 
 RawKernel = Callable[[PRNGKeyArray, Any, LogDensityFn, Any], tuple[Any, Any]]
@@ -112,7 +115,7 @@ def one_shot_stages(kernel: RawKernel) -> KernelStages:
     def end(work: _OneShotWork, *_: Any) -> tuple[Any, Any]:
         return work.state, work.info
 
-    return KernelStages(begin, advance, lambda work: work.is_done, end)
+    return KernelStages(begin, advance, lambda work: work.is_done, end, varies_in_length=False)
 
 
 class MetricParams(NamedTuple):

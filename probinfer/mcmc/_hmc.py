@@ -153,7 +153,7 @@ def build_stages(
     def is_done(trajectory: _Trajectory) -> Array:
         return trajectory.num_done >= trajectory.num_steps
 
-    return KernelStages(begin, advance, is_done, end)
+    return KernelStages(begin, advance, is_done, end, varies_in_length=jitter_num_steps)
 
 
 hmc = Algorithm(
