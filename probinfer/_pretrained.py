@@ -35,6 +35,14 @@ class PretrainedModel:
 
 PRETRAINED_MODELS = (
     PretrainedModel(
+        "gp-scale-free",
+        "pfn",
+        PRETRAINED_FOLDER / "gp_scale_free",
+        "GP regression in any units (scale-free: each input's train range mapped onto "
+        "[-1, 1], targets standardised), RBF kernel with log-normal hyperpriors; 1-3 inputs; "
+        "2-50 train points",
+    ),
+    PretrainedModel(
         "gp-rbf",
         "pfn",
         PRETRAINED_FOLDER / "gp_rbf",
@@ -64,7 +72,7 @@ PRETRAINED_MODELS = (
     ),
 )
 
-DEFAULT_MODEL: dict[Kind, str] = {"pfn": "gp-rbf", "dt": "dt-2d"}
+DEFAULT_MODEL: dict[Kind, str] = {"pfn": "gp-scale-free", "dt": "dt-2d"}
 
 
 def pretrained_model(name: str) -> PretrainedModel:

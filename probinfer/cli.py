@@ -323,7 +323,7 @@ examples:
   probinfer bench --models eight_schools_noncentered --methods nuts
   probinfer sample model.py --data data.json --out posterior.nc
   probinfer pfn list
-  probinfer pfn predict --data data.json --model gp-hyper
+  probinfer pfn predict --data data.json --model gp-rbf
   probinfer dt posterior --data prior_and_data.json
 
 Each command's own --help shows its options and an example (probinfer pfn predict --help).
@@ -354,7 +354,7 @@ _HELP: dict[str, tuple[str, str]] = {
         "Prior-data fitted networks: transformers trained on datasets drawn from a prior "
         "that predict the posterior predictive in one forward pass.",
         "examples:\n  probinfer pfn list\n  probinfer pfn predict --data data.json --model "
-        "gp-hyper\n  probinfer pfn train --config gp.json --out my_pfn",
+        "gp-rbf\n  probinfer pfn train --config gp.json --out my_pfn",
     ),
     "pfn list": (
         "List the prior-data fitted networks shipped with the package: their short names "
@@ -372,8 +372,9 @@ _HELP: dict[str, tuple[str, str]] = {
         "The posterior predictive of a regression dataset in one forward pass of a "
         "trained PFN: mean, standard deviation and quantiles per test input (and the log "
         "density of y_test if given), as JSON.",
-        "example:\n  probinfer pfn predict --data data.json --model gp-hyper\n\ndata.json:\n"
-        '  {"x_train": [[0.1], [0.5]], "y_train": [0.3, -0.2], "x_test": [[0.3]]}',
+        "example:\n  probinfer pfn predict --data data.json --model gp-rbf\n\ndata.json:\n"
+        '  {"x_train": [[0.1], [0.5], [-0.3], [0.8], [-0.6]],\n'
+        '   "y_train": [0.3, -0.2, 0.5, -0.4, 0.1], "x_test": [[0.3]]}',
     ),
     "dt": (
         "Distribution transformers: map a Gaussian-mixture prior plus data to a "
@@ -507,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--model", help="a shipped model's short name (probinfer pfn list) or a saved-model "
-        "folder (default: gp-rbf)"
+        "folder (default: gp-scale-free, for data in any units)"
     )  # fmt: skip
     predict.add_argument("--out", help="JSON file for the predictions (default: print)")
 

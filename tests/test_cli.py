@@ -177,17 +177,19 @@ def test_shipped_models_by_short_name(tmp_path, capsys):
     of the other family or an unknown one is a one-line error naming the way out."""
     assert cli.main(["pfn", "list"]) == 0
     listed = capsys.readouterr().out
-    assert "gp-rbf" in listed and "gp-hyper" in listed and "dt-2d" not in listed
+    assert all(name in listed for name in ("gp-scale-free", "gp-rbf", "gp-hyper"))
+    assert "dt-2d" not in listed
     assert cli.main(["dt", "list"]) == 0
     listed = capsys.readouterr().out
     assert "dt-2d" in listed and "dt-1d" in listed and "gp-rbf" not in listed
-    data = {"x_train": [[0.1], [0.5]], "y_train": [0.3, -0.2], "x_test": [[0.3], [0.9]]}
+    data = {"x_train": [[0.1], [0.5], [-0.3], [0.8], [-0.6]],
+            "y_train": [0.3, -0.2, 0.5, -0.4, 0.1], "x_test": [[0.3], [0.2]]}  # fmt: skip
     (tmp_path / "data.json").write_text(json.dumps(data))
     predict = ["pfn", "predict", "--data", str(tmp_path / "data.json")]
     out = tmp_path / "hyper.json"
     assert cli.main([*predict, "--model", "gp-hyper", "--out", str(out)]) == 0
     hyper = json.loads(out.read_text())["mean"]
-    assert cli.main([*predict, "--out", str(out)]) == 0  # the default, gp-rbf
+    assert cli.main([*predict, "--out", str(out)]) == 0  # the default, gp-scale-free
     assert len(hyper) == 2 and hyper != json.loads(out.read_text())["mean"]
     capsys.readouterr()
     assert cli.main([*predict, "--model", "dt-2d"]) == 2
@@ -199,7 +201,8 @@ def test_shipped_models_by_short_name(tmp_path, capsys):
 @pytest.mark.filterwarnings("always::UserWarning")
 def test_warnings_print_as_messages(tmp_path, capsys):
     """A warning shows its message, not the source line that raised it."""
-    data = {"x_train": [[0.1], [0.5]], "y_train": [0.3, -0.2], "x_test": [[3.0]]}
+    data = {"x_train": [[0.1], [0.5], [-0.3], [0.8], [-0.6]],
+            "y_train": [0.3, -0.2, 0.5, -0.4, 0.1], "x_test": [[3.0]]}  # fmt: skip
     (tmp_path / "data.json").write_text(json.dumps(data))
     assert cli.main(["pfn", "predict", "--data", str(tmp_path / "data.json")]) == 0
     error = capsys.readouterr().err

@@ -7,6 +7,7 @@ run proves the pipeline end to end, including an interrupted and resumed run.
 
 import json
 import warnings
+from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -113,11 +114,12 @@ def test_priors_draw_shapes_and_gp_covariance():
         assert np.all(np.isfinite(np.asarray(yb)))
 
 
-def _random_model(num_features=2, max_train=12):
+def _random_model(num_features=2, max_train=12, scale_free=False):
     bar = amortize.BarDistribution(np.linspace(-3, 3, 17))
     model = amortize.PFN(
         bar, num_features=num_features, max_train=max_train, width=32, num_layers=2,
-        num_heads=2, mlp_width=32, key=jax.random.key(0),
+        num_heads=2, mlp_width=32, key=jax.random.key(0), scale_free=scale_free,
+        min_train=2 if scale_free else 1,
     )  # fmt: skip
     # Zero-initialised residual branches make a fresh model ignore its context; randomise
     # every weight so that the invariance tests can fail.
@@ -147,6 +149,101 @@ def test_predictions_ignore_other_test_points_and_train_order():
     np.testing.assert_allclose(permuted, base, rtol=1e-4, atol=1e-4)
     shifted_y = model(jnp.asarray(x_train), jnp.asarray(y_train + 1.0), jnp.asarray(x_test))
     assert np.max(np.abs(np.asarray(shifted_y - base))) > 1e-3  # the train targets matter
+
+
+def test_scale_free_prediction_is_equivariant_to_the_data_units():
+    """A scale-free model's predictive moves with a shift and rescaling of each input feature
+    and of the targets exactly (float32 rounding); a model that is not scale-free does not."""
+    model = _random_model(scale_free=True)
+    rng = np.random.default_rng(3)
+    corners = np.array([[-1.0, -1.0], [1.0, 1.0]])  # the train range is [-1, 1] each way
+    x_train = np.concatenate([corners, rng.uniform(-1, 1, (5, 2))])
+    y_train = rng.normal(size=7)
+    x_test, y_test = rng.uniform(-0.8, 0.8, (3, 2)), rng.normal(size=3)
+    base = amortize.predict(model, x_train, y_train, x_test)
+    x_shift, x_scale = np.array([5.0, -300.0]), np.array([0.01, 40.0])
+    for y_shift, y_scale in [(0.0, 0.01), (0.0, 100.0), (-7.0, 3.0)]:
+        moved = amortize.predict(
+            model, x_train * x_scale + x_shift, y_train * y_scale + y_shift,
+            x_test * x_scale + x_shift,
+        )  # fmt: skip
+        np.testing.assert_allclose(moved.mean, base.mean * y_scale + y_shift, rtol=1e-4,
+                                   atol=1e-4 * y_scale)  # fmt: skip
+        np.testing.assert_allclose(moved.stddev, base.stddev * y_scale, rtol=1e-4)
+        np.testing.assert_allclose(
+            moved.log_prob(y_test * y_scale + y_shift),
+            base.log_prob(y_test) - np.log(y_scale),
+            atol=2e-4,
+        )
+        np.testing.assert_allclose(moved.cdf(y_test * y_scale + y_shift), base.cdf(y_test),
+                                   atol=1e-5)  # fmt: skip
+        np.testing.assert_allclose(moved.quantile(0.9), base.quantile(0.9) * y_scale + y_shift,
+                                   rtol=1e-4, atol=1e-4 * y_scale)  # fmt: skip
+        draws = moved.sample(jax.random.key(0), 5)
+        np.testing.assert_allclose(
+            draws, base.sample(jax.random.key(0), 5) * y_scale + y_shift, rtol=1e-4,
+            atol=1e-4 * y_scale,
+        )  # fmt: skip
+    # The same weights without the map move with the units: the map does the work.
+    raw = _random_model()  # the same weights
+    raw_base = raw(jnp.asarray(x_train), jnp.asarray(y_train), jnp.asarray(x_test))
+    raw_moved = raw(jnp.asarray(x_train), jnp.asarray(y_train * 100), jnp.asarray(x_test))
+    assert np.max(np.abs(np.asarray(raw_moved - raw_base))) > 1e-2
+
+
+def test_scale_free_model_log_prob_is_the_predictive_density():
+    """`PFN.log_prob` (the training loss) equals the checked predictive's density in the
+    data's units, Jacobian included."""
+    model = _random_model(scale_free=True)
+    rng = np.random.default_rng(4)
+    x, y = rng.uniform(-1, 1, (9, 2)) * 7.0, rng.normal(size=9) * 50.0
+    x[:2] = [[-7.0, -7.0], [7.0, 7.0]]  # the test inputs lie within the train range
+    training_form = model.log_prob(jnp.asarray(x), jnp.asarray(y), 6)[6:]
+    predictive = amortize.predict(model, x[:6], y[:6], x[6:])
+    np.testing.assert_allclose(training_form, predictive.log_prob(y[6:]), atol=1e-4)
+    with pytest.raises(ValueError, match="min_train >= 2"):
+        amortize.TrainingConfig(scale_free=True)
+    with pytest.raises(ValueError, match="constant"):
+        amortize.predict(model, x[:6], np.full(6, 2.0), x[6:])
+    with pytest.raises(ValueError, match="at least 5.*too uncertain"):
+        amortize.predict(model, x[:4], y[:4], x[6:])
+    with pytest.warns(UserWarning, match="up to 3 half-ranges.*feature 1"):
+        far = np.array([[0.0, 0.0]])
+        # Feature 1: centre 11, half-range 1.
+        train = np.array([[-1.0, 10.0], [1.0, 12.0], [0.0, 11.0], [0.5, 10.5], [-0.5, 11.5]])
+        amortize.predict(model, train, np.array([0.0, 1.0, 0.3, -0.2, 0.5]),
+                         far + np.array([[0.0, 14.0]]))  # fmt: skip
+
+
+def test_predictive_is_compiled_once_and_converts_to_idata_and_plots(count_compilations):
+    """`predict` and the predictive's methods run as compiled programs: new data of the
+    same shapes and other quantile levels compile nothing; draws become InferenceData."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    model = _random_model()
+    rng = np.random.default_rng(5)
+    x_test = np.linspace(-0.9, 0.9, 4)[:, None]
+
+    def use(seed):
+        data = np.random.default_rng(seed)
+        x_train, y_train = data.uniform(-1, 1, (6, 1)), data.normal(size=6)
+        predictive = amortize.predict(model, x_train, y_train, x_test)
+        return predictive, [predictive.log_prob(data.normal(size=4)), predictive.mean,
+                            predictive.stddev, predictive.quantile(0.1 + 0.1 * seed)]  # fmt: skip
+
+    use(0)
+    before = len(count_compilations)
+    predictive, values = use(1)
+    assert len(count_compilations) == before, count_compilations[before:]
+    assert all(np.all(np.isfinite(np.asarray(v))) for v in values)
+    idata = predictive.to_idata(jax.random.key(0), 300)
+    draws = idata.posterior_predictive["y"]
+    assert draws.shape == (1, 300, 4) and draws.dims == ("chain", "draw", "test_point")
+    ax = predictive.plot(x_test, rng.uniform(-1, 1, 6), rng.normal(size=6))
+    assert len(ax.collections) == 3  # two bands and the train points
+    with pytest.raises(ValueError, match="1-d inputs"):
+        predictive.plot(np.zeros((4, 2)))
 
 
 def test_rebinned_keeps_the_predictive():
@@ -281,6 +378,8 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path):
         ((np.zeros((3, 2)), np.array([0.0, np.nan, 1.0]), np.zeros((1, 2))), "NaN"),
         ((np.zeros((3, 2)), np.zeros(3), np.full((1, 2), np.nan)), "NaN"),
         ((np.zeros((3, 3)), np.zeros(3), np.zeros((1, 3))), "at most 2"),
+        ((np.zeros((3, 1)), np.zeros(3), np.zeros((1, 2))), "same features"),
+        ((np.zeros((0, 2)), np.zeros(0), np.zeros((1, 2))), "at least 1"),
     ],
 )
 def test_predict_bad_input(args, match):
@@ -290,14 +389,19 @@ def test_predict_bad_input(args, match):
 
 def test_predict_warns_on_extrapolation_and_pads_features():
     model = _random_model()
-    with pytest.warns(UserWarning, match="extrapolation"):
-        amortize.predict(model, np.zeros((3, 2)), np.zeros(3), np.full((1, 2), 5.0))
+    y = np.array([0.3, -1.2, 0.8])  # on the prior's scale (the buckets span [-3, 3])
+    with pytest.warns(UserWarning, match="inputs reach 5.*extrapolation"):
+        amortize.predict(model, np.zeros((3, 2)), y, np.full((1, 2), 5.0))
+    # Targets far off the prior's scale, either way.
+    for factor, spread in [(100.0, "85"), (0.01, "0.0085")]:
+        with pytest.warns(UserWarning, match=f"root mean square is {spread}.*scale-free"):
+            amortize.predict(model, np.zeros((3, 2)), y * factor, np.zeros((1, 2)))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        one_feature = amortize.predict(model, np.zeros((3, 1)), np.zeros(3), np.zeros((2, 1)))
+        one_feature = amortize.predict(model, np.zeros((3, 1)), y, np.zeros((2, 1)))
     assert one_feature.mean.shape == (2,)
     # A 1-d array is one feature per point, whatever the model's feature count.
-    flat = amortize.predict(model, np.zeros(3), np.zeros(3), np.array([0.1, 0.5]))
+    flat = amortize.predict(model, np.zeros(3), y, np.array([0.1, 0.5]))
     assert flat.mean.shape == (2,)
 
 
@@ -311,7 +415,10 @@ def test_config_and_prior_spec_errors():
     assert isinstance(amortize.prior_from_spec({"type": "gp", "num_features": 3}), amortize.GPPrior)
 
 
-@pytest.mark.parametrize("folder", [amortize.PRETRAINED_GP, amortize.PRETRAINED_GP_HYPER])
+@pytest.mark.parametrize(
+    "folder",
+    [amortize.PRETRAINED_GP, amortize.PRETRAINED_GP_HYPER, amortize.PRETRAINED_GP_SCALE_FREE],
+)
 def test_shipped_models_load_and_predict(folder):
     model = amortize.load(folder)
     assert model.num_features == 3 and model.max_train == 50
@@ -326,6 +433,46 @@ def test_shipped_models_load_and_predict(folder):
         predictive64 = amortize.predict(model64, x, np.sin(3 * x[:, 0]), np.array([[0.05], [0.5]]))
         np.testing.assert_allclose(predictive64.mean, predictive.mean, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(predictive64.stddev, predictive.stddev, rtol=1e-4)
+
+
+HELD_OUT = json.loads((Path(__file__).parent / "data" / "pfn_held_out.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(HELD_OUT))
+def test_shipped_models_keep_their_accuracy_on_held_out_datasets(name):
+    """Each shipped PFN on fixed prior datasets (1- and 2-d, 10 train and 10 test points),
+    through `predict` and `log_prob`, against the exact predictive's NLL (the GP's, or a
+    long NUTS run over the hyperparameters), written by `benchmarks/pfn.py --held-out`.
+
+    The mean gap must stay within 4 standard errors (over datasets) of the gap recorded
+    when the file was written, and the PFN must not beat the exact answer by more than
+    that: a model or prediction-path regression fails (a dropped log-Jacobian of the target
+    map moves a scale-free model's gap by the targets' log scale).
+    """
+    held_out = HELD_OUT[name]
+    model = amortize.load(amortize.pretrained_model(name).folder)
+    num_train = held_out["num_train"]
+
+    def nll(x, y):
+        with warnings.catch_warnings():
+            # Prior datasets put a test input far beyond the train inputs now and then.
+            warnings.filterwarnings("ignore", "`x_test` lies up to", UserWarning)
+            predictive = amortize.predict(model, x[:num_train], y[:num_train], x[num_train:])
+        return -float(np.mean(np.asarray(predictive.log_prob(y[num_train:]), np.float64)))
+
+    gaps = []
+    for group in held_out["groups"]:
+        for x, y, reference in zip(group["x"], group["y"], group["reference_nll"], strict=True):
+            x, y = np.asarray(x), np.asarray(y)
+            gaps.append(nll(x, y) - reference)
+            if model.scale_free and len(gaps) <= 3:
+                # In other units: the same gap once the NLL moves by log(1000).
+                moved = nll(20 * x - 3, 1000 * y + 50) - np.log(1000)
+                np.testing.assert_allclose(moved - reference, gaps[-1], atol=2e-3)
+    gaps = np.asarray(gaps)
+    standard_error = gaps.std(ddof=1) / np.sqrt(gaps.size)
+    assert gaps.mean() < held_out["gap_mean"] + 4 * standard_error, (gaps.mean(), held_out)
+    assert gaps.mean() > -4 * standard_error, (gaps.mean(), standard_error)
 
 
 def test_amortize_is_reachable_as_an_attribute_and_imported_lazily():

@@ -50,7 +50,13 @@ from probinfer.amortize.mixture import (
     gaussian_mixture,
     linear_gaussian_data,
 )
-from probinfer.amortize.pfn import PFN, TransformerLayer, attention_mask
+from probinfer.amortize.pfn import (
+    PFN,
+    Standardisation,
+    TransformerLayer,
+    attention_mask,
+    standardisation,
+)
 from probinfer.amortize.priors import (
     AbstractDatasetPrior,
     BayesianLinearRegressionPrior,
@@ -61,6 +67,8 @@ from probinfer.amortize.priors import (
     sample_batch,
 )
 
+PRETRAINED_GP_SCALE_FREE = pretrained_model("gp-scale-free").folder
+"""The shipped scale-free GP PFN, for data in any units (``pretrained/gp_scale_free/README.md``)."""
 PRETRAINED_GP = pretrained_model("gp-rbf").folder
 """The shipped GP-prior PFN (see ``pretrained/gp_rbf/README.md`` for how it was trained)."""
 PRETRAINED_GP_HYPER = pretrained_model("gp-hyper").folder
@@ -73,6 +81,8 @@ PRETRAINED_DT_1D = pretrained_model("dt-1d").folder
 
 __all__ = [
     "PFN",
+    "Standardisation",
+    "standardisation",
     "PRETRAINED_DT_1D",
     "PRETRAINED_DT_2D",
     "AbstractPosteriorTask",
@@ -97,6 +107,7 @@ __all__ = [
     "train_dt",
     "PRETRAINED_GP",
     "PRETRAINED_GP_HYPER",
+    "PRETRAINED_GP_SCALE_FREE",
     "PRETRAINED_MODELS",
     "PretrainedModel",
     "pretrained_model",

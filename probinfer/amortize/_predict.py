@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import arviz as az
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -31,60 +33,160 @@ from probinfer.amortize.priors import (
 )
 from probinfer.nngp import ScaleMixtureProcess, inverse_gamma, matern52, mlp, rbf
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
 # Inputs beyond this multiple of the prior's input range trigger an extrapolation warning.
 EXTRAPOLATION_FACTOR = 1.1
+# A scale-free model warns for test inputs farther than this many half-ranges of the train
+# inputs from their centre (half a range beyond the train data). Prior datasets themselves
+# put test inputs up to about 1.5 (10 train points in 2-d), so a lower bound would warn
+# on data like those the model was trained on.
+EXTRAPOLATION_HALF_RANGES = 2.0
 
 
 class PFNPredictive(eqx.Module):
-    """The PFN's predictive distribution at each test point.
+    """The PFN's predictive distribution at each test point, in the data's units.
+
+    A scale-free model predicts standardised targets; ``y = shift + scale * z`` maps its bar
+    distribution back exactly (densities gain ``-log scale``; means, quantiles and draws
+    map through the affine map). Every method is compiled (one program per shape).
 
     Attributes:
         logits: ``(m, K)`` bucket logits.
         bar: the buckets.
+        shift: ``()`` the targets' shift (0 for a model that is not scale-free).
+        scale: ``()`` the targets' scale (1 for a model that is not scale-free).
     """
 
     logits: Array
     bar: BarDistribution
+    shift: Array
+    scale: Array
 
     @property
+    @eqx.filter_jit
     def mean(self) -> Float[Array, " m"]:
         """Predictive means."""
-        return self.bar.mean(self.logits)
+        return self.shift + self.scale * self.bar.mean(self.logits)
 
     @property
+    @eqx.filter_jit
     def variance(self) -> Float[Array, " m"]:
         """Predictive variances."""
-        return self.bar.variance(self.logits)
+        return self.scale**2 * self.bar.variance(self.logits)
 
     @property
     def stddev(self) -> Float[Array, " m"]:
         """Predictive standard deviations."""
         return jnp.sqrt(self.variance)
 
+    @eqx.filter_jit
     def log_prob(self, y: Float[ArrayLike, " m"]) -> Float[Array, " m"]:
-        """Log predictive density of ``y``."""
-        return self.bar.log_prob(self.logits, y)
+        """Log predictive density of ``y`` (one value per test point)."""
+        standardised = (jnp.asarray(y, self.logits.dtype) - self.shift) / self.scale
+        return self.bar.log_prob(self.logits, standardised) - jnp.log(self.scale)
 
+    @eqx.filter_jit
     def cdf(self, y: Float[ArrayLike, " m"]) -> Float[Array, " m"]:
         """Predictive CDF at ``y``."""
-        return self.bar.cdf(self.logits, y)
+        standardised = (jnp.asarray(y, self.logits.dtype) - self.shift) / self.scale
+        return self.bar.cdf(self.logits, standardised)
 
     def quantile(self, q: ArrayLike) -> Float[Array, " m"]:
-        """The ``q``-quantile per point."""
-        return self.bar.quantile(self.logits, jnp.broadcast_to(q, self.logits.shape[:-1]))
+        """The ``q``-quantile per point (``q`` a number or one per point)."""
+        # An array, so that every level shares one compiled program.
+        return self._quantile(jnp.asarray(q, self.logits.dtype))
 
+    @eqx.filter_jit
+    def _quantile(self, q: Array) -> Array:
+        q = jnp.broadcast_to(q, self.logits.shape[:-1])
+        return self.shift + self.scale * self.bar.quantile(self.logits, q)
+
+    @eqx.filter_jit
     def sample(self, key: PRNGKeyArray, num_samples: int) -> Float[Array, "num_samples m"]:
         """Independent draws per point."""
-        return self.bar.sample(key, self.logits, num_samples)
+        return self.shift + self.scale * self.bar.sample(key, self.logits, num_samples)
+
+    def to_idata(
+        self, key: PRNGKeyArray, num_draws: int = 4000, *, name: str = "y"
+    ) -> az.InferenceData:
+        """Independent predictive draws as ArviZ ``InferenceData``.
+
+        Args:
+            key: PRNG key.
+            num_draws: draws per test point.
+            name: the variable's name.
+
+        Returns:
+            ``InferenceData`` with a ``posterior_predictive`` group holding ``name`` of shape
+            ``(1, num_draws, m)`` (one chain; dimension ``test_point``).
+        """
+        draws = np.asarray(self.sample(key, num_draws))[None]
+        return az.from_dict(posterior_predictive={name: draws}, dims={name: ["test_point"]})
+
+    def plot(
+        self,
+        x_test: Float[ArrayLike, " m"],
+        x_train: Float[ArrayLike, " n"] | None = None,
+        y_train: Float[ArrayLike, " n"] | None = None,
+        *,
+        ax: Axes | None = None,
+    ) -> Axes:
+        """The predictive mean with 50% and 90% bands against a 1-d input, and the train
+        points (needs matplotlib).
+
+        Args:
+            x_test: ``(m,)`` or ``(m, 1)`` inputs the predictive was made at.
+            x_train: train inputs to mark (optional).
+            y_train: train targets to mark (optional).
+            ax: axes to draw on (default: a new figure's).
+
+        Returns:
+            The axes.
+        """
+        import matplotlib.pyplot as plt
+
+        x = np.asarray(x_test, np.float64)
+        if x.ndim == 2 and x.shape[1] == 1:
+            x = x[:, 0]
+        if x.shape != (self.logits.shape[0],):
+            raise ValueError(
+                f"`x_test` must be the {self.logits.shape[0]} one-feature inputs the predictive "
+                f"was made at, got shape {np.shape(x_test)}; plot 1-d inputs only."
+            )
+        if ax is None:
+            _, ax = plt.subplots(figsize=(6, 3.5))
+        order = np.argsort(x)
+        quantiles = {q: np.asarray(self.quantile(q))[order] for q in (0.05, 0.25, 0.75, 0.95)}
+        ax.fill_between(x[order], quantiles[0.05], quantiles[0.95], alpha=0.2, color="C0",
+                        label="90%")  # fmt: skip
+        ax.fill_between(x[order], quantiles[0.25], quantiles[0.75], alpha=0.35, color="C0",
+                        label="50%")  # fmt: skip
+        ax.plot(x[order], np.asarray(self.mean)[order], color="C0", label="predictive mean")
+        if x_train is not None and y_train is not None:
+            ax.scatter(np.ravel(x_train), np.ravel(y_train), color="k", s=14, zorder=3,
+                       label="train points")  # fmt: skip
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        ax.legend(loc="best", fontsize="small")
+        return ax
 
 
 @eqx.filter_jit
-def _logits(model: PFN, x_train: Array, y_train: Array, x_test: Array) -> Array:
-    return model(x_train, y_train, x_test)
+def _forward(
+    model: PFN, x_train: Array, y_train: Array, x_test: Array
+) -> tuple[PFNPredictive, Array]:
+    """The predictive, and the test inputs in the prior's units (for the range check)."""
+    scaling = model.standardisation(x_train, y_train, x_train.shape[0])
+    logits = model(x_train, y_train, x_test)
+    return PFNPredictive(logits, model.bar, scaling.y_shift, scaling.y_scale), scaling.inputs(
+        x_test
+    )
 
 
-def _as_inputs(x: ArrayLike, name: str, num_features: int) -> np.ndarray:
-    array = np.asarray(x, dtype=np.float32)
+def _as_inputs(x: ArrayLike, name: str, num_features: int, dtype: np.dtype) -> np.ndarray:
+    array = np.asarray(x, dtype=dtype)
     if array.ndim == 1:
         array = array[:, None]  # one feature per point
     if array.ndim != 2:
@@ -96,8 +198,68 @@ def _as_inputs(x: ArrayLike, name: str, num_features: int) -> np.ndarray:
         )
     if not np.all(np.isfinite(array)):
         raise ValueError(f"`{name}` contains NaN or infinite values; remove those rows.")
-    # Fewer features: pad with zeros, as the prior does for its inactive features.
-    return np.pad(array, ((0, 0), (0, num_features - array.shape[1])))
+    return array
+
+
+def _warn_on_extrapolation(model: PFN, x_train: np.ndarray, mapped_test: np.ndarray) -> None:
+    """Warn when inputs lie beyond what the network saw in training (with the numbers)."""
+    bound = EXTRAPOLATION_FACTOR * INPUT_BOUND
+    if model.scale_free:
+        # After the map, the train inputs span [-1, 1]: far beyond that range the
+        # prediction rests on the prior alone.
+        reach = np.abs(mapped_test).max(axis=0)
+        if np.any(reach > EXTRAPOLATION_HALF_RANGES):
+            feature = int(np.argmax(reach))
+            warnings.warn(
+                f"`x_test` lies up to {reach[feature]:.3g} half-ranges from the centre of the "
+                f"train inputs in feature {feature} (the train inputs lie within 1): the "
+                "prediction there is an extrapolation far from the train data.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return
+    largest = max(np.abs(x_train).max(initial=0.0), np.abs(mapped_test).max(initial=0.0))
+    if largest > bound:
+        warnings.warn(
+            f"inputs reach {largest:.3g}, outside the prior's range [-{INPUT_BOUND}, "
+            f"{INPUT_BOUND}]: the prediction is an extrapolation the network never saw in "
+            "training; rescale the inputs onto that range.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+# A scale-free model needs this many train points at least, whatever it was trained with:
+# with fewer, the standardised targets are so heavy-tailed that a test target far beyond the
+# outer buckets costs hundreds of nats under the half-normal tails (gp_scale_free with 2
+# train points: +160 and +1,000 nats per test point in 2-d and 3-d, mean of 30 datasets;
+# from 5 points on it is within 0.02-0.07 of its exact target).
+SCALE_FREE_MIN_TRAIN = 5
+
+# A model that is not scale-free assumes targets on its prior's scale: warn when the train
+# targets' spread is off that scale by more than this factor either way.
+TARGET_SCALE_FACTOR = 10.0
+
+
+def _warn_on_target_scale(model: PFN, y_train: np.ndarray) -> None:
+    """Warn when the train targets are far off the prior's scale (a model that is not
+    scale-free predicts in its prior's units)."""
+    if model.scale_free or y_train.size < 3:
+        return
+    borders = np.asarray(model.bar.borders, np.float64)
+    # Equal prior mass per bucket: the prior's marginal spread from the bucket centres.
+    centres = 0.5 * (borders[1:] + borders[:-1])
+    prior_spread = float(np.sqrt(np.mean((centres - centres.mean()) ** 2)))
+    spread = float(np.sqrt(np.mean(y_train.astype(np.float64) ** 2)))
+    if not prior_spread / TARGET_SCALE_FACTOR <= spread <= prior_spread * TARGET_SCALE_FACTOR:
+        warnings.warn(
+            f"the train targets' root mean square is {spread:.3g}, but this model's prior "
+            f"puts targets at about {prior_spread:.3g}: it assumes the prior's units, so its "
+            "prediction is likely wrong; rescale `y_train` (and map the predictive back) or "
+            "use a scale-free model (`pfn list`).",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def predict(
@@ -108,25 +270,41 @@ def predict(
 ) -> PFNPredictive:
     """The PFN's posterior predictive at ``x_test`` given a train set, in one forward pass.
 
+    A scale-free model (``model.scale_free``) maps each input feature's train range onto
+    ``[-1, 1]`` and standardises the targets by their train mean and standard deviation,
+    predicts, and maps the predictive back: the data may be in any units. A model that is
+    not scale-free assumes its prior's units (inputs on ``[-1, 1]``, targets on the prior's
+    scale) and warns when the data are far off them.
+
     Args:
         model: a trained :class:`PFN`.
-        x_train: ``(n, d)`` train inputs, ``d <= model.num_features`` (padded with zeros).
+        x_train: ``(n, d)`` train inputs, ``d <= model.num_features`` (padded with zeros),
+            ``model.min_train <= n <= model.max_train``.
         y_train: ``(n,)`` train targets.
-        x_test: ``(m, d)`` test inputs.
+        x_test: ``(m, d)`` test inputs with the same ``d``.
 
     Returns:
         The :class:`PFNPredictive`.
 
     Raises:
-        ValueError: on mismatched shapes, NaNs, more features or more train points than the
-            model was trained for.
+        ValueError: on mismatched shapes, NaNs, more features or fewer or more train points
+            than the model was trained for, or (scale-free models) all-equal targets.
 
     Warns:
-        UserWarning: when inputs lie outside the prior's input range (extrapolation).
+        UserWarning: when test inputs lie beyond the train inputs (scale-free models) or
+            inputs beyond the prior's range (other models), and when a model that is not
+            scale-free gets targets far off its prior's scale.
     """
-    x_train_np = _as_inputs(x_train, "x_train", model.num_features)
-    x_test_np = _as_inputs(x_test, "x_test", model.num_features)
-    y_np = np.asarray(y_train, dtype=np.float32)
+    # Computation in the weights' dtype (float32 for the shipped models, also under x64).
+    dtype = np.dtype(model.decoder_out.weight.dtype)
+    x_train_np = _as_inputs(x_train, "x_train", model.num_features, dtype)
+    x_test_np = _as_inputs(x_test, "x_test", model.num_features, dtype)
+    if x_test_np.shape[1] != x_train_np.shape[1]:
+        raise ValueError(
+            f"`x_test` has {x_test_np.shape[1]} features but `x_train` has "
+            f"{x_train_np.shape[1]}; pass the same features for both."
+        )
+    y_np = np.asarray(y_train, dtype=dtype)
     if y_np.shape != (x_train_np.shape[0],):
         raise ValueError(
             f"`y_train` must have shape ({x_train_np.shape[0]},) to match `x_train`, got "
@@ -134,22 +312,40 @@ def predict(
         )
     if not np.all(np.isfinite(y_np)):
         raise ValueError("`y_train` contains NaN or infinite values; remove those rows.")
-    if x_train_np.shape[0] > model.max_train:
+    num_train = x_train_np.shape[0]
+    if num_train > model.max_train:
         raise ValueError(
-            f"{x_train_np.shape[0]} train points given, but the model was trained with at most "
+            f"{num_train} train points given, but the model was trained with at most "
             f"{model.max_train}; subsample the train set or train a model with a larger "
             "`max_train`."
         )
-    bound = EXTRAPOLATION_FACTOR * INPUT_BOUND
-    if np.any(np.abs(x_train_np) > bound) or np.any(np.abs(x_test_np) > bound):
-        warnings.warn(
-            f"inputs outside the prior's range [-{INPUT_BOUND}, {INPUT_BOUND}]: the prediction "
-            "is an extrapolation the network never saw in training; rescale the inputs.",
-            UserWarning,
-            stacklevel=2,
+    if model.scale_free and num_train < max(model.min_train, SCALE_FREE_MIN_TRAIN):
+        raise ValueError(
+            f"{num_train} train points given, but a scale-free model needs at least "
+            f"{max(model.min_train, SCALE_FREE_MIN_TRAIN)}: with fewer, the scale it "
+            "standardises by is too uncertain for its predictive's tails; pass more train "
+            "points, or use a model in your data's units (`probinfer pfn list`)."
         )
-    logits = _logits(model, jnp.asarray(x_train_np), jnp.asarray(y_np), jnp.asarray(x_test_np))
-    return PFNPredictive(logits, model.bar)
+    if num_train < model.min_train:
+        raise ValueError(
+            f"{num_train} train points given, but the model was trained with at least "
+            f"{model.min_train}; pass more train points (for the prior predictive, sample "
+            "the prior)."
+        )
+    if model.scale_free and np.ptp(y_np) <= 1e-6 * np.abs(y_np).max(initial=0.0):
+        raise ValueError(
+            "`y_train` is constant, so a scale-free model has no scale to predict in; "
+            "pass targets that vary, or use a model with a fixed scale."
+        )
+    _warn_on_target_scale(model, y_np)
+    # Fewer features: pad with zeros, as the prior does for its inactive features.
+    pad = ((0, 0), (0, model.num_features - x_train_np.shape[1]))
+    predictive, mapped_test = _forward(
+        model, jnp.asarray(np.pad(x_train_np, pad)), jnp.asarray(y_np),
+        jnp.asarray(np.pad(x_test_np, pad)),
+    )  # fmt: skip
+    _warn_on_extrapolation(model, x_train_np, np.asarray(mapped_test)[:, : x_test_np.shape[1]])
+    return predictive
 
 
 def prior_from_spec(spec: dict) -> AbstractDatasetPrior:

@@ -26,7 +26,7 @@ import optax
 from jaxtyping import Array, PRNGKeyArray
 
 from probinfer.amortize._bar import BarDistribution
-from probinfer.amortize.pfn import PFN
+from probinfer.amortize.pfn import PFN, standardisation
 from probinfer.amortize.priors import AbstractDatasetPrior, sample_batch
 from probinfer.checkpoint import atomic_write
 from probinfer.driver import drive, progress_bar
@@ -57,6 +57,8 @@ class TrainingConfig:
         clip_norm: global gradient-norm clip.
         steps_per_chunk: steps per jitted chunk (progress and checkpoints between chunks).
         seed: PRNG seed.
+        scale_free: standardise each dataset by its train points (:class:`PFN`'s
+            ``scale_free``; needs ``min_train >= 2``).
     """
 
     num_steps: int = 20_000
@@ -75,6 +77,7 @@ class TrainingConfig:
     clip_norm: float = 1.0
     steps_per_chunk: int = 100
     seed: int = 0
+    scale_free: bool = False
 
     def __post_init__(self) -> None:
         positive = ("num_steps", "batch_size", "max_train", "min_train", "num_test",
@@ -86,6 +89,11 @@ class TrainingConfig:
         if self.min_train > self.max_train:
             raise ValueError(
                 f"`min_train` ({self.min_train}) must be <= `max_train` ({self.max_train})."
+            )
+        if self.scale_free and self.min_train < 2:
+            raise ValueError(
+                f"a scale-free model needs `min_train >= 2` (got {self.min_train}): one train "
+                "point sets no scale."
             )
         if not self.learning_rate > 0:
             raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
@@ -188,9 +196,17 @@ def make_optimizer(config: OptimizerSettings) -> optax.GradientTransformation:
 def bar_from_prior(
     key: PRNGKeyArray, prior: AbstractDatasetPrior, config: TrainingConfig
 ) -> BarDistribution:
-    """Bucket borders at quantiles of ``y`` from 512 prior datasets."""
-    _, y = jax.vmap(lambda k: prior.sample(k, config.num_points))(jax.random.split(key, 512))
-    return BarDistribution.from_samples(np.asarray(y), config.num_buckets)
+    """Bucket borders at quantiles of ``y`` from 512 prior datasets (of the held-out ``y``
+    after standardisation, for a scale-free model)."""
+    if not config.scale_free:
+        _, y = jax.vmap(lambda k: prior.sample(k, config.num_points))(jax.random.split(key, 512))
+        return BarDistribution.from_samples(np.asarray(y), config.num_buckets)
+    key_data, key_split = jax.random.split(key)
+    x, y = jax.vmap(lambda k: prior.sample(k, config.num_points))(jax.random.split(key_data, 512))
+    num_train = jax.random.randint(key_split, (512,), config.min_train, config.max_train + 1)
+    targets = jax.vmap(lambda xi, yi, n: standardisation(xi, yi, n).targets(yi))(x, y, num_train)
+    held_out = np.arange(config.num_points)[None, :] >= np.asarray(num_train)[:, None]
+    return BarDistribution.from_samples(np.asarray(targets)[held_out], config.num_buckets)
 
 
 def build_model(
@@ -201,6 +217,8 @@ def build_model(
         bar,
         num_features=num_features,
         max_train=config.max_train,
+        min_train=config.min_train,
+        scale_free=config.scale_free,
         width=config.width,
         num_layers=config.num_layers,
         num_heads=config.num_heads,
@@ -226,8 +244,7 @@ def batch_loss(
     key_data, key_split = jax.random.split(key)
     x, y = sample_batch(key_data, prior, config.batch_size, config.num_points)
     num_train = jax.random.randint(key_split, (), config.min_train, config.max_train + 1)
-    logits = jax.vmap(lambda xi, yi: model.logits(xi, yi, num_train))(x, y)
-    log_prob = model.bar.log_prob(logits, y)
+    log_prob = jax.vmap(lambda xi, yi: model.log_prob(xi, yi, num_train))(x, y)
     is_test = (jnp.arange(config.num_points) >= num_train)[None, :]
     return -jnp.sum(jnp.where(is_test, log_prob, 0.0)) / (
         config.batch_size * (config.num_points - num_train)
@@ -238,24 +255,27 @@ def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> Trai
     """``state`` with its model replaced by the one saved in ``folder``.
 
     The architecture must match, except that the number of buckets may differ: then the
-    source is re-binned (:meth:`PFN.rebinned`) onto the buckets of ``state``'s model.
+    source is re-binned (:meth:`PFN.rebinned`) onto the buckets of ``state``'s model. The
+    static settings (``scale_free``, ``min_train``) are the config's: a model trained on raw
+    data can be fine-tuned into a scale-free one (re-binned onto standardised buckets).
     """
     from probinfer.amortize._predict import load
 
     model = load(folder)
-    if model.bar.num_buckets != state.model.bar.num_buckets:
+    if (
+        model.bar.num_buckets != state.model.bar.num_buckets
+        or model.scale_free != state.model.scale_free
+    ):
         model = model.rebinned(state.model.bar)
-
-    def signature(tree: PFN) -> tuple:
-        leaves, structure = jax.tree.flatten(eqx.filter(tree, eqx.is_array))
-        return structure, [leaf.shape for leaf in leaves]
-
-    if signature(model) != signature(state.model):
+    leaves = jax.tree.leaves(model)
+    target_leaves, target_structure = jax.tree.flatten(state.model)
+    if [np.shape(leaf) for leaf in leaves] != [np.shape(leaf) for leaf in target_leaves]:
         raise ValueError(
             f"the model in {folder} has another architecture than this config describes "
             "(width, layers, heads, MLP width, features); use the config it was trained "
             "with (only `num_buckets` may differ)."
         )
+    model = jax.tree.unflatten(target_structure, leaves)
     opt_state = make_optimizer(config).init(eqx.filter(model, trainable(model)))
     source_step = int(json.loads((folder / CONFIG_FILE).read_text()).get("step", 0))
     # Fold in the source's step count: continuing a run with its own seed must not replay

@@ -9,9 +9,20 @@ and its own input only. Residual branches end in zero-initialised projections (e
 starts as the identity). The output at a test token is a :class:`BarDistribution` over its
 ``y``: trained by maximum likelihood on datasets drawn from a prior, it approximates the
 posterior predictive distribution of that prior.
+
+A *scale-free* PFN (``scale_free=True``) first maps each dataset by its train points, as
+TabPFN does: each input feature's train range onto the prior's ``[-1, 1]`` and the targets
+to zero mean and unit standard deviation (:func:`standardisation`). Trained and used that
+way, its prediction is exactly equivariant to a shift and a positive rescaling of each
+input feature and of the targets: data in any units get the prediction the prior's units
+would. What it approximates is the posterior predictive of the prior pushed through that
+map (the prior over standardised data): the train points' location and scale are no longer
+information the network can use.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -20,6 +31,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from probinfer.amortize._bar import BarDistribution
+from probinfer.amortize.priors import INPUT_BOUND
 
 # The least log share a re-binned bucket starts with (see `PFN.rebinned`).
 MIN_LOG_SHARE = -30.0
@@ -70,6 +82,58 @@ class TransformerLayer(eqx.Module):
         return tokens + jax.vmap(self.mlp_out)(hidden)
 
 
+class Standardisation(NamedTuple):
+    """One dataset's affine maps onto the prior's scale (see :func:`standardisation`).
+
+    Attributes:
+        x_shift: ``(num_features,)`` subtracted from each input feature.
+        x_scale: ``(num_features,)`` then divided into it.
+        y_shift: ``()`` subtracted from the targets.
+        y_scale: ``()`` then divided into them.
+    """
+
+    x_shift: Array
+    x_scale: Array
+    y_shift: Array
+    y_scale: Array
+
+    def inputs(self, x: Float[Array, "n num_features"]) -> Float[Array, "n num_features"]:
+        """Inputs in the prior's units."""
+        return (x - self.x_shift[None, :]) / self.x_scale[None, :]
+
+    def targets(self, y: Array) -> Array:
+        """Targets in standardised units."""
+        return (y - self.y_shift) / self.y_scale
+
+
+def standardisation(
+    x: Float[Array, "num_points num_features"],
+    y: Float[Array, " num_points"],
+    num_train: Int[Array, ""] | int,
+) -> Standardisation:
+    """The maps a scale-free PFN applies, from the first ``num_train`` rows (the train set).
+
+    Each input feature's train range ``[min, max]`` maps onto ``[-1, 1]``, the prior's input
+    range; a feature constant over the train set (an unused, zero-padded one) is only
+    shifted to zero. The targets are shifted by their train mean and divided by their train
+    standard deviation (``1 / n`` normalisation). Needs ``num_train >= 2`` and targets that
+    are not all equal (:func:`probinfer.amortize.predict` checks both).
+    """
+    is_train = jnp.arange(x.shape[0]) < num_train
+    count = jnp.maximum(num_train, 1).astype(y.dtype)
+    low = jnp.min(jnp.where(is_train[:, None], x, jnp.inf), axis=0)
+    high = jnp.max(jnp.where(is_train[:, None], x, -jnp.inf), axis=0)
+    spread = high - low
+    has_spread = spread > 0
+    x_shift = jnp.where(has_spread, 0.5 * (low + high), jnp.where(jnp.isfinite(low), low, 0.0))
+    x_scale = jnp.where(has_spread, spread / (2 * INPUT_BOUND), 1.0)
+    y_shift = jnp.sum(jnp.where(is_train, y, 0.0)) / count
+    variance = jnp.sum(jnp.where(is_train, (y - y_shift) ** 2, 0.0)) / count
+    # The floor only keeps a degenerate training draw finite; `predict` refuses constant y.
+    y_scale = jnp.sqrt(jnp.maximum(variance, jnp.finfo(y.dtype).tiny))
+    return Standardisation(x_shift, x_scale, y_shift, y_scale)
+
+
 def attention_mask(num_points: int, num_train: Int[Array, ""] | int) -> Array:
     """``mask[i, j]``: token ``i`` attends to ``j`` iff ``j`` is a train token or ``i == j``."""
     index = jnp.arange(num_points)
@@ -87,9 +151,13 @@ class PFN(eqx.Module):
         output_norm: final layer norm.
         decoder_hidden: decoder hidden layer.
         decoder_out: decoder output layer (bucket logits).
-        bar: the output distribution's buckets (fixed, not trained).
+        bar: the output distribution's buckets (fixed, not trained; in standardised
+            target units when ``scale_free``).
         num_features: input dimension (static).
         max_train: largest number of train points it was trained for (static).
+        min_train: fewest train points it was trained for (static).
+        scale_free: whether each dataset is standardised by its train points first
+            (static; see the module docstring).
     """
 
     x_encoder: eqx.nn.Linear
@@ -101,6 +169,8 @@ class PFN(eqx.Module):
     bar: BarDistribution
     num_features: int = eqx.field(static=True)
     max_train: int = eqx.field(static=True)
+    min_train: int = eqx.field(static=True)
+    scale_free: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -108,6 +178,8 @@ class PFN(eqx.Module):
         *,
         num_features: int,
         max_train: int,
+        min_train: int = 1,
+        scale_free: bool = False,
         width: int = 128,
         num_layers: int = 4,
         num_heads: int = 4,
@@ -128,6 +200,24 @@ class PFN(eqx.Module):
         self.bar = bar
         self.num_features = int(num_features)
         self.max_train = int(max_train)
+        self.min_train = int(min_train)
+        self.scale_free = bool(scale_free)
+        if self.scale_free and self.min_train < 2:
+            raise ValueError(
+                f"a scale-free PFN needs `min_train >= 2` (got {min_train}): one train point "
+                "sets no scale."
+            )
+
+    def standardisation(
+        self, x: Array, y: Array, num_train: Int[Array, ""] | int
+    ) -> Standardisation:
+        """The maps applied to a dataset: :func:`standardisation` if ``scale_free``, else
+        the identity."""
+        if self.scale_free:
+            return standardisation(x, y, num_train)
+        one = jnp.ones((), y.dtype)
+        return Standardisation(jnp.zeros(x.shape[1], x.dtype), jnp.ones(x.shape[1], x.dtype),
+                               0 * one, one)  # fmt: skip
 
     def logits(
         self,
@@ -137,7 +227,8 @@ class PFN(eqx.Module):
     ) -> Float[Array, "num_points num_buckets"]:
         """Bucket logits for every point; rows ``>= num_train`` are the test predictions.
 
-        One dataset per call (``vmap`` over datasets). ``y`` at test rows is ignored.
+        One dataset per call (``vmap`` over datasets). ``y`` at test rows is ignored. A
+        scale-free model's buckets are in standardised units (:meth:`log_prob` maps back).
 
         Args:
             x: ``(num_points, num_features)`` inputs, train rows first.
@@ -149,11 +240,28 @@ class PFN(eqx.Module):
         """
         return self._decode(self._encode(x, y, num_train))
 
+    def log_prob(
+        self,
+        x: Float[Array, "num_points num_features"],
+        y: Float[Array, " num_points"],
+        num_train: Int[Array, ""] | int,
+    ) -> Float[Array, " num_points"]:
+        """Log predictive density of every row's target, in the data's own units.
+
+        Rows ``>= num_train`` are the held-out predictions (the training loss); the
+        prediction at a row never depends on its own target.
+        """
+        scaling = self.standardisation(x, y, num_train)
+        log_density = self.bar.log_prob(self.logits(x, y, num_train), scaling.targets(y))
+        return log_density - jnp.log(scaling.y_scale)
+
     def _encode(
         self, x: Float[Array, "num_points num_features"], y: Array, num_train: Int[Array, ""] | int
     ) -> Float[Array, "num_points width"]:
         """Token embeddings after the transformer layers."""
         num_points = x.shape[0]
+        scaling = self.standardisation(x, y, num_train)
+        x, y = scaling.inputs(x), scaling.targets(y)
         is_train = (jnp.arange(num_points) < num_train)[:, None]
         tokens = jax.vmap(self.x_encoder)(x)
         y_tokens = jax.vmap(self.y_encoder)(jnp.where(is_train[:, 0], y, 0.0)[:, None])
@@ -174,7 +282,8 @@ class PFN(eqx.Module):
         y_train: Float[Array, " n"],
         x_test: Float[Array, "m num_features"],
     ) -> Float[Array, "m num_buckets"]:
-        """Logits of the predictive distribution at each test input, given a train set."""
+        """Logits of the predictive distribution at each test input, given a train set
+        (in standardised units for a scale-free model: see :meth:`standardisation`)."""
         x = jnp.concatenate([x_train, x_test])
         y = jnp.concatenate([y_train, jnp.zeros(x_test.shape[0], y_train.dtype)])
         num_train = x_train.shape[0]
