@@ -40,7 +40,7 @@ PRETRAINED_MODELS = (
         PRETRAINED_FOLDER / "gp_scale_free",
         "GP regression in any units (scale-free: each input's train range mapped onto "
         "[-1, 1], targets standardised), RBF kernel with log-normal hyperpriors; 1-3 inputs; "
-        "2-50 train points",
+        "5-50 train points",
     ),
     PretrainedModel(
         "gp-rbf",

@@ -130,13 +130,21 @@ def _process_usage() -> tuple[int, int] | None:
     return num_mappings, resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
+# The resident size right after the last drop: memory that dropping programs does not free
+# (large arrays a module holds) must not make every later test drop and recompile.
+_resident_after_drop = [0.0]
+DROP_MARGIN_BYTES = 0.3e9
+
+
 def _drop_programs_if_over(max_resident_bytes: float, *, without_proc: bool) -> None:
     """Free every compiled program if the process holds too many mappings or bytes (or,
-    with ``without_proc``, when they cannot be read)."""
+    with ``without_proc``, when they cannot be read); the bytes' bound is at least the size
+    after the last drop plus ``DROP_MARGIN_BYTES``."""
     usage = _process_usage()
     if usage is None and not without_proc:
         return
-    if usage is not None and usage[0] < MAX_MAPPINGS_KEPT and usage[1] < max_resident_bytes:
+    bound = max(max_resident_bytes, _resident_after_drop[0] + DROP_MARGIN_BYTES)
+    if usage is not None and usage[0] < MAX_MAPPINGS_KEPT and usage[1] < bound:
         return
     import gc
 
@@ -146,6 +154,8 @@ def _drop_programs_if_over(max_resident_bytes: float, *, without_proc: bool) -> 
     jax.clear_caches()
     gc.collect()
     _return_freed_memory()
+    after = _process_usage()
+    _resident_after_drop[0] = 0.0 if after is None else float(after[1])
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -191,6 +191,30 @@ def test_scale_free_prediction_is_equivariant_to_the_data_units():
     assert np.max(np.abs(np.asarray(raw_moved - raw_base))) > 1e-2
 
 
+def test_standardisation_uses_the_train_rows_only():
+    """The map sends the train inputs' range onto [-1, 1] and the train targets to mean 0
+    and sd 1 (1/n), leaves zero-padded features at 0, and ignores the test rows: a scale-free
+    model's test predictions do not move when the test targets do."""
+    rng = np.random.default_rng(6)
+    x = np.concatenate([rng.uniform(3, 9, (9, 1)), np.zeros((9, 1))], axis=1)
+    y = rng.normal(size=9) * 4 + 2
+    scaling = amortize.standardisation(jnp.asarray(x), jnp.asarray(y), 6)
+    mapped, targets = np.asarray(scaling.inputs(jnp.asarray(x))), np.asarray(scaling.targets(y))
+    np.testing.assert_allclose([mapped[:6, 0].min(), mapped[:6, 0].max()], [-1, 1], atol=1e-6)
+    np.testing.assert_array_equal(mapped[:, 1], 0.0)
+    np.testing.assert_allclose([targets[:6].mean(), targets[:6].std()], [0, 1], atol=1e-5)
+    model = _random_model(scale_free=True)
+    logits = model.logits(jnp.asarray(x), jnp.asarray(y), 6)
+    changed = y.copy()
+    changed[6:] = [100.0, -50.0, 7.0]
+    other = model.logits(jnp.asarray(x), jnp.asarray(changed), 6)
+    np.testing.assert_allclose(other[6:], logits[6:], atol=1e-6)
+    assert np.max(np.abs(np.asarray(other[:6] - logits[:6]))) == 0  # train rows too
+    changed[0] += 1.0  # a train target moves the map, and so the predictions
+    moved = model.logits(jnp.asarray(x), jnp.asarray(changed), 6)
+    assert np.max(np.abs(np.asarray(moved[6:] - logits[6:]))) > 1e-3
+
+
 def test_scale_free_model_log_prob_is_the_predictive_density():
     """`PFN.log_prob` (the training loss) equals the checked predictive's density in the
     data's units, Jacobian included."""
@@ -229,8 +253,10 @@ def test_predictive_is_compiled_once_and_converts_to_idata_and_plots(count_compi
         data = np.random.default_rng(seed)
         x_train, y_train = data.uniform(-1, 1, (6, 1)), data.normal(size=6)
         predictive = amortize.predict(model, x_train, y_train, x_test)
-        return predictive, [predictive.log_prob(data.normal(size=4)), predictive.mean,
-                            predictive.stddev, predictive.quantile(0.1 + 0.1 * seed)]  # fmt: skip
+        values = [predictive.log_prob(data.normal(size=4)), predictive.mean, predictive.stddev,
+                  predictive.quantile(0.1 + 0.1 * seed), predictive.log_prob(0.1 * seed),
+                  predictive.cdf(0.2 * seed)]  # fmt: skip
+        return predictive, values
 
     use(0)
     before = len(count_compilations)
@@ -356,9 +382,10 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path):
     assert json.loads((warm_dir / "config.json").read_text())["init_from"] == str(tmp_path)
     with pytest.raises(ValueError, match="different run"):
         amortize.train(prior, config, checkpoint_dir=warm_dir, progress=False)
-    other = amortize.TrainingConfig(num_steps=60, **{**TINY, "width": 64})
-    with pytest.raises(ValueError, match="another architecture"):
-        amortize.train(prior, other, progress=False, init_from=tmp_path)
+    for change in ({"width": 64}, {"num_heads": 4}):  # heads: the same leaf shapes
+        other = amortize.TrainingConfig(num_steps=60, **{**TINY, **change})
+        with pytest.raises(ValueError, match="another architecture"):
+            amortize.train(prior, other, progress=False, init_from=tmp_path)
     # Another number of buckets is allowed: the source is re-binned onto the prior's
     # quantiles for the new count.
     finer = amortize.TrainingConfig(num_steps=60, **{**TINY, "num_buckets": 64})
@@ -444,10 +471,12 @@ def test_shipped_models_keep_their_accuracy_on_held_out_datasets(name):
     through `predict` and `log_prob`, against the exact predictive's NLL (the GP's, or a
     long NUTS run over the hyperparameters), written by `benchmarks/pfn.py --held-out`.
 
-    The mean gap must stay within 4 standard errors (over datasets) of the gap recorded
-    when the file was written, and the PFN must not beat the exact answer by more than
-    that: a model or prediction-path regression fails (a dropped log-Jacobian of the target
-    map moves a scale-free model's gap by the targets' log scale).
+    Each dataset's NLL must be the one recorded when the file was written (to float32
+    rounding), the mean gap must stay within 4 standard errors (over datasets) of the
+    recorded gap, and the PFN must not beat the exact answer by more than that: a model or
+    prediction-path regression fails (a dropped log-Jacobian of the target map moves a
+    scale-free model's NLL by the targets' log scale). The scale-free model gives the same
+    NLLs with the data in other units (two datasets per input dimension).
     """
     held_out = HELD_OUT[name]
     model = amortize.load(amortize.pretrained_model(name).folder)
@@ -462,13 +491,17 @@ def test_shipped_models_keep_their_accuracy_on_held_out_datasets(name):
 
     gaps = []
     for group in held_out["groups"]:
-        for x, y, reference in zip(group["x"], group["y"], group["reference_nll"], strict=True):
+        rows = zip(group["x"], group["y"], group["reference_nll"], group["pfn_nll"], strict=True)
+        for index, (x, y, reference, recorded) in enumerate(rows):
             x, y = np.asarray(x), np.asarray(y)
-            gaps.append(nll(x, y) - reference)
-            if model.scale_free and len(gaps) <= 3:
-                # In other units: the same gap once the NLL moves by log(1000).
+            value = nll(x, y)
+            # The model itself, exactly: each dataset's NLL as recorded (float32 rounding).
+            np.testing.assert_allclose(value, recorded, atol=2e-3)
+            gaps.append(value - reference)
+            if model.scale_free and index < 2:
+                # In other units: the same NLL once it moves by log(1000).
                 moved = nll(20 * x - 3, 1000 * y + 50) - np.log(1000)
-                np.testing.assert_allclose(moved - reference, gaps[-1], atol=2e-3)
+                np.testing.assert_allclose(moved, value, atol=2e-3)
     gaps = np.asarray(gaps)
     standard_error = gaps.std(ddof=1) / np.sqrt(gaps.size)
     assert gaps.mean() < held_out["gap_mean"] + 4 * standard_error, (gaps.mean(), held_out)

@@ -21,7 +21,7 @@ from probinfer.amortize._training import (
     deserialise_model,
     read_saved_config,
 )
-from probinfer.amortize.pfn import PFN
+from probinfer.amortize.pfn import PFN, standardisation
 from probinfer.amortize.priors import (
     INPUT_BOUND,
     AbstractDatasetPrior,
@@ -61,8 +61,8 @@ class PFNPredictive(eqx.Module):
 
     logits: Array
     bar: BarDistribution
-    shift: Array
-    scale: Array
+    shift: Array | float = 0.0
+    scale: Array | float = 1.0
 
     @property
     @eqx.filter_jit
@@ -81,17 +81,24 @@ class PFNPredictive(eqx.Module):
         """Predictive standard deviations."""
         return jnp.sqrt(self.variance)
 
-    @eqx.filter_jit
     def log_prob(self, y: Float[ArrayLike, " m"]) -> Float[Array, " m"]:
-        """Log predictive density of ``y`` (one value per test point)."""
-        standardised = (jnp.asarray(y, self.logits.dtype) - self.shift) / self.scale
-        return self.bar.log_prob(self.logits, standardised) - jnp.log(self.scale)
+        """Log predictive density of ``y`` (one value per test point, or one for all)."""
+        # An array, so that new values (Python numbers too) share one compiled program.
+        return self._log_prob(jnp.asarray(y, self.logits.dtype))
 
     @eqx.filter_jit
+    def _log_prob(self, y: Array) -> Array:
+        standardised = (jnp.broadcast_to(y, self.logits.shape[:-1]) - self.shift) / self.scale
+        return self.bar.log_prob(self.logits, standardised) - jnp.log(self.scale)
+
     def cdf(self, y: Float[ArrayLike, " m"]) -> Float[Array, " m"]:
         """Predictive CDF at ``y``."""
-        standardised = (jnp.asarray(y, self.logits.dtype) - self.shift) / self.scale
-        return self.bar.cdf(self.logits, standardised)
+        return self._cdf(jnp.asarray(y, self.logits.dtype))
+
+    @eqx.filter_jit
+    def _cdf(self, y: Array) -> Array:
+        y = jnp.broadcast_to(y, self.logits.shape[:-1])
+        return self.bar.cdf(self.logits, (y - self.shift) / self.scale)
 
     def quantile(self, q: ArrayLike) -> Float[Array, " m"]:
         """The ``q``-quantile per point (``q`` a number or one per point)."""
@@ -174,19 +181,15 @@ class PFNPredictive(eqx.Module):
 
 
 @eqx.filter_jit
-def _forward(
-    model: PFN, x_train: Array, y_train: Array, x_test: Array
-) -> tuple[PFNPredictive, Array]:
-    """The predictive, and the test inputs in the prior's units (for the range check)."""
+def _forward(model: PFN, x_train: Array, y_train: Array, x_test: Array) -> PFNPredictive:
+    """The predictive in the units of the data passed in."""
     scaling = model.standardisation(x_train, y_train, x_train.shape[0])
     logits = model(x_train, y_train, x_test)
-    return PFNPredictive(logits, model.bar, scaling.y_shift, scaling.y_scale), scaling.inputs(
-        x_test
-    )
+    return PFNPredictive(logits, model.bar, scaling.y_shift, scaling.y_scale)
 
 
-def _as_inputs(x: ArrayLike, name: str, num_features: int, dtype: np.dtype) -> np.ndarray:
-    array = np.asarray(x, dtype=dtype)
+def _as_inputs(x: ArrayLike, name: str, num_features: int) -> np.ndarray:
+    array = np.asarray(x, dtype=np.float64)
     if array.ndim == 1:
         array = array[:, None]  # one feature per point
     if array.ndim != 2:
@@ -201,13 +204,14 @@ def _as_inputs(x: ArrayLike, name: str, num_features: int, dtype: np.dtype) -> n
     return array
 
 
-def _warn_on_extrapolation(model: PFN, x_train: np.ndarray, mapped_test: np.ndarray) -> None:
-    """Warn when inputs lie beyond what the network saw in training (with the numbers)."""
+def _warn_on_extrapolation(model: PFN, x_train: np.ndarray, x_test: np.ndarray) -> None:
+    """Warn when inputs lie beyond what the network saw in training (with the numbers);
+    a scale-free model's inputs arrive mapped already."""
     bound = EXTRAPOLATION_FACTOR * INPUT_BOUND
     if model.scale_free:
         # After the map, the train inputs span [-1, 1]: far beyond that range the
         # prediction rests on the prior alone.
-        reach = np.abs(mapped_test).max(axis=0)
+        reach = np.abs(x_test).max(axis=0, initial=0.0)
         if np.any(reach > EXTRAPOLATION_HALF_RANGES):
             feature = int(np.argmax(reach))
             warnings.warn(
@@ -218,7 +222,7 @@ def _warn_on_extrapolation(model: PFN, x_train: np.ndarray, mapped_test: np.ndar
                 stacklevel=3,
             )
         return
-    largest = max(np.abs(x_train).max(initial=0.0), np.abs(mapped_test).max(initial=0.0))
+    largest = max(np.abs(x_train).max(initial=0.0), np.abs(x_test).max(initial=0.0))
     if largest > bound:
         warnings.warn(
             f"inputs reach {largest:.3g}, outside the prior's range [-{INPUT_BOUND}, "
@@ -279,7 +283,8 @@ def predict(
     Args:
         model: a trained :class:`PFN`.
         x_train: ``(n, d)`` train inputs, ``d <= model.num_features`` (padded with zeros),
-            ``model.min_train <= n <= model.max_train``.
+            ``model.min_train <= n <= model.max_train`` (and ``n >= 5`` for a scale-free
+            model: :data:`SCALE_FREE_MIN_TRAIN`).
         y_train: ``(n,)`` train targets.
         x_test: ``(m, d)`` test inputs with the same ``d``.
 
@@ -288,23 +293,27 @@ def predict(
 
     Raises:
         ValueError: on mismatched shapes, NaNs, more features or fewer or more train points
-            than the model was trained for, or (scale-free models) all-equal targets.
+            than the model was trained for (or than a scale-free model needs), or (scale-free
+            models) all-equal targets or a feature constant over the train inputs that
+            varies in the test inputs.
 
     Warns:
         UserWarning: when test inputs lie beyond the train inputs (scale-free models) or
             inputs beyond the prior's range (other models), and when a model that is not
             scale-free gets targets far off its prior's scale.
     """
-    # Computation in the weights' dtype (float32 for the shipped models, also under x64).
+    # Checks and a scale-free model's map in float64 (data far from zero, such as
+    # timestamps, keep their spread), the network in its weights' dtype (float32 for the
+    # shipped models, also under x64).
     dtype = np.dtype(model.decoder_out.weight.dtype)
-    x_train_np = _as_inputs(x_train, "x_train", model.num_features, dtype)
-    x_test_np = _as_inputs(x_test, "x_test", model.num_features, dtype)
+    x_train_np = _as_inputs(x_train, "x_train", model.num_features)
+    x_test_np = _as_inputs(x_test, "x_test", model.num_features)
     if x_test_np.shape[1] != x_train_np.shape[1]:
         raise ValueError(
             f"`x_test` has {x_test_np.shape[1]} features but `x_train` has "
             f"{x_train_np.shape[1]}; pass the same features for both."
         )
-    y_np = np.asarray(y_train, dtype=dtype)
+    y_np = np.asarray(y_train, dtype=np.float64)
     if y_np.shape != (x_train_np.shape[0],):
         raise ValueError(
             f"`y_train` must have shape ({x_train_np.shape[0]},) to match `x_train`, got "
@@ -332,20 +341,57 @@ def predict(
             f"{model.min_train}; pass more train points (for the prior predictive, sample "
             "the prior)."
         )
-    if model.scale_free and np.ptp(y_np) <= 1e-6 * np.abs(y_np).max(initial=0.0):
+    shift, scale = 0.0, 1.0
+    if model.scale_free:
+        x_train_np, y_np, x_test_np, shift, scale = _standardise(x_train_np, y_np, x_test_np)
+    _warn_on_target_scale(model, y_np)
+    _warn_on_extrapolation(model, x_train_np, x_test_np)
+    # Fewer features: pad with zeros, as the prior does for its inactive features.
+    pad = ((0, 0), (0, model.num_features - x_train_np.shape[1]))
+    predictive = _forward(
+        model, jnp.asarray(np.pad(x_train_np, pad), dtype), jnp.asarray(y_np, dtype),
+        jnp.asarray(np.pad(x_test_np, pad), dtype),
+    )  # fmt: skip
+    if not model.scale_free:
+        return predictive
+    # The network re-standardises data standardised already (an identity up to rounding):
+    # compose its map with this one.
+    return PFNPredictive(
+        predictive.logits,
+        predictive.bar,
+        jnp.asarray(shift + scale * float(predictive.shift), predictive.logits.dtype),
+        jnp.asarray(scale * float(predictive.scale), predictive.logits.dtype),
+    )
+
+
+def _standardise(
+    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+    """A scale-free model's map, applied in float64 on the host (checked first)."""
+    if np.ptp(y_train) <= 1e-12 * np.abs(y_train).max(initial=0.0):
         raise ValueError(
             "`y_train` is constant, so a scale-free model has no scale to predict in; "
             "pass targets that vary, or use a model with a fixed scale."
         )
-    _warn_on_target_scale(model, y_np)
-    # Fewer features: pad with zeros, as the prior does for its inactive features.
-    pad = ((0, 0), (0, model.num_features - x_train_np.shape[1]))
-    predictive, mapped_test = _forward(
-        model, jnp.asarray(np.pad(x_train_np, pad)), jnp.asarray(y_np),
-        jnp.asarray(np.pad(x_test_np, pad)),
-    )  # fmt: skip
-    _warn_on_extrapolation(model, x_train_np, np.asarray(mapped_test)[:, : x_test_np.shape[1]])
-    return predictive
+    constant = np.ptp(x_train, axis=0) == 0
+    varies = np.ptp(np.concatenate([x_train[:1], x_test]), axis=0) > 0
+    if np.any(constant & varies):
+        feature = int(np.argmax(constant & varies))
+        raise ValueError(
+            f"feature {feature} is constant over `x_train` but varies in `x_test`: a "
+            "scale-free model has no range to map it by; drop the feature or add train "
+            "points where it varies."
+        )
+    with jax.enable_x64(True):
+        scaling = standardisation(jnp.asarray(x_train), jnp.asarray(y_train), x_train.shape[0])
+        scaling = jax.tree.map(np.asarray, scaling)
+    return (
+        (x_train - scaling.x_shift) / scaling.x_scale,
+        (y_train - scaling.y_shift) / scaling.y_scale,
+        (x_test - scaling.x_shift) / scaling.x_scale,
+        float(scaling.y_shift),
+        float(scaling.y_scale),
+    )
 
 
 def prior_from_spec(spec: dict) -> AbstractDatasetPrior:

@@ -269,7 +269,15 @@ def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> Trai
         model = model.rebinned(state.model.bar)
     leaves = jax.tree.leaves(model)
     target_leaves, target_structure = jax.tree.flatten(state.model)
-    if [np.shape(leaf) for leaf in leaves] != [np.shape(leaf) for leaf in target_leaves]:
+    # Leaf shapes alone miss the number of heads (every head count has width-sized
+    # projections): compare the saved architecture too.
+    saved = json.loads((folder / CONFIG_FILE).read_text())
+    architecture = ("width", "num_layers", "num_heads", "mlp_width")
+    if (
+        any(saved["training"].get(name) != getattr(config, name) for name in architecture)
+        or saved.get("num_features") != state.model.num_features
+        or [np.shape(leaf) for leaf in leaves] != [np.shape(leaf) for leaf in target_leaves]
+    ):
         raise ValueError(
             f"the model in {folder} has another architecture than this config describes "
             "(width, layers, heads, MLP width, features); use the config it was trained "
@@ -277,7 +285,7 @@ def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> Trai
         )
     model = jax.tree.unflatten(target_structure, leaves)
     opt_state = make_optimizer(config).init(eqx.filter(model, trainable(model)))
-    source_step = int(json.loads((folder / CONFIG_FILE).read_text()).get("step", 0))
+    source_step = int(saved.get("step", 0))
     # Fold in the source's step count: continuing a run with its own seed must not replay
     # the datasets it was trained on.
     key = jax.random.fold_in(jax.random.wrap_key_data(state.key), source_step)

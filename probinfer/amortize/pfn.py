@@ -248,8 +248,9 @@ class PFN(eqx.Module):
     ) -> Float[Array, " num_points"]:
         """Log predictive density of every row's target, in the data's own units.
 
-        Rows ``>= num_train`` are the held-out predictions (the training loss); the
-        prediction at a row never depends on its own target.
+        Rows ``>= num_train`` are the held-out predictions (the training loss): the
+        prediction at such a row never depends on its own target (train rows' tokens and
+        the standardisation do depend on theirs).
         """
         scaling = self.standardisation(x, y, num_train)
         log_density = self.bar.log_prob(self.logits(x, y, num_train), scaling.targets(y))
