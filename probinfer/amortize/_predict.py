@@ -181,11 +181,17 @@ class PFNPredictive(eqx.Module):
 
 
 @eqx.filter_jit
-def _forward(model: PFN, x_train: Array, y_train: Array, x_test: Array) -> PFNPredictive:
-    """The predictive in the units of the data passed in."""
+def _forward(
+    model: PFN, x_train: Array, y_train: Array, x_test: Array, shift: Array, scale: Array
+) -> PFNPredictive:
+    """The predictive of data that ``y = shift + scale * y_train`` maps back to the user's
+    units. A scale-free network re-standardises data standardised already (an identity up
+    to rounding): its own map composes with this one."""
     scaling = model.standardisation(x_train, y_train, x_train.shape[0])
     logits = model(x_train, y_train, x_test)
-    return PFNPredictive(logits, model.bar, scaling.y_shift, scaling.y_scale)
+    return PFNPredictive(
+        logits, model.bar, shift + scale * scaling.y_shift, scale * scaling.y_scale
+    )
 
 
 def _as_inputs(x: ArrayLike, name: str, num_features: int) -> np.ndarray:
@@ -348,20 +354,11 @@ def predict(
     _warn_on_extrapolation(model, x_train_np, x_test_np)
     # Fewer features: pad with zeros, as the prior does for its inactive features.
     pad = ((0, 0), (0, model.num_features - x_train_np.shape[1]))
-    predictive = _forward(
+    return _forward(
         model, jnp.asarray(np.pad(x_train_np, pad), dtype), jnp.asarray(y_np, dtype),
-        jnp.asarray(np.pad(x_test_np, pad), dtype),
+        jnp.asarray(np.pad(x_test_np, pad), dtype), jnp.asarray(shift, dtype),
+        jnp.asarray(scale, dtype),
     )  # fmt: skip
-    if not model.scale_free:
-        return predictive
-    # The network re-standardises data standardised already (an identity up to rounding):
-    # compose its map with this one.
-    return PFNPredictive(
-        predictive.logits,
-        predictive.bar,
-        jnp.asarray(shift + scale * float(predictive.shift), predictive.logits.dtype),
-        jnp.asarray(scale * float(predictive.scale), predictive.logits.dtype),
-    )
 
 
 def _standardise(

@@ -261,8 +261,9 @@ class PFN(eqx.Module):
     ) -> Float[Array, "num_points width"]:
         """Token embeddings after the transformer layers."""
         num_points = x.shape[0]
-        scaling = self.standardisation(x, y, num_train)
-        x, y = scaling.inputs(x), scaling.targets(y)
+        if self.scale_free:
+            scaling = standardisation(x, y, num_train)
+            x, y = scaling.inputs(x), scaling.targets(y)
         is_train = (jnp.arange(num_points) < num_train)[:, None]
         tokens = jax.vmap(self.x_encoder)(x)
         y_tokens = jax.vmap(self.y_encoder)(jnp.where(is_train[:, 0], y, 0.0)[:, None])
