@@ -1,8 +1,9 @@
 """Peak host memory of a long run: 4 chains x 100,000 draws x 100 dimensions.
 
-The driver moves draws off the device after every chunk and writes them into
-preallocated host arrays, so the peak resident memory added by the run should be close to
-the size of the draws themselves. This script measures the increase of peak RSS
+Without a progress bar the driver keeps draws on the device until 64 MiB of them are
+held (``DEVICE_RECORDS_BYTES``), then copies them into host arrays allocated once for the
+whole run; the run diagnostics work on blocks of components. So the peak resident memory
+added by the run should stay within a small multiple of the size of the draws. This script measures the increase of peak RSS
 (``ru_maxrss``) during ``pi.sample`` and compares it with the size of the returned draws.
 
 Run: ``python benchmarks/memory.py [--draws 100000] [--dim 100] [--chains 4]``.

@@ -8,6 +8,7 @@ has no pointwise likelihood, so it gets neither group.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -19,10 +20,51 @@ from probinfer.model import NumPyroModel
 PyTree = Any
 
 
+# Draws per call of the pointwise log-likelihood program: a fixed block, so that runs with
+# any number of chains and draws share one program (and memory stays bounded per call).
+POINTWISE_BLOCK = 256
+
+
 def _pointwise(spec: NumPyroModel, data: PyTree, draws: dict[str, Any]) -> dict[str, Any]:
-    """Pointwise log likelihoods of ``(chain, draw, ...)`` constrained draws, one program."""
-    density = spec.bind(data)
-    return jax.vmap(jax.vmap(density.pointwise_loglikelihood))(draws)
+    """Pointwise log likelihoods of a block of ``(draw, ...)`` constrained draws."""
+    return jax.vmap(spec.bind(data).pointwise_loglikelihood)(draws)
+
+
+def pointwise_loglikelihood(
+    spec: NumPyroModel, data: PyTree, draws: dict[str, np.ndarray], watch: CompileWatch
+) -> dict[str, np.ndarray]:
+    """Each observed site's pointwise log likelihood for ``(chain, draw, ...)`` draws.
+
+    Runs blocks of :data:`POINTWISE_BLOCK` draws through one compiled program (the last
+    block padded with repeats of the first draw), fetched in one transfer.
+
+    Args:
+        spec: the NumPyro model spec.
+        data: its data.
+        draws: latent site name -> ``(chain, draw, ...)`` constrained values.
+        watch: accumulates compile time.
+
+    Returns:
+        Observed site name -> ``(chain, draw, ...)`` log likelihoods.
+    """
+    lead = next(iter(draws.values())).shape[:2]
+    count = math.prod(lead)
+    padded = -(-count // POINTWISE_BLOCK) * POINTWISE_BLOCK
+    flat = {}
+    for name, values in draws.items():
+        values = np.reshape(np.asarray(values), (count, *np.shape(values)[2:]))
+        flat[name] = np.concatenate([values, np.repeat(values[:1], padded - count, axis=0)])
+    blocks = []
+    for start in range(0, padded, POINTWISE_BLOCK):
+        block = {name: values[start : start + POINTWISE_BLOCK] for name, values in flat.items()}
+        blocks.append(call_compiled(_pointwise, (spec,), (data, block), watch))
+    fetched = jax.device_get(blocks)
+    return {
+        name: np.concatenate([block[name] for block in fetched])[:count].reshape(
+            lead + fetched[0][name].shape[1:]
+        )
+        for name in fetched[0]
+    }
 
 
 def model_groups(
@@ -54,8 +96,9 @@ def model_groups(
     groups = {name: jax.device_get(group) for name, group in groups.items() if group}
     if draws is not None and observed:
         latent = {name: draws[name] for name in spec.site_names}
-        pointwise = call_compiled(_pointwise, (spec,), (data, latent), watch or CompileWatch())
-        groups["log_likelihood"] = jax.device_get(pointwise)
+        groups["log_likelihood"] = pointwise_loglikelihood(
+            spec, data, latent, watch or CompileWatch()
+        )
     return groups
 
 

@@ -26,7 +26,6 @@ from probinfer.model import LogDensity, UnitCube, prepare
 from probinfer.run import (
     CHAIN_METHODS,
     SamplerConfig,
-    choose_chunk_size,
     run_chains,
 )
 from probinfer.run_ns import MOVE_ALGORITHMS as NS_MOVE_ALGORITHMS
@@ -254,7 +253,8 @@ def sample(
     if not isinstance(with_log_likelihood, bool):
         raise TypeError(f"`log_likelihood` must be True or False, got {with_log_likelihood!r}.")
     chunk_size = settings.pop("chunk_size", None)
-    chunk_size = choose_chunk_size(warmup, draws) if chunk_size is None else chunk_size
+    if chunk_size is not None:
+        chunk_size = check_count("chunk_size", chunk_size, 1)
     config = SamplerConfig(
         algorithm=method,
         options=tuple(
@@ -264,7 +264,6 @@ def sample(
         target_acceptance=settings.get("target_acceptance"),
         initial_step_size=None if step_size is None else float(step_size),
         chain_method=chain_method,
-        chunk_size=check_count("chunk_size", chunk_size, 1),
     )
     mcmc.window_adaptation(
         algorithm,
@@ -287,6 +286,7 @@ def sample(
         num_warmup=warmup,
         num_draws=draws,
         progress=progress,
+        chunk_size=chunk_size,
         checkpoint=None if checkpoint is None else Path(checkpoint),
     )
     attrs = {

@@ -34,6 +34,36 @@ def test_resumed_run_gives_the_uninterrupted_draws(tmp_path, interrupt_after, nu
     np.testing.assert_array_equal(again.posterior["mu"].values, full.posterior["mu"].values)
 
 
+@pytest.mark.parametrize("num_chunks", [2, 5], ids=["in-warmup", "in-sampling"])
+def test_interleaved_chains_resume_to_the_uninterrupted_draws(
+    tmp_path, interrupt_after, monkeypatch, num_chunks
+):
+    """Vectorized NUTS chains run as one flat loop of leapfrog steps (each chain starting
+    its next transition when its own trajectory ends) stop every chunk between transitions,
+    so an interrupted run resumes to exactly the uninterrupted draws."""
+    import probinfer.run
+
+    flags = []
+    original_drive = probinfer.run.drive
+
+    def spy_drive(*args, **kwargs):  # so that the test fails if nothing was interleaved
+        flags.append(kwargs["interleave"])
+        return original_drive(*args, **kwargs)
+
+    monkeypatch.setattr(probinfer.run, "drive", spy_drive)
+    monkeypatch.setattr(probinfer.run, "INTERLEAVE_MIN_CHAINS", 1)
+    run = {**RUN, "chains": 3, "chain_method": "vectorized"}
+    full = pi.sample(model, DATA, 2.0, **run)
+    with interrupt_after(num_chunks):
+        pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **run)
+    resumed = pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **run)
+    assert flags and all(flags)
+    np.testing.assert_array_equal(resumed.posterior["mu"].values, full.posterior["mu"].values)
+    np.testing.assert_array_equal(
+        resumed.sample_stats["n_steps"].values, full.sample_stats["n_steps"].values
+    )
+
+
 @pytest.mark.parametrize(
     "change",
     [

@@ -195,15 +195,16 @@ def test_new_seed_and_new_data_trigger_no_xla_compilation(idata, count_compilati
     assert count_compilations == [], f"{len(count_compilations)} XLA compilations"
 
 
-def test_other_warmup_lengths_and_keyword_data_compile_nothing(idata, count_compilations):
-    """The warm-up length is a runtime value (its windows are a few integers) and the
-    chunk size comes from powers of two, so 10, 40 or 100 warm-up steps (with 30 draws:
-    16-step chunks) reuse the program; data by keyword is the same call as by position."""
-    for warmup in (10, 40, 100):
-        pi.sample(model, Y, seed=1, **{**SETTINGS, "warmup": warmup})
+def test_other_budgets_and_keyword_data_compile_nothing(idata, count_compilations):
+    """The warm-up length is a runtime value (its windows are a few integers) and so is the
+    chunk size (the records buffer has a fixed number of rows), so any warm-up and draw
+    counts reuse the program (chunks of 16 to 64 steps here); data by keyword is the same
+    call as by position."""
+    for warmup, draws in ((10, 30), (40, 30), (500, 30), (600, 30), (1000, 30), (10, 700)):
+        pi.sample(model, Y, seed=1, **{**SETTINGS, "warmup": warmup, "draws": draws})
     pi.sample(model, y=Y_NEW, seed=1, **SETTINGS)
     assert count_compilations == [], f"{len(count_compilations)} XLA compilations"
-    pi.sample(model, Y, seed=1, **{**SETTINGS, "warmup": 400})  # 32-step chunks: new program
+    pi.sample(model, Y, seed=1, **{**SETTINGS, "chains": 3})  # another shape: compiles
     assert count_compilations
 
 

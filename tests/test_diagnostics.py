@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import probinfer as pi
-from probinfer.diagnostics import SamplingWarning, check_run
+from probinfer.diagnostics import SamplingWarning, check_run, convergence
 
 CHAINS, DRAWS = 4, 500
 
@@ -148,14 +148,67 @@ def test_sample_warns_with_one_message_per_problem():
 
 
 def test_one_chain_is_checked_without_arviz_log_noise(capfd):
-    """One chain: split R-hat and ESS are still computed, and ArviZ's "Shape validation
-    failed" log line (it wants two chains) is not shown to the user."""
+    """One chain: split R-hat (its two halves, as Stan computes it; ArviZ gives NaN) and
+    ESS are still computed, so a drifting chain is caught, and no ArviZ "Shape validation
+    failed" log line (it wants two chains) is shown to the user."""
     healthy = run_data()
-    one_chain = az.from_dict(
-        posterior={k: v.values[:1] for k, v in healthy.posterior.data_vars.items()},
-        sample_stats={k: v.values[:1] for k, v in healthy.sample_stats.data_vars.items()},
-        attrs=dict(healthy.attrs),
-    )
+
+    def first_chain(idata, **posterior):
+        return az.from_dict(
+            posterior=posterior or {k: v.values[:1] for k, v in idata.posterior.data_vars.items()},
+            sample_stats={k: v.values[:1] for k, v in idata.sample_stats.data_vars.items()},
+            attrs=dict(idata.attrs),
+        )
+
     az._log.cache.clear()  # ArviZ logs each message once per process
-    assert check_run(one_chain) == []
+    assert check_run(first_chain(healthy)) == []
     assert "Shape validation" not in capfd.readouterr().err  # ArviZ logs to its own handler
+    drifting = np.random.default_rng(3).normal(size=(1, DRAWS)) + np.linspace(0, 1, DRAWS)
+    messages = check_run(first_chain(healthy, mu=drifting))
+    assert any(m.startswith("R-hat") and "'mu'" in m for m in messages), messages
+
+
+def _ar1_draws(rng, shape, phi):
+    draws = rng.normal(size=shape)
+    for t in range(1, shape[1]):
+        draws[:, t] = phi * draws[:, t - 1] + np.sqrt(1 - phi**2) * draws[:, t]
+    return draws
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # ArviZ on constant draws
+def test_convergence_equals_arviz_for_every_component():
+    """R-hat and bulk/tail ESS, computed for all components at once, equal ArviZ's to
+    float64 rounding: independent, autocorrelated, anti-correlated, heavy-tailed, tied,
+    binary, shifted-chain, odd-length, short, constant and NaN draws."""
+    rng = np.random.default_rng(0)
+    cases = {
+        "iid": rng.normal(size=(4, 400, 3)),
+        "ar1": _ar1_draws(rng, (4, 300, 2), 0.9),
+        "ar1_odd_long_memory": _ar1_draws(rng, (2, 301, 2), 0.99),
+        "anti": _ar1_draws(rng, (3, 200, 2), -0.7),
+        "cauchy": rng.standard_cauchy(size=(4, 300, 2)),
+        "ties": np.round(rng.normal(size=(3, 50, 3))),
+        "binary": (rng.uniform(size=(4, 40, 3)) < 0.1).astype(float),
+        "shifted_chain": rng.normal(size=(4, 100, 2)) + np.array([0, 0, 0, 3.0])[:, None, None],
+        "five_draws": rng.normal(size=(2, 5, 2)),
+        "three_draws": rng.normal(size=(2, 3, 2)),
+        "constant": np.ones((3, 20, 2)),
+        "nan": np.where(rng.uniform(size=(2, 50, 2)) < 0.02, np.nan, 0.0)
+        + rng.normal(size=(2, 50, 2)),
+    }
+    for name, draws in cases.items():
+        ours = convergence({"a": draws, "b": draws[..., 0] * 2 + 1})
+        dataset = az.convert_to_dataset({"a": draws, "b": draws[..., 0] * 2 + 1})
+        theirs = {
+            "rhat": az.rhat(dataset),
+            "ess_bulk": az.ess(dataset, method="bulk"),
+            "ess_tail": az.ess(dataset, method="tail"),
+        }
+        for field, dataset_values in theirs.items():
+            expected = np.concatenate(
+                [dataset_values["a"].values.ravel(), dataset_values["b"].values.ravel()]
+            )
+            np.testing.assert_allclose(
+                getattr(ours, field), expected, rtol=1e-10, err_msg=f"{name}: {field}"
+            )
+    assert ours.labels == ["'a'[0]", "'a'[1]", "'b'"]

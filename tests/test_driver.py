@@ -25,7 +25,7 @@ import pytest
 
 import probinfer as pi
 import probinfer.run
-from probinfer.driver import DriveStatus, StagedStep, drive
+from probinfer.driver import DriveStatus, StagedStep, _drive, drive
 
 # Deliberately short runs: what these tests check is bookkeeping, not the quality of the
 # draws, so the run diagnostics (R-hat, ESS, divergences) are expected and silenced.
@@ -60,6 +60,43 @@ def test_records_do_not_depend_on_the_chunk_size():
     np.testing.assert_array_equal(small_chunks.records["index"], np.arange(25))
     np.testing.assert_array_equal(one_chunk.state[0], small_chunks.state[0])
     assert small_chunks.num_steps == 25 and small_chunks.status is DriveStatus.COMPLETED
+
+
+def test_chunk_size_is_a_runtime_value_below_the_buffer_rows(count_compilations):
+    """Chunks of 7 and of 25 steps in a 32-row buffer: one program, the same records."""
+    seven = run_population(chunk_size=7, chunk_rows=32)
+    before = len(count_compilations)
+    whole = run_population(chunk_size=25, chunk_rows=32)
+    assert len(count_compilations) == before, "another chunk size recompiled"
+    np.testing.assert_array_equal(seven.records["ess"], whole.records["ess"])
+    np.testing.assert_array_equal(seven.records["index"], np.arange(25))
+    with pytest.raises(ValueError, match="chunk_rows"):
+        run_population(chunk_size=10, chunk_rows=5)
+
+
+def test_records_stay_on_the_device_until_the_end_unless_the_host_reads_them(monkeypatch):
+    """With nothing shown or saved between chunks, the records of all chunks come back in
+    one transfer (no wait per chunk), or in several once those held pass the byte bound;
+    the records are those fetched chunk by chunk."""
+    fetched_per_chunk = run_population(after_chunk_fn=lambda state, step: None)
+    transfers = []
+    original = jax.device_get
+
+    def counting_device_get(tree):
+        transfers.append(1)
+        return original(tree)
+
+    monkeypatch.setattr(jax, "device_get", counting_device_get)
+    kept = run_population()
+    assert len(transfers) == 1  # 25 steps in 3 chunks, fetched once
+    transfers.clear()
+    monkeypatch.setattr(_drive, "DEVICE_RECORDS_BYTES", 1)
+    bounded = run_population()
+    assert len(transfers) == 3  # the bound passed after every chunk
+    for result in (kept, bounded):
+        np.testing.assert_array_equal(result.records["ess"], fetched_per_chunk.records["ess"])
+        np.testing.assert_array_equal(result.records["index"], np.arange(25))
+        np.testing.assert_array_equal(result.state[0], fetched_per_chunk.state[0])
 
 
 def counter_step(key, state, step_index, shared):

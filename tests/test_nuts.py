@@ -123,3 +123,43 @@ def test_driver_reports_nonfinite_proposals_without_leaking_nan():
     assert np.all(np.isfinite(x)) and np.all(x[..., 0] < 1.0)
     assert np.all(np.isfinite(idata.sample_stats["lp"].values))
     assert idata.attrs["num_nonfinite_proposals"] > 0
+
+
+# Draws of `pi.sample` (NUTS, window adaptation, float64) recorded at 796fc2a, whose NUTS
+# (written as stages, run whole or interleaved) gave draws bitwise equal to ed5194a's
+# before the refactor (eight schools, checked by hand). A change that moves any draw, step
+# size or trajectory length fails here: compare against a kernel known to be right before
+# re-recording. The tolerance allows for other CPUs' float64 rounding only.
+GOLDEN_DRAWS = [
+    [
+        [1.369909038572924, 0.8536897102495498, 1.86942330499489],
+        [-0.1409217066511672, -0.03340187501887774, 1.5435418882345686],
+        [-0.5397526967559867, -0.5272647206772879, -0.879431546391756],
+        [-0.1577860238636299, -0.1319233315727407, -1.0095739885365633],
+    ],
+    [
+        [0.7862558224730358, -0.7162746889546334, -2.870604546326974],
+        [1.7624124036614914, 1.5757249393961799, -1.0167391956816896],
+        [1.0219660092289238, 0.8786704996661633, -1.1402359907024635],
+        [0.9934348202437201, 0.8286445379121702, 2.463694680456687],
+    ],
+]
+GOLDEN_N_STEPS = [[7, 3, 3, 3], [3, 15, 3, 3]]
+GOLDEN_STEP_SIZES = [0.9807443261773927, 0.8621110439334725]
+
+
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 4 draws
+@pytest.mark.parametrize("chain_method", ["sequential", "vectorized"])
+def test_draws_equal_the_recorded_golden_draws(chain_method):
+    with jax.enable_x64(True):
+        prec = jnp.array([[2.8, -2.4, 0.4], [-2.4, 3.0, -0.5], [0.4, -0.5, 0.6]])
+        target = pi.LogDensity(lambda x: -0.5 * x @ prec @ x, jnp.zeros(3))
+        idata = pi.sample(
+            target, chains=2, warmup=40, draws=4, seed=11, progress=False,
+            chain_method=chain_method,
+        )  # fmt: skip
+    np.testing.assert_array_equal(idata.sample_stats.n_steps.values, GOLDEN_N_STEPS)
+    np.testing.assert_allclose(
+        idata.sample_stats.step_size.values[:, 0], GOLDEN_STEP_SIZES, rtol=1e-9
+    )
+    np.testing.assert_allclose(idata.posterior.x.values, GOLDEN_DRAWS, rtol=1e-9, atol=1e-12)

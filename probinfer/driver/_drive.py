@@ -6,7 +6,8 @@ chunk one compiled program (a ``while_loop``: a short last chunk, or one that st
 because ``is_done_fn`` says so, reuses the same program). Between chunks it fetches the
 chunk's records to the host, moves the progress bar and writes a checkpoint. One chunk is
 kept in flight: the next is dispatched before the previous one's records are fetched, so
-host work overlaps device work.
+host work overlaps device work. A drive with nothing to show or save between chunks
+dispatches every chunk at once and fetches the records in one transfer at the end.
 
 The driver owns the loop key: step ``i`` gets ``fold_in(key, i)`` (with ``member_map``,
 member ``m`` gets ``fold_in(split(key, M)[m], i)``), so a resumed run continues the same
@@ -73,6 +74,9 @@ from probinfer.driver._progress import ProgressReporter
 PyTree = Any
 StepFn = Callable[[PRNGKeyArray, PyTree, Array, PyTree], tuple[PyTree, PyTree]]
 POPULATION_AXIS = "population"
+# A drive that shows nothing between chunks keeps its records on the device up to this
+# many bytes before fetching them (a bound on the device memory they take).
+DEVICE_RECORDS_BYTES = 2**26
 
 
 class DriveStatus(enum.Enum):
@@ -269,27 +273,83 @@ def _run_staged(
     return state, packing.unpack(buffers), start + count, done
 
 
+class _HostRecords:
+    """A drive's records on the host, chunk by chunk.
+
+    With a known step count they are copied into arrays allocated for the whole drive at
+    the first chunk, so the host holds one copy (no concatenation at the end); otherwise
+    the chunks are concatenated at the end.
+    """
+
+    def __init__(self, step_axis: int, num_rows: int | None) -> None:
+        self.step_axis = step_axis
+        self.num_rows = num_rows
+        self.chunks: list[PyTree] = []
+        self.arrays: PyTree = None
+        self.filled = 0
+
+    def add(self, records: PyTree, count: int) -> PyTree:
+        """Keep the first ``count`` steps of a chunk's host records; returns them."""
+        axis = self.step_axis
+
+        def first(a: np.ndarray) -> np.ndarray:
+            return a[(slice(None),) * axis + (slice(0, count),)]
+
+        kept = jax.tree.map(first, records)
+        if self.num_rows is None:
+            self.chunks.append(kept)
+            return kept
+        if self.arrays is None:
+            self.arrays = jax.tree.map(
+                lambda a: np.empty(
+                    a.shape[:axis] + (self.num_rows,) + a.shape[axis + 1 :], a.dtype
+                ),
+                kept,
+            )
+        rows = (slice(None),) * axis + (slice(self.filled, self.filled + count),)
+        for array, chunk in zip(jax.tree.leaves(self.arrays), jax.tree.leaves(kept), strict=True):
+            array[rows] = chunk
+        self.filled += count
+        return kept
+
+    def result(self, records_like: PyTree) -> PyTree:
+        """All kept steps (``records_like``: a chunk's structure, for an empty drive)."""
+        axis = self.step_axis
+        if self.arrays is not None:
+            return jax.tree.map(
+                lambda a: a[(slice(None),) * axis + (slice(0, self.filled),)], self.arrays
+            )
+        if self.chunks:
+            return jax.tree.map(lambda *chunks: np.concatenate(chunks, axis=axis), *self.chunks)
+        return jax.tree.map(
+            lambda s: np.zeros(s.shape[:axis] + (0,) + s.shape[axis + 1 :], s.dtype),
+            records_like(),
+        )
+
+
 class _ChunkProgram(NamedTuple):
     """The static part of a chunk program (hashable: it keys the compiled programs)."""
 
     step_fn: StepFn
     is_done_fn: Callable[[PyTree], Array] | None
-    chunk_size: int
+    chunk_rows: int  # the records buffer's rows: the most steps a chunk can take
     member_map: str | None
     interleave: bool  # a StagedStep as one flat loop of `advance` calls
 
 
 def _run_chunk(
     program: _ChunkProgram, state: PyTree, key: PRNGKeyArray, shared: PyTree, start: Array,
-    total: Array,
+    total: Array, chunk_size: Array,
 ) -> tuple[PyTree, PyTree, Array, Array]:  # fmt: skip
-    """Up to ``chunk_size`` steps from step ``start`` (never past ``total``).
+    """Up to ``chunk_size`` (at most ``chunk_rows``) steps from ``start``, never past ``total``.
 
-    Returns the state, the records buffer (``chunk_size`` rows, the first ``next_start -
-    start`` of them filled), the next step index, and whether ``is_done_fn`` holds.
+    ``chunk_size`` is a runtime value, so runs whose chunks differ in length share the
+    program. Returns the state, the records buffer (``chunk_rows`` rows, the first
+    ``next_start - start`` of them filled), the next step index, and whether ``is_done_fn``
+    holds.
     """
     count_trace("chunk")
-    limit = jnp.minimum(program.chunk_size, total - start)
+    limit = jnp.minimum(jnp.minimum(chunk_size, program.chunk_rows), total - start)
 
     def run(state: PyTree, key: PRNGKeyArray) -> tuple[PyTree, PyTree, Array, Array]:
         def step(index: Array, state: PyTree) -> tuple[PyTree, PyTree]:
@@ -313,11 +373,11 @@ def _run_chunk(
                 start,
                 limit,
                 record_shapes,
-                program.chunk_size,
+                program.chunk_rows,
             )
 
         buffers = jax.tree.map(
-            lambda s: jnp.zeros((program.chunk_size, *s.shape), s.dtype), record_shapes
+            lambda s: jnp.zeros((program.chunk_rows, *s.shape), s.dtype), record_shapes
         )
 
         def keep_going(carry: tuple[Array, PyTree, PyTree, Array]) -> Array:
@@ -401,6 +461,7 @@ def drive(
     is_done_fn: Callable[[PyTree], Array] | None = None,
     max_steps: int | None = None,
     chunk_size: int = 100,
+    chunk_rows: int | None = None,
     member_map: str | None = None,
     interleave: bool = False,
     mesh: jax.sharding.Mesh | None = None,
@@ -426,7 +487,11 @@ def drive(
         num_steps: run exactly this many steps; or give ``is_done_fn`` and ``max_steps``.
         is_done_fn: ``state -> bool``: stop once it holds (checked before every step).
         max_steps: with ``is_done_fn``, the most steps to take.
-        chunk_size: steps per compiled chunk (progress and checkpoints between chunks).
+        chunk_size: steps per chunk (progress and checkpoints between chunks); a runtime
+            value of the chunk program.
+        chunk_rows: the records buffer's rows, a shape of the chunk program (default
+            ``chunk_size``; at least ``chunk_size``): drives with the same ``chunk_rows``
+            and other chunk sizes share one program.
         member_map: map independent members as one of :data:`MEMBER_MAPS`, or None for a
             population step.
         interleave: run a :class:`StagedStep` as one flat loop of ``advance`` calls, each
@@ -491,10 +556,16 @@ def drive(
         0,
     )
     chunk_size = check_count("chunk_size", chunk_size, 1)
+    chunk_rows = chunk_size if chunk_rows is None else check_count("chunk_rows", chunk_rows, 1)
+    if chunk_rows < chunk_size:
+        raise ValueError(
+            f"`chunk_rows={chunk_rows}` cannot hold a chunk of `chunk_size={chunk_size}` "
+            "steps; pass `chunk_rows >= chunk_size`."
+        )
     watch = CompileWatch() if watch is None else watch
     if interleave and not isinstance(step_fn, StagedStep):
         raise ValueError("`interleave=True` needs a `StagedStep`; a plain step runs whole.")
-    program = _ChunkProgram(step_fn, is_done_fn, chunk_size, member_map, interleave)
+    program = _ChunkProgram(step_fn, is_done_fn, chunk_rows, member_map, interleave)
     keys = key
     if member_map is not None:
         keys = jax.random.split(key, _leading_size(state))
@@ -518,24 +589,26 @@ def drive(
     state, keys = place(state, keys)
     shared = jax.tree.map(jnp.asarray, shared)
 
+    def select(buffers: PyTree) -> PyTree:
+        return buffers if record_fn is None else record_fn(buffers)
+
     def fetch(buffers: PyTree) -> PyTree:
-        selected = buffers if record_fn is None else record_fn(buffers)
         if jax.process_count() > 1:  # every process gets the whole population's records
-            return multihost_utils.process_allgather(selected, tiled=True)
-        return jax.device_get(selected)
+            return multihost_utils.process_allgather(select(buffers), tiled=True)
+        return jax.device_get(select(buffers))
 
     def records_structure(state: PyTree, keys: PRNGKeyArray) -> PyTree:
         """Shapes of a chunk's fetched records (a trace, no compilation)."""
 
         def records(state: PyTree, keys: PRNGKeyArray) -> PyTree:
             zero = jnp.asarray(0, jnp.int32)
-            buffers = _run_chunk(program, state, keys, shared, zero, zero)[1]
+            buffers = _run_chunk(program, state, keys, shared, zero, zero, zero)[1]
             return buffers if record_fn is None else record_fn(buffers)
 
         return jax.eval_shape(records, state, keys)
 
     step_axis = 0 if member_map is None else 1
-    host_chunks: list[PyTree] = []
+    host = _HostRecords(step_axis, None if is_done_fn is not None else total - first_step)
     first_step = check_count("first_step", first_step, 0)
     done, seconds, is_finished, is_done = first_step, 0.0, first_step >= total, False
     folder = None if checkpoint is None else Path(checkpoint)
@@ -555,7 +628,9 @@ def drive(
             is_done = is_done_fn is not None and bool(is_done_fn(state))
             is_finished = is_done or done >= total
             records_like = records_structure(state, keys)
-            host_chunks = [records for _, records in load_records(folder, done, records_like)]
+            for start, records in load_records(folder, done, records_like):
+                leaves = jax.tree.leaves(records)  # saved with their steps only
+                host.add(records, leaves[0].shape[step_axis] if leaves else 0)
     if progress is not None:
         progress.update(description=description, advance=done)
 
@@ -563,13 +638,43 @@ def drive(
     tic = last_tic = time.perf_counter()
     next_start = jnp.asarray(done, jnp.int32)
     total_device = jnp.asarray(total, jnp.int32)
+    steps_per_chunk = jnp.asarray(chunk_size, jnp.int32)
+    if (
+        is_done_fn is None
+        and progress is None
+        and folder is None
+        and after_chunk_fn is None
+        and jax.process_count() == 1
+    ):
+        # Nothing on the host reads a chunk before the end and every chunk's end is known:
+        # all chunks are dispatched at once and their records stay on the device, fetched
+        # in one transfer at the end (or whenever those held pass DEVICE_RECORDS_BYTES),
+        # so the host never waits for a chunk.
+        held: list[tuple[PyTree, int]] = []
+        held_bytes = 0
+        while done < total or held:
+            if done < total:
+                state, buffers, next_start, _ = _dispatch(
+                    program, watch, state, keys, shared, next_start, total_device,
+                    steps_per_chunk,
+                )  # fmt: skip
+                count = min(chunk_size, total - done)
+                held.append((select(buffers), count))
+                held_bytes += sum(leaf.nbytes for leaf in jax.tree.leaves(held[-1][0]))
+                done += count
+            if done >= total or held_bytes > DEVICE_RECORDS_BYTES:
+                fetched = jax.device_get([records for records, _ in held])
+                for records, (_, count) in zip(fetched, held, strict=True):
+                    host.add(records, count)
+                held, held_bytes = [], 0
+        is_finished = True
     dispatched_until = done  # host-known steps dispatched (exact for fixed step counts)
     pending = None
     while True:
         dispatched = None
         if not is_finished and dispatched_until < total:
             state, buffers, next_start, done_flag = _dispatch(
-                program, watch, state, keys, shared, next_start, total_device
+                program, watch, state, keys, shared, next_start, total_device, steps_per_chunk
             )
             dispatched = (state, buffers, next_start, done_flag)
             if is_done_fn is None:  # a fixed step count: the chunk's end is known
@@ -580,11 +685,7 @@ def drive(
             count = chunk_end - done
             records = None
             if count > 0:
-                records = jax.tree.map(
-                    lambda a, count=count: np.take(a, np.arange(count), axis=step_axis),
-                    fetch(buffers),
-                )
-                host_chunks.append(records)
+                records = host.add(fetch(buffers), count)
                 if folder is not None:
                     save_records(folder, done, records)
             is_finished = is_done or chunk_end >= total
@@ -611,13 +712,7 @@ def drive(
             break
         pending = dispatched
     seconds += time.perf_counter() - tic - (watch.compile_seconds - compiled_before)
-    if host_chunks:
-        records = jax.tree.map(lambda *chunks: np.concatenate(chunks, axis=step_axis), *host_chunks)
-    else:
-        records = jax.tree.map(
-            lambda s: np.zeros(s.shape[:step_axis] + (0,) + s.shape[step_axis + 1 :], s.dtype),
-            records_structure(state, keys),
-        )
+    records = host.result(lambda: records_structure(state, keys))
     status = (
         DriveStatus.STEP_LIMIT
         if is_done_fn is not None and not is_done and done >= total
