@@ -3,8 +3,9 @@
 Without a progress bar the driver keeps draws on the device until 64 MiB of them are
 held (``DEVICE_RECORDS_BYTES``), then copies them into host arrays allocated once for the
 whole run; the run diagnostics work on blocks of components. So the peak resident memory
-added by the run should stay within a small multiple of the size of the draws. This script measures the increase of peak RSS
-(``ru_maxrss``) during ``pi.sample`` and compares it with the size of the returned draws.
+added by the run should stay within a small multiple of the size of the draws. This
+script measures the increase of peak RSS (``ru_maxrss``) during ``pi.sample`` and compares
+it with the size of the returned draws.
 
 Run: ``python benchmarks/memory.py [--draws 100000] [--dim 100] [--chains 4]``.
 """

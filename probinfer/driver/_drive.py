@@ -628,7 +628,7 @@ def drive(
             is_done = is_done_fn is not None and bool(is_done_fn(state))
             is_finished = is_done or done >= total
             records_like = records_structure(state, keys)
-            for start, records in load_records(folder, done, records_like):
+            for _, records in load_records(folder, done, records_like):
                 leaves = jax.tree.leaves(records)  # saved with their steps only
                 host.add(records, leaves[0].shape[step_axis] if leaves else 0)
     if progress is not None:
