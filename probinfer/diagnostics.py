@@ -147,7 +147,11 @@ def _component_convergence(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
         ess_high = _basic_ess(_split_chains((x <= high).astype(np.float64)))
         ess_tail = np.where(ess_high < ess_low, ess_high, ess_low)  # as min(low, high)
     has_nan = np.isnan(x).any(axis=(0, 1))
-    return tuple(np.where(has_nan, np.nan, value) for value in (rhat, ess_bulk, ess_tail))
+    return (
+        np.where(has_nan, np.nan, rhat),
+        np.where(has_nan, np.nan, ess_bulk),
+        np.where(has_nan, np.nan, ess_tail),
+    )
 
 
 def convergence(posterior: Any) -> Convergence:
