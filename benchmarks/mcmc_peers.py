@@ -108,6 +108,7 @@ import argparse
 import datetime
 import json
 import math
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -865,7 +866,13 @@ def markdown_report(
         f"- Date: {machine['date']}; total benchmark wall time {total_seconds:.0f} s",
         f"- Machine: {machine['cpu']}, {machine['logical_cores']} logical cores "
         f"({machine['usable_cores']} usable), backend {machine['jax_backend']}, "
-        f"load average at start {', '.join(f'{x:.2f}' for x in machine['load_average_at_start'])}",
+        f"load average at start {', '.join(f'{x:.2f}' for x in machine['load_average_at_start'])}"
+        + (
+            f"; {machine['background_load_processes']} busy-looping background process(es) "
+            "(`--background-load`) throughout"
+            if machine.get("background_load_processes")
+            else ""
+        ),
         f"- Versions: {versions}; probinfer git {machine['probinfer_git']}; "
         f"Python {machine['python']}",
         f"- Budgets: {budget.chains} chains x ({budget.warmup} warm-up + {budget.draws} draws); "
@@ -1063,8 +1070,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=1,
         help="warm repeats per sampler and model (seeds 0..R-1)",
     )
+    parser.add_argument(
+        "--background-load",
+        type=int,
+        default=0,
+        help="busy-looping processes run beside the benchmark (a loaded machine, "
+        "reproducibly; recorded in the report)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     return parser.parse_args(argv)
+
+
+def _busy_loop() -> None:
+    """Spin forever: one process of ``--background-load``."""
+    count = 0
+    while True:
+        count += 1
+
+
+def start_background_load(num_processes: int) -> list[multiprocessing.Process]:
+    """Start ``num_processes`` busy-looping daemon processes (stopped with the benchmark).
+
+    Args:
+        num_processes: how many.
+
+    Returns:
+        The processes.
+    """
+    context = multiprocessing.get_context("spawn")  # no copy of JAX's threads
+    processes = [context.Process(target=_busy_loop, daemon=True) for _ in range(num_processes)]
+    for process in processes:
+        process.start()
+    return processes
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -1089,7 +1126,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     jax.block_until_ready(jax.jit(lambda x: jax.lax.fori_loop(0, 3, lambda i, y: y * 2, x))(1.0))
 
     budget = Budget(options.chains, options.warmup, options.draws)
+    load = start_background_load(options.background_load)
     machine = machine_description(x64_models)
+    machine["background_load_processes"] = options.background_load
     options.out.mkdir(parents=True, exist_ok=True)
     records: list[RunRecord] = []
     num_runs = len(model_names) * len(samplers) * (options.repeats + 1)
@@ -1140,6 +1179,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     total_seconds = time.perf_counter() - start
     machine["load_average_at_end"] = list(os.getloadavg())
+    for process in load:
+        process.terminate()
     summaries = aggregate(records)
     ratio_rows = ratios(records, summaries)
     result = {

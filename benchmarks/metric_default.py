@@ -1,17 +1,18 @@
-"""NUTS with a dense or a diagonal metric on the zoo: the measurement behind the default.
+"""A dense or a diagonal metric on the zoo: the measurement behind each method's default.
 
 Run::
 
-    .venv/bin/python benchmarks/metric_default.py \
+    .venv/bin/python benchmarks/metric_default.py [--method nuts] \
         [--seeds 3] [--out benchmarks/results/metric_default]
 
 For every zoo model whose posterior NUTS can sample (not the centered funnel, not the
 two-mode mixture): one untimed run per metric to compile, then ``--seeds`` seeds, the two
 metrics interleaved within each seed so that machine load hits both alike. Each run is
-``pi.sample`` with its defaults (4 chains, 1000 warm-up, 1000 draws) and ``metric=``
-``"dense"`` or ``"diag"``; ESS/s = min bulk ESS over latent coordinates / (warm-up +
-sampling seconds, compilation excluded). Writes ``metric_default.{json,md}`` with the
-per-model geometric means and the dense / diagonal ratio.
+``pi.sample`` with its defaults (4 chains, 1000 warm-up, 1000 draws; MALA and RWM 10x the
+steps, as ``probinfer bench`` runs them) and ``metric=`` ``"dense"`` or ``"diag"``; ESS/s
+= min bulk ESS over latent coordinates / (warm-up + sampling seconds, compilation
+excluded). Writes ``metric_default.{json,md}`` (NUTS) or ``metric_default_<method>.*``
+with the per-model geometric means and the dense / diagonal ratio.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 
 import probinfer as pi
 from probinfer import zoo
-from probinfer.bench import machine_description
+from probinfer.bench import STEP_MULTIPLIER, machine_description
 
 MODELS = (
     "gaussian_iid",
@@ -42,15 +43,17 @@ MODELS = (
 METRICS = ("dense", "diag")
 
 
-def one_run(name: str, metric: str, seed: int) -> dict[str, float]:
-    """ESS/s, min bulk ESS and max R-hat of one NUTS run."""
+def one_run(name: str, method: str, metric: str, seed: int) -> dict[str, float]:
+    """ESS/s, min bulk ESS and max R-hat of one run."""
     zoo_model = zoo.get(name)
     args, kwargs = zoo_model.data()
+    steps = 1000 * STEP_MULTIPLIER[method]
     with warnings.catch_warnings():  # the table reports R-hat; divergences are not the point
         warnings.simplefilter("ignore")
         idata = pi.sample(
-            zoo_model.model, *args, metric=metric, seed=seed, progress=False, **kwargs
-        )
+            zoo_model.model, *args, method=method, metric=metric, warmup=steps, draws=steps,
+            seed=seed, progress=False, log_likelihood=False, **kwargs,
+        )  # fmt: skip
     names = list(zoo_model.reference.moments)
     posterior = idata.posterior[[n for n in names if n in idata.posterior]]
     ess = az.ess(posterior, method="bulk")
@@ -64,10 +67,15 @@ def one_run(name: str, metric: str, seed: int) -> dict[str, float]:
     }
 
 
-def report(results: dict[str, dict[str, list[dict[str, float]]]], machine: dict) -> str:
+def report(
+    results: dict[str, dict[str, list[dict[str, float]]]], machine: dict, method: str
+) -> str:
     """The markdown table: geometric-mean ESS/s per metric and their ratio, per model."""
+    steps = 1000 * STEP_MULTIPLIER[method]
     lines = [
-        "# NUTS: dense against diagonal metric on the zoo",
+        f"# {method.upper()}: dense against diagonal metric on the zoo",
+        "",
+        f"4 chains x ({steps} warm-up + {steps} draws) per run.",
         "",
         f"Machine: {machine['cpu']} ({machine['cores']} cores, load average "
         f"{machine['load_average'][0]}), jax {machine['jax']}, probinfer at commit "
@@ -91,24 +99,27 @@ def report(results: dict[str, dict[str, list[dict[str, float]]]], machine: dict)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=sorted(STEP_MULTIPLIER), default="nuts")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/metric_default"))
     options = parser.parse_args()
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
     for name in MODELS:
         for metric in METRICS:  # compile, untimed
-            one_run(name, metric, seed=99)
+            one_run(name, options.method, metric, seed=99)
         results[name] = {metric: [] for metric in METRICS}
         for seed in range(options.seeds):
             for metric in METRICS:
-                results[name][metric].append(one_run(name, metric, seed))
+                results[name][metric].append(one_run(name, options.method, metric, seed))
         print(name, {m: [round(r["ess_per_second"]) for r in results[name][m]] for m in METRICS})
     machine = machine_description()
     options.out.mkdir(parents=True, exist_ok=True)
-    (options.out / "metric_default.json").write_text(
-        json.dumps({"machine": machine, "results": results}, indent=1) + "\n"
+    stem = "metric_default" if options.method == "nuts" else f"metric_default_{options.method}"
+    (options.out / f"{stem}.json").write_text(
+        json.dumps({"machine": machine, "method": options.method, "results": results}, indent=1)
+        + "\n"
     )
-    (options.out / "metric_default.md").write_text(report(results, machine))
+    (options.out / f"{stem}.md").write_text(report(results, machine, options.method))
 
 
 if __name__ == "__main__":

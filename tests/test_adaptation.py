@@ -235,17 +235,25 @@ def test_adapted_mass_matrix_is_stans_estimate_from_last_window(is_dense):
 
 
 @pytest.mark.parametrize("is_dense", [True, False], ids=["dense", "diag"])
-def test_cumulative_warmup_estimates_from_every_slow_draw_after_the_first_window(is_dense):
-    """RWM's matrix is the regularized covariance of the draws of iterations 100-949 (all
-    windows but the first, 75-99), not of the last window alone (Stan's, 450-949)."""
+def test_cumulative_warmup_estimates(is_dense):
+    """RWM's diagonal matrix is the regularized variance of the draws of iterations 100-949
+    (all windows but the first, 75-99), not of the last window alone (Stan's, 450-949); its
+    dense matrix is the last window's regularized covariance (as Stan's) shrunk toward its
+    diagonal with weight 30 / (n + 30), as if 10 draws per dimension had the diagonal
+    covariance."""
     positions, matrices = warmup_run(is_dense, algorithm_name="rwm")
     slow = windows(mcmc.build_schedule(NUM_WARMUP))
     assert slow[0] == (75, 100) and slow[-1] == LAST_WINDOW
     for chain in range(NUM_CHAINS):
-        draws = positions[chain, slow[1][0] : slow[-1][1]]
-        np.testing.assert_allclose(
-            matrices[chain], stan_regularized(draws, is_dense), rtol=1e-4, atol=1e-6
-        )
+        if is_dense:
+            draws = positions[chain, LAST_WINDOW[0] : LAST_WINDOW[1]]
+            stan = stan_regularized(draws, is_dense=True)
+            weight = len(draws) / (len(draws) + 10 * 3)
+            expected = weight * stan + (1 - weight) * np.diag(np.diag(stan))
+        else:
+            draws = positions[chain, slow[1][0] : slow[-1][1]]
+            expected = stan_regularized(draws, is_dense=False)
+        np.testing.assert_allclose(matrices[chain], expected, rtol=1e-4, atol=1e-6)
 
 
 def mass_matrix_checks(is_dense, cov, seed=0):
@@ -359,12 +367,13 @@ def standard_normal(x):
         (mcmc.nuts, None, 3, 2),
         (mcmc.nuts, None, mcmc.DENSE_MASS_MATRIX_MAX_DIM + 1, 1),
         (mcmc.hmc, None, 3, 2),
-        (mcmc.mala, None, 3, 1),
+        (mcmc.mala, None, 3, 2),
+        (mcmc.mala, None, mcmc.DENSE_MASS_MATRIX_MAX_DIM + 1, 1),
         (mcmc.rwm, None, 3, 1),
         (mcmc.rwm, "dense", 3, 2),
         (mcmc.nuts, "diag", 3, 1),
     ],
-    ids=["nuts", "nuts-high-dim", "hmc", "mala", "rwm", "rwm-dense", "nuts-diag"],
+    ids=["nuts", "nuts-high-dim", "hmc", "mala", "mala-high-dim", "rwm", "rwm-dense", "nuts-diag"],
 )
 def test_metric_default_rule_and_explicit_choice(algorithm, metric, dim, expected_ndim):
     adaptation = mcmc.window_adaptation(

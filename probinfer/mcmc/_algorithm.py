@@ -75,10 +75,11 @@ class Algorithm:
         uses_gradient: whether the kernel evaluates gradients of the log density.
         dense_metric_max_dim: window adaptation's default metric is dense up to this flat
             dimension and diagonal above it (0: always diagonal).
-        has_cumulative_warmup: window adaptation estimates the metric from every slow
-            draw after the first window (not from the last window alone) and adapts the
-            step size continuously (no restart after a new metric): for random-walk-like
-            kernels, whose windows hold few effective draws.
+        has_cumulative_warmup: window adaptation estimates a diagonal metric from every
+            slow draw after the first window (not from the last window alone), shrinks a
+            dense one toward its diagonal, and adapts the step size continuously (no
+            restart after a new metric): for random-walk-like kernels, whose windows hold
+            few effective draws.
     """
 
     def __init__(
