@@ -147,7 +147,8 @@ def sample(
     """Draw posterior samples with MCMC and return them as ArviZ ``InferenceData``.
 
     Warm-up is Stan's window adaptation (step size by dual averaging, inverse mass
-    matrix from windowed Welford estimates; dense when the dimension is <= 200).
+    matrix from windowed Welford estimates; for NUTS and HMC dense when the dimension is
+    <= 200, for MALA and RWM diagonal).
 
     Args:
         model: a NumPyro model function (called as ``model(*args, **model_kwargs)``) or a

@@ -17,6 +17,7 @@ import pandas as pd
 import scipy.fft
 import scipy.special
 import scipy.stats
+import xarray as xr
 
 RHAT_MAX = 1.01  # rank-normalized split R-hat above this: chains disagree (Vehtari et al. 2021)
 ESS_PER_CHAIN_MIN = 100.0  # bulk or tail ESS per chain below this: estimates too noisy
@@ -26,7 +27,8 @@ EBFMI_MIN = 0.3  # energy Bayesian fraction of missing information below this (B
 WARMUP_NONFINITE_FRACTION = 0.01
 FLOAT32_ENERGY_NATS = 0.01  # rounding of the energy in float32 that distorts acceptance
 STUCK_ACCEPTANCE = 1e-3  # a chain's mean acceptance below this: it has not moved
-# Draws per block of components in `convergence`: its working memory is ~25x this in bytes.
+# Draws per block of components in `convergence`: its float64 copies and FFT buffers take
+# about 100 bytes per draw of a block.
 CONVERGENCE_BLOCK_VALUES = 2**20
 
 
@@ -132,6 +134,22 @@ def _basic_ess(x: np.ndarray) -> np.ndarray:
     return np.where(np.ptp(x, axis=(0, 1)) < np.finfo(float).resolution, float(size), ess)
 
 
+def _type7_quantiles(values: np.ndarray, probs: tuple[float, ...]) -> np.ndarray:
+    """Quantiles over axis 0, R's type 7 written as ArviZ computes it (``mquantiles`` with
+    ``alphap = betap = 1``: ``(1 - g) x[k-1] + g x[k]``). Kept in that form, not
+    ``np.quantile``'s: on tied draws the two can differ by an ulp, which moves a whole
+    tie group across the quantile in the tail ESS."""
+    ordered = np.sort(values, axis=0)
+    count = ordered.shape[0]
+    quantiles = []
+    for prob in probs:
+        aleph = count * prob + 1.0 - prob
+        k = int(np.floor(np.clip(aleph, 1, count - 1)))
+        gamma = float(np.clip(aleph - k, 0.0, 1.0))
+        quantiles.append((1.0 - gamma) * ordered[k - 1] + gamma * ordered[k])
+    return np.stack(quantiles)
+
+
 def _component_convergence(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """R-hat, bulk ESS and tail ESS of ``(chain, draw, k)`` float64 draws (4 or more)."""
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -142,7 +160,7 @@ def _component_convergence(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
         rhat_tail = _basic_rhat(_normal_scores(folded))
         rhat = np.where(rhat_tail > rhat_bulk, rhat_tail, rhat_bulk)  # as max(bulk, tail)
         ess_bulk = _basic_ess(bulk_scores)
-        low, high = np.quantile(x.reshape(-1, x.shape[2]), [0.05, 0.95], axis=0)
+        low, high = _type7_quantiles(x.reshape(-1, x.shape[2]), (0.05, 0.95))
         ess_low = _basic_ess(_split_chains((x <= low).astype(np.float64)))
         ess_high = _basic_ess(_split_chains((x <= high).astype(np.float64)))
         ess_tail = np.where(ess_high < ess_low, ess_high, ess_low)  # as min(low, high)
@@ -157,8 +175,18 @@ def _component_convergence(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
 def convergence(posterior: Any) -> Convergence:
     """R-hat and bulk/tail ESS of every scalar component of a posterior.
 
-    Components are processed together in blocks of about :data:`CONVERGENCE_BLOCK_VALUES`
-    draws, so the working memory stays bounded (a few times a block's size) for any run.
+    Rank-normalized split R-hat is the larger of the Gelman-Rubin R-hat of the draws'
+    normal scores (their ranks over all chains and draws, ``Phi^-1((r - 3/8) / (n +
+    1/4))``) and of the scores of ``|draw - median|``, both over half chains. Bulk ESS is
+    the ESS of the split normal scores, tail ESS the smaller ESS of the indicators
+    ``draw <= q`` at the 5% and 95% quantiles. Components are processed together in
+    blocks of about :data:`CONVERGENCE_BLOCK_VALUES` draws, so the working memory stays
+    bounded for any run.
+
+    References:
+        Vehtari, Gelman, Simpson, Carpenter and Bürkner (2021), "Rank-normalization,
+        folding, and localization: an improved R-hat for assessing convergence of MCMC",
+        Bayesian Analysis 16(2).
 
     Args:
         posterior: an ``xarray.Dataset`` (``idata.posterior``) or a dict of site name ->
@@ -166,8 +194,16 @@ def convergence(posterior: Any) -> Convergence:
 
     Returns:
         The :class:`Convergence`.
+
+    Example:
+        >>> import numpy as np
+        >>> from probinfer.diagnostics import convergence
+        >>> draws = np.random.default_rng(0).normal(size=(4, 500, 2))
+        >>> result = convergence({"theta": draws})
+        >>> result.labels, bool(np.all(result.rhat < 1.01))
+        (["'theta'[0]", "'theta'[1]"], True)
     """
-    items = posterior.data_vars.items() if hasattr(posterior, "data_vars") else posterior.items()
+    items = posterior.data_vars.items() if isinstance(posterior, xr.Dataset) else posterior.items()
     results, labels = [], []
     for name, array in items:
         values = np.asarray(getattr(array, "values", array))

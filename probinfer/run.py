@@ -51,8 +51,9 @@ INTERLEAVE_MIN_CHAINS = 32
 # Rows of a chunk's records buffer, the one shape that bounds the steps of a chunk: fixed,
 # so that any warm-up and draw counts share the compiled program. Per-chunk cost is small
 # (a dispatch, ~1 ms; eight schools, 2,000 steps: the same wall time with chunks of 16 or
-# 1,024 steps), so the cap costs nothing measurable.
-CHUNK_ROWS = 64
+# 1,024 steps), so the cap costs nothing measurable; it bounds the checkpoint files of a
+# long run (20,000 steps: ~80 chunks) and the buffer's memory (rows x chains x record).
+CHUNK_ROWS = 256
 
 
 class SamplerConfig(NamedTuple):
@@ -325,7 +326,8 @@ def initial_positions(
 
 
 def choose_chunk_size(num_warmup: int, num_draws: int) -> int:
-    """About 20 progress updates per phase: 16 to :data:`CHUNK_ROWS` steps per chunk.
+    """16 to :data:`CHUNK_ROWS` steps per chunk: about 20 progress updates per phase of up
+    to 5,120 steps, more for longer phases.
 
     The chunk size is a runtime value of the compiled program (its records buffer has
     :data:`CHUNK_ROWS` rows), so every budget shares one program.

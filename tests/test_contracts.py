@@ -198,7 +198,7 @@ def test_new_seed_and_new_data_trigger_no_xla_compilation(idata, count_compilati
 def test_other_budgets_and_keyword_data_compile_nothing(idata, count_compilations):
     """The warm-up length is a runtime value (its windows are a few integers) and so is the
     chunk size (the records buffer has a fixed number of rows), so any warm-up and draw
-    counts reuse the program (chunks of 16 to 64 steps here); data by keyword is the same
+    counts reuse the program (chunks of 16 to 50 steps here); data by keyword is the same
     call as by position."""
     for warmup, draws in ((10, 30), (40, 30), (500, 30), (600, 30), (1000, 30), (10, 700)):
         pi.sample(model, Y, seed=1, **{**SETTINGS, "warmup": warmup, "draws": draws})

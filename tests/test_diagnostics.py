@@ -179,7 +179,8 @@ def _ar1_draws(rng, shape, phi):
 def test_convergence_equals_arviz_for_every_component():
     """R-hat and bulk/tail ESS, computed for all components at once, equal ArviZ's to
     float64 rounding: independent, autocorrelated, anti-correlated, heavy-tailed, tied,
-    binary, shifted-chain, odd-length, short, constant and NaN draws."""
+    binary, repeated (a tie group at a quantile), shifted-chain, odd-length, short, constant
+    and NaN draws, and one chain's ESS."""
     rng = np.random.default_rng(0)
     cases = {
         "iid": rng.normal(size=(4, 400, 3)),
@@ -188,6 +189,7 @@ def test_convergence_equals_arviz_for_every_component():
         "anti": _ar1_draws(rng, (3, 200, 2), -0.7),
         "cauchy": rng.standard_cauchy(size=(4, 300, 2)),
         "ties": np.round(rng.normal(size=(3, 50, 3))),
+        "repeats": np.repeat(rng.normal(size=(4, 100, 2)), 4, axis=1),  # rejected proposals
         "binary": (rng.uniform(size=(4, 40, 3)) < 0.1).astype(float),
         "shifted_chain": rng.normal(size=(4, 100, 2)) + np.array([0, 0, 0, 3.0])[:, None, None],
         "five_draws": rng.normal(size=(2, 5, 2)),
@@ -212,3 +214,8 @@ def test_convergence_equals_arviz_for_every_component():
                 getattr(ours, field), expected, rtol=1e-10, err_msg=f"{name}: {field}"
             )
     assert ours.labels == ["'a'[0]", "'a'[1]", "'b'"]
+    one_chain = rng.normal(size=(1, 200, 2))  # ESS as ArviZ's; R-hat, which it omits, tested above
+    dataset = az.convert_to_dataset({"a": one_chain})
+    for field, method in (("ess_bulk", "bulk"), ("ess_tail", "tail")):
+        expected = az.ess(dataset, method=method)["a"].values
+        np.testing.assert_allclose(getattr(convergence({"a": one_chain}), field), expected)

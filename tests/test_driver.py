@@ -48,9 +48,10 @@ def initial_population():
     return jnp.linspace(-1.0, 1.0, POPULATION), jnp.zeros(POPULATION)
 
 
-def run_population(**settings):
+def run_population(state=None, **settings):
     options = {"shared": jnp.asarray(0.3), "num_steps": 25, "chunk_size": 10, **settings}
-    return drive(reweight_step, initial_population(), jax.random.key(0), **options)
+    state = initial_population() if state is None else state
+    return drive(reweight_step, state, jax.random.key(0), **options)
 
 
 def test_records_do_not_depend_on_the_chunk_size():
@@ -63,10 +64,15 @@ def test_records_do_not_depend_on_the_chunk_size():
 
 
 def test_chunk_size_is_a_runtime_value_below_the_buffer_rows(count_compilations):
-    """Chunks of 7 and of 25 steps in a 32-row buffer: one program, the same records."""
-    seven = run_population(chunk_size=7, chunk_rows=32)
+    """Chunks of 7 and of 25 steps in a 32-row buffer: one program, the same records (a
+    host hook between chunks, so that the chunks are really of those sizes)."""
+    ends = []
+    seven = run_population(
+        chunk_size=7, chunk_rows=32, after_chunk_fn=lambda state, end: ends.append(end)
+    )
+    assert ends == [7, 14, 21, 25]
     before = len(count_compilations)
-    whole = run_population(chunk_size=25, chunk_rows=32)
+    whole = run_population(chunk_size=25, chunk_rows=32, after_chunk_fn=lambda *_: None)
     assert len(count_compilations) == before, "another chunk size recompiled"
     np.testing.assert_array_equal(seven.records["ess"], whole.records["ess"])
     np.testing.assert_array_equal(seven.records["index"], np.arange(25))
@@ -97,6 +103,24 @@ def test_records_stay_on_the_device_until_the_end_unless_the_host_reads_them(mon
         np.testing.assert_array_equal(result.records["ess"], fetched_per_chunk.records["ess"])
         np.testing.assert_array_equal(result.records["index"], np.arange(25))
         np.testing.assert_array_equal(result.state[0], fetched_per_chunk.state[0])
+
+
+def test_a_drive_from_a_later_first_step_continues_the_run(tmp_path, interrupt_after):
+    """Given the state after 5 steps and ``first_step=5``, a drive returns the records of
+    steps 5-24 of the whole run, whether its records stay on the device, come back chunk
+    by chunk, or are reloaded after an interruption."""
+    full = run_population()
+    after_five = run_population(num_steps=5).state
+    options = {"first_step": 5, "run_fingerprint": "later-start"}
+    kept = run_population(state=after_five, **options)
+    hooked = run_population(state=after_five, after_chunk_fn=lambda *_: None, **options)
+    with interrupt_after(1):
+        run_population(state=after_five, checkpoint=tmp_path, **options)
+    resumed = run_population(state=after_five, checkpoint=tmp_path, **options)
+    for result in (kept, hooked, resumed):
+        np.testing.assert_array_equal(result.records["index"], np.arange(5, 25))
+        np.testing.assert_array_equal(result.records["ess"], full.records["ess"][5:])
+        np.testing.assert_array_equal(result.state[1], full.state[1])
 
 
 def counter_step(key, state, step_index, shared):

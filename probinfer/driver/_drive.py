@@ -6,8 +6,9 @@ chunk one compiled program (a ``while_loop``: a short last chunk, or one that st
 because ``is_done_fn`` says so, reuses the same program). Between chunks it fetches the
 chunk's records to the host, moves the progress bar and writes a checkpoint. One chunk is
 kept in flight: the next is dispatched before the previous one's records are fetched, so
-host work overlaps device work. A drive with nothing to show or save between chunks
-dispatches every chunk at once and fetches the records in one transfer at the end.
+host work overlaps device work. A drive of a fixed step count in one process, with no
+progress bar, checkpoint or ``after_chunk_fn``, dispatches every chunk at once (each as
+long as its buffer) and fetches the records in one transfer at the end.
 
 The driver owns the loop key: step ``i`` gets ``fold_in(key, i)`` (with ``member_map``,
 member ``m`` gets ``fold_in(split(key, M)[m], i)``), so a resumed run continues the same
@@ -312,8 +313,8 @@ class _HostRecords:
         self.filled += count
         return kept
 
-    def result(self, records_like: PyTree) -> PyTree:
-        """All kept steps (``records_like``: a chunk's structure, for an empty drive)."""
+    def result(self, records_like_fn: Callable[[], PyTree]) -> PyTree:
+        """All kept steps (``records_like_fn()``: a chunk's shapes, for an empty drive)."""
         axis = self.step_axis
         if self.arrays is not None:
             return jax.tree.map(
@@ -323,7 +324,7 @@ class _HostRecords:
             return jax.tree.map(lambda *chunks: np.concatenate(chunks, axis=axis), *self.chunks)
         return jax.tree.map(
             lambda s: np.zeros(s.shape[:axis] + (0,) + s.shape[axis + 1 :], s.dtype),
-            records_like(),
+            records_like_fn(),
         )
 
 
@@ -608,8 +609,8 @@ def drive(
         return jax.eval_shape(records, state, keys)
 
     step_axis = 0 if member_map is None else 1
-    host = _HostRecords(step_axis, None if is_done_fn is not None else total - first_step)
     first_step = check_count("first_step", first_step, 0)
+    host = _HostRecords(step_axis, None if is_done_fn is not None else total - first_step)
     done, seconds, is_finished, is_done = first_step, 0.0, first_step >= total, False
     folder = None if checkpoint is None else Path(checkpoint)
     full_fingerprint = fingerprint(
@@ -647,26 +648,32 @@ def drive(
         and jax.process_count() == 1
     ):
         # Nothing on the host reads a chunk before the end and every chunk's end is known:
-        # all chunks are dispatched at once and their records stay on the device, fetched
-        # in one transfer at the end (or whenever those held pass DEVICE_RECORDS_BYTES),
-        # so the host never waits for a chunk.
+        # all chunks are dispatched at once, as full as the buffer allows, and their
+        # records stay on the device, fetched in one transfer at the end, or, when those
+        # held pass DEVICE_RECORDS_BYTES, all but the newest (which keeps the device busy
+        # meanwhile), so the host never waits for a running chunk.
         held: list[tuple[PyTree, int]] = []
-        held_bytes = 0
-        while done < total or held:
-            if done < total:
-                state, buffers, next_start, _ = _dispatch(
-                    program, watch, state, keys, shared, next_start, total_device,
-                    steps_per_chunk,
-                )  # fmt: skip
-                count = min(chunk_size, total - done)
-                held.append((select(buffers), count))
-                held_bytes += sum(leaf.nbytes for leaf in jax.tree.leaves(held[-1][0]))
-                done += count
-            if done >= total or held_bytes > DEVICE_RECORDS_BYTES:
-                fetched = jax.device_get([records for records, _ in held])
-                for records, (_, count) in zip(fetched, held, strict=True):
-                    host.add(records, count)
-                held, held_bytes = [], 0
+        full_chunk = jnp.asarray(chunk_rows, jnp.int32)
+
+        def release(records_and_counts: list[tuple[PyTree, int]]) -> None:
+            fetched = jax.device_get([records for records, _ in records_and_counts])
+            for records, (_, count) in zip(fetched, records_and_counts, strict=True):
+                host.add(records, count)
+
+        while done < total:
+            state, buffers, next_start, _ = _dispatch(
+                program, watch, state, keys, shared, next_start, total_device, full_chunk
+            )
+            count = min(chunk_rows, total - done)
+            held.append((select(buffers), count))
+            done += count
+            held_bytes = sum(
+                leaf.nbytes for records, _ in held for leaf in jax.tree.leaves(records)
+            )
+            if held_bytes > DEVICE_RECORDS_BYTES and len(held) > 1:
+                release(held[:-1])
+                held = held[-1:]
+        release(held)
         is_finished = True
     dispatched_until = done  # host-known steps dispatched (exact for fixed step counts)
     pending = None

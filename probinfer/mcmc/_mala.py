@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
-from probinfer.mcmc._algorithm import DENSE_MASS_MATRIX_MAX_DIM, Algorithm, RawKernel
+from probinfer.mcmc._algorithm import Algorithm, RawKernel
 from probinfer.mcmc._base import (
     GradientState,
     LogDensityFn,
@@ -77,9 +77,10 @@ mala = Algorithm(
     MetricParams,
     target_acceptance=0.574,
     uses_gradient=True,
-    # Dense / diagonal ESS/s 0.80-2.87, 1.30 in geometric mean over the seven zoo models
-    # both converge on (benchmarks/results/metric_default/metric_default_mala.md).
-    dense_metric_max_dim=DENSE_MASS_MATRIX_MAX_DIM,
+    # Diagonal by default: dense / diagonal ESS/s is 0.21-2.87 at `probinfer bench`'s
+    # budget (benchmarks/results/metric_default/metric_default_mala.md): lgssm 2.87 and
+    # logistic regression 2.11, but gp_poisson 0.21 (R-hat 1.32 against 1.03) and the
+    # 100-d correlated Gaussian 0.51; `metric="dense"` for correlated posteriors.
     has_cumulative_warmup=True,
 )
 """The Metropolis-adjusted Langevin algorithm: one Langevin step, Metropolis-corrected.

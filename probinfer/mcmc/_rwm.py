@@ -99,10 +99,10 @@ rwm = Algorithm(
     MetricParams,
     target_acceptance=0.234,
     uses_gradient=False,
-    # Always diagonal by default: dense / diagonal ESS/s 0.78-1.33, 1.01 in geometric mean
-    # over the five zoo models both converge on, for a d^2 proposal
-    # (benchmarks/results/metric_default/metric_default_rwm.md); `metric="dense"` wins
-    # where correlations are strong (logistic regression 2.55x).
+    # Diagonal by default: dense / diagonal ESS/s is 0.40-2.55 at `probinfer bench`'s
+    # budget, 1.01 in geometric mean over the five zoo models both converge on
+    # (benchmarks/results/metric_default/metric_default_rwm.md), for a d^2 proposal;
+    # `metric="dense"` wins where correlations are strong (logistic regression 2.55).
     has_cumulative_warmup=True,
 )
 """Random-walk Metropolis with a Gaussian proposal of covariance

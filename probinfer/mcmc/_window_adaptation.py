@@ -318,8 +318,8 @@ def window_adaptation(
         logdensity_fn: log density of a position pytree.
         metric: ``"dense"`` (the inverse mass matrix is the full covariance estimate) or
             ``"diag"`` (its diagonal); by default the algorithm's rule
-            (``algorithm.dense_metric_max_dim``): NUTS, HMC and MALA dense up to 200
-            dimensions, diagonal above; RWM diagonal (measured in
+            (``algorithm.dense_metric_max_dim``): NUTS and HMC dense up to 200
+            dimensions, diagonal above; RWM and MALA diagonal (measured in
             ``benchmarks/metric_default.py``).
         target_acceptance: acceptance rate for dual averaging, in (0, 1); default the
             algorithm's (0.8 for NUTS and HMC, 0.574 for MALA, 0.234 for RWM).
