@@ -1,8 +1,9 @@
 """Convergence diagnostics (ESS, R-hat, MCSE), and the run checks.
 
 :func:`summary` is ArviZ's; :func:`convergence` computes ArviZ's rank-normalized R-hat and
-bulk/tail ESS for every component in one vectorized pass (ArviZ loops over components:
-0.4 s per run of a 100-d model, a tenth of its sampling time).
+bulk/tail ESS for every component in one vectorized pass, about twice as fast (ArviZ
+loops over components: 0.3-0.4 s for 4 chains x 1,000 draws of a 100-d model, about 8% of
+that run's time).
 
 :func:`check_run` reads an MCMC run's ``InferenceData`` and returns one message per problem
 that a Stan user would be warned about; :func:`probinfer.sample` issues each as a
@@ -220,6 +221,8 @@ def convergence(posterior: Any) -> Convergence:
         for start in range(0, columns.shape[2], block):
             x = columns[:, :, start : start + block].astype(np.float64)
             results.append(np.stack(_component_convergence(x)))
+    if not results:  # only empty sites
+        return Convergence(np.zeros(0), np.zeros(0), np.zeros(0), labels)
     rhat, ess_bulk, ess_tail = np.concatenate(results, axis=1)
     return Convergence(rhat, ess_bulk, ess_tail, labels)
 
