@@ -18,7 +18,6 @@ import pandas as pd
 import scipy.fft
 import scipy.special
 import scipy.stats
-import xarray as xr
 
 RHAT_MAX = 1.01  # rank-normalized split R-hat above this: chains disagree (Vehtari et al. 2021)
 ESS_PER_CHAIN_MIN = 100.0  # bulk or tail ESS per chain below this: estimates too noisy
@@ -204,7 +203,8 @@ def convergence(posterior: Any) -> Convergence:
         >>> result.labels, bool(np.all(result.rhat < 1.01))
         (["'theta'[0]", "'theta'[1]"], True)
     """
-    items = posterior.data_vars.items() if isinstance(posterior, xr.Dataset) else posterior.items()
+    # A dict of arrays, or a Dataset (xarray comes with ArviZ; it is not imported here).
+    items = posterior.items() if isinstance(posterior, dict) else posterior.data_vars.items()
     results, labels = [], []
     for name, array in items:
         values = np.asarray(getattr(array, "values", array))

@@ -653,6 +653,7 @@ def drive(
         # held pass DEVICE_RECORDS_BYTES, all but the newest (which keeps the device busy
         # meanwhile), so the host never waits for a running chunk.
         held: list[tuple[PyTree, int]] = []
+        held_bytes = 0
         full_chunk = jnp.asarray(chunk_rows, jnp.int32)
 
         def release(records_and_counts: list[tuple[PyTree, int]]) -> None:
@@ -665,14 +666,14 @@ def drive(
                 program, watch, state, keys, shared, next_start, total_device, full_chunk
             )
             count = min(chunk_rows, total - done)
-            held.append((select(buffers), count))
+            records = select(buffers)
+            chunk_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(records))
+            held.append((records, count))
+            held_bytes += chunk_bytes
             done += count
-            held_bytes = sum(
-                leaf.nbytes for records, _ in held for leaf in jax.tree.leaves(records)
-            )
             if held_bytes > DEVICE_RECORDS_BYTES and len(held) > 1:
                 release(held[:-1])
-                held = held[-1:]
+                held, held_bytes = held[-1:], chunk_bytes
         release(held)
         is_finished = True
     dispatched_until = done  # host-known steps dispatched (exact for fixed step counts)
