@@ -142,6 +142,8 @@ class ClassificationPosterior(eqx.Module):
         log_scales: ``(chains, draws)`` draws of ``log s``.
         num_likelihood_evals: ``(chains, draws)`` likelihood evaluations per iteration.
         num_classes: number of classes.
+        jitter: the white-noise variance added to the kernel (the training covariance is
+            ``K + jitter I``); predictions add it to the test variances too.
     """
 
     kernel: AbstractKernel
@@ -152,6 +154,7 @@ class ClassificationPosterior(eqx.Module):
     log_scales: Array
     num_likelihood_evals: Array
     num_classes: int = eqx.field(static=True)
+    jitter: float = eqx.field(static=True)
 
     def predict_proba(
         self,
@@ -205,7 +208,8 @@ def _predict_proba(
     cross = kernel(posterior.x, x_test)
     # With the square root L = Q diag(sqrt(lambda)), L^{-1} K* = diag(lambda^-1/2) Q^T K*.
     whitened = (posterior.eigenvectors.T @ cross) / jnp.sqrt(posterior.eigenvalues)[:, None]
-    base_variance = jnp.maximum(kernel.diagonal(x_test) - jnp.sum(whitened**2, axis=0), 0.0)
+    prior_variance = kernel.diagonal(x_test) + posterior.jitter
+    base_variance = jnp.maximum(prior_variance - jnp.sum(whitened**2, axis=0), 0.0)
     z = posterior.whitened_latents.reshape(-1, *posterior.whitened_latents.shape[2:])
     log_s = posterior.log_scales.reshape(-1)
     keys = jax.random.split(key, z.shape[0])
@@ -254,7 +258,7 @@ def sample_classifier(
         thin: keep every ``thin``-th draw.
         num_mode_steps: Adam steps towards the joint mode of ``(Z, log s)``, where the
             chains start (dispersed); 0 starts at ``Z = 0``, ``s = 1``.
-        jitter: added to the kernel diagonal before factorisation.
+        jitter: a white-noise variance added to the kernel (training and test covariances).
 
     Returns:
         The :class:`ClassificationPosterior`.
@@ -315,7 +319,7 @@ def sample_classifier(
     z, log_s, evals = draws.records
     return ClassificationPosterior(
         kernel, x, eigenvectors, eigenvalues, jnp.asarray(z), jnp.asarray(log_s),
-        jnp.asarray(evals), num_classes,
+        jnp.asarray(evals), num_classes, float(jitter),
     )  # fmt: skip
 
 

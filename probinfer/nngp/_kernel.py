@@ -181,10 +181,13 @@ def kernel_matrix(
     else:
         check_inputs(x2, "x2", num_features=x1.shape[1])
         x2 = _as_float(x2)
+    traced = _is_traced((layer, x1, x2))
+    if not traced:
+        layer = resolve_layer(layer, x1 if x2 is x1 else jnp.concatenate([x1, x2]))
     if block_size is None:
         block_size = BLOCK_ELEMENTS // max(1, x2.shape[0] * layer.memory_factor)
     block_size = max(1, min(int(block_size), x1.shape[0]))
-    if _is_traced((layer, x1, x2)):
+    if traced:
         return _matrix_traced(layer, x1, x2, kind, block_size)
     return _matrix_eager(layer, x1, x2, kind, block_size)
 
@@ -204,4 +207,20 @@ def kernel_diagonal(
     """
     _check_kind(kind)
     check_inputs(x, "x")
-    return _diagonal(layer, _as_float(x), kind)
+    x = _as_float(x)
+    if not _is_traced((layer, x)):
+        layer = resolve_layer(layer, x)
+    return _diagonal(layer, x, kind)
+
+
+def resolve_layer(layer: AbstractLayer, x: Array) -> AbstractLayer:
+    """``layer`` with its numerical settings fixed for the concrete inputs ``x``.
+
+    Quadrature layers choose their node count from the largest pre-activation variance of
+    any row of ``x`` at their depth (a diagonal pass, ``O(n)``); other layers are unchanged,
+    and a stack without quadrature layers is returned as it is, at no cost.
+    """
+    if not layer.needs_resolution:
+        return layer
+    resolved, _ = layer.resolve(input_state_diagonal(x))
+    return resolved

@@ -10,7 +10,10 @@ With ``C = K + (noise + jitter) I = L L^T``, ``q = y^T C^{-1} y`` and ``n = len(
     log p(y) = -n/2 log(2 pi) - 1/2 log|C| + log E_prior[s^(-n/2) exp(-q / (2 s))].
 
 Given ``s``, the prediction at ``x*`` is Gaussian with mean ``k*^T C^{-1} y`` (free of ``s``)
-and variance ``s v*``, ``v* = k(x*, x*) - k*^T C^{-1} k* (+ noise)``. Integrating ``s``:
+and variance ``s v*``, ``v* = k(x*, x*) + jitter - k*^T C^{-1} k* (+ noise)``. The jitter is
+part of the model, a white-noise term of the kernel (``K + jitter I``): the marginal
+likelihood, the predictive and :meth:`ScaleMixtureProcess.sample` all describe that one
+process, so the predictives chain to the marginal likelihood exactly. Integrating ``s``:
 
 - ``scale_prior=None``: the plain GP (``s = 1``).
 - ``s ~ InvGamma(a, b)``: ``s | y ~ InvGamma(a + n/2, b + q/2)`` and the predictive is
@@ -67,7 +70,9 @@ class ScaleMixtureProcess(eqx.Module):
         scale_prior: NumPyro distribution of ``s`` (see :mod:`probinfer.nngp` constructors),
             or ``None`` for the plain GP.
         noise: noise variance relative to the kernel (> 0): ``y | s ~ N(0, s (K + noise I))``.
-        jitter: added to the diagonal before the Cholesky factorisation (static).
+        jitter: a white-noise variance added to the kernel (static): to the diagonal of the
+            Cholesky factorisation and to every predictive variance, so that all results
+            describe the same process ``K + jitter I``.
 
     Example:
         >>> import jax.numpy as jnp
@@ -399,9 +404,10 @@ class ScaleMixturePosterior(eqx.Module):
 def _predictive_moments(
     posterior: ScaleMixturePosterior, cross: Array, prior_variance: Array, include_noise: bool
 ) -> tuple[Array, Array]:
-    """The mean ``k*^T C^{-1} y`` and the ``s = 1`` variance ``k** - k*^T C^{-1} k*``."""
+    """The mean ``k*^T C^{-1} y`` and the ``s = 1`` variance ``k** + jitter - k*^T C^{-1} k*``."""
     mean = cross.T @ posterior.alpha
     whitened = jax.scipy.linalg.solve_triangular(posterior.cholesky, cross, lower=True)
+    prior_variance = prior_variance + posterior.process.jitter
     variance = jnp.maximum(prior_variance - jnp.sum(whitened**2, axis=0), 0.0)
     if include_noise:
         variance = variance + posterior.process.noise
