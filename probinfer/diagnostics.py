@@ -238,6 +238,41 @@ def _extreme(values: np.ndarray, labels: list[str], *, largest: bool) -> tuple[f
     return float(values[index]), labels[index]
 
 
+def mixing_messages(posterior: Any) -> list[str]:
+    """R-hat above 1.01 and bulk or tail ESS under 100 per chain, one message each.
+
+    Args:
+        posterior: draws by site, ``(chains, draws, ...)`` arrays (a dict or an xarray
+            Dataset); fewer than 4 draws are not checked.
+
+    Returns:
+        The messages (the worst component named in each), empty when the chains mixed.
+    """
+    arrays = list(posterior.values())
+    if not arrays or np.shape(arrays[0])[1] < 4:
+        return []
+    num_chains = np.shape(arrays[0])[0]
+    diagnostics = convergence(posterior)
+    messages = []
+    rhat, where = _extreme(diagnostics.rhat, diagnostics.labels, largest=True)
+    if rhat > RHAT_MAX:
+        messages.append(
+            f"R-hat is {rhat:.3f} for {where} (above {RHAT_MAX}): the chains disagree, "
+            "so they have not converged to one distribution. Run longer (more `warmup` "
+            "and `draws`), or reparameterize."
+        )
+    for kind, values in (("bulk", diagnostics.ess_bulk), ("tail", diagnostics.ess_tail)):
+        ess, where = _extreme(values, diagnostics.labels, largest=False)
+        if ess < ESS_PER_CHAIN_MIN * num_chains:
+            messages.append(
+                f"{kind} ESS is {ess:.0f} for {where}, under {ESS_PER_CHAIN_MIN:.0f} per "
+                f"chain ({ESS_PER_CHAIN_MIN * num_chains:.0f} for {num_chains} chains): "
+                f"{'means' if kind == 'bulk' else 'tail quantiles and intervals'} are "
+                "unreliable. Run more `draws`."
+            )
+    return messages
+
+
 def check_run(
     idata: az.InferenceData,
     *,
@@ -310,24 +345,7 @@ def check_run(
                 "resampling explores the energy distribution poorly (often heavy tails or a "
                 "funnel). Reparameterize (e.g. non-centered scales, a log transform)."
             )
-    if draws >= 4:
-        diagnostics = convergence(idata["posterior"])
-        rhat, where = _extreme(diagnostics.rhat, diagnostics.labels, largest=True)
-        if rhat > RHAT_MAX:
-            messages.append(
-                f"R-hat is {rhat:.3f} for {where} (above {RHAT_MAX}): the chains disagree, "
-                "so they have not converged to one distribution. Run longer (more `warmup` "
-                "and `draws`), or reparameterize."
-            )
-        for kind, values in (("bulk", diagnostics.ess_bulk), ("tail", diagnostics.ess_tail)):
-            ess, where = _extreme(values, diagnostics.labels, largest=False)
-            if ess < ESS_PER_CHAIN_MIN * chains:
-                messages.append(
-                    f"{kind} ESS is {ess:.0f} for {where}, under {ESS_PER_CHAIN_MIN:.0f} per "
-                    f"chain ({ESS_PER_CHAIN_MIN * chains:.0f} for {chains} chains): "
-                    f"{'means' if kind == 'bulk' else 'tail quantiles and intervals'} are "
-                    "unreliable. Run more `draws`."
-                )
+    messages += mixing_messages(idata["posterior"])
     num_nonfinite = int(idata.attrs.get("num_nonfinite_proposals", 0))
     warmup_transitions = chains * int(idata.attrs.get("num_warmup", 0))
     if num_nonfinite:
