@@ -458,6 +458,12 @@ def run_memory() -> dict:
 
 def markdown(results: dict) -> str:
     lines = ["# NNGP scale mixtures", "", f"Machine: `{json.dumps(results['machine'])}`", ""]
+    for section, machine in results.get("section_machines", {}).items():
+        lines.append(
+            f"- `{section}`: run at commit {machine.get('commit')} on {machine.get('date')}, "
+            f"load average {machine.get('load_average')}"
+        )
+    lines.append("")
     if "regression" in results:
         table = summarize(
             results["regression"], ("protocol", "dataset", "split", "model"), "test_nll"
@@ -619,6 +625,10 @@ def main() -> None:
     # Sections not run now keep their previous results (re-run one section at a time).
     results: dict = json.loads(path.read_text()) if path.exists() else {}
     results["machine"] = machine_description()
+    # Each section keeps the commit and machine state it was run at.
+    sections_run = results.setdefault("section_machines", {})
+    for section in sections:
+        sections_run[section] = results["machine"]
     if "speed" in sections:
         results["speed"] = run_speed()
     if "memory" in sections:
