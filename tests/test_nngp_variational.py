@@ -129,8 +129,9 @@ def _mc_elbo(model, k, x, labels, key, log_scale=None, num_draws=20_000):
     """Plain Monte Carlo ELBO of node ``k`` of a binary model: draws of v and f from q."""
     params = _node(model, k)
     log_scale = model.log_scales[k] if log_scale is None else log_scale
+    x = jnp.asarray(x)
     projection, residual = variational._projection(
-        model.kernel, model.inducing_points, model.inducing_cholesky, jnp.asarray(x)
+        model.kernel(model.inducing_points, x), model.kernel.diagonal(x), model.inducing_cholesky
     )
     key_v, key_f = jax.random.split(key)
     # q(v) = N(mu, (P P^T)^{-1}): v = mu + P^{-T} eps.
@@ -255,8 +256,9 @@ def test_minibatch_elbo_is_unbiased(binary_problem, binary_fit):
     model = binary_fit
     k = int(np.argmax(np.asarray(model.log_weights)))
     params, log_scale = _node(model, k), model.log_scales[k]
+    x = jnp.asarray(x)
     projection, residual = variational._projection(
-        model.kernel, model.inducing_points, model.inducing_cholesky, jnp.asarray(x)
+        model.kernel(model.inducing_points, x), model.kernel.diagonal(x), model.inducing_cholesky
     )
     targets = jnp.asarray(labels)
     expected = variational.bernoulli_expected_log_likelihood

@@ -222,5 +222,10 @@ def resolve_layer(layer: AbstractLayer, x: Array) -> AbstractLayer:
     """
     if not layer.needs_resolution:
         return layer
-    resolved, _ = layer.resolve(input_state_diagonal(x))
+    state = input_state_diagonal(x)
+    if isinstance(state.var1, jax.core.Tracer):
+        # Concrete arrays closed over inside an outer `jit` are staged too: the variances
+        # are unknown, and quadrature layers keep their traced node count.
+        return layer
+    resolved, _ = layer.resolve(state)
     return resolved

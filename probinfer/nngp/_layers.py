@@ -25,6 +25,7 @@ from __future__ import annotations
 import abc
 import functools
 import math
+import sys
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -33,6 +34,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Float
 
 from probinfer.nngp._checks import check_positive
@@ -385,33 +387,46 @@ def _probe(fn: Callable[[Array], Array], num_points: int, variance: Array) -> Ar
     )
 
 
-def quadrature_error(fn: Callable[[Array], Array], num_points: int, variance: float) -> float:
+def quadrature_error(
+    fn: Callable[[Array], Array], num_points: int, variance: float, dtype: DTypeLike | None = None
+) -> float:
     """Estimated error of the ``num_points`` rule for ``fn`` at a pre-activation variance.
 
     The largest difference, relative to ``max(1, |value|)``, between the rule and the rule
     with twice the resolution (``2 num_points - 1`` nodes), over the covariance and the NTK
-    factor at the correlations ``PROBE_CORRELATIONS``. The trapezoidal rule converges
-    geometrically, so this bounds the rule's own error (the finer rule's is far smaller).
+    factor at the correlations ``PROBE_CORRELATIONS``, computed in ``dtype`` (default: the
+    default float). The trapezoidal rule converges geometrically, so this bounds the rule's
+    own error (the finer rule's is far smaller).
     """
-    value = jnp.asarray(variance, jnp.result_type(float))
+    value = jnp.asarray(variance, jnp.result_type(float) if dtype is None else dtype)
     coarse = _probe(fn, num_points, value)
     fine = _probe(fn, 2 * num_points - 1, value)
     return float(jnp.max(jnp.abs(coarse - fine) / jnp.maximum(1.0, jnp.abs(fine))))
 
 
-def _tolerance() -> float:
-    return max(QUADRATURE_TOLERANCE, 64 * float(jnp.finfo(jnp.result_type(float)).eps))
+def _tolerance(dtype: DTypeLike) -> float:
+    return max(QUADRATURE_TOLERANCE, 64 * float(jnp.finfo(dtype).eps))
 
 
 @functools.lru_cache(maxsize=256)
 def _auto_num_points(fn: Callable[[Array], Array], variance_bucket: int, dtype: str) -> int:
-    """The smallest automatic node count meeting the tolerance up to ``2^(bucket / 2)``."""
-    del dtype  # part of the cache key: the tolerance depends on it
+    """The smallest automatic node count meeting the tolerance at ``2^(bucket / 2)``."""
     variance = 2.0 ** (variance_bucket / 2)
     for num_points in AUTO_NUM_POINTS:
-        if quadrature_error(fn, num_points, variance) <= _tolerance():
+        if quadrature_error(fn, num_points, variance, dtype) <= _tolerance(dtype):
             return num_points
     return AUTO_NUM_POINTS[-1]
+
+
+def _stacklevel_outside_probinfer() -> int:
+    """The ``stacklevel`` that attributes a warning to the first caller outside probinfer."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in (
+        "probinfer",
+        "equinox",
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class Elementwise(AbstractLayer):
@@ -433,7 +448,10 @@ class Elementwise(AbstractLayer):
     gives the estimated error. Under a trace (``jit``, ``grad``) the variances are unknown
     and 129 nodes are used (error <= 1e-7 for tanh up to variance 10, erf 20, softplus
     100). An explicit
-    ``num_points`` is used as given, with a warning when its estimated error exceeds 1e-6.
+    ``num_points`` is used as given, with a warning when its estimated error exceeds 1e-6
+    (float64; 7.6e-5, ten times float32's floor of 64 eps, in float32). The cost is
+    ``num_points^2`` evaluations per pair: tanh at variance 1,000 takes 1,025 nodes, about
+    1,000 times 32 nodes' cost, and a kernel evaluation adds two small probe programs.
     A kink (ReLU) converges only like ``1 / num_points^2``: prefer the closed-form layers.
 
     Attributes:
@@ -466,17 +484,30 @@ class Elementwise(AbstractLayer):
 
     def resolve(self, state: KernelState) -> tuple[Elementwise, KernelState]:
         """Fix the node count for the variances in ``state`` (concrete); see the class."""
+        if state.var1.size == 0:
+            return self, _apply_program(self, state)
+        dtype = state.var1.dtype
         variance = float(jnp.maximum(jnp.max(state.var1), jnp.max(state.var2)))
         if not np.isfinite(variance):
             return self, _apply_program(self, state)
+        tolerance = _tolerance(dtype)
         if self.num_points is None:
+            # The cached choice holds at the variance bucket's upper end; check it at the
+            # variance itself and go on up the list where it does not (non-monotone cases).
             bucket = math.ceil(2 * math.log2(max(variance, 2.0**-20)))
-            num_points = _auto_num_points(self.fn, bucket, jnp.result_type(float).name)
-            error, limit = quadrature_error(self.fn, num_points, variance), _tolerance()
+            num_points = _auto_num_points(self.fn, bucket, dtype.name)
+            error = quadrature_error(self.fn, num_points, variance, dtype)
+            for larger in AUTO_NUM_POINTS[AUTO_NUM_POINTS.index(num_points) + 1 :]:
+                if error <= tolerance:
+                    break
+                num_points = larger
+                error = quadrature_error(self.fn, num_points, variance, dtype)
+            limit = tolerance
             advice = "use a closed-form layer (`nngp.erf()`) or smaller weight variances"
         else:
             num_points = self.num_points
-            error, limit = quadrature_error(self.fn, num_points, variance), 10 * _tolerance()
+            error = quadrature_error(self.fn, num_points, variance, dtype)
+            limit = 10 * tolerance
             advice = "use `num_points=None` (automatic) or more nodes"
         if error > limit:
             warnings.warn(
@@ -484,7 +515,7 @@ class Elementwise(AbstractLayer):
                 f"about {error:.1e} at pre-activation variance {variance:.3g} with "
                 f"{num_points} nodes; {advice}.",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=_stacklevel_outside_probinfer(),
             )
         layer = Elementwise(self.fn, num_points)
         return layer, _apply_program(layer, state)
@@ -625,7 +656,7 @@ def erf() -> Erf:
 
 
 def elementwise(fn: Callable[[Array], Array], *, num_points: int | None = None) -> Elementwise:
-    """Any elementwise activation, by Gauss-Hermite quadrature; see :class:`Elementwise`.
+    """Any elementwise activation, by a trapezoidal rule; see :class:`Elementwise`.
 
     Args:
         fn: the activation; must work elementwise on arrays and on scalars (for its

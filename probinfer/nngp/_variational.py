@@ -37,7 +37,8 @@ rising with ``s``, so ``p(log s | labels)`` inherits the prior's tail and is bro
 skewed, which a log-normal factor (mode-seeking) gets badly wrong; and the best ``q(v)``
 depends strongly on ``s``. Every step costs ``O(K b m^2 C)`` for ``K`` nodes, a batch of
 ``b`` points, ``m`` inducing points and ``C`` latent functions, against the ``O(n^2 C)``
-per step of ``sample_classifier``, whose scale ``s`` mixes slowly when ``n C`` is large.
+per gradient (NUTS) or sweep (Gibbs) of ``sample_classifier``, whose NUTS needs ~190
+gradients per iteration on digits' 10,000 latents.
 """
 
 from __future__ import annotations
@@ -273,12 +274,17 @@ def _natural_step(
 
 
 def _projection(
-    kernel: AbstractKernel, inducing_points: Array, inducing_cholesky: Array, x: Array
+    cross: Array, prior_variance: Array, inducing_cholesky: Array
 ) -> tuple[Array, Array]:
-    """``a(x)`` rows ``(b, m)`` and the residual variances ``(b,)`` at ``x``."""
-    cross = kernel(inducing_points, x)
+    """``a(x)`` rows ``(b, m)`` and the residual variances ``(b,)`` at ``x``.
+
+    Args:
+        cross: ``k(Z, x)``, ``(m, b)``.
+        prior_variance: ``k(x, x)``, ``(b,)``.
+        inducing_cholesky: ``L_mm``.
+    """
     projection = jax.scipy.linalg.solve_triangular(inducing_cholesky, cross, lower=True).T
-    residual = jnp.maximum(kernel.diagonal(x) - jnp.sum(projection**2, axis=1), 0.0)
+    residual = jnp.maximum(prior_variance - jnp.sum(projection**2, axis=1), 0.0)
     return projection, residual
 
 
@@ -378,16 +384,21 @@ class VariationalClassifier(eqx.Module):
         if int(num_samples) < 1:
             raise ValueError(f"`num_samples` must be >= 1, got {num_samples}.")
         x_test = jnp.asarray(x_test, self.inducing_points.dtype)
-        return _predict_proba(self, x_test, key, int(num_samples))
+        # Kernels evaluated outside the jitted algebra, as in training: quadrature layers
+        # choose their nodes from the data only on concrete inputs.
+        cross = self.kernel(self.inducing_points, x_test)
+        return _predict_proba(self, cross, self.kernel.diagonal(x_test), key, int(num_samples))
 
 
 @eqx.filter_jit
 def _predict_proba(
-    model: VariationalClassifier, x_test: Array, key: PRNGKeyArray, num_samples: int
+    model: VariationalClassifier,
+    cross: Array,
+    prior_variance: Array,
+    key: PRNGKeyArray,
+    num_samples: int,
 ) -> Array:
-    projection, residual = _projection(
-        model.kernel, model.inducing_points, model.inducing_cholesky, x_test
-    )
+    projection, residual = _projection(cross, prior_variance, model.inducing_cholesky)
 
     def at_node(params: VariationalParams, log_scale: Array, key_node: PRNGKeyArray) -> Array:
         means, variances = _node_moments(params, log_scale, projection, residual)
@@ -565,7 +576,7 @@ def _fit(
             f"in {dtype}; increase `jitter` (e.g. 1e-4), use fewer or distinct inducing "
             "points, or enable float64 with `jax.config.update('jax_enable_x64', True)`."
         )
-    projection, residual = _projection(kernel, z, chol, x)
+    projection, residual = _projection(kernel(z, x), kernel.diagonal(x), chol)
     targets = jnp.asarray(targets_np)
     log_scales = jnp.asarray(grid_np, dtype)
     num_nodes, m = log_scales.shape[0], z.shape[0]
