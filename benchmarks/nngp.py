@@ -453,6 +453,118 @@ def run_memory() -> dict:
     return row
 
 
+# -------------------------------------------------------------------------------- large
+
+LARGE_KERNEL = nngp.mlp(2, weight_variance=2.0, bias_variance=0.1)
+LARGE_NOISE = 0.05
+LARGE_TEST = 1000
+LARGE_SUBSETS = (2000, 8000)
+LARGE_INDUCING = (500, 1000, 2000)
+LARGE_N = 50_000
+LARGE_N_INDUCING = 1000
+
+
+def large_dataset(num_train: int) -> tuple[np.ndarray, ...]:
+    """Friedman #1 (10 inputs, 5 used, noise sd 1), standardised with training statistics;
+    the last ``LARGE_TEST`` rows are the test set."""
+    from sklearn.datasets import make_friedman1
+
+    x, y = make_friedman1(n_samples=LARGE_N + LARGE_TEST, noise=1.0, random_state=0)
+    train = np.arange(num_train)
+    test = np.arange(LARGE_N, LARGE_N + LARGE_TEST)
+    mu, sd, y_mu, y_sd = x[train].mean(0), x[train].std(0), y[train].mean(), y[train].std()
+    return (
+        (x[train] - mu) / sd, (y[train] - y_mu) / y_sd,
+        (x[test] - mu) / sd, (y[test] - y_mu) / y_sd,
+    )  # fmt: skip
+
+
+def _large_process() -> nngp.ScaleMixtureProcess:
+    return nngp.ScaleMixtureProcess(LARGE_KERNEL, nngp.inverse_gamma(2.0, 2.0), LARGE_NOISE)
+
+
+def run_large_accuracy() -> list[dict]:
+    """Test log densities against the exact float64 Student-t predictive on subsets."""
+    rows = []
+    for num_train in LARGE_SUBSETS:
+        x, y, x_test, y_test = large_dataset(num_train)
+        with jax.enable_x64(True):
+            reference = _large_process().condition(x, y).predict(x_test)
+            reference_log_prob = np.asarray(reference.log_prob(y_test))
+        variants = [("exact", None)] + [
+            (solver, m) for m in LARGE_INDUCING if m < num_train for solver in ("fitc", "cg")
+        ]
+        for solver, m in variants:
+            process = _large_process()
+            start = time.perf_counter()
+            if solver == "exact":
+                posterior = process.condition(x, y)
+            else:
+                posterior = process.condition_inducing(
+                    x, y, num_inducing=m, solver=solver, progress=False
+                )
+            log_prob = np.asarray(posterior.predict(x_test).log_prob(y_test))
+            seconds = time.perf_counter() - start
+            gap = reference_log_prob - log_prob
+            row = {
+                "n": num_train, "solver": solver, "inducing": m,
+                "nll_gap": float(gap.mean()),
+                "nll_gap_se": float(gap.std(ddof=1) / np.sqrt(len(gap))),
+                "max_abs_gap": float(np.abs(gap).max()), "seconds": seconds,
+                "test_nll": float(-log_prob.mean()),
+                "cg_iterations": getattr(posterior, "cg_iterations", None),
+            }  # fmt: skip
+            rows.append(row)
+            print(f"large accuracy: {row}", flush=True)
+    return rows
+
+
+LARGE_SCRIPT = textwrap.dedent(
+    """
+    import json, re, sys, time, numpy as np, jax
+    sys.path.insert(0, "benchmarks")
+    from nngp import large_dataset, _large_process, LARGE_N, LARGE_N_INDUCING
+
+    def high_water_mark():
+        status = open("/proc/self/status").read()
+        return int(re.search(r"VmHWM:\\s+(\\d+)", status).group(1)) * 1024
+
+    solver = sys.argv[1]
+    x, y, x_test, y_test = large_dataset(LARGE_N)
+    start = time.perf_counter()
+    posterior = _large_process().condition_inducing(
+        x, y, num_inducing=LARGE_N_INDUCING, solver=solver, progress=False
+    )
+    conditioned = time.perf_counter() - start
+    predictive = posterior.predict(x_test)
+    test_nll = -float(np.mean(np.asarray(predictive.log_prob(y_test))))
+    print(json.dumps({
+        "n": LARGE_N, "solver": solver, "inducing": posterior.num_inducing,
+        "condition_seconds": conditioned, "seconds": time.perf_counter() - start,
+        "test_nll": test_nll, "cg_iterations": posterior.cg_iterations,
+        "log_marginal_likelihood": float(posterior.log_marginal_likelihood()),
+        "log_marginal_likelihood_se": float(posterior.log_det_stderr) / 2,
+        "max_residual_variance": float(posterior.max_residual_variance),
+        "peak_rss_bytes": high_water_mark(),
+    }))
+    """
+)
+
+
+def run_large() -> dict:
+    accuracy = run_large_accuracy()
+    scale = []
+    for solver in ("fitc", "cg"):
+        result = subprocess.run(
+            [sys.executable, "-c", LARGE_SCRIPT, solver], capture_output=True, text=True,
+            check=True,
+        )  # fmt: skip
+        row = json.loads(result.stdout.strip().splitlines()[-1])
+        print(f"large scale: {row}", flush=True)
+        scale.append(row)
+    return {"accuracy": accuracy, "scale": scale}
+
+
 # ------------------------------------------------------------------------------- report
 
 
@@ -551,6 +663,40 @@ def markdown(results: dict) -> str:
             f"({m['growth_over_output']:.2f}x the output) in {m['seconds']:.1f} s.",
             "",
         ]
+    if "large" in results:
+        lines += [
+            "## Beyond one dense Cholesky: Friedman #1, float32, Student-t predictive",
+            "",
+            "Test NLL gap per point to the exact float64 predictive (1,000 test points; "
+            "mean ± s.e. of the paired differences):",
+            "",
+            "| n | solver | inducing | NLL gap | max abs gap | CG iterations | seconds |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in results["large"]["accuracy"]:
+            lines.append(
+                f"| {r['n']:,} | {r['solver']} | {r['inducing'] or '-'} | "
+                f"{r['nll_gap']:+.4f} ± {r['nll_gap_se']:.4f} | {r['max_abs_gap']:.3f} | "
+                f"{r['cg_iterations'] if r['cg_iterations'] is not None else '-'} | "
+                f"{r['seconds']:.1f} |"
+            )
+        lines += [
+            "",
+            f"n = {LARGE_N:,} (fresh process each; exact would need a "
+            f"{LARGE_N**2 * 4 / 2**30:.0f} GiB matrix):",
+            "",
+            "| solver | inducing | condition s | total s | CG iterations | test NLL | "
+            "log ML ± s.e. | max residual variance | peak RSS GiB |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in results["large"]["scale"]:
+            lines.append(
+                f"| {r['solver']} | {r['inducing']} | {r['condition_seconds']:.0f} | "
+                f"{r['seconds']:.0f} | {r['cg_iterations']} | {r['test_nll']:.4f} | "
+                f"{r['log_marginal_likelihood']:.1f} ± {r['log_marginal_likelihood_se']:.1f} | "
+                f"{r['max_residual_variance']:.3f} | {r['peak_rss_bytes'] / 2**30:.2f} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -639,6 +785,8 @@ def main() -> None:
         results["classification"] = run_classification()
     if "classifier_defaults" in sections:
         results["classifier_defaults"] = run_classifier_defaults()
+    if "large" in sections:
+        results["large"] = run_large()
     out.mkdir(parents=True, exist_ok=True)
     (out / "nngp.json").write_text(json.dumps(results, indent=2))
     (out / "nngp.md").write_text(markdown(results))

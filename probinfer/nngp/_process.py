@@ -25,8 +25,6 @@ process, so the predictives chain to the marginal likelihood exactly. Integratin
 
 from __future__ import annotations
 
-from typing import Literal
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -36,21 +34,18 @@ from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from probinfer.nngp._checks import check_inputs, check_positive, is_concrete
 from probinfer.nngp._kernel import AbstractKernel
-from probinfer.nngp._predictive import (
-    AbstractPredictive,
-    NormalPredictive,
-    ScaleMixturePredictive,
-    StudentTPredictive,
-)
-from probinfer.nngp._scale_posterior import (
-    ScaleWeights,
-    importance_sampling,
-    inverse_gamma_posterior,
-    quadrature,
-)
+from probinfer.nngp._posterior import AbstractScaleMixturePosterior, Method
 from probinfer.nngp._scale_priors import check_scale_prior
+from probinfer.nngp._sparse import (
+    Solver,
+    SolverSettings,
+    SparseScaleMixturePosterior,
+    condition_inducing,
+    select_inducing_points,
+)
 
-Method = Literal["auto", "exact", "quadrature", "importance"]
+# Training sets from this size on take minutes with solver="cg": show its progress.
+PROGRESS_MIN_POINTS = 10_000
 
 
 def _check_kernel(kernel: object) -> None:
@@ -60,6 +55,22 @@ def _check_kernel(kernel: object) -> None:
             f"`nngp.mlp(2)`) or a stationary kernel (`nngp.rbf`, `nngp.matern52`), got "
             f"{type(kernel).__name__}."
         )
+
+
+def _check_targets(x: np.ndarray | None, y: ArrayLike) -> np.ndarray | None:
+    """``y`` as a NumPy array after checking it against ``x`` (``None`` for a tracer)."""
+    if not is_concrete(y):
+        return None
+    y_np = np.asarray(y)
+    if y_np.ndim != 1 or (x is not None and y_np.shape[0] != x.shape[0]):
+        rows = "" if x is None else f" matching `x`'s {x.shape[0]} rows"
+        raise ValueError(
+            f"`y` must have shape (num_points,){rows}, got shape {y_np.shape}; pass one "
+            "target per input row."
+        )
+    if not np.all(np.isfinite(y_np)):
+        raise ValueError("`y` contains NaN or infinite values; remove those rows.")
+    return y_np
 
 
 class ScaleMixtureProcess(eqx.Module):
@@ -131,15 +142,7 @@ class ScaleMixtureProcess(eqx.Module):
                 definite even after jitter.
         """
         x_np = check_inputs(x, "x")
-        if is_concrete(y):
-            y_np = np.asarray(y)
-            if y_np.ndim != 1 or (x_np is not None and y_np.shape[0] != x_np.shape[0]):
-                raise ValueError(
-                    f"`y` must have shape (num_points,) matching `x`'s {np.shape(x)[0]} rows, "
-                    f"got shape {y_np.shape}; pass one target per input row."
-                )
-            if not np.all(np.isfinite(y_np)):
-                raise ValueError("`y` contains NaN or infinite values; remove those rows.")
+        _check_targets(x_np, y)
         x = jnp.asarray(x, jnp.result_type(float))
         y = jnp.asarray(y, x.dtype)
         # The kernel is evaluated outside the jitted algebra so that, on concrete inputs,
@@ -153,7 +156,110 @@ class ScaleMixtureProcess(eqx.Module):
                 "duplicate inputs, or enable float64 with "
                 "`jax.config.update('jax_enable_x64', True)`."
             )
-        return ScaleMixturePosterior(self, x, cholesky, alpha, quad_form, log_det)
+        return ScaleMixturePosterior(
+            process=self, x=x, cholesky=cholesky, alpha=alpha, quad_form=quad_form,
+            log_det=log_det,
+        )  # fmt: skip
+
+    def condition_inducing(
+        self,
+        x: Float[ArrayLike, "n d"],
+        y: Float[ArrayLike, " n"],
+        *,
+        num_inducing: int = 1000,
+        inducing_points: Float[ArrayLike, "m d"] | None = None,
+        tolerance: float = 0.0,
+        solver: Solver = "cg",
+        num_probes: int = 16,
+        max_iterations: int = 100,
+        rtol: float | None = None,
+        key: PRNGKeyArray | None = None,
+        progress: bool | None = None,
+    ) -> SparseScaleMixturePosterior:
+        """Condition through inducing points: the FITC model, ``O(n m^2)`` time, ``O(n m)`` memory.
+
+        The covariance ``K + (noise + jitter) I`` is replaced by ``Q + Lambda``: the Nystrom
+        approximation ``Q = K_xz K_zz^{-1} K_zx`` plus the exact prior variances it misses
+        and the noise (see :mod:`probinfer.nngp._sparse`). The scale prior is integrated as
+        for the exact posterior: an inverse-gamma prior still gives a Student-t predictive
+        in closed form. For data sets beyond ~10,000 points, where :meth:`condition`'s
+        ``n x n`` factorisation no longer fits in time or memory.
+
+        Args:
+            x: training inputs, ``(n, d)``.
+            y: training targets, ``(n,)``.
+            num_inducing: how many training inputs to use as inducing points, chosen
+                greedily (pivoted Cholesky: each one the input the others explain least);
+                ignored when ``inducing_points`` is given.
+            inducing_points: explicit ``(m, d)`` inducing inputs.
+            tolerance: stop choosing once no input has more than this prior variance left
+                unexplained (fewer than ``num_inducing`` points).
+            solver: ``"cg"`` (default): the exact posterior's mean, ``q`` and (estimated)
+                ``log |C|`` by conjugate gradients preconditioned with the FITC covariance,
+                the kernel recomputed in row blocks at every iteration (memory ``O(n)`` per
+                block row, time ``O(n^2)`` per iteration); the predictive variances stay
+                FITC's. ``"fitc"``: the FITC model alone, ``O(n m^2)``.
+            num_probes: random probes for the stochastic Lanczos estimate of ``log |C|``
+                (``"cg"``); its standard error is ``log_det_stderr``.
+            max_iterations: the most CG iterations (``"cg"``); a warning says when CG
+                stopped before ``rtol``.
+            rtol: CG stops when ``|y - C alpha| <= rtol |y|`` (and likewise for every
+                probe); by default 1e-4 in float32 and 1e-8 in float64.
+            key: PRNG key for the probes (default ``jax.random.key(0)``: reproducible).
+            progress: show a progress bar over the CG iterations (default: when
+                ``n >= 10,000``).
+
+        Returns:
+            The :class:`SparseScaleMixturePosterior`; its ``max_residual_variance`` is the
+            largest prior variance the inducing points leave unexplained at a training
+            input (near 0 against ``noise``: the FITC model is the exact one).
+
+        Raises:
+            ValueError: on mismatched shapes, NaNs, ``num_inducing < 1``, an unknown
+                ``solver``, fewer than 2 probes, or an inducing kernel matrix that is not
+                positive definite even after jitter.
+
+        Warns:
+            UserWarning: when CG stops at ``max_iterations`` above ``rtol``.
+        """
+        if solver not in ("cg", "fitc"):
+            raise ValueError(f"`solver` must be 'cg' or 'fitc', got {solver!r}.")
+        for value, name, least in (
+            (num_probes, "num_probes", 2),
+            (max_iterations, "max_iterations", 1),
+        ):
+            if int(value) != value or value < least:
+                raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}.")
+        if rtol is not None:
+            check_positive(rtol, "rtol")
+        x_np = check_inputs(x, "x")
+        if x_np is None:
+            raise ValueError(
+                "`condition_inducing` chooses its inducing points from concrete data; call "
+                "it outside `jit` (the posterior it returns can be used inside)."
+            )
+        y_np = _check_targets(x_np, y)
+        if int(num_inducing) != num_inducing or num_inducing < 1:
+            raise ValueError(f"`num_inducing` must be an integer >= 1, got {num_inducing!r}.")
+        dtype = jnp.result_type(float)
+        x_array = jnp.asarray(x_np, dtype)
+        if inducing_points is None:
+            chosen, _ = select_inducing_points(
+                self.kernel, x_array, int(num_inducing), tolerance=tolerance
+            )
+            z = x_array[chosen]
+        else:
+            z_np = check_inputs(inducing_points, "inducing_points", num_features=x_np.shape[1])
+            z = jnp.asarray(z_np, dtype)
+        settings = SolverSettings(
+            solver=solver,
+            num_probes=int(num_probes),
+            max_iterations=int(max_iterations),
+            rtol=None if rtol is None else float(rtol),
+            key=jax.random.key(0) if key is None else key,
+            progress=x_np.shape[0] >= PROGRESS_MIN_POINTS if progress is None else progress,
+        )
+        return condition_inducing(self, x_array, jnp.asarray(y_np, dtype), z, settings)
 
     def log_marginal_likelihood(
         self,
@@ -239,13 +345,13 @@ def _factor(
     return cholesky, alpha, jnp.dot(y, alpha), log_det
 
 
-class ScaleMixturePosterior(eqx.Module):
-    """A :class:`ScaleMixtureProcess` conditioned on ``(x, y)``.
+class ScaleMixturePosterior(AbstractScaleMixturePosterior):
+    """The exact posterior: one Cholesky factorisation of ``C = K + (noise + jitter) I``.
 
     Attributes:
         process: the prior process.
         x: ``(n, d)`` training inputs.
-        cholesky: ``(n, n)`` lower Cholesky factor of ``K + (noise + jitter) I``.
+        cholesky: ``(n, n)`` lower Cholesky factor of ``C``.
         alpha: ``C^{-1} y``, ``(n,)``.
         quad_form: ``q = y^T C^{-1} y``.
         log_det: ``log |C|``.
@@ -258,146 +364,11 @@ class ScaleMixturePosterior(eqx.Module):
     quad_form: Array
     log_det: Array
 
-    @property
-    def num_obs(self) -> int:
-        """Number of training points ``n``."""
-        return self.x.shape[0]
-
-    def _resolve(self, method: Method) -> Method:
-        if method not in ("auto", "exact", "quadrature", "importance"):
-            raise ValueError(
-                f"`method` must be 'auto', 'exact', 'quadrature' or 'importance', got {method!r}."
-            )
-        if method == "auto":
-            return "exact" if self.process.has_exact_posterior else "quadrature"
-        if method == "exact" and not self.process.has_exact_posterior:
-            raise ValueError(
-                f"method='exact' needs an inverse-gamma scale prior (or none); the prior is "
-                f"{type(self.process.scale_prior).__name__}. Use method='quadrature' (exact "
-                "to numerical precision) or 'importance'."
-            )
-        if method in ("quadrature", "importance") and self.process.scale_prior is None:
-            raise ValueError(f"method={method!r} needs a scale prior; a plain GP is exact.")
-        return method
-
-    def scale_weights(
-        self,
-        *,
-        method: Method = "quadrature",
-        key: PRNGKeyArray | None = None,
-        num_samples: int = 4096,
-        num_nodes: int = 512,
-    ) -> ScaleWeights:
-        """The posterior over ``s`` as weighted nodes (quadrature) or draws (importance).
-
-        Args:
-            method: ``"quadrature"`` or ``"importance"``.
-            key: PRNG key, required for importance sampling.
-            num_samples: prior draws for importance sampling.
-            num_nodes: quadrature nodes.
-
-        Returns:
-            The :class:`ScaleWeights`.
-
-        Raises:
-            ValueError: for ``"importance"`` without a key, or without a scale prior.
-        """
-        method = self._resolve(method)
-        prior = self.process.scale_prior
-        # _resolve rejects "quadrature" and "importance" without a scale prior.
-        assert prior is not None
-        if method == "importance":
-            if key is None:
-                raise ValueError("method='importance' needs `key=jax.random.key(...)`.")
-            return importance_sampling(
-                key, prior, self.quad_form, self.num_obs, num_samples=num_samples
-            )
-        return quadrature(prior, self.quad_form, self.num_obs, num_nodes=num_nodes)
-
-    def log_marginal_likelihood(
-        self,
-        *,
-        method: Method = "auto",
-        key: PRNGKeyArray | None = None,
-        num_samples: int = 4096,
-        num_nodes: int = 512,
-    ) -> Float[Array, ""]:
-        """``log p(y | x)`` in nats.
-
-        Args:
-            method: ``"exact"`` (plain GP or inverse gamma), ``"quadrature"``,
-                ``"importance"``, or ``"auto"`` (exact when available, else quadrature).
-            key: PRNG key (importance sampling only).
-            num_samples: prior draws for importance sampling.
-            num_nodes: quadrature nodes.
-
-        Returns:
-            The log marginal likelihood.
-        """
-        method = self._resolve(method)
-        n = self.num_obs
-        gaussian_part = -0.5 * n * jnp.log(2 * jnp.pi) - 0.5 * self.log_det
-        prior = self.process.scale_prior
-        if method == "exact":
-            if prior is None:
-                return gaussian_part - 0.5 * self.quad_form
-            assert isinstance(prior, dist.InverseGamma)  # _resolve allows no other for "exact"
-            _, _, log_normalizer = inverse_gamma_posterior(
-                prior.concentration, prior.rate, self.quad_form, n
-            )
-            return gaussian_part + log_normalizer
-        weights = self.scale_weights(
-            method=method, key=key, num_samples=num_samples, num_nodes=num_nodes
-        )
-        return gaussian_part + weights.log_normalizer
-
-    def predict(
-        self,
-        x_test: Float[ArrayLike, "m d"],
-        *,
-        include_noise: bool = True,
-        method: Method = "auto",
-        key: PRNGKeyArray | None = None,
-        num_samples: int = 4096,
-        num_nodes: int = 512,
-    ) -> AbstractPredictive:
-        """The marginal posterior predictive at each test input.
-
-        Args:
-            x_test: test inputs, ``(m, d)``.
-            include_noise: predict noisy targets ``y*`` (default) or the latent ``f*``.
-            method: how to integrate ``s``; see :meth:`log_marginal_likelihood`.
-            key: PRNG key (importance sampling only).
-            num_samples: prior draws for importance sampling.
-            num_nodes: quadrature nodes.
-
-        Returns:
-            A :class:`NormalPredictive` (plain GP), :class:`StudentTPredictive` (inverse
-            gamma, exact) or :class:`ScaleMixturePredictive` (quadrature / importance).
-
-        Raises:
-            ValueError: if ``x_test``'s feature count differs from the training inputs'.
-        """
-        check_inputs(x_test, "x_test", num_features=self.x.shape[1])
-        method = self._resolve(method)
-        x_test = jnp.asarray(x_test, self.x.dtype)
+    def _moments(self, x_test: Array, include_noise: bool) -> tuple[Array, Array]:
         kernel = self.process.kernel
-        mean, base_variance = _predictive_moments(
+        return _predictive_moments(
             self, kernel(self.x, x_test), kernel.diagonal(x_test), include_noise
         )
-        prior = self.process.scale_prior
-        if prior is None:
-            return NormalPredictive(mean, base_variance)
-        if method == "exact":
-            assert isinstance(prior, dist.InverseGamma)  # _resolve allows no other for "exact"
-            a_post, b_post, _ = inverse_gamma_posterior(
-                prior.concentration, prior.rate, self.quad_form, self.num_obs
-            )
-            return StudentTPredictive(2 * a_post, mean, b_post / a_post * base_variance)
-        weights = self.scale_weights(
-            method=method, key=key, num_samples=num_samples, num_nodes=num_nodes
-        )
-        return ScaleMixturePredictive(mean, base_variance, weights.log_scales, weights.log_weights)
 
 
 @eqx.filter_jit

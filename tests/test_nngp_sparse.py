@@ -1,0 +1,191 @@
+"""Inducing points and matrix-free solves against dense float64 algebra.
+
+- FITC (``solver="fitc"``): ``q``, ``log |Q + Lambda|`` and the predictive moments equal the
+  same model built as a dense ``n x n`` matrix (to 1e-9), and with every training input as
+  an inducing point FITC is the exact posterior.
+- CG (``solver="cg"``): the predictive mean and ``q`` equal the exact posterior's to the CG
+  tolerance; the stochastic Lanczos ``log |C|`` is within 4 of its standard errors of the
+  exact value, while FITC's own ``log |Q + Lambda|`` is many standard errors away (so the
+  check can fail).
+- Greedy selection, the block products, the warning and the errors.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from probinfer import nngp
+from probinfer.nngp._iterative import kernel_matvec
+from probinfer.nngp._sparse import select_inducing_points
+
+KERNEL = nngp.mlp(2, weight_variance=1.7, bias_variance=0.3)
+NOISE = 0.05
+Z = 4.0
+
+
+def _data(num_train=300, num_test=40, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 2, size=(num_train + num_test, 3))
+    y = np.sin(x[:, 0]) * np.cos(x[:, 1]) + 0.5 * x[:, 2] + 0.2 * rng.normal(size=len(x))
+    return x[:num_train], y[:num_train], x[num_train:], y[num_train:]
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """Data, the exact posterior and a sparse one, in float64."""
+    with jax.enable_x64(True):
+        x, y, x_test, y_test = _data()
+        process = nngp.ScaleMixtureProcess(KERNEL, nngp.inverse_gamma(2.0, 2.0), NOISE)
+        exact = process.condition(x, y)
+        exact_predictive = exact.predict(x_test)
+        yield {
+            "x": x, "y": y, "x_test": x_test, "y_test": y_test, "process": process,
+            "exact": exact, "exact_predictive": exact_predictive,
+        }  # fmt: skip
+
+
+def test_fitc_matches_dense_model(problem):
+    """The Woodbury algebra against the FITC covariance written out as an n x n matrix."""
+    with jax.enable_x64(True):
+        process, x, y, x_test = problem["process"], problem["x"], problem["y"], problem["x_test"]
+        sparse = process.condition_inducing(x, y, num_inducing=40, solver="fitc")
+        z = np.asarray(sparse.inducing_points)
+        jitter = process.jitter
+        k_zz = np.asarray(KERNEL(z)) + jitter * np.eye(len(z))
+        k_zx = np.asarray(KERNEL(z, x))
+        q_matrix = k_zx.T @ np.linalg.solve(k_zz, k_zx)
+        residual = np.diag(np.asarray(KERNEL(x))) - np.diag(q_matrix)
+        cov = q_matrix + np.diag(residual + jitter + NOISE)
+        np.testing.assert_allclose(sparse.quad_form, y @ np.linalg.solve(cov, y), rtol=1e-9)
+        np.testing.assert_allclose(sparse.log_det, np.linalg.slogdet(cov)[1], rtol=1e-9)
+        np.testing.assert_allclose(sparse.max_residual_variance, residual.max(), rtol=1e-6)
+        # The FITC process at the test inputs: the same low rank plus the exact variances.
+        k_zt = np.asarray(KERNEL(z, x_test))
+        q_test_train = k_zt.T @ np.linalg.solve(k_zz, k_zx)
+        mean = q_test_train @ np.linalg.solve(cov, y)
+        explained = np.sum(q_test_train.T * np.linalg.solve(cov, q_test_train.T), axis=0)
+        variance = np.diag(np.asarray(KERNEL(x_test))) + jitter - explained + NOISE
+        predictive = sparse.predict(x_test)
+        np.testing.assert_allclose(predictive.loc, mean, rtol=1e-8, atol=1e-10)
+        a_post = 2.0 + len(y) / 2
+        b_post = 2.0 + y @ np.linalg.solve(cov, y) / 2
+        np.testing.assert_allclose(predictive.scale_squared, b_post / a_post * variance, rtol=1e-8)
+
+
+def test_fitc_with_every_input_is_exact(problem):
+    with jax.enable_x64(True):
+        process, x, y, x_test = problem["process"], problem["x"], problem["y"], problem["x_test"]
+        exact, reference = problem["exact"], problem["exact_predictive"]
+        sparse = process.condition_inducing(x, y, inducing_points=x, solver="fitc")
+        predictive = sparse.predict(x_test)
+        # Q = K (K + jitter I)^{-1} K differs from K by O(jitter) = 1e-6.
+        np.testing.assert_allclose(predictive.loc, reference.loc, atol=1e-4)
+        np.testing.assert_allclose(predictive.scale_squared, reference.scale_squared, rtol=1e-4)
+        np.testing.assert_allclose(sparse.quad_form, exact.quad_form, rtol=1e-4)
+        np.testing.assert_allclose(sparse.log_det, exact.log_det, atol=1e-2)
+
+
+def test_cg_solves_the_exact_posterior(problem):
+    """Mean and q exact to the CG tolerance; log |C| within 4 standard errors."""
+    with jax.enable_x64(True):
+        process, x, y, x_test = problem["process"], problem["x"], problem["y"], problem["x_test"]
+        exact, reference = problem["exact"], problem["exact_predictive"]
+        sparse = process.condition_inducing(x, y, num_inducing=30, num_probes=32, rtol=1e-10)
+        assert 1 < sparse.cg_iterations < 100
+        assert float(sparse.relative_residual) <= 1e-10
+        np.testing.assert_allclose(sparse.alpha, exact.alpha, rtol=1e-7, atol=1e-8)
+        np.testing.assert_allclose(sparse.quad_form, exact.quad_form, rtol=1e-9)
+        predictive = sparse.predict(x_test)
+        np.testing.assert_allclose(predictive.loc, reference.loc, rtol=1e-7, atol=1e-8)
+        np.testing.assert_allclose(predictive.df, reference.df)
+        stderr = float(sparse.log_det_stderr)
+        assert 0 < stderr < 2.0
+        assert abs(float(sparse.log_det) - float(exact.log_det)) < Z * stderr
+        # FITC's own log-determinant is far outside those error bars: the check can fail.
+        fitc = process.condition_inducing(x, y, num_inducing=30, solver="fitc")
+        assert abs(float(fitc.log_det) - float(exact.log_det)) > 10 * Z * stderr
+
+
+def test_cg_improves_predictive_over_fitc(problem):
+    """With few inducing points FITC's mean is off; CG's mean closes most of the NLL gap."""
+    with jax.enable_x64(True):
+        process, x, y = problem["process"], problem["x"], problem["y"]
+        x_test, y_test = problem["x_test"], problem["y_test"]
+        exact_nll = -float(jnp.mean(problem["exact_predictive"].log_prob(y_test)))
+        gaps = {}
+        for solver in ("fitc", "cg"):
+            posterior = process.condition_inducing(x, y, num_inducing=20, solver=solver)
+            gaps[solver] = -float(jnp.mean(posterior.predict(x_test).log_prob(y_test))) - exact_nll
+        assert abs(gaps["cg"]) < 0.5 * abs(gaps["fitc"])
+
+
+def test_other_scale_priors_through_quadrature(problem):
+    with jax.enable_x64(True):
+        x, y, x_test = problem["x"], problem["y"], problem["x_test"]
+        process = nngp.ScaleMixtureProcess(KERNEL, nngp.log_normal(0.0, 1.0), NOISE)
+        sparse = process.condition_inducing(x, y, inducing_points=x, solver="fitc")
+        exact = process.condition(x, y)
+        np.testing.assert_allclose(
+            sparse.log_marginal_likelihood(), exact.log_marginal_likelihood(), atol=1e-2
+        )
+        np.testing.assert_allclose(
+            sparse.predict(x_test).mean, exact.predict(x_test).mean, atol=1e-4
+        )
+
+
+def test_greedy_selection():
+    with jax.enable_x64(True):
+        x, _, _, _ = _data(num_train=200)
+        chosen, remaining = select_inducing_points(KERNEL, x, 25)
+        assert len(set(chosen.tolist())) == 25
+        # The first pick is the input with the largest prior variance.
+        assert chosen[0] == int(np.argmax(np.asarray(KERNEL.diagonal(x))))
+        z = x[chosen]
+        k_zz = np.asarray(KERNEL(z)) + 1e-12 * np.eye(len(z))
+        k_zx = np.asarray(KERNEL(z, x))
+        residual = np.diag(np.asarray(KERNEL(x))) - np.sum(k_zx * np.linalg.solve(k_zz, k_zx), 0)
+        np.testing.assert_allclose(remaining, residual.max(), rtol=1e-5)
+        # A tolerance stops early; duplicated inputs add nothing and are never chosen twice.
+        early, early_remaining = select_inducing_points(KERNEL, x, 25, tolerance=0.5)
+        assert 1 <= len(early) < 25 and early_remaining <= 0.5
+        duplicated = np.concatenate([x[:5]] * 4)
+        chosen, remaining = select_inducing_points(KERNEL, duplicated, 12)
+        assert len(chosen) == 5 and sorted(duplicated[chosen][:, 0]) == sorted(x[:5, 0])
+        assert remaining < 1e-8
+
+
+def test_kernel_matvec_matches_dense():
+    x, _, x_test, _ = _data(num_train=50, num_test=13)
+    x, x_test = jnp.asarray(x, jnp.float32), jnp.asarray(x_test, jnp.float32)
+    vectors = jax.random.normal(jax.random.key(0), (50, 3))
+    dense = KERNEL(x_test, x) @ vectors
+    for block_rows in (None, 4, 13):
+        product = kernel_matvec(KERNEL, x_test, x, vectors, block_rows=block_rows)
+        np.testing.assert_allclose(product, dense, rtol=1e-5, atol=1e-5)
+
+
+def test_unconverged_cg_warns():
+    x, y, _, _ = _data(num_train=100)
+    process = nngp.ScaleMixtureProcess(KERNEL, None, NOISE)
+    with pytest.warns(UserWarning, match="conjugate gradients stopped after 2 iterations"):
+        process.condition_inducing(x, y, num_inducing=5, max_iterations=2, rtol=1e-6)
+
+
+def test_bad_arguments():
+    x, y, _, _ = _data(num_train=30)
+    process = nngp.ScaleMixtureProcess(KERNEL, None, NOISE)
+    with pytest.raises(ValueError, match="`solver` must be 'cg' or 'fitc'"):
+        process.condition_inducing(x, y, solver="lanczos")
+    with pytest.raises(ValueError, match="`num_probes` must be an integer >= 2"):
+        process.condition_inducing(x, y, num_probes=1)
+    with pytest.raises(ValueError, match="`num_inducing` must be an integer >= 1"):
+        process.condition_inducing(x, y, num_inducing=0)
+    with pytest.raises(ValueError, match="`inducing_points` has 2 features but 3"):
+        process.condition_inducing(x, y, inducing_points=x[:, :2])
+    with pytest.raises(ValueError, match="`y` must have shape"):
+        process.condition_inducing(x, y[:-1])
+    with pytest.raises(ValueError, match="`rtol` must be finite and > 0"):
+        process.condition_inducing(x, y, rtol=0.0)
+    with pytest.raises(ValueError, match="call it outside `jit`"):
+        jax.jit(lambda x: process.condition_inducing(x, y).quad_form)(x)
