@@ -189,3 +189,29 @@ def test_bad_arguments():
         process.condition_inducing(x, y, rtol=0.0)
     with pytest.raises(ValueError, match="call it outside `jit`"):
         jax.jit(lambda x: process.condition_inducing(x, y).quad_form)(x)
+
+
+def test_cg_variances_make_the_predictive_exact(problem):
+    """``variance="cg"``: every moment of the Student-t predictive is the exact posterior's."""
+    with jax.enable_x64(True):
+        process, x, y, x_test = problem["process"], problem["x"], problem["y"], problem["x_test"]
+        reference = problem["exact_predictive"]
+        sparse = process.condition_inducing(x, y, num_inducing=10, rtol=1e-10)
+        fitc_variance = sparse.predict(x_test)
+        predictive = sparse.predict(x_test, variance="cg")
+        np.testing.assert_allclose(predictive.loc, reference.loc, rtol=1e-7, atol=1e-8)
+        np.testing.assert_allclose(predictive.scale_squared, reference.scale_squared, rtol=1e-7)
+        # With 10 inducing points FITC's variances are visibly off: the check can fail.
+        assert np.max(np.abs(fitc_variance.scale_squared / reference.scale_squared - 1)) > 1e-2
+        latent = sparse.predict(x_test, variance="cg", include_noise=False)
+        np.testing.assert_allclose(
+            latent.scale_squared,
+            problem["exact"].predict(x_test, include_noise=False).scale_squared,
+            rtol=1e-7,
+        )
+        with pytest.raises(ValueError, match="needs a posterior conditioned with solver='cg'"):
+            process.condition_inducing(x, y, num_inducing=10, solver="fitc").predict(
+                x_test, variance="cg"
+            )
+        with pytest.raises(ValueError, match="`variance` must be 'fitc' or 'cg'"):
+            sparse.predict(x_test, variance="exact")

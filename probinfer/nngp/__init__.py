@@ -29,6 +29,7 @@ from probinfer.nngp._layers import (
 )
 from probinfer.nngp._network import random_network
 from probinfer.nngp._numpyro import gaussian_process
+from probinfer.nngp._posterior import AbstractScaleMixturePosterior
 from probinfer.nngp._predictive import (
     AbstractPredictive,
     NormalPredictive,
@@ -51,6 +52,7 @@ from probinfer.nngp._scale_priors import (
     inverse_gamma,
     log_normal,
 )
+from probinfer.nngp._sparse import SparseScaleMixturePosterior, select_inducing_points
 from probinfer.nngp._stationary import RBF, Matern52, matern52, rbf
 from probinfer.nngp._variational import (
     VariationalClassifier,
@@ -62,6 +64,7 @@ __all__ = [
     "AbstractKernel",
     "AbstractLayer",
     "AbstractPredictive",
+    "AbstractScaleMixturePosterior",
     "BurrXII",
     "ClassificationPosterior",
     "Dense",
@@ -82,6 +85,7 @@ __all__ = [
     "VariationalClassifier",
     "VariationalParams",
     "Serial",
+    "SparseScaleMixturePosterior",
     "StudentTPredictive",
     "adaptive_quadrature",
     "burr_xii",
@@ -107,5 +111,6 @@ __all__ = [
     "relu",
     "residual",
     "sample_classifier",
+    "select_inducing_points",
     "serial",
 ]

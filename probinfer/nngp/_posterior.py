@@ -188,6 +188,18 @@ class AbstractScaleMixturePosterior(eqx.Module):
         check_inputs(x_test, "x_test", num_features=self.x.shape[1])
         method = self._resolve(method)
         mean, base_variance = self._moments(jnp.asarray(x_test, self.x.dtype), include_noise)
+        return self._predictive(mean, base_variance, method, key, num_samples, num_nodes)
+
+    def _predictive(
+        self,
+        mean: Array,
+        base_variance: Array,
+        method: Method,
+        key: PRNGKeyArray | None,
+        num_samples: int,
+        num_nodes: int,
+    ) -> AbstractPredictive:
+        """The predictive from the ``s = 1`` moments, ``s`` integrated by ``method``."""
         prior = self.process.scale_prior
         if prior is None:
             return NormalPredictive(mean, base_variance)

@@ -166,7 +166,7 @@ class ScaleMixtureProcess(eqx.Module):
         x: Float[ArrayLike, "n d"],
         y: Float[ArrayLike, " n"],
         *,
-        num_inducing: int = 1000,
+        num_inducing: int = 2000,
         inducing_points: Float[ArrayLike, "m d"] | None = None,
         tolerance: float = 0.0,
         solver: Solver = "cg",
@@ -256,10 +256,10 @@ class ScaleMixtureProcess(eqx.Module):
             num_probes=int(num_probes),
             max_iterations=int(max_iterations),
             rtol=None if rtol is None else float(rtol),
-            key=jax.random.key(0) if key is None else key,
             progress=x_np.shape[0] >= PROGRESS_MIN_POINTS if progress is None else progress,
         )
-        return condition_inducing(self, x_array, jnp.asarray(y_np, dtype), z, settings)
+        key = jax.random.key(0) if key is None else key
+        return condition_inducing(self, x_array, jnp.asarray(y_np, dtype), z, settings, key)
 
     def log_marginal_likelihood(
         self,

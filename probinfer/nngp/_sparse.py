@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
+from probinfer.nngp._checks import check_inputs
 from probinfer.nngp._iterative import (
     ProbeSolve,
     kernel_matvec,
@@ -47,7 +48,8 @@ from probinfer.nngp._iterative import (
 )
 from probinfer.nngp._kernel import AbstractKernel, resolve_layer
 from probinfer.nngp._layers import AbstractLayer
-from probinfer.nngp._posterior import AbstractScaleMixturePosterior
+from probinfer.nngp._posterior import AbstractScaleMixturePosterior, Method
+from probinfer.nngp._predictive import AbstractPredictive
 
 if TYPE_CHECKING:
     from probinfer.nngp._process import ScaleMixtureProcess
@@ -133,7 +135,6 @@ class SolverSettings(NamedTuple):
     num_probes: int
     max_iterations: int
     rtol: float | None
-    key: PRNGKeyArray
     progress: bool
 
     def tolerance(self, dtype: jnp.dtype) -> float:
@@ -171,6 +172,9 @@ class SparseScaleMixturePosterior(AbstractScaleMixturePosterior):
         log_det_stderr: the standard error of ``log_det`` (0 for ``solver="fitc"``).
         relative_residual: ``|y - C alpha| / |y|`` at the end of CG.
         cg_iterations: the CG iterations (passes over the kernel) taken.
+        projected: ``(m, n)`` ``V = L_zz^{-1} K_zx``, kept for the preconditioner.
+        fitc_diagonal: ``(n,)`` ``Lambda``'s diagonal, kept for the preconditioner.
+        settings: how CG was run (reused for exact variances).
     """
 
     process: ScaleMixtureProcess
@@ -185,7 +189,10 @@ class SparseScaleMixturePosterior(AbstractScaleMixturePosterior):
     alpha: Array | None
     log_det_stderr: Array
     relative_residual: Array
+    projected: Array
+    fitc_diagonal: Array
     cg_iterations: int = eqx.field(static=True)
+    settings: SolverSettings = eqx.field(static=True)
 
     @property
     def num_inducing(self) -> int:
@@ -202,6 +209,78 @@ class SparseScaleMixturePosterior(AbstractScaleMixturePosterior):
             mean = kernel_matvec(resolved, x_test, self.x, self.alpha[:, None])[:, 0]
         return mean, variance
 
+    def predict(
+        self,
+        x_test: Float[ArrayLike, "m d"],
+        *,
+        include_noise: bool = True,
+        variance: Literal["fitc", "cg"] = "fitc",
+        method: Method = "auto",
+        key: PRNGKeyArray | None = None,
+        num_samples: int = 4096,
+        num_nodes: int = 512,
+    ) -> AbstractPredictive:
+        """The marginal posterior predictive at each test input.
+
+        Args:
+            x_test: test inputs, ``(t, d)``.
+            include_noise: predict noisy targets ``y*`` (default) or the latent ``f*``.
+            variance: ``"fitc"`` (default): FITC's predictive variances, ``O(t m^2)``.
+                ``"cg"`` (``solver="cg"`` posteriors): the exact ``k** - k*^T C^{-1} k*``,
+                one CG solve per test point run together (each iteration a pass over the
+                kernel and a product with ``t`` columns), so that the predictive is the
+                exact posterior's to the CG tolerance; for a few hundred test points.
+            method: how to integrate ``s``; see :meth:`log_marginal_likelihood`.
+            key: PRNG key (importance sampling only).
+            num_samples: prior draws for importance sampling.
+            num_nodes: quadrature nodes.
+
+        Returns:
+            A :class:`NormalPredictive`, :class:`StudentTPredictive` or
+            :class:`ScaleMixturePredictive`, as for the exact posterior.
+
+        Raises:
+            ValueError: on a feature-count mismatch, an unknown ``variance``, or
+                ``variance="cg"`` for a ``solver="fitc"`` posterior.
+        """
+        if variance not in ("fitc", "cg"):
+            raise ValueError(f"`variance` must be 'fitc' or 'cg', got {variance!r}.")
+        if variance == "cg" and self.alpha is None:
+            raise ValueError(
+                "variance='cg' needs a posterior conditioned with solver='cg' (its mean is "
+                "then exact too); this one used solver='fitc'."
+            )
+        check_inputs(x_test, "x_test", num_features=self.x.shape[1])
+        method = self._resolve(method)
+        x_test = jnp.asarray(x_test, self.x.dtype)
+        mean, base_variance = self._moments(x_test, include_noise)
+        if variance == "cg":
+            base_variance = self._exact_variances(x_test, include_noise)
+        return self._predictive(mean, base_variance, method, key, num_samples, num_nodes)
+
+    def _exact_variances(self, x_test: Array, include_noise: bool) -> Array:
+        """``k** + jitter - k*^T C^{-1} k*`` by PCG, one column per test point."""
+        process = self.process
+        kernel = _resolved(process.kernel, jnp.concatenate([x_test, self.x]))
+        cross = kernel(self.x, x_test)
+        shift = process.noise + process.jitter
+
+        def operator(vectors: Array) -> Array:
+            return kernel_matvec(kernel, self.x, self.x, vectors) + shift * vectors
+
+        solve = solve_with_probes(
+            operator,
+            (self.projected, self.fitc_diagonal, self.inner_cholesky),
+            cross,
+            tolerance=self.settings.tolerance(self.x.dtype),
+            max_iterations=self.settings.max_iterations,
+            progress=self.settings.progress,
+        )
+        _warn_unconverged(solve, self.settings)
+        explained = jnp.sum(cross * solve.solutions, axis=0)
+        variance = jnp.maximum(kernel.diagonal(x_test) + process.jitter - explained, 0.0)
+        return variance + process.noise if include_noise else variance
+
 
 def condition_inducing(
     process: ScaleMixtureProcess,
@@ -209,6 +288,7 @@ def condition_inducing(
     y: Array,
     inducing_points: Array,
     settings: SolverSettings,
+    key: PRNGKeyArray,
 ) -> SparseScaleMixturePosterior:
     """Factorise the FITC model, then (``solver="cg"``) solve the exact one by PCG.
 
@@ -242,7 +322,9 @@ def condition_inducing(
     relative_residual = jnp.zeros((), x.dtype)
     iterations = 0
     if settings.solver == "cg":
-        solve = _solve_exact(process, kernel, x, y, (projected, diagonal, inner_cholesky), settings)
+        solve = _solve_exact(
+            process, kernel, x, y, (projected, diagonal, inner_cholesky), settings, key
+        )
         alpha = solve.solutions[:, 0]
         quad_form = jnp.dot(y, alpha)
         correction, stderr = log_det_correction(solve.log_quadratures[1:], solve.probe_norms[1:])
@@ -264,7 +346,10 @@ def condition_inducing(
         alpha=alpha,
         log_det_stderr=log_det_stderr,
         relative_residual=relative_residual,
+        projected=projected,
+        fitc_diagonal=diagonal,
         cg_iterations=iterations,
+        settings=settings,
     )
 
 
@@ -275,10 +360,11 @@ def _solve_exact(
     y: Array,
     precondition_state: tuple[Array, Array, Array],
     settings: SolverSettings,
+    key: PRNGKeyArray,
 ) -> ProbeSolve:
     """PCG on ``[y, z_1, ..., z_t]`` with probes ``z ~ N(0, P)`` for the log-determinant."""
     projected, diagonal, _ = precondition_state
-    key_low_rank, key_diagonal = jax.random.split(settings.key)
+    key_low_rank, key_diagonal = jax.random.split(key)
     num_probes = settings.num_probes
     probes = projected.T @ jax.random.normal(
         key_low_rank, (projected.shape[0], num_probes), x.dtype
