@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import jax
 import jax.core
 import numpy as np
@@ -71,3 +73,14 @@ def check_inputs(x: ArrayLike, name: str, *, num_features: int | None = None) ->
             f"impute them before computing the kernel."
         )
     return array
+
+
+def stacklevel_outside_probinfer() -> int:
+    """The ``stacklevel`` that attributes a warning to the first caller outside probinfer."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in (
+        "probinfer",
+        "equinox",
+    ):
+        frame, level = frame.f_back, level + 1
+    return level

@@ -54,13 +54,15 @@ def kernel_matvec(
         x1: ``(n1, d)`` row inputs.
         x2: ``(n2, d)`` column inputs.
         vectors: ``(n2, r)``.
-        block_rows: rows per block; by default about 4M kernel entries (times the layers'
-            memory factor) per block.
+        block_rows: rows per block; by default about 4M kernel entries per block (divided
+            by the layers' memory factor).
 
     Returns:
         The ``(n1, r)`` product.
     """
     num_rows = x1.shape[0]
+    if num_rows == 0 or x2.shape[0] == 0:
+        return jnp.zeros((num_rows, vectors.shape[1]), jnp.result_type(x1, vectors))
     if block_rows is None:
         factor = kernel.memory_factor if isinstance(kernel, AbstractLayer) else 1
         block_rows = BLOCK_ELEMENTS // max(1, x2.shape[0] * factor)
@@ -82,11 +84,14 @@ class ProbeSolve(NamedTuple):
 
     Attributes:
         solutions: ``(n, r)`` approximate ``C^{-1} b`` per column.
-        iterations: ``(r,)`` CG iterations each column took.
-        relative_residuals: ``(r,)`` final ``|b - C a| / |b|`` per column.
+        iterations: ``(r,)`` CG iterations each column took in its first run (the length
+            of its Lanczos matrix).
+        relative_residuals: ``(r,)`` final ``|b - C a| / |b|`` per column, computed afresh
+            (CG's own residual drifts from it in finite precision).
         log_quadratures: ``(r,)`` ``e_1^T log(T) e_1`` per column (Lanczos tridiagonal
             ``T`` of the preconditioned operator started at the column's ``P^{-1/2} b``).
         probe_norms: ``(r,)`` ``|P^{-1/2} b|^2 = b^T P^{-1} b`` per column.
+        passes: CG iterations in all (passes over the kernel), restarts included.
     """
 
     solutions: Array
@@ -94,6 +99,7 @@ class ProbeSolve(NamedTuple):
     relative_residuals: np.ndarray
     log_quadratures: np.ndarray
     probe_norms: np.ndarray
+    passes: int
 
 
 class _CGState(NamedTuple):
@@ -111,12 +117,13 @@ def _cg_update(
     """One CG step for every active column; frozen columns keep their state."""
     curvature = jnp.sum(state.direction * product, axis=0)
     alpha = jnp.where(active, state.inner / jnp.where(active, curvature, 1.0), 0.0)
-    solution = state.solution + alpha[None, :] * state.direction
+    columns = active[None, :]
+    # Frozen columns are masked, not multiplied by a zero step: 0 * NaN would spread.
+    solution = jnp.where(columns, state.solution + alpha[None, :] * state.direction, state.solution)
     residual = state.residual - alpha[None, :] * product
     preconditioned = _apply_preconditioner(precondition_state, residual)
     inner = jnp.sum(residual * preconditioned, axis=0)
     beta = jnp.where(active, inner / jnp.where(active, state.inner, 1.0), 0.0)
-    columns = active[None, :]
     new = _CGState(
         solution,
         jnp.where(columns, residual, state.residual),
@@ -152,7 +159,27 @@ def _log_quadrature(alphas: np.ndarray, betas: np.ndarray) -> float:
     eigenvalues, eigenvectors = np.linalg.eigh(
         np.diag(diagonal) + np.diag(off_diagonal, 1) + np.diag(off_diagonal, -1)
     )
-    return float(np.sum(eigenvectors[0] ** 2 * np.log(np.maximum(eigenvalues, 1e-300))))
+    if not np.all(eigenvalues > 0):
+        # Ritz values of a positive definite operator are positive: rounding broke CG.
+        raise ValueError(_BREAKDOWN)
+    return float(np.sum(eigenvectors[0] ** 2 * np.log(eigenvalues)))
+
+
+_BREAKDOWN = (
+    "conjugate gradients broke down (a non-finite or non-positive step): the kernel matrix "
+    "plus noise is not numerically positive definite in this precision. Enable float64 "
+    "with `jax.config.update('jax_enable_x64', True)`, or increase `noise` or `jitter`."
+)
+
+
+# Restarts from the true residual when rounding left a solved column above the tolerance.
+MAX_RESTARTS = 3
+
+
+def _start(rhs: Array, solution: Array, residual: Array, precondition_state: tuple) -> _CGState:
+    preconditioned = jax.jit(_apply_preconditioner)(precondition_state, residual)
+    inner = jnp.sum(residual * preconditioned, axis=0)
+    return _CGState(solution, residual, preconditioned, preconditioned, inner)
 
 
 def solve_with_probes(
@@ -160,52 +187,85 @@ def solve_with_probes(
     precondition_state: tuple,
     right_hand_sides: Float[Array, "n r"],
     *,
+    num_solved: int,
     tolerance: float,
     max_iterations: int,
     progress: bool,
 ) -> ProbeSolve:
     """Solve ``C a = b`` for every column of ``b`` by CG preconditioned with the FITC ``P``.
 
+    The first ``num_solved`` columns are systems whose solutions are used: their residual
+    ``b - C a`` is recomputed at the end and, where rounding left it above the tolerance
+    (CG's recursive residual drifts from it in float32), CG restarts from it (at most
+    ``MAX_RESTARTS`` times, within ``max_iterations`` in all). The other columns are probes,
+    used for their Lanczos coefficients from the first run.
+
     Args:
         operator: ``v -> C v`` for ``(n, r)`` blocks of vectors.
         precondition_state: ``(V, Lambda diagonal, L_B)`` of the FITC factorisation.
         right_hand_sides: ``(n, r)`` columns ``b``.
-        tolerance: a column stops once ``|b - C a| <= tolerance |b|``.
-        max_iterations: the most iterations (passes over the kernel).
+        num_solved: how many leading columns are solved systems (the rest are probes).
+        tolerance: a column stops once its residual is ``<= tolerance |b|``.
+        max_iterations: the most iterations (passes over the kernel), restarts included.
         progress: show a progress bar (one step per pass).
 
     Returns:
-        The :class:`ProbeSolve`.
+        The :class:`ProbeSolve`; ``relative_residuals`` are the recomputed ones for solved
+        columns and CG's own for probes.
+
+    Raises:
+        ValueError: when CG breaks down (a non-finite or negative step: the operator is
+            not numerically positive definite).
     """
     rhs = jnp.asarray(right_hand_sides)
-    rhs_norms = np.linalg.norm(np.asarray(rhs, np.float64), axis=0)
-    preconditioned = jax.jit(_apply_preconditioner)(precondition_state, rhs)
-    state = _CGState(
-        jnp.zeros_like(rhs), rhs, preconditioned, preconditioned, jnp.sum(rhs * preconditioned, 0)
-    )
-    probe_norms = np.asarray(state.inner, np.float64)
     num_columns = rhs.shape[1]
+    rhs_norms = np.linalg.norm(np.asarray(rhs, np.float64), axis=0)
+    scale = np.where(rhs_norms > 0, rhs_norms, 1.0)
+    state = _start(rhs, jnp.zeros_like(rhs), rhs, precondition_state)
+    probe_norms = np.asarray(state.inner, np.float64)
     active = rhs_norms > 0
+    relative = np.where(active, 1.0, 0.0)
     iterations = np.zeros(num_columns, int)
     alphas: list[np.ndarray] = []
     betas: list[np.ndarray] = []
-    relative = np.ones(num_columns)
+    solved = np.arange(num_columns) < num_solved
+    steps = 0
     start = time.perf_counter()
     with progress_bar(progress, max_iterations, "conjugate gradients", rate_unit="passes/s") as bar:
-        for step in range(max_iterations):
-            if not active.any():
+        for restart in range(MAX_RESTARTS + 1):
+            while active.any() and steps < max_iterations:
+                product = operator(state.direction)
+                state, alpha, beta = _cg_update(
+                    state, product, jnp.asarray(active), precondition_state
+                )
+                alpha_np = np.asarray(alpha, np.float64)
+                if not np.all(np.isfinite(alpha_np) & (alpha_np >= 0)):
+                    raise ValueError(_BREAKDOWN)
+                if restart == 0:
+                    alphas.append(alpha_np)
+                    betas.append(np.asarray(beta, np.float64))
+                    iterations += active
+                steps += 1
+                relative = np.where(
+                    active,
+                    np.linalg.norm(np.asarray(state.residual, np.float64), axis=0) / scale,
+                    relative,
+                )
+                active = active & (relative > tolerance)
+                if bar is not None:
+                    rate = steps / (time.perf_counter() - start)
+                    bar.update(advance=1, rate=rate, fields={"residual": float(relative.max())})
+            if num_solved == 0:
                 break
-            product = operator(state.direction)
-            state, alpha, beta = _cg_update(state, product, jnp.asarray(active), precondition_state)
-            alphas.append(np.asarray(alpha, np.float64))
-            betas.append(np.asarray(beta, np.float64))
-            iterations += active
-            residual_norms = np.linalg.norm(np.asarray(state.residual, np.float64), axis=0)
-            relative = residual_norms / np.where(rhs_norms > 0, rhs_norms, 1.0)
-            active = active & (relative > tolerance)
-            if bar is not None:
-                rate = (step + 1) / (time.perf_counter() - start)
-                bar.update(advance=1, rate=rate, fields={"residual": float(relative.max())})
+            # The recursive residual drifts from b - C a in finite precision: recompute it
+            # for the solved columns (one more pass) and restart those above the tolerance.
+            residual = jnp.where(solved[None, :], rhs - operator(state.solution), 0.0)
+            true_relative = np.linalg.norm(np.asarray(residual, np.float64), axis=0) / scale
+            relative = np.where(solved, true_relative, relative)
+            active = solved & (true_relative > tolerance)
+            if not active.any() or steps >= max_iterations:
+                break
+            state = _start(rhs, state.solution, residual, precondition_state)
     alpha_table = np.array(alphas).reshape(-1, num_columns)
     beta_table = np.array(betas).reshape(-1, num_columns)
     log_quadratures = np.array(
@@ -214,7 +274,7 @@ def solve_with_probes(
             for j in range(num_columns)
         ]
     )
-    return ProbeSolve(state.solution, iterations, relative, log_quadratures, probe_norms)
+    return ProbeSolve(state.solution, iterations, relative, log_quadratures, probe_norms, steps)
 
 
 def log_det_correction(log_quadratures: np.ndarray, probe_norms: np.ndarray) -> tuple[float, float]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import abc
 import functools
 import math
-import sys
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -37,7 +36,7 @@ import numpy as np
 from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Float
 
-from probinfer.nngp._checks import check_positive
+from probinfer.nngp._checks import check_positive, stacklevel_outside_probinfer
 from probinfer.nngp._kernel import (
     AbstractKernel,
     KernelKind,
@@ -418,17 +417,6 @@ def _auto_num_points(fn: Callable[[Array], Array], variance_bucket: int, dtype: 
     return AUTO_NUM_POINTS[-1]
 
 
-def _stacklevel_outside_probinfer() -> int:
-    """The ``stacklevel`` that attributes a warning to the first caller outside probinfer."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in (
-        "probinfer",
-        "equinox",
-    ):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 class Elementwise(AbstractLayer):
     """Any elementwise activation, by a product trapezoidal rule over the bivariate Gaussian.
 
@@ -515,7 +503,7 @@ class Elementwise(AbstractLayer):
                 f"about {error:.1e} at pre-activation variance {variance:.3g} with "
                 f"{num_points} nodes; {advice}.",
                 UserWarning,
-                stacklevel=_stacklevel_outside_probinfer(),
+                stacklevel=stacklevel_outside_probinfer(),
             )
         layer = Elementwise(self.fn, num_points)
         return layer, _apply_program(layer, state)

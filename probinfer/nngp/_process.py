@@ -197,14 +197,16 @@ class ScaleMixtureProcess(eqx.Module):
             solver: ``"cg"`` (default): the exact posterior's mean, ``q`` and (estimated)
                 ``log |C|`` by conjugate gradients preconditioned with the FITC covariance,
                 the kernel recomputed in row blocks at every iteration (memory ``O(n)`` per
-                block row, time ``O(n^2)`` per iteration); the predictive variances stay
-                FITC's. ``"fitc"``: the FITC model alone, ``O(n m^2)``.
+                block row, time ``O(n^2)`` per iteration); the predictive variances are
+                FITC's unless ``predict(..., variance="cg")``. ``"fitc"``: the FITC model
+                alone, ``O(n m^2)``.
             num_probes: random probes for the stochastic Lanczos estimate of ``log |C|``
                 (``"cg"``); its standard error is ``log_det_stderr``.
             max_iterations: the most CG iterations (``"cg"``); a warning says when CG
                 stopped before ``rtol``.
-            rtol: CG stops when ``|y - C alpha| <= rtol |y|`` (and likewise for every
-                probe); by default 1e-4 in float32 and 1e-8 in float64.
+            rtol: CG stops when its residual is ``<= rtol |y|`` (and likewise for every
+                probe); by default 1e-4 in float32 and 1e-8 in float64. A warning says
+                when the final ``|y - C alpha| / |y|``, computed afresh, is above it.
             key: PRNG key for the probes (default ``jax.random.key(0)``: reproducible).
             progress: show a progress bar over the CG iterations (default: when
                 ``n >= 10,000``).
@@ -212,7 +214,7 @@ class ScaleMixtureProcess(eqx.Module):
         Returns:
             The :class:`SparseScaleMixturePosterior`; its ``max_residual_variance`` is the
             largest prior variance the inducing points leave unexplained at a training
-            input (near 0 against ``noise``: the FITC model is the exact one).
+            input (a rough guide: small against ``noise``, little is lost).
 
         Raises:
             ValueError: on mismatched shapes, NaNs, ``num_inducing < 1``, an unknown
@@ -220,7 +222,8 @@ class ScaleMixtureProcess(eqx.Module):
                 positive definite even after jitter.
 
         Warns:
-            UserWarning: when CG stops at ``max_iterations`` above ``rtol``.
+            UserWarning: when CG ends above ``rtol`` (at ``max_iterations``, or by
+                rounding).
         """
         if solver not in ("cg", "fitc"):
             raise ValueError(f"`solver` must be 'cg' or 'fitc', got {solver!r}.")
@@ -233,10 +236,12 @@ class ScaleMixtureProcess(eqx.Module):
         if rtol is not None:
             check_positive(rtol, "rtol")
         x_np = check_inputs(x, "x")
-        if x_np is None:
+        leaves = jax.tree_util.tree_leaves((self, x, y, inducing_points))
+        if x_np is None or not all(map(is_concrete, leaves)):
             raise ValueError(
-                "`condition_inducing` chooses its inducing points from concrete data; call "
-                "it outside `jit` (the posterior it returns can be used inside)."
+                "`condition_inducing` chooses its inducing points and runs conjugate "
+                "gradients on concrete data; call it outside `jit`/`grad` (the posterior it "
+                "returns can be used inside with `predict(variance='fitc')`)."
             )
         y_np = _check_targets(x_np, y)
         if int(num_inducing) != num_inducing or num_inducing < 1:

@@ -19,13 +19,15 @@ them from ``m x m`` factorisations:
 
 At a test input with ``w = L_zz^{-1} k_z*``: mean ``w^T L_B^{-T} c`` and ``s = 1`` variance
 ``k** + jitter - |w|^2 + |L_B^{-1} w|^2`` (``+ noise`` for targets). Time ``O(n m^2)``,
-memory ``O(n m)``: ``n = 50,000`` with ``m = 2,000`` takes seconds where the exact
-factorisation would need 10 GB and hours.
+memory ``O(n m)``: at ``n = 50,000`` the factorisation takes seconds to a few minutes
+(mostly choosing ``m = 1,000-2,000`` inducing points) where the exact one would need a
+10 GB matrix.
 
 The inducing inputs are chosen from the training inputs greedily (a pivoted Cholesky
 factorisation of ``K``, Harbrecht et al., 2012: each step takes the point whose variance
 the chosen points explain least), so the approximation's worst residual variance is known
-and reported: when it is small against the noise, the FITC model is the exact one.
+and reported: a rough guide to the approximation (small against the noise: little is
+lost), not a bound on it.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
-from probinfer.nngp._checks import check_inputs
+from probinfer.nngp._checks import check_inputs, is_concrete, stacklevel_outside_probinfer
 from probinfer.nngp._iterative import (
     ProbeSolve,
     kernel_matvec,
@@ -106,19 +108,35 @@ def select_inducing_points(
         kernel: the covariance function.
         x: candidate inputs, ``(n, d)``.
         num_inducing: the most rows to choose (at most ``n``).
-        tolerance: stop early once every row's unexplained prior variance is at most this.
+        tolerance: keep only the rows chosen while some row's unexplained prior variance
+            was above this (the greedy steps still run ``num_inducing`` times).
 
     Returns:
         The chosen row indices (in the order chosen) and the largest unexplained variance
         ``max_i (K - Q)_ii`` left after them (0 when every row was chosen).
+
+    Raises:
+        ValueError: on inputs that are not a finite, non-empty ``(n, d)`` array, or
+            ``num_inducing < 1``.
     """
-    x = jnp.asarray(x)
+    x_np = check_inputs(x, "x")
+    if x_np is None:
+        raise ValueError(
+            "`select_inducing_points` needs concrete inputs; call it outside `jit`/`grad`."
+        )
+    if x_np.shape[0] == 0:
+        raise ValueError("`x` has no rows; pass at least one input to choose from.")
+    if int(num_inducing) != num_inducing or num_inducing < 1:
+        raise ValueError(f"`num_inducing` must be an integer >= 1, got {num_inducing!r}.")
+    x = jnp.asarray(x_np, jnp.result_type(float))
     rank = min(int(num_inducing), x.shape[0])
     kernel = _resolved(kernel, x)
     pivots, gains, left = _pivoted_cholesky(kernel, x, kernel.diagonal(x), rank)
     pivots, gains = np.asarray(pivots), np.asarray(gains)
-    # A gain of the order of rounding adds nothing but an ill-conditioned row to K_zz.
-    floor = max(float(tolerance), 64 * float(np.finfo(x.dtype).eps) * float(gains[0]))
+    # A gain of the order of rounding adds nothing but an ill-conditioned row to K_zz (a
+    # duplicate's residual is rounding, which grows with the number of downdates).
+    eps = float(np.finfo(x.dtype).eps)
+    floor = max(float(tolerance), 64 * eps * float(gains[0]) * np.sqrt(rank))
     small = np.flatnonzero(gains <= floor)
     keep = max(1, int(small[0])) if small.size else rank
     remaining = float(gains[keep]) if keep < rank else max(float(left), 0.0)
@@ -152,10 +170,10 @@ class SparseScaleMixturePosterior(AbstractScaleMixturePosterior):
     ``scale_weights``). With ``solver="fitc"`` it is the FITC model's exact posterior
     (``Q + Lambda`` in place of ``C = K + (noise + jitter) I``). With ``solver="cg"``,
     ``alpha = C^{-1} y`` is solved for the exact ``C`` by preconditioned conjugate
-    gradients, so the predictive mean and ``q`` (hence the Student-t scale and degrees of
-    freedom) are the exact posterior's, ``log |C|`` is estimated by stochastic Lanczos
-    quadrature (standard error ``log_det_stderr``), and only the predictive variances
-    remain FITC's.
+    gradients (to relative residual ``rtol``), so the predictive mean and ``q`` (hence the
+    Student-t scale) are the exact posterior's, ``log |C|`` is estimated by stochastic
+    Lanczos quadrature (standard error ``log_det_stderr``), and the predictive variances
+    are FITC's unless ``predict(..., variance="cg")`` solves them too.
 
     Attributes:
         process: the prior process.
@@ -211,7 +229,7 @@ class SparseScaleMixturePosterior(AbstractScaleMixturePosterior):
 
     def predict(
         self,
-        x_test: Float[ArrayLike, "m d"],
+        x_test: Float[ArrayLike, "t d"],
         *,
         include_noise: bool = True,
         variance: Literal["fitc", "cg"] = "fitc",
@@ -250,6 +268,13 @@ class SparseScaleMixturePosterior(AbstractScaleMixturePosterior):
                 "variance='cg' needs a posterior conditioned with solver='cg' (its mean is "
                 "then exact too); this one used solver='fitc'."
             )
+        if variance == "cg" and not all(
+            map(is_concrete, jax.tree_util.tree_leaves((self, x_test)))
+        ):
+            raise ValueError(
+                "variance='cg' runs conjugate gradients with a stopping test on concrete "
+                "arrays; call `predict` outside `jit`/`grad` (variance='fitc' works inside)."
+            )
         check_inputs(x_test, "x_test", num_features=self.x.shape[1])
         method = self._resolve(method)
         x_test = jnp.asarray(x_test, self.x.dtype)
@@ -261,6 +286,8 @@ class SparseScaleMixturePosterior(AbstractScaleMixturePosterior):
     def _exact_variances(self, x_test: Array, include_noise: bool) -> Array:
         """``k** + jitter - k*^T C^{-1} k*`` by PCG, one column per test point."""
         process = self.process
+        if x_test.shape[0] == 0:
+            return jnp.zeros((0,), self.x.dtype)
         kernel = _resolved(process.kernel, jnp.concatenate([x_test, self.x]))
         cross = kernel(self.x, x_test)
         shift = process.noise + process.jitter
@@ -272,11 +299,12 @@ class SparseScaleMixturePosterior(AbstractScaleMixturePosterior):
             operator,
             (self.projected, self.fitc_diagonal, self.inner_cholesky),
             cross,
+            num_solved=cross.shape[1],
             tolerance=self.settings.tolerance(self.x.dtype),
             max_iterations=self.settings.max_iterations,
             progress=self.settings.progress,
         )
-        _warn_unconverged(solve, self.settings)
+        _warn_unconverged(solve, self.settings, "the predictive variances")
         explained = jnp.sum(cross * solve.solutions, axis=0)
         variance = jnp.maximum(kernel.diagonal(x_test) + process.jitter - explained, 0.0)
         return variance + process.noise if include_noise else variance
@@ -331,8 +359,8 @@ def condition_inducing(
         log_det = log_det + correction
         log_det_stderr = jnp.asarray(stderr, x.dtype)
         relative_residual = jnp.asarray(solve.relative_residuals[0], x.dtype)
-        iterations = int(solve.iterations.max())
-        _warn_unconverged(solve, settings)
+        iterations = solve.passes
+        _warn_unconverged(solve, settings, "the predictive mean, q and log |C|")
     return SparseScaleMixturePosterior(
         process=process,
         x=x,
@@ -380,24 +408,28 @@ def _solve_exact(
         operator,
         precondition_state,
         jnp.concatenate([y[:, None], probes], axis=1),
+        num_solved=1,
         tolerance=settings.tolerance(x.dtype),
         max_iterations=settings.max_iterations,
         progress=settings.progress,
     )
 
 
-def _warn_unconverged(solve: ProbeSolve, settings: SolverSettings) -> None:
+def _warn_unconverged(solve: ProbeSolve, settings: SolverSettings, solved: str) -> None:
+    """Warn, attributed to the user's code, when a column missed ``rtol``."""
+    if solve.relative_residuals.size == 0:
+        return
     worst = float(solve.relative_residuals.max())
     tolerance = settings.tolerance(solve.solutions.dtype)
-    if worst > tolerance:
+    if not worst <= tolerance:
         warnings.warn(
-            f"conjugate gradients stopped after {settings.max_iterations} iterations with a "
-            f"relative residual of {worst:.2g} (tolerance {tolerance:.2g}): the predictive "
-            "mean and q are not exact to the tolerance. Increase `num_inducing` (a better "
-            "preconditioner) or `max_iterations`, or enable float64 with "
-            "`jax.config.update('jax_enable_x64', True)`.",
+            f"conjugate gradients ended after {solve.passes} iterations with a "
+            f"relative residual |b - C a| / |b| of {worst:.2g}, above the tolerance "
+            f"{tolerance:.2g}: {solved} are not solved to the tolerance. Increase "
+            "`num_inducing` (a better preconditioner) or `max_iterations`, or enable "
+            "float64 with `jax.config.update('jax_enable_x64', True)`.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=stacklevel_outside_probinfer(),
         )
 
 
