@@ -62,6 +62,10 @@ def _resolved(kernel: AbstractKernel, x: Array) -> AbstractKernel:
     return resolve_layer(kernel, x) if isinstance(kernel, AbstractLayer) else kernel
 
 
+# Rows of the partial factor read together when downdating a new column.
+SELECTION_CHUNK = 128
+
+
 @eqx.filter_jit
 def _pivoted_cholesky(
     kernel: AbstractKernel, x: Array, diagonal: Array, rank: int
@@ -76,16 +80,27 @@ def _pivoted_cholesky(
     one kernel column computed per step.
     """
     num_points = x.shape[0]
-    factor = jnp.zeros((rank, num_points), x.dtype)
+    num_chunks = -(-rank // SELECTION_CHUNK)
+    factor = jnp.zeros((num_chunks * SELECTION_CHUNK, num_points), x.dtype)
     pivots = jnp.zeros((rank,), jnp.int32)
     gains = jnp.zeros((rank,), x.dtype)
+
+    def explained(factor: Array, pivot: Array, filled: Array) -> Array:
+        """``F^T F[:, pivot]`` over the filled chunks only: half the reads of the whole."""
+
+        def add_chunk(j: Array, total: Array) -> Array:
+            chunk = jax.lax.dynamic_slice_in_dim(factor, j * SELECTION_CHUNK, SELECTION_CHUNK)
+            return total + chunk.T @ chunk[:, pivot]
+
+        used = (filled + SELECTION_CHUNK - 1) // SELECTION_CHUNK
+        return jax.lax.fori_loop(0, used, add_chunk, jnp.zeros((num_points,), x.dtype))
 
     def step(i: Array, carry: tuple[Array, Array, Array, Array]) -> tuple:
         factor, residual, pivots, gains = carry
         pivot = jnp.argmax(residual)
         gain = residual[pivot]
         column = kernel(x, jax.lax.dynamic_slice_in_dim(x, pivot, 1))[:, 0]
-        column = (column - factor.T @ factor[:, pivot]) / jnp.sqrt(jnp.maximum(gain, 1e-30))
+        column = (column - explained(factor, pivot, i)) / jnp.sqrt(jnp.maximum(gain, 1e-30))
         factor = factor.at[i].set(jnp.where(gain > 0, column, 0.0))
         residual = jnp.maximum(residual - column**2, 0.0).at[pivot].set(-jnp.inf)
         return factor, residual, pivots.at[i].set(pivot.astype(jnp.int32)), gains.at[i].set(gain)
