@@ -562,6 +562,7 @@ LARGE_SCRIPT = textwrap.dedent(
         "n": LARGE_N, "solver": solver, "inducing": posterior.num_inducing,
         "condition_seconds": conditioned, "seconds": time.perf_counter() - start,
         "test_nll": -float(np.mean(log_prob)), "cg_iterations": posterior.cg_iterations,
+        "relative_residual": float(posterior.relative_residual),
         "log_marginal_likelihood": float(posterior.log_marginal_likelihood()),
         "log_marginal_likelihood_se": float(posterior.log_det_stderr) / 2,
         "max_residual_variance": float(posterior.max_residual_variance),

@@ -205,8 +205,10 @@ class ScaleMixtureProcess(eqx.Module):
             max_iterations: the most CG iterations (``"cg"``); a warning says when CG
                 stopped before ``rtol``.
             rtol: CG stops when its residual is ``<= rtol |y|`` (and likewise for every
-                probe); by default 1e-4 in float32 and 1e-8 in float64. A warning says
-                when the final ``|y - C alpha| / |y|``, computed afresh, is above it.
+                probe); by default 1e-4 in float32 and 1e-8 in float64. The final
+                ``|y - C alpha| / |y|`` is computed afresh (``relative_residual``); CG
+                restarts from it when rounding left it over 10 times ``rtol``, and warns
+                if it stays there.
             key: PRNG key for the probes (default ``jax.random.key(0)``: reproducible).
             progress: show a progress bar over the CG iterations (default: when
                 ``n >= 10,000``).
@@ -222,8 +224,8 @@ class ScaleMixtureProcess(eqx.Module):
                 positive definite even after jitter.
 
         Warns:
-            UserWarning: when CG ends above ``rtol`` (at ``max_iterations``, or by
-                rounding).
+            UserWarning: when CG ends above ``rtol`` at ``max_iterations``, or rounding
+                leaves ``relative_residual`` over 10 times ``rtol``.
         """
         if solver not in ("cg", "fitc"):
             raise ValueError(f"`solver` must be 'cg' or 'fitc', got {solver!r}.")
