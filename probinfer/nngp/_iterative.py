@@ -181,7 +181,7 @@ MAX_RESTARTS = 3
 ROUNDING_SLACK = 10.0
 
 
-def _start(rhs: Array, solution: Array, residual: Array, precondition_state: tuple) -> _CGState:
+def _start(solution: Array, residual: Array, precondition_state: tuple) -> _CGState:
     preconditioned = jax.jit(_apply_preconditioner)(precondition_state, residual)
     inner = jnp.sum(residual * preconditioned, axis=0)
     return _CGState(solution, residual, preconditioned, preconditioned, inner)
@@ -212,30 +212,39 @@ def solve_with_probes(
         right_hand_sides: ``(n, r)`` columns ``b``.
         num_solved: how many leading columns are solved systems (the rest are probes).
         tolerance: a column stops once its residual is ``<= tolerance |b|``.
-        max_iterations: the most iterations (passes over the kernel), restarts included.
+        max_iterations: the most CG iterations (passes over the kernel), restarts included;
+            the residual check after each run is one more pass.
         progress: show a progress bar (one step per pass).
 
     Returns:
         The :class:`ProbeSolve`; ``relative_residuals`` are the recomputed ones for solved
-        columns and CG's own for probes; ``converged`` says whether every probe reached the
-        tolerance and every solved column ``ROUNDING_SLACK`` times it.
+        columns and CG's own for probes; ``converged`` says whether every column reached
+        the tolerance, allowing ``ROUNDING_SLACK`` times it for solved columns that CG
+        finished within the budget (rounding, not a lack of iterations).
 
     Raises:
         ValueError: when CG breaks down (a non-finite or negative step: the operator is
             not numerically positive definite).
     """
-    rhs = jnp.asarray(right_hand_sides)
-    num_columns = rhs.shape[1]
-    rhs_norms = np.linalg.norm(np.asarray(rhs, np.float64), axis=0)
+    num_columns = right_hand_sides.shape[1]
+    columns = np.asarray(right_hand_sides, np.float64)
+    # Norms of columns scaled by their largest entry first: squares of 1e-200 underflow.
+    largest = np.max(np.abs(columns), axis=0, initial=0.0)
+    safe = np.where(largest > 0, largest, 1.0)
+    rhs_norms = largest * np.linalg.norm(columns / safe, axis=0)
     scale = np.where(rhs_norms > 0, rhs_norms, 1.0)
-    state = _start(rhs, jnp.zeros_like(rhs), rhs, precondition_state)
-    probe_norms = np.asarray(state.inner, np.float64)
+    # Unit columns: tiny right-hand sides (far-away test points) would underflow in the
+    # inner products. CG's step sizes, hence the Lanczos matrices, do not depend on scale.
+    rhs = jnp.asarray(right_hand_sides) / jnp.asarray(scale, right_hand_sides.dtype)[None, :]
+    state = _start(jnp.zeros_like(rhs), rhs, precondition_state)
+    probe_norms = np.asarray(state.inner, np.float64) * scale**2
     active = rhs_norms > 0
     relative = np.where(active, 1.0, 0.0)
     iterations = np.zeros(num_columns, int)
     alphas: list[np.ndarray] = []
     betas: list[np.ndarray] = []
     solved = np.arange(num_columns) < num_solved
+    unfinished = np.zeros(num_columns, bool)
     steps = 0
     start = time.perf_counter()
     with progress_bar(progress, max_iterations, "conjugate gradients", rate_unit="passes/s") as bar:
@@ -246,7 +255,7 @@ def solve_with_probes(
                     state, product, jnp.asarray(active), precondition_state
                 )
                 alpha_np = np.asarray(alpha, np.float64)
-                if not np.all(np.isfinite(alpha_np) & (alpha_np >= 0)):
+                if not (np.all(alpha_np[active] > 0) and np.all(np.isfinite(alpha_np))):
                     raise ValueError(_BREAKDOWN)
                 if restart == 0:
                     alphas.append(alpha_np)
@@ -254,37 +263,44 @@ def solve_with_probes(
                     iterations += active
                 steps += 1
                 relative = np.where(
-                    active,
-                    np.linalg.norm(np.asarray(state.residual, np.float64), axis=0) / scale,
-                    relative,
+                    active, np.linalg.norm(np.asarray(state.residual, np.float64), axis=0), relative
                 )
                 active = active & (relative > tolerance)
                 if bar is not None:
                     rate = steps / (time.perf_counter() - start)
                     bar.update(advance=1, rate=rate, fields={"residual": float(relative.max())})
+            # Columns the budget stopped above the tolerance: no slack for rounding.
+            unfinished = active.copy()
             if num_solved == 0:
                 break
             # The recursive residual drifts from b - C a in finite precision: recompute it
-            # for the solved columns (one more pass) and restart those above the tolerance.
-            residual = jnp.where(solved[None, :], rhs - operator(state.solution), 0.0)
-            true_relative = np.linalg.norm(np.asarray(residual, np.float64), axis=0) / scale
-            relative = np.where(solved, true_relative, relative)
-            active = solved & (true_relative > ROUNDING_SLACK * tolerance)
-            if not active.any() or steps >= max_iterations:
+            # for the solved columns (one more pass) and restart those far above tolerance.
+            residual = rhs[:, :num_solved] - operator(state.solution[:, :num_solved])
+            steps += 1
+            relative[:num_solved] = np.linalg.norm(np.asarray(residual, np.float64), axis=0)
+            if unfinished.any() or steps >= max_iterations:
                 break
-            state = _start(rhs, state.solution, residual, precondition_state)
+            active = solved & (relative > ROUNDING_SLACK * tolerance)
+            if not active.any():
+                break
+            padded = jnp.zeros_like(rhs).at[:, :num_solved].set(residual)
+            state = _start(state.solution, padded, precondition_state)
     alpha_table = np.array(alphas).reshape(-1, num_columns)
     beta_table = np.array(betas).reshape(-1, num_columns)
+    # Only probes need the quadrature (solved columns' Lanczos matrices are unused).
     log_quadratures = np.array(
         [
             _log_quadrature(alpha_table[: iterations[j], j], beta_table[: iterations[j], j])
+            if j >= num_solved
+            else np.nan
             for j in range(num_columns)
         ]
     )
-    limits = np.where(solved, ROUNDING_SLACK * tolerance, tolerance)
+    limits = np.where(solved & ~unfinished, ROUNDING_SLACK * tolerance, tolerance)
     converged = bool(np.all(relative <= limits))
+    solutions = state.solution * jnp.asarray(scale, state.solution.dtype)[None, :]
     return ProbeSolve(
-        state.solution, iterations, relative, log_quadratures, probe_norms, steps, converged
+        solutions, iterations, relative, log_quadratures, probe_norms, steps, converged
     )
 
 

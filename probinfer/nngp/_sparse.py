@@ -437,10 +437,10 @@ def _warn_unconverged(solve: ProbeSolve, settings: SolverSettings, solved: str) 
     worst = float(solve.relative_residuals.max())
     tolerance = settings.tolerance(solve.solutions.dtype)
     warnings.warn(
-        f"conjugate gradients ended after {solve.passes} iterations with a relative "
-        f"residual |b - C a| / |b| of {worst:.2g} (tolerance {tolerance:.2g}): {solved} are "
-        "not solved to the tolerance. Increase `num_inducing` (a better preconditioner) or "
-        "`max_iterations`, or enable float64 with "
+        f"conjugate gradients ended after {solve.passes} passes over the kernel with a "
+        f"relative residual |b - C a| / |b| of {worst:.2g} (tolerance {tolerance:.2g}): "
+        f"{solved} are not solved to the tolerance. Increase `num_inducing` (a better "
+        "preconditioner) or `max_iterations`, or enable float64 with "
         "`jax.config.update('jax_enable_x64', True)`.",
         UserWarning,
         stacklevel=stacklevel_outside_probinfer(),
