@@ -66,7 +66,7 @@ error of the paired differences). *Scale*: all 50,000 points, each run in a fres
 (time, CG iterations, test NLL, log marginal likelihood with its SLQ standard error, peak
 RSS); with 2,000 inducing points, the exact predictive (variances by CG) on the first
 ``LARGE_VARIANCE_POINTS`` test points against the FITC-variance one. Not run by default
-(about 25 minutes): pass ``--sections large``.
+(about 20 minutes): pass ``--sections large``.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def _pivoted_cholesky(
     """Greedy pivots of ``K``'s partial Cholesky factorisation and their residual variances.
 
     Returns the pivots, each pivot's unexplained variance when it was chosen, and the
-    largest unexplained variance left after the last one (``-inf`` when all were chosen).
+    largest unexplained variance left after the last one (0 when all were chosen).
 
     Step ``i`` picks the point with the largest variance not yet explained by the points
     before it; the factor is kept as ``rank`` rows of length ``n`` (``O(n rank)`` memory),
