@@ -33,6 +33,7 @@ lost), not a bound on it.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import equinox as eqx
@@ -305,13 +306,8 @@ class SparseScaleMixturePosterior(AbstractScaleMixturePosterior):
             return jnp.zeros((0,), self.x.dtype)
         kernel = _resolved(process.kernel, jnp.concatenate([x_test, self.x]))
         cross = kernel(self.x, x_test)
-        shift = process.noise + process.jitter
-
-        def operator(vectors: Array) -> Array:
-            return kernel_matvec(kernel, self.x, self.x, vectors) + shift * vectors
-
         solve = solve_with_probes(
-            operator,
+            _exact_operator(process, kernel, self.x),
             (self.projected, self.fitc_diagonal, self.inner_cholesky),
             cross,
             num_solved=cross.shape[1],
@@ -414,13 +410,8 @@ def _solve_exact(
     ) + jnp.sqrt(diagonal)[:, None] * jax.random.normal(
         key_diagonal, (x.shape[0], num_probes), x.dtype
     )
-    shift = process.noise + process.jitter
-
-    def operator(vectors: Array) -> Array:
-        return kernel_matvec(kernel, x, x, vectors) + shift * vectors
-
     return solve_with_probes(
-        operator,
+        _exact_operator(process, kernel, x),
         precondition_state,
         jnp.concatenate([y[:, None], probes], axis=1),
         num_solved=1,
@@ -428,6 +419,18 @@ def _solve_exact(
         max_iterations=settings.max_iterations,
         progress=settings.progress,
     )
+
+
+def _exact_operator(
+    process: ScaleMixtureProcess, kernel: AbstractKernel, x: Array
+) -> Callable[[Array], Array]:
+    """``v -> C v`` for the exact ``C = K + (noise + jitter) I``, the kernel in row blocks."""
+    shift = process.noise + process.jitter
+
+    def operator(vectors: Array) -> Array:
+        return kernel_matvec(kernel, x, x, vectors) + shift * vectors
+
+    return operator
 
 
 def _warn_unconverged(solve: ProbeSolve, settings: SolverSettings, solved: str) -> None:
