@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from probinfer import nngp
-from probinfer.nngp._iterative import kernel_matvec, solve_with_probes
-from probinfer.nngp._sparse import select_inducing_points
+from probinfer.nngp._iterative import ProbeSolve, kernel_matvec, solve_with_probes
+from probinfer.nngp._sparse import SolverSettings, _warn_unconverged, select_inducing_points
 
 KERNEL = nngp.mlp(2, weight_variance=1.7, bias_variance=0.3)
 NOISE = 0.05
@@ -244,7 +244,23 @@ def test_cg_budget_restarts_and_tiny_right_hand_sides():
         restarted = solve_with_probes(perturbed, state, rhs, num_solved=2, tolerance=1e-10,
                                       max_iterations=500, progress=False)  # fmt: skip
         assert restarted.converged and np.all(relative_residual(restarted) <= 1e-9)
-        assert restarted.passes > exact.passes
+        assert restarted.passes > exact.passes and not restarted.stalled
+        # Fresh noise relative to |v| in every product, as rounding makes it (CG's own
+        # residual still converges, the recomputed one cannot): the first restart does not
+        # halve the recomputed residual, so CG stops restarting (one restart, not
+        # MAX_RESTARTS) and reports the stall.
+        noise = np.random.default_rng(1)
+
+        def noisy(vectors):
+            product = jnp.asarray(matrix) @ vectors
+            size = jnp.linalg.norm(vectors, axis=0, keepdims=True)
+            return product + 1e-7 * size * noise.normal(size=product.shape)
+
+        floor = solve_with_probes(noisy, state, rhs, num_solved=2, tolerance=1e-10,
+                                  max_iterations=2000, progress=False)  # fmt: skip
+        assert floor.stalled and not floor.converged
+        assert np.all(floor.relative_residuals > 1e-9)
+        assert floor.passes < 2.5 * exact.passes  # first run, one restart, two checks
         # A right-hand side of 1e-200 is solved like one of 1, not a breakdown.
         tiny = solve_with_probes(operator, state, rhs * 1e-200, num_solved=2, tolerance=1e-10,
                                  max_iterations=200, progress=False)  # fmt: skip
@@ -266,6 +282,17 @@ def test_unconverged_cg_warns():
     process = nngp.ScaleMixtureProcess(KERNEL, None, NOISE)
     with pytest.warns(UserWarning, match="conjugate gradients ended after 3 passes") as record:
         process.condition_inducing(x, y, num_inducing=5, max_iterations=2, rtol=1e-6)
+    assert record[0].filename == __file__
+
+
+def test_stalled_cg_warns_with_the_rounding_floor():
+    solve = ProbeSolve(
+        solutions=jnp.zeros((4, 1), jnp.float32), iterations=np.array([3]),
+        relative_residuals=np.array([1.6e-3]), log_quadratures=np.array([np.nan]),
+        probe_norms=np.array([1.0]), passes=9, converged=False, stalled=True,
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="rounding floor of float32") as record:
+        _warn_unconverged(solve, SolverSettings("cg", 16, 100, None, False), "the mean")
     assert record[0].filename == __file__
 
 

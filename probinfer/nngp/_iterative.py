@@ -93,6 +93,9 @@ class ProbeSolve(NamedTuple):
         probe_norms: ``(r,)`` ``|P^{-1/2} b|^2 = b^T P^{-1} b`` per column.
         passes: CG iterations in all (passes over the kernel), restarts included.
         converged: whether every column met its tolerance (see :func:`solve_with_probes`).
+        stalled: whether a solved column ended above ``ROUNDING_SLACK`` times the tolerance
+            because a restart failed to halve its recomputed residual: rounding in the
+            working precision, which more CG cannot remove, stopped it.
     """
 
     solutions: Array
@@ -102,6 +105,7 @@ class ProbeSolve(NamedTuple):
     probe_norms: np.ndarray
     passes: int
     converged: bool
+    stalled: bool
 
 
 class _CGState(NamedTuple):
@@ -176,9 +180,12 @@ _BREAKDOWN = (
 
 # Restarts from the true residual when rounding left a solved column far above the
 # tolerance. Within ROUNDING_SLACK times the tolerance it is rounding CG cannot remove in
-# the working precision (float32 at n = 50,000 stalls near 1e-4): accepted, not retried.
+# the working precision: accepted, not retried. A restart that does not at least halve a
+# column's residual (STALL_FACTOR) shows its rounding floor: more restarts only cost
+# passes (float32 at n = 50,000 stalls near 1.6e-3 and three restarts doubled the passes).
 MAX_RESTARTS = 3
 ROUNDING_SLACK = 10.0
+STALL_FACTOR = 0.5
 
 
 def _start(solution: Array, residual: Array, precondition_state: tuple) -> _CGState:
@@ -203,8 +210,9 @@ def solve_with_probes(
     ``b - C a`` is recomputed at the end and, where rounding left it more than
     ``ROUNDING_SLACK`` times above the tolerance (CG's recursive residual drifts from it in
     finite precision), CG restarts from it (at most ``MAX_RESTARTS`` times, within
-    ``max_iterations`` in all). The other columns are probes, used for their Lanczos
-    coefficients from the first run.
+    ``max_iterations`` in all). A column whose restart did not lower that residual by
+    ``STALL_FACTOR`` is at its rounding floor and is not restarted again (``stalled``).
+    The other columns are probes, used for their Lanczos coefficients from the first run.
 
     Args:
         operator: ``v -> C v`` for ``(n, r)`` blocks of vectors.
@@ -245,6 +253,8 @@ def solve_with_probes(
     betas: list[np.ndarray] = []
     solved = np.arange(num_columns) < num_solved
     unfinished = np.zeros(num_columns, bool)
+    checked = np.full(num_columns, np.inf)  # the recomputed residual at the last check
+    stalled = np.zeros(num_columns, bool)
     steps = 0
     start = time.perf_counter()
     with progress_bar(progress, max_iterations, "conjugate gradients", rate_unit="passes/s") as bar:
@@ -278,9 +288,11 @@ def solve_with_probes(
             residual = rhs[:, :num_solved] - operator(state.solution[:, :num_solved])
             steps += 1
             relative[:num_solved] = np.linalg.norm(np.asarray(residual, np.float64), axis=0)
+            stalled |= solved & (relative > STALL_FACTOR * checked)
+            checked = np.where(solved, relative, checked)
             if unfinished.any() or steps >= max_iterations:
                 break
-            active = solved & (relative > ROUNDING_SLACK * tolerance)
+            active = solved & ~stalled & (relative > ROUNDING_SLACK * tolerance)
             if not active.any():
                 break
             padded = jnp.zeros_like(rhs).at[:, :num_solved].set(residual)
@@ -300,7 +312,14 @@ def solve_with_probes(
     converged = bool(np.all(relative <= limits))
     solutions = state.solution * jnp.asarray(scale, state.solution.dtype)[None, :]
     return ProbeSolve(
-        solutions, iterations, relative, log_quadratures, probe_norms, steps, converged
+        solutions,
+        iterations,
+        relative,
+        log_quadratures,
+        probe_norms,
+        steps,
+        converged,
+        bool(np.any(stalled & (relative > ROUNDING_SLACK * tolerance))),
     )
 
 

@@ -207,8 +207,9 @@ class ScaleMixtureProcess(eqx.Module):
             rtol: CG stops when its residual is ``<= rtol |y|`` (and likewise for every
                 probe); by default 1e-4 in float32 and 1e-8 in float64. The final
                 ``|y - C alpha| / |y|`` is computed afresh (``relative_residual``); CG
-                restarts from it when rounding left it over 10 times ``rtol``, and warns
-                if it stays there.
+                restarts from it when rounding left it over 10 times ``rtol``, stops
+                restarting when a restart does not halve it (the precision's rounding
+                floor), and warns if it stays over 10 times ``rtol``.
             key: PRNG key for the probes (default ``jax.random.key(0)``: reproducible).
             progress: show a progress bar over the CG iterations (default: when
                 ``n >= 10,000``).

@@ -439,15 +439,24 @@ def _warn_unconverged(solve: ProbeSolve, settings: SolverSettings, solved: str) 
         return
     worst = float(solve.relative_residuals.max())
     tolerance = settings.tolerance(solve.solutions.dtype)
-    warnings.warn(
+    ended = (
         f"conjugate gradients ended after {solve.passes} passes over the kernel with a "
         f"relative residual |b - C a| / |b| of {worst:.2g} (tolerance {tolerance:.2g}): "
-        f"{solved} are not solved to the tolerance. Increase `num_inducing` (a better "
-        "preconditioner) or `max_iterations`, or enable float64 with "
-        "`jax.config.update('jax_enable_x64', True)`.",
-        UserWarning,
-        stacklevel=stacklevel_outside_probinfer(),
+        f"{solved} are not solved to the tolerance. "
     )
+    if solve.stalled:
+        advice = (
+            f"A restart from the recomputed residual did not lower it: that is the rounding "
+            f"floor of {solve.solutions.dtype} for this system, which more iterations cannot "
+            "remove. Enable float64 with `jax.config.update('jax_enable_x64', True)`, or "
+            "pass a larger `rtol` to accept it."
+        )
+    else:
+        advice = (
+            "Increase `num_inducing` (a better preconditioner) or `max_iterations`, or "
+            "enable float64 with `jax.config.update('jax_enable_x64', True)`."
+        )
+    warnings.warn(ended + advice, UserWarning, stacklevel=stacklevel_outside_probinfer())
 
 
 @eqx.filter_jit
