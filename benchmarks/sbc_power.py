@@ -29,7 +29,7 @@ import numpyro.distributions as dist
 from probinfer.bench import machine_description
 
 
-def _load_harness() -> ModuleType:
+def load_harness() -> ModuleType:
     """The test suite's SBC harness (``tests/_sbc.py``), shared rather than copied."""
     path = Path(__file__).resolve().parents[1] / "tests" / "_sbc.py"
     spec = importlib.util.spec_from_file_location("_sbc", path)
@@ -39,7 +39,7 @@ def _load_harness() -> ModuleType:
     return module
 
 
-_sbc = _load_harness()
+_sbc = load_harness()
 
 MODELS = {
     "correct": _sbc.make_model(),

@@ -8,6 +8,9 @@ that run's time).
 :func:`check_run` reads an MCMC run's ``InferenceData`` and returns one message per problem
 that a Stan user would be warned about; :func:`probinfer.sample` issues each as a
 :class:`SamplingWarning`.
+
+:func:`sbc` runs simulation-based calibration of any method on a NumPyro model and tests
+the ranks with the exact rank-ECDF test (:func:`rank_ecdf_test`; ``probinfer._calibration``).
 """
 
 from typing import Any, NamedTuple, cast
@@ -374,3 +377,31 @@ def check_run(
                 "runs: `jax.config.update('jax_enable_x64', True)`."
             )
     return messages
+
+
+# Simulation-based calibration lives in its own module (it drives whole runs); its public
+# names are these. Imported last: it needs SamplingWarning and convergence from here.
+from probinfer._calibration import (  # noqa: E402
+    SBC_METHODS,
+    SBCResult,
+    rank_ecdf_band,
+    rank_ecdf_test,
+    sbc,
+)
+
+__all__ = [
+    "SBC_METHODS",
+    "EBFMI_MIN",
+    "ESS_PER_CHAIN_MIN",
+    "RHAT_MAX",
+    "Convergence",
+    "SBCResult",
+    "SamplingWarning",
+    "check_run",
+    "convergence",
+    "mixing_messages",
+    "rank_ecdf_band",
+    "rank_ecdf_test",
+    "sbc",
+    "summary",
+]

@@ -32,7 +32,7 @@ from numpyro.distributions import constraints, transforms
 from scipy import stats
 
 import probinfer as pi
-from probinfer.diagnostics import SamplingWarning
+from probinfer.diagnostics import SamplingWarning, SBCResult, sbc
 
 NUM_OBSERVATIONS = 5
 NUM_RANKED = 99  # ranks take values 0..99: 10 bins of 10
@@ -122,3 +122,77 @@ def sbc_p_values(
         counts = np.bincount(ranks * NUM_BINS // (NUM_RANKED + 1), minlength=NUM_BINS)
         p_values[name] = float(stats.chisquare(counts).pvalue)
     return p_values
+
+
+# --- One model per replicate: `probinfer.diagnostics.sbc` on every inference family ---
+
+CONTROLS = ("correct", "dropped Jacobian", "narrow prior")
+"""The model fitted: the true one, or a negative control (data always from the true one)."""
+
+FAMILY_SETTINGS: dict[str, dict[str, int]] = {
+    # Single chains, with enough draws that the bulk ESS of each replicate's posterior is
+    # above the 99 ranked draws in nearly all replicates (measured: smallest ESS over 10
+    # replicates 170-180 for NUTS/HMC/MALA, 150 for RWM).
+    "nuts": {"chains": 1, "warmup": 300, "draws": 1000},
+    "hmc": {"chains": 1, "warmup": 300, "draws": 500},
+    "mala": {"chains": 1, "warmup": 500, "draws": 2000},
+    "rwm": {"chains": 1, "warmup": 500, "draws": 3000},
+    # Particles, not a chain: 400 of them (one SMC replica; one nested-sampling run's
+    # equally weighted draws), thinned evenly to the 99 ranked.
+    "smc": {"chains": 1, "draws": 400},
+    "ns": {"draws": 400},
+}
+
+
+def simulating_model(
+    scale_prior: Callable[[float], dist.Distribution] = dist.HalfNormal, mu_scale: float = 1.0
+) -> Callable[..., None]:
+    """One replicate's model: ``y`` (``(NUM_OBSERVATIONS,)``, or None to simulate it)."""
+
+    def model(y: jnp.ndarray | None = None) -> None:
+        mu = numpyro.sample("mu", dist.Normal(0.0, mu_scale))
+        sigma = numpyro.sample("sigma", scale_prior(1.0))
+        numpyro.sample("y", dist.Normal(mu, sigma).expand([NUM_OBSERVATIONS]), obs=y)
+
+    return model
+
+
+FITTED_MODELS = {
+    "correct": simulating_model(),
+    "dropped Jacobian": simulating_model(HalfNormalNoJacobian),
+    "narrow prior": simulating_model(mu_scale=1.0 / 3.0),
+}
+
+
+def family_sbc(method: str, control: str, num_replicates: int, seed: int) -> SBCResult:
+    """SBC of ``method`` fitting the ``control`` model to data from the true model.
+
+    Args:
+        method: one of ``FAMILY_SETTINGS``.
+        control: one of ``CONTROLS``.
+        num_replicates: simulated data sets.
+        seed: seeds the simulations and the fits.
+
+    Returns:
+        The :class:`~probinfer.diagnostics.SBCResult` (ranks among ``NUM_RANKED`` draws).
+    """
+    with warnings.catch_warnings():
+        # Single chains on five points and a scale: some replicates warn (a divergence,
+        # an R-hat of 1.02); the ranks, not the run checks, judge calibration.
+        warnings.simplefilter("ignore", SamplingWarning)
+        return sbc(
+            FITTED_MODELS[control],
+            observed="y",
+            method=method,
+            num_replicates=num_replicates,
+            num_ranked=NUM_RANKED,
+            seed=seed,
+            simulator=FITTED_MODELS["correct"],
+            progress=False,
+            **FAMILY_SETTINGS[method],
+        )
+
+
+def passes(result: SBCResult) -> bool:
+    """Every component's rank-ECDF p-value is above ``ALPHA`` (the per-test budget)."""
+    return all(float(np.min(p)) > ALPHA for p in result.p_values.values())
