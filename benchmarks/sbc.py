@@ -3,7 +3,7 @@
 Run::
 
     .venv/bin/python benchmarks/sbc.py [--methods nuts,hmc,mala,rwm,smc,ns] \
-        [--replicates 200] [--seed 0] [--out benchmarks/results/sbc]
+        [--replicates 500] [--seed 0] [--out benchmarks/results/sbc]
 
 For each method, :func:`probinfer.diagnostics.sbc` simulates ``mu ~ Normal(0, 1)``,
 ``sigma ~ HalfNormal(1)`` and five observations ``Normal(mu, sigma)``, fits the posterior
@@ -39,7 +39,7 @@ _sbc = load_harness()
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default=",".join(_sbc.FAMILY_SETTINGS))
-    parser.add_argument("--replicates", type=int, default=200)
+    parser.add_argument("--replicates", type=int, default=_sbc.FAMILY_REPLICATES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sbc"))
     options = parser.parse_args()

@@ -129,6 +129,10 @@ def sbc_p_values(
 CONTROLS = ("correct", "dropped Jacobian", "narrow prior")
 """The model fitted: the true one, or a negative control (data always from the true one)."""
 
+FAMILY_REPLICATES = 500
+"""Replicates per family run: at 200 a dropped Jacobian gave p = 4e-6..9e-6 for sigma,
+within a factor of 12 of ``ALPHA``; 500 leave a wide margin (``benchmarks/sbc.py``)."""
+
 FAMILY_SETTINGS: dict[str, dict[str, int]] = {
     # Single chains, with enough draws that the bulk ESS of each replicate's posterior is
     # above the 99 ranked draws in nearly all replicates (measured: smallest ESS over 10
