@@ -113,6 +113,9 @@ def test_nonfinite_proposals_during_and_after_warmup():
     assert check_run(warmup, num_warmup_nonfinite=4) == []
     (message,) = check_run(warmup, num_warmup_nonfinite=5)
     assert "5 proposals during warm-up (400 transitions; none after it)" in message
+    # HMC's fixed-length trajectories overflow at every too-long warm-up step: not reported.
+    hmc_warmup = run_data(method="hmc", attrs={"num_warmup": 100})
+    assert check_run(hmc_warmup, num_warmup_nonfinite=40) == []
 
 
 @pytest.mark.parametrize(("offset", "expected"), [(2e5, True), (1e4, False)])
