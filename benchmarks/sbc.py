@@ -15,6 +15,13 @@ whose unconstrained transform drops its log-Jacobian, and a prior on ``mu`` thre
 too narrow (the data always come from the true model). ``tests/test_calibration_slow.py``
 asserts exactly these runs. Writes ``sbc.{json,md}`` and one rank-ECDF figure per method
 (rows: the three fitted models).
+
+``--sections pfn`` calibrates the shipped PFNs instead: the probability integral transform
+(PIT) of one held-out target per dataset, over ``PFN_DATASETS`` = 1,000 datasets from the
+model's training prior, is uniform when the predictive is calibrated; ``floor(100 PIT)``
+is tested as ranks in ``0..99`` (``tests/_sbc.py``: ``pfn_pit_ranks``). Controls: data
+from a wrong prior, and the predictive squeezed 2x (``PFN_CONTROLS``). Writes
+``pfn_pit.{json,md}`` and ``pfn_pit.png``.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import numpy as np  # noqa: E402
 from sbc_power import load_harness  # noqa: E402
 
 from probinfer.bench import machine_description  # noqa: E402
+from probinfer.diagnostics import SBCResult, rank_ecdf_test  # noqa: E402
 
 _sbc = load_harness()
 
@@ -42,8 +50,18 @@ def main() -> None:
     parser.add_argument("--replicates", type=int, default=_sbc.FAMILY_REPLICATES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sbc"))
+    parser.add_argument("--sections", default="families,pfn")
     options = parser.parse_args()
     options.out.mkdir(parents=True, exist_ok=True)
+    sections = options.sections.split(",")
+    if "families" in sections:
+        families(options)
+    if "pfn" in sections:
+        pfn(options)
+
+
+def families(options: argparse.Namespace) -> None:
+    """SBC of every method with its controls: ``sbc.{json,md}``, ``sbc_<method>.png``."""
     rows = []
     for method in options.methods.split(","):
         figure, axes = plt.subplots(
@@ -93,6 +111,72 @@ def main() -> None:
     (options.out / "sbc.md").write_text(report(rows, machine, options.replicates))
 
 
+def pfn(options: argparse.Namespace) -> None:
+    """PIT calibration of the shipped PFNs: ``pfn_pit.{json,md,png}``."""
+    rows = []
+    figure, axes = plt.subplots(
+        len(_sbc.PFN_MODELS) * len(_sbc.PFN_TRAIN_SIZES),
+        len(_sbc.PFN_CONTROLS),
+        figsize=(3.2 * len(_sbc.PFN_CONTROLS), 2.3 * 6),
+        squeeze=False,
+    )
+    row_index = 0
+    for name in _sbc.PFN_MODELS:
+        for num_train in _sbc.PFN_TRAIN_SIZES:
+            for column, control in enumerate(_sbc.PFN_CONTROLS):
+                ranks = _sbc.pfn_pit_ranks(name, control, num_train, seed=options.seed)
+                p_value = rank_ecdf_test(ranks, _sbc.NUM_RANKED)
+                rows.append(
+                    {"model": name, "num_train": num_train, "control": control,
+                     "p_value": p_value, "passes": p_value > _sbc.ALPHA}
+                )  # fmt: skip
+                print(json.dumps(rows[-1]), flush=True)
+                as_result = SBCResult(
+                    {"PIT": ranks},
+                    {"PIT": np.asarray(p_value)},
+                    _sbc.NUM_RANKED,
+                    name,
+                    np.full(ranks.size, np.nan),
+                    0,
+                )
+                axis = axes[row_index, column]
+                as_result.plot(axes=[axis])
+                axis.set_title(f"{name}, n = {num_train}, {control}\np = {p_value:.2g}", fontsize=8)
+                axis.set_xlabel("")
+            row_index += 1
+    figure.suptitle(
+        f"PIT of the shipped PFNs: {_sbc.PFN_DATASETS} prior datasets per panel, 95% bands",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    figure.savefig(options.out / "pfn_pit.png", dpi=70)
+    plt.close(figure)
+    machine = machine_description()
+    (options.out / "pfn_pit.json").write_text(
+        json.dumps({"machine": machine, "datasets": _sbc.PFN_DATASETS, "rows": rows}, indent=1)
+        + "\n"
+    )
+    lines = [
+        "# PIT calibration of the shipped PFNs (`benchmarks/sbc.py --sections pfn`)",
+        "",
+        f"Machine: {machine['cpu']}, jax {machine['jax']}, probinfer at commit "
+        f"{machine['commit']}, {machine['date']}. {_sbc.PFN_DATASETS} datasets per row (3 "
+        "input features, one held-out target each) from the model's training prior or a "
+        "control; rank-ECDF p-value of `floor(100 PIT)`; a row passes above "
+        f"{_sbc.ALPHA:g}. Controls: `PFN_CONTROLS` in `tests/_sbc.py`; figure `pfn_pit.png`.",
+        "",
+        "| model | train points | data / predictive | p | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        verdict = "pass" if row["passes"] else "fail"
+        lines.append(
+            f"| {row['model']} | {row['num_train']} | {row['control']} | "
+            f"{row['p_value']:.2g} | {verdict} |"
+        )
+    (options.out / "pfn_pit.md").write_text("\n".join(lines) + "\n")
+
+
 def report(rows: list[dict], machine: dict, replicates: int) -> str:
     """The markdown table: each run's p-values and whether it passed."""
     lines = [
@@ -104,11 +188,11 @@ def report(rows: list[dict], machine: dict, replicates: int) -> str:
         f"among {_sbc.NUM_RANKED} draws; a row passes when both sites' rank-ECDF p-values "
         f"are above {_sbc.ALPHA:g}. The correct model must pass, the controls must fail. "
         "Settings per method: `FAMILY_SETTINGS` in `tests/_sbc.py`; figures "
-        "`sbc_<method>.png`.",
+        "`sbc_<method>.png`; run times (not a speed benchmark) are in `sbc.json`.",
         "",
         "| method | fitted model | p (mu) | p (sigma) | verdict | median smallest ESS "
-        "| replicates with ESS < 99 | replicates that warned | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| replicates with ESS < 99 | replicates that warned |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         expected = "pass" if row["control"] == "correct" else "fail"
@@ -119,7 +203,7 @@ def report(rows: list[dict], machine: dict, replicates: int) -> str:
         lines.append(
             f"| {row['method']} | {row['control']} | {row['p_values']['mu']:.2g} | "
             f"{row['p_values']['sigma']:.2g} | {verdict}{mark} | {ess} | {low} | "
-            f"{row['warned_replicates']} | {row['seconds']:.0f} |"
+            f"{row['warned_replicates']} |"
         )
     return "\n".join(lines) + "\n"
 

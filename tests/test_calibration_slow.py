@@ -10,10 +10,28 @@ too narrow (both skew). ``benchmarks/sbc.py`` runs exactly these fits and commit
 p-values and rank-ECDF plots (``benchmarks/results/sbc/``); at 200 replicates every
 family already passed and every control failed, the dropped Jacobian with p between 4e-6
 and 9e-6 for sigma.
+
+The shipped PFNs are calibrated by the probability integral transforms of held-out
+targets on datasets from their training prior (``pfn_pit_ranks``), with a wrong prior and
+a squeezed predictive as controls.
 """
 
 import pytest
-from _sbc import CONTROLS, FAMILY_REPLICATES, FAMILY_SETTINGS, family_sbc, passes
+from _sbc import (
+    ALPHA,
+    CONTROLS,
+    FAMILY_REPLICATES,
+    FAMILY_SETTINGS,
+    NUM_RANKED,
+    PFN_CONTROLS,
+    PFN_MODELS,
+    PFN_TRAIN_SIZES,
+    family_sbc,
+    passes,
+    pfn_pit_ranks,
+)
+
+from probinfer.diagnostics import rank_ecdf_test
 
 pytestmark = pytest.mark.slow  # ~10-40 s per run: `make test-slow`
 
@@ -23,3 +41,16 @@ pytestmark = pytest.mark.slow  # ~10-40 s per run: `make test-slow`
 def test_family_is_calibrated_and_its_controls_are_not(method, control):
     result = family_sbc(method, control, FAMILY_REPLICATES, seed=0)
     assert passes(result) == (control == "correct"), result.p_values
+
+
+@pytest.mark.parametrize("control", PFN_CONTROLS)
+@pytest.mark.parametrize("num_train", PFN_TRAIN_SIZES)
+@pytest.mark.parametrize("name", PFN_MODELS)
+def test_pfn_predictive_is_calibrated_and_its_controls_are_not(name, num_train, control):
+    """PITs of the shipped PFNs on 1,000 prior datasets are uniform; a predictive squeezed
+    2x is caught for every model, data from a 4x-variance prior for the models that are
+    not scale-free (a scale-free model adapts to it: ``PFN_CONTROLS``)."""
+    p_value = rank_ecdf_test(pfn_pit_ranks(name, control, num_train), NUM_RANKED)
+    if control == "wrong prior" and name == "gp_scale_free":
+        pytest.skip(f"reported, not asserted (p = {p_value:.2g}): see PFN_CONTROLS")
+    assert (p_value > ALPHA) == (control == "correct"), p_value
