@@ -57,42 +57,46 @@ def _marginal_tail_probabilities(num_replicates: int, num_ranked: int) -> np.nda
     return np.minimum(1.0, 2.0 * np.minimum(below, above))
 
 
-def _escape_probability(allowed: np.ndarray) -> float:
-    """Probability under uniform ranks that some count ``c_j`` leaves ``allowed[j]``.
+def _escape_probabilities(allowed: np.ndarray) -> np.ndarray:
+    """Probabilities under uniform ranks that some count ``c_j`` leaves ``allowed[k, j]``.
 
     Args:
-        allowed: ``(L, N + 1)`` booleans, the counts allowed at each evaluation point.
+        allowed: ``(K, L, N + 1)`` booleans, for each of ``K`` regions the counts allowed
+            at each evaluation point. The transition matrices are built once for all.
 
     Returns:
-        The escape probability, summed step by step (exact for tiny values: no ``1 - p``).
+        ``(K,)`` escape probabilities, summed step by step (exact for tiny values: no
+        ``1 - p``).
     """
-    num_points, size = allowed.shape
+    num_regions, num_points, size = allowed.shape
     num_replicates = size - 1
     counts = np.arange(size)
     log_factorial = scipy.special.gammaln(counts + 1.0)
     remaining = num_replicates - counts  # ranks not yet counted, per current count c
     increments = counts[None, :] - counts[:, None]  # c' - c
-    valid = increments >= 0
+    valid = (increments >= 0) & (increments <= remaining[:, None])
     safe_increments = np.where(valid, increments, 0)
-    mass = np.zeros(size)
-    mass[0] = 1.0
-    escaped = 0.0
+    log_choose = (
+        log_factorial[remaining][:, None]
+        - log_factorial[safe_increments]
+        - log_factorial[remaining[:, None] - safe_increments]
+    )
+    mass = np.zeros((num_regions, size))
+    mass[:, 0] = 1.0
+    escaped = np.zeros(num_regions)
     for j in range(num_points):
         # c_j - c_{j-1} ~ Binomial(N - c_{j-1}, q): a rank <= j given it is >= j.
         q = 1.0 / (num_points + 1 - j)
+        live = np.any(mass > 0, axis=0)  # counts some region can still be at
         log_pmf = (
-            log_factorial[remaining][:, None]
-            - log_factorial[safe_increments]
-            - log_factorial[np.maximum(remaining[:, None] - safe_increments, 0)]
-            + safe_increments * math.log(q)
-            + (remaining[:, None] - safe_increments) * math.log1p(-q)
+            log_choose[live]
+            + safe_increments[live] * math.log(q)
+            + (remaining[live][:, None] - safe_increments[live]) * math.log1p(-q)
         )
-        within = valid & (safe_increments <= remaining[:, None])
-        transition = np.where(within, np.exp(log_pmf), 0.0)
-        live = mass > 0
-        arrived = mass[live] @ transition[live]
-        escaped += float(np.sum(arrived[~allowed[j]]))
-        mass = np.where(allowed[j], arrived, 0.0)
+        transition = np.where(valid[live], np.exp(log_pmf), 0.0)
+        arrived = mass[:, live] @ transition
+        escaped += np.sum(np.where(allowed[:, j], 0.0, arrived), axis=1)
+        mass = np.where(allowed[:, j], arrived, 0.0)
     return escaped
 
 
@@ -102,7 +106,8 @@ def rank_ecdf_test(ranks: np.ndarray, num_ranked: int) -> float:
     The statistic is the smallest two-sided binomial tail probability of the rank ECDF
     over its ``num_ranked`` evaluation points; the p-value is the probability, under
     uniform ranks, of a statistic at most as large (module docstring). Time
-    ``O(L N^2)``: about 0.1 s for ``N = 500`` replicates and ``L = 99``.
+    ``O(L N^2)``: 0.1 s for ``N = 500`` replicates and ``L = 99``; the band of
+    :func:`rank_ecdf_band` takes 2.4 s there.
 
     Args:
         ranks: ``(N,)`` integer ranks in ``0..num_ranked``.
@@ -128,7 +133,7 @@ def rank_ecdf_test(ranks: np.ndarray, num_ranked: int) -> float:
     tails = _marginal_tail_probabilities(ranks.size, num_ranked)
     counts = np.cumsum(np.bincount(ranks, minlength=num_ranked + 1))[:num_ranked]
     statistic = tails[np.arange(num_ranked), counts].min()
-    return min(1.0, _escape_probability(tails > statistic))
+    return min(1.0, float(_escape_probabilities((tails > statistic)[None])[0]))
 
 
 def rank_ecdf_band(num_replicates: int, num_ranked: int, alpha: float = 0.05) -> np.ndarray:
@@ -144,13 +149,19 @@ def rank_ecdf_band(num_replicates: int, num_ranked: int, alpha: float = 0.05) ->
         evaluation points ``(j + 1) / (L + 1)``.
     """
     tails = _marginal_tail_probabilities(num_replicates, num_ranked)
-    low, high = 1e-300, alpha  # the band's marginal level: escape(high) >= alpha
-    for _ in range(60):  # bisection in log level: escape probability rises with the level
-        middle = math.sqrt(low * high)
-        if _escape_probability(tails > middle) > alpha:
-            high = middle
-        else:
-            low = middle
+    # The band's marginal level: the largest whose region uniform ranks leave with
+    # probability at most alpha (escape rises with the level). Four rounds of 16 levels,
+    # evenly spaced in log level, each narrowing the bracket 16-fold: from 1e-300..alpha
+    # to within 0.011 of its log.
+    low, high = math.log(1e-300), math.log(alpha)
+    for _ in range(4):
+        levels = np.linspace(low, high, 17)[1:]
+        escaped = _escape_probabilities(tails[None] > np.exp(levels)[:, None, None])
+        below = np.flatnonzero(escaped <= alpha)
+        index = below[-1] if below.size else -1
+        low = levels[index] if index >= 0 else low
+        high = levels[index + 1] if index + 1 < len(levels) else high
+    low = math.exp(low)
     allowed = tails > low
     counts = np.arange(num_replicates + 1)
     lowest = np.where(allowed, counts[None, :], num_replicates).min(axis=1)

@@ -290,8 +290,8 @@ def check_run(
     bulk or tail ESS below 100 per chain; proposals with a non-finite log density after
     warm-up (with the warm-up's count beside), or during warm-up only when more than 1% of
     its transitions had one (not for HMC, whose fixed-length trajectories overflow at every
-    too-long step of the step-size search); log densities so large that float32 energies lose more than
-    0.01 nats.
+    too-long step of the step-size search); log densities so large that float32 energies
+    lose more than 0.01 nats.
 
     Args:
         idata: an MCMC run's output, with ``posterior`` and ``sample_stats`` (``lp``,

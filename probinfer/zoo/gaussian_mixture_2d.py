@@ -48,7 +48,7 @@ def model(y: jax.typing.ArrayLike | None = None) -> None:
         "y",
         dist.MixtureSameFamily(
             dist.Categorical(probs=jnp.asarray(OFFSET_PROBS)),
-            dist.Normal(theta + offsets, NOISE_SCALE).to_event(1),
+            dist.Normal(jnp.expand_dims(theta, 0) + offsets, NOISE_SCALE).to_event(1),
         ),
         obs=y,
     )
