@@ -172,6 +172,7 @@ def report(summaries: list[dict], machine: dict, options: argparse.Namespace) ->
             f"{s['sd']:.2f} [{s['sd_low']:.2f}, {s['sd_high']:.2f}] | {s['expected_sd']:.2f} | "
             f"{s['within_2']:.2f} ({s['expected_within_2']:.2f}) | {s['ks_p_value']:.2g} |"
         )
+    lines += ["", "![z-scores against their expected quantiles](evidence_calibration.png)"]
     return "\n".join(lines) + "\n"
 
 

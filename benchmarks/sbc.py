@@ -174,6 +174,7 @@ def pfn(options: argparse.Namespace) -> None:
             f"| {row['model']} | {row['num_train']} | {row['control']} | "
             f"{row['p_value']:.2g} | {verdict} |"
         )
+    lines += ["", "![PIT ECDFs](pfn_pit.png)"]
     (options.out / "pfn_pit.md").write_text("\n".join(lines) + "\n")
 
 
@@ -205,6 +206,9 @@ def report(rows: list[dict], machine: dict, replicates: int) -> str:
             f"{row['p_values']['sigma']:.2g} | {verdict}{mark} | {ess} | {low} | "
             f"{row['warned_replicates']} |"
         )
+    lines.append("")
+    for method in dict.fromkeys(row["method"] for row in rows):
+        lines.append(f"![rank ECDFs of {method}](sbc_{method}.png)")
     return "\n".join(lines) + "\n"
 
 

@@ -13,6 +13,7 @@ each from one trace of the model.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -531,9 +532,12 @@ def _check_observed(
     if support.is_discrete:
         is_valid = in_support
     else:
-        is_valid = in_support & np.all(
-            np.isfinite(np.asarray(value)).reshape(np.shape(support(value)) + (-1,)), axis=-1
-        )
+        # Finite in every event component (the support's shape is the batch shape); the
+        # event size is spelled out, as -1 cannot be inferred for empty data.
+        finite = np.isfinite(np.asarray(value))
+        batch_shape = np.shape(in_support)
+        event_size = math.prod(finite.shape[len(batch_shape) :])
+        is_valid = in_support & np.all(finite.reshape(*batch_shape, event_size), axis=-1)
     # Masked-out entries never reach the likelihood: only the others must be valid.
     is_valid = is_valid | ~np.broadcast_to(mask, np.shape(is_valid))
     num_invalid = int(np.size(is_valid) - np.count_nonzero(is_valid))
