@@ -156,6 +156,11 @@ def pfn(options: argparse.Namespace) -> None:
         json.dumps({"machine": machine, "datasets": _sbc.PFN_DATASETS, "rows": rows}, indent=1)
         + "\n"
     )
+    (options.out / "pfn_pit.md").write_text(pfn_report(rows, machine))
+
+
+def pfn_report(rows: list[dict], machine: dict) -> str:
+    """The markdown table of the PFNs' PIT p-values."""
     lines = [
         "# PIT calibration of the shipped PFNs (`benchmarks/sbc.py --sections pfn`)",
         "",
@@ -175,7 +180,7 @@ def pfn(options: argparse.Namespace) -> None:
             f"{row['p_value']:.2g} | {verdict} |"
         )
     lines += ["", "![PIT ECDFs](pfn_pit.png)"]
-    (options.out / "pfn_pit.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
 
 def report(rows: list[dict], machine: dict, replicates: int) -> str:
