@@ -6,7 +6,10 @@ time spent, whether the drive ended, and a fingerprint of the run) and one
 name and renamed, so a run killed mid-write leaves the previous checkpoint intact. Because
 every step's key is derived from the run's key and the step index, a resumed run produces
 exactly the results of an uninterrupted one. Fingerprints describe functions by their code
-and closed-over values (arrays by content), so a checkpoint is never resumed by another run.
+and closed-over values (arrays by content), part by named part (model, settings, data,
+seed, steps, library version), so a checkpoint is never resumed by another run and the
+refusal names what differs. Every file carries a SHA-256 checksum of its arrays: a
+truncated or corrupted file is reported with its path and never loaded.
 """
 
 from __future__ import annotations
@@ -99,24 +102,64 @@ def describe_callable(fn: Callable[..., Any], *, _depth: int = 0) -> str:
     return repr(parts)
 
 
-def fingerprint(*parts: Any, data: PyTree = ()) -> str:
-    """A digest of everything that must match for a checkpoint to be resumed.
+PART_DESCRIPTIONS = {
+    "model": "model (its log density's code and constants)",
+    "settings": "sampler settings",
+    "data": "data",
+    "seed": "seed",
+    "drive_seed": "seed",
+    "initial_points": "initial points (set by the seed, `chains` or `init_positions`)",
+    "drive": "number of steps or chunk size",
+    "library": "probinfer version",
+    "run": "`run_fingerprint` given to the driver",
+}
+"""What each named part of a fingerprint covers, for the message when one differs."""
+
+
+def _digest(value: PyTree) -> str:
+    """SHA-256 (first 24 hex digits) of a pytree: its structure, array leaves by shape,
+    dtype and bytes (whole, never an elided repr), other leaves by repr."""
+    leaves, treedef = jax.tree.flatten(value)
+    digest = hashlib.sha256(repr(treedef).encode())
+    for leaf in leaves:
+        if isinstance(leaf, np.ndarray | np.generic | jax.Array):
+            array = np.asarray(leaf)
+            digest.update(repr((array.shape, array.dtype.str)).encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+        else:
+            digest.update(repr(leaf).encode())
+    return digest.hexdigest()[:24]
+
+
+def fingerprint(**parts: PyTree) -> str:
+    """What must match for a checkpoint to be resumed, part by named part.
 
     Args:
-        *parts: reprs of the run's settings (target spec, config, counts, seed).
-        data: the target's array data (hashed by value).
+        **parts: the run's named parts (``model``, ``settings``, ``data``, ``seed``, ...:
+            :data:`PART_DESCRIPTIONS`), pytrees whose arrays are hashed by value.
 
     Returns:
-        A hex digest.
+        ``"name=digest"`` pairs joined by ``";"``; fingerprints of nested stages are joined
+        with :func:`combine_fingerprints`.
     """
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(repr(part).encode())
-    for leaf in jax.tree.leaves(data):
-        array = np.asarray(leaf)
-        digest.update(repr((array.shape, array.dtype.str)).encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
+    return ";".join(f"{name}={_digest(value)}" for name, value in parts.items())
+
+
+def combine_fingerprints(*fingerprints: str) -> str:
+    """One fingerprint of several stages' (empty ones skipped)."""
+    return ";".join(part for part in fingerprints if part)
+
+
+def _differing_parts(saved: str, expected: str) -> list[str]:
+    """The named parts whose digests differ between two fingerprints."""
+
+    def parts(fingerprint: str) -> dict[str, str]:
+        pairs = (piece.partition("=") for piece in fingerprint.split(";") if piece)
+        return {name: digest for name, _, digest in pairs}
+
+    saved_parts, expected_parts = parts(saved), parts(expected)
+    names = dict.fromkeys([*expected_parts, *saved_parts])
+    return [name for name in names if saved_parts.get(name) != expected_parts.get(name)]
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -134,11 +177,47 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     os.replace(temporary, path)
 
 
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 of every array's name, shape, dtype and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.asarray(arrays[name])
+        digest.update(repr((name, array.shape, array.dtype.str)).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
     # NumPy's stub types `**kwds` next to `allow_pickle: bool`, so a dict of arrays cannot be
     # unpacked into it as typed; widen the values (the keys are array names, never flags).
-    named: dict[str, Any] = arrays
+    named: dict[str, Any] = {**arrays, "checksum": np.asarray(_checksum(arrays))}
     atomic_write(path, lambda file: np.savez(file, **named))
+
+
+def _load_verified(path: Path) -> dict[str, np.ndarray]:
+    """Every array of a checkpoint file, after checking it against its stored checksum.
+
+    Raises:
+        ValueError: naming the file when it cannot be read (truncated) or its content does
+            not match its checksum (corrupted); nothing of it is used.
+    """
+    try:
+        with np.load(path) as saved:
+            arrays = {name: saved[name] for name in saved.files}
+    except Exception as error:  # zipfile, OSError, EOFError, ValueError: all unreadable
+        raise ValueError(
+            f"the checkpoint file {path} is truncated or corrupted and was not loaded "
+            f"({type(error).__name__}: {error}). Delete the folder {path.parent} to start the "
+            "run over."
+        ) from error
+    stored = str(arrays.pop("checksum", ""))
+    if stored != _checksum(arrays):
+        raise ValueError(
+            f"the checkpoint file {path} does not match its checksum (corrupted, or written "
+            f"by a probinfer without checksums) and was not loaded. Delete the folder "
+            f"{path.parent} to start the run over."
+        )
+    return arrays
 
 
 def save_progress(folder: Path, run_fingerprint: str, progress: DriveProgress) -> None:
@@ -172,24 +251,28 @@ def load_progress(folder: Path, run_fingerprint: str, state_like: PyTree) -> Dri
         The :class:`DriveProgress`, or None when the folder has no checkpoint.
 
     Raises:
-        ValueError: when the checkpoint was written by a different run.
+        ValueError: when the checkpoint was written by a different run (naming the parts
+            that differ), or its file is truncated or corrupted (naming the file).
     """
     path = folder / "progress.npz"
     if not path.exists():
         return None
-    with np.load(path) as saved:
-        if str(saved["fingerprint"]) != run_fingerprint:
-            raise ValueError(
-                f"the checkpoint in {folder} was written by a different run (other model, data, "
-                "settings or seed); pass another `checkpoint` folder or delete this one."
-            )
-        treedef = jax.tree.structure(state_like)
-        leaves = [saved[f"state_{i}"] for i in range(treedef.num_leaves)]
-        return DriveProgress(
-            state=jax.tree.unflatten(treedef, leaves),
-            step=int(saved["step"]),
-            seconds=float(saved["seconds"]),
+    saved = _load_verified(path)
+    if str(saved["fingerprint"]) != run_fingerprint:
+        differing = _differing_parts(str(saved["fingerprint"]), run_fingerprint)
+        what = ", ".join(dict.fromkeys(PART_DESCRIPTIONS.get(name, name) for name in differing))
+        raise ValueError(
+            f"the checkpoint in {folder} was written by a different run: its {what} "
+            "differ(s) from this one's. Pass another `checkpoint` folder, or delete this one "
+            "to start over."
         )
+    treedef = jax.tree.structure(state_like)
+    leaves = [saved[f"state_{i}"] for i in range(treedef.num_leaves)]
+    return DriveProgress(
+        state=jax.tree.unflatten(treedef, leaves),
+        step=int(saved["step"]),
+        seconds=float(saved["seconds"]),
+    )
 
 
 def save_records(folder: Path, start: int, records: PyTree) -> None:
@@ -222,7 +305,7 @@ def load_records(folder: Path, end: int, records_like: PyTree) -> list[tuple[int
         start = int(path.stem.split("-")[1])
         if start >= end:
             continue
-        with np.load(path) as saved:
-            leaves = [saved[f"leaf_{i}"] for i in range(treedef.num_leaves)]
+        saved = _load_verified(path)
+        leaves = [saved[f"leaf_{i}"] for i in range(treedef.num_leaves)]
         chunks.append((start, jax.tree.unflatten(treedef, leaves)))
     return chunks

@@ -393,12 +393,11 @@ def run_chains(
     run_fingerprint = ""
     if checkpoint is not None:
         run_fingerprint = fingerprint(
-            spec.describe(),
-            config,
-            num_warmup,
-            num_draws,
-            jax.random.key_data(key),
-            data=(data, positions),
+            model=spec.describe(),
+            settings=(config, num_warmup, num_draws),
+            seed=jax.random.key_data(key),
+            data=data,
+            initial_points=positions,
         )
     step = _MCMCStep(spec, config)
     divergences = [0]

@@ -279,7 +279,9 @@ def run_ns(
     run_fingerprint = ""
     if checkpoint is not None:
         # `max_steps` is left out: an interrupted run may resume with a larger limit.
-        run_fingerprint = fingerprint(spec.describe(), config, jax.random.key_data(key), data=data)
+        run_fingerprint = fingerprint(
+            model=spec.describe(), settings=config, seed=jax.random.key_data(key), data=data
+        )
     num_evals_so_far = [config.num_live]
 
     def fields(records: ns.NestedInfo) -> dict[str, Any]:

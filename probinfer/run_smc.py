@@ -234,7 +234,9 @@ def run_smc(
     run_fingerprint = ""
     if checkpoint is not None:
         # `max_steps` is left out: an interrupted run may resume with a larger limit.
-        run_fingerprint = fingerprint(spec.describe(), config, jax.random.key_data(key), data=data)
+        run_fingerprint = fingerprint(
+            model=spec.describe(), settings=config, seed=jax.random.key_data(key), data=data
+        )
 
     def fields(records: smc.TemperedSMCInfo) -> dict[str, Any]:
         replica_log_z = np.asarray(records.log_z[-1])

@@ -1,5 +1,7 @@
 """Checkpoint/resume: an interrupted run resumes to exactly the uninterrupted draws."""
 
+import re
+
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -65,18 +67,41 @@ def test_interleaved_chains_resume_to_the_uninterrupted_draws(
 
 
 @pytest.mark.parametrize(
-    "change",
+    ("change", "named"),
     [
-        {"args": (DATA, 3.0)},  # another Python-scalar argument
-        {"args": (DATA + 1.0, 2.0)},  # other data values
-        {"seed": 1},
-        {"chains": 4},
+        ({"args": (DATA, 3.0)}, "its model"),  # another Python-scalar argument
+        ({"args": (DATA + 1.0, 2.0)}, "its data differ"),  # other data values
+        ({"seed": 1}, "its seed, initial points"),
+        ({"chains": 4}, "its sampler settings, initial points"),
+        ({"target_acceptance": 0.9}, "its sampler settings differ"),
+        ({"chunk_size": 10}, "its number of steps or chunk size differ"),
     ],
-    ids=["scalar-argument", "data", "seed", "chains"],
+    ids=["scalar-argument", "data", "seed", "chains", "setting", "chunk-size"],
 )
-def test_checkpoint_of_another_run_is_refused(tmp_path, change):
+def test_checkpoint_of_another_run_is_refused_naming_what_differs(tmp_path, change, named):
     pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **RUN)
     settings = {**RUN, **{k: v for k, v in change.items() if k != "args"}}
     args = change.get("args", (DATA, 2.0))
-    with pytest.raises(ValueError, match="different run"):
+    with pytest.raises(ValueError, match=f"different run: {named}"):
         pi.sample(model, *args, checkpoint=tmp_path, **settings)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip-a-byte"])
+@pytest.mark.parametrize("file", ["warmup/progress.npz", "warmup/records-000000000020.npz"])
+def test_damaged_checkpoint_files_are_reported_never_loaded(tmp_path, interrupt_after, damage,
+                                                           file):  # fmt: skip
+    with interrupt_after(3):
+        pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **RUN)
+    path = tmp_path / file
+    content = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(content[: len(content) // 2])
+    else:  # inside the first array's bytes, past the zip headers
+        position = content.index(b"\x93NUMPY") + 200
+        path.write_bytes(
+            content[:position] + bytes([content[position] ^ 0xFF]) + content[position + 1 :]
+        )
+    with pytest.raises(
+        ValueError, match=f"checkpoint file {re.escape(str(path))} (is truncated|does not match)"
+    ):
+        pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **RUN)

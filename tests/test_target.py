@@ -17,7 +17,7 @@ import pytest
 from _stats import check_expectation
 
 import probinfer as pi
-from probinfer.checkpoint import describe_callable, fingerprint
+from probinfer.checkpoint import _differing_parts, describe_callable, fingerprint
 from probinfer.driver import _compile
 
 # ---------------------------------------------------------------------------------------
@@ -180,11 +180,16 @@ def test_fingerprint_sees_one_changed_element_of_closed_over_data():
     assert describe_callable(closure_over(data)) != describe_callable(closure_over(changed))
     target = pi.LogDensity(closure_over(data), jnp.zeros(()))
     other = pi.LogDensity(closure_over(changed), jnp.zeros(()))
-    assert fingerprint(target.describe()) != fingerprint(other.describe())
+    assert fingerprint(model=target.describe()) != fingerprint(model=other.describe())
     # Passed as data arguments, they are hashed by value too.
-    assert fingerprint(SPLIT.describe(), data=(data,)) != fingerprint(
-        SPLIT.describe(), data=(changed,)
+    assert fingerprint(model=SPLIT.describe(), data=(data,)) != fingerprint(
+        model=SPLIT.describe(), data=(changed,)
     )
+    # ... and a part that differs is named.
+    assert _differing_parts(
+        fingerprint(model=SPLIT.describe(), data=(data,)),
+        fingerprint(model=SPLIT.describe(), data=(changed,)),
+    ) == ["data"]
 
 
 def test_compiled_program_cache_is_bounded(monkeypatch):

@@ -63,6 +63,7 @@ from probinfer._members import (
 from probinfer._validation import check_count
 from probinfer.checkpoint import (
     DriveProgress,
+    combine_fingerprints,
     fingerprint,
     load_progress,
     load_records,
@@ -613,11 +614,17 @@ def drive(
     host = _HostRecords(step_axis, None if is_done_fn is not None else total - first_step)
     done, seconds, is_finished, is_done = first_step, 0.0, first_step >= total, False
     folder = None if checkpoint is None else Path(checkpoint)
-    full_fingerprint = fingerprint(
-        run_fingerprint,
-        # A stop-condition drive may be resumed with a larger `max_steps`: it is left out.
-        repr((num_steps, chunk_size, member_map, interleave, first_step)),
-        jax.random.key_data(key),
+    import probinfer  # the package's version (imported here: it imports this module)
+
+    full_fingerprint = combine_fingerprints(
+        # A caller's own description without named parts is one part, "run".
+        run_fingerprint if "=" in run_fingerprint else fingerprint(run=run_fingerprint),
+        fingerprint(
+            # A stop-condition drive may be resumed with a larger `max_steps`: left out.
+            drive=(num_steps, chunk_size, member_map, interleave, first_step),
+            drive_seed=jax.random.key_data(key),
+            library=probinfer.__version__,
+        ),
     )
     if folder is not None:
         saved = load_progress(folder, full_fingerprint, state)

@@ -1,0 +1,99 @@
+"""One checkpointed run in a fresh process, optionally killed by SIGKILL part-way.
+
+Usage (``tests/test_kill_and_resume_slow.py`` drives it)::
+
+    python tests/_kill_and_resume.py METHOD FOLDER OUT [--kill-after-chunks N]
+        [--kill-in-write]
+
+Runs ``METHOD`` ("nuts", "smc" or "ns") on a fixed model with ``checkpoint=FOLDER`` and
+writes its draws (and ``log_z``) to ``OUT`` (``.npz``) and the number of chunks it ran to
+stdout. With ``--kill-after-chunks N`` the
+process sends itself SIGKILL when the driver is about to run chunk ``N + 1``, after chunk
+``N``'s checkpoint is on disk: no cleanup, no ``atexit``, as a machine that loses the
+process. With ``--kill-in-write`` as well, the kill comes inside that checkpoint's atomic
+write instead, after its temporary file is written and before the rename. A kill is
+deterministic, so the test needs no timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import warnings
+
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+
+import probinfer as pi
+
+DATA = np.linspace(-1.0, 2.0, 20)
+SETTINGS = {
+    "nuts": {"chains": 2, "warmup": 200, "draws": 300, "chunk_size": 50},
+    "smc": {"particles": 400, "replicas": 2, "chunk_size": 1},
+    "ns": {"live_points": 200, "chunk_size": 5},
+}
+
+
+def model(y):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0))
+    numpyro.sample("y", dist.Normal(mu, sigma), obs=y)
+
+
+CALLS = {"chunks": 0}
+"""Chunks this process ran: a resumed run prints fewer than a whole one."""
+
+
+def _count_chunks(after_chunks: int | None, in_write: bool) -> None:
+    """Count the driver's chunks; kill the process after ``after_chunks`` of them."""
+    from probinfer import checkpoint
+    from probinfer.driver import _drive
+
+    original_dispatch = _drive._dispatch
+
+    def dispatch(*args):
+        CALLS["chunks"] += 1
+        if after_chunks is not None and CALLS["chunks"] > after_chunks and not in_write:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original_dispatch(*args)
+
+    _drive._dispatch = dispatch
+    if after_chunks is not None and in_write:
+        original_replace = os.replace
+
+        def replace(source, destination):
+            if CALLS["chunks"] >= after_chunks:
+                os.kill(os.getpid(), signal.SIGKILL)  # the temporary file is written
+            original_replace(source, destination)
+
+        checkpoint.os.replace = replace  # the checkpoint module's rename only
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("method", choices=sorted(SETTINGS))
+    parser.add_argument("folder")
+    parser.add_argument("out")
+    parser.add_argument("--kill-after-chunks", type=int)
+    parser.add_argument("--kill-in-write", action="store_true")
+    options = parser.parse_args()
+    _count_chunks(options.kill_after_chunks, options.kill_in_write)
+    warnings.simplefilter("ignore")  # short runs: their run checks are not the point
+    settings = {**SETTINGS[options.method], "seed": 3, "progress": False}
+    if options.method == "nuts":
+        idata = pi.sample(model, DATA, checkpoint=options.folder, **settings)
+        log_z = np.nan
+    else:
+        result = pi.evidence(model, DATA, method=options.method, checkpoint=options.folder,
+                             **settings)  # fmt: skip
+        idata, log_z = result.idata, result.log_z
+    posterior = idata["posterior"]
+    np.savez(options.out, mu=posterior["mu"].values, sigma=posterior["sigma"].values,
+             log_z=np.asarray(log_z))  # fmt: skip
+    print(f"chunks={CALLS['chunks']}")
+
+
+if __name__ == "__main__":
+    main()
