@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from fractions import Fraction
 
 import jax.numpy as jnp
 import numpy as np
@@ -285,3 +286,37 @@ def pfn_pit_ranks(
                 target = median + 2.0 * (target - median)
             pit[i] = float(predictive.cdf(target)[0])
     return np.minimum(np.floor(pit * (NUM_RANKED + 1)), NUM_RANKED).astype(int)
+
+
+# --- Exact reference of the rank-ECDF test, in rational arithmetic ---
+
+
+def exact_statistic(ranks: np.ndarray, num_ranked: int) -> Fraction:
+    """The rank-ECDF statistic (smallest two-sided binomial tail) as an exact fraction."""
+    from math import comb
+
+    num_replicates = len(ranks)
+    counts = np.cumsum(np.bincount(ranks, minlength=num_ranked + 1))[:num_ranked]
+    tails = []
+    for j, count in enumerate(counts):
+        p = Fraction(j + 1, num_ranked + 1)
+        pmf = [comb(num_replicates, k) * p**k * (1 - p) ** (num_replicates - k)
+               for k in range(num_replicates + 1)]  # fmt: skip
+        below, above = sum(pmf[: count + 1]), sum(pmf[count:])
+        tails.append(min(Fraction(1), 2 * min(below, above)))
+    return min(tails)
+
+
+def exact_p_values(num_replicates: int, num_ranked: int) -> dict[tuple[int, ...], Fraction]:
+    """Every rank vector's exact p-value, by enumerating all ``(L + 1)^N`` of them."""
+    import itertools
+
+    vectors = list(itertools.product(range(num_ranked + 1), repeat=num_replicates))
+    statistics = [exact_statistic(np.array(v), num_ranked) for v in vectors]
+    ordered = sorted(statistics)
+    from bisect import bisect_right
+
+    return {
+        vector: Fraction(bisect_right(ordered, statistic), len(vectors))
+        for vector, statistic in zip(vectors, statistics, strict=True)
+    }

@@ -113,9 +113,11 @@ def test_nonfinite_proposals_during_and_after_warmup():
     assert check_run(warmup, num_warmup_nonfinite=4) == []
     (message,) = check_run(warmup, num_warmup_nonfinite=5)
     assert "5 proposals during warm-up (400 transitions; none after it)" in message
-    # HMC's fixed-length trajectories overflow at every too-long warm-up step: not reported.
+    # HMC's fixed-length trajectories overflow at every too-long warm-up step: from 25%.
     hmc_warmup = run_data(method="hmc", attrs={"num_warmup": 100})
-    assert check_run(hmc_warmup, num_warmup_nonfinite=40) == []
+    assert check_run(hmc_warmup, num_warmup_nonfinite=100) == []
+    (message,) = check_run(hmc_warmup, num_warmup_nonfinite=101)
+    assert "101 proposals during warm-up" in message
 
 
 @pytest.mark.parametrize(("offset", "expected"), [(2e5, True), (1e4, False)])

@@ -182,7 +182,7 @@ _BREAKDOWN = (
 # tolerance. Within ROUNDING_SLACK times the tolerance it is rounding CG cannot remove in
 # the working precision: accepted, not retried. A restart that does not at least halve a
 # column's residual (STALL_FACTOR) shows its rounding floor: more restarts only cost
-# passes (float32 at n = 50,000 stalls near 1.6e-3 and three restarts doubled the passes).
+# passes (float32 at n = 50,000 stalls near 1.6e-3 and three restarts made 1.6x the passes).
 MAX_RESTARTS = 3
 ROUNDING_SLACK = 10.0
 STALL_FACTOR = 0.5
