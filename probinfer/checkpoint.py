@@ -177,6 +177,25 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
     os.replace(temporary, path)
 
 
+def atomic_save(path: Path, save: Callable[[Path], None]) -> None:
+    """Save a file through a library that wants a path (``save(temporary_path)``), then
+    rename it into place: a crash or an error mid-write never leaves a half-written
+    ``path`` (a failed attempt's temporary file is removed; a killed one's is left as
+    ``<name>.tmp``, never read).
+
+    Args:
+        path: the destination.
+        save: writes the whole file to the path it is given.
+    """
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        save(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
 def _checksum(arrays: dict[str, np.ndarray]) -> str:
     """SHA-256 of every array's name, shape, dtype and bytes, in name order."""
     digest = hashlib.sha256()

@@ -153,7 +153,12 @@ def _sample(arguments: argparse.Namespace, console: Console) -> int:
     )
     console.print(pi.summary(idata).to_string(), markup=False, soft_wrap=True)
     out = Path(arguments.out)
-    idata.to_netcdf(str(out))
+    from probinfer.checkpoint import atomic_save
+
+    def save(path: Path) -> None:
+        idata.to_netcdf(str(path))
+
+    atomic_save(out, save)
     console.print(f"wrote {out}")
     return 0
 

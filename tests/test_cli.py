@@ -1,6 +1,7 @@
 """The `probinfer` command line: `sample` writes NetCDF; bad inputs exit with a message."""
 
 import json
+from pathlib import Path
 
 import arviz as az
 import pytest
@@ -42,6 +43,25 @@ def test_sample_writes_netcdf(tmp_path):
     )
     assert status == 0
     assert az.from_netcdf(str(out)).posterior["mu"].shape == (4, 50)
+
+
+def test_a_failed_netcdf_write_leaves_no_file(tmp_path, monkeypatch, capsys):
+    """The NetCDF file is written under a temporary name and renamed: a write that fails
+    part-way (here after writing some bytes) leaves neither ``--out`` nor the temporary."""
+    (tmp_path / "model.py").write_text(MODEL)
+    (tmp_path / "data.json").write_text(json.dumps({"y": [0.5, 1.5, 1.0], "scale": 10.0}))
+    out = tmp_path / "posterior.nc"
+
+    def half_written(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"CDF\x01 half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(az.InferenceData, "to_netcdf", half_written)
+    arguments = ["sample", str(tmp_path / "model.py"), "--data", str(tmp_path / "data.json"),
+                 "--warmup", "100", "--draws", "50", "--quiet", "--out", str(out)]  # fmt: skip
+    assert cli.main(arguments) == 2
+    assert "disk full" in capsys.readouterr().err
+    assert not out.exists() and list(tmp_path.glob("*.tmp")) == []
 
 
 def test_sample_names_a_missing_model_function(tmp_path, capsys):
