@@ -7,7 +7,10 @@ added by the run should stay within a small multiple of the size of the draws. T
 script measures the increase of peak RSS (``ru_maxrss``) during ``pi.sample`` and compares
 it with the size of the returned draws.
 
-Run: ``python benchmarks/memory.py [--draws 100000] [--dim 100] [--chains 4]``.
+With ``--thin k`` the chains run ``k`` transitions per kept draw and keep only every
+``k``-th, so the memory is that of the kept draws (written to ``memory-thin{k}.json``).
+
+Run: ``python benchmarks/memory.py [--draws 100000] [--dim 100] [--chains 4] [--thin 1]``.
 """
 
 import argparse
@@ -32,6 +35,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=100)
     parser.add_argument("--chains", type=int, default=4)
     parser.add_argument("--method", default="rwm")
+    parser.add_argument("--thin", type=int, default=1)
     parser.add_argument("--out", default="benchmarks/results")
     arguments = parser.parse_args()
 
@@ -44,6 +48,7 @@ def main() -> None:
         chains=arguments.chains,
         warmup=100,
         draws=100,
+        thin=arguments.thin,
         progress=False,
     )
     baseline = peak_rss_bytes()
@@ -53,6 +58,7 @@ def main() -> None:
         chains=arguments.chains,
         warmup=100,
         draws=arguments.draws,
+        thin=arguments.thin,
         progress=False,
     )
     peak = peak_rss_bytes()
@@ -64,6 +70,8 @@ def main() -> None:
         "draws": arguments.draws,
         "dim": arguments.dim,
         "method": arguments.method,
+        "thin": arguments.thin,
+        "transitions_per_chain": arguments.draws * arguments.thin,
         "draws_mb": draws_bytes / 2**20,
         "sample_stats_mb": stats_bytes / 2**20,
         "peak_rss_increase_mb": (peak - baseline) / 2**20,
@@ -72,7 +80,8 @@ def main() -> None:
     print(json.dumps(result, indent=2))
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "memory.json").write_text(json.dumps(result, indent=2))
+    name = "memory.json" if arguments.thin == 1 else f"memory-thin{arguments.thin}.json"
+    (out / name).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

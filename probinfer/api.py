@@ -142,6 +142,7 @@ def sample(
     progress: bool = True,
     init_positions: Any = None,
     checkpoint: str | os.PathLike | None = None,
+    thin: int = 1,
     **kwargs: Any,
 ) -> az.InferenceData:
     """Draw posterior samples with MCMC and return them as ArviZ ``InferenceData``.
@@ -173,6 +174,12 @@ def sample(
             `sample` again with the same folder, model, data, settings and seed resumes an
             interrupted run (or returns a finished one) with the draws an uninterrupted run
             gives.
+        thin: MCMC transitions per kept draw: the chains run ``draws * thin`` transitions
+            after warm-up and keep every ``thin``-th, so a long run's memory is that of
+            ``draws`` draws (the draws stream to the host chunk by chunk). A kept draw's
+            ``n_steps`` counts its whole group's gradient evaluations, ``diverging`` flags
+            a divergence anywhere in the group and ``tree_depth`` is the group's deepest;
+            its other statistics are its own transition's. MCMC methods only.
         **kwargs: keywords the model accepts go to the model; the rest are settings:
             ``target_acceptance``, ``metric`` ("dense" or "diag"), ``step_size`` (initial step
             size), ``chain_method`` (one of :data:`probinfer.run.CHAIN_METHODS`),
@@ -207,6 +214,12 @@ def sample(
         >>> idata.posterior["mu"].shape
         (4, 1000)
     """
+    thin = check_count("thin", thin, 1)
+    if thin != 1 and method in ("smc", "ns"):
+        raise ValueError(
+            f"`thin` is for MCMC; method={method!r} returns independent weighted or resampled "
+            "draws, so leave `thin` at 1 (ask for fewer `draws` instead)."
+        )
     if method == "smc":
         if init_positions is not None:
             raise ValueError(
@@ -287,6 +300,7 @@ def sample(
         num_warmup=warmup,
         num_draws=draws,
         progress=progress,
+        thin=thin,
         chunk_size=chunk_size,
         checkpoint=None if checkpoint is None else Path(checkpoint),
     )
@@ -295,6 +309,7 @@ def sample(
         "seed": seed,
         "chain_method": chain_method,
         "num_warmup": warmup,
+        "thin": thin,
         "warmup_grad_evals": result.warmup_grad_evals,
         "compile_seconds": result.compile_seconds,
         "warmup_seconds": result.warmup_seconds,

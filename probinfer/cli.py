@@ -147,6 +147,7 @@ def _sample(arguments: argparse.Namespace, console: Console) -> int:
         chains=arguments.chains,
         warmup=arguments.warmup,
         draws=arguments.draws,
+        thin=arguments.thin,
         seed=arguments.seed,
         progress=not arguments.quiet,
         **kwargs,
@@ -492,6 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--chains", type=int, default=4, help="chains (default: 4)")
     sample.add_argument("--warmup", type=int, default=1000, help="warm-up steps (default: 1000)")
     sample.add_argument("--draws", type=int, default=1000, help="draws per chain (default: 1000)")
+    sample.add_argument(
+        "--thin", type=int, default=1,
+        help="MCMC transitions per kept draw (default: 1; runs draws x thin transitions)",
+    )  # fmt: skip
     sample.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sample.add_argument("--out", default="posterior.nc", help="NetCDF file to write")
     sample.add_argument("--quiet", action="store_true", help="no progress bar")

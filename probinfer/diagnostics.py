@@ -35,8 +35,8 @@ WARMUP_NONFINITE_FRACTION_HMC = 0.25
 FLOAT32_ENERGY_NATS = 0.01  # rounding of the energy in float32 that distorts acceptance
 STUCK_ACCEPTANCE = 1e-3  # a chain's mean acceptance below this: it has not moved
 # Draws per block of components in `convergence`: its float64 copies and FFT buffers take
-# about 100 bytes per draw of a block.
-CONVERGENCE_BLOCK_VALUES = 2**20
+# about 100 bytes per draw of a block (25 MiB for a block of 2**18 draws).
+CONVERGENCE_BLOCK_VALUES = 2**18
 
 
 class SamplingWarning(UserWarning):
@@ -317,11 +317,15 @@ def check_run(
     stats = idata["sample_stats"]
     chains, draws = stats["lp"].shape[:2]
     total = chains * draws
+    # Thinned runs flag a kept draw when any transition of its group diverged (or hit the
+    # depth limit), so the counts are of groups.
+    thin = int(idata.attrs.get("thin", 1))
+    counted = "transitions" if thin == 1 else f"groups of {thin} transitions (kept draws)"
     messages = []
     num_divergent = int(stats["diverging"].values.sum())
     if num_divergent:
         messages.append(
-            f"{num_divergent} of {total} transitions after warm-up diverged: the draws may "
+            f"{num_divergent} of {total} {counted} after warm-up diverged: the draws may "
             "miss part of the posterior. Raise `target_acceptance` (e.g. 0.95) or "
             "reparameterize (e.g. non-centered hierarchical scales)."
         )
@@ -338,7 +342,7 @@ def check_run(
         saturated = int((stats["tree_depth"].values >= max_num_doublings).sum())
         if saturated:
             messages.append(
-                f"{saturated} of {total} transitions hit the maximum tree depth "
+                f"{saturated} of {total} {counted} hit the maximum tree depth "
                 f"({max_num_doublings}): trajectories were cut short, so the chains move "
                 "slowly. Raise `max_num_doublings`, or reparameterize (strong correlations "
                 "or very different scales need a dense metric, `metric='dense'`)."

@@ -36,6 +36,7 @@ from probinfer.driver import (
     drive,
     map_members,
     progress_bar,
+    to_host,
 )
 from probinfer.mcmc._window_adaptation import ScheduleBounds, schedule_bounds, update_key
 
@@ -231,6 +232,23 @@ class _MCMCStep(StagedStep):
         return new, (self.spec.bind(data).postprocess_fn(mcmc_state.position), stats)
 
 
+def _combine_thinned(
+    group: tuple[PyTree, dict[str, Array]], record: tuple[PyTree, dict[str, Array]]
+) -> tuple[PyTree, dict[str, Array]]:
+    """The record of a thinned group of transitions: the newest draw and its statistics,
+    with the group's gradient evaluations and non-finite proposals summed, a divergence
+    anywhere in the group flagged, and the deepest tree kept, so that thinning hides no
+    cost and no warning sign."""
+    (_, group_stats), (draw, stats) = group, record
+    return draw, {
+        **stats,
+        "diverging": group_stats["diverging"] | stats["diverging"],
+        "n_steps": group_stats["n_steps"] + stats["n_steps"],
+        "num_nonfinite": group_stats["num_nonfinite"] + stats["num_nonfinite"],
+        "tree_depth": jnp.maximum(group_stats["tree_depth"], stats["tree_depth"]),
+    }
+
+
 def _finite_start(spec: Any, config: SamplerConfig, data: PyTree, positions: PyTree) -> Array:
     """Per chain: are the log density and its gradient finite at the position?"""
     count_trace("finite_start")
@@ -334,7 +352,7 @@ def choose_chunk_size(num_warmup: int, num_draws: int) -> int:
 
     Args:
         num_warmup: warm-up steps.
-        num_draws: draws.
+        num_draws: sampling steps (draws times thinning).
 
     Returns:
         Steps per chunk.
@@ -353,6 +371,7 @@ def run_chains(
     num_warmup: int,
     num_draws: int,
     progress: bool,
+    thin: int = 1,
     chunk_size: int | None = None,
     checkpoint: Path | None = None,
 ) -> RunResult:
@@ -369,8 +388,11 @@ def run_chains(
         num_warmup: warm-up (adaptation) steps per chain.
         num_draws: kept draws per chain.
         progress: show a progress bar.
+        thin: sampling transitions per kept draw (``num_draws * thin`` in all); the
+            statistics of a kept draw cover its group (see :func:`_combine_thinned`).
         chunk_size: steps per chunk (between progress updates and checkpoints); default
             :func:`choose_chunk_size`. Up to :data:`CHUNK_ROWS` steps share one program.
+            Sampling chunks are rounded up to whole groups of ``thin`` transitions.
         checkpoint: folder for atomic checkpoints after every chunk; a run started again
             with the same folder, target, data, settings and seed resumes where the last
             one stopped and gives the same draws as an uninterrupted run.
@@ -394,7 +416,7 @@ def run_chains(
     if checkpoint is not None:
         run_fingerprint = fingerprint(
             model=spec.describe(),
-            settings=(config, num_warmup, num_draws),
+            settings=(config, num_warmup, num_draws, thin),
             seed=jax.random.key_data(key),
             data=data,
             initial_points=positions,
@@ -409,10 +431,12 @@ def run_chains(
     chains_per_device = num_chains // (
         jax.device_count() if config.chain_method.startswith("parallel") else 1
     )
-    chunk_size = choose_chunk_size(num_warmup, num_draws) if chunk_size is None else chunk_size
+    num_transitions = num_draws * thin
+    if chunk_size is None:
+        chunk_size = choose_chunk_size(num_warmup, num_transitions)
     common = {
-        "chunk_size": chunk_size,
         "chunk_rows": max(chunk_size, CHUNK_ROWS),
+        "combine_fn": _combine_thinned,
         "member_map": config.chain_method,
         # Only kernels whose transitions differ in length (NUTS, jittered HMC) gain from it.
         "interleave": config.chain_method.endswith("vectorized")
@@ -422,13 +446,14 @@ def run_chains(
         "watch": watch,
     }
     unit = f"steps/s x {num_chains} chains"
-    with progress_bar(progress, num_warmup + num_draws, "warmup", rate_unit=unit) as bar:
+    with progress_bar(progress, num_warmup + num_transitions, "warmup", rate_unit=unit) as bar:
         warmup = drive(
             step,
             states,
             key_warmup,
             shared=(data, schedule, jnp.asarray(False)),
             num_steps=num_warmup,
+            chunk_size=chunk_size,
             record_fn=lambda records: {
                 k: records[1][k] for k in ("diverging", "n_steps", "num_nonfinite")
             },
@@ -450,7 +475,10 @@ def run_chains(
             states._replace(step_size=step_size),
             key_sample,
             shared=(data, schedule, jnp.asarray(True)),
-            num_steps=num_draws,
+            num_steps=num_transitions,
+            # Whole groups of `thin` transitions, the records of each chunk within the rows.
+            chunk_size=thin * min(-(-chunk_size // thin), common["chunk_rows"]),
+            thin=thin,
             progress=bar,
             progress_fn=lambda records: count_divergences(records[1]),
             description="sampling",
@@ -462,7 +490,7 @@ def run_chains(
     return RunResult(
         draws=draws,
         stats=stats,
-        parameters=jax.device_get(
+        parameters=to_host(
             {
                 "step_size": states.step_size,
                 "inverse_mass_matrix": states.inverse_mass_matrix.inverse,

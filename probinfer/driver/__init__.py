@@ -22,6 +22,7 @@ from probinfer.driver._drive import (
     StagedStep,
     drive,
     population_sharding,
+    to_host,
 )
 from probinfer.driver._progress import ProgressReporter, progress_bar
 
@@ -44,4 +45,5 @@ __all__ = [
     "member_cond",
     "population_sharding",
     "progress_bar",
+    "to_host",
 ]

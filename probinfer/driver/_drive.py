@@ -76,6 +76,9 @@ from probinfer.driver._progress import ProgressReporter
 PyTree = Any
 StepFn = Callable[[PRNGKeyArray, PyTree, Array, PyTree], tuple[PyTree, PyTree]]
 POPULATION_AXIS = "population"
+# Loop carries: (step count, state, [work,] records buffers, group record, done).
+_StagedCarry = tuple[Array, PyTree, PyTree, PyTree, PyTree, Array]
+_ChunkCarry = tuple[Array, PyTree, PyTree, PyTree, Array]
 # A drive that shows nothing between chunks keeps its records on the device up to this
 # many bytes before fetching them (a bound on the device memory they take).
 DEVICE_RECORDS_BYTES = 2**26
@@ -215,6 +218,8 @@ def _run_staged(
     limit: Array,
     record_like: PyTree,
     num_rows: int,
+    thin: Array,
+    combine_fn: Callable[[PyTree, PyTree], PyTree] | None,
 ) -> tuple[PyTree, PyTree, Array, Array]:
     """Up to ``limit`` steps of a :class:`StagedStep` as one loop over ``advance`` calls.
 
@@ -222,27 +227,25 @@ def _run_staged(
     the same iteration; the finishing is a branch on :func:`any_member`, so vectorized
     members pay for it only on the iterations where one of them finishes. ``begin`` must
     return work that needs at least one ``advance`` (a step with no work would be
-    advanced once).
+    advanced once). Records are thinned as in :func:`_run_chunk`.
     """
     packing = _RowPacking(record_like)
 
     def begin(index: Array, state: PyTree) -> PyTree:
         return step_fn.begin(jax.random.fold_in(key, index), state, index, shared)
 
-    def keep_going(carry: tuple[Array, PyTree, PyTree, PyTree, Array]) -> Array:
-        i, _, _, _, done = carry
+    def keep_going(carry: _StagedCarry) -> Array:
+        i, *_, done = carry
         return (i < limit) & ~done
 
-    def body(
-        carry: tuple[Array, PyTree, PyTree, PyTree, Array],
-    ) -> tuple[Array, PyTree, PyTree, PyTree, Array]:
-        i, state, work, buffers, done = carry
+    def body(carry: _StagedCarry) -> _StagedCarry:
+        i, state, work, buffers, group, done = carry
         work = step_fn.advance(work, state, shared)
         # A member past its limit keeps its carry (the loop's select) but is still
         # advanced in the discarded lanes: it must not count as finishing.
         is_finishing = step_fn.is_done(work) & (i < limit)
 
-        def complete() -> tuple[Array, PyTree, PyTree, PyTree, Array]:
+        def complete() -> _StagedCarry:
             # Every member computes; only the finishing ones keep the result (the
             # buffers masked row by row, not as whole arrays).
             index = start + i
@@ -252,27 +255,50 @@ def _run_staged(
             with members_where(is_finishing):
                 new_state, record = step_fn.finish(key_step, state, work, index, shared)
                 new_work = begin(index + 1, new_state)
+            new_group = _thinned_record(group, record, index, thin, combine_fn)
+            row, is_kept = i // thin, is_finishing & ((index + 1) % thin == 0)
             rows = jax.tree.map(
-                lambda b, r: b.at[i].set(jnp.where(is_finishing, r, b[i])),
+                lambda b, r: b.at[row].set(jnp.where(is_kept, r, b[row])),
                 buffers,
-                packing.pack(record),
+                packing.pack(new_group),
             )
             return (
                 i + is_finishing.astype(i.dtype),
                 tree_where(is_finishing, new_state, state),
                 tree_where(is_finishing, new_work, work),
                 rows,
+                tree_where(is_finishing, new_group, group),
                 jnp.where(is_finishing, is_done(new_state), done),
             )
 
         return jax.lax.cond(
-            any_member(is_finishing), complete, lambda: (i, state, work, buffers, done)
+            any_member(is_finishing), complete, lambda: (i, state, work, buffers, group, done)
         )
 
     buffers = packing.buffers(num_rows)
-    carry = (jnp.asarray(0, start.dtype), state, begin(start, state), buffers, is_done(state))
-    count, state, _, buffers, done = jax.lax.while_loop(keep_going, body, carry)
+    group = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), record_like)
+    carry = (
+        jnp.asarray(0, start.dtype), state, begin(start, state), buffers, group, is_done(state)
+    )  # fmt: skip
+    count, state, _, buffers, _, done = jax.lax.while_loop(keep_going, body, carry)
     return state, packing.unpack(buffers), start + count, done
+
+
+def _thinned_record(
+    group: PyTree,
+    record: PyTree,
+    index: Array,
+    thin: Array,
+    combine_fn: Callable[[PyTree, PyTree], PyTree] | None,
+) -> PyTree:
+    """The record of step ``index``'s group of ``thin`` steps so far.
+
+    ``group`` is the record of the group's earlier steps; a group's first step starts it
+    afresh. Without ``combine_fn`` the newest record stands for the group.
+    """
+    if combine_fn is None:
+        return record
+    return tree_where(index % thin == 0, record, combine_fn(group, record))
 
 
 class _HostRecords:
@@ -334,24 +360,28 @@ class _ChunkProgram(NamedTuple):
 
     step_fn: StepFn
     is_done_fn: Callable[[PyTree], Array] | None
-    chunk_rows: int  # the records buffer's rows: the most steps a chunk can take
+    chunk_rows: int  # the records buffer's rows: the most records a chunk can keep
     member_map: str | None
     interleave: bool  # a StagedStep as one flat loop of `advance` calls
+    combine_fn: Callable[[PyTree, PyTree], PyTree] | None  # a thinned group's record
 
 
 def _run_chunk(
     program: _ChunkProgram, state: PyTree, key: PRNGKeyArray, shared: PyTree, start: Array,
-    total: Array, chunk_size: Array,
+    total: Array, chunk_size: Array, thin: Array,
 ) -> tuple[PyTree, PyTree, Array, Array]:  # fmt: skip
-    """Up to ``chunk_size`` (at most ``chunk_rows``) steps from ``start``, never past ``total``.
+    """Up to ``chunk_size`` (at most ``chunk_rows * thin``) steps from ``start``, never past
+    ``total``, keeping the record of every ``thin``-th step.
 
-    ``chunk_size`` is a runtime value, so runs whose chunks differ in length share the
-    program. Returns the state, the records buffer (``chunk_rows`` rows, the first
-    ``next_start - start`` of them filled), the next step index, and whether ``is_done_fn``
-    holds.
+    ``chunk_size`` and ``thin`` are runtime values, so runs whose chunks differ in length
+    share the program. ``start`` is a multiple of ``thin``: step ``start + i`` writes row
+    ``i // thin``, kept when it ends its group (``(start + i + 1) % thin == 0``), with the
+    record ``program.combine_fn`` makes of the group's steps. Returns the state, the records
+    buffer (``chunk_rows`` rows, the first ``(next_start - start) // thin`` of them filled),
+    the next step index, and whether ``is_done_fn`` holds.
     """
     count_trace("chunk")
-    limit = jnp.minimum(jnp.minimum(chunk_size, program.chunk_rows), total - start)
+    limit = jnp.minimum(jnp.minimum(chunk_size, program.chunk_rows * thin), total - start)
 
     def run(state: PyTree, key: PRNGKeyArray) -> tuple[PyTree, PyTree, Array, Array]:
         def step(index: Array, state: PyTree) -> tuple[PyTree, PyTree]:
@@ -376,24 +406,32 @@ def _run_chunk(
                 limit,
                 record_shapes,
                 program.chunk_rows,
+                thin,
+                program.combine_fn,
             )
 
         buffers = jax.tree.map(
             lambda s: jnp.zeros((program.chunk_rows, *s.shape), s.dtype), record_shapes
         )
+        group = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), record_shapes)
 
-        def keep_going(carry: tuple[Array, PyTree, PyTree, Array]) -> Array:
-            i, _, _, done = carry
+        def keep_going(carry: _ChunkCarry) -> Array:
+            i, *_, done = carry
             return (i < limit) & ~done
 
-        def body(carry: tuple[Array, PyTree, PyTree, Array]) -> tuple[Array, PyTree, PyTree, Array]:
-            i, state, buffers, _ = carry
-            state, record = step(start + i, state)
-            buffers = jax.tree.map(lambda b, r: b.at[i].set(r), buffers, record)
-            return i + 1, state, buffers, is_done(state)
+        def body(carry: _ChunkCarry) -> _ChunkCarry:
+            i, state, buffers, group, _ = carry
+            index = start + i
+            state, record = step(index, state)
+            group = _thinned_record(group, record, index, thin, program.combine_fn)
+            row, is_kept = i // thin, (index + 1) % thin == 0
+            buffers = jax.tree.map(
+                lambda b, r: b.at[row].set(jnp.where(is_kept, r, b[row])), buffers, group
+            )
+            return i + 1, state, buffers, group, is_done(state)
 
-        carry = (jnp.asarray(0, start.dtype), state, buffers, is_done(state))
-        count, state, buffers, done = jax.lax.while_loop(keep_going, body, carry)
+        carry = (jnp.asarray(0, start.dtype), state, buffers, group, is_done(state))
+        count, state, buffers, _, done = jax.lax.while_loop(keep_going, body, carry)
         return state, buffers, start + count, done
 
     if program.member_map is None:
@@ -443,6 +481,26 @@ def population_sharding(mesh: jax.sharding.Mesh, tree: PyTree, population_size: 
     return jax.tree.map(sharding, tree)
 
 
+def to_host(tree: PyTree) -> PyTree:
+    """``tree`` as host arrays, whole on every process.
+
+    With one process this is ``jax.device_get``; with several (``jax.distributed``) an
+    array may span devices of other processes, and every process gets the whole of it
+    (``process_allgather``).
+    """
+    if jax.process_count() == 1:
+        return jax.device_get(tree)
+
+    def fetch(leaf: Any) -> Any:
+        # An array on this process's devices alone (a run not split over processes) is
+        # already whole; gathering it would stack every process's copy.
+        if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+            return multihost_utils.process_allgather(leaf, tiled=True)
+        return jax.device_get(leaf)
+
+    return jax.tree.map(fetch, tree)
+
+
 def _leading_size(tree: PyTree) -> int:
     sizes = {jnp.shape(leaf)[0] for leaf in jax.tree.leaves(tree) if jnp.ndim(leaf) > 0}
     if len(sizes) != 1:
@@ -469,6 +527,8 @@ def drive(
     mesh: jax.sharding.Mesh | None = None,
     population_size: int | None = None,
     record_fn: Callable[[PyTree], PyTree] | None = None,
+    thin: int = 1,
+    combine_fn: Callable[[PyTree, PyTree], PyTree] | None = None,
     progress: ProgressReporter | None = None,
     progress_fn: Callable[[PyTree], dict[str, Any]] | None = None,
     after_chunk_fn: Callable[[PyTree, int], None] | None = None,
@@ -492,8 +552,8 @@ def drive(
         chunk_size: steps per chunk (progress and checkpoints between chunks); a runtime
             value of the chunk program.
         chunk_rows: the records buffer's rows, a shape of the chunk program (default
-            ``chunk_size``; at least ``chunk_size``): drives with the same ``chunk_rows``
-            and other chunk sizes share one program.
+            ``chunk_size // thin``; at least that): drives with the same ``chunk_rows`` and
+            other chunk sizes share one program.
         member_map: map independent members as one of :data:`MEMBER_MAPS`, or None for a
             population step.
         interleave: run a :class:`StagedStep` as one flat loop of ``advance`` calls, each
@@ -509,6 +569,14 @@ def drive(
         record_fn: applied to each chunk's records on the device before they are fetched
             (e.g. to keep only what the host needs); its output is what is returned and
             checkpointed.
+        thin: keep the record of every ``thin``-th step only (steps ``thin - 1``,
+            ``2 * thin - 1``, ...), so that a long run holds ``num_steps // thin`` records;
+            ``num_steps``, ``chunk_size`` and ``first_step`` must be multiples of it. A
+            runtime value: drives that differ only in ``thin`` share the program.
+        combine_fn: ``(group's record so far, next step's record) -> record``: how the
+            records of a group of ``thin`` steps make the kept one (e.g. sum the steps'
+            gradient evaluations, flag a divergence anywhere in the group); None keeps the
+            group's last record. It keys the compiled program, like ``step_fn``.
         progress: a shared progress bar, or None.
         progress_fn: ``records of a chunk (host) -> {field: value}`` shown on the bar.
         after_chunk_fn: ``(state, steps done) -> None``, called on the host after every
@@ -518,7 +586,8 @@ def drive(
         description: the bar's label for this drive.
         checkpoint: a folder: progress and records are written atomically after every
             chunk, and a drive started again with the same folder and fingerprint resumes
-            where it stopped (a finished one just loads).
+            where it stopped (a finished one just loads). With several processes, a folder
+            all of them reach (process 0 writes it for all).
         run_fingerprint: a description of everything that defines the run besides what the
             driver sees (target, data, settings); combined with the driver's own settings.
         watch: accumulates compile time across the drives of one run.
@@ -558,16 +627,34 @@ def drive(
         0,
     )
     chunk_size = check_count("chunk_size", chunk_size, 1)
-    chunk_rows = chunk_size if chunk_rows is None else check_count("chunk_rows", chunk_rows, 1)
-    if chunk_rows < chunk_size:
+    thin = check_count("thin", thin, 1)
+    if thin > 1:
+        if num_steps is None:
+            raise ValueError(
+                "`thin` needs a fixed `num_steps`: a drive that stops when `is_done_fn` "
+                "holds could end inside a group of steps."
+            )
+        for name, value in (
+            ("num_steps", total), ("chunk_size", chunk_size), ("first_step", first_step)
+        ):  # fmt: skip
+            if check_count(name, value, 0) % thin:
+                raise ValueError(
+                    f"`{name}={value}` is not a multiple of `thin={thin}`; the records keep "
+                    f"whole groups of `thin` steps, so pass a multiple of {thin}."
+                )
+    chunk_rows = (
+        chunk_size // thin if chunk_rows is None else check_count("chunk_rows", chunk_rows, 1)
+    )
+    if chunk_rows * thin < chunk_size:
         raise ValueError(
-            f"`chunk_rows={chunk_rows}` cannot hold a chunk of `chunk_size={chunk_size}` "
-            "steps; pass `chunk_rows >= chunk_size`."
+            f"`chunk_rows={chunk_rows}` cannot hold the records of a chunk of "
+            f"`chunk_size={chunk_size}` steps with `thin={thin}`; pass `chunk_rows >= "
+            f"{-(-chunk_size // thin)}`."
         )
     watch = CompileWatch() if watch is None else watch
     if interleave and not isinstance(step_fn, StagedStep):
         raise ValueError("`interleave=True` needs a `StagedStep`; a plain step runs whole.")
-    program = _ChunkProgram(step_fn, is_done_fn, chunk_rows, member_map, interleave)
+    program = _ChunkProgram(step_fn, is_done_fn, chunk_rows, member_map, interleave, combine_fn)
     keys = key
     if member_map is not None:
         keys = jax.random.split(key, _leading_size(state))
@@ -595,23 +682,21 @@ def drive(
         return buffers if record_fn is None else record_fn(buffers)
 
     def fetch(buffers: PyTree) -> PyTree:
-        if jax.process_count() > 1:  # every process gets the whole population's records
-            return multihost_utils.process_allgather(select(buffers), tiled=True)
-        return jax.device_get(select(buffers))
+        return to_host(select(buffers))
 
     def records_structure(state: PyTree, keys: PRNGKeyArray) -> PyTree:
         """Shapes of a chunk's fetched records (a trace, no compilation)."""
 
         def records(state: PyTree, keys: PRNGKeyArray) -> PyTree:
-            zero = jnp.asarray(0, jnp.int32)
-            buffers = _run_chunk(program, state, keys, shared, zero, zero, zero)[1]
+            zero, one = jnp.asarray(0, jnp.int32), jnp.asarray(1, jnp.int32)
+            buffers = _run_chunk(program, state, keys, shared, zero, zero, zero, one)[1]
             return buffers if record_fn is None else record_fn(buffers)
 
         return jax.eval_shape(records, state, keys)
 
     step_axis = 0 if member_map is None else 1
     first_step = check_count("first_step", first_step, 0)
-    host = _HostRecords(step_axis, None if is_done_fn is not None else total - first_step)
+    host = _HostRecords(step_axis, None if is_done_fn is not None else (total - first_step) // thin)
     done, seconds, is_finished, is_done = first_step, 0.0, first_step >= total, False
     folder = None if checkpoint is None else Path(checkpoint)
     import probinfer  # the package's version (imported here: it imports this module)
@@ -621,7 +706,7 @@ def drive(
         run_fingerprint if "=" in run_fingerprint else fingerprint(run=run_fingerprint),
         fingerprint(
             # A stop-condition drive may be resumed with a larger `max_steps`: left out.
-            drive=(num_steps, chunk_size, member_map, interleave, first_step),
+            drive=(num_steps, chunk_size, member_map, interleave, first_step, thin),
             drive_seed=jax.random.key_data(key),
             library=probinfer.__version__,
         ),
@@ -639,6 +724,17 @@ def drive(
             for _, records in load_records(folder, done, records_like):
                 leaves = jax.tree.leaves(records)  # saved with their steps only
                 host.add(records, leaves[0].shape[step_axis] if leaves else 0)
+    if folder is not None and jax.process_count() > 1:
+        # Every process has read the folder before process 0 writes to it, and all read the
+        # same progress (else they would wait for each other's collectives forever).
+        multihost_utils.assert_equal(
+            np.asarray(done),
+            f"the processes found different progress in the checkpoint folder {folder}: "
+            "give every process the same folder, on a file system they all reach.",
+        )
+    # With several processes (a shared folder) process 0 writes for all: each has the
+    # whole records and state.
+    writes_checkpoint = folder is not None and jax.process_index() == 0
     if progress is not None:
         progress.update(description=description, advance=done)
 
@@ -647,6 +743,7 @@ def drive(
     next_start = jnp.asarray(done, jnp.int32)
     total_device = jnp.asarray(total, jnp.int32)
     steps_per_chunk = jnp.asarray(chunk_size, jnp.int32)
+    thin_device = jnp.asarray(thin, jnp.int32)
     if (
         is_done_fn is None
         and progress is None
@@ -661,18 +758,19 @@ def drive(
         # meanwhile), so the host never waits for a running chunk.
         held: list[tuple[PyTree, int]] = []
         held_bytes = 0
-        full_chunk = jnp.asarray(chunk_rows, jnp.int32)
+        full_chunk = jnp.asarray(chunk_rows * thin, jnp.int32)
 
         def release(records_and_counts: list[tuple[PyTree, int]]) -> None:
             fetched = jax.device_get([records for records, _ in records_and_counts])
             for records, (_, count) in zip(fetched, records_and_counts, strict=True):
-                host.add(records, count)
+                host.add(records, count // thin)
 
         while done < total:
             state, buffers, next_start, _ = _dispatch(
-                program, watch, state, keys, shared, next_start, total_device, full_chunk
-            )
-            count = min(chunk_rows, total - done)
+                program, watch, state, keys, shared, next_start, total_device, full_chunk,
+                thin_device,
+            )  # fmt: skip
+            count = min(chunk_rows * thin, total - done)
             records = select(buffers)
             chunk_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(records))
             held.append((records, count))
@@ -689,8 +787,9 @@ def drive(
         dispatched = None
         if not is_finished and dispatched_until < total:
             state, buffers, next_start, done_flag = _dispatch(
-                program, watch, state, keys, shared, next_start, total_device, steps_per_chunk
-            )
+                program, watch, state, keys, shared, next_start, total_device, steps_per_chunk,
+                thin_device,
+            )  # fmt: skip
             dispatched = (state, buffers, next_start, done_flag)
             if is_done_fn is None:  # a fixed step count: the chunk's end is known
                 dispatched_until = min(total, dispatched_until + chunk_size)
@@ -700,20 +799,23 @@ def drive(
             count = chunk_end - done
             records = None
             if count > 0:
-                records = host.add(fetch(buffers), count)
-                if folder is not None:
+                records = host.add(fetch(buffers), count // thin)
+                if folder is not None and writes_checkpoint:
                     save_records(folder, done, records)
             is_finished = is_done or chunk_end >= total
             if is_finished and is_done_fn is not None:
                 dispatched_until = total  # stop dispatching
             now = time.perf_counter()
             if folder is not None:
+                # Gathered by every process (a collective), written by one.
+                host_state = to_host(chunk_state)
                 elapsed = now - tic - (watch.compile_seconds - compiled_before)
-                save_progress(
-                    folder,
-                    full_fingerprint,
-                    DriveProgress(chunk_state, chunk_end, seconds + elapsed),
-                )
+                if writes_checkpoint:
+                    save_progress(
+                        folder,
+                        full_fingerprint,
+                        DriveProgress(host_state, chunk_end, seconds + elapsed),
+                    )
             if after_chunk_fn is not None:
                 after_chunk_fn(chunk_state, chunk_end)
             if progress is not None:
