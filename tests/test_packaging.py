@@ -62,3 +62,20 @@ def test_only_probinfer_is_importable_outside_the_source_tree(tmp_path):
         if name != "probinfer" and any(in_the_source_tree(p) for p in places)
     }
     assert not from_here, from_here
+
+
+def test_the_gpu_check_refuses_to_run_without_a_gpu(tmp_path):
+    """``benchmarks/gpu_check.sh`` (run in full on a GPU, or with ``--allow-cpu``: 144 s on
+    this CPU) names the device and stops, saying how to get a GPU build, when JAX sees
+    none; it runs nothing else."""
+    script = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
+    environment = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
+    environment.pop("XLA_FLAGS", None)
+    result = subprocess.run(
+        ["bash", str(script)], capture_output=True, text=True, env=environment, timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    assert "JAX sees no GPU (backend: cpu)" in result.stderr
+    assert "jax[cuda12]" in result.stderr
+    assert (tmp_path / "device.txt").read_text().startswith("device: cpu")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["device.txt"]

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The accelerator check: run it the moment a GPU is available (under 5 minutes on one GPU).
+#
+#   1. smoke test: JAX sees a GPU, and the zoo validation (NUTS, tempered SMC and nested
+#      sampling against reference posteriors and exact evidence, `probinfer bench`) passes
+#      on it, float32 as users run;
+#   2. throughput: NUTS transitions/s and gradient evaluations/s against the number of
+#      chains, 4 to 4,096, sequential / lock-step / interleaved (`benchmarks/scale.py`).
+#
+# Writes benchmarks/results/gpu/ (device.txt names the device; smoke.log, bench.{md,json,png,log},
+# scale.{md,json,png}). Usage, from a checkout with `make .venv/.installed-test` done and a
+# CUDA build of jaxlib installed (pip install -U "jax[cuda12]"):
+#
+#   bash benchmarks/gpu_check.sh              # refuses to run without a GPU
+#   bash benchmarks/gpu_check.sh --allow-cpu  # the same steps on CPU (to test the script)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+OUT=${OUT:-benchmarks/results/gpu}
+CHAINS=${CHAINS:-4,64,1024,4096}
+mkdir -p "$OUT"
+
+backend=$("$PYTHON" -c "import jax; print(jax.default_backend())")
+device=$("$PYTHON" -c "import jax; d = jax.devices()[0]; print(f'{d.platform}: {d.device_kind} x {jax.device_count()}')")
+echo "device: $device ($(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown))" | tee "$OUT/device.txt"
+if [ "$backend" != gpu ] && [ "${1:-}" != --allow-cpu ]; then
+    echo "JAX sees no GPU (backend: $backend). Install a CUDA build of jaxlib into .venv" >&2
+    echo "(.venv/bin/pip install -U 'jax[cuda12]'), or pass --allow-cpu to test this script." >&2
+    exit 2
+fi
+
+start=$SECONDS
+echo "== 1/2 smoke test: zoo validation on the device"
+timeout 240 "$PYTHON" -m probinfer.cli bench \
+    --models normal_normal eight_schools_noncentered gaussian_mixture_2d \
+    --methods nuts smc ns --out "$OUT" 2>&1 | tee "$OUT/smoke.log"
+echo "   $((SECONDS - start)) s so far"
+
+echo "== 2/2 throughput against the number of chains ($CHAINS)"
+PYTHONPATH=. timeout 300 "$PYTHON" benchmarks/scale.py --chains "$CHAINS" \
+    --models eight_schools_noncentered --repeats 1 --out "$OUT" 2>&1 | tail -n 40
+echo "done in $((SECONDS - start)) s; results in $OUT"
