@@ -6,8 +6,9 @@ Usage (``tests/test_kill_and_resume_slow.py`` drives it)::
         [--kill-in-write]
 
 Runs ``METHOD`` ("nuts", "smc" or "ns") on a fixed model with ``checkpoint=FOLDER`` and
-writes its draws (and ``log_z``) to ``OUT`` (``.npz``) and the number of chunks it ran to
-stdout. With ``--kill-after-chunks N`` the
+writes its draws (and ``log_z``) to ``OUT`` (``.npz``), or ("pfn") trains a small PFN on
+a GP prior with ``checkpoint_dir=FOLDER`` and writes the trained model's arrays; and
+prints the number of chunks it ran to stdout. With ``--kill-after-chunks N`` the
 process sends itself SIGKILL when the driver is about to run chunk ``N + 1``, after chunk
 ``N``'s checkpoint is on disk: no cleanup, no ``atexit``, as a machine that loses the
 process. With ``--kill-in-write`` as well, the kill comes inside that checkpoint's atomic
@@ -33,7 +34,10 @@ SETTINGS = {
     "nuts": {"chains": 2, "warmup": 200, "draws": 300, "chunk_size": 50},
     "smc": {"particles": 400, "replicas": 2, "chunk_size": 1},
     "ns": {"live_points": 200, "chunk_size": 5},
-}
+    "pfn": {"num_steps": 60, "steps_per_chunk": 10, "batch_size": 16, "max_train": 10,
+            "num_test": 6, "num_buckets": 32, "width": 32, "num_layers": 2, "num_heads": 2,
+            "mlp_width": 64, "warmup_steps": 20},
+}  # fmt: skip
 
 
 def model(y):
@@ -71,6 +75,20 @@ def _count_chunks(after_chunks: int | None, in_write: bool) -> None:
         checkpoint.os.replace = replace  # the checkpoint module's rename only
 
 
+def _train_pfn(folder: str, out: str) -> None:
+    import equinox as eqx
+    import jax
+
+    from probinfer import amortize, nngp
+
+    prior = amortize.GPPrior(nngp.rbf(0.3), 0.01, num_features=1)
+    config = amortize.TrainingConfig(**SETTINGS["pfn"], seed=3)
+    model, _ = amortize.train(prior, config, checkpoint_dir=folder, progress=False)
+    leaves = jax.tree.leaves(eqx.filter(model, eqx.is_array))
+    np.savez(out, **{f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
+    print(f"chunks={CALLS['chunks']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("method", choices=sorted(SETTINGS))
@@ -81,6 +99,9 @@ def main() -> None:
     options = parser.parse_args()
     _count_chunks(options.kill_after_chunks, options.kill_in_write)
     warnings.simplefilter("ignore")  # short runs: their run checks are not the point
+    if options.method == "pfn":
+        _train_pfn(options.folder, options.out)
+        return
     settings = {**SETTINGS[options.method], "seed": 3, "progress": False}
     if options.method == "nuts":
         idata = pi.sample(model, DATA, checkpoint=options.folder, **settings)
