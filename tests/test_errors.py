@@ -2,6 +2,7 @@
 
 import re
 
+import jax
 import jax.numpy as jnp
 import numpyro
 import numpyro.distributions as dist
@@ -253,3 +254,46 @@ def test_data_as_python_lists_is_converted():
     )
     position = {"slope": jnp.array(0.3)}
     assert float(from_lists.logdensity_fn(position)) == float(from_arrays.logdensity_fn(position))
+
+
+def branching_model(y):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 2.0))
+    if mu > 0:  # Python control flow on a sampled value: cannot be traced
+        mu = 2 * mu
+    numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
+
+
+def indexing_model(y):
+    mu = numpyro.sample("mu", dist.Normal(jnp.zeros(3), 1.0))
+    numpyro.sample("y", dist.Normal(mu[mu > 0].sum(), 1.0), obs=y)
+
+
+@pytest.mark.parametrize(
+    ("model", "method"),
+    [(branching_model, "nuts"), (branching_model, "smc"), (branching_model, "ns"),
+     (indexing_model, "nuts")],
+    ids=["if-nuts", "if-smc", "if-ns", "mask-index"],
+)  # fmt: skip
+def test_untraceable_models_name_the_fix_and_keep_jaxs_line(model, method):
+    with pytest.raises(TypeError, match="the model turns a sampled .traced. value") as error:
+        pi.sample(model, jnp.array([0.3, -0.2]), method=method, **QUICK)
+    assert "jnp.where" in str(error.value) and "JAX's message" in str(error.value)
+    assert "test_errors.py" in str(error.value)  # JAX names the model's line
+    assert isinstance(error.value.__cause__, jax.errors.JAXTypeError | IndexError)
+
+
+@pytest.mark.parametrize(
+    ("functions", "name"),
+    [
+        ({"logdensity_fn": lambda x: -0.5 * float(x @ x)}, "logdensity_fn"),
+        (
+            {"logprior_fn": lambda x: -0.5 * jnp.sum(x**2),
+             "loglikelihood_fn": lambda x: -int(x[0]) * 1.0},
+            "loglikelihood_fn",
+        ),
+    ],
+    ids=["float", "int-likelihood"],
+)  # fmt: skip
+def test_untraceable_log_densities_are_refused_when_built(functions, name):
+    with pytest.raises(TypeError, match=f"`{name}` of the `LogDensity` turns a sampled"):
+        pi.LogDensity(init=jnp.zeros(2), **functions)

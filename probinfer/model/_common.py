@@ -1,7 +1,13 @@
-"""Helpers shared by the model front ends: leaf names and jittered starting points."""
+"""Helpers shared by the model front ends: leaf names, jittered starting points, and
+errors of models that cannot be traced."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -55,3 +61,58 @@ def jitter(key: PRNGKeyArray, tree: PyTree, num_chains: int, around: PyTree | No
         )
         out.append(noise if center is None else jnp.expand_dims(center, 0) + noise)
     return jax.tree.unflatten(treedef, out)
+
+
+# What JAX raises when a model turns a traced value into a Python one.
+TRACER_ERRORS = (
+    jax.errors.ConcretizationTypeError,  # `if x > 0`, `float(x)` (bool conversion included)
+    jax.errors.TracerIntegerConversionError,  # `int(x)`, `range(n)` with a traced `n`
+    jax.errors.TracerArrayConversionError,  # `np.asarray(x)`, NumPy functions
+    jax.errors.NonConcreteBooleanIndexError,  # `x[x > 0]`
+)
+
+
+@contextlib.contextmanager
+def explain_tracer_errors(what: str) -> Iterator[None]:
+    """Re-raise JAX's tracer-conversion errors from ``what`` with the fix.
+
+    Every sampler evaluates a model under ``jit``/``vmap``, where a sampled value is a
+    tracer: Python control flow or a NumPy call on it fails. JAX's own message (which
+    names the line) is kept below ours.
+
+    Args:
+        what: the code being run, as the message names it (e.g. "the model").
+
+    Raises:
+        TypeError: in place of a tracer-conversion error.
+    """
+    try:
+        yield
+    except TRACER_ERRORS as error:
+        where = _user_line(error)
+        raise TypeError(
+            f"{what} turns a sampled (traced) value into a Python or NumPy value (`if`/"
+            "`while` on it, `float()`, `int()`, `np.` functions, boolean-mask indexing)"
+            f"{'' if where is None else ' at ' + where}, which cannot run under "
+            "`jax.jit`: use `jnp.where`, `jax.lax.cond`, `jnp` functions or "
+            f"`numpyro.factor` instead. JAX's message:\n{error}"
+        ) from error
+
+
+def _user_line(error: BaseException) -> str | None:
+    """``file:line (`code`)`` of the innermost frame of ``error`` outside the libraries."""
+    numpyro = sys.modules.get("numpyro")
+    libraries = tuple(
+        str(Path(file).parent)
+        for file in (jax.__file__, getattr(numpyro, "__file__", None))
+        if file is not None
+    ) + (str(Path(__file__).parents[1]),)  # probinfer
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if not frame.filename.startswith(libraries) and "<frozen" not in frame.filename
+    ]
+    if not frames:
+        return None
+    frame = frames[-1]
+    return f"{frame.filename}:{frame.lineno} (`{(frame.line or '').strip()}`)"

@@ -16,7 +16,12 @@ import jax.numpy as jnp
 from jaxtyping import Array, PRNGKeyArray
 
 from probinfer.checkpoint import describe_callable
-from probinfer.model._common import jitter, leaf_names
+from probinfer.model._common import (
+    TRACER_ERRORS,
+    explain_tracer_errors,
+    jitter,
+    leaf_names,
+)
 from probinfer.model._target import Target
 
 PyTree = Any
@@ -158,20 +163,29 @@ class LogDensity:
         """
         for name, fn in self._named.items():
             try:
-                out = jax.eval_shape(fn, self.init, *data)
+                with explain_tracer_errors(f"`{name}` of the `LogDensity`"):
+                    out = jax.eval_shape(fn, self.init, *data)
+            except TypeError as error:
+                if isinstance(error.__cause__, TRACER_ERRORS):
+                    raise  # the message says what to change; the signature is not at fault
+                raise self._call_error(name, data, error) from error
             except Exception as error:
-                raise TypeError(
-                    f"`{name}` of the `LogDensity` failed on `init` and {len(data)} data "
-                    f"argument(s) ({type(error).__name__}: {error}); it must be "
-                    "`fn(position, *data)` with a position shaped like `init` and the data "
-                    "passed after the target: `pi.sample(target, *data)`."
-                ) from error
+                raise self._call_error(name, data, error) from error
             if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
                 shape = getattr(out, "shape", type(out).__name__)
                 raise TypeError(
                     f"`{name}` must return a scalar, got shape {shape}; sum the "
                     "log-density terms (e.g. `jnp.sum(...)`)."
                 )
+
+    @staticmethod
+    def _call_error(name: str, data: tuple[Any, ...], error: Exception) -> TypeError:
+        return TypeError(
+            f"`{name}` of the `LogDensity` failed on `init` and {len(data)} data "
+            f"argument(s) ({type(error).__name__}: {error}); it must be "
+            "`fn(position, *data)` with a position shaped like `init` and the data "
+            "passed after the target: `pi.sample(target, *data)`."
+        )
 
     def prepare_data(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
         """Turn ``pi.sample``'s positional arguments into checked array data.
@@ -270,7 +284,8 @@ class BoundLogDensity:
 
     def logdensity_fn(self, position: PyTree) -> Array:
         """Unnormalized log posterior at ``position`` (a scalar)."""
-        return self.spec.logdensity_fn(position, *self._data)
+        with explain_tracer_errors("the log density"):
+            return self.spec.logdensity_fn(position, *self._data)
 
     @property
     def target(self) -> Target:
@@ -289,7 +304,8 @@ class BoundLogDensity:
         data = self._data
 
         def log_terms_fn(position: PyTree) -> tuple[Array, Array]:
-            return logprior_fn(position, *data), loglikelihood_fn(position, *data)
+            with explain_tracer_errors("the log prior or log likelihood"):
+                return logprior_fn(position, *data), loglikelihood_fn(position, *data)
 
         return Target(log_terms_fn)
 

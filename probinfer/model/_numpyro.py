@@ -28,7 +28,7 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 
 from probinfer.checkpoint import describe_callable
-from probinfer.model._common import jitter
+from probinfer.model._common import explain_tracer_errors, jitter
 from probinfer.model._target import Target
 
 PyTree = Any
@@ -154,6 +154,11 @@ class ModelDensity:
         self.site_names = spec.site_names
         self._args, self._kwargs = spec.arguments(data)
 
+    def _get_trace(self, model: Callable[..., Any]) -> dict[str, Any]:
+        """The trace of ``model`` (the user's, with handlers) run on the bound data."""
+        with explain_tracer_errors("the model"):
+            return handlers.trace(model).get_trace(*self._args, **self._kwargs)
+
     def _trace(self, position: dict[str, Array]) -> dict[str, Any]:
         def substitute_fn(site: dict[str, Any]) -> Array | None:
             if site["type"] == "sample" and not site["is_observed"] and site["name"] in position:
@@ -163,7 +168,7 @@ class ModelDensity:
         model = handlers.substitute(
             handlers.seed(self.spec.model, jax.random.key(0)), substitute_fn=substitute_fn
         )
-        return handlers.trace(model).get_trace(*self._args, **self._kwargs)
+        return self._get_trace(model)
 
     def log_terms(self, position: dict[str, Array]) -> tuple[dict[str, Array], dict[str, Array]]:
         """Per-site log terms at an unconstrained position.
@@ -278,7 +283,7 @@ class ModelDensity:
             handlers.seed(self.spec.model, jax.random.key(0)),
             data={name: draw[name] for name in self.site_names},
         )
-        trace = handlers.trace(model).get_trace(*self._args, **self._kwargs)
+        trace = self._get_trace(model)
         return {
             name: site["fn"].log_prob(site["value"])
             for name, site in trace.items()
@@ -303,7 +308,7 @@ class ModelDensity:
                 handlers.seed(self.spec.model, jax.random.key(0)),
                 substitute_fn=lambda site: improper_prototype(site, 0.0),
             )
-            trace = handlers.trace(model).get_trace(*self._args, **self._kwargs)
+            trace = self._get_trace(model)
             for name, site in trace.items():
                 if site["type"] not in ("sample", "deterministic"):
                     continue
@@ -355,7 +360,7 @@ class ModelDensity:
             Dict of observed site name to its value.
         """
         model = handlers.seed(self.spec.model, jax.random.key(0))
-        trace = handlers.trace(model).get_trace(*self._args, **self._kwargs)
+        trace = self._get_trace(model)
         return {
             name: site["value"]
             for name, site in trace.items()
@@ -381,7 +386,7 @@ class ModelDensity:
                 "sampled; give them a proper prior to use prior draws (nested sampling, SMC)."
             )
         model = handlers.seed(self.spec.model, key)
-        trace = handlers.trace(model).get_trace(*self._args, **self._kwargs)
+        trace = self._get_trace(model)
         return {
             name: biject_to(trace[name]["fn"].support).inv(trace[name]["value"])
             for name in self.site_names
