@@ -5,15 +5,16 @@
 #      sampling against reference posteriors and exact evidence, `probinfer bench`) passes
 #      on it, float32 as users run;
 #   2. throughput: NUTS transitions/s and gradient evaluations/s against the number of
-#      chains, 4 to 4,096, sequential / lock-step / interleaved (`benchmarks/scale.py`).
+#      chains, 4 to 4,096, vectorized in lock step and interleaved (`benchmarks/scale.py`;
+#      sequential chains, one after another, are for CPUs).
 #
 # Writes benchmarks/results/gpu/ (device.txt names the device; smoke.log, bench.{md,json,png,log},
-# scale.{md,json,png}). Usage, from a checkout with `make .venv/.installed-test` done and a
+# scale.{md,json,png}, scale.log: the per-count lines even if the time limit cuts the run). Usage, from a checkout with `make .venv/.installed-test` done and a
 # CUDA build of jaxlib installed (pip install -U "jax[cuda12]"):
 #
 #   bash benchmarks/gpu_check.sh              # refuses to run without a GPU
 #   bash benchmarks/gpu_check.sh --allow-cpu  # the same steps on CPU (to test the script)
-set -euo pipefail
+set -uo pipefail  # each step runs even if the one before failed; the status says if any did
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-benchmarks/results/gpu}
@@ -34,9 +35,13 @@ echo "== 1/2 smoke test: zoo validation on the device"
 timeout 240 "$PYTHON" -m probinfer.cli bench \
     --models normal_normal eight_schools_noncentered gaussian_mixture_2d \
     --methods nuts smc ns --out "$OUT" 2>&1 | tee "$OUT/smoke.log"
+smoke=$?
 echo "   $((SECONDS - start)) s so far"
 
 echo "== 2/2 throughput against the number of chains ($CHAINS)"
 PYTHONPATH=. timeout 300 "$PYTHON" benchmarks/scale.py --chains "$CHAINS" \
-    --models eight_schools_noncentered --repeats 1 --out "$OUT" 2>&1 | tail -n 40
-echo "done in $((SECONDS - start)) s; results in $OUT"
+    --models eight_schools_noncentered --repeats 1 --modes lock_step,interleaved \
+    --out "$OUT" 2>&1 | tee "$OUT/scale.log"
+scale=$?
+echo "done in $((SECONDS - start)) s; results in $OUT (smoke test status $smoke, throughput $scale)"
+[ "$smoke" -eq 0 ] && [ "$scale" -eq 0 ]

@@ -121,7 +121,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6), squeeze=False)
     for ax, (name, by_chains) in zip(axes[0], results.items(), strict=True):
         chains = [int(c) for c in by_chains]
-        for mode in MODES:
+        for mode in by_chains[str(chains[0])]:
             rates = [by_chains[str(c)][mode]["transitions_per_second"] for c in chains]
             ax.plot(chains, rates, marker="o", label=mode)
         ax.set(xscale="log", yscale="log", xlabel="chains", ylabel="transitions / s", title=name)
@@ -137,18 +137,22 @@ def main() -> None:
     parser.add_argument("--models", default="eight_schools_noncentered,neals_funnel")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/scale"))
+    parser.add_argument("--modes", default=",".join(MODES), help="a subset of " + ",".join(MODES))
     options = parser.parse_args()
+    modes = options.modes.split(",")
+    if not set(modes) <= set(MODES):
+        parser.error(f"--modes: choose from {','.join(MODES)}")
     results: dict[str, Any] = {}
     for name in options.models.split(","):
         results[name] = {}
         for chains in [int(c) for c in options.chains.split(",")]:
-            for mode in MODES:  # compile, untimed
+            for mode in modes:  # compile, untimed
                 one_run(name, mode, chains, seed=99)
-            runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+            runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
             for seed in range(options.repeats):
-                for mode in MODES:
+                for mode in modes:
                     runs[mode].append(one_run(name, mode, chains, seed))
-            summary = {mode: summarise(runs[mode]) for mode in MODES}
+            summary = {mode: summarise(runs[mode]) for mode in modes}
             results[name][str(chains)] = summary
             rates = {m: round(s["transitions_per_second"]) for m, s in summary.items()}
             print(name, chains, rates, flush=True)

@@ -25,8 +25,10 @@ from probinfer.mcmc._nuts import DEFAULT_MAX_NUM_DOUBLINGS
 from probinfer.model import LogDensity, UnitCube, prepare
 from probinfer.run import (
     CHAIN_METHODS,
+    INTERNAL_STATS,
     SamplerConfig,
     run_chains,
+    thinned_ebfmi,
 )
 from probinfer.run_ns import MOVE_ALGORITHMS as NS_MOVE_ALGORITHMS
 from probinfer.run_ns import NSConfig, flat_dim, resample_equal, run_ns
@@ -176,10 +178,11 @@ def sample(
             gives.
         thin: MCMC transitions per kept draw: the chains run ``draws * thin`` transitions
             after warm-up and keep every ``thin``-th, so a long run's memory is that of
-            ``draws`` draws (the draws stream to the host chunk by chunk). A kept draw's
+            ``draws`` draws (each chunk keeps only its kept draws). A kept draw's
             ``n_steps`` counts its whole group's gradient evaluations, ``diverging`` flags
             a divergence anywhere in the group and ``tree_depth`` is the group's deepest;
-            its other statistics are its own transition's. MCMC methods only.
+            its other statistics are its own transition's; ``attrs["e_bfmi"]`` is the
+            E-BFMI over every transition (NUTS, HMC). MCMC methods only.
         **kwargs: keywords the model accepts go to the model; the rest are settings:
             ``target_acceptance``, ``metric`` ("dense" or "diag"), ``step_size`` (initial step
             size), ``chain_method`` (one of :data:`probinfer.run.CHAIN_METHODS`),
@@ -316,7 +319,7 @@ def sample(
         "sampling_seconds": result.sampling_seconds,
         "inference_library": "probinfer",
     }
-    sample_stats = {k: v for k, v in result.stats.items() if k != "num_nonfinite"}
+    sample_stats = {k: v for k, v in result.stats.items() if k not in INTERNAL_STATS}
     groups = model_groups(spec, data, result.draws) if with_log_likelihood else {}
     idata = az.from_dict(
         posterior=result.draws,
@@ -328,6 +331,8 @@ def sample(
         attrs=attrs,
     )
     idata.attrs["num_nonfinite_proposals"] = int(result.stats["num_nonfinite"].sum())
+    if thin > 1 and method in ("nuts", "hmc") and draws > 1:
+        idata.attrs["e_bfmi"] = thinned_ebfmi(result.stats, thin).tolist()
     idata.attrs["num_nonfinite_warmup_proposals"] = result.warmup_nonfinite
     idata.attrs.update(_run_environment())
     if method == "nuts":

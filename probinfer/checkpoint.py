@@ -109,7 +109,7 @@ PART_DESCRIPTIONS = {
     "seed": "seed",
     "drive_seed": "seed",
     "initial_points": "initial points (set by the seed, `chains` or `init_positions`)",
-    "drive": "number of steps or chunk size",
+    "drive": "number of steps, chunk size, thinning or chain mapping",
     "library": "probinfer version",
     "run": "`run_fingerprint` given to the driver",
 }

@@ -290,7 +290,8 @@ def check_run(
 
     Checks, in order: divergences after warm-up; chains that accepted (almost) nothing;
     NUTS trees that hit the depth limit;
-    E-BFMI below 0.3 in any chain (NUTS and HMC); rank-normalized split R-hat above 1.01;
+    E-BFMI below 0.3 in any chain (NUTS and HMC; ``attrs["e_bfmi"]`` when given: a thinned
+    run's, over every transition); rank-normalized split R-hat above 1.01;
     bulk or tail ESS below 100 per chain; proposals with a non-finite log density after
     warm-up (with the warm-up's count beside), or during warm-up only when more than 1% of
     its transitions had one (25% for HMC, whose fixed-length trajectories overflow at every
@@ -347,9 +348,14 @@ def check_run(
                 "slowly. Raise `max_num_doublings`, or reparameterize (strong correlations "
                 "or very different scales need a dense metric, `metric='dense'`)."
             )
-    if idata.attrs.get("method") in ("nuts", "hmc") and draws > 1:
+    if "e_bfmi" in idata.attrs:  # a thinned run's, over every transition
+        bfmi = np.atleast_1d(np.asarray(idata.attrs["e_bfmi"], np.float64))
+    elif idata.attrs.get("method") in ("nuts", "hmc") and draws > 1:
         # In float64: ArviZ's E-BFMI of float32 energies near 2e5 comes out negative.
         bfmi = np.atleast_1d(az.bfmi(np.asarray(stats["energy"].values, np.float64)))
+    else:
+        bfmi = np.zeros(0)
+    if bfmi.size:
         low = [f"{chain}: {value:.2f}" for chain, value in enumerate(bfmi) if value < EBFMI_MIN]
         if low:
             messages.append(

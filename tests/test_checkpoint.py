@@ -74,7 +74,7 @@ def test_interleaved_chains_resume_to_the_uninterrupted_draws(
         ({"seed": 1}, "its seed, initial points"),
         ({"chains": 4}, "its sampler settings, initial points"),
         ({"target_acceptance": 0.9}, "its sampler settings differ"),
-        ({"chunk_size": 10}, "its number of steps or chunk size differ"),
+        ({"chunk_size": 10}, "its number of steps, chunk size, thinning or chain mapping differ"),
     ],
     ids=["scalar-argument", "data", "seed", "chains", "setting", "chunk-size"],
 )

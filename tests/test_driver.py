@@ -387,6 +387,12 @@ def test_thinned_mcmc_keeps_every_kth_draw_and_its_groups_warning_signs():
     np.testing.assert_array_equal(stats.n_steps.values, groups["n_steps"].sum(axis=2))
     np.testing.assert_array_equal(stats.tree_depth.values, groups["tree_depth"].max(axis=2))
     np.testing.assert_array_equal(stats.lp.values, groups["lp"][:, :, 2])
+    # E-BFMI over every transition: the unthinned run's squared energy changes, over the
+    # variance of the kept energies (ArviZ's E-BFMI of the kept draws alone is far off).
+    energy = every.sample_stats.energy.values.astype(np.float64)
+    expected = (np.diff(energy, axis=1) ** 2).mean(axis=1) / energy[:, 2::3].var(axis=1)
+    np.testing.assert_allclose(thinned.attrs["e_bfmi"], expected, rtol=1e-5)
+    assert not set(stats.data_vars) & {"energy_first", "energy_jumps", "num_nonfinite"}
     with pytest.raises(ValueError, match="`thin` is for MCMC"):
         pi.sample(target, method="smc", thin=2)
     with pytest.raises(ValueError, match="thin"):

@@ -71,6 +71,7 @@ def test_the_gpu_check_refuses_to_run_without_a_gpu(tmp_path):
     script = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
     environment = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
     environment.pop("XLA_FLAGS", None)
+    environment["JAX_PLATFORMS"] = "cpu"  # on a GPU machine too: the refusal is the point
     result = subprocess.run(
         ["bash", str(script)], capture_output=True, text=True, env=environment, timeout=120
     )

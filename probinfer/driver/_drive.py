@@ -486,7 +486,13 @@ def to_host(tree: PyTree) -> PyTree:
 
     With one process this is ``jax.device_get``; with several (``jax.distributed``) an
     array may span devices of other processes, and every process gets the whole of it
-    (``process_allgather``).
+    (``process_allgather``, a collective: every process must call this together).
+
+    Args:
+        tree: a pytree of arrays.
+
+    Returns:
+        The same pytree of NumPy arrays.
     """
     if jax.process_count() == 1:
         return jax.device_get(tree)
@@ -499,6 +505,32 @@ def to_host(tree: PyTree) -> PyTree:
         return jax.device_get(leaf)
 
     return jax.tree.map(fetch, tree)
+
+
+def _load_progress_together(
+    folder: Path, run_fingerprint: str, state: PyTree
+) -> DriveProgress | None:
+    """:func:`load_progress`, with several processes checked to agree before any of them
+    goes on (else they would wait for each other's collectives forever): the same step,
+    and a refusal (another run's folder, a corrupted file) on all or none."""
+    try:
+        saved, refusal = load_progress(folder, run_fingerprint, state), None
+    except ValueError as error:
+        saved, refusal = None, error
+    if jax.process_count() > 1:
+        try:
+            multihost_utils.assert_equal(
+                np.asarray([-1 if saved is None else saved.step, refusal is not None]),
+                f"the processes found different progress in the checkpoint folder {folder}: "
+                "give every process the same folder, on a file system they all reach",
+            )
+        except AssertionError:
+            if refusal is not None:
+                raise refusal from None
+            raise
+    if refusal is not None:
+        raise refusal
+    return saved
 
 
 def _leading_size(tree: PyTree) -> int:
@@ -712,7 +744,7 @@ def drive(
         ),
     )
     if folder is not None:
-        saved = load_progress(folder, full_fingerprint, state)
+        saved = _load_progress_together(folder, full_fingerprint, state)
         if saved is not None:
             state, _ = place(jax.tree.map(jnp.asarray, saved.state), keys)
             done, seconds = saved.step, saved.seconds
@@ -724,14 +756,6 @@ def drive(
             for _, records in load_records(folder, done, records_like):
                 leaves = jax.tree.leaves(records)  # saved with their steps only
                 host.add(records, leaves[0].shape[step_axis] if leaves else 0)
-    if folder is not None and jax.process_count() > 1:
-        # Every process has read the folder before process 0 writes to it, and all read the
-        # same progress (else they would wait for each other's collectives forever).
-        multihost_utils.assert_equal(
-            np.asarray(done),
-            f"the processes found different progress in the checkpoint folder {folder}: "
-            "give every process the same folder, on a file system they all reach.",
-        )
     # With several processes (a shared folder) process 0 writes for all: each has the
     # whole records and state.
     writes_checkpoint = folder is not None and jax.process_index() == 0

@@ -4,6 +4,7 @@ errors of models that cannot be traced."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import traceback
 from collections.abc import Iterator
@@ -72,8 +73,14 @@ TRACER_ERRORS = (
 )
 
 
+class UntraceableError(TypeError):
+    """A model or log density turned a traced value into a Python or NumPy value."""
+
+
 @contextlib.contextmanager
-def explain_tracer_errors(what: str) -> Iterator[None]:
+def explain_tracer_errors(
+    what: str, fix: str = "`jnp.where`, `jax.lax.cond` or `jnp` functions"
+) -> Iterator[None]:
     """Re-raise JAX's tracer-conversion errors from ``what`` with the fix.
 
     Every sampler evaluates a model under ``jit``/``vmap``, where a sampled value is a
@@ -82,20 +89,20 @@ def explain_tracer_errors(what: str) -> Iterator[None]:
 
     Args:
         what: the code being run, as the message names it (e.g. "the model").
+        fix: what to write instead.
 
     Raises:
-        TypeError: in place of a tracer-conversion error.
+        UntraceableError: in place of a tracer-conversion error.
     """
     try:
         yield
     except TRACER_ERRORS as error:
         where = _user_line(error)
-        raise TypeError(
-            f"{what} turns a sampled (traced) value into a Python or NumPy value (`if`/"
-            "`while` on it, `float()`, `int()`, `np.` functions, boolean-mask indexing)"
-            f"{'' if where is None else ' at ' + where}, which cannot run under "
-            "`jax.jit`: use `jnp.where`, `jax.lax.cond`, `jnp` functions or "
-            f"`numpyro.factor` instead. JAX's message:\n{error}"
+        raise UntraceableError(
+            f"{what} turns a traced value (a sampled value, or data) into a Python or "
+            "NumPy value (`if`/`while` on it, `float()`, `int()`, `np.` functions, "
+            f"boolean-mask indexing){'' if where is None else ' at ' + where}, which "
+            f"cannot run under `jax.jit`: use {fix} instead. JAX's message:\n{error}"
         ) from error
 
 
@@ -107,6 +114,7 @@ def _user_line(error: BaseException) -> str | None:
         for file in (jax.__file__, getattr(numpyro, "__file__", None))
         if file is not None
     ) + (str(Path(__file__).parents[1]),)  # probinfer
+    libraries = tuple(os.path.join(directory, "") for directory in libraries)
     frames = [
         frame
         for frame in traceback.extract_tb(error.__traceback__)

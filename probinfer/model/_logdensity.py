@@ -17,7 +17,7 @@ from jaxtyping import Array, PRNGKeyArray
 
 from probinfer.checkpoint import describe_callable
 from probinfer.model._common import (
-    TRACER_ERRORS,
+    UntraceableError,
     explain_tracer_errors,
     jitter,
     leaf_names,
@@ -165,10 +165,8 @@ class LogDensity:
             try:
                 with explain_tracer_errors(f"`{name}` of the `LogDensity`"):
                     out = jax.eval_shape(fn, self.init, *data)
-            except TypeError as error:
-                if isinstance(error.__cause__, TRACER_ERRORS):
-                    raise  # the message says what to change; the signature is not at fault
-                raise self._call_error(name, data, error) from error
+            except UntraceableError:
+                raise  # the message says what to change; the signature is not at fault
             except Exception as error:
                 raise self._call_error(name, data, error) from error
             if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():

@@ -156,7 +156,9 @@ class ModelDensity:
 
     def _get_trace(self, model: Callable[..., Any]) -> dict[str, Any]:
         """The trace of ``model`` (the user's, with handlers) run on the bound data."""
-        with explain_tracer_errors("the model"):
+        with explain_tracer_errors(
+            "the model", "`jnp.where`, `jax.lax.cond`, `jnp` functions or `numpyro.factor`"
+        ):
             return handlers.trace(model).get_trace(*self._args, **self._kwargs)
 
     def _trace(self, position: dict[str, Array]) -> dict[str, Any]:
