@@ -138,6 +138,9 @@ class _MCMCStep(StagedStep):
 
     spec: Any
     config: SamplerConfig
+    # Record what a thinned run's E-BFMI needs (`_combine_thinned`); off, the programs of
+    # unthinned runs carry nothing extra.
+    records_energy_changes: bool = False
 
     def _stages(self) -> mcmc.KernelStages:
         algorithm = mcmc.ALGORITHMS[self.config.algorithm]
@@ -228,10 +231,9 @@ class _MCMCStep(StagedStep):
             "tree_depth": info.tree_depth,
             "energy": info.energy,
             "num_nonfinite": info.num_nonfinite,
-            # For E-BFMI over every transition of a thinned run (see `_combine_thinned`).
-            "energy_first": info.energy,
-            "energy_jumps": jnp.zeros_like(info.energy),
         }
+        if self.records_energy_changes:  # see `_combine_thinned`
+            stats.update(energy_first=info.energy, energy_jumps=jnp.zeros_like(info.energy))
         return new, (self.spec.bind(data).postprocess_fn(mcmc_state.position), stats)
 
 
@@ -244,16 +246,19 @@ def _combine_thinned(
     cost and no warning sign; and the group's first energy and the sum of its squared
     energy changes, from which :func:`thinned_ebfmi` gets the E-BFMI of every transition."""
     (_, group_stats), (draw, stats) = group, record
-    return draw, {
+    combined = {
         **stats,
         "diverging": group_stats["diverging"] | stats["diverging"],
         "n_steps": group_stats["n_steps"] + stats["n_steps"],
         "num_nonfinite": group_stats["num_nonfinite"] + stats["num_nonfinite"],
         "tree_depth": jnp.maximum(group_stats["tree_depth"], stats["tree_depth"]),
-        "energy_first": group_stats["energy_first"],
-        "energy_jumps": group_stats["energy_jumps"]
-        + (stats["energy"] - group_stats["energy"]) ** 2,
     }
+    if "energy_jumps" in stats:
+        combined["energy_first"] = group_stats["energy_first"]
+        combined["energy_jumps"] = (
+            group_stats["energy_jumps"] + (stats["energy"] - group_stats["energy"]) ** 2
+        )
+    return draw, combined
 
 
 INTERNAL_STATS = ("num_nonfinite", "energy_first", "energy_jumps")
@@ -457,7 +462,7 @@ def run_chains(
             data=data,
             initial_points=positions,
         )
-    step = _MCMCStep(spec, config)
+    step = _MCMCStep(spec, config, records_energy_changes=thin > 1)
     divergences = [0]
 
     def count_divergences(stats: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -54,20 +54,13 @@ def main() -> None:
         )
     import jax.numpy as jnp
     import numpy as np
+    from _steps import reweight_step  # this script's folder, tests/, is on the path
 
     import probinfer as pi
     from probinfer.driver import drive
 
     assert jax.device_count() == 4 and jax.process_count() == arguments.processes
     warnings.simplefilter("ignore", pi.diagnostics.SamplingWarning)  # short runs
-
-    def reweight_step(key, state, step_index, shared):
-        positions, log_weights = state
-        positions = positions + shared * jax.random.normal(key, positions.shape)
-        log_weights = log_weights - 0.5 * positions**2
-        log_total = jax.nn.logsumexp(log_weights)
-        ess = jnp.exp(2 * log_total - jax.nn.logsumexp(2 * log_weights))
-        return (positions, log_weights - log_total), {"ess": ess}
 
     mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("population",))
     population = drive(

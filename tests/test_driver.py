@@ -22,6 +22,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from _steps import reweight_step
 
 import probinfer as pi
 import probinfer.run
@@ -32,16 +33,6 @@ from probinfer.driver import DriveStatus, StagedStep, _drive, drive
 pytestmark = pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")
 
 POPULATION = 8
-
-
-def reweight_step(key, state, step_index, shared):
-    """Move every particle, reweight it, and record the normalised-weight ESS."""
-    positions, log_weights = state
-    positions = positions + shared * jax.random.normal(key, positions.shape)
-    log_weights = log_weights - 0.5 * positions**2
-    log_total = jax.nn.logsumexp(log_weights)
-    ess = jnp.exp(2 * log_total - jax.nn.logsumexp(2 * log_weights))
-    return (positions, log_weights - log_total), {"ess": ess, "index": step_index}
 
 
 def initial_population():

@@ -40,6 +40,16 @@ def _launch(out: Path, *arguments: str) -> subprocess.Popen:
     )  # fmt: skip
 
 
+def _launch_two(tmp_path: Path, *folders: Path) -> list[subprocess.Popen]:
+    """Processes 0 and 1 of one run, with these checkpoint folders."""
+    port = str(_free_port())
+    return [
+        _launch(tmp_path / f"process-{i}.npz", "--processes", "2", "--process-id", str(i),
+                "--port", port, "--checkpoint", str(folder))
+        for i, folder in enumerate(folders)
+    ]  # fmt: skip
+
+
 def _wait(process: subprocess.Popen) -> str:
     """The process's output once it ends (killed after 10 minutes: a hang fails)."""
     try:
@@ -56,21 +66,7 @@ def _finish(process: subprocess.Popen) -> str:
 
 
 def test_two_processes_give_the_one_process_results(tmp_path):
-    port = str(_free_port())
-    processes = [
-        _launch(
-            tmp_path / f"process-{i}.npz",
-            "--processes",
-            "2",
-            "--process-id",
-            str(i),
-            "--port",
-            port,
-            "--checkpoint",
-            str(tmp_path / "shared-run"),
-        )  # fmt: skip
-        for i in range(2)
-    ]
+    processes = _launch_two(tmp_path, tmp_path / "shared-run", tmp_path / "shared-run")
     outputs = [_finish(process) for process in processes]
     for i, output in enumerate(outputs):
         assert f"process {i} of 2: done" in output
@@ -88,24 +84,10 @@ def test_two_processes_give_the_one_process_results(tmp_path):
 
 def test_processes_with_different_checkpoints_stop_with_the_reason(tmp_path):
     """Process 0 finds a finished run in its folder, process 1 an empty one."""
-    port = str(_free_port())
     finished, empty = tmp_path / "finished", tmp_path / "empty"
     _finish(_launch(tmp_path / "reference.npz", "--checkpoint", str(tmp_path / "reference")))
     shutil.copytree(tmp_path / "reference", finished)
-    processes = [
-        _launch(
-            tmp_path / f"process-{i}.npz",
-            "--processes",
-            "2",
-            "--process-id",
-            str(i),
-            "--port",
-            port,
-            "--checkpoint",
-            str(folder),
-        )  # fmt: skip
-        for i, folder in enumerate((finished, empty))
-    ]
+    processes = _launch_two(tmp_path, finished, empty)
     for process in processes:
         output = _wait(process)
         assert process.returncode != 0
