@@ -477,7 +477,8 @@ def run_chains(
         chunk_size = choose_chunk_size(num_warmup, num_transitions)
     common = {
         "chunk_rows": max(chunk_size, CHUNK_ROWS),
-        "combine_fn": _combine_thinned,
+        # Unthinned runs keep each record as it is (no combining in their program).
+        "combine_fn": _combine_thinned if thin > 1 else None,
         "member_map": config.chain_method,
         # Only kernels whose transitions differ in length (NUTS, jittered HMC) gain from it.
         "interleave": config.chain_method.endswith("vectorized")

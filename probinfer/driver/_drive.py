@@ -758,7 +758,7 @@ def drive(
                 host.add(records, leaves[0].shape[step_axis] if leaves else 0)
     # With several processes (a shared folder) process 0 writes for all: each has the
     # whole records and state.
-    writes_checkpoint = folder is not None and jax.process_index() == 0
+    written_folder = folder if jax.process_index() == 0 else None
     if progress is not None:
         progress.update(description=description, advance=done)
 
@@ -824,8 +824,8 @@ def drive(
             records = None
             if count > 0:
                 records = host.add(fetch(buffers), count // thin)
-                if folder is not None and writes_checkpoint:
-                    save_records(folder, done, records)
+                if written_folder is not None:
+                    save_records(written_folder, done, records)
             is_finished = is_done or chunk_end >= total
             if is_finished and is_done_fn is not None:
                 dispatched_until = total  # stop dispatching
@@ -834,9 +834,9 @@ def drive(
                 # Gathered by every process (a collective), written by one.
                 host_state = to_host(chunk_state)
                 elapsed = now - tic - (watch.compile_seconds - compiled_before)
-                if writes_checkpoint:
+                if written_folder is not None:
                     save_progress(
-                        folder,
+                        written_folder,
                         full_fingerprint,
                         DriveProgress(host_state, chunk_end, seconds + elapsed),
                     )
