@@ -9,13 +9,16 @@ exactly the results of an uninterrupted one. Fingerprints describe functions by 
 and closed-over values (arrays by content), part by named part (model, settings, data,
 seed, steps, library version), so a checkpoint is never resumed by another run and the
 refusal names what differs. Every file carries a SHA-256 checksum of its arrays: a
-truncated or corrupted file is reported with its path and never loaded.
+truncated or corrupted file is reported with its path and never loaded. Files in other
+formats (the amortizers' equinox serialisations) carry a checksum of their bytes in a
+trailer (:func:`atomic_write_checked`, :func:`read_checked`).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -194,6 +197,47 @@ def atomic_save(path: Path, save: Callable[[Path], None]) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+CHECKSUM_MARK = b"\n#probinfer-sha256:"
+"""Separates a checked file's content from the hex SHA-256 of that content at its end."""
+
+
+def atomic_write_checked(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """:func:`atomic_write` with the SHA-256 of the content appended as a trailer
+    (``CHECKSUM_MARK`` + 64 hex digits), for formats without a place for one.
+
+    Readers that stop at the end of their format (equinox's) still read such a file;
+    :func:`read_checked` verifies it.
+    """
+    buffer = io.BytesIO()
+    write(buffer)
+    content = buffer.getvalue()
+    digest = hashlib.sha256(content).hexdigest().encode()
+    atomic_write(path, lambda file: file.write(content + CHECKSUM_MARK + digest))
+
+
+def read_checked(path: Path) -> bytes:
+    """The content of a file written by :func:`atomic_write_checked`, after checking it
+    against its trailer.
+
+    Raises:
+        ValueError: naming the file when the trailer is missing (truncated, or written
+            without one) or the content does not match it (corrupted); nothing is used.
+    """
+    data = Path(path).read_bytes()
+    content, mark, digest = data.rpartition(CHECKSUM_MARK)
+    if not mark:
+        problem = "has no checksum trailer (truncated, or not written by probinfer)"
+    elif hashlib.sha256(content).hexdigest().encode() != digest:
+        problem = "does not match its SHA-256 checksum (corrupted or truncated)"
+    else:
+        return content
+    raise ValueError(
+        f"the file {path} {problem} and was not loaded. Write it again: delete the folder "
+        f"{Path(path).parent} to start a training run over, or reinstall probinfer for a "
+        "shipped model."
+    )
 
 
 def _checksum(arrays: dict[str, np.ndarray]) -> str:

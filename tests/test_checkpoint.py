@@ -9,6 +9,7 @@ import numpyro.distributions as dist
 import pytest
 
 import probinfer as pi
+from probinfer.checkpoint import CHECKSUM_MARK, atomic_write_checked, read_checked
 
 # Deliberately short runs: what these tests check is bookkeeping, not the quality of the
 # draws, so the run diagnostics (R-hat, ESS, divergences) are expected and silenced.
@@ -105,3 +106,22 @@ def test_damaged_checkpoint_files_are_reported_never_loaded(tmp_path, interrupt_
         ValueError, match=f"checkpoint file {re.escape(str(path))} (is truncated|does not match)"
     ):
         pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **RUN)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip-a-byte", "no-trailer"])
+def test_checked_files_refuse_damaged_content(tmp_path, damage):
+    """The amortizers' equinox files carry a SHA-256 trailer; any damage is reported."""
+    path = tmp_path / "model.eqx"
+    # Content that contains the trailer mark itself: the last mark is the trailer.
+    content = b"weights" + CHECKSUM_MARK + b"more weights" * 100
+    atomic_write_checked(path, lambda file: file.write(content))
+    assert read_checked(path) == content
+    written = path.read_bytes()
+    damaged = {
+        "truncate": written[:-10],
+        "flip-a-byte": written[:50] + bytes([written[50] ^ 0xFF]) + written[51:],
+        "no-trailer": content,
+    }[damage]
+    path.write_bytes(damaged)
+    with pytest.raises(ValueError, match=f"file {re.escape(str(path))} (has no|does not match)"):
+        read_checked(path)

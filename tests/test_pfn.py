@@ -6,6 +6,7 @@ run proves the pipeline end to end, including an interrupted and resumed run.
 """
 
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 from _stats import check_expectation
 from scipy import integrate
 
+import probinfer
 from probinfer import amortize, nngp
 
 BORDERS = np.array([-2.0, -1.0, -0.3, 0.0, 0.4, 1.0, 2.5])
@@ -329,7 +331,7 @@ TINY = dict(batch_size=16, max_train=10, num_test=6, num_buckets=32, width=32, n
 
 
 @pytest.mark.optimized  # 400 steps of training: runtime, not compilation
-def test_training_decreases_loss_and_resumes_identically(tmp_path):
+def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
     """One config throughout, so that one training program serves every run here."""
     prior = amortize.GPPrior(nngp.rbf(0.3), 0.01, num_features=1)
     config = amortize.TrainingConfig(num_steps=100, steps_per_chunk=20, **TINY)
@@ -355,10 +357,26 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path):
         amortize.predict(loaded, x, np.sin(x[:, 0]), x).mean,
         amortize.predict(resumed, x, np.sin(x[:, 0]), x).mean,
     )
-    with pytest.raises(ValueError, match="different run"):
+    with pytest.raises(ValueError, match="different run: its training config differ"):
         amortize.train(
             prior, amortize.TrainingConfig(num_steps=61, **TINY), checkpoint_dir=tmp_path
         )
+    with monkeypatch.context() as patch:
+        patch.setattr(probinfer, "__version__", "0.0.0+another")
+        with pytest.raises(ValueError, match="different run: its probinfer version differ"):
+            amortize.train(prior, config, checkpoint_dir=tmp_path, progress=False)
+    # Damaged files are reported with their path and never loaded.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tmp_path, damaged, ignore=shutil.ignore_patterns("damaged"))
+    state_bytes = bytearray((damaged / "state.eqx").read_bytes())
+    state_bytes[100] ^= 0xFF
+    (damaged / "state.eqx").write_bytes(state_bytes)
+    with pytest.raises(ValueError, match="state.eqx does not match its SHA-256 checksum"):
+        amortize.train(prior, config, checkpoint_dir=damaged, progress=False)
+    model_bytes = (damaged / "model.eqx").read_bytes()
+    (damaged / "model.eqx").write_bytes(model_bytes[: len(model_bytes) // 2])
+    with pytest.raises(ValueError, match="model.eqx has no checksum trailer"):
+        amortize.load(damaged)
 
     # Warm start: zero steps return the saved model itself; training continues from it
     # (its first loss is the saved model's, far below a fresh model's first loss).

@@ -20,14 +20,18 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
+import probinfer
 from probinfer.amortize._training import (
     CONFIG_FILE,
     MODEL_FILE,
     STATE_FILE,
     TrainStep,
     deserialise_model,
+    load_leaves,
     make_optimizer,
     read_saved_config,
+    refuse_other_run,
+    save_leaves,
 )
 from probinfer.amortize.distribution_transformer import DistributionTransformer
 from probinfer.amortize.dt_tasks import AbstractPosteriorTask, sample_examples, task_from_spec
@@ -144,9 +148,10 @@ def _initial_state(task: AbstractPosteriorTask, config: DTTrainingConfig) -> DTT
 def _save(folder: Path, state: DTTrainState, config: DTTrainingConfig, task_spec: dict) -> None:
     """Write the training state, the model alone and the config, each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / STATE_FILE, lambda f: eqx.tree_serialise_leaves(f, state))
-    atomic_write(folder / MODEL_FILE, lambda f: eqx.tree_serialise_leaves(f, state.model))
-    payload = {"training": dataclasses.asdict(config), "task": task_spec, "step": int(state.step)}
+    save_leaves(folder / STATE_FILE, state)
+    save_leaves(folder / MODEL_FILE, state.model)
+    payload = {"training": dataclasses.asdict(config), "task": task_spec,
+               "step": int(state.step), "library": probinfer.__version__}  # fmt: skip
 
     def write_config(file: BinaryIO) -> None:
         file.write(json.dumps(payload, indent=2).encode())
@@ -184,13 +189,10 @@ def train_dt(
     task_spec = task.spec()
     state = _initial_state(task, config)
     if folder is not None and (folder / STATE_FILE).exists():
-        saved = json.loads((folder / CONFIG_FILE).read_text())
-        if saved["training"] != dataclasses.asdict(config) or saved["task"] != task_spec:
-            raise ValueError(
-                f"{folder} holds a checkpoint of a different run (config or task differ); "
-                "pass a new `checkpoint_dir` or the original settings to resume."
-            )
-        state = eqx.tree_deserialise_leaves(folder / STATE_FILE, state)
+        expected = {"training": dataclasses.asdict(config), "task": task_spec,
+                    "library": probinfer.__version__}  # fmt: skip
+        refuse_other_run(folder, expected)
+        state = load_leaves(folder / STATE_FILE, state)
     end = config.num_steps if stop_after is None else min(stop_after, config.num_steps)
     params, static = eqx.partition(state.model, eqx.is_inexact_array)
 

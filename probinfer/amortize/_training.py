@@ -13,6 +13,7 @@ continues exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -25,10 +26,11 @@ import numpy as np
 import optax
 from jaxtyping import Array, PRNGKeyArray
 
+import probinfer
 from probinfer.amortize._bar import BarDistribution
 from probinfer.amortize.pfn import PFN, standardisation
 from probinfer.amortize.priors import AbstractDatasetPrior, sample_batch
-from probinfer.checkpoint import atomic_write
+from probinfer.checkpoint import atomic_write, atomic_write_checked, read_checked
 from probinfer.driver import drive, progress_bar
 
 MODEL_FILE = "model.eqx"
@@ -159,19 +161,68 @@ def read_saved_config(folder: Path, writer: str) -> dict:
     return json.loads((folder / CONFIG_FILE).read_text())
 
 
+RUN_PARTS = {
+    "training": "training config",
+    "prior": "prior",
+    "task": "task",
+    "init_from": "`init_from`",
+    "library": "probinfer version",
+}
+"""What each key of a training checkpoint's ``config.json`` that must match on resume is."""
+
+
+def refuse_other_run(folder: Path, expected: dict[str, Any]) -> None:
+    """Refuse to resume a training checkpoint written by another run.
+
+    Args:
+        folder: the checkpoint folder.
+        expected: this run's value of each key of ``config.json`` that must match
+            (:data:`RUN_PARTS`).
+
+    Raises:
+        ValueError: naming the parts that differ.
+    """
+    saved = json.loads((folder / CONFIG_FILE).read_text())
+    differing = [RUN_PARTS[name] for name, value in expected.items() if saved.get(name) != value]
+    if differing:
+        raise ValueError(
+            f"{folder} holds a checkpoint of a different run: its {', '.join(differing)} "
+            "differ(s) from this run's. Pass a new `checkpoint_dir`, or the original settings "
+            "(and probinfer version) to resume."
+        )
+
+
+def save_leaves(path: Path, tree: Any) -> None:
+    """Write a pytree's leaves (equinox serialisation) atomically, with a checksum."""
+    atomic_write_checked(path, lambda file: eqx.tree_serialise_leaves(file, tree))
+
+
+def load_leaves(path: Path, like: Any) -> Any:
+    """Read leaves written by :func:`save_leaves` into ``like``'s structure.
+
+    Raises:
+        ValueError: naming the file if it is truncated or corrupted.
+    """
+    return eqx.tree_deserialise_leaves(io.BytesIO(read_checked(path)), like)
+
+
 def deserialise_model(path: Path, skeleton: Any) -> Any:
     """Load a saved model's leaves into ``skeleton``, whatever ``jax_enable_x64`` says.
 
     A skeleton built under x64 has float64 weights while a model trained in float32 has
     float32 ones on disk (and equinox refuses a dtype change): the skeleton's floating
     leaves are cast to float32 first, and to float64 if the file holds float64 weights.
+
+    Raises:
+        ValueError: naming the file if it is truncated or corrupted.
     """
+    content = read_checked(path)
     for dtype in (jnp.float32, jnp.float64):
         like = jax.tree.map(
             lambda x, dtype=dtype: x.astype(dtype) if eqx.is_inexact_array(x) else x, skeleton
         )
         try:
-            return eqx.tree_deserialise_leaves(path, like)
+            return eqx.tree_deserialise_leaves(io.BytesIO(content), like)
         except RuntimeError as error:
             if "dtype" not in str(error) or dtype == jnp.float64:
                 raise
@@ -329,10 +380,11 @@ def save_checkpoint(
 ) -> None:
     """Write the training state, the model alone, and the config, each atomically."""
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / STATE_FILE, lambda f: eqx.tree_serialise_leaves(f, state))
-    atomic_write(folder / MODEL_FILE, lambda f: eqx.tree_serialise_leaves(f, state.model))
+    save_leaves(folder / STATE_FILE, state)
+    save_leaves(folder / MODEL_FILE, state.model)
     payload = {"training": dataclasses.asdict(config), "prior": prior_spec,
-               "num_features": state.model.num_features, "step": int(state.step)}  # fmt: skip
+               "num_features": state.model.num_features, "step": int(state.step),
+               "library": probinfer.__version__}  # fmt: skip
     if init_from is not None:
         payload["init_from"] = init_from
 
@@ -388,18 +440,10 @@ def train(
     if init_from is not None and not resuming:
         state = _warm_start(state, config, Path(init_from))
     if folder is not None and resuming:
-        saved = json.loads((folder / CONFIG_FILE).read_text())
-        if (
-            saved["training"] != dataclasses.asdict(config)
-            or saved["prior"] != prior_spec
-            or saved.get("init_from") != origin
-        ):
-            raise ValueError(
-                f"{folder} holds a checkpoint of a different run (config, prior or "
-                "`init_from` differ); pass a new `checkpoint_dir` or the original settings "
-                "to resume."
-            )
-        state = eqx.tree_deserialise_leaves(folder / STATE_FILE, state)
+        expected = {"training": dataclasses.asdict(config), "prior": prior_spec,
+                    "init_from": origin, "library": probinfer.__version__}  # fmt: skip
+        refuse_other_run(folder, expected)
+        state = load_leaves(folder / STATE_FILE, state)
     end = config.num_steps if stop_after is None else min(stop_after, config.num_steps)
     params, static = eqx.partition(state.model, trainable(state.model))
     base_key = jax.random.wrap_key_data(state.key)
