@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import numpy as np
 
 
@@ -24,3 +25,68 @@ def check_count(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
         raise ValueError(f"`{name}` must be an int >= {minimum}, got {value!r}.")
     return int(value)
+
+
+def real_array(name: str, value: Any) -> np.ndarray:
+    """``value`` as a NumPy array of real numbers (booleans and integers kept as they are).
+
+    Args:
+        name: the argument's name, for the message.
+        value: an array, a nested list or a scalar.
+
+    Returns:
+        ``np.asarray(value)``.
+
+    Raises:
+        TypeError: naming the argument when ``value`` is not numeric (strings, ``None``,
+            objects, ragged lists) or is complex.
+    """
+    try:
+        array = np.asarray(value)
+    except ValueError as error:  # ragged nested sequences
+        raise TypeError(
+            f"`{name}` must hold real numbers (a float or an array of floats), but it is "
+            f"not rectangular ({error})."
+        ) from None
+    if array.dtype.kind not in "biuf":
+        what = "complex numbers" if array.dtype.kind == "c" else f"a {type(value).__name__}"
+        raise TypeError(
+            f"`{name}` must hold real numbers (a float or an array of floats), got {what}."
+        )
+    return array
+
+
+def check_magnitude(
+    name: str, array: np.ndarray, fix: str, *, scale: bool = False, dtype: Any = None
+) -> None:
+    """Raise ``ValueError`` naming ``name`` when entries of ``array`` are so large (or, for
+    a ``scale``, so close to zero) that their squares (inverse squares) would overflow the
+    float dtype JAX computes in: NaN results otherwise.
+
+    Args:
+        name: the argument's name, for the message.
+        array: concrete values.
+        fix: what to do, e.g. "rescale the inputs".
+        scale: ``array`` holds positive scales that are divided by: tiny ones are refused.
+        dtype: the dtype computed in; by default JAX's default float (float32 unless
+            ``jax_enable_x64`` is on).
+    """
+    if dtype is None:
+        dtype = jax.dtypes.canonicalize_dtype(np.float64)
+    # Squares (and sums of thousands of them) stay far from overflow below this bound:
+    # about 1.8e16 in float32, 1.3e151 in float64.
+    limit = 1e-3 * np.sqrt(float(np.finfo(dtype).max))
+    if not array.size:
+        return
+    magnitudes = np.abs(np.asarray(array, np.float64))
+    if float(np.max(magnitudes)) > limit:
+        extreme, what = f"up to {float(np.max(magnitudes)):.3g}", "their squares overflow"
+    elif scale and float(np.min(magnitudes)) < 1 / limit:
+        extreme, what = f"down to {float(np.min(magnitudes)):.3g}", "their inverse squares overflow"
+    else:
+        return
+    raise ValueError(
+        f"`{name}` has entries {extreme}, too extreme for {np.dtype(dtype).name} arithmetic "
+        f"({what}); {fix}, or enable float64 with "
+        '`jax.config.update("jax_enable_x64", True)`.'
+    )

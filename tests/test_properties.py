@@ -19,6 +19,7 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 from _sbc import exact_p_values
+from _strategies import not_a_count
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -34,20 +35,6 @@ def normal_model(y=None):
 
 
 Y = np.array([0.3, -0.1, 0.8])
-
-
-def not_a_count(minimum: int) -> st.SearchStrategy:
-    """Any value that is not an integer >= ``minimum`` (nor None, which some settings take
-    for their default)."""
-    return st.one_of(
-        st.integers(max_value=minimum - 1),
-        st.floats(allow_nan=True, allow_infinity=True),
-        st.booleans(),
-        st.text(max_size=3),
-        st.integers(min_value=minimum, max_value=2**20).map(float),  # 4.0 is not 4
-        st.integers(min_value=minimum, max_value=100).map(lambda n: np.array([n])),
-        st.floats(min_value=minimum, max_value=100).map(np.float32),
-    )
 
 
 # (entry point, argument, its minimum): the call gets only that argument wrong.

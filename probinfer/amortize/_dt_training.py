@@ -21,6 +21,7 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
 import probinfer
+from probinfer._validation import check_count
 from probinfer.amortize._training import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -75,8 +76,7 @@ class DTTrainingConfig:
         positive = ("num_steps", "batch_size", "width", "num_layers", "num_heads",
                     "mlp_width", "steps_per_chunk")  # fmt: skip
         for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+            check_count(name, getattr(self, name), 1)
         if self.width % self.num_heads:
             raise ValueError(
                 f"`width` ({self.width}) must be divisible by `num_heads` ({self.num_heads})."

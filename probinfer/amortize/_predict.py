@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from probinfer._validation import check_magnitude, real_array
 from probinfer.amortize._bar import BarDistribution
 from probinfer.amortize._training import (
     MODEL_FILE,
@@ -195,7 +196,7 @@ def _forward(
 
 
 def _as_inputs(x: ArrayLike, name: str, num_features: int) -> np.ndarray:
-    array = np.asarray(x, dtype=np.float64)
+    array = real_array(name, x).astype(np.float64)
     if array.ndim == 1:
         array = array[:, None]  # one feature per point
     if array.ndim != 2:
@@ -302,6 +303,7 @@ def predict(
             than the model was trained for (or than a scale-free model needs), or (scale-free
             models) all-equal targets or a feature constant over the train inputs that
             varies in the test inputs.
+        TypeError: if an array is not real numbers (strings, complex, ragged lists).
 
     Warns:
         UserWarning: when test inputs lie beyond the train inputs (scale-free models) or
@@ -319,7 +321,7 @@ def predict(
             f"`x_test` has {x_test_np.shape[1]} features but `x_train` has "
             f"{x_train_np.shape[1]}; pass the same features for both."
         )
-    y_np = np.asarray(y_train, dtype=np.float64)
+    y_np = real_array("y_train", y_train).astype(np.float64)
     if y_np.shape != (x_train_np.shape[0],):
         raise ValueError(
             f"`y_train` must have shape ({x_train_np.shape[0]},) to match `x_train`, got "
@@ -327,6 +329,8 @@ def predict(
         )
     if not np.all(np.isfinite(y_np)):
         raise ValueError("`y_train` contains NaN or infinite values; remove those rows.")
+    # The predictive maps back to the user's units in the weights' dtype.
+    check_magnitude("y_train", y_np, "rescale the targets", dtype=dtype)
     num_train = x_train_np.shape[0]
     if num_train > model.max_train:
         raise ValueError(
@@ -352,6 +356,8 @@ def predict(
         x_train_np, y_np, x_test_np, shift, scale = _standardise(x_train_np, y_np, x_test_np)
     _warn_on_target_scale(model, y_np)
     _warn_on_extrapolation(model, x_train_np, x_test_np)
+    # Far beyond the train range, a (mapped) test input leaves the weights' float range.
+    check_magnitude("x_test", x_test_np, "predict closer to the train inputs", dtype=dtype)
     # Fewer features: pad with zeros, as the prior does for its inactive features.
     pad = ((0, 0), (0, model.num_features - x_train_np.shape[1]))
     return _forward(

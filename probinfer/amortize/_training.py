@@ -27,6 +27,7 @@ import optax
 from jaxtyping import Array, PRNGKeyArray
 
 import probinfer
+from probinfer._validation import check_count
 from probinfer.amortize._bar import BarDistribution
 from probinfer.amortize.pfn import PFN, standardisation
 from probinfer.amortize.priors import AbstractDatasetPrior, sample_batch
@@ -83,11 +84,14 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         positive = ("num_steps", "batch_size", "max_train", "min_train", "num_test",
-                    "num_buckets", "width", "num_layers", "num_heads", "mlp_width",
-                    "steps_per_chunk")  # fmt: skip
+                    "width", "num_layers", "num_heads", "mlp_width", "steps_per_chunk")  # fmt: skip
         for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+            check_count(name, getattr(self, name), 1)
+        check_count("num_buckets", self.num_buckets, 2)
+        if self.width % self.num_heads:
+            raise ValueError(
+                f"`width` ({self.width}) must be divisible by `num_heads` ({self.num_heads})."
+            )
         if self.min_train > self.max_train:
             raise ValueError(
                 f"`min_train` ({self.min_train}) must be <= `max_train` ({self.max_train})."

@@ -333,7 +333,8 @@ def posterior(
     Raises:
         TypeError: if ``prior`` or ``data`` are not the checked types.
         ValueError: on a dimension mismatch, more components or observations than the
-            model was trained for, or observation types out of range.
+            model was trained for, observation types out of range, or a posterior that is
+            not finite (a prior or data far beyond the training task's).
     """
     if not isinstance(prior, GaussianMixture):
         raise TypeError(
@@ -419,6 +420,23 @@ def posterior(
         jnp.asarray(np.arange(model.max_components) < num_components),
         jnp.asarray(np.arange(model.max_observations) < num_observations),
     )
-    return GaussianMixture(
-        *(jnp.asarray(np.asarray(leaf)[:num_components]) for leaf in jax.tree.leaves(result))
+    log_weights, means, scale_tril = (
+        np.asarray(leaf)[:num_components]
+        for leaf in (result.log_weights, result.means, result.scale_tril)
     )
+    # A component's weight may underflow to zero (log weight -inf); nothing else may be
+    # non-finite.
+    if (
+        np.any(np.isnan(log_weights) | np.isposinf(log_weights))
+        or not np.all(np.isfinite(means))
+        or not np.all(np.isfinite(scale_tril))
+    ):
+        raise ValueError(
+            "the posterior holds NaN or infinite values: the prior or the data lie far "
+            "outside what the model was trained on, or beyond what its float arithmetic "
+            f"holds (prior means up to {float(np.max(np.abs(prior.means))):.3g}; data "
+            f"values up to {float(np.max(np.abs(data.values), initial=0.0)):.3g}, "
+            f"`noise_sd` down to {float(np.min(data.noise_sd, initial=np.inf)):.3g}); "
+            "rescale the problem (the latent's units) towards the training task's."
+        )
+    return GaussianMixture(*(jnp.asarray(leaf) for leaf in (log_weights, means, scale_tril)))

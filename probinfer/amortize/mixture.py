@@ -19,6 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from probinfer._validation import check_count, check_magnitude, real_array
+
 # Weights must sum to 1 within this (relative to float32 rounding of user input).
 WEIGHT_SUM_TOLERANCE = 1e-4
 
@@ -71,11 +73,11 @@ def linear_gaussian_data(
         ValueError: on mismatched shapes, NaN or infinite values, or a non-positive
             noise scale.
     """
-    values_np = np.asarray(values, dtype=float)
+    values_np = real_array("values", values).astype(float)
     if values_np.ndim != 1:
         raise ValueError(f"`values` must have shape (n,), got {values_np.shape}.")
     n = values_np.shape[0]
-    design_np = np.asarray(design, dtype=float)
+    design_np = real_array("design", design).astype(float)
     given_shape = design_np.shape
     if design_np.ndim == 1 and design_np.shape[0] == n and dim in (None, 1):
         design_np = design_np[:, None]  # one coefficient per value: a 1-d latent
@@ -88,7 +90,7 @@ def linear_gaussian_data(
         raise ValueError(
             f"`design` has {design_np.shape[1]} columns but the latent has {dim} dimensions."
         )
-    noise_np = np.asarray(noise_sd, dtype=float)
+    noise_np = real_array("noise_sd", noise_sd).astype(float)
     if noise_np.shape not in ((), (n,)):
         raise ValueError(
             f"`noise_sd` must be one number or have shape ({n},) to match {n} values, got "
@@ -98,6 +100,10 @@ def linear_gaussian_data(
     for name, array in (("design", design_np), ("values", values_np), ("noise_sd", noise_np)):
         if not np.all(np.isfinite(array)):
             raise ValueError(f"`{name}` contains NaN or infinite values; remove those rows.")
+    for name, array in (("design", design_np), ("values", values_np), ("noise_sd", noise_np)):
+        check_magnitude(
+            name, array, "rescale the problem (the latent's units)", scale=name == "noise_sd"
+        )
     if np.any(noise_np <= 0):
         raise ValueError(
             f"`noise_sd` must be > 0, got min {noise_np.min()}; pass the observation noise's "
@@ -187,9 +193,12 @@ class GaussianMixture(eqx.Module):
         return jax.nn.logsumexp(self.component_log_probs(theta), axis=-1)
 
     def sample(
-        self, key: PRNGKeyArray, sample_shape: tuple[int, ...] = ()
+        self, key: PRNGKeyArray, sample_shape: int | tuple[int, ...] = ()
     ) -> Float[Array, "... d"]:
-        """Independent draws of shape ``sample_shape + (d,)``."""
+        """Independent draws of shape ``sample_shape + (d,)`` (an int ``n`` means ``(n,)``)."""
+        sample_shape = (sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape)
+        for size in sample_shape:
+            check_count("sample_shape", size, 0)
         key_component, key_normal = jax.random.split(key)
         component = jax.random.categorical(key_component, self.log_weights, shape=sample_shape)
         normal = jax.random.normal(key_normal, (*sample_shape, self.dim), self.means.dtype)
@@ -325,8 +334,8 @@ def gaussian_mixture(
             covariances that are not symmetric positive definite, or factors that are not
             lower triangular with a positive diagonal.
     """
-    weights_np = np.asarray(weights, dtype=float)
-    means_np = np.asarray(means, dtype=float)
+    weights_np = real_array("weights", weights).astype(float)
+    means_np = real_array("means", means).astype(float)
     if weights_np.ndim != 1:
         raise ValueError(f"`weights` must have shape (K,), got {weights_np.shape}.")
     num_components = weights_np.shape[0]
@@ -341,7 +350,8 @@ def gaussian_mixture(
     if (covariances is None) == (scale_tril is None):
         raise ValueError("pass exactly one of `covariances` and `scale_tril`.")
     name = "covariances" if covariances is not None else "scale_tril"
-    matrices = np.asarray(covariances if covariances is not None else scale_tril, dtype=float)
+    matrices = real_array(name, covariances if covariances is not None else scale_tril)
+    matrices = matrices.astype(float)
     if dim == 1 and matrices.shape == (num_components,):
         matrices = matrices[:, None, None]
     if matrices.shape != (num_components, dim, dim):
@@ -354,6 +364,7 @@ def gaussian_mixture(
                 f"`{label}` contains NaN or infinite values ({int(np.sum(~np.isfinite(array)))} "
                 "entries); pass finite numbers."
             )
+    check_magnitude("means", means_np, "rescale the problem (the latent's units)")
     if abs(weights_np.sum() - 1) > WEIGHT_SUM_TOLERANCE:
         raise ValueError(
             f"`weights` must sum to 1, got {weights_np.sum():.6g}; divide them by their sum."
@@ -390,5 +401,9 @@ def gaussian_mixture(
                 "flip the sign of the columns with a negative diagonal entry."
             )
         tril = matrices
+    # The factors' diagonals are the components' (conditional) standard deviations.
+    standard_deviations = np.diagonal(tril, axis1=-2, axis2=-1)
+    check_magnitude(name, standard_deviations, "rescale the problem (the latent's units)",
+                    scale=True)  # fmt: skip
     log_weights = np.log(weights_np / weights_np.sum())
     return GaussianMixture(jnp.asarray(log_weights), jnp.asarray(means_np), jnp.asarray(tril))

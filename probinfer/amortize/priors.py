@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from probinfer._validation import check_count
 from probinfer.nngp import AbstractKernel, ScaleMixtureProcess, matern52, rbf
 from probinfer.nngp._checks import check_positive
 
@@ -107,7 +108,7 @@ class GPPrior(AbstractDatasetPrior):
         check_positive(noise, "noise")
         self.kernel = kernel
         self.noise = jnp.asarray(noise, jnp.result_type(float))
-        self.num_features = int(num_features)
+        self.num_features = check_count("num_features", num_features, 1)
 
     def sample_targets(self, key: PRNGKeyArray, x: Array) -> Array:
         """A GP draw plus noise."""
@@ -159,7 +160,7 @@ class GPHyperPrior(AbstractDatasetPrior):
         self.log_lengthscale = _float_pair(log_lengthscale)
         self.log_variance = _float_pair(log_variance)
         self.log_noise = _float_pair(log_noise)
-        self.num_features = int(num_features)
+        self.num_features = check_count("num_features", num_features, 1)
 
     def sample_hyperparameters(self, key: PRNGKeyArray) -> dict[str, Array]:
         """One draw of ``lengthscale``, ``variance`` and ``noise``."""
@@ -199,7 +200,7 @@ class BayesianLinearRegressionPrior(AbstractDatasetPrior):
         check_positive(weight_std, "weight_std")
         check_positive(noise_std, "noise_std")
         self.weight_std, self.noise_std = float(weight_std), float(noise_std)
-        self.num_features = int(num_features)
+        self.num_features = check_count("num_features", num_features, 1)
 
     def sample_targets(self, key: PRNGKeyArray, x: Array) -> Array:
         """A random linear function plus noise."""
@@ -241,7 +242,7 @@ class BNNPrior(AbstractDatasetPrior):
         check_positive(noise_std, "noise_std")
         self.width, self.depth = int(width), int(depth)
         self.weight_std, self.noise_std = float(weight_std), float(noise_std)
-        self.num_features = int(num_features)
+        self.num_features = check_count("num_features", num_features, 1)
 
     def sample_targets(self, key: PRNGKeyArray, x: Array) -> Array:
         """The network's outputs at ``x`` plus noise."""
@@ -275,7 +276,7 @@ class ScaleMixturePrior(AbstractDatasetPrior):
         if not isinstance(process, ScaleMixtureProcess):
             raise TypeError(f"`process` must be a ScaleMixtureProcess, got {type(process)}.")
         self.process = process
-        self.num_features = int(num_features)
+        self.num_features = check_count("num_features", num_features, 1)
 
     def sample_targets(self, key: PRNGKeyArray, x: Array) -> Array:
         """One draw of the process (with noise) at ``x``."""

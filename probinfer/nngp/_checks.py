@@ -9,6 +9,8 @@ import jax.core
 import numpy as np
 from jaxtyping import ArrayLike
 
+from probinfer._validation import check_magnitude, real_array
+
 
 def is_concrete(value: object) -> bool:
     """Whether ``value`` holds data (not a tracer inside ``jit``/``grad``)."""
@@ -25,10 +27,13 @@ def check_positive(value: ArrayLike, name: str, *, allow_zero: bool = False) -> 
 
     Raises:
         ValueError: if any entry is NaN, infinite, negative, or zero without ``allow_zero``.
+        TypeError: if ``value`` is None or not real numbers.
     """
     if not is_concrete(value):
         return
-    array = np.asarray(value, dtype=float)
+    if value is None:
+        raise TypeError(f"`{name}` must be a number, got None.")
+    array = real_array(name, value).astype(float)
     bad = ~np.isfinite(array) | (array < 0 if allow_zero else array <= 0)
     if np.any(bad):
         bound = ">= 0" if allow_zero else "> 0"
@@ -50,11 +55,13 @@ def check_inputs(x: ArrayLike, name: str, *, num_features: int | None = None) ->
         ``x`` as a NumPy array, or ``None`` for a tracer.
 
     Raises:
-        ValueError: on a wrong rank, a feature-count mismatch or a non-finite entry.
+        ValueError: on a wrong rank, a feature-count mismatch, a non-finite entry or
+            entries so large that the kernel's arithmetic would overflow.
+        TypeError: if ``x`` is not an array of real numbers.
     """
     if not is_concrete(x):
         return None
-    array = np.asarray(x)
+    array = real_array(name, x)
     if array.ndim != 2:
         raise ValueError(
             f"`{name}` must have shape (num_points, num_features), got shape {array.shape}; "
@@ -72,6 +79,7 @@ def check_inputs(x: ArrayLike, name: str, *, num_features: int | None = None) ->
             f"`{name}` contains NaN or infinite values (first at row {row}); remove or "
             f"impute them before computing the kernel."
         )
+    check_magnitude(name, array, "rescale the inputs (for example standardise each column)")
     return array
 
 

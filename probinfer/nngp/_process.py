@@ -32,6 +32,7 @@ import numpy as np
 import numpyro.distributions as dist
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from probinfer._validation import check_magnitude, real_array
 from probinfer.nngp._checks import check_inputs, check_positive, is_concrete
 from probinfer.nngp._kernel import AbstractKernel
 from probinfer.nngp._posterior import AbstractScaleMixturePosterior, Method
@@ -61,7 +62,7 @@ def _check_targets(x: np.ndarray | None, y: ArrayLike) -> np.ndarray | None:
     """``y`` as a NumPy array after checking it against ``x`` (``None`` for a tracer)."""
     if not is_concrete(y):
         return None
-    y_np = np.asarray(y)
+    y_np = real_array("y", y)
     if y_np.ndim != 1 or (x is not None and y_np.shape[0] != x.shape[0]):
         rows = "" if x is None else f" matching `x`'s {x.shape[0]} rows"
         raise ValueError(
@@ -70,6 +71,7 @@ def _check_targets(x: np.ndarray | None, y: ArrayLike) -> np.ndarray | None:
         )
     if not np.all(np.isfinite(y_np)):
         raise ValueError("`y` contains NaN or infinite values; remove those rows.")
+    check_magnitude("y", y_np, "standardise the targets (subtract their mean, divide by their sd)")
     return y_np
 
 
