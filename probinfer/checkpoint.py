@@ -214,7 +214,11 @@ def atomic_write_checked(path: Path, write: Callable[[BinaryIO], None]) -> None:
     write(buffer)
     content = buffer.getvalue()
     digest = hashlib.sha256(content).hexdigest().encode()
-    atomic_write(path, lambda file: file.write(content + CHECKSUM_MARK + digest))
+
+    def write_checked(file: BinaryIO) -> None:
+        file.write(content + CHECKSUM_MARK + digest)
+
+    atomic_write(path, write_checked)
 
 
 def read_checked(path: Path) -> bytes:
