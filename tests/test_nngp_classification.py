@@ -201,3 +201,21 @@ def test_nuts_defaults_converge_on_near_separable_data():
     diagnostics = convergence({"log_scale": np.asarray(posterior.log_scales), "f": f})
     assert diagnostics.rhat.max() <= 1.01, diagnostics.rhat.max()
     assert diagnostics.ess_bulk.min() >= 400, diagnostics.ess_bulk.min()
+
+
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # short runs
+@pytest.mark.parametrize("method", ["nuts", "gibbs"])
+def test_new_labels_and_an_equal_prior_do_not_recompile(count_compilations, method):
+    """A second fit with other labels and a freshly built equal prior reuses every compiled
+    program (NUTS once compiled its chunk again each call: 2 s of 4 s on 8 points)."""
+    x = np.linspace(-1.0, 1.0, 8)[:, None]
+    settings = dict(num_chains=1, num_warmup=20, num_draws=20, progress=False, num_classes=2,
+                    method=method)  # fmt: skip
+    labels = np.array([0, 1, 0, 1, 1, 0, 1, 0])
+    prior = nngp.log_normal(0.0, 1.0)
+    nngp.sample_classifier(jax.random.key(0), nngp.mlp(1), x, labels, scale_prior=prior,
+                           **settings)  # fmt: skip
+    count_compilations.clear()
+    nngp.sample_classifier(jax.random.key(1), nngp.mlp(1), x, 1 - labels,
+                           scale_prior=nngp.log_normal(0.0, 1.0), **settings)  # fmt: skip
+    assert count_compilations == []

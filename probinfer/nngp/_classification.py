@@ -37,7 +37,6 @@ over draws of ``f* | F, s ~ N(K*^T K^{-1} F, s (k** + jitter - K*^T K^{-1} K*))`
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable
 from typing import Literal, NamedTuple
@@ -52,6 +51,7 @@ import optax
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from probinfer import mcmc
+from probinfer.checkpoint import fingerprint
 from probinfer.diagnostics import SamplingWarning, mixing_messages
 from probinfer.driver import CompileWatch, call_compiled, drive
 from probinfer.mcmc._base import MetricParams
@@ -325,7 +325,7 @@ def sample_classifier(
     watch = CompileWatch()
     mode, curvature = call_compiled(
         _find_mode,
-        (scale_prior, num_latent, int(num_mode_steps)),
+        (StaticPrior(scale_prior), num_latent, int(num_mode_steps)),
         (eigenvectors, eigenvalues, labels_array),
         watch,
     )
@@ -345,7 +345,7 @@ def sample_classifier(
         keep = slice(int(thin) - 1, None, int(thin))
         z, log_s, evals = z[:, keep], log_s[:, keep], evals[:, keep]
     else:
-        sweep = _Sweep(scale_prior)
+        sweep = _Sweep(StaticPrior(scale_prior))
         shared = (eigenvectors, eigenvalues, labels_array, mode, curvature)
         common = {"member_map": "vectorized", "chunk_size": SWEEPS_PER_CHUNK, "watch": watch}
         warmup = drive(
@@ -392,6 +392,37 @@ def _joint_log_density(
     return _log_scale_density(scale_prior, log_scale, value)
 
 
+class StaticPrior:
+    """A scale prior (or None) as part of a compiled program's static settings: equal to,
+    and hashing like, any equal prior (same type and parameters), so that the programs are
+    compiled once per prior, not once per call with a freshly built prior (identity).
+
+    Attributes:
+        prior: the NumPyro distribution of ``s``, or None.
+    """
+
+    def __init__(self, prior: dist.Distribution | None) -> None:
+        self.prior = prior
+        self._key = fingerprint(scale_prior=prior)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._key == self._key  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._key))
+
+
+class _JointLogDensity(StaticPrior):
+    """:func:`_joint_log_density` under one scale prior, equal to any other under an equal
+    prior: a fresh ``functools.partial`` per call compiled the NUTS chunk again each time
+    (measured: 2.2 s of each 4 s call on 8 points)."""
+
+    def __call__(
+        self, position: dict[str, Array], eigenvectors: Array, eigenvalues: Array, labels: Array
+    ) -> Array:
+        return _joint_log_density(position, eigenvectors, eigenvalues, labels, self.prior)
+
+
 def _sample_nuts(
     key: PRNGKeyArray,
     scale_prior: dist.Distribution | None,
@@ -416,7 +447,7 @@ def _sample_nuts(
     if scale_prior is None:
         positions = {"z": positions["z"]}
     example = jax.tree.map(lambda leaf: leaf[0], positions)
-    target = LogDensity(functools.partial(_joint_log_density, scale_prior=scale_prior), example)
+    target = LogDensity(_JointLogDensity(scale_prior), example)
     seed = int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", SamplingWarning)
@@ -458,7 +489,7 @@ def _log_scale_density(
 
 
 def _find_mode(
-    scale_prior: dist.Distribution | None,
+    static_prior: StaticPrior,
     num_latent: int,
     num_mode_steps: int,
     eigenvectors: Array,
@@ -466,6 +497,7 @@ def _find_mode(
     labels: Array,
 ) -> tuple[tuple[Array, Array], Array]:
     """The joint mode of ``(Z, log s)`` by Adam, and the likelihood's mean curvature there."""
+    scale_prior = static_prior.prior
 
     def negative_log_joint(params: tuple[Array, Array]) -> Array:
         z, log_scale = params
@@ -520,13 +552,13 @@ class _Sweep(NamedTuple):
     last sweep and that sweep's likelihood evaluations.
     """
 
-    scale_prior: dist.Distribution | None
+    static_prior: StaticPrior
 
     def kernel(
         self, eigenvectors: Array, eigenvalues: Array, labels: Array, mode: tuple, curvature: Array
     ) -> mcmc.Kernel:
         """The sweep as a position kernel over ``{"z", "log_scale"}``."""
-        scale_prior = self.scale_prior
+        scale_prior = self.static_prior.prior
 
         def loglik(z: Array, log_scale: Array) -> Array:
             return _log_likelihood(_latent(eigenvectors, eigenvalues, z, log_scale), labels)
@@ -610,7 +642,7 @@ class _Sweep(NamedTuple):
         def one_sweep(j: Array, carry: tuple) -> tuple:
             position, _ = carry
             position, infos = sweep.step(jax.random.fold_in(key, j), position)
-            if self.scale_prior is None:
+            if self.static_prior.prior is None:
                 return position, infos["z"].num_likelihood_evals
             block_infos, surrogate_evals = infos
             # The slice block's initialisation evaluates the density once more.
