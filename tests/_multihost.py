@@ -10,9 +10,10 @@ process with 4 emulated devices has. The runs: a population step on a mesh over 
 devices (``drive(..., mesh=...)``, its reduction across processes), MCMC chains split over
 all devices (``pi.sample(chain_method="parallel-sequential")``, 4 chains, one per device,
 checkpointed into ``FOLDER``, then loaded from the finished checkpoint) and tempered SMC
-(``pi.evidence``, not split: each process runs it whole). Every process writes what it
-got to ``OUT`` (``.npz``); the test compares the processes with each other and with the
-one-process reference.
+(``pi.evidence``, not split: each process runs it whole). Every process writes what it got
+to ``OUT`` (``.npz``); the test compares the processes with each other and with the
+one-process reference. With ``--fail-writes``, process 0's second checkpoint write fails
+and the chains' run must stop on every process.
 """
 
 from __future__ import annotations
@@ -32,6 +33,39 @@ def normal_mean(y):
     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
 
 
+def _count_chunks() -> dict[str, int]:
+    """Count the driver's chunks from now on (in the returned dict's ``"count"``)."""
+    from probinfer.driver import _drive
+
+    original, calls = _drive._dispatch, {"count": 0}
+
+    def counting(*args, **kwargs):
+        calls["count"] += 1
+        return original(*args, **kwargs)
+
+    _drive._dispatch = counting
+    return calls
+
+
+def _fail_second_write_on_process_zero() -> None:
+    """Make process 0's second progress write raise, as a full disk would."""
+    import jax
+
+    from probinfer.driver import _drive
+
+    if jax.process_index() != 0:
+        return
+    original, calls = _drive.save_progress, {"count": 0}
+
+    def failing(*args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == 2:
+            raise OSError(28, "No space left on device (simulated)")
+        return original(*args, **kwargs)
+
+    _drive.save_progress = failing
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
@@ -39,6 +73,10 @@ def main() -> None:
     parser.add_argument("--process-id", type=int, default=0)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--checkpoint", required=True, help="a folder every process reaches")
+    parser.add_argument(
+        "--fail-writes", action="store_true",
+        help="process 0's second checkpoint write fails (a full disk): run the chains only",
+    )  # fmt: skip
     arguments = parser.parse_args()
     devices = DEVICES_PER_PROCESS[arguments.processes]
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
@@ -78,7 +116,11 @@ def main() -> None:
         "chain_method": "parallel-sequential",
         "checkpoint": arguments.checkpoint,
     }
+    if arguments.fail_writes:
+        _fail_second_write_on_process_zero()
+    chunks = _count_chunks()
     chains = pi.sample(target, **settings)
+    chains_chunks = chunks["count"]  # a resumed run runs fewer than a whole one
     again = pi.sample(target, **settings)  # a finished run, loaded from its checkpoint
     smc = pi.evidence(
         normal_mean, jnp.array([0.3, -0.1, 0.8]), particles=200, replicas=2, seed=2,
@@ -91,6 +133,7 @@ def main() -> None:
         loaded_draws=again.posterior["x"].values,
         step_size=chains.sample_stats["step_size"].values,
         log_z=np.asarray(smc.log_z),
+        chains_chunks=chains_chunks,
     )
     print(f"process {jax.process_index()} of {jax.process_count()}: done", flush=True)
 

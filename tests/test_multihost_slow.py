@@ -8,7 +8,8 @@ folder, then loaded from it when finished) and SMC (run whole in each process) e
 one-process run bit for bit; the population step's ESS, a reduction across processes,
 agrees to float32 rounding (its sums run in another order: measured 1.4e-6 absolute on
 values near 8). Processes that find different progress in their checkpoint folders (not a
-shared folder) all stop with an error that says so, instead of waiting for each other.
+shared folder) all stop with an error that says so, instead of waiting for each other; so
+do all processes when process 0 fails to write a checkpoint.
 """
 
 import os
@@ -92,3 +93,33 @@ def test_processes_with_different_checkpoints_stop_with_the_reason(tmp_path):
         output = _wait(process)
         assert process.returncode != 0
         assert "found different progress in the checkpoint folder" in output, output[-3000:]
+
+
+def test_a_failed_checkpoint_write_stops_every_process(tmp_path):
+    """Process 0's second write fails (a full disk, simulated): process 0 raises its
+    OSError and process 1 stops too, naming the folder, instead of waiting for process 0 at
+    the next collective. The first chunk's checkpoint is left whole: the same command
+    resumes mid-run on both processes and ends with the uninterrupted draws."""
+    shared = tmp_path / "shared-run"
+    port = str(_free_port())
+    processes = [
+        _launch(tmp_path / f"process-{i}.npz", "--processes", "2", "--process-id", str(i),
+                "--port", port, "--checkpoint", str(shared), "--fail-writes")
+        for i in range(2)
+    ]  # fmt: skip
+    first, second = (_wait(process) for process in processes)
+    assert processes[0].returncode != 0 and "No space left on device (simulated)" in first, first[
+        -3000:
+    ]
+    assert processes[1].returncode != 0, second[-3000:]
+    assert f"process 0 could not write the checkpoint in {shared}" in second, second[-3000:]
+    assert (shared / "warmup" / "progress.npz").exists()
+    # The same command resumes mid-run on both processes, to the uninterrupted draws.
+    outputs = [_finish(process) for process in _launch_two(tmp_path, shared, shared)]
+    assert all(f"process {i} of 2: done" in output for i, output in enumerate(outputs))
+    _finish(_launch(tmp_path / "reference.npz", "--checkpoint", str(tmp_path / "reference-run")))
+    reference = np.load(tmp_path / "reference.npz")
+    for i in range(2):
+        resumed = np.load(tmp_path / f"process-{i}.npz")
+        np.testing.assert_array_equal(resumed["draws"], reference["draws"])
+        assert resumed["chains_chunks"] < reference["chains_chunks"]  # resumed, not rerun

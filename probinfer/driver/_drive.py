@@ -533,6 +533,47 @@ def _load_progress_together(
     return saved
 
 
+def _write_on_process_zero(
+    folder: Path,
+    run_fingerprint: str,
+    progress: DriveProgress,
+    chunk: tuple[int, PyTree] | None,
+) -> None:
+    """Write a chunk's checkpoint (its records, if any, then the progress that refers to
+    them) on process 0 alone: each process has the whole records and state, and the folder
+    is shared. With several processes, all stop if the write fails: one process stopping
+    alone would leave the others waiting at their next collective.
+
+    Args:
+        folder: the checkpoint folder.
+        run_fingerprint: see :func:`probinfer.checkpoint.fingerprint`.
+        progress: the state and step reached.
+        chunk: ``(start, records)`` of the chunk's records, or None.
+
+    Raises:
+        Exception: process 0's error, on process 0.
+        RuntimeError: on the other processes, when process 0's write failed.
+    """
+    error = None
+    if jax.process_index() == 0:
+        try:
+            if chunk is not None:
+                save_records(folder, *chunk)
+            save_progress(folder, run_fingerprint, progress)
+        except Exception as caught:  # an OSError, a full disk: every process must hear
+            error = caught
+    if jax.process_count() > 1:
+        failed = bool(multihost_utils.broadcast_one_to_all(np.asarray(error is not None)))
+        if failed and error is None:
+            raise RuntimeError(
+                f"process 0 could not write the checkpoint in {folder} (its error says "
+                "why); every process stops. Fix that, then run the same command again to "
+                "resume from the last checkpoint written."
+            )
+    if error is not None:
+        raise error
+
+
 def _leading_size(tree: PyTree) -> int:
     sizes = {jnp.shape(leaf)[0] for leaf in jax.tree.leaves(tree) if jnp.ndim(leaf) > 0}
     if len(sizes) != 1:
@@ -756,9 +797,6 @@ def drive(
             for _, records in load_records(folder, done, records_like):
                 leaves = jax.tree.leaves(records)  # saved with their steps only
                 host.add(records, leaves[0].shape[step_axis] if leaves else 0)
-    # With several processes (a shared folder) process 0 writes for all: each has the
-    # whole records and state.
-    written_folder = folder if jax.process_index() == 0 else None
     if progress is not None:
         progress.update(description=description, advance=done)
 
@@ -824,8 +862,6 @@ def drive(
             records = None
             if count > 0:
                 records = host.add(fetch(buffers), count // thin)
-                if written_folder is not None:
-                    save_records(written_folder, done, records)
             is_finished = is_done or chunk_end >= total
             if is_finished and is_done_fn is not None:
                 dispatched_until = total  # stop dispatching
@@ -834,12 +870,13 @@ def drive(
                 # Gathered by every process (a collective), written by one.
                 host_state = to_host(chunk_state)
                 elapsed = now - tic - (watch.compile_seconds - compiled_before)
-                if written_folder is not None:
-                    save_progress(
-                        written_folder,
-                        full_fingerprint,
-                        DriveProgress(host_state, chunk_end, seconds + elapsed),
-                    )
+                chunk = None if records is None else (done, records)
+                _write_on_process_zero(
+                    folder,
+                    full_fingerprint,
+                    DriveProgress(host_state, chunk_end, seconds + elapsed),
+                    chunk,
+                )
             if after_chunk_fn is not None:
                 after_chunk_fn(chunk_state, chunk_end)
             if progress is not None:
