@@ -9,7 +9,8 @@ one-process run bit for bit; the population step's ESS, a reduction across proce
 agrees to float32 rounding (its sums run in another order: measured 1.4e-6 absolute on
 values near 8). Processes that find different progress in their checkpoint folders (not a
 shared folder) all stop with an error that says so, instead of waiting for each other; so
-do all processes when process 0 fails to write a checkpoint.
+do processes starting a run in folders that are not shared, and all processes when
+process 0 fails to write a checkpoint.
 """
 
 import os
@@ -93,6 +94,18 @@ def test_processes_with_different_checkpoints_stop_with_the_reason(tmp_path):
         output = _wait(process)
         assert process.returncode != 0
         assert "found different progress in the checkpoint folder" in output, output[-3000:]
+
+
+def test_a_fresh_run_in_folders_that_are_not_shared_stops_at_once(tmp_path):
+    """Two empty folders (the same path on two machines without a shared file system):
+    every process stops at the start, naming process 1, which cannot see process 0's
+    file, instead of a checkpoint that only process 0 could resume."""
+    processes = _launch_two(tmp_path, tmp_path / "machine-0", tmp_path / "machine-1")
+    for process in processes:
+        output = _wait(process)
+        assert process.returncode != 0
+        assert "is not shared: process(es) [1] do not see" in output, output[-3000:]
+    assert not (tmp_path / "machine-0" / "warmup" / "progress.npz").exists()  # no chunk ran
 
 
 def test_a_failed_checkpoint_write_stops_every_process(tmp_path):

@@ -533,6 +533,38 @@ def _load_progress_together(
     return saved
 
 
+SHARED_FOLDER_TOKEN = "shared-folder-token.txt"
+"""Written by process 0 into a checkpoint folder and read by every process at the start of
+a multi-process drive: a folder that some process cannot see is refused there and then."""
+
+
+def _check_folder_is_shared(folder: Path) -> None:
+    """With several processes, check that every process sees the files process 0 writes in
+    ``folder`` (else the checkpoint would hold only process 0's view, and the mismatch
+    would surface only at a resume).
+
+    Raises:
+        ValueError: on every process, naming the processes that do not see the folder.
+    """
+    if jax.process_count() == 1:
+        return
+    token = int(multihost_utils.broadcast_one_to_all(np.asarray(time.time_ns() % 2**62)))
+    if jax.process_index() == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / SHARED_FOLDER_TOKEN).write_text(str(token))
+    multihost_utils.sync_global_devices("probinfer: shared-folder token written")
+    path = folder / SHARED_FOLDER_TOKEN
+    sees = path.exists() and path.read_text().strip() == str(token)
+    seen = np.asarray(multihost_utils.process_allgather(np.asarray(sees)))
+    if not seen.all():
+        blind = [int(index) for index in np.flatnonzero(~seen.astype(bool))]
+        raise ValueError(
+            f"the checkpoint folder {folder} is not shared: process(es) {blind} do not see "
+            "the file process 0 wrote there. Give every process the same folder, on a file "
+            "system they all reach."
+        )
+
+
 def _write_on_process_zero(
     folder: Path,
     run_fingerprint: str,
@@ -786,6 +818,7 @@ def drive(
     )
     if folder is not None:
         saved = _load_progress_together(folder, full_fingerprint, state)
+        _check_folder_is_shared(folder)
         if saved is not None:
             state, _ = place(jax.tree.map(jnp.asarray, saved.state), keys)
             done, seconds = saved.step, saved.seconds
