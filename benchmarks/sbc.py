@@ -22,6 +22,12 @@ model's training prior, is uniform when the predictive is calibrated; ``floor(10
 is tested as ranks in ``0..99`` (``tests/_sbc.py``: ``pfn_pit_ranks``). Controls: data
 from a wrong prior, and the predictive squeezed 2x (``PFN_CONTROLS``). Writes
 ``pfn_pit.{json,md}`` and ``pfn_pit.png``.
+
+``--sections classifier`` calibrates the binary NNGP classifier (``nngp.sample_classifier``,
+NUTS and Gibbs) on labels simulated from its own model (``tests/_sbc.py``:
+``classifier_sbc``, ``CLASSIFIER_REPLICATES`` = 300 replicates), with a prior on ``log s``
+three times too narrow as the control. Writes ``classifier.{json,md}`` and
+``classifier.png``.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ def main() -> None:
     parser.add_argument("--replicates", type=int, default=_sbc.FAMILY_REPLICATES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sbc"))
-    parser.add_argument("--sections", default="families,pfn")
+    parser.add_argument("--sections", default="families,pfn,classifier")
     options = parser.parse_args()
     options.out.mkdir(parents=True, exist_ok=True)
     sections = options.sections.split(",")
@@ -58,6 +64,8 @@ def main() -> None:
         families(options)
     if "pfn" in sections:
         pfn(options)
+    if "classifier" in sections:
+        classifier(options)
 
 
 def families(options: argparse.Namespace) -> None:
@@ -131,14 +139,7 @@ def pfn(options: argparse.Namespace) -> None:
                      "p_value": p_value, "passes": p_value > _sbc.ALPHA}
                 )  # fmt: skip
                 print(json.dumps(rows[-1]), flush=True)
-                as_result = SBCResult(
-                    {"PIT": ranks},
-                    {"PIT": np.asarray(p_value)},
-                    _sbc.NUM_RANKED,
-                    name,
-                    np.full(ranks.size, np.nan),
-                    0,
-                )
+                as_result = SBCResult.from_ranks({"PIT": ranks}, _sbc.NUM_RANKED, name)
                 axis = axes[row_index, column]
                 as_result.plot(axes=[axis])
                 axis.set_title(f"{name}, n = {num_train}, {control}\np = {p_value:.2g}", fontsize=8)
@@ -157,6 +158,82 @@ def pfn(options: argparse.Namespace) -> None:
         + "\n"
     )
     (options.out / "pfn_pit.md").write_text(pfn_report(rows, machine))
+
+
+def classifier(options: argparse.Namespace) -> None:
+    """SBC of the NNGP classifier with its control: ``classifier.{json,md,png}``."""
+    rows = []
+    methods, controls = _sbc.CLASSIFIER_METHODS, _sbc.CLASSIFIER_CONTROLS
+    figure, axes = plt.subplots(
+        len(methods) * len(controls), 3, figsize=(9.0, 2.4 * len(methods) * len(controls))
+    )
+    for row_index, (method, control) in enumerate(
+        (method, control) for method in methods for control in controls
+    ):
+        start = time.perf_counter()
+        result = _sbc.classifier_sbc(method, control, _sbc.CLASSIFIER_REPLICATES, options.seed)
+        rows.append(
+            {
+                "method": method,
+                "control": control,
+                "p_values": {label: float(p) for label, p in zip(
+                    result.labels(),
+                    np.concatenate([np.ravel(p) for p in result.p_values.values()]),
+                    strict=True,
+                )},
+                "passes": _sbc.passes(result),
+                "median_min_ess": float(np.median(result.min_ess)),
+                "low_ess_replicates": int(np.sum(result.min_ess < 0.5 * result.num_ranked)),
+                "warned_replicates": result.num_warned,
+                "seconds": time.perf_counter() - start,
+            }
+        )  # fmt: skip
+        print(json.dumps(rows[-1]), flush=True)
+        result.plot(axes=list(axes[row_index]))
+        axes[row_index, 0].set_ylabel(f"{method}, {control}\nECDF difference", fontsize=8)
+    figure.suptitle(
+        f"SBC of the NNGP classifier: {_sbc.CLASSIFIER_REPLICATES} replicates, ranks among "
+        f"{_sbc.NUM_RANKED} draws, 95% simultaneous bands",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    figure.savefig(options.out / "classifier.png", dpi=70)
+    plt.close(figure)
+    machine = machine_description()
+    settings = {"replicates": _sbc.CLASSIFIER_REPLICATES, "seed": options.seed,
+                "points": _sbc.CLASSIFIER_POINTS, "settings": _sbc.CLASSIFIER_SETTINGS}  # fmt: skip
+    (options.out / "classifier.json").write_text(
+        json.dumps({"machine": machine, "settings": settings, "rows": rows}, indent=1) + "\n"
+    )
+    lines = [
+        "# SBC of the NNGP classifier (`benchmarks/sbc.py --sections classifier`)",
+        "",
+        f"Machine: {machine['cpu']}, jax {machine['jax']}, probinfer at commit "
+        f"{machine['commit']}, {machine['date']}. {_sbc.CLASSIFIER_REPLICATES} replicates "
+        f"per row: `log s ~ Normal(0, 1)`, `f | s ~ GP(0, s K)` at {_sbc.CLASSIFIER_POINTS} "
+        "inputs on [-1, 1] (ReLU NNGP, one hidden layer), Bernoulli-logit labels; one chain "
+        f"per fit, ranks among {_sbc.NUM_RANKED} kept draws of `log s` and of `f` at the "
+        f"first and last input; a row passes when every p-value is above {_sbc.ALPHA:g}. "
+        "Control: fitted with `log s ~ Normal(0, 1/3)`. Settings: `CLASSIFIER_SETTINGS` in "
+        "`tests/_sbc.py`. ESS: bulk ESS of the 99 kept draws, smallest over the three "
+        "quantities.",
+        "",
+        "| method | fitted prior | p (log s) | p (f first) | p (f last) | verdict "
+        "| median smallest ESS | replicates with ESS < 50 | replicates that warned |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        expected = "pass" if row["control"] == "correct" else "fail"
+        verdict = "pass" if row["passes"] else "fail"
+        mark = "" if verdict == expected else " (unexpected)"
+        p = list(row["p_values"].values())
+        lines.append(
+            f"| {row['method']} | {row['control']} | {p[0]:.2g} | {p[1]:.2g} | {p[2]:.2g} | "
+            f"{verdict}{mark} | {row['median_min_ess']:.0f} | {row['low_ess_replicates']} | "
+            f"{row['warned_replicates']} |"
+        )
+    lines += ["", "![rank ECDFs](classifier.png)"]
+    (options.out / "classifier.md").write_text("\n".join(lines) + "\n")
 
 
 def pfn_report(rows: list[dict], machine: dict) -> str:

@@ -211,6 +211,38 @@ class SBCResult:
     min_ess: np.ndarray
     num_warned: int
 
+    @classmethod
+    def from_ranks(
+        cls,
+        ranks: dict[str, np.ndarray],
+        num_ranked: int,
+        method: str,
+        min_ess: np.ndarray | None = None,
+        num_warned: int = 0,
+    ) -> SBCResult:
+        """The result of ranks computed elsewhere (a fit :func:`sbc` cannot run), with the
+        rank-ECDF p-value of every component.
+
+        Args:
+            ranks: site name -> ``(replicates, *site_shape)`` integer ranks in
+                ``0..num_ranked``.
+            num_ranked: ``L``.
+            method: what was calibrated (a label).
+            min_ess: ``(replicates,)`` smallest bulk ESS per replicate (NaN when unknown).
+            num_warned: replicates whose run warned.
+        """
+        p_values = {
+            name: np.array(
+                [rank_ecdf_test(values[(slice(None), *index)], num_ranked)
+                 for index in np.ndindex(*values.shape[1:])]
+            ).reshape(values.shape[1:])
+            for name, values in ranks.items()
+        }  # fmt: skip
+        num_replicates = len(next(iter(ranks.values())))
+        if min_ess is None:
+            min_ess = np.full(num_replicates, np.nan)
+        return cls(ranks, p_values, num_ranked, method, min_ess, num_warned)
+
     @property
     def num_replicates(self) -> int:
         """``N``, the simulated data sets."""
@@ -473,13 +505,6 @@ def sbc(
             if bar is not None:
                 bar.update(advance=1)
     stacked = {name: np.stack(values) for name, values in ranks.items()}
-    p_values = {
-        name: np.array(
-            [rank_ecdf_test(values[(slice(None), *index)], num_ranked)
-             for index in np.ndindex(*values.shape[1:])]
-        ).reshape(values.shape[1:])
-        for name, values in stacked.items()
-    }  # fmt: skip
     low_ess = int(np.sum(min_ess < num_ranked))
     if low_ess:
         warnings.warn(
@@ -499,4 +524,4 @@ def sbc(
             SamplingWarning,
             stacklevel=2,
         )
-    return SBCResult(stacked, p_values, num_ranked, method, min_ess, num_warned)
+    return SBCResult.from_ranks(stacked, num_ranked, method, min_ess, num_warned)

@@ -11,6 +11,9 @@ p-values and rank-ECDF plots (``benchmarks/results/sbc/``); at 200 replicates ev
 family already passed and every control failed, the dropped Jacobian with p between 4e-6
 and 9e-6 for sigma.
 
+The binary NNGP classifier (NUTS and Gibbs) is calibrated on labels from its own model
+(``classifier_sbc``), with a prior on ``log s`` three times too narrow as the control.
+
 The shipped PFNs are calibrated by the probability integral transforms of held-out
 targets on datasets from their training prior (``pfn_pit_ranks``), with a wrong prior and
 a squeezed predictive as controls.
@@ -19,6 +22,9 @@ a squeezed predictive as controls.
 import pytest
 from _sbc import (
     ALPHA,
+    CLASSIFIER_CONTROLS,
+    CLASSIFIER_METHODS,
+    CLASSIFIER_REPLICATES,
     CONTROLS,
     FAMILY_REPLICATES,
     FAMILY_SETTINGS,
@@ -26,6 +32,7 @@ from _sbc import (
     PFN_CONTROLS,
     PFN_MODELS,
     PFN_TRAIN_SIZES,
+    classifier_sbc,
     family_sbc,
     passes,
     pfn_pit_ranks,
@@ -40,6 +47,15 @@ pytestmark = pytest.mark.slow  # ~10-40 s per run: `make test-slow`
 @pytest.mark.parametrize("method", list(FAMILY_SETTINGS))
 def test_family_is_calibrated_and_its_controls_are_not(method, control):
     result = family_sbc(method, control, FAMILY_REPLICATES, seed=0)
+    assert passes(result) == (control == "correct"), result.p_values
+
+
+@pytest.mark.parametrize("control", CLASSIFIER_CONTROLS)
+@pytest.mark.parametrize("method", CLASSIFIER_METHODS)
+def test_nngp_classifier_is_calibrated_and_its_control_is_not(method, control):
+    """``log s`` and two latent values of the binary NNGP classifier, fitted to labels from
+    its own model; fitted with a 3x too narrow prior on ``log s``, the ranks must fail."""
+    result = classifier_sbc(method, control, CLASSIFIER_REPLICATES, seed=0)
     assert passes(result) == (control == "correct"), result.p_values
 
 
