@@ -19,7 +19,7 @@ from probinfer import mcmc, ns
 from probinfer._idata import model_dims, model_groups
 from probinfer._validation import check_count
 from probinfer.diagnostics import SamplingWarning, check_run
-from probinfer.driver import DriveStatus
+from probinfer.driver import MAX_STEPS, DriveStatus
 from probinfer.mcmc._algorithm import check_step_size
 from probinfer.mcmc._nuts import DEFAULT_MAX_NUM_DOUBLINGS
 from probinfer.model import LogDensity, UnitCube, prepare
@@ -222,6 +222,13 @@ def sample(
         raise ValueError(
             f"`thin` is for MCMC; method={method!r} returns independent weighted or resampled "
             "draws, so leave `thin` at 1 (ask for fewer `draws` instead)."
+        )
+    if isinstance(draws, int) and draws * thin > MAX_STEPS:
+        raise ValueError(
+            f"`draws` x `thin` = {draws * thin:,} transitions per chain exceed the "
+            f"{MAX_STEPS:,} one run counts (int32); ask for fewer `draws` or a smaller "
+            "`thin`, or continue in a second run from the first one's last draws "
+            "(`init_positions`)."
         )
     if method == "smc":
         if init_positions is not None:

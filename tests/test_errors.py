@@ -187,6 +187,14 @@ def test_target_acceptance_must_be_in_unit_interval(target):
         pi.sample(normal_model, jnp.ones(3), target_acceptance=target, **QUICK)
 
 
+def test_runs_beyond_int32_steps_are_refused_before_compiling():
+    with pytest.raises(ValueError, match=r"`draws` x `thin` = 2,147,483,648 transitions"):
+        pi.sample(normal_model, jnp.ones(3), chains=1, draws=2**29, thin=4, progress=False)
+    with pytest.raises(ValueError, match=r"counts its steps in int32: 2,147,483,648 steps"):
+        pi.driver.drive(lambda key, state, index, shared: (state, state), jnp.zeros(()),
+                        jax.random.key(0), num_steps=2**31)  # fmt: skip
+
+
 def subsampled_model(y):
     mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
     with numpyro.plate("data", y.shape[0], subsample_size=2) as index:

@@ -16,6 +16,7 @@ from probinfer.driver._compile import (
     count_trace,
 )
 from probinfer.driver._drive import (
+    MAX_STEPS,
     POPULATION_AXIS,
     DriveResult,
     DriveStatus,
@@ -28,6 +29,7 @@ from probinfer.driver._progress import ProgressReporter, progress_bar
 
 __all__ = [
     "MAX_COMPILED_PROGRAMS",
+    "MAX_STEPS",
     "MEMBER_MAPS",
     "POPULATION_AXIS",
     "TRACE_COUNTS",

@@ -533,6 +533,10 @@ def _load_progress_together(
     return saved
 
 
+MAX_STEPS = 2**31 - 1
+"""The most steps one drive takes: step indices are int32 on the device."""
+
+
 SHARED_FOLDER_TOKEN = "shared-folder-token.txt"
 """Written by process 0 into a checkpoint folder and read by every process at the start of
 a multi-process drive: a folder that some process cannot see is refused there and then."""
@@ -733,6 +737,12 @@ def drive(
     )
     chunk_size = check_count("chunk_size", chunk_size, 1)
     thin = check_count("thin", thin, 1)
+    if max(total, chunk_size * thin) > MAX_STEPS:
+        raise ValueError(
+            f"a drive counts its steps in int32: {max(total, chunk_size * thin):,} steps "
+            f"(`num_steps`/`max_steps`, or `chunk_size` x `thin`) exceed {MAX_STEPS:,}; "
+            "split the run into several drives (resume one from the last state)."
+        )
     if thin > 1:
         if num_steps is None:
             raise ValueError(
