@@ -465,9 +465,14 @@ def run_chains(
     step = _MCMCStep(spec, config, records_energy_changes=thin > 1)
     divergences = [0]
 
-    def count_divergences(stats: dict[str, np.ndarray]) -> dict[str, Any]:
+    def count_divergences(
+        stats: dict[str, np.ndarray], label: str = "divergences"
+    ) -> dict[str, Any]:
         divergences[0] += int(stats["diverging"].sum())
-        return {"divergences": divergences[0]}
+        return {label: divergences[0]}
+
+    # A thinned run's kept draw flags a divergence anywhere in its group: groups are counted.
+    sampling_label = "divergences" if thin == 1 else f"divergent groups of {thin}"
 
     chains_per_device = num_chains // (
         jax.device_count() if config.chain_method.startswith("parallel") else 1
@@ -522,7 +527,7 @@ def run_chains(
             chunk_size=thin * min(-(-chunk_size // thin), common["chunk_rows"]),
             thin=thin,
             progress=bar,
-            progress_fn=lambda records: count_divergences(records[1]),
+            progress_fn=lambda records: count_divergences(records[1], sampling_label),
             description="sampling",
             checkpoint=None if checkpoint is None else checkpoint / "sampling",
             **common,

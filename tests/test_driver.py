@@ -26,7 +26,7 @@ from _steps import reweight_step
 
 import probinfer as pi
 import probinfer.run
-from probinfer.driver import DriveStatus, StagedStep, _drive, drive
+from probinfer.driver import DriveStatus, ProgressReporter, StagedStep, _drive, drive
 
 # Deliberately short runs: what these tests check is bookkeeping, not the quality of the
 # draws, so the run diagnostics (R-hat, ESS, divergences) are expected and silenced.
@@ -355,7 +355,7 @@ def test_interleaved_nuts_chains_equal_lock_step_chains(monkeypatch):
     )
 
 
-def test_thinned_mcmc_keeps_every_kth_draw_and_its_groups_warning_signs():
+def test_thinned_mcmc_keeps_every_kth_draw_and_its_groups_warning_signs(monkeypatch):
     """``pi.sample(..., thin=3)`` keeps draws 2, 5, 8, ... of the unthinned run (bitwise),
     with the group's gradient evaluations summed, a divergence anywhere in the group
     flagged and its deepest tree; the divergence warning counts groups. A step size at the
@@ -384,6 +384,18 @@ def test_thinned_mcmc_keeps_every_kth_draw_and_its_groups_warning_signs():
     expected = (np.diff(energy, axis=1) ** 2).mean(axis=1) / energy[:, 2::3].var(axis=1)
     np.testing.assert_allclose(thinned.attrs["e_bfmi"], expected, rtol=1e-5)
     assert not set(stats.data_vars) & {"energy_first", "energy_jumps", "num_nonfinite"}
+    # The progress bar says that it counts groups too.
+    shown = []
+    original_update = ProgressReporter.update
+
+    def spy_update(self, **kwargs):
+        shown.extend(kwargs.get("fields") or {})
+        return original_update(self, **kwargs)
+
+    monkeypatch.setattr(ProgressReporter, "update", spy_update)
+    with pytest.warns(pi.diagnostics.SamplingWarning, match="groups of 3"):
+        pi.sample(target, draws=20, thin=3, **{**settings, "progress": True})
+    assert set(shown) == {"divergent groups of 3"}
     with pytest.raises(ValueError, match="`thin` is for MCMC"):
         pi.sample(target, method="smc", thin=2)
     with pytest.raises(ValueError, match="thin"):
