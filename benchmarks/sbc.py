@@ -213,7 +213,8 @@ def classifier(options: argparse.Namespace) -> None:
         f"per row: `log s ~ Normal(0, 1)`, `f | s ~ GP(0, s K)` at {_sbc.CLASSIFIER_POINTS} "
         "inputs on [-1, 1] (ReLU NNGP, one hidden layer), Bernoulli-logit labels; one chain "
         f"per fit, ranks among {_sbc.NUM_RANKED} kept draws of `log s` and of `f` at the "
-        f"first and last input; a row passes when every p-value is above {_sbc.ALPHA:g}. "
+        "first and last input (`f[0]`, `f[1]` in the figure); a row passes when every "
+        f"p-value is above {_sbc.ALPHA:g}. "
         "Control: fitted with `log s ~ Normal(0, 1/3)`. Settings: `CLASSIFIER_SETTINGS` in "
         "`tests/_sbc.py`. ESS: bulk ESS of the 99 kept draws, smallest over the three "
         "quantities.",
