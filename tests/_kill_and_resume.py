@@ -6,8 +6,9 @@ Usage (``tests/test_kill_and_resume_slow.py`` drives it)::
         [--kill-in-write]
 
 Runs ``METHOD`` ("nuts", "smc" or "ns") on a fixed model with ``checkpoint=FOLDER`` and
-writes its draws (and ``log_z``) to ``OUT`` (``.npz``), or ("pfn") trains a small PFN on
-a GP prior with ``checkpoint_dir=FOLDER`` and writes the trained model's arrays; and
+writes its draws (and ``log_z``) to ``OUT`` (``.npz``), or ("pfn", "dt") trains a small
+PFN on a GP prior (a distribution transformer on a linear-Gaussian task) with
+``checkpoint_dir=FOLDER`` and writes the trained model's arrays; and
 prints the number of chunks it ran to stdout. With ``--kill-after-chunks N`` the
 process sends itself SIGKILL when the driver is about to run chunk ``N + 1``, after chunk
 ``N``'s checkpoint is on disk: no cleanup, no ``atexit``, as a machine that loses the
@@ -37,6 +38,8 @@ SETTINGS = {
     "pfn": {"num_steps": 60, "steps_per_chunk": 10, "batch_size": 16, "max_train": 10,
             "num_test": 6, "num_buckets": 32, "width": 32, "num_layers": 2, "num_heads": 2,
             "mlp_width": 64, "warmup_steps": 20},
+    "dt": {"num_steps": 60, "steps_per_chunk": 10, "batch_size": 16, "width": 16,
+           "num_layers": 1, "num_heads": 2, "mlp_width": 16, "warmup_steps": 5},
 }  # fmt: skip
 
 
@@ -89,6 +92,20 @@ def _train_pfn(folder: str, out: str) -> None:
     print(f"chunks={CALLS['chunks']}")
 
 
+def _train_dt(folder: str, out: str) -> None:
+    import equinox as eqx
+    import jax
+
+    from probinfer import amortize
+
+    task = amortize.LinearGaussianTask(1, max_components=2, max_observations=4)
+    config = amortize.DTTrainingConfig(**SETTINGS["dt"], seed=3)
+    model, _ = amortize.train_dt(task, config, checkpoint_dir=folder, progress=False)
+    leaves = jax.tree.leaves(eqx.filter(model, eqx.is_array))
+    np.savez(out, **{f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
+    print(f"chunks={CALLS['chunks']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("method", choices=sorted(SETTINGS))
@@ -99,8 +116,8 @@ def main() -> None:
     options = parser.parse_args()
     _count_chunks(options.kill_after_chunks, options.kill_in_write)
     warnings.simplefilter("ignore")  # short runs: their run checks are not the point
-    if options.method == "pfn":
-        _train_pfn(options.folder, options.out)
+    if options.method in ("pfn", "dt"):
+        {"pfn": _train_pfn, "dt": _train_dt}[options.method](options.folder, options.out)
         return
     settings = {**SETTINGS[options.method], "seed": 3, "progress": False}
     if options.method == "nuts":

@@ -6,7 +6,8 @@ write, between writing the temporary file and renaming it), then again with the 
 command and folder, which must run fewer chunks than the whole (it resumed: a restart
 gives the same draws) and finish with draws (and ``log_z``) bit-identical to the
 reference. NUTS through ``pi.sample``, SMC and nested sampling through ``pi.evidence``,
-PFN training through ``amortize.train`` (the trained model's arrays bit-identical).
+PFN and distribution-transformer training through ``amortize.train`` and
+``amortize.train_dt`` (the trained model's arrays bit-identical).
 """
 
 import os
@@ -45,8 +46,10 @@ def _chunks(run: subprocess.CompletedProcess) -> int:
         ("ns", ["--kill-after-chunks", "4"]),
         ("pfn", ["--kill-after-chunks", "3"]),  # of 6 chunks of 10 training steps
         ("pfn", ["--kill-after-chunks", "3", "--kill-in-write"]),
+        ("dt", ["--kill-after-chunks", "3"]),  # of 6 chunks of 10 training steps
+        ("dt", ["--kill-after-chunks", "3", "--kill-in-write"]),
     ],
-    ids=["nuts", "nuts-in-write", "smc", "ns", "pfn", "pfn-in-write"],
+    ids=["nuts", "nuts-in-write", "smc", "ns", "pfn", "pfn-in-write", "dt", "dt-in-write"],
 )
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, method, kill):
     reference = _run(method, str(tmp_path / "reference"), str(tmp_path / "reference.npz"))
