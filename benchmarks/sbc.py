@@ -68,6 +68,14 @@ def main() -> None:
         classifier(options)
 
 
+def save_figure(figure: plt.Figure, title: str, path: Path, dpi: int) -> None:
+    """Title the figure, lay it out, write it to ``path`` and close it."""
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=dpi)
+    plt.close(figure)
+
+
 def families(options: argparse.Namespace) -> None:
     """SBC of every method with its controls: ``sbc.{json,md}``, ``sbc_<method>.png``."""
     rows = []
@@ -97,14 +105,13 @@ def families(options: argparse.Namespace) -> None:
             print(json.dumps(rows[-1]), flush=True)
             result.plot(axes=list(axes[row]))
             axes[row, 0].set_ylabel(f"{control}\nECDF difference", fontsize=9)
-        figure.suptitle(
+        save_figure(
+            figure,
             f"SBC of {method}: {options.replicates} replicates, ranks among "
             f"{_sbc.NUM_RANKED} draws, 95% simultaneous bands",
-            fontsize=10,
+            options.out / f"sbc_{method}.png",
+            dpi=80,
         )
-        figure.tight_layout()
-        figure.savefig(options.out / f"sbc_{method}.png", dpi=80)
-        plt.close(figure)
     machine = machine_description()
     settings = {
         "replicates": options.replicates,
@@ -145,13 +152,12 @@ def pfn(options: argparse.Namespace) -> None:
                 axis.set_title(f"{name}, n = {num_train}, {control}\np = {p_value:.2g}", fontsize=8)
                 axis.set_xlabel("")
             row_index += 1
-    figure.suptitle(
+    save_figure(
+        figure,
         f"PIT of the shipped PFNs: {_sbc.PFN_DATASETS} prior datasets per panel, 95% bands",
-        fontsize=10,
+        options.out / "pfn_pit.png",
+        dpi=70,
     )
-    figure.tight_layout()
-    figure.savefig(options.out / "pfn_pit.png", dpi=70)
-    plt.close(figure)
     machine = machine_description()
     (options.out / "pfn_pit.json").write_text(
         json.dumps({"machine": machine, "datasets": _sbc.PFN_DATASETS, "rows": rows}, indent=1)
@@ -191,14 +197,13 @@ def classifier(options: argparse.Namespace) -> None:
         print(json.dumps(rows[-1]), flush=True)
         result.plot(axes=list(axes[row_index]))
         axes[row_index, 0].set_ylabel(f"{method}, {control}\nECDF difference", fontsize=8)
-    figure.suptitle(
+    save_figure(
+        figure,
         f"SBC of the NNGP classifier: {_sbc.CLASSIFIER_REPLICATES} replicates, ranks among "
         f"{_sbc.NUM_RANKED} draws, 95% simultaneous bands",
-        fontsize=10,
+        options.out / "classifier.png",
+        dpi=70,
     )
-    figure.tight_layout()
-    figure.savefig(options.out / "classifier.png", dpi=70)
-    plt.close(figure)
     machine = machine_description()
     settings = {"replicates": _sbc.CLASSIFIER_REPLICATES, "seed": options.seed,
                 "points": _sbc.CLASSIFIER_POINTS, "settings": _sbc.CLASSIFIER_SETTINGS}  # fmt: skip
