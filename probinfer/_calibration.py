@@ -230,6 +230,9 @@ class SBCResult:
             method: what was calibrated (a label).
             min_ess: ``(replicates,)`` smallest bulk ESS per replicate (NaN when unknown).
             num_warned: replicates whose run warned.
+
+        Raises:
+            ValueError: if ``ranks`` is empty.
         """
         p_values = {
             name: np.array(
@@ -238,6 +241,8 @@ class SBCResult:
             ).reshape(values.shape[1:])
             for name, values in ranks.items()
         }  # fmt: skip
+        if not ranks:
+            raise ValueError("`ranks` is empty: pass at least one site's ranks.")
         num_replicates = len(next(iter(ranks.values())))
         if min_ess is None:
             min_ess = np.full(num_replicates, np.nan)

@@ -48,8 +48,14 @@ def real_array(name: str, value: Any) -> np.ndarray:
             f"`{name}` must hold real numbers (a float or an array of floats), but it is "
             f"not rectangular ({error})."
         ) from None
-    if array.dtype.kind not in "biuf":
-        what = "complex numbers" if array.dtype.kind == "c" else f"a {type(value).__name__}"
+    # bfloat16 and the other ml_dtypes floats are kind "V" to NumPy.
+    if array.dtype.kind not in "biuf" and not jax.numpy.issubdtype(array.dtype, np.floating):
+        if array.dtype.kind == "c":
+            what = "complex numbers"
+        elif array.dtype.kind == "O":
+            what = f"a {type(value).__name__} of non-numeric values (or integers beyond int64)"
+        else:
+            what = f"a {type(value).__name__} of dtype {array.dtype}"
         raise TypeError(
             f"`{name}` must hold real numbers (a float or an array of floats), got {what}."
         )
@@ -57,7 +63,13 @@ def real_array(name: str, value: Any) -> np.ndarray:
 
 
 def check_magnitude(
-    name: str, array: np.ndarray, fix: str, *, scale: bool = False, dtype: Any = None
+    name: str,
+    array: np.ndarray,
+    fix: str,
+    *,
+    scale: bool = False,
+    dtype: Any = None,
+    what: str = "entries",
 ) -> None:
     """Raise ``ValueError`` naming ``name`` when entries of ``array`` are so large (or, for
     a ``scale``, so close to zero) that their squares (inverse squares) would overflow the
@@ -70,6 +82,10 @@ def check_magnitude(
         scale: ``array`` holds positive scales that are divided by: tiny ones are refused.
         dtype: the dtype computed in; by default JAX's default float (float32 unless
             ``jax_enable_x64`` is on).
+        what: what ``array`` holds, for the message (e.g. "standard deviations").
+
+    Raises:
+        ValueError: naming ``name``, the extreme value and the fix.
     """
     if dtype is None:
         dtype = jax.dtypes.canonicalize_dtype(np.float64)
@@ -86,7 +102,7 @@ def check_magnitude(
     else:
         return
     raise ValueError(
-        f"`{name}` has entries {extreme}, too extreme for {np.dtype(dtype).name} arithmetic "
+        f"`{name}` has {what} {extreme}, too extreme for {np.dtype(dtype).name} arithmetic "
         f"({what}); {fix}, or enable float64 with "
         '`jax.config.update("jax_enable_x64", True)`.'
     )

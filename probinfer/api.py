@@ -223,9 +223,10 @@ def sample(
             f"`thin` is for MCMC; method={method!r} returns independent weighted or resampled "
             "draws, so leave `thin` at 1 (ask for fewer `draws` instead)."
         )
-    if isinstance(draws, int) and draws * thin > MAX_STEPS:
+    mcmc_draws = method not in ("smc", "ns") and isinstance(draws, int | np.integer)
+    if mcmc_draws and int(draws) * thin > MAX_STEPS:
         raise ValueError(
-            f"`draws` x `thin` = {draws * thin:,} transitions per chain exceed the "
+            f"`draws` x `thin` = {int(draws) * thin:,} transitions per chain exceed the "
             f"{MAX_STEPS:,} one run counts (int32); ask for fewer `draws` or a smaller "
             "`thin`, or continue in a second run from the first one's last draws "
             "(`init_positions`)."

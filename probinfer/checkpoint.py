@@ -20,6 +20,7 @@ import functools
 import hashlib
 import io
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -221,9 +222,16 @@ def atomic_write_checked(path: Path, write: Callable[[BinaryIO], None]) -> None:
     atomic_write(path, write_checked)
 
 
-def read_checked(path: Path) -> bytes:
+def read_checked(path: Path, fix: str, *, allow_unchecked: bool = False) -> bytes:
     """The content of a file written by :func:`atomic_write_checked`, after checking it
     against its trailer.
+
+    Args:
+        path: the file.
+        fix: what to do when it is refused (for the message).
+        allow_unchecked: return a file without a trailer whole, with a
+            ``DeprecationWarning`` (written before probinfer checked such files); its
+            reader must still fail on a truncated one.
 
     Raises:
         ValueError: naming the file when the trailer is missing (truncated, or written
@@ -231,17 +239,21 @@ def read_checked(path: Path) -> bytes:
     """
     data = Path(path).read_bytes()
     content, mark, digest = data.rpartition(CHECKSUM_MARK)
+    if not mark and allow_unchecked:
+        warnings.warn(
+            f"the file {path} has no checksum trailer (written by an older probinfer, or "
+            "truncated): it is loaded unchecked. Save it again to add one.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        return data
     if not mark:
         problem = "has no checksum trailer (truncated, or not written by probinfer)"
     elif hashlib.sha256(content).hexdigest().encode() != digest:
         problem = "does not match its SHA-256 checksum (corrupted or truncated)"
     else:
         return content
-    raise ValueError(
-        f"the file {path} {problem} and was not loaded. Write it again: delete the folder "
-        f"{Path(path).parent} to start a training run over, or reinstall probinfer for a "
-        "shipped model."
-    )
+    raise ValueError(f"the file {path} {problem} and was not loaded. {fix}")
 
 
 def _checksum(arrays: dict[str, np.ndarray]) -> str:

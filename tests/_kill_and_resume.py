@@ -53,8 +53,12 @@ CALLS = {"chunks": 0}
 """Chunks this process ran: a resumed run prints fewer than a whole one."""
 
 
-def _count_chunks(after_chunks: int | None, in_write: bool) -> None:
-    """Count the driver's chunks; kill the process after ``after_chunks`` of them."""
+def count_chunks(
+    after_chunks: int | None = None, in_write: bool = False, folder: str | None = None
+) -> None:
+    """Count the driver's chunks (in ``CALLS``); kill the process after ``after_chunks``
+    of them, or with ``in_write`` inside the checkpoint write into ``folder`` that follows
+    chunk ``after_chunks``."""
     from probinfer import checkpoint
     from probinfer.driver import _drive
 
@@ -71,11 +75,13 @@ def _count_chunks(after_chunks: int | None, in_write: bool) -> None:
         original_replace = os.replace
 
         def replace(source, destination):
-            if CALLS["chunks"] >= after_chunks:
+            # `os` is shared by every module: only renames into the checkpoint count.
+            into_checkpoint = str(os.path.abspath(destination)).startswith(str(folder))
+            if into_checkpoint and CALLS["chunks"] >= after_chunks:
                 os.kill(os.getpid(), signal.SIGKILL)  # the temporary file is written
             original_replace(source, destination)
 
-        checkpoint.os.replace = replace  # the checkpoint module's rename only
+        checkpoint.os.replace = replace
 
 
 def _train_pfn(folder: str, out: str) -> None:
@@ -114,7 +120,8 @@ def main() -> None:
     parser.add_argument("--kill-after-chunks", type=int)
     parser.add_argument("--kill-in-write", action="store_true")
     options = parser.parse_args()
-    _count_chunks(options.kill_after_chunks, options.kill_in_write)
+    count_chunks(options.kill_after_chunks, options.kill_in_write,
+                 os.path.abspath(options.folder))  # fmt: skip
     warnings.simplefilter("ignore")  # short runs: their run checks are not the point
     if options.method in ("pfn", "dt"):
         {"pfn": _train_pfn, "dt": _train_dt}[options.method](options.folder, options.out)

@@ -33,20 +33,6 @@ def normal_mean(y):
     numpyro.sample("y", dist.Normal(mu, 1.0), obs=y)
 
 
-def _count_chunks() -> dict[str, int]:
-    """Count the driver's chunks from now on (in the returned dict's ``"count"``)."""
-    from probinfer.driver import _drive
-
-    original, calls = _drive._dispatch, {"count": 0}
-
-    def counting(*args, **kwargs):
-        calls["count"] += 1
-        return original(*args, **kwargs)
-
-    _drive._dispatch = counting
-    return calls
-
-
 def _fail_second_write_on_process_zero() -> None:
     """Make process 0's second progress write raise, as a full disk would."""
     import jax
@@ -92,7 +78,10 @@ def main() -> None:
         )
     import jax.numpy as jnp
     import numpy as np
-    from _steps import reweight_step  # this script's folder, tests/, is on the path
+
+    # This script's folder, tests/, is on the path.
+    from _kill_and_resume import CALLS, count_chunks
+    from _steps import reweight_step
 
     import probinfer as pi
     from probinfer.driver import drive
@@ -118,9 +107,9 @@ def main() -> None:
     }
     if arguments.fail_writes:
         _fail_second_write_on_process_zero()
-    chunks = _count_chunks()
+    count_chunks()
     chains = pi.sample(target, **settings)
-    chains_chunks = chunks["count"]  # a resumed run runs fewer than a whole one
+    chains_chunks = CALLS["chunks"]  # a resumed run runs fewer than a whole one
     again = pi.sample(target, **settings)  # a finished run, loaded from its checkpoint
     smc = pi.evidence(
         normal_mean, jnp.array([0.3, -0.1, 0.8]), particles=200, replicas=2, seed=2,

@@ -115,7 +115,7 @@ def test_checked_files_refuse_damaged_content(tmp_path, damage):
     # Content that contains the trailer mark itself: the last mark is the trailer.
     content = b"weights" + CHECKSUM_MARK + b"more weights" * 100
     atomic_write_checked(path, lambda file: file.write(content))
-    assert read_checked(path) == content
+    assert read_checked(path, "Write it again.") == content
     written = path.read_bytes()
     damaged = {
         "truncate": written[:-10],
@@ -124,4 +124,4 @@ def test_checked_files_refuse_damaged_content(tmp_path, damage):
     }[damage]
     path.write_bytes(damaged)
     with pytest.raises(ValueError, match=f"file {re.escape(str(path))} (has no|does not match)"):
-        read_checked(path)
+        read_checked(path, "Write it again.")

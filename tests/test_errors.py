@@ -190,9 +190,17 @@ def test_target_acceptance_must_be_in_unit_interval(target):
 def test_runs_beyond_int32_steps_are_refused_before_compiling():
     with pytest.raises(ValueError, match=r"`draws` x `thin` = 2,147,483,648 transitions"):
         pi.sample(normal_model, jnp.ones(3), chains=1, draws=2**29, thin=4, progress=False)
+
+    def step(key, state, index, shared):
+        return state, state
+
+    start = (step, jnp.zeros(()), jax.random.key(0))
     with pytest.raises(ValueError, match=r"counts its steps in int32: 2,147,483,648 steps"):
-        pi.driver.drive(lambda key, state, index, shared: (state, state), jnp.zeros(()),
-                        jax.random.key(0), num_steps=2**31)  # fmt: skip
+        pi.driver.drive(*start, num_steps=2**31)
+    with pytest.raises(ValueError, match=r"counts its steps in int32: 4,294,967,296 steps"):
+        pi.driver.drive(*start, num_steps=0, chunk_size=2**16, thin=2**16, chunk_rows=2**16)
+    # A chunk of one group of a large `thin` is fine (only its rows x thin count).
+    pi.driver.drive(*start, num_steps=0, chunk_size=50_000, thin=50_000)
 
 
 def subsampled_model(y):

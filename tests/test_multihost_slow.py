@@ -125,7 +125,9 @@ def test_a_failed_checkpoint_write_stops_every_process(tmp_path):
         -3000:
     ]
     assert processes[1].returncode != 0, second[-3000:]
-    assert f"process 0 could not write the checkpoint in {shared}" in second, second[-3000:]
+    assert f"process 0 could not write into the checkpoint folder {shared}" in second, second[
+        -3000:
+    ]
     assert (shared / "warmup" / "progress.npz").exists()
     # The same command resumes mid-run on both processes, to the uninterrupted draws.
     outputs = [_finish(process) for process in _launch_two(tmp_path, shared, shared)]

@@ -219,3 +219,7 @@ def test_new_labels_and_an_equal_prior_do_not_recompile(count_compilations, meth
     nngp.sample_classifier(jax.random.key(1), nngp.mlp(1), x, 1 - labels,
                            scale_prior=nngp.log_normal(0.0, 1.0), **settings)  # fmt: skip
     assert count_compilations == []
+    # Another prior is another program (its parameters are compiled in).
+    nngp.sample_classifier(jax.random.key(1), nngp.mlp(1), x, 1 - labels,
+                           scale_prior=nngp.log_normal(0.0, 3.0), **settings)  # fmt: skip
+    assert count_compilations != []

@@ -20,6 +20,7 @@ from scipy import integrate
 
 import probinfer
 from probinfer import amortize, nngp
+from probinfer.checkpoint import CHECKSUM_MARK
 
 BORDERS = np.array([-2.0, -1.0, -0.3, 0.0, 0.4, 1.0, 2.5])
 
@@ -374,9 +375,22 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="state.eqx does not match its SHA-256 checksum"):
         amortize.train(prior, config, checkpoint_dir=damaged, progress=False)
     model_bytes = (damaged / "model.eqx").read_bytes()
-    (damaged / "model.eqx").write_bytes(model_bytes[: len(model_bytes) // 2])
-    with pytest.raises(ValueError, match="model.eqx has no checksum trailer"):
+    flipped = bytearray(model_bytes)
+    flipped[100] ^= 0xFF
+    (damaged / "model.eqx").write_bytes(flipped)
+    with pytest.raises(ValueError, match="model.eqx does not match its SHA-256 checksum"):
         amortize.load(damaged)
+    # A model saved before models carried a checksum loads, with a deprecation warning;
+    # cut short (the trailer gone with it), it is refused as truncated.
+    content = model_bytes.rpartition(CHECKSUM_MARK)[0]
+    (damaged / "model.eqx").write_bytes(content)
+    with pytest.warns(DeprecationWarning, match="no checksum trailer"):
+        unchecked = amortize.load(damaged)
+    np.testing.assert_array_equal(unchecked.bar.borders, resumed.bar.borders)
+    (damaged / "model.eqx").write_bytes(content[: len(content) // 2])
+    with pytest.raises(ValueError, match="model.eqx is truncated or corrupted"):
+        with pytest.warns(DeprecationWarning):
+            amortize.load(damaged)
 
     # Warm start: zero steps return the saved model itself; training continues from it
     # (its first loss is the saved model's, far below a fresh model's first loss).

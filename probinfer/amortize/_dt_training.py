@@ -21,12 +21,12 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
 import probinfer
-from probinfer._validation import check_count
 from probinfer.amortize._training import (
     CONFIG_FILE,
     MODEL_FILE,
     STATE_FILE,
     TrainStep,
+    check_training_settings,
     deserialise_model,
     load_leaves,
     make_optimizer,
@@ -73,16 +73,9 @@ class DTTrainingConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        positive = ("num_steps", "batch_size", "width", "num_layers", "num_heads",
-                    "mlp_width", "steps_per_chunk")  # fmt: skip
-        for name in positive:
-            check_count(name, getattr(self, name), 1)
-        if self.width % self.num_heads:
-            raise ValueError(
-                f"`width` ({self.width}) must be divisible by `num_heads` ({self.num_heads})."
-            )
-        if not self.learning_rate > 0:
-            raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
+        counts = ("num_steps", "batch_size", "width", "num_layers", "num_heads", "mlp_width",
+                  "steps_per_chunk")  # fmt: skip
+        check_training_settings(self, dict.fromkeys(counts, 1))
 
 
 class DTTrainState(eqx.Module):

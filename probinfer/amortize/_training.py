@@ -39,6 +39,28 @@ STATE_FILE = "state.eqx"
 CONFIG_FILE = "config.json"
 
 
+def check_training_settings(config: Any, counts: dict[str, int]) -> None:
+    """Check a training config's shared settings: each count an int at or above its
+    minimum (stored as a Python int, so that the config stays JSON-serialisable), a
+    `width` that the heads divide, a positive learning rate.
+
+    Args:
+        config: a frozen dataclass with ``width``, ``num_heads`` and ``learning_rate``.
+        counts: the count fields' names and minimums.
+
+    Raises:
+        ValueError: naming the setting.
+    """
+    for name, minimum in counts.items():
+        object.__setattr__(config, name, check_count(name, getattr(config, name), minimum))
+    if config.width % config.num_heads:
+        raise ValueError(
+            f"`width` ({config.width}) must be divisible by `num_heads` ({config.num_heads})."
+        )
+    if not config.learning_rate > 0:
+        raise ValueError(f"`learning_rate` must be > 0, got {config.learning_rate}.")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     """Everything that defines a training run (saved next to its checkpoints).
@@ -83,15 +105,10 @@ class TrainingConfig:
     scale_free: bool = False
 
     def __post_init__(self) -> None:
-        positive = ("num_steps", "batch_size", "max_train", "min_train", "num_test",
-                    "width", "num_layers", "num_heads", "mlp_width", "steps_per_chunk")  # fmt: skip
-        for name in positive:
-            check_count(name, getattr(self, name), 1)
-        check_count("num_buckets", self.num_buckets, 2)
-        if self.width % self.num_heads:
-            raise ValueError(
-                f"`width` ({self.width}) must be divisible by `num_heads` ({self.num_heads})."
-            )
+        counts = dict.fromkeys(("num_steps", "batch_size", "max_train", "min_train", "num_test",
+                                "width", "num_layers", "num_heads", "mlp_width",
+                                "steps_per_chunk"), 1)  # fmt: skip
+        check_training_settings(self, {**counts, "num_buckets": 2})
         if self.min_train > self.max_train:
             raise ValueError(
                 f"`min_train` ({self.min_train}) must be <= `max_train` ({self.max_train})."
@@ -101,8 +118,6 @@ class TrainingConfig:
                 f"a scale-free model needs `min_train >= 2` (got {self.min_train}): one train "
                 "point sets no scale."
             )
-        if not self.learning_rate > 0:
-            raise ValueError(f"`learning_rate` must be > 0, got {self.learning_rate}.")
 
     @property
     def num_points(self) -> int:
@@ -207,7 +222,8 @@ def load_leaves(path: Path, like: Any) -> Any:
     Raises:
         ValueError: naming the file if it is truncated or corrupted.
     """
-    return eqx.tree_deserialise_leaves(io.BytesIO(read_checked(path)), like)
+    fix = f"Delete the folder {path.parent} to start the training run over."
+    return eqx.tree_deserialise_leaves(io.BytesIO(read_checked(path, fix)), like)
 
 
 def deserialise_model(path: Path, skeleton: Any) -> Any:
@@ -217,10 +233,14 @@ def deserialise_model(path: Path, skeleton: Any) -> Any:
     float32 ones on disk (and equinox refuses a dtype change): the skeleton's floating
     leaves are cast to float32 first, and to float64 if the file holds float64 weights.
 
+    A file written before models carried a checksum is loaded with a ``DeprecationWarning``.
+
     Raises:
         ValueError: naming the file if it is truncated or corrupted.
     """
-    content = read_checked(path)
+    fix = ("Train or save the model again (`train` writes it to its `checkpoint_dir`), or "
+           "reinstall probinfer for a shipped model.")  # fmt: skip
+    content = read_checked(path, fix, allow_unchecked=True)
     for dtype in (jnp.float32, jnp.float64):
         like = jax.tree.map(
             lambda x, dtype=dtype: x.astype(dtype) if eqx.is_inexact_array(x) else x, skeleton
@@ -228,7 +248,15 @@ def deserialise_model(path: Path, skeleton: Any) -> Any:
         try:
             return eqx.tree_deserialise_leaves(io.BytesIO(content), like)
         except RuntimeError as error:
-            if "dtype" not in str(error) or dtype == jnp.float64:
+            cause = error  # equinox wraps a leaf's error in one naming the leaf's path
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            if isinstance(cause, EOFError | ValueError):  # an unchecked file cut short
+                raise ValueError(
+                    f"the file {path} is truncated or corrupted and was not loaded "
+                    f"({type(cause).__name__}: {cause}). {fix}"
+                ) from None
+            if "dtype" not in str(error) + str(cause) or dtype == jnp.float64:
                 raise
     raise AssertionError("unreachable")
 

@@ -436,7 +436,7 @@ def posterior(
             "outside what the model was trained on, or beyond what its float arithmetic "
             f"holds (prior means up to {float(np.max(np.abs(prior.means))):.3g}; data "
             f"values up to {float(np.max(np.abs(data.values), initial=0.0)):.3g}, "
-            f"`noise_sd` down to {float(np.min(data.noise_sd, initial=np.inf)):.3g}); "
+            f"noise scales down to {float(np.min(data.noise_sd, initial=np.inf)):.3g}); "
             "rescale the problem (the latent's units) towards the training task's."
         )
     return GaussianMixture(*(jnp.asarray(leaf) for leaf in (log_weights, means, scale_tril)))

@@ -70,8 +70,9 @@ def linear_gaussian_data(
         The data.
 
     Raises:
-        ValueError: on mismatched shapes, NaN or infinite values, or a non-positive
-            noise scale.
+        ValueError: on mismatched shapes, NaN or infinite values, a non-positive noise
+            scale, or values so extreme that float arithmetic would overflow.
+        TypeError: if an array is not real numbers.
     """
     values_np = real_array("values", values).astype(float)
     if values_np.ndim != 1:
@@ -100,14 +101,14 @@ def linear_gaussian_data(
     for name, array in (("design", design_np), ("values", values_np), ("noise_sd", noise_np)):
         if not np.all(np.isfinite(array)):
             raise ValueError(f"`{name}` contains NaN or infinite values; remove those rows.")
-    for name, array in (("design", design_np), ("values", values_np), ("noise_sd", noise_np)):
-        check_magnitude(
-            name, array, "rescale the problem (the latent's units)", scale=name == "noise_sd"
-        )
     if np.any(noise_np <= 0):
         raise ValueError(
             f"`noise_sd` must be > 0, got min {noise_np.min()}; pass the observation noise's "
             "standard deviation."
+        )
+    for name, array in (("design", design_np), ("values", values_np), ("noise_sd", noise_np)):
+        check_magnitude(
+            name, array, "rescale the problem (the latent's units)", scale=name == "noise_sd"
         )
     return LinearGaussianData(jnp.asarray(design_np), jnp.asarray(values_np), jnp.asarray(noise_np))
 
@@ -196,7 +197,9 @@ class GaussianMixture(eqx.Module):
         self, key: PRNGKeyArray, sample_shape: int | tuple[int, ...] = ()
     ) -> Float[Array, "... d"]:
         """Independent draws of shape ``sample_shape + (d,)`` (an int ``n`` means ``(n,)``)."""
-        sample_shape = (sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape)
+        if isinstance(sample_shape, int | np.integer):
+            sample_shape = (sample_shape,)
+        sample_shape = tuple(sample_shape)
         for size in sample_shape:
             check_count("sample_shape", size, 0)
         key_component, key_normal = jax.random.split(key)
@@ -404,6 +407,6 @@ def gaussian_mixture(
     # The factors' diagonals are the components' (conditional) standard deviations.
     standard_deviations = np.diagonal(tril, axis1=-2, axis2=-1)
     check_magnitude(name, standard_deviations, "rescale the problem (the latent's units)",
-                    scale=True)  # fmt: skip
+                    scale=True, what="standard deviations")  # fmt: skip
     log_weights = np.log(weights_np / weights_np.sum())
     return GaussianMixture(jnp.asarray(log_weights), jnp.asarray(means_np), jnp.asarray(tril))

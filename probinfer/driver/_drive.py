@@ -549,16 +549,33 @@ def _check_folder_is_shared(folder: Path) -> None:
 
     Raises:
         ValueError: on every process, naming the processes that do not see the folder.
+        RuntimeError: on the other processes, when process 0 cannot write there.
     """
     if jax.process_count() == 1:
         return
-    token = int(multihost_utils.broadcast_one_to_all(np.asarray(time.time_ns() % 2**62)))
-    if jax.process_index() == 0:
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / SHARED_FOLDER_TOKEN).write_text(str(token))
-    multihost_utils.sync_global_devices("probinfer: shared-folder token written")
+    # int32: arrays are int32 unless x64 is on.
+    token = str(int(multihost_utils.broadcast_one_to_all(np.asarray(time.time_ns() % 2**31))))
     path = folder / SHARED_FOLDER_TOKEN
-    sees = path.exists() and path.read_text().strip() == str(token)
+
+    def write_token() -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(token)
+
+    # Its broadcast is a barrier: the token is on disk before any process reads it.
+    _run_on_process_zero(write_token, folder)
+
+    def sees_token() -> bool:
+        try:
+            return path.read_text().strip() == token
+        except OSError:
+            return False
+
+    sees = sees_token()
+    for delay in (0.05, 0.1, 0.2, 0.4, 0.8):  # a network file system may show it late
+        if sees:
+            break
+        time.sleep(delay)
+        sees = sees_token()
     seen = np.asarray(multihost_utils.process_allgather(np.asarray(sees)))
     if not seen.all():
         blind = [int(index) for index in np.flatnonzero(~seen.astype(bool))]
@@ -569,6 +586,37 @@ def _check_folder_is_shared(folder: Path) -> None:
         )
 
 
+def _run_on_process_zero(action: Callable[[], None], folder: Path) -> None:
+    """Run ``action`` (a write into the checkpoint folder) on process 0 alone, and with
+    several processes stop them all if it fails: one process stopping alone would leave
+    the others waiting at their next collective. A collective (a barrier) either way.
+
+    Args:
+        action: writes into ``folder``.
+        folder: the checkpoint folder (named in the other processes' error).
+
+    Raises:
+        Exception: process 0's error, on process 0.
+        RuntimeError: on the other processes, when process 0's action failed.
+    """
+    error = None
+    if jax.process_index() == 0:
+        try:
+            action()
+        except Exception as caught:  # an OSError, a full disk: every process must hear
+            error = caught
+    if jax.process_count() > 1:
+        failed = bool(multihost_utils.broadcast_one_to_all(np.asarray(error is not None)))
+        if failed and error is None:
+            raise RuntimeError(
+                f"process 0 could not write into the checkpoint folder {folder} (its error "
+                "says why); every process stops. Fix that, then run the same command again "
+                "to resume from the last checkpoint written."
+            )
+    if error is not None:
+        raise error
+
+
 def _write_on_process_zero(
     folder: Path,
     run_fingerprint: str,
@@ -576,38 +624,22 @@ def _write_on_process_zero(
     chunk: tuple[int, PyTree] | None,
 ) -> None:
     """Write a chunk's checkpoint (its records, if any, then the progress that refers to
-    them) on process 0 alone: each process has the whole records and state, and the folder
-    is shared. With several processes, all stop if the write fails: one process stopping
-    alone would leave the others waiting at their next collective.
+    them) on process 0 alone (:func:`_run_on_process_zero`): each process has the whole
+    records and state, and the folder is shared.
 
     Args:
         folder: the checkpoint folder.
         run_fingerprint: see :func:`probinfer.checkpoint.fingerprint`.
         progress: the state and step reached.
         chunk: ``(start, records)`` of the chunk's records, or None.
-
-    Raises:
-        Exception: process 0's error, on process 0.
-        RuntimeError: on the other processes, when process 0's write failed.
     """
-    error = None
-    if jax.process_index() == 0:
-        try:
-            if chunk is not None:
-                save_records(folder, *chunk)
-            save_progress(folder, run_fingerprint, progress)
-        except Exception as caught:  # an OSError, a full disk: every process must hear
-            error = caught
-    if jax.process_count() > 1:
-        failed = bool(multihost_utils.broadcast_one_to_all(np.asarray(error is not None)))
-        if failed and error is None:
-            raise RuntimeError(
-                f"process 0 could not write the checkpoint in {folder} (its error says "
-                "why); every process stops. Fix that, then run the same command again to "
-                "resume from the last checkpoint written."
-            )
-    if error is not None:
-        raise error
+
+    def write() -> None:
+        if chunk is not None:
+            save_records(folder, *chunk)
+        save_progress(folder, run_fingerprint, progress)
+
+    _run_on_process_zero(write, folder)
 
 
 def _leading_size(tree: PyTree) -> int:
@@ -737,12 +769,6 @@ def drive(
     )
     chunk_size = check_count("chunk_size", chunk_size, 1)
     thin = check_count("thin", thin, 1)
-    if max(total, chunk_size * thin) > MAX_STEPS:
-        raise ValueError(
-            f"a drive counts its steps in int32: {max(total, chunk_size * thin):,} steps "
-            f"(`num_steps`/`max_steps`, or `chunk_size` x `thin`) exceed {MAX_STEPS:,}; "
-            "split the run into several drives (resume one from the last state)."
-        )
     if thin > 1:
         if num_steps is None:
             raise ValueError(
@@ -765,6 +791,14 @@ def drive(
             f"`chunk_rows={chunk_rows}` cannot hold the records of a chunk of "
             f"`chunk_size={chunk_size}` steps with `thin={thin}`; pass `chunk_rows >= "
             f"{-(-chunk_size // thin)}`."
+        )
+    # What the device counts in int32: the steps, the first one, a full chunk's steps.
+    largest = max(total, check_count("first_step", first_step, 0), chunk_rows * thin)
+    if largest > MAX_STEPS:
+        raise ValueError(
+            f"a drive counts its steps in int32: {largest:,} steps (`num_steps`/`max_steps`, "
+            f"`first_step`, or `chunk_rows` x `thin`) exceed {MAX_STEPS:,}; split the run "
+            "into several drives (each resuming from the last state)."
         )
     watch = CompileWatch() if watch is None else watch
     if interleave and not isinstance(step_fn, StagedStep):

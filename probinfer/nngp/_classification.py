@@ -394,8 +394,9 @@ def _joint_log_density(
 
 class StaticPrior:
     """A scale prior (or None) as part of a compiled program's static settings: equal to,
-    and hashing like, any equal prior (same type and parameters), so that the programs are
-    compiled once per prior, not once per call with a freshly built prior (identity).
+    and hashing like, any equal prior (same type and parameters; NumPyro's and probinfer's
+    distributions), so that the programs are compiled once per prior, not once per call
+    with a freshly built prior.
 
     Attributes:
         prior: the NumPyro distribution of ``s``, or None.
@@ -403,7 +404,11 @@ class StaticPrior:
 
     def __init__(self, prior: dist.Distribution | None) -> None:
         self.prior = prior
-        self._key = fingerprint(scale_prior=prior)
+        # NumPyro's and probinfer's distributions flatten into all their parameters; a
+        # user's subclass may keep some outside its pytree fields: compared by identity.
+        module = type(prior).__module__.split(".")[0]
+        by_value = prior is None or module in ("numpyro", "probinfer")
+        self._key = fingerprint(scale_prior=prior) if by_value else ("object", id(prior))
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and other._key == self._key  # type: ignore[attr-defined]
