@@ -68,6 +68,13 @@ def main() -> None:
         classifier(options)
 
 
+def verdict(row: dict) -> str:
+    """ "pass" or "fail", flagged when a correct model fails or a control passes."""
+    result = "pass" if row["passes"] else "fail"
+    expected = "pass" if row["control"] == "correct" else "fail"
+    return result if result == expected else f"{result} (unexpected)"
+
+
 def save_figure(figure: plt.Figure, title: str, path: Path, dpi: int) -> None:
     """Title the figure, lay it out, write it to ``path`` and close it."""
     figure.suptitle(title, fontsize=10)
@@ -229,13 +236,10 @@ def classifier(options: argparse.Namespace) -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        expected = "pass" if row["control"] == "correct" else "fail"
-        verdict = "pass" if row["passes"] else "fail"
-        mark = "" if verdict == expected else " (unexpected)"
         p = list(row["p_values"].values())
         lines.append(
             f"| {row['method']} | {row['control']} | {p[0]:.2g} | {p[1]:.2g} | {p[2]:.2g} | "
-            f"{verdict}{mark} | {row['median_min_ess']:.0f} | {row['low_ess_replicates']} | "
+            f"{verdict(row)} | {row['median_min_ess']:.0f} | {row['low_ess_replicates']} | "
             f"{row['warned_replicates']} |"
         )
     lines += ["", "![rank ECDFs](classifier.png)"]
@@ -257,10 +261,10 @@ def pfn_report(rows: list[dict], machine: dict) -> str:
         "|---|---|---|---|---|",
     ]
     for row in rows:
-        verdict = "pass" if row["passes"] else "fail"
+        outcome = "pass" if row["passes"] else "fail"
         lines.append(
             f"| {row['model']} | {row['num_train']} | {row['control']} | "
-            f"{row['p_value']:.2g} | {verdict} |"
+            f"{row['p_value']:.2g} | {outcome} |"
         )
     lines += ["", "![PIT ECDFs](pfn_pit.png)"]
     return "\n".join(lines) + "\n"
@@ -284,14 +288,11 @@ def report(rows: list[dict], machine: dict, replicates: int) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        expected = "pass" if row["control"] == "correct" else "fail"
-        verdict = "pass" if row["passes"] else "fail"
-        mark = "" if verdict == expected else " (unexpected)"
         ess = "-" if row["median_min_ess"] is None else f"{row['median_min_ess']:.0f}"
         low = "-" if row["median_min_ess"] is None else str(row["low_ess_replicates"])
         lines.append(
             f"| {row['method']} | {row['control']} | {row['p_values']['mu']:.2g} | "
-            f"{row['p_values']['sigma']:.2g} | {verdict}{mark} | {ess} | {low} | "
+            f"{row['p_values']['sigma']:.2g} | {verdict(row)} | {ess} | {low} | "
             f"{row['warned_replicates']} |"
         )
     lines.append("")
