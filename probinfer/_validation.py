@@ -96,13 +96,14 @@ def check_magnitude(
         return
     magnitudes = np.abs(np.asarray(array, np.float64))
     if float(np.max(magnitudes)) > limit:
-        extreme, what = f"up to {float(np.max(magnitudes)):.3g}", "their squares overflow"
+        extreme, reason = f"up to {float(np.max(magnitudes)):.3g}", "their squares overflow"
     elif scale and float(np.min(magnitudes)) < 1 / limit:
-        extreme, what = f"down to {float(np.min(magnitudes)):.3g}", "their inverse squares overflow"
+        extreme = f"down to {float(np.min(magnitudes)):.3g}"
+        reason = "their inverse squares overflow"
     else:
         return
     raise ValueError(
         f"`{name}` has {what} {extreme}, too extreme for {np.dtype(dtype).name} arithmetic "
-        f"({what}); {fix}, or enable float64 with "
+        f"({reason}); {fix}, or enable float64 with "
         '`jax.config.update("jax_enable_x64", True)`.'
     )

@@ -244,3 +244,13 @@ def test_mixture_draws_refuse_negative_sizes(size):
     mixture = amortize.gaussian_mixture(np.ones(1), np.zeros((1, 2)), np.eye(2)[None])
     with pytest.raises(ValueError, match="`sample_shape` must be an int >= 0"):
         mixture.sample(jax.random.key(0), size)
+
+
+def test_extreme_magnitudes_are_named_with_their_size():
+    """Values whose squares overflow the float dtype are refused with their size and the
+    fix, before any NaN can appear (1e200 is too large in float32 and float64 alike)."""
+    x = np.linspace(-1.0, 1.0, 5)[:, None]
+    with pytest.raises(ValueError, match=r"`y` has entries up to 1e\+200, too extreme"):
+        PROCESS.condition(x, np.full(5, 1e200))
+    with pytest.raises(ValueError, match=r"`covariances` has standard deviations up to 1e\+153"):
+        amortize.gaussian_mixture(np.ones(1), np.zeros((1, 1)), np.full((1, 1, 1), 1e306))
