@@ -10,6 +10,7 @@ or raise a `ValueError`/`TypeError` that names the argument: never a silent NaN.
 drawn from small sets, so that the few programs they compile are shared by every case.
 """
 
+import functools
 import re
 import warnings
 
@@ -142,43 +143,38 @@ def regression_data(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray
 PROCESS = nngp.ScaleMixtureProcess(nngp.mlp(1), nngp.inverse_gamma(2.0, 2.0), noise=0.05)
 
 
-def test_nngp_posterior_is_finite_or_refuses_by_name():
-    outcomes = Outcomes()
-
-    @COMPILING
-    @given(data=regression_data())
-    def check(data):
-        x, y, x_test = data
-
-        def call():
-            predictive = PROCESS.condition(x, y).predict(x_test)
-            return predictive.mean, predictive.variance, PROCESS.log_marginal_likelihood(x, y)
-
-        # An ill-conditioned kernel (inputs in the hundreds, in float32) names `jitter`.
-        outcomes.check(call, ("x", "y", "x_test", "jitter"))
-
-    check()
-    outcomes.assert_both_seen()
+def nngp_posterior(x, y, x_test):
+    predictive = PROCESS.condition(x, y).predict(x_test)
+    return predictive.mean, predictive.variance, PROCESS.log_marginal_likelihood(x, y)
 
 
-@pytest.fixture(scope="module")
-def pfn() -> amortize.PFN:
+@functools.cache
+def shipped_pfn() -> amortize.PFN:
     return amortize.load(amortize.pretrained_model("gp-scale-free").folder)
 
 
-def test_pfn_predict_is_finite_or_refuses_by_name(pfn):
+def pfn_predictive(x, y, x_test):
+    predictive = amortize.predict(shipped_pfn(), x, y, x_test)
+    return predictive.mean, predictive.log_prob(np.zeros(len(x_test)))
+
+
+# (call on (x, y, x_test), the names its refusals may give): an ill-conditioned kernel
+# (inputs in the hundreds, in float32) names `jitter`.
+REGRESSION_ENTRY_POINTS = {
+    "nngp-posterior": (nngp_posterior, ("x", "y", "x_test", "jitter")),
+    "pfn-predict": (pfn_predictive, ("x_train", "y_train", "x_test")),
+}
+
+
+@pytest.mark.parametrize("entry", list(REGRESSION_ENTRY_POINTS))
+def test_regression_entry_point_is_finite_or_refuses_by_name(entry):
+    call, names = REGRESSION_ENTRY_POINTS[entry]
     outcomes = Outcomes()
 
     @COMPILING
     @given(data=regression_data())
     def check(data):
-        x, y, x_test = data
-
-        def call():
-            predictive = amortize.predict(pfn, x, y, x_test)
-            return predictive.mean, predictive.log_prob(np.zeros(len(x_test)))
-
-        outcomes.check(call, ("x_train", "y_train", "x_test"))
+        outcomes.check(lambda: call(*data), names)
 
     check()
     outcomes.assert_both_seen()

@@ -10,9 +10,8 @@ uninterrupted run would have.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -22,7 +21,6 @@ from jaxtyping import Array, PRNGKeyArray
 
 import probinfer
 from probinfer.amortize._training import (
-    CONFIG_FILE,
     MODEL_FILE,
     STATE_FILE,
     TrainStep,
@@ -32,11 +30,10 @@ from probinfer.amortize._training import (
     make_optimizer,
     read_saved_config,
     refuse_other_run,
-    save_leaves,
+    write_training_files,
 )
 from probinfer.amortize.distribution_transformer import DistributionTransformer
 from probinfer.amortize.dt_tasks import AbstractPosteriorTask, sample_examples, task_from_spec
-from probinfer.checkpoint import atomic_write
 from probinfer.driver import drive, progress_bar
 
 
@@ -140,16 +137,7 @@ def _initial_state(task: AbstractPosteriorTask, config: DTTrainingConfig) -> DTT
 
 def _save(folder: Path, state: DTTrainState, config: DTTrainingConfig, task_spec: dict) -> None:
     """Write the training state, the model alone and the config, each atomically."""
-    folder.mkdir(parents=True, exist_ok=True)
-    save_leaves(folder / STATE_FILE, state)
-    save_leaves(folder / MODEL_FILE, state.model)
-    payload = {"training": dataclasses.asdict(config), "task": task_spec,
-               "step": int(state.step), "library": probinfer.__version__}  # fmt: skip
-
-    def write_config(file: BinaryIO) -> None:
-        file.write(json.dumps(payload, indent=2).encode())
-
-    atomic_write(folder / CONFIG_FILE, write_config)
+    write_training_files(folder, state, {"training": dataclasses.asdict(config), "task": task_spec})
 
 
 def train_dt(

@@ -403,6 +403,28 @@ class TrainStep(NamedTuple):
         return (optax.apply_updates(params, updates), opt_state), loss
 
 
+def write_training_files(folder: Path, state: Any, settings: dict[str, Any]) -> None:
+    """Write a training checkpoint, each file atomically: the state and the model alone
+    (checksummed), then ``config.json`` with ``settings``, the step and the probinfer
+    version (what a resume must match: :func:`refuse_other_run`).
+
+    Args:
+        folder: the checkpoint folder (created if needed).
+        state: a training state with ``model`` and ``step``.
+        settings: the run's JSON-serialisable settings (``training``, ``prior`` or
+            ``task``, ...).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    save_leaves(folder / STATE_FILE, state)
+    save_leaves(folder / MODEL_FILE, state.model)
+    payload = {**settings, "step": int(state.step), "library": probinfer.__version__}
+
+    def write_config(file: BinaryIO) -> None:
+        file.write(json.dumps(payload, indent=2).encode())
+
+    atomic_write(folder / CONFIG_FILE, write_config)
+
+
 def save_checkpoint(
     folder: Path,
     state: TrainState,
@@ -411,19 +433,11 @@ def save_checkpoint(
     init_from: str | None = None,
 ) -> None:
     """Write the training state, the model alone, and the config, each atomically."""
-    folder.mkdir(parents=True, exist_ok=True)
-    save_leaves(folder / STATE_FILE, state)
-    save_leaves(folder / MODEL_FILE, state.model)
-    payload = {"training": dataclasses.asdict(config), "prior": prior_spec,
-               "num_features": state.model.num_features, "step": int(state.step),
-               "library": probinfer.__version__}  # fmt: skip
+    settings = {"training": dataclasses.asdict(config), "prior": prior_spec,
+                "num_features": state.model.num_features}  # fmt: skip
     if init_from is not None:
-        payload["init_from"] = init_from
-
-    def write_config(file: BinaryIO) -> None:
-        file.write(json.dumps(payload, indent=2).encode())
-
-    atomic_write(folder / CONFIG_FILE, write_config)
+        settings["init_from"] = init_from
+    write_training_files(folder, state, settings)
 
 
 def train(

@@ -256,12 +256,7 @@ def _run_staged(
                 new_state, record = step_fn.finish(key_step, state, work, index, shared)
                 new_work = begin(index + 1, new_state)
             new_group = _thinned_record(group, record, index, thin, combine_fn)
-            row, is_kept = i // thin, is_finishing & ((index + 1) % thin == 0)
-            rows = jax.tree.map(
-                lambda b, r: b.at[row].set(jnp.where(is_kept, r, b[row])),
-                buffers,
-                packing.pack(new_group),
-            )
+            rows = _keep_record(buffers, packing.pack(new_group), i, index, thin, is_finishing)
             return (
                 i + is_finishing.astype(i.dtype),
                 tree_where(is_finishing, new_state, state),
@@ -299,6 +294,20 @@ def _thinned_record(
     if combine_fn is None:
         return record
     return tree_where(index % thin == 0, record, combine_fn(group, record))
+
+
+def _keep_record(
+    buffers: PyTree,
+    record: PyTree,
+    i: Array,
+    index: Array,
+    thin: Array,
+    active: Array | bool = True,
+) -> PyTree:
+    """``buffers`` with ``record`` in row ``i // thin`` when step ``index`` (the chunk's
+    ``i``-th) ends its group of ``thin`` steps and ``active`` holds."""
+    row, is_kept = i // thin, active & ((index + 1) % thin == 0)
+    return jax.tree.map(lambda b, r: b.at[row].set(jnp.where(is_kept, r, b[row])), buffers, record)
 
 
 class _HostRecords:
@@ -424,10 +433,7 @@ def _run_chunk(
             index = start + i
             state, record = step(index, state)
             group = _thinned_record(group, record, index, thin, program.combine_fn)
-            row, is_kept = i // thin, (index + 1) % thin == 0
-            buffers = jax.tree.map(
-                lambda b, r: b.at[row].set(jnp.where(is_kept, r, b[row])), buffers, group
-            )
+            buffers = _keep_record(buffers, group, i, index, thin)
             return i + 1, state, buffers, group, is_done(state)
 
         carry = (jnp.asarray(0, start.dtype), state, buffers, group, is_done(state))
@@ -768,6 +774,7 @@ def drive(
         0,
     )
     chunk_size = check_count("chunk_size", chunk_size, 1)
+    first_step = check_count("first_step", first_step, 0)
     thin = check_count("thin", thin, 1)
     if thin > 1:
         if num_steps is None:
@@ -778,7 +785,7 @@ def drive(
         for name, value in (
             ("num_steps", total), ("chunk_size", chunk_size), ("first_step", first_step)
         ):  # fmt: skip
-            if check_count(name, value, 0) % thin:
+            if value % thin:
                 raise ValueError(
                     f"`{name}={value}` is not a multiple of `thin={thin}`; the records keep "
                     f"whole groups of `thin` steps, so pass a multiple of {thin}."
@@ -793,7 +800,7 @@ def drive(
             f"{-(-chunk_size // thin)}`."
         )
     # What the device counts in int32: the steps, the first one, a full chunk's steps.
-    largest = max(total, check_count("first_step", first_step, 0), chunk_rows * thin)
+    largest = max(total, first_step, chunk_rows * thin)
     if largest > MAX_STEPS:
         raise ValueError(
             f"a drive counts its steps in int32: {largest:,} steps (`num_steps`/`max_steps`, "
@@ -844,7 +851,6 @@ def drive(
         return jax.eval_shape(records, state, keys)
 
     step_axis = 0 if member_map is None else 1
-    first_step = check_count("first_step", first_step, 0)
     host = _HostRecords(step_axis, None if is_done_fn is not None else (total - first_step) // thin)
     done, seconds, is_finished, is_done = first_step, 0.0, first_step >= total, False
     folder = None if checkpoint is None else Path(checkpoint)
