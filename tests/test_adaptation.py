@@ -287,14 +287,19 @@ def mass_matrix_checks(is_dense, cov, seed=0):
 def test_adapted_mass_matrix_estimates_covariance(is_dense):
     """Chain-averaged dense matrix ~ covariance, diagonal one ~ variances (z = 5, ESS >= 400).
 
-    False-failure rate over 200 seeds (3,200 chains): dense 0/200, diag 0/200.
+    False-failure rate over seeds 0-199 (3,200 chains), fully optimized programs: with
+    NUTS's per-leaf draws from `jax.random`, dense 0/200 and diag 0/200; with the
+    counter-based draws of today, dense 1/200 (seed 0: z = 5.05 on [2,2], where the other
+    199 seeds' |z| stay below 3.9; every entry's z has the same mean and spread as
+    before, within 0.1) and diag 0/200. Hence seed 1.
     """
-    checks = mass_matrix_checks(is_dense, COV)
+    seed = 1
+    checks = mass_matrix_checks(is_dense, COV, seed)
     assert not failures(checks), "\n".join(str(c) for c in checks)
     # And each chain's own estimate is a usable preconditioner: whitened by the true
     # covariance, its eigenvalues (dense) or ratios (diagonal) stay within a factor 2 of 1
     # (worst of 3,200 chains over 200 seeds: 1.57 dense, 1.53 diagonal).
-    _, matrices = warmup_run(is_dense)
+    _, matrices = warmup_run(is_dense, seed)
     if is_dense:
         whiten = np.linalg.inv(np.linalg.cholesky(COV))
         ratios = np.linalg.eigvalsh(whiten[None] @ matrices @ whiten.T[None])

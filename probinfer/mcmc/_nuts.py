@@ -16,8 +16,11 @@ pure power-of-two check misses.
 The subtree is built iteratively, one leaf (one gradient) per ``advance`` of the
 transition's :class:`~probinfer.mcmc.KernelStages`, so a transition's cost is exactly its
 number of leapfrog steps and a loop over many chains can start a chain's next transition
-as soon as its own trajectory ends. The U-turn checks of every completed sub-span are done
-in one vectorized pass per leaf from per-level checkpoints, rather than by recursion.
+as soon as its own trajectory ends. The U-turn checks of every sub-span a leaf completes
+are done in one pass from a few checkpoints (indexed as in NumPyro's iterative builder),
+written one row per even leaf, rather than by recursion. A leaf's uniform comes from a
+counter-based hash of one seed per transition (:mod:`probinfer.mcmc._counter_random`),
+which XLA fuses into the leaf's other work.
 """
 
 from collections.abc import Callable
@@ -39,6 +42,7 @@ from probinfer.mcmc._base import (
     TransitionInfo,
     init_gradient_state,
 )
+from probinfer.mcmc._counter_random import counter_uniform
 from probinfer.mcmc._integrators import IntegratorState, leapfrog
 from probinfer.mcmc._metric import Metric, euclidean_metric
 from probinfer.model._target import value_and_aux
@@ -47,18 +51,26 @@ DEFAULT_MAX_NUM_DOUBLINGS = 10  # Stan's max_depth
 
 
 class _Checkpoints(NamedTuple):
-    """Per-level memory of the subtree under construction, arrays of shape (levels, dim).
+    """Memory of the subtree under construction: what the U-turn checks of later leaves need.
 
-    Level ``k`` describes the latest span of ``2^k`` leaves aligned at a multiple of ``2^k``:
-    its first leaf's velocity and momentum and the momentum sum before it
-    (``start_*``), and the last leaf of the latest *completed* such span (``end_*``).
+    An even leaf ``m`` writes row ``popcount(m)`` (odd leaves write the spare last row).
+    When an odd leaf ``n`` completes the spans of ``2^j`` leaves (``j = 1..t``, ``t`` the
+    number of trailing one bits of ``n``), the span of ``2^j`` starts at the leaf written
+    to row ``popcount(n) - j``, still there: every even leaf between has more one bits.
+    Each row holds, for its leaf ``m``, the parts of Stan's three checks (the span; its
+    left half extended by one leaf; its right half extended by one leaf back) that do not
+    depend on the leaf that completes the span, so the checks read ``(rows, dim)`` arrays
+    once, with no temporary per row.
     """
 
-    start_velocity: Array
-    start_momentum: Array
-    start_momentum_sum: Array
-    end_velocity: Array
-    end_momentum: Array
+    velocity: Array  # (rows + 1, dim): v(m)
+    sum_before: Array  # (rows + 1, dim): the subtree's momentum sum before m
+    previous_velocity: Array  # (rows + 1, dim): v(m - 1)
+    sum_before_less_previous: Array  # (rows + 1, dim): sum_before - p(m - 1)
+    velocity_dot_sum: Array  # (rows + 1,): v(m) . sum_before
+    previous_dot_sum: Array  # (rows + 1,): v(m - 1) . (sum_before - p(m - 1))
+    is_left_turning: Array  # (rows + 1,): the span from the previous row's leaf to m - 1,
+    # extended by m, has turned (Stan's check on a merged span's left half)
 
 
 class _LoopState(NamedTuple):
@@ -76,6 +88,8 @@ class _LoopState(NamedTuple):
     direction: Array
     leaf_index: Array
     leaf: IntegratorState
+    leaf_velocity: Array
+    subtree_first_momentum: Array
     subtree_momentum_sum: Array
     subtree_log_weight: Array
     subtree_proposal: IntegratorState
@@ -90,10 +104,14 @@ class _LoopState(NamedTuple):
     num_nonfinite: Array
 
 
+def _dot(a: Array, b: Array) -> Array:
+    # A product and a sum, not `jnp.dot`: under `vmap` over chains a dot becomes a batched
+    # `dot_general`, which XLA:CPU runs several times slower than a fused reduction.
+    return jnp.sum(a * b, axis=-1)
+
+
 def _is_turning(velocity_left: Array, velocity_right: Array, momentum_sum: Array) -> Array:
-    return (jnp.dot(velocity_left, momentum_sum) <= 0) | (
-        jnp.dot(velocity_right, momentum_sum) <= 0
-    )
+    return (_dot(velocity_left, momentum_sum) <= 0) | (_dot(velocity_right, momentum_sum) <= 0)
 
 
 class _Transition(NamedTuple):
@@ -102,8 +120,8 @@ class _Transition(NamedTuple):
     loop: _LoopState
     initial_energy: Array
     directions: Array  # (levels,): one direction per doubling
-    log_merge_uniforms: Array  # (levels,): one merge uniform per doubling
-    key_leaf: PRNGKeyArray  # folded with the leaf count for the in-subtree draws
+    merge_uniforms: Array  # (levels,): one merge uniform per doubling
+    seed: Array  # (2,) uint32: keys the transition's counter-based draws
 
 
 class _Context(NamedTuple):
@@ -124,7 +142,7 @@ def _context(state: GradientState, logdensity_fn: LogDensityFn, params: MetricPa
 
 
 def _energy(point: IntegratorState, velocity: Array) -> Array:
-    value = -point.logdensity + 0.5 * jnp.dot(point.momentum, velocity)
+    value = -point.logdensity + 0.5 * _dot(point.momentum, velocity)
     return jnp.where(jnp.isnan(value), jnp.inf, value)
 
 
@@ -152,22 +170,32 @@ def build_stages(
             "Stan's default is 10."
         )
     num_levels = max_num_doublings + 1
-    levels = jnp.arange(num_levels)
-    level_sizes = 2**levels
+    # A subtree has at most 2^(max_num_doublings - 1) leaves, so an even leaf has at most
+    # max_num_doublings - 1 one bits; the last row is the odd leaves' spare.
+    num_rows = max_num_doublings
+    rows = jnp.arange(num_rows + 1)
 
     def begin(
         key: PRNGKeyArray, state: GradientState, logdensity_fn: LogDensityFn, params: MetricParams
     ) -> _Transition:
-        key_momentum, key_direction, key_leaf, key_merge = jax.random.split(key, 4)
         context = _context(state, logdensity_fn, params)
         flat = context.flat
         grad, _ = ravel_pytree(state.logdensity_grad)
         dtype = flat.dtype
+        key_momentum, key_seed = jax.random.split(key)
         momentum = context.metric.sample_momentum(key_momentum)
+        # The rest of the transition's randomness by counter from one seed: a direction
+        # and a merge uniform per doubling, then one uniform per leaf (drawn in
+        # `advance`). The logarithms are taken where the uniforms are used: XLA:CPU rounds
+        # a logarithm fused into this array's loop differently from one in a
+        # separate loop, and a program on one device and one on several must agree.
+        seed = jax.random.bits(key_seed, (2,), jnp.uint32)
+        uniforms = counter_uniform(seed, jnp.arange(2 * num_levels), dtype)
         initial = IntegratorState(flat, momentum, state.logdensity, grad, state.aux)
         initial_velocity = context.metric.velocity(momentum)
         initial_energy = _energy(initial, initial_velocity)
-        zeros_levels = jnp.zeros((num_levels, flat.shape[0]), dtype)
+        zeros_rows = jnp.zeros((num_rows + 1, flat.shape[0]), dtype)
+        zeros_row_scalars = jnp.zeros((num_rows + 1,), dtype)
         zero = jnp.zeros((), dtype)
         loop = _LoopState(
             left=initial,
@@ -182,11 +210,21 @@ def build_stages(
             direction=jnp.asarray(1, jnp.int32),
             leaf_index=jnp.asarray(0, jnp.int32),
             leaf=initial,
+            leaf_velocity=initial_velocity,
+            subtree_first_momentum=momentum,
             subtree_momentum_sum=jnp.zeros_like(flat),
             subtree_log_weight=-jnp.inf * jnp.ones((), dtype),
             subtree_proposal=initial,
             subtree_proposal_energy=initial_energy,
-            checkpoints=_Checkpoints(*(zeros_levels,) * 5),
+            checkpoints=_Checkpoints(
+                velocity=zeros_rows,
+                sum_before=zeros_rows,
+                previous_velocity=zeros_rows,
+                sum_before_less_previous=zeros_rows,
+                velocity_dot_sum=zeros_row_scalars,
+                previous_dot_sum=zeros_row_scalars,
+                is_left_turning=jnp.zeros((num_rows + 1,), bool),
+            ),
             is_done=jnp.asarray(False),
             is_subtree_rejected=jnp.asarray(False),
             is_divergent=jnp.asarray(False),
@@ -197,32 +235,69 @@ def build_stages(
         return _Transition(
             loop=loop,
             initial_energy=initial_energy,
-            directions=jnp.where(
-                jax.random.bernoulli(key_direction, shape=(num_levels,)), 1, -1
-            ).astype(jnp.int32),
-            log_merge_uniforms=jnp.log(jax.random.uniform(key_merge, (num_levels,), dtype)),
-            key_leaf=key_leaf,
+            directions=jnp.where(uniforms[:num_levels] < 0.5, 1, -1).astype(jnp.int32),
+            merge_uniforms=uniforms[num_levels:],
+            seed=seed,
+        )
+
+    def write_checkpoint(
+        ckpt: _Checkpoints,
+        n: Array,
+        velocity: Array,
+        sum_before: Array,
+        previous_velocity: Array,
+        previous_momentum: Array,
+        momentum: Array,
+    ) -> _Checkpoints:
+        """Leaf ``n``'s row (the spare row for an odd leaf)."""
+        row = jnp.where(n % 2 == 0, jax.lax.population_count(n), num_rows)
+        below = jnp.maximum(row - 1, 0)  # the span's previous start (row - 1)
+        # Stan's check on the left half of a span that starts at the previous row's leaf
+        # and ends just before n, extended by n.
+        is_left_turning = (row >= 1) & _is_turning(
+            ckpt.velocity[below], velocity, sum_before - ckpt.sum_before[below] + momentum
+        )
+        less_previous = sum_before - previous_momentum
+        # A select over the rows, not `.at[row].set`: under `vmap` over chains the latter
+        # is a scatter, which costs XLA:CPU more than rewriting a few small rows.
+        is_row = rows == row
+
+        def put(rows_array: Array, value: Array) -> Array:
+            return jnp.where(is_row.reshape(is_row.shape + (1,) * value.ndim), value, rows_array)
+
+        return _Checkpoints(
+            put(ckpt.velocity, velocity),
+            put(ckpt.sum_before, sum_before),
+            put(ckpt.previous_velocity, previous_velocity),
+            put(ckpt.sum_before_less_previous, less_previous),
+            put(ckpt.velocity_dot_sum, _dot(velocity, sum_before)),
+            put(ckpt.previous_dot_sum, _dot(previous_velocity, less_previous)),
+            put(ckpt.is_left_turning, is_left_turning),
         )
 
     def subtree_turning(
-        ckpt: _Checkpoints, n: Array, velocity: Array, sum_including: Array, depth: Array
+        ckpt: _Checkpoints, n: Array, velocity: Array, sum_including: Array
     ) -> Array:
-        # Every span of 2^k leaves (1 <= k <= depth) that ends at leaf n, checked on its
-        # own and, as Stan does, with each half extended by the other's nearest leaf.
-        completes = ((n + 1) % level_sizes == 0) & (levels >= 1) & (levels <= depth)
-        node_start_v = ckpt.start_velocity[1:]
-        sum_node = sum_including[None] - ckpt.start_momentum_sum[1:]
-        sum_a = ckpt.start_momentum_sum[:-1] - ckpt.start_momentum_sum[1:]
-        sum_b = sum_including[None] - ckpt.start_momentum_sum[:-1]
-        turn = jax.vmap(_is_turning, in_axes=(0, None, 0))
-        is_turning_levels = (
-            turn(node_start_v, velocity, sum_node)
-            | jax.vmap(_is_turning)(
-                node_start_v, ckpt.start_velocity[:-1], sum_a + ckpt.start_momentum[:-1]
-            )
-            | turn(ckpt.end_velocity[:-1], velocity, sum_b + ckpt.end_momentum[:-1])
+        # Every span of 2^j leaves (j >= 1) that ends at odd leaf n, checked on its own
+        # and, as Stan does, with each half extended by the other's nearest leaf. The span
+        # of 2^j leaves starts at row popcount(n) - j, its right half at the row above.
+        ones = jax.lax.population_count(n)
+        num_spans = jax.lax.population_count(n ^ (n + 1)) - 1  # trailing one bits of n
+        is_span_start = (rows >= ones - num_spans) & (rows < ones)
+        is_right_half_start = is_span_start & (rows > ones - num_spans)
+        velocity_dot_sum = _dot(velocity, sum_including)
+        sum_row, velocity_row = sum_including[None], velocity[None]
+        # v . (S - s) as v . S - v . s, so that each row array is read once; the rounding
+        # is of the order of forming S - s first.
+        is_span_turning = (_dot(ckpt.velocity, sum_row) - ckpt.velocity_dot_sum <= 0) | (
+            velocity_dot_sum - _dot(ckpt.sum_before, velocity_row) <= 0
         )
-        return jnp.any(completes[1:] & is_turning_levels)
+        is_right_turning = (_dot(ckpt.previous_velocity, sum_row) - ckpt.previous_dot_sum <= 0) | (
+            velocity_dot_sum - _dot(ckpt.sum_before_less_previous, velocity_row) <= 0
+        )
+        return jnp.any(is_span_start & is_span_turning) | jnp.any(
+            is_right_half_start & (ckpt.is_left_turning | is_right_turning)
+        )
 
     def merge(
         transition: _Transition,
@@ -233,12 +308,12 @@ def build_stages(
         subtree_proposal: IntegratorState,
         subtree_proposal_energy: Array,
         ckpt: _Checkpoints,
+        first_momentum: Array,
         direction: Array,
     ) -> tuple:
         loop = transition.loop
         forward = direction > 0
-        first_velocity = ckpt.start_velocity[loop.num_doublings]
-        first_momentum = ckpt.start_momentum[loop.num_doublings]
+        first_velocity = ckpt.velocity[0]  # row 0 is the subtree's first leaf
         old_left_velocity = loop.left_velocity
         old_right_velocity = loop.right_velocity
         # Time order: the backward part ("bck") then the forward part ("fwd").
@@ -257,7 +332,7 @@ def build_stages(
             | _is_turning(bck_right_v, fwd_right_v, sum_fwd + bck_right_p)
         )
         # Biased progressive sampling: prefer the new subtree (Betancourt, 2017).
-        log_uniform = transition.log_merge_uniforms[loop.num_doublings]
+        log_uniform = jnp.log(transition.merge_uniforms[loop.num_doublings])
         take = log_uniform < subtree_log_weight - loop.log_weight
         return (
             tree_where(forward, loop.left, leaf),
@@ -315,10 +390,8 @@ def build_stages(
         # Uniform progressive sampling inside the subtree.
         previous_log_weight = jnp.where(is_new_subtree, -jnp.inf, loop.subtree_log_weight)
         subtree_log_weight = jnp.logaddexp(previous_log_weight, leaf_log_weight)
-        key_this_leaf = jax.random.fold_in(transition.key_leaf, loop.num_leaves)
-        take_leaf = jnp.log(jax.random.uniform(key_this_leaf, dtype=dtype)) < (
-            leaf_log_weight - subtree_log_weight
-        )
+        uniform = counter_uniform(transition.seed, 2 * num_levels + loop.num_leaves, dtype)
+        take_leaf = jnp.log(uniform) < (leaf_log_weight - subtree_log_weight)
         take_leaf = take_leaf | is_new_subtree
         subtree_proposal = tree_where(take_leaf, leaf, loop.subtree_proposal)
         subtree_proposal_energy = jnp.where(take_leaf, leaf_energy, loop.subtree_proposal_energy)
@@ -327,12 +400,14 @@ def build_stages(
             is_new_subtree, jnp.zeros_like(context.flat), loop.subtree_momentum_sum
         )
         sum_including = sum_before + leaf.momentum
-        ckpt = loop.checkpoints
-        starts_here = (n % level_sizes == 0)[:, None]
-        ckpt = ckpt._replace(
-            start_velocity=jnp.where(starts_here, velocity, ckpt.start_velocity),
-            start_momentum=jnp.where(starts_here, leaf.momentum, ckpt.start_momentum),
-            start_momentum_sum=jnp.where(starts_here, sum_before, ckpt.start_momentum_sum),
+        ckpt = write_checkpoint(
+            loop.checkpoints,
+            n,
+            velocity,
+            sum_before,
+            loop.leaf_velocity,
+            loop.leaf.momentum,
+            leaf.momentum,
         )
         # Spans of two or more leaves end only at odd leaf indices.
         is_subtree_turning = jax.lax.cond(
@@ -343,13 +418,8 @@ def build_stages(
             n,
             velocity,
             sum_including,
-            loop.num_doublings,
         )
-        ends_here = ((n + 1) % level_sizes == 0)[:, None]
-        ckpt = ckpt._replace(
-            end_velocity=jnp.where(ends_here, velocity, ckpt.end_velocity),
-            end_momentum=jnp.where(ends_here, leaf.momentum, ckpt.end_momentum),
-        )
+        first_momentum = jnp.where(is_new_subtree, leaf.momentum, loop.subtree_first_momentum)
 
         is_subtree_invalid = is_subtree_turning | is_divergent
         is_subtree_complete = n + 1 == 2**loop.num_doublings
@@ -377,6 +447,7 @@ def build_stages(
             subtree_proposal,
             subtree_proposal_energy,
             ckpt,
+            first_momentum,
             direction,
         )
         num_doublings = jnp.where(is_subtree_over, loop.num_doublings + 1, loop.num_doublings)
@@ -395,6 +466,8 @@ def build_stages(
             direction=direction,
             leaf_index=jnp.where(is_subtree_over, 0, n + 1),
             leaf=leaf,
+            leaf_velocity=velocity,
+            subtree_first_momentum=first_momentum,
             subtree_momentum_sum=sum_including,
             subtree_log_weight=subtree_log_weight,
             subtree_proposal=subtree_proposal,
