@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from probinfer.mcmc._counter_random import counter_uniform, threefry2x32
+from probinfer.mcmc._counter_random import counter_uniform, threefry2x32, uniform_from_bits
 
 
 @pytest.mark.parametrize("counter", [0, 1, 7, 2**31 + 5, 2**32 - 1])
@@ -33,3 +33,22 @@ def test_counter_uniforms_are_uniform_on_the_open_interval(dtype):
     assert scipy.stats.chisquare(counts).pvalue > 1e-4
     lag_correlation = np.corrcoef(draws[:-1], draws[1:])[0, 1]
     assert abs(lag_correlation) < 5 / np.sqrt(draws.size)
+
+
+@pytest.mark.parametrize(("dtype", "smallest"), [("float32", 2.0**-24), ("float64", 2.0**-53)])
+def test_bits_map_to_the_midpoints_of_equal_cells(dtype, smallest):
+    """All-zero and all-one bits give the ends of the open interval exactly, and in float64
+    both words matter (52 bits of resolution)."""
+    with jax.enable_x64(dtype == "float64"):
+        zero, ones = jnp.uint32(0), jnp.uint32(2**32 - 1)
+        ends = [
+            uniform_from_bits(zero, zero, jnp.dtype(dtype)),
+            uniform_from_bits(ones, ones, jnp.dtype(dtype)),
+        ]
+        assert [float(end) for end in ends] == [smallest, 1.0 - smallest]
+        if dtype == "float64":
+            lowest_bit = uniform_from_bits(jnp.uint32(1), zero, jnp.dtype(dtype))
+            high_word = uniform_from_bits(zero, jnp.uint32(2**12), jnp.dtype(dtype))
+            assert (
+                float(lowest_bit) == 3 * smallest and float(high_word) == (2**32 + 0.5) * 2.0**-52
+            )

@@ -128,12 +128,12 @@ def test_driver_reports_nonfinite_proposals_without_leaking_nan():
 # Draws of `pi.sample` (NUTS, window adaptation, float64, 3-d correlated Gaussian)
 # recorded on the CI's CPU type: a regression guard, not a truth. First recorded at
 # 796fc2a; re-recorded when a NUTS transition came to draw its in-trajectory uniforms by
-# counter from one seed (the U-turn checkpoints' new layout, before that, left every draw
-# and trajectory length of the 796fc2a recording unchanged). Its distribution is tested in
-# test_kernels.py. A change that moves any draw, step size or trajectory length fails
-# here: check the kernel's statistical tests before re-recording. The tolerance allows for
-# float64 rounding; on another CPU or a GPU, rounding can flip a U-turn decision, and the
-# test then needs its own recording.
+# counter from one seed and to split its key in two, not four. (The U-turn checkpoints'
+# new layout, before that, left every draw and trajectory length of the 796fc2a recording
+# unchanged.) Its distribution is tested in test_kernels.py. A change that moves any draw,
+# step size or trajectory length fails here: check the kernel's statistical tests before
+# re-recording. The tolerance allows for float64 rounding; on another CPU or a GPU,
+# rounding can flip a U-turn decision, and the test then needs its own recording.
 GOLDEN_DRAWS = [
     [
         [-0.3819328825589766, 0.5047951617916426, 1.259098631525995],
@@ -167,3 +167,39 @@ def test_draws_equal_the_recorded_golden_draws(chain_method):
         idata.sample_stats.step_size.values[:, 0], GOLDEN_STEP_SIZES, rtol=1e-9
     )
     np.testing.assert_allclose(idata.posterior.x.values, GOLDEN_DRAWS, rtol=1e-9, atol=1e-12)
+
+
+def test_checkpoint_rows_give_stans_checks():
+    """Replaying the row writes of subtrees of 2 to 512 leaves: at every odd leaf n the rows
+    checked are those of the first leaves of the spans n completes (Stan's merged spans),
+    the extended half-span checks pair each such span's first leaf with its right half's,
+    and the left-half flag written with a row was computed against that span's first leaf.
+    """
+    from probinfer.mcmc._nuts import checkpoint_row, span_rows
+
+    num_rows = 9  # max_num_doublings = 10
+    rows = jnp.arange(num_rows + 1)
+    leaves = jnp.arange(2**9)
+    written = np.asarray(jax.vmap(lambda n: checkpoint_row(n, num_rows))(leaves))
+    span_masks, half_masks = map(np.asarray, jax.vmap(lambda n: span_rows(n, rows))(leaves))
+    for size in 2 ** np.arange(1, 10):
+        leaf_in_row = {}
+        left_flag_against = {}  # leaf -> the leaf its left-half flag was computed against
+        for n in range(size):
+            if n % 2 == 0:
+                row = int(written[n])
+                if row >= 1:
+                    left_flag_against[n] = leaf_in_row[row - 1]
+                leaf_in_row[row] = n
+                assert not span_masks[n].any()
+                continue
+            assert written[n] == num_rows and not span_masks[n, num_rows]
+            trailing_ones = len(bin(n)) - len(bin(n).rstrip("1"))
+            starts = {n + 1 - 2**j for j in range(1, trailing_ones + 1)}
+            halves = {(n + 1 - 2**j, n + 1 - 2 ** (j - 1)) for j in range(2, trailing_ones + 1)}
+            assert {leaf_in_row[r] for r in np.flatnonzero(span_masks[n])} == starts
+            checked_halves = {
+                (leaf_in_row[r - 1], leaf_in_row[r]) for r in np.flatnonzero(half_masks[n])
+            }
+            assert checked_halves == halves
+            assert all(left_flag_against[mid] == start for start, mid in halves)

@@ -51,13 +51,31 @@ def counter_uniform(key: Array, counter: Array, dtype: jnp.dtype) -> Array:
     Args:
         key: ``(2,)`` uint32 (e.g. ``jax.random.bits(key, (2,), jnp.uint32)``).
         counter: integer array (e.g. a step count), taken modulo ``2^32``.
-        dtype: float64 (52 random bits) or another float type (23 bits, from float32).
+        dtype: float64 (52 random bits) or another float type (23 bits, through
+            float32; see :func:`uniform_from_bits`).
 
     Returns:
         Uniforms of ``counter``'s shape and ``dtype``.
     """
     counter = jnp.asarray(counter).astype(jnp.uint32)
     low, high = threefry2x32(key, (counter, jnp.zeros_like(counter)))
+    return uniform_from_bits(low, high, dtype)
+
+
+def uniform_from_bits(low: Array, high: Array, dtype: jnp.dtype) -> Array:
+    """Map 64 random bits to the midpoint of one of ``2^52`` (float64) or ``2^23`` (other
+    float types, through float32) equal cells of ``(0, 1)``.
+
+    Args:
+        low: uint32, the low word.
+        high: uint32, the high word (float64 only).
+        dtype: the result's float type. For float32 and float64 the ends are
+            ``2^-24, 1 - 2^-24`` and ``2^-53, 1 - 2^-53``; a half-precision type rounds
+            float32's values, so it can give 0 or 1.
+
+    Returns:
+        Uniforms of ``low``'s shape and ``dtype``.
+    """
     if jnp.dtype(dtype) == jnp.float64:
         # 52 bits: the top 20 of `high` and all of `low`; k + 1/2 is exact below 2^52.
         integer = (high >> np.uint32(12)).astype(jnp.float64) * 2.0**32 + low.astype(jnp.float64)

@@ -104,6 +104,24 @@ class _LoopState(NamedTuple):
     num_nonfinite: Array
 
 
+def checkpoint_row(leaf_index: Array, num_rows: int) -> Array:
+    """The checkpoint row a leaf writes: ``popcount(leaf_index)`` if even, else ``num_rows``."""
+    return jnp.where(leaf_index % 2 == 0, jax.lax.population_count(leaf_index), num_rows)
+
+
+def span_rows(leaf_index: Array, rows: Array) -> tuple[Array, Array]:
+    """Masks over ``rows`` for the checks at odd leaf ``n = leaf_index`` (see
+    :class:`_Checkpoints`): the rows holding the first leaf of each span of ``2^j`` leaves
+    that ``n`` completes (``j = 1..t``, row ``popcount(n) - j``), and among them those
+    that are also the first leaf of such a span's right half (``j >= 2``: the extended
+    half-span checks). Both are empty for an even leaf.
+    """
+    ones = jax.lax.population_count(leaf_index)
+    num_spans = jax.lax.population_count(leaf_index ^ (leaf_index + 1)) - 1  # trailing ones
+    is_span_start = (rows >= ones - num_spans) & (rows < ones)
+    return is_span_start, is_span_start & (rows > ones - num_spans)
+
+
 def _dot(a: Array, b: Array) -> Array:
     # A product and a sum, not `jnp.dot`: under `vmap` over chains a dot becomes a batched
     # `dot_general`, which XLA:CPU runs several times slower than a fused reduction.
@@ -170,9 +188,9 @@ def build_stages(
             "Stan's default is 10."
         )
     num_levels = max_num_doublings + 1
-    # A subtree has at most 2^(max_num_doublings - 1) leaves, so an even leaf has at most
-    # max_num_doublings - 1 one bits; the last row is the odd leaves' spare.
-    num_rows = max_num_doublings
+    # A subtree has at most 2^(max_num_doublings - 1) leaves, so an even leaf index has at
+    # most max_num_doublings - 2 one bits; one more row is the odd leaves' spare.
+    num_rows = max(max_num_doublings - 1, 1)
     rows = jnp.arange(num_rows + 1)
 
     def begin(
@@ -250,7 +268,7 @@ def build_stages(
         momentum: Array,
     ) -> _Checkpoints:
         """Leaf ``n``'s row (the spare row for an odd leaf)."""
-        row = jnp.where(n % 2 == 0, jax.lax.population_count(n), num_rows)
+        row = checkpoint_row(n, num_rows)
         below = jnp.maximum(row - 1, 0)  # the span's previous start (row - 1)
         # Stan's check on the left half of a span that starts at the previous row's leaf
         # and ends just before n, extended by n.
@@ -279,12 +297,8 @@ def build_stages(
         ckpt: _Checkpoints, n: Array, velocity: Array, sum_including: Array
     ) -> Array:
         # Every span of 2^j leaves (j >= 1) that ends at odd leaf n, checked on its own
-        # and, as Stan does, with each half extended by the other's nearest leaf. The span
-        # of 2^j leaves starts at row popcount(n) - j, its right half at the row above.
-        ones = jax.lax.population_count(n)
-        num_spans = jax.lax.population_count(n ^ (n + 1)) - 1  # trailing one bits of n
-        is_span_start = (rows >= ones - num_spans) & (rows < ones)
-        is_right_half_start = is_span_start & (rows > ones - num_spans)
+        # and, as Stan does, with each half extended by the other's nearest leaf.
+        is_span_start, is_right_half_start = span_rows(n, rows)
         velocity_dot_sum = _dot(velocity, sum_including)
         sum_row, velocity_row = sum_including[None], velocity[None]
         # v . (S - s) as v . S - v . s, so that each row array is read once; the rounding
