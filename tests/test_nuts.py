@@ -14,6 +14,7 @@ import pytest
 import probinfer as pi
 from probinfer import mcmc
 from probinfer.diagnostics import SamplingWarning
+from probinfer.mcmc._nuts import checkpoint_row, span_rows
 
 NUM_CHAINS = 8
 NUM_STEPS = 20
@@ -175,8 +176,6 @@ def test_checkpoint_rows_give_stans_checks():
     the extended half-span checks pair each such span's first leaf with its right half's,
     and the left-half flag written with a row was computed against that span's first leaf.
     """
-    from probinfer.mcmc._nuts import checkpoint_row, span_rows
-
     num_rows = 9  # max_num_doublings = 10
     rows = jnp.arange(num_rows + 1)
     leaves = jnp.arange(2**9)
