@@ -14,7 +14,13 @@ adaptation; only the settings named below differ from each library's defaults):
 
 - ``probinfer``: ``pi.sample(model, ..., method="nuts")`` with its defaults: dense inverse
   mass matrix when the flat dimension is <= 200 (so dense on every model here) and, on CPU,
-  ``chain_method="sequential"`` (``lax.map`` over chains inside one program).
+  ``chain_method="sequential"``: the chains split into equal groups, one ``lax.map``
+  program per group, the groups run at once from one host thread per usable core (2 here).
+- ``probinfer_1core``: the same on one thread (``PROBINFER_CPU_THREADS=1``): one program
+  maps all chains on one core, as the peers' programs run here. BlackJAX's and NumPyro's
+  defaults use one core on a one-device CPU; NumPyro's ``chain_method="parallel"`` needs
+  one device per chain (``numpyro.set_host_device_count`` before JAX starts), which a
+  process with one CPU device does not have.
 - ``probinfer_diag``: the same with ``metric="diag"``.
 - ``probinfer_vmap``: the same as ``probinfer`` with ``chain_method="vectorized"``.
 - ``blackjax``: ``blackjax.window_adaptation(blackjax.nuts, logdensity_fn)`` with its
@@ -130,6 +136,7 @@ DEFAULT_MODELS = (
 )
 SAMPLERS = (
     "probinfer",
+    "probinfer_1core",
     "probinfer_diag",
     "probinfer_vmap",
     "blackjax",
@@ -139,8 +146,13 @@ SAMPLERS = (
 )
 # One line per sampler: library, mass matrix, chain mapping (for the report).
 SAMPLER_NOTES = {
-    "probinfer": ("probinfer", "dense (default, dim <= 200)", "sequential (CPU default)"),
-    "probinfer_diag": ("probinfer", "diagonal", "sequential (CPU default)"),
+    "probinfer": (
+        "probinfer",
+        "dense (default, dim <= 200)",
+        "sequential, a thread per core (CPU default)",
+    ),
+    "probinfer_1core": ("probinfer", "dense (default, dim <= 200)", "sequential, one thread"),
+    "probinfer_diag": ("probinfer", "diagonal", "sequential, a thread per core (CPU default)"),
     "probinfer_vmap": ("probinfer", "dense (default, dim <= 200)", "vectorized"),
     "blackjax": ("blackjax", "diagonal (default)", "vmap"),
     "blackjax_dense": ("blackjax", "dense", "vmap"),
@@ -151,6 +163,8 @@ SAMPLER_NOTES = {
 RATIO_PAIRS = (
     ("probinfer", "blackjax", "library defaults"),
     ("probinfer", "numpyro", "library defaults"),
+    ("probinfer_1core", "blackjax", "library defaults, one core each"),
+    ("probinfer_1core", "numpyro", "library defaults, one core each"),
     ("probinfer", "blackjax_dense", "dense metric"),
     ("probinfer", "numpyro_dense", "dense metric"),
     ("probinfer_diag", "blackjax", "diagonal metric"),
@@ -286,11 +300,21 @@ Runner = Callable[[int], RawRun]
 
 
 def _probinfer_runner(
-    zoo_model: ModuleType, args: tuple, kwargs: dict, budget: Budget, settings: dict[str, Any]
+    zoo_model: ModuleType,
+    args: tuple,
+    kwargs: dict,
+    budget: Budget,
+    settings: dict[str, Any],
+    threads: int | None = None,
 ) -> Runner:
     import probinfer as pi
+    from probinfer.driver._threads import THREADS_VARIABLE
 
     def run(seed: int) -> RawRun:
+        if threads is None:
+            os.environ.pop(THREADS_VARIABLE, None)
+        else:
+            os.environ[THREADS_VARIABLE] = str(threads)
         tic = time.perf_counter()
         idata = pi.sample(
             zoo_model.model,
@@ -481,6 +505,8 @@ def make_runner(
     """
     if sampler == "probinfer":
         return _probinfer_runner(zoo_model, args, kwargs, budget, {})
+    if sampler == "probinfer_1core":
+        return _probinfer_runner(zoo_model, args, kwargs, budget, {}, threads=1)
     if sampler == "probinfer_diag":
         return _probinfer_runner(zoo_model, args, kwargs, budget, {"metric": "diag"})
     if sampler == "probinfer_vmap":

@@ -63,9 +63,10 @@ def _run_environment() -> dict[str, str]:
 def default_chain_method(method: str, num_chains: int) -> str:
     """How chains are mapped when the user does not say.
 
-    On CPU, NUTS chains run ``sequential`` inside one compiled program: vectorized NUTS
-    chains move in lock step and each pays for the longest trajectory of the group,
-    while on a CPU vectorizing a handful of chains buys little. On GPU/TPU, and for the
+    On CPU, NUTS chains run ``sequential`` (equal groups of chains run at once, one host
+    thread per usable core; see :mod:`probinfer.driver._threads`): vectorized NUTS chains
+    move in lock step and each pays for the longest trajectory of the group, while on a
+    CPU vectorizing a handful of chains buys little. On GPU/TPU, and for the
     fixed-cost kernels (RWM, MALA, HMC) everywhere, chains are ``vectorized``. With
     several devices (GPUs, or CPU devices made with
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N``) and a number of chains that

@@ -15,6 +15,7 @@ steps.
 """
 
 import dataclasses
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -317,6 +318,61 @@ def test_staged_steps_interleaved_give_the_same_records_without_lock_step():
 def test_interleave_needs_a_staged_step():
     with pytest.raises(ValueError, match="StagedStep"):
         drive(counter_step, jnp.zeros(()), jax.random.key(0), num_steps=3, interleave=True)
+
+
+def noisy_walk_step(key, state, step_index, shared):
+    state = state + jnp.sin(state) * shared + jax.random.normal(key, state.shape)
+    return state, {"position": state, "index": step_index}
+
+
+@pytest.mark.parametrize(("members", "threads", "groups"), [(4, 2, 2), (3, 2, 3), (4, 1, 1)])
+def test_sequential_members_run_in_thread_groups_with_the_same_results(
+    monkeypatch, members, threads, groups
+):
+    """Sequential members split into equal groups, each group's chunk run from a worker
+    thread, give bitwise the records and state of one program for all members."""
+    from probinfer.driver import _threads
+
+    settings = {"shared": jnp.asarray(0.3), "num_steps": 12, "chunk_size": 5}
+    state = jnp.linspace(-1.0, 1.0, members * 2).reshape(members, 2)
+    key = jax.random.key(11)
+    monkeypatch.setenv(_threads.THREADS_VARIABLE, "1")
+    alone = drive(noisy_walk_step, state, key, member_map="sequential", **settings)
+    seen = []  # (thread, members) of every group's chunk run
+    original = _drive.compiled_program
+
+    def watched_program(function, static, args, watch):
+        program = original(function, static, args, watch)
+
+        def run(*run_args):
+            members = jax.tree.leaves(run_args[0])[0].shape[0]
+            seen.append((threading.current_thread().name, members))
+            return program(*run_args)
+
+        return run
+
+    monkeypatch.setattr(_drive, "compiled_program", watched_program)
+    monkeypatch.setenv(_threads.THREADS_VARIABLE, str(threads))
+    grouped = drive(noisy_walk_step, state, key, member_map="sequential", **settings)
+    for name in ("position", "index"):
+        np.testing.assert_array_equal(grouped.records[name], alone.records[name])
+    np.testing.assert_array_equal(grouped.state, alone.state)
+    chunks = 3
+    assert len(seen) == (chunks * groups if groups > 1 else 0)
+    assert all(name.startswith("probinfer-members") for name, _ in seen)
+    assert all(size == members // groups for _, size in seen)
+
+
+def test_thread_count_from_the_environment_is_checked(monkeypatch):
+    from probinfer.driver import _threads
+
+    monkeypatch.setenv(_threads.THREADS_VARIABLE, "0")
+    with pytest.raises(ValueError, match="PROBINFER_CPU_THREADS='0' must be a positive integer"):
+        _threads.host_threads()
+    monkeypatch.setenv(_threads.THREADS_VARIABLE, "3")
+    assert _threads.host_threads() == 3
+    assert [_threads.member_groups(m, 2) for m in (1, 2, 4, 5, 8)] == [1, 2, 2, 5, 2]
+    assert [_threads.member_groups(m, 4) for m in (6, 12, 3)] == [6, 4, 3]
 
 
 @pytest.mark.four_devices

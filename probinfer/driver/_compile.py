@@ -9,6 +9,7 @@ and whatever its functions close over) alive.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -21,6 +22,8 @@ PyTree = Any
 MAX_COMPILED_PROGRAMS = 64
 TRACE_COUNTS: dict[str, int] = {}
 _COMPILED: OrderedDict[Any, Any] = OrderedDict()
+# Held while a program is looked up or compiled, so that threads share one cache.
+_LOCK = threading.RLock()
 
 
 class CompileWatch:
@@ -50,6 +53,40 @@ def _signature(tree: PyTree) -> tuple[Any, ...]:
     )
 
 
+def compiled_program(
+    function: Callable[..., Any],
+    static: tuple[Any, ...],
+    args: tuple[Any, ...],
+    watch: CompileWatch,
+) -> Any:
+    """The program of ``function(*static, *args)`` for these static values and arg shapes,
+    compiled on the first request (under the calling thread's JAX settings, e.g. x64).
+
+    Args:
+        function: a module-level function (part of the cache key).
+        static: hashable leading arguments, compiled in (target specs, settings).
+        args: array pytrees passed as values (only their shapes, dtypes and shardings count).
+        watch: accumulates the compile time.
+
+    Returns:
+        The compiled program; call it with ``*args``.
+    """
+    key = (function, static, _signature(args))
+    with _LOCK:
+        compiled = _COMPILED.get(key)
+        if compiled is None:
+            tic = time.perf_counter()
+            jitted = jax.jit(function, static_argnums=tuple(range(len(static))))
+            compiled = jitted.lower(*static, *args).compile()
+            watch.compile_seconds += time.perf_counter() - tic
+            _COMPILED[key] = compiled
+            while len(_COMPILED) > MAX_COMPILED_PROGRAMS:
+                _COMPILED.popitem(last=False)
+        else:
+            _COMPILED.move_to_end(key)
+    return compiled
+
+
 def call_compiled(
     function: Callable[..., Any],
     static: tuple[Any, ...],
@@ -67,21 +104,10 @@ def call_compiled(
     Returns:
         The function's output.
     """
-    key = (function, static, _signature(args))
-    compiled = _COMPILED.get(key)
-    if compiled is None:
-        tic = time.perf_counter()
-        jitted = jax.jit(function, static_argnums=tuple(range(len(static))))
-        compiled = jitted.lower(*static, *args).compile()
-        watch.compile_seconds += time.perf_counter() - tic
-        _COMPILED[key] = compiled
-        while len(_COMPILED) > MAX_COMPILED_PROGRAMS:
-            _COMPILED.popitem(last=False)
-    else:
-        _COMPILED.move_to_end(key)
-    return compiled(*args)
+    return compiled_program(function, static, args, watch)(*args)
 
 
 def clear_cache() -> None:
     """Forget every compiled program (the next run compiles again)."""
-    _COMPILED.clear()
+    with _LOCK:
+        _COMPILED.clear()

@@ -70,8 +70,9 @@ from probinfer.checkpoint import (
     save_progress,
     save_records,
 )
-from probinfer.driver._compile import CompileWatch, call_compiled, count_trace
+from probinfer.driver._compile import CompileWatch, call_compiled, compiled_program, count_trace
 from probinfer.driver._progress import ProgressReporter
+from probinfer.driver._threads import host_threads, member_groups, run_in_groups
 
 PyTree = Any
 StepFn = Callable[[PRNGKeyArray, PyTree, Array, PyTree], tuple[PyTree, PyTree]]
@@ -446,9 +447,16 @@ def _run_chunk(
     return state, buffers, next_start[0], done[0]
 
 
-def _dispatch(program: _ChunkProgram, watch: CompileWatch, *args: Any) -> Any:
-    """Run one chunk (the seam tests use to interrupt a run)."""
-    return call_compiled(_run_chunk, (program,), args, watch)
+def _dispatch(program: _ChunkProgram, watch: CompileWatch, num_groups: int, *args: Any) -> Any:
+    """Run one chunk, its members split into ``num_groups`` groups run at once from host
+    threads when there are several (the seam tests use to interrupt a run)."""
+    if num_groups == 1:
+        return call_compiled(_run_chunk, (program,), args, watch)
+
+    def group_program(group_args: tuple[Any, ...]) -> Any:
+        return compiled_program(_run_chunk, (program,), group_args, watch)
+
+    return run_in_groups(group_program, watch, num_groups, *args)
 
 
 def population_sharding(mesh: jax.sharding.Mesh, tree: PyTree, population_size: int) -> PyTree:
@@ -833,6 +841,14 @@ def drive(
 
     state, keys = place(state, keys)
     shared = jax.tree.map(jnp.asarray, shared)
+    num_groups = 1
+    if (
+        member_map == "sequential"
+        and mesh is None
+        and jax.process_count() == 1
+        and jax.default_backend() == "cpu"
+    ):
+        num_groups = member_groups(_leading_size(state), host_threads())
 
     def select(buffers: PyTree) -> PyTree:
         return buffers if record_fn is None else record_fn(buffers)
@@ -912,8 +928,8 @@ def drive(
 
         while done < total:
             state, buffers, next_start, _ = _dispatch(
-                program, watch, state, keys, shared, next_start, total_device, full_chunk,
-                thin_device,
+                program, watch, num_groups, state, keys, shared, next_start, total_device,
+                full_chunk, thin_device,
             )  # fmt: skip
             count = min(chunk_rows * thin, total - done)
             records = select(buffers)
@@ -932,8 +948,8 @@ def drive(
         dispatched = None
         if not is_finished and dispatched_until < total:
             state, buffers, next_start, done_flag = _dispatch(
-                program, watch, state, keys, shared, next_start, total_device, steps_per_chunk,
-                thin_device,
+                program, watch, num_groups, state, keys, shared, next_start, total_device,
+                steps_per_chunk, thin_device,
             )  # fmt: skip
             dispatched = (state, buffers, next_start, done_flag)
             if is_done_fn is None:  # a fixed step count: the chunk's end is known
