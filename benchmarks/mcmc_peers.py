@@ -308,27 +308,32 @@ def _probinfer_runner(
     threads: int | None = None,
 ) -> Runner:
     import probinfer as pi
-    from probinfer.driver._threads import THREADS_VARIABLE
+    from probinfer.driver import THREADS_VARIABLE
 
     def run(seed: int) -> RawRun:
-        if threads is None:
-            os.environ.pop(THREADS_VARIABLE, None)
-        else:
+        saved = os.environ.get(THREADS_VARIABLE)
+        if threads is not None:
             os.environ[THREADS_VARIABLE] = str(threads)
-        tic = time.perf_counter()
-        idata = pi.sample(
-            zoo_model.model,
-            *args,
-            method="nuts",
-            chains=budget.chains,
-            warmup=budget.warmup,
-            draws=budget.draws,
-            seed=seed,
-            progress=False,
-            **settings,
-            **kwargs,
-        )
-        toc = time.perf_counter()
+        try:
+            tic = time.perf_counter()
+            idata = pi.sample(
+                zoo_model.model,
+                *args,
+                method="nuts",
+                chains=budget.chains,
+                warmup=budget.warmup,
+                draws=budget.draws,
+                seed=seed,
+                progress=False,
+                **settings,
+                **kwargs,
+            )
+            toc = time.perf_counter()
+        finally:
+            if saved is None:
+                os.environ.pop(THREADS_VARIABLE, None)
+            else:
+                os.environ[THREADS_VARIABLE] = saved
         stats = idata.sample_stats
         return RawRun(
             draws={name: np.asarray(idata.posterior[name].values) for name in idata.posterior},
@@ -801,6 +806,7 @@ def machine_description(x64_models: Sequence[str]) -> dict[str, Any]:
 
     import probinfer
     from probinfer.bench import machine_description as probinfer_machine
+    from probinfer.driver import host_threads
 
     cpu = probinfer_machine()["cpu"]
     try:
@@ -820,6 +826,7 @@ def machine_description(x64_models: Sequence[str]) -> dict[str, Any]:
         "cpu": cpu,
         "logical_cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "probinfer_threads": host_threads(),
         "load_average_at_start": list(os.getloadavg()),
         "platform": platform.platform(),
         "python": sys.version.split()[0],
@@ -891,7 +898,8 @@ def markdown_report(
         "",
         f"- Date: {machine['date']}; total benchmark wall time {total_seconds:.0f} s",
         f"- Machine: {machine['cpu']}, {machine['logical_cores']} logical cores "
-        f"({machine['usable_cores']} usable), backend {machine['jax_backend']}, "
+        f"({machine['usable_cores']} usable; probinfer's sequential chains on "
+        f"{machine.get('probinfer_threads', 1)} host thread(s)), backend {machine['jax_backend']}, "
         f"load average at start {', '.join(f'{x:.2f}' for x in machine['load_average_at_start'])}"
         + (
             f"; {machine['background_load_processes']} busy-looping background process(es) "

@@ -4,11 +4,14 @@ Run::
 
     .venv/bin/python benchmarks/scale.py \
         [--chains 4,8,16,32,64,128,256] [--models eight_schools_noncentered,neals_funnel] \
-        [--repeats 2] [--out benchmarks/results/scale]
+        [--repeats 2] [--threads 1] [--out benchmarks/results/scale]
 
 Three ways to run ``C`` NUTS chains in one program (``pi.sample(..., chain_method=...)``):
 
-- ``sequential``: ``lax.map`` over chains; each pays for its own trajectories only.
+- ``sequential``: ``lax.map`` over chains; each pays for its own trajectories only. This
+  script runs it on one host thread (``PROBINFER_CPU_THREADS=1`` unless ``--threads``
+  says otherwise), so that the three modes compare one program each; ``pi.sample``'s
+  default runs equal groups of sequential chains at once, a thread per usable core.
 - ``lock_step``: ``vmap`` over chains, each transition run whole: every transition costs
   the longest trajectory of the group.
 - ``interleaved``: ``vmap`` over chains as one flat loop of leapfrog steps
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -138,7 +142,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/scale"))
     parser.add_argument("--modes", default=",".join(MODES), help="a subset of " + ",".join(MODES))
+    parser.add_argument("--threads", type=int, default=1, help="host threads for sequential chains")
     options = parser.parse_args()
+    from probinfer.driver import THREADS_VARIABLE
+
+    os.environ[THREADS_VARIABLE] = str(options.threads)
     modes = options.modes.split(",")
     if not set(modes) <= set(MODES):
         parser.error(f"--modes: choose from {','.join(MODES)}")

@@ -325,19 +325,34 @@ def noisy_walk_step(key, state, step_index, shared):
     return state, {"position": state, "index": step_index}
 
 
+def sum_positions(group, record):
+    return {"position": group["position"] + record["position"], "index": record["index"]}
+
+
+cpu_only = pytest.mark.skipif(
+    jax.default_backend() != "cpu", reason="sequential members are grouped on CPU only"
+)
+
+
+@cpu_only
 @pytest.mark.parametrize(("members", "threads", "groups"), [(4, 2, 2), (3, 2, 3), (4, 1, 1)])
 def test_sequential_members_run_in_thread_groups_with_the_same_results(
-    monkeypatch, members, threads, groups
+    monkeypatch, tmp_path, interrupt_after, members, threads, groups
 ):
     """Sequential members split into equal groups, each group's chunk run from a worker
-    thread, give bitwise the records and state of one program for all members."""
+    thread, give bitwise the records and state of one program for all members: records
+    kept on the device, reported chunk by chunk, thinned and combined, and a run
+    interrupted under one thread count and resumed under another."""
     from probinfer.driver import _threads
 
-    settings = {"shared": jnp.asarray(0.3), "num_steps": 12, "chunk_size": 5}
+    settings = {
+        "shared": jnp.asarray(0.3), "num_steps": 12, "chunk_size": 4, "member_map": "sequential",
+        "thin": 2, "combine_fn": sum_positions,
+    }  # fmt: skip
     state = jnp.linspace(-1.0, 1.0, members * 2).reshape(members, 2)
     key = jax.random.key(11)
     monkeypatch.setenv(_threads.THREADS_VARIABLE, "1")
-    alone = drive(noisy_walk_step, state, key, member_map="sequential", **settings)
+    alone = drive(noisy_walk_step, state, key, **settings)
     seen = []  # (thread, members) of every group's chunk run
     original = _drive.compiled_program
 
@@ -345,34 +360,81 @@ def test_sequential_members_run_in_thread_groups_with_the_same_results(
         program = original(function, static, args, watch)
 
         def run(*run_args):
-            members = jax.tree.leaves(run_args[0])[0].shape[0]
-            seen.append((threading.current_thread().name, members))
+            size = jax.tree.leaves(run_args[0])[0].shape[0]
+            seen.append((threading.current_thread().name, size))
             return program(*run_args)
 
         return run
 
     monkeypatch.setattr(_drive, "compiled_program", watched_program)
     monkeypatch.setenv(_threads.THREADS_VARIABLE, str(threads))
-    grouped = drive(noisy_walk_step, state, key, member_map="sequential", **settings)
-    for name in ("position", "index"):
-        np.testing.assert_array_equal(grouped.records[name], alone.records[name])
-    np.testing.assert_array_equal(grouped.state, alone.state)
-    chunks = 3
+    grouped = drive(noisy_walk_step, state, key, **settings)
+    ends = []
+    hooked = drive(noisy_walk_step, state, key, after_chunk_fn=lambda _, end: ends.append(end),
+                   **settings)  # fmt: skip
+    with interrupt_after(1):
+        drive(noisy_walk_step, state, key, checkpoint=tmp_path, **settings)
+    monkeypatch.setenv(_threads.THREADS_VARIABLE, "1")
+    resumed = drive(noisy_walk_step, state, key, checkpoint=tmp_path, **settings)
+    assert ends == [4, 8, 12]
+    for result in (grouped, hooked, resumed):
+        for name in ("position", "index"):
+            np.testing.assert_array_equal(result.records[name], alone.records[name])
+        np.testing.assert_array_equal(result.state, alone.state)
+    chunks = 3 + 3 + 1  # kept on the device, hooked, the interrupted run's first chunk
     assert len(seen) == (chunks * groups if groups > 1 else 0)
     assert all(name.startswith("probinfer-members") for name, _ in seen)
     assert all(size == members // groups for _, size in seen)
 
 
+@cpu_only
+@pytest.mark.parametrize("chains", [3, 4])
+def test_nuts_chains_grouped_over_threads_give_the_single_thread_draws(monkeypatch, chains):
+    """Bitwise, including groups of one chain (3 chains on 2 threads)."""
+    from probinfer.driver import THREADS_VARIABLE
+
+    settings = {"chains": chains, "warmup": 30, "draws": 20, "progress": False, "seed": 5}
+    runs = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv(THREADS_VARIABLE, threads)
+        runs.append(pi.sample(model, Y, chain_method="sequential", **settings))
+    for name in ("mu", "sigma"):
+        np.testing.assert_array_equal(
+            runs[1].posterior[name].values, runs[0].posterior[name].values
+        )
+    np.testing.assert_array_equal(
+        runs[1].sample_stats.n_steps.values, runs[0].sample_stats.n_steps.values
+    )
+
+
 def test_thread_count_from_the_environment_is_checked(monkeypatch):
     from probinfer.driver import _threads
 
-    monkeypatch.setenv(_threads.THREADS_VARIABLE, "0")
-    with pytest.raises(ValueError, match="PROBINFER_CPU_THREADS='0' must be a positive integer"):
-        _threads.host_threads()
+    for bad in ("0", "two", "²"):
+        monkeypatch.setenv(_threads.THREADS_VARIABLE, bad)
+        with pytest.raises(ValueError, match="PROBINFER_CPU_THREADS=.* must be a positive integer"):
+            _threads.host_threads()
     monkeypatch.setenv(_threads.THREADS_VARIABLE, "3")
     assert _threads.host_threads() == 3
+    # Groups x rounds as small as can be, the fewest groups on a tie.
     assert [_threads.member_groups(m, 2) for m in (1, 2, 4, 5, 8)] == [1, 2, 2, 5, 2]
-    assert [_threads.member_groups(m, 4) for m in (6, 12, 3)] == [6, 4, 3]
+    assert [_threads.member_groups(m, 3) for m in (8, 6)] == [8, 3]
+    assert [_threads.member_groups(m, 4) for m in (6, 12, 3, 10)] == [3, 4, 3, 10]
+    assert _threads.member_groups(4, 1) == 1
+
+
+def test_members_are_not_grouped_under_debug_nans(monkeypatch):
+    """JAX checks a program's outputs for NaN only on the thread that asked for it."""
+    from probinfer.driver import _threads
+
+    monkeypatch.setenv(_threads.THREADS_VARIABLE, "2")
+    state = jnp.zeros((4, 2))
+    assert _threads.groups_for("sequential", 4, state) == (
+        2 if jax.default_backend() == "cpu" else 1
+    )
+    with jax.debug_nans(True):
+        assert _threads.groups_for("sequential", 4, state) == 1
+    assert _threads.groups_for("vectorized", 4, state) == 1
 
 
 @pytest.mark.four_devices

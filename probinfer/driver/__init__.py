@@ -26,6 +26,7 @@ from probinfer.driver._drive import (
     to_host,
 )
 from probinfer.driver._progress import ProgressReporter, progress_bar
+from probinfer.driver._threads import THREADS_VARIABLE, host_threads
 
 __all__ = [
     "MAX_COMPILED_PROGRAMS",
@@ -37,12 +38,14 @@ __all__ = [
     "DriveResult",
     "DriveStatus",
     "ProgressReporter",
+    "THREADS_VARIABLE",
     "StagedStep",
     "any_member",
     "call_compiled",
     "clear_cache",
     "count_trace",
     "drive",
+    "host_threads",
     "map_members",
     "member_cond",
     "population_sharding",

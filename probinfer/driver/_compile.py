@@ -22,8 +22,8 @@ PyTree = Any
 MAX_COMPILED_PROGRAMS = 64
 TRACE_COUNTS: dict[str, int] = {}
 _COMPILED: OrderedDict[Any, Any] = OrderedDict()
-# Held while a program is looked up or compiled, so that threads share one cache.
-_LOCK = threading.RLock()
+# Held while the cache is read or written, so that threads may share it.
+_LOCK = threading.Lock()
 
 
 class CompileWatch:
@@ -74,16 +74,17 @@ def compiled_program(
     key = (function, static, _signature(args))
     with _LOCK:
         compiled = _COMPILED.get(key)
-        if compiled is None:
-            tic = time.perf_counter()
-            jitted = jax.jit(function, static_argnums=tuple(range(len(static))))
-            compiled = jitted.lower(*static, *args).compile()
-            watch.compile_seconds += time.perf_counter() - tic
-            _COMPILED[key] = compiled
-            while len(_COMPILED) > MAX_COMPILED_PROGRAMS:
-                _COMPILED.popitem(last=False)
-        else:
+        if compiled is not None:
             _COMPILED.move_to_end(key)
+            return compiled
+    tic = time.perf_counter()
+    jitted = jax.jit(function, static_argnums=tuple(range(len(static))))
+    compiled = jitted.lower(*static, *args).compile()
+    watch.compile_seconds += time.perf_counter() - tic
+    with _LOCK:
+        _COMPILED[key] = compiled
+        while len(_COMPILED) > MAX_COMPILED_PROGRAMS:
+            _COMPILED.popitem(last=False)
     return compiled
 
 

@@ -6,7 +6,9 @@ chunk one compiled program (a ``while_loop``: a short last chunk, or one that st
 because ``is_done_fn`` says so, reuses the same program). Between chunks it fetches the
 chunk's records to the host, moves the progress bar and writes a checkpoint. One chunk is
 kept in flight: the next is dispatched before the previous one's records are fetched, so
-host work overlaps device work. A drive of a fixed step count in one process, with no
+host work overlaps device work (except for groups of sequential members run from host
+threads, see :mod:`probinfer.driver._threads`: their chunk returns when it has run, and is
+reported at once). A drive of a fixed step count in one process, with no
 progress bar, checkpoint or ``after_chunk_fn``, dispatches every chunk at once (each as
 long as its buffer) and fetches the records in one transfer at the end.
 
@@ -72,7 +74,7 @@ from probinfer.checkpoint import (
 )
 from probinfer.driver._compile import CompileWatch, call_compiled, compiled_program, count_trace
 from probinfer.driver._progress import ProgressReporter
-from probinfer.driver._threads import host_threads, member_groups, run_in_groups
+from probinfer.driver._threads import groups_for, run_in_groups
 
 PyTree = Any
 StepFn = Callable[[PRNGKeyArray, PyTree, Array, PyTree], tuple[PyTree, PyTree]]
@@ -842,13 +844,8 @@ def drive(
     state, keys = place(state, keys)
     shared = jax.tree.map(jnp.asarray, shared)
     num_groups = 1
-    if (
-        member_map == "sequential"
-        and mesh is None
-        and jax.process_count() == 1
-        and jax.default_backend() == "cpu"
-    ):
-        num_groups = member_groups(_leading_size(state), host_threads())
+    if member_map is not None and mesh is None:
+        num_groups = groups_for(member_map, _leading_size(state), state)
 
     def select(buffers: PyTree) -> PyTree:
         return buffers if record_fn is None else record_fn(buffers)
@@ -954,6 +951,8 @@ def drive(
             dispatched = (state, buffers, next_start, done_flag)
             if is_done_fn is None:  # a fixed step count: the chunk's end is known
                 dispatched_until = min(total, dispatched_until + chunk_size)
+            if num_groups > 1:  # the groups' dispatch returns when they have run: no overlap
+                pending, dispatched = dispatched, None
         if pending is not None:
             chunk_state, buffers, chunk_end, done_flag = pending
             chunk_end, is_done = int(chunk_end), bool(done_flag)

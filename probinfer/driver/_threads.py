@@ -31,6 +31,7 @@ from probinfer.driver._compile import CompileWatch, call_compiled
 PyTree = Any
 THREADS_VARIABLE = "PROBINFER_CPU_THREADS"
 _POOL: ThreadPoolExecutor | None = None
+_POOL_THREADS = 0
 _POOL_LOCK = threading.Lock()
 
 
@@ -38,19 +39,24 @@ def host_threads() -> int:
     """Host threads that run groups of sequential members at once.
 
     Returns:
-        ``PROBINFER_CPU_THREADS`` if set, else the cores this process may use.
+        ``PROBINFER_CPU_THREADS`` if set, else the cores this process may use (its CPU
+        affinity; a container's CPU quota is not read: set the variable there).
 
     Raises:
         ValueError: if ``PROBINFER_CPU_THREADS`` is not a positive integer.
     """
     value = os.environ.get(THREADS_VARIABLE)
     if value is not None:
-        if not value.strip().isdigit() or int(value) < 1:
+        try:
+            threads = int(value)
+        except ValueError:
+            threads = 0
+        if threads < 1:
             raise ValueError(
                 f"{THREADS_VARIABLE}={value!r} must be a positive integer (1 runs sequential "
                 "chains on one thread); unset it to use every usable core."
             )
-        return int(value)
+        return threads
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
@@ -64,15 +70,48 @@ def member_groups(num_members: int, threads: int) -> int:
         threads: threads available (:func:`host_threads`).
 
     Returns:
-        The number of groups: the fewest equal groups that keep every thread busy
-        (``num_members`` groups of one when no larger equal size does), or 1 when there
-        is one thread or one member.
+        The number of groups whose members finish soonest when each thread runs one group
+        at a time (group size times rounds of groups), the fewest such groups on a tie:
+        4 members on 2 threads make 2 groups, 5 make 5, 8 on 3 threads make 8. 1 when
+        there is one thread or one member.
     """
-    busy = min(threads, num_members)
-    if busy <= 1:
+    if min(threads, num_members) <= 1:
         return 1
-    size = next(s for s in range(num_members // busy, 0, -1) if num_members % s == 0)
+    sizes = [s for s in range(num_members, 0, -1) if num_members % s == 0]
+    size = min(sizes, key=lambda s: s * -(-(num_members // s) // threads))  # first: largest
     return num_members // size
+
+
+def groups_for(member_map: str | None, num_members: int, state: PyTree) -> int:
+    """How many groups of members a drive runs at once from host threads (1: none).
+
+    Only ``sequential`` members whose state lies on one CPU device of a single-process run
+    are grouped, and not while ``jax.debug_nans``/``jax.debug_infs`` is on: JAX checks
+    a program's outputs only on the thread that set it.
+
+    Args:
+        member_map: the drive's member map.
+        num_members: members of the drive.
+        state: their state (the member axis first).
+
+    Returns:
+        The number of groups (see :func:`member_groups`).
+    """
+    if (
+        member_map != "sequential"
+        or jax.process_count() > 1
+        or getattr(jax.config, "jax_debug_nans")  # noqa: B009 (typed config lacks them)
+        or getattr(jax.config, "jax_debug_infs")  # noqa: B009
+    ):
+        return 1
+    for leaf in jax.tree.leaves(state):
+        devices = getattr(leaf, "sharding", None)
+        devices = None if devices is None else devices.device_set
+        if devices is not None and (len(devices) != 1 or next(iter(devices)).platform != "cpu"):
+            return 1
+    if jax.default_backend() != "cpu":
+        return 1
+    return member_groups(num_members, host_threads())
 
 
 def _split(num_groups: int, tree: PyTree) -> list[PyTree]:
@@ -86,12 +125,25 @@ def _join(parts: list[PyTree]) -> PyTree:
     return jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts)
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """The worker pool, made again when the thread count asked for changes."""
+    global _POOL, _POOL_THREADS
     with _POOL_LOCK:
-        if _POOL is None:
-            _POOL = ThreadPoolExecutor(host_threads(), thread_name_prefix="probinfer-members")
+        if _POOL is None or _POOL_THREADS != threads:
+            if _POOL is not None:
+                _POOL.shutdown(wait=False)
+            _POOL = ThreadPoolExecutor(threads, thread_name_prefix="probinfer-members")
+            _POOL_THREADS = threads
         return _POOL
+
+
+def _forget_pool() -> None:
+    global _POOL
+    _POOL = None  # a forked child has the parent's pool object but none of its threads
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def run_in_groups(
@@ -128,7 +180,7 @@ def run_in_groups(
         # Blocking here keeps this group's program on this thread until it has run.
         return jax.block_until_ready(program(*args))
 
-    outputs = list(_pool().map(run, parts))
+    outputs = list(_pool(min(host_threads(), num_groups)).map(run, parts))
     joined_state, joined_records = call_compiled(
         _join, (), ([(out[0], out[1]) for out in outputs],), watch
     )
