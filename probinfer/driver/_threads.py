@@ -97,12 +97,10 @@ def groups_for(member_map: str | None, num_members: int, state: PyTree) -> int:
     Returns:
         The number of groups (see :func:`member_groups`).
     """
-    if (
-        member_map != "sequential"
-        or jax.process_count() > 1
-        or getattr(jax.config, "jax_debug_nans")  # noqa: B009 (typed config lacks them)
-        or getattr(jax.config, "jax_debug_infs")  # noqa: B009
-    ):
+    if member_map != "sequential" or jax.process_count() > 1:
+        return 1
+    settings = jax.config.values  # this thread's values, `with jax.debug_nans(...)` included
+    if settings["jax_debug_nans"] or settings["jax_debug_infs"]:
         return 1
     for leaf in jax.tree.leaves(state):
         devices = getattr(leaf, "sharding", None)
