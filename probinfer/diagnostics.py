@@ -13,6 +13,8 @@ that a Stan user would be warned about; :func:`probinfer.sample` issues each as 
 the ranks with the exact rank-ECDF test (:func:`rank_ecdf_test`; ``probinfer._calibration``).
 """
 
+import itertools
+from collections.abc import Iterator
 from typing import Any, NamedTuple, cast
 
 import arviz as az
@@ -179,6 +181,25 @@ def _component_convergence(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     )
 
 
+def _column_blocks(sites: list[np.ndarray], block: int) -> Iterator[np.ndarray]:
+    """The columns of ``(chain, draw, k_i)`` arrays, in order, as float64 ``(chain, draw,
+    <= block)`` arrays, copied one block at a time (never all at once)."""
+    pending: list[np.ndarray] = []
+    size = 0
+    for columns in sites:
+        start = 0
+        while start < columns.shape[2]:
+            part = columns[:, :, start : start + block - size]
+            pending.append(part)
+            size += part.shape[2]
+            start += part.shape[2]
+            if size == block:
+                yield np.concatenate(pending, axis=2, dtype=np.float64)
+                pending, size = [], 0
+    if size:
+        yield np.concatenate(pending, axis=2, dtype=np.float64)
+
+
 def convergence(posterior: Any) -> Convergence:
     """R-hat and bulk/tail ESS of every scalar component of a posterior.
 
@@ -212,23 +233,27 @@ def convergence(posterior: Any) -> Convergence:
     """
     # A dict of arrays, or a Dataset (xarray comes with ArviZ; it is not imported here).
     items = posterior.items() if isinstance(posterior, dict) else posterior.data_vars.items()
-    results, labels = [], []
+    sites, labels = [], []
     for name, array in items:
         values = np.asarray(getattr(array, "values", array))
-        num_chains, num_draws = values.shape[:2]
         labels += [
             f"'{name}'[{', '.join(map(str, index))}]" if index else f"'{name}'"
             for index in np.ndindex(*values.shape[2:])
         ]
-        columns = values.reshape(num_chains, num_draws, -1)
+        sites.append(values.reshape(*values.shape[:2], -1))
+    results = []
+    # Neighbouring sites with the same chains and draws are processed as one array: the
+    # fixed cost per call (FFTs, ranks) is most of the time on small models (eight schools:
+    # 0.06 s in four calls, one per site).
+    for (num_chains, num_draws), group in itertools.groupby(sites, key=lambda c: c.shape[:2]):
+        group = list(group)
         if num_draws < 4:
-            results.append(np.full((3, columns.shape[2]), np.nan))
+            results.append(np.full((3, sum(c.shape[2] for c in group)), np.nan))
             continue
         block = max(1, CONVERGENCE_BLOCK_VALUES // (num_chains * num_draws))
-        for start in range(0, columns.shape[2], block):
-            x = columns[:, :, start : start + block].astype(np.float64)
+        for x in _column_blocks(group, block):
             results.append(np.stack(_component_convergence(x)))
-    if not results:  # only empty sites
+    if not results:  # no sites
         return Convergence(np.zeros(0), np.zeros(0), np.zeros(0), labels)
     rhat, ess_bulk, ess_tail = np.concatenate(results, axis=1)
     return Convergence(rhat, ess_bulk, ess_tail, labels)

@@ -224,3 +224,26 @@ def test_convergence_equals_arviz_for_every_component():
     for field, method in (("ess_bulk", "bulk"), ("ess_tail", "tail")):
         expected = az.ess(dataset, method=method)["a"].values
         np.testing.assert_allclose(getattr(convergence({"a": one_chain}), field), expected)
+
+
+def test_convergence_blocks_span_sites_and_keep_each_result(monkeypatch):
+    """Sites are processed together in blocks of columns that may start in one site and end
+    in the next (and sites of other shapes on their own): every component's result is the
+    one it gets alone, to float64 rounding, with the labels in site order."""
+    rng = np.random.default_rng(1)
+    posterior = {
+        "a": _ar1_draws(rng, (4, 100, 3), 0.5),
+        "b": rng.normal(size=(4, 100)),
+        "c": rng.integers(0, 3, size=(4, 100, 2, 2)),
+        "d": rng.normal(size=(2, 60, 2)),  # other chains and draws: a group of its own
+        "e": rng.normal(size=(4, 100, 0)),
+        "f": rng.normal(size=(4, 100, 5)).astype(np.float32),
+    }
+    alone = [convergence({name: values}) for name, values in posterior.items()]
+    expected = [np.concatenate([r[field] for r in alone]) for field in range(3)]
+    for block_values in (400 * 2, 400 * 3, 2**18):  # blocks of 2 and 3 columns, and one
+        monkeypatch.setattr("probinfer.diagnostics.CONVERGENCE_BLOCK_VALUES", block_values)
+        together = convergence(posterior)
+        for field in range(3):
+            np.testing.assert_allclose(together[field], expected[field], rtol=1e-12)
+        assert together.labels == [label for r in alone for label in r.labels]
