@@ -345,6 +345,13 @@ def test_training_learns_and_resumes_exactly(tmp_path) -> None:
         np.testing.assert_array_equal(got, want)
     loaded = amortize.load_dt(folder)
     np.testing.assert_array_equal(loaded.null_observation, whole.null_observation)
+    # The trained range of the data's sharpness is saved with the model and read back;
+    # a folder saved without it (before the check existed) gets it computed on loading.
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["max_sharpness"] == loaded.max_sharpness == whole.max_sharpness > 0
+    del saved["max_sharpness"]
+    (folder / "config.json").write_text(json.dumps(saved))
+    assert amortize.load_dt(folder).max_sharpness == whole.max_sharpness
     other = DTTrainingConfig(**{**config.__dict__, "batch_size": 8})
     with pytest.raises(ValueError, match="different run"):
         amortize.train_dt(task, other, checkpoint_dir=folder, progress=False)
@@ -399,6 +406,60 @@ def test_pretrained_1d_filter_tracks_the_kalman_filter() -> None:
         belief = belief.propagate(jnp.eye(1) * 0.95, jnp.eye(1) * 0.1)
         exact = exact.propagate(jnp.eye(1) * 0.95, jnp.eye(1) * 0.1)
     assert max(kls) < 0.05, np.round(kls, 4)
+
+
+def test_data_sharpness_is_the_largest_precision_gain_in_any_units(prior_2d, data_2d) -> None:
+    """Per component, ``1 + sharpness^2`` is the largest eigenvalue of ``prior covariance x
+    posterior precision`` (the exact update of that component alone); shifting and
+    rescaling the latent axes and rescaling the observations leave it unchanged."""
+    sharpness = [
+        float(amortize.data_sharpness(GaussianMixture(w[None], m[None], tril[None]), data_2d))
+        for w, m, tril in zip(
+            prior_2d.log_weights, prior_2d.means, prior_2d.scale_tril, strict=True
+        )
+    ]
+    for k, value in enumerate(sharpness):
+        covariances = prior_2d.component_covariances[k : k + 1]
+        component = gaussian_mixture([1.0], prior_2d.means[k : k + 1], covariances)
+        updated = component.condition(data_2d)
+        gain = np.linalg.eigvals(
+            np.asarray(component.covariance) @ np.linalg.inv(np.asarray(updated.covariance))
+        )
+        np.testing.assert_allclose(1 + value**2, np.max(gain.real), rtol=1e-4)
+    assert float(amortize.data_sharpness(prior_2d, data_2d)) == pytest.approx(max(sharpness))
+    # Other units: theta' = D theta + c; observation j multiplied by r_j.
+    scale, shift, rows = jnp.array([3.0, 0.1]), jnp.array([5.0, -2.0]), jnp.array([2.0, 0.5, 7.0])
+    moved = GaussianMixture(
+        prior_2d.log_weights,
+        prior_2d.means * scale[None, :] + shift[None, :],
+        prior_2d.scale_tril * scale[None, :, None],
+    )
+    design = data_2d.design / scale[None, :]
+    rescaled = amortize.LinearGaussianData(
+        rows[:, None] * design,
+        rows * (data_2d.values + design @ shift),
+        rows * data_2d.noise_sd,
+    )
+    np.testing.assert_allclose(
+        amortize.data_sharpness(moved, rescaled), amortize.data_sharpness(prior_2d, data_2d),
+        rtol=1e-5,
+    )  # fmt: skip
+
+
+def test_posterior_warns_when_the_data_are_sharper_than_trained(
+    pretrained_2d, random_model, prior_2d, data_2d
+) -> None:
+    """Data in the trained range pass silently; the same data with 20x less noise are
+    beyond it and warned about with the numbers and the remedy; a model built without a
+    trained range does not check."""
+    assert float(amortize.data_sharpness(prior_2d, data_2d)) < pretrained_2d.max_sharpness
+    amortize.posterior(pretrained_2d, prior_2d, data_2d)  # no warning (the suite errors)
+    sharp = amortize.LinearGaussianData(data_2d.design, data_2d.values, data_2d.noise_sd / 20)
+    assert float(amortize.data_sharpness(prior_2d, sharp)) > pretrained_2d.max_sharpness
+    with pytest.warns(UserWarning, match=r"sharpen the prior .* 99\.9th percentile.*batches"):
+        amortize.posterior(pretrained_2d, prior_2d, sharp)
+    assert random_model.max_sharpness is None
+    amortize.posterior(random_model, prior_2d, sharp)
 
 
 def test_loads_and_runs_under_x64(prior_2d, data_2d) -> None:

@@ -20,6 +20,7 @@ from probinfer.amortize._dt_training import (
     dt_batch_loss,
     load_dt,
     train_dt,
+    trained_sharpness,
 )
 from probinfer.amortize._predict import PFNPredictive, load, predict, prior_from_spec
 from probinfer.amortize._training import (
@@ -35,6 +36,7 @@ from probinfer.amortize._training import (
 from probinfer.amortize.distribution_transformer import (
     CrossAttentionLayer,
     DistributionTransformer,
+    data_sharpness,
     posterior,
 )
 from probinfer.amortize.dt_tasks import (
@@ -95,6 +97,7 @@ __all__ = [
     "LinearGaussianData",
     "LinearGaussianTask",
     "TrainingExample",
+    "data_sharpness",
     "dt_batch_loss",
     "evaluate_dt",
     "exact_posterior",
@@ -105,6 +108,7 @@ __all__ = [
     "sample_examples",
     "task_from_spec",
     "train_dt",
+    "trained_sharpness",
     "PRETRAINED_GP",
     "PRETRAINED_GP_HYPER",
     "PRETRAINED_GP_SCALE_FREE",
