@@ -81,7 +81,13 @@ Methodology (identical for every sampler):
   ``idata.attrs["compile_seconds"]`` (ahead-of-time ``lower().compile()`` of its driver
   programs only). The persistent (on-disk) compilation cache is disabled, and a trivial
   program is compiled first so that backend start-up is charged to no sampler. The order
-  in which samplers take their cold run is rotated from model to model.
+  in which samplers take their cold run is rotated from model to model, and the warm
+  runs of each repeat go in a shuffled order (seeded by model and repeat; the JSON's runs
+  list keeps the order): the first call after NumPyro's runs was measured slower in code
+  that compiles nothing (a NumPy ranking in probinfer's run diagnostics took 0.16-0.33 s
+  of its thread's CPU time, against 0.01 s otherwise; no compile event, no garbage
+  collection over 0.05 s, the same page-fault count), a machine effect whose cause was not
+  found, so no sampler always takes that place.
 - Warm-up and sampling seconds: wall time of each phase in the warm repeats, after
   ``block_until_ready``, minus the compile time inside the phase (zero except for
   NumPyro). probinfer: ``attrs["warmup_seconds"]`` and ``attrs["sampling_seconds"]`` (its
@@ -1207,7 +1213,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         for sampler in samplers[shift:] + samplers[:shift]:
             execute(model, sampler, runners[sampler], PROBE_SEED, True)
         for seed in range(options.repeats):  # interleaved, so load drift hits all samplers
-            for sampler in samplers:
+            # In a shuffled order per repeat: the call right after NumPyro's runs is the slow
+            # one (see the module docstring), and a rotation would keep the same sampler
+            # there. The runs list in the JSON keeps the order they ran in.
+            order = np.random.default_rng([model_index, seed]).permutation(len(samplers))
+            for sampler in [samplers[i] for i in order]:
                 execute(model, sampler, runners[sampler], seed, False)
         del runners
 
