@@ -238,6 +238,9 @@ def test_convergence_blocks_span_sites_and_keep_each_result(monkeypatch):
         "d": rng.normal(size=(2, 60, 2)),  # other chains and draws: a group of its own
         "e": rng.normal(size=(4, 100, 0)),
         "f": rng.normal(size=(4, 100, 5)).astype(np.float32),
+        "g": rng.normal(size=(4, 3, 2)),  # too few draws: NaN, between two groups
+        "h": rng.normal(size=(3, 100, 4)).transpose(2, 1, 0),  # strided, not contiguous
+        "i": rng.normal(size=(4, 100, 2)),
     }
     alone = [convergence({name: values}) for name, values in posterior.items()]
     expected = [np.concatenate([r[field] for r in alone]) for field in range(3)]
@@ -246,4 +249,5 @@ def test_convergence_blocks_span_sites_and_keep_each_result(monkeypatch):
         together = convergence(posterior)
         for field in range(3):
             np.testing.assert_allclose(together[field], expected[field], rtol=1e-12)
+            assert np.isnan(together[field][15:17]).all()  # site "g"
         assert together.labels == [label for r in alone for label in r.labels]

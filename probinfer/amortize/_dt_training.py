@@ -99,9 +99,25 @@ SHARPNESS_QUANTILE = 0.999
 
 
 def trained_sharpness(task: AbstractPosteriorTask) -> float:
-    """The edge of the range of :func:`~probinfer.amortize.data_sharpness` over ``task``'s
-    examples: its 99.9th percentile (one example in 1,000 of the training task lies beyond)."""
-    return float(np.quantile(np.asarray(_sharpness_values(task)), SHARPNESS_QUANTILE))
+    """The edge of the range of :func:`~probinfer.amortize.data_sharpness` over a task.
+
+    Args:
+        task: the training task (meta-prior and data model).
+
+    Returns:
+        The 99.9th percentile of the sharpness over :data:`SHARPNESS_EXAMPLES` of its
+        examples (one in 1,000 training examples lies beyond), drawn with a fixed key.
+
+    Raises:
+        ValueError: if the value is not finite (a task whose examples overflow).
+    """
+    value = float(np.quantile(np.asarray(_sharpness_values(task)), SHARPNESS_QUANTILE))
+    if not np.isfinite(value):
+        raise ValueError(
+            f"the task's data sharpness is not finite ({value}): its examples overflow; "
+            "narrow the task's noise or component scales."
+        )
+    return value
 
 
 @eqx.filter_jit
@@ -250,6 +266,8 @@ def load_dt(folder: str | Path) -> DistributionTransformer:
     """Load a distribution transformer saved by :func:`train_dt`.
 
     Works with or without ``jax_enable_x64`` (the weights keep the dtype they were saved in).
+    A folder saved before models carried ``max_sharpness`` gets it computed from its task
+    on every load (about 2.5 s; float rounding follows the x64 setting).
 
     Args:
         folder: the checkpoint folder (``config.json`` and ``model.eqx``).

@@ -47,9 +47,9 @@ def data_sharpness(
     For component ``k`` with Cholesky factor ``L_k`` and the noise-whitened design ``W``
     (row ``j``: ``a_j / s_j``), the largest singular value ``sigma_k`` of ``W L_k``: along
     the direction the data inform most, the component's posterior precision is ``1 +
-    sigma_k^2`` times its prior precision. A shift or positive rescaling of latent axes or
-    of observations leaves it unchanged (the network's symmetries), so it is comparable
-    between problems in any units.
+    sigma_k^2`` times its prior precision. Any invertible affine map of the latent and any
+    positive rescaling of an observation leave it unchanged (the network's symmetries are
+    among them), so it is comparable between problems in any units.
 
     Args:
         prior: ``K`` components over ``R^d``.
@@ -60,7 +60,7 @@ def data_sharpness(
     Returns:
         The largest ``sigma_k`` over the counted components (a scalar; 0 without data).
     """
-    whitened = data.design / data.noise_sd[:, None]
+    whitened = data.whitened()[0]
     if observation_mask is not None:
         whitened = jnp.where(observation_mask[:, None], whitened, 0.0)
     singular = jnp.linalg.svd(
@@ -385,6 +385,10 @@ def posterior(
         ValueError: on a dimension mismatch, more components or observations than the
             model was trained for, observation types out of range, or a posterior that is
             not finite (a prior or data far beyond the training task's).
+
+    Warns:
+        UserWarning: when :func:`data_sharpness` exceeds ``model.max_sharpness``: data
+            more informative relative to the prior than the model was trained on.
     """
     if not isinstance(prior, GaussianMixture):
         raise TypeError(
@@ -490,16 +494,17 @@ def posterior(
             "rescale the problem (the latent's units) towards the training task's."
         )
     sharpness = float(sharpness)
-    if model.max_sharpness is not None and sharpness > model.max_sharpness:
+    # `not <=`: a sharpness that overflowed to NaN is beyond the range too.
+    if model.max_sharpness is not None and not sharpness <= model.max_sharpness:
         warnings.warn(
-            f"the data sharpen the prior more than the model was trained for: sharpness "
-            f"{sharpness:.3g} against {model.max_sharpness:.3g}, the 99.9th percentile of "
-            "its training examples (`data_sharpness`: how many times the data multiply a "
-            "prior component's precision along the direction they inform most, in square "
-            "root); the posterior may be far off (the shipped 2-d model on data 3-10x "
-            "sharper than trained: 0.37 nats per dimension). Feed the observations in "
-            "smaller batches, each posterior as the next prior (one at a time there: 0.04 "
-            "nats), or use the exact update `prior.condition(data)`.",
+            f"the data sharpen the prior more than the model was trained for: "
+            f"`data_sharpness` is {sharpness:.3g} against {model.max_sharpness:.3g}, the "
+            "99.9th percentile of its training examples (along the direction the data "
+            "inform most, a prior component's precision grows 1 + sharpness^2 times), so "
+            "the posterior may be far off (docs/dt.md gives measured errors). Feed the "
+            "observations in smaller batches, each posterior as the next prior; if a "
+            "single observation is already this sharp, use the exact update "
+            "`prior.condition(data)` or a model trained on sharper data.",
             UserWarning,
             stacklevel=2,
         )
