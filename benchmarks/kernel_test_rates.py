@@ -27,29 +27,16 @@ programs are compiled once per algorithm and reused across seeds (only the key c
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+from _tests_import import load_test_module
 
 from probinfer.bench import machine_description
-
-TESTS = Path(__file__).resolve().parents[1] / "tests"
-
-
-def load_test_module() -> ModuleType:
-    """``tests/test_kernels.py`` (with ``tests/`` on the path for its ``_stats`` import)."""
-    sys.path.insert(0, str(TESTS))
-    spec = importlib.util.spec_from_file_location("test_kernels", TESTS / "test_kernels.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def standardized_errors(checks: list[Any]) -> list[float]:
@@ -169,7 +156,7 @@ def main() -> None:
     parser.add_argument("--shaped-seeds", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/kernel_test_rates"))
     options = parser.parse_args()
-    kernels = load_test_module()
+    kernels = load_test_module("test_kernels")
     start = time.perf_counter()
     results: dict[str, Any] = {}
     for name in options.algorithms.split(","):

@@ -19,27 +19,15 @@ correct model passes and the dropped Jacobian fails in at least 95% of seeds. Wr
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import numpyro.distributions as dist
+from _tests_import import load_test_module
 
 from probinfer.bench import machine_description
 
-
-def load_harness() -> ModuleType:
-    """The test suite's SBC harness (``tests/_sbc.py``), shared rather than copied."""
-    path = Path(__file__).resolve().parents[1] / "tests" / "_sbc.py"
-    spec = importlib.util.spec_from_file_location("_sbc", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_sbc = load_harness()
+_sbc = load_test_module("_sbc")  # the test suite's SBC harness
 
 MODELS = {
     "correct": _sbc.make_model(),
