@@ -70,6 +70,13 @@ PRETRAINED_MODELS = (
         "Gaussian-mixture prior on R (1-4 components) plus 0-8 linear-Gaussian "
         "observations -> posterior mixture (a filter's update step)",
     ),
+    PretrainedModel(
+        "dt-nig",
+        "dt",
+        PRETRAINED_FOLDER / "dt_normal_inverse_gamma",
+        "normal-inverse-gamma prior plus 0-16 draws of N(mu, sigma^2) -> posterior "
+        "mixture over (mu, log sigma^2)",
+    ),
 )
 
 DEFAULT_MODEL: dict[Kind, str] = {"pfn": "gp-scale-free", "dt": "dt-2d"}

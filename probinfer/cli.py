@@ -267,7 +267,7 @@ def _dt_train(arguments: argparse.Namespace, console: Console) -> int:
             amortize.task_from_spec(config["task"]),
             amortize.DTTrainingConfig(**config.get("training", {})),
         ),
-        '{"task": {"type": "linear_gaussian", "dim": ...}, "training": {...}}',
+        '{"task": {"type": "linear_gaussian" or "normal_inverse_gamma", ...}, "training": {...}}',
     )
     _, losses = amortize.train_dt(
         task, training, checkpoint_dir=arguments.out, progress=not arguments.quiet
@@ -280,24 +280,40 @@ def _dt_train(arguments: argparse.Namespace, console: Console) -> int:
 
 def _dt_posterior(arguments: argparse.Namespace, console: Console) -> int:
     folder = model_folder(arguments.model, "dt")  # checked before JAX is imported
-    expected = '{"prior": {"weights", "means", "covariances"}, "design", "values", "noise_sd"}'
-    data = _read_json_data(arguments.data, ("prior", "design", "values", "noise_sd"), expected)
+    saved = _read_json_data(str(folder / "config.json"), ("task",), "a folder from `dt train`")
+    task_type = saved["task"].get("type") if isinstance(saved["task"], dict) else None
+    if task_type == "normal_inverse_gamma":
+        expected = '{"prior": {"loc", "pseudo_count", "concentration", "rate"}, "values"}'
+        prior_keys: tuple[str, ...] = ("loc", "pseudo_count", "concentration", "rate")
+        data = _read_json_data(arguments.data, ("prior", "values"), expected)
+    else:
+        expected = '{"prior": {"weights", "means", "covariances"}, "design", "values", "noise_sd"}'
+        prior_keys = ("weights", "means", "covariances")
+        data = _read_json_data(arguments.data, ("prior", "design", "values", "noise_sd"), expected)
     prior_spec = data["prior"]
-    missing = [k for k in ("weights", "means", "covariances") if k not in prior_spec]
+    missing = [k for k in prior_keys if not isinstance(prior_spec, dict) or k not in prior_spec]
     if missing:
         raise ValueError(f"{arguments.data}'s prior lacks {missing}; expected {expected}.")
     from probinfer import amortize
 
     model = amortize.load_dt(folder)
-    prior = amortize.gaussian_mixture(
-        prior_spec["weights"], prior_spec["means"], prior_spec["covariances"]
-    )
-    observations = amortize.linear_gaussian_data(
-        data["design"], data["values"], data["noise_sd"], dim=prior.dim
-    )
+    if task_type == "normal_inverse_gamma":
+        prior: amortize.GaussianMixture | amortize.NormalInverseGamma = (
+            amortize.normal_inverse_gamma(*(prior_spec[k] for k in prior_keys))
+        )
+        observations: amortize.LinearGaussianData | amortize.NormalData = amortize.normal_data(
+            data["values"]
+        )
+    else:
+        prior = amortize.gaussian_mixture(*(prior_spec[k] for k in prior_keys))
+        observations = amortize.linear_gaussian_data(
+            data["design"], data["values"], data["noise_sd"], dim=prior.dim
+        )
     result = amortize.posterior(model, prior, observations)
+    latent = ["mu", "log sigma^2"] if task_type == "normal_inverse_gamma" else None
     text = json.dumps(
         {
+            **({"latent": latent} if latent else {}),
             "weights": result.weights.tolist(),
             "means": result.means.tolist(),
             "covariances": result.component_covariances.tolist(),
@@ -401,11 +417,14 @@ _HELP: dict[str, tuple[str, str]] = {
     ),
     "dt posterior": (
         "Map a Gaussian-mixture prior plus linear-Gaussian observations (y_j = a_j . theta "
-        "+ noise) to the transformer's Gaussian-mixture posterior, as JSON.",
+        "+ noise) to the transformer's Gaussian-mixture posterior, as JSON (for --model "
+        "dt-nig: a normal-inverse-gamma prior plus draws of N(mu, sigma^2), to a mixture "
+        "over (mu, log sigma^2)).",
         "example:\n  probinfer dt posterior --data prior_and_data.json --model dt-2d\n\n"
         'prior_and_data.json:\n  {"prior": {"weights": [1.0], "means": [[0, 0]], '
         '"covariances": [[[1, 0], [0, 1]]]},\n   "design": [[1, 0]], "values": [0.5], '
-        '"noise_sd": [0.3]}',
+        '"noise_sd": [0.3]}\n\nfor --model dt-nig:\n  {"prior": {"loc": 0, "pseudo_count": '
+        '1, "concentration": 2, "rate": 2}, "values": [1.9, 0.4, 2.6]}',
     ),
 }
 

@@ -474,7 +474,9 @@ def test_posterior_warns_when_the_data_are_sharper_than_trained(
 
 def test_shipped_models_carry_their_training_tasks_sharpness() -> None:
     """The ``max_sharpness`` saved with each shipped model is what its task gives."""
-    for folder in (amortize.PRETRAINED_DT_1D, amortize.PRETRAINED_DT_2D):
+    folders = [model.folder for model in amortize.PRETRAINED_MODELS if model.kind == "dt"]
+    assert len(folders) == 3
+    for folder in folders:
         config = json.loads((folder / "config.json").read_text())
         computed = amortize.trained_sharpness(amortize.task_from_spec(config["task"]))
         assert config["max_sharpness"] == pytest.approx(computed, rel=1e-4)

@@ -42,6 +42,7 @@ from probinfer.amortize.distribution_transformer import (
 from probinfer.amortize.dt_tasks import (
     AbstractPosteriorTask,
     LinearGaussianTask,
+    NormalInverseGammaTask,
     TrainingExample,
     sample_examples,
     task_from_spec,
@@ -51,6 +52,12 @@ from probinfer.amortize.mixture import (
     LinearGaussianData,
     gaussian_mixture,
     linear_gaussian_data,
+)
+from probinfer.amortize.normal_inverse_gamma import (
+    NormalData,
+    NormalInverseGamma,
+    normal_data,
+    normal_inverse_gamma,
 )
 from probinfer.amortize.pfn import (
     PFN,
@@ -80,6 +87,9 @@ PRETRAINED_DT_2D = pretrained_model("dt-2d").folder
 """The shipped 2-d distribution transformer (``pretrained/dt_linear_gaussian_2d/README.md``)."""
 PRETRAINED_DT_1D = pretrained_model("dt-1d").folder
 """The shipped 1-d distribution transformer (``pretrained/dt_linear_gaussian_1d/README.md``)."""
+PRETRAINED_DT_NORMAL_INVERSE_GAMMA = pretrained_model("dt-nig").folder
+"""The shipped transformer for a normal-inverse-gamma prior
+(``pretrained/dt_normal_inverse_gamma/README.md``)."""
 
 __all__ = [
     "PFN",
@@ -87,6 +97,7 @@ __all__ = [
     "standardisation",
     "PRETRAINED_DT_1D",
     "PRETRAINED_DT_2D",
+    "PRETRAINED_DT_NORMAL_INVERSE_GAMMA",
     "AbstractPosteriorTask",
     "CrossAttentionLayer",
     "DTEvaluation",
@@ -96,6 +107,11 @@ __all__ = [
     "GaussianMixture",
     "LinearGaussianData",
     "LinearGaussianTask",
+    "NormalData",
+    "NormalInverseGamma",
+    "NormalInverseGammaTask",
+    "normal_data",
+    "normal_inverse_gamma",
     "TrainingExample",
     "data_sharpness",
     "dt_batch_loss",

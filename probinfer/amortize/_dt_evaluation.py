@@ -1,7 +1,9 @@
 """Judging a distribution transformer against the exact posterior of its task.
 
 For linear-Gaussian data the exact posterior of a Gaussian-mixture prior is known
-(:meth:`GaussianMixture.condition`), so the approximation error is measured, not guessed:
+(:meth:`GaussianMixture.condition`), and so is that of a normal-inverse-gamma prior given
+draws of a normal (:meth:`NormalInverseGamma.condition`), so the approximation error is
+measured, not guessed:
 the gap in negative log density of the true latent (whose expectation is the expected
 ``KL(exact || q)``) and ``KL(exact || q)`` itself by Monte Carlo from the exact posterior.
 """
@@ -18,12 +20,13 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from probinfer.amortize.distribution_transformer import DistributionTransformer
 from probinfer.amortize.dt_tasks import (
-    LinearGaussianTask,
+    AbstractPosteriorTask,
     TrainingExample,
     masked_log_weights,
     sample_examples,
 )
-from probinfer.amortize.mixture import GaussianMixture
+from probinfer.amortize.mixture import GaussianMixture, LinearGaussianData
+from probinfer.amortize.normal_inverse_gamma import NormalData, NormalInverseGamma
 
 
 class DTEvaluation(NamedTuple):
@@ -34,7 +37,7 @@ class DTEvaluation(NamedTuple):
         nll_exact: ``-log p(theta | prior, data)`` of the true latent.
         kl: Monte Carlo ``KL(exact || q)``.
         kl_se: its Monte Carlo standard error.
-        num_components: prior components.
+        num_components: prior components (the posterior's, for a parametric prior).
         num_observations: observations.
     """
 
@@ -60,9 +63,13 @@ class DTEvaluation(NamedTuple):
         }
 
 
-def exact_posterior(example: TrainingExample) -> GaussianMixture:
+def exact_posterior(example: TrainingExample) -> GaussianMixture | NormalInverseGamma:
     """The exact posterior of one padded example (padded observations carry no data)."""
     prior = example.prior
+    if isinstance(prior, NormalInverseGamma):
+        assert isinstance(example.data, NormalData)  # a task pairs them
+        return prior.condition(example.data, observation_mask=example.observation_mask)
+    assert isinstance(example.data, LinearGaussianData)  # a task pairs them
     masked = GaussianMixture(
         masked_log_weights(prior.log_weights, example.component_mask),
         prior.means,
@@ -107,7 +114,7 @@ def _evaluate(
 
 def evaluate_dt(
     model: DistributionTransformer,
-    task: LinearGaussianTask,
+    task: AbstractPosteriorTask,
     key: PRNGKeyArray,
     *,
     num_examples: int = 1000,
@@ -117,7 +124,9 @@ def evaluate_dt(
 
     Args:
         model: the transformer.
-        task: a linear-Gaussian task (held-out priors and data come from its meta-prior).
+        task: a task with a closed-form posterior (:class:`LinearGaussianTask`,
+            :class:`NormalInverseGammaTask`); held-out priors and data come from its
+            meta-prior.
         key: PRNG key (use one the training never saw).
         num_examples: examples.
         num_draws: exact-posterior draws per example for the KL estimate.

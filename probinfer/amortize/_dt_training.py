@@ -106,11 +106,16 @@ def trained_sharpness(task: AbstractPosteriorTask) -> float:
 
     Returns:
         The 99.9th percentile of the sharpness over :data:`SHARPNESS_EXAMPLES` of its
-        examples (one in 1,000 training examples lies beyond), drawn with a fixed key.
+        examples (one in 1,000 training examples lies beyond), drawn with a fixed key; or
+        the task's own bound where its meta-prior has one
+        (:meth:`~probinfer.amortize.AbstractPosteriorTask.sharpness_bound`).
 
     Raises:
         ValueError: if the value is not finite (a task whose examples overflow).
     """
+    bound = task.sharpness_bound()
+    if bound is not None:
+        return bound
     value = float(np.quantile(np.asarray(_sharpness_values(task)), SHARPNESS_QUANTILE))
     if not np.isfinite(value):
         raise ValueError(
@@ -148,6 +153,8 @@ def build_dt(
         num_heads=config.num_heads,
         mlp_width=config.mlp_width,
         max_sharpness=max_sharpness,
+        prior_family=task.prior_family,
+        prior_ranges=task.prior_ranges(),
         key=key,
     )
 

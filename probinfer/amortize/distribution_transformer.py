@@ -18,6 +18,12 @@ far narrower or wider than any seen in training (a filter's prior late in a run)
 same problem as a standard one, as long as the data's information relative to the prior
 stays in the trained range: :func:`data_sharpness` measures it, and :func:`posterior` warns
 beyond the range the model was trained on (``max_sharpness``).
+
+A prior that is not a mixture (``prior_family="normal_inverse_gamma"``: an inverse-gamma
+hyperprior on a variance, with draws of a normal) enters differently: an MLP embeds its
+unit-free parameters into all component tokens at once, the tokens start from a standard
+normal in the prior's moment frame (:meth:`NormalInverseGamma.frame`), and the layers and
+decoder are the same. Its answer is exactly equivariant to the units of the data.
 """
 
 from __future__ import annotations
@@ -32,12 +38,21 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from probinfer.amortize.dt_tasks import masked_log_weights
 from probinfer.amortize.mixture import GaussianMixture, LinearGaussianData
+from probinfer.amortize.normal_inverse_gamma import LATENT_DIM, NormalData, NormalInverseGamma
 from probinfer.amortize.pfn import TransformerLayer
+
+# The prior families a transformer is built for: Gaussian mixtures (one token per
+# component, linear-Gaussian data) or a parametric prior embedded by an MLP into all
+# component tokens at once (the normal-inverse-gamma prior, draws of a normal).
+PRIOR_FAMILIES = ("gaussian_mixture", "normal_inverse_gamma")
+
+Prior = GaussianMixture | NormalInverseGamma
+Data = LinearGaussianData | NormalData
 
 
 def data_sharpness(
-    prior: GaussianMixture,
-    data: LinearGaussianData,
+    prior: Prior,
+    data: Data,
     *,
     component_mask: Bool[Array, " K"] | None = None,
     observation_mask: Bool[Array, " N"] | None = None,
@@ -51,15 +66,35 @@ def data_sharpness(
     positive rescaling of an observation leave it unchanged (the network's symmetries are
     among them), so it is comparable between problems in any units.
 
+    For a :class:`~probinfer.amortize.NormalInverseGamma` prior and ``n`` draws, the same
+    reading: ``sqrt(max(n / pseudo_count, n / (2 concentration)))`` (``mu``'s precision
+    grows ``1 + n / pseudo_count`` times, ``log sigma^2``'s about ``1 + n / (2
+    concentration)`` times); it is in the units of neither ``mu`` nor ``y``.
+
     Args:
-        prior: ``K`` components over ``R^d``.
-        data: ``N`` linear-Gaussian observations.
-        component_mask: ``(K,)`` which components count (default all).
+        prior: ``K`` components over ``R^d`` (or a normal-inverse-gamma prior).
+        data: ``N`` linear-Gaussian observations (or draws of a normal).
+        component_mask: ``(K,)`` which components count (default all; unused for a
+            parametric prior).
         observation_mask: ``(N,)`` which observations count (default all).
 
     Returns:
         The largest ``sigma_k`` over the counted components (a scalar; 0 without data).
     """
+    if isinstance(prior, NormalInverseGamma):
+        dtype = jnp.result_type(prior.concentration)
+        count = (
+            jnp.asarray(data.num_observations, dtype)
+            if observation_mask is None
+            else jnp.sum(observation_mask).astype(dtype)
+        )
+        return jnp.sqrt(count * jnp.maximum(1 / prior.pseudo_count, 0.5 / prior.concentration))
+    if not isinstance(prior, GaussianMixture) or not isinstance(data, LinearGaussianData):
+        raise TypeError(
+            "`data_sharpness` takes a GaussianMixture with LinearGaussianData or a "
+            f"NormalInverseGamma with NormalData, got {type(prior).__name__} with "
+            f"{type(data).__name__}."
+        )
     whitened = data.whitened()[0]
     if observation_mask is not None:
         whitened = jnp.where(observation_mask[:, None], whitened, 0.0)
@@ -101,6 +136,36 @@ def _observation_features(design: Array, values: Array) -> Array:
         [design, values[:, None], outer, design * values[:, None], values[:, None] ** 2], axis=-1
     )
     return jnp.concatenate([raw, _symlog(raw)], axis=-1)
+
+
+# Feature counts of a normal-inverse-gamma prior and of one of its observations (see
+# `_normal_inverse_gamma_inputs`).
+NORMAL_INVERSE_GAMMA_PRIOR_FEATURES = 4
+NORMAL_INVERSE_GAMMA_OBSERVATION_FEATURES = 4
+
+
+def _normal_inverse_gamma_inputs(
+    prior: NormalInverseGamma, values: Array
+) -> tuple[Array, Array, Array, Array]:
+    """The prior's features, its frame and the observations' features, without units.
+
+    Prior features: ``log pseudo_count``, ``log concentration`` and their reciprocals' symlogs
+    (what is left of the prior once the units of ``y`` are removed). Observation
+    features: ``z = (y - loc) / typical_sd``, ``z^2``, raw and as ``sign(x) log(1 +
+    |x|)``; their sums over observations, with the count, are the sufficient statistics
+    of the exact update.
+
+    Returns:
+        ``(prior_features, shift, scale, observation_features)``.
+    """
+    shift, scale, typical_sd = prior.frame()
+    count, concentration = prior.pseudo_count, prior.concentration
+    prior_features = jnp.stack(
+        [jnp.log(count), jnp.log(concentration), _symlog(1 / count), _symlog(1 / concentration)]
+    )
+    standardised = (values - prior.loc) / typical_sd
+    raw = jnp.stack([standardised, standardised**2], axis=-1)
+    return prior_features, shift, scale, jnp.concatenate([raw, _symlog(raw)], axis=-1)
 
 
 def _zeroed(linear: eqx.nn.Linear) -> eqx.nn.Linear:
@@ -162,10 +227,18 @@ class CrossAttentionLayer(eqx.Module):
 
 
 class DistributionTransformer(eqx.Module):
-    """Maps a Gaussian-mixture prior and linear-Gaussian data to a mixture posterior.
+    """Maps a prior and data to a Gaussian-mixture posterior.
+
+    Two prior families (``prior_family``): a Gaussian mixture with linear-Gaussian data,
+    where each prior component is a token and its posterior component is decoded from
+    it; or a parametric prior (the normal-inverse-gamma prior over ``(mu, log sigma^2)``
+    with draws of a normal), which an MLP embeds into all ``max_components`` tokens at
+    once and whose posterior components are decoded as changes of the prior's moment
+    frame (a standard normal there).
 
     Attributes:
-        component_encoder: MLP embedding of component tokens.
+        component_encoder: MLP embedding of component tokens (mixture priors), or of the
+            parametric prior's features into ``max_components * width`` (all tokens).
         observation_encoders: one MLP per observation type.
         null_observation: learned token every component can always attend to.
         count_direction: added to the null token, times ``log(1 + n)``: the number of
@@ -182,8 +255,13 @@ class DistributionTransformer(eqx.Module):
         max_components: most prior components it was trained for (static).
         max_observations: most observations it was trained for (static).
         max_sharpness: the edge of the trained range of :func:`data_sharpness` (its
-            99.9th percentile over the training task's examples; static), or ``None``
-            when unknown (a model built directly): :func:`posterior` warns above it.
+            99.9th percentile over the training task's examples, or the task's bound
+            where it has one; static), or ``None`` when unknown (a model built
+            directly): :func:`posterior` warns above it (mixture priors).
+        prior_family: one of :data:`PRIOR_FAMILIES` (static).
+        prior_ranges: ``(name, low, high)`` of each parametric prior parameter the
+            training task spanned (static; empty for mixture priors or when unknown):
+            :func:`posterior` warns outside them.
     """
 
     component_encoder: _MLP
@@ -199,6 +277,8 @@ class DistributionTransformer(eqx.Module):
     max_components: int = eqx.field(static=True)
     max_observations: int = eqx.field(static=True)
     max_sharpness: float | None = eqx.field(static=True)
+    prior_family: str = eqx.field(static=True)
+    prior_ranges: tuple[tuple[str, float, float], ...] = eqx.field(static=True)
 
     def __init__(
         self,
@@ -212,15 +292,35 @@ class DistributionTransformer(eqx.Module):
         num_heads: int = 4,
         mlp_width: int = 128,
         max_sharpness: float | None = None,
+        prior_family: str = "gaussian_mixture",
+        prior_ranges: tuple[tuple[str, float, float], ...] = (),
         key: PRNGKeyArray,
     ) -> None:
         if width % num_heads:
             raise ValueError(f"`width` ({width}) must be divisible by `num_heads` ({num_heads}).")
+        if prior_family not in PRIOR_FAMILIES:
+            raise ValueError(
+                f"`prior_family` must be one of {PRIOR_FAMILIES}, got {prior_family!r}."
+            )
+        parametric = prior_family == "normal_inverse_gamma"
+        if parametric and dim != LATENT_DIM:
+            raise ValueError(
+                f"a normal-inverse-gamma prior is over (mu, log sigma^2): `dim` must be "
+                f"{LATENT_DIM}, got {dim}."
+            )
         keys = iter(jax.random.split(key, 2 * num_layers + num_observation_types + 5))
         size = token_size(dim)
-        self.component_encoder = _MLP(size, mlp_width, width, key=next(keys))
+        if parametric:
+            self.component_encoder = _MLP(
+                NORMAL_INVERSE_GAMMA_PRIOR_FEATURES, mlp_width, max_components * width,
+                key=next(keys),
+            )  # fmt: skip
+            feature_size = NORMAL_INVERSE_GAMMA_OBSERVATION_FEATURES
+        else:
+            self.component_encoder = _MLP(size, mlp_width, width, key=next(keys))
+            feature_size = observation_feature_size(dim)
         self.observation_encoders = tuple(
-            _MLP(observation_feature_size(dim), mlp_width, width, key=next(keys))
+            _MLP(feature_size, mlp_width, width, key=next(keys))
             for _ in range(num_observation_types)
         )
         self.null_observation = 0.02 * jax.random.normal(next(keys), (width,))
@@ -239,6 +339,8 @@ class DistributionTransformer(eqx.Module):
         self.max_components = int(max_components)
         self.max_observations = int(max_observations)
         self.max_sharpness = None if max_sharpness is None else float(max_sharpness)
+        self.prior_family = prior_family
+        self.prior_ranges = tuple((str(n), float(lo), float(hi)) for n, lo, hi in prior_ranges)
 
     @property
     def num_observation_types(self) -> int:
@@ -247,8 +349,8 @@ class DistributionTransformer(eqx.Module):
 
     def __call__(
         self,
-        prior: GaussianMixture,
-        data: LinearGaussianData,
+        prior: Prior,
+        data: Data,
         *,
         component_mask: Bool[Array, " K"] | None = None,
         observation_mask: Bool[Array, " N"] | None = None,
@@ -257,38 +359,66 @@ class DistributionTransformer(eqx.Module):
         """The approximate posterior, one example per call (``vmap`` over examples).
 
         Args:
-            prior: ``K`` components over ``R^d``.
-            data: ``N`` linear-Gaussian observations (``N`` may be 0).
+            prior: ``K`` components over ``R^d`` (``prior_family`` "gaussian_mixture"),
+                or a :class:`~probinfer.amortize.NormalInverseGamma` ("normal_inverse_gamma").
+            data: ``N`` linear-Gaussian observations, or ``N`` draws of a normal
+                (:class:`~probinfer.amortize.NormalData`); ``N`` may be 0.
             component_mask: ``(K,)`` which components are real (default: all); padded
-                ones come back with weight 0.
+                ones come back with weight 0. A parametric prior's posterior has
+                ``max_components`` components.
             observation_mask: ``(N,)`` which observations are real (default: all).
             observation_types: ``(N,)`` observation type per observation (default 0).
 
         Returns:
-            The posterior mixture, ``K`` components (same order as the prior's).
+            The posterior mixture: ``K`` components (the prior's order) for a mixture
+            prior, ``max_components`` over ``(mu, log sigma^2)`` for a parametric one.
         """
-        num_components, num_observations = prior.num_components, data.num_observations
-        if component_mask is None:
-            component_mask = jnp.ones(num_components, bool)
+        num_observations = data.num_observations
         if observation_mask is None:
             observation_mask = jnp.ones(num_observations, bool)
         if observation_types is None:
             observation_types = jnp.zeros(num_observations, jnp.int32)
-        # Padded entries are replaced by harmless finite values first: masked attention
-        # multiplies them by zero, and 0 * NaN would still reach the real outputs.
-        prior = GaussianMixture(
-            masked_log_weights(prior.log_weights, component_mask),
-            jnp.where(component_mask[:, None], prior.means, 0.0),
-            jnp.where(component_mask[:, None, None], prior.scale_tril, jnp.eye(prior.dim)[None]),
-        )
-        shift, scale = prior.mean, jnp.sqrt(jnp.diagonal(prior.covariance))
-        tokens_in = _to_tokens(prior, shift, scale, component_mask)
-        tokens = jax.vmap(self.component_encoder)(tokens_in)
+        if self.prior_family == "normal_inverse_gamma":
+            if not isinstance(prior, NormalInverseGamma) or not isinstance(data, NormalData):
+                raise TypeError(
+                    "this transformer takes a NormalInverseGamma prior with NormalData, got "
+                    f"{type(prior).__name__} with {type(data).__name__}."
+                )
+            num_components = self.max_components
+            component_mask = jnp.ones(num_components, bool)
+            # Padded values are replaced by finite ones: masked attention multiplies them
+            # by zero, and 0 * NaN would still reach the real outputs.
+            values = jnp.where(observation_mask, data.values, prior.loc)
+            prior_features, shift, scale, features = _normal_inverse_gamma_inputs(prior, values)
+            # Every component starts as the frame's standard normal, equally weighted;
+            # the prior's own shape enters through its embedding.
+            tokens_in = jnp.zeros((num_components, token_size(self.dim)), shift.dtype)
+            tokens = self.component_encoder(prior_features).reshape(num_components, -1)
+        else:
+            if not isinstance(prior, GaussianMixture) or not isinstance(data, LinearGaussianData):
+                raise TypeError(
+                    "this transformer takes a GaussianMixture prior with LinearGaussianData, "
+                    f"got {type(prior).__name__} with {type(data).__name__}."
+                )
+            num_components = prior.num_components
+            if component_mask is None:
+                component_mask = jnp.ones(num_components, bool)
+            # Padded entries are replaced by harmless finite values first (as above).
+            prior = GaussianMixture(
+                masked_log_weights(prior.log_weights, component_mask),
+                jnp.where(component_mask[:, None], prior.means, 0.0),
+                jnp.where(
+                    component_mask[:, None, None], prior.scale_tril, jnp.eye(prior.dim)[None]
+                ),
+            )
+            shift, scale = prior.mean, jnp.sqrt(jnp.diagonal(prior.covariance))
+            tokens_in = _to_tokens(prior, shift, scale, component_mask)
+            tokens = jax.vmap(self.component_encoder)(tokens_in)
+            design, values = data.whitened()
+            design = jnp.where(observation_mask[:, None], design, 0.0)
+            values = jnp.where(observation_mask, values, 0.0)
+            features = _observation_features(design * scale[None, :], values - design @ shift)
 
-        design, values = data.whitened()
-        design = jnp.where(observation_mask[:, None], design, 0.0)
-        values = jnp.where(observation_mask, values, 0.0)
-        features = _observation_features(design * scale[None, :], values - design @ shift)
         by_type = jnp.stack([jax.vmap(encode)(features) for encode in self.observation_encoders])
         observations = by_type[observation_types, jnp.arange(num_observations)]
         count = jnp.log1p(jnp.sum(observation_mask))
@@ -337,8 +467,8 @@ def _from_tokens(
 @eqx.filter_jit
 def _posterior(
     model: DistributionTransformer,
-    prior: GaussianMixture,
-    data: LinearGaussianData,
+    prior: Prior,
+    data: Data,
     observation_types: Array,
     component_mask: Array,
     observation_mask: Array,
@@ -356,40 +486,14 @@ def _posterior(
     return result, sharpness
 
 
-def posterior(
-    model: DistributionTransformer,
-    prior: GaussianMixture,
-    data: LinearGaussianData,
-    *,
-    observation_types: Int[ArrayLike, " n"] | None = None,
-) -> GaussianMixture:
-    """The transformer's posterior for one prior and data set, in one compiled call.
-
-    The inputs are padded to ``model.max_components`` components and
-    ``model.max_observations`` observations (masked), so that one compiled program serves
-    every size.
-
-    Args:
-        model: a trained :class:`DistributionTransformer`.
-        prior: the prior (:func:`~probinfer.amortize.gaussian_mixture`), at most
-            ``model.max_components`` components over ``R^model.dim``.
-        data: the observations (:func:`~probinfer.amortize.linear_gaussian_data`), at most
-            ``model.max_observations`` of them; none gives (about) the prior back.
-        observation_types: ``(n,)`` type of each observation (default all 0).
-
-    Returns:
-        The posterior mixture, with the prior's number of components.
-
-    Raises:
-        TypeError: if ``prior`` or ``data`` are not the checked types.
-        ValueError: on a dimension mismatch, more components or observations than the
-            model was trained for, observation types out of range, or a posterior that is
-            not finite (a prior or data far beyond the training task's).
-
-    Warns:
-        UserWarning: when :func:`data_sharpness` exceeds ``model.max_sharpness``: data
-            more informative relative to the prior than the model was trained on.
-    """
+def _check_mixture_inputs(model: DistributionTransformer, prior: Prior, data: Data) -> None:
+    """Refuse a mixture prior and linear-Gaussian data the model cannot take."""
+    if isinstance(prior, NormalInverseGamma):
+        raise TypeError(
+            "this model was trained on Gaussian-mixture priors; for a normal-inverse-gamma "
+            "prior use a model trained on one (`amortize.PRETRAINED_DT_NORMAL_INVERSE_GAMMA`, "
+            "`--model dt-nig`)."
+        )
     if not isinstance(prior, GaussianMixture):
         raise TypeError(
             f"`prior` must be a GaussianMixture (build it with `gaussian_mixture`), got "
@@ -416,11 +520,110 @@ def posterior(
             f"for at most {model.max_components}; reduce the prior (merge or drop "
             "components) or train a model with a larger `max_components`."
         )
+    for name, leaf in (("log_weights", prior.log_weights), ("means", prior.means),
+                       ("scale_tril", prior.scale_tril)):  # fmt: skip
+        if not np.all(np.isfinite(np.asarray(leaf))):
+            raise ValueError(
+                f"the prior's `{name}` holds NaN or infinite values (a failed update or "
+                "propagation upstream?); build priors with `gaussian_mixture`."
+            )
+
+
+def _checked_normal_inverse_gamma(prior: Prior, data: Data) -> NormalInverseGamma:
+    """The prior with array leaves, after refusing a prior and data the model cannot take."""
+    if isinstance(prior, GaussianMixture):
+        raise TypeError(
+            "this model was trained on normal-inverse-gamma priors; for a Gaussian-mixture "
+            "prior use a model trained on those (`amortize.PRETRAINED_DT_2D`, `--model dt-2d`)."
+        )
+    if not isinstance(prior, NormalInverseGamma):
+        raise TypeError(
+            "`prior` must be a NormalInverseGamma (build it with `normal_inverse_gamma`), got "
+            f"{type(prior).__name__}."
+        )
+    if not isinstance(data, NormalData):
+        raise TypeError(
+            f"`data` must be NormalData (build it with `normal_data`), got {type(data).__name__}."
+        )
+    names = ("loc", "pseudo_count", "concentration", "rate")
+    leaves = [np.asarray(getattr(prior, name), dtype=float) for name in names]
+    if any(leaf.shape != () for leaf in leaves):
+        raise ValueError(
+            "the prior's parameters must be one number each (one prior per call), got shapes "
+            f"{[leaf.shape for leaf in leaves]}; build priors with `normal_inverse_gamma`."
+        )
+    if not (all(np.isfinite(leaf) for leaf in leaves) and all(leaf > 0 for leaf in leaves[1:])):
+        raise ValueError(
+            "the prior's parameters must be finite with positive pseudo_count, concentration "
+            f"and rate, got {[float(leaf) for leaf in leaves]}; build priors with "
+            "`normal_inverse_gamma`."
+        )
+    values = np.asarray(data.values)
+    if values.ndim != 1 or not np.all(np.isfinite(values)):
+        raise ValueError(
+            "`data.values` must be finite numbers of shape (n,); build the data with "
+            "`normal_data`, which names the bad entries."
+        )
+    dtype = jnp.result_type(float)  # JAX's default float: float32 unless x64 is on
+    return NormalInverseGamma(*(jnp.asarray(leaf, dtype) for leaf in leaves))
+
+
+def posterior(
+    model: DistributionTransformer,
+    prior: Prior,
+    data: Data,
+    *,
+    observation_types: Int[ArrayLike, " n"] | None = None,
+) -> GaussianMixture:
+    """The transformer's posterior for one prior and data set, in one compiled call.
+
+    The inputs are padded to ``model.max_components`` components and
+    ``model.max_observations`` observations (masked), so that one compiled program serves
+    every size.
+
+    Args:
+        model: a trained :class:`DistributionTransformer`.
+        prior: the prior: for a mixture model (``model.prior_family`` is
+            "gaussian_mixture"), a :func:`~probinfer.amortize.gaussian_mixture` of at most
+            ``model.max_components`` components over ``R^model.dim``; for a
+            normal-inverse-gamma model, a :func:`~probinfer.amortize.normal_inverse_gamma`.
+        data: the observations (:func:`~probinfer.amortize.linear_gaussian_data`, or
+            :func:`~probinfer.amortize.normal_data` for a normal-inverse-gamma model), at
+            most ``model.max_observations`` of them; none gives (about) the prior back.
+        observation_types: ``(n,)`` type of each observation (default all 0).
+
+    Returns:
+        The posterior mixture: with the prior's number of components for a mixture prior;
+        with ``model.max_components`` components over ``(mu, log sigma^2)`` for a
+        normal-inverse-gamma prior.
+
+    Raises:
+        TypeError: if ``prior`` or ``data`` are not the types the model takes.
+        ValueError: on a dimension mismatch, more components or observations than the
+            model was trained for, observation types out of range, or a posterior that is
+            not finite (a prior or data far beyond the training task's).
+
+    Warns:
+        UserWarning: when :func:`data_sharpness` exceeds ``model.max_sharpness`` (mixture
+            priors): data more informative relative to the prior than the model was
+            trained on; or when a parametric prior's parameter lies outside
+            ``model.prior_ranges``.
+    """
+    if model.prior_family == "normal_inverse_gamma":
+        prior = _checked_normal_inverse_gamma(prior, data)
+    else:
+        _check_mixture_inputs(model, prior, data)
     if data.num_observations > model.max_observations:
+        fix = (
+            "split them into batches and feed each posterior back as the next prior"
+            if isinstance(prior, GaussianMixture)
+            # The posterior is a mixture, not a normal-inverse-gamma: it cannot be fed back.
+            else "use the exact update `prior.condition(data)`, or train a model with a "
+            "larger `max_observations`"
+        )
         raise ValueError(
             f"{data.num_observations} observations given but the model was trained for at "
-            f"most {model.max_observations}; split them into batches and feed each "
-            "posterior back as the next prior."
+            f"most {model.max_observations}; {fix}."
         )
     if observation_types is None:
         types = np.zeros(data.num_observations, np.int32)
@@ -436,36 +639,74 @@ def posterior(
                 f"`observation_types` must lie in [0, {model.num_observation_types}), got "
                 f"{sorted(set(types.tolist()))}."
             )
-    for name, leaf in (("log_weights", prior.log_weights), ("means", prior.means),
-                       ("scale_tril", prior.scale_tril)):  # fmt: skip
-        if not np.all(np.isfinite(np.asarray(leaf))):
-            raise ValueError(
-                f"the prior's `{name}` holds NaN or infinite values (a failed update or "
-                "propagation upstream?); build priors with `gaussian_mixture`."
-            )
     # Pad to the sizes the model was trained for, on the host (no per-size compilation):
     # one compiled program serves every number of components and observations (a
     # filter's data may vary per step).
-    num_components, num_observations = prior.num_components, data.num_observations
-    extra_components = model.max_components - num_components
+    num_observations = data.num_observations
     extra_observations = model.max_observations - num_observations
-    dtype = np.result_type(prior.means.dtype, data.values.dtype)
 
-    def padded(array: Array, extra: int, fill: np.ndarray | float) -> Array:
+    def padded(array: Array, extra: int, fill: np.ndarray | float, dtype: np.dtype) -> Array:
         host = np.asarray(array, dtype)
         filler = np.broadcast_to(np.asarray(fill, dtype), (extra, *host.shape[1:]))
         return jnp.asarray(np.concatenate([host, filler]))  # a transfer, not a program
 
-    padded_prior = GaussianMixture(
-        padded(prior.log_weights, extra_components, -np.inf),
-        padded(prior.means, extra_components, 0.0),
-        padded(prior.scale_tril, extra_components, np.eye(model.dim)),
-    )
-    padded_data = LinearGaussianData(
-        padded(data.design, extra_observations, 0.0),
-        padded(data.values, extra_observations, 0.0),
-        padded(data.noise_sd, extra_observations, 1.0),
-    )
+    if isinstance(prior, GaussianMixture):
+        assert isinstance(data, LinearGaussianData)  # checked above
+        num_components = prior.num_components
+        extra_components = model.max_components - num_components
+        dtype = np.result_type(prior.means.dtype, data.values.dtype)
+        padded_prior: Prior = GaussianMixture(
+            padded(prior.log_weights, extra_components, -np.inf, dtype),
+            padded(prior.means, extra_components, 0.0, dtype),
+            padded(prior.scale_tril, extra_components, np.eye(model.dim), dtype),
+        )
+        padded_data: Data = LinearGaussianData(
+            padded(data.design, extra_observations, 0.0, dtype),
+            padded(data.values, extra_observations, 0.0, dtype),
+            padded(data.noise_sd, extra_observations, 1.0, dtype),
+        )
+        means, values, noise = (np.asarray(x) for x in (prior.means, data.values, data.noise_sd))
+
+        def scales() -> str:  # for the error message only
+            return (
+                f"prior means up to {float(np.max(np.abs(means))):.3g}; data values up to "
+                f"{float(np.max(np.abs(values), initial=0.0)):.3g}, noise scales down to "
+                f"{float(np.min(noise, initial=np.inf)):.3g}"
+            )
+
+        fix = "rescale the problem (the latent's units) towards the training task's"
+    else:
+        assert isinstance(data, NormalData)  # checked above
+        num_components = model.max_components
+        dtype = np.result_type(prior.loc.dtype, np.asarray(data.values).dtype)
+        padded_prior = prior
+        padded_data = NormalData(padded(data.values, extra_observations, 0.0, dtype))
+        typical_sd = float(prior.frame()[2])
+        largest = float(np.max(np.abs(np.asarray(data.values) - float(prior.loc)), initial=0.0))
+
+        def scales() -> str:  # for the error message only
+            return (
+                f"pseudo_count {float(prior.pseudo_count):.3g}, concentration "
+                f"{float(prior.concentration):.3g}; data up to {largest / typical_sd:.3g} "
+                f"typical prior standard deviations ({typical_sd:.3g}) from `loc`"
+            )
+
+        fix = "bring the prior's parameters into the trained ranges (`model.prior_ranges`)"
+    # Parameters beyond the trained ranges: warned before the call (whose result may then
+    # be non-finite and raise).
+    for name, low, high in model.prior_ranges:
+        value = float(getattr(prior, name))
+        # A relative tolerance: a bound given in JSON may come back rounded to float32.
+        if not low * (1 - 1e-6) <= value <= high * (1 + 1e-6):
+            warnings.warn(
+                f"the prior's `{name}` is {value:.3g}, outside the range the model was "
+                f"trained on, [{low:.3g}, {high:.3g}]: the posterior may be far off (a "
+                "weaker prior than trained on most of all; docs/dt.md gives measured "
+                "errors). Use the exact update `prior.condition(data)` where it exists, or "
+                "a model trained on a range that covers this prior.",
+                UserWarning,
+                stacklevel=2,
+            )
     result, sharpness = _posterior(
         model,
         padded_prior,
@@ -488,14 +729,17 @@ def posterior(
         raise ValueError(
             "the posterior holds NaN or infinite values: the prior or the data lie far "
             "outside what the model was trained on, or beyond what its float arithmetic "
-            f"holds (prior means up to {float(np.max(np.abs(prior.means))):.3g}; data "
-            f"values up to {float(np.max(np.abs(data.values), initial=0.0)):.3g}, "
-            f"noise scales down to {float(np.min(data.noise_sd, initial=np.inf)):.3g}); "
-            "rescale the problem (the latent's units) towards the training task's."
+            f"holds ({scales()}); {fix}."
         )
     sharpness = float(sharpness)
-    # `not <=`: a sharpness that overflowed to NaN is beyond the range too.
-    if model.max_sharpness is not None and not sharpness <= model.max_sharpness:
+    # `not <=`: a sharpness that overflowed to NaN is beyond the range too. A parametric
+    # prior's sharpness is a function of its parameters and the count, which the ranges
+    # above already bound: only mixtures are checked here.
+    if (
+        model.max_sharpness is not None
+        and not model.prior_ranges
+        and not sharpness <= model.max_sharpness
+    ):
         warnings.warn(
             f"the data sharpen the prior more than the model was trained for: "
             f"`data_sharpness` is {sharpness:.3g} against {model.max_sharpness:.3g}, the "

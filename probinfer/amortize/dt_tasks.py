@@ -1,7 +1,8 @@
 """Training tasks for the distribution transformer: a meta-prior over priors, then data.
 
-A task draws one training example: a Gaussian-mixture prior from its meta-prior, a latent
-``theta`` from that prior, and observations of ``theta``. The transformer is trained to
+A task draws one training example: a prior from its meta-prior (a Gaussian mixture, or a
+parametric prior such as the normal-inverse-gamma), a latent ``theta`` from that prior,
+and observations of ``theta``. The transformer is trained to
 maximise ``log q(theta | prior, data)``; in expectation over the task that is minimising
 ``KL(exact posterior || q)``, so a task defines the family of priors and data that the
 trained network answers for. Examples are padded to ``max_components`` components and
@@ -11,7 +12,7 @@ trained network answers for. Examples are padded to ``max_components`` component
 from __future__ import annotations
 
 import abc
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import equinox as eqx
 import jax
@@ -20,6 +21,7 @@ import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
 from probinfer.amortize.mixture import GaussianMixture, LinearGaussianData
+from probinfer.amortize.normal_inverse_gamma import LATENT_DIM, NormalData, NormalInverseGamma
 
 
 class TrainingExample(NamedTuple):
@@ -28,18 +30,21 @@ class TrainingExample(NamedTuple):
     Attributes:
         prior: the prior, ``K`` components; padded ones have weight 0 (log weight
             ``-inf``), mean 0 and identity factor, so the prior is a normalised density.
-        component_mask: ``(K,)`` which components are real.
+            Or a parametric prior (:class:`NormalInverseGammaTask`).
+        component_mask: ``(K,)`` which components are real (all, for a parametric prior:
+            its posterior has ``K`` components).
         theta: ``(d,)`` the latent drawn from the prior.
         data: ``N`` observations of ``theta``; padded ones have design 0, value 0 and unit
             noise: the same likelihood for every ``theta``, so they leave the posterior
             unchanged (but add ``-log(2 pi) / 2`` each to a log marginal likelihood).
+            Padded draws of a normal (:class:`NormalData`) have value 0 and are masked.
         observation_mask: ``(N,)`` which observations are real.
     """
 
-    prior: GaussianMixture
+    prior: GaussianMixture | NormalInverseGamma
     component_mask: Bool[Array, " K"]
     theta: Float[Array, " d"]
-    data: LinearGaussianData
+    data: LinearGaussianData | NormalData
     observation_mask: Bool[Array, " N"]
 
 
@@ -53,10 +58,14 @@ class AbstractPosteriorTask(eqx.Module):
 
     Attributes:
         dim: latent dimension ``d``.
-        max_components: the most prior components an example has.
+        max_components: the most prior components an example has (the posterior's
+            number of components, for a parametric prior).
         max_observations: the most observations an example has.
+        prior_family: the :data:`~probinfer.amortize.distribution_transformer.PRIOR_FAMILIES`
+            entry its priors belong to (a class constant).
     """
 
+    prior_family: ClassVar[str] = "gaussian_mixture"
     dim: eqx.AbstractVar[int]
     max_components: eqx.AbstractVar[int]
     max_observations: eqx.AbstractVar[int]
@@ -68,6 +77,47 @@ class AbstractPosteriorTask(eqx.Module):
     @abc.abstractmethod
     def spec(self) -> dict:
         """A JSON description from which :func:`task_from_spec` rebuilds this task."""
+
+    def prior_ranges(self) -> tuple[tuple[str, float, float], ...]:
+        """``(name, low, high)`` of each parametric prior parameter the meta-prior spans
+        (none for mixture priors, whose trained range :func:`data_sharpness` checks)."""
+        return ()
+
+    def sharpness_bound(self) -> float | None:
+        """The largest ``data_sharpness`` any example can have, where the meta-prior
+        bounds it (``None``: unbounded, use a percentile of draws)."""
+        return None
+
+
+def _check_sizes(
+    max_components: int, max_observations: int, min_observations: int, *, dim: int = 1
+) -> None:
+    """Refuse sizes that are not integers, or out of range."""
+    for name, value in (("dim", dim), ("max_components", max_components),
+                        ("max_observations", max_observations),
+                        ("min_observations", min_observations)):  # fmt: skip
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+    for name, value in (("dim", dim), ("max_components", max_components),
+                        ("max_observations", max_observations)):  # fmt: skip
+        if value < 1:
+            raise ValueError(f"`{name}` must be >= 1, got {value}.")
+    if not 0 <= min_observations <= max_observations:
+        raise ValueError(
+            f"`min_observations` must be in [0, max_observations={max_observations}], "
+            f"got {min_observations}."
+        )
+
+
+def _check_range(name: str, pair: tuple[float, float]) -> tuple[float, float]:
+    if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
+        raise ValueError(f"`{name}` must be (low, high) with 0 < low <= high, got {pair}.")
+    return float(pair[0]), float(pair[1])
+
+
+def _log_uniform(key: PRNGKeyArray, bounds: tuple[float, float], shape: tuple = ()) -> Array:
+    low, high = np.log(bounds)
+    return jnp.exp(jax.random.uniform(key, shape, minval=low, maxval=high))
 
 
 def _random_scale_tril(key: PRNGKeyArray, dim: int, sd: Array) -> Array:
@@ -128,23 +178,7 @@ class LinearGaussianTask(AbstractPosteriorTask):
         component_sd: tuple[float, float] = (0.2, 1.0),
         noise_sd: tuple[float, float] = (0.3, 3.0),
     ) -> None:
-        for name, value in (("dim", dim), ("max_components", max_components),
-                            ("max_observations", max_observations),
-                            ("min_observations", min_observations)):  # fmt: skip
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-                raise TypeError(f"`{name}` must be an integer, got {value!r}.")
-        for name, value in (("dim", dim), ("max_components", max_components),
-                            ("max_observations", max_observations)):  # fmt: skip
-            if value < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {value}.")
-        if not 0 <= min_observations <= max_observations:
-            raise ValueError(
-                f"`min_observations` must be in [0, max_observations={max_observations}], "
-                f"got {min_observations}."
-            )
-        for name, pair in (("component_sd", component_sd), ("noise_sd", noise_sd)):
-            if len(pair) != 2 or not 0 < pair[0] <= pair[1]:
-                raise ValueError(f"`{name}` must be (low, high) with 0 < low <= high, got {pair}.")
+        _check_sizes(max_components, max_observations, min_observations, dim=dim)
         if not mean_sd >= 0:
             raise ValueError(f"`mean_sd` must be >= 0, got {mean_sd}.")
         self.dim = int(dim)
@@ -152,8 +186,8 @@ class LinearGaussianTask(AbstractPosteriorTask):
         self.max_observations = int(max_observations)
         self.min_observations = int(min_observations)
         self.mean_sd = float(mean_sd)
-        self.component_sd = (float(component_sd[0]), float(component_sd[1]))
-        self.noise_sd = (float(noise_sd[0]), float(noise_sd[1]))
+        self.component_sd = _check_range("component_sd", component_sd)
+        self.noise_sd = _check_range("noise_sd", noise_sd)
 
     def sample_prior(self, key: PRNGKeyArray) -> tuple[GaussianMixture, Array]:
         """A padded prior from the meta-prior and its component mask."""
@@ -208,6 +242,96 @@ class LinearGaussianTask(AbstractPosteriorTask):
         }
 
 
+class NormalInverseGammaTask(AbstractPosteriorTask):
+    """Normal-inverse-gamma priors with draws of a normal (the exact posterior is known).
+
+    The meta-prior: ``pseudo_count`` and ``concentration`` log-uniform on their ranges,
+    ``loc ~ N(0, 1)`` and ``rate`` log-uniform on ``[0.1, 10]`` (the units of ``y``: the
+    network removes them exactly, so they do not matter). Then ``theta = (mu, log sigma^2)`` from
+    the prior and ``n ~ U{min_observations..max_observations}`` draws ``y_j ~ N(mu,
+    sigma^2)``. The transformer answers with a ``max_components``-component mixture over
+    ``theta``.
+
+    Attributes:
+        dim: 2, ``(mu, log sigma^2)``.
+        max_components: components of the posterior mixture.
+        max_observations: most observations.
+        min_observations: fewest observations (0 trains the prior's own shape too).
+        pseudo_count: ``(low, high)`` of the prior's worth for ``mu``, in observations.
+        concentration: ``(low, high)`` of the inverse-gamma shape of ``sigma^2``.
+    """
+
+    prior_family: ClassVar[str] = "normal_inverse_gamma"
+    dim: int = eqx.field(static=True)
+    max_components: int = eqx.field(static=True)
+    max_observations: int = eqx.field(static=True)
+    min_observations: int = eqx.field(static=True)
+    pseudo_count: tuple[float, float] = eqx.field(static=True)
+    concentration: tuple[float, float] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        *,
+        max_components: int = 4,
+        max_observations: int = 16,
+        min_observations: int = 0,
+        pseudo_count: tuple[float, float] = (0.1, 10.0),
+        concentration: tuple[float, float] = (0.5, 10.0),
+    ) -> None:
+        _check_sizes(max_components, max_observations, min_observations)
+        self.dim = LATENT_DIM
+        self.max_components = int(max_components)
+        self.max_observations = int(max_observations)
+        self.min_observations = int(min_observations)
+        self.pseudo_count = _check_range("pseudo_count", pseudo_count)
+        self.concentration = _check_range("concentration", concentration)
+
+    def sample_prior(self, key: PRNGKeyArray) -> NormalInverseGamma:
+        """A prior from the meta-prior."""
+        k_loc, k_count, k_concentration, k_rate = jax.random.split(key, 4)
+        return NormalInverseGamma(
+            jax.random.normal(k_loc),
+            _log_uniform(k_count, self.pseudo_count),
+            _log_uniform(k_concentration, self.concentration),
+            _log_uniform(k_rate, (0.1, 10.0)),
+        )
+
+    def sample(self, key: PRNGKeyArray) -> TrainingExample:
+        """Prior, latent and ``n`` draws, padded."""
+        k_prior, k_theta, k_count, k_eps = jax.random.split(key, 4)
+        prior = self.sample_prior(k_prior)
+        theta = prior.sample(k_theta)
+        size = self.max_observations
+        count = jax.random.randint(k_count, (), self.min_observations, size + 1)
+        observed = jnp.arange(size) < count
+        values = theta[0] + jnp.exp(0.5 * theta[1]) * jax.random.normal(k_eps, (size,))
+        data = NormalData(jnp.where(observed, values, 0.0))
+        mask = jnp.ones(self.max_components, bool)
+        return TrainingExample(prior, mask, theta, data, observed)
+
+    def prior_ranges(self) -> tuple[tuple[str, float, float], ...]:
+        """The trained ranges of ``pseudo_count`` and ``concentration`` (``loc`` and
+        ``rate`` carry the units, which the network removes)."""
+        return (("pseudo_count", *self.pseudo_count), ("concentration", *self.concentration))
+
+    def sharpness_bound(self) -> float:
+        """The largest ``data_sharpness`` of any example: ``sqrt(max_observations *
+        max(1 / pseudo_count, 1 / (2 concentration)))`` at the ranges' lower ends."""
+        most = max(1 / self.pseudo_count[0], 0.5 / self.concentration[0])
+        return float(np.sqrt(self.max_observations * most))
+
+    def spec(self) -> dict:
+        """JSON description (``{"type": "normal_inverse_gamma", ...}``)."""
+        return {
+            "type": "normal_inverse_gamma",
+            "max_components": self.max_components,
+            "max_observations": self.max_observations,
+            "min_observations": self.min_observations,
+            "pseudo_count": list(self.pseudo_count),
+            "concentration": list(self.concentration),
+        }
+
+
 def task_from_spec(spec: dict) -> AbstractPosteriorTask:
     """Rebuild a task from :meth:`AbstractPosteriorTask.spec`'s description.
 
@@ -216,13 +340,17 @@ def task_from_spec(spec: dict) -> AbstractPosteriorTask:
     """
     settings = dict(spec)
     kind = settings.pop("type", None)
-    if kind != "linear_gaussian":
-        raise ValueError(f"unknown task type {kind!r}; use 'linear_gaussian'.")
+    if kind not in ("linear_gaussian", "normal_inverse_gamma"):
+        raise ValueError(
+            f"unknown task type {kind!r}; use 'linear_gaussian' or 'normal_inverse_gamma'."
+        )
     try:
-        dim = settings.pop("dim")
-        for name in ("component_sd", "noise_sd"):
+        for name in ("component_sd", "noise_sd", "pseudo_count", "concentration"):
             if name in settings:
                 settings[name] = tuple(settings[name])
+        if kind == "normal_inverse_gamma":
+            return NormalInverseGammaTask(**settings)
+        dim = settings.pop("dim")
         return LinearGaussianTask(dim, **settings)
     except (TypeError, KeyError) as error:
         raise ValueError(f"bad task settings for type {kind!r}: {error}") from None
