@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import equinox as eqx
@@ -268,6 +269,15 @@ def filtering(model_dir: Path, num_sequences: int) -> dict:
     return {"model": _display_path(model_dir), "results": results, "example": example}
 
 
+def timed(fn: Callable[[], object], repeats: int) -> float:
+    """Seconds per call of ``fn`` (warm: one call first compiles), over ``repeats`` calls."""
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        jax.block_until_ready(fn())
+    return (time.perf_counter() - start) / repeats
+
+
 def speed(model_dir: Path, repeats: int) -> dict:
     import numpyro
     import numpyro.distributions as dist
@@ -283,13 +293,6 @@ def speed(model_dir: Path, repeats: int) -> dict:
     noise = np.full(8, 0.5)
     values = design @ theta + noise * rng.normal(size=8)
     data = amortize.linear_gaussian_data(design, values, noise)
-
-    def timed(fn, n):
-        fn()  # warm (compile)
-        start = time.perf_counter()
-        for _ in range(n):
-            jax.block_until_ready(fn())
-        return (time.perf_counter() - start) / n
 
     dt_seconds = timed(lambda: amortize.posterior(model, prior, data).means, repeats)
     exact = eqx.filter_jit(lambda p, d: p.condition(d))

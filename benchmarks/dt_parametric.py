@@ -35,7 +35,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from dt import _display_path, _se
+from dt import _display_path, _se, timed
 
 import probinfer as pi
 from probinfer import amortize
@@ -135,13 +135,6 @@ def speed(model_dir: Path, repeats: int) -> dict:
     rng = np.random.default_rng(7)
     values = 0.8 + 1.3 * rng.normal(size=10)
     data = amortize.normal_data(values)
-
-    def timed(fn, n):
-        fn()  # warm (compile)
-        start = time.perf_counter()
-        for _ in range(n):
-            jax.block_until_ready(fn())
-        return (time.perf_counter() - start) / n
 
     dt_seconds = timed(lambda: amortize.posterior(model, prior, data).means, repeats)
     exact_fn = jax.jit(lambda p, d: p.condition(d))

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _dt import apply_compiled, random_weights
 
 from probinfer import amortize
 from probinfer.amortize import (
@@ -33,21 +34,6 @@ TINY_RUN = {
     "training": {"num_steps": 6, "batch_size": 16, "width": 16, "num_layers": 1,
                  "num_heads": 2, "mlp_width": 16, "warmup_steps": 1, "steps_per_chunk": 2},
 }  # fmt: skip
-
-
-@eqx.filter_jit
-def _apply(model: DistributionTransformer, prior, data, **masks) -> GaussianMixture:
-    """``model(prior, data, **masks)``, compiled (eager dispatch is slower than compiling)."""
-    return model(prior, data, **masks)
-
-
-def _random_weights(model: DistributionTransformer, key: jax.Array) -> DistributionTransformer:
-    """The model with every weight random (zero-initialised branches included)."""
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    noisy = [0.3 * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves, strict=True)]
-    return eqx.combine(jax.tree.unflatten(treedef, noisy), static)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +58,7 @@ def random_model() -> DistributionTransformer:
         2, max_components=4, max_observations=8, width=32, num_layers=2, mlp_width=32,
         key=jax.random.key(0),
     )  # fmt: skip
-    return _random_weights(model, jax.random.key(1))
+    return random_weights(model, jax.random.key(1))
 
 
 def _grid(lo: float, hi: float, num: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -217,7 +203,7 @@ def test_bad_data_is_refused() -> None:
 
 def test_untrained_network_returns_the_prior(prior_2d, data_2d) -> None:
     model = DistributionTransformer(2, max_components=4, max_observations=8, key=jax.random.key(0))
-    posterior = _apply(model, prior_2d, data_2d)
+    posterior = apply_compiled(model, prior_2d, data_2d)
     for got, want in zip(jax.tree.leaves(posterior), jax.tree.leaves(prior_2d), strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
@@ -228,19 +214,19 @@ def test_symmetries_and_padding(random_model, prior_2d, data_2d) -> None:
     Checked on random weights (zero-initialised branches too), where nothing is trivial:
     the posterior differs from the prior by O(1).
     """
-    base = _apply(random_model, prior_2d, data_2d)
+    base = apply_compiled(random_model, prior_2d, data_2d)
     assert float(jnp.abs(base.means - prior_2d.means).max()) > 0.05
 
     # Components in another order: the same components come back in that order.
     swap = jnp.array([1, 0])
-    swapped = _apply(random_model, jax.tree.map(lambda x: x[swap], prior_2d), data_2d)
+    swapped = apply_compiled(random_model, jax.tree.map(lambda x: x[swap], prior_2d), data_2d)
     np.testing.assert_allclose(swapped.means, base.means[swap], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(swapped.log_weights, base.log_weights[swap], atol=1e-5)
     np.testing.assert_allclose(swapped.scale_tril, base.scale_tril[swap], rtol=1e-4, atol=1e-6)
 
     # Observations in another order: the same posterior.
     order = jnp.array([2, 0, 1])
-    shuffled = _apply(random_model, prior_2d, jax.tree.map(lambda x: x[order], data_2d))
+    shuffled = apply_compiled(random_model, prior_2d, jax.tree.map(lambda x: x[order], data_2d))
     np.testing.assert_allclose(shuffled.means, base.means, rtol=1e-4, atol=1e-5)
 
     # Padding components and observations changes nothing on the real ones.
@@ -255,7 +241,7 @@ def test_symmetries_and_padding(random_model, prior_2d, data_2d) -> None:
         jnp.concatenate([data_2d.values, jnp.array([jnp.nan, 5.0])]),
         jnp.concatenate([data_2d.noise_sd, jnp.array([1.0, 0.0])]),
     )
-    padded = _apply(
+    padded = apply_compiled(
         random_model,
         prior_padded,
         data_padded,
@@ -279,7 +265,7 @@ def test_symmetries_and_padding(random_model, prior_2d, data_2d) -> None:
     data_units = amortize.LinearGaussianData(
         unit * design, unit * (data_2d.values + design @ offset), unit * data_2d.noise_sd
     )
-    moved = _apply(random_model, prior_units, data_units)
+    moved = apply_compiled(random_model, prior_units, data_units)
     np.testing.assert_allclose(moved.means, base.means * scale[None] + offset[None], rtol=1e-4)
     np.testing.assert_allclose(moved.log_weights, base.log_weights, atol=1e-4)
     np.testing.assert_allclose(
@@ -288,7 +274,7 @@ def test_symmetries_and_padding(random_model, prior_2d, data_2d) -> None:
 
 
 def test_no_observations_is_valid(random_model, prior_2d) -> None:
-    posterior = _apply(
+    posterior = apply_compiled(
         random_model, prior_2d, linear_gaussian_data(np.zeros((0, 2)), np.zeros(0), 1.0)
     )
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(posterior))
@@ -310,7 +296,7 @@ def test_checked_posterior_refuses_bad_input(random_model, prior_2d, data_2d) ->
         amortize.posterior(random_model, {"weights": [1.0]}, data_2d)  # type: ignore[arg-type]
     result = amortize.posterior(random_model, prior_2d, data_2d)
     np.testing.assert_allclose(
-        result.means, _apply(random_model, prior_2d, data_2d).means, rtol=1e-5
+        result.means, apply_compiled(random_model, prior_2d, data_2d).means, rtol=1e-5
     )
 
 

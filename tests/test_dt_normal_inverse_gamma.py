@@ -11,17 +11,16 @@ from __future__ import annotations
 import json
 import warnings
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _dt import apply_compiled, random_weights
 from scipy import special, stats
 
 from probinfer import amortize
 from probinfer.amortize import (
     DistributionTransformer,
-    GaussianMixture,
     NormalData,
     NormalInverseGamma,
     normal_data,
@@ -29,21 +28,6 @@ from probinfer.amortize import (
 )
 
 VALUES = [1.0, 2.0, 0.5, -0.3]
-
-
-@eqx.filter_jit
-def _apply(model: DistributionTransformer, prior, data, **masks) -> GaussianMixture:
-    """``model(prior, data, **masks)``, compiled."""
-    return model(prior, data, **masks)
-
-
-def _random_weights(model: DistributionTransformer, key: jax.Array) -> DistributionTransformer:
-    """The model with every weight random (zero-initialised branches included)."""
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
-    noisy = [0.3 * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves, strict=True)]
-    return eqx.combine(jax.tree.unflatten(treedef, noisy), static)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +46,7 @@ def random_model() -> DistributionTransformer:
         prior_family="normal_inverse_gamma", prior_ranges=TASK.prior_ranges(),
         max_sharpness=TASK.sharpness_bound(), key=jax.random.key(0),
     )  # fmt: skip
-    return _random_weights(model, jax.random.key(1))
+    return random_weights(model, jax.random.key(1))
 
 
 def test_log_prob_matches_scipy_and_condition_is_bayes_rule(prior) -> None:
@@ -137,7 +121,7 @@ def test_untrained_network_returns_the_moment_frame(prior) -> None:
         2, max_components=3, max_observations=6, prior_family="normal_inverse_gamma",
         key=jax.random.key(0),
     )  # fmt: skip
-    result = _apply(model, prior, normal_data(VALUES))
+    result = apply_compiled(model, prior, normal_data(VALUES))
     shift, scale, _ = prior.frame()
     np.testing.assert_allclose(result.means, np.broadcast_to(shift, (3, 2)), rtol=1e-6)
     np.testing.assert_allclose(
@@ -150,7 +134,7 @@ def test_symmetries_and_padding(random_model, prior) -> None:
     """New units of ``y`` map the posterior exactly; observation order and padding do not
     matter. On random weights, where the posterior differs from the frame by O(1)."""
     data = normal_data(VALUES)
-    base = _apply(random_model, prior, data)
+    base = apply_compiled(random_model, prior, data)
     shift, _, _ = prior.frame()
     assert float(jnp.abs(base.means - shift[None]).max()) > 0.05
 
@@ -160,7 +144,7 @@ def test_symmetries_and_padding(random_model, prior) -> None:
     moved_prior = NormalInverseGamma(
         c * prior.loc + t, prior.pseudo_count, prior.concentration, c**2 * prior.rate
     )
-    moved = _apply(random_model, moved_prior, NormalData(c * data.values + t))
+    moved = apply_compiled(random_model, moved_prior, NormalData(c * data.values + t))
     np.testing.assert_allclose(moved.means[:, 0], c * base.means[:, 0] + t, rtol=1e-4)
     np.testing.assert_allclose(
         moved.means[:, 1], base.means[:, 1] + 2 * np.log(c), rtol=1e-4, atol=1e-4
@@ -171,10 +155,10 @@ def test_symmetries_and_padding(random_model, prior) -> None:
         moved.scale_tril, base.scale_tril * units[None, :, None], rtol=1e-4, atol=1e-6
     )
 
-    shuffled = _apply(random_model, prior, NormalData(data.values[jnp.array([2, 0, 3, 1])]))
+    shuffled = apply_compiled(random_model, prior, NormalData(data.values[jnp.array([2, 0, 3, 1])]))
     np.testing.assert_allclose(shuffled.means, base.means, rtol=1e-4, atol=1e-5)
     # Padded observations hold garbage: the mask keeps it out.
-    padded = _apply(
+    padded = apply_compiled(
         random_model,
         prior,
         NormalData(jnp.array([*VALUES, jnp.nan, 1e30])),
@@ -212,7 +196,9 @@ def test_checked_posterior_refuses_bad_input(random_model, prior) -> None:
     with pytest.raises(ValueError, match="at most 6"):
         amortize.posterior(random_model, prior, normal_data(np.zeros(7)))
     result = amortize.posterior(random_model, prior, data)
-    np.testing.assert_allclose(result.means, _apply(random_model, prior, data).means, rtol=1e-5)
+    np.testing.assert_allclose(
+        result.means, apply_compiled(random_model, prior, data).means, rtol=1e-5
+    )
     assert amortize.posterior(random_model, prior, normal_data(np.zeros(0))).num_components == 3
     with pytest.raises(ValueError, match="prior_family"):
         DistributionTransformer(2, max_components=2, max_observations=2, prior_family="gamma",
@@ -225,11 +211,13 @@ def test_checked_posterior_refuses_bad_input(random_model, prior) -> None:
 
 def test_checked_posterior_compiles_once(random_model, prior, count_compilations) -> None:
     """After one call, other numbers of observations and other priors compile nothing."""
+    # Built first: making a device array of a new shape may compile a conversion.
+    data = [normal_data(np.arange(size, dtype=float)) for size in (0, 1, 6)]
+    other = normal_inverse_gamma(1.0, 0.5, 2.0, 9.0)
     amortize.posterior(random_model, prior, normal_data(VALUES))
     count_compilations.clear()
-    for size in (0, 1, 6):
-        amortize.posterior(random_model, normal_inverse_gamma(1.0, 0.5, 2.0, 9.0),
-                           normal_data(np.arange(size, dtype=float)))  # fmt: skip
+    for observations in data:
+        amortize.posterior(random_model, other, observations)
     assert count_compilations == [], f"{len(count_compilations)} XLA compilations"
 
 

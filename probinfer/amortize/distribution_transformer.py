@@ -681,10 +681,12 @@ def posterior(
         dtype = np.result_type(prior.loc.dtype, np.asarray(data.values).dtype)
         padded_prior = prior
         padded_data = NormalData(padded(data.values, extra_observations, 0.0, dtype))
-        typical_sd = float(prior.frame()[2])
-        largest = float(np.max(np.abs(np.asarray(data.values) - float(prior.loc)), initial=0.0))
+        host_values, host_prior = np.asarray(data.values), prior
 
-        def scales() -> str:  # for the error message only
+        def scales() -> str:  # for the error message only (eager JAX ops would compile)
+            typical_sd = float(np.asarray(host_prior.frame()[2]))
+            distance = np.abs(host_values - float(host_prior.loc))
+            largest = float(np.max(distance, initial=0.0))
             return (
                 f"pseudo_count {float(prior.pseudo_count):.3g}, concentration "
                 f"{float(prior.concentration):.3g}; data up to {largest / typical_sd:.3g} "
