@@ -196,6 +196,10 @@ def test_checked_posterior_refuses_bad_input(random_model, prior) -> None:
     with pytest.raises(ValueError, match="at most 6"):
         amortize.posterior(random_model, prior, normal_data(np.zeros(7)))
     result = amortize.posterior(random_model, prior, data)
+    idata = result.to_idata(jax.random.key(0), 300, names=["mu", "log_sigma2"])
+    assert idata.posterior["mu"].shape == idata.posterior["log_sigma2"].shape == (1, 300)
+    with pytest.raises(ValueError, match="2 distinct names"):
+        result.to_idata(jax.random.key(0), 10, names=["mu", "mu"])
     np.testing.assert_allclose(
         result.means, apply_compiled(random_model, prior, data).means, rtol=1e-5
     )

@@ -11,6 +11,7 @@ closed form is what the distribution transformer is validated against.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import arviz as az
 import equinox as eqx
@@ -297,20 +298,38 @@ class GaussianMixture(eqx.Module):
         )
 
     def to_idata(
-        self, key: PRNGKeyArray, num_draws: int = 4000, *, name: str = "theta"
+        self,
+        key: PRNGKeyArray,
+        num_draws: int = 4000,
+        *,
+        name: str = "theta",
+        names: Sequence[str] | None = None,
     ) -> az.InferenceData:
-        """Independent draws as ArviZ ``InferenceData`` (one chain, ``posterior[name]``).
+        """Independent draws as ArviZ ``InferenceData`` (one chain).
 
         Args:
             key: PRNG key.
             num_draws: number of draws.
-            name: the variable's name.
+            name: the variable's name (all ``d`` axes in one variable).
+            names: instead, one name per axis, each its own scalar variable (e.g.
+                ``["mu", "log_sigma2"]`` for a normal-inverse-gamma model's posterior).
 
         Returns:
-            ``InferenceData`` with a ``posterior`` group of shape ``(1, num_draws, d)``.
+            ``InferenceData`` with a ``posterior`` group: ``posterior[name]`` of shape
+            ``(1, num_draws, d)``, or ``posterior[names[i]]`` of shape ``(1, num_draws)``.
+
+        Raises:
+            ValueError: if ``names`` does not hold ``d`` distinct names.
         """
         draws = np.asarray(self.sample(key, (num_draws,)))[None]
-        return az.from_dict(posterior={name: draws}, dims={name: [f"{name}_dim"]})
+        if names is None:
+            return az.from_dict(posterior={name: draws}, dims={name: [f"{name}_dim"]})
+        names = list(names)
+        if len(names) != self.dim or len(set(names)) != self.dim:
+            raise ValueError(
+                f"`names` must hold {self.dim} distinct names, one per axis, got {names}."
+            )
+        return az.from_dict(posterior={n: draws[..., i] for i, n in enumerate(names)})
 
 
 def gaussian_mixture(
