@@ -247,11 +247,10 @@ def _run_staged(
         # A member past its limit keeps its carry (the loop's select) but is still
         # advanced in the discarded lanes: it must not count as finishing.
         is_finishing = step_fn.is_done(work) & (i < limit)
+        index = start + i
 
-        def complete() -> _StagedCarry:
-            # Every member computes; only the finishing ones keep the result (the
-            # buffers masked row by row, not as whole arrays).
-            index = start + i
+        def complete() -> tuple:
+            # Every member computes; only the finishing ones keep the result.
             key_step = jax.random.fold_in(key, index)
             # Rare work inside (`member_cond`: a window's new metric) runs only when a
             # finishing member needs it, not for a member in the middle of its step.
@@ -259,22 +258,26 @@ def _run_staged(
                 new_state, record = step_fn.finish(key_step, state, work, index, shared)
                 new_work = begin(index + 1, new_state)
             new_group = _thinned_record(group, record, index, thin, combine_fn)
-            rows = _keep_record(buffers, packing.pack(new_group), i, index, thin, is_finishing)
             return (
-                i + is_finishing.astype(i.dtype),
                 tree_where(is_finishing, new_state, state),
                 tree_where(is_finishing, new_work, work),
-                rows,
                 tree_where(is_finishing, new_group, group),
                 jnp.where(is_finishing, is_done(new_state), done),
+                packing.pack(new_group),
             )
 
-        return jax.lax.cond(
-            any_member(is_finishing), complete, lambda: (i, state, work, buffers, group, done)
-        )
+        def skip() -> tuple:
+            return state, work, group, done, jax.tree.map(jnp.zeros_like, empty_row)
+
+        state, work, group, done, row = jax.lax.cond(any_member(is_finishing), complete, skip)
+        # The row is written outside the branch: a branch that may leave the buffers
+        # unchanged makes XLA copy them whole on every iteration that skips it.
+        buffers = _keep_record(buffers, row, i, index, thin, is_finishing)
+        return i + is_finishing.astype(i.dtype), state, work, buffers, group, done
 
     buffers = packing.buffers(num_rows)
     group = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), record_like)
+    empty_row = packing.pack(group)
     carry = (
         jnp.asarray(0, start.dtype), state, begin(start, state), buffers, group, is_done(state)
     )  # fmt: skip
