@@ -399,8 +399,8 @@ _HELP: dict[str, tuple[str, str]] = {
         '   "y_train": [0.3, -0.2, 0.5, -0.4, 0.1], "x_test": [[0.3]]}',
     ),
     "dt": (
-        "Distribution transformers: map a Gaussian-mixture prior plus data to a "
-        "Gaussian-mixture posterior.",
+        "Distribution transformers: map a prior (a Gaussian mixture, or a "
+        "normal-inverse-gamma for dt-nig) plus data to a Gaussian-mixture posterior.",
         "examples:\n  probinfer dt list\n  probinfer dt posterior --data prior_and_data.json "
         "--model dt-2d\n  probinfer dt train --config task.json --out my_dt",
     ),
@@ -410,8 +410,9 @@ _HELP: dict[str, tuple[str, str]] = {
         "example:\n  probinfer dt list",
     ),
     "dt train": (
-        "Train a distribution transformer on a meta-prior over Gaussian-mixture priors, "
-        "from a JSON config; an existing --out folder is resumed from its last checkpoint.",
+        "Train a distribution transformer on a meta-prior over priors (task type "
+        "linear_gaussian: Gaussian mixtures; normal_inverse_gamma), from a JSON config; an "
+        "existing --out folder is resumed from its last checkpoint.",
         'example:\n  probinfer dt train --config task.json --out my_dt\n\ntask.json:\n  {"task": '
         '{"type": "linear_gaussian", "dim": 2}, "training": {"num_steps": 2000}}',
     ),

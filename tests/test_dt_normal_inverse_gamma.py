@@ -176,15 +176,20 @@ def test_checked_posterior_refuses_bad_input(random_model, prior) -> None:
     shipped_mixture_model = amortize.load_dt(amortize.PRETRAINED_DT_2D)
     with pytest.raises(TypeError, match="trained on Gaussian-mixture priors.*dt-nig"):
         amortize.posterior(shipped_mixture_model, prior, data)
-    with pytest.raises(ValueError, match="finite with positive pseudo_count"):
-        amortize.posterior(random_model, NormalInverseGamma(0.0, -1.0, 2.0, 1.0), data)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="linear-Gaussian observations.*dt-nig"):
+        amortize.posterior(shipped_mixture_model, mixture, data)
+    # Priors built directly get the builder's checks, by name.
+    with pytest.raises(ValueError, match="`pseudo_count` must be > 0"):
+        amortize.posterior(random_model, NormalInverseGamma(0.0, -1.0, 2.0, 1.0), data)
+    with pytest.raises(ValueError, match="`rate`"):  # 0 in float32, tiny in float64
+        amortize.posterior(random_model, NormalInverseGamma(0.0, 1.0, 2.0, 1e-50), data)
     with pytest.raises(ValueError, match="one number each"):
         batched = NormalInverseGamma(jnp.zeros(2), jnp.ones(2), jnp.ones(2), jnp.ones(2))
         amortize.posterior(random_model, batched, data)
-    with pytest.raises(ValueError, match="`data.values` must be finite"):
+    with pytest.raises(ValueError, match="`values` contains NaN"):
         amortize.posterior(random_model, prior, NormalData(jnp.array([1.0, jnp.nan])))
     # A prior built directly from Python numbers (unchecked) works like a checked one.
-    direct = NormalInverseGamma(0.5, 2.0, 3.0, 4.0)  # type: ignore[arg-type]
+    direct = NormalInverseGamma(0.5, 2.0, 3.0, 4.0)
     np.testing.assert_allclose(
         amortize.posterior(random_model, direct, data).means,
         amortize.posterior(random_model, prior, data).means,
@@ -200,6 +205,8 @@ def test_checked_posterior_refuses_bad_input(random_model, prior) -> None:
     assert idata.posterior["mu"].shape == idata.posterior["log_sigma2"].shape == (1, 300)
     with pytest.raises(ValueError, match="2 distinct names"):
         result.to_idata(jax.random.key(0), 10, names=["mu", "mu"])
+    with pytest.raises(ValueError, match="one name per axis"):
+        result.to_idata(jax.random.key(0), 10, names="mu")
     np.testing.assert_allclose(
         result.means, apply_compiled(random_model, prior, data).means, rtol=1e-5
     )
@@ -230,14 +237,17 @@ def test_data_sharpness_is_the_precision_gain(prior) -> None:
     kappa``) and ``log sigma^2``'s (``concentration_n / concentration``, to first order);
     no data give 0."""
     data = normal_data(VALUES)
-    posterior = prior.condition(data)
-    gain = max(
-        float(posterior.pseudo_count / prior.pseudo_count),
-        float(posterior.concentration / prior.concentration),
-    )
-    np.testing.assert_allclose(
-        1 + float(amortize.data_sharpness(prior, data)) ** 2, gain, rtol=1e-6
-    )
+    # The mean's gain is the larger for the fixture, the variance's for the second prior.
+    for one in (prior, normal_inverse_gamma(0.0, 10.0, 0.5, 1.0)):
+        posterior = one.condition(data)
+        gains = (
+            float(posterior.pseudo_count / one.pseudo_count),
+            float(posterior.concentration / one.concentration),
+        )
+        assert gains[0] != gains[1]
+        np.testing.assert_allclose(
+            1 + float(amortize.data_sharpness(one, data)) ** 2, max(gains), rtol=1e-6
+        )
     assert float(amortize.data_sharpness(prior, normal_data(np.zeros(0)))) == 0.0
 
 
@@ -316,6 +326,7 @@ def test_cli_posterior_for_the_shipped_model(tmp_path, capsys) -> None:
     arguments = ["dt", "posterior", "--model", "dt-nig", "--data", str(tmp_path / "data.json")]
     assert cli.main([*arguments, "--out", str(out)]) == 0
     result = json.loads(out.read_text())
+    assert result["latent"] == ["mu", "log sigma^2"]
     assert len(result["weights"]) == 4 and np.isclose(sum(result["weights"]), 1.0, atol=1e-5)
     data["prior"]["concentration"] = -1.0
     (tmp_path / "data.json").write_text(json.dumps(data))

@@ -5,9 +5,9 @@ after training, one forward pass gives the posterior predictive of a new dataset
 (Müller et al., 2022). ``priors`` holds the dataset priors, ``pfn`` the network,
 :func:`train` the resumable training loop and :func:`predict` the checked prediction.
 
-A distribution transformer maps a Gaussian-mixture prior plus data to a Gaussian-mixture
-posterior (Whittle et al.): ``mixture`` holds the distributions, ``dt_tasks`` the
-meta-priors it is trained on, :func:`train_dt` the training loop, :func:`posterior` the
+A distribution transformer maps a Gaussian-mixture prior (or a parametric prior:
+``normal_inverse_gamma``) plus data to a Gaussian-mixture posterior (Whittle et al.):
+``mixture`` holds the distributions, ``dt_tasks`` the meta-priors it is trained on, :func:`train_dt` the training loop, :func:`posterior` the
 checked call and :func:`evaluate_dt` the comparison with the exact posterior.
 """
 

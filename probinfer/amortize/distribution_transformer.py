@@ -38,7 +38,13 @@ from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from probinfer.amortize.dt_tasks import masked_log_weights
 from probinfer.amortize.mixture import GaussianMixture, LinearGaussianData
-from probinfer.amortize.normal_inverse_gamma import LATENT_DIM, NormalData, NormalInverseGamma
+from probinfer.amortize.normal_inverse_gamma import (
+    LATENT_DIM,
+    NormalData,
+    NormalInverseGamma,
+    normal_data,
+    normal_inverse_gamma,
+)
 from probinfer.amortize.pfn import TransformerLayer
 
 # The prior families a transformer is built for: Gaussian mixtures (one token per
@@ -82,6 +88,10 @@ def data_sharpness(
         The largest ``sigma_k`` over the counted components (a scalar; 0 without data).
     """
     if isinstance(prior, NormalInverseGamma):
+        if not isinstance(data, NormalData):
+            raise TypeError(
+                f"a NormalInverseGamma prior goes with NormalData, got {type(data).__name__}."
+            )
         dtype = jnp.result_type(prior.concentration)
         count = (
             jnp.asarray(data.num_observations, dtype)
@@ -257,7 +267,8 @@ class DistributionTransformer(eqx.Module):
         max_sharpness: the edge of the trained range of :func:`data_sharpness` (its
             99.9th percentile over the training task's examples, or the task's bound
             where it has one; static), or ``None`` when unknown (a model built
-            directly): :func:`posterior` warns above it (mixture priors).
+            directly): :func:`posterior` warns above it (mixture priors; a parametric
+            prior's is the task's bound, kept for reference: its ranges are checked).
         prior_family: one of :data:`PRIOR_FAMILIES` (static).
         prior_ranges: ``(name, low, high)`` of each parametric prior parameter the
             training task spanned (static; empty for mixture priors or when unknown):
@@ -341,6 +352,13 @@ class DistributionTransformer(eqx.Module):
         self.max_sharpness = None if max_sharpness is None else float(max_sharpness)
         self.prior_family = prior_family
         self.prior_ranges = tuple((str(n), float(lo), float(hi)) for n, lo, hi in prior_ranges)
+        allowed = ("pseudo_count", "concentration") if parametric else ()
+        unknown = [name for name, _, _ in self.prior_ranges if name not in allowed]
+        if unknown:
+            raise ValueError(
+                f"`prior_ranges` names {unknown}, which a {prior_family} prior does not have "
+                f"(allowed: {list(allowed)})."
+            )
 
     @property
     def num_observation_types(self) -> int:
@@ -364,8 +382,8 @@ class DistributionTransformer(eqx.Module):
             data: ``N`` linear-Gaussian observations, or ``N`` draws of a normal
                 (:class:`~probinfer.amortize.NormalData`); ``N`` may be 0.
             component_mask: ``(K,)`` which components are real (default: all); padded
-                ones come back with weight 0. A parametric prior's posterior has
-                ``max_components`` components.
+                ones come back with weight 0. Ignored for a parametric prior, whose
+                posterior always has ``max_components`` components.
             observation_mask: ``(N,)`` which observations are real (default: all).
             observation_types: ``(N,)`` observation type per observation (default 0).
 
@@ -499,6 +517,12 @@ def _check_mixture_inputs(model: DistributionTransformer, prior: Prior, data: Da
             f"`prior` must be a GaussianMixture (build it with `gaussian_mixture`), got "
             f"{type(prior).__name__}."
         )
+    if isinstance(data, NormalData):
+        raise TypeError(
+            "this model takes linear-Gaussian observations; draws of a normal with unknown "
+            "mean and variance go with a normal-inverse-gamma prior and a model trained on "
+            "one (`amortize.PRETRAINED_DT_NORMAL_INVERSE_GAMMA`, `--model dt-nig`)."
+        )
     if not isinstance(data, LinearGaussianData):
         raise TypeError(
             f"`data` must be LinearGaussianData (build it with `linear_gaussian_data`), got "
@@ -532,9 +556,10 @@ def _check_mixture_inputs(model: DistributionTransformer, prior: Prior, data: Da
 def _checked_normal_inverse_gamma(prior: Prior, data: Data) -> NormalInverseGamma:
     """The prior with array leaves, after refusing a prior and data the model cannot take."""
     if isinstance(prior, GaussianMixture):
+        shipped = "2D` (`--model dt-2d" if prior.dim != 1 else "1D` (`--model dt-1d"
         raise TypeError(
             "this model was trained on normal-inverse-gamma priors; for a Gaussian-mixture "
-            "prior use a model trained on those (`amortize.PRETRAINED_DT_2D`, `--model dt-2d`)."
+            f"prior use a model trained on those (`amortize.PRETRAINED_DT_{shipped}`)."
         )
     if not isinstance(prior, NormalInverseGamma):
         raise TypeError(
@@ -552,20 +577,14 @@ def _checked_normal_inverse_gamma(prior: Prior, data: Data) -> NormalInverseGamm
             "the prior's parameters must be one number each (one prior per call), got shapes "
             f"{[leaf.shape for leaf in leaves]}; build priors with `normal_inverse_gamma`."
         )
-    if not (all(np.isfinite(leaf) for leaf in leaves) and all(leaf > 0 for leaf in leaves[1:])):
-        raise ValueError(
-            "the prior's parameters must be finite with positive pseudo_count, concentration "
-            f"and rate, got {[float(leaf) for leaf in leaves]}; build priors with "
-            "`normal_inverse_gamma`."
-        )
+    # The builders' checks (each parameter and value by name, magnitudes included), for
+    # a prior or data built directly.
+    checked = normal_inverse_gamma(*(float(leaf) for leaf in leaves))
     values = np.asarray(data.values)
-    if values.ndim != 1 or not np.all(np.isfinite(values)):
-        raise ValueError(
-            "`data.values` must be finite numbers of shape (n,); build the data with "
-            "`normal_data`, which names the bad entries."
-        )
-    dtype = jnp.result_type(float)  # JAX's default float: float32 unless x64 is on
-    return NormalInverseGamma(*(jnp.asarray(leaf, dtype) for leaf in leaves))
+    if values.ndim != 1:
+        raise ValueError(f"`data.values` must have shape (n,), got {values.shape}.")
+    normal_data(values)
+    return checked
 
 
 def posterior(
@@ -686,11 +705,11 @@ def posterior(
         def scales() -> str:  # for the error message only (eager JAX ops would compile)
             typical_sd = float(np.asarray(host_prior.frame()[2]))
             distance = np.abs(host_values - float(host_prior.loc))
-            largest = float(np.max(distance, initial=0.0))
+            largest = float(np.max(distance, initial=0.0)) / max(typical_sd, 1e-300)
             return (
                 f"pseudo_count {float(prior.pseudo_count):.3g}, concentration "
-                f"{float(prior.concentration):.3g}; data up to {largest / typical_sd:.3g} "
-                f"typical prior standard deviations ({typical_sd:.3g}) from `loc`"
+                f"{float(prior.concentration):.3g}; data up to {largest:.3g} typical prior "
+                f"standard deviations ({typical_sd:.3g}) from `loc`"
             )
 
         fix = "bring the prior's parameters into the trained ranges (`model.prior_ranges`)"
@@ -735,11 +754,11 @@ def posterior(
         )
     sharpness = float(sharpness)
     # `not <=`: a sharpness that overflowed to NaN is beyond the range too. A parametric
-    # prior's sharpness is a function of its parameters and the count, which the ranges
-    # above already bound: only mixtures are checked here.
+    # prior's sharpness is a function of its parameters and the count, which its ranges
+    # above and `max_observations` already bound: only mixtures are checked here.
     if (
         model.max_sharpness is not None
-        and not model.prior_ranges
+        and model.prior_family == "gaussian_mixture"
         and not sharpness <= model.max_sharpness
     ):
         warnings.warn(

@@ -54,7 +54,7 @@ def masked_log_weights(log_weights: Array, mask: Array) -> Array:
 
 
 class AbstractPosteriorTask(eqx.Module):
-    """A meta-prior over Gaussian-mixture priors and a data model.
+    """A meta-prior over priors (Gaussian mixtures, or a parametric family) and a data model.
 
     Attributes:
         dim: latent dimension ``d``.

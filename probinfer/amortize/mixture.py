@@ -321,14 +321,20 @@ class GaussianMixture(eqx.Module):
         Raises:
             ValueError: if ``names`` does not hold ``d`` distinct names.
         """
+        if names is not None:
+            if isinstance(names, str) or name != "theta":
+                raise ValueError(
+                    "pass `names` as a list of one name per axis (e.g. ['mu', 'log_sigma2']), "
+                    f"without `name`; got names={names!r}, name={name!r}."
+                )
+            names = list(names)
+            if len(names) != self.dim or len(set(names)) != self.dim:
+                raise ValueError(
+                    f"`names` must hold {self.dim} distinct names, one per axis, got {names}."
+                )
         draws = np.asarray(self.sample(key, (num_draws,)))[None]
         if names is None:
             return az.from_dict(posterior={name: draws}, dims={name: [f"{name}_dim"]})
-        names = list(names)
-        if len(names) != self.dim or len(set(names)) != self.dim:
-            raise ValueError(
-                f"`names` must hold {self.dim} distinct names, one per axis, got {names}."
-            )
         return az.from_dict(posterior={n: draws[..., i] for i, n in enumerate(names)})
 
 

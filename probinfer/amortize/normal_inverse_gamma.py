@@ -81,13 +81,17 @@ class NormalInverseGamma(eqx.Module):
         pseudo_count: how many observations' worth the prior's ``loc`` is (``> 0``).
         concentration: inverse-gamma shape of ``sigma^2`` (``> 0``; half the prior's
             observations' worth for the variance).
-        rate: inverse-gamma scale of ``sigma^2`` (``> 0``; in units of ``y^2``).
+        rate: NumPyro's ``rate`` of ``sigma^2``'s inverse gamma (SciPy ``invgamma``'s
+            ``scale``; ``> 0``, in units of ``y^2``).
+
+    Python numbers are converted to arrays on construction (unchecked: use
+    :func:`normal_inverse_gamma` for checks).
     """
 
-    loc: Float[Array, ""]
-    pseudo_count: Float[Array, ""]
-    concentration: Float[Array, ""]
-    rate: Float[Array, ""]
+    loc: Float[Array, ""] = eqx.field(converter=jnp.asarray)
+    pseudo_count: Float[Array, ""] = eqx.field(converter=jnp.asarray)
+    concentration: Float[Array, ""] = eqx.field(converter=jnp.asarray)
+    rate: Float[Array, ""] = eqx.field(converter=jnp.asarray)
 
     @property
     def dim(self) -> int:
@@ -96,7 +100,8 @@ class NormalInverseGamma(eqx.Module):
 
     @property
     def mean(self) -> Float[Array, " 2"]:
-        """``E[theta] = (loc, log rate - digamma(concentration))``."""
+        """``E[theta] = (loc, log rate - digamma(concentration))``: the mean of ``log
+        sigma^2``, not of ``sigma^2`` (NumPyro's ``InverseGamma.mean``)."""
         log_variance = jnp.log(self.rate) - jax.scipy.special.digamma(self.concentration)
         return jnp.stack([self.loc, log_variance])
 
@@ -226,8 +231,8 @@ def normal_inverse_gamma(
         loc: prior mean of ``mu``.
         pseudo_count: the prior's worth for ``mu`` in observations (``> 0``).
         concentration: inverse-gamma shape of ``sigma^2`` (``> 0``).
-        rate: inverse-gamma scale of ``sigma^2`` (``> 0``, units of ``y^2``; NumPyro's
-            ``InverseGamma(concentration, rate)``).
+        rate: NumPyro's ``rate`` of ``sigma^2``'s ``InverseGamma(concentration, rate)``
+            (SciPy ``invgamma``'s ``scale``; ``> 0``, units of ``y^2``).
 
     Raises:
         ValueError: on a NaN, infinite or non-positive parameter (``loc`` may be any
@@ -247,7 +252,7 @@ def normal_inverse_gamma(
         fix = (
             "rescale the data (their units)"
             if name in ("loc", "rate")
-            else f"pass a `{name}` between about 1e-3 and 1e3 (a trained model's range is "
+            else f"pass a `{name}` of a usable size (a trained model's range is far "
             "narrower: `DistributionTransformer.prior_ranges`)"
         )
         check_magnitude(name, array[None], fix, scale=name != "loc")
