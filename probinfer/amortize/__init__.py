@@ -7,8 +7,9 @@ after training, one forward pass gives the posterior predictive of a new dataset
 
 A distribution transformer maps a Gaussian-mixture prior (or a parametric prior:
 ``normal_inverse_gamma``) plus data to a Gaussian-mixture posterior (Whittle et al.):
-``mixture`` holds the distributions, ``dt_tasks`` the meta-priors it is trained on, :func:`train_dt` the training loop, :func:`posterior` the
-checked call and :func:`evaluate_dt` the comparison with the exact posterior.
+``mixture`` holds the distributions, ``dt_tasks`` the meta-priors it is trained on,
+:func:`train_dt` the training loop, :func:`posterior` the checked call and
+:func:`evaluate_dt` the comparison with the exact posterior.
 """
 
 from probinfer._pretrained import PRETRAINED_MODELS, PretrainedModel, pretrained_model
