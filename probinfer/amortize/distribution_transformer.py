@@ -42,7 +42,7 @@ from probinfer.amortize.normal_inverse_gamma import (
     LATENT_DIM,
     NormalData,
     NormalInverseGamma,
-    normal_data,
+    checked_values,
     normal_inverse_gamma,
 )
 from probinfer.amortize.pfn import TransformerLayer
@@ -580,10 +580,7 @@ def _checked_normal_inverse_gamma(prior: Prior, data: Data) -> NormalInverseGamm
     # The builders' checks (each parameter and value by name, magnitudes included), for
     # a prior or data built directly.
     checked = normal_inverse_gamma(*(float(leaf) for leaf in leaves))
-    values = np.asarray(data.values)
-    if values.ndim != 1:
-        raise ValueError(f"`data.values` must have shape (n,), got {values.shape}.")
-    normal_data(values)
+    checked_values(data.values)
     return checked
 
 

@@ -59,13 +59,18 @@ def normal_data(values: Float[ArrayLike, " n"]) -> NormalData:
             values so large that their squares would overflow.
         TypeError: if ``values`` is not real numbers.
     """
+    return NormalData(jnp.asarray(checked_values(values)))
+
+
+def checked_values(values: Float[ArrayLike, " n"]) -> np.ndarray:
+    """``values`` as a float NumPy array after :func:`normal_data`'s checks (no device copy)."""
     values_np = real_array("values", values).astype(float)
     if values_np.ndim != 1:
         raise ValueError(f"`values` must have shape (n,), got {values_np.shape}.")
     if not np.all(np.isfinite(values_np)):
         raise ValueError("`values` contains NaN or infinite values; remove those entries.")
     check_magnitude("values", values_np, "rescale the data (their units)")
-    return NormalData(jnp.asarray(values_np))
+    return values_np
 
 
 class NormalInverseGamma(eqx.Module):
@@ -101,7 +106,7 @@ class NormalInverseGamma(eqx.Module):
     @property
     def mean(self) -> Float[Array, " 2"]:
         """``E[theta] = (loc, log rate - digamma(concentration))``: the mean of ``log
-        sigma^2``, not of ``sigma^2`` (NumPyro's ``InverseGamma.mean``)."""
+        sigma^2``, not of ``sigma^2`` (which NumPyro's ``InverseGamma.mean`` gives)."""
         log_variance = jnp.log(self.rate) - jax.scipy.special.digamma(self.concentration)
         return jnp.stack([self.loc, log_variance])
 
