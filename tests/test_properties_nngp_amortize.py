@@ -42,6 +42,9 @@ POSITIVE_PARAMETERS = [
     (lambda v: nngp.half_cauchy_std(v), "scale"),
     (lambda v: nngp.ScaleMixtureProcess(nngp.mlp(1), noise=v), "noise"),
     (lambda v: amortize.GPPrior(nngp.rbf(0.3), noise=v), "noise"),
+    (lambda v: amortize.normal_inverse_gamma(0.0, v, 2.0, 1.0), "pseudo_count"),
+    (lambda v: amortize.normal_inverse_gamma(0.0, 1.0, v, 1.0), "concentration"),
+    (lambda v: amortize.normal_inverse_gamma(0.0, 1.0, 2.0, v), "rate"),
 ]
 
 
@@ -229,6 +232,49 @@ def test_dt_posterior_is_finite_or_refuses_by_name(distribution_transformer):
 
         names = ("weights", "means", "covariances", "design", "values", "noise_sd")
         outcomes.check(call, names)
+
+    check()
+    outcomes.assert_both_seen()
+
+
+@st.composite
+def normal_inverse_gamma_and_draws(draw: st.DrawFn) -> tuple[tuple, np.ndarray]:
+    """(loc, pseudo_count, concentration, rate) and 0-4 draws in any dtype; one fault, or
+    none: NaN, infinite or huge draws, or a parameter that is not a finite number > 0."""
+    fault = draw(st.sampled_from(["none", "values", "loc", "pseudo_count", "concentration",
+                                  "rate"]))  # fmt: skip
+    parameters = [draw(st.floats(-10.0, 10.0)), draw(st.floats(0.1, 10.0)),
+                  draw(st.floats(0.5, 10.0)), draw(st.floats(1e-2, 1e2))]  # fmt: skip
+    names = ("loc", "pseudo_count", "concentration", "rate")
+    if fault in names:
+        bad = st.one_of(not_a_positive_number(), st.just(np.nan), st.just(np.inf))
+        parameters[names.index(fault)] = draw(bad)
+    values = draw(awkward_arrays((draw(st.integers(0, 4)),), fault == "values"))
+    return tuple(parameters), values
+
+
+@pytest.fixture(scope="module")
+def normal_inverse_gamma_transformer() -> amortize.DistributionTransformer:
+    return amortize.load_dt(amortize.PRETRAINED_DT_NORMAL_INVERSE_GAMMA)
+
+
+def test_normal_inverse_gamma_posterior_is_finite_or_refuses_by_name(
+    normal_inverse_gamma_transformer,
+):
+    outcomes = Outcomes()
+
+    @COMPILING
+    @given(case=normal_inverse_gamma_and_draws())
+    def check(case):
+        parameters, values = case
+
+        def call():
+            prior = amortize.normal_inverse_gamma(*parameters)
+            data = amortize.normal_data(values)
+            posterior = amortize.posterior(normal_inverse_gamma_transformer, prior, data)
+            return posterior.means, posterior.scale_tril, posterior.log_prob(np.zeros(2))
+
+        outcomes.check(call, ("loc", "pseudo_count", "concentration", "rate", "values"))
 
     check()
     outcomes.assert_both_seen()
