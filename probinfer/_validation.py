@@ -27,6 +27,17 @@ def check_count(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
+def check_sample_shape(sample_shape: Any) -> tuple[int, ...]:
+    """A draws' ``sample_shape`` as a tuple of ints >= 0 (an int ``n`` means ``(n,)``).
+
+    Raises:
+        ValueError: naming ``sample_shape`` and the bad size.
+    """
+    if isinstance(sample_shape, int | np.integer):
+        sample_shape = (sample_shape,)
+    return tuple(check_count("sample_shape", size, 0) for size in sample_shape)
+
+
 def real_array(name: str, value: Any) -> np.ndarray:
     """``value`` as a NumPy array of real numbers (booleans and integers kept as they are).
 

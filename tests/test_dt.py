@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _dt import apply_compiled, random_weights
+from _dt import apply_compiled, assert_matches_exact_posterior, random_weights
 
 from probinfer import amortize
 from probinfer.amortize import (
@@ -350,23 +350,11 @@ def pretrained_2d() -> DistributionTransformer:
 
 
 def test_pretrained_matches_exact_posterior(pretrained_2d) -> None:
-    """300 held-out examples of the shipped 2-d model's task (a key training never used).
-
-    Two estimators of the same quantity must agree: the true latent is a draw from the
-    exact posterior given its data, so ``E[log p(theta) - log q(theta)]`` over examples
-    equals the mean ``KL(exact || q)`` (estimated from 256 exact draws per example). They
-    agree within 4.5 standard errors of their per-example difference; a wrong exact
-    posterior (weights or moments) breaks it. Then the KL per dimension is below the 0.05
-    nats goal by more than 3 standard errors. Measured at landing: KL 0.0043 ± 0.0005,
-    gap 0.0030 ± 0.0040 nats per dimension; estimator difference -0.003 ± 0.008.
-    """
-    config = json.loads((amortize.PRETRAINED_DT_2D / "config.json").read_text())
-    task = amortize.task_from_spec(config["task"])
-    evaluation = amortize.evaluate_dt(pretrained_2d, task, jax.random.key(777), num_examples=300)
-    difference = np.asarray(evaluation.nll_q - evaluation.nll_exact - evaluation.kl)
-    assert abs(difference.mean()) < 4.5 * difference.std(ddof=1) / np.sqrt(difference.size)
-    summary = evaluation.summary(task.dim)
-    assert summary["kl_per_dim"] + 3 * summary["kl_se"] < 0.05, summary
+    """The shipped 2-d model against the exact posterior (`assert_matches_exact_posterior`:
+    two KL estimators agree, and KL + 3 SE < 0.05 nats per dimension). Measured at
+    landing: KL 0.0043 ± 0.0005, gap 0.0030 ± 0.0040 nats per dimension; estimator
+    difference -0.003 ± 0.008."""
+    assert_matches_exact_posterior(pretrained_2d, amortize.PRETRAINED_DT_2D)
 
 
 def test_pretrained_1d_filter_tracks_the_kalman_filter() -> None:

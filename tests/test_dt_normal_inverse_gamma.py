@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _dt import apply_compiled, random_weights
+from _dt import apply_compiled, assert_matches_exact_posterior, random_weights
 from scipy import special, stats
 
 from probinfer import amortize
@@ -277,20 +277,9 @@ def pretrained() -> DistributionTransformer:
 
 
 def test_pretrained_matches_exact_posterior(pretrained) -> None:
-    """300 held-out examples of the shipped model's task (a key training never used).
-
-    As for the mixture models: the two estimators of the mean ``KL(exact || q)`` (the true
-    latent's log density gap, and Monte Carlo from exact draws) agree within 4.5 standard
-    errors, and the KL per dimension is below the 0.05 nats goal by more than 3 standard
-    errors.
-    """
-    config = json.loads((amortize.PRETRAINED_DT_NORMAL_INVERSE_GAMMA / "config.json").read_text())
-    task = amortize.task_from_spec(config["task"])
-    evaluation = amortize.evaluate_dt(pretrained, task, jax.random.key(777), num_examples=300)
-    difference = np.asarray(evaluation.nll_q - evaluation.nll_exact - evaluation.kl)
-    assert abs(difference.mean()) < 4.5 * difference.std(ddof=1) / np.sqrt(difference.size)
-    summary = evaluation.summary(task.dim)
-    assert summary["kl_per_dim"] + 3 * summary["kl_se"] < 0.05, summary
+    """The shipped model against the exact posterior (as the mixture models:
+    `assert_matches_exact_posterior`)."""
+    assert_matches_exact_posterior(pretrained, amortize.PRETRAINED_DT_NORMAL_INVERSE_GAMMA)
 
 
 def test_posterior_warns_outside_the_trained_ranges(random_model) -> None:

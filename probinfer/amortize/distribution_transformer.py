@@ -29,6 +29,7 @@ decoder are the same. Its answer is exactly equivariant to the units of the data
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import equinox as eqx
 import jax
@@ -584,6 +585,67 @@ def _checked_normal_inverse_gamma(prior: Prior, data: Data) -> NormalInverseGamm
     return checked
 
 
+def _padded(array: ArrayLike, extra: int, fill: np.ndarray | float, dtype: np.dtype) -> Array:
+    """``array`` with ``extra`` rows of ``fill`` appended, on the host, then transferred."""
+    host = np.asarray(array, dtype)
+    filler = np.broadcast_to(np.asarray(fill, dtype), (extra, *host.shape[1:]))
+    return jnp.asarray(np.concatenate([host, filler]))  # a transfer, not a program
+
+
+def _padded_mixture_inputs(
+    model: DistributionTransformer, prior: GaussianMixture, data: Data, extra_observations: int
+) -> tuple[GaussianMixture, LinearGaussianData, Callable[[], tuple[str, str]]]:
+    """The prior and data padded to the model's sizes, and the inputs' magnitudes and the
+    fix for the error on a non-finite posterior."""
+    assert isinstance(data, LinearGaussianData)  # checked by the caller
+    extra_components = model.max_components - prior.num_components
+    dtype = np.result_type(prior.means.dtype, data.values.dtype)
+    padded_prior = GaussianMixture(
+        _padded(prior.log_weights, extra_components, -np.inf, dtype),
+        _padded(prior.means, extra_components, 0.0, dtype),
+        _padded(prior.scale_tril, extra_components, np.eye(model.dim), dtype),
+    )
+    padded_data = LinearGaussianData(
+        _padded(data.design, extra_observations, 0.0, dtype),
+        _padded(data.values, extra_observations, 0.0, dtype),
+        _padded(data.noise_sd, extra_observations, 1.0, dtype),
+    )
+
+    def describe() -> tuple[str, str]:  # on the host: JAX's reductions would compile
+        means, values, noise = (np.asarray(x) for x in (prior.means, data.values, data.noise_sd))
+        return (
+            f"prior means up to {float(np.max(np.abs(means))):.3g}; data values up to "
+            f"{float(np.max(np.abs(values), initial=0.0)):.3g}, noise scales down to "
+            f"{float(np.min(noise, initial=np.inf)):.3g}",
+            "rescale the problem (the latent's units) towards the training task's",
+        )
+
+    return padded_prior, padded_data, describe
+
+
+def _padded_normal_inverse_gamma_inputs(
+    prior: NormalInverseGamma, data: Data, extra_observations: int
+) -> tuple[NormalInverseGamma, NormalData, Callable[[], tuple[str, str]]]:
+    """The data padded to the model's size, and the inputs' magnitudes and the fix for the
+    error on a non-finite posterior."""
+    assert isinstance(data, NormalData)  # checked by the caller
+    dtype = np.result_type(prior.loc.dtype, np.asarray(data.values).dtype)
+    padded_data = NormalData(_padded(data.values, extra_observations, 0.0, dtype))
+
+    def describe() -> tuple[str, str]:  # on the host: JAX's ops would compile programs
+        typical_sd = float(np.asarray(prior.frame()[2]))
+        distance = np.abs(np.asarray(data.values) - float(prior.loc))
+        largest = float(np.max(distance, initial=0.0)) / max(typical_sd, 1e-300)
+        return (
+            f"pseudo_count {float(prior.pseudo_count):.3g}, concentration "
+            f"{float(prior.concentration):.3g}; data up to {largest:.3g} typical prior "
+            f"standard deviations ({typical_sd:.3g}) from `loc`",
+            "bring the prior's parameters into the trained ranges (`model.prior_ranges`)",
+        )
+
+    return prior, padded_data, describe
+
+
 def posterior(
     model: DistributionTransformer,
     prior: Prior,
@@ -660,56 +722,16 @@ def posterior(
     # filter's data may vary per step).
     num_observations = data.num_observations
     extra_observations = model.max_observations - num_observations
-
-    def padded(array: Array, extra: int, fill: np.ndarray | float, dtype: np.dtype) -> Array:
-        host = np.asarray(array, dtype)
-        filler = np.broadcast_to(np.asarray(fill, dtype), (extra, *host.shape[1:]))
-        return jnp.asarray(np.concatenate([host, filler]))  # a transfer, not a program
-
     if isinstance(prior, GaussianMixture):
-        assert isinstance(data, LinearGaussianData)  # checked above
+        padded_prior, padded_data, describe = _padded_mixture_inputs(
+            model, prior, data, extra_observations
+        )
         num_components = prior.num_components
-        extra_components = model.max_components - num_components
-        dtype = np.result_type(prior.means.dtype, data.values.dtype)
-        padded_prior: Prior = GaussianMixture(
-            padded(prior.log_weights, extra_components, -np.inf, dtype),
-            padded(prior.means, extra_components, 0.0, dtype),
-            padded(prior.scale_tril, extra_components, np.eye(model.dim), dtype),
-        )
-        padded_data: Data = LinearGaussianData(
-            padded(data.design, extra_observations, 0.0, dtype),
-            padded(data.values, extra_observations, 0.0, dtype),
-            padded(data.noise_sd, extra_observations, 1.0, dtype),
-        )
-        means, values, noise = (np.asarray(x) for x in (prior.means, data.values, data.noise_sd))
-
-        def scales() -> str:  # for the error message only
-            return (
-                f"prior means up to {float(np.max(np.abs(means))):.3g}; data values up to "
-                f"{float(np.max(np.abs(values), initial=0.0)):.3g}, noise scales down to "
-                f"{float(np.min(noise, initial=np.inf)):.3g}"
-            )
-
-        fix = "rescale the problem (the latent's units) towards the training task's"
     else:
-        assert isinstance(data, NormalData)  # checked above
+        padded_prior, padded_data, describe = _padded_normal_inverse_gamma_inputs(
+            prior, data, extra_observations
+        )
         num_components = model.max_components
-        dtype = np.result_type(prior.loc.dtype, np.asarray(data.values).dtype)
-        padded_prior = prior
-        padded_data = NormalData(padded(data.values, extra_observations, 0.0, dtype))
-        host_values, host_prior = np.asarray(data.values), prior
-
-        def scales() -> str:  # for the error message only (eager JAX ops would compile)
-            typical_sd = float(np.asarray(host_prior.frame()[2]))
-            distance = np.abs(host_values - float(host_prior.loc))
-            largest = float(np.max(distance, initial=0.0)) / max(typical_sd, 1e-300)
-            return (
-                f"pseudo_count {float(prior.pseudo_count):.3g}, concentration "
-                f"{float(prior.concentration):.3g}; data up to {largest:.3g} typical prior "
-                f"standard deviations ({typical_sd:.3g}) from `loc`"
-            )
-
-        fix = "bring the prior's parameters into the trained ranges (`model.prior_ranges`)"
     # Parameters beyond the trained ranges: warned before the call (whose result may then
     # be non-finite and raise).
     for name, low, high in model.prior_ranges:
@@ -744,10 +766,11 @@ def posterior(
         or not np.all(np.isfinite(means))
         or not np.all(np.isfinite(scale_tril))
     ):
+        magnitudes, fix = describe()
         raise ValueError(
             "the posterior holds NaN or infinite values: the prior or the data lie far "
             "outside what the model was trained on, or beyond what its float arithmetic "
-            f"holds ({scales()}); {fix}."
+            f"holds ({magnitudes}); {fix}."
         )
     sharpness = float(sharpness)
     # `not <=`: a sharpness that overflowed to NaN is beyond the range too. A parametric

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from probinfer._validation import check_count, check_magnitude, real_array
+from probinfer._validation import check_magnitude, check_sample_shape, real_array
 
 # Weights must sum to 1 within this (relative to float32 rounding of user input).
 WEIGHT_SUM_TOLERANCE = 1e-4
@@ -198,11 +198,7 @@ class GaussianMixture(eqx.Module):
         self, key: PRNGKeyArray, sample_shape: int | tuple[int, ...] = ()
     ) -> Float[Array, "... d"]:
         """Independent draws of shape ``sample_shape + (d,)`` (an int ``n`` means ``(n,)``)."""
-        if isinstance(sample_shape, int | np.integer):
-            sample_shape = (sample_shape,)
-        sample_shape = tuple(sample_shape)
-        for size in sample_shape:
-            check_count("sample_shape", size, 0)
+        sample_shape = check_sample_shape(sample_shape)
         key_component, key_normal = jax.random.split(key)
         component = jax.random.categorical(key_component, self.log_weights, shape=sample_shape)
         normal = jax.random.normal(key_normal, (*sample_shape, self.dim), self.means.dtype)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 
-from probinfer._validation import check_count, check_magnitude, real_array
+from probinfer._validation import check_magnitude, check_sample_shape, real_array
 
 # Dimension of the latent theta = (mu, log sigma^2).
 LATENT_DIM = 2
@@ -160,11 +160,7 @@ class NormalInverseGamma(eqx.Module):
         self, key: PRNGKeyArray, sample_shape: int | tuple[int, ...] = ()
     ) -> Float[Array, "... 2"]:
         """Independent draws of ``theta``, shape ``sample_shape + (2,)``."""
-        if isinstance(sample_shape, int | np.integer):
-            sample_shape = (sample_shape,)
-        sample_shape = tuple(sample_shape)
-        for size in sample_shape:
-            check_count("sample_shape", size, 0)
+        sample_shape = check_sample_shape(sample_shape)
         key_gamma, key_normal = jax.random.split(key)
         dtype = jnp.result_type(self.loc)
         # sigma^2 = rate / G with G ~ Gamma(concentration, 1); log G straight from

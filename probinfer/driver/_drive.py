@@ -267,7 +267,7 @@ def _run_staged(
             )
 
         def skip() -> tuple:
-            return state, work, group, done, jax.tree.map(jnp.zeros_like, empty_row)
+            return state, work, group, done, empty_row  # the row is not kept
 
         state, work, group, done, row = jax.lax.cond(any_member(is_finishing), complete, skip)
         # The row is written outside the branch: a branch that may leave the buffers
