@@ -77,6 +77,13 @@ PRETRAINED_MODELS = (
         "normal-inverse-gamma prior plus 0-16 draws of N(mu, sigma^2) -> posterior "
         "mixture over (mu, log sigma^2)",
     ),
+    PretrainedModel(
+        "dt-gp",
+        "dt",
+        PRETRAINED_FOLDER / "dt_gp_hyperparameters",
+        "mixture prior over an RBF GP's (log lengthscale, log variance, log noise) plus 0-20 "
+        "points on [-1, 1] -> posterior mixture",
+    ),
 )
 
 DEFAULT_MODEL: dict[Kind, str] = {"pfn": "gp-scale-free", "dt": "dt-2d"}

@@ -286,6 +286,10 @@ def _dt_posterior(arguments: argparse.Namespace, console: Console) -> int:
         expected = '{"prior": {"loc", "pseudo_count", "concentration", "rate"}, "values"}'
         prior_keys: tuple[str, ...] = ("loc", "pseudo_count", "concentration", "rate")
         data = _read_json_data(arguments.data, ("prior", "values"), expected)
+    elif task_type == "gp_hyperparameters":
+        expected = '{"prior": {"weights", "means", "covariances"}, "inputs", "values"}'
+        prior_keys = ("weights", "means", "covariances")
+        data = _read_json_data(arguments.data, ("prior", "inputs", "values"), expected)
     else:
         expected = '{"prior": {"weights", "means", "covariances"}, "design", "values", "noise_sd"}'
         prior_keys = ("weights", "means", "covariances")
@@ -295,22 +299,32 @@ def _dt_posterior(arguments: argparse.Namespace, console: Console) -> int:
     if missing:
         raise ValueError(f"{arguments.data}'s prior lacks {missing}; expected {expected}.")
     from probinfer import amortize
+    from probinfer.amortize.gp_hyperparameters import HYPERPARAMETER_NAMES
 
     model = amortize.load_dt(folder)
     if task_type == "normal_inverse_gamma":
         prior: amortize.GaussianMixture | amortize.NormalInverseGamma = (
             amortize.normal_inverse_gamma(*(prior_spec[k] for k in prior_keys))
         )
-        observations: amortize.LinearGaussianData | amortize.NormalData = amortize.normal_data(
-            data["values"]
-        )
+        observations: (
+            amortize.LinearGaussianData | amortize.NormalData | (amortize.GPRegressionData)
+        ) = amortize.normal_data(data["values"])
+    elif task_type == "gp_hyperparameters":
+        prior = amortize.gaussian_mixture(*(prior_spec[k] for k in prior_keys))
+        observations = amortize.gp_regression_data(data["inputs"], data["values"])
     else:
         prior = amortize.gaussian_mixture(*(prior_spec[k] for k in prior_keys))
         observations = amortize.linear_gaussian_data(
             data["design"], data["values"], data["noise_sd"], dim=prior.dim
         )
     result = amortize.posterior(model, prior, observations)
-    latent = ["mu", "log sigma^2"] if task_type == "normal_inverse_gamma" else None
+    latent = (
+        ["mu", "log sigma^2"]
+        if task_type == "normal_inverse_gamma"
+        else list(HYPERPARAMETER_NAMES)
+        if task_type == "gp_hyperparameters"
+        else None
+    )
     text = json.dumps(
         {
             **({"latent": latent} if latent else {}),
@@ -400,7 +414,8 @@ _HELP: dict[str, tuple[str, str]] = {
     ),
     "dt": (
         "Distribution transformers: map a prior (a Gaussian mixture, or a "
-        "normal-inverse-gamma for dt-nig) plus data to a Gaussian-mixture posterior.",
+        "normal-inverse-gamma for dt-nig; a mixture over a GP's log hyperparameters for "
+        "dt-gp) plus data to a Gaussian-mixture posterior.",
         "examples:\n  probinfer dt list\n  probinfer dt posterior --data prior_and_data.json "
         "--model dt-2d\n  probinfer dt train --config task.json --out my_dt",
     ),
@@ -411,7 +426,8 @@ _HELP: dict[str, tuple[str, str]] = {
     ),
     "dt train": (
         "Train a distribution transformer on a meta-prior over priors (task type "
-        "linear_gaussian: Gaussian mixtures; normal_inverse_gamma), from a JSON config; an "
+        "linear_gaussian: Gaussian mixtures; normal_inverse_gamma; gp_hyperparameters), from "
+        "a JSON config; an "
         "existing --out folder is resumed from its last checkpoint.",
         'example:\n  probinfer dt train --config task.json --out my_dt\n\ntask.json:\n  {"task": '
         '{"type": "linear_gaussian", "dim": 2}, "training": {"num_steps": 2000}}',
@@ -420,12 +436,16 @@ _HELP: dict[str, tuple[str, str]] = {
         "Map a Gaussian-mixture prior plus linear-Gaussian observations (y_j = a_j . theta "
         "+ noise) to the transformer's Gaussian-mixture posterior, as JSON (for --model "
         "dt-nig: a normal-inverse-gamma prior plus draws of N(mu, sigma^2), to a mixture "
-        "over (mu, log sigma^2)).",
+        "over (mu, log sigma^2); for --model dt-gp: a mixture prior over an RBF GP's (log "
+        "lengthscale, log variance, log noise) plus points of the GP, inputs on [-1, 1]).",
         "example:\n  probinfer dt posterior --data prior_and_data.json --model dt-2d\n\n"
         'prior_and_data.json:\n  {"prior": {"weights": [1.0], "means": [[0, 0]], '
         '"covariances": [[[1, 0], [0, 1]]]},\n   "design": [[1, 0]], "values": [0.5], '
         '"noise_sd": [0.3]}\n\nfor --model dt-nig:\n  {"prior": {"loc": 0, "pseudo_count": '
-        '1, "concentration": 2, "rate": 2}, "values": [1.9, 0.4, 2.6]}',
+        '1, "concentration": 2, "rate": 2}, "values": [1.9, 0.4, 2.6]}\n\nfor --model '
+        'dt-gp:\n  {"prior": {"weights": [1.0], "means": [[-1, 0, -4]], "covariances": '
+        '[[[0.25, 0, 0], [0, 0.09, 0], [0, 0, 1]]]},\n   "inputs": [-0.5, 0.1, 0.7], '
+        '"values": [0.3, -0.4, 0.2]}',
     ),
 }
 

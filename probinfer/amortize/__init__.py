@@ -6,7 +6,9 @@ after training, one forward pass gives the posterior predictive of a new dataset
 :func:`train` the resumable training loop and :func:`predict` the checked prediction.
 
 A distribution transformer maps a Gaussian-mixture prior (or a parametric prior:
-``normal_inverse_gamma``) plus data to a Gaussian-mixture posterior (Whittle et al.):
+``normal_inverse_gamma``) plus data (linear-Gaussian, draws of a normal, or GP regression
+data for a prior over a GP's hyperparameters: ``gp_hyperparameters``) to a Gaussian-mixture
+posterior (Whittle et al.):
 ``mixture`` holds the distributions, ``dt_tasks`` the meta-priors it is trained on,
 :func:`train_dt` the training loop, :func:`posterior` the checked call and
 :func:`evaluate_dt` the comparison with the exact posterior.
@@ -42,11 +44,20 @@ from probinfer.amortize.distribution_transformer import (
 )
 from probinfer.amortize.dt_tasks import (
     AbstractPosteriorTask,
+    GPHyperparameterTask,
     LinearGaussianTask,
     NormalInverseGammaTask,
     TrainingExample,
     sample_examples,
     task_from_spec,
+)
+from probinfer.amortize.gp_hyperparameters import (
+    GPRegressionData,
+    ImportancePosterior,
+    gp_log_likelihood,
+    gp_predictive_log_density,
+    gp_regression_data,
+    importance_posterior,
 )
 from probinfer.amortize.mixture import (
     GaussianMixture,
@@ -91,6 +102,9 @@ PRETRAINED_DT_1D = pretrained_model("dt-1d").folder
 PRETRAINED_DT_NORMAL_INVERSE_GAMMA = pretrained_model("dt-nig").folder
 """The shipped transformer for a normal-inverse-gamma prior
 (``pretrained/dt_normal_inverse_gamma/README.md``)."""
+PRETRAINED_DT_GP = pretrained_model("dt-gp").folder
+"""The shipped transformer for a prior over a GP's hyperparameters
+(``pretrained/dt_gp_hyperparameters/README.md``)."""
 
 __all__ = [
     "PFN",
@@ -99,6 +113,7 @@ __all__ = [
     "PRETRAINED_DT_1D",
     "PRETRAINED_DT_2D",
     "PRETRAINED_DT_NORMAL_INVERSE_GAMMA",
+    "PRETRAINED_DT_GP",
     "AbstractPosteriorTask",
     "CrossAttentionLayer",
     "DTEvaluation",
@@ -106,6 +121,13 @@ __all__ = [
     "DTTrainingConfig",
     "DistributionTransformer",
     "GaussianMixture",
+    "GPHyperparameterTask",
+    "GPRegressionData",
+    "ImportancePosterior",
+    "gp_log_likelihood",
+    "gp_predictive_log_density",
+    "gp_regression_data",
+    "importance_posterior",
     "LinearGaussianData",
     "LinearGaussianTask",
     "NormalData",

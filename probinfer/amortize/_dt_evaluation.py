@@ -6,6 +6,10 @@ draws of a normal (:meth:`NormalInverseGamma.condition`), so the approximation e
 measured, not guessed:
 the gap in negative log density of the true latent (whose expectation is the expected
 ``KL(exact || q)``) and ``KL(exact || q)`` itself by Monte Carlo from the exact posterior.
+A GP's hyperparameter posterior has no closed form: there the exact posterior is
+replaced by importance sampling (:func:`~probinfer.amortize.importance_posterior`, from
+the prior and the widened transformer posterior), whose effective sample size is kept
+with the figures.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from probinfer.amortize.dt_tasks import (
     masked_log_weights,
     sample_examples,
 )
+from probinfer.amortize.gp_hyperparameters import GPRegressionData, importance_posterior
 from probinfer.amortize.mixture import GaussianMixture, LinearGaussianData
 from probinfer.amortize.normal_inverse_gamma import NormalData, NormalInverseGamma
 
@@ -39,6 +44,8 @@ class DTEvaluation(NamedTuple):
         kl_se: its Monte Carlo standard error.
         num_components: prior components (the posterior's, for a parametric prior).
         num_observations: observations.
+        reference_ess: effective sample size of the importance-sampling reference (GP
+            hyperparameters; ``None`` where the exact posterior is known).
     """
 
     nll_q: Float[Array, " n"]
@@ -47,6 +54,7 @@ class DTEvaluation(NamedTuple):
     kl_se: Float[Array, " n"]
     num_components: Array
     num_observations: Array
+    reference_ess: Array | None = None
 
     def summary(self, dim: int) -> dict[str, float]:
         """Means per latent dimension, with standard errors over examples."""
@@ -77,6 +85,83 @@ def exact_posterior(example: TrainingExample) -> GaussianMixture | NormalInverse
     )
     # A padded observation has design 0: its likelihood is the same for every component.
     return masked.condition(example.data)
+
+
+# The transformer posterior's scale is widened by this factor in the importance
+# sampler's proposal: heavier than q where q is too narrow, so that the weights stay bounded.
+PROPOSAL_WIDENING = 1.5
+
+
+# Examples per compiled call of the importance-sampling evaluation (a Python loop over
+# vmapped chunks: each holds chunk x num_draws covariance matrices at once).
+IMPORTANCE_CHUNK = 4
+
+
+def _evaluate_by_importance(
+    model: DistributionTransformer, examples: TrainingExample, key: PRNGKeyArray, num_draws: int
+) -> DTEvaluation:
+    count = examples.theta.shape[0]
+    keys = jax.random.key_data(jax.random.split(key, count))
+    # Sliced on the host: slicing device arrays compiles a program per shape.
+    host = jax.tree.map(np.asarray, (examples, keys))
+    parts = []
+    for start in range(0, count, IMPORTANCE_CHUNK):
+        stop = start + IMPORTANCE_CHUNK
+        chunk, chunk_keys = jax.tree.map(lambda leaf, a=start, b=stop: leaf[a:b], host)
+        parts.append(
+            _importance_chunk(model, chunk, jax.random.wrap_key_data(chunk_keys), num_draws)
+        )
+    nll_q, nll_exact, kl, kl_se, ess = (
+        jnp.concatenate([np.asarray(part[i]) for part in parts]) for i in range(5)
+    )
+    return DTEvaluation(
+        nll_q,
+        nll_exact,
+        kl,
+        kl_se,
+        examples.component_mask.sum(-1),
+        examples.observation_mask.sum(-1),
+        ess,
+    )
+
+
+@eqx.filter_jit
+def _importance_chunk(
+    model: DistributionTransformer, examples: TrainingExample, keys: Array, num_draws: int
+) -> tuple[Array, ...]:
+    def one(example: TrainingExample, key: PRNGKeyArray) -> tuple[Array, ...]:
+        # The task pairs a mixture prior with GP data.
+        assert isinstance(example.data, GPRegressionData)
+        assert isinstance(example.prior, GaussianMixture)
+        q = model(
+            example.prior,
+            example.data,
+            component_mask=example.component_mask,
+            observation_mask=example.observation_mask,
+        )
+        prior = GaussianMixture(
+            masked_log_weights(example.prior.log_weights, example.component_mask),
+            example.prior.means,
+            example.prior.scale_tril,
+        )
+        proposal = GaussianMixture(q.log_weights, q.means, PROPOSAL_WIDENING * q.scale_tril)
+        reference = importance_posterior(
+            key, prior, example.data, proposal, num_draws=num_draws,
+            observation_mask=example.observation_mask,
+        )  # fmt: skip
+        weights = jnp.exp(reference.log_weights)
+        log_exact = reference.log_joint - reference.log_evidence  # log p(theta | data)
+        log_q = q.log_prob(reference.draws)
+        log_ratio = jnp.where(weights > 0, log_exact - log_q, 0.0)
+        kl = jnp.sum(weights * log_ratio)
+        kl_se = jnp.sqrt(jnp.sum(weights**2 * (log_ratio - kl) ** 2))
+        nll_exact = -reference.log_prob(
+            example.theta, prior, example.data, example.observation_mask
+        )
+        nll_q = -q.log_prob(example.theta)
+        return nll_q, nll_exact, kl, kl_se, reference.ess
+
+    return jax.vmap(one)(examples, keys)
 
 
 @eqx.filter_jit
@@ -124,16 +209,23 @@ def evaluate_dt(
 
     Args:
         model: the transformer.
-        task: a task with a closed-form posterior (:class:`LinearGaussianTask`,
-            :class:`NormalInverseGammaTask`); held-out priors and data come from its
-            meta-prior.
+        task: the task (:class:`LinearGaussianTask`, :class:`NormalInverseGammaTask`:
+            closed-form posteriors; :class:`GPHyperparameterTask`: importance sampling);
+            held-out priors and data come from its meta-prior.
         key: PRNG key (use one the training never saw).
         num_examples: examples.
-        num_draws: exact-posterior draws per example for the KL estimate.
+        num_draws: exact-posterior draws per example for the KL estimate (importance
+            draws for a GP task: use thousands).
+
+    On XLA:CPU (jaxlib 0.10) the importance sampling of a GP task has deadlocked unless
+    ``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`` is set before
+    JAX starts (docs/dt.md).
 
     Returns:
         Per-example figures; :meth:`DTEvaluation.summary` averages them.
     """
     key_examples, key_draws = jax.random.split(key)
     examples = sample_examples(key_examples, task, num_examples)
+    if task.prior_family == "gp_hyperparameters":
+        return _evaluate_by_importance(model, examples, key_draws, num_draws)
     return _evaluate(model, examples, key_draws, num_draws)

@@ -54,6 +54,11 @@ class DTTrainingConfig:
         clip_norm: global gradient-norm clip.
         steps_per_chunk: steps per jitted chunk (progress and checkpoints between chunks).
         seed: PRNG seed.
+        component_copies: posterior components per prior component (more lets a posterior
+            have more modes than its prior: a GP's hyperparameter posterior is skewed).
+        num_observation_layers: self-attention layers over the observations before the
+            components attend to them (needed where observations are not independent
+            given the latent, as a GP's points).
     """
 
     num_steps: int = 20_000
@@ -68,11 +73,13 @@ class DTTrainingConfig:
     clip_norm: float = 1.0
     steps_per_chunk: int = 100
     seed: int = 0
+    component_copies: int = 1
+    num_observation_layers: int = 0
 
     def __post_init__(self) -> None:
         counts = ("num_steps", "batch_size", "width", "num_layers", "num_heads", "mlp_width",
-                  "steps_per_chunk")  # fmt: skip
-        check_training_settings(self, dict.fromkeys(counts, 1))
+                  "steps_per_chunk", "component_copies")  # fmt: skip
+        check_training_settings(self, {**dict.fromkeys(counts, 1), "num_observation_layers": 0})
 
 
 class DTTrainState(eqx.Module):
@@ -98,7 +105,7 @@ SHARPNESS_EXAMPLES = 2**14
 SHARPNESS_QUANTILE = 0.999
 
 
-def trained_sharpness(task: AbstractPosteriorTask) -> float:
+def trained_sharpness(task: AbstractPosteriorTask) -> float | None:
     """The edge of the range of :func:`~probinfer.amortize.data_sharpness` over a task.
 
     Args:
@@ -108,11 +115,14 @@ def trained_sharpness(task: AbstractPosteriorTask) -> float:
         The 99.9th percentile of the sharpness over :data:`SHARPNESS_EXAMPLES` of its
         examples (one in 1,000 training examples lies beyond), drawn with a fixed key; or
         the task's own bound where its meta-prior has one
-        (:meth:`~probinfer.amortize.AbstractPosteriorTask.sharpness_bound`).
+        (:meth:`~probinfer.amortize.AbstractPosteriorTask.sharpness_bound`); ``None`` for
+        GP data, which the sharpness does not describe.
 
     Raises:
         ValueError: if the value is not finite (a task whose examples overflow).
     """
+    if task.prior_family == "gp_hyperparameters":
+        return None  # no sharpness for GP data; the prior's ranges are checked instead
     bound = task.sharpness_bound()
     if bound is not None:
         return bound
@@ -155,6 +165,9 @@ def build_dt(
         max_sharpness=max_sharpness,
         prior_family=task.prior_family,
         prior_ranges=task.prior_ranges(),
+        component_copies=config.component_copies,
+        num_observation_layers=config.num_observation_layers,
+        num_features=getattr(task, "num_features", 1),
         key=key,
     )
 

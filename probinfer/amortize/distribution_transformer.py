@@ -38,6 +38,13 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray
 
 from probinfer.amortize.dt_tasks import masked_log_weights
+from probinfer.amortize.gp_hyperparameters import (
+    HYPERPARAMETER_NAMES,
+    GPRegressionData,
+)
+from probinfer.amortize.gp_hyperparameters import (
+    LATENT_DIM as GP_LATENT_DIM,
+)
 from probinfer.amortize.mixture import GaussianMixture, LinearGaussianData
 from probinfer.amortize.normal_inverse_gamma import (
     LATENT_DIM,
@@ -49,12 +56,13 @@ from probinfer.amortize.normal_inverse_gamma import (
 from probinfer.amortize.pfn import TransformerLayer
 
 # The prior families a transformer is built for: Gaussian mixtures (one token per
-# component, linear-Gaussian data) or a parametric prior embedded by an MLP into all
-# component tokens at once (the normal-inverse-gamma prior, draws of a normal).
-PRIOR_FAMILIES = ("gaussian_mixture", "normal_inverse_gamma")
+# component, linear-Gaussian data); a parametric prior embedded by an MLP into all
+# component tokens at once (the normal-inverse-gamma prior, draws of a normal); or
+# Gaussian mixtures over a GP's log hyperparameters, with GP regression data.
+PRIOR_FAMILIES = ("gaussian_mixture", "normal_inverse_gamma", "gp_hyperparameters")
 
 Prior = GaussianMixture | NormalInverseGamma
-Data = LinearGaussianData | NormalData
+Data = LinearGaussianData | NormalData | GPRegressionData
 
 
 def data_sharpness(
@@ -149,6 +157,10 @@ def _observation_features(design: Array, values: Array) -> Array:
     return jnp.concatenate([raw, _symlog(raw)], axis=-1)
 
 
+# What a GP-hyperparameter model's `prior_ranges` may name: the trained range of the
+# prior components' means on each axis of theta, and of their standard deviations.
+GP_PRIOR_RANGE_NAMES = (*HYPERPARAMETER_NAMES, "component_sd")
+
 # Feature counts of a normal-inverse-gamma prior and of one of its observations (see
 # `_normal_inverse_gamma_inputs`).
 NORMAL_INVERSE_GAMMA_PRIOR_FEATURES = 4
@@ -177,6 +189,22 @@ def _normal_inverse_gamma_inputs(
     standardised = (values - prior.loc) / typical_sd
     raw = jnp.stack([standardised, standardised**2], axis=-1)
     return prior_features, shift, scale, jnp.concatenate([raw, _symlog(raw)], axis=-1)
+
+
+def gp_observation_feature_size(num_features: int) -> int:
+    """Length of a GP point's features (see :func:`_gp_observation_features`)."""
+    return 2 * (num_features + 2)
+
+
+def _gp_observation_features(inputs: Array, values: Array) -> Array:
+    """Per point: ``x``, ``y``, ``y^2``, raw and as ``sign(x) log(1 + |x|)``.
+
+    A GP's likelihood couples the points (through their distances), so unlike the other
+    families these features are not sufficient one by one: the observation layers' self-
+    attention relates them.
+    """
+    raw = jnp.concatenate([inputs, values[:, None], values[:, None] ** 2], axis=-1)
+    return jnp.concatenate([raw, _symlog(raw)], axis=-1)
 
 
 def _zeroed(linear: eqx.nn.Linear) -> eqx.nn.Linear:
@@ -285,12 +313,16 @@ class DistributionTransformer(eqx.Module):
     self_layers: tuple[TransformerLayer, ...]
     output_norm: eqx.nn.LayerNorm
     decoder: _MLP
+    observation_layers: tuple[TransformerLayer, ...]
+    copy_embedding: Array | None
     dim: int = eqx.field(static=True)
     max_components: int = eqx.field(static=True)
     max_observations: int = eqx.field(static=True)
     max_sharpness: float | None = eqx.field(static=True)
     prior_family: str = eqx.field(static=True)
     prior_ranges: tuple[tuple[str, float, float], ...] = eqx.field(static=True)
+    component_copies: int = eqx.field(static=True)
+    num_features: int = eqx.field(static=True)
 
     def __init__(
         self,
@@ -306,8 +338,18 @@ class DistributionTransformer(eqx.Module):
         max_sharpness: float | None = None,
         prior_family: str = "gaussian_mixture",
         prior_ranges: tuple[tuple[str, float, float], ...] = (),
+        component_copies: int = 1,
+        num_observation_layers: int = 0,
+        num_features: int = 1,
         key: PRNGKeyArray,
     ) -> None:
+        for name, value, least in (("component_copies", component_copies, 1),
+                                   ("num_observation_layers", num_observation_layers, 0),
+                                   ("num_features", num_features, 1)):  # fmt: skip
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                raise TypeError(f"`{name}` must be an integer, got {value!r}.")
+            if value < least:
+                raise ValueError(f"`{name}` must be >= {least}, got {value}.")
         if width % num_heads:
             raise ValueError(f"`width` ({width}) must be divisible by `num_heads` ({num_heads}).")
         if prior_family not in PRIOR_FAMILIES:
@@ -320,6 +362,12 @@ class DistributionTransformer(eqx.Module):
                 f"a normal-inverse-gamma prior is over (mu, log sigma^2): `dim` must be "
                 f"{LATENT_DIM}, got {dim}."
             )
+        gp = prior_family == "gp_hyperparameters"
+        if gp and dim != GP_LATENT_DIM:
+            raise ValueError(
+                "a GP-hyperparameter prior is over (log lengthscale, log variance, log "
+                f"noise): `dim` must be {GP_LATENT_DIM}, got {dim}."
+            )
         keys = iter(jax.random.split(key, 2 * num_layers + num_observation_types + 5))
         size = token_size(dim)
         if parametric:
@@ -330,7 +378,9 @@ class DistributionTransformer(eqx.Module):
             feature_size = NORMAL_INVERSE_GAMMA_OBSERVATION_FEATURES
         else:
             self.component_encoder = _MLP(size, mlp_width, width, key=next(keys))
-            feature_size = observation_feature_size(dim)
+            feature_size = (
+                gp_observation_feature_size(num_features) if gp else observation_feature_size(dim)
+            )
         self.observation_encoders = tuple(
             _MLP(feature_size, mlp_width, width, key=next(keys))
             for _ in range(num_observation_types)
@@ -347,13 +397,31 @@ class DistributionTransformer(eqx.Module):
         self.output_norm = eqx.nn.LayerNorm(width)
         decoder = _MLP(width, mlp_width, size, key=next(keys))
         self.decoder = eqx.tree_at(lambda d: d.second, decoder, _zeroed(decoder.second))
+        # Separate keys, so that the layers above start as they did before these existed.
+        extra_keys = jax.random.split(jax.random.fold_in(key, 1), num_observation_layers + 1)
+        self.observation_layers = tuple(
+            TransformerLayer(width, num_heads, mlp_width, key=k) for k in extra_keys[1:]
+        )
+        self.copy_embedding = (
+            None
+            if component_copies == 1
+            else 0.02 * jax.random.normal(extra_keys[0], (component_copies, width))
+        )
         self.dim = int(dim)
         self.max_components = int(max_components)
         self.max_observations = int(max_observations)
         self.max_sharpness = None if max_sharpness is None else float(max_sharpness)
         self.prior_family = prior_family
         self.prior_ranges = tuple((str(n), float(lo), float(hi)) for n, lo, hi in prior_ranges)
-        allowed = ("pseudo_count", "concentration") if parametric else ()
+        self.component_copies = int(component_copies)
+        self.num_features = int(num_features)
+        allowed = (
+            ("pseudo_count", "concentration")
+            if parametric
+            else (*GP_PRIOR_RANGE_NAMES,)
+            if gp
+            else ()
+        )
         unknown = [name for name, _, _ in self.prior_ranges if name not in allowed]
         if unknown:
             raise ValueError(
@@ -414,9 +482,14 @@ class DistributionTransformer(eqx.Module):
             tokens_in = jnp.zeros((num_components, token_size(self.dim)), shift.dtype)
             tokens = self.component_encoder(prior_features).reshape(num_components, -1)
         else:
-            if not isinstance(prior, GaussianMixture) or not isinstance(data, LinearGaussianData):
+            expected = (
+                GPRegressionData
+                if self.prior_family == "gp_hyperparameters"
+                else (LinearGaussianData)
+            )
+            if not isinstance(prior, GaussianMixture) or not isinstance(data, expected):
                 raise TypeError(
-                    "this transformer takes a GaussianMixture prior with LinearGaussianData, "
+                    f"this transformer takes a GaussianMixture prior with {expected.__name__}, "
                     f"got {type(prior).__name__} with {type(data).__name__}."
                 )
             num_components = prior.num_components
@@ -430,16 +503,38 @@ class DistributionTransformer(eqx.Module):
                     component_mask[:, None, None], prior.scale_tril, jnp.eye(prior.dim)[None]
                 ),
             )
-            shift, scale = prior.mean, jnp.sqrt(jnp.diagonal(prior.covariance))
+            if isinstance(data, GPRegressionData):
+                # The hyperparameters' meaning is tied to the data's units: no frame.
+                shift = jnp.zeros(self.dim, prior.means.dtype)
+                scale = jnp.ones(self.dim, prior.means.dtype)
+                features = _gp_observation_features(
+                    jnp.where(observation_mask[:, None], data.inputs, 0.0),
+                    jnp.where(observation_mask, data.values, 0.0),
+                )
+            else:
+                shift, scale = prior.mean, jnp.sqrt(jnp.diagonal(prior.covariance))
+                design, values = data.whitened()
+                design = jnp.where(observation_mask[:, None], design, 0.0)
+                values = jnp.where(observation_mask, values, 0.0)
+                features = _observation_features(design * scale[None, :], values - design @ shift)
             tokens_in = _to_tokens(prior, shift, scale, component_mask)
             tokens = jax.vmap(self.component_encoder)(tokens_in)
-            design, values = data.whitened()
-            design = jnp.where(observation_mask[:, None], design, 0.0)
-            values = jnp.where(observation_mask, values, 0.0)
-            features = _observation_features(design * scale[None, :], values - design @ shift)
+        if self.copy_embedding is not None:
+            # Each component becomes `component_copies` tokens, told apart by a learned
+            # embedding, so that a posterior may have more modes than its prior.
+            copies = self.component_copies
+            tokens_in = jnp.repeat(tokens_in, copies, axis=0)
+            tokens = jnp.repeat(tokens, copies, axis=0) + jnp.tile(
+                self.copy_embedding, (num_components, 1)
+            )
+            component_mask = jnp.repeat(component_mask, copies)
+            num_components = num_components * copies
 
         by_type = jnp.stack([jax.vmap(encode)(features) for encode in self.observation_encoders])
         observations = by_type[observation_types, jnp.arange(num_observations)]
+        observation_pairs = observation_mask[None, :] | jnp.eye(num_observations, dtype=bool)
+        for layer in self.observation_layers:
+            observations = layer(observations, observation_pairs)
         count = jnp.log1p(jnp.sum(observation_mask))
         null = self.null_observation + count * self.count_direction
         context = jnp.concatenate([null[None], observations])
@@ -499,6 +594,8 @@ def _posterior(
         observation_mask=observation_mask,
         observation_types=observation_types,
     )
+    if isinstance(data, GPRegressionData):  # no sharpness for GP data: ranges are checked
+        return result, jnp.zeros((), result.means.dtype)
     sharpness = data_sharpness(
         prior, data, component_mask=component_mask, observation_mask=observation_mask
     )
@@ -518,13 +615,30 @@ def _check_mixture_inputs(model: DistributionTransformer, prior: Prior, data: Da
             f"`prior` must be a GaussianMixture (build it with `gaussian_mixture`), got "
             f"{type(prior).__name__}."
         )
-    if isinstance(data, NormalData):
+    if model.prior_family == "gp_hyperparameters":
+        if not isinstance(data, GPRegressionData):
+            raise TypeError(
+                "this model takes GP regression data (build it with `gp_regression_data`), "
+                f"got {type(data).__name__}."
+            )
+        if data.num_features != model.num_features:
+            raise ValueError(
+                f"`data.inputs` has {data.num_features} features but the model was trained "
+                f"on {model.num_features}."
+            )
+    elif isinstance(data, NormalData):
         raise TypeError(
             "this model takes linear-Gaussian observations; draws of a normal with unknown "
             "mean and variance go with a normal-inverse-gamma prior and a model trained on "
             "one (`amortize.PRETRAINED_DT_NORMAL_INVERSE_GAMMA`, `--model dt-nig`)."
         )
-    if not isinstance(data, LinearGaussianData):
+    elif isinstance(data, GPRegressionData):
+        raise TypeError(
+            "this model takes linear-Gaussian observations; GP regression data go with a "
+            "model trained on GP hyperparameters (`amortize.PRETRAINED_DT_GP`, `--model "
+            "dt-gp`)."
+        )
+    elif not isinstance(data, LinearGaussianData):
         raise TypeError(
             f"`data` must be LinearGaussianData (build it with `linear_gaussian_data`), got "
             f"{type(data).__name__}."
@@ -534,7 +648,7 @@ def _check_mixture_inputs(model: DistributionTransformer, prior: Prior, data: Da
             f"the prior is over R^{prior.dim} but the model was trained for R^{model.dim}; "
             "use a model trained for this dimension."
         )
-    if data.design.shape[1] != model.dim:
+    if isinstance(data, LinearGaussianData) and data.design.shape[1] != model.dim:
         raise ValueError(
             f"`data.design` has {data.design.shape[1]} columns but the latent has "
             f"{model.dim} dimensions."
@@ -594,10 +708,10 @@ def _padded(array: ArrayLike, extra: int, fill: np.ndarray | float, dtype: np.dt
 
 def _padded_mixture_inputs(
     model: DistributionTransformer, prior: GaussianMixture, data: Data, extra_observations: int
-) -> tuple[GaussianMixture, LinearGaussianData, Callable[[], tuple[str, str]]]:
+) -> tuple[GaussianMixture, LinearGaussianData | GPRegressionData, Callable[[], tuple[str, str]]]:
     """The prior and data padded to the model's sizes, and the inputs' magnitudes and the
     fix for the error on a non-finite posterior."""
-    assert isinstance(data, LinearGaussianData)  # checked by the caller
+    assert isinstance(data, LinearGaussianData | GPRegressionData)  # checked by the caller
     extra_components = model.max_components - prior.num_components
     dtype = np.result_type(prior.means.dtype, data.values.dtype)
     padded_prior = GaussianMixture(
@@ -605,14 +719,29 @@ def _padded_mixture_inputs(
         _padded(prior.means, extra_components, 0.0, dtype),
         _padded(prior.scale_tril, extra_components, np.eye(model.dim), dtype),
     )
-    padded_data = LinearGaussianData(
-        _padded(data.design, extra_observations, 0.0, dtype),
-        _padded(data.values, extra_observations, 0.0, dtype),
-        _padded(data.noise_sd, extra_observations, 1.0, dtype),
-    )
+    padded_data: LinearGaussianData | GPRegressionData
+    if isinstance(data, GPRegressionData):
+        padded_data = GPRegressionData(
+            _padded(data.inputs, extra_observations, 0.0, dtype),
+            _padded(data.values, extra_observations, 0.0, dtype),
+        )
+    else:
+        padded_data = LinearGaussianData(
+            _padded(data.design, extra_observations, 0.0, dtype),
+            _padded(data.values, extra_observations, 0.0, dtype),
+            _padded(data.noise_sd, extra_observations, 1.0, dtype),
+        )
 
     def describe() -> tuple[str, str]:  # on the host: JAX's reductions would compile
-        means, values, noise = (np.asarray(x) for x in (prior.means, data.values, data.noise_sd))
+        means, values = np.asarray(prior.means), np.asarray(data.values)
+        if isinstance(data, GPRegressionData):
+            return (
+                f"prior means up to {float(np.max(np.abs(means))):.3g}; data values up to "
+                f"{float(np.max(np.abs(values), initial=0.0)):.3g}",
+                "bring the prior and the data into the trained ranges (`model.prior_ranges`, "
+                "inputs in [-1, 1])",
+            )
+        noise = np.asarray(data.noise_sd)
         return (
             f"prior means up to {float(np.max(np.abs(means))):.3g}; data values up to "
             f"{float(np.max(np.abs(values), initial=0.0)):.3g}, noise scales down to "
@@ -644,6 +773,39 @@ def _padded_normal_inverse_gamma_inputs(
         )
 
     return prior, padded_data, describe
+
+
+def _warn_outside_gp_ranges(
+    model: DistributionTransformer, prior: GaussianMixture, data: GPRegressionData
+) -> None:
+    """Warn when a GP-hyperparameter prior or its inputs leave the trained ranges."""
+    means = np.asarray(prior.means, float)
+    sds = np.sqrt(np.diagonal(np.asarray(prior.component_covariances, float), axis1=1, axis2=2))
+    outside = []
+    for name, low, high in model.prior_ranges:
+        axis = GP_PRIOR_RANGE_NAMES.index(name)
+        values = sds.ravel() if name == "component_sd" else means[:, axis]
+        beyond = values[(values < low - 1e-6 * abs(low)) | (values > high + 1e-6 * abs(high))]
+        if beyond.size:
+            what = "standard deviations" if name == "component_sd" else f"`{name}` means"
+            outside.append(
+                f"component {what} {np.array2string(beyond, precision=3)} outside "
+                f"[{low:.3g}, {high:.3g}]"
+            )
+    inputs = np.asarray(data.inputs, float)
+    if inputs.size and np.max(np.abs(inputs)) > 1 + 1e-6:
+        outside.append(
+            f"inputs up to {float(np.max(np.abs(inputs))):.3g} in magnitude, outside [-1, 1]"
+        )
+    if outside:
+        warnings.warn(
+            f"the prior or data lie outside what the model was trained on: "
+            f"{'; '.join(outside)}. The posterior may be far off: rescale the inputs onto "
+            "[-1, 1] (the lengthscale's prior moves with them), or sample the hyperparameters "
+            "with `pi.sample`.",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def posterior(
@@ -692,13 +854,20 @@ def posterior(
     else:
         _check_mixture_inputs(model, prior, data)
     if data.num_observations > model.max_observations:
-        fix = (
-            "split them into batches and feed each posterior back as the next prior"
-            if isinstance(prior, GaussianMixture)
+        if model.prior_family == "gp_hyperparameters":
+            # A GP's points are not independent given theta: no feeding back.
+            fix = (
+                "sample the hyperparameters with `pi.sample` (NUTS), or train a model with a "
+                "larger `max_observations`"
+            )
+        elif isinstance(prior, GaussianMixture):
+            fix = "split them into batches and feed each posterior back as the next prior"
+        else:
             # The posterior is a mixture, not a normal-inverse-gamma: it cannot be fed back.
-            else "use the exact update `prior.condition(data)`, or train a model with a "
-            "larger `max_observations`"
-        )
+            fix = (
+                "use the exact update `prior.condition(data)`, or train a model with a "
+                "larger `max_observations`"
+            )
         raise ValueError(
             f"{data.num_observations} observations given but the model was trained for at "
             f"most {model.max_observations}; {fix}."
@@ -734,7 +903,11 @@ def posterior(
         num_components = model.max_components
     # Parameters beyond the trained ranges: warned before the call (whose result may then
     # be non-finite and raise).
-    for name, low, high in model.prior_ranges:
+    if model.prior_family == "gp_hyperparameters":
+        assert isinstance(prior, GaussianMixture) and isinstance(data, GPRegressionData)
+        _warn_outside_gp_ranges(model, prior, data)
+    parametric_ranges = model.prior_ranges if model.prior_family == "normal_inverse_gamma" else ()
+    for name, low, high in parametric_ranges:
         value = float(getattr(prior, name))
         # A relative tolerance: a bound given in JSON may come back rounded to float32.
         if not low * (1 - 1e-6) <= value <= high * (1 + 1e-6):
@@ -755,8 +928,10 @@ def posterior(
         jnp.asarray(np.arange(model.max_components) < num_components),
         jnp.asarray(np.arange(model.max_observations) < num_observations),
     )
+    # Each real component's copies come first (`component_copies` tokens per component).
+    num_answers = num_components * model.component_copies
     log_weights, means, scale_tril = (
-        np.asarray(leaf)[:num_components]
+        np.asarray(leaf)[:num_answers]
         for leaf in (result.log_weights, result.means, result.scale_tril)
     )
     # A component's weight may underflow to zero (log weight -inf); nothing else may be

@@ -20,6 +20,16 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, PRNGKeyArray
 
+from probinfer.amortize.gp_hyperparameters import (
+    HYPERPARAMETER_NAMES as GP_HYPERPARAMETER_NAMES,
+)
+from probinfer.amortize.gp_hyperparameters import (
+    LATENT_DIM as GP_LATENT_DIM,
+)
+from probinfer.amortize.gp_hyperparameters import (
+    GPRegressionData,
+    sample_gp_values,
+)
 from probinfer.amortize.mixture import GaussianMixture, LinearGaussianData
 from probinfer.amortize.normal_inverse_gamma import LATENT_DIM, NormalData, NormalInverseGamma
 
@@ -37,14 +47,16 @@ class TrainingExample(NamedTuple):
         data: ``N`` observations of ``theta``; padded ones have design 0, value 0 and unit
             noise: the same likelihood for every ``theta``, so they leave the posterior
             unchanged (but add ``-log(2 pi) / 2`` each to a log marginal likelihood).
-            Padded draws of a normal (:class:`NormalData`) have value 0 and are masked.
+            Padded draws of a normal (:class:`NormalData`) have value 0 and are masked;
+            padded GP points (:class:`GPRegressionData`) have input 0, value 0 and are
+            masked.
         observation_mask: ``(N,)`` which observations are real.
     """
 
     prior: GaussianMixture | NormalInverseGamma
     component_mask: Bool[Array, " K"]
     theta: Float[Array, " d"]
-    data: LinearGaussianData | NormalData
+    data: LinearGaussianData | NormalData | GPRegressionData
     observation_mask: Bool[Array, " N"]
 
 
@@ -133,6 +145,39 @@ def _random_scale_tril(key: PRNGKeyArray, dim: int, sd: Array) -> Array:
     return sd[:, None] * jnp.linalg.cholesky(correlation)
 
 
+def _sample_mixture_prior(
+    key: PRNGKeyArray,
+    max_components: int,
+    center: Array,
+    mean_sd: Array,
+    component_sd: tuple[float, float],
+) -> tuple[GaussianMixture, Array]:
+    """A padded mixture prior from the meta-prior and its component mask.
+
+    ``K ~ U{1..max_components}`` components with Dirichlet(1) weights, means ``center +
+    mean_sd * N(0, I)``, per-axis standard deviations log-uniform on ``component_sd`` and a
+    random correlation (:func:`_random_scale_tril`).
+    """
+    k_count, k_weights, k_means, k_sd, k_corr = jax.random.split(key, 5)
+    dim = center.shape[0]
+    count = jax.random.randint(k_count, (), 1, max_components + 1)
+    mask = jnp.arange(max_components) < count
+    log_weights = masked_log_weights(
+        jnp.log(jnp.maximum(jax.random.dirichlet(k_weights, jnp.ones(max_components)), 1e-30)),
+        mask,
+    )
+    means = center[None, :] + mean_sd[None, :] * jax.random.normal(k_means, (max_components, dim))
+    low, high = jnp.log(jnp.asarray(component_sd))
+    sd = jnp.exp(jax.random.uniform(k_sd, (max_components, dim), minval=low, maxval=high))
+    trils = jax.vmap(lambda k, s: _random_scale_tril(k, dim, s))(
+        jax.random.split(k_corr, max_components), sd
+    )
+    # Padded components: weight 0 (log weight -inf), finite placeholder moments.
+    means = jnp.where(mask[:, None], means, 0.0)
+    trils = jnp.where(mask[:, None, None], trils, jnp.eye(dim)[None])
+    return GaussianMixture(log_weights, means, trils), mask
+
+
 class LinearGaussianTask(AbstractPosteriorTask):
     """Mixture priors with linear-Gaussian observations (the exact posterior is known).
 
@@ -191,23 +236,13 @@ class LinearGaussianTask(AbstractPosteriorTask):
 
     def sample_prior(self, key: PRNGKeyArray) -> tuple[GaussianMixture, Array]:
         """A padded prior from the meta-prior and its component mask."""
-        k_count, k_weights, k_means, k_sd, k_corr = jax.random.split(key, 5)
-        size = self.max_components
-        count = jax.random.randint(k_count, (), 1, size + 1)
-        mask = jnp.arange(size) < count
-        log_weights = masked_log_weights(
-            jnp.log(jnp.maximum(jax.random.dirichlet(k_weights, jnp.ones(size)), 1e-30)), mask
+        return _sample_mixture_prior(
+            key,
+            self.max_components,
+            jnp.zeros(self.dim),
+            jnp.full(self.dim, self.mean_sd),
+            self.component_sd,
         )
-        means = self.mean_sd * jax.random.normal(k_means, (size, self.dim))
-        low, high = jnp.log(jnp.asarray(self.component_sd))
-        sd = jnp.exp(jax.random.uniform(k_sd, (size, self.dim), minval=low, maxval=high))
-        trils = jax.vmap(lambda k, s: _random_scale_tril(k, self.dim, s))(
-            jax.random.split(k_corr, size), sd
-        )
-        # Padded components: weight 0 (log weight -inf), finite placeholder moments.
-        means = jnp.where(mask[:, None], means, 0.0)
-        trils = jnp.where(mask[:, None, None], trils, jnp.eye(self.dim)[None])
-        return GaussianMixture(log_weights, means, trils), mask
 
     def sample(self, key: PRNGKeyArray) -> TrainingExample:
         """Prior, latent and ``n`` observations, padded."""
@@ -332,6 +367,124 @@ class NormalInverseGammaTask(AbstractPosteriorTask):
         }
 
 
+# A GP task's trained range of component means: this many `mean_sd` either side of the
+# centre (two-sided normal tail 1e-3).
+MEAN_RANGE_SDS = 3.3
+
+
+class GPHyperparameterTask(AbstractPosteriorTask):
+    """Mixture priors over a GP's log hyperparameters, with GP regression data.
+
+    The latent is ``theta = (log lengthscale, log variance, log noise)``
+    (:mod:`probinfer.amortize.gp_hyperparameters`). The meta-prior: ``K ~
+    U{1..max_components}`` components with Dirichlet(1) weights, means ``center + mean_sd *
+    N(0, I)``, per-axis standard deviations log-uniform on ``component_sd`` and a random
+    correlation. Then ``theta`` from the prior, ``n ~ U{min_observations..max_observations}``
+    inputs uniform on ``[-1, 1]^num_features`` and the GP's targets at them. The defaults
+    centre the meta-prior on the hyperprior of the shipped GP PFN
+    (:class:`~probinfer.amortize.GPHyperPrior`'s defaults: means ``(-1, 0, -4)``, standard
+    deviations ``(0.5, 0.3, 1)``), which therefore lies well inside it.
+
+    There is no closed-form posterior: the exact answer is approximated by importance
+    sampling (:func:`~probinfer.amortize.importance_posterior`) when the model is judged.
+
+    Attributes:
+        dim: 3.
+        max_components: most prior components.
+        max_observations: most observations.
+        min_observations: fewest observations.
+        num_features: input dimension ``D``.
+        center: ``(3,)`` centre of the component means.
+        mean_sd: ``(3,)`` spread of the component means per axis.
+        component_sd: ``(low, high)`` of the components' standard deviations.
+    """
+
+    prior_family: ClassVar[str] = "gp_hyperparameters"
+    dim: int = eqx.field(static=True)
+    max_components: int = eqx.field(static=True)
+    max_observations: int = eqx.field(static=True)
+    min_observations: int = eqx.field(static=True)
+    num_features: int = eqx.field(static=True)
+    center: tuple[float, float, float] = eqx.field(static=True)
+    mean_sd: tuple[float, float, float] = eqx.field(static=True)
+    component_sd: tuple[float, float] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        *,
+        max_components: int = 2,
+        max_observations: int = 20,
+        min_observations: int = 0,
+        num_features: int = 1,
+        center: tuple[float, float, float] = (-1.0, 0.0, -4.0),
+        mean_sd: tuple[float, float, float] = (0.5, 0.5, 1.0),
+        component_sd: tuple[float, float] = (0.1, 1.0),
+    ) -> None:
+        _check_sizes(max_components, max_observations, min_observations, dim=num_features)
+        for name, triple in (("center", center), ("mean_sd", mean_sd)):
+            if len(triple) != GP_LATENT_DIM or not all(np.isfinite(triple)):
+                raise ValueError(f"`{name}` must be 3 finite numbers, got {triple}.")
+        if not all(value >= 0 for value in mean_sd):
+            raise ValueError(f"`mean_sd` must be >= 0, got {mean_sd}.")
+        self.dim = GP_LATENT_DIM
+        self.max_components = int(max_components)
+        self.max_observations = int(max_observations)
+        self.min_observations = int(min_observations)
+        self.num_features = int(num_features)
+        self.center = tuple(float(v) for v in center)  # type: ignore[assignment]
+        self.mean_sd = tuple(float(v) for v in mean_sd)  # type: ignore[assignment]
+        self.component_sd = _check_range("component_sd", component_sd)
+
+    def sample_prior(self, key: PRNGKeyArray) -> tuple[GaussianMixture, Array]:
+        """A padded prior from the meta-prior and its component mask."""
+        return _sample_mixture_prior(
+            key,
+            self.max_components,
+            jnp.asarray(self.center),
+            jnp.asarray(self.mean_sd),
+            self.component_sd,
+        )
+
+    def sample(self, key: PRNGKeyArray) -> TrainingExample:
+        """Prior, hyperparameters, inputs and the GP's targets, padded."""
+        k_prior, k_theta, k_count, k_inputs, k_values = jax.random.split(key, 5)
+        prior, mask = self.sample_prior(k_prior)
+        theta = prior.sample(k_theta)
+        size = self.max_observations
+        count = jax.random.randint(k_count, (), self.min_observations, size + 1)
+        observed = jnp.arange(size) < count
+        inputs = jax.random.uniform(k_inputs, (size, self.num_features), minval=-1.0, maxval=1.0)
+        # The first `count` of a draw at all `size` inputs are a draw at those inputs.
+        values = sample_gp_values(k_values, theta, inputs)
+        data = GPRegressionData(
+            jnp.where(observed[:, None], inputs, 0.0), jnp.where(observed, values, 0.0)
+        )
+        return TrainingExample(prior, mask, theta, data, observed)
+
+    def prior_ranges(self) -> tuple[tuple[str, float, float], ...]:
+        """Where the meta-prior puts the component means of each axis of ``theta``
+        (``center +- 3.3 mean_sd``: all but one in 1,000 draws), and the range of the
+        components' standard deviations."""
+        means = tuple(
+            (name, c - MEAN_RANGE_SDS * sd, c + MEAN_RANGE_SDS * sd)
+            for name, c, sd in zip(GP_HYPERPARAMETER_NAMES, self.center, self.mean_sd, strict=True)
+        )
+        return (*means, ("component_sd", *self.component_sd))
+
+    def spec(self) -> dict:
+        """JSON description (``{"type": "gp_hyperparameters", ...}``)."""
+        return {
+            "type": "gp_hyperparameters",
+            "max_components": self.max_components,
+            "max_observations": self.max_observations,
+            "min_observations": self.min_observations,
+            "num_features": self.num_features,
+            "center": list(self.center),
+            "mean_sd": list(self.mean_sd),
+            "component_sd": list(self.component_sd),
+        }
+
+
 def task_from_spec(spec: dict) -> AbstractPosteriorTask:
     """Rebuild a task from :meth:`AbstractPosteriorTask.spec`'s description.
 
@@ -340,16 +493,20 @@ def task_from_spec(spec: dict) -> AbstractPosteriorTask:
     """
     settings = dict(spec)
     kind = settings.pop("type", None)
-    if kind not in ("linear_gaussian", "normal_inverse_gamma"):
+    if kind not in ("linear_gaussian", "normal_inverse_gamma", "gp_hyperparameters"):
         raise ValueError(
-            f"unknown task type {kind!r}; use 'linear_gaussian' or 'normal_inverse_gamma'."
+            f"unknown task type {kind!r}; use 'linear_gaussian', 'normal_inverse_gamma' or "
+            "'gp_hyperparameters'."
         )
     try:
-        for name in ("component_sd", "noise_sd", "pseudo_count", "concentration"):
-            if name in settings:
+        for name in ("component_sd", "noise_sd", "pseudo_count", "concentration", "center",
+                     "mean_sd"):  # fmt: skip
+            if isinstance(settings.get(name), list):
                 settings[name] = tuple(settings[name])
         if kind == "normal_inverse_gamma":
             return NormalInverseGammaTask(**settings)
+        if kind == "gp_hyperparameters":
+            return GPHyperparameterTask(**settings)
         dim = settings.pop("dim")
         return LinearGaussianTask(dim, **settings)
     except (TypeError, KeyError) as error:
