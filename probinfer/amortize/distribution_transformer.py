@@ -24,6 +24,11 @@ hyperprior on a variance, with draws of a normal) enters differently: an MLP emb
 unit-free parameters into all component tokens at once, the tokens start from a standard
 normal in the prior's moment frame (:meth:`NormalInverseGamma.frame`), and the layers and
 decoder are the same. Its answer is exactly equivariant to the units of the data.
+
+A Gaussian mixture over a GP's log hyperparameters (``prior_family="gp_hyperparameters"``)
+enters as mixture tokens without a frame (the hyperparameters' meaning is tied to the
+data's units), its points first attend to each other (``num_observation_layers``), and
+each prior component gives ``component_copies`` posterior components.
 """
 
 from __future__ import annotations
@@ -301,7 +306,15 @@ class DistributionTransformer(eqx.Module):
         prior_family: one of :data:`PRIOR_FAMILIES` (static).
         prior_ranges: ``(name, low, high)`` of each parametric prior parameter the
             training task spanned (static; empty for mixture priors or when unknown):
-            :func:`posterior` warns outside them.
+            :func:`posterior` warns outside them (for GP hyperparameters: the range of
+            the prior components' means per axis and of their standard deviations).
+        observation_layers: self-attention layers over the observations, before the
+            components attend to them (GP points, which are not independent given the
+            latent; none for the other families).
+        copy_embedding: ``(component_copies, width)`` learned embedding that tells a
+            component's copies apart (``None`` with one copy).
+        component_copies: posterior components per prior component (static).
+        num_features: input dimension of GP data (static; 1 for the other families).
     """
 
     component_encoder: _MLP
