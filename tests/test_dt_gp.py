@@ -125,6 +125,23 @@ def test_padding_order_and_copies_leave_the_answer_unchanged(random_model, prior
     np.testing.assert_allclose(
         np.asarray(swapped_answer.means)[back], np.asarray(answer.means), rtol=2e-4, atol=2e-5
     )
+    # A padded second component (any moments) gives the one-component answer, whose
+    # copies come first.
+    one = amortize.GaussianMixture(prior.log_weights[:1] * 0, prior.means[:1], prior.scale_tril[:1])
+    alone = apply_compiled(random_model, one, data)
+    junk = amortize.GaussianMixture(
+        jnp.array([0.0, 3.0]), prior.means.at[1].set(7.0), prior.scale_tril
+    )
+    padded_component = apply_compiled(
+        random_model, junk, data, component_mask=jnp.array([True, False])
+    )
+    assert np.all(np.isneginf(np.asarray(padded_component.log_weights)[3:]))
+    for got, want in zip(
+        (padded_component.log_weights[:3], padded_component.means[:3]),
+        (alone.log_weights, alone.means),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
 
 
 def test_posterior_checks_the_inputs_by_name(random_model, prior) -> None:
@@ -151,7 +168,10 @@ def test_posterior_checks_the_inputs_by_name(random_model, prior) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # inside every range: no warning
         answer = amortize.posterior(random_model, one, data)
-    assert answer.num_components == 3
+    # The copies of the real component, not the padded one's (weight 0).
+    direct = apply_compiled(random_model, one, data)
+    np.testing.assert_allclose(answer.means, direct.means, rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(answer.log_weights, direct.log_weights, rtol=2e-4, atol=2e-5)
 
 
 def test_task_round_trips_and_refuses_bad_settings() -> None:
@@ -161,6 +181,8 @@ def test_task_round_trips_and_refuses_bad_settings() -> None:
         GPHyperparameterTask(center=(0.0, 1.0))
     with pytest.raises(ValueError, match="`mean_sd` must be >= 0"):
         GPHyperparameterTask(mean_sd=(0.5, -0.1, 1.0))
+    with pytest.raises(ValueError, match="`num_features` must be >= 1"):
+        GPHyperparameterTask(num_features=0)
     examples = amortize.sample_examples(jax.random.key(0), TASK, 64)
     assert np.all(np.isfinite(np.asarray(examples.data.values)))
     assert np.all(np.abs(np.asarray(examples.data.inputs)) <= 1)

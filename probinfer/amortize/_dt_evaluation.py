@@ -72,7 +72,17 @@ class DTEvaluation(NamedTuple):
 
 
 def exact_posterior(example: TrainingExample) -> GaussianMixture | NormalInverseGamma:
-    """The exact posterior of one padded example (padded observations carry no data)."""
+    """The exact posterior of one padded example (padded observations carry no data).
+
+    Raises:
+        TypeError: for GP data, whose posterior has no closed form (use
+            :func:`~probinfer.amortize.importance_posterior`, as :func:`evaluate_dt` does).
+    """
+    if isinstance(example.data, GPRegressionData):
+        raise TypeError(
+            "a GP's hyperparameter posterior has no closed form: use "
+            "`amortize.importance_posterior` (or `evaluate_dt`, which does)."
+        )
     prior = example.prior
     if isinstance(prior, NormalInverseGamma):
         assert isinstance(example.data, NormalData)  # a task pairs them
@@ -203,7 +213,7 @@ def evaluate_dt(
     key: PRNGKeyArray,
     *,
     num_examples: int = 1000,
-    num_draws: int = 256,
+    num_draws: int | None = None,
 ) -> DTEvaluation:
     """Compare ``model`` with the exact posterior on fresh examples of ``task``.
 
@@ -214,8 +224,8 @@ def evaluate_dt(
             held-out priors and data come from its meta-prior.
         key: PRNG key (use one the training never saw).
         num_examples: examples.
-        num_draws: exact-posterior draws per example for the KL estimate (importance
-            draws for a GP task: use thousands).
+        num_draws: exact-posterior draws per example for the KL estimate (default 256),
+            or importance draws for a GP task (default 16,384).
 
     On XLA:CPU (jaxlib 0.10) the importance sampling of a GP task has deadlocked unless
     ``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`` is set before
@@ -227,5 +237,5 @@ def evaluate_dt(
     key_examples, key_draws = jax.random.split(key)
     examples = sample_examples(key_examples, task, num_examples)
     if task.prior_family == "gp_hyperparameters":
-        return _evaluate_by_importance(model, examples, key_draws, num_draws)
-    return _evaluate(model, examples, key_draws, num_draws)
+        return _evaluate_by_importance(model, examples, key_draws, num_draws or 16_384)
+    return _evaluate(model, examples, key_draws, num_draws or 256)

@@ -470,8 +470,9 @@ class DistributionTransformer(eqx.Module):
             observation_types: ``(N,)`` observation type per observation (default 0).
 
         Returns:
-            The posterior mixture: ``K`` components (the prior's order) for a mixture
-            prior, ``max_components`` over ``(mu, log sigma^2)`` for a parametric one.
+            The posterior mixture: ``K * component_copies`` components (the prior's
+            order, each component's copies together) for a mixture prior,
+            ``max_components`` over ``(mu, log sigma^2)`` for a parametric one.
         """
         num_observations = data.num_observations
         if observation_mask is None:
@@ -846,8 +847,10 @@ def posterior(
         observation_types: ``(n,)`` type of each observation (default all 0).
 
     Returns:
-        The posterior mixture: with the prior's number of components for a mixture prior;
-        with ``model.max_components`` components over ``(mu, log sigma^2)`` for a
+        The posterior mixture: with the prior's number of components times
+        ``model.component_copies`` for a mixture prior (3 per component for the shipped GP
+        model, over ``(log lengthscale, log variance, log noise)``); with
+        ``model.max_components`` components over ``(mu, log sigma^2)`` for a
         normal-inverse-gamma prior.
 
     Raises:

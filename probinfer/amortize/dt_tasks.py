@@ -420,7 +420,11 @@ class GPHyperparameterTask(AbstractPosteriorTask):
         mean_sd: tuple[float, float, float] = (0.5, 0.5, 1.0),
         component_sd: tuple[float, float] = (0.1, 1.0),
     ) -> None:
-        _check_sizes(max_components, max_observations, min_observations, dim=num_features)
+        _check_sizes(max_components, max_observations, min_observations)
+        if not isinstance(num_features, (int, np.integer)) or isinstance(num_features, bool):
+            raise TypeError(f"`num_features` must be an integer, got {num_features!r}.")
+        if num_features < 1:
+            raise ValueError(f"`num_features` must be >= 1, got {num_features}.")
         for name, triple in (("center", center), ("mean_sd", mean_sd)):
             if len(triple) != GP_LATENT_DIM or not all(np.isfinite(triple)):
                 raise ValueError(f"`{name}` must be 3 finite numbers, got {triple}.")

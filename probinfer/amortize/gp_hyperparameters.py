@@ -134,7 +134,8 @@ def gp_predictive_log_density(
     """``log sum_s w_s N(test_value; GP predictive at draw s)`` per test point (nats).
 
     The posterior predictive of each test target, marginal over the hyperparameter draws
-    (equal weights unless ``log_weights``, normalised, are given).
+    (equal weights unless ``log_weights``, normalised, are given). ``data`` holds real
+    points only (no padding: every point conditions the GP).
     """
 
     def one(theta: Array) -> tuple[Array, Array]:
