@@ -54,8 +54,7 @@ from dt import _display_path, _se
 
 import probinfer as pi
 from probinfer import amortize
-from probinfer.amortize._dt_evaluation import PROPOSAL_WIDENING
-from probinfer.amortize.gp_hyperparameters import sample_gp_values
+from probinfer.amortize.gp_hyperparameters import PROPOSAL_WIDENING, sample_gp_values, widened
 from probinfer.bench import machine_description
 
 EVALUATION_KEY = 20261205
@@ -155,16 +154,12 @@ def _predictive_nll(draws, x_train, y_train, x_test, y_test, log_weights=None):
 @jax.jit
 def _reference(key, prior, q, x_train, y_train):
     data = amortize.GPRegressionData(x_train, y_train)
-    proposal = amortize.GaussianMixture(q.log_weights, q.means, PROPOSAL_WIDENING * q.scale_tril)
-    return amortize.importance_posterior(key, prior, data, proposal, num_draws=REFERENCE_DRAWS)
+    return amortize.importance_posterior(key, prior, data, widened(q), num_draws=REFERENCE_DRAWS)
 
 
 @jax.jit
 def _kl(reference, q):
-    weights = jnp.exp(reference.log_weights)
-    log_q = q.log_prob(reference.draws)
-    log_ratio = jnp.where(weights > 0, reference.log_joint - reference.log_evidence - log_q, 0)
-    return jnp.sum(weights * log_ratio)
+    return reference.kl_to(q)[0]
 
 
 def _draw_dataset(key, prior: amortize.GaussianMixture, num_points: int):

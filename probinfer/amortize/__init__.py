@@ -58,6 +58,7 @@ from probinfer.amortize.gp_hyperparameters import (
     gp_predictive_log_density,
     gp_regression_data,
     importance_posterior,
+    widened,
 )
 from probinfer.amortize.mixture import (
     GaussianMixture,
@@ -128,6 +129,7 @@ __all__ = [
     "gp_predictive_log_density",
     "gp_regression_data",
     "importance_posterior",
+    "widened",
     "LinearGaussianData",
     "LinearGaussianTask",
     "NormalData",

@@ -29,7 +29,11 @@ from probinfer.amortize.dt_tasks import (
     masked_log_weights,
     sample_examples,
 )
-from probinfer.amortize.gp_hyperparameters import GPRegressionData, importance_posterior
+from probinfer.amortize.gp_hyperparameters import (
+    GPRegressionData,
+    importance_posterior,
+    widened,
+)
 from probinfer.amortize.mixture import GaussianMixture, LinearGaussianData
 from probinfer.amortize.normal_inverse_gamma import NormalData, NormalInverseGamma
 
@@ -97,11 +101,6 @@ def exact_posterior(example: TrainingExample) -> GaussianMixture | NormalInverse
     return masked.condition(example.data)
 
 
-# The transformer posterior's scale is widened by this factor in the importance
-# sampler's proposal: heavier than q where q is too narrow, so that the weights stay bounded.
-PROPOSAL_WIDENING = 1.5
-
-
 # Examples per compiled call of the importance-sampling evaluation (a Python loop over
 # vmapped chunks: each holds chunk x num_draws covariance matrices at once).
 IMPORTANCE_CHUNK = 4
@@ -124,6 +123,12 @@ def _evaluate_by_importance(
     nll_q, nll_exact, kl, kl_se, ess = (
         jnp.concatenate([np.asarray(part[i]) for part in parts]) for i in range(5)
     )
+    return _evaluation(examples, nll_q, nll_exact, kl, kl_se, ess)
+
+
+def _evaluation(examples: TrainingExample, *figures: Array) -> DTEvaluation:
+    """The per-example figures with the examples' component and observation counts."""
+    nll_q, nll_exact, kl, kl_se, *ess = figures
     return DTEvaluation(
         nll_q,
         nll_exact,
@@ -131,7 +136,7 @@ def _evaluate_by_importance(
         kl_se,
         examples.component_mask.sum(-1),
         examples.observation_mask.sum(-1),
-        ess,
+        *ess,
     )
 
 
@@ -154,17 +159,11 @@ def _importance_chunk(
             example.prior.means,
             example.prior.scale_tril,
         )
-        proposal = GaussianMixture(q.log_weights, q.means, PROPOSAL_WIDENING * q.scale_tril)
         reference = importance_posterior(
-            key, prior, example.data, proposal, num_draws=num_draws,
+            key, prior, example.data, widened(q), num_draws=num_draws,
             observation_mask=example.observation_mask,
         )  # fmt: skip
-        weights = jnp.exp(reference.log_weights)
-        log_exact = reference.log_joint - reference.log_evidence  # log p(theta | data)
-        log_q = q.log_prob(reference.draws)
-        log_ratio = jnp.where(weights > 0, log_exact - log_q, 0.0)
-        kl = jnp.sum(weights * log_ratio)
-        kl_se = jnp.sqrt(jnp.sum(weights**2 * (log_ratio - kl) ** 2))
+        kl, kl_se = reference.kl_to(q)
         nll_exact = -reference.log_prob(
             example.theta, prior, example.data, example.observation_mask
         )
@@ -196,15 +195,7 @@ def _evaluate(
         )
 
     keys = jax.random.split(key, examples.theta.shape[0])
-    nll_q, nll_exact, kl, kl_se = jax.lax.map(lambda args: one(*args), (examples, keys))
-    return DTEvaluation(
-        nll_q,
-        nll_exact,
-        kl,
-        kl_se,
-        examples.component_mask.sum(-1),
-        examples.observation_mask.sum(-1),
-    )
+    return _evaluation(examples, *jax.lax.map(lambda args: one(*args), (examples, keys)))
 
 
 def evaluate_dt(

@@ -748,18 +748,18 @@ def _padded_mixture_inputs(
 
     def describe() -> tuple[str, str]:  # on the host: JAX's reductions would compile
         means, values = np.asarray(prior.means), np.asarray(data.values)
+        magnitudes = (
+            f"prior means up to {float(np.max(np.abs(means))):.3g}; data values up to "
+            f"{float(np.max(np.abs(values), initial=0.0)):.3g}"
+        )
         if isinstance(data, GPRegressionData):
-            return (
-                f"prior means up to {float(np.max(np.abs(means))):.3g}; data values up to "
-                f"{float(np.max(np.abs(values), initial=0.0)):.3g}",
+            return magnitudes, (
                 "bring the prior and the data into the trained ranges (`model.prior_ranges`, "
-                "inputs in [-1, 1])",
+                "inputs in [-1, 1])"
             )
         noise = np.asarray(data.noise_sd)
         return (
-            f"prior means up to {float(np.max(np.abs(means))):.3g}; data values up to "
-            f"{float(np.max(np.abs(values), initial=0.0)):.3g}, noise scales down to "
-            f"{float(np.min(noise, initial=np.inf)):.3g}",
+            f"{magnitudes}, noise scales down to {float(np.min(noise, initial=np.inf)):.3g}",
             "rescale the problem (the latent's units) towards the training task's",
         )
 
@@ -794,7 +794,8 @@ def _warn_outside_gp_ranges(
 ) -> None:
     """Warn when a GP-hyperparameter prior or its inputs leave the trained ranges."""
     means = np.asarray(prior.means, float)
-    sds = np.sqrt(np.diagonal(np.asarray(prior.component_covariances, float), axis1=1, axis2=2))
+    # On the host (JAX's ops would compile per shape): var_i = sum_j L_ij^2 per component.
+    sds = np.sqrt(np.sum(np.asarray(prior.scale_tril, float) ** 2, axis=-1))
     outside = []
     for name, low, high in model.prior_ranges:
         axis = GP_PRIOR_RANGE_NAMES.index(name)

@@ -185,6 +185,25 @@ class ImportancePosterior(NamedTuple):
         log_likelihood = gp_log_likelihood(theta, data, observation_mask)
         return prior.log_prob(theta) + log_likelihood - self.log_evidence
 
+    def kl_to(self, q: GaussianMixture) -> tuple[Array, Array]:
+        """``KL(posterior || q)`` (nats, whole latent) by the weighted draws, and its
+        standard error."""
+        weights = jnp.exp(self.log_weights)
+        log_posterior = self.log_joint - self.log_evidence
+        log_ratio = jnp.where(weights > 0, log_posterior - q.log_prob(self.draws), 0.0)
+        kl = jnp.sum(weights * log_ratio)
+        return kl, jnp.sqrt(jnp.sum(weights**2 * (log_ratio - kl) ** 2))
+
+
+# A proposal's scale is widened by this factor (:func:`widened`): heavier than an
+# approximate posterior where it is too narrow, so that the weights stay bounded.
+PROPOSAL_WIDENING = 1.5
+
+
+def widened(q: GaussianMixture, factor: float = PROPOSAL_WIDENING) -> GaussianMixture:
+    """``q`` with every component's scale multiplied by ``factor`` (an importance proposal)."""
+    return GaussianMixture(q.log_weights, q.means, factor * q.scale_tril)
+
 
 def importance_posterior(
     key: PRNGKeyArray,
