@@ -162,7 +162,8 @@ def sample(
         method: "nuts", "hmc", "mala" or "rwm"; or "smc": adaptive tempered SMC as in
             :func:`evidence` with ``chains`` replicas of ``draws`` particles (``warmup`` is
             not used; ``sample_stats`` is empty and ``attrs`` holds ``log_z``,
-            ``log_z_err`` and the SMC settings and timings); or "ns": nested sampling as in
+            ``log_z_err`` and the SMC settings and timings; no tuning replica unless
+            ``tuning_replica=True``); or "ns": nested sampling as in
             :func:`evidence`, ``draws`` equally weighted draws from one run as one chain
             (``chains`` and ``warmup`` are not used; ``attrs`` holds ``log_z``,
             ``log_z_err`` and the run's settings and timings).
@@ -239,7 +240,7 @@ def sample(
             )
         return _evidence_by_smc(
             "sample", model, args, seed, progress, checkpoint, kwargs,
-            defaults={"particles": draws, "replicas": chains},
+            defaults={"particles": draws, "replicas": chains, "tuning_replica": False},
         ).idata  # fmt: skip
     if method == "ns":
         if init_positions is not None:
@@ -361,6 +362,7 @@ SMC_DEFAULTS: dict[str, Any] = {
     "adapt_num_mcmc_steps": False,
     "chain_length": 1,
     "target_ess": 0.5,
+    "tuning_replica": True,
     "resampling": "systematic",
     "resample_threshold": 0.5,
     "metric": None,
@@ -435,7 +437,10 @@ def evidence(
     ``method="smc"``: adaptive tempered SMC from the prior to the posterior
     (:func:`probinfer.smc.tempered_smc`), ``replicas`` independent runs of ``particles``
     particles each; ``log_z`` is the log of the mean of their (consistent) evidence estimates
-    and ``log_z_err`` the standard error of that mean (delta method).
+    and ``log_z_err`` the standard error of that mean (delta method). One more run beside
+    them (the tuning replica) tunes every step for all of them (the next temperature, the
+    move's metric and step size), so that no replica's estimate is biased by tuning adapted
+    to its own particles.
 
     ``method="ns"``: nested sampling (:func:`probinfer.ns.nested_sampling`): ``live_points``
     prior draws, ``num_delete`` of them replaced per iteration by likelihood-constrained
@@ -490,10 +495,12 @@ def evidence(
             transitions), ``chain_length``
             (1; ``P > 1``: waste-free SMC with ``particles / P`` chains of ``P`` kept
             states, ``num_mcmc_steps`` transitions apart), ``target_ess``
-            (0.5), ``resampling`` ("systematic"), ``resample_threshold`` (0.5),
-            ``metric`` ("dense" or "diag"), ``step_size`` (the move's first step size; the
-            slice width), ``max_steps`` (1000), ``chunk_size`` (5), and the move's options
-            (e.g. ``num_integration_steps``).
+            (0.5), ``tuning_replica`` (True; False: each replica tunes itself, which
+            saves one replica's evaluations but biases ``log_z`` low by O(1 /
+            particles), not covered by ``log_z_err``), ``resampling`` ("systematic"),
+            ``resample_threshold`` (0.5), ``metric`` ("dense" or "diag"), ``step_size``
+            (the move's first step size; the slice width), ``max_steps`` (1000),
+            ``chunk_size`` (5), and the move's options (e.g. ``num_integration_steps``).
 
     Returns:
         The :class:`EvidenceResult`.
@@ -631,6 +638,7 @@ def _evidence_by_smc(
         adapt_num_mcmc_steps=bool(settings["adapt_num_mcmc_steps"]),
         chain_length=check_count("chain_length", settings["chain_length"], 1),
         target_ess=float(settings["target_ess"]),
+        tuning_replica=bool(settings["tuning_replica"]),
         resampling=str(settings["resampling"]),
         resample_threshold=float(settings["resample_threshold"]),
         metric=settings["metric"],

@@ -6,6 +6,16 @@ stops when every replica reaches ``beta = 1`` (a finished replica waits unchange
 evidence estimate is the mean of the replicas' estimates ``Z_k`` (each consistent, see
 :mod:`probinfer.smc._tempered`), and its error the standard error of that mean, in log
 space by the delta method.
+
+With a tuning replica (``SMCConfig.tuning_replica``), one more particle system runs beside
+them and tunes itself as usual (next ``beta`` from its conditional ESS, the move's metric
+from its particles' covariance, the step size from its acceptance), and its tuning is every
+replica's (:meth:`probinfer.smc.TemperedSMC.tune`). No estimating replica is then tuned by
+its own particles, so each ``Z_k`` is unbiased given the tuning replica, instead of biased
+low by ``O(1 / N)``: a bias that does not average away over replicas while their error
+does. The cost is one replica's evaluations; the tuning replica's estimate and draws are
+not reported. (With ``adapt_num_mcmc_steps``, each replica still decides when its own moves
+stop.)
 """
 
 from __future__ import annotations
@@ -35,12 +45,13 @@ class SMCConfig(NamedTuple):
         move: the move's algorithm name (:data:`MOVE_ALGORITHMS`).
         options: sorted ``(name, value)`` pairs of the algorithm's options.
         num_particles: particles per replica.
-        num_replicas: independent replicas.
+        num_replicas: independent replicas (estimating ones: the tuning replica is extra).
         num_mcmc_steps: move transitions per particle per tempering step (the most, when
             adapted).
         adapt_num_mcmc_steps: stop each step's moves once the particles stop mixing.
         chain_length: 1, or the waste-free chain length ``P``.
         target_ess: adaptive tempering's conditional-ESS fraction.
+        tuning_replica: whether one extra replica tunes every step of all the others.
         resampling: a name in :data:`probinfer.smc.RESAMPLING`.
         resample_threshold: resample below this ESS fraction.
         metric: the move's metric, "dense" or "diag" (None: by dimension).
@@ -56,6 +67,7 @@ class SMCConfig(NamedTuple):
     adapt_num_mcmc_steps: bool
     chain_length: int
     target_ess: float
+    tuning_replica: bool
     resampling: str
     resample_threshold: float
     metric: str | None
@@ -68,15 +80,21 @@ class SMCResult(NamedTuple):
 
     Attributes:
         draws: site name -> ``(replicas, particles, ...)`` equally weighted posterior draws
-            (each replica's final particles resampled by their weights), constrained.
+            (each estimating replica's final particles resampled by their weights),
+            constrained.
         log_z: the log-evidence estimate (log of the mean of the replicas' ``Z_k``).
         log_z_err: its standard error (delta method on the mean of ``Z_k``).
-        replica_log_z: ``(replicas,)`` each replica's estimate.
-        inverse_temperatures: per replica, its ladder ``(steps,)`` (0 excluded).
-        num_mcmc_steps: per replica, the move transitions per chain at each of its steps.
-        num_likelihood_evals: target evaluations, all particles and replicas.
-        num_nonfinite: NaN or ``+inf`` log likelihoods met (weighted as zero).
-        num_collapsed: replicas whose every particle had zero likelihood at some step.
+        replica_log_z: ``(replicas,)`` each estimating replica's estimate.
+        inverse_temperatures: per estimating replica, its ladder ``(steps,)`` (0
+            excluded).
+        num_mcmc_steps: per estimating replica, the move transitions per chain at each of
+            its steps.
+        num_likelihood_evals: target evaluations, all particles and replicas (the ladder
+            replica's included).
+        num_nonfinite: NaN or ``+inf`` log likelihoods met (weighted as zero), all
+            replicas.
+        num_collapsed: replicas (the tuning replica included) whose every particle had
+            zero likelihood at some step.
         status: how the drive ended.
         compile_seconds: time spent compiling.
         run_seconds: wall time of the run, compilation excluded.
@@ -145,8 +163,24 @@ class _TemperingStep(NamedTuple):
         self, key: PRNGKeyArray, state: smc.TemperedSMCState, step_index: Array, data: PyTree
     ) -> tuple[smc.TemperedSMCState, smc.TemperedSMCInfo]:
         sampler = _sampler(self.spec, self.config, data)
-        keys = jax.random.split(key, self.config.num_replicas)
-        return jax.vmap(sampler.step)(keys, state)
+        keys = jax.random.split(key, num_systems(self.config))
+        if not self.config.tuning_replica:
+            return jax.vmap(sampler.step)(keys, state)
+        # System 0 is the tuning replica: its tuning (next beta, metric, step size) is
+        # everyone's, so no estimating replica is tuned by its own particles.
+        tuning = sampler.tune(jax.tree.map(lambda x: x[0], state))
+        return jax.vmap(sampler.step, in_axes=(0, 0, None))(keys, state, tuning)
+
+
+def num_systems(config: SMCConfig) -> int:
+    """Particle systems run side by side: the replicas, and the tuning replica if any."""
+    return config.num_replicas + int(config.tuning_replica)
+
+
+def _estimating(config: SMCConfig, values: np.ndarray, axis: int = 0) -> np.ndarray:
+    """The estimating replicas' part of per-system values (the tuning replica, system 0,
+    left out) along ``axis``."""
+    return np.take(values, np.arange(int(config.tuning_replica), num_systems(config)), axis)
 
 
 def _all_finished(state: smc.TemperedSMCState) -> Array:
@@ -166,8 +200,10 @@ def _initial_states(
 def _final_draws(
     spec: Any, config: SMCConfig, data: PyTree, state: smc.TemperedSMCState, key: PRNGKeyArray
 ) -> dict[str, Array]:
-    """Each replica's particles resampled to equal weights, in constrained space."""
+    """Each estimating replica's particles resampled to equal weights, in constrained
+    space."""
     density = spec.bind(data)
+    state = jax.tree.map(lambda x: x[int(config.tuning_replica) :], state)
 
     def one_replica(key: PRNGKeyArray, replica: smc.TemperedSMCState) -> dict[str, Array]:
         num = replica.log_weights.shape[0]
@@ -228,8 +264,8 @@ def run_smc(
     key_init, key_run, key_draws = jax.random.split(key, 3)
     watch = CompileWatch()
     num_replicas, num_particles = config.num_replicas, config.num_particles
-    init_keys = jax.random.split(key_init, num_replicas * num_particles)
-    init_keys = init_keys.reshape(num_replicas, num_particles)
+    init_keys = jax.random.split(key_init, num_systems(config) * num_particles)
+    init_keys = init_keys.reshape(num_systems(config), num_particles)
     states = call_compiled(_initial_states, (spec, config), (data, init_keys), watch)
     run_fingerprint = ""
     if checkpoint is not None:
@@ -239,7 +275,7 @@ def run_smc(
         )
 
     def fields(records: smc.TemperedSMCInfo) -> dict[str, Any]:
-        replica_log_z = np.asarray(records.log_z[-1])
+        replica_log_z = _estimating(config, np.asarray(records.log_z[-1]))
         return {
             "beta": float(np.min(records.inverse_temperature[-1])),
             "log Z": combine_log_z(replica_log_z)[0]
@@ -266,12 +302,12 @@ def run_smc(
         )
     draws = call_compiled(_final_draws, (spec, config), (data, result.state, key_draws), watch)
     records: smc.TemperedSMCInfo = result.records
-    replica_log_z = np.asarray(result.state.log_z, np.float64)
+    replica_log_z = _estimating(config, np.asarray(result.state.log_z, np.float64))
     log_z, log_z_err = (
         combine_log_z(replica_log_z) if num_replicas > 1 else (float(replica_log_z[0]), np.nan)
     )
-    betas = np.asarray(records.inverse_temperature)  # (steps, replicas)
-    mcmc_steps = np.asarray(records.num_mcmc_steps)
+    betas = _estimating(config, np.asarray(records.inverse_temperature), 1)  # (steps, replicas)
+    mcmc_steps = _estimating(config, np.asarray(records.num_mcmc_steps), 1)
     ladders, steps = [], []
     for replica in range(num_replicas):
         ladder = betas[:, replica]
@@ -279,7 +315,7 @@ def run_smc(
         ladders.append(ladder[: last + 1])
         steps.append(mcmc_steps[: last + 1, replica])
     # Prior draws cost one likelihood evaluation per particle.
-    num_evals = int(np.sum(records.num_evals)) + num_replicas * num_particles
+    num_evals = int(np.sum(records.num_evals)) + num_systems(config) * num_particles
     num_nonfinite = int(np.sum(records.num_nonfinite))
     num_collapsed = int(np.sum(records.is_collapsed))
     if num_nonfinite:

@@ -27,6 +27,7 @@ from probinfer.smc._tempered import (
     TemperedSMC,
     TemperedSMCInfo,
     TemperedSMCState,
+    TemperedSMCTuning,
     initial_step_size,
     tempered_smc,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "TemperedSMC",
     "TemperedSMCInfo",
     "TemperedSMCState",
+    "TemperedSMCTuning",
     "adaptive_tempering",
     "conditional_ess",
     "ess",
