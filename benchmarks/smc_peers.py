@@ -40,9 +40,9 @@ that the (conditional, in probinfer) ESS of the reweighting is half the particle
   SMC are compared at (about) equal likelihood evaluations.
 - ``probinfer_adaptive``: like ``probinfer`` with ``adapt_num_mcmc_steps=True`` (up to 30
   transitions, stopping when the particles stop mixing).
-- ``probinfer_evidence``: the public ``pi.evidence`` at the same total budget: 8 replicas of
-  N / 8 particles, RWM moves, 9 transitions; it reports an error bar (the replicas'
-  spread), so its coverage can be measured.
+- ``probinfer_evidence``: the public ``pi.evidence`` at the same total budget: 8 replicas
+  and the tuning replica that tunes them, N / 9 particles each, RWM moves, 9 transitions;
+  it reports an error bar (the replicas' spread), so its coverage can be measured.
 - ``probinfer_default``: ``pi.evidence`` with its defaults (8 replicas x 500 particles,
   MALA moves, 10 transitions): more evaluations, shown as what a user gets by default.
 
@@ -340,7 +340,7 @@ def evidence_runner(problem: Problem, num: int, *, defaults: bool) -> Callable:
     settings: dict[str, Any] = {"progress": False}
     if not defaults:
         settings.update(
-            particles=num // REPLICAS, replicas=REPLICAS, move="rwm",
+            particles=num // (REPLICAS + 1), replicas=REPLICAS, move="rwm",
             num_mcmc_steps=NUM_TRANSITIONS,
         )  # fmt: skip
     pi.evidence(density, seed=WARMUP_SEED, **settings)

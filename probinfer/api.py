@@ -440,7 +440,8 @@ def evidence(
     and ``log_z_err`` the standard error of that mean (delta method). One more run beside
     them (the tuning replica) tunes every step for all of them (the next temperature, the
     move's metric and step size), so that no replica's estimate is biased by tuning adapted
-    to its own particles.
+    to its own particles (with ``adapt_num_mcmc_steps``, each replica still stops its own
+    moves).
 
     ``method="ns"``: nested sampling (:func:`probinfer.ns.nested_sampling`): ``live_points``
     prior draws, ``num_delete`` of them replaced per iteration by likelihood-constrained
@@ -496,8 +497,8 @@ def evidence(
             (1; ``P > 1``: waste-free SMC with ``particles / P`` chains of ``P`` kept
             states, ``num_mcmc_steps`` transitions apart), ``target_ess``
             (0.5), ``tuning_replica`` (True; False: each replica tunes itself, which
-            saves one replica's evaluations but biases ``log_z`` low by O(1 /
-            particles), not covered by ``log_z_err``), ``resampling`` ("systematic"),
+            saves one replica's evaluations but biases ``log_z`` by O(1 / particles),
+            not covered by ``log_z_err``), ``resampling`` ("systematic"),
             ``resample_threshold`` (0.5), ``metric`` ("dense" or "diag"), ``step_size``
             (the move's first step size; the slice width), ``max_steps`` (1000),
             ``chunk_size`` (5), and the move's options (e.g. ``num_integration_steps``).
@@ -659,10 +660,11 @@ def _evidence_by_smc(
     )
     if result.num_collapsed:
         raise RuntimeError(
-            f"in {result.num_collapsed} replica(s) every particle had zero likelihood at some "
-            "tempering step, so the evidence estimate is 0: the prior puts (almost) no mass "
-            "where the likelihood is positive. Use more `particles`, a larger `target_ess`, "
-            "or check the model and data."
+            f"in {result.num_collapsed} particle system(s) (replicas, or the tuning replica "
+            "that tunes them) every particle had zero likelihood at some tempering step, so "
+            "the evidence estimate is 0: the prior puts (almost) no mass where the likelihood "
+            "is positive. Use more `particles`, a larger `target_ess`, or check the model and "
+            "data."
         )
     if result.status is not DriveStatus.COMPLETED:
         raise RuntimeError(
@@ -676,6 +678,8 @@ def _evidence_by_smc(
         "move": move,
         "particles": config.num_particles,
         "replicas": config.num_replicas,
+        "tuning_replica": config.tuning_replica,
+        "tuning_replica_log_z": result.tuning_log_z,
         "log_z": result.log_z,
         "log_z_err": result.log_z_err,
         "replica_log_z": result.replica_log_z,

@@ -1,21 +1,22 @@
 """Tempered SMC on the driver: independent replicas, an evidence estimate with its error.
 
-``num_replicas`` independent particle systems of ``num_particles`` particles each run side
-by side (``vmap``): one driver step is one tempering step of every replica, and the drive
-stops when every replica reaches ``beta = 1`` (a finished replica waits unchanged). The
-evidence estimate is the mean of the replicas' estimates ``Z_k`` (each consistent, see
-:mod:`probinfer.smc._tempered`), and its error the standard error of that mean, in log
-space by the delta method.
+``num_replicas`` independent particle systems of ``num_particles`` particles each (and, by
+default, the tuning replica below) run side by side (``vmap``): one driver step is one
+tempering step of every system, and the drive stops when every system reaches ``beta = 1``
+(a finished system waits unchanged). The evidence estimate is the mean of the replicas'
+estimates ``Z_k``, and its error the standard error of that mean, in log space by the
+delta method.
 
 With a tuning replica (``SMCConfig.tuning_replica``), one more particle system runs beside
 them and tunes itself as usual (next ``beta`` from its conditional ESS, the move's metric
 from its particles' covariance, the step size from its acceptance), and its tuning is every
-replica's (:meth:`probinfer.smc.TemperedSMC.tune`). No estimating replica is then tuned by
-its own particles, so each ``Z_k`` is unbiased given the tuning replica, instead of biased
-low by ``O(1 / N)``: a bias that does not average away over replicas while their error
-does. The cost is one replica's evaluations; the tuning replica's estimate and draws are
-not reported. (With ``adapt_num_mcmc_steps``, each replica still decides when its own moves
-stop.)
+replica's (:meth:`probinfer.smc.TemperedSMC.tune`). No replica is then tuned by its own
+particles, so each ``Z_k`` is unbiased given the tuning replica, instead of biased by
+``O(1 / N)`` (low on the zoo's linear regression, high on a 20-d one; see
+:mod:`probinfer.smc._tempered`): a bias that does not average away over replicas while
+their error does. The cost is one replica's evaluations; the tuning replica's estimate and
+draws are not reported. With ``adapt_num_mcmc_steps`` each replica still stops its own
+moves by its own particles' mixing, which the argument does not cover.
 """
 
 from __future__ import annotations
@@ -85,11 +86,12 @@ class SMCResult(NamedTuple):
         log_z: the log-evidence estimate (log of the mean of the replicas' ``Z_k``).
         log_z_err: its standard error (delta method on the mean of ``Z_k``).
         replica_log_z: ``(replicas,)`` each estimating replica's estimate.
+        tuning_log_z: the tuning replica's own (self-tuned) estimate; NaN without one.
         inverse_temperatures: per estimating replica, its ladder ``(steps,)`` (0
             excluded).
         num_mcmc_steps: per estimating replica, the move transitions per chain at each of
             its steps.
-        num_likelihood_evals: target evaluations, all particles and replicas (the ladder
+        num_likelihood_evals: target evaluations, all particles and replicas (the tuning
             replica's included).
         num_nonfinite: NaN or ``+inf`` log likelihoods met (weighted as zero), all
             replicas.
@@ -104,6 +106,7 @@ class SMCResult(NamedTuple):
     log_z: float
     log_z_err: float
     replica_log_z: np.ndarray
+    tuning_log_z: float
     inverse_temperatures: list[np.ndarray]
     num_mcmc_steps: list[np.ndarray]
     num_likelihood_evals: int
@@ -163,7 +166,7 @@ class _TemperingStep(NamedTuple):
         self, key: PRNGKeyArray, state: smc.TemperedSMCState, step_index: Array, data: PyTree
     ) -> tuple[smc.TemperedSMCState, smc.TemperedSMCInfo]:
         sampler = _sampler(self.spec, self.config, data)
-        keys = jax.random.split(key, num_systems(self.config))
+        keys = jax.random.split(key, _num_systems(self.config))
         if not self.config.tuning_replica:
             return jax.vmap(sampler.step)(keys, state)
         # System 0 is the tuning replica: its tuning (next beta, metric, step size) is
@@ -172,15 +175,19 @@ class _TemperingStep(NamedTuple):
         return jax.vmap(sampler.step, in_axes=(0, 0, None))(keys, state, tuning)
 
 
-def num_systems(config: SMCConfig) -> int:
+def _num_systems(config: SMCConfig) -> int:
     """Particle systems run side by side: the replicas, and the tuning replica if any."""
     return config.num_replicas + int(config.tuning_replica)
 
 
+def _first_replica(config: SMCConfig) -> int:
+    """The index of the first estimating replica (the tuning replica is system 0)."""
+    return int(config.tuning_replica)
+
+
 def _estimating(config: SMCConfig, values: np.ndarray, axis: int = 0) -> np.ndarray:
-    """The estimating replicas' part of per-system values (the tuning replica, system 0,
-    left out) along ``axis``."""
-    return np.take(values, np.arange(int(config.tuning_replica), num_systems(config)), axis)
+    """The estimating replicas' part of per-system values along ``axis``."""
+    return np.take(values, np.arange(_first_replica(config), _num_systems(config)), axis)
 
 
 def _all_finished(state: smc.TemperedSMCState) -> Array:
@@ -203,7 +210,7 @@ def _final_draws(
     """Each estimating replica's particles resampled to equal weights, in constrained
     space."""
     density = spec.bind(data)
-    state = jax.tree.map(lambda x: x[int(config.tuning_replica) :], state)
+    state = jax.tree.map(lambda x: x[_first_replica(config) :], state)
 
     def one_replica(key: PRNGKeyArray, replica: smc.TemperedSMCState) -> dict[str, Array]:
         num = replica.log_weights.shape[0]
@@ -264,8 +271,8 @@ def run_smc(
     key_init, key_run, key_draws = jax.random.split(key, 3)
     watch = CompileWatch()
     num_replicas, num_particles = config.num_replicas, config.num_particles
-    init_keys = jax.random.split(key_init, num_systems(config) * num_particles)
-    init_keys = init_keys.reshape(num_systems(config), num_particles)
+    init_keys = jax.random.split(key_init, _num_systems(config) * num_particles)
+    init_keys = init_keys.reshape(_num_systems(config), num_particles)
     states = call_compiled(_initial_states, (spec, config), (data, init_keys), watch)
     run_fingerprint = ""
     if checkpoint is not None:
@@ -315,7 +322,7 @@ def run_smc(
         ladders.append(ladder[: last + 1])
         steps.append(mcmc_steps[: last + 1, replica])
     # Prior draws cost one likelihood evaluation per particle.
-    num_evals = int(np.sum(records.num_evals)) + num_systems(config) * num_particles
+    num_evals = int(np.sum(records.num_evals)) + _num_systems(config) * num_particles
     num_nonfinite = int(np.sum(records.num_nonfinite))
     num_collapsed = int(np.sum(records.is_collapsed))
     if num_nonfinite:
@@ -331,6 +338,7 @@ def run_smc(
         log_z=log_z,
         log_z_err=log_z_err,
         replica_log_z=replica_log_z,
+        tuning_log_z=float(result.state.log_z[0]) if config.tuning_replica else np.nan,
         inverse_temperatures=ladders,
         num_mcmc_steps=steps,
         num_likelihood_evals=num_evals,
