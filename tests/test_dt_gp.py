@@ -144,6 +144,40 @@ def test_padding_order_and_copies_leave_the_answer_unchanged(random_model, prior
         np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5)
 
 
+def test_two_input_features_end_to_end(prior) -> None:
+    """``num_features = 2``: the likelihood is the isotropic RBF GP's over squared
+    distances in 2-d; the task draws 2-d inputs; a 2-feature model (random weights) gives
+    a normalised posterior invariant to the order of the points, and refuses 1-d data."""
+    inputs = np.c_[INPUTS, [0.5, -0.6, 0.2, -0.9]]
+    theta = jnp.array([-0.7, 0.3, -2.5])
+    lengthscale, variance, noise = np.exp(np.asarray(theta))
+    squared = np.sum((inputs[:, None, :] - inputs[None, :, :]) ** 2, axis=-1)
+    covariance = variance * np.exp(-0.5 * squared / lengthscale**2) + (
+        noise + amortize.gp_hyperparameters.NOISE_JITTER
+    ) * np.eye(4)
+    want = float(dist.MultivariateNormal(jnp.zeros(4), jnp.asarray(covariance)).log_prob(VALUES))
+    data = gp_regression_data(inputs, VALUES)
+    np.testing.assert_allclose(float(amortize.gp_log_likelihood(theta, data)), want, rtol=1e-5)
+    task = GPHyperparameterTask(max_components=2, max_observations=6, num_features=2)
+    example = task.sample(jax.random.key(3))
+    assert example.data.inputs.shape == (6, 2)
+    model = DistributionTransformer(
+        3, max_components=2, max_observations=6, width=32, num_layers=1, mlp_width=32,
+        prior_family="gp_hyperparameters", prior_ranges=task.prior_ranges(), num_features=2,
+        component_copies=2, num_observation_layers=1, key=jax.random.key(4),
+    )  # fmt: skip
+    model = random_weights(model, jax.random.key(5))
+    answer = apply_compiled(model, prior, data)
+    assert answer.num_components == 2 * 2 and answer.means.shape == (4, 3)
+    np.testing.assert_allclose(float(jnp.sum(answer.weights)), 1.0, rtol=1e-5)
+    order = np.array([3, 1, 0, 2])
+    shuffled = apply_compiled(model, prior, gp_regression_data(inputs[order], VALUES[order]))
+    for got, want_leaf in zip(jax.tree.leaves(shuffled), jax.tree.leaves(answer), strict=True):
+        np.testing.assert_allclose(got, want_leaf, rtol=2e-4, atol=2e-5)
+    with pytest.raises(ValueError, match="1 features but the model was trained on 2"):
+        amortize.posterior(model, prior, gp_regression_data(INPUTS, VALUES))
+
+
 def test_posterior_checks_the_inputs_by_name(random_model, prior) -> None:
     """Wrong data type, feature count, too many points: errors naming the fix; inputs
     beyond [-1, 1] and prior components beyond the trained ranges: a warning with the
