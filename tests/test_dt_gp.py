@@ -51,16 +51,23 @@ def random_model() -> DistributionTransformer:
     return random_weights(model, jax.random.key(1))
 
 
+def rbf_marginal_log_density(theta: jax.Array, inputs: np.ndarray, values: np.ndarray) -> float:
+    """``log N(values; 0, variance K + (noise + jitter) I)`` by NumPyro, ``K`` the RBF
+    kernel over squared distances of the ``(n, D)`` inputs."""
+    lengthscale, variance, noise = np.exp(np.asarray(theta))
+    squared = np.sum((inputs[:, None, :] - inputs[None, :, :]) ** 2, axis=-1)
+    covariance = variance * np.exp(-0.5 * squared / lengthscale**2) + (
+        noise + amortize.gp_hyperparameters.NOISE_JITTER
+    ) * np.eye(len(values))
+    normal = dist.MultivariateNormal(jnp.zeros(len(values)), jnp.asarray(covariance))
+    return float(normal.log_prob(jnp.asarray(values)))
+
+
 def test_log_likelihood_is_the_gp_marginal_and_a_mask_drops_points() -> None:
     """``gp_log_likelihood`` is ``N(y; 0, variance K + (noise + jitter) I)`` for the RBF
     kernel; padded points (any values) add nothing."""
     theta = jnp.array([-0.7, 0.3, -2.5])
-    lengthscale, variance, noise = np.exp(np.asarray(theta))
-    squared = (INPUTS[:, None] - INPUTS[None, :]) ** 2
-    covariance = variance * np.exp(-0.5 * squared / lengthscale**2) + (
-        noise + amortize.gp_hyperparameters.NOISE_JITTER
-    ) * np.eye(4)
-    want = float(dist.MultivariateNormal(jnp.zeros(4), jnp.asarray(covariance)).log_prob(VALUES))
+    want = rbf_marginal_log_density(theta, INPUTS[:, None], VALUES)
     data = gp_regression_data(INPUTS, VALUES)
     np.testing.assert_allclose(float(amortize.gp_log_likelihood(theta, data)), want, rtol=1e-5)
     padded = GPRegressionData(
@@ -150,12 +157,7 @@ def test_two_input_features_end_to_end(prior) -> None:
     a normalised posterior invariant to the order of the points, and refuses 1-d data."""
     inputs = np.c_[INPUTS, [0.5, -0.6, 0.2, -0.9]]
     theta = jnp.array([-0.7, 0.3, -2.5])
-    lengthscale, variance, noise = np.exp(np.asarray(theta))
-    squared = np.sum((inputs[:, None, :] - inputs[None, :, :]) ** 2, axis=-1)
-    covariance = variance * np.exp(-0.5 * squared / lengthscale**2) + (
-        noise + amortize.gp_hyperparameters.NOISE_JITTER
-    ) * np.eye(4)
-    want = float(dist.MultivariateNormal(jnp.zeros(4), jnp.asarray(covariance)).log_prob(VALUES))
+    want = rbf_marginal_log_density(theta, inputs, VALUES)
     data = gp_regression_data(inputs, VALUES)
     np.testing.assert_allclose(float(amortize.gp_log_likelihood(theta, data)), want, rtol=1e-5)
     task = GPHyperparameterTask(max_components=2, max_observations=6, num_features=2)
