@@ -187,7 +187,7 @@ def _first_replica(config: SMCConfig) -> int:
 
 def _estimating(config: SMCConfig, values: np.ndarray, axis: int = 0) -> np.ndarray:
     """The estimating replicas' part of per-system values along ``axis``."""
-    return np.take(values, np.arange(_first_replica(config), _num_systems(config)), axis)
+    return values[(slice(None),) * axis + (slice(_first_replica(config), None),)]
 
 
 def _all_finished(state: smc.TemperedSMCState) -> Array:

@@ -346,17 +346,12 @@ def tempered_smc(
         state = state._replace(loglikelihood=loglikelihood)
         beta = state.inverse_temperature
         if tuning is None:  # tuned by its own particles
-            next_beta = schedule(state)
-        else:
-            next_beta = jnp.clip(jnp.asarray(tuning.inverse_temperature, beta.dtype), beta, 1.0)
+            tuning = tune(state)
+        next_beta = jnp.clip(jnp.asarray(tuning.inverse_temperature, beta.dtype), beta, 1.0)
         # Reweight: W_i L_i^(beta' - beta); log Z grows by the log of their sum. Every
         # weight zero: Z_hat = 0 (the weights stay finite, uniform, and the system stops).
         log_weights, log_increment, is_collapsed = reweighted(state, next_beta)
         ess_after = ess(log_weights)
-        if tuning is None:  # the kernel's metric: the weighted particles' covariance
-            tuning = TemperedSMCTuning(
-                next_beta, covariance_at(state, log_weights), state.step_size
-            )
         # Resample (the indices are computed either way; identity when not resampling).
         num_ancestors = num // chain_length
         if chain_length > 1:  # waste-free: every step resamples N / P ancestors
