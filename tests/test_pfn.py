@@ -156,7 +156,9 @@ def test_predictions_ignore_other_test_points_and_train_order():
 
 def test_scale_free_prediction_is_equivariant_to_the_data_units():
     """A scale-free model's predictive moves with a shift and rescaling of each input feature
-    and of the targets exactly (float32 rounding); a model that is not scale-free does not."""
+    and of the targets exactly (float32 rounding of the standardised values), also for
+    targets near 1e8, whose digits a float32 map back would lose; a model that is not
+    scale-free does not."""
     model = _random_model(scale_free=True)
     rng = np.random.default_rng(3)
     corners = np.array([[-1.0, -1.0], [1.0, 1.0]])  # the train range is [-1, 1] each way
@@ -165,14 +167,22 @@ def test_scale_free_prediction_is_equivariant_to_the_data_units():
     x_test, y_test = rng.uniform(-0.8, 0.8, (3, 2)), rng.normal(size=3)
     base = amortize.predict(model, x_train, y_train, x_test)
     x_shift, x_scale = np.array([5.0, -300.0]), np.array([0.01, 40.0])
-    for y_shift, y_scale in [(0.0, 0.01), (0.0, 100.0), (-7.0, 3.0)]:
+    for y_shift, y_scale in [(0.0, 0.01), (0.0, 100.0), (-7.0, 3.0), (1e8, 1.0)]:
         moved = amortize.predict(
             model, x_train * x_scale + x_shift, y_train * y_scale + y_shift,
             x_test * x_scale + x_shift,
         )  # fmt: skip
-        np.testing.assert_allclose(moved.mean, base.mean * y_scale + y_shift, rtol=1e-4,
-                                   atol=1e-4 * y_scale)  # fmt: skip
-        np.testing.assert_allclose(moved.stddev, base.stddev * y_scale, rtol=1e-4)
+
+        def assert_moved(moved_values, base_values, shift=y_shift, scale=y_scale):
+            # Compared in the standardised units: a shift of 1e8 would swamp any rtol.
+            assert isinstance(moved_values, np.ndarray) and moved_values.dtype == np.float64
+            np.testing.assert_allclose((moved_values - shift) / scale, base_values,
+                                       rtol=1e-4, atol=1e-4)  # fmt: skip
+
+        assert_moved(moved.mean, base.mean)
+        assert_moved(moved.stddev, base.stddev, shift=0.0)
+        assert_moved(moved.quantile(0.9), base.quantile(0.9))
+        assert_moved(moved.sample(jax.random.key(0), 5), base.sample(jax.random.key(0), 5))
         np.testing.assert_allclose(
             moved.log_prob(y_test * y_scale + y_shift),
             base.log_prob(y_test) - np.log(y_scale),
@@ -180,13 +190,6 @@ def test_scale_free_prediction_is_equivariant_to_the_data_units():
         )
         np.testing.assert_allclose(moved.cdf(y_test * y_scale + y_shift), base.cdf(y_test),
                                    atol=1e-5)  # fmt: skip
-        np.testing.assert_allclose(moved.quantile(0.9), base.quantile(0.9) * y_scale + y_shift,
-                                   rtol=1e-4, atol=1e-4 * y_scale)  # fmt: skip
-        draws = moved.sample(jax.random.key(0), 5)
-        np.testing.assert_allclose(
-            draws, base.sample(jax.random.key(0), 5) * y_scale + y_shift, rtol=1e-4,
-            atol=1e-4 * y_scale,
-        )  # fmt: skip
     # The same weights without the map move with the units: the map does the work.
     raw = _random_model()  # the same weights
     raw_base = raw(jnp.asarray(x_train), jnp.asarray(y_train), jnp.asarray(x_test))

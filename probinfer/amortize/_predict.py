@@ -51,70 +51,73 @@ class PFNPredictive(eqx.Module):
 
     A scale-free model predicts standardised targets; ``y = shift + scale * z`` maps its bar
     distribution back exactly (densities gain ``-log scale``; means, quantiles and draws
-    map through the affine map). Every method is compiled (one program per shape).
+    map through the affine map). The bar distribution's work is compiled (one program per
+    shape, in the model's dtype); the map back runs in float64 on the host, so that data
+    far from zero keep their digits (float32 would round an offset of 1e8 to multiples of
+    8 and lose the density of every point within them). Values in the data's units (means,
+    variances, quantiles, draws) are float64 NumPy arrays; densities and CDFs are arrays
+    in the model's dtype.
 
     Attributes:
         logits: ``(m, K)`` bucket logits.
         bar: the buckets.
-        shift: ``()`` the targets' shift (0 for a model that is not scale-free).
-        scale: ``()`` the targets' scale (1 for a model that is not scale-free).
+        shift: the targets' shift (0 for a model that is not scale-free).
+        scale: the targets' scale (1 for a model that is not scale-free).
     """
 
     logits: Array
     bar: BarDistribution
-    shift: Array | float = 0.0
-    scale: Array | float = 1.0
+    shift: float = eqx.field(default=0.0, converter=float)
+    scale: float = eqx.field(default=1.0, converter=float)
+
+    def __check_init__(self) -> None:
+        if not (np.isfinite(self.shift) and np.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(
+                f"a predictive's `shift` must be finite and its `scale` positive, got "
+                f"{self.shift} and {self.scale}."
+            )
+
+    def _to_data(self, standardised: Array) -> np.ndarray:
+        return self.shift + self.scale * np.asarray(standardised, np.float64)
+
+    def _to_standard(self, y: ArrayLike) -> Array:
+        # In float64 first: `y - shift` is where a large offset's digits would be lost.
+        standardised = (real_array("y", y).astype(np.float64) - self.shift) / self.scale
+        return jnp.asarray(np.broadcast_to(standardised, self.logits.shape[:-1]), self.logits.dtype)
 
     @property
-    @eqx.filter_jit
-    def mean(self) -> Float[Array, " m"]:
-        """Predictive means."""
-        return self.shift + self.scale * self.bar.mean(self.logits)
+    def mean(self) -> np.ndarray:
+        """``(m,)`` predictive means (float64)."""
+        return self._to_data(_bar_mean(self.bar, self.logits))
 
     @property
-    @eqx.filter_jit
-    def variance(self) -> Float[Array, " m"]:
-        """Predictive variances."""
-        return self.scale**2 * self.bar.variance(self.logits)
+    def variance(self) -> np.ndarray:
+        """``(m,)`` predictive variances (float64)."""
+        return self.scale**2 * np.asarray(_bar_variance(self.bar, self.logits), np.float64)
 
     @property
-    def stddev(self) -> Float[Array, " m"]:
-        """Predictive standard deviations."""
-        return jnp.sqrt(self.variance)
+    def stddev(self) -> np.ndarray:
+        """``(m,)`` predictive standard deviations (float64)."""
+        return np.sqrt(self.variance)
 
     def log_prob(self, y: Float[ArrayLike, " m"]) -> Float[Array, " m"]:
         """Log predictive density of ``y`` (one value per test point, or one for all)."""
-        # An array, so that new values (Python numbers too) share one compiled program.
-        return self._log_prob(jnp.asarray(y, self.logits.dtype))
-
-    @eqx.filter_jit
-    def _log_prob(self, y: Array) -> Array:
-        standardised = (jnp.broadcast_to(y, self.logits.shape[:-1]) - self.shift) / self.scale
-        return self.bar.log_prob(self.logits, standardised) - jnp.log(self.scale)
+        log_scale = jnp.asarray(np.log(self.scale), self.logits.dtype)
+        return _bar_log_prob(self.bar, self.logits, self._to_standard(y)) - log_scale
 
     def cdf(self, y: Float[ArrayLike, " m"]) -> Float[Array, " m"]:
         """Predictive CDF at ``y``."""
-        return self._cdf(jnp.asarray(y, self.logits.dtype))
+        return _bar_cdf(self.bar, self.logits, self._to_standard(y))
 
-    @eqx.filter_jit
-    def _cdf(self, y: Array) -> Array:
-        y = jnp.broadcast_to(y, self.logits.shape[:-1])
-        return self.bar.cdf(self.logits, (y - self.shift) / self.scale)
-
-    def quantile(self, q: ArrayLike) -> Float[Array, " m"]:
-        """The ``q``-quantile per point (``q`` a number or one per point)."""
+    def quantile(self, q: ArrayLike) -> np.ndarray:
+        """``(m,)`` the ``q``-quantile per point (``q`` a number or one per point; float64)."""
         # An array, so that every level shares one compiled program.
-        return self._quantile(jnp.asarray(q, self.logits.dtype))
+        levels = jnp.broadcast_to(jnp.asarray(q, self.logits.dtype), self.logits.shape[:-1])
+        return self._to_data(_bar_quantile(self.bar, self.logits, levels))
 
-    @eqx.filter_jit
-    def _quantile(self, q: Array) -> Array:
-        q = jnp.broadcast_to(q, self.logits.shape[:-1])
-        return self.shift + self.scale * self.bar.quantile(self.logits, q)
-
-    @eqx.filter_jit
-    def sample(self, key: PRNGKeyArray, num_samples: int) -> Float[Array, "num_samples m"]:
-        """Independent draws per point."""
-        return self.shift + self.scale * self.bar.sample(key, self.logits, num_samples)
+    def sample(self, key: PRNGKeyArray, num_samples: int) -> np.ndarray:
+        """``(num_samples, m)`` independent draws per point (float64)."""
+        return self._to_data(_bar_sample(self.bar, self.logits, key, num_samples))
 
     def to_idata(
         self, key: PRNGKeyArray, num_draws: int = 4000, *, name: str = "y"
@@ -181,18 +184,47 @@ class PFNPredictive(eqx.Module):
         return ax
 
 
+# The predictive's compiled parts: the bar distribution alone, in standardised units (the
+# map back is on the host), so that a new dataset's shift and scale compile nothing.
+@eqx.filter_jit
+def _bar_mean(bar: BarDistribution, logits: Array) -> Array:
+    return bar.mean(logits)
+
+
+@eqx.filter_jit
+def _bar_variance(bar: BarDistribution, logits: Array) -> Array:
+    return bar.variance(logits)
+
+
+@eqx.filter_jit
+def _bar_log_prob(bar: BarDistribution, logits: Array, standardised: Array) -> Array:
+    return bar.log_prob(logits, standardised)
+
+
+@eqx.filter_jit
+def _bar_cdf(bar: BarDistribution, logits: Array, standardised: Array) -> Array:
+    return bar.cdf(logits, standardised)
+
+
+@eqx.filter_jit
+def _bar_quantile(bar: BarDistribution, logits: Array, levels: Array) -> Array:
+    return bar.quantile(logits, levels)
+
+
+@eqx.filter_jit
+def _bar_sample(bar: BarDistribution, logits: Array, key: PRNGKeyArray, num: int) -> Array:
+    return bar.sample(key, logits, num)
+
+
 @eqx.filter_jit
 def _forward(
-    model: PFN, x_train: Array, y_train: Array, x_test: Array, shift: Array, scale: Array
-) -> PFNPredictive:
-    """The predictive of data that ``y = shift + scale * y_train`` maps back to the user's
-    units. A scale-free network re-standardises data standardised already (an identity up
-    to rounding): its own map composes with this one."""
+    model: PFN, x_train: Array, y_train: Array, x_test: Array
+) -> tuple[Array, Array, Array]:
+    """The logits, and the targets' shift and scale of the network's own map. A scale-free
+    network re-standardises data standardised already (an identity up to rounding): its
+    own map composes with the host's."""
     scaling = model.standardisation(x_train, y_train, x_train.shape[0])
-    logits = model(x_train, y_train, x_test)
-    return PFNPredictive(
-        logits, model.bar, shift + scale * scaling.y_shift, scale * scaling.y_scale
-    )
+    return model(x_train, y_train, x_test), scaling.y_shift, scaling.y_scale
 
 
 def _as_inputs(x: ArrayLike, name: str, num_features: int) -> np.ndarray:
@@ -360,11 +392,13 @@ def predict(
     check_magnitude("x_test", x_test_np, "predict closer to the train inputs", dtype=dtype)
     # Fewer features: pad with zeros, as the prior does for its inactive features.
     pad = ((0, 0), (0, model.num_features - x_train_np.shape[1]))
-    return _forward(
+    logits, own_shift, own_scale = _forward(
         model, jnp.asarray(np.pad(x_train_np, pad), dtype), jnp.asarray(y_np, dtype),
-        jnp.asarray(np.pad(x_test_np, pad), dtype), jnp.asarray(shift, dtype),
-        jnp.asarray(scale, dtype),
+        jnp.asarray(np.pad(x_test_np, pad), dtype),
     )  # fmt: skip
+    # The map back composed in float64 (see PFNPredictive).
+    own_shift, own_scale = float(own_shift), float(own_scale)
+    return PFNPredictive(logits, model.bar, shift + scale * own_shift, scale * own_scale)
 
 
 def _standardise(
