@@ -441,7 +441,7 @@ def evidence(
     them (the tuning replica) tunes every step for all of them (the next temperature, the
     move's metric and step size), so that no replica's estimate is biased by tuning adapted
     to its own particles (with ``adapt_num_mcmc_steps``, each replica still stops its own
-    moves).
+    moves; no bias from that was measurable, see docs/smc.md).
 
     ``method="ns"``: nested sampling (:func:`probinfer.ns.nested_sampling`): ``live_points``
     prior draws, ``num_delete`` of them replaced per iteration by likelihood-constrained

@@ -16,7 +16,8 @@ particles, so each ``Z_k`` is unbiased given the tuning replica, instead of bias
 :mod:`probinfer.smc._tempered`): a bias that does not average away over replicas while
 their error does. The cost is one replica's evaluations; the tuning replica's estimate and
 draws are not reported. With ``adapt_num_mcmc_steps`` each replica still stops its own
-moves by its own particles' mixing, which the argument does not cover.
+moves by its own particles' mixing, which the argument does not cover (measured on the
+20-d regression: -0.006 ± 0.013 nats, no bias seen; see docs/smc.md).
 """
 
 from __future__ import annotations
