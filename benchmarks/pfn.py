@@ -121,37 +121,101 @@ RESCALINGS = {
 
 def _draw_predictives(x_train, y_train, x_test, draws):
     """``(draws, m)`` means and standard deviations of the GP predictive at each draw of
-    ``(lengthscale, variance, noise, offset, scale)``: ``y = offset + sqrt(scale) f``."""
+    ``(lengthscale, variance, noise, offset, scale, half_range)``: ``y = offset +
+    sqrt(scale) f`` with ``f`` a GP in the inputs times ``half_range`` (per feature; ones
+    for a model that is not scale-free)."""
 
-    def one(ls, var, nz, offset, scale):
+    def one(ls, var, nz, offset, scale, half_range):
         process = nngp.ScaleMixtureProcess(nngp.rbf(ls, var), None, nz + 1e-6, jitter=0.0)
-        predictive = process.condition(x_train, y_train - offset).predict(x_test)
+        conditioned = process.condition(x_train * half_range, y_train - offset)
+        predictive = conditioned.predict(x_test * half_range)
         return offset + predictive.mean, jnp.sqrt(scale * predictive.variance)
 
     return jax.vmap(one)(*draws)
 
 
+def log_weights_of_test_inputs(half_range, x_test):
+    """``(draws, m)`` ``log p(x'_test | half ranges)`` up to a constant: how likely a test
+    input lands where the map put it, given the train inputs' half range ``h`` per feature.
+
+    Inputs are uniform on ``[-1, 1]``; the map sends the train range ``[c - h, c + h]`` to
+    ``[-1, 1]``, with ``c | h`` uniform on ``|c| <= 1 - h``. A test input mapped to ``x'``
+    came from ``c + h x'``: density ``h / 2`` if that is in ``[-1, 1]``, averaged over
+    ``c``: ``h`` times the share of ``c`` that keeps it there, 1 for ``|x'| <= 1`` and
+    ``(2 - h (1 + |x'|)) / (2 (1 - h))`` (clipped to ``[0, 1]``) beyond.
+
+    Args:
+        half_range: ``(draws, d)`` ``h`` per draw and active feature.
+        x_test: ``(m, d)`` mapped test inputs.
+    """
+    h, distance = half_range[:, None, :], jnp.abs(x_test)[None, :, :]
+    beyond = (2.0 - h * (1.0 + distance)) / (2.0 * (1.0 - h))
+    share = jnp.where(distance <= 1.0, 1.0, jnp.clip(beyond, 0.0, 1.0))
+    return jnp.sum(jnp.log(h) + jnp.log(share), axis=-1)
+
+
+def check_test_input_weights(num_train=5, num_datasets=2_000_000, seed=0):
+    """Check :func:`log_weights_of_test_inputs` against simulation (run before a scale-free
+    comparison): draw the train and test inputs, map them, and compare ``E[h | x']`` per
+    band of ``|x'|`` with the weights' answer (``h ~ Beta(n - 1, 2)`` times the weight,
+    integrated over the band on a grid). Raises when a band is off by more than 5
+    standard errors; returns ``(band, simulated, weighted, s.e.)`` rows."""
+    rng = np.random.default_rng(seed)
+    inputs = rng.uniform(-1.0, 1.0, (num_datasets, num_train))
+    low, high = inputs.min(axis=1), inputs.max(axis=1)
+    centre, half_range = 0.5 * (low + high), 0.5 * (high - low)
+    mapped = np.abs((rng.uniform(-1.0, 1.0, num_datasets) - centre) / half_range)
+    h = np.linspace(5e-4, 1.0 - 5e-4, 1000)
+    prior = h ** (num_train - 2) * (1.0 - h)
+    rows = []
+    for band in [(0.0, 1.0), (1.0, 1.3), (1.3, 1.7), (1.7, 2.5), (2.5, 4.0)]:
+        chosen = (mapped >= band[0]) & (mapped < band[1])
+        simulated = half_range[chosen]
+        grid = np.linspace(*band, 200)
+        with jax.enable_x64(True):
+            log_weights = np.asarray(log_weights_of_test_inputs(h[:, None], grid[:, None]))
+        joint = prior[:, None] * np.exp(log_weights)  # (h, x') on the grid
+        weighted = float(np.sum(h[:, None] * joint) / np.sum(joint))
+        error = float(simulated.std() / np.sqrt(simulated.size))
+        rows.append((band, float(simulated.mean()), weighted, error))
+        if abs(simulated.mean() - weighted) > 5 * error:
+            raise AssertionError(f"test-input weights off in |x'| band {band}: {rows[-1]}")
+    return rows
+
+
+def _weights_over_draws(log_weights):
+    """``(draws, m)`` normalised log weights per test point (columns sum to one)."""
+    from jax.scipy.special import logsumexp
+
+    return log_weights - logsumexp(log_weights, axis=0, keepdims=True)
+
+
 @jax.jit
-def _mixture_log_density(x_train, y_train, x_test, y_test, draws):
-    """``log mean_draws N(y_test; GP predictive at the draw)``."""
+def _mixture_log_density(x_train, y_train, x_test, y_test, draws, log_weights):
+    """``log sum_draws w N(y_test; GP predictive at the draw)``, with the draws' weights per
+    test point (``log_weights``, ``(draws, m)``; zeros: the mean over draws)."""
     from jax.scipy.special import logsumexp
     from jax.scipy.stats import norm
 
     mean, std = _draw_predictives(x_train, y_train, x_test, draws)
     log_p = norm.logpdf(y_test, mean, std)
-    return logsumexp(log_p, axis=0) - jnp.log(log_p.shape[0])
+    return logsumexp(log_p + _weights_over_draws(log_weights), axis=0)
 
 
 @jax.jit
-def _mixture_bar_log_densities(x_train, y_train, x_test, y_test, draws, bars):
+def _mixture_bar_log_densities(x_train, y_train, x_test, y_test, draws, log_weights, bars):
     """The same mixture projected onto each bar's buckets: the best its histogram can do."""
     from jax.scipy.special import ndtr
 
     mean, std = _draw_predictives(x_train, y_train, x_test, draws)
+    weights = jnp.exp(_weights_over_draws(log_weights))
 
     def projected(bar):
         inner = bar.borders[1:-1]
-        cdf = jnp.mean(ndtr((inner[None, None, :] - mean[..., None]) / std[..., None]), axis=0)
+        cdf = jnp.sum(
+            weights[..., None] * ndtr((inner[None, None, :] - mean[..., None]) / std[..., None]),
+            axis=0,
+        )
         zeros, ones = (
             jnp.zeros((cdf.shape[0], 1), cdf.dtype),
             jnp.ones((cdf.shape[0], 1), cdf.dtype),
@@ -177,11 +241,40 @@ def gp_hyper_model(x_train, y_train, hyperprior):
 
 
 def gp_scale_free_model(x_train, y_train, hyperprior):
-    """What a scale-free PFN approximates: the same GP, shifted by ``offset`` and scaled by
-    ``sqrt(scale)``, with (nearly) flat priors on the offset and on ``log scale`` (the
-    location-scale group's right Haar prior, under which the Bayes predictive is the
-    predictive given the standardised data). Run on standardised data, where the priors'
-    width of 10 (offset) and 10 in log (scale) is flat over the likelihood's reach."""
+    """What a scale-free PFN approximates, on its standardised data (active features only).
+
+    The map divides out the targets' location and scale and each input feature's train
+    range, so the model has them as unknowns:
+
+    - the targets: the same GP, shifted by ``offset`` and scaled by ``sqrt(scale)``, with
+      (nearly) flat priors on the offset and on ``log scale`` (the location-scale group's
+      right Haar prior, under which the Bayes predictive is the predictive given the
+      standardised data; widths of 10 and 10 in log are flat over the likelihood's reach);
+    - the inputs: prior inputs are uniform on ``[-1, 1]``, and the map sends the ``n``
+      train inputs' range to ``[-1, 1]``, so the GP sees the mapped inputs times each
+      feature's half range ``h ~ Beta(n - 1, 2)`` (the half range of ``n`` uniforms). The
+      mapped train inputs say nothing about ``h`` (given the range, the other points are
+      uniform inside it); a test input does, which :func:`log_weights_of_test_inputs` adds per
+      test point.
+    """
+    import numpyro
+    import numpyro.distributions as dist
+
+    num_train, num_features = x_train.shape
+    half_range = numpyro.sample(
+        "half_range", dist.Beta(num_train - 1.0, 2.0).expand([num_features]).to_event(1)
+    )
+    _located_scaled_gp(x_train * half_range, y_train, hyperprior)
+
+
+def gp_fixed_range_model(x_train, y_train, hyperprior):
+    """:func:`gp_scale_free_model` with every half range 1 and no test-input weights (the
+    reference used before the half ranges were modelled): what leaving them out costs."""
+    _located_scaled_gp(x_train, y_train, hyperprior)
+
+
+def _located_scaled_gp(x_train, y_train, hyperprior):
+    """The GP with hyperpriors, shifted by an unknown offset, scaled by an unknown scale."""
     import numpyro
     import numpyro.distributions as dist
 
@@ -197,47 +290,62 @@ def gp_scale_free_model(x_train, y_train, hyperprior):
     )
 
 
-def nuts_nll(prior, x, y, num_train, seed, *, scale_free=False, warmup=500, draws=500):
+def nuts_nll(
+    prior, x, y, num_train, seed, *, scale_free=False, fixed_range=False, warmup=500, draws=500
+):
     """Posterior predictive NLL with NUTS over the GP hyperparameters (``pi.sample``), in
     the data's units.
 
     ``scale_free``: the target of a scale-free PFN instead (:func:`gp_scale_free_model`, on
-    the dataset mapped as the PFN maps it; the NLL is moved back by ``log`` of the targets'
-    scale). Returns the NLL of the mixture over draws and a function giving, for each of
-    some bar distributions, how much NLL that mixture's histogram on its buckets adds (the
-    least the histogram can cost; in the buckets' units, which are the standardised ones
-    of a scale-free model; not part of NUTS's time).
+    the dataset mapped as the PFN maps it, its active features only; each test point's
+    predictive weighs the draws by :func:`log_weights_of_test_inputs`; the NLL is moved back by
+    ``log`` of the targets' scale); with ``fixed_range``, :func:`gp_fixed_range_model`.
+    Returns the NLL of the mixture over draws and a function giving, for each of some bar
+    distributions, how much NLL that mixture's histogram on its buckets adds (the least the
+    histogram can cost; in the buckets' units, which are the standardised ones of a
+    scale-free model; not part of NUTS's time).
     """
     import probinfer as pi
     from probinfer.amortize.pfn import standardisation
 
     hyperprior = jnp.asarray([prior.log_lengthscale, prior.log_variance, prior.log_noise])
     log_scale = 0.0
+    model = gp_hyper_model
     if scale_free:
         scaling = standardisation(jnp.asarray(x), jnp.asarray(y), num_train)
         x, y = np.asarray(scaling.inputs(jnp.asarray(x))), np.asarray(scaling.targets(y))
         log_scale = float(jnp.log(scaling.y_scale))
+        # The prior's inactive zero features stay zero: the GP and the weights skip them.
+        x = x[:, np.ptp(x[:num_train], axis=0) > 0]
+        model = gp_fixed_range_model if fixed_range else gp_scale_free_model
     x_train, y_train = x[:num_train], y[:num_train]
     idata = pi.sample(
-        gp_scale_free_model if scale_free else gp_hyper_model, x_train, y_train, hyperprior,
+        model, x_train, y_train, hyperprior,
         chains=NUTS_CHAINS, warmup=warmup, draws=draws, seed=seed, progress=False,
     )  # fmt: skip
-    flat = {k: jnp.asarray(v.values.reshape(-1)) for k, v in idata.posterior.items()}
+    posterior = idata.posterior
+    flat = {k: jnp.asarray(v.values.reshape(-1)) for k, v in posterior.items() if k != "half_range"}
     size = flat["noise"].shape[0]
+    if "half_range" in posterior:
+        half_range = jnp.asarray(posterior["half_range"].values.reshape(size, -1))
+        log_weights = log_weights_of_test_inputs(half_range, jnp.asarray(x[num_train:]))
+    else:
+        half_range = jnp.ones((size, x.shape[1]))
+        log_weights = jnp.zeros((size, x.shape[0] - num_train))
     # A model that is not scale-free has no offset and unit scale.
     draws_tuple = (
         flat["lengthscale"], flat["variance"], flat["noise"],
-        flat.get("offset", jnp.zeros(size)), flat.get("scale", jnp.ones(size)),
+        flat.get("offset", jnp.zeros(size)), flat.get("scale", jnp.ones(size)), half_range,
     )  # fmt: skip
     args = (x_train, y_train, x[num_train:], y[num_train:])
 
-    mixture_nll = -float(jnp.mean(_mixture_log_density(*args, draws_tuple)))
+    mixture_nll = -float(jnp.mean(_mixture_log_density(*args, draws_tuple, log_weights)))
 
     def bucket_floors(*bars: amortize.BarDistribution) -> list[float]:
         with jax.enable_x64(True):  # small bucket masses are CDF differences
-            args64 = [jnp.asarray(a, jnp.float64) for a in args]
+            args64 = [jnp.asarray(a, jnp.float64) for a in (*args, log_weights)]
             draws64 = tuple(jnp.asarray(a, jnp.float64) for a in draws_tuple)
-            projected = _mixture_bar_log_densities(*args64, draws64, bars)
+            projected = _mixture_bar_log_densities(*args64[:4], draws64, args64[4], bars)
             return [-float(jnp.mean(v)) - mixture_nll for v in projected]
 
     return mixture_nll + log_scale, bucket_floors
@@ -271,6 +379,13 @@ def run_hyper(model_dir: Path, num_datasets: int) -> dict:
     coarse = amortize.BarDistribution(np.asarray(model.bar.borders)[::4])
     rows = []
     least = max(model.min_train, SCALE_FREE_MIN_TRAIN) if model.scale_free else 1
+    weight_check = []
+    if model.scale_free:  # the reference's test-input weights against simulation first
+        weight_check = [
+            {"band": list(band), "simulated": sim, "weighted": weighted, "se": se}
+            for band, sim, weighted, se in check_test_input_weights(num_train=least)
+        ]
+        print(json.dumps({"test_input_weight_check": weight_check}), flush=True)
     for num_features in HYPER_FEATURES:
         if num_features > model.num_features:
             continue
@@ -335,7 +450,7 @@ def run_hyper(model_dir: Path, num_datasets: int) -> dict:
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
-    return _result(model_dir, config, num_datasets, rows)
+    return {**_result(model_dir, config, num_datasets, rows), "weight_check": weight_check}
 
 
 def markdown_hyper(result: dict) -> str:
@@ -350,9 +465,11 @@ def markdown_hyper(result: dict) -> str:
         f"`{json.dumps(result['prior'])}`; {result['num_datasets']} held-out datasets per row, "
         f"{NUM_TEST} test points; NUTS: `pi.sample`, {NUTS_CHAINS} chains x 500 warm-up + 500 "
         "draws, predictive = mixture over draws, on the model the PFN approximates (for a "
-        "scale-free PFN: the GP with an unknown offset and scale, flat priors on the offset "
-        "and the log scale, on the standardised data, an approximate reference: the exact "
-        "target also averages over the train inputs' ranges that the map divides out; "
+        "scale-free PFN: `gp_scale_free_model` on the standardised data, the GP with an "
+        "unknown offset and scale, flat priors on the offset and the log scale, and each "
+        "input feature's train half range `h ~ Beta(n - 1, 2)` that the map divides out, "
+        "the draws weighed per test point by how likely its mapped input is given `h`, "
+        "a weighting checked against simulation before the run; "
         "*known scale*: NUTS on the prior itself, what knowing the "
         "offset and scale is worth). PFN: `amortize.predict` then `log_prob`, "
         "timed together through the public API, alternating with NUTS dataset by dataset. "
@@ -390,6 +507,7 @@ def markdown_hyper(result: dict) -> str:
             else "."
         ),
         "",
+        *_weight_check_lines(result.get("weight_check", [])),
         "## The same datasets in other units",
         "",
         "PFN - NUTS in nats per test point, the NUTS NLL moved by the change of units "
@@ -403,6 +521,29 @@ def markdown_hyper(result: dict) -> str:
         cells = " | ".join(f"{r['rescaled_gaps'][name]:+.4f}" for name in RESCALINGS)
         lines.append(f"| {r['num_features']} | {r['num_train']} | {r['gap']:+.4f} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def _weight_check_lines(rows: list[dict]) -> list[str]:
+    """The reference's test-input weights against simulation, as markdown lines."""
+    if not rows:
+        return []
+    lines = [
+        "## The reference's test-input weights against simulation",
+        "",
+        "`E[h | x']` per band of mapped test inputs `|x'|`: simulated (2,000,000 prior "
+        "datasets of the smallest train size) and from the weights (`check_test_input_"
+        "weights`); the run stops if a band is off by more than 5 s.e.",
+        "",
+        "| band of abs(x') | simulated (± s.e.) | from the weights |",
+        "|---|---|---|",
+    ]
+    for row in rows:
+        low, high = row["band"]
+        lines.append(
+            f"| [{low}, {high}) | {row['simulated']:.4f} ± {row['se']:.4f} | "
+            f"{row['weighted']:.4f} |"
+        )
+    return [*lines, ""]
 
 
 def _result(model_dir: Path, config: dict, num_datasets: int, rows: list[dict]) -> dict:
