@@ -22,7 +22,7 @@ from probinfer.amortize._training import (
     deserialise_model,
     read_saved_config,
 )
-from probinfer.amortize.pfn import PFN, standardisation
+from probinfer.amortize.pfn import PFN, Standardisation, standardisation
 from probinfer.amortize.priors import (
     INPUT_BOUND,
     AbstractDatasetPrior,
@@ -55,8 +55,7 @@ class PFNPredictive(eqx.Module):
     shape, in the model's dtype); the map back runs in float64 on the host, so that data
     far from zero keep their digits (float32 would round an offset of 1e8 to multiples of
     8 and lose the density of every point within them). Values in the data's units (means,
-    variances, quantiles, draws) are float64 NumPy arrays; densities and CDFs are arrays
-    in the model's dtype.
+    variances, quantiles, draws), densities and CDFs are float64 NumPy arrays.
 
     Attributes:
         logits: ``(m, K)`` bucket logits.
@@ -83,7 +82,8 @@ class PFNPredictive(eqx.Module):
     def _to_standard(self, y: ArrayLike) -> Array:
         # In float64 first: `y - shift` is where a large offset's digits would be lost.
         standardised = (real_array("y", y).astype(np.float64) - self.shift) / self.scale
-        return jnp.asarray(np.broadcast_to(standardised, self.logits.shape[:-1]), self.logits.dtype)
+        shape, dtype = self.logits.shape[:-1], self.logits.dtype
+        return jnp.asarray(np.broadcast_to(standardised, shape).astype(dtype))
 
     @property
     def mean(self) -> np.ndarray:
@@ -100,19 +100,21 @@ class PFNPredictive(eqx.Module):
         """``(m,)`` predictive standard deviations (float64)."""
         return np.sqrt(self.variance)
 
-    def log_prob(self, y: Float[ArrayLike, " m"]) -> Float[Array, " m"]:
-        """Log predictive density of ``y`` (one value per test point, or one for all)."""
-        log_scale = jnp.asarray(np.log(self.scale), self.logits.dtype)
-        return _bar_log_prob(self.bar, self.logits, self._to_standard(y)) - log_scale
+    def log_prob(self, y: Float[ArrayLike, " m"]) -> np.ndarray:
+        """``(m,)`` log predictive density of ``y`` (one value per test point, or one for
+        all; float64, with the map's ``-log scale``)."""
+        standard = np.asarray(_bar_log_prob(self.bar, self.logits, self._to_standard(y)))
+        return standard.astype(np.float64) - np.log(self.scale)
 
-    def cdf(self, y: Float[ArrayLike, " m"]) -> Float[Array, " m"]:
-        """Predictive CDF at ``y``."""
-        return _bar_cdf(self.bar, self.logits, self._to_standard(y))
+    def cdf(self, y: Float[ArrayLike, " m"]) -> np.ndarray:
+        """``(m,)`` predictive CDF at ``y`` (float64)."""
+        return np.asarray(_bar_cdf(self.bar, self.logits, self._to_standard(y)), np.float64)
 
     def quantile(self, q: ArrayLike) -> np.ndarray:
         """``(m,)`` the ``q``-quantile per point (``q`` a number or one per point; float64)."""
         # An array, so that every level shares one compiled program.
-        levels = jnp.broadcast_to(jnp.asarray(q, self.logits.dtype), self.logits.shape[:-1])
+        levels = np.broadcast_to(real_array("q", q), self.logits.shape[:-1])
+        levels = jnp.asarray(levels.astype(self.logits.dtype))
         return self._to_data(_bar_quantile(self.bar, self.logits, levels))
 
     def sample(self, key: PRNGKeyArray, num_samples: int) -> np.ndarray:
@@ -392,13 +394,20 @@ def predict(
     check_magnitude("x_test", x_test_np, "predict closer to the train inputs", dtype=dtype)
     # Fewer features: pad with zeros, as the prior does for its inactive features.
     pad = ((0, 0), (0, model.num_features - x_train_np.shape[1]))
+    # Cast on the host: a cast on the device is one more dispatched operation per array.
     logits, own_shift, own_scale = _forward(
-        model, jnp.asarray(np.pad(x_train_np, pad), dtype), jnp.asarray(y_np, dtype),
-        jnp.asarray(np.pad(x_test_np, pad), dtype),
+        model, np.pad(x_train_np, pad).astype(dtype), y_np.astype(dtype),
+        np.pad(x_test_np, pad).astype(dtype),
     )  # fmt: skip
     # The map back composed in float64 (see PFNPredictive).
-    own_shift, own_scale = float(own_shift), float(own_scale)
+    own_shift, own_scale = (float(v) for v in jax.device_get((own_shift, own_scale)))
     return PFNPredictive(logits, model.bar, shift + scale * own_shift, scale * own_scale)
+
+
+@jax.jit
+def _standardisation_of_train_rows(x_train: Array, y_train: Array) -> Standardisation:
+    # Compiled: op by op, the map's dozen operations cost about a millisecond per call.
+    return standardisation(x_train, y_train, x_train.shape[0])
 
 
 def _standardise(
@@ -420,8 +429,8 @@ def _standardise(
             "points where it varies."
         )
     with jax.enable_x64(True):
-        scaling = standardisation(jnp.asarray(x_train), jnp.asarray(y_train), x_train.shape[0])
-        scaling = jax.tree.map(np.asarray, scaling)
+        scaling = _standardisation_of_train_rows(jnp.asarray(x_train), jnp.asarray(y_train))
+        scaling = jax.device_get(scaling)
     return (
         (x_train - scaling.x_shift) / scaling.x_scale,
         (y_train - scaling.y_shift) / scaling.y_scale,
