@@ -396,8 +396,8 @@ def predict(
     pad = ((0, 0), (0, model.num_features - x_train_np.shape[1]))
     # Cast on the host: a cast on the device is one more dispatched operation per array.
     logits, own_shift, own_scale = _forward(
-        model, np.pad(x_train_np, pad).astype(dtype), y_np.astype(dtype),
-        np.pad(x_test_np, pad).astype(dtype),
+        model, jnp.asarray(np.pad(x_train_np, pad).astype(dtype)),
+        jnp.asarray(y_np.astype(dtype)), jnp.asarray(np.pad(x_test_np, pad).astype(dtype)),
     )  # fmt: skip
     # The map back composed in float64 (see PFNPredictive).
     own_shift, own_scale = (float(v) for v in jax.device_get((own_shift, own_scale)))
