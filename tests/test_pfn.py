@@ -183,13 +183,11 @@ def test_scale_free_prediction_is_equivariant_to_the_data_units():
         assert_moved(moved.stddev, base.stddev, shift=0.0)
         assert_moved(moved.quantile(0.9), base.quantile(0.9))
         assert_moved(moved.sample(jax.random.key(0), 5), base.sample(jax.random.key(0), 5))
-        np.testing.assert_allclose(
-            moved.log_prob(y_test * y_scale + y_shift),
-            base.log_prob(y_test) - np.log(y_scale),
-            atol=2e-4,
-        )
-        np.testing.assert_allclose(moved.cdf(y_test * y_scale + y_shift), base.cdf(y_test),
-                                   atol=1e-5)  # fmt: skip
+        log_density = moved.log_prob(y_test * y_scale + y_shift)
+        cdf = moved.cdf(y_test * y_scale + y_shift)
+        assert log_density.dtype == cdf.dtype == np.float64
+        np.testing.assert_allclose(log_density, base.log_prob(y_test) - np.log(y_scale), atol=2e-4)
+        np.testing.assert_allclose(cdf, base.cdf(y_test), atol=1e-5)
     # The same weights without the map move with the units: the map does the work.
     raw = _random_model()  # the same weights
     raw_base = raw(jnp.asarray(x_train), jnp.asarray(y_train), jnp.asarray(x_test))

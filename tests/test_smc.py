@@ -324,7 +324,9 @@ def test_adaptive_moves_with_the_tuning_replica_stay_unbiased():
     """With ``adapt_num_mcmc_steps`` each replica stops its own moves by its own particles'
     mixing, which the tuning replica does not cover: on the 20-d regression (512 replicas,
     at most 60 moves, 44.6 on average) the log of the mean ``Z_k`` is within 4.5 standard
-    errors (~0.013) of the exact log Z (measured -0.006), and the steps do adapt."""
+    errors (~0.013) of the exact log Z (measured -0.006), and the steps do adapt. It guards
+    against a gross bias only: without the tuning replica the error was -0.036 (2.6
+    standard errors), which this bound would also pass."""
     _, _, log_z = regression_truth()
     data = tuple(jnp.asarray(a, jnp.float32) for a in regression_data())
     result = pi.evidence(

@@ -55,7 +55,10 @@ class PFNPredictive(eqx.Module):
     shape, in the model's dtype); the map back runs in float64 on the host, so that data
     far from zero keep their digits (float32 would round an offset of 1e8 to multiples of
     8 and lose the density of every point within them). Values in the data's units (means,
-    variances, quantiles, draws), densities and CDFs are float64 NumPy arrays.
+    variances, quantiles, draws), densities and CDFs are float64 NumPy arrays. ``shift``
+    and ``scale`` are Python floats, converted when the predictive is made: a
+    ``jax.tree.map`` or ``device_put`` over a predictive would turn them into arrays in the
+    default dtype and bring the rounding back.
 
     Attributes:
         logits: ``(m, K)`` bucket logits.
@@ -278,7 +281,7 @@ def _warn_on_extrapolation(model: PFN, x_train: np.ndarray, x_test: np.ndarray) 
 # with fewer, the standardised targets are so heavy-tailed that a test target far beyond the
 # outer buckets costs hundreds of nats under the half-normal tails (gp_scale_free with 2
 # train points: +160 and +1,000 nats per test point in 2-d and 3-d, mean of 30 datasets;
-# from 5 points on it is within -0.01 to +0.07 of the NUTS reference).
+# from 5 points on it is within 0.1 nats of the exact reference, benchmarks/pfn.py).
 SCALE_FREE_MIN_TRAIN = 5
 
 # A model that is not scale-free assumes targets on its prior's scale: warn when the train
@@ -363,8 +366,11 @@ def predict(
         )
     if not np.all(np.isfinite(y_np)):
         raise ValueError("`y_train` contains NaN or infinite values; remove those rows.")
-    # The predictive maps back to the user's units in the weights' dtype.
-    check_magnitude("y_train", y_np, "rescale the targets", dtype=dtype)
+    # A scale-free model's targets are mapped in float64 on the host; another model's
+    # enter the network in the weights' dtype.
+    check_magnitude(
+        "y_train", y_np, "rescale the targets", dtype=np.float64 if model.scale_free else dtype
+    )
     num_train = x_train_np.shape[0]
     if num_train > model.max_train:
         raise ValueError(
@@ -394,7 +400,8 @@ def predict(
     check_magnitude("x_test", x_test_np, "predict closer to the train inputs", dtype=dtype)
     # Fewer features: pad with zeros, as the prior does for its inactive features.
     pad = ((0, 0), (0, model.num_features - x_train_np.shape[1]))
-    # Cast on the host: a cast on the device is one more dispatched operation per array.
+    # Cast on the host, then transferred: a cast on the device is one more dispatched
+    # operation per array.
     logits, own_shift, own_scale = _forward(
         model, jnp.asarray(np.pad(x_train_np, pad).astype(dtype)),
         jnp.asarray(y_np.astype(dtype)), jnp.asarray(np.pad(x_test_np, pad).astype(dtype)),
