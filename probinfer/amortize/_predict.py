@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -91,12 +92,12 @@ class PFNPredictive(eqx.Module):
     @property
     def mean(self) -> np.ndarray:
         """``(m,)`` predictive means (float64)."""
-        return self._to_data(_bar_mean(self.bar, self.logits))
+        return self._to_data(_compiled(self.bar.mean, self.logits))
 
     @property
     def variance(self) -> np.ndarray:
         """``(m,)`` predictive variances (float64)."""
-        return self.scale**2 * np.asarray(_bar_variance(self.bar, self.logits), np.float64)
+        return self.scale**2 * np.asarray(_compiled(self.bar.variance, self.logits), np.float64)
 
     @property
     def stddev(self) -> np.ndarray:
@@ -106,23 +107,23 @@ class PFNPredictive(eqx.Module):
     def log_prob(self, y: Float[ArrayLike, " m"]) -> np.ndarray:
         """``(m,)`` log predictive density of ``y`` (one value per test point, or one for
         all; float64, with the map's ``-log scale``)."""
-        standard = np.asarray(_bar_log_prob(self.bar, self.logits, self._to_standard(y)))
+        standard = np.asarray(_compiled(self.bar.log_prob, self.logits, self._to_standard(y)))
         return standard.astype(np.float64) - np.log(self.scale)
 
     def cdf(self, y: Float[ArrayLike, " m"]) -> np.ndarray:
         """``(m,)`` predictive CDF at ``y`` (float64)."""
-        return np.asarray(_bar_cdf(self.bar, self.logits, self._to_standard(y)), np.float64)
+        return np.asarray(_compiled(self.bar.cdf, self.logits, self._to_standard(y)), np.float64)
 
     def quantile(self, q: ArrayLike) -> np.ndarray:
         """``(m,)`` the ``q``-quantile per point (``q`` a number or one per point; float64)."""
         # An array, so that every level shares one compiled program.
         levels = np.broadcast_to(real_array("q", q), self.logits.shape[:-1])
         levels = jnp.asarray(levels.astype(self.logits.dtype))
-        return self._to_data(_bar_quantile(self.bar, self.logits, levels))
+        return self._to_data(_compiled(self.bar.quantile, self.logits, levels))
 
     def sample(self, key: PRNGKeyArray, num_samples: int) -> np.ndarray:
         """``(num_samples, m)`` independent draws per point (float64)."""
-        return self._to_data(_bar_sample(self.bar, self.logits, key, num_samples))
+        return self._to_data(_compiled(self.bar.sample, key, self.logits, num_samples))
 
     def to_idata(
         self, key: PRNGKeyArray, num_draws: int = 4000, *, name: str = "y"
@@ -189,36 +190,12 @@ class PFNPredictive(eqx.Module):
         return ax
 
 
-# The predictive's compiled parts: the bar distribution alone, in standardised units (the
-# map back is on the host), so that a new dataset's shift and scale compile nothing.
 @eqx.filter_jit
-def _bar_mean(bar: BarDistribution, logits: Array) -> Array:
-    return bar.mean(logits)
-
-
-@eqx.filter_jit
-def _bar_variance(bar: BarDistribution, logits: Array) -> Array:
-    return bar.variance(logits)
-
-
-@eqx.filter_jit
-def _bar_log_prob(bar: BarDistribution, logits: Array, standardised: Array) -> Array:
-    return bar.log_prob(logits, standardised)
-
-
-@eqx.filter_jit
-def _bar_cdf(bar: BarDistribution, logits: Array, standardised: Array) -> Array:
-    return bar.cdf(logits, standardised)
-
-
-@eqx.filter_jit
-def _bar_quantile(bar: BarDistribution, logits: Array, levels: Array) -> Array:
-    return bar.quantile(logits, levels)
-
-
-@eqx.filter_jit
-def _bar_sample(bar: BarDistribution, logits: Array, key: PRNGKeyArray, num: int) -> Array:
-    return bar.sample(key, logits, num)
+def _compiled(method: Callable[..., Array], *args: object) -> Array:
+    """``method(*args)`` as a compiled program: the predictive's bar distribution work, in
+    standardised units (the map back is on the host), so that a new dataset's shift and
+    scale compile nothing. ``method`` is a bound method of the bar (a pytree of arrays)."""
+    return method(*args)
 
 
 @eqx.filter_jit
