@@ -39,7 +39,7 @@ from jax.scipy.special import logsumexp, ndtr
 from jax.scipy.stats import norm
 
 from probinfer import amortize, nngp
-from probinfer.amortize._predict import SCALE_FREE_MIN_TRAIN
+from probinfer.amortize.pfn import SCALE_FREE_MIN_TRAIN
 from probinfer.bench import machine_description
 
 NUM_TEST = 10
@@ -58,6 +58,12 @@ def draw_datasets(prior, key, num_datasets, num_points, num_features):
 
 
 def exact_nll(prior, x, y, num_train):
+    """``(datasets,)`` the exact GP predictive's NLL per test point, mean per dataset."""
+    return exact_point_nll(prior, x, y, num_train).mean(axis=1)
+
+
+def exact_point_nll(prior, x, y, num_train):
+    """``(datasets, test points)`` the exact GP predictive's NLL of each test target."""
     with jax.enable_x64(True):
         x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
         process = nngp.ScaleMixtureProcess(
@@ -70,9 +76,9 @@ def exact_nll(prior, x, y, num_train):
         def one(xi, yi):
             posterior = process.condition(xi[:num_train], yi[:num_train])
             predictive = posterior.predict(xi[num_train:])
-            return -jnp.mean(predictive.log_prob(yi[num_train:]))
+            return -predictive.log_prob(yi[num_train:])
 
-        values = [float(one(xi, yi)) for xi, yi in zip(x64, y64, strict=True)]
+        values = [np.asarray(one(xi, yi)) for xi, yi in zip(x64, y64, strict=True)]
     return np.asarray(values)
 
 
@@ -296,14 +302,14 @@ def _located_scaled_gp(x_train, y_train, hyperprior):
 def nuts_nll(
     prior, x, y, num_train, seed, *, scale_free=False, fixed_range=False, warmup=500, draws=500
 ):
-    """Posterior predictive NLL with NUTS over the GP hyperparameters (``pi.sample``), in
-    the data's units.
+    """Posterior predictive NLL of each test target (an ``(m,)`` array) with NUTS over the
+    GP hyperparameters (``pi.sample``), in the data's units.
 
     ``scale_free``: the target of a scale-free PFN instead (:func:`gp_scale_free_model`, on
     the dataset mapped as the PFN maps it, its active features only; each test point's
     predictive weighs the draws by :func:`log_weights_of_test_inputs`; the NLL is moved back by
     ``log`` of the targets' scale); with ``fixed_range``, :func:`gp_fixed_range_model`.
-    Returns the NLL of the mixture over draws and a function giving, for each of some bar
+    Returns the NLLs of the mixture over draws and a function giving, for each of some bar
     distributions, how much NLL that mixture's histogram on its buckets adds (the least the
     histogram can cost; in the buckets' units, which are the standardised ones of a
     scale-free model; not part of NUTS's time).
@@ -344,7 +350,8 @@ def nuts_nll(
     )  # fmt: skip
     args = (x_train, y_train, x[num_train:], y[num_train:])
 
-    mixture_nll = -float(jnp.mean(_mixture_log_density(*args, draws_tuple, log_weights)))
+    point_nll = -np.asarray(_mixture_log_density(*args, draws_tuple, log_weights), np.float64)
+    mixture_nll = float(point_nll.mean())
     if not np.isfinite(mixture_nll):  # e.g. no draw's half range admits a test input
         raise FloatingPointError(f"the NUTS reference's NLL is {mixture_nll} (seed {seed})")
 
@@ -355,7 +362,7 @@ def nuts_nll(
             projected = _mixture_bar_log_densities(*args64[:4], draws64, args64[4], bars)
             return [-float(jnp.mean(v)) - mixture_nll for v in projected]
 
-    return mixture_nll + log_scale, bucket_floors
+    return point_nll + log_scale, bucket_floors
 
 
 def pfn_nll(model, x, y, num_train, rescaling=(1.0, 0.0, 1.0, 0.0), num_features=None) -> float:
@@ -385,7 +392,7 @@ def run_hyper(model_dir: Path, num_datasets: int) -> dict:
     # The same borders thinned to every fourth: what a 4x coarser histogram would cost.
     coarse = amortize.BarDistribution(np.asarray(model.bar.borders)[::4])
     rows = []
-    least = max(model.min_train, SCALE_FREE_MIN_TRAIN) if model.scale_free else 1
+    least = model.fewest_train_points if model.scale_free else 1
     weight_check = []
     if model.scale_free:  # the reference's test-input weights against simulation first
         weight_check = [
@@ -416,15 +423,18 @@ def run_hyper(model_dir: Path, num_datasets: int) -> dict:
                 pfn_values.append(pfn_nll(model, x[i], y[i], num_train))
                 pfn_times.append(time.perf_counter() - start)
                 start = time.perf_counter()
-                nuts, bucket_floors = nuts_nll(
+                nuts_points, bucket_floors = nuts_nll(
                     prior, x[i], y[i], num_train, i + 1, scale_free=model.scale_free
                 )
+                nuts = float(nuts_points.mean())
                 nuts_times.append(time.perf_counter() - start)
                 nuts_values.append(nuts)
                 # What knowing the prior's location and scale is worth (the same when the
                 # model is not scale-free).
                 known_values.append(
-                    nuts_nll(prior, x[i], y[i], num_train, i + 1)[0] if model.scale_free else nuts
+                    float(nuts_nll(prior, x[i], y[i], num_train, i + 1)[0].mean())
+                    if model.scale_free
+                    else nuts
                 )
                 floor, coarse_floor = bucket_floors(model.bar, coarse)
                 floor_values.append(floor)
@@ -477,13 +487,9 @@ def compare_references(model_dir: Path, num_features: int, num_train: int, num_d
     x, y = np.asarray(x), np.asarray(y)
     values = []
     for i in range(num_datasets):
-        values.append(
-            [
-                pfn_nll(model, x[i], y[i], num_train),
-                nuts_nll(prior, x[i], y[i], num_train, i + 1, scale_free=True)[0],
-                nuts_nll(prior, x[i], y[i], num_train, i + 1, scale_free=True, fixed_range=True)[0],
-            ]
-        )
+        exact = nuts_nll(prior, x[i], y[i], num_train, i + 1, scale_free=True)[0]
+        fixed = nuts_nll(prior, x[i], y[i], num_train, i + 1, scale_free=True, fixed_range=True)[0]
+        values.append([pfn_nll(model, x[i], y[i], num_train), exact.mean(), fixed.mean()])
     pfn, exact, fixed = np.array(values).T
     pairs = {"pfn - exact": pfn - exact, "pfn - fixed range": pfn - fixed,
              "exact - fixed range": exact - fixed}  # fmt: skip
@@ -750,8 +756,8 @@ def held_out_sets(path: Path) -> dict:
             if isinstance(prior, amortize.GPHyperPrior):
                 # A long NUTS run per dataset, for the model's own target.
                 reference = [
-                    nuts_nll(prior, xi, yi, HELD_OUT_TRAIN, 0, scale_free=model.scale_free,
-                             warmup=1000, draws=2000)[0]
+                    float(nuts_nll(prior, xi, yi, HELD_OUT_TRAIN, 0, scale_free=model.scale_free,
+                                   warmup=1000, draws=2000)[0].mean())
                     for xi, yi in zip(x, y, strict=True)
                 ]  # fmt: skip
             else:

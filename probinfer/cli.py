@@ -218,6 +218,19 @@ def _pfn_train(arguments: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _pfn_fit_tails(arguments: argparse.Namespace, console: Console) -> int:
+    folder = Path(arguments.model)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder; pass a saved model's folder.")
+    from probinfer import amortize
+
+    model = amortize.save_fitted_tails(folder, seed=arguments.seed)
+    for side, tail in zip(("left", "right"), model.bar.tails, strict=True):
+        console.print(f"{side} tail: shape {tail.shape:.4f}, scale {tail.scale:.4g}")
+    console.print(f"recorded in {folder / 'config.json'}")
+    return 0
+
+
 def _pfn_predict(arguments: argparse.Namespace, console: Console) -> int:
     folder = model_folder(arguments.model, "pfn")  # checked before JAX is imported
     data = _read_json_data(
@@ -412,6 +425,12 @@ _HELP: dict[str, tuple[str, str]] = {
         '  {"x_train": [[0.1], [0.5], [-0.3], [0.8], [-0.6]],\n'
         '   "y_train": [0.3, -0.2, 0.5, -0.4, 0.1], "x_test": [[0.3]]}',
     ),
+    "pfn fit-tails": (
+        "Fit the tails of a saved PFN's output distribution (beyond its outer buckets) to "
+        "its prior by maximum likelihood and record them in its config.json; the weights "
+        "are untouched (training does this at its start, for models trained since).",
+        "example:\n  probinfer pfn fit-tails --model my_pfn",
+    ),
     "dt": (
         "Distribution transformers: map a prior (a Gaussian mixture, or a "
         "normal-inverse-gamma for dt-nig; a mixture over a GP's log hyperparameters for "
@@ -561,6 +580,10 @@ def build_parser() -> argparse.ArgumentParser:
         "folder (default: gp-scale-free, for data in any units)"
     )  # fmt: skip
     predict.add_argument("--out", help="JSON file for the predictions (default: print)")
+    fit_tails = _add_command(pfn_commands, "pfn fit-tails", "fit a saved PFN's tails to its prior")
+    fit_tails.set_defaults(run=_pfn_fit_tails)
+    fit_tails.add_argument("--model", required=True, help="a saved model's folder")
+    fit_tails.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
 
     dt_commands, dt_train = _add_family(
         commands, "dt", "list, train or use distribution transformers",

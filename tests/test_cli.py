@@ -98,6 +98,14 @@ def test_pfn_train_then_predict(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert set(result) == {"mean", "stddev", "quantiles", "log_prob"}
     assert len(result["mean"]) == 1
+    # Refitting the tails (another seed) rewrites them in config.json, weights untouched.
+    saved = json.loads((folder / "config.json").read_text())
+    weights = (folder / "model.eqx").read_bytes()
+    assert cli.main(["pfn", "fit-tails", "--model", str(folder), "--seed", "1"]) == 0
+    assert "left tail: shape" in capsys.readouterr().out
+    refitted = json.loads((folder / "config.json").read_text())
+    assert refitted["tails"] != saved["tails"] and (folder / "model.eqx").read_bytes() == weights
+    assert {**refitted, "tails": saved["tails"]} == saved
     # Bad input: more features than the model knows, and a bad config, exit with status 2.
     data["x_test"] = [[0.0, 0.0, 0.0]]
     (tmp_path / "data.json").write_text(json.dumps(data))

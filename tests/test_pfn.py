@@ -27,16 +27,17 @@ BORDERS = np.array([-2.0, -1.0, -0.3, 0.0, 0.4, 1.0, 2.5])
 
 @pytest.fixture(scope="module")
 def bar():
-    return amortize.BarDistribution(BORDERS)
+    return amortize.BarDistribution(BORDERS, TAILS[1])
 
 
 def _logits(seed=0):
     return jax.random.normal(jax.random.key(seed), (len(BORDERS) - 1,)) * 1.5
 
 
-def _integrate(fn, lower=-60.0, upper=60.0):
-    # Breakpoints at the borders and inside the tails keep quad from missing mass.
-    candidates = {*BORDERS.tolist(), -12.0, -6.0, 6.0, 12.0}
+def _integrate(fn, lower=-1e4, upper=1e4):
+    # Breakpoints at the borders and along the tails keep quad from missing mass.
+    far = [12.0 * 5**k for k in range(5)]  # out to 7,500: the heavy tails' reach
+    candidates = {*BORDERS.tolist(), -6.0, 6.0, *far, *(-x for x in far)}
     points = sorted(b for b in candidates if lower < b < upper)
     pieces = [lower, *points, upper]
     return sum(
@@ -45,10 +46,15 @@ def _integrate(fn, lower=-60.0, upper=60.0):
     )
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_bar_density_normalises_and_matches_cdf_and_moments(bar, seed):
+# The default exponential tails, and heavier generalised Pareto ones (shapes below 1/4, so
+# that the second moment's mass beyond the integration range is below 1e-9).
+TAILS = [None, (amortize.Tail(0.2, 0.6), amortize.Tail(0.15, 0.3))]
+
+
+@pytest.mark.parametrize("seed, tails", [(0, TAILS[0]), (1, TAILS[0]), (0, TAILS[1])])
+def test_bar_density_normalises_and_matches_cdf_and_moments(seed, tails):
     with jax.enable_x64(True):
-        bar = amortize.BarDistribution(BORDERS)  # float64 borders
+        bar = amortize.BarDistribution(BORDERS, tails)  # float64 borders
         logits = jnp.asarray(_logits(seed), jnp.float64)
 
         jitted = jax.jit(lambda y: jnp.exp(bar.log_prob(logits, y)))
@@ -61,7 +67,7 @@ def test_bar_density_normalises_and_matches_cdf_and_moments(bar, seed):
         second = _integrate(lambda y: y**2 * density(y))
         np.testing.assert_allclose(bar.mean(logits), mean, atol=1e-7)
         np.testing.assert_allclose(bar.variance(logits), second - mean**2, atol=1e-7)
-        for y in (-5.0, -1.5, -0.1, 0.2, 3.0, 7.0):
+        for y in (-5.0, -1.5, -0.1, 0.2, 3.0, 7.0, 300.0):
             np.testing.assert_allclose(bar.cdf(logits, y), _integrate(density, upper=y), atol=1e-8)
         for q in (0.001, 0.1, 0.5, 0.93, 0.999):
             np.testing.assert_allclose(bar.cdf(logits, bar.quantile(logits, q)), q, atol=1e-9)
@@ -70,6 +76,58 @@ def test_bar_density_normalises_and_matches_cdf_and_moments(bar, seed):
         np.testing.assert_allclose(bar.cdf(logits, BORDERS[1]), p[0], atol=1e-12)
         np.testing.assert_allclose(1 - bar.cdf(logits, BORDERS[-2]), p[-1], atol=1e-12)
         assert bar.log_prob(logits, -10.0) > -np.inf and bar.log_prob(logits, 10.0) > -np.inf
+        # Each bucket's own mass over intervals: uniform inside, the tail's density outside.
+        ends = np.array([-np.inf, -7.0, -1.0, 0.1, 2.0, 9.0, np.inf])
+        shares = bar.bucket_shares(ends[:-1], ends[1:])
+        np.testing.assert_allclose(shares.sum(axis=0), 1.0, atol=1e-12)
+        one_hot = jnp.where(jnp.arange(len(BORDERS) - 1) == 0, 0.0, -jnp.inf)
+        np.testing.assert_allclose(shares[0, 0], bar.cdf(one_hot, -7.0), rtol=1e-10)
+
+
+def test_bar_variance_is_infinite_with_a_heavy_tail():
+    heavy = amortize.BarDistribution(BORDERS, (amortize.Tail(0.0, 1.0), amortize.Tail(0.6, 1.0)))
+    assert np.isinf(heavy.variance(_logits())) and np.isfinite(heavy.mean(_logits()))
+    for tails in ((amortize.Tail(-0.1, 1.0),) * 2, (amortize.Tail(0.0, 0.0),) * 2):
+        with pytest.raises(ValueError, match="shape in"):
+            amortize.BarDistribution(BORDERS, tails)
+
+
+def test_fit_tail_is_the_maximum_likelihood_and_recovers_the_shape():
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    for shape, scale in ((0.0, 2.0), (0.3, 0.5), (0.7, 3.0)):
+        excess = stats.genpareto.rvs(shape, scale=scale, size=4_000, random_state=rng)
+        fitted = amortize.fit_tail(excess)
+        # The shape's standard error is about (1 + shape) / sqrt(n): within 4 of them.
+        assert abs(fitted.shape - shape) < 4 * (1 + shape) / np.sqrt(excess.size), fitted
+        assert abs(np.log(fitted.scale / scale)) < 0.15, fitted
+        # Its likelihood is at least SciPy's maximum (where that keeps the shape >= 0).
+        c, _, s = stats.genpareto.fit(excess, floc=0)
+        ours = stats.genpareto.logpdf(excess, fitted.shape, scale=fitted.scale).sum()
+        if c >= 0:
+            assert ours >= stats.genpareto.logpdf(excess, c, scale=s).sum() - 1e-6
+    with pytest.raises(ValueError, match="at least 100 finite positive"):
+        amortize.fit_tail(np.ones(50))
+
+
+def test_fitted_tails_follow_the_samples_beyond_the_borders():
+    """Student-t samples (3 degrees of freedom): tails fitted to one half beat the default
+    on the other, and come out heavy (a t tail's shape is 1 / 3 far out)."""
+    samples = np.random.default_rng(1).standard_t(3, size=400_000)
+    fit, held_out = samples[::2], samples[1::2]
+    default = amortize.BarDistribution.from_samples(fit, 50)
+    fitted = default.with_fitted_tails(fit)
+    np.testing.assert_array_equal(fitted.borders, default.borders)
+    assert all(0.15 < tail.shape < 0.5 for tail in fitted.tails), fitted.tails
+    logits = jnp.zeros((held_out.size, 50))  # the equal prior mass of every bucket
+    gain = np.asarray(fitted.log_prob(logits, held_out) - default.log_prob(logits, held_out))
+    beyond = (held_out < float(default.borders[1])) | (held_out > float(default.borders[-2]))
+    assert np.all(gain[~beyond] == 0)
+    # Per sample beyond the borders, with its standard error (z > 4).
+    assert gain[beyond].mean() > 4 * gain[beyond].std() / np.sqrt(beyond.sum()), gain[beyond]
+    with pytest.warns(UserWarning, match="only 0 samples lie beyond the left"):
+        default.with_fitted_tails(np.abs(fit))
 
 
 def test_bar_samples_match_mean(bar):
@@ -324,8 +382,8 @@ def test_rebinned_keeps_the_predictive():
         assert np.std(log_ratio) < 1e-4
     # Each old bucket's own mass is fully shared out, far tails included (float64).
     np.testing.assert_allclose(shares.sum(axis=0), 1.0, atol=1e-12)
-    far = model.bar.bucket_shares(np.array([uneven[-2] + 12.0]), np.array([np.inf]))
-    assert 0 < far[0, -1] < 1e-20  # about 2 Phi(-12 / scale), lost in float32
+    far = model.bar.bucket_shares(np.array([uneven[-2] + 60.0]), np.array([np.inf]))
+    assert 0 < far[0, -1] < 1e-20  # about exp(-60 / scale), lost in float32
 
 
 TINY = dict(batch_size=16, max_train=10, num_test=6, num_buckets=32, width=32, num_layers=2,
@@ -354,6 +412,11 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
                     jax.tree.leaves(eqx.filter(resumed, eqx.is_array)), strict=True):  # fmt: skip
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     loaded = amortize.load(tmp_path)
+    # The tails are fitted to the prior (not the default ones) and saved with the config.
+    default_tails = amortize.BarDistribution(resumed.bar.borders).tails
+    assert loaded.bar.tails == resumed.bar.tails == fresh.bar.tails != default_tails
+    saved_tails = json.loads((tmp_path / "config.json").read_text())["tails"]
+    assert saved_tails == [list(tail) for tail in resumed.bar.tails]
     x = np.linspace(-1, 1, 5)[:, None]
     np.testing.assert_allclose(
         amortize.predict(loaded, x, np.sin(x[:, 0]), x).mean,
@@ -370,6 +433,11 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
     # Damaged files are reported with their path and never loaded.
     damaged = tmp_path / "damaged"
     shutil.copytree(tmp_path, damaged, ignore=shutil.ignore_patterns("damaged"))
+    # A config written before tails were recorded gives the default tails for its borders.
+    untailed = {k: v for k, v in json.loads((damaged / "config.json").read_text()).items()
+                if k != "tails"}  # fmt: skip
+    (damaged / "config.json").write_text(json.dumps(untailed))
+    assert amortize.load(damaged).bar.tails == default_tails
     state_bytes = bytearray((damaged / "state.eqx").read_bytes())
     state_bytes[100] ^= 0xFF
     (damaged / "state.eqx").write_bytes(state_bytes)
@@ -399,6 +467,7 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
     for a, b in zip(jax.tree.leaves(eqx.filter(zero_steps, eqx.is_array)),
                     jax.tree.leaves(eqx.filter(resumed, eqx.is_array)), strict=True):  # fmt: skip
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert zero_steps.bar.tails == resumed.bar.tails
     warm_model, warm = amortize.train(prior, config, progress=False, init_from=tmp_path)
     assert warm[:20].mean() < losses[:20].mean() - 0.1, (warm[:20].mean(), losses[:20].mean())
     # An interrupted warm-started run resumes bit-identically; another source is refused.
@@ -425,6 +494,7 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
     rebinned, _ = amortize.train(prior, finer, progress=False, init_from=tmp_path, stop_after=0)
     assert rebinned.bar.num_buckets == 64
     expected = resumed.rebinned(amortize.initial_state(prior, finer).model.bar)
+    assert rebinned.bar.tails == expected.bar.tails != resumed.bar.tails
     for a, b in zip(jax.tree.leaves(eqx.filter(rebinned, eqx.is_array)),
                     jax.tree.leaves(eqx.filter(expected, eqx.is_array)), strict=True):  # fmt: skip
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

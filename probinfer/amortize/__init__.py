@@ -15,7 +15,7 @@ posterior (Whittle et al.):
 """
 
 from probinfer._pretrained import PRETRAINED_MODELS, PretrainedModel, pretrained_model
-from probinfer.amortize._bar import BarDistribution
+from probinfer.amortize._bar import BarDistribution, Tail, fit_tail
 from probinfer.amortize._dt_evaluation import DTEvaluation, evaluate_dt, exact_posterior
 from probinfer.amortize._dt_training import (
     DTTrainingConfig,
@@ -31,9 +31,11 @@ from probinfer.amortize._training import (
     TrainState,
     batch_loss,
     build_model,
+    fit_tails,
     initial_state,
     make_optimizer,
     save_checkpoint,
+    save_fitted_tails,
     train,
 )
 from probinfer.amortize.distribution_transformer import (
@@ -159,6 +161,10 @@ __all__ = [
     "AbstractDatasetPrior",
     "BNNPrior",
     "BarDistribution",
+    "Tail",
+    "fit_tail",
+    "fit_tails",
+    "save_fitted_tails",
     "BayesianLinearRegressionPrior",
     "GPHyperPrior",
     "GPPrior",

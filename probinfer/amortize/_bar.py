@@ -1,44 +1,153 @@
-"""The "bar distribution": a histogram density with half-normal tails (Müller et al., 2022).
+"""The "bar distribution": a histogram density with generalised Pareto tails (after Müller
+et al., 2022, whose tails are half-normal).
 
 ``K`` buckets with borders ``b_0 < b_1 < ... < b_K`` placed at quantiles of prior samples of
 ``y`` (equal prior mass per bucket). Given probabilities ``p_k`` (a softmax of the network's
 logits), the density is
 
-    p(y) = p_k / (b_{k+1} - b_k)                          for y in an inner bucket k,
-    p(y) = p_0 * HalfNormal(b_1 - y; sigma_0)             for y < b_1 (left tail),
-    p(y) = p_{K-1} * HalfNormal(y - b_{K-1}; sigma_{K-1}) for y > b_{K-1} (right tail),
+    p(y) = p_k / (b_{k+1} - b_k)          for y in an inner bucket k,
+    p(y) = p_0 * f_left(b_1 - y)          for y < b_1 (left tail),
+    p(y) = p_{K-1} * f_right(y - b_{K-1}) for y > b_{K-1} (right tail),
 
-so the support is all of R. Each tail's half-normal scale is chosen so that its median is
-the width of the bucket it replaces (``sigma = width / Phi^{-1}(3/4)``): half the tail mass
-stays where the histogram put it.
+so the support is all of R. Each ``f`` is a generalised Pareto density of the excess beyond
+the outer inner border (:class:`Tail`). Its shape does not enter training: the network's
+loss depends on the tails only through a term without parameters, so the bucket
+probabilities are the same whatever the tails are, and the tails can be chosen after
+training. The default is exponential with median the width of the bucket it replaces (half
+the tail mass stays where the histogram put it); :meth:`BarDistribution.with_fitted_tails`
+fits both to prior samples by maximum likelihood, the best fixed shape for the prior
+(a model's pretrained tails are fitted so, :func:`probinfer.amortize.fit_tails`).
 """
 
 from __future__ import annotations
+
+import math
+import warnings
+from types import ModuleType
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import ndtr, ndtri
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from scipy import optimize
 
-# Phi^{-1}(3/4): the median of a half-normal with unit scale.
-_HALF_NORMAL_MEDIAN = 0.6744897501960817
+# Tail shapes are fitted on [0, MAX_TAIL_SHAPE]: a negative shape would bound the support, and
+# a shape of 1 or more would make the mean infinite.
+MAX_TAIL_SHAPE = 0.95
+
+# Fewer samples than this beyond an outer border fit a tail too loosely: that tail keeps the
+# default.
+MIN_TAIL_SAMPLES = 100
+
+
+class Tail(NamedTuple):
+    """A generalised Pareto distribution of a tail's excess ``e >= 0`` beyond its border:
+    survival ``(1 + shape * e / scale) ** (-1 / shape)``, exponential ``exp(-e / scale)``
+    when ``shape == 0``. Python floats (static: they select the formulas).
+
+    Attributes:
+        shape: ``xi`` in ``[0, MAX_TAIL_SHAPE]``; larger is heavier (the excess has
+            moments below ``1 / shape``).
+        scale: ``sigma > 0``, in the units of ``y``.
+    """
+
+    shape: float
+    scale: float
+
+    def log_survival(self, excess: ArrayLike, xp: ModuleType = jnp) -> Array:
+        """``log P(e > excess)`` for ``excess >= 0`` (``xp``: ``jnp``, or ``np`` on the host)."""
+        t = xp.asarray(excess) / self.scale
+        return -t if self.shape == 0 else -xp.log1p(self.shape * t) / self.shape
+
+    def log_density(self, excess: ArrayLike, xp: ModuleType = jnp) -> Array:
+        """Log density of the excess at ``excess >= 0``."""
+        return (1 + self.shape) * self.log_survival(excess, xp) - math.log(self.scale)
+
+    def excess_quantile(self, survival: ArrayLike) -> Array:
+        """The excess whose survival probability is ``survival`` in ``(0, 1]``."""
+        log_s = jnp.log(survival)
+        if self.shape == 0:
+            return -self.scale * log_s
+        return self.scale * jnp.expm1(-self.shape * log_s) / self.shape
+
+    @property
+    def mean_excess(self) -> float:
+        """``E[e]`` (finite: the shape stays below 1)."""
+        return self.scale / (1 - self.shape)
+
+    @property
+    def second_moment_excess(self) -> float:
+        """``E[e^2]``, infinite for a shape of 1/2 or more."""
+        if self.shape >= 0.5:
+            return math.inf
+        return 2 * self.scale**2 / ((1 - self.shape) * (1 - 2 * self.shape))
+
+
+def fit_tail(excess: ArrayLike) -> Tail:
+    """The :class:`Tail` of maximum likelihood for positive excesses, shape in
+    ``[0, MAX_TAIL_SHAPE]``.
+
+    The scale is profiled out for each shape (a 1-d bounded search in ``log scale``) and the
+    shape found by a bounded search of the profile; at shape 0 the scale is the mean excess.
+
+    Args:
+        excess: ``(n,)`` positive excesses beyond the border, ``n >= MIN_TAIL_SAMPLES``.
+
+    Returns:
+        The fitted tail.
+    """
+    e = np.asarray(excess, np.float64).ravel()
+    if e.size < MIN_TAIL_SAMPLES or not np.all(e > 0) or not np.all(np.isfinite(e)):
+        raise ValueError(
+            f"fitting a tail needs at least {MIN_TAIL_SAMPLES} finite positive excesses, got "
+            f"{e.size} (of which {int(np.sum(~(e > 0) | ~np.isfinite(e)))} not finite and "
+            "positive); draw more prior samples."
+        )
+    mean = float(e.mean())
+
+    def negative_log_likelihood(shape: float, scale: float) -> float:
+        return -float(np.sum(Tail(shape, scale).log_density(e, np)))
+
+    def best_scale(shape: float) -> float:
+        if shape == 0:
+            return mean
+        found = optimize.minimize_scalar(
+            lambda log_scale: negative_log_likelihood(shape, math.exp(log_scale)),
+            bounds=(math.log(mean) - 10, math.log(mean) + 2),
+            method="bounded",
+        )
+        return math.exp(found.x)
+
+    found = optimize.minimize_scalar(
+        lambda shape: negative_log_likelihood(shape, best_scale(shape)),
+        bounds=(0.0, MAX_TAIL_SHAPE),
+        method="bounded",
+        options={"xatol": 1e-4},
+    )
+    candidates = [0.0, float(found.x), MAX_TAIL_SHAPE]  # pyright: ignore[reportAttributeAccessIssue]
+    shape = min(candidates, key=lambda s: negative_log_likelihood(s, best_scale(s)))
+    return Tail(shape, best_scale(shape))
 
 
 class BarDistribution(eqx.Module):
-    """Bucket borders and the density, CDF, moments, quantiles and samples they define.
+    """Bucket borders, tails, and the density, CDF, moments, quantiles and samples they
+    define.
 
     Methods take ``logits`` of shape ``(..., K)`` (unnormalised log bucket probabilities)
     and broadcast over the leading axes.
 
     Attributes:
         borders: ``(K + 1,)`` increasing bucket borders.
+        tails: the left and right :class:`Tail` (static; the default is exponential with
+            median the replaced bucket's width).
     """
 
     borders: Array
+    tails: tuple[Tail, Tail] = eqx.field(static=True)
 
-    def __init__(self, borders: ArrayLike) -> None:
+    def __init__(self, borders: ArrayLike, tails: tuple[Tail, Tail] | None = None) -> None:
         borders_np = np.asarray(borders, dtype=float)
         if borders_np.ndim != 1 or borders_np.size < 4:
             raise ValueError(
@@ -50,11 +159,27 @@ class BarDistribution(eqx.Module):
                 "`borders` must be strictly increasing; build them with "
                 "`BarDistribution.from_samples` (duplicate prior samples collapse buckets)."
             )
-        self.borders = jnp.asarray(borders_np, jnp.result_type(float))
+        if tails is None:
+            widths = np.diff(borders_np)
+            tails = (Tail(0.0, widths[0] / math.log(2)), Tail(0.0, widths[-1] / math.log(2)))
+        pair = [Tail(float(shape), float(scale)) for shape, scale in tails]
+        if len(pair) != 2 or not all(
+            0 <= tail.shape <= MAX_TAIL_SHAPE and tail.scale > 0 for tail in pair
+        ):
+            raise ValueError(
+                f"`tails` must be a (left, right) pair of Tail(shape, scale) with shape in "
+                f"[0, {MAX_TAIL_SHAPE}] and scale > 0, got {tails}."
+            )
+        # A JAX array keeps its dtype (a loaded model's borders keep the weights' dtype).
+        dtype = borders.dtype if isinstance(borders, jax.Array) else float
+        self.borders = jnp.asarray(
+            borders_np, dtype if jnp.issubdtype(dtype, jnp.floating) else float
+        )
+        self.tails = (pair[0], pair[1])
 
     @classmethod
     def from_samples(cls, samples: ArrayLike, num_buckets: int) -> BarDistribution:
-        """Borders at the ``k / K`` quantiles of prior samples of ``y``.
+        """Borders at the ``k / K`` quantiles of prior samples of ``y`` (default tails).
 
         Args:
             samples: prior draws of ``y`` (any shape; flattened).
@@ -72,6 +197,38 @@ class BarDistribution(eqx.Module):
         borders = np.quantile(values, np.linspace(0.0, 1.0, num_buckets + 1))
         return cls(borders)
 
+    def with_fitted_tails(self, samples: ArrayLike) -> BarDistribution:
+        """These borders with each tail fitted (:func:`fit_tail`) to the prior samples of
+        ``y`` beyond its outer inner border.
+
+        A side with fewer than :data:`MIN_TAIL_SAMPLES` samples beyond its border keeps its
+        tail, with a warning naming the count.
+
+        Args:
+            samples: prior draws of ``y`` (any shape; flattened), many more than
+                ``MIN_TAIL_SAMPLES * K`` so that each tail gets enough.
+
+        Returns:
+            The distribution with fitted tails.
+        """
+        values = np.asarray(samples, np.float64).ravel()
+        borders = np.asarray(self.borders, np.float64)
+        excesses = (borders[1] - values[values < borders[1]],
+                    values[values > borders[-2]] - borders[-2])  # fmt: skip
+        tails = list(self.tails)
+        for side, excess in enumerate(excesses):
+            if excess.size >= MIN_TAIL_SAMPLES:
+                tails[side] = fit_tail(excess)
+            else:
+                warnings.warn(
+                    f"only {excess.size} samples lie beyond the "
+                    f"{('left', 'right')[side]} outer border (at least {MIN_TAIL_SAMPLES} "
+                    "are needed to fit a tail): that tail keeps its shape. Draw more samples.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        return BarDistribution(self.borders, (tails[0], tails[1]))
+
     @property
     def num_buckets(self) -> int:
         """``K``."""
@@ -82,18 +239,12 @@ class BarDistribution(eqx.Module):
         """``(K,)`` bucket widths."""
         return jnp.diff(self.borders)
 
-    @property
-    def tail_scales(self) -> tuple[Array, Array]:
-        """Half-normal scales of the left and right tails."""
-        widths = self.widths
-        return widths[0] / _HALF_NORMAL_MEDIAN, widths[-1] / _HALF_NORMAL_MEDIAN
-
     def bucket_shares(self, lower: ArrayLike, upper: ArrayLike) -> np.ndarray:
         """The share of each bucket's own mass that lies in each interval ``[lower, upper]``.
 
         Bucket ``k``'s own distribution is the density with all mass on ``k``: uniform on an
-        inner bucket, half-normal on a tail. Computed in float64 NumPy from lower-tail
-        normal CDFs only, so far-tail shares keep their relative precision.
+        inner bucket, the tail's on a tail. Computed in float64 NumPy from survival
+        probabilities, so far-tail shares keep their relative precision.
 
         Args:
             lower: ``(n,)`` interval starts (``-inf`` allowed).
@@ -102,23 +253,25 @@ class BarDistribution(eqx.Module):
         Returns:
             ``(n, K)`` shares in ``[0, 1]``.
         """
-        from scipy.special import ndtr as normal_cdf
-
         borders = np.asarray(self.borders, np.float64)
         widths = np.diff(borders)
         lo = np.asarray(lower, np.float64)[:, None]
         hi = np.asarray(upper, np.float64)[:, None]
         overlap = np.minimum(hi, borders[None, 1:]) - np.maximum(lo, borders[None, :-1])
         shares = np.clip(overlap, 0.0, None) / widths[None, :]
-        left_scale, right_scale = (float(scale) for scale in self.tail_scales)
-        # Left tail: the distance b_1 - y is half-normal; clip the interval to y <= b_1.
-        near = (borders[1] - np.minimum(hi[:, 0], borders[1])) / left_scale
-        far = (borders[1] - np.minimum(lo[:, 0], borders[1])) / left_scale
-        shares[:, 0] = 2 * (normal_cdf(-near) - normal_cdf(-far))
-        # Right tail: the distance y - b_{K-1} is half-normal; clip to y >= b_{K-1}.
-        near = (np.maximum(lo[:, 0], borders[-2]) - borders[-2]) / right_scale
-        far = (np.maximum(hi[:, 0], borders[-2]) - borders[-2]) / right_scale
-        shares[:, -1] = 2 * (normal_cdf(-near) - normal_cdf(-far))
+        left, right = self.tails
+
+        def survival(tail: Tail, excess: np.ndarray) -> np.ndarray:
+            return np.exp(tail.log_survival(excess, np))
+
+        # Left tail: the excess is b_1 - y; clip the interval to y <= b_1.
+        near = borders[1] - np.minimum(hi[:, 0], borders[1])
+        far = borders[1] - np.minimum(lo[:, 0], borders[1])
+        shares[:, 0] = survival(left, near) - survival(left, far)
+        # Right tail: the excess is y - b_{K-1}; clip to y >= b_{K-1}.
+        near = np.maximum(lo[:, 0], borders[-2]) - borders[-2]
+        far = np.maximum(hi[:, 0], borders[-2]) - borders[-2]
+        shares[:, -1] = survival(right, near) - survival(right, far)
         return shares
 
     def log_prob(self, logits: Float[Array, "... K"], y: Float[ArrayLike, "*batch"]) -> Array:
@@ -138,14 +291,11 @@ class BarDistribution(eqx.Module):
         index = jnp.clip(jnp.searchsorted(borders, y, side="right") - 1, 0, k - 1)
         log_bucket = jnp.take_along_axis(log_p, index[..., None], axis=-1)[..., 0]
         inner = log_bucket - jnp.log(widths[index])
-        left_scale, right_scale = self.tail_scales
-        log_half_normal = 0.5 * jnp.log(2 / jnp.pi)
-
-        def tail(distance: Array, scale: Array, log_mass: Array) -> Array:
-            return log_mass + log_half_normal - jnp.log(scale) - 0.5 * (distance / scale) ** 2
-
-        left = tail(borders[1] - y, left_scale, log_p[..., 0])
-        right = tail(y - borders[-2], right_scale, log_p[..., -1])
+        left_tail, right_tail = self.tails
+        # Excesses clipped at 0 so that the branch not taken stays finite (and so its
+        # gradient).
+        left = log_p[..., 0] + left_tail.log_density(jnp.maximum(borders[1] - y, 0.0))
+        right = log_p[..., -1] + right_tail.log_density(jnp.maximum(y - borders[-2], 0.0))
         return jnp.where(y < borders[1], left, jnp.where(y > borders[-2], right, inner))
 
     def cdf(self, logits: Float[Array, "... K"], y: Float[ArrayLike, "*batch"]) -> Array:
@@ -153,44 +303,47 @@ class BarDistribution(eqx.Module):
         p = jax.nn.softmax(logits, axis=-1)
         y = jnp.asarray(y, p.dtype)
         borders = self.borders
-        left_scale, right_scale = self.tail_scales
-        # Mass of each bucket below y: inner buckets are uniform, the tails half-normal.
+        left_tail, right_tail = self.tails
+        # Mass of each bucket below y: inner buckets are uniform, the tails their own.
         expand = (1,) * y.ndim + (-1,)
         lower, upper = borders[:-1].reshape(expand), borders[1:].reshape(expand)
         fraction = jnp.clip((y[..., None] - lower) / (upper - lower), 0.0, 1.0)
-        left_fraction = jnp.where(y < borders[1], 2 * ndtr(-(borders[1] - y) / left_scale), 1.0)
-        right_fraction = jnp.where(
-            y > borders[-2], 2 * ndtr((y - borders[-2]) / right_scale) - 1, 0.0
-        )
-        fraction = fraction.at[..., 0].set(left_fraction)
-        fraction = fraction.at[..., -1].set(right_fraction)
+        left_survival = jnp.exp(left_tail.log_survival(jnp.maximum(borders[1] - y, 0.0)))
+        right_below = -jnp.expm1(right_tail.log_survival(jnp.maximum(y - borders[-2], 0.0)))
+        fraction = fraction.at[..., 0].set(jnp.where(y < borders[1], left_survival, 1.0))
+        fraction = fraction.at[..., -1].set(jnp.where(y > borders[-2], right_below, 0.0))
         return jnp.sum(p * fraction, axis=-1)
 
     def mean(self, logits: Float[Array, "... K"]) -> Array:
         """The mean of each distribution."""
         p = jax.nn.softmax(logits, axis=-1)
         borders = self.borders
-        left_scale, right_scale = self.tail_scales
+        left_tail, right_tail = self.tails
         centers = 0.5 * (borders[:-1] + borders[1:])
-        half_normal_mean = jnp.sqrt(2 / jnp.pi)
-        centers = centers.at[0].set(borders[1] - left_scale * half_normal_mean)
-        centers = centers.at[-1].set(borders[-2] + right_scale * half_normal_mean)
+        centers = centers.at[0].set(borders[1] - left_tail.mean_excess)
+        centers = centers.at[-1].set(borders[-2] + right_tail.mean_excess)
         return p @ centers
 
     def variance(self, logits: Float[Array, "... K"]) -> Array:
-        """The variance of each distribution."""
+        """The variance of each distribution (infinite when a tail's shape is 1/2 or
+        more: every bucket has some mass)."""
         p = jax.nn.softmax(logits, axis=-1)
         borders, widths = self.borders, self.widths
-        left_scale, right_scale = self.tail_scales
+        left_tail, right_tail = self.tails
+        if max(left_tail.shape, right_tail.shape) >= 0.5:
+            return jnp.full(p.shape[:-1], jnp.inf, p.dtype)
         centers = 0.5 * (borders[:-1] + borders[1:])
         second = centers**2 + widths**2 / 12
-        root = jnp.sqrt(2 / jnp.pi)
-        # E[(b - Z)^2] and E[(b + Z)^2] for Z half-normal: b^2 -+ 2 b s root + s^2.
+        # E[(b - e)^2] and E[(b + e)^2] for the excess e: b^2 -+ 2 b E[e] + E[e^2].
         second = second.at[0].set(
-            borders[1] ** 2 - 2 * borders[1] * left_scale * root + left_scale**2
+            borders[1] ** 2
+            - 2 * borders[1] * left_tail.mean_excess
+            + left_tail.second_moment_excess
         )
         second = second.at[-1].set(
-            borders[-2] ** 2 + 2 * borders[-2] * right_scale * root + right_scale**2
+            borders[-2] ** 2
+            + 2 * borders[-2] * right_tail.mean_excess
+            + right_tail.second_moment_excess
         )
         mean = self.mean(logits)
         return p @ second - mean**2
@@ -208,10 +361,11 @@ class BarDistribution(eqx.Module):
         fraction = jnp.clip((q - below) / jnp.maximum(mass, 1e-30), 0.0, 1.0)
         borders = self.borders
         inner = borders[index] + fraction * (borders[index + 1] - borders[index])
-        left_scale, right_scale = self.tail_scales
-        # Left tail: P(Y <= y) = p_0 * 2 Phi(-(b_1 - y)/s) = q -> y = b_1 + s Phi^{-1}(q / 2 p_0)
-        left = borders[1] + left_scale * ndtri(jnp.clip(fraction / 2, 1e-30, 0.5))
-        right = borders[-2] + right_scale * ndtri(jnp.clip(0.5 + fraction / 2, 0.5, 1 - 1e-7))
+        left_tail, right_tail = self.tails
+        # Left tail: P(Y <= y) = p_0 S(b_1 - y) = q, so the excess's survival is the
+        # fraction; right tail: its survival is 1 - fraction (floored at float32's reach).
+        left = borders[1] - left_tail.excess_quantile(jnp.clip(fraction, 1e-30, 1.0))
+        right = borders[-2] + right_tail.excess_quantile(jnp.clip(1 - fraction, 1e-7, 1.0))
         return jnp.where(index == 0, left, jnp.where(index == k - 1, right, inner))
 
     def sample(

@@ -15,7 +15,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from probinfer._validation import check_magnitude, real_array
-from probinfer.amortize._bar import BarDistribution
+from probinfer.amortize._bar import BarDistribution, Tail
 from probinfer.amortize._training import (
     MODEL_FILE,
     TrainingConfig,
@@ -254,13 +254,6 @@ def _warn_on_extrapolation(model: PFN, x_train: np.ndarray, x_test: np.ndarray) 
         )
 
 
-# A scale-free model needs this many train points at least, whatever it was trained with:
-# with fewer, the standardised targets are so heavy-tailed that a test target far beyond the
-# outer buckets costs hundreds of nats under the half-normal tails (gp_scale_free with 2
-# train points: +160 and +1,000 nats per test point in 2-d and 3-d, mean of 30 datasets;
-# from 5 points on it is within 0.1 nats of the exact reference, benchmarks/pfn.py).
-SCALE_FREE_MIN_TRAIN = 5
-
 # A model that is not scale-free assumes targets on its prior's scale: warn when the train
 # targets' spread is off that scale by more than this factor either way.
 TARGET_SCALE_FACTOR = 10.0
@@ -305,7 +298,7 @@ def predict(
         model: a trained :class:`PFN`.
         x_train: ``(n, d)`` train inputs, ``d <= model.num_features`` (padded with zeros),
             ``model.min_train <= n <= model.max_train`` (and ``n >= 5`` for a scale-free
-            model: :data:`SCALE_FREE_MIN_TRAIN`).
+            model: :attr:`PFN.fewest_train_points`).
         y_train: ``(n,)`` train targets.
         x_test: ``(m, d)`` test inputs with the same ``d``.
 
@@ -355,10 +348,10 @@ def predict(
             f"{model.max_train}; subsample the train set or train a model with a larger "
             "`max_train`."
         )
-    if model.scale_free and num_train < max(model.min_train, SCALE_FREE_MIN_TRAIN):
+    if num_train < model.fewest_train_points and model.scale_free:
         raise ValueError(
             f"{num_train} train points given, but a scale-free model needs at least "
-            f"{max(model.min_train, SCALE_FREE_MIN_TRAIN)}: with fewer, the scale it "
+            f"{model.fewest_train_points}: with fewer, the scale it "
             "standardises by is too uncertain for its predictive's tails; pass more train "
             "points, or use a model in your data's units (`probinfer pfn list`)."
         )
@@ -492,4 +485,9 @@ def load(folder: str | Path) -> PFN:
     # A skeleton with the right structure; every leaf (borders included) is then loaded.
     borders = BarDistribution(np.arange(config.num_buckets + 1, dtype=float))
     skeleton = build_model(borders, int(saved["num_features"]), config, key=jax.random.key(0))
-    return deserialise_model(folder / MODEL_FILE, skeleton)
+    model = deserialise_model(folder / MODEL_FILE, skeleton)
+    # The tails are static, recorded in the config (a model saved before they were has the
+    # default ones for its borders).
+    tails = saved.get("tails")
+    tails = None if tails is None else (Tail(*tails[0]), Tail(*tails[1]))
+    return eqx.tree_at(lambda m: m.bar, model, BarDistribution(model.bar.borders, tails))

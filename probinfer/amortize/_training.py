@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray
 
 import probinfer
 from probinfer._validation import check_count
@@ -280,7 +280,8 @@ def bar_from_prior(
     key: PRNGKeyArray, prior: AbstractDatasetPrior, config: TrainingConfig
 ) -> BarDistribution:
     """Bucket borders at quantiles of ``y`` from 512 prior datasets (of the held-out ``y``
-    after standardisation, for a scale-free model)."""
+    after standardisation, for a scale-free model); default tails (:func:`fit_tails` fits
+    them)."""
     if not config.scale_free:
         _, y = jax.vmap(lambda k: prior.sample(k, config.num_points))(jax.random.split(key, 512))
         return BarDistribution.from_samples(np.asarray(y), config.num_buckets)
@@ -290,6 +291,101 @@ def bar_from_prior(
     targets = jax.vmap(lambda xi, yi, n: standardisation(xi, yi, n).targets(yi))(x, y, num_train)
     held_out = np.arange(config.num_points)[None, :] >= np.asarray(num_train)[:, None]
     return BarDistribution.from_samples(np.asarray(targets)[held_out], config.num_buckets)
+
+
+# Tail fitting draws prior datasets in chunks of this many, each with this many held-out
+# points, until each tail has `TAIL_SAMPLES` samples beyond its border (or `max_datasets`).
+TAIL_CHUNK = 512
+TAIL_TEST_POINTS = 20
+TAIL_SAMPLES = 1_000
+
+
+@eqx.filter_jit
+def _held_out_targets(
+    key: PRNGKeyArray, prior: AbstractDatasetPrior, model: PFN
+) -> Float[Array, " chunk_points"]:
+    """``TAIL_TEST_POINTS`` held-out targets from each of ``TAIL_CHUNK`` prior datasets, as
+    the model sees them: standardised by a train set of a size it predicts from (uniform,
+    drawn per dataset) for a scale-free model, else raw (their distribution does not depend
+    on the train set)."""
+    key_data, key_split = jax.random.split(key)
+    num_points = model.max_train + TAIL_TEST_POINTS
+    x, y = jax.vmap(lambda k: prior.sample(k, num_points))(jax.random.split(key_data, TAIL_CHUNK))
+    if not model.scale_free:
+        return y[:, -TAIL_TEST_POINTS:].ravel()
+    num_train = jax.random.randint(
+        key_split, (TAIL_CHUNK,), model.fewest_train_points, model.max_train + 1
+    )
+    targets = jax.vmap(lambda xi, yi, n: standardisation(xi, yi, n).targets(yi))(x, y, num_train)
+    rows = num_train[:, None] + jnp.arange(TAIL_TEST_POINTS)[None, :]
+    return jnp.take_along_axis(targets, rows, axis=1).ravel()
+
+
+def fit_tails(
+    model: PFN, prior: AbstractDatasetPrior, *, key: PRNGKeyArray, max_datasets: int = 65_536
+) -> PFN:
+    """The model with its bar distribution's tails fitted to its prior
+    (:meth:`BarDistribution.with_fitted_tails`).
+
+    The tails do not enter training (the bucket probabilities are the same whatever they
+    are), so they can be fitted before, during or after it; maximum likelihood on held-out
+    prior targets beyond the outer borders gives the fixed tail shape with the least expected
+    loss on the prior. Draws datasets in chunks of 512 until each tail has 1,000 samples, or
+    ``max_datasets`` are drawn (a tail with fewer than 100 then keeps its shape, with a
+    warning).
+
+    Args:
+        model: the PFN (its borders, train-set sizes and ``scale_free`` are used).
+        prior: the dataset prior it is trained on.
+        key: PRNG key.
+        max_datasets: most prior datasets to draw.
+
+    Returns:
+        The model with fitted tails.
+    """
+    borders = np.asarray(model.bar.borders, np.float64)
+    beyond: list[np.ndarray] = []
+    counts = np.zeros(2, int)
+    for chunk in range(max(1, max_datasets // TAIL_CHUNK)):
+        targets = np.asarray(_held_out_targets(jax.random.fold_in(key, chunk), prior, model))
+        left, right = targets < borders[1], targets > borders[-2]
+        beyond.append(targets[left | right])
+        counts += (int(left.sum()), int(right.sum()))
+        if counts.min() >= TAIL_SAMPLES:
+            break
+    bar = model.bar.with_fitted_tails(np.concatenate(beyond))
+    return eqx.tree_at(lambda m: m.bar, model, bar)
+
+
+def saved_tails(bar: BarDistribution) -> list[list[float]]:
+    """A bar distribution's tails as ``config.json`` records them: ``[[shape, scale]] * 2``."""
+    return [[tail.shape, tail.scale] for tail in bar.tails]
+
+
+def save_fitted_tails(folder: str | Path, *, seed: int = 0) -> PFN:
+    """Fit the tails of the PFN saved in ``folder`` to the prior its ``config.json`` names
+    (:func:`fit_tails`), and record them there (atomically); the weights are untouched.
+
+    Args:
+        folder: a model folder written by :func:`train` (or a shipped model's).
+        seed: PRNG seed of the prior datasets.
+
+    Returns:
+        The model with the fitted tails.
+    """
+    from probinfer.amortize._predict import load, prior_from_spec
+
+    folder = Path(folder)
+    model = load(folder)
+    saved = read_saved_config(folder, "`probinfer pfn train`")
+    model = fit_tails(model, prior_from_spec(saved["prior"]), key=jax.random.key(seed))
+    payload = {**saved, "tails": saved_tails(model.bar)}
+
+    def write_config(file: BinaryIO) -> None:
+        file.write((json.dumps(payload, indent=2) + "\n").encode())
+
+    atomic_write(folder / CONFIG_FILE, write_config)
+    return model
 
 
 def build_model(
@@ -316,6 +412,7 @@ def initial_state(prior: AbstractDatasetPrior, config: TrainingConfig) -> TrainS
     key_bar, key_model, key_run = jax.random.split(key, 3)
     bar = bar_from_prior(key_bar, prior, config)
     model = build_model(bar, prior.num_features, config, key=key_model)
+    model = fit_tails(model, prior, key=jax.random.fold_in(key_bar, 1))
     opt_state = make_optimizer(config).init(eqx.filter(model, trainable(model)))
     return TrainState(model, opt_state, jax.random.key_data(key_run), jnp.asarray(0, jnp.int32))
 
@@ -366,7 +463,9 @@ def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> Trai
             "(width, layers, heads, MLP width, features); use the config it was trained "
             "with (only `num_buckets` may differ)."
         )
-    model = jax.tree.unflatten(target_structure, leaves)
+    # The bar distribution (its tails are static) goes with the borders: the source's own
+    # unless it was re-binned onto this run's.
+    model = eqx.tree_at(lambda m: m.bar, jax.tree.unflatten(target_structure, leaves), model.bar)
     opt_state = make_optimizer(config).init(eqx.filter(model, trainable(model)))
     source_step = int(saved.get("step", 0))
     # Fold in the source's step count: continuing a run with its own seed must not replay
@@ -434,7 +533,8 @@ def save_checkpoint(
 ) -> None:
     """Write the training state, the model alone, and the config, each atomically."""
     settings = {"training": dataclasses.asdict(config), "prior": prior_spec,
-                "num_features": state.model.num_features}  # fmt: skip
+                "num_features": state.model.num_features,
+                "tails": saved_tails(state.model.bar)}  # fmt: skip
     if init_from is not None:
         settings["init_from"] = init_from
     write_training_files(folder, state, settings)

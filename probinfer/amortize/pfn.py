@@ -36,6 +36,14 @@ from probinfer.amortize.priors import INPUT_BOUND
 # The least log share a re-binned bucket starts with (see `PFN.rebinned`).
 MIN_LOG_SHARE = -30.0
 
+# A scale-free model predicts from this many train points at least, whatever it was trained
+# with: with fewer, the standardised targets are so heavy-tailed (about Student-t with
+# n - 1 degrees of freedom: infinite variance below 4 points) that the outer buckets' tails
+# cannot follow (gp_scale_free with 2 train points: +160 and +1,000 nats per test point in
+# 2-d and 3-d under half-normal tails, mean of 30 datasets; from 5 points on it is within
+# 0.1 nats of the exact reference, benchmarks/pfn.py).
+SCALE_FREE_MIN_TRAIN = 5
+
 
 class TransformerLayer(eqx.Module):
     """Pre-norm self-attention and MLP blocks with zero-initialised output projections.
@@ -208,6 +216,12 @@ class PFN(eqx.Module):
                 "sets no scale."
             )
 
+    @property
+    def fewest_train_points(self) -> int:
+        """The fewest train points it predicts from: ``min_train``, and at least
+        :data:`SCALE_FREE_MIN_TRAIN` for a scale-free model."""
+        return max(self.min_train, SCALE_FREE_MIN_TRAIN) if self.scale_free else self.min_train
+
     def standardisation(
         self, x: Array, y: Array, num_train: Int[Array, ""] | int
     ) -> Standardisation:
@@ -302,7 +316,7 @@ class PFN(eqx.Module):
         new bucket inside one old bucket gets exactly its share of that bucket's mass (a
         refinement of the old borders keeps the density wherever both are uniform), and one
         that straddles an old border is off by the old density's jump there (near a tail,
-        by the half-normal's change over the bucket). Fine-tuning
+        by the tail density's change over the bucket). Fine-tuning
         (``train(..., init_from=...)``) takes it from there. The transformer body is
         unchanged.
 
