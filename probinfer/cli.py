@@ -223,11 +223,12 @@ def _pfn_fit_tails(arguments: argparse.Namespace, console: Console) -> int:
     if not folder.is_dir():
         raise ValueError(f"{folder} is not a folder; pass a saved model's folder.")
     from probinfer import amortize
+    from probinfer.amortize._training import CONFIG_FILE
 
     model = amortize.save_fitted_tails(folder, seed=arguments.seed)
     for side, tail in zip(("left", "right"), model.bar.tails, strict=True):
         console.print(f"{side} tail: shape {tail.shape:.4f}, scale {tail.scale:.4g}")
-    console.print(f"recorded in {folder / 'config.json'}")
+    console.print(f"recorded in {folder / CONFIG_FILE}")
     return 0
 
 

@@ -87,9 +87,9 @@ def test_bar_density_normalises_and_matches_cdf_and_moments(seed, tails):
 def test_bar_variance_is_infinite_with_a_heavy_tail():
     heavy = amortize.BarDistribution(BORDERS, (amortize.Tail(0.0, 1.0), amortize.Tail(0.6, 1.0)))
     assert np.isinf(heavy.variance(_logits())) and np.isfinite(heavy.mean(_logits()))
-    for tails in ((amortize.Tail(-0.1, 1.0),) * 2, (amortize.Tail(0.0, 0.0),) * 2):
+    for bad in (-0.1, 1.0), (0.0, 0.0), (0.0, np.inf):
         with pytest.raises(ValueError, match="shape in"):
-            amortize.BarDistribution(BORDERS, tails)
+            amortize.BarDistribution(BORDERS, (amortize.Tail(*bad),) * 2)
 
 
 def test_fit_tail_is_the_maximum_likelihood_and_recovers_the_shape():
@@ -109,6 +109,13 @@ def test_fit_tail_is_the_maximum_likelihood_and_recovers_the_shape():
             assert ours >= stats.genpareto.logpdf(excess, c, scale=s).sum() - 1e-6
     with pytest.raises(ValueError, match="at least 100 finite positive"):
         amortize.fit_tail(np.ones(50))
+    # Heavier than a tail may be (shape 2): the shape stops at its bound, with a warning,
+    # and the scale still fits the bulk (the median excess is its own).
+    excess = stats.genpareto.rvs(2.0, scale=1.0, size=2_000, random_state=rng)
+    with pytest.warns(UserWarning, match="ended at a bound"):
+        capped = amortize.fit_tail(excess)
+    median = capped.excess_quantile(0.5)
+    assert capped.shape == 0.95 and 0.5 < float(median) / np.median(excess) < 2, capped
 
 
 def test_fitted_tails_follow_the_samples_beyond_the_borders():
@@ -412,9 +419,11 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
                     jax.tree.leaves(eqx.filter(resumed, eqx.is_array)), strict=True):  # fmt: skip
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     loaded = amortize.load(tmp_path)
-    # The tails are fitted to the prior (not the default ones) and saved with the config.
+    # The tails are fitted to the prior (not the default ones), outside the training state
+    # (its compiled steps never see them), and saved with the config.
     default_tails = amortize.BarDistribution(resumed.bar.borders).tails
-    assert loaded.bar.tails == resumed.bar.tails == fresh.bar.tails != default_tails
+    assert fresh.bar.fitted_tails is None
+    assert loaded.bar.tails == resumed.bar.tails == straight.bar.tails != default_tails
     saved_tails = json.loads((tmp_path / "config.json").read_text())["tails"]
     assert saved_tails == [list(tail) for tail in resumed.bar.tails]
     x = np.linspace(-1, 1, 5)[:, None]
@@ -481,6 +490,7 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
     resumed_leaves = jax.tree.leaves(eqx.filter(resumed_warm, eqx.is_array))
     for a, b in zip(warm_leaves, resumed_leaves, strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert resumed_warm.bar.tails == warm_model.bar.tails
     assert json.loads((warm_dir / "config.json").read_text())["init_from"] == str(tmp_path)
     with pytest.raises(ValueError, match="different run"):
         amortize.train(prior, config, checkpoint_dir=warm_dir, progress=False)
@@ -494,7 +504,8 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
     rebinned, _ = amortize.train(prior, finer, progress=False, init_from=tmp_path, stop_after=0)
     assert rebinned.bar.num_buckets == 64
     expected = resumed.rebinned(amortize.initial_state(prior, finer).model.bar)
-    assert rebinned.bar.tails == expected.bar.tails != resumed.bar.tails
+    # Its tails are fitted for the new borders.
+    assert rebinned.bar.fitted_tails is not None and rebinned.bar.tails != resumed.bar.tails
     for a, b in zip(jax.tree.leaves(eqx.filter(rebinned, eqx.is_array)),
                     jax.tree.leaves(eqx.filter(expected, eqx.is_array)), strict=True):  # fmt: skip
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -14,9 +14,10 @@ the outer inner border (:class:`Tail`). Its shape does not enter training: the n
 loss depends on the tails only through a term without parameters, so the bucket
 probabilities are the same whatever the tails are, and the tails can be chosen after
 training. The default is exponential with median the width of the bucket it replaces (half
-the tail mass stays where the histogram put it); :meth:`BarDistribution.with_fitted_tails`
-fits both to prior samples by maximum likelihood, the best fixed shape for the prior
-(a model's pretrained tails are fitted so, :func:`probinfer.amortize.fit_tails`).
+the tail mass stays where the histogram put it), computed from the borders when used, so
+that training programs do not depend on it; :meth:`BarDistribution.with_fitted_tails` fits
+both to prior samples by maximum likelihood, the best fixed shape for the prior (training
+and :func:`probinfer.amortize.fit_tails` fit a model's so).
 """
 
 from __future__ import annotations
@@ -45,25 +46,26 @@ MIN_TAIL_SAMPLES = 100
 class Tail(NamedTuple):
     """A generalised Pareto distribution of a tail's excess ``e >= 0`` beyond its border:
     survival ``(1 + shape * e / scale) ** (-1 / shape)``, exponential ``exp(-e / scale)``
-    when ``shape == 0``. Python floats (static: they select the formulas).
+    when ``shape == 0``.
 
     Attributes:
-        shape: ``xi`` in ``[0, MAX_TAIL_SHAPE]``; larger is heavier (the excess has
-            moments below ``1 / shape``).
-        scale: ``sigma > 0``, in the units of ``y``.
+        shape: ``xi`` in ``[0, MAX_TAIL_SHAPE]``, a Python float (it selects the
+            formulas); larger is heavier (the excess has moments below ``1 / shape``).
+        scale: ``sigma > 0``, in the units of ``y`` (a float, or a scalar array for the
+            default tails, which follow the borders).
     """
 
     shape: float
-    scale: float
+    scale: float | Array
 
-    def log_survival(self, excess: ArrayLike, xp: ModuleType = jnp) -> Array:
+    def log_survival(self, excess: ArrayLike, xp: ModuleType = jnp) -> Array | np.ndarray:
         """``log P(e > excess)`` for ``excess >= 0`` (``xp``: ``jnp``, or ``np`` on the host)."""
         t = xp.asarray(excess) / self.scale
         return -t if self.shape == 0 else -xp.log1p(self.shape * t) / self.shape
 
-    def log_density(self, excess: ArrayLike, xp: ModuleType = jnp) -> Array:
+    def log_density(self, excess: ArrayLike, xp: ModuleType = jnp) -> Array | np.ndarray:
         """Log density of the excess at ``excess >= 0``."""
-        return (1 + self.shape) * self.log_survival(excess, xp) - math.log(self.scale)
+        return (1 + self.shape) * self.log_survival(excess, xp) - xp.log(self.scale)
 
     def excess_quantile(self, survival: ArrayLike) -> Array:
         """The excess whose survival probability is ``survival`` in ``(0, 1]``."""
@@ -73,12 +75,12 @@ class Tail(NamedTuple):
         return self.scale * jnp.expm1(-self.shape * log_s) / self.shape
 
     @property
-    def mean_excess(self) -> float:
+    def mean_excess(self) -> float | Array:
         """``E[e]`` (finite: the shape stays below 1)."""
         return self.scale / (1 - self.shape)
 
     @property
-    def second_moment_excess(self) -> float:
+    def second_moment_excess(self) -> float | Array:
         """``E[e^2]``, infinite for a shape of 1/2 or more."""
         if self.shape >= 0.5:
             return math.inf
@@ -89,8 +91,11 @@ def fit_tail(excess: ArrayLike) -> Tail:
     """The :class:`Tail` of maximum likelihood for positive excesses, shape in
     ``[0, MAX_TAIL_SHAPE]``.
 
-    The scale is profiled out for each shape (a 1-d bounded search in ``log scale``) and the
-    shape found by a bounded search of the profile; at shape 0 the scale is the mean excess.
+    The scale is profiled out for each shape (a 1-d bounded search in ``log scale`` around
+    the median excess, which heavy tails do not drag along as they do the mean) and the
+    shape found by a bounded search of the profile, its ends tried too; at shape 0 the scale
+    is the mean excess. Warns when the shape or the scale ends at a bound: the data's tail
+    is heavier than a tail may be (its far end gets too little mass), or the search failed.
 
     Args:
         excess: ``(n,)`` positive excesses beyond the border, ``n >= MIN_TAIL_SAMPLES``.
@@ -105,30 +110,47 @@ def fit_tail(excess: ArrayLike) -> Tail:
             f"{e.size} (of which {int(np.sum(~(e > 0) | ~np.isfinite(e)))} not finite and "
             "positive); draw more prior samples."
         )
-    mean = float(e.mean())
+    log_median = math.log(float(np.median(e)))
+    scale_bounds = (log_median - 10, log_median + 10)
+    profile: dict[float, tuple[float, float]] = {}  # shape -> (scale, negative log likelihood)
 
     def negative_log_likelihood(shape: float, scale: float) -> float:
         return -float(np.sum(Tail(shape, scale).log_density(e, np)))
 
-    def best_scale(shape: float) -> float:
-        if shape == 0:
-            return mean
-        found = optimize.minimize_scalar(
-            lambda log_scale: negative_log_likelihood(shape, math.exp(log_scale)),
-            bounds=(math.log(mean) - 10, math.log(mean) + 2),
-            method="bounded",
-        )
-        return math.exp(found.x)
+    def profiled(shape: float) -> tuple[float, float]:
+        if shape not in profile:
+            if shape == 0:
+                scale = float(e.mean())
+            else:
+                found = optimize.minimize_scalar(
+                    lambda log_scale: negative_log_likelihood(shape, math.exp(log_scale)),
+                    bounds=scale_bounds,
+                    method="bounded",
+                )
+                scale = math.exp(found.x)  # pyright: ignore[reportAttributeAccessIssue]
+            profile[shape] = (scale, negative_log_likelihood(shape, scale))
+        return profile[shape]
 
     found = optimize.minimize_scalar(
-        lambda shape: negative_log_likelihood(shape, best_scale(shape)),
+        lambda shape: profiled(shape)[1],
         bounds=(0.0, MAX_TAIL_SHAPE),
         method="bounded",
         options={"xatol": 1e-4},
     )
     candidates = [0.0, float(found.x), MAX_TAIL_SHAPE]  # pyright: ignore[reportAttributeAccessIssue]
-    shape = min(candidates, key=lambda s: negative_log_likelihood(s, best_scale(s)))
-    return Tail(shape, best_scale(shape))
+    shape = min(candidates, key=lambda s: profiled(s)[1])
+    scale = profiled(shape)[0]
+    at_scale_bound = not scale_bounds[0] + 1e-3 < math.log(scale) < scale_bounds[1] - 1e-3
+    if shape == MAX_TAIL_SHAPE or at_scale_bound:
+        warnings.warn(
+            f"the tail fit ended at a bound (shape {shape:.3f} of at most {MAX_TAIL_SHAPE}, "
+            f"scale {scale:.4g} for a median excess of {math.exp(log_median):.4g}): the "
+            f"{e.size} excesses are heavier-tailed than a tail may be, so its far end gets "
+            "too little mass.",
+            UserWarning,
+            stacklevel=2,
+        )
+    return Tail(shape, scale)
 
 
 class BarDistribution(eqx.Module):
@@ -140,12 +162,13 @@ class BarDistribution(eqx.Module):
 
     Attributes:
         borders: ``(K + 1,)`` increasing bucket borders.
-        tails: the left and right :class:`Tail` (static; the default is exponential with
-            median the replaced bucket's width).
+        fitted_tails: the left and right :class:`Tail` (static), or None for the default
+            (exponential with median the replaced bucket's width; :attr:`tails` gives
+            either).
     """
 
     borders: Array
-    tails: tuple[Tail, Tail] = eqx.field(static=True)
+    fitted_tails: tuple[Tail, Tail] | None = eqx.field(static=True)
 
     def __init__(self, borders: ArrayLike, tails: tuple[Tail, Tail] | None = None) -> None:
         borders_np = np.asarray(borders, dtype=float)
@@ -159,23 +182,22 @@ class BarDistribution(eqx.Module):
                 "`borders` must be strictly increasing; build them with "
                 "`BarDistribution.from_samples` (duplicate prior samples collapse buckets)."
             )
-        if tails is None:
-            widths = np.diff(borders_np)
-            tails = (Tail(0.0, widths[0] / math.log(2)), Tail(0.0, widths[-1] / math.log(2)))
-        pair = [Tail(float(shape), float(scale)) for shape, scale in tails]
-        if len(pair) != 2 or not all(
-            0 <= tail.shape <= MAX_TAIL_SHAPE and tail.scale > 0 for tail in pair
-        ):
-            raise ValueError(
-                f"`tails` must be a (left, right) pair of Tail(shape, scale) with shape in "
-                f"[0, {MAX_TAIL_SHAPE}] and scale > 0, got {tails}."
-            )
+        pair = None
+        if tails is not None:
+            pair = [Tail(float(shape), float(scale)) for shape, scale in tails]
+            if len(pair) != 2 or not all(
+                0 <= tail.shape <= MAX_TAIL_SHAPE and 0 < tail.scale < math.inf for tail in pair
+            ):
+                raise ValueError(
+                    f"`tails` must be a (left, right) pair of Tail(shape, scale) with shape "
+                    f"in [0, {MAX_TAIL_SHAPE}] and a finite scale > 0, got {tails}."
+                )
         # A JAX array keeps its dtype (a loaded model's borders keep the weights' dtype).
         dtype = borders.dtype if isinstance(borders, jax.Array) else float
         self.borders = jnp.asarray(
             borders_np, dtype if jnp.issubdtype(dtype, jnp.floating) else float
         )
-        self.tails = (pair[0], pair[1])
+        self.fitted_tails = None if pair is None else (pair[0], pair[1])
 
     @classmethod
     def from_samples(cls, samples: ArrayLike, num_buckets: int) -> BarDistribution:
@@ -223,11 +245,31 @@ class BarDistribution(eqx.Module):
                 warnings.warn(
                     f"only {excess.size} samples lie beyond the "
                     f"{('left', 'right')[side]} outer border (at least {MIN_TAIL_SAMPLES} "
-                    "are needed to fit a tail): that tail keeps its shape. Draw more samples.",
+                    "are needed to fit a tail): that tail stays as it was. Draw more samples.",
                     UserWarning,
-                    stacklevel=2,
+                    stacklevel=3,
                 )
-        return BarDistribution(self.borders, (tails[0], tails[1]))
+        return self.with_tails((tails[0], tails[1]))
+
+    def with_tails(self, tails: tuple[Tail, Tail] | None) -> BarDistribution:
+        """These borders with other tails (None: the default)."""
+        return BarDistribution(self.borders, tails)
+
+    @property
+    def tails(self) -> tuple[Tail, Tail]:
+        """The left and right tails, as Python floats (the fitted ones, or the default)."""
+        if self.fitted_tails is not None:
+            return self.fitted_tails
+        widths = np.diff(np.asarray(self.borders, np.float64))
+        return Tail(0.0, float(widths[0] / math.log(2))), Tail(0.0, float(widths[-1] / math.log(2)))
+
+    def _tails_in_use(self) -> tuple[Tail, Tail]:
+        """The tails for compiled code: the default's scales follow the borders (arrays),
+        so a program does not depend on them."""
+        if self.fitted_tails is not None:
+            return self.fitted_tails
+        widths = self.widths
+        return Tail(0.0, widths[0] / math.log(2)), Tail(0.0, widths[-1] / math.log(2))
 
     @property
     def num_buckets(self) -> int:
@@ -291,7 +333,7 @@ class BarDistribution(eqx.Module):
         index = jnp.clip(jnp.searchsorted(borders, y, side="right") - 1, 0, k - 1)
         log_bucket = jnp.take_along_axis(log_p, index[..., None], axis=-1)[..., 0]
         inner = log_bucket - jnp.log(widths[index])
-        left_tail, right_tail = self.tails
+        left_tail, right_tail = self._tails_in_use()
         # Excesses clipped at 0 so that the branch not taken stays finite (and so its
         # gradient).
         left = log_p[..., 0] + left_tail.log_density(jnp.maximum(borders[1] - y, 0.0))
@@ -303,7 +345,7 @@ class BarDistribution(eqx.Module):
         p = jax.nn.softmax(logits, axis=-1)
         y = jnp.asarray(y, p.dtype)
         borders = self.borders
-        left_tail, right_tail = self.tails
+        left_tail, right_tail = self._tails_in_use()
         # Mass of each bucket below y: inner buckets are uniform, the tails their own.
         expand = (1,) * y.ndim + (-1,)
         lower, upper = borders[:-1].reshape(expand), borders[1:].reshape(expand)
@@ -318,7 +360,7 @@ class BarDistribution(eqx.Module):
         """The mean of each distribution."""
         p = jax.nn.softmax(logits, axis=-1)
         borders = self.borders
-        left_tail, right_tail = self.tails
+        left_tail, right_tail = self._tails_in_use()
         centers = 0.5 * (borders[:-1] + borders[1:])
         centers = centers.at[0].set(borders[1] - left_tail.mean_excess)
         centers = centers.at[-1].set(borders[-2] + right_tail.mean_excess)
@@ -329,7 +371,7 @@ class BarDistribution(eqx.Module):
         more: every bucket has some mass)."""
         p = jax.nn.softmax(logits, axis=-1)
         borders, widths = self.borders, self.widths
-        left_tail, right_tail = self.tails
+        left_tail, right_tail = self._tails_in_use()
         if max(left_tail.shape, right_tail.shape) >= 0.5:
             return jnp.full(p.shape[:-1], jnp.inf, p.dtype)
         centers = 0.5 * (borders[:-1] + borders[1:])
@@ -361,7 +403,7 @@ class BarDistribution(eqx.Module):
         fraction = jnp.clip((q - below) / jnp.maximum(mass, 1e-30), 0.0, 1.0)
         borders = self.borders
         inner = borders[index] + fraction * (borders[index + 1] - borders[index])
-        left_tail, right_tail = self.tails
+        left_tail, right_tail = self._tails_in_use()
         # Left tail: P(Y <= y) = p_0 S(b_1 - y) = q, so the excess's survival is the
         # fraction; right tail: its survival is 1 - fraction (floored at float32's reach).
         left = borders[1] - left_tail.excess_quantile(jnp.clip(fraction, 1e-30, 1.0))

@@ -194,7 +194,8 @@ class PFNPredictive(eqx.Module):
 def _compiled(method: Callable[..., Array], *args: object) -> Array:
     """``method(*args)`` as a compiled program: the predictive's bar distribution work, in
     standardised units (the map back is on the host), so that a new dataset's shift and
-    scale compile nothing. ``method`` is a bound method of the bar (a pytree of arrays)."""
+    scale compile nothing. ``method`` is a bound method of the bar (its borders are traced;
+    its fitted tails, Python floats, are part of the program: one per model)."""
     return method(*args)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, Protocol
@@ -28,7 +29,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 import probinfer
 from probinfer._validation import check_count
-from probinfer.amortize._bar import BarDistribution
+from probinfer.amortize._bar import MIN_TAIL_SAMPLES, BarDistribution, Tail
 from probinfer.amortize.pfn import PFN, standardisation
 from probinfer.amortize.priors import AbstractDatasetPrior, sample_batch
 from probinfer.checkpoint import atomic_write, atomic_write_checked, read_checked
@@ -280,8 +281,8 @@ def bar_from_prior(
     key: PRNGKeyArray, prior: AbstractDatasetPrior, config: TrainingConfig
 ) -> BarDistribution:
     """Bucket borders at quantiles of ``y`` from 512 prior datasets (of the held-out ``y``
-    after standardisation, for a scale-free model); default tails (:func:`fit_tails` fits
-    them)."""
+    after standardisation, for a scale-free model), with the default tails (:func:`train`
+    fits them: :func:`fit_tails`)."""
     if not config.scale_free:
         _, y = jax.vmap(lambda k: prior.sample(k, config.num_points))(jax.random.split(key, 512))
         return BarDistribution.from_samples(np.asarray(y), config.num_buckets)
@@ -298,6 +299,8 @@ def bar_from_prior(
 TAIL_CHUNK = 512
 TAIL_TEST_POINTS = 20
 TAIL_SAMPLES = 1_000
+# `train` fits a run's tails with `fold_in(key(seed), TAIL_KEY)`.
+TAIL_KEY = 1
 
 
 @eqx.filter_jit
@@ -330,9 +333,10 @@ def fit_tails(
     The tails do not enter training (the bucket probabilities are the same whatever they
     are), so they can be fitted before, during or after it; maximum likelihood on held-out
     prior targets beyond the outer borders gives the fixed tail shape with the least expected
-    loss on the prior. Draws datasets in chunks of 512 until each tail has 1,000 samples, or
-    ``max_datasets`` are drawn (a tail with fewer than 100 then keeps its shape, with a
-    warning).
+    loss on the prior. Draws datasets in chunks (:data:`TAIL_CHUNK`) until each tail has
+    :data:`TAIL_SAMPLES` samples beyond its border, ``max_datasets`` are drawn, or the rate
+    so far shows that they cannot give :data:`~probinfer.amortize._bar.MIN_TAIL_SAMPLES`
+    (a tail with fewer keeps its shape, with a warning).
 
     Args:
         model: the PFN (its borders, train-set sizes and ``scale_free`` are used).
@@ -346,12 +350,16 @@ def fit_tails(
     borders = np.asarray(model.bar.borders, np.float64)
     beyond: list[np.ndarray] = []
     counts = np.zeros(2, int)
-    for chunk in range(max(1, max_datasets // TAIL_CHUNK)):
+    chunks = max(1, math.ceil(max_datasets / TAIL_CHUNK))
+    for chunk in range(chunks):
         targets = np.asarray(_held_out_targets(jax.random.fold_in(key, chunk), prior, model))
         left, right = targets < borders[1], targets > borders[-2]
         beyond.append(targets[left | right])
         counts += (int(left.sum()), int(right.sum()))
-        if counts.min() >= TAIL_SAMPLES:
+        # Enough on both sides, or (after 8 chunks) too few coming to fit one side at all.
+        if counts.min() >= TAIL_SAMPLES or (
+            chunk >= 7 and counts.min() * chunks / (chunk + 1) < MIN_TAIL_SAMPLES
+        ):
             break
     bar = model.bar.with_fitted_tails(np.concatenate(beyond))
     return eqx.tree_at(lambda m: m.bar, model, bar)
@@ -359,7 +367,7 @@ def fit_tails(
 
 def saved_tails(bar: BarDistribution) -> list[list[float]]:
     """A bar distribution's tails as ``config.json`` records them: ``[[shape, scale]] * 2``."""
-    return [[tail.shape, tail.scale] for tail in bar.tails]
+    return [[tail.shape, float(tail.scale)] for tail in bar.tails]
 
 
 def save_fitted_tails(folder: str | Path, *, seed: int = 0) -> PFN:
@@ -382,7 +390,7 @@ def save_fitted_tails(folder: str | Path, *, seed: int = 0) -> PFN:
     payload = {**saved, "tails": saved_tails(model.bar)}
 
     def write_config(file: BinaryIO) -> None:
-        file.write((json.dumps(payload, indent=2) + "\n").encode())
+        file.write(json.dumps(payload, indent=2).encode())
 
     atomic_write(folder / CONFIG_FILE, write_config)
     return model
@@ -412,7 +420,6 @@ def initial_state(prior: AbstractDatasetPrior, config: TrainingConfig) -> TrainS
     key_bar, key_model, key_run = jax.random.split(key, 3)
     bar = bar_from_prior(key_bar, prior, config)
     model = build_model(bar, prior.num_features, config, key=key_model)
-    model = fit_tails(model, prior, key=jax.random.fold_in(key_bar, 1))
     opt_state = make_optimizer(config).init(eqx.filter(model, trainable(model)))
     return TrainState(model, opt_state, jax.random.key_data(key_run), jnp.asarray(0, jnp.int32))
 
@@ -463,9 +470,9 @@ def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> Trai
             "(width, layers, heads, MLP width, features); use the config it was trained "
             "with (only `num_buckets` may differ)."
         )
-    # The bar distribution (its tails are static) goes with the borders: the source's own
-    # unless it was re-binned onto this run's.
-    model = eqx.tree_at(lambda m: m.bar, jax.tree.unflatten(target_structure, leaves), model.bar)
+    # The source's borders (or this run's, re-binned) with the default tails: `train` fits
+    # the tails for this run's prior.
+    model = jax.tree.unflatten(target_structure, leaves)
     opt_state = make_optimizer(config).init(eqx.filter(model, trainable(model)))
     source_step = int(saved.get("step", 0))
     # Fold in the source's step count: continuing a run with its own seed must not replay
@@ -552,6 +559,11 @@ def train(
 ) -> tuple[PFN, np.ndarray]:
     """Train (or resume training) a PFN on ``prior``.
 
+    A run fits its bar distribution's tails to the prior first (:func:`fit_tails`, key
+    ``fold_in(key(seed), TAIL_KEY)``; a resumed run reads them from its checkpoint's
+    ``config.json``): they do not enter the training steps, and every checkpoint and the
+    returned model carry them.
+
     Args:
         prior: the dataset prior.
         config: the run's settings.
@@ -585,18 +597,30 @@ def train(
     resuming = folder is not None and (folder / STATE_FILE).exists()
     if init_from is not None and not resuming:
         state = _warm_start(state, config, Path(init_from))
+    saved_tails_of_run = None
     if folder is not None and resuming:
         expected = {"training": dataclasses.asdict(config), "prior": prior_spec,
                     "init_from": origin, "library": probinfer.__version__}  # fmt: skip
         refuse_other_run(folder, expected)
         state = load_leaves(folder / STATE_FILE, state)
+        saved_tails_of_run = json.loads((folder / CONFIG_FILE).read_text()).get("tails")
+    # The tails, fitted once per run for its borders (a resumed run keeps its own), travel
+    # outside the training state: a compiled step never depends on them.
+    if saved_tails_of_run is None:
+        tails_key = jax.random.fold_in(jax.random.key(config.seed), TAIL_KEY)
+        tails = fit_tails(state.model, prior, key=tails_key).bar.tails
+    else:
+        tails = (Tail(*saved_tails_of_run[0]), Tail(*saved_tails_of_run[1]))
     end = config.num_steps if stop_after is None else min(stop_after, config.num_steps)
     params, static = eqx.partition(state.model, trainable(state.model))
     base_key = jax.random.wrap_key_data(state.key)
 
+    def with_tails(model: PFN) -> PFN:
+        return eqx.tree_at(lambda m: m.bar, model, model.bar.with_tails(tails))
+
     def save(loop_state: tuple, step: int) -> None:
         if folder is not None:
-            model = eqx.combine(loop_state[0], static)
+            model = with_tails(eqx.combine(loop_state[0], static))
             saved = TrainState(model, loop_state[1], state.key, jnp.asarray(step, jnp.int32))
             save_checkpoint(folder, saved, config, prior_spec, origin)
 
@@ -623,4 +647,4 @@ def train(
             after_chunk_fn=save,
             description="PFN training",
         )
-    return eqx.combine(result.state[0], static), result.records
+    return with_tails(eqx.combine(result.state[0], static)), result.records
