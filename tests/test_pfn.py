@@ -154,6 +154,26 @@ def test_bar_from_samples_has_equal_mass_buckets():
         amortize.BarDistribution([0.0, 1.0, 1.0, 2.0])
 
 
+def test_fit_tails_sees_the_targets_as_the_model_does():
+    """A scale-free model's tails are fitted to standardised targets, so a prior with 100
+    times the output scale gives the same tails; a model in the prior's units sees the
+    larger targets, and its tails scale with them."""
+    small, large = (amortize.GPPrior(nngp.rbf(0.3, v), 0.01 * v, num_features=2)
+                    for v in (1.0, 1e4))  # fmt: skip
+    narrow = amortize.BarDistribution(np.linspace(-2, 2, 17))  # a few % of targets beyond
+    for model in (_random_model(scale_free=True), _random_model()):
+        model = eqx.tree_at(lambda m: m.bar, model, narrow)
+        fit = [amortize.fit_tails(model, prior, key=jax.random.key(3), max_datasets=1024)
+               for prior in (small, large)]  # fmt: skip
+        assert all(m.bar.fitted_tails is not None for m in fit)
+        for tail, scaled in zip(fit[0].bar.tails, fit[1].bar.tails, strict=True):
+            if model.scale_free:  # the same draws, standardised (float32 rounding apart)
+                assert abs(tail.shape - scaled.shape) < 1e-3, (tail, scaled)
+                assert abs(tail.scale / scaled.scale - 1) < 1e-3, (tail, scaled)
+            else:
+                assert scaled.scale > 10 * tail.scale, (tail, scaled)
+
+
 def test_priors_draw_shapes_and_gp_covariance():
     kernel = nngp.rbf(0.4, 1.5)
     prior = amortize.GPPrior(kernel, 0.05, num_features=3)
