@@ -65,8 +65,8 @@ def run_model(folder: Path, num_datasets: int) -> dict:
     config = json.loads((folder / "config.json").read_text())
     prior = amortize.prior_from_spec(config["prior"])
     model = amortize.load(folder)
-    if model.scale_free:
-        raise ValueError("a scale-free model's tails are measured on standardised targets")
+    if model.scale_free or model.bar.fitted_tails is None:
+        raise ValueError(f"{folder}: measure a model with fitted tails in its prior's units")
     bars = {"half-normal (before)": None,
             "exponential (default)": amortize.BarDistribution(model.bar.borders),
             "fitted": model.bar}  # fmt: skip

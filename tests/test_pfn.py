@@ -20,6 +20,7 @@ from scipy import integrate
 
 import probinfer
 from probinfer import amortize, nngp
+from probinfer.amortize._training import TAIL_KEY
 from probinfer.checkpoint import CHECKSUM_MARK
 
 BORDERS = np.array([-2.0, -1.0, -0.3, 0.0, 0.4, 1.0, 2.5])
@@ -109,13 +110,15 @@ def test_fit_tail_is_the_maximum_likelihood_and_recovers_the_shape():
             assert ours >= stats.genpareto.logpdf(excess, c, scale=s).sum() - 1e-6
     with pytest.raises(ValueError, match="at least 100 finite positive"):
         amortize.fit_tail(np.ones(50))
-    # Heavier than a tail may be (shape 2): the shape stops at its bound, with a warning,
-    # and the scale still fits the bulk (the median excess is its own).
-    excess = stats.genpareto.rvs(2.0, scale=1.0, size=2_000, random_state=rng)
+    # Heavier than a tail may be (shape 3): the shape stops at its bound, with a warning,
+    # and the scale still fits the bulk. The capped tail moves mass from the far end into
+    # the bulk, so its median is 19-22% above the data's (seeds 0-2); a scale searched
+    # around the mean excess (which such data blow up) ends at its bound, off by orders.
+    excess = stats.genpareto.rvs(3.0, scale=1.0, size=2_000, random_state=rng)
     with pytest.warns(UserWarning, match="ended at a bound"):
         capped = amortize.fit_tail(excess)
     median = capped.excess_quantile(0.5)
-    assert capped.shape == 0.95 and 0.5 < float(median) / np.median(excess) < 2, capped
+    assert capped.shape == 0.95 and 1.0 < float(median) / np.median(excess) < 1.5, capped
 
 
 def test_fitted_tails_follow_the_samples_beyond_the_borders():
@@ -165,7 +168,7 @@ def test_fit_tails_sees_the_targets_as_the_model_does():
         model = eqx.tree_at(lambda m: m.bar, model, narrow)
         fit = [amortize.fit_tails(model, prior, key=jax.random.key(3), max_datasets=1024)
                for prior in (small, large)]  # fmt: skip
-        assert all(m.bar.fitted_tails is not None for m in fit)
+        assert all(m.bar.tails != narrow.tails for m in fit)  # fitted, not the default
         for tail, scaled in zip(fit[0].bar.tails, fit[1].bar.tails, strict=True):
             if model.scale_free:  # the same draws, standardised (float32 rounding apart)
                 assert abs(tail.shape - scaled.shape) < 1e-3, (tail, scaled)
@@ -417,6 +420,25 @@ TINY = dict(batch_size=16, max_train=10, num_test=6, num_buckets=32, width=32, n
             num_heads=2, mlp_width=64, warmup_steps=20, learning_rate=3e-3)  # fmt: skip
 
 
+def test_predict_splits_each_model_once_and_forgets_it():
+    """The network's arrays are split once per model object (weakly kept): another model
+    of the same structure gives its own answer, and a model's entry goes with it."""
+    import gc
+
+    from probinfer.amortize import _predict
+
+    first = _random_model()
+    second = eqx.tree_at(lambda m: m.decoder_out.bias, first, first.decoder_out.bias + 1.0)
+    x, y = np.linspace(-1, 1, 8).reshape(4, 2), np.array([0.3, -0.5, 1.2, 0.1])
+    logits = [np.asarray(amortize.predict(m, x, y, x[:2]).logits) for m in (first, second)]
+    assert np.all(np.abs(logits[1] - logits[0] - 1.0) < 1e-5)  # the bias, nothing cached
+    key = id(second)
+    assert key in _predict._SPLIT_MODELS
+    del second
+    gc.collect()
+    assert key not in _predict._SPLIT_MODELS
+
+
 @pytest.mark.optimized  # 400 steps of training: runtime, not compilation
 def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
     """One config throughout, so that one training program serves every run here."""
@@ -433,6 +455,9 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
 
     amortize.train(prior, config, checkpoint_dir=tmp_path, progress=False, stop_after=60)
     assert (tmp_path / "state.eqx").exists()
+    planted = [tmp_path.parent / f"{tmp_path.name}_planted{i}" for i in range(2)]
+    for folder in planted:
+        shutil.copytree(tmp_path, folder)
     resumed, rest = amortize.train(prior, config, checkpoint_dir=tmp_path, progress=False)
     assert rest.shape == (40,)
     for a, b in zip(jax.tree.leaves(eqx.filter(straight, eqx.is_array)),
@@ -451,6 +476,15 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
         amortize.predict(loaded, x, np.sin(x[:, 0]), x).mean,
         amortize.predict(resumed, x, np.sin(x[:, 0]), x).mean,
     )
+    # A resumed run takes its tails from its checkpoint (fitting them only when it has none).
+    for folder, tails in zip(planted, ([[0.1, 0.5], [0.2, 0.7]], None), strict=True):
+        saved = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**saved, "tails": tails}))
+        replanted, _ = amortize.train(prior, config, checkpoint_dir=folder, progress=False)
+        if tails is None:
+            assert replanted.bar.tails == straight.bar.tails
+        else:
+            assert replanted.bar.tails == tuple(amortize.Tail(*tail) for tail in tails)
     with pytest.raises(ValueError, match="different run: its training config differ"):
         amortize.train(
             prior, amortize.TrainingConfig(num_steps=61, **TINY), checkpoint_dir=tmp_path
@@ -490,7 +524,8 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
         with pytest.warns(DeprecationWarning):
             amortize.load(damaged)
 
-    # Warm start: zero steps return the saved model itself; training continues from it
+    # Warm start: zero steps return the saved model's arrays (its tails refitted, the same
+    # for the same prior, seed and borders); training continues from it
     # (its first loss is the saved model's, far below a fresh model's first loss).
     zero_steps, _ = amortize.train(prior, config, progress=False, init_from=tmp_path, stop_after=0)
     for a, b in zip(jax.tree.leaves(eqx.filter(zero_steps, eqx.is_array)),
@@ -524,8 +559,9 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
     rebinned, _ = amortize.train(prior, finer, progress=False, init_from=tmp_path, stop_after=0)
     assert rebinned.bar.num_buckets == 64
     expected = resumed.rebinned(amortize.initial_state(prior, finer).model.bar)
-    # Its tails are fitted for the new borders.
-    assert rebinned.bar.fitted_tails is not None and rebinned.bar.tails != resumed.bar.tails
+    # Its tails are fitted for the new borders, with the run's own key.
+    tails_key = jax.random.fold_in(jax.random.key(finer.seed), TAIL_KEY)
+    assert rebinned.bar.tails == amortize.fit_tails(expected, prior, key=tails_key).bar.tails
     for a, b in zip(jax.tree.leaves(eqx.filter(rebinned, eqx.is_array)),
                     jax.tree.leaves(eqx.filter(expected, eqx.is_array)), strict=True):  # fmt: skip
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -224,7 +224,7 @@ class BarDistribution(eqx.Module):
         ``y`` beyond its outer inner border.
 
         A side with fewer than :data:`MIN_TAIL_SAMPLES` samples beyond its border keeps its
-        tail, with a warning naming the count.
+        tail, with a warning naming the count (with neither side fitted, this is returned).
 
         Args:
             samples: prior draws of ``y`` (any shape; flattened), many more than
@@ -238,18 +238,20 @@ class BarDistribution(eqx.Module):
         excesses = (borders[1] - values[values < borders[1]],
                     values[values > borders[-2]] - borders[-2])  # fmt: skip
         tails = list(self.tails)
+        fitted = False
         for side, excess in enumerate(excesses):
             if excess.size >= MIN_TAIL_SAMPLES:
                 tails[side] = fit_tail(excess)
+                fitted = True
             else:
                 warnings.warn(
                     f"only {excess.size} samples lie beyond the "
                     f"{('left', 'right')[side]} outer border (at least {MIN_TAIL_SAMPLES} "
                     "are needed to fit a tail): that tail stays as it was. Draw more samples.",
                     UserWarning,
-                    stacklevel=3,
+                    stacklevel=2,
                 )
-        return self.with_tails((tails[0], tails[1]))
+        return self.with_tails((tails[0], tails[1])) if fitted else self
 
     def with_tails(self, tails: tuple[Tail, Tail] | None) -> BarDistribution:
         """These borders with other tails (None: the default)."""

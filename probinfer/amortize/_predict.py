@@ -14,6 +14,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.core import Tracer
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from probinfer._validation import check_magnitude, real_array
@@ -212,16 +213,24 @@ def _split(model: PFN) -> tuple[list[Array], Hashable]:
     key = id(model)
     entry = _SPLIT_MODELS.get(key)
     if entry is None or entry[0]() is not model:
-        leaves, treedef = jax.tree.flatten(model)
+        # Without the fitted tails (static floats the network never reads): models that
+        # differ only in them share one program.
+        untailed = eqx.tree_at(lambda m: m.bar, model, model.bar.with_tails(None))
+        leaves, treedef = jax.tree.flatten(untailed)
         is_array = tuple(eqx.is_array(leaf) for leaf in leaves)
         others = tuple(leaf for leaf, array in zip(leaves, is_array, strict=True) if not array)
         arrays = [leaf for leaf, array in zip(leaves, is_array, strict=True) if array]
+        if any(isinstance(leaf, Tracer) for leaf in arrays):
+            return arrays, (treedef, is_array, others)  # traced: nothing to keep
 
         def forget(ref: weakref.ref, key: int = key) -> None:
             if key in _SPLIT_MODELS and _SPLIT_MODELS[key][0] is ref:
                 del _SPLIT_MODELS[key]
 
-        entry = (weakref.ref(model, forget), arrays, (treedef, is_array, others))
+        try:
+            entry = (weakref.ref(model, forget), arrays, (treedef, is_array, others))
+        except TypeError:  # not weakly referenceable: split it every call
+            return arrays, (treedef, is_array, others)
         _SPLIT_MODELS[key] = entry
     return entry[1], entry[2]
 

@@ -127,7 +127,7 @@ class TrainingConfig:
 
 
 class TrainState(eqx.Module):
-    """Everything a resumed run needs.
+    """Everything a resumed run needs (with the fitted tails, which ``config.json`` holds).
 
     Attributes:
         model: the PFN.
@@ -311,9 +311,13 @@ def _held_out_targets(
     the model sees them: standardised by a train set of a size it predicts from (uniform,
     drawn per dataset) for a scale-free model, else raw (their distribution does not depend
     on the train set)."""
-    key_data, key_split = jax.random.split(key)
+    key_data, key_active, key_split = jax.random.split(key, 3)
     num_points = model.max_train + TAIL_TEST_POINTS
-    x, y = jax.vmap(lambda k: prior.sample(k, num_points))(jax.random.split(key_data, TAIL_CHUNK))
+    # As in training, 1 to all features active (drawn here per dataset).
+    num_active = jax.random.randint(key_active, (TAIL_CHUNK,), 1, prior.num_features + 1)
+    x, y = jax.vmap(lambda k, a: prior.sample(k, num_points, a))(
+        jax.random.split(key_data, TAIL_CHUNK), num_active
+    )
     if not model.scale_free:
         return y[:, -TAIL_TEST_POINTS:].ravel()
     num_train = jax.random.randint(
@@ -333,10 +337,11 @@ def fit_tails(
     The tails do not enter training (the bucket probabilities are the same whatever they
     are), so they can be fitted before, during or after it; maximum likelihood on held-out
     prior targets beyond the outer borders gives the fixed tail shape with the least expected
-    loss on the prior. Draws datasets in chunks (:data:`TAIL_CHUNK`) until each tail has
-    :data:`TAIL_SAMPLES` samples beyond its border, ``max_datasets`` are drawn, or the rate
-    so far shows that they cannot give :data:`~probinfer.amortize._bar.MIN_TAIL_SAMPLES`
-    (a tail with fewer keeps its shape, with a warning).
+    loss on the prior. Draws datasets in chunks (:data:`TAIL_CHUNK`; ``max_datasets``
+    rounded up to whole chunks) until each tail has :data:`TAIL_SAMPLES` samples beyond its
+    border or the rate so far shows that it cannot get
+    :data:`~probinfer.amortize._bar.MIN_TAIL_SAMPLES` (a tail with fewer gets the default
+    one, with a warning).
 
     Args:
         model: the PFN (its borders, train-set sizes and ``scale_free`` are used).
@@ -356,18 +361,20 @@ def fit_tails(
         left, right = targets < borders[1], targets > borders[-2]
         beyond.append(targets[left | right])
         counts += (int(left.sum()), int(right.sum()))
-        # Enough on both sides, or (after 8 chunks) too few coming to fit one side at all.
-        if counts.min() >= TAIL_SAMPLES or (
-            chunk >= 7 and counts.min() * chunks / (chunk + 1) < MIN_TAIL_SAMPLES
-        ):
+        # Each side done: enough samples, or (after 8 chunks) too few coming to fit it.
+        hopeless = chunk >= 7 and counts * chunks / (chunk + 1) < MIN_TAIL_SAMPLES
+        if np.all((counts >= TAIL_SAMPLES) | hopeless):
             break
-    bar = model.bar.with_fitted_tails(np.concatenate(beyond))
+    bar = model.bar.with_tails(None).with_fitted_tails(np.concatenate(beyond))
     return eqx.tree_at(lambda m: m.bar, model, bar)
 
 
-def saved_tails(bar: BarDistribution) -> list[list[float]]:
-    """A bar distribution's tails as ``config.json`` records them: ``[[shape, scale]] * 2``."""
-    return [[tail.shape, float(tail.scale)] for tail in bar.tails]
+def saved_tails(bar: BarDistribution) -> list[list[float]] | None:
+    """A bar distribution's fitted tails as ``config.json`` records them, ``[[shape,
+    scale]] * 2``, or None for the default ones (a resumed run then fits them)."""
+    if bar.fitted_tails is None:
+        return None
+    return [[tail.shape, float(tail.scale)] for tail in bar.fitted_tails]
 
 
 def save_fitted_tails(folder: str | Path, *, seed: int = 0) -> PFN:
@@ -608,7 +615,7 @@ def train(
     # outside the training state: a compiled step never depends on them.
     if saved_tails_of_run is None:
         tails_key = jax.random.fold_in(jax.random.key(config.seed), TAIL_KEY)
-        tails = fit_tails(state.model, prior, key=tails_key).bar.tails
+        tails = fit_tails(state.model, prior, key=tails_key).bar.fitted_tails
     else:
         tails = (Tail(*saved_tails_of_run[0]), Tail(*saved_tails_of_run[1]))
     end = config.num_steps if stop_after is None else min(stop_after, config.num_steps)

@@ -316,7 +316,8 @@ class PFN(eqx.Module):
         new bucket inside one old bucket gets exactly its share of that bucket's mass (a
         refinement of the old borders keeps the density wherever both are uniform), and one
         that straddles an old border is off by the old density's jump there (near a tail,
-        by the tail density's change over the bucket). Fine-tuning
+        by the tail density's change over the bucket). The model takes ``bar``'s tails.
+        Fine-tuning
         (``train(..., init_from=...)``) takes it from there. The transformer body is
         unchanged.
 
