@@ -31,7 +31,14 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-from pfn import NUM_TEST, _display_path, _standard_error, exact_point_nll, nuts_nll
+from pfn import (
+    NUM_TEST,
+    _display_path,
+    _standard_error,
+    draw_datasets,
+    exact_point_nll,
+    nuts_nll,
+)
 
 from probinfer import amortize
 from probinfer.bench import machine_description
@@ -81,8 +88,7 @@ def run_model(folder: Path, num_datasets: int) -> dict:
     while kept < num_datasets:
         num_features, num_train = next(shapes)
         key, key_data = jax.random.split(key)
-        keys = jax.random.split(key_data, CHUNK)
-        x, y = jax.vmap(lambda k: prior.sample(k, num_train + NUM_TEST, num_features))(keys)  # noqa: B023
+        x, y = draw_datasets(prior, key_data, CHUNK, num_train + NUM_TEST, num_features)
         x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
         y_test = y[:, num_train:]
         beyond = (y_test < borders[1]) | (y_test > borders[-2])

@@ -18,13 +18,14 @@ from jax.core import Tracer
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from probinfer._validation import check_magnitude, real_array
-from probinfer.amortize._bar import BarDistribution, Tail
+from probinfer.amortize._bar import BarDistribution
 from probinfer.amortize._training import (
     MODEL_FILE,
     TrainingConfig,
     build_model,
     deserialise_model,
     read_saved_config,
+    tails_from_config,
 )
 from probinfer.amortize.pfn import PFN, Standardisation, standardisation
 from probinfer.amortize.priors import (
@@ -530,6 +531,5 @@ def load(folder: str | Path) -> PFN:
     model = deserialise_model(folder / MODEL_FILE, skeleton)
     # The tails are static, recorded in the config (a model saved before they were has the
     # default ones for its borders).
-    tails = saved.get("tails")
-    tails = None if tails is None else (Tail(*tails[0]), Tail(*tails[1]))
-    return eqx.tree_at(lambda m: m.bar, model, BarDistribution(model.bar.borders, tails))
+    tails = tails_from_config(saved.get("tails"))
+    return eqx.tree_at(lambda m: m.bar, model, model.bar.with_tails(tails))

@@ -377,6 +377,11 @@ def saved_tails(bar: BarDistribution) -> list[list[float]] | None:
     return [[tail.shape, float(tail.scale)] for tail in bar.fitted_tails]
 
 
+def tails_from_config(saved: list[list[float]] | None) -> tuple[Tail, Tail] | None:
+    """The tails a ``config.json`` records (:func:`saved_tails`), or None for the default."""
+    return None if saved is None else (Tail(*saved[0]), Tail(*saved[1]))
+
+
 def save_fitted_tails(folder: str | Path, *, seed: int = 0) -> PFN:
     """Fit the tails of the PFN saved in ``folder`` to the prior its ``config.json`` names
     (:func:`fit_tails`), and record them there (atomically); the weights are untouched.
@@ -604,20 +609,18 @@ def train(
     resuming = folder is not None and (folder / STATE_FILE).exists()
     if init_from is not None and not resuming:
         state = _warm_start(state, config, Path(init_from))
-    saved_tails_of_run = None
+    tails = None
     if folder is not None and resuming:
         expected = {"training": dataclasses.asdict(config), "prior": prior_spec,
                     "init_from": origin, "library": probinfer.__version__}  # fmt: skip
         refuse_other_run(folder, expected)
         state = load_leaves(folder / STATE_FILE, state)
-        saved_tails_of_run = json.loads((folder / CONFIG_FILE).read_text()).get("tails")
+        tails = tails_from_config(json.loads((folder / CONFIG_FILE).read_text()).get("tails"))
     # The tails, fitted once per run for its borders (a resumed run keeps its own), travel
     # outside the training state: a compiled step never depends on them.
-    if saved_tails_of_run is None:
+    if tails is None:
         tails_key = jax.random.fold_in(jax.random.key(config.seed), TAIL_KEY)
         tails = fit_tails(state.model, prior, key=tails_key).bar.fitted_tails
-    else:
-        tails = (Tail(*saved_tails_of_run[0]), Tail(*saved_tails_of_run[1]))
     end = config.num_steps if stop_after is None else min(stop_after, config.num_steps)
     params, static = eqx.partition(state.model, trainable(state.model))
     base_key = jax.random.wrap_key_data(state.key)
