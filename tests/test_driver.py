@@ -246,10 +246,15 @@ Y = jnp.array([0.3, -0.4, 1.2, 0.8])
 
 
 @pytest.mark.four_devices
+@pytest.mark.optimized
 def test_mcmc_draws_are_the_same_on_one_and_four_devices():
     """Chains split over 4 devices (per-device ``lax.map``) run the per-chain computation of
     one device: the draws are bitwise identical. (Vectorized chains round differently in a
-    vmap of 4 than in 4 of 1; tests/test_contracts.py compares those to float32 rounding.)"""
+    vmap of 4 than in 4 of 1; tests/test_contracts.py compares those to float32 rounding.)
+
+    Compiled as users compile (optimized): with most XLA optimizations off, the inverse
+    error function of NUTS's momentum normals rounds by one ulp differently in the two
+    programs now and then (measured), which is not what users run."""
     settings = {"chains": 4, "warmup": 30, "draws": 30, "progress": False, "seed": 3}
     one = pi.sample(model, Y, chain_method="sequential", **settings)
     four = pi.sample(model, Y, chain_method="parallel-sequential", **settings)
@@ -388,9 +393,12 @@ def test_sequential_members_run_in_thread_groups_with_the_same_results(
 
 
 @cpu_only
+@pytest.mark.optimized
 @pytest.mark.parametrize("chains", [3, 4])
 def test_nuts_chains_grouped_over_threads_give_the_single_thread_draws(monkeypatch, chains):
-    """Bitwise, including groups of one chain (3 chains on 2 threads)."""
+    """Bitwise, including groups of one chain (3 chains on 2 threads). Compiled optimized,
+    as users compile, for the reason given in
+    ``test_mcmc_draws_are_the_same_on_one_and_four_devices``."""
     from probinfer.driver import THREADS_VARIABLE
 
     settings = {"chains": chains, "warmup": 30, "draws": 20, "progress": False, "seed": 5}

@@ -19,6 +19,8 @@ class Metric(NamedTuple):
 
     Attributes:
         sample_momentum: ``key -> p`` with ``p ~ Normal(0, M)``.
+        momentum_from_noise: ``z -> p``, turning standard normal noise ``z`` into
+            ``p ~ Normal(0, M)`` (for noise drawn by other means than ``jax.random``).
         kinetic_energy: ``p -> 0.5 p^T M^{-1} p``.
         velocity: ``p -> M^{-1} p`` (Stan's ``p_sharp``).
         scale: ``z -> L z`` with ``L L^T = M^{-1}``: turns standard normal noise into
@@ -29,6 +31,7 @@ class Metric(NamedTuple):
     """
 
     sample_momentum: Callable[[PRNGKeyArray], Array]
+    momentum_from_noise: Callable[[Array], Array]
     kinetic_energy: Callable[[Array], Array]
     velocity: Callable[[Array], Array]
     scale: Callable[[Array], Array]
@@ -85,9 +88,8 @@ def euclidean_metric(
     if jnp.ndim(inverse_mass_matrix) == 1:
         sqrt_inverse_mass = jnp.sqrt(inverse_mass_matrix) if factor is None else factor
 
-        def sample_momentum(key: PRNGKeyArray) -> Array:
-            z = jax.random.normal(key, inverse_mass_matrix.shape, inverse_mass_matrix.dtype)
-            return z / sqrt_inverse_mass
+        def momentum_from_noise(noise: Array) -> Array:
+            return noise / sqrt_inverse_mass
 
         def velocity(momentum: Array) -> Array:
             return inverse_mass_matrix * momentum
@@ -103,9 +105,8 @@ def euclidean_metric(
         # M^{-1} = L L^T, so M = L^{-T} L^{-1} and p = L^{-T} z has covariance M.
         cholesky = jnp.linalg.cholesky(inverse_mass_matrix) if factor is None else factor
 
-        def sample_momentum(key: PRNGKeyArray) -> Array:
-            z = jax.random.normal(key, inverse_mass_matrix.shape[:1], inverse_mass_matrix.dtype)
-            return jsl.solve_triangular(cholesky, z, lower=True, trans="T")
+        def momentum_from_noise(noise: Array) -> Array:
+            return jsl.solve_triangular(cholesky, noise, lower=True, trans="T")
 
         def velocity(momentum: Array) -> Array:
             return inverse_mass_matrix @ momentum
@@ -125,10 +126,16 @@ def euclidean_metric(
             f"{jnp.shape(inverse_mass_matrix)}; pass a vector of variances or a covariance matrix."
         )
 
+    def sample_momentum(key: PRNGKeyArray) -> Array:
+        noise = jax.random.normal(key, inverse_mass_matrix.shape[:1], inverse_mass_matrix.dtype)
+        return momentum_from_noise(noise)
+
     def kinetic_energy(momentum: Array) -> Array:
         return 0.5 * jnp.dot(momentum, velocity(momentum))
 
-    return Metric(sample_momentum, kinetic_energy, velocity, scale, mahalanobis)
+    return Metric(
+        sample_momentum, momentum_from_noise, kinetic_energy, velocity, scale, mahalanobis
+    )
 
 
 def population_covariance(

@@ -18,9 +18,9 @@ transition's :class:`~probinfer.mcmc.KernelStages`, so a transition's cost is ex
 number of leapfrog steps and a loop over many chains can start a chain's next transition
 as soon as its own trajectory ends. The U-turn checks of every sub-span a leaf completes
 are done in one pass from a few checkpoints (indexed as in NumPyro's iterative builder),
-written one row per even leaf, rather than by recursion. A leaf's uniform comes from a
-counter-based hash of one seed per transition (:mod:`probinfer.mcmc._counter_random`),
-which XLA fuses into the leaf's other work.
+written one row per even leaf, rather than by recursion. The momentum's normals and each
+leaf's uniform come from a counter-based hash of one seed per transition
+(:mod:`probinfer.mcmc._counter_random`), which XLA fuses into the surrounding work.
 """
 
 from collections.abc import Callable
@@ -42,7 +42,7 @@ from probinfer.mcmc._base import (
     TransitionInfo,
     init_gradient_state,
 )
-from probinfer.mcmc._counter_random import counter_uniform
+from probinfer.mcmc._counter_random import counter_normal, counter_uniform
 from probinfer.mcmc._integrators import IntegratorState, leapfrog
 from probinfer.mcmc._metric import Metric, euclidean_metric
 from probinfer.model._target import value_and_aux
@@ -200,14 +200,17 @@ def build_stages(
         flat = context.flat
         grad, _ = ravel_pytree(state.logdensity_grad)
         dtype = flat.dtype
-        key_momentum, key_seed = jax.random.split(key)
-        momentum = context.metric.sample_momentum(key_momentum)
-        # The rest of the transition's randomness by counter from one seed: a direction
-        # and a merge uniform per doubling, then one uniform per leaf (drawn in
-        # `advance`). The logarithms are taken where the uniforms are used: XLA:CPU rounds
-        # a logarithm fused into this array's loop differently from one in a
-        # separate loop, and a program on one device and one on several must agree.
-        seed = jax.random.bits(key_seed, (2,), jnp.uint32)
+        # All of the transition's randomness by counter from one seed (one Threefry call
+        # of `jax.random`, whose rolled loop costs more than a small model's leapfrog
+        # step): the momentum's normals, a direction and a merge uniform per doubling,
+        # then one uniform per leaf (drawn in `advance`). The logarithms are taken where
+        # the uniforms are used: XLA:CPU rounds a logarithm fused into this array's loop
+        # differently from one in a separate loop, and a program on one device and one on
+        # several must agree.
+        seed = jax.random.bits(key, (2,), jnp.uint32)
+        momentum = context.metric.momentum_from_noise(
+            counter_normal(seed, jnp.arange(flat.shape[0]), dtype)
+        )
         uniforms = counter_uniform(seed, jnp.arange(2 * num_levels), dtype)
         initial = IntegratorState(flat, momentum, state.logdensity, grad, state.aux)
         initial_velocity = context.metric.velocity(momentum)
