@@ -248,11 +248,19 @@ def _pfn_predict(arguments: argparse.Namespace, console: Console) -> int:
         model, np.asarray(data["x_train"]), np.asarray(data["y_train"]),
         np.asarray(data["x_test"]),
     )  # fmt: skip
+    stddev = np.asarray(predictive.stddev)
     result = {
         "mean": predictive.mean.tolist(),
-        "stddev": predictive.stddev.tolist(),
+        # JSON has no infinity: a standard deviation that a heavy tail (fitted shape >= 0.5)
+        # makes infinite is written as null, and said.
+        "stddev": [float(s) if np.isfinite(s) else None for s in stddev],
         "quantiles": {str(q): predictive.quantile(q).tolist() for q in (0.05, 0.5, 0.95)},
     }
+    if not np.all(np.isfinite(stddev)):
+        console.print(
+            "stddev: infinite (written as null) where the predictive's tail is too heavy for "
+            "a finite variance (a fitted tail shape >= 0.5); use the quantiles instead."
+        )
     if "y_test" in data:
         y_test = np.asarray(data["y_test"], dtype=float)
         if y_test.shape != predictive.mean.shape:

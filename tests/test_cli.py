@@ -1,6 +1,7 @@
 """The `probinfer` command line: `sample` writes NetCDF; bad inputs exit with a message."""
 
 import json
+import math
 from pathlib import Path
 
 import arviz as az
@@ -90,10 +91,8 @@ def test_pfn_train_then_predict(tmp_path, capsys):
             "x_test": [[0.0, 0.0]], "y_test": [0.1]}  # fmt: skip
     (tmp_path / "data.json").write_text(json.dumps(data))
     out = tmp_path / "pred.json"
-    status = cli.main(
-        ["pfn", "predict", "--data", str(tmp_path / "data.json"), "--model", str(folder),
-         "--out", str(out)]
-    )  # fmt: skip
+    predict = ["pfn", "predict", "--data", str(tmp_path / "data.json"), "--model", str(folder)]
+    status = cli.main([*predict, "--out", str(out)])
     assert status == 0
     result = json.loads(out.read_text())
     assert set(result) == {"mean", "stddev", "quantiles", "log_prob"}
@@ -106,6 +105,12 @@ def test_pfn_train_then_predict(tmp_path, capsys):
     refitted = json.loads((folder / "config.json").read_text())
     assert refitted["tails"] != saved["tails"] and (folder / "model.eqx").read_bytes() == weights
     assert {**refitted, "tails": saved["tails"]} == saved
+    # A tail too heavy for a finite variance: stddev is null in valid JSON, and said.
+    (folder / "config.json").write_text(json.dumps({**saved, "tails": [[0.7, 0.3]] * 2}))
+    assert cli.main([*predict, "--out", str(out)]) == 0
+    assert "infinite (written as null)" in capsys.readouterr().out
+    heavy = json.loads(out.read_text(), parse_constant=lambda name: pytest.fail(name))
+    assert heavy["stddev"] == [None] and math.isfinite(heavy["mean"][0])
     # Bad input: more features than the model knows, and a bad config, exit with status 2.
     data["x_test"] = [[0.0, 0.0, 0.0]]
     (tmp_path / "data.json").write_text(json.dumps(data))

@@ -134,7 +134,12 @@ def euclidean_metric(
         return 0.5 * jnp.dot(momentum, velocity(momentum))
 
     return Metric(
-        sample_momentum, momentum_from_noise, kinetic_energy, velocity, scale, mahalanobis
+        sample_momentum=sample_momentum,
+        momentum_from_noise=momentum_from_noise,
+        kinetic_energy=kinetic_energy,
+        velocity=velocity,
+        scale=scale,
+        mahalanobis=mahalanobis,
     )
 
 
