@@ -109,6 +109,9 @@ def test_loo_and_waic_match_numpyros_workflow(runs, name):
     )
 
 
+# The intercept-free variant is misspecified on purpose, so some observations are
+# influential and ArviZ's PSIS-LOO may flag a Pareto shape above 0.7 (draw-dependent).
+@pytest.mark.filterwarnings("ignore:Estimated shape parameter of Pareto:UserWarning")
 def test_compare_ranks_the_regression_above_its_intercept_free_variant(runs):
     models, idatas = runs
     ours = az.compare({"full": idatas["regression"], "no intercept": idatas["no_intercept"]})
