@@ -251,15 +251,20 @@ def _pfn_predict(arguments: argparse.Namespace, console: Console) -> int:
     stddev = np.asarray(predictive.stddev)
     result = {
         "mean": predictive.mean.tolist(),
-        # JSON has no infinity: a standard deviation that a heavy tail (fitted shape >= 0.5)
-        # makes infinite is written as null, and said.
+        # JSON has no infinity or NaN: a standard deviation that a heavy tail (fitted
+        # shape >= 0.5) makes infinite, or a NaN one, is written as null, and said.
         "stddev": [float(s) if np.isfinite(s) else None for s in stddev],
         "quantiles": {str(q): predictive.quantile(q).tolist() for q in (0.05, 0.5, 0.95)},
     }
-    if not np.all(np.isfinite(stddev)):
+    if np.any(np.isinf(stddev)):
         console.print(
             "stddev: infinite (written as null) where the predictive's tail is too heavy for "
             "a finite variance (a fitted tail shape >= 0.5); use the quantiles instead."
+        )
+    if np.any(np.isnan(stddev)):
+        console.print(
+            f"stddev: NaN (written as null) at {int(np.isnan(stddev).sum())} test point(s); "
+            "check the data for NaN or infinite values."
         )
     if "y_test" in data:
         y_test = np.asarray(data["y_test"], dtype=float)
