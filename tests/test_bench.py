@@ -37,3 +37,33 @@ def test_every_expected_failure_names_a_zoo_model_and_a_method():
 
     for (model, method), reason in bench.EXPECTED_FAILURES.items():
         assert model in zoo.names() and method in bench.METHODS and reason
+
+
+def test_run_settings_reach_the_sampler_and_the_table(tmp_path, monkeypatch):
+    """A run listed in RUN_SETTINGS is sampled with its settings, which its row shows."""
+    from probinfer import api
+
+    calls = []
+    real_sample = api.sample
+
+    def recording_sample(*args, **kwargs):
+        calls.append(kwargs)
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(api, "sample", recording_sample)
+    monkeypatch.setitem(bench.RUN_SETTINGS, ("normal_normal", "rwm"), {"target_acceptance": 0.3})
+    rows = bench.run_bench(
+        ["normal_normal"], ["rwm"], chains=2, warmup=3, draws=30, seed=0,
+        out=tmp_path, echo=lambda line: None,
+    )  # fmt: skip
+    assert calls[0]["target_acceptance"] == 0.3
+    assert rows[0]["steps"] == "30 + 300, target_acceptance=0.3"
+    assert "30 + 300, target_acceptance=0.3" in (tmp_path / "bench.md").read_text()
+
+
+def test_run_settings_name_zoo_mcmc_runs():
+    from probinfer import zoo
+
+    for (model, method), settings in bench.RUN_SETTINGS.items():
+        assert model in zoo.names() and method in bench.MCMC_METHODS and settings
+        assert (model, method) not in bench.EXPECTED_FAILURES
