@@ -10,7 +10,8 @@ each sampler at the bench's NUTS budget (4 chains, 1000 warm-up, 1000 draws) for
 ``0 .. seeds-1`` and judges every run with :func:`probinfer.bench.evaluate` (every mean
 within 5 combined MCSE of the reference, max R-hat < 1.05, min bulk ESS >= 400):
 
-- ``probinfer``: ``pi.sample`` with its defaults (dense metric, target acceptance 0.8);
+- ``probinfer``: ``pi.sample`` with its defaults (dense metric, target acceptance 0.8), as
+  ``probinfer bench`` runs it (:func:`probinfer.bench.run_one`);
 - ``probinfer_t90``, ``probinfer_t95``: the same with ``target_acceptance`` 0.9 / 0.95;
 - ``numpyro``, ``numpyro_dense``: ``MCMC(NUTS(model), chain_method="vectorized")`` with
   NumPyro's default diagonal metric, and with ``dense_mass=True`` (target 0.8 both).
@@ -25,16 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
 import arviz as az
 import numpy as np
 
-import probinfer as pi
 from probinfer import zoo
-from probinfer.bench import evaluate, machine_description
+from probinfer.bench import evaluate, machine_description, run_one
 
 SAMPLERS = {
     "probinfer": {},
@@ -46,28 +45,27 @@ SAMPLERS = {
 CHAINS, WARMUP, DRAWS = 4, 1000, 1000
 
 
-def one_run(name: str, sampler: str, seed: int) -> az.InferenceData:
-    """Sample ``name`` with ``sampler`` at ``seed``; ``sample_stats`` has ``n_steps`` and
-    ``diverging`` for :func:`probinfer.bench.evaluate`."""
+def one_row(name: str, sampler: str, seed: int) -> dict[str, Any]:
+    """Sample ``name`` with ``sampler`` at ``seed`` and judge the run: a row of
+    :func:`probinfer.bench.evaluate`. probinfer runs exactly as ``probinfer bench`` runs
+    NUTS (:func:`probinfer.bench.run_one`); NumPyro as ``benchmarks/mcmc_peers.py`` runs its
+    ``numpyro`` and ``numpyro_dense`` samplers."""
     zoo_model = zoo.get(name)
-    args, kwargs = zoo_model.data()
     settings = SAMPLERS[sampler]
-    with warnings.catch_warnings():  # the verdict reports what the warnings would say
-        warnings.simplefilter("ignore")
-        if sampler.startswith("probinfer"):
-            return pi.sample(
-                zoo_model.model, *args, chains=CHAINS, warmup=WARMUP, draws=DRAWS, seed=seed,
-                progress=False, log_likelihood=False, **settings, **kwargs,
-            )  # fmt: skip
-        import jax
-        from numpyro.infer import MCMC, NUTS
+    if sampler.startswith("probinfer"):
+        return run_one(
+            name, "nuts", chains=CHAINS, warmup=WARMUP, draws=DRAWS, seed=seed, settings=settings
+        )
+    import jax
+    from numpyro.infer import MCMC, NUTS
 
-        mcmc = MCMC(
-            NUTS(zoo_model.model, **settings), num_warmup=WARMUP, num_samples=DRAWS,
-            num_chains=CHAINS, chain_method="vectorized", progress_bar=False,
-        )  # fmt: skip
-        mcmc.run(jax.random.key(seed), *args, extra_fields=("diverging", "num_steps"), **kwargs)
-        return az.from_numpyro(mcmc, log_likelihood=False)
+    args, kwargs = zoo_model.data()
+    mcmc = MCMC(
+        NUTS(zoo_model.model, **settings), num_warmup=WARMUP, num_samples=DRAWS,
+        num_chains=CHAINS, chain_method="vectorized", progress_bar=False,
+    )  # fmt: skip
+    mcmc.run(jax.random.key(seed), *args, extra_fields=("diverging", "num_steps"), **kwargs)
+    return evaluate(az.from_numpyro(mcmc, log_likelihood=False), zoo_model.reference)
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -127,11 +125,10 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown samplers {unknown}; choose from {sorted(SAMPLERS)}")
     machine = machine_description()
-    reference = zoo.get(options.model).reference
     rows = []
     for sampler in samplers:
         for seed in range(options.seeds):
-            row = evaluate(one_run(options.model, sampler, seed), reference)
+            row = one_row(options.model, sampler, seed)
             row.update(sampler=sampler, seed=seed)
             rows.append(row)
             print(

@@ -61,9 +61,15 @@ def test_run_settings_reach_the_sampler_and_the_table(tmp_path, monkeypatch):
     assert "30 + 300, target_acceptance=0.3" in (tmp_path / "bench.md").read_text()
 
 
-def test_run_settings_name_zoo_mcmc_runs():
-    from probinfer import zoo
+def test_run_settings_name_zoo_mcmc_runs_and_sampler_settings():
+    """Each entry names a zoo model and an MCMC method, and each key is one of
+    `pi.sample`'s sampler settings and not one of the model's own keywords (where a
+    misspelled setting would go unnoticed)."""
+    from probinfer import api, zoo
 
     for (model, method), settings in bench.RUN_SETTINGS.items():
         assert model in zoo.names() and method in bench.MCMC_METHODS and settings
         assert (model, method) not in bench.EXPECTED_FAILURES
+        _, model_kwargs = zoo.get(model).data()
+        for key in settings:
+            assert key in api.SAMPLER_SETTINGS and key not in model_kwargs

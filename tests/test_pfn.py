@@ -347,7 +347,8 @@ def test_predictive_is_compiled_once_and_converts_to_idata_and_plots(count_compi
         predictive = amortize.predict(model, x_train, y_train, x_test)
         values = [predictive.log_prob(data.normal(size=4)), predictive.mean, predictive.stddev,
                   predictive.quantile(0.1 + 0.1 * seed), predictive.log_prob(0.1 * seed),
-                  predictive.cdf(0.2 * seed)]  # fmt: skip
+                  predictive.cdf(0.2 * seed),
+                  predictive.sample(jax.random.key(seed), 7)]  # fmt: skip
         return predictive, values
 
     use(0)
