@@ -14,7 +14,6 @@ import equinox as eqx
 import jax
 import numpy as np
 from jax.core import Tracer
-from jax.tree_util import PyTreeDef
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from probinfer._validation import check_magnitude, real_array
@@ -217,7 +216,7 @@ def _bar_program(
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _bar_method(
     method: str,
-    treedef: PyTreeDef,
+    treedef: Hashable,
     static: tuple[Any, ...],
     leaves: list[Array],
     *args: ArrayLike,
