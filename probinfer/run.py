@@ -48,8 +48,9 @@ CHAIN_METHODS = MEMBER_MAPS
 # noisy): the flat loop won on the funnel at every count, on eight schools only from 32-64
 # chains (its finishing branch runs for the group whenever any chain finishes; with 8-16
 # chains of near-equal trajectories that costs more than the waiting). At 0915d9c (Intel
-# Xeon) it still wins on the funnel but loses on eight schools up to 128 chains (0.54-0.87x):
-# under review (docs/benchmarks.md), unchanged until the cause is measured.
+# Xeon) it still wins on the funnel but loses on eight schools up to 128 chains (0.54-0.87x),
+# as the code before the counter momentum does there: under review (docs/benchmarks.md),
+# unchanged until the cause is measured.
 INTERLEAVE_MIN_CHAINS = 32
 # Rows of a chunk's records buffer, the one shape that bounds the steps of a chunk: fixed,
 # so that any warm-up and draw counts share the compiled program. Per-chunk cost is small
