@@ -50,7 +50,6 @@ def one_row(name: str, sampler: str, seed: int) -> dict[str, Any]:
     :func:`probinfer.bench.evaluate`. probinfer runs exactly as ``probinfer bench`` runs
     NUTS (:func:`probinfer.bench.run_one`); NumPyro as ``benchmarks/mcmc_peers.py`` runs its
     ``numpyro`` and ``numpyro_dense`` samplers."""
-    zoo_model = zoo.get(name)
     settings = SAMPLERS[sampler]
     if sampler.startswith("probinfer"):
         return run_one(
@@ -59,6 +58,7 @@ def one_row(name: str, sampler: str, seed: int) -> dict[str, Any]:
     import jax
     from numpyro.infer import MCMC, NUTS
 
+    zoo_model = zoo.get(name)
     args, kwargs = zoo_model.data()
     mcmc = MCMC(
         NUTS(zoo_model.model, **settings), num_warmup=WARMUP, num_samples=DRAWS,
@@ -71,7 +71,7 @@ def one_row(name: str, sampler: str, seed: int) -> dict[str, Any]:
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per-sampler summary of its rows."""
     ess = np.array([row["min_ess_bulk"] for row in rows])
-    grads_per_draw = np.array([row["num_grad_evals"] / (CHAINS * DRAWS) for row in rows])
+    grads = np.array([row["num_grad_evals"] for row in rows])
     return {
         "runs": len(rows),
         "failed_seeds": [row["seed"] for row in rows if not row["passed"]],
@@ -79,10 +79,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "min_ess": float(ess.min()),
         "median_ess": float(np.median(ess)),
         "max_rhat": float(max(row["max_rhat"] for row in rows)),
-        "median_grads_per_draw": float(np.median(grads_per_draw)),
-        "median_ess_per_1000_grads": float(
-            np.median(1000 * ess / (grads_per_draw * CHAINS * DRAWS))
-        ),
+        "median_grads_per_draw": float(np.median(grads / (CHAINS * DRAWS))),
+        "median_ess_per_1000_grads": float(np.median(1000 * ess / grads)),
     }
 
 
