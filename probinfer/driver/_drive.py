@@ -237,16 +237,23 @@ def _run_staged(
     def begin(index: Array, state: PyTree) -> PyTree:
         return step_fn.begin(jax.random.fold_in(key, index), state, index, shared)
 
+    def is_active(i: Array, done: Array) -> Array:
+        return (i < limit) & ~done
+
     def keep_going(carry: _StagedCarry) -> Array:
         i, *_, done = carry
-        return (i < limit) & ~done
+        # The same for every member: under `vmap` a per-member predicate would make the
+        # loop select each member's whole carry, records buffers included, on every
+        # iteration (a copy of the buffers per leapfrog step); members that are through
+        # instead idle in the body, masked.
+        return any_member(is_active(i, done))
 
     def body(carry: _StagedCarry) -> _StagedCarry:
         i, state, work, buffers, group, done = carry
+        # A member that is through is still advanced (its work is dropped at the end), but
+        # never finishes: its state, count and records stay as they are.
         work = step_fn.advance(work, state, shared)
-        # A member past its limit keeps its carry (the loop's select) but is still
-        # advanced in the discarded lanes: it must not count as finishing.
-        is_finishing = step_fn.is_done(work) & (i < limit)
+        is_finishing = step_fn.is_done(work) & is_active(i, done)
         index = start + i
 
         def complete() -> tuple:
