@@ -3,7 +3,7 @@
 Run::
 
     .venv/bin/python benchmarks/scale.py \
-        [--chains 4,8,16,32,64,128,256] [--models eight_schools_noncentered,neals_funnel] \
+        [--chains 1,2,4,8,16,32,64,128,256] [--models eight_schools_noncentered,neals_funnel] \
         [--repeats 2] [--threads 1] [--out benchmarks/results/scale]
 
 Three ways to run ``C`` NUTS chains in one program (``pi.sample(..., chain_method=...)``):
@@ -137,7 +137,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--chains", default="4,8,16,32,64,128,256")
+    parser.add_argument("--chains", default="1,2,4,8,16,32,64,128,256")
     parser.add_argument("--models", default="eight_schools_noncentered,neals_funnel")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/scale"))

@@ -44,14 +44,12 @@ PyTree = Any
 CHAIN_METHODS = MEMBER_MAPS
 # Vectorized chains run NUTS/HMC as one flat loop of leapfrog steps (each chain starting
 # its next transition when its own ends) from this many chains per device; below it each
-# transition runs whole, in lock step. benchmarks/scale.py at b98d29d (2-core AMD EPYC,
-# noisy): the flat loop won on the funnel at every count, on eight schools only from 32-64
-# chains (its finishing branch runs for the group whenever any chain finishes; with 8-16
-# chains of near-equal trajectories that costs more than the waiting). At 0915d9c (Intel
-# Xeon) it still wins on the funnel but loses on eight schools up to 128 chains (0.54-0.87x),
-# as the code before the counter momentum does there: under review (docs/benchmarks.md),
-# unchanged until the cause is measured.
-INTERLEAVE_MIN_CHAINS = 32
+# transition runs whole. benchmarks/scale.py and its 1-2 chain points (Intel Xeon, since
+# 826246d, when the flat loop stopped selecting every chain's whole carry per iteration):
+# the flat loop beats lock step from 2 chains on eight schools and the funnel; one chain
+# has no one to wait for, and the loop's fixed cost per iteration (its finishing branch)
+# makes it about 2x slower per leapfrog step there.
+INTERLEAVE_MIN_CHAINS = 2
 # Rows of a chunk's records buffer, the one shape that bounds the steps of a chunk: fixed,
 # so that any warm-up and draw counts share the compiled program. Per-chunk cost is small
 # (a dispatch, ~1 ms; eight schools, 2,000 steps: the same wall time with chunks of 16 or
