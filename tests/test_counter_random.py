@@ -9,8 +9,12 @@ import pytest
 import scipy.special
 import scipy.stats
 
-from probinfer._threefry import fold_in, key_bits, threefry2x32
-from probinfer.mcmc._counter_random import counter_normal, counter_uniform, uniform_from_bits
+from probinfer.mcmc._counter_random import (
+    counter_normal,
+    counter_uniform,
+    threefry2x32,
+    uniform_from_bits,
+)
 from probinfer.mcmc._metric import euclidean_metric
 
 
@@ -110,34 +114,3 @@ def test_momentum_from_noise_has_the_mass_matrix_as_covariance(dense):
         columns = jax.vmap(metric.momentum_from_noise, out_axes=1)(jnp.eye(3))
         expected = jnp.linalg.inv(inverse_mass) if dense else jnp.diag(1.0 / inverse_mass)
         np.testing.assert_allclose(columns @ columns.T, expected, rtol=1e-12, atol=1e-12)
-
-
-@pytest.mark.parametrize("partitionable", [True, False])
-@pytest.mark.parametrize("typed", [True, False])
-def test_written_out_fold_in_and_bits_are_jax_random(partitionable, typed):
-    """`fold_in` and `key_bits` give `jax.random`'s values bit for bit: typed and raw keys,
-    32- and 64-bit data (taken modulo 2^32), even and odd word counts, under `vmap`, with
-    either setting of `jax_threefry_partitionable`."""
-    make = jax.random.key if typed else jax.random.PRNGKey
-    with jax.threefry_partitionable(partitionable), jax.enable_x64(True):
-        keys = jax.vmap(make)(jnp.arange(6))
-        data = jnp.asarray([0, 1, 7, 2**31 + 5, 2**32 - 1, 2**40 + 3], jnp.int64)
-        for folded, expected in [
-            (jax.jit(jax.vmap(fold_in))(keys, data), jax.vmap(jax.random.fold_in)(keys, data)),
-            (jax.jit(fold_in)(keys[0], 9), jax.random.fold_in(keys[0], 9)),
-        ]:
-            if typed:
-                folded, expected = jax.random.key_data(folded), jax.random.key_data(expected)
-            np.testing.assert_array_equal(folded, expected)
-        for count in (1, 2, 3):
-            bits = jax.jit(jax.vmap(lambda k, n=count: key_bits(k, n)))(keys)
-            expected = jax.vmap(lambda k, n=count: jax.random.bits(k, (n,), jnp.uint32))(keys)
-            np.testing.assert_array_equal(bits, expected)
-
-
-def test_written_out_key_functions_leave_other_generators_to_jax_random():
-    key = jax.random.key(3, impl="rbg")
-    np.testing.assert_array_equal(
-        jax.random.key_data(fold_in(key, 4)), jax.random.key_data(jax.random.fold_in(key, 4))
-    )
-    np.testing.assert_array_equal(key_bits(key, 2), jax.random.bits(key, (2,), jnp.uint32))

@@ -62,7 +62,6 @@ from probinfer._members import (
     members_where,
     tree_where,
 )
-from probinfer._threefry import fold_in
 from probinfer._validation import check_count
 from probinfer.checkpoint import (
     DriveProgress,
@@ -236,7 +235,7 @@ def _run_staged(
     packing = _RowPacking(record_like)
 
     def begin(index: Array, state: PyTree) -> PyTree:
-        return step_fn.begin(fold_in(key, index), state, index, shared)
+        return step_fn.begin(jax.random.fold_in(key, index), state, index, shared)
 
     def is_active(i: Array, done: Array) -> Array:
         return (i < limit) & ~done
@@ -259,7 +258,7 @@ def _run_staged(
 
         def complete() -> tuple:
             # Every member computes; only the finishing ones keep the result.
-            key_step = fold_in(key, index)
+            key_step = jax.random.fold_in(key, index)
             # Rare work inside (`member_cond`: a window's new metric) runs only when a
             # finishing member needs it, not for a member in the middle of its step.
             with members_where(is_finishing):
@@ -408,7 +407,7 @@ def _run_chunk(
 
     def run(state: PyTree, key: PRNGKeyArray) -> tuple[PyTree, PyTree, Array, Array]:
         def step(index: Array, state: PyTree) -> tuple[PyTree, PyTree]:
-            return program.step_fn(fold_in(key, index), state, index, shared)
+            return program.step_fn(jax.random.fold_in(key, index), state, index, shared)
 
         record_shapes = jax.eval_shape(step, start, state)[1]
 

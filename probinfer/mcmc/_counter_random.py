@@ -1,9 +1,12 @@
-"""Counter-based uniforms and normals for per-transition and per-leapfrog-step draws, from
-the written-out Threefry-2x32 hash of :mod:`probinfer._threefry`.
+"""Counter-based uniforms and normals for per-transition and per-leapfrog-step draws:
+Threefry-2x32 written out in full.
 
-Drawing one uniform per leapfrog step with ``jax.random`` (a ``fold_in`` and a draw: two
-rolled hash loops on CPU) would cost more than the leapfrog step on small models; hashing
-a counter with the written-out hash fuses into the surrounding work.
+JAX lowers its Threefry hash on CPU as a rolled loop of five iterations, a few dozen small
+operations each; drawing one uniform per leapfrog step with ``jax.random`` (a ``fold_in``
+and a draw: two hashes) then costs more than the leapfrog step on small models. The same
+hash written out here is a straight line of 32-bit integer operations that XLA fuses into
+one kernel. It is bit-for-bit JAX's Threefry-2x32 (Salmon et al., 2011; tested against
+``jax.extend.random.threefry_2x32``).
 
 Uniforms hash the counter pair ``(counter, 0)`` and normals ``(counter, 1)``, so the two
 streams of one key never share bits.
@@ -14,7 +17,35 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from probinfer._threefry import threefry2x32
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+_KEY_PARITY = np.uint32(0x1BD11BDA)
+
+
+def _rotate_left(value: Array, distance: int) -> Array:
+    return (value << np.uint32(distance)) | (value >> np.uint32(32 - distance))
+
+
+def threefry2x32(key: Array, counter: tuple[Array, Array]) -> tuple[Array, Array]:
+    """The Threefry-2x32 hash (20 rounds) of a pair of 32-bit counters.
+
+    Args:
+        key: ``(2,)`` uint32, the hash key.
+        counter: two uint32 arrays of the same shape.
+
+    Returns:
+        Two uint32 arrays of that shape: 64 random bits per counter pair.
+    """
+    keys = (key[0], key[1], key[0] ^ key[1] ^ _KEY_PARITY)
+    x0 = counter[0] + keys[0]
+    x1 = counter[1] + keys[1]
+    for group in range(5):
+        for distance in _ROTATIONS[group % 2]:
+            x0 = x0 + x1
+            x1 = _rotate_left(x1, distance) ^ x0
+        x0 = x0 + keys[(group + 1) % 3]
+        x1 = x1 + keys[(group + 2) % 3] + np.uint32(group + 1)
+    return x0, x1
+
 
 _UNIFORM_STREAM = 0  # the second counter word of uniforms
 _NORMAL_STREAM = 1  # and of normals: the two streams of one key never share a hash

@@ -32,7 +32,6 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
 from probinfer._members import tree_where
-from probinfer._threefry import key_bits
 from probinfer.mcmc._algorithm import DENSE_MASS_MATRIX_MAX_DIM, Algorithm
 from probinfer.mcmc._base import (
     GradientState,
@@ -201,8 +200,8 @@ def build_stages(
         flat = context.flat
         grad, _ = ravel_pytree(state.logdensity_grad)
         dtype = flat.dtype
-        # All of the transition's randomness by counter from one seed (one Threefry hash,
-        # written out: `jax.random`'s rolled loop costs more than a small model's leapfrog
+        # All of the transition's randomness by counter from one seed (one Threefry call
+        # of `jax.random`, whose rolled loop costs more than a small model's leapfrog
         # step): the momentum's normals, a direction and a merge uniform per doubling,
         # then one uniform per leaf (drawn in `advance`). The logarithms are taken where
         # the uniforms are used: XLA:CPU rounds a logarithm fused into this array's loop
@@ -210,7 +209,7 @@ def build_stages(
         # several must agree. (The normals' inverse error function agrees between them in
         # optimized programs, as users compile; with most XLA optimizations off it can
         # round one ulp apart: tests/test_driver.py.)
-        seed = key_bits(key, 2)
+        seed = jax.random.bits(key, (2,), jnp.uint32)
         momentum = context.metric.momentum_from_noise(
             counter_normal(seed, jnp.arange(flat.shape[0]), dtype)
         )

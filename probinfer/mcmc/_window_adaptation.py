@@ -28,7 +28,6 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
 from probinfer._members import member_cond
-from probinfer._threefry import fold_in
 from probinfer.mcmc._algorithm import (
     Algorithm,
     check_metric,
@@ -213,7 +212,7 @@ def update_key(key: PRNGKeyArray) -> PRNGKeyArray:
     or not an adaptation update follows it. Not with a small number: with JAX's
     partitionable threefry ``fold_in(k, i) == split(k, n)[i]``, which the kernels use.
     """
-    return fold_in(key, UPDATE_KEY_DATA)
+    return jax.random.fold_in(key, UPDATE_KEY_DATA)
 
 
 # A dense estimate of an algorithm with a cumulative warm-up (RWM, MALA) is shrunk toward
@@ -487,7 +486,7 @@ def window_adaptation(
             s: WindowAdaptationState, inputs: tuple[Array, WarmupSchedule]
         ) -> tuple[WindowAdaptationState, Any]:
             i, flags = inputs
-            return step(fold_in(key_steps, i), s, flags)
+            return step(jax.random.fold_in(key_steps, i), s, flags)
 
         state, info = jax.lax.scan(one_step, state, (jnp.arange(num_steps), schedule))
         return state.mcmc_state, parameters(state), info
