@@ -18,6 +18,7 @@ import dataclasses
 import threading
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -341,7 +342,7 @@ def test_interleaved_vectorized_loop_has_one_predicate_for_all_members():
     """The flat loop's predicate is the same for every member. A per-member predicate
     makes the lowered ``vmap``-ed loop select each member's whole carry, records buffers
     included, on every iteration: a select and a copy of the buffers per leapfrog step,
-    which made interleaved NUTS 2-3x slower per iteration than lock step on eight schools
+    which made interleaved NUTS about 3x slower per iteration than lock step on eight schools
     (64 chains, diag metric: 236 against 74 us, 2026-12-05)."""
     rows = 64
     program = _drive._ChunkProgram(CountdownStep(), None, rows, "vectorized", True, None)

@@ -143,7 +143,9 @@ class StagedStep(abc.ABC):
     @abc.abstractmethod
     def advance(self, work: PyTree, state: PyTree, shared: PyTree) -> PyTree:
         """One unit of the step's work (e.g. one leapfrog step); ``state`` is the step's
-        starting state."""
+        starting state. In a flat loop it may also be called on work that is done, or
+        of a member that has no steps left in the chunk, as often as other members need
+        iterations; those results are discarded, so it must only not fail on them."""
 
     @abc.abstractmethod
     def is_done(self, work: PyTree) -> Array:
@@ -245,12 +247,13 @@ def _run_staged(
         # The same for every member: under `vmap` a per-member predicate would make the
         # loop select each member's whole carry, records buffers included, on every
         # iteration (a copy of the buffers per leapfrog step); members that are through
-        # instead idle in the body, masked.
+        # instead wait in the body, masked.
         return any_member(is_active(i, done))
 
     def body(carry: _StagedCarry) -> _StagedCarry:
         i, state, work, buffers, group, done = carry
-        # A member that is through is still advanced (its work is dropped at the end), but
+        # A member that is through is still advanced (its work is dropped at the end; a
+        # select to keep it as it was cost 18-28% per iteration on eight schools) but
         # never finishes: its state, count and records stay as they are.
         work = step_fn.advance(work, state, shared)
         is_finishing = step_fn.is_done(work) & is_active(i, done)
@@ -726,9 +729,9 @@ def drive(
         interleave: run a :class:`StagedStep` as one flat loop of ``advance`` calls, each
             member beginning its next step as soon as its own is done, instead of each
             step whole (vectorized members then wait, in lock step, for the slowest at
-            every step). It pays when many vectorized members' work differs a lot; with a
-            few members the finishing branch, taken whenever any one finishes, costs
-            more than the waiting (measured in ``benchmarks/scale.py``).
+            every step). It pays from 2 vectorized members whose work differs (NUTS:
+            ``benchmarks/scale.py`` at bf5fec3, 1.6-3.2x); with one member the loop's
+            fixed cost per iteration makes it about 0.4-0.5x a whole step.
         mesh: split the population over this mesh's ``"population"`` axis (population
             steps and ``vectorized`` members).
         population_size: with ``mesh`` and no ``member_map``, the population's size (its
