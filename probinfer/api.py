@@ -65,8 +65,10 @@ def default_chain_method(method: str, num_chains: int) -> str:
 
     On CPU, NUTS chains run ``sequential`` (equal groups of chains run at once, one host
     thread per usable core; see :mod:`probinfer.driver._threads`): vectorized NUTS chains
-    move in lock step and each pays for the longest trajectory of the group, while on a
-    CPU vectorizing a handful of chains buys little. On GPU/TPU, and for the
+    (interleaved, :data:`probinfer.run.INTERLEAVE_MIN_CHAINS`) last as long as the chain
+    with the most work, and on a CPU vectorizing a handful of chains buys little
+    (``benchmarks/scale.py``: level with sequential chains on eight schools, 0.30-0.82x
+    on the funnel). On GPU/TPU, and for the
     fixed-cost kernels (RWM, MALA, HMC) everywhere, chains are ``vectorized``. With
     several devices (GPUs, or CPU devices made with
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N``) and a number of chains that
