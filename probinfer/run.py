@@ -47,8 +47,8 @@ CHAIN_METHODS = MEMBER_MAPS
 # transition runs whole. benchmarks/scale.py at bf5fec3 (Intel Xeon): the flat loop beats
 # lock step from 2 chains (eight schools 1.56-2.50x, the funnel 2.10-3.17x); with one
 # chain there is no one to wait for, and the loop's fixed cost per iteration makes it
-# 0.41-0.49x. (Before 826246d, when the loop's per-chain
-# predicate made `vmap` select every chain's carry per iteration, it lost on eight schools.)
+# 0.41-0.49x. (Before 826246d, when the loop's per-chain predicate made `vmap` select
+# every chain's carry per iteration, it lost on eight schools.)
 INTERLEAVE_MIN_CHAINS = 2
 # Rows of a chunk's records buffer, the one shape that bounds the steps of a chunk: fixed,
 # so that any warm-up and draw counts share the compiled program. Per-chunk cost is small
