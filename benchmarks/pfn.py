@@ -1,26 +1,29 @@
-"""A trained PFN against the exact GP posterior predictive it approximates.
+"""A trained PFN against the exact posterior predictive it approximates.
 
 Run::
 
     .venv/bin/python benchmarks/pfn.py [--model DIR] [--datasets 200]
         [--out benchmarks/results]
 
-Writes ``pfn.md``, ``pfn.json`` and ``pfn.png`` to ``--out``.
+Writes ``pfn.md``, ``pfn.json`` and ``pfn.png`` to ``--out``, and ``training_curve.png``
+when the model's folder has the ``training_curve.json`` that ``probinfer pfn train`` writes.
 
 Held-out datasets are drawn from the prior the model was trained on (a GP with fixed
-hyperparameters; its spec is read from the model's ``config.json``), for 1, 2 and 3 input
-features and several numbers of train points, each with 10 test points. For each dataset:
+hyperparameters, or a Student-t process: an NNGP kernel with an inverse-gamma scale; its
+spec is read from the model's ``config.json``), for 1, 2 and 3 input features and several
+numbers of train points, each with 10 test points. For each dataset:
 
-- **exact GP**: the posterior predictive with the true hyperparameters (the best possible
-  NLL, :class:`probinfer.nngp.ScaleMixtureProcess` in float64);
+- **exact**: the posterior predictive with the true hyperparameters (the best possible
+  NLL, :class:`probinfer.nngp.ScaleMixtureProcess` in float64; Student-t in closed form
+  for the scale mixture);
 - **PFN**: one forward pass (:func:`probinfer.amortize.predict`);
 - **MLE-II GP**: RBF lengthscale, variance and noise fitted per dataset by maximising the
   marginal likelihood (Adam on log parameters, 300 steps, vmapped over datasets), the
   practical alternative when the hyperparameters are unknown.
 
 Reported: test negative log predictive density per point (nats), the PFN's gap to the exact
-GP with its standard error over datasets, and the time per dataset of the PFN and the exact
-GP (batched, after compilation).
+predictive with its standard error over datasets, and the time per dataset of the PFN and
+the exact predictive (batched, after compilation).
 """
 
 from __future__ import annotations
@@ -58,20 +61,17 @@ def draw_datasets(prior, key, num_datasets, num_points, num_features):
 
 
 def exact_nll(prior, x, y, num_train):
-    """``(datasets,)`` the exact GP predictive's NLL per test point, mean per dataset."""
+    """``(datasets,)`` the exact predictive's NLL per test point, mean per dataset."""
     return exact_point_nll(prior, x, y, num_train).mean(axis=1)
 
 
 def exact_point_nll(prior, x, y, num_train):
-    """``(datasets, test points)`` the exact GP predictive's NLL of each test target."""
+    """``(datasets, test points)`` the exact posterior predictive's NLL of each test target,
+    in float64: the GP's for a fixed-kernel prior, the closed-form Student-t for an
+    inverse-gamma scale mixture (``prior.exact_process()``)."""
     with jax.enable_x64(True):
         x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
-        process = nngp.ScaleMixtureProcess(
-            nngp.rbf(float(prior.kernel.lengthscale), float(prior.kernel.variance)),
-            None,
-            float(prior.noise),
-            jitter=1e-6,
-        )
+        process = prior.exact_process()
 
         def one(xi, yi):
             posterior = process.condition(xi[:num_train], yi[:num_train])
@@ -678,14 +678,14 @@ def run(model_dir: Path, num_datasets: int) -> dict:
 
 def markdown(result: dict) -> str:
     lines = [
-        "# PFN against the exact GP predictive",
+        "# PFN against the exact posterior predictive",
         "",
         f"Machine: `{json.dumps(result['machine'])}`",
         "",
         f"Model `{result['model']}`; prior `{json.dumps(result['prior'])}`; "
         f"{result['num_datasets']} held-out datasets per row, {NUM_TEST} test points each.",
         "",
-        "| features | train points | exact GP | PFN | MLE-II GP | PFN - exact (± s.e.) |",
+        "| features | train points | exact | PFN | MLE-II RBF GP | PFN - exact (± s.e.) |",
         "|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
@@ -713,7 +713,7 @@ def plot(result: dict, path: Path) -> None:
     for ax, d in zip(axes[0], features, strict=True):
         rows = [r for r in result["rows"] if r["num_features"] == d]
         n = [r["num_train"] for r in rows]
-        for key, label in (("exact_nll", "exact GP"), ("pfn_nll", "PFN"), ("mle_nll", "MLE-II")):
+        for key, label in (("exact_nll", "exact"), ("pfn_nll", "PFN"), ("mle_nll", "MLE-II")):
             ax.plot(n, [r[key] for r in rows], marker="o", label=label)
         # MLE-II overfits two or five points badly; keep the PFN and exact curves readable.
         values = [r[k] for r in rows for k in ("exact_nll", "pfn_nll")]
@@ -726,23 +726,48 @@ def plot(result: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def plot_training_curve(curve: dict, path: Path, window: int = 100) -> None:
+    """The training loss per step (faint) and its running mean over ``window`` steps, from
+    the ``training_curve.json`` that ``probinfer pfn train`` writes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    loss = np.asarray(curve["loss"], np.float64)
+    steps = curve["first_step"] + np.arange(loss.size)
+    smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(steps, loss, color="C0", alpha=0.25, linewidth=0.5, label="per step")
+    ax.plot(steps[window - 1 :], smooth, color="C0", label=f"mean of {window} steps")
+    ax.set_ylim(np.percentile(loss, 0.5) - 0.1, np.percentile(loss[loss.size // 20 :], 99.5))
+    ax.set_xlabel("optimiser step")
+    ax.set_ylabel("training loss (nats per test point)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 HELD_OUT_FEATURES = (1, 2)
 HELD_OUT_DATASETS = 20  # per feature count
 HELD_OUT_TRAIN = 10
 
 
-def held_out_sets(path: Path) -> dict:
+def held_out_sets(path: Path, names: list[str] | None = None) -> dict:
     """Fixed held-out datasets per shipped PFN with the exact predictive's NLL on each, for
     the fast suite's regression test (``tests/test_pfn.py``).
+
+    ``names`` (default: every shipped PFN) are (re)written; the file's other entries are
+    kept as they are.
 
     The exact answer: the GP predictive for a fixed-hyperparameter prior; NUTS over the
     hyperparameters (4 chains x 1,000 warm-up + 2,000 draws, mixture over draws) for a
     hyperprior. The file also records each model's own NLLs when it was written, and the
     mean gap with its standard error, which the test holds the model to.
     """
-    result = {}
+    result = json.loads(path.read_text()) if path.exists() and names else {}
     for entry in amortize.PRETRAINED_MODELS:
-        if entry.kind != "pfn":
+        if entry.kind != "pfn" or (names and entry.name not in names):
             continue
         config = json.loads((entry.folder / "config.json").read_text())
         prior = amortize.prior_from_spec(config["prior"])
@@ -791,6 +816,14 @@ def main() -> None:
         "--held-out", help="write the fast suite's held-out sets to this file and stop"
     )
     parser.add_argument(
+        "--held-out-models", nargs="+", metavar="NAME",
+        help="with --held-out: (re)write only these shipped models' sets, keep the rest",
+    )  # fmt: skip
+    parser.add_argument(
+        "--training-curve",
+        help="the model's training_curve.json (default: the one in --model's folder, if any)",
+    )
+    parser.add_argument(
         "--markdown-only", action="store_true",
         help="with --hyper-model: rewrite pfn_hyper.md from the saved pfn_hyper.json",
     )  # fmt: skip
@@ -808,7 +841,7 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     if args.held_out:
-        held_out_sets(Path(args.held_out))
+        held_out_sets(Path(args.held_out), args.held_out_models)
         return
     if args.hyper_model:
         out = Path(args.out)
@@ -828,6 +861,11 @@ def main() -> None:
     (out / "pfn.json").write_text(json.dumps(result, indent=2))
     (out / "pfn.md").write_text(markdown(result))
     plot(result, out / "pfn.png")
+    curve_path = Path(args.training_curve or Path(args.model) / "training_curve.json")
+    if curve_path.exists():
+        curve = json.loads(curve_path.read_text())
+        (out / "training_curve.json").write_text(json.dumps(curve))
+        plot_training_curve(curve, out / "training_curve.png")
     print(markdown(result))
 
 

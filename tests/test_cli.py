@@ -87,6 +87,7 @@ def test_pfn_train_then_predict(tmp_path, capsys):
     args = ["pfn", "train", "--config", str(tmp_path / "config.json"), "--out", str(folder)]
     assert cli.main([*args, "--quiet"]) == 0
     assert (folder / "model.eqx").exists()
+    assert len(json.loads((folder / "training_curve.json").read_text())["loss"]) == 20
     data = {"x_train": [[0.1, 0.2], [-0.5, 0.3]], "y_train": [0.3, -0.2],
             "x_test": [[0.0, 0.0]], "y_test": [0.1]}  # fmt: skip
     (tmp_path / "data.json").write_text(json.dumps(data))

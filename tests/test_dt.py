@@ -326,6 +326,9 @@ def test_training_learns_and_resumes_exactly(tmp_path) -> None:
     assert json.loads((folder / "config.json").read_text())["step"] == 4
     resumed, rest = amortize.train_dt(task, config, checkpoint_dir=folder, progress=False)
     np.testing.assert_array_equal(rest, losses[4:])
+    curve = json.loads((folder / "training_curve.json").read_text())  # continued on resume
+    assert curve["first_step"] == 0
+    np.testing.assert_array_equal(curve["loss"], losses)
     resumed_leaves = jax.tree.leaves(eqx.filter(resumed, eqx.is_array))
     whole_leaves = jax.tree.leaves(eqx.filter(whole, eqx.is_array))
     for got, want in zip(resumed_leaves, whole_leaves, strict=True):

@@ -461,6 +461,10 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
         shutil.copytree(tmp_path, folder)
     resumed, rest = amortize.train(prior, config, checkpoint_dir=tmp_path, progress=False)
     assert rest.shape == (40,)
+    # The training curve is continued across the resume: every step's loss, once.
+    curve = json.loads((tmp_path / "training_curve.json").read_text())
+    assert curve["first_step"] == 0
+    np.testing.assert_array_equal(curve["loss"], losses)
     for a, b in zip(jax.tree.leaves(eqx.filter(straight, eqx.is_array)),
                     jax.tree.leaves(eqx.filter(resumed, eqx.is_array)), strict=True):  # fmt: skip
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -478,10 +482,17 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
         amortize.predict(resumed, x, np.sin(x[:, 0]), x).mean,
     )
     # A resumed run takes its tails from its checkpoint (fitting them only when it has none).
+    # The first planted run was killed after writing its curve, before its state: the
+    # curve's extra losses are dropped on resume.
+    killed_curve = planted[0] / "training_curve.json"
+    saved_curve = json.loads(killed_curve.read_text())
+    killed_curve.write_text(json.dumps({**saved_curve, "loss": saved_curve["loss"] + [9.0] * 20}))
     for folder, tails in zip(planted, ([[0.1, 0.5], [0.2, 0.7]], None), strict=True):
         saved = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps({**saved, "tails": tails}))
         replanted, _ = amortize.train(prior, config, checkpoint_dir=folder, progress=False)
+        curve = json.loads((folder / "training_curve.json").read_text())
+        np.testing.assert_array_equal(curve["loss"], losses)
         if tails is None:
             assert replanted.bar.tails == straight.bar.tails
         else:

@@ -23,12 +23,14 @@ import probinfer
 from probinfer.amortize._training import (
     MODEL_FILE,
     STATE_FILE,
+    TrainingCurve,
     TrainStep,
     check_training_settings,
     deserialise_model,
     load_leaves,
     make_optimizer,
     read_saved_config,
+    read_training_curve,
     refuse_other_run,
     write_training_files,
 )
@@ -200,11 +202,18 @@ def _initial_state(task: AbstractPosteriorTask, config: DTTrainingConfig) -> DTT
     return DTTrainState(model, opt_state, jax.random.key_data(key_run), jnp.asarray(0, jnp.int32))
 
 
-def _save(folder: Path, state: DTTrainState, config: DTTrainingConfig, task_spec: dict) -> None:
-    """Write the training state, the model alone and the config, each atomically."""
+def _save(
+    folder: Path,
+    state: DTTrainState,
+    config: DTTrainingConfig,
+    task_spec: dict,
+    curve: TrainingCurve,
+) -> None:
+    """Write the training curve, the training state, the model alone and the config, each
+    atomically."""
     settings = {"training": dataclasses.asdict(config), "task": task_spec,
                 "max_sharpness": state.model.max_sharpness}  # fmt: skip
-    write_training_files(folder, state, settings)
+    write_training_files(folder, state, settings, curve)
 
 
 def train_dt(
@@ -220,8 +229,9 @@ def train_dt(
     Args:
         task: the meta-prior and data model (e.g. :class:`LinearGaussianTask`).
         config: the run's settings.
-        checkpoint_dir: folder for checkpoints after every chunk; an existing checkpoint
-            there with the same config and task is resumed.
+        checkpoint_dir: folder for checkpoints after every chunk, with the training
+            curve (``training_curve.json``: the loss of every step, continued on resume);
+            an existing checkpoint there with the same config and task is resumed.
         progress: show a progress bar.
         stop_after: stop after this many total steps (for tests of interruption).
 
@@ -236,15 +246,22 @@ def train_dt(
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
     task_spec = task.spec()
     state = _initial_state(task, config)
-    if folder is not None and (folder / STATE_FILE).exists():
+    resuming = folder is not None and (folder / STATE_FILE).exists()
+    if folder is not None and resuming:
         expected = {"training": dataclasses.asdict(config), "task": task_spec,
                     "library": probinfer.__version__}  # fmt: skip
         refuse_other_run(folder, expected)
         state = load_leaves(folder / STATE_FILE, state)
+    curve = (
+        read_training_curve(folder, int(state.step))
+        if folder is not None and resuming
+        else TrainingCurve(int(state.step), [])
+    )
     end = config.num_steps if stop_after is None else min(stop_after, config.num_steps)
     params, static = eqx.partition(state.model, eqx.is_inexact_array)
 
-    def save(loop_state: tuple, step: int) -> None:
+    def save(loop_state: tuple, step: int, losses: np.ndarray | None) -> None:
+        nonlocal curve
         finite = jax.tree.leaves(jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), loop_state[0]))
         if not all(bool(leaf) for leaf in finite):
             kept = "" if folder is None else f"; the checkpoint in {folder} is the last good one"
@@ -255,7 +272,8 @@ def train_dt(
         if folder is not None:
             model = eqx.combine(loop_state[0], static)
             saved = DTTrainState(model, loop_state[1], state.key, jnp.asarray(step, jnp.int32))
-            _save(folder, saved, config, task_spec)
+            curve = curve.extended(losses)
+            _save(folder, saved, config, task_spec, curve)
 
     with progress_bar(progress, config.num_steps, "DT training") as bar:
         task_arrays, task_structure = eqx.partition(task, eqx.is_array)

@@ -38,6 +38,7 @@ from probinfer.driver import drive, progress_bar
 MODEL_FILE = "model.eqx"
 STATE_FILE = "state.eqx"
 CONFIG_FILE = "config.json"
+CURVE_FILE = "training_curve.json"
 
 
 def check_training_settings(config: Any, counts: dict[str, int]) -> None:
@@ -521,18 +522,61 @@ class TrainStep(NamedTuple):
         return (optax.apply_updates(params, updates), opt_state), loss
 
 
-def write_training_files(folder: Path, state: Any, settings: dict[str, Any]) -> None:
-    """Write a training checkpoint, each file atomically: the state and the model alone
-    (checksummed), then ``config.json`` with ``settings``, the step and the probinfer
-    version (what a resume must match: :func:`refuse_other_run`).
+class TrainingCurve(NamedTuple):
+    """A run's training loss per step, saved beside its checkpoint (``training_curve.json``).
+
+    Attributes:
+        first_step: the step of ``losses[0]`` (0 unless the run was saved before curves
+            were recorded).
+        losses: mean loss of each step's batch (nats per test point or per dataset).
+    """
+
+    first_step: int
+    losses: list[float]
+
+    def extended(self, records: Any) -> TrainingCurve:
+        """The curve with a chunk's per-step losses (the driver's records) appended."""
+        if records is None:
+            return self
+        return TrainingCurve(self.first_step, [*self.losses, *np.asarray(records).tolist()])
+
+
+def read_training_curve(folder: Path, step: int) -> TrainingCurve:
+    """The curve a checkpoint folder holds, cut at its checkpoint's ``step``: the curve is
+    written before the state, so a run killed between the two has a few more losses than
+    steps. Empty from ``step`` when the folder has no curve, or one with a gap before it."""
+    path = folder / CURVE_FILE
+    if not path.exists():
+        return TrainingCurve(step, [])
+    saved = json.loads(path.read_text())
+    first, losses = int(saved["first_step"]), list(saved["loss"])
+    if not first <= step <= first + len(losses):
+        return TrainingCurve(step, [])
+    return TrainingCurve(first, losses[: step - first])
+
+
+def write_training_files(
+    folder: Path, state: Any, settings: dict[str, Any], curve: TrainingCurve | None = None
+) -> None:
+    """Write a training checkpoint, each file atomically: the training curve, the state and
+    the model alone (checksummed), then ``config.json`` with ``settings``, the step and the
+    probinfer version (what a resume must match: :func:`refuse_other_run`).
 
     Args:
         folder: the checkpoint folder (created if needed).
         state: a training state with ``model`` and ``step``.
         settings: the run's JSON-serialisable settings (``training``, ``prior`` or
             ``task``, ...).
+        curve: the losses of the steps so far (:func:`read_training_curve` on resume).
     """
     folder.mkdir(parents=True, exist_ok=True)
+    if curve is not None:
+        curve_text = json.dumps({"first_step": curve.first_step, "loss": curve.losses})
+
+        def write_curve(file: BinaryIO) -> None:
+            file.write(curve_text.encode())
+
+        atomic_write(folder / CURVE_FILE, write_curve)
     save_leaves(folder / STATE_FILE, state)
     save_leaves(folder / MODEL_FILE, state.model)
     payload = {**settings, "step": int(state.step), "library": probinfer.__version__}
@@ -549,14 +593,16 @@ def save_checkpoint(
     config: TrainingConfig,
     prior_spec: dict,
     init_from: str | None = None,
+    curve: TrainingCurve | None = None,
 ) -> None:
-    """Write the training state, the model alone, and the config, each atomically."""
+    """Write the training curve, the training state, the model alone, and the config, each
+    atomically."""
     settings = {"training": dataclasses.asdict(config), "prior": prior_spec,
                 "num_features": state.model.num_features,
                 "tails": saved_tails(state.model.bar)}  # fmt: skip
     if init_from is not None:
         settings["init_from"] = init_from
-    write_training_files(folder, state, settings)
+    write_training_files(folder, state, settings, curve)
 
 
 def train(
@@ -579,8 +625,9 @@ def train(
     Args:
         prior: the dataset prior.
         config: the run's settings.
-        checkpoint_dir: folder for checkpoints after every chunk; an existing checkpoint
-            there with the same config is resumed.
+        checkpoint_dir: folder for checkpoints after every chunk, with the training
+            curve (``training_curve.json``: the loss of every step, continued on resume);
+            an existing checkpoint there with the same config is resumed.
         prior_spec: a JSON description of the prior, saved with the checkpoint (the CLI
             passes its config); checked on resume.
         progress: show a progress bar.
@@ -616,6 +663,11 @@ def train(
         refuse_other_run(folder, expected)
         state = load_leaves(folder / STATE_FILE, state)
         tails = tails_from_config(json.loads((folder / CONFIG_FILE).read_text()).get("tails"))
+    curve = (
+        read_training_curve(folder, int(state.step))
+        if folder is not None and resuming
+        else TrainingCurve(int(state.step), [])
+    )
     # The tails, fitted once per run for its borders (a resumed run keeps its own), travel
     # outside the training state: a compiled step never depends on them.
     if tails is None:
@@ -628,11 +680,13 @@ def train(
     def with_tails(model: PFN) -> PFN:
         return eqx.tree_at(lambda m: m.bar, model, model.bar.with_tails(tails))
 
-    def save(loop_state: tuple, step: int) -> None:
+    def save(loop_state: tuple, step: int, losses: np.ndarray | None) -> None:
+        nonlocal curve
+        curve = curve.extended(losses)
         if folder is not None:
             model = with_tails(eqx.combine(loop_state[0], static))
             saved = TrainState(model, loop_state[1], state.key, jnp.asarray(step, jnp.int32))
-            save_checkpoint(folder, saved, config, prior_spec, origin)
+            save_checkpoint(folder, saved, config, prior_spec, origin, curve)
 
     # The driver's step t uses fold_in(base_key, t): the stream this module always used.
     with progress_bar(progress, config.num_steps, "PFN training") as bar:

@@ -282,6 +282,11 @@ class ScaleMixturePrior(AbstractDatasetPrior):
         """One draw of the process (with noise) at ``x``."""
         return self.process.sample(key, x, 1)[0]
 
+    def exact_process(self) -> ScaleMixtureProcess:
+        """The process, for the exact posterior predictive (closed-form Student-t for an
+        inverse-gamma scale prior)."""
+        return self.process
+
 
 def sample_batch(
     key: PRNGKeyArray,
