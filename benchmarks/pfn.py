@@ -14,8 +14,8 @@ spec is read from the model's ``config.json``), for 1, 2 and 3 input features an
 numbers of train points, each with 10 test points. For each dataset:
 
 - **exact**: the posterior predictive with the true hyperparameters (the best possible
-  NLL, :class:`probinfer.nngp.ScaleMixtureProcess` in float64; Student-t in closed form
-  for the scale mixture);
+  NLL, :class:`probinfer.nngp.ScaleMixtureProcess` in float64: Student-t in closed form
+  for an inverse-gamma scale, by quadrature over the scale for other scale priors);
 - **PFN**: one forward pass (:func:`probinfer.amortize.predict`);
 - **MLE-II GP**: RBF lengthscale, variance and noise fitted per dataset by maximising the
   marginal likelihood (Adam on log parameters, 300 steps, vmapped over datasets), the
@@ -628,6 +628,11 @@ def _display_path(path: Path) -> str:
 def run(model_dir: Path, num_datasets: int) -> dict:
     config = json.loads((model_dir / "config.json").read_text())
     prior = amortize.prior_from_spec(config["prior"])
+    if not hasattr(prior, "exact_process"):
+        raise SystemExit(
+            f"{model_dir}'s prior ({config['prior'].get('type')}) has no closed-form "
+            "predictive: for a GP-hyperprior model use --hyper-model."
+        )
     model = amortize.load(model_dir)
     rows = []
     key = jax.random.key(12345)  # held-out: training used keys derived from its own seed
@@ -735,12 +740,17 @@ def plot_training_curve(curve: dict, path: Path, window: int = 100) -> None:
     import matplotlib.pyplot as plt
 
     loss = np.asarray(curve["loss"], np.float64)
+    if not np.any(np.isfinite(loss)):
+        raise ValueError("the training curve has no finite loss to plot")
     steps = curve["first_step"] + np.arange(loss.size)
+    window = min(window, loss.size)
     smooth = np.convolve(loss, np.ones(window) / window, mode="valid")
     fig, ax = plt.subplots(figsize=(6, 3.8))
     ax.plot(steps, loss, color="C0", alpha=0.25, linewidth=0.5, label="per step")
     ax.plot(steps[window - 1 :], smooth, color="C0", label=f"mean of {window} steps")
-    ax.set_ylim(np.percentile(loss, 0.5) - 0.1, np.percentile(loss[loss.size // 20 :], 99.5))
+    # Clip the first steps' large losses out of the view, so the late ones can be read.
+    late = loss[loss.size // 20 :]
+    ax.set_ylim(np.nanpercentile(loss, 0.5) - 0.1, np.nanpercentile(late, 99.5) + 0.1)
     ax.set_xlabel("optimiser step")
     ax.set_ylabel("training loss (nats per test point)")
     ax.legend()
@@ -760,11 +770,16 @@ def held_out_sets(path: Path, names: list[str] | None = None) -> dict:
     ``names`` (default: every shipped PFN) are (re)written; the file's other entries are
     kept as they are.
 
-    The exact answer: the GP predictive for a fixed-hyperparameter prior; NUTS over the
+    The exact answer: the GP's (or the Student-t process's) closed-form predictive for a
+    prior with fixed hyperparameters; NUTS over the
     hyperparameters (4 chains x 1,000 warm-up + 2,000 draws, mixture over draws) for a
     hyperprior. The file also records each model's own NLLs when it was written, and the
     mean gap with its standard error, which the test holds the model to.
     """
+    shipped = [entry.name for entry in amortize.PRETRAINED_MODELS if entry.kind == "pfn"]
+    unknown = sorted(set(names or ()) - set(shipped))
+    if unknown:
+        raise ValueError(f"no shipped PFN is called {unknown}; the shipped ones are {shipped}")
     result = json.loads(path.read_text()) if path.exists() and names else {}
     for entry in amortize.PRETRAINED_MODELS:
         if entry.kind != "pfn" or (names and entry.name not in names):
@@ -861,7 +876,9 @@ def main() -> None:
     (out / "pfn.json").write_text(json.dumps(result, indent=2))
     (out / "pfn.md").write_text(markdown(result))
     plot(result, out / "pfn.png")
-    curve_path = Path(args.training_curve or Path(args.model) / "training_curve.json")
+    if args.training_curve and not Path(args.training_curve).is_file():
+        raise SystemExit(f"--training-curve {args.training_curve}: no such file")
+    curve_path = Path(args.training_curve or Path(args.model) / amortize.CURVE_FILE)
     if curve_path.exists():
         curve = json.loads(curve_path.read_text())
         (out / "training_curve.json").write_text(json.dumps(curve))

@@ -194,7 +194,6 @@ def _read_json_data(path: str, keys: tuple[str, ...], expected: str) -> dict[str
 
 def _pfn_train(arguments: argparse.Namespace, console: Console) -> int:
     from probinfer import amortize
-    from probinfer.amortize._training import CURVE_FILE
 
     prior_spec, prior, training = _read_training_config(
         arguments.config,
@@ -215,7 +214,7 @@ def _pfn_train(arguments: argparse.Namespace, console: Console) -> int:
     )
     if losses.size:
         console.print(f"final loss (mean of last 100 steps): {losses[-100:].mean():.4f}")
-        console.print(f"training curve in {Path(arguments.out) / CURVE_FILE}")
+        console.print(f"training curve in {Path(arguments.out) / amortize.CURVE_FILE}")
     console.print(f"model in {arguments.out}")
     return 0
 
@@ -303,6 +302,7 @@ def _dt_train(arguments: argparse.Namespace, console: Console) -> int:
     )
     if losses.size:
         console.print(f"final loss (mean of last 100 steps): {losses[-100:].mean():.4f}")
+        console.print(f"training curve in {Path(arguments.out) / amortize.CURVE_FILE}")
     console.print(f"model in {arguments.out}")
     return 0
 

@@ -20,9 +20,11 @@ deterministic, so the test needs no timing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import warnings
+from pathlib import Path
 
 import numpy as np
 import numpyro
@@ -75,8 +77,10 @@ def count_chunks(
         original_replace = os.replace
 
         def replace(source, destination):
-            # `os` is shared by every module: only renames into the checkpoint count.
+            # `os` is shared by every module: only renames into the checkpoint count, and
+            # not a training curve's (written first): the kill is in the state's write.
             into_checkpoint = str(os.path.abspath(destination)).startswith(str(folder))
+            into_checkpoint &= os.path.basename(destination) != "training_curve.json"
             if into_checkpoint and CALLS["chunks"] >= after_chunks:
                 os.kill(os.getpid(), signal.SIGKILL)  # the temporary file is written
             original_replace(source, destination)
@@ -84,31 +88,36 @@ def count_chunks(
         checkpoint.os.replace = replace
 
 
-def _train_pfn(folder: str, out: str) -> None:
-    import equinox as eqx
-    import jax
-
-    from probinfer import amortize, nngp
-
-    prior = amortize.GPPrior(nngp.rbf(0.3), 0.01, num_features=1)
-    config = amortize.TrainingConfig(**SETTINGS["pfn"], seed=3)
-    model, _ = amortize.train(prior, config, checkpoint_dir=folder, progress=False)
-    leaves = jax.tree.leaves(eqx.filter(model, eqx.is_array))
-    np.savez(out, **{f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
-    print(f"chunks={CALLS['chunks']}")
-
-
-def _train_dt(folder: str, out: str) -> None:
+def _save_model_and_curve(model, folder: str, out: str) -> None:
+    """The trained model's arrays and the run's training curve (every step's loss)."""
     import equinox as eqx
     import jax
 
     from probinfer import amortize
 
+    leaves = jax.tree.leaves(eqx.filter(model, eqx.is_array))
+    curve = json.loads((Path(folder) / amortize.CURVE_FILE).read_text())
+    np.savez(out, **{f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)},
+             curve=np.asarray(curve["loss"]), curve_first_step=curve["first_step"])  # fmt: skip
+
+
+def _train_pfn(folder: str, out: str) -> None:
+    from probinfer import amortize, nngp
+
+    prior = amortize.GPPrior(nngp.rbf(0.3), 0.01, num_features=1)
+    config = amortize.TrainingConfig(**SETTINGS["pfn"], seed=3)
+    model, _ = amortize.train(prior, config, checkpoint_dir=folder, progress=False)
+    _save_model_and_curve(model, folder, out)
+    print(f"chunks={CALLS['chunks']}")
+
+
+def _train_dt(folder: str, out: str) -> None:
+    from probinfer import amortize
+
     task = amortize.LinearGaussianTask(1, max_components=2, max_observations=4)
     config = amortize.DTTrainingConfig(**SETTINGS["dt"], seed=3)
     model, _ = amortize.train_dt(task, config, checkpoint_dir=folder, progress=False)
-    leaves = jax.tree.leaves(eqx.filter(model, eqx.is_array))
-    np.savez(out, **{f"leaf_{i}": np.asarray(leaf) for i, leaf in enumerate(leaves)})
+    _save_model_and_curve(model, folder, out)
     print(f"chunks={CALLS['chunks']}")
 
 

@@ -58,16 +58,17 @@ def test_records_do_not_depend_on_the_chunk_size():
 
 def test_chunk_size_is_a_runtime_value_below_the_buffer_rows(count_compilations):
     """Chunks of 7 and of 25 steps in a 32-row buffer: one program, the same records (a
-    host hook between chunks, so that the chunks are really of those sizes; it gets each
-    chunk's own records)."""
+    host hook between chunks, so that the chunks are really of those sizes; the records
+    hook gets each chunk's own records)."""
     ends, chunk_indices = [], []
-
-    def after_chunk(state, end, records):
-        ends.append(end)
-        chunk_indices.append(records["index"])
-
-    seven = run_population(chunk_size=7, chunk_rows=32, after_chunk_fn=after_chunk)
+    seven = run_population(
+        chunk_size=7,
+        chunk_rows=32,
+        after_chunk_fn=lambda state, end: ends.append(end),
+        chunk_records_fn=lambda records: chunk_indices.append(records["index"]),
+    )
     assert ends == [7, 14, 21, 25]
+    assert [len(index) for index in chunk_indices] == [7, 7, 7, 4]
     np.testing.assert_array_equal(np.concatenate(chunk_indices), np.arange(25))
     before = len(count_compilations)
     whole = run_population(chunk_size=25, chunk_rows=32, after_chunk_fn=lambda *_: None)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _stats import check_expectation
-from scipy import integrate
+from scipy import integrate, stats
 
 import probinfer
 from probinfer import amortize, nngp
@@ -191,6 +191,15 @@ def test_priors_draw_shapes_and_gp_covariance():
     for i, j in [(0, 0), (0, 1), (2, 5), (6, 6)]:
         check = check_expectation((ys[:, i] * ys[:, j])[None], cov[i, j], name=f"{i}{j}", iid=True)
         assert check.ok, check
+    # The exact predictive the benchmarks use describes these draws: `exact_process()`'s
+    # marginal likelihood (float64) is the normal density with the draws' covariance,
+    # K + noise plus the 1e-6 jitter both add.
+    with jax.enable_x64(True):
+        x64 = np.asarray(x_fixed, np.float64)
+        log_marginal = float(prior.exact_process().log_marginal_likelihood(x64, ys[0]))
+        jittered = np.asarray(kernel(x64), np.float64) + (float(prior.noise) + 1e-6) * np.eye(7)
+    expected = stats.multivariate_normal(np.zeros(7), jittered).logpdf(ys[0])
+    np.testing.assert_allclose(log_marginal, expected, rtol=1e-9)
     for prior in (
         amortize.GPHyperPrior("matern52", num_features=2),
         amortize.BayesianLinearRegressionPrior(num_features=2),
@@ -462,7 +471,7 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
     resumed, rest = amortize.train(prior, config, checkpoint_dir=tmp_path, progress=False)
     assert rest.shape == (40,)
     # The training curve is continued across the resume: every step's loss, once.
-    curve = json.loads((tmp_path / "training_curve.json").read_text())
+    curve = json.loads((tmp_path / amortize.CURVE_FILE).read_text())
     assert curve["first_step"] == 0
     np.testing.assert_array_equal(curve["loss"], losses)
     for a, b in zip(jax.tree.leaves(eqx.filter(straight, eqx.is_array)),
@@ -483,16 +492,21 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
     )
     # A resumed run takes its tails from its checkpoint (fitting them only when it has none).
     # The first planted run was killed after writing its curve, before its state: the
-    # curve's extra losses are dropped on resume.
-    killed_curve = planted[0] / "training_curve.json"
+    # curve's extra losses are dropped on resume. The second predates curves: its curve
+    # starts where it resumes.
+    killed_curve = planted[0] / amortize.CURVE_FILE
     saved_curve = json.loads(killed_curve.read_text())
     killed_curve.write_text(json.dumps({**saved_curve, "loss": saved_curve["loss"] + [9.0] * 20}))
-    for folder, tails in zip(planted, ([[0.1, 0.5], [0.2, 0.7]], None), strict=True):
+    (planted[1] / amortize.CURVE_FILE).unlink()
+    for folder, tails, first_step in zip(
+        planted, ([[0.1, 0.5], [0.2, 0.7]], None), (0, 60), strict=True
+    ):
         saved = json.loads((folder / "config.json").read_text())
         (folder / "config.json").write_text(json.dumps({**saved, "tails": tails}))
         replanted, _ = amortize.train(prior, config, checkpoint_dir=folder, progress=False)
-        curve = json.loads((folder / "training_curve.json").read_text())
-        np.testing.assert_array_equal(curve["loss"], losses)
+        curve = json.loads((folder / amortize.CURVE_FILE).read_text())
+        assert curve["first_step"] == first_step
+        np.testing.assert_array_equal(curve["loss"], losses[first_step:])
         if tails is None:
             assert replanted.bar.tails == straight.bar.tails
         else:

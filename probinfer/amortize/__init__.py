@@ -27,13 +27,16 @@ from probinfer.amortize._dt_training import (
 )
 from probinfer.amortize._predict import PFNPredictive, load, predict, prior_from_spec
 from probinfer.amortize._training import (
+    CURVE_FILE,
     TrainingConfig,
+    TrainingCurve,
     TrainState,
     batch_loss,
     build_model,
     fit_tails,
     initial_state,
     make_optimizer,
+    read_training_curve,
     save_checkpoint,
     save_fitted_tails,
     train,
@@ -171,6 +174,9 @@ __all__ = [
     "PFNPredictive",
     "ScaleMixturePrior",
     "TrainState",
+    "TrainingCurve",
+    "CURVE_FILE",
+    "read_training_curve",
     "TrainingConfig",
     "TransformerLayer",
     "attention_mask",

@@ -260,8 +260,11 @@ def train_dt(
     end = config.num_steps if stop_after is None else min(stop_after, config.num_steps)
     params, static = eqx.partition(state.model, eqx.is_inexact_array)
 
-    def save(loop_state: tuple, step: int, losses: np.ndarray | None) -> None:
+    def record(losses: np.ndarray) -> None:
         nonlocal curve
+        curve = curve.extended(losses)
+
+    def save(loop_state: tuple, step: int) -> None:
         finite = jax.tree.leaves(jax.tree.map(lambda x: jnp.all(jnp.isfinite(x)), loop_state[0]))
         if not all(bool(leaf) for leaf in finite):
             kept = "" if folder is None else f"; the checkpoint in {folder} is the last good one"
@@ -272,7 +275,6 @@ def train_dt(
         if folder is not None:
             model = eqx.combine(loop_state[0], static)
             saved = DTTrainState(model, loop_state[1], state.key, jnp.asarray(step, jnp.int32))
-            curve = curve.extended(losses)
             _save(folder, saved, config, task_spec, curve)
 
     with progress_bar(progress, config.num_steps, "DT training") as bar:
@@ -295,6 +297,7 @@ def train_dt(
             progress=bar,
             progress_fn=lambda losses: {"loss": float(losses.mean())},
             after_chunk_fn=save,
+            chunk_records_fn=record,
             description="DT training",
         )
     return eqx.combine(result.state[0], static), result.records

@@ -523,36 +523,44 @@ class TrainStep(NamedTuple):
 
 
 class TrainingCurve(NamedTuple):
-    """A run's training loss per step, saved beside its checkpoint (``training_curve.json``).
+    """A run's training loss per step, saved beside its checkpoint (``training_curve.json``,
+    ``{"first_step": ..., "loss": [...]}``).
 
     Attributes:
-        first_step: the step of ``losses[0]`` (0 unless the run was saved before curves
-            were recorded).
-        losses: mean loss of each step's batch (nats per test point or per dataset).
+        first_step: the step of ``loss[0]`` (0 unless the run's folder predates curves).
+        loss: mean loss of each step's batch (the training objective's units).
     """
 
     first_step: int
-    losses: list[float]
+    loss: list[float]
 
-    def extended(self, records: Any) -> TrainingCurve:
+    def extended(self, records: np.ndarray) -> TrainingCurve:
         """The curve with a chunk's per-step losses (the driver's records) appended."""
-        if records is None:
-            return self
-        return TrainingCurve(self.first_step, [*self.losses, *np.asarray(records).tolist()])
+        return TrainingCurve(self.first_step, [*self.loss, *np.asarray(records).tolist()])
 
 
 def read_training_curve(folder: Path, step: int) -> TrainingCurve:
-    """The curve a checkpoint folder holds, cut at its checkpoint's ``step``: the curve is
-    written before the state, so a run killed between the two has a few more losses than
-    steps. Empty from ``step`` when the folder has no curve, or one with a gap before it."""
+    """The training curve in a checkpoint folder, up to its checkpoint's step.
+
+    The curve is written before the state, so a run killed between the two has more
+    losses than steps: those are dropped.
+
+    Args:
+        folder: the checkpoint folder.
+        step: the checkpoint's step.
+
+    Returns:
+        The curve's steps before ``step``; an empty curve from ``step`` when the folder has
+        none (it predates curves) or one that does not reach ``step``.
+    """
     path = folder / CURVE_FILE
     if not path.exists():
         return TrainingCurve(step, [])
     saved = json.loads(path.read_text())
-    first, losses = int(saved["first_step"]), list(saved["loss"])
-    if not first <= step <= first + len(losses):
+    first, loss = int(saved["first_step"]), list(saved["loss"])
+    if not first <= step <= first + len(loss):
         return TrainingCurve(step, [])
-    return TrainingCurve(first, losses[: step - first])
+    return TrainingCurve(first, loss[: step - first])
 
 
 def write_training_files(
@@ -571,7 +579,7 @@ def write_training_files(
     """
     folder.mkdir(parents=True, exist_ok=True)
     if curve is not None:
-        curve_text = json.dumps({"first_step": curve.first_step, "loss": curve.losses})
+        curve_text = json.dumps({"first_step": curve.first_step, "loss": curve.loss})
 
         def write_curve(file: BinaryIO) -> None:
             file.write(curve_text.encode())
@@ -680,9 +688,11 @@ def train(
     def with_tails(model: PFN) -> PFN:
         return eqx.tree_at(lambda m: m.bar, model, model.bar.with_tails(tails))
 
-    def save(loop_state: tuple, step: int, losses: np.ndarray | None) -> None:
+    def record(losses: np.ndarray) -> None:
         nonlocal curve
         curve = curve.extended(losses)
+
+    def save(loop_state: tuple, step: int) -> None:
         if folder is not None:
             model = with_tails(eqx.combine(loop_state[0], static))
             saved = TrainState(model, loop_state[1], state.key, jnp.asarray(step, jnp.int32))
@@ -709,6 +719,7 @@ def train(
             progress=bar,
             progress_fn=lambda losses: {"loss": float(losses.mean())},
             after_chunk_fn=save,
+            chunk_records_fn=record,
             description="PFN training",
         )
     return with_tails(eqx.combine(result.state[0], static)), result.records

@@ -701,7 +701,8 @@ def drive(
     combine_fn: Callable[[PyTree, PyTree], PyTree] | None = None,
     progress: ProgressReporter | None = None,
     progress_fn: Callable[[PyTree], dict[str, Any]] | None = None,
-    after_chunk_fn: Callable[[PyTree, int, PyTree | None], None] | None = None,
+    after_chunk_fn: Callable[[PyTree, int], None] | None = None,
+    chunk_records_fn: Callable[[PyTree], None] | None = None,
     first_step: int = 0,
     description: str = "run",
     checkpoint: str | Path | None = None,
@@ -749,9 +750,11 @@ def drive(
             group's last record. It keys the compiled program, like ``step_fn``.
         progress: a shared progress bar, or None.
         progress_fn: ``records of a chunk (host) -> {field: value}`` shown on the bar.
-        after_chunk_fn: ``(state, steps done, records of the chunk (host) or None) ->
-            None``, called on the host after every chunk (e.g. to save a model and its
-            training curve in a format of the caller's own).
+        after_chunk_fn: ``(state, steps done) -> None``, called on the host after every
+            chunk (e.g. to save a model in a format of the caller's own).
+        chunk_records_fn: ``records of a chunk (host) -> None``, called on the host with
+            every chunk's records (of the steps it ran) before ``after_chunk_fn`` (e.g. to
+            keep a training curve saved with the model).
         first_step: the index of the first step, for a loop resumed from a checkpoint of
             the caller's own (``num_steps`` or ``max_steps`` count from 0, not from here).
         description: the bar's label for this drive.
@@ -921,6 +924,7 @@ def drive(
         and progress is None
         and folder is None
         and after_chunk_fn is None
+        and chunk_records_fn is None
         and jax.process_count() == 1
     ):
         # Nothing on the host reads a chunk before the end and every chunk's end is known:
@@ -989,8 +993,10 @@ def drive(
                     DriveProgress(host_state, chunk_end, seconds + elapsed),
                     chunk,
                 )
+            if chunk_records_fn is not None and records is not None:
+                chunk_records_fn(records)
             if after_chunk_fn is not None:
-                after_chunk_fn(chunk_state, chunk_end, records)
+                after_chunk_fn(chunk_state, chunk_end)
             if progress is not None:
                 fields = None if progress_fn is None or records is None else progress_fn(records)
                 progress.update(
