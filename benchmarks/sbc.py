@@ -42,12 +42,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sbc_power import load_harness  # noqa: E402
+from _tests_import import load_test_module  # noqa: E402
 
 from probinfer.bench import machine_description  # noqa: E402
 from probinfer.diagnostics import SBCResult, rank_ecdf_test  # noqa: E402
 
-_sbc = load_harness()
+_sbc = load_test_module("_sbc")  # the test suite's SBC harness
 
 
 def main() -> None:

@@ -57,6 +57,14 @@ PRETRAINED_MODELS = (
         "noise; 1-3 inputs in [-1, 1]; up to 50 train points",
     ),
     PretrainedModel(
+        "student-t",
+        "pfn",
+        PRETRAINED_FOLDER / "student_t_process",
+        "Student-t process regression (heavy-tailed functions): ReLU NNGP kernel with 2 "
+        "hidden layers, inverse-gamma(2, 2) output scale, relative noise 0.05; 1-3 inputs "
+        "in [-1, 1]; up to 50 train points",
+    ),
+    PretrainedModel(
         "dt-2d",
         "dt",
         PRETRAINED_FOLDER / "dt_linear_gaussian_2d",

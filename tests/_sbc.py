@@ -205,7 +205,7 @@ def passes(result: SBCResult) -> bool:
 
 # --- PFN calibration: probability integral transforms on prior datasets ---
 
-PFN_MODELS = ("gp_rbf", "gp_hyper", "gp_scale_free")
+PFN_MODELS = ("gp_rbf", "gp_hyper", "gp_scale_free", "student_t_process")
 PFN_CONTROLS = ("correct", "wrong prior", "narrow predictive")
 """``"wrong prior"``: datasets from another prior (:func:`_wrong_prior_spec`);
 ``"narrow predictive"``: the PFN's predictive squeezed 2x about its median (4x too small a
@@ -220,9 +220,13 @@ PFN_TRAIN_SIZES = (10, 30)
 
 def _wrong_prior_spec(spec: dict, scale_free: bool) -> dict:
     """The training prior with its output scale 4x in variance (2x in amplitude), or for
-    a scale-free model (which standardises the targets away) its lengthscales 4x shorter."""
+    a scale-free model (which standardises the targets away) its lengthscales 4x shorter,
+    or for a Student-t process (whose scale the model infers from the data) its relative
+    noise 4x larger."""
     spec = dict(spec)
-    if scale_free:
+    if spec["type"] == "student_t":
+        spec["noise"] = 4.0 * spec["noise"]
+    elif scale_free:
         low, width = spec["log_lengthscale"]
         spec["log_lengthscale"] = [low - float(np.log(4.0)), width]
     elif spec["type"] == "gp":

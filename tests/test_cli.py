@@ -211,7 +211,7 @@ def test_shipped_models_by_short_name(tmp_path, capsys):
     of the other family or an unknown one is a one-line error naming the way out."""
     assert cli.main(["pfn", "list"]) == 0
     listed = capsys.readouterr().out
-    assert all(name in listed for name in ("gp-scale-free", "gp-rbf", "gp-hyper"))
+    assert all(name in listed for name in ("gp-scale-free", "gp-rbf", "gp-hyper", "student-t"))
     assert "dt-2d" not in listed
     assert cli.main(["dt", "list"]) == 0
     listed = capsys.readouterr().out

@@ -100,6 +100,8 @@ PRETRAINED_GP = pretrained_model("gp-rbf").folder
 """The shipped GP-prior PFN (see ``pretrained/gp_rbf/README.md`` for how it was trained)."""
 PRETRAINED_GP_HYPER = pretrained_model("gp-hyper").folder
 """The shipped PFN for a GP with log-normal hyperpriors (``pretrained/gp_hyper/README.md``)."""
+PRETRAINED_STUDENT_T = pretrained_model("student-t").folder
+"""The shipped Student-t process PFN (``pretrained/student_t_process/README.md``)."""
 
 PRETRAINED_DT_2D = pretrained_model("dt-2d").folder
 """The shipped 2-d distribution transformer (``pretrained/dt_linear_gaussian_2d/README.md``)."""
@@ -158,6 +160,7 @@ __all__ = [
     "PRETRAINED_GP",
     "PRETRAINED_GP_HYPER",
     "PRETRAINED_GP_SCALE_FREE",
+    "PRETRAINED_STUDENT_T",
     "PRETRAINED_MODELS",
     "PretrainedModel",
     "pretrained_model",
