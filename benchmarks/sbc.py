@@ -139,7 +139,10 @@ def pfn(options: argparse.Namespace) -> None:
     figure, axes = plt.subplots(
         len(_sbc.PFN_MODELS) * len(_sbc.PFN_TRAIN_SIZES),
         len(_sbc.PFN_CONTROLS),
-        figsize=(3.2 * len(_sbc.PFN_CONTROLS), 2.3 * 6),
+        figsize=(
+            3.6 * len(_sbc.PFN_CONTROLS),
+            2.3 * len(_sbc.PFN_MODELS) * len(_sbc.PFN_TRAIN_SIZES),
+        ),
         squeeze=False,
     )
     row_index = 0

@@ -64,8 +64,9 @@ def test_nngp_classifier_is_calibrated_and_its_control_is_not(method, control):
 @pytest.mark.parametrize("name", PFN_MODELS)
 def test_pfn_predictive_is_calibrated_and_its_controls_are_not(name, num_train, control):
     """PITs of the shipped PFNs on 1,000 prior datasets are uniform; a predictive squeezed
-    2x is caught for every model, data from a 4x-variance prior for the models that are
-    not scale-free (a scale-free model adapts to it: ``PFN_CONTROLS``)."""
+    2x is caught for every model, data from a 4x-variance prior for the GP models that are
+    not scale-free, data with 4x the relative noise for the Student-t process model (a
+    scale-free model adapts to its control: ``PFN_CONTROLS``)."""
     p_value = rank_ecdf_test(pfn_pit_ranks(name, control, num_train), NUM_RANKED)
     if control == "wrong prior" and name == "gp_scale_free":
         pytest.skip(f"reported, not asserted (p = {p_value:.2g}): see PFN_CONTROLS")

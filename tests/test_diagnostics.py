@@ -11,8 +11,10 @@ import arviz as az
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 import probinfer as pi
+from probinfer import diagnostics
 from probinfer.diagnostics import SamplingWarning, check_run, convergence
 
 CHAINS, DRAWS = 4, 500
@@ -224,6 +226,25 @@ def test_convergence_equals_arviz_for_every_component():
     for field, method in (("ess_bulk", "bulk"), ("ess_tail", "tail")):
         expected = az.ess(dataset, method=method)["a"].values
         np.testing.assert_allclose(getattr(convergence({"a": one_chain}), field), expected)
+
+
+def test_average_ranks_equal_scipys():
+    """The rank normalisation's ranks are SciPy's average ranks: ties (rounded draws, -0.0
+    and 0.0, infinities), a constant column, and NaN (the whole column NaN)."""
+    rng = np.random.default_rng(1)
+    columns = np.stack(
+        [
+            rng.normal(size=400),
+            np.round(rng.normal(size=400)),
+            np.where(rng.uniform(size=400) < 0.5, -0.0, 0.0),
+            np.where(rng.uniform(size=400) < 0.1, np.inf, rng.normal(size=400)),
+            np.full(400, 2.5),
+            np.where(rng.uniform(size=400) < 0.02, np.nan, rng.normal(size=400)),
+        ],
+        axis=1,
+    )
+    expected = scipy.stats.rankdata(columns, axis=0, method="average")
+    np.testing.assert_array_equal(diagnostics._average_ranks(columns), expected)
 
 
 def test_convergence_blocks_span_sites_and_keep_each_result(monkeypatch):

@@ -539,7 +539,7 @@ class TrainingCurve(NamedTuple):
         return TrainingCurve(self.first_step, [*self.loss, *np.asarray(records).tolist()])
 
 
-def read_training_curve(folder: Path, step: int) -> TrainingCurve:
+def read_training_curve(folder: str | Path, step: int) -> TrainingCurve:
     """The training curve in a checkpoint folder, up to its checkpoint's step.
 
     The curve is written before the state, so a run killed between the two has more
@@ -552,12 +552,20 @@ def read_training_curve(folder: Path, step: int) -> TrainingCurve:
     Returns:
         The curve's steps before ``step``; an empty curve from ``step`` when the folder has
         none (it predates curves) or one that does not reach ``step``.
+
+    Raises:
+        ValueError: if the curve file is not one that training wrote.
     """
-    path = folder / CURVE_FILE
+    path = Path(folder) / CURVE_FILE
     if not path.exists():
         return TrainingCurve(step, [])
-    saved = json.loads(path.read_text())
-    first, loss = int(saved["first_step"]), list(saved["loss"])
+    try:
+        saved = json.loads(path.read_text())
+        first, loss = int(saved["first_step"]), list(saved["loss"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(
+            f"{path} is not a training curve ({error!r}); delete it to start the curve afresh."
+        ) from None
     if not first <= step <= first + len(loss):
         return TrainingCurve(step, [])
     return TrainingCurve(first, loss[: step - first])
@@ -579,6 +587,7 @@ def write_training_files(
     """
     folder.mkdir(parents=True, exist_ok=True)
     if curve is not None:
+        # Rewritten whole: a few hundred kB for 10^4 steps, small beside the state.
         curve_text = json.dumps({"first_step": curve.first_step, "loss": curve.loss})
 
         def write_curve(file: BinaryIO) -> None:
