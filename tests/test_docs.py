@@ -103,17 +103,22 @@ def test_nngp_guide_examples_run():
 
 @pytest.mark.slow  # the site build (tests/test_docs_site.py) runs them at full size
 def test_pfn_guide_examples_run(tmp_path, monkeypatch):
-    """Both python blocks of docs/pfn.md run (the pretrained model ships with the package)."""
+    """Every python block of docs/pfn.md runs (the pretrained models ship with the
+    package): the scale-free model, the Student-t process model beside its exact
+    predictive, the list of shipped models and a tiny training run."""
     monkeypatch.chdir(tmp_path)
     blocks = python_blocks("pfn.md")
-    assert len(blocks) == 2
+    assert len(blocks) == 4
     namespace: dict = {}
     for block in blocks:
         exec(
             compile(block.replace("num_steps=200", "num_steps=20"), "docs/pfn.md", "exec"),
             namespace,
         )
-    assert namespace["predictive"].mean.shape == (2,)
+    assert namespace["predictive"].mean.shape == (200,)
+    pfn, exact = namespace["pfn"], namespace["student_t"]
+    np.testing.assert_allclose(pfn.mean, exact.mean, atol=0.1)
+    np.testing.assert_allclose(pfn.stddev, exact.stddev, rtol=0.1)
     assert namespace["losses"].shape == (20,)
 
 
