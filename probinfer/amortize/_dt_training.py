@@ -30,8 +30,8 @@ from probinfer.amortize._training import (
     load_leaves,
     make_optimizer,
     read_saved_config,
-    read_training_curve,
     refuse_other_run,
+    starting_curve,
     write_training_files,
 )
 from probinfer.amortize.distribution_transformer import DistributionTransformer, data_sharpness
@@ -246,17 +246,12 @@ def train_dt(
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
     task_spec = task.spec()
     state = _initial_state(task, config)
-    resuming = folder is not None and (folder / STATE_FILE).exists()
-    if folder is not None and resuming:
+    if folder is not None and (folder / STATE_FILE).exists():
         expected = {"training": dataclasses.asdict(config), "task": task_spec,
                     "library": probinfer.__version__}  # fmt: skip
         refuse_other_run(folder, expected)
         state = load_leaves(folder / STATE_FILE, state)
-    curve = (
-        read_training_curve(folder, int(state.step))
-        if folder is not None and resuming
-        else TrainingCurve(int(state.step), [])
-    )
+    curve = starting_curve(folder, int(state.step))
     end = config.num_steps if stop_after is None else min(stop_after, config.num_steps)
     params, static = eqx.partition(state.model, eqx.is_inexact_array)
 

@@ -571,6 +571,14 @@ def read_training_curve(folder: str | Path, step: int) -> TrainingCurve:
     return TrainingCurve(first, loss[: step - first])
 
 
+def starting_curve(folder: Path | None, step: int) -> TrainingCurve:
+    """The curve a training call continues: its checkpoint's (:func:`read_training_curve`)
+    when it resumes one, else an empty curve from ``step``."""
+    if folder is not None and (folder / STATE_FILE).exists():
+        return read_training_curve(folder, step)
+    return TrainingCurve(step, [])
+
+
 def write_training_files(
     folder: Path, state: Any, settings: dict[str, Any], curve: TrainingCurve | None = None
 ) -> None:
@@ -680,11 +688,7 @@ def train(
         refuse_other_run(folder, expected)
         state = load_leaves(folder / STATE_FILE, state)
         tails = tails_from_config(json.loads((folder / CONFIG_FILE).read_text()).get("tails"))
-    curve = (
-        read_training_curve(folder, int(state.step))
-        if folder is not None and resuming
-        else TrainingCurve(int(state.step), [])
-    )
+    curve = starting_curve(folder, int(state.step))
     # The tails, fitted once per run for its borders (a resumed run keeps its own), travel
     # outside the training state: a compiled step never depends on them.
     if tails is None:
