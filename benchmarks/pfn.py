@@ -632,7 +632,8 @@ def run(model_dir: Path, num_datasets: int) -> dict:
     if not hasattr(prior, "exact_process"):
         raise SystemExit(
             f"{model_dir}'s prior ({config['prior'].get('type')}) has no closed-form "
-            "predictive to compare with (a GP-hyperprior model: use --hyper-model)."
+            "predictive to compare with (a GP-hyperprior model: use --hyper-model; a "
+            "classifier: benchmarks/pfn_classifier.py)."
         )
     model = amortize.load(model_dir)
     rows = []
@@ -777,8 +778,10 @@ def held_out_sets(path: Path, names: list[str] | None = None) -> dict:
     The exact answer: the GP's (or the Student-t process's) closed-form predictive for a
     prior with fixed hyperparameters; NUTS over the
     hyperparameters (4 chains x 1,000 warm-up + 2,000 draws, mixture over draws) for a
-    hyperprior. The file also records each model's own NLLs when it was written, and the
-    mean gap with its standard error, which the test holds the model to.
+    hyperprior; for the classifier, NUTS on the latent process
+    (:func:`benchmarks.pfn_classifier.mcmc_probabilities`). The file also records each
+    model's own NLLs when it was written, and the mean gap with its standard error, which
+    the test holds the model to.
     """
     shipped = [entry.name for entry in amortize.PRETRAINED_MODELS if entry.kind == "pfn"]
     unknown = sorted(set(names or ()) - set(shipped))
@@ -797,7 +800,21 @@ def held_out_sets(path: Path, names: list[str] | None = None) -> dict:
             x, y = draw_datasets(prior, key, HELD_OUT_DATASETS, HELD_OUT_TRAIN + NUM_TEST,
                                  num_features)  # fmt: skip
             x, y = np.asarray(x, np.float64)[..., :num_features], np.asarray(y, np.float64)
-            if isinstance(prior, amortize.GPHyperPrior):
+            padded = np.pad(x, ((0, 0), (0, 0), (0, prior.num_features - num_features)))
+            if isinstance(prior, amortize.GPClassificationPrior):
+                # NUTS on the latent process per dataset (its kernel sees the padded inputs).
+                from benchmarks.pfn_classifier import class_nll, mcmc_probabilities
+
+                labels, n = np.rint(y).astype(int), HELD_OUT_TRAIN
+                reference = []
+                for index, (xi, li) in enumerate(zip(padded, labels, strict=True)):
+                    probabilities, mixed = mcmc_probabilities(
+                        prior, xi[:n], li[:n], xi[n:], key=jax.random.fold_in(key, index)
+                    )
+                    if not mixed:
+                        raise SystemExit(f"{entry.name}: the MCMC reference did not mix")
+                    reference.append(class_nll(probabilities, li[n:]))
+            elif isinstance(prior, amortize.GPHyperPrior):
                 # A long NUTS run per dataset, for the model's own target.
                 reference = [
                     float(nuts_nll(prior, xi, yi, HELD_OUT_TRAIN, 0, scale_free=model.scale_free,
@@ -805,7 +822,6 @@ def held_out_sets(path: Path, names: list[str] | None = None) -> dict:
                     for xi, yi in zip(x, y, strict=True)
                 ]  # fmt: skip
             else:
-                padded = np.pad(x, ((0, 0), (0, 0), (0, prior.num_features - num_features)))
                 reference = exact_nll(prior, padded, y, HELD_OUT_TRAIN).tolist()
             pfn = [pfn_nll(model, xi, yi, HELD_OUT_TRAIN) for xi, yi in zip(x, y, strict=True)]
             groups.append({"num_features": num_features, "x": x.tolist(), "y": y.tolist(),

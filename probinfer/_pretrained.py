@@ -65,6 +65,14 @@ PRETRAINED_MODELS = (
         "in [-1, 1]; up to 50 train points",
     ),
     PretrainedModel(
+        "gp-classifier",
+        "pfn",
+        PRETRAINED_FOLDER / "gp_classifier",
+        "binary GP classification (labels 0/1, logistic link): latent ReLU NNGP kernel with 2 "
+        "hidden layers, inverse-gamma(2, 2) scale; 1-3 inputs in [-1, 1]; up to 50 train "
+        "points",
+    ),
+    PretrainedModel(
         "dt-2d",
         "dt",
         PRETRAINED_FOLDER / "dt_linear_gaussian_2d",

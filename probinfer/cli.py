@@ -16,12 +16,15 @@ import textwrap
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from probinfer._pretrained import PRETRAINED_MODELS, Kind, model_folder
+
+if TYPE_CHECKING:
+    from probinfer.amortize import PFNClassPredictive
 
 
 def _bench(arguments: argparse.Namespace, console: Console) -> int:
@@ -249,6 +252,8 @@ def _pfn_predict(arguments: argparse.Namespace, console: Console) -> int:
         model, np.asarray(data["x_train"]), np.asarray(data["y_train"]),
         np.asarray(data["x_test"]),
     )  # fmt: skip
+    if isinstance(predictive, amortize.PFNClassPredictive):
+        return _write_class_prediction(predictive, data, arguments, console)
     stddev = np.asarray(predictive.stddev)
     result = {
         "mean": predictive.mean.tolist(),
@@ -277,6 +282,29 @@ def _pfn_predict(arguments: argparse.Namespace, console: Console) -> int:
         log_prob = predictive.log_prob(y_test)
         result["log_prob"] = log_prob.tolist()
         console.print(f"mean test log density: {float(log_prob.mean()):.4f}")
+    text = json.dumps(result, indent=2)
+    if arguments.out:
+        Path(arguments.out).write_text(text)
+        console.print(f"wrote {arguments.out}")
+    else:
+        console.print(text, markup=False, soft_wrap=True)
+    return 0
+
+
+def _write_class_prediction(
+    predictive: PFNClassPredictive, data: dict, arguments: argparse.Namespace, console: Console
+) -> int:
+    """``pfn predict``'s output for a classifier: class probabilities per test point."""
+    import numpy as np
+
+    result: dict[str, Any] = {
+        "probabilities": predictive.probabilities.tolist(),
+        "predicted_class": predictive.predicted_class.tolist(),
+    }
+    if "y_test" in data:
+        log_prob = predictive.log_prob(np.asarray(data["y_test"]))
+        result["log_prob"] = log_prob.tolist()
+        console.print(f"mean test log probability: {float(log_prob.mean()):.4f}")
     text = json.dumps(result, indent=2)
     if arguments.out:
         Path(arguments.out).write_text(text)
@@ -434,9 +462,11 @@ _HELP: dict[str, tuple[str, str]] = {
         '"num_features": 1},\n   "training": {"num_steps": 2000}}',
     ),
     "pfn predict": (
-        "The posterior predictive of a regression dataset in one forward pass of a "
-        "trained PFN: mean, standard deviation and quantiles per test input (and the log "
-        "density of y_test if given), as JSON.",
+        "The posterior predictive of a dataset in one forward pass of a trained PFN, as "
+        "JSON: for regression, mean, standard deviation and quantiles per test input (and "
+        "the log density of y_test if given); for a classifier (--model gp-classifier, "
+        "y_train holding labels 0, 1), the class probabilities and the most probable class "
+        "(and the log probability of y_test's labels).",
         "example:\n  probinfer pfn predict --data data.json --model gp-rbf\n\ndata.json:\n"
         '  {"x_train": [[0.1], [0.5], [-0.3], [0.8], [-0.6]],\n'
         '   "y_train": [0.3, -0.2, 0.5, -0.4, 0.1], "x_test": [[0.3]]}',

@@ -21,6 +21,7 @@ often the test passes the correct model and fails the controls
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable
 from fractions import Fraction
@@ -290,6 +291,58 @@ def pfn_pit_ranks(
                 target = median + 2.0 * (target - median)
             pit[i] = float(predictive.cdf(target)[0])
     return np.minimum(np.floor(pit * (NUM_RANKED + 1)), NUM_RANKED).astype(int)
+
+
+PFN_CLASSIFIER_CONTROLS = ("correct", "overconfident", "underconfident")
+"""``"overconfident"`` / ``"underconfident"``: the classifier PFN's logits doubled /
+halved (its probabilities pushed towards 0 and 1 / towards 1/2)."""
+PFN_CLASSIFIER_DATASETS = 2000
+
+
+def pfn_classifier_calibration(
+    control: str, num_train: int, num_datasets: int = PFN_CLASSIFIER_DATASETS, seed: int = 0
+) -> tuple[float, float]:
+    """Spiegelhalter's test of the shipped classifier PFN (``gp-classifier``) on one
+    held-out label per dataset from its training prior (3 input features).
+
+    For predicted probabilities ``p_i`` of class 1 and labels ``y_i``, ``z = sum (y_i -
+    p_i)(1 - 2 p_i) / sqrt(sum (1 - 2 p_i)^2 p_i (1 - p_i))`` is standard normal when the
+    ``p_i`` are the labels' true probabilities (independent datasets); a predictive too
+    sharp or too flat moves it far off zero, where a plain mean of ``y - p`` would not.
+
+    Args:
+        control: one of ``PFN_CLASSIFIER_CONTROLS``.
+        num_train: train points per dataset.
+        num_datasets: datasets (one held-out label each).
+        seed: seeds the datasets.
+
+    Returns:
+        ``(z, two-sided p-value)``.
+    """
+    import jax
+
+    from probinfer import amortize
+
+    if control not in PFN_CLASSIFIER_CONTROLS:
+        raise ValueError(f"`control` must be one of {PFN_CLASSIFIER_CONTROLS}; got {control!r}.")
+    folder = amortize.PRETRAINED_GP_CLASSIFIER
+    model = amortize.load(folder)
+    spec = json.loads((folder / "config.json").read_text())["prior"]
+    prior = amortize.prior_from_spec(spec)
+    keys = jax.random.split(jax.random.key(seed), num_datasets)
+    x, y = jax.vmap(lambda key: prior.sample(key, num_train + 1, 3))(keys)
+    x, labels = np.asarray(x), np.asarray(y).astype(int)
+    factor = {"correct": 1.0, "overconfident": 2.0, "underconfident": 0.5}[control]
+    p = np.empty(num_datasets)
+    for i in range(num_datasets):
+        predictive = amortize.predict(
+            model, x[i, :num_train], labels[i, :num_train], x[i, num_train:]
+        )
+        logits = factor * np.asarray(predictive.logits, np.float64)[0]
+        p[i] = 1 / (1 + np.exp(logits[0] - logits[1]))
+    y1 = labels[:, num_train]
+    z = np.sum((y1 - p) * (1 - 2 * p)) / np.sqrt(np.sum((1 - 2 * p) ** 2 * p * (1 - p)))
+    return float(z), float(2 * stats.norm.sf(abs(z)))
 
 
 # --- NNGP classifier calibration: `nngp.sample_classifier` on data from its own model ---

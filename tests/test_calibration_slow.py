@@ -16,7 +16,8 @@ The binary NNGP classifier (NUTS and Gibbs) is calibrated on labels from its own
 
 The shipped PFNs are calibrated by the probability integral transforms of held-out
 targets on datasets from their training prior (``pfn_pit_ranks``), with a wrong prior and
-a squeezed predictive as controls.
+a squeezed predictive as controls; the classifier PFN by Spiegelhalter's test of held-out
+labels (``pfn_classifier_calibration``), with its logits doubled and halved as controls.
 """
 
 import pytest
@@ -29,12 +30,14 @@ from _sbc import (
     FAMILY_REPLICATES,
     FAMILY_SETTINGS,
     NUM_RANKED,
+    PFN_CLASSIFIER_CONTROLS,
     PFN_CONTROLS,
     PFN_MODELS,
     PFN_TRAIN_SIZES,
     classifier_sbc,
     family_sbc,
     passes,
+    pfn_classifier_calibration,
     pfn_pit_ranks,
 )
 
@@ -71,3 +74,12 @@ def test_pfn_predictive_is_calibrated_and_its_controls_are_not(name, num_train, 
     if control == "wrong prior" and name == "gp_scale_free":
         pytest.skip(f"reported, not asserted (p = {p_value:.2g}): see PFN_CONTROLS")
     assert (p_value > ALPHA) == (control == "correct"), p_value
+
+
+@pytest.mark.parametrize("control", PFN_CLASSIFIER_CONTROLS)
+@pytest.mark.parametrize("num_train", PFN_TRAIN_SIZES)
+def test_pfn_classifier_is_calibrated_and_its_controls_are_not(num_train, control):
+    """Held-out labels of 2,000 prior datasets against the shipped classifier PFN's
+    probabilities (Spiegelhalter's z); its logits doubled or halved must be caught."""
+    z, p_value = pfn_classifier_calibration(control, num_train)
+    assert (p_value > ALPHA) == (control == "correct"), (z, p_value)

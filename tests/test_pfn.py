@@ -681,8 +681,8 @@ HELD_OUT = json.loads((Path(__file__).parent / "data" / "pfn_held_out.json").rea
 def test_shipped_models_keep_their_accuracy_on_held_out_datasets(name):
     """Each shipped PFN on fixed prior datasets (1- and 2-d, 10 train and 10 test points),
     through `predict` and `log_prob`, against the exact predictive's NLL (the GP's, the
-    Student-t process's in closed form, or a long NUTS run over the hyperparameters),
-    written by `benchmarks/pfn.py --held-out`.
+    Student-t process's in closed form, a long NUTS run over the hyperparameters, or for
+    the classifier NUTS on the latent process), written by `benchmarks/pfn.py --held-out`.
 
     Each dataset's NLL must be the one recorded when the file was written (to float32
     rounding), the mean gap must stay within 4 standard errors (over datasets) of the

@@ -2,7 +2,8 @@
 
 A PFN is a transformer trained on datasets drawn from a prior to predict held-out targets;
 after training, one forward pass gives the posterior predictive of a new dataset
-(Müller et al., 2022). ``priors`` holds the dataset priors, ``pfn`` the network,
+(Müller et al., 2022). ``priors`` holds the dataset priors, ``pfn`` the network (and
+``classifier`` its classification variant, trained on a GP-classification prior),
 :func:`train` the resumable training loop and :func:`predict` the checked prediction.
 
 A distribution transformer maps a Gaussian-mixture prior (or a parametric prior:
@@ -16,6 +17,7 @@ posterior (Whittle et al.):
 
 from probinfer._pretrained import PRETRAINED_MODELS, PretrainedModel, pretrained_model
 from probinfer.amortize._bar import BarDistribution, Tail, fit_tail
+from probinfer.amortize._classify import PFNClassPredictive
 from probinfer.amortize._dt_evaluation import DTEvaluation, evaluate_dt, exact_posterior
 from probinfer.amortize._dt_training import (
     DTTrainingConfig,
@@ -41,6 +43,7 @@ from probinfer.amortize._training import (
     save_fitted_tails,
     train,
 )
+from probinfer.amortize.classifier import PFNClassifier
 from probinfer.amortize.distribution_transformer import (
     CrossAttentionLayer,
     DistributionTransformer,
@@ -79,6 +82,7 @@ from probinfer.amortize.normal_inverse_gamma import (
 )
 from probinfer.amortize.pfn import (
     PFN,
+    AbstractPFN,
     Standardisation,
     TransformerLayer,
     attention_mask,
@@ -88,6 +92,7 @@ from probinfer.amortize.priors import (
     AbstractDatasetPrior,
     BayesianLinearRegressionPrior,
     BNNPrior,
+    GPClassificationPrior,
     GPHyperPrior,
     GPPrior,
     ScaleMixturePrior,
@@ -102,6 +107,8 @@ PRETRAINED_GP_HYPER = pretrained_model("gp-hyper").folder
 """The shipped PFN for a GP with log-normal hyperpriors (``pretrained/gp_hyper/README.md``)."""
 PRETRAINED_STUDENT_T = pretrained_model("student-t").folder
 """The shipped Student-t process PFN (``pretrained/student_t_process/README.md``)."""
+PRETRAINED_GP_CLASSIFIER = pretrained_model("gp-classifier").folder
+"""The shipped GP-classification PFN (``pretrained/gp_classifier/README.md``)."""
 
 PRETRAINED_DT_2D = pretrained_model("dt-2d").folder
 """The shipped 2-d distribution transformer (``pretrained/dt_linear_gaussian_2d/README.md``)."""
@@ -116,6 +123,10 @@ PRETRAINED_DT_GP = pretrained_model("dt-gp").folder
 
 __all__ = [
     "PFN",
+    "AbstractPFN",
+    "PFNClassifier",
+    "PFNClassPredictive",
+    "GPClassificationPrior",
     "Standardisation",
     "standardisation",
     "PRETRAINED_DT_1D",
@@ -161,6 +172,7 @@ __all__ = [
     "PRETRAINED_GP_HYPER",
     "PRETRAINED_GP_SCALE_FREE",
     "PRETRAINED_STUDENT_T",
+    "PRETRAINED_GP_CLASSIFIER",
     "PRETRAINED_MODELS",
     "PretrainedModel",
     "pretrained_model",

@@ -7,17 +7,18 @@ import warnings
 import weakref
 from collections.abc import Hashable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import arviz as az
 import equinox as eqx
 import jax
 import numpy as np
 from jax.core import Tracer
-from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from probinfer._validation import check_magnitude, real_array
 from probinfer.amortize._bar import BarDistribution
+from probinfer.amortize._classify import PFNClassPredictive, as_labels
 from probinfer.amortize._training import (
     MODEL_FILE,
     TrainingConfig,
@@ -26,12 +27,14 @@ from probinfer.amortize._training import (
     read_saved_config,
     tails_from_config,
 )
-from probinfer.amortize.pfn import PFN, Standardisation, standardisation
+from probinfer.amortize.classifier import PFNClassifier
+from probinfer.amortize.pfn import PFN, AbstractPFN, Standardisation, standardisation
 from probinfer.amortize.priors import (
     INPUT_BOUND,
     AbstractDatasetPrior,
     BayesianLinearRegressionPrior,
     BNNPrior,
+    GPClassificationPrior,
     GPHyperPrior,
     GPPrior,
     ScaleMixturePrior,
@@ -234,14 +237,16 @@ def _bar_method(
 _SPLIT_MODELS: dict[int, tuple[weakref.ref, list[Array], Hashable]] = {}
 
 
-def _split(model: PFN) -> tuple[list[Array], Hashable]:
+def _split(model: AbstractPFN) -> tuple[list[Array], Hashable]:
     """``model``'s array leaves, and its structure with the other leaves (hashable)."""
     key = id(model)
     entry = _SPLIT_MODELS.get(key)
     if entry is None or entry[0]() is not model:
         # Without the fitted tails (static floats the network never reads): models that
         # differ only in them share one program.
-        untailed = eqx.tree_at(lambda m: m.bar, model, model.bar.with_tails(None))
+        untailed = model
+        if isinstance(model, PFN):
+            untailed = eqx.tree_at(lambda m: m.bar, model, model.bar.with_tails(None))
         leaves, treedef = jax.tree.flatten(untailed)
         is_array = tuple(eqx.is_array(leaf) for leaf in leaves)
         others = tuple(leaf for leaf, array in zip(leaves, is_array, strict=True) if not array)
@@ -261,6 +266,14 @@ def _split(model: PFN) -> tuple[list[Array], Hashable]:
     return entry[1], entry[2]
 
 
+def _rebuild(structure: Hashable, arrays: list[Array]) -> Any:
+    """The model :func:`_split` took apart."""
+    treedef, is_array, others = structure  # pyright: ignore[reportGeneralTypeIssues]
+    array_leaves, other_leaves = iter(arrays), iter(others)
+    leaves = [next(array_leaves) if array else next(other_leaves) for array in is_array]
+    return jax.tree.unflatten(treedef, leaves)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _forward(
     structure: Hashable, arrays: list[Array], x_train: Array, y_train: Array, x_test: Array
@@ -268,12 +281,18 @@ def _forward(
     """The logits of the model :func:`_split` gave, and the targets' shift and scale of the
     network's own map. A scale-free network re-standardises data standardised already (an
     identity up to rounding): its own map composes with the host's."""
-    treedef, is_array, others = structure  # pyright: ignore[reportGeneralTypeIssues]
-    array_leaves, other_leaves = iter(arrays), iter(others)
-    leaves = [next(array_leaves) if array else next(other_leaves) for array in is_array]
-    model: PFN = jax.tree.unflatten(treedef, leaves)
+    model: PFN = _rebuild(structure, arrays)
     scaling = model.standardisation(x_train, y_train, x_train.shape[0])
     return model(x_train, y_train, x_test), scaling.y_shift, scaling.y_scale
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _class_logits(
+    structure: Hashable, arrays: list[Array], x_train: Array, labels: Array, x_test: Array
+) -> Array:
+    """The class logits at ``x_test`` of the classifier :func:`_split` gave."""
+    model: PFNClassifier = _rebuild(structure, arrays)
+    return model(x_train, labels, x_test)
 
 
 def _as_inputs(x: ArrayLike, name: str, num_features: int) -> np.ndarray:
@@ -292,7 +311,9 @@ def _as_inputs(x: ArrayLike, name: str, num_features: int) -> np.ndarray:
     return array
 
 
-def _warn_on_extrapolation(model: PFN, x_train: np.ndarray, x_test: np.ndarray) -> None:
+def _warn_on_extrapolation(
+    model: PFN | PFNClassifier, x_train: np.ndarray, x_test: np.ndarray
+) -> None:
     """Warn when inputs lie beyond what the network saw in training (with the numbers);
     a scale-free model's inputs arrive mapped already."""
     bound = EXTRAPOLATION_FACTOR * INPUT_BOUND
@@ -347,13 +368,31 @@ def _warn_on_target_scale(model: PFN, y_train: np.ndarray) -> None:
         )
 
 
+@overload
 def predict(
-    model: PFN,
-    x_train: Float[ArrayLike, "n d"],
-    y_train: Float[ArrayLike, " n"],
+    model: PFN, x_train: Float[ArrayLike, "n d"], y_train: Float[ArrayLike, " n"],
     x_test: Float[ArrayLike, "m d"],
-) -> PFNPredictive:
+) -> PFNPredictive: ...  # fmt: skip
+
+
+@overload
+def predict(
+    model: PFNClassifier, x_train: Float[ArrayLike, "n d"], y_train: Int[ArrayLike, " n"],
+    x_test: Float[ArrayLike, "m d"],
+) -> PFNClassPredictive: ...  # fmt: skip
+
+
+def predict(
+    model: PFN | PFNClassifier,
+    x_train: Float[ArrayLike, "n d"],
+    y_train: Float[ArrayLike, " n"] | Int[ArrayLike, " n"],
+    x_test: Float[ArrayLike, "m d"],
+) -> PFNPredictive | PFNClassPredictive:
     """The PFN's posterior predictive at ``x_test`` given a train set, in one forward pass.
+
+    A :class:`PFNClassifier` takes class labels as ``y_train`` (integers, or floats holding
+    whole numbers, as its prior draws them) and gives a :class:`PFNClassPredictive` (class
+    probabilities); it assumes inputs on ``[-1, 1]`` and warns when they are far off.
 
     A scale-free model (``model.scale_free``) maps each input feature's train range onto
     ``[-1, 1]`` and standardises the targets by their train mean and standard deviation,
@@ -362,21 +401,22 @@ def predict(
     scale) and warns when the data are far off them.
 
     Args:
-        model: a trained :class:`PFN`.
+        model: a trained :class:`PFN` or :class:`PFNClassifier`.
         x_train: ``(n, d)`` train inputs, ``d <= model.num_features`` (padded with zeros),
             ``model.min_train <= n <= model.max_train`` (and ``n >= 5`` for a scale-free
             model: :attr:`PFN.fewest_train_points`).
-        y_train: ``(n,)`` train targets.
+        y_train: ``(n,)`` train targets (a classifier's: labels ``0..num_classes-1``).
         x_test: ``(m, d)`` test inputs with the same ``d``.
 
     Returns:
-        The :class:`PFNPredictive`.
+        The :class:`PFNPredictive` (a classifier's: the :class:`PFNClassPredictive`).
 
     Raises:
         ValueError: on mismatched shapes, NaNs, more features or fewer or more train points
             than the model was trained for (or than a scale-free model needs), or (scale-free
             models) all-equal targets or a feature constant over the train inputs that
-            varies in the test inputs.
+            varies in the test inputs, or (classifiers) labels that are not whole numbers
+            in ``0..num_classes-1``.
         TypeError: if an array is not real numbers (strings, complex, ragged lists).
 
     Warns:
@@ -387,6 +427,11 @@ def predict(
     # Checks and a scale-free model's map in float64 (data far from zero, such as
     # timestamps, keep their spread), the network in its weights' dtype (float32 for the
     # shipped models, also under x64).
+    if not isinstance(model, PFN | PFNClassifier):
+        raise TypeError(
+            f"`model` must be a PFN or a PFNClassifier, got {type(model).__name__}; load a "
+            "trained one with `amortize.load`."
+        )
     dtype = np.dtype(model.decoder_out.weight.dtype)
     x_train_np = _as_inputs(x_train, "x_train", model.num_features)
     x_test_np = _as_inputs(x_test, "x_test", model.num_features)
@@ -395,19 +440,6 @@ def predict(
             f"`x_test` has {x_test_np.shape[1]} features but `x_train` has "
             f"{x_train_np.shape[1]}; pass the same features for both."
         )
-    y_np = real_array("y_train", y_train).astype(np.float64)
-    if y_np.shape != (x_train_np.shape[0],):
-        raise ValueError(
-            f"`y_train` must have shape ({x_train_np.shape[0]},) to match `x_train`, got "
-            f"{y_np.shape}."
-        )
-    if not np.all(np.isfinite(y_np)):
-        raise ValueError("`y_train` contains NaN or infinite values; remove those rows.")
-    # A scale-free model's targets are mapped in float64 on the host; another model's
-    # enter the network in the weights' dtype.
-    check_magnitude(
-        "y_train", y_np, "rescale the targets", dtype=np.float64 if model.scale_free else dtype
-    )
     num_train = x_train_np.shape[0]
     if num_train > model.max_train:
         raise ValueError(
@@ -428,6 +460,31 @@ def predict(
             f"{model.min_train}; pass more train points (for the prior predictive, sample "
             "the prior)."
         )
+    # Fewer features: pad with zeros, as the prior does for its inactive features.
+    pad = ((0, 0), (0, model.num_features - x_train_np.shape[1]))
+    if isinstance(model, PFNClassifier):
+        labels = as_labels(y_train, num_train, model.num_classes, name="y_train", rows_of="x_train")
+        _warn_on_extrapolation(model, x_train_np, x_test_np)
+        check_magnitude("x_test", x_test_np, "predict closer to the train inputs", dtype=dtype)
+        arrays, structure = _split(model)
+        logits = _class_logits(
+            structure, arrays, np.pad(x_train_np, pad).astype(dtype), labels.astype(dtype),
+            np.pad(x_test_np, pad).astype(dtype),
+        )  # fmt: skip
+        return PFNClassPredictive(logits)
+    y_np = real_array("y_train", y_train).astype(np.float64)
+    if y_np.shape != (x_train_np.shape[0],):
+        raise ValueError(
+            f"`y_train` must have shape ({x_train_np.shape[0]},) to match `x_train`, got "
+            f"{y_np.shape}."
+        )
+    if not np.all(np.isfinite(y_np)):
+        raise ValueError("`y_train` contains NaN or infinite values; remove those rows.")
+    # A scale-free model's targets are mapped in float64 on the host; another model's
+    # enter the network in the weights' dtype.
+    check_magnitude(
+        "y_train", y_np, "rescale the targets", dtype=np.float64 if model.scale_free else dtype
+    )
     shift, scale = 0.0, 1.0
     if model.scale_free:
         x_train_np, y_np, x_test_np, shift, scale = _standardise(x_train_np, y_np, x_test_np)
@@ -435,8 +492,6 @@ def predict(
     _warn_on_extrapolation(model, x_train_np, x_test_np)
     # Far beyond the train range, a (mapped) test input leaves the weights' float range.
     check_magnitude("x_test", x_test_np, "predict closer to the train inputs", dtype=dtype)
-    # Fewer features: pad with zeros, as the prior does for its inactive features.
-    pad = ((0, 0), (0, model.num_features - x_train_np.shape[1]))
     # Cast on the host and passed as NumPy arrays, which the compiled call transfers: a
     # cast on the device, or `jnp.asarray`, is one more dispatched operation per array.
     arrays, structure = _split(model)
@@ -494,7 +549,9 @@ def prior_from_spec(spec: dict) -> AbstractDatasetPrior:
             ``log_lengthscale``, ``log_variance``, ``log_noise`` as ``[mean, std]``),
             ``"linear"`` (``weight_std``, ``noise_std``), ``"bnn"`` (``width``, ``depth``,
             ``weight_std``, ``noise_std``) or ``"student_t"`` (``depth``, ``a``, ``b``,
-            ``noise``); all take ``num_features``.
+            ``noise``), or ``"gp_classification"`` (``depth``, ``a``, ``b``, ``num_classes``:
+            labels from a latent process with the ReLU NNGP kernel of ``depth`` hidden
+            layers and an inverse-gamma ``(a, b)`` scale); all take ``num_features``.
 
     Returns:
         The prior.
@@ -526,15 +583,29 @@ def prior_from_spec(spec: dict) -> AbstractDatasetPrior:
             if spec:
                 raise TypeError(f"unexpected settings {sorted(spec)}")
             return ScaleMixturePrior(process, num_features=num_features)
+        if kind == "gp_classification":
+            process = ScaleMixtureProcess(
+                mlp(int(spec.pop("depth", 2))),
+                inverse_gamma(spec.pop("a", 2.0), spec.pop("b", 2.0)),
+            )
+            num_classes = spec.pop("num_classes", 2)
+            if spec:
+                raise TypeError(f"unexpected settings {sorted(spec)}")
+            return GPClassificationPrior(
+                process, num_classes=num_classes, num_features=num_features
+            )
     except (TypeError, KeyError) as error:
         raise ValueError(f"bad prior settings for type {kind!r}: {error}") from None
     raise ValueError(
-        f"unknown prior type {kind!r}; use 'gp', 'gp_hyper', 'linear', 'bnn' or 'student_t'."
+        f"unknown prior type {kind!r}; use 'gp', 'gp_hyper', 'linear', 'bnn', 'student_t' or "
+        "'gp_classification'."
     )
 
 
-def load(folder: str | Path) -> PFN:
-    """Load a trained PFN saved by :func:`probinfer.amortize.train` (or the CLI).
+def load(folder: str | Path) -> PFN | PFNClassifier:
+    """Load a trained PFN saved by :func:`probinfer.amortize.train` (or the CLI): a
+    regression :class:`PFN`, or a :class:`PFNClassifier` if it was trained on a
+    classification prior.
 
     Works with or without ``jax_enable_x64`` (the weights keep the dtype they were saved in).
 
@@ -550,9 +621,15 @@ def load(folder: str | Path) -> PFN:
     folder = Path(folder)
     saved = read_saved_config(folder, "`probinfer pfn train`")
     config = TrainingConfig(**saved["training"])
+    num_features = int(saved["num_features"])
+    if "num_classes" in saved:
+        skeleton = build_model(
+            int(saved["num_classes"]), num_features, config, key=jax.random.key(0)
+        )
+        return deserialise_model(folder / MODEL_FILE, skeleton)
     # A skeleton with the right structure; every leaf (borders included) is then loaded.
     borders = BarDistribution(np.arange(config.num_buckets + 1, dtype=float))
-    skeleton = build_model(borders, int(saved["num_features"]), config, key=jax.random.key(0))
+    skeleton = build_model(borders, num_features, config, key=jax.random.key(0))
     model = deserialise_model(folder / MODEL_FILE, skeleton)
     # The tails are static, recorded in the config (a model saved before they were has the
     # default ones for its borders).

@@ -2,12 +2,12 @@
 
 Each step draws ``batch_size`` datasets of ``num_points`` points from the prior, splits each
 at one ``num_train`` (uniform on ``[min_train, max_train]``, shared by the batch) and
-minimises the mean negative log bar-density of the held-out targets. The optimiser is an
-optax chain: global-norm clipping, then AdamW with linear warm-up and cosine decay. Steps
-run in jitted chunks; between chunks a progress bar shows the loss and steps/s, and the
-training state ``(model, opt_state, key, step)`` is saved atomically with equinox's tree
-serialisation. Step ``t`` uses ``fold_in(key, t)``, so a run resumed from a checkpoint
-continues exactly as the uninterrupted run would have.
+minimises the mean negative log predictive density (a classifier's: probability) of the
+held-out targets. The optimiser is an optax chain: global-norm clipping, then AdamW with
+linear warm-up and cosine decay. Steps run in jitted chunks; between chunks a progress bar
+shows the loss and steps/s, and the training state ``(model, opt_state, key, step)`` is
+saved atomically with equinox's tree serialisation. Step ``t`` uses ``fold_in(key, t)``,
+so a run resumed from a checkpoint continues exactly as the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from jaxtyping import Array, Float, PRNGKeyArray
 import probinfer
 from probinfer._validation import check_count
 from probinfer.amortize._bar import MIN_TAIL_SAMPLES, BarDistribution, Tail
-from probinfer.amortize.pfn import PFN, standardisation
-from probinfer.amortize.priors import AbstractDatasetPrior, sample_batch
+from probinfer.amortize.classifier import PFNClassifier
+from probinfer.amortize.pfn import PFN, AbstractPFN, standardisation
+from probinfer.amortize.priors import AbstractDatasetPrior, GPClassificationPrior, sample_batch
 from probinfer.checkpoint import atomic_write, atomic_write_checked, read_checked
 from probinfer.driver import drive, progress_bar
 
@@ -73,7 +74,8 @@ class TrainingConfig:
         max_train: most train points per dataset (the model's limit at prediction time).
         min_train: fewest train points per dataset.
         num_test: held-out points per dataset.
-        num_buckets: bar-distribution buckets.
+        num_buckets: bar-distribution buckets (unused by a classifier, whose outputs are
+            its prior's classes).
         width: transformer width.
         num_layers: transformer layers.
         num_heads: attention heads.
@@ -137,15 +139,18 @@ class TrainState(eqx.Module):
         step: steps taken.
     """
 
-    model: PFN
+    model: AbstractPFN
     opt_state: Any
     key: Array
     step: Array
 
 
-def trainable(model: PFN) -> PFN:
-    """The filter spec of the trained leaves: every float array except the bucket borders."""
+def trainable(model: AbstractPFN) -> AbstractPFN:
+    """The filter spec of the trained leaves: every float array except a regression PFN's
+    bucket borders."""
     spec = jax.tree.map(eqx.is_inexact_array, model)
+    if not isinstance(model, PFN):
+        return spec
     return eqx.tree_at(lambda m: m.bar.borders, spec, replace=False)
 
 
@@ -398,6 +403,11 @@ def save_fitted_tails(folder: str | Path, *, seed: int = 0) -> PFN:
 
     folder = Path(folder)
     model = load(folder)
+    if not isinstance(model, PFN):
+        raise ValueError(
+            f"{folder} holds a {type(model).__name__}, whose output (class probabilities) has "
+            "no tails to fit; fit tails of a regression PFN."
+        )
     saved = read_saved_config(folder, "`probinfer pfn train`")
     model = fit_tails(model, prior_from_spec(saved["prior"]), key=jax.random.key(seed))
     payload = {**saved, "tails": saved_tails(model.bar)}
@@ -410,11 +420,25 @@ def save_fitted_tails(folder: str | Path, *, seed: int = 0) -> PFN:
 
 
 def build_model(
-    bar: BarDistribution, num_features: int, config: TrainingConfig, *, key: PRNGKeyArray
-) -> PFN:
-    """A freshly initialised PFN of the architecture ``config`` describes."""
+    head: BarDistribution | int, num_features: int, config: TrainingConfig, *, key: PRNGKeyArray
+) -> AbstractPFN:
+    """A freshly initialised PFN of the architecture ``config`` describes: a regression
+    :class:`PFN` with the bar distribution ``head``, or a :class:`PFNClassifier` with
+    ``head`` classes."""
+    if isinstance(head, int | np.integer):
+        return PFNClassifier(
+            num_classes=head,
+            num_features=num_features,
+            max_train=config.max_train,
+            min_train=config.min_train,
+            width=config.width,
+            num_layers=config.num_layers,
+            num_heads=config.num_heads,
+            mlp_width=config.mlp_width,
+            key=key,
+        )
     return PFN(
-        bar,
+        head,
         num_features=num_features,
         max_train=config.max_train,
         min_train=config.min_train,
@@ -428,19 +452,29 @@ def build_model(
 
 
 def initial_state(prior: AbstractDatasetPrior, config: TrainingConfig) -> TrainState:
-    """A fresh model (buckets from the prior) and optimiser state."""
+    """A fresh model (buckets from the prior, or a classifier for a classification prior)
+    and optimiser state."""
     key = jax.random.key(config.seed)
     key_bar, key_model, key_run = jax.random.split(key, 3)
-    bar = bar_from_prior(key_bar, prior, config)
-    model = build_model(bar, prior.num_features, config, key=key_model)
+    if isinstance(prior, GPClassificationPrior):
+        if config.scale_free:
+            raise ValueError(
+                "a classification prior trains a classifier, which takes inputs in its "
+                "prior's units: set `scale_free` to false."
+            )
+        head: BarDistribution | int = prior.num_classes
+    else:
+        head = bar_from_prior(key_bar, prior, config)
+    model = build_model(head, prior.num_features, config, key=key_model)
     opt_state = make_optimizer(config).init(eqx.filter(model, trainable(model)))
     return TrainState(model, opt_state, jax.random.key_data(key_run), jnp.asarray(0, jnp.int32))
 
 
 def batch_loss(
-    model: PFN, key: PRNGKeyArray, prior: AbstractDatasetPrior, config: TrainingConfig
+    model: AbstractPFN, key: PRNGKeyArray, prior: AbstractDatasetPrior, config: TrainingConfig
 ) -> Array:
-    """Mean negative log predictive density of the held-out points of one prior batch."""
+    """Mean negative log predictive density (a classifier's: probability, the
+    cross-entropy) of the held-out points of one prior batch."""
     key_data, key_split = jax.random.split(key)
     x, y = sample_batch(key_data, prior, config.batch_size, config.num_points)
     num_train = jax.random.randint(key_split, (), config.min_train, config.max_train + 1)
@@ -454,17 +488,33 @@ def batch_loss(
 def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> TrainState:
     """``state`` with its model replaced by the one saved in ``folder``.
 
-    The architecture must match, except that the number of buckets may differ: then the
-    source is re-binned (:meth:`PFN.rebinned`) onto the buckets of ``state``'s model. The
-    static settings (``scale_free``, ``min_train``) are the config's: a model trained on raw
-    data can be fine-tuned into a scale-free one (re-binned onto standardised buckets).
+    The kind (regression or classifier) and architecture must match, and a classifier's
+    number of classes; a regression PFN's number of buckets may differ: then the source is
+    re-binned (:meth:`PFN.rebinned`) onto the buckets of ``state``'s model. The static
+    settings (``scale_free``, ``min_train``) are the config's: a model trained on raw data
+    can be fine-tuned into a scale-free one (re-binned onto standardised buckets).
     """
     from probinfer.amortize._predict import load
 
     model = load(folder)
+    if type(model) is not type(state.model):
+        raise ValueError(
+            f"the model in {folder} is a {type(model).__name__} but this run's prior trains a "
+            f"{type(state.model).__name__}; start from a model of the same kind."
+        )
+    if isinstance(model, PFNClassifier) and isinstance(state.model, PFNClassifier):
+        if model.num_classes != state.model.num_classes:
+            raise ValueError(
+                f"the model in {folder} has {model.num_classes} classes but this run's prior "
+                f"has {state.model.num_classes}; start from a model with as many classes."
+            )
     if (
-        model.bar.num_buckets != state.model.bar.num_buckets
-        or model.scale_free != state.model.scale_free
+        isinstance(model, PFN)
+        and isinstance(state.model, PFN)
+        and (
+            model.bar.num_buckets != state.model.bar.num_buckets
+            or model.scale_free != state.model.scale_free
+        )
     ):
         model = model.rebinned(state.model.bar)
     leaves = jax.tree.leaves(model)
@@ -483,8 +533,8 @@ def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> Trai
             "(width, layers, heads, MLP width, features); use the config it was trained "
             "with (only `num_buckets` may differ)."
         )
-    # The source's borders (or this run's, re-binned) with the default tails: `train` fits
-    # the tails for this run's prior.
+    # A regression PFN: the source's borders (or this run's, re-binned) with the default
+    # tails; `train` fits the tails for this run's prior.
     model = jax.tree.unflatten(target_structure, leaves)
     opt_state = make_optimizer(config).init(eqx.filter(model, trainable(model)))
     source_step = int(saved.get("step", 0))
@@ -622,9 +672,14 @@ def save_checkpoint(
 ) -> None:
     """Write the training curve, the training state, the model alone, and the config, each
     atomically."""
+    model = state.model
     settings = {"training": dataclasses.asdict(config), "prior": prior_spec,
-                "num_features": state.model.num_features,
-                "tails": saved_tails(state.model.bar)}  # fmt: skip
+                "num_features": model.num_features}  # fmt: skip
+    if isinstance(model, PFNClassifier):
+        settings["num_classes"] = model.num_classes
+    else:
+        assert isinstance(model, PFN)
+        settings["tails"] = saved_tails(model.bar)
     if init_from is not None:
         settings["init_from"] = init_from
     write_training_files(folder, state, settings, curve)
@@ -639,10 +694,11 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     init_from: str | Path | None = None,
-) -> tuple[PFN, np.ndarray]:
-    """Train (or resume training) a PFN on ``prior``.
+) -> tuple[AbstractPFN, np.ndarray]:
+    """Train (or resume training) a PFN on ``prior``: a :class:`PFNClassifier` for a
+    :class:`GPClassificationPrior`, else a regression :class:`PFN`.
 
-    A run fits its bar distribution's tails to the prior first (:func:`fit_tails`, key
+    A regression run fits its bar distribution's tails to the prior first (:func:`fit_tails`, key
     ``fold_in(key(seed), TAIL_KEY)``; a resumed run reads them from its checkpoint's
     ``config.json``): they do not enter the training steps, and every checkpoint and the
     returned model carry them.
@@ -672,7 +728,8 @@ def train(
 
     Raises:
         ValueError: if the checkpoint folder holds a run with a different config, or
-            ``init_from`` holds a model of another architecture.
+            ``init_from`` holds a model of another kind (regression or classifier),
+            architecture or number of classes.
     """
     folder = None if checkpoint_dir is None else Path(checkpoint_dir)
     prior_spec = prior_spec or {"repr": repr(prior)}
@@ -691,14 +748,16 @@ def train(
     curve = starting_curve(folder, int(state.step))
     # The tails, fitted once per run for its borders (a resumed run keeps its own), travel
     # outside the training state: a compiled step never depends on them.
-    if tails is None:
+    if tails is None and isinstance(state.model, PFN):
         tails_key = jax.random.fold_in(jax.random.key(config.seed), TAIL_KEY)
         tails = fit_tails(state.model, prior, key=tails_key).bar.fitted_tails
     end = config.num_steps if stop_after is None else min(stop_after, config.num_steps)
     params, static = eqx.partition(state.model, trainable(state.model))
     base_key = jax.random.wrap_key_data(state.key)
 
-    def with_tails(model: PFN) -> PFN:
+    def with_tails(model: AbstractPFN) -> AbstractPFN:
+        if not isinstance(model, PFN):
+            return model
         return eqx.tree_at(lambda m: m.bar, model, model.bar.with_tails(tails))
 
     def record(losses: np.ndarray) -> None:

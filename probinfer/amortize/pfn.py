@@ -6,9 +6,10 @@ positional encodings, so the prediction is invariant to the order of the train p
 The attention mask lets every token attend to the train tokens and each test token also to
 itself, never to other test tokens, so each test point's prediction depends on the train set
 and its own input only. Residual branches end in zero-initialised projections (each layer
-starts as the identity). The output at a test token is a :class:`BarDistribution` over its
-``y``: trained by maximum likelihood on datasets drawn from a prior, it approximates the
-posterior predictive distribution of that prior.
+starts as the identity). The output at a test token of a regression :class:`PFN` is a
+:class:`BarDistribution` over its ``y`` (a :class:`~probinfer.amortize.PFNClassifier`'s:
+class logits): trained by maximum likelihood on datasets drawn from a prior, it
+approximates the posterior predictive distribution of that prior.
 
 A *scale-free* PFN (``scale_free=True``) first maps each dataset by its train points, as
 TabPFN does: each input feature's train range onto the prior's ``[-1, 1]`` and the targets
@@ -22,6 +23,7 @@ information the network can use.
 
 from __future__ import annotations
 
+import abc
 from typing import NamedTuple
 
 import equinox as eqx
@@ -149,23 +151,23 @@ def attention_mask(num_points: int, num_train: Int[Array, ""] | int) -> Array:
     return is_train[None, :] | (index[:, None] == index[None, :])
 
 
-class PFN(eqx.Module):
-    """A prior-data fitted network for 1-d regression targets.
+class AbstractPFN(eqx.Module):
+    """The transformer body shared by :class:`PFN` (regression) and :class:`PFNClassifier`.
+
+    Every token is one point; a train token adds an embedding of its target's features
+    (:meth:`target_features`) to that of its input. The decoder maps each token to its
+    output logits (bucket logits for regression, class logits for classification).
 
     Attributes:
         x_encoder: linear embedding of the (zero-padded) inputs.
-        y_encoder: linear embedding of the train targets.
+        y_encoder: linear embedding of the train targets' features.
         layers: transformer layers.
         output_norm: final layer norm.
         decoder_hidden: decoder hidden layer.
-        decoder_out: decoder output layer (bucket logits).
-        bar: the output distribution's buckets (fixed, not trained; in standardised
-            target units when ``scale_free``).
+        decoder_out: decoder output layer (the output logits).
         num_features: input dimension (static).
         max_train: largest number of train points it was trained for (static).
         min_train: fewest train points it was trained for (static).
-        scale_free: whether each dataset is standardised by its train points first
-            (static; see the module docstring).
     """
 
     x_encoder: eqx.nn.Linear
@@ -174,10 +176,130 @@ class PFN(eqx.Module):
     output_norm: eqx.nn.LayerNorm
     decoder_hidden: eqx.nn.Linear
     decoder_out: eqx.nn.Linear
-    bar: BarDistribution
     num_features: int = eqx.field(static=True)
     max_train: int = eqx.field(static=True)
     min_train: int = eqx.field(static=True)
+
+    def _build_body(
+        self,
+        *,
+        num_features: int,
+        num_target_features: int,
+        num_outputs: int,
+        max_train: int,
+        min_train: int,
+        width: int,
+        num_layers: int,
+        num_heads: int,
+        mlp_width: int,
+        key: PRNGKeyArray,
+    ) -> None:
+        """Initialise the shared fields (called from a subclass's ``__init__``)."""
+        if width % num_heads:
+            raise ValueError(f"`width` ({width}) must be divisible by `num_heads` ({num_heads}).")
+        keys = jax.random.split(key, num_layers + 4)
+        self.x_encoder = eqx.nn.Linear(num_features, width, key=keys[0])
+        self.y_encoder = eqx.nn.Linear(num_target_features, width, key=keys[1])
+        self.layers = tuple(
+            TransformerLayer(width, num_heads, mlp_width, key=k) for k in keys[2 : 2 + num_layers]
+        )
+        self.output_norm = eqx.nn.LayerNorm(width)
+        self.decoder_hidden = eqx.nn.Linear(width, mlp_width, key=keys[-2])
+        self.decoder_out = eqx.nn.Linear(mlp_width, num_outputs, key=keys[-1])
+        self.num_features = int(num_features)
+        self.max_train = int(max_train)
+        self.min_train = int(min_train)
+
+    @property
+    def fewest_train_points(self) -> int:
+        """The fewest train points it predicts from."""
+        return self.min_train
+
+    @abc.abstractmethod
+    def target_features(
+        self, x: Float[Array, "num_points num_features"], y: Array, num_train: Int[Array, ""] | int
+    ) -> tuple[Array, Float[Array, "num_points num_target_features"]]:
+        """The inputs and the targets' features the tokens embed (after any map)."""
+
+    @abc.abstractmethod
+    def log_prob(
+        self,
+        x: Float[Array, "num_points num_features"],
+        y: Float[Array, " num_points"],
+        num_train: Int[Array, ""] | int,
+    ) -> Float[Array, " num_points"]:
+        """Log predictive probability (density) of every row's target: the training loss
+        at rows ``>= num_train``."""
+
+    def logits(
+        self,
+        x: Float[Array, "num_points num_features"],
+        y: Float[Array, " num_points"],
+        num_train: Int[Array, ""] | int,
+    ) -> Float[Array, "num_points num_outputs"]:
+        """Output logits for every point; rows ``>= num_train`` are the test predictions.
+
+        One dataset per call (``vmap`` over datasets). ``y`` at test rows is ignored.
+
+        Args:
+            x: ``(num_points, num_features)`` inputs, train rows first.
+            y: ``(num_points,)`` targets (test rows may hold anything).
+            num_train: number of train rows.
+
+        Returns:
+            ``(num_points, num_outputs)`` logits.
+        """
+        return self._decode(self._encode(x, y, num_train))
+
+    def _encode(
+        self, x: Float[Array, "num_points num_features"], y: Array, num_train: Int[Array, ""] | int
+    ) -> Float[Array, "num_points width"]:
+        """Token embeddings after the transformer layers."""
+        num_points = x.shape[0]
+        x, y_features = self.target_features(x, y, num_train)
+        is_train = (jnp.arange(num_points) < num_train)[:, None]
+        tokens = jax.vmap(self.x_encoder)(x)
+        y_tokens = jax.vmap(self.y_encoder)(jnp.where(is_train, y_features, 0.0))
+        tokens = tokens + jnp.where(is_train, y_tokens, 0.0)
+        mask = attention_mask(num_points, num_train)
+        for layer in self.layers:
+            tokens = layer(tokens, mask)
+        return tokens
+
+    def _decode(self, tokens: Float[Array, "num_tokens width"]) -> Array:
+        """Output logits of each token (row-wise)."""
+        hidden = jax.nn.gelu(jax.vmap(self.decoder_hidden)(jax.vmap(self.output_norm)(tokens)))
+        return jax.vmap(self.decoder_out)(hidden)
+
+    def __call__(
+        self,
+        x_train: Float[Array, "n num_features"],
+        y_train: Float[Array, " n"],
+        x_test: Float[Array, "m num_features"],
+    ) -> Float[Array, "m num_outputs"]:
+        """Logits of the predictive distribution at each test input, given a train set
+        (for a scale-free :class:`PFN`, in standardised units: see its
+        ``standardisation``)."""
+        x = jnp.concatenate([x_train, x_test])
+        y = jnp.concatenate([y_train, jnp.zeros(x_test.shape[0], y_train.dtype)])
+        num_train = x_train.shape[0]
+        # Decode the test tokens only: the output layer is the costliest per token.
+        return self._decode(self._encode(x, y, num_train)[num_train:])
+
+
+class PFN(AbstractPFN):
+    """A prior-data fitted network for 1-d regression targets.
+
+    Attributes:
+        bar: the output distribution's buckets (fixed, not trained; in standardised
+            target units when ``scale_free``).
+        scale_free: whether each dataset is standardised by its train points first
+            (static; see the module docstring).
+
+    The transformer's fields are :class:`AbstractPFN`'s.
+    """
+
+    bar: BarDistribution
     scale_free: bool = eqx.field(static=True)
 
     def __init__(
@@ -194,21 +316,12 @@ class PFN(eqx.Module):
         mlp_width: int = 256,
         key: PRNGKeyArray,
     ) -> None:
-        if width % num_heads:
-            raise ValueError(f"`width` ({width}) must be divisible by `num_heads` ({num_heads}).")
-        keys = jax.random.split(key, num_layers + 4)
-        self.x_encoder = eqx.nn.Linear(num_features, width, key=keys[0])
-        self.y_encoder = eqx.nn.Linear(1, width, key=keys[1])
-        self.layers = tuple(
-            TransformerLayer(width, num_heads, mlp_width, key=k) for k in keys[2 : 2 + num_layers]
-        )
-        self.output_norm = eqx.nn.LayerNorm(width)
-        self.decoder_hidden = eqx.nn.Linear(width, mlp_width, key=keys[-2])
-        self.decoder_out = eqx.nn.Linear(mlp_width, bar.num_buckets, key=keys[-1])
+        self._build_body(
+            num_features=num_features, num_target_features=1, num_outputs=bar.num_buckets,
+            max_train=max_train, min_train=min_train, width=width, num_layers=num_layers,
+            num_heads=num_heads, mlp_width=mlp_width, key=key,
+        )  # fmt: skip
         self.bar = bar
-        self.num_features = int(num_features)
-        self.max_train = int(max_train)
-        self.min_train = int(min_train)
         self.scale_free = bool(scale_free)
         if self.scale_free and self.min_train < 2:
             raise ValueError(
@@ -233,27 +346,6 @@ class PFN(eqx.Module):
         return Standardisation(jnp.zeros(x.shape[1], x.dtype), jnp.ones(x.shape[1], x.dtype),
                                0 * one, one)  # fmt: skip
 
-    def logits(
-        self,
-        x: Float[Array, "num_points num_features"],
-        y: Float[Array, " num_points"],
-        num_train: Int[Array, ""] | int,
-    ) -> Float[Array, "num_points num_buckets"]:
-        """Bucket logits for every point; rows ``>= num_train`` are the test predictions.
-
-        One dataset per call (``vmap`` over datasets). ``y`` at test rows is ignored. A
-        scale-free model's buckets are in standardised units (:meth:`log_prob` maps back).
-
-        Args:
-            x: ``(num_points, num_features)`` inputs, train rows first.
-            y: ``(num_points,)`` targets (test rows may hold anything).
-            num_train: number of train rows.
-
-        Returns:
-            ``(num_points, num_buckets)`` logits.
-        """
-        return self._decode(self._encode(x, y, num_train))
-
     def log_prob(
         self,
         x: Float[Array, "num_points num_features"],
@@ -270,41 +362,14 @@ class PFN(eqx.Module):
         log_density = self.bar.log_prob(self.logits(x, y, num_train), scaling.targets(y))
         return log_density - jnp.log(scaling.y_scale)
 
-    def _encode(
+    def target_features(
         self, x: Float[Array, "num_points num_features"], y: Array, num_train: Int[Array, ""] | int
-    ) -> Float[Array, "num_points width"]:
-        """Token embeddings after the transformer layers."""
-        num_points = x.shape[0]
+    ) -> tuple[Array, Float[Array, "num_points 1"]]:
+        """The inputs and the targets as one feature, standardised if ``scale_free``."""
         if self.scale_free:
             scaling = standardisation(x, y, num_train)
             x, y = scaling.inputs(x), scaling.targets(y)
-        is_train = (jnp.arange(num_points) < num_train)[:, None]
-        tokens = jax.vmap(self.x_encoder)(x)
-        y_tokens = jax.vmap(self.y_encoder)(jnp.where(is_train[:, 0], y, 0.0)[:, None])
-        tokens = tokens + jnp.where(is_train, y_tokens, 0.0)
-        mask = attention_mask(num_points, num_train)
-        for layer in self.layers:
-            tokens = layer(tokens, mask)
-        return tokens
-
-    def _decode(self, tokens: Float[Array, "num_tokens width"]) -> Array:
-        """Bucket logits of each token (row-wise)."""
-        hidden = jax.nn.gelu(jax.vmap(self.decoder_hidden)(jax.vmap(self.output_norm)(tokens)))
-        return jax.vmap(self.decoder_out)(hidden)
-
-    def __call__(
-        self,
-        x_train: Float[Array, "n num_features"],
-        y_train: Float[Array, " n"],
-        x_test: Float[Array, "m num_features"],
-    ) -> Float[Array, "m num_buckets"]:
-        """Logits of the predictive distribution at each test input, given a train set
-        (in standardised units for a scale-free model: see :meth:`standardisation`)."""
-        x = jnp.concatenate([x_train, x_test])
-        y = jnp.concatenate([y_train, jnp.zeros(x_test.shape[0], y_train.dtype)])
-        num_train = x_train.shape[0]
-        # Decode the test tokens only: the output layer is the costliest per token.
-        return self._decode(self._encode(x, y, num_train)[num_train:])
+        return x, y[:, None]
 
     def rebinned(self, bar: BarDistribution) -> PFN:
         """This model with its output layer moved onto other buckets (e.g. finer ones).

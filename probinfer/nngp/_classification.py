@@ -122,9 +122,21 @@ def _slice_step(
 
 
 def check_labels(
-    labels: ArrayLike, num_points: int, num_classes: int | None
+    labels: ArrayLike,
+    num_points: int,
+    num_classes: int | None,
+    *,
+    name: str = "labels",
+    rows_of: str = "x",
 ) -> tuple[np.ndarray, int]:
     """Check integer class labels, one per point; return them and the number of classes.
+
+    Args:
+        labels: the labels.
+        num_points: how many there must be.
+        num_classes: the number of classes (``None``: ``max(labels) + 1``).
+        name: the argument's name, for the errors.
+        rows_of: the inputs' argument, whose rows the labels follow (for the errors).
 
     Raises:
         ValueError: on a wrong dtype or shape, a label out of ``0..num_classes-1``, or
@@ -133,13 +145,20 @@ def check_labels(
     labels_np = np.asarray(labels)
     if labels_np.shape != (num_points,) or not np.issubdtype(labels_np.dtype, np.integer):
         raise ValueError(
-            f"`labels` must be integers of shape ({num_points},) (one per row of `x`), got "
-            f"dtype {labels_np.dtype} and shape {labels_np.shape}."
+            f"`{name}` must be integers of shape ({num_points},) (one per row of "
+            f"`{rows_of}`), got dtype {labels_np.dtype} and shape {labels_np.shape}; pass "
+            "class labels as integers (0, 1, ...)."
         )
+    given = num_classes is not None
     num_classes = int(labels_np.max()) + 1 if num_classes is None else int(num_classes)
+    if given and (labels_np.min() < 0 or labels_np.max() >= num_classes):
+        raise ValueError(
+            f"`{name}` must lie in 0..{num_classes - 1} (there are {num_classes} classes), "
+            f"got values in {labels_np.min()}..{labels_np.max()}."
+        )
     if labels_np.min() < 0 or labels_np.max() >= num_classes or num_classes < 2:
         raise ValueError(
-            f"`labels` must lie in 0..{num_classes - 1} with at least two classes, got "
+            f"`{name}` must lie in 0..{num_classes - 1} with at least two classes, got "
             f"values in {labels_np.min()}..{labels_np.max()}."
         )
     return labels_np, num_classes
