@@ -710,7 +710,9 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def plot(result: dict, path: Path) -> None:
+def nll_panels(result: dict, series: tuple[tuple[str, str], ...]) -> tuple:
+    """One panel of test NLL against train points per input dimension, a line per
+    ``(row key, label)`` of ``series``; returns the figure and its axes by dimension."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -718,17 +720,26 @@ def plot(result: dict, path: Path) -> None:
 
     features = sorted({r["num_features"] for r in result["rows"]})
     fig, axes = plt.subplots(1, len(features), figsize=(4.5 * len(features), 3.8), squeeze=False)
+    panels = {}
     for ax, d in zip(axes[0], features, strict=True):
         rows = [r for r in result["rows"] if r["num_features"] == d]
         n = [r["num_train"] for r in rows]
-        for key, label in (("exact_nll", "exact"), ("pfn_nll", "PFN"), ("mle_nll", "MLE-II")):
+        for key, label in series:
             ax.plot(n, [r[key] for r in rows], marker="o", label=label)
-        # MLE-II overfits two or five points badly; keep the PFN and exact curves readable.
-        values = [r[k] for r in rows for k in ("exact_nll", "pfn_nll")]
-        ax.set_ylim(min(values) - 0.2, max(values) + 0.6)
         ax.set_xlabel("train points")
         ax.set_ylabel("test NLL per point (nats)")
         ax.set_title(f"{d}-d inputs")
+        panels[d] = (ax, rows)
+    return fig, panels
+
+
+def plot(result: dict, path: Path) -> None:
+    series = (("exact_nll", "exact"), ("pfn_nll", "PFN"), ("mle_nll", "MLE-II"))
+    fig, panels = nll_panels(result, series)
+    for ax, rows in panels.values():
+        # MLE-II overfits two or five points badly; keep the PFN and exact curves readable.
+        values = [r[k] for r in rows for k in ("exact_nll", "pfn_nll")]
+        ax.set_ylim(min(values) - 0.2, max(values) + 0.6)
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

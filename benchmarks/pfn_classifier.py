@@ -41,7 +41,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from benchmarks.pfn import _display_path, _result, _standard_error, plot_training_curve
+from benchmarks.pfn import (
+    _display_path,
+    _result,
+    _standard_error,
+    nll_panels,
+    plot_training_curve,
+)
 from probinfer import amortize, nngp
 from probinfer.diagnostics import SamplingWarning
 
@@ -229,23 +235,10 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    features = sorted({r["num_features"] for r in result["rows"]})
-    fig, axes = plt.subplots(1, len(features), figsize=(4.5 * len(features), 3.8), squeeze=False)
-    for ax, d in zip(axes[0], features, strict=True):
-        rows = [r for r in result["rows"] if r["num_features"] == d]
-        n = [r["num_train"] for r in rows]
-        for key, label in (("mcmc_nll", "MCMC"), ("pfn_nll", "PFN")):
-            ax.plot(n, [r[key] for r in rows], marker="o", label=label)
+    fig, panels = nll_panels(result, (("mcmc_nll", "MCMC"), ("pfn_nll", "PFN")))
+    for ax, _ in panels.values():
         ax.axhline(np.log(2), color="grey", linestyle=":", label="prior predictive")
         ax.set_xscale("log")
-        ax.set_xlabel("train points")
-        ax.set_ylabel("test NLL per point (nats)")
-        ax.set_title(f"{d}-d inputs")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

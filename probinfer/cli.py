@@ -236,6 +236,16 @@ def _pfn_fit_tails(arguments: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _write_json(text: str, arguments: argparse.Namespace, console: Console) -> int:
+    """Write a command's JSON result to ``--out``, or print it."""
+    if arguments.out:
+        Path(arguments.out).write_text(text)
+        console.print(f"wrote {arguments.out}")
+    else:
+        console.print(text, markup=False, soft_wrap=True)
+    return 0
+
+
 def _pfn_predict(arguments: argparse.Namespace, console: Console) -> int:
     folder = model_folder(arguments.model, "pfn")  # checked before JAX is imported
     data = _read_json_data(
@@ -283,12 +293,7 @@ def _pfn_predict(arguments: argparse.Namespace, console: Console) -> int:
         result["log_prob"] = log_prob.tolist()
         console.print(f"mean test log density: {float(log_prob.mean()):.4f}")
     text = json.dumps(result, indent=2)
-    if arguments.out:
-        Path(arguments.out).write_text(text)
-        console.print(f"wrote {arguments.out}")
-    else:
-        console.print(text, markup=False, soft_wrap=True)
-    return 0
+    return _write_json(text, arguments, console)
 
 
 def _write_class_prediction(
@@ -306,12 +311,7 @@ def _write_class_prediction(
         result["log_prob"] = log_prob.tolist()
         console.print(f"mean test log probability: {float(log_prob.mean()):.4f}")
     text = json.dumps(result, indent=2)
-    if arguments.out:
-        Path(arguments.out).write_text(text)
-        console.print(f"wrote {arguments.out}")
-    else:
-        console.print(text, markup=False, soft_wrap=True)
-    return 0
+    return _write_json(text, arguments, console)
 
 
 def _dt_train(arguments: argparse.Namespace, console: Console) -> int:
@@ -393,12 +393,7 @@ def _dt_posterior(arguments: argparse.Namespace, console: Console) -> int:
         },
         indent=2,
     )
-    if arguments.out:
-        Path(arguments.out).write_text(text)
-        console.print(f"wrote {arguments.out}")
-    else:
-        console.print(text, markup=False, soft_wrap=True)
-    return 0
+    return _write_json(text, arguments, console)
 
 
 def _list(kind: Kind, console: Console) -> int:

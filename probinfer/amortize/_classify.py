@@ -12,6 +12,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from probinfer._validation import real_array
+from probinfer.amortize._plotting import one_feature_inputs
 from probinfer.nngp._classification import check_labels
 
 if TYPE_CHECKING:
@@ -124,18 +125,7 @@ class PFNClassPredictive(eqx.Module):
         Returns:
             The axes.
         """
-        import matplotlib.pyplot as plt
-
-        x = np.asarray(x_test, np.float64)
-        if x.ndim == 2 and x.shape[1] == 1:
-            x = x[:, 0]
-        if x.shape != (self.logits.shape[0],):
-            raise ValueError(
-                f"`x_test` must be the {self.logits.shape[0]} one-feature inputs the predictive "
-                f"was made at, got shape {np.shape(x_test)}; plot 1-d inputs only."
-            )
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 3.5))
+        x, ax = one_feature_inputs(x_test, self.logits.shape[0], ax)
         order = np.argsort(x)
         probabilities = self.probabilities[order]
         for c in range(self.num_classes):

@@ -19,6 +19,7 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 from probinfer._validation import check_magnitude, real_array
 from probinfer.amortize._bar import BarDistribution
 from probinfer.amortize._classify import PFNClassPredictive, as_labels
+from probinfer.amortize._plotting import one_feature_inputs
 from probinfer.amortize._training import (
     MODEL_FILE,
     TrainingConfig,
@@ -176,18 +177,7 @@ class PFNPredictive(eqx.Module):
         Returns:
             The axes.
         """
-        import matplotlib.pyplot as plt
-
-        x = np.asarray(x_test, np.float64)
-        if x.ndim == 2 and x.shape[1] == 1:
-            x = x[:, 0]
-        if x.shape != (self.logits.shape[0],):
-            raise ValueError(
-                f"`x_test` must be the {self.logits.shape[0]} one-feature inputs the predictive "
-                f"was made at, got shape {np.shape(x_test)}; plot 1-d inputs only."
-            )
-        if ax is None:
-            _, ax = plt.subplots(figsize=(6, 3.5))
+        x, ax = one_feature_inputs(x_test, self.logits.shape[0], ax)
         order = np.argsort(x)
         quantiles = {q: np.asarray(self.quantile(q))[order] for q in (0.05, 0.25, 0.75, 0.95)}
         ax.fill_between(x[order], quantiles[0.05], quantiles[0.95], alpha=0.2, color="C0",
