@@ -774,6 +774,16 @@ def plot_training_curve(curve: dict, path: Path, window: int = 100) -> None:
     fig.savefig(path, dpi=120)
 
 
+def copy_training_curve(given: str | None, model_dir: Path, out: Path) -> None:
+    """Copy the training curve (``given``, else the model folder's, if any) to ``out`` as
+    ``training_curve.json`` and plot it to ``training_curve.png``."""
+    curve_path = Path(given or model_dir / amortize.CURVE_FILE)
+    if curve_path.exists():
+        curve = json.loads(curve_path.read_text())
+        (out / "training_curve.json").write_text(json.dumps(curve))
+        plot_training_curve(curve, out / "training_curve.png")
+
+
 HELD_OUT_FEATURES = (1, 2)
 HELD_OUT_DATASETS = 20  # per feature count
 HELD_OUT_TRAIN = 10
@@ -909,11 +919,7 @@ def main() -> None:
     (out / "pfn.json").write_text(json.dumps(result, indent=2))
     (out / "pfn.md").write_text(markdown(result))
     plot(result, out / "pfn.png")
-    curve_path = Path(args.training_curve or Path(args.model) / amortize.CURVE_FILE)
-    if curve_path.exists():
-        curve = json.loads(curve_path.read_text())
-        (out / "training_curve.json").write_text(json.dumps(curve))
-        plot_training_curve(curve, out / "training_curve.png")
+    copy_training_curve(args.training_curve, Path(args.model), out)
     print(markdown(result))
 
 

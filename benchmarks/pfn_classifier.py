@@ -45,8 +45,8 @@ from benchmarks.pfn import (
     _display_path,
     _result,
     _standard_error,
+    copy_training_curve,
     nll_panels,
-    plot_training_curve,
 )
 from probinfer import amortize, nngp
 from probinfer.diagnostics import SamplingWarning
@@ -262,11 +262,7 @@ def main() -> None:
     (out / "pfn_classifier.json").write_text(json.dumps(result, indent=2))
     (out / "pfn_classifier.md").write_text(markdown(result))
     plot(result, out / "pfn_classifier.png")
-    curve_path = Path(args.training_curve or Path(args.model) / amortize.CURVE_FILE)
-    if curve_path.exists():
-        curve = json.loads(curve_path.read_text())
-        (out / "training_curve.json").write_text(json.dumps(curve))
-        plot_training_curve(curve, out / "training_curve.png")
+    copy_training_curve(args.training_curve, Path(args.model), out)
     print(markdown(result))
     print(f"written to {_display_path(out)}")
 
