@@ -710,9 +710,10 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def nll_panels(result: dict, series: tuple[tuple[str, str], ...]) -> tuple:
+def nll_panels(result: dict, series: tuple[tuple[str, str], ...], *, log_x: bool = False) -> tuple:
     """One panel of test NLL against train points per input dimension, a line per
-    ``(row key, label)`` of ``series``; returns the figure and its axes by dimension."""
+    ``(row key, label)`` of ``series``, ticks at the train-set sizes (on a log axis if
+    ``log_x``); returns the figure and its axes by dimension."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -726,6 +727,10 @@ def nll_panels(result: dict, series: tuple[tuple[str, str], ...]) -> tuple:
         n = [r["num_train"] for r in rows]
         for key, label in series:
             ax.plot(n, [r[key] for r in rows], marker="o", label=label)
+        if log_x:
+            ax.set_xscale("log")
+            ax.minorticks_off()
+        ax.set_xticks(n, [str(v) for v in n])
         ax.set_xlabel("train points")
         ax.set_ylabel("test NLL per point (nats)")
         ax.set_title(f"{d}-d inputs")

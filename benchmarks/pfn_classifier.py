@@ -235,10 +235,10 @@ def markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-    fig, panels = nll_panels(result, (("mcmc_nll", "MCMC"), ("pfn_nll", "PFN")))
+    series = (("mcmc_nll", "MCMC"), ("pfn_nll", "PFN"))
+    fig, panels = nll_panels(result, series, log_x=True)
     for ax, _ in panels.values():
         ax.axhline(np.log(2), color="grey", linestyle=":", label="prior predictive")
-        ax.set_xscale("log")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

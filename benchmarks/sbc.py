@@ -28,6 +28,11 @@ NUTS and Gibbs) on labels simulated from its own model (``tests/_sbc.py``:
 ``classifier_sbc``, ``CLASSIFIER_REPLICATES`` = 300 replicates), with a prior on ``log s``
 three times too narrow as the control. Writes ``classifier.{json,md}`` and
 ``classifier.png``.
+
+``--sections pfn-classifier`` tests the shipped classifier PFN (``gp-classifier``) with
+Spiegelhalter's z on one held-out label per dataset over ``PFN_CLASSIFIER_DATASETS`` =
+2,000 prior datasets (``tests/_sbc.py``: ``pfn_classifier_calibration``); controls: its
+logits doubled or halved. Writes ``pfn_classifier.{json,md}``.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ def main() -> None:
     parser.add_argument("--replicates", type=int, default=_sbc.FAMILY_REPLICATES)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sbc"))
-    parser.add_argument("--sections", default="families,pfn,classifier")
+    parser.add_argument("--sections", default="families,pfn,classifier,pfn-classifier")
     options = parser.parse_args()
     options.out.mkdir(parents=True, exist_ok=True)
     sections = options.sections.split(",")
@@ -66,6 +71,8 @@ def main() -> None:
         pfn(options)
     if "classifier" in sections:
         classifier(options)
+    if "pfn-classifier" in sections:
+        pfn_classifier(options)
 
 
 def verdict(row: dict) -> str:
@@ -247,6 +254,45 @@ def classifier(options: argparse.Namespace) -> None:
         )
     lines += ["", "![rank ECDFs](classifier.png)"]
     (options.out / "classifier.md").write_text("\n".join(lines) + "\n")
+
+
+def pfn_classifier(options: argparse.Namespace) -> None:
+    """Spiegelhalter's test of the classifier PFN and its controls:
+    ``pfn_classifier.{json,md}``."""
+    rows = []
+    for num_train in _sbc.PFN_TRAIN_SIZES:
+        for control in _sbc.PFN_CLASSIFIER_CONTROLS:
+            z, p_value = _sbc.pfn_classifier_calibration(control, num_train, seed=options.seed)
+            rows.append({"num_train": num_train, "control": control, "z": z,
+                         "p_value": p_value, "passes": p_value > _sbc.ALPHA})  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+    machine = machine_description()
+    (options.out / "pfn_classifier.json").write_text(
+        json.dumps(
+            {"machine": machine, "datasets": _sbc.PFN_CLASSIFIER_DATASETS, "rows": rows}, indent=1
+        )
+        + "\n"
+    )
+    lines = [
+        "# Calibration of the classifier PFN (`benchmarks/sbc.py --sections pfn-classifier`)",
+        "",
+        f"Machine: {machine['cpu']}, jax {machine['jax']}, probinfer at commit "
+        f"{machine['commit']}, {machine['date']}. The shipped `gp-classifier` on "
+        f"{_sbc.PFN_CLASSIFIER_DATASETS} datasets from its training prior (3 input features) "
+        "per row, one held-out label each. Spiegelhalter's z is standard normal when the "
+        "predicted probabilities are the labels' true ones; a row passes when its two-sided "
+        f"p-value is above {_sbc.ALPHA:g}. Controls: the PFN's logits doubled "
+        "(overconfident) or halved (underconfident), which must fail.",
+        "",
+        "| train points | predictive | z | p | verdict |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['num_train']} | {row['control']} | {row['z']:+.2f} | "
+            f"{row['p_value']:.2g} | {verdict(row)} |"
+        )
+    (options.out / "pfn_classifier.md").write_text("\n".join(lines) + "\n")
 
 
 def pfn_report(rows: list[dict], machine: dict) -> str:
