@@ -87,9 +87,11 @@ def _float_pair(pair: tuple[float, float]) -> tuple[float, float]:
     return float(mean), float(std)
 
 
-def _gp_draw(key: PRNGKeyArray, kernel: AbstractKernel, x: Array, noise: Array) -> Array:
-    cov = kernel(x) + (noise + 1e-6) * jnp.eye(x.shape[0], dtype=x.dtype)
-    return jnp.linalg.cholesky(cov) @ jax.random.normal(key, (x.shape[0],), x.dtype)
+def _gp_draw(key: PRNGKeyArray, kernel_matrix: Array, noise: Array) -> Array:
+    """One draw of ``N(0, kernel_matrix + (noise + 1e-6) I)``."""
+    n = kernel_matrix.shape[0]
+    cov = kernel_matrix + (noise + 1e-6) * jnp.eye(n, dtype=kernel_matrix.dtype)
+    return jnp.linalg.cholesky(cov) @ jax.random.normal(key, (n,), kernel_matrix.dtype)
 
 
 class GPPrior(AbstractDatasetPrior):
@@ -115,7 +117,7 @@ class GPPrior(AbstractDatasetPrior):
 
     def sample_targets(self, key: PRNGKeyArray, x: Array) -> Array:
         """A GP draw plus noise."""
-        return _gp_draw(key, self.kernel, x, self.noise)
+        return _gp_draw(key, self.kernel(x), self.noise)
 
     def exact_process(self) -> ScaleMixtureProcess:
         """The GP as a process, for the exact posterior predictive (relative noise 1:1)."""
@@ -126,17 +128,19 @@ class GPHyperPrior(AbstractDatasetPrior):
     """A GP whose hyperparameters are drawn per dataset from log-normal priors.
 
     ``log lengthscale ~ N(m_l, s_l^2)``, ``log variance ~ N(m_v, s_v^2)``,
-    ``log noise ~ N(m_n, s_n^2)``; the kernel is RBF or Matérn-5/2.
+    ``log noise ~ N(m_n, s_n^2)``; the kernel is RBF or Matérn-5/2, or for
+    ``kernel_family="mixed"`` either of the two with probability 1/2 per dataset (a model
+    trained on it serves both, and averages over them when the data do not tell).
 
     Attributes:
-        kernel_family: ``"rbf"`` or ``"matern52"`` (static).
+        kernel_family: ``"rbf"``, ``"matern52"`` or ``"mixed"`` (static).
         log_lengthscale: ``(mean, std)`` of the log lengthscale.
         log_variance: ``(mean, std)`` of the log output variance.
         log_noise: ``(mean, std)`` of the log noise variance.
         num_features: input dimension (static).
     """
 
-    kernel_family: Literal["rbf", "matern52"] = eqx.field(static=True)
+    kernel_family: Literal["rbf", "matern52", "mixed"] = eqx.field(static=True)
     log_lengthscale: tuple[float, float] = eqx.field(static=True)
     log_variance: tuple[float, float] = eqx.field(static=True)
     log_noise: tuple[float, float] = eqx.field(static=True)
@@ -144,15 +148,17 @@ class GPHyperPrior(AbstractDatasetPrior):
 
     def __init__(
         self,
-        kernel_family: Literal["rbf", "matern52"] = "rbf",
+        kernel_family: Literal["rbf", "matern52", "mixed"] = "rbf",
         *,
         log_lengthscale: tuple[float, float] = (-1.0, 0.5),
         log_variance: tuple[float, float] = (0.0, 0.3),
         log_noise: tuple[float, float] = (-4.0, 1.0),
         num_features: int = 1,
     ) -> None:
-        if kernel_family not in ("rbf", "matern52"):
-            raise ValueError(f"`kernel_family` must be 'rbf' or 'matern52', got {kernel_family!r}.")
+        if kernel_family not in ("rbf", "matern52", "mixed"):
+            raise ValueError(
+                f"`kernel_family` must be 'rbf', 'matern52' or 'mixed', got {kernel_family!r}."
+            )
         for name, (_, std) in (
             ("log_lengthscale", log_lengthscale),
             ("log_variance", log_variance),
@@ -172,16 +178,40 @@ class GPHyperPrior(AbstractDatasetPrior):
         values = [jnp.exp(mean + std * zi) for (mean, std), zi in zip(spec, z, strict=True)]
         return dict(zip(("lengthscale", "variance", "noise"), values, strict=True))
 
-    def kernel(self, lengthscale: Array, variance: Array) -> AbstractKernel:
-        """The kernel at given hyperparameters."""
-        make = rbf if self.kernel_family == "rbf" else matern52
+    def kernel(
+        self,
+        lengthscale: Array,
+        variance: Array,
+        family: Literal["rbf", "matern52"] | None = None,
+    ) -> AbstractKernel:
+        """The kernel at given hyperparameters (of ``family``, which a ``"mixed"`` prior
+        needs: it has two)."""
+        chosen = family or self.kernel_family
+        if chosen not in ("rbf", "matern52"):
+            raise ValueError(
+                f"a {self.kernel_family!r} prior needs `family` 'rbf' or 'matern52', "
+                f"got {family!r}."
+            )
+        make = rbf if chosen == "rbf" else matern52
         return make(lengthscale, variance)
 
     def sample_targets(self, key: PRNGKeyArray, x: Array) -> Array:
-        """Hyperparameters from their priors, then a GP draw plus noise."""
+        """Hyperparameters from their priors (and for ``"mixed"`` a kernel family, each
+        with probability 1/2), then a GP draw plus noise."""
         key_h, key_y = jax.random.split(key)
         h = self.sample_hyperparameters(key_h)
-        return _gp_draw(key_y, self.kernel(h["lengthscale"], h["variance"]), x, h["noise"])
+        if self.kernel_family == "mixed":
+            # A key of its own, folded in: the one-family priors keep their draws.
+            key_family = jax.random.fold_in(key, 0x6B65726E)
+            matrices = [self.kernel(h["lengthscale"], h["variance"], f)(x) for f in FAMILIES]
+            kernel_matrix = jnp.where(jax.random.bernoulli(key_family), *matrices)
+        else:
+            kernel_matrix = self.kernel(h["lengthscale"], h["variance"])(x)
+        return _gp_draw(key_y, kernel_matrix, h["noise"])
+
+
+FAMILIES: tuple[Literal["rbf"], Literal["matern52"]] = ("rbf", "matern52")
+"""The kernel families of :class:`GPHyperPrior` (``"mixed"`` draws one of them)."""
 
 
 class BayesianLinearRegressionPrior(AbstractDatasetPrior):
