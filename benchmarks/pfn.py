@@ -223,16 +223,26 @@ def _predictive_components(x_train, y_train, x_test, draws, log_weights, familie
     case, every thread idle; neither ``--xla_cpu_multi_thread_eigen=false`` nor synchronous
     dispatch avoided it), while one family per program never has.
     """
-    parts = [
-        jax.block_until_ready(_family_predictives(x_train, y_train, x_test, draws, family=f))
-        for f in families
-    ]
-    mean = jnp.concatenate([part[0] for part in parts])
-    std = jnp.concatenate([part[1] for part in parts])
-    log_train = jnp.stack([part[2] for part in parts])  # (families, draws)
-    log_family = log_train - logsumexp(log_train, axis=0, keepdims=True)
-    combined = (log_weights[None] + log_family[..., None]).reshape(mean.shape)
-    return mean, std, _weights_over_draws(combined)
+    if len(families) == 1:
+        mean, std, _ = _family_predictives(x_train, y_train, x_test, draws, family=families[0])
+        return mean, std, _weights_over_draws(log_weights)
+    # In float64: the families' train densities differ by a few nats at most, and float32
+    # log-determinants at 100 points and little noise are off by about that much.
+    with jax.enable_x64(True):
+        cast = [jnp.asarray(a, jnp.float64) for a in (x_train, y_train, x_test, log_weights)]
+        x_train, y_train, x_test, log_weights = cast
+        draws = tuple(jnp.asarray(a, jnp.float64) for a in draws)
+        parts = [
+            jax.block_until_ready(_family_predictives(x_train, y_train, x_test, draws, family=f))
+            for f in families
+        ]
+        mean = jnp.concatenate([part[0] for part in parts])
+        std = jnp.concatenate([part[1] for part in parts])
+        # A family whose factorisation failed at a draw gets no weight there.
+        log_train = jnp.nan_to_num(jnp.stack([part[2] for part in parts]), nan=-jnp.inf)
+        log_family = log_train - logsumexp(log_train, axis=0, keepdims=True)
+        combined = (log_weights[None] + log_family[..., None]).reshape(mean.shape)
+        return mean, std, _weights_over_draws(combined)
 
 
 def _mixture_log_density(x_train, y_train, x_test, y_test, draws, log_weights, families=("rbf",)):
@@ -325,6 +335,12 @@ def half_range_prior(num_train):
     return dist.Beta(num_train - 1.0, 2.0)
 
 
+def gp_hyper_mixed_model(x_train, y_train, hyperprior):
+    """:func:`gp_hyper_model` for a ``"mixed"`` prior: the kernel is RBF or Matérn-5/2 with
+    probability 1/2, summed out in the likelihood."""
+    _located_scaled_gp(x_train, y_train, hyperprior, families=FAMILIES, located=False)
+
+
 def gp_scale_free_mixed_model(x_train, y_train, hyperprior):
     """:func:`gp_scale_free_model` for a ``"mixed"`` prior: the kernel is RBF or Matérn-5/2
     with probability 1/2, summed out in the likelihood."""
@@ -343,17 +359,20 @@ def gp_fixed_range_model(x_train, y_train, hyperprior):
     _located_scaled_gp(x_train, y_train, hyperprior)
 
 
-def _located_scaled_gp(x_train, y_train, hyperprior, families=("rbf",)):
-    """The GP with hyperpriors, shifted by an unknown offset, scaled by an unknown scale;
-    with several kernel ``families``, each with equal prior probability."""
+def _located_scaled_gp(x_train, y_train, hyperprior, families=("rbf",), located=True):
+    """The GP with hyperpriors, shifted by an unknown offset, scaled by an unknown scale
+    (offset 0 and scale 1 if not ``located``); with several kernel ``families``, each with
+    equal prior probability."""
     import numpyro
     import numpyro.distributions as dist
 
     lengthscale = numpyro.sample("lengthscale", dist.LogNormal(*hyperprior[0]))
     variance = numpyro.sample("variance", dist.LogNormal(*hyperprior[1]))
     noise = numpyro.sample("noise", dist.LogNormal(*hyperprior[2]))
-    offset = numpyro.sample("offset", dist.Normal(0.0, 10.0))
-    scale = numpyro.sample("scale", dist.LogNormal(0.0, 10.0))
+    offset, scale = 0.0, 1.0
+    if located:
+        offset = numpyro.sample("offset", dist.Normal(0.0, 10.0))
+        scale = numpyro.sample("scale", dist.LogNormal(0.0, 10.0))
     log_densities = []
     for family in families:
         make = nngp.rbf if family == "rbf" else nngp.matern52
@@ -381,22 +400,25 @@ def nuts_nll(
     Returns the NLLs of the mixture over draws and a function giving, for each of some bar
     distributions, how much NLL that mixture's histogram on its buckets adds (the least the
     histogram can cost; in the buckets' units, which are the standardised ones of a
-    scale-free model; not part of NUTS's time).
+    scale-free model; not part of NUTS's time). For a ``"mixed"`` prior the model sums
+    the RBF and Matérn-5/2 likelihoods (:func:`gp_hyper_mixed_model`,
+    :func:`gp_scale_free_mixed_model`) and the predictive averages the two per draw
+    (:func:`_predictive_components`).
     """
     import probinfer as pi
     from probinfer.amortize.pfn import standardisation
 
     mixed = prior.kernel_family == "mixed"
-    if prior.kernel_family != "rbf" and not (mixed and scale_free and not fixed_range):
+    if prior.kernel_family not in ("rbf", "mixed") or (mixed and fixed_range):
         raise ValueError(
-            f"the NUTS reference is an RBF GP, or for a 'mixed' prior the scale-free model; "
-            f"not {prior.kernel_family!r} with scale_free={scale_free}, "
+            f"the NUTS reference is an RBF GP or, for a 'mixed' prior, RBF and Matérn-5/2 "
+            f"summed (not with fixed_range); not {prior.kernel_family!r} with "
             f"fixed_range={fixed_range}"
         )
     families = FAMILIES if mixed else ("rbf",)
     hyperprior = jnp.asarray([prior.log_lengthscale, prior.log_variance, prior.log_noise])
     log_scale = 0.0
-    model = gp_hyper_model
+    model = gp_hyper_mixed_model if mixed else gp_hyper_model
     if scale_free:
         scaling = standardisation(jnp.asarray(x), jnp.asarray(y), num_train)
         x, y = np.asarray(scaling.inputs(jnp.asarray(x))), np.asarray(scaling.targets(y))

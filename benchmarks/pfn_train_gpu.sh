@@ -12,7 +12,8 @@
 #   bash benchmarks/pfn_train_gpu.sh probinfer/amortize/pretrained/gp_hyper_mixed.json \
 #       runs/gp_hyper_mixed 480
 #
-# Appends one line per call to OUT/gpu_train.log: the device, the commit, the steps done
+# Exit status 0: the training finished; 3: the time limit came first (rerun to resume);
+# other: an error. CONFIG and OUT are relative to the repository root. Appends one line per call to OUT/gpu_train.log: the device, the commit, the steps done
 # before and after, and the training steps per second of this call (first chunk's compile
 # included). Needs `make .venv/.installed-test` and a CUDA build of jaxlib in .venv
 # (.venv/bin/pip install -U "jax[cuda12]").
@@ -33,11 +34,11 @@ if [ "$backend" != gpu ] && [ "${ALLOW_CPU:-0}" != 1 ]; then
 fi
 device=$("$PYTHON" -c "import jax; d = jax.devices()[0]; print(f'{d.platform}: {d.device_kind}')")
 
-steps_done() {  # steps in the checkpoint's training curve (0 before the first checkpoint)
+steps_done() {  # the last checkpoint's step (0 before the first checkpoint)
     "$PYTHON" - "$out" <<'EOF'
 import json, pathlib, sys
-curve = pathlib.Path(sys.argv[1]) / "training_curve.json"
-print(0 if not curve.exists() else len(json.loads(curve.read_text())["loss"]))
+config = pathlib.Path(sys.argv[1]) / "config.json"  # written last in each checkpoint
+print(0 if not config.exists() else json.loads(config.read_text())["step"])
 EOF
 }
 
@@ -52,9 +53,9 @@ rate=$("$PYTHON" -c "print(f'{($after - $before) / max($seconds, 1):.2f}')")
 mkdir -p "$out"
 line="$(date -u '+%Y-%m-%d %H:%M UTC') $device commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown): steps $before -> $after in $seconds s ($rate steps/s, checkpointed steps only)"
 echo "$line" | tee -a "$out/gpu_train.log"
-# 124: the time limit ended this call; rerun to continue. 0: the training finished.
+# 124: the time limit ended this call; rerun to continue (exit 3). 0: the training finished.
 if [ "$status" -eq 124 ]; then
     echo "time limit reached; rerun the same command to resume"
-    exit 0
+    exit 3
 fi
 exit "$status"

@@ -536,7 +536,8 @@ def prior_from_spec(spec: dict) -> AbstractDatasetPrior:
     Args:
         spec: ``{"type": ..., ...}`` with type ``"gp"`` (``kernel`` rbf/matern52,
             ``lengthscale``, ``variance``, ``noise``), ``"gp_hyper"`` (``kernel``
-            rbf/matern52/mixed, ``log_lengthscale``, ``log_variance``, ``log_noise`` as ``[mean, std]``),
+            rbf/matern52/mixed, ``log_lengthscale``, ``log_variance``, ``log_noise`` as
+            ``[mean, std]``),
             ``"linear"`` (``weight_std``, ``noise_std``), ``"bnn"`` (``width``, ``depth``,
             ``weight_std``, ``noise_std``) or ``"student_t"`` (``depth``, ``a``, ``b``,
             ``noise``), or ``"gp_classification"`` (``depth``, ``a``, ``b``, ``num_classes``:

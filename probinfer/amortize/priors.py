@@ -12,7 +12,7 @@ dimension (NNGP stacks: ``x . x' / d``) and the BNN prior's fan-in do count them
 - :class:`GPPrior`: a GP with a fixed kernel (``nngp.rbf``, ``nngp.matern52``, an NNGP
   stack, any :class:`~probinfer.nngp.AbstractKernel`) and noise.
 - :class:`GPHyperPrior`: log-normal hyperpriors on the lengthscale, output scale and noise of
-  an RBF or Matérn-5/2 GP.
+  an RBF or Matérn-5/2 GP, or of either with probability 1/2 (``"mixed"``).
 - :class:`BayesianLinearRegressionPrior`: ``y = w . x + b + noise`` with Gaussian weights.
 - :class:`BNNPrior`: a random tanh MLP plus noise.
 - :class:`ScaleMixturePrior`: a draw of an NNGP scale-mixture process (for example a
@@ -87,11 +87,12 @@ def _float_pair(pair: tuple[float, float]) -> tuple[float, float]:
     return float(mean), float(std)
 
 
-def _gp_draw(key: PRNGKeyArray, kernel_matrix: Array, noise: Array) -> Array:
-    """One draw of ``N(0, kernel_matrix + (noise + 1e-6) I)``."""
+def _gp_draw(key: PRNGKeyArray, kernel_matrix: Array, noise: Array, x: Array) -> Array:
+    """One draw of ``N(0, kernel_matrix + (noise + 1e-6) I)`` at inputs ``x`` (whose dtype
+    the normals take)."""
     n = kernel_matrix.shape[0]
-    cov = kernel_matrix + (noise + 1e-6) * jnp.eye(n, dtype=kernel_matrix.dtype)
-    return jnp.linalg.cholesky(cov) @ jax.random.normal(key, (n,), kernel_matrix.dtype)
+    cov = kernel_matrix + (noise + 1e-6) * jnp.eye(n, dtype=x.dtype)
+    return jnp.linalg.cholesky(cov) @ jax.random.normal(key, (n,), x.dtype)
 
 
 class GPPrior(AbstractDatasetPrior):
@@ -117,7 +118,7 @@ class GPPrior(AbstractDatasetPrior):
 
     def sample_targets(self, key: PRNGKeyArray, x: Array) -> Array:
         """A GP draw plus noise."""
-        return _gp_draw(key, self.kernel(x), self.noise)
+        return _gp_draw(key, self.kernel(x), self.noise, x)
 
     def exact_process(self) -> ScaleMixtureProcess:
         """The GP as a process, for the exact posterior predictive (relative noise 1:1)."""
@@ -187,10 +188,10 @@ class GPHyperPrior(AbstractDatasetPrior):
         """The kernel at given hyperparameters (of ``family``, which a ``"mixed"`` prior
         needs: it has two)."""
         chosen = family or self.kernel_family
-        if chosen not in ("rbf", "matern52"):
+        if chosen not in FAMILIES or (family and self.kernel_family not in ("mixed", family)):
             raise ValueError(
-                f"a {self.kernel_family!r} prior needs `family` 'rbf' or 'matern52', "
-                f"got {family!r}."
+                f"a {self.kernel_family!r} prior needs `family` 'rbf' or 'matern52' (a "
+                f"one-family prior: its own or None), got {family!r}."
             )
         make = rbf if chosen == "rbf" else matern52
         return make(lengthscale, variance)
@@ -207,7 +208,7 @@ class GPHyperPrior(AbstractDatasetPrior):
             kernel_matrix = jnp.where(jax.random.bernoulli(key_family), *matrices)
         else:
             kernel_matrix = self.kernel(h["lengthscale"], h["variance"])(x)
-        return _gp_draw(key_y, kernel_matrix, h["noise"])
+        return _gp_draw(key_y, kernel_matrix, h["noise"], x)
 
 
 FAMILIES: tuple[Literal["rbf"], Literal["matern52"]] = ("rbf", "matern52")

@@ -352,9 +352,11 @@ def _covariance_root(cov: Float[Array, "n n"]) -> Float[Array, "n n"]:
     Cholesky), else ``V sqrt(max(lambda, 0))`` from the eigendecomposition. Without noise,
     ``K + jitter I`` of a smooth kernel at a few dozen points is singular in float32: the
     Cholesky of the ReLU NNGP kernel at 21 points in 1-d failed for 9.5% of input sets
-    (NaN draws under ``jit``, where no check can raise). Eigenvalues rounded below zero are
-    clipped; ones far below zero (more than ``sqrt(eps)`` of the largest: the kernel itself
-    is not positive semi-definite) make the root NaN, which an eager call reports.
+    (NaN draws under ``jit``, where no check can raise). Eigenvalues below zero are clipped
+    if small (down to ``-sqrt(eps)`` times the largest: rounding, or a kernel a little
+    indefinite); ones further below make the root NaN, which an eager call reports. Under
+    ``vmap`` the condition is batched, so both branches run for every matrix (an
+    eigendecomposition per draw: a cost, not a change in the draws).
     """
     cholesky = jnp.linalg.cholesky(cov)
 
