@@ -318,9 +318,7 @@ class ScaleMixtureProcess(eqx.Module):
             ``(num_samples, n)`` draws: ``s`` from the scale prior, then the GP.
 
         Raises:
-            ValueError: if the covariance has eigenvalues below zero beyond rounding (the
-                kernel is not positive semi-definite). A singular covariance is fine: where
-                its Cholesky fails, the draw uses its eigendecomposition.
+            ValueError: if the covariance is not positive definite after jitter.
         """
         check_inputs(x, "x")
         x = jnp.asarray(x, jnp.result_type(float))
@@ -328,13 +326,13 @@ class ScaleMixtureProcess(eqx.Module):
         cov = self.kernel(x) + (self.jitter + (self.noise if include_noise else 0.0)) * jnp.eye(
             x.shape[0], dtype=x.dtype
         )
-        root = _covariance_root(cov)
-        if is_concrete(root) and not bool(jnp.all(jnp.isfinite(root))):
+        cholesky = jnp.linalg.cholesky(cov)
+        if is_concrete(cholesky) and not bool(jnp.all(jnp.isfinite(cholesky))):
             added = "noise and jitter" if include_noise else "jitter"
             raise ValueError(
-                f"the kernel matrix plus {added} is not positive semi-definite: it has "
-                f"eigenvalues well below zero in {x.dtype}, more than rounding explains. "
-                "Check the kernel, increase `jitter` (e.g. 1e-4), or enable float64 with "
+                f"the kernel matrix plus {added} is not positive definite: its Cholesky "
+                f"factorisation failed in {x.dtype}. Increase `jitter` (e.g. 1e-4), remove "
+                "duplicate inputs, or enable float64 with "
                 "`jax.config.update('jax_enable_x64', True)`."
             )
         if self.scale_prior is None:
@@ -342,31 +340,7 @@ class ScaleMixtureProcess(eqx.Module):
         else:
             scales = self.scale_prior.sample(key_scale, (num_samples,))
         normal = jax.random.normal(key_normal, (num_samples, x.shape[0]), x.dtype)
-        return jnp.sqrt(scales)[:, None] * (normal @ root.T)
-
-
-def _covariance_root(cov: Float[Array, "n n"]) -> Float[Array, "n n"]:
-    """A matrix ``R`` with ``R R^T = cov`` to rounding, for drawing ``R z``.
-
-    The Cholesky factor where it succeeds (the usual case: the same draws as a plain
-    Cholesky), else ``V sqrt(max(lambda, 0))`` from the eigendecomposition. Without noise,
-    ``K + jitter I`` of a smooth kernel at a few dozen points is singular in float32: the
-    Cholesky of the ReLU NNGP kernel at 21 points in 1-d failed for 9.5% of input sets
-    (NaN draws under ``jit``, where no check can raise). Eigenvalues below zero are clipped
-    if small (down to ``-sqrt(eps)`` times the largest: rounding, or a kernel a little
-    indefinite); ones further below make the root NaN, which an eager call reports. Under
-    ``vmap`` the condition is batched, so both branches run for every matrix (an
-    eigendecomposition per draw: a cost, not a change in the draws).
-    """
-    cholesky = jnp.linalg.cholesky(cov)
-
-    def by_eigendecomposition() -> Array:
-        eigenvalues, eigenvectors = jnp.linalg.eigh(cov)
-        tolerance = jnp.sqrt(jnp.finfo(cov.dtype).eps) * jnp.max(jnp.abs(eigenvalues))
-        root = eigenvectors * jnp.sqrt(jnp.maximum(eigenvalues, 0.0))[None, :]
-        return jnp.where(jnp.min(eigenvalues) < -tolerance, jnp.nan, root)
-
-    return jax.lax.cond(jnp.all(jnp.isfinite(cholesky)), lambda: cholesky, by_eigendecomposition)
+        return jnp.sqrt(scales)[:, None] * (normal @ cholesky.T)
 
 
 @eqx.filter_jit
