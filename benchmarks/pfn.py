@@ -811,6 +811,15 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def write_result(out: Path, stem: str, result: dict, render, draw) -> None:
+    """``out/stem.{json,md,png}``: the result, its table (``render(result)``) and its
+    figure (``draw(result, path)``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{stem}.md").write_text(render(result))
+    draw(result, out / f"{stem}.png")
+
+
 def nll_panels(result: dict, series: tuple[tuple[str, str], ...], *, log_x: bool = False) -> tuple:
     """One panel of test NLL against train points per input dimension, a line per
     ``(row key, label)`` of ``series``, ticks at the train-set sizes (on a log axis if
@@ -1020,12 +1029,8 @@ def main() -> None:
         print(markdown_hyper(result))
         return
     result = run(Path(args.model), args.datasets)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pfn.json").write_text(json.dumps(result, indent=2))
-    (out / "pfn.md").write_text(markdown(result))
-    plot(result, out / "pfn.png")
-    copy_training_curve(args.training_curve, Path(args.model), out)
+    write_result(Path(args.out), "pfn", result, markdown, plot)
+    copy_training_curve(args.training_curve, Path(args.model), Path(args.out))
     print(markdown(result))
 
 

@@ -47,6 +47,7 @@ from benchmarks.pfn import (
     _standard_error,
     copy_training_curve,
     nll_panels,
+    write_result,
 )
 from probinfer import amortize, nngp
 from probinfer.diagnostics import SamplingWarning
@@ -258,10 +259,7 @@ def main() -> None:
         raise SystemExit(f"--training-curve {args.training_curve}: no such file")
     result = run(Path(args.model), args.datasets)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "pfn_classifier.json").write_text(json.dumps(result, indent=2))
-    (out / "pfn_classifier.md").write_text(markdown(result))
-    plot(result, out / "pfn_classifier.png")
+    write_result(out, "pfn_classifier", result, markdown, plot)
     copy_training_curve(args.training_curve, Path(args.model), out)
     print(markdown(result))
     print(f"written to {_display_path(out)}")

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _randomise import randomise_weights
 from _stats import check_expectation
 from scipy import integrate, stats
 
@@ -255,16 +256,7 @@ def _random_model(num_features=2, max_train=12, scale_free=False):
         num_heads=2, mlp_width=32, key=jax.random.key(0), scale_free=scale_free,
         min_train=2 if scale_free else 1,
     )  # fmt: skip
-    # Zero-initialised residual branches make a fresh model ignore its context; randomise
-    # every weight so that the invariance tests can fail.
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    noisy = [
-        leaf + 0.3 * jax.random.normal(k, leaf.shape) if leaf.ndim == 2 else leaf
-        for leaf, k in zip(leaves, keys, strict=True)
-    ]
-    return eqx.combine(jax.tree_util.tree_unflatten(treedef, noisy), static)
+    return randomise_weights(model)
 
 
 def test_predictions_ignore_other_test_points_and_train_order():

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _randomise import randomise_weights
 
 from probinfer import amortize, nngp
 from probinfer.cli import main as cli_main
@@ -34,15 +35,7 @@ def _random_classifier(num_classes=2, num_features=2, max_train=12):
         num_classes=num_classes, num_features=num_features, max_train=max_train, width=32,
         num_layers=2, num_heads=2, mlp_width=32, key=jax.random.key(0),
     )  # fmt: skip
-    # Zero-initialised residual branches make a fresh model ignore its context: randomise.
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    noisy = [
-        leaf + 0.3 * jax.random.normal(k, leaf.shape) if leaf.ndim == 2 else leaf
-        for leaf, k in zip(leaves, keys, strict=True)
-    ]
-    return eqx.combine(jax.tree_util.tree_unflatten(treedef, noisy), static)
+    return randomise_weights(model)
 
 
 def test_classification_prior_draws_labels_from_the_scaled_latent_process():

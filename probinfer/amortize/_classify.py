@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import arviz as az
-import equinox as eqx
 import jax
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from probinfer._validation import real_array
 from probinfer.amortize._plotting import one_feature_inputs
+from probinfer.amortize._predictive_base import AbstractDrawingPredictive
 from probinfer.nngp._classification import check_labels
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ def as_labels(
     return labels
 
 
-class PFNClassPredictive(eqx.Module):
+class PFNClassPredictive(AbstractDrawingPredictive):
     """A classifier PFN's predictive class probabilities at each test point.
 
     Attributes:
@@ -87,23 +86,6 @@ class PFNClassPredictive(eqx.Module):
         """``(num_samples, m)`` independent label draws per point (integers)."""
         draws = jax.random.categorical(key, self.logits, shape=(num_samples, self.logits.shape[0]))
         return np.asarray(draws)
-
-    def to_idata(
-        self, key: PRNGKeyArray, num_draws: int = 4000, *, name: str = "y"
-    ) -> az.InferenceData:
-        """Independent predictive label draws as ArviZ ``InferenceData``.
-
-        Args:
-            key: PRNG key.
-            num_draws: draws per test point.
-            name: the variable's name.
-
-        Returns:
-            ``InferenceData`` with a ``posterior_predictive`` group holding ``name`` of shape
-            ``(1, num_draws, m)`` (one chain; dimension ``test_point``).
-        """
-        draws = self.sample(key, num_draws)[None]
-        return az.from_dict(posterior_predictive={name: draws}, dims={name: ["test_point"]})
 
     def plot(
         self,

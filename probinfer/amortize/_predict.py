@@ -9,7 +9,6 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-import arviz as az
 import equinox as eqx
 import jax
 import numpy as np
@@ -20,6 +19,7 @@ from probinfer._validation import check_magnitude, real_array
 from probinfer.amortize._bar import BarDistribution
 from probinfer.amortize._classify import PFNClassPredictive, as_labels
 from probinfer.amortize._plotting import one_feature_inputs
+from probinfer.amortize._predictive_base import AbstractDrawingPredictive
 from probinfer.amortize._training import (
     MODEL_FILE,
     TrainingConfig,
@@ -54,7 +54,7 @@ EXTRAPOLATION_FACTOR = 1.1
 EXTRAPOLATION_HALF_RANGES = 2.0
 
 
-class PFNPredictive(eqx.Module):
+class PFNPredictive(AbstractDrawingPredictive):
     """The PFN's predictive distribution at each test point, in the data's units.
 
     A scale-free model predicts standardised targets; ``y = shift + scale * z`` maps its bar
@@ -139,23 +139,6 @@ class PFNPredictive(eqx.Module):
         return self._to_data(
             _bar_program("sample", self.bar, key, self.logits, static=(num_samples,))
         )
-
-    def to_idata(
-        self, key: PRNGKeyArray, num_draws: int = 4000, *, name: str = "y"
-    ) -> az.InferenceData:
-        """Independent predictive draws as ArviZ ``InferenceData``.
-
-        Args:
-            key: PRNG key.
-            num_draws: draws per test point.
-            name: the variable's name.
-
-        Returns:
-            ``InferenceData`` with a ``posterior_predictive`` group holding ``name`` of shape
-            ``(1, num_draws, m)`` (one chain; dimension ``test_point``).
-        """
-        draws = np.asarray(self.sample(key, num_draws))[None]
-        return az.from_dict(posterior_predictive={name: draws}, dims={name: ["test_point"]})
 
     def plot(
         self,

@@ -425,30 +425,19 @@ def build_model(
     """A freshly initialised PFN of the architecture ``config`` describes: a regression
     :class:`PFN` with the bar distribution ``head``, or a :class:`PFNClassifier` with
     ``head`` classes."""
+    body = {
+        "num_features": num_features,
+        "max_train": config.max_train,
+        "min_train": config.min_train,
+        "width": config.width,
+        "num_layers": config.num_layers,
+        "num_heads": config.num_heads,
+        "mlp_width": config.mlp_width,
+        "key": key,
+    }
     if isinstance(head, int | np.integer):
-        return PFNClassifier(
-            num_classes=head,
-            num_features=num_features,
-            max_train=config.max_train,
-            min_train=config.min_train,
-            width=config.width,
-            num_layers=config.num_layers,
-            num_heads=config.num_heads,
-            mlp_width=config.mlp_width,
-            key=key,
-        )
-    return PFN(
-        head,
-        num_features=num_features,
-        max_train=config.max_train,
-        min_train=config.min_train,
-        scale_free=config.scale_free,
-        width=config.width,
-        num_layers=config.num_layers,
-        num_heads=config.num_heads,
-        mlp_width=config.mlp_width,
-        key=key,
-    )
+        return PFNClassifier(num_classes=head, **body)
+    return PFN(head, scale_free=config.scale_free, **body)
 
 
 def initial_state(prior: AbstractDatasetPrior, config: TrainingConfig) -> TrainState:
