@@ -244,6 +244,17 @@ def test_fit_hyperparameters_improves_marginal_likelihood():
     )
 
 
+class _IndefiniteKernel(nngp.AbstractKernel):
+    """Not a kernel: ``2 I - 1 1^T`` has the eigenvalue ``2 - n`` for the all-ones vector."""
+
+    def __call__(self, x1, x2=None):
+        n = np.shape(x1)[0]
+        return 2.0 * jnp.eye(n) - jnp.ones((n, n))
+
+    def diagonal(self, x):
+        return jnp.ones(np.shape(x)[0])
+
+
 @pytest.mark.parametrize(
     "make, match",
     [
@@ -293,6 +304,12 @@ def test_fit_hyperparameters_improves_marginal_likelihood():
                 nngp.mlp(0, bias_variance=0.0), None, noise=1e-30, jitter=0.0
             ).sample(jax.random.key(0), np.ones((4, 1)), 2),
             "not positive definite",
+        ),
+        (
+            lambda: nngp.ScaleMixtureProcess(_IndefiniteKernel(), None).sample(
+                jax.random.key(0), np.ones((4, 1)), 2, include_noise=False
+            ),
+            "not positive semi-definite",
         ),
     ],
 )
@@ -391,3 +408,39 @@ def test_quadrature_resolves_narrow_scale_posteriors(width, location):
             reference = np.log(value)
         np.testing.assert_allclose(weights.log_normalizer, reference, atol=1e-8)
         assert float(weights.ess) > 20  # the mass is spread over many nodes
+
+
+def test_noise_free_process_draws_are_exact_where_a_float32_cholesky_fails():
+    """`ScaleMixtureProcess.sample(include_noise=False)` under `jit`, at 21 1-d inputs where
+    the float32 Cholesky of the ReLU NNGP kernel plus jitter fails (9.5% of such input sets;
+    the draws were NaN when they used it): 20,000 draws are finite and their covariance is
+    `K + jitter I` (each entry within 5 Monte Carlo standard errors). A singular covariance
+    is valid: four equal inputs give four equal values per draw. Noisy draws still use the
+    Cholesky factor: the same key gives the same draws as `L z` by hand."""
+    process = nngp.ScaleMixtureProcess(nngp.mlp(2), None)
+    x = np.zeros((21, 3), np.float32)
+    x[:, 0] = np.random.default_rng(10).uniform(-1, 1, 21)  # 5 of seeds 0-59 fail; this one
+    cov = process.kernel(x) + process.jitter * jnp.eye(21)
+    assert not np.all(np.isfinite(np.asarray(jnp.linalg.cholesky(cov)))), "pick a failing set"
+    num_draws = 20_000
+    draws = jax.jit(lambda key: process.sample(key, x, num_draws, include_noise=False))(
+        jax.random.key(0)
+    )
+    draws = np.asarray(draws, np.float64)
+    assert np.all(np.isfinite(draws))
+    target = np.asarray(cov, np.float64)
+    empirical = draws.T @ draws / num_draws  # the mean is zero
+    diagonal = np.diag(target)
+    standard_error = np.sqrt((np.outer(diagonal, diagonal) + target**2) / num_draws)
+    assert np.max(np.abs(empirical - target) / standard_error) < 5
+    equal = nngp.ScaleMixtureProcess(nngp.mlp(0, bias_variance=0.0), None, noise=1e-30, jitter=0.0)
+    values = np.asarray(equal.sample(jax.random.key(1), np.ones((4, 1)), 3, include_noise=False))
+    # To float32 rounding of the eigenvalues: sqrt(eps * 8) ~ 1e-3 against a scale of 2.8.
+    np.testing.assert_allclose(values, values[:, :1].repeat(4, axis=1), atol=3e-3)
+    assert np.std(values) > 1  # not all zero
+    noisy = process.sample(jax.random.key(2), x, 3)
+    cholesky = jnp.linalg.cholesky(
+        process.kernel(x) + (process.jitter + process.noise) * jnp.eye(21)
+    )
+    normal = jax.random.normal(jax.random.split(jax.random.key(2))[1], (3, 21))
+    np.testing.assert_array_equal(np.asarray(noisy), np.asarray(normal @ cholesky.T))
