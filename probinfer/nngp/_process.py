@@ -172,7 +172,7 @@ class ScaleMixtureProcess(eqx.Module):
         inducing_points: Float[ArrayLike, "m d"] | None = None,
         tolerance: float = 0.0,
         solver: Solver = "cg",
-        num_probes: int = 16,
+        num_probes: int = 32,
         max_iterations: int = 100,
         rtol: float | None = None,
         key: PRNGKeyArray | None = None,
@@ -203,7 +203,11 @@ class ScaleMixtureProcess(eqx.Module):
                 FITC's unless ``predict(..., variance="cg")``. ``"fitc"``: the FITC model
                 alone, ``O(n m^2)``.
             num_probes: random probes for the stochastic Lanczos estimate of ``log |C|``
-                (``"cg"``); its standard error is ``log_det_stderr``.
+                (``"cg"``); its standard error is ``log_det_stderr``, falling as
+                ``1 / sqrt(num_probes)``. Each probe is one more column in every pass over
+                the kernel, whose cost the kernel's evaluation dominates: at n = 12,000
+                (depth-2 ReLU kernel, float32) a pass took 0.28 s with 16 probes, 0.32 s
+                with 32 and 0.38 s with 64.
             max_iterations: the most CG iterations (``"cg"``); a warning says when CG
                 stopped before ``rtol``.
             rtol: CG stops when its residual is ``<= rtol |y|`` (and likewise for every

@@ -366,7 +366,7 @@ def condition_inducing(
         )
         alpha = solve.solutions[:, 0]
         quad_form = jnp.dot(y, alpha)
-        correction, stderr = log_det_correction(solve.log_quadratures[1:], solve.probe_norms[1:])
+        correction, stderr = log_det_correction(solve.log_quadratures[1:], x.shape[0])
         log_det = log_det + correction
         log_det_stderr = jnp.asarray(stderr, x.dtype)
         relative_residual = jnp.asarray(solve.relative_residuals[0], x.dtype)
