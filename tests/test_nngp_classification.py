@@ -9,6 +9,9 @@ near-separable problem where the Gibbs sweeps do not mix; and the whole classifi
 end (a sanity check on accuracy, not a statistical reference).
 """
 
+import re
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -178,29 +181,45 @@ def _near_separable(num_points=150, seed=3):
     return x, labels
 
 
-@pytest.mark.slow  # a long statistical check (8,000 NUTS transitions, 30 s): `make test-slow`
+_DIVERGED = re.compile(r"(\d+) of \d+ transitions after warm-up diverged")
+
+
+@pytest.mark.slow  # a statistical check over 8 seeds (8 x 8,000 NUTS transitions, 35 s)
 @pytest.mark.optimized  # time goes to running, not compiling
 def test_nuts_defaults_converge_on_near_separable_data():
     """The issue's complaint: R-hat 1.30-1.42 for log s at the old defaults (Gibbs, 500 + 500).
 
     Near-separable data push s up and pin F down, so Gibbs sweeps crawl: at today's
     defaults (1,000 + 1,000) they gave R-hat 1.14-1.21 and bulk ESS 15-23 for log s (seeds
-    0-2, measured once; not run here). Joint NUTS moves s with the latents: over seeds 0-4, R-hat
-    1.002-1.010 and ESS 420-653 for log s, ESS >= 740 for every f, no divergence (seed 0:
-    1.002 and 653). No convergence warning may be raised (they are errors in this suite).
+    0-2, measured once; not run here). Joint NUTS at its defaults, measured over seeds 0-23
+    (default XLA flags): max R-hat over log s and the 150 f 1.002-1.011 (above 1.01 in 1 of
+    24 seeds: the maximum over 151 components at ESS ~600 is that noisy; target acceptance
+    0.99 gave the same, 1 of 24, for twice the gradients), min bulk ESS 483-749, and one
+    divergent transition in all 96,000 (seed 0). So each seed's draws must pass the hard
+    bars (R-hat < 1.02, ESS >= 400, at most 2 divergent transitions), and at most 2 of the
+    8 seeds may be flagged (R-hat above 1.01, or any warning: divergences, mixing).
     """
-    from probinfer.diagnostics import convergence
+    from probinfer.diagnostics import SamplingWarning, convergence
 
     x, labels = _near_separable()
     kernel = nngp.mlp(2, weight_variance=2.0, bias_variance=0.1)
     prior = nngp.inverse_gamma(2.0, 2.0)
-    posterior = nngp.sample_classifier(
-        jax.random.key(0), kernel, x, labels, scale_prior=prior, progress=False
-    )
-    f = posterior.idata.posterior["f"].values
-    diagnostics = convergence({"log_scale": np.asarray(posterior.log_scales), "f": f})
-    assert diagnostics.rhat.max() <= 1.01, diagnostics.rhat.max()
-    assert diagnostics.ess_bulk.min() >= 400, diagnostics.ess_bulk.min()
+    flagged = []
+    for seed in range(8):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SamplingWarning)
+            posterior = nngp.sample_classifier(
+                jax.random.key(seed), kernel, x, labels, scale_prior=prior, progress=False
+            )
+        messages = [str(w.message) for w in caught if issubclass(w.category, SamplingWarning)]
+        f = posterior.idata.posterior["f"].values
+        diagnostics = convergence({"log_scale": np.asarray(posterior.log_scales), "f": f})
+        rhat, ess = float(diagnostics.rhat.max()), float(diagnostics.ess_bulk.min())
+        divergent = [int(m.group(1)) for m in map(_DIVERGED.match, messages) if m]
+        assert rhat < 1.02 and ess >= 400 and sum(divergent) <= 2, (seed, rhat, ess, messages)
+        if rhat > 1.01 or messages:
+            flagged.append((seed, rhat, messages))
+    assert len(flagged) <= 2, flagged
 
 
 @pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # short runs
