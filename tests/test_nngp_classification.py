@@ -197,7 +197,9 @@ def test_nuts_defaults_converge_on_near_separable_data():
     0.99 gave the same, 1 of 24, for twice the gradients), min bulk ESS 483-749, and one
     divergent transition in all 96,000 (seed 0). So each seed's draws must pass the hard
     bars (R-hat < 1.02, ESS >= 400, at most 2 divergent transitions), and at most 2 of the
-    8 seeds may be flagged (R-hat above 1.01, or any warning: divergences, mixing).
+    8 seeds may be flagged (R-hat above 1.01, or any warning: divergences, mixing). Seeds
+    0-7 are deterministic on one platform (seed 0 is flagged here), but other XLA builds
+    round differently and may flag other seeds.
     """
     from probinfer.diagnostics import SamplingWarning, convergence
 
@@ -216,6 +218,8 @@ def test_nuts_defaults_converge_on_near_separable_data():
         diagnostics = convergence({"log_scale": np.asarray(posterior.log_scales), "f": f})
         rhat, ess = float(diagnostics.rhat.max()), float(diagnostics.ess_bulk.min())
         divergent = [int(m.group(1)) for m in map(_DIVERGED.match, messages) if m]
+        # A reworded divergence warning would leave `divergent` empty: catch that here.
+        assert len(divergent) == sum("diverged" in m for m in messages), messages
         assert rhat < 1.02 and ess >= 400 and sum(divergent) <= 2, (seed, rhat, ess, messages)
         if rhat > 1.01 or messages:
             flagged.append((seed, rhat, messages))
