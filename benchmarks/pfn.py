@@ -44,7 +44,7 @@ from jax.scipy.stats import norm
 
 from probinfer import amortize, nngp
 from probinfer.amortize.pfn import SCALE_FREE_MIN_TRAIN
-from probinfer.amortize.priors import FAMILIES
+from probinfer.amortize.priors import FAMILIES, KERNEL_FAMILIES
 from probinfer.bench import machine_description
 
 NUM_TEST = 10
@@ -138,7 +138,7 @@ def _draw_predictives(x_train, y_train, x_test, draws, family="rbf"):
     sqrt(scale) f`` with ``f`` a GP (kernel ``family``) in the inputs times ``half_range``
     (per feature; ones for a model that is not scale-free); and ``(draws,)`` the train
     targets' log density at each draw."""
-    make = nngp.rbf if family == "rbf" else nngp.matern52
+    make = KERNEL_FAMILIES[family]
 
     def one(ls, var, nz, offset, scale, half_range):
         process = nngp.ScaleMixtureProcess(make(ls, var), None, nz + 1e-6, jitter=0.0)
@@ -224,7 +224,8 @@ def _predictive_components(x_train, y_train, x_test, draws, log_weights, familie
     One compiled call per family, each finished before the next: with both families in one
     program, XLA's CPU runtime hung now and then (1-2 runs in 8 of a 20-point, 1,000-draw
     case, every thread idle; neither ``--xla_cpu_multi_thread_eigen=false`` nor synchronous
-    dispatch avoided it), while one family per program never has.
+    dispatch avoided it), while one family per program never has: the XLA CPU hang of the
+    user guide's "Errors and warnings", or a relative of it.
     """
     if len(families) == 1:
         mean, std, _ = _family_predictives(x_train, y_train, x_test, draws, family=families[0])
@@ -378,7 +379,7 @@ def _located_scaled_gp(x_train, y_train, hyperprior, families=("rbf",), located=
         scale = numpyro.sample("scale", dist.LogNormal(0.0, 10.0))
     log_densities = []
     for family in families:
-        make = nngp.rbf if family == "rbf" else nngp.matern52
+        make = KERNEL_FAMILIES[family]
         gp = nngp.gaussian_process(
             make(lengthscale, variance), x_train, scale=scale, noise=noise, jitter=1e-6
         )

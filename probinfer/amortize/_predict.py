@@ -32,6 +32,7 @@ from probinfer.amortize.classifier import PFNClassifier
 from probinfer.amortize.pfn import PFN, AbstractPFN, Standardisation, standardisation
 from probinfer.amortize.priors import (
     INPUT_BOUND,
+    KERNEL_FAMILIES,
     AbstractDatasetPrior,
     BayesianLinearRegressionPrior,
     BNNPrior,
@@ -40,7 +41,7 @@ from probinfer.amortize.priors import (
     GPPrior,
     ScaleMixturePrior,
 )
-from probinfer.nngp import ScaleMixtureProcess, inverse_gamma, matern52, mlp, rbf
+from probinfer.nngp import ScaleMixtureProcess, inverse_gamma, mlp
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -538,7 +539,7 @@ def prior_from_spec(spec: dict) -> AbstractDatasetPrior:
     num_features = int(spec.pop("num_features", 1))
     try:
         if kind == "gp":
-            make = {"rbf": rbf, "matern52": matern52}[spec.pop("kernel", "rbf")]
+            make = KERNEL_FAMILIES[spec.pop("kernel", "rbf")]
             kernel = make(spec.pop("lengthscale", 0.3), spec.pop("variance", 1.0))
             return GPPrior(kernel, spec.pop("noise", 0.01), num_features=num_features)
         if kind == "gp_hyper":

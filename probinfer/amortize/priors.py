@@ -24,6 +24,7 @@ dimension (NNGP stacks: ``x . x' / d``) and the BNN prior's fan-in do count them
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from typing import Literal
 
 import equinox as eqx
@@ -34,6 +35,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 from probinfer._validation import check_count
 from probinfer.nngp import AbstractKernel, ScaleMixtureProcess, matern52, rbf
 from probinfer.nngp._checks import check_positive
+from probinfer.nngp._process import eigen_draws
 
 INPUT_BOUND = 1.0
 
@@ -193,7 +195,7 @@ class GPHyperPrior(AbstractDatasetPrior):
                 f"a {self.kernel_family!r} prior needs `family` 'rbf' or 'matern52' (a "
                 f"one-family prior: its own or None), got {family!r}."
             )
-        make = rbf if chosen == "rbf" else matern52
+        make = KERNEL_FAMILIES[chosen]
         return make(lengthscale, variance)
 
     def sample_targets(self, key: PRNGKeyArray, x: Array) -> Array:
@@ -213,6 +215,9 @@ class GPHyperPrior(AbstractDatasetPrior):
 
 FAMILIES: tuple[Literal["rbf"], Literal["matern52"]] = ("rbf", "matern52")
 """The kernel families of :class:`GPHyperPrior` (``"mixed"`` draws one of them)."""
+
+KERNEL_FAMILIES: dict[str, Callable[..., AbstractKernel]] = {"rbf": rbf, "matern52": matern52}
+"""Each family's kernel constructor, ``(lengthscale, variance) -> kernel``."""
 
 
 class BayesianLinearRegressionPrior(AbstractDatasetPrior):
@@ -360,13 +365,10 @@ class GPClassificationPrior(AbstractDatasetPrior):
         # By eigendecomposition, not Cholesky: without noise, `K + jitter I` of a smooth
         # kernel at a few dozen points is singular in float32 (the ReLU NNGP kernel at 21
         # points in 1-d: a Cholesky draw gave all 20 train labels 1 in 9.3% of datasets,
-        # NaN latents, against 0.2% with this draw, as in float64). Eigenvalues rounded
-        # below zero are clipped: the draw's covariance is `K + jitter I` to float32
-        # rounding.
+        # NaN latents, against 0.2% with this draw, as in float64).
         cov = process.kernel(x) + process.jitter * jnp.eye(x.shape[0], dtype=x.dtype)
-        eigenvalues, eigenvectors = jnp.linalg.eigh(cov)
         normal = jax.random.normal(key_latent, (x.shape[0], num_latent), x.dtype)
-        latent = eigenvectors @ (jnp.sqrt(jnp.maximum(eigenvalues, 0.0))[:, None] * normal)
+        latent = eigen_draws(cov, normal)
         if process.scale_prior is not None:
             # One scale for all latent functions, as in `nngp.sample_classifier`.
             latent = jnp.sqrt(process.scale_prior.sample(key_scale)) * latent

@@ -334,8 +334,10 @@ class ScaleMixtureProcess(eqx.Module):
         cov = self.kernel(x) + (self.jitter + (self.noise if include_noise else 0.0)) * jnp.eye(
             x.shape[0], dtype=x.dtype
         )
+        normal = jax.random.normal(key_normal, (num_samples, x.shape[0]), x.dtype)
         if include_noise:
-            root = jnp.linalg.cholesky(cov)
+            checked = jnp.linalg.cholesky(cov)
+            draws = normal @ checked.T
             failure = (
                 "the kernel matrix plus noise and jitter is not positive definite: its "
                 f"Cholesky factorisation failed in {x.dtype}. Increase `jitter` (e.g. 1e-4), "
@@ -343,43 +345,44 @@ class ScaleMixtureProcess(eqx.Module):
                 "`jax.config.update('jax_enable_x64', True)`."
             )
         else:
-            root = _eigen_root(cov)
+            checked = draws = eigen_draws(cov, normal.T).T
             failure = (
                 "the kernel matrix plus jitter is not positive semi-definite: it has "
                 f"eigenvalues well below zero in {x.dtype}, more than rounding explains. "
                 "Check the kernel, increase `jitter` (e.g. 1e-4), or enable float64 with "
                 "`jax.config.update('jax_enable_x64', True)`."
             )
-        if is_concrete(root) and not bool(jnp.all(jnp.isfinite(root))):
+        if is_concrete(checked) and not bool(jnp.all(jnp.isfinite(checked))):
             raise ValueError(failure)
         if self.scale_prior is None:
             scales = jnp.ones((num_samples,), x.dtype)
         else:
             scales = self.scale_prior.sample(key_scale, (num_samples,))
-        normal = jax.random.normal(key_normal, (num_samples, x.shape[0]), x.dtype)
-        return jnp.sqrt(scales)[:, None] * (normal @ root.T)
+        return jnp.sqrt(scales)[:, None] * draws
 
 
-def _eigen_root(cov: Float[Array, "n n"]) -> Float[Array, "n n"]:
-    """``V sqrt(max(lambda, 0))`` from ``cov = V diag(lambda) V^T``: ``R R^T = cov`` to rounding.
+def eigen_draws(cov: Float[Array, "n n"], normal: Float[Array, "n k"]) -> Float[Array, "n k"]:
+    """Draws of ``N(0, cov)``, ``V sqrt(max(lambda, 0)) normal`` from ``cov = V diag(lambda)
+    V^T`` and ``(n, k)`` standard normals: exact where ``cov`` is singular.
 
-    Noise-free draws take this root rather than the Cholesky factor: ``K + jitter I`` of a
-    smooth kernel at a few dozen points is singular in float32 (the Cholesky of the ReLU
-    NNGP kernel at 21 inputs in 1-d failed for 9.5% of input sets, NaN draws under ``jit``
-    where no check can raise), while its eigendecomposition exists. Eigenvalues rounded
-    below zero are clipped; ones far below zero (beyond ``sqrt(eps)`` of the largest: the
-    kernel itself is not positive semi-definite) make the root NaN, which an eager call
-    reports. Only here, not beside the Cholesky of the noisy draws under a ``lax.cond``:
-    vmapped over a batch of datasets, that program hung XLA's CPU runtime (jax 0.10.2).
-    The eigendecomposition costs several Cholesky factorisations (18 ms against 4-5 ms for
-    64 matrices of 70 points), and its gradient is not finite at repeated eigenvalues,
-    which a singular ``K + jitter I`` has: differentiate noise-free draws with respect to
-    kernel parameters only where the matrix is well conditioned.
+    Noise-free draws take this form rather than the Cholesky factor's (here and in
+    :class:`probinfer.amortize.GPClassificationPrior`): ``K + jitter I`` of a smooth kernel
+    at a few dozen points is singular in float32 (the Cholesky of the ReLU NNGP kernel at 21
+    inputs in 1-d failed for 9.5% of input sets, NaN draws under ``jit`` where no check can
+    raise), while its eigendecomposition exists. Eigenvalues rounded below zero are
+    clipped; ones far below zero (beyond ``sqrt(eps)`` of the largest: the kernel itself is
+    not positive semi-definite) make every draw NaN, which an eager call can report. Never
+    beside a Cholesky of the same matrix in one program (e.g. a ``lax.cond`` of the two):
+    vmapped over a batch of datasets, that program hung XLA's CPU runtime (jax 0.10.2; see
+    the user guide's "Errors and warnings"). The eigendecomposition costs several Cholesky
+    factorisations (18 ms against 4-5 ms for 64 matrices of 70 points), and its gradient is
+    not finite at repeated eigenvalues, which a singular ``K + jitter I`` has: differentiate
+    such draws with respect to kernel parameters only where the matrix is well conditioned.
     """
     eigenvalues, eigenvectors = jnp.linalg.eigh(cov)
+    draws = eigenvectors @ (jnp.sqrt(jnp.maximum(eigenvalues, 0.0))[:, None] * normal)
     tolerance = jnp.sqrt(jnp.finfo(cov.dtype).eps) * jnp.max(jnp.abs(eigenvalues))
-    root = eigenvectors * jnp.sqrt(jnp.maximum(eigenvalues, 0.0))[None, :]
-    return jnp.where(jnp.min(eigenvalues) < -tolerance, jnp.nan, root)
+    return jnp.where(jnp.min(eigenvalues) < -tolerance, jnp.nan, draws)
 
 
 @eqx.filter_jit
