@@ -31,8 +31,8 @@ Latent processes with an MLP kernel (depth 2, weight variance 2, bias variance 0
 softmax likelihood: NNGP with ``s = 1``, Student-t (``s ~ InvGamma(2, 2)``) and Burr XII
 (``c = 2``, ``k = 1``). Two inference methods: MCMC (``sample_classifier`` with
 ``method="gibbs"``, elliptical slice on the latents and two slice moves on ``log s``; joint
-NUTS needs ~190 gradient steps per iteration on these 10,000 latents, ~2.5 s per iteration
-for 4 chains here; 4 chains x (``MCMC_WARMUP`` warm-up +
+NUTS takes about 255 gradient steps per iteration on these 10,000 latents, about 45 minutes
+at its defaults here: ``benchmarks/nngp_digits_defaults.py``; 4 chains x (``MCMC_WARMUP`` warm-up +
 ``MCMC_DRAWS`` kept, thinned by ``MCMC_THIN``), started near the joint mode) and the
 variational classifier (``fit_variational_classifier``: ``VI_INDUCING`` inducing points,
 quadrature on ``log s`` over ``VI_LOG_SCALE_GRID``, ``VI_STEPS`` natural-gradient steps; one
