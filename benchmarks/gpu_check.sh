@@ -4,9 +4,12 @@
 #   1. smoke test: JAX sees a GPU, and the zoo validation (NUTS, tempered SMC and nested
 #      sampling against reference posteriors and exact evidence, `probinfer bench`) passes
 #      on it, float32 as users run;
-#   2. throughput: NUTS transitions/s and gradient evaluations/s against the number of
-#      chains, 4 to 4,096, vectorized in lock step and interleaved (`benchmarks/scale.py`;
-#      sequential chains, one after another, are for CPUs).
+#   2. throughput (`benchmarks/scale.py`): NUTS transitions/s, gradients/s and ESS/s against
+#      the number of chains, 4 to 4,096, vectorized in lock step and interleaved (sequential
+#      chains, one after another, are for CPUs); tempered SMC and nested sampling likelihood
+#      evaluations/s against particles and live points; PFN training and prediction tokens/s
+#      against the batch. Each section is written as soon as it is done, so a time limit
+#      that cuts the run keeps the sections before it.
 #
 # Writes benchmarks/results/gpu/ (device.txt names the device; smoke.log, bench.{md,json,png,log},
 # scale.{md,json,png}, scale.log: the per-count lines even if the time limit cuts the run). Usage, from a checkout with `make .venv/.installed-test` done and a
@@ -32,15 +35,16 @@ fi
 
 start=$SECONDS
 echo "== 1/2 smoke test: zoo validation on the device"
-timeout 240 "$PYTHON" -m probinfer.cli bench \
+timeout 120 "$PYTHON" -m probinfer.cli bench \
     --models normal_normal eight_schools_noncentered gaussian_mixture_2d \
     --methods nuts smc ns --out "$OUT" 2>&1 | tee "$OUT/smoke.log"
 smoke=$?
 echo "   $((SECONDS - start)) s so far"
 
-echo "== 2/2 throughput against the number of chains ($CHAINS)"
-PYTHONPATH=. timeout 300 "$PYTHON" benchmarks/scale.py --chains "$CHAINS" \
-    --models eight_schools_noncentered --repeats 1 --modes lock_step,interleaved \
+echo "== 2/2 throughput: NUTS against chains ($CHAINS), SMC, nested sampling, PFN"
+PYTHONPATH=. timeout 170 "$PYTHON" benchmarks/scale.py --sections chains,smc,ns,pfn \
+    --chains "$CHAINS" --models eight_schools_noncentered --modes lock_step,interleaved \
+    --particles 1024,16384 --live-points 500 --pfn-batches 64,512 --repeats 1 \
     --out "$OUT" 2>&1 | tee "$OUT/scale.log"
 scale=$?
 echo "done in $((SECONDS - start)) s; results in $OUT (smoke test status $smoke, throughput $scale)"
