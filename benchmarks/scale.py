@@ -3,7 +3,7 @@
 Run::
 
     .venv/bin/python benchmarks/scale.py [--sections chains,devices,smc,ns,pfn] \
-        [--chains 1,4,16,64,256,1024,4096] [--models eight_schools_noncentered,neals_funnel] \
+        [--chains 1,4,16,64,256,1024,4096] [--models eight_schools_noncentered,neals_funnel:256] \
         [--devices 1,2,4] [--particles 256,1024,4096,16384] [--live-points 100,300,1000,3000] \
         [--pfn-batches 4,16,64,256] [--repeats 2] [--threads 1] [--out benchmarks/results/scale]
 
@@ -30,7 +30,9 @@ soon as it is done (a run cut short keeps the sections before). Sections:
 
   Reported: transitions/s (all chains, warm-up and sampling), gradient evaluations/s, ESS/s
   (the smallest bulk ESS over the latent coordinates, per second of warm-up and sampling)
-  and each mode's time relative to the best.
+  and each mode's time relative to the best. ``--models`` entries may cap the chain
+  counts (``neals_funnel:256``: lock-step funnel chains run at about 1,700 transitions/s
+  here, so 4,096 of them would take half an hour per run).
 - ``devices``: NUTS with 64 chains split evenly over ``D`` emulated CPU devices
   (``XLA_FLAGS=--xla_force_host_platform_device_count=D``, set before JAX starts: one
   subprocess per ``D``), ``chain_method="parallel-vectorized"`` (interleaved on each
@@ -56,6 +58,7 @@ soon as it is done (a run cut short keeps the sections before). Sections:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -139,25 +142,25 @@ def interleaved_repeats(
     return {variant: median(r) for variant, r in runs.items()}
 
 
-def chains_section(options: argparse.Namespace) -> dict[str, Any]:
-    """NUTS against the number of chains: model -> chains -> mode -> medians."""
-    results: dict[str, Any] = {}
+def chains_section(options: argparse.Namespace, results: dict, save: Callable[[], None]) -> None:
+    """NUTS against the number of chains into ``results``: model -> chains -> mode ->
+    medians, saved after each chain count."""
     modes = options.modes.split(",")
-    for name in options.models.split(","):
+    for name, max_chains in _models(options.models):
         results[name] = {}
-        for chains in _counts(options.chains):
+        for chains in [c for c in _counts(options.chains) if c <= max_chains]:
             variants = {m: (lambda s, m=m, c=chains, n=name: chains_run(n, m, c, s)) for m in modes}
             summary = interleaved_repeats(variants, options.repeats)
             results[name][str(chains)] = summary
             rates = {m: round(s["transitions_per_second"]) for m, s in summary.items()}
             print("chains", name, chains, rates, flush=True)
-    return results
+            save()
 
 
 def devices_worker(options: argparse.Namespace) -> dict[str, Any]:
     """In a process started with ``D`` emulated devices: model -> method -> medians."""
     results: dict[str, Any] = {}
-    for name in options.models.split(","):
+    for name, _ in _models(options.models):
         variants = {
             method: (lambda s, method=method, name=name: nuts_run(
                 name, DEVICE_CHAINS, DEVICE_DRAWS, s, method))
@@ -167,9 +170,9 @@ def devices_worker(options: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def devices_section(options: argparse.Namespace) -> dict[str, Any]:
-    """NUTS over emulated devices: model -> devices -> method -> medians, one subprocess
-    per device count (JAX reads the device count once, at start-up)."""
+def devices_section(options: argparse.Namespace, results: dict, save: Callable[[], None]) -> None:
+    """NUTS over emulated devices into ``results``: model -> devices -> method -> medians,
+    one subprocess per device count (JAX reads the device count once, at start-up)."""
     by_devices: dict[str, Any] = {}
     for devices in _counts(options.devices):
         with tempfile.TemporaryDirectory() as folder:
@@ -182,8 +185,9 @@ def devices_section(options: argparse.Namespace) -> dict[str, Any]:
             subprocess.run(command, env=env, check=True)
             by_devices[str(devices)] = json.loads(out.read_text())
         print("devices", devices, by_devices[str(devices)], flush=True)
-    names = options.models.split(",")
-    return {name: {d: by_devices[d][name] for d in by_devices} for name in names}
+        for name, _ in _models(options.models):
+            results[name] = {d: by_devices[d][name] for d in by_devices}
+        save()
 
 
 def evidence_run(method: str, size: int, seed: int) -> dict[str, float]:
@@ -212,16 +216,18 @@ def evidence_run(method: str, size: int, seed: int) -> dict[str, float]:
     return row
 
 
-def evidence_section(method: str, sizes: str, repeats: int) -> dict[str, Any]:
-    """SMC or nested sampling against its population size: size -> medians."""
-    results: dict[str, Any] = {}
+def evidence_section(
+    method: str, sizes: str, repeats: int, results: dict, save: Callable[[], None]
+) -> None:
+    """SMC or nested sampling against its population size into ``results``: size ->
+    medians, saved after each size."""
     for size in _counts(sizes):
         summary = interleaved_repeats(
             {method: lambda s, size=size: evidence_run(method, size, s)}, repeats
         )
         results[str(size)] = summary[method]
         print(method, size, {k: round(v, 3) for k, v in results[str(size)].items()}, flush=True)
-    return results
+        save()
 
 
 def pfn_training_seconds(batch_size: int, num_steps: int, seed: int) -> float:
@@ -237,8 +243,9 @@ def pfn_training_seconds(batch_size: int, num_steps: int, seed: int) -> float:
     return time.perf_counter() - start
 
 
-def pfn_section(options: argparse.Namespace) -> dict[str, Any]:
-    """PFN training and prediction tokens/s against the batch: batch -> medians."""
+def pfn_section(options: argparse.Namespace, results: dict, save: Callable[[], None]) -> None:
+    """PFN training and prediction tokens/s against the batch into ``results``: batch ->
+    medians, saved after each batch."""
     import equinox as eqx
     import jax
 
@@ -271,7 +278,7 @@ def pfn_section(options: argparse.Namespace) -> dict[str, Any]:
         seconds = (time.perf_counter() - start) / calls
         return {"seconds_per_call": seconds, "tokens_per_second": batch * num_points / seconds}
 
-    results: dict[str, Any] = {"num_points": num_points}
+    results["num_points"] = num_points
     for batch in _counts(options.pfn_batches):
         results[str(batch)] = interleaved_repeats(
             {"training": lambda s, b=batch: training_run(b, s),
@@ -280,7 +287,7 @@ def pfn_section(options: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
         rates = {k: round(v["tokens_per_second"]) for k, v in results[str(batch)].items()}
         print("pfn", batch, rates, flush=True)
-    return results
+        save()
 
 
 def _pretrained_folder() -> Path:
@@ -291,6 +298,12 @@ def _pretrained_folder() -> Path:
 
 def _counts(text: str) -> list[int]:
     return [int(c) for c in text.split(",") if c]
+
+
+def _models(text: str) -> list[tuple[str, float]]:
+    """``name`` or ``name:max_chains`` entries: each model and its largest chain count."""
+    entries = [entry.partition(":") for entry in text.split(",") if entry]
+    return [(name, int(cap) if cap else float("inf")) for name, _, cap in entries]
 
 
 # --------------------------------------------------------------------------- report
@@ -385,6 +398,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     panels: list[tuple[str, str, str, dict[str, tuple[list[int], list[float]]]]] = []
     for name, by_chains in results.get("chains", {}).items():
         counts = [int(c) for c in by_chains]
+        if not counts:  # the section's first count is still running
+            continue
         modes = by_chains[str(counts[0])]
         lines = {m: (counts, [by_chains[str(c)][m]["ess_per_second"] for c in counts])
                  for m in modes}  # fmt: skip
@@ -436,7 +451,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", default=",".join(SECTIONS), help=",".join(SECTIONS))
     parser.add_argument("--chains", default="1,4,16,64,256,1024,4096")
-    parser.add_argument("--models", default="eight_schools_noncentered,neals_funnel")
+    parser.add_argument(
+        "--models",
+        default="eight_schools_noncentered,neals_funnel:256",
+        help="zoo models, each as name or name:max_chains",
+    )
     parser.add_argument("--modes", default=",".join(MODES), help="a subset of " + ",".join(MODES))
     parser.add_argument("--devices", default="1,2,4")
     parser.add_argument("--particles", default="256,1024,4096,16384")
@@ -459,16 +478,16 @@ def main() -> None:
     if not set(options.modes.split(",")) <= set(MODES):
         parser.error(f"--modes: choose from {','.join(MODES)}")
     runs = {
-        "chains": lambda: chains_section(options),
-        "devices": lambda: devices_section(options),
-        "smc": lambda: evidence_section("smc", options.particles, options.repeats),
-        "ns": lambda: evidence_section("ns", options.live_points, options.repeats),
-        "pfn": lambda: pfn_section(options),
+        "chains": functools.partial(chains_section, options),
+        "devices": functools.partial(devices_section, options),
+        "smc": functools.partial(evidence_section, "smc", options.particles, options.repeats),
+        "ns": functools.partial(evidence_section, "ns", options.live_points, options.repeats),
+        "pfn": functools.partial(pfn_section, options),
     }
     results: dict[str, Any] = {}
     for section in sections:
-        results[section] = runs[section]()
-        write(results, options.out)
+        results[section] = {}
+        runs[section](results[section], lambda: write(results, options.out))
 
 
 if __name__ == "__main__":
