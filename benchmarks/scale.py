@@ -425,15 +425,21 @@ def plot(results: dict[str, Any], path: Path) -> None:
         panels.append(("PFN", "datasets per batch", "tokens / s", lines))
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    for ax, (title, xlabel, ylabel, lines) in zip(axes[0], panels, strict=True):
+    columns = min(4, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (title, xlabel, ylabel, lines) in zip(axes.flat, panels, strict=False):
         for label, (xs, ys) in lines.items():
             ax.plot(xs, ys, marker="o", label=label)
         ax.set(xscale="log", yscale="log", xlabel=xlabel, ylabel=ylabel, title=title)
         ax.set_xticks(xs, [str(x) for x in xs])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def write(results: dict[str, Any], out: Path) -> None:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # for type checkers; at run time `__getattr__` imports on fir
     from probinfer import amortize, mcmc, nngp, ns, smc
     from probinfer._predictive import predictive, sample_prior
     from probinfer.api import EvidenceResult, evidence, sample
+    from probinfer.checkpoint import save_netcdf
     from probinfer.diagnostics import summary
     from probinfer.model import LogDensity, Target, from_numpyro
 
@@ -30,6 +31,7 @@ _ATTRIBUTES = {
     "predictive": "probinfer._predictive",
     "sample": "probinfer.api",
     "sample_prior": "probinfer._predictive",
+    "save_netcdf": "probinfer.checkpoint",
     "summary": "probinfer.diagnostics",
 }
 
@@ -63,6 +65,7 @@ __all__ = [
     "predictive",
     "sample",
     "sample_prior",
+    "save_netcdf",
     "smc",
     "summary",
 ]

@@ -128,6 +128,11 @@ def _check_init_positions(spec: Any, init_positions: Any, num_chains: int) -> An
             "latent site, in unconstrained space, with a leading chain axis)."
         )
     for want, got in zip(jax.tree.leaves(prototype), jax.tree.leaves(init_positions), strict=True):
+        if np.asarray(got).dtype.kind not in "iuf":
+            raise TypeError(
+                f"`init_positions` leaf has dtype {np.asarray(got).dtype}, expected real numbers "
+                "(unconstrained positions as floats)."
+            )
         if jnp.shape(got) != want.shape:
             raise ValueError(
                 f"`init_positions` leaf has shape {jnp.shape(got)}, expected {want.shape} "

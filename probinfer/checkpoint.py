@@ -200,6 +200,34 @@ def atomic_save(path: Path, save: Callable[[Path], None]) -> None:
         raise
 
 
+def save_netcdf(idata: Any, path: str | os.PathLike) -> Path:
+    """Write an ``InferenceData`` (every group and ``attrs``) to a NetCDF file atomically:
+    under a temporary name, then renamed, so that a crash, a full disk or an interrupt
+    never leaves a half-written ``path`` (``az.from_netcdf`` reads it back).
+
+    Args:
+        idata: what ``pi.sample``, ``pi.evidence(...).idata`` or ArviZ returned.
+        path: the destination (``.nc``); an existing file there is replaced only once the
+            new one is complete.
+
+    Returns:
+        The path written.
+
+    Raises:
+        TypeError: if ``idata`` is not an ``arviz.InferenceData``.
+    """
+    import arviz as az
+
+    if not isinstance(idata, az.InferenceData):
+        raise TypeError(
+            f"`idata` must be an arviz.InferenceData, got {type(idata).__name__}; pass what "
+            "`pi.sample` returns (or `result.idata` of `pi.evidence`)."
+        )
+    destination = Path(path)
+    atomic_save(destination, lambda temporary: idata.to_netcdf(str(temporary)))
+    return destination
+
+
 CHECKSUM_MARK = b"\n#probinfer-sha256:"
 """Separates a checked file's content from the hex SHA-256 of that content at its end."""
 

@@ -156,13 +156,7 @@ def _sample(arguments: argparse.Namespace, console: Console) -> int:
         **kwargs,
     )
     console.print(pi.summary(idata).to_string(), markup=False, soft_wrap=True)
-    out = Path(arguments.out)
-    from probinfer.checkpoint import atomic_save
-
-    def save(path: Path) -> None:
-        idata.to_netcdf(str(path))
-
-    atomic_save(out, save)
+    out = pi.save_netcdf(idata, arguments.out)
     console.print(f"wrote {out}")
     return 0
 

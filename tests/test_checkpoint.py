@@ -1,6 +1,7 @@
 """Checkpoint/resume: an interrupted run resumes to exactly the uninterrupted draws."""
 
 import re
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -87,6 +88,18 @@ def test_checkpoint_of_another_run_is_refused_naming_what_differs(tmp_path, chan
         pi.sample(model, *args, checkpoint=tmp_path, **settings)
 
 
+def test_checkpoint_of_another_library_version_is_refused(tmp_path, monkeypatch):
+    """The probinfer version is part of every drive's fingerprint (MCMC, SMC, nested
+    sampling and training all resume through the driver): a checkpoint written by another
+    version is refused, naming the version, never resumed into a different algorithm."""
+    import probinfer
+
+    pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **RUN)
+    monkeypatch.setattr(probinfer, "__version__", "0.0.0+another")
+    with pytest.raises(ValueError, match="different run: its probinfer version differ"):
+        pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **RUN)
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip-a-byte"])
 @pytest.mark.parametrize("file", ["warmup/progress.npz", "warmup/records-000000000020.npz"])
 def test_damaged_checkpoint_files_are_reported_never_loaded(tmp_path, interrupt_after, damage,
@@ -106,6 +119,30 @@ def test_damaged_checkpoint_files_are_reported_never_loaded(tmp_path, interrupt_
         ValueError, match=f"checkpoint file {re.escape(str(path))} (is truncated|does not match)"
     ):
         pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **RUN)
+
+
+def test_save_netcdf_is_atomic_and_reads_back(tmp_path, monkeypatch):
+    """``pi.save_netcdf`` writes every group; a write that fails part-way leaves the
+    earlier file as it was and no temporary file, and a non-InferenceData is refused."""
+    import arviz as az
+
+    idata = pi.sample(model, DATA, 2.0, **RUN)
+    path = pi.save_netcdf(idata, tmp_path / "run.nc")
+    back = az.from_netcdf(path)
+    np.testing.assert_array_equal(back.posterior["mu"].values, idata.posterior["mu"].values)
+    assert set(back.groups()) == set(idata.groups())
+    before = path.read_bytes()
+
+    def half_written(self, temporary, *args, **kwargs):
+        Path(temporary).write_bytes(b"CDF\x01 half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(az.InferenceData, "to_netcdf", half_written)
+    with pytest.raises(OSError, match="disk full"):
+        pi.save_netcdf(idata, path)
+    assert path.read_bytes() == before and list(tmp_path.glob("*.tmp")) == []
+    with pytest.raises(TypeError, match="arviz.InferenceData"):
+        pi.save_netcdf(idata.posterior, tmp_path / "other.nc")
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip-a-byte", "no-trailer"])

@@ -262,6 +262,28 @@ def test_support_that_depends_on_a_parameter_is_sampled():
     assert not check_expectation(theta, truth + 0.2, name="shifted").ok
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # the edge
+def test_no_finite_starting_point_is_an_error_naming_the_site_and_the_fix():
+    """``y = 100`` under ``Uniform(0, theta)``: the posterior (``theta > 100``) is proper,
+    but no uniform(-2, 2) point in unconstrained space (``theta < e^2``) reaches it, so
+    every retry fails and the error names the tries, the site and what to pass."""
+    from probinfer.model import MAX_INIT_TRIES
+
+    with pytest.raises(
+        ValueError,
+        match=rf"no finite initial point for chain 0 after {MAX_INIT_TRIES} tries.*: y "
+        r"\(observed value outside the support of Uniform\)\); pass finite `init_positions`",
+    ):
+        pi.sample(parameter_bounded_model, jnp.array([100.0]), draws=10, warmup=10,
+                  chains=1, progress=False)  # fmt: skip
+    # A finite starting point (unconstrained: log theta) is all the run needs.
+    idata = pi.sample(
+        parameter_bounded_model, jnp.array([100.0]), draws=200, warmup=200, chains=1,
+        progress=False, init_positions={"theta": jnp.log(jnp.array([120.0]))},
+    )  # fmt: skip
+    assert idata.posterior["theta"].values.min() > 100.0
+
+
 def test_data_outside_a_fixed_support_is_still_refused_at_once():
     def model(y):
         scale = numpyro.sample("scale", dist.HalfNormal(1.0))

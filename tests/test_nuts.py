@@ -124,6 +124,40 @@ def test_driver_reports_nonfinite_proposals_without_leaking_nan():
     assert np.all(np.isfinite(x)) and np.all(x[..., 0] < 1.0)
     assert np.all(np.isfinite(idata.sample_stats["lp"].values))
     assert idata.attrs["num_nonfinite_proposals"] > 0
+    # Warm-up's are counted too (it starts in the NaN region's neighbourhood as often).
+    assert idata.attrs["num_nonfinite_warmup_proposals"] > 0
+
+
+@jax.custom_jvp
+def _gradient_overflows_beyond_one(x):
+    """Zero, with a gradient that is infinite for ``x > 1`` (an overflowing gradient under
+    a finite log density)."""
+    return jnp.zeros_like(x)
+
+
+@_gradient_overflows_beyond_one.defjvp
+def _gradient_overflows_beyond_one_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    return _gradient_overflows_beyond_one(x), jnp.where(x > 1.0, jnp.inf, 0.0) * dx
+
+
+def overflowing_gradient_beyond_one(position):
+    """A standard normal (finite everywhere) whose gradient is infinite for x[0] > 1."""
+    return standard_normal(position["x"]) + _gradient_overflows_beyond_one(position["x"][0])
+
+
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 2 x 100 draws
+def test_an_overflowing_gradient_is_counted_and_reported_without_leaking_inf():
+    """Where only the gradient overflows, a trajectory stepping there turns its momentum
+    infinite: the run finishes, counts the event and warns, and no draw is non-finite."""
+    target = pi.LogDensity(overflowing_gradient_beyond_one, {"x": jnp.zeros(2)})
+    assert np.isfinite(overflowing_gradient_beyond_one({"x": jnp.array([2.0, 0.0])}))
+    with pytest.warns(SamplingWarning, match="NaN or infinite|diverg"):
+        idata = pi.sample(target, method="nuts", chains=2, warmup=100, draws=100, progress=False)
+    x = idata.posterior["x"].values
+    assert np.all(np.isfinite(x)) and np.all(np.isfinite(idata.sample_stats["lp"].values))
+    counted = idata.attrs["num_nonfinite_proposals"] + int(idata.sample_stats["diverging"].sum())
+    assert counted > 0
 
 
 # Draws of `pi.sample` (NUTS, window adaptation, float64, 3-d correlated Gaussian)

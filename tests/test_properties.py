@@ -5,7 +5,10 @@ Every count setting of `pi.sample`, `pi.evidence` (SMC and nested sampling) and
 or zero integers, floats including NaN and infinities, bools, strings, NumPy scalars and
 arrays), raises a `ValueError` naming the argument before anything compiles; observed
 data with a NaN or an infinity anywhere, in any shape and float dtype, are refused with the
-site's name and the count of bad values; empty data sample the prior. The rank-ECDF test's
+site's name and the count of bad values; empty data sample the prior. Float settings
+(`step_size`, `target_acceptance`) outside their range, NaN, infinite or not numbers, and
+`init_positions` of the wrong structure, shape, type or with a non-finite value are refused
+naming the argument. The rank-ECDF test's
 p-value of any small rank vector equals the exact one (enumeration in rational
 arithmetic). No case hangs or returns NaN: each runs in milliseconds (no compilation), so
 hypothesis can try many.
@@ -19,7 +22,7 @@ import numpyro
 import numpyro.distributions as dist
 import pytest
 from _sbc import exact_p_values
-from _strategies import not_a_count
+from _strategies import not_a_count, not_a_positive_number
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -69,6 +72,78 @@ def test_bad_counts_are_refused_by_name(call, name, minimum):
             call(**{name: value})
 
     check()
+
+
+def not_a_probability() -> st.SearchStrategy:
+    """Any value outside the open interval (0, 1), NaN, infinities or a non-number."""
+    return st.one_of(
+        st.floats(max_value=0.0),
+        st.floats(min_value=1.0),
+        st.sampled_from([np.nan, np.inf, -np.inf, "a", "0.5", 0.5j, np.array([0.5, 0.8])]),
+    )
+
+
+def not_a_step_size() -> st.SearchStrategy:
+    """Anything but a finite positive number or None (the default: tuned)."""
+    return not_a_positive_number().filter(lambda value: value is not None)
+
+
+# (entry point, setting, strategy of wrong values): only that setting is wrong.
+FLOAT_SETTINGS = [
+    (lambda **kw: pi.sample(normal_model, Y, progress=False, **kw), "step_size",
+     not_a_step_size()),
+    (lambda **kw: pi.sample(normal_model, Y, progress=False, **kw), "target_acceptance",
+     not_a_probability()),
+    (lambda **kw: pi.evidence(normal_model, Y, progress=False, **kw), "step_size",
+     not_a_step_size()),
+    (lambda **kw: pi.evidence(normal_model, Y, method="ns", progress=False, **kw), "step_size",
+     not_a_step_size()),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("call", "name", "values"),
+    FLOAT_SETTINGS,
+    ids=[f"{index}-{name}" for index, (_, name, _) in enumerate(FLOAT_SETTINGS)],
+)
+def test_bad_float_settings_are_refused_by_name(call, name, values):
+    @FAST
+    @given(value=values)
+    def check(value):
+        with pytest.raises((ValueError, TypeError), match=f"`{name}`"):
+            call(**{name: value})
+
+    check()
+
+
+@st.composite
+def wrong_init_positions(draw: st.DrawFn) -> object:
+    """Starting points for ``normal_model`` (one scalar site ``mu``, 2 chains) that are
+    wrong in one way: the structure, the leading (chain) shape, a trailing shape, a
+    non-numeric leaf, or a NaN or infinity (a float dtype)."""
+    kind = draw(st.sampled_from(["structure", "chains", "trailing", "text", "nonfinite"]))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    if kind == "structure":
+        return draw(st.sampled_from([
+            [np.zeros(2)], np.zeros(2), {"sigma": np.zeros(2)},
+            {"mu": np.zeros(2), "sigma": np.zeros(2)}, {"mu": {"mu": np.zeros(2)}},
+        ]))  # fmt: skip
+    if kind == "chains":
+        return {"mu": np.zeros(draw(st.sampled_from([0, 1, 3, 8])), dtype)}
+    if kind == "trailing":
+        return {"mu": np.zeros((2, draw(st.integers(1, 3))), dtype)}
+    if kind == "text":
+        return {"mu": np.array(["a", "b"])}
+    values = np.zeros(2, dtype)
+    values[draw(st.integers(0, 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    return {"mu": values}
+
+
+@FAST
+@given(init_positions=wrong_init_positions())
+def test_wrong_init_positions_are_refused_by_name(init_positions):
+    with pytest.raises((ValueError, TypeError), match="`init_positions`"):
+        pi.sample(normal_model, Y, chains=2, progress=False, init_positions=init_positions)
 
 
 @st.composite

@@ -254,16 +254,19 @@ def check_step_size(step_size: float | Array) -> None:
             values are not checked.
 
     Raises:
-        ValueError: when ``step_size`` is concrete and not > 0 everywhere.
+        TypeError: when ``step_size`` is not a real number (a string, a complex number).
+        ValueError: when ``step_size`` is concrete and not finite and > 0 everywhere.
     """
     if isinstance(step_size, jax.core.Tracer):
         return
     values = np.asarray(step_size)
+    fix = "pass a positive float or run `probinfer.mcmc.window_adaptation` to tune it."
+    if values.dtype.kind not in "iuf":
+        raise TypeError(f"`step_size` must be a positive float, got {step_size!r}; {fix}")
     if values.size and not np.all(values > 0):
-        raise ValueError(
-            f"`step_size` must be > 0, got {values}; pass a positive float or run "
-            "`probinfer.mcmc.window_adaptation` to tune it."
-        )
+        raise ValueError(f"`step_size` must be > 0, got {values}; {fix}")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"`step_size` must be finite, got {values}; {fix}")
 
 
 # Step-size adaptation between population steps (SMC moves, nested-sampling moves):

@@ -349,7 +349,8 @@ def window_adaptation(
             "size to; pass its `step_size` (for slice sampling, the width in units of the "
             "covariance) to the kernel directly."
         )
-    if not 0.0 < target < 1.0:
+    is_real_number = np.ndim(target) == 0 and np.asarray(target).dtype.kind in "iuf"
+    if not (is_real_number and 0.0 < float(target) < 1.0):
         raise ValueError(
             f"`target_acceptance` must be in (0, 1), got {target}; NUTS/HMC usually use 0.8 "
             "(0.9-0.99 for posteriors with divergences)."

@@ -404,10 +404,22 @@ class ModelDensity:
             A human-readable description.
         """
         # Eagerly, with NumPyro's argument validation off: the point is to name the sites
-        # whose terms are not finite, not to stop at the first invalid parameter.
+        # whose terms are not finite, not to stop at the first invalid parameter. That also
+        # turns off the support mask of `log_prob`, so observed values outside a support
+        # that moves with the parameters (`Uniform(0, theta)`) are checked here directly.
         with numpyro.validation_enabled(False):
+            bad = [
+                f"{name} (observed value outside the support of "
+                f"{type(_unwrap(site['fn'])).__name__})"
+                for name, site in self._trace(position).items()
+                if site["type"] == "sample"
+                and site["is_observed"]
+                and not bool(np.all(np.asarray(site["fn"].support(site["value"]))))
+            ]
             prior, likelihood = self.log_terms(position)
-            bad = [f"{n} (prior {float(v)})" for n, v in prior.items() if not np.isfinite(float(v))]
+            bad += [
+                f"{n} (prior {float(v)})" for n, v in prior.items() if not np.isfinite(float(v))
+            ]
             bad += [
                 f"{n} (likelihood {float(v)})"
                 for n, v in likelihood.items()
