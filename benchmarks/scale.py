@@ -32,7 +32,7 @@ soon as it is done (a run cut short keeps the sections before). Sections:
   (the smallest bulk ESS over the latent coordinates, per second of warm-up and sampling)
   and each mode's time relative to the best. ``--models`` entries may cap the chain
   counts (``neals_funnel:256``: lock-step funnel chains run at about 1,700 transitions/s
-  here, so 4,096 of them would take half an hour per run).
+  here, so 4,096 of them would take 9 minutes per run, half an hour per count).
 - ``devices``: NUTS with 64 chains split evenly over ``D`` emulated CPU devices
   (``XLA_FLAGS=--xla_force_host_platform_device_count=D``, set before JAX starts: one
   subprocess per ``D``), ``chain_method="parallel-vectorized"`` (interleaved on each
@@ -85,7 +85,7 @@ PFN_STEPS = (20, 60)
 
 
 def min_bulk_ess(idata: Any) -> float:
-    """The smallest bulk ESS over every latent scalar coordinate of ``idata.posterior``."""
+    """The smallest bulk ESS over every scalar coordinate of ``idata.posterior``."""
     import arviz as az
 
     ess = az.ess(idata.posterior, method="bulk")
@@ -128,7 +128,7 @@ def median(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.median([r[key] for r in runs])) for key in runs[0]}
 
 
-def interleaved_repeats(
+def alternating_repeats(
     variants: dict[str, Callable[[int], dict[str, float]]], repeats: int
 ) -> dict[str, dict[str, float]]:
     """Each variant called once untimed (seed 99: compilation), then ``repeats`` times,
@@ -150,7 +150,7 @@ def chains_section(options: argparse.Namespace, results: dict, save: Callable[[]
         results[name] = {}
         for chains in [c for c in _counts(options.chains) if c <= max_chains]:
             variants = {m: (lambda s, m=m, c=chains, n=name: chains_run(n, m, c, s)) for m in modes}
-            summary = interleaved_repeats(variants, options.repeats)
+            summary = alternating_repeats(variants, options.repeats)
             results[name][str(chains)] = summary
             rates = {m: round(s["transitions_per_second"]) for m, s in summary.items()}
             print("chains", name, chains, rates, flush=True)
@@ -166,7 +166,7 @@ def devices_worker(options: argparse.Namespace) -> dict[str, Any]:
                 name, DEVICE_CHAINS, DEVICE_DRAWS, s, method))
             for method in DEVICE_METHODS
         }  # fmt: skip
-        results[name] = interleaved_repeats(variants, options.repeats)
+        results[name] = alternating_repeats(variants, options.repeats)
     return results
 
 
@@ -222,7 +222,7 @@ def evidence_section(
     """SMC or nested sampling against its population size into ``results``: size ->
     medians, saved after each size."""
     for size in _counts(sizes):
-        summary = interleaved_repeats(
+        summary = alternating_repeats(
             {method: lambda s, size=size: evidence_run(method, size, s)}, repeats
         )
         results[str(size)] = summary[method]
@@ -269,7 +269,9 @@ def pfn_section(options: argparse.Namespace, results: dict, save: Callable[[], N
 
     def prediction_run(batch: int, seed: int) -> dict[str, float]:
         x, y = amortize.sample_batch(jax.random.key(seed), prior, batch, num_points)
-        jax.block_until_ready(log_prob(model, x, y))  # compiled for this batch already
+        jax.block_until_ready(
+            log_prob(model, x, y)
+        )  # the first (untimed) call compiles for this batch
         calls = max(1, 4096 // batch)
         start = time.perf_counter()
         for _ in range(calls):
@@ -280,7 +282,7 @@ def pfn_section(options: argparse.Namespace, results: dict, save: Callable[[], N
 
     results["num_points"] = num_points
     for batch in _counts(options.pfn_batches):
-        results[str(batch)] = interleaved_repeats(
+        results[str(batch)] = alternating_repeats(
             {"training": lambda s, b=batch: training_run(b, s),
              "prediction": lambda s, b=batch: prediction_run(b, s)},
             options.repeats,

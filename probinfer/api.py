@@ -20,8 +20,9 @@ from probinfer._idata import model_dims, model_groups
 from probinfer._validation import check_count
 from probinfer.diagnostics import SamplingWarning, check_run
 from probinfer.driver import MAX_STEPS, DriveStatus
-from probinfer.mcmc._algorithm import check_step_size
+from probinfer.mcmc._algorithm import check_step_size, is_real_dtype
 from probinfer.mcmc._nuts import DEFAULT_MAX_NUM_DOUBLINGS
+from probinfer.mcmc._window_adaptation import check_target_acceptance
 from probinfer.model import LogDensity, UnitCube, prepare
 from probinfer.run import (
     CHAIN_METHODS,
@@ -128,9 +129,10 @@ def _check_init_positions(spec: Any, init_positions: Any, num_chains: int) -> An
             "latent site, in unconstrained space, with a leading chain axis)."
         )
     for want, got in zip(jax.tree.leaves(prototype), jax.tree.leaves(init_positions), strict=True):
-        if np.asarray(got).dtype.kind not in "iuf":
+        dtype = np.asarray(got).dtype
+        if not is_real_dtype(dtype):
             raise TypeError(
-                f"`init_positions` leaf has dtype {np.asarray(got).dtype}, expected real numbers "
+                f"`init_positions` leaf has dtype {dtype}, expected real numbers "
                 "(unconstrained positions as floats)."
             )
         if jnp.shape(got) != want.shape:
@@ -289,13 +291,15 @@ def sample(
     chunk_size = settings.pop("chunk_size", None)
     if chunk_size is not None:
         chunk_size = check_count("chunk_size", chunk_size, 1)
+    target = settings.get("target_acceptance")
     config = SamplerConfig(
         algorithm=method,
         options=tuple(
             sorted((k, v) for k, v in settings.items() if k not in ("target_acceptance", "metric"))
         ),
         metric=settings.get("metric"),
-        target_acceptance=settings.get("target_acceptance"),
+        # A float (a jax scalar would not hash as part of the compile key).
+        target_acceptance=None if target is None else check_target_acceptance(target),
         initial_step_size=None if step_size is None else float(step_size),
         chain_method=chain_method,
     )

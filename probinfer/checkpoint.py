@@ -224,7 +224,11 @@ def save_netcdf(idata: Any, path: str | os.PathLike) -> Path:
             "`pi.sample` returns (or `result.idata` of `pi.evidence`)."
         )
     destination = Path(path)
-    atomic_save(destination, lambda temporary: idata.to_netcdf(str(temporary)))
+
+    def save(temporary: Path) -> None:
+        idata.to_netcdf(str(temporary))
+
+    atomic_save(destination, save)
     return destination
 
 

@@ -284,6 +284,19 @@ def test_no_finite_starting_point_is_an_error_naming_the_site_and_the_fix():
     assert idata.posterior["theta"].values.min() > 100.0
 
 
+def test_diagnose_names_observed_values_outside_a_moving_support_unless_masked():
+    def model(y, mask):
+        theta = numpyro.sample("theta", dist.Exponential(1.0))
+        with numpyro.plate("data", y.shape[0]):
+            numpyro.sample("y", dist.Uniform(0.0, theta).mask(mask), obs=y)
+
+    y, at_three = jnp.array([1.0, 100.0]), {"theta": jnp.log(jnp.array(3.0))}
+    named = pi.from_numpyro(model, y, jnp.array([True, True])).diagnose(at_three)
+    assert "y (observed value outside the support of Uniform)" in named
+    masked = pi.from_numpyro(model, y, jnp.array([True, False])).diagnose(at_three)
+    assert "outside the support" not in masked
+
+
 def test_data_outside_a_fixed_support_is_still_refused_at_once():
     def model(y):
         scale = numpyro.sample("scale", dist.HalfNormal(1.0))

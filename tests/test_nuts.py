@@ -152,12 +152,14 @@ def test_an_overflowing_gradient_is_counted_and_reported_without_leaking_inf():
     infinite: the run finishes, counts the event and warns, and no draw is non-finite."""
     target = pi.LogDensity(overflowing_gradient_beyond_one, {"x": jnp.zeros(2)})
     assert np.isfinite(overflowing_gradient_beyond_one({"x": jnp.array([2.0, 0.0])}))
-    with pytest.warns(SamplingWarning, match="NaN or infinite|diverg"):
+    with pytest.warns(SamplingWarning, match="NaN or infinite"):
         idata = pi.sample(target, method="nuts", chains=2, warmup=100, draws=100, progress=False)
     x = idata.posterior["x"].values
     assert np.all(np.isfinite(x)) and np.all(np.isfinite(idata.sample_stats["lp"].values))
-    counted = idata.attrs["num_nonfinite_proposals"] + int(idata.sample_stats["diverging"].sum())
-    assert counted > 0
+    # Counted as non-finite proposals (an infinite momentum makes the energy infinite),
+    # in warm-up and after it.
+    assert idata.attrs["num_nonfinite_proposals"] > 0
+    assert idata.attrs["num_nonfinite_warmup_proposals"] > 0
 
 
 # Draws of `pi.sample` (NUTS, window adaptation, float64, 3-d correlated Gaussian)

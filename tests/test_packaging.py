@@ -65,9 +65,9 @@ def test_only_probinfer_is_importable_outside_the_source_tree(tmp_path):
 
 
 def test_the_gpu_check_refuses_to_run_without_a_gpu(tmp_path):
-    """``benchmarks/gpu_check.sh`` (run in full on a GPU, or with ``--allow-cpu``: 144 s on
-    this CPU) names the device and stops, saying how to get a GPU build, when JAX sees
-    none; it runs nothing else."""
+    """``benchmarks/gpu_check.sh`` (run in full on a GPU, or with ``--allow-cpu`` and the
+    CPU sizes of its header: 157 s on this CPU) names the device and stops, saying how to
+    get a GPU build, when JAX sees none; it runs nothing else."""
     script = Path(__file__).parents[1] / "benchmarks" / "gpu_check.sh"
     environment = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path)}
     environment.pop("XLA_FLAGS", None)

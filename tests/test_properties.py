@@ -10,8 +10,9 @@ site's name and the count of bad values; empty data sample the prior. Float sett
 `init_positions` of the wrong structure, shape, type or with a non-finite value are refused
 naming the argument. The rank-ECDF test's
 p-value of any small rank vector equals the exact one (enumeration in rational
-arithmetic). No case hangs or returns NaN: each runs in milliseconds (no compilation), so
-hypothesis can try many.
+arithmetic). No case hangs or returns NaN: each runs in milliseconds (no compilation,
+except the one check of non-finite starting points, compiled once), so hypothesis can
+try many.
 """
 
 import functools

@@ -226,7 +226,8 @@ class Algorithm:
             A :class:`~probinfer.mcmc.Kernel` ``(init, step)``.
 
         Raises:
-            ValueError: for a non-positive step size or an unknown option.
+            TypeError: for a step size that is not a real number.
+            ValueError: for a non-positive or non-finite step size or an unknown option.
         """
         check_step_size(step_size)
         build, parameters = self.split_options(options)
@@ -246,8 +247,13 @@ class Algorithm:
         return Kernel(init, step)
 
 
+def is_real_dtype(dtype: Any) -> bool:
+    """Integers and floats of any width (bfloat16 included); not bools, complex or text."""
+    return bool(jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating))
+
+
 def check_step_size(step_size: float | Array) -> None:
-    """Raise a readable error for a concrete non-positive step size.
+    """Raise a readable error for a concrete step size that is not a finite positive number.
 
     Args:
         step_size: the step size given by the user (a number or a concrete array); traced
@@ -261,7 +267,7 @@ def check_step_size(step_size: float | Array) -> None:
         return
     values = np.asarray(step_size)
     fix = "pass a positive float or run `probinfer.mcmc.window_adaptation` to tune it."
-    if values.dtype.kind not in "iuf":
+    if not is_real_dtype(values.dtype):
         raise TypeError(f"`step_size` must be a positive float, got {step_size!r}; {fix}")
     if values.size and not np.all(values > 0):
         raise ValueError(f"`step_size` must be > 0, got {values}; {fix}")

@@ -32,6 +32,7 @@ from probinfer.mcmc._algorithm import (
     Algorithm,
     check_metric,
     check_step_size,
+    is_real_dtype,
 )
 from probinfer.mcmc._base import LogDensityFn, PyTree
 from probinfer.mcmc._dual_averaging import (
@@ -302,6 +303,27 @@ def find_reasonable_step_size(
     return step_size
 
 
+def check_target_acceptance(target: Any) -> float:
+    """The target acceptance rate as a float, checked.
+
+    Args:
+        target: what the user passed.
+
+    Returns:
+        ``float(target)``.
+
+    Raises:
+        TypeError: when it is not one real number (a string, complex, an array).
+        ValueError: when it is not in the open interval (0, 1) (NaN included).
+    """
+    fix = "NUTS/HMC usually use 0.8 (0.9-0.99 for posteriors with divergences)."
+    if np.ndim(target) != 0 or not is_real_dtype(np.asarray(target).dtype):
+        raise TypeError(f"`target_acceptance` must be a number in (0, 1), got {target!r}; {fix}")
+    if not 0.0 < float(target) < 1.0:
+        raise ValueError(f"`target_acceptance` must be in (0, 1), got {target}; {fix}")
+    return float(target)
+
+
 def window_adaptation(
     algorithm: Algorithm,
     logdensity_fn: LogDensityFn,
@@ -332,6 +354,7 @@ def window_adaptation(
         A :class:`WindowAdaptation`.
 
     Raises:
+        TypeError: for a target acceptance that is not one real number.
         ValueError: for a target acceptance outside (0, 1), an unknown metric or option.
 
     Example:
@@ -349,12 +372,7 @@ def window_adaptation(
             "size to; pass its `step_size` (for slice sampling, the width in units of the "
             "covariance) to the kernel directly."
         )
-    is_real_number = np.ndim(target) == 0 and np.asarray(target).dtype.kind in "iuf"
-    if not (is_real_number and 0.0 < float(target) < 1.0):
-        raise ValueError(
-            f"`target_acceptance` must be in (0, 1), got {target}; NUTS/HMC usually use 0.8 "
-            "(0.9-0.99 for posteriors with divergences)."
-        )
+    target = check_target_acceptance(target)
     if initial_step_size is not None:
         check_step_size(initial_step_size)
     check_metric(metric)

@@ -183,21 +183,7 @@ class ModelDensity:
             include the log-Jacobian of the map to constrained space; likelihood terms are
             the observed sites and ``numpyro.factor`` terms.
         """
-        trace = self._trace(position)
-        prior, likelihood = {}, {}
-        for name, site in trace.items():
-            if site["type"] != "sample":
-                continue
-            log_prob = site["fn"].log_prob(site["value"])
-            if site.get("scale") is not None:
-                log_prob = site["scale"] * log_prob
-            if site["is_observed"]:
-                likelihood[name] = jnp.sum(log_prob)
-            else:
-                transform = biject_to(site["fn"].support)
-                log_det = transform.log_abs_det_jacobian(position[name], site["value"])
-                prior[name] = jnp.sum(log_prob) + jnp.sum(log_det)
-        return prior, likelihood
+        return _log_terms_of(self._trace(position), position)
 
     def total_log_terms(self, position: dict[str, Array]) -> tuple[Array, Array]:
         """Log prior (with the Jacobian) and log likelihood, from one trace of the model.
@@ -408,15 +394,16 @@ class ModelDensity:
         # turns off the support mask of `log_prob`, so observed values outside a support
         # that moves with the parameters (`Uniform(0, theta)`) are checked here directly.
         with numpyro.validation_enabled(False):
+            trace = self._trace(position)
             bad = [
                 f"{name} (observed value outside the support of "
                 f"{type(_unwrap(site['fn'])).__name__})"
-                for name, site in self._trace(position).items()
+                for name, site in trace.items()
                 if site["type"] == "sample"
                 and site["is_observed"]
-                and not bool(np.all(np.asarray(site["fn"].support(site["value"]))))
+                and _outside_support(site["fn"], site["value"])
             ]
-            prior, likelihood = self.log_terms(position)
+            prior, likelihood = _log_terms_of(trace, position)
             bad += [
                 f"{n} (prior {float(v)})" for n, v in prior.items() if not np.isfinite(float(v))
             ]
@@ -486,6 +473,37 @@ def improper_prototype(site: dict[str, Any], fill: float) -> Array | None:
     transform = biject_to(site["fn"].support)
     unconstrained_shape = transform.inverse_shape(site["fn"].shape())
     return transform(jnp.full(unconstrained_shape, fill))
+
+
+def _log_terms_of(
+    trace: dict[str, Any], position: dict[str, Array]
+) -> tuple[dict[str, Array], dict[str, Array]]:
+    """:meth:`NumPyroDensity.log_terms` of a trace of the model at ``position``."""
+    prior, likelihood = {}, {}
+    for name, site in trace.items():
+        if site["type"] != "sample":
+            continue
+        log_prob = site["fn"].log_prob(site["value"])
+        if site.get("scale") is not None:
+            log_prob = site["scale"] * log_prob
+        if site["is_observed"]:
+            likelihood[name] = jnp.sum(log_prob)
+        else:
+            transform = biject_to(site["fn"].support)
+            log_det = transform.log_abs_det_jacobian(position[name], site["value"])
+            prior[name] = jnp.sum(log_prob) + jnp.sum(log_det)
+    return prior, likelihood
+
+
+def _outside_support(fn: dist.Distribution, value: Any) -> bool:
+    """Whether an observed value lies outside ``fn``'s support where it is not masked out."""
+    assert fn.support is not None  # NumPyro requires a support to score an observation
+    outside = ~np.asarray(fn.support(value), bool)
+    if isinstance(fn, dist.MaskedDistribution) and not isinstance(fn._mask, bool):
+        outside = outside & np.broadcast_to(np.asarray(fn._mask, bool), outside.shape)
+    elif isinstance(fn, dist.MaskedDistribution) and not fn._mask:
+        return False
+    return bool(np.any(outside))
 
 
 def _unwrap(fn: dist.Distribution) -> dist.Distribution:

@@ -93,7 +93,8 @@ def pmmh(
         A :class:`PMMH` ``(init, step)``.
 
     Raises:
-        ValueError: for a non-positive step size.
+        TypeError: for a step size that is not a real number.
+        ValueError: for a non-positive or non-finite step size.
     """
     check_step_size(step_size)
 
