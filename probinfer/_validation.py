@@ -8,6 +8,11 @@ import jax
 import numpy as np
 
 
+def is_real_dtype(dtype: Any) -> bool:
+    """Integers and floats of any width (bfloat16 included); not bools, complex or text."""
+    return bool(jax.numpy.issubdtype(dtype, np.integer) or jax.numpy.issubdtype(dtype, np.floating))
+
+
 def check_count(name: str, value: Any, minimum: int) -> int:
     """An integer setting (a count, a size, a seed) of at least ``minimum``.
 

@@ -17,10 +17,10 @@ import numpy as np
 
 from probinfer import mcmc, ns
 from probinfer._idata import model_dims, model_groups
-from probinfer._validation import check_count
+from probinfer._validation import check_count, is_real_dtype
 from probinfer.diagnostics import SamplingWarning, check_run
 from probinfer.driver import MAX_STEPS, DriveStatus
-from probinfer.mcmc._algorithm import check_step_size, is_real_dtype
+from probinfer.mcmc._algorithm import check_step_size
 from probinfer.mcmc._nuts import DEFAULT_MAX_NUM_DOUBLINGS
 from probinfer.mcmc._window_adaptation import check_target_acceptance
 from probinfer.model import LogDensity, UnitCube, prepare

@@ -60,21 +60,6 @@ COUNT_SETTINGS = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    ("call", "name", "minimum"),
-    COUNT_SETTINGS,
-    ids=[f"{index}-{name}" for index, (_, name, _) in enumerate(COUNT_SETTINGS)],
-)
-def test_bad_counts_are_refused_by_name(call, name, minimum):
-    @FAST
-    @given(value=not_a_count(minimum))
-    def check(value):
-        with pytest.raises(ValueError, match=f"`{name}` must be an int >= {minimum}"):
-            call(**{name: value})
-
-    check()
-
-
 def not_a_probability() -> st.SearchStrategy:
     """Any value outside the open interval (0, 1), NaN, infinities or a non-number."""
     return st.one_of(
@@ -102,16 +87,24 @@ FLOAT_SETTINGS = [
 ]  # fmt: skip
 
 
+# Every wrong setting: (entry point, argument, wrong values, errors, message).
+BAD_SETTINGS = [
+    (call, name, not_a_count(minimum), ValueError, f"`{name}` must be an int >= {minimum}")
+    for call, name, minimum in COUNT_SETTINGS
+] + [(call, name, values, (ValueError, TypeError), f"`{name}`")
+     for call, name, values in FLOAT_SETTINGS]  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    ("call", "name", "values"),
-    FLOAT_SETTINGS,
-    ids=[f"{index}-{name}" for index, (_, name, _) in enumerate(FLOAT_SETTINGS)],
+    ("call", "name", "values", "errors", "message"),
+    BAD_SETTINGS,
+    ids=[f"{index}-{setting[1]}" for index, setting in enumerate(BAD_SETTINGS)],
 )
-def test_bad_float_settings_are_refused_by_name(call, name, values):
+def test_bad_settings_are_refused_by_name(call, name, values, errors, message):
     @FAST
     @given(value=values)
     def check(value):
-        with pytest.raises((ValueError, TypeError), match=f"`{name}`"):
+        with pytest.raises(errors, match=message):
             call(**{name: value})
 
     check()

@@ -24,6 +24,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
+from probinfer._validation import is_real_dtype
 from probinfer.mcmc._base import (
     Kernel,
     KernelStages,
@@ -245,11 +246,6 @@ class Algorithm:
             return kernel(key, state, logdensity_fn, params)
 
         return Kernel(init, step)
-
-
-def is_real_dtype(dtype: Any) -> bool:
-    """Integers and floats of any width (bfloat16 included); not bools, complex or text."""
-    return bool(jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating))
 
 
 def check_step_size(step_size: float | Array) -> None:

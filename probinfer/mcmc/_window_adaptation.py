@@ -28,11 +28,11 @@ from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, PRNGKeyArray
 
 from probinfer._members import member_cond
+from probinfer._validation import is_real_dtype
 from probinfer.mcmc._algorithm import (
     Algorithm,
     check_metric,
     check_step_size,
-    is_real_dtype,
 )
 from probinfer.mcmc._base import LogDensityFn, PyTree
 from probinfer.mcmc._dual_averaging import (

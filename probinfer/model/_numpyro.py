@@ -478,7 +478,7 @@ def improper_prototype(site: dict[str, Any], fill: float) -> Array | None:
 def _log_terms_of(
     trace: dict[str, Any], position: dict[str, Array]
 ) -> tuple[dict[str, Array], dict[str, Array]]:
-    """:meth:`NumPyroDensity.log_terms` of a trace of the model at ``position``."""
+    """:meth:`ModelDensity.log_terms` from a trace of the model at ``position``."""
     prior, likelihood = {}, {}
     for name, site in trace.items():
         if site["type"] != "sample":
