@@ -87,8 +87,8 @@ def grid(arguments: argparse.Namespace) -> list[dict[str, Any]]:
         command = [sys.executable, __file__, "--chains", str(chains), "--draws", str(draws),
                    "--dim", str(dim), "--method", arguments.method, "--print-only"]  # fmt: skip
         output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-        rows.append(json.loads(output.strip().splitlines()[-1]))
-        row = rows[-1]
+        row = json.loads(output.strip().splitlines()[-1])
+        rows.append(row)
         print(f"chains {chains:>4} draws {draws:>7} dim {dim:>4}: draws {row['draws_mb']:8.1f} "
               f"MiB, peak RSS +{row['peak_rss_increase_mb']:8.1f} MiB "
               f"({row['ratio_to_output']:.2f}x)", flush=True)  # fmt: skip

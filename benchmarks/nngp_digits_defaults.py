@@ -22,11 +22,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from nngp import classifier_convergence, digits_split  # noqa: E402
+# benchmarks/nngp.py: a script's own folder is first on sys.path.
+from nngp import classifier_convergence, digits_split
 
-from probinfer import nngp  # noqa: E402
-from probinfer.bench import machine_description  # noqa: E402
+from probinfer import nngp
+from probinfer.bench import machine_description
 
 x, labels, train, _, _ = digits_split()
 kernel = nngp.mlp(2, weight_variance=2.0, bias_variance=0.1)

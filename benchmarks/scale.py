@@ -173,7 +173,6 @@ def devices_worker(options: argparse.Namespace) -> dict[str, Any]:
 def devices_section(options: argparse.Namespace, results: dict, save: Callable[[], None]) -> None:
     """NUTS over emulated devices into ``results``: model -> devices -> method -> medians,
     one subprocess per device count (JAX reads the device count once, at start-up)."""
-    by_devices: dict[str, Any] = {}
     for devices in _counts(options.devices):
         with tempfile.TemporaryDirectory() as folder:
             out = Path(folder) / "devices.json"
@@ -183,10 +182,10 @@ def devices_section(options: argparse.Namespace, results: dict, save: Callable[[
                        "--models", options.models, "--repeats", str(options.repeats),
                        "--threads", str(options.threads)]  # fmt: skip
             subprocess.run(command, env=env, check=True)
-            by_devices[str(devices)] = json.loads(out.read_text())
-        print("devices", devices, by_devices[str(devices)], flush=True)
-        for name, _ in _models(options.models):
-            results[name] = {d: by_devices[d][name] for d in by_devices}
+            by_model = json.loads(out.read_text())
+        print("devices", devices, by_model, flush=True)
+        for name, summary in by_model.items():
+            results.setdefault(name, {})[str(devices)] = summary
         save()
 
 
@@ -269,9 +268,8 @@ def pfn_section(options: argparse.Namespace, results: dict, save: Callable[[], N
 
     def prediction_run(batch: int, seed: int) -> dict[str, float]:
         x, y = amortize.sample_batch(jax.random.key(seed), prior, batch, num_points)
-        jax.block_until_ready(
-            log_prob(model, x, y)
-        )  # the first (untimed) call compiles for this batch
+        # Untimed: the first call for a batch size compiles.
+        jax.block_until_ready(log_prob(model, x, y))
         calls = max(1, 4096 // batch)
         start = time.perf_counter()
         for _ in range(calls):

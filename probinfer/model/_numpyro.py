@@ -499,10 +499,8 @@ def _outside_support(fn: dist.Distribution, value: Any) -> bool:
     """Whether an observed value lies outside ``fn``'s support where it is not masked out."""
     assert fn.support is not None  # NumPyro requires a support to score an observation
     outside = ~np.asarray(fn.support(value), bool)
-    if isinstance(fn, dist.MaskedDistribution) and not isinstance(fn._mask, bool):
+    if isinstance(fn, dist.MaskedDistribution):  # a mask is a bool or a boolean array
         outside = outside & np.broadcast_to(np.asarray(fn._mask, bool), outside.shape)
-    elif isinstance(fn, dist.MaskedDistribution) and not fn._mask:
-        return False
     return bool(np.any(outside))
 
 
