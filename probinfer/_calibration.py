@@ -29,7 +29,7 @@ from __future__ import annotations
 import inspect
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -202,6 +202,9 @@ class SBCResult:
             weighted particles, not a chain).
         num_warned: replicates whose run issued a :class:`SamplingWarning` (divergences,
             poor mixing; with single chains R-hat and ESS checks fire in many by chance).
+        draws: ``(replicates,)`` draws per chain of the fit whose draws were ranked (more
+            than asked where :func:`sbc` extended a run whose ESS was below ``L``; NaN
+            when unknown).
     """
 
     ranks: dict[str, np.ndarray]
@@ -210,6 +213,7 @@ class SBCResult:
     method: str
     min_ess: np.ndarray
     num_warned: int
+    draws: np.ndarray
 
     @classmethod
     def from_ranks(
@@ -219,6 +223,7 @@ class SBCResult:
         method: str,
         min_ess: np.ndarray | None = None,
         num_warned: int = 0,
+        draws: np.ndarray | None = None,
     ) -> SBCResult:
         """The result of ranks computed elsewhere (a fit :func:`sbc` cannot run), with the
         rank-ECDF p-value of every component.
@@ -230,6 +235,7 @@ class SBCResult:
             method: what was calibrated (a label).
             min_ess: ``(replicates,)`` smallest bulk ESS per replicate (NaN when unknown).
             num_warned: replicates whose run warned.
+            draws: ``(replicates,)`` draws per chain ranked among (NaN when unknown).
 
         Raises:
             ValueError: if ``ranks`` is empty.
@@ -246,7 +252,9 @@ class SBCResult:
         num_replicates = len(next(iter(ranks.values())))
         if min_ess is None:
             min_ess = np.full(num_replicates, np.nan)
-        return cls(ranks, p_values, num_ranked, method, min_ess, num_warned)
+        if draws is None:
+            draws = np.full(num_replicates, np.nan)
+        return cls(ranks, p_values, num_ranked, method, min_ess, num_warned, draws)
 
     @property
     def num_replicates(self) -> int:
@@ -397,6 +405,7 @@ def sbc(
     num_ranked: int = 99,
     seed: int = 0,
     simulator: Callable[..., Any] | None = None,
+    max_extensions: int = 2,
     progress: bool = True,
     **kwargs: Any,
 ) -> SBCResult:
@@ -409,10 +418,14 @@ def sbc(
     The fit compiles once: every replicate reuses the program with new data.
 
     For MCMC the thinned draws should be nearly independent (Talts et al.): a bulk ESS
-    below ``num_ranked`` in some replicates pushes the ranks toward 0 and ``L`` (it looks
-    like an overconfident posterior), and a
-    warning says so; run more ``draws`` then. SMC and nested-sampling draws are
-    particles: ask for at least ``num_ranked`` of them.
+    below ``num_ranked`` pushes the ranks toward 0 and ``L`` (it looks like an
+    overconfident posterior). So the draws are thinned by ESS: a replicate whose bulk ESS
+    (smallest over components) is below ``L`` is fitted again with twice the draws, up to
+    ``max_extensions`` times, until the ``L`` ranked draws are at least one ESS apart;
+    a warning counts the replicates still below. Refitting depends only on the replicate's
+    own data and the rejected run, never on the truth, so the ranks stay uniform for a
+    correct sampler. SMC and nested-sampling draws are particles: ask for at least
+    ``num_ranked`` of them.
 
     Args:
         model: a NumPyro model whose ``observed`` sites are simulated when their data
@@ -425,6 +438,9 @@ def sbc(
         seed: integer seed of the simulations and the fits.
         simulator: a model to draw truths and data from instead of ``model`` (to check
             that SBC detects a mismatch, or a fit under a deliberately different prior).
+        max_extensions: MCMC only: how many times a replicate whose bulk ESS is below
+            ``num_ranked`` is refitted with doubled ``draws`` (0: never; each new number
+            of draws compiles once).
         progress: show a progress bar over replicates.
         **kwargs: keywords ``model`` takes go to it (and to ``simulator``); the others are
             :func:`probinfer.sample`'s (``chains``, ``warmup``, ``draws`` and the method's
@@ -459,6 +475,7 @@ def sbc(
     seed = check_count("seed", seed, 0)
     num_replicates = check_count("num_replicates", num_replicates, 2)
     num_ranked = check_count("num_ranked", num_ranked, 1)
+    max_extensions = check_count("max_extensions", max_extensions, 0)
     observed = (observed,) if isinstance(observed, str) else tuple(observed)
     simulator = model if simulator is None else simulator
     model_kwargs, settings = _split_model_keywords(model, kwargs)
@@ -470,43 +487,55 @@ def sbc(
 
     # The pointwise log likelihood is not needed: skip its pass over the draws.
     mcmc_settings = {"log_likelihood": False} if method in MCMC_METHODS else {}
+    asked_draws = settings.pop("draws", inspect.signature(pi.sample).parameters["draws"].default)
     rng = np.random.default_rng(seed)
     keys = jax.random.split(jax.random.key(seed), num_replicates)
     ranks: dict[str, list[np.ndarray]] = {}
     min_ess = np.full(num_replicates, np.nan)
+    draws_used = np.full(num_replicates, asked_draws, dtype=float)
     num_warned = 0
     first_message = ""
+
+    def fit(
+        data: dict[str, np.ndarray], names: Iterable[str], draws: int
+    ) -> tuple[dict[str, np.ndarray], list[warnings.WarningMessage]]:
+        """The posterior draws ``(chains, draws, *shape)`` of ``names``, and the run's
+        sampling warnings."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            idata = pi.sample(
+                conditioned, data, *args, method=method, draws=draws,
+                seed=int(rng.integers(2**31)), progress=False, **mcmc_settings, **settings,
+            )  # fmt: skip
+        posterior = {name: idata["posterior"][name].values for name in names}
+        total = next(iter(posterior.values())).shape[:2]
+        if total[0] * total[1] < num_ranked:
+            raise ValueError(
+                f"{total[0]} x {total[1]} posterior draws are fewer than `num_ranked` = "
+                f"{num_ranked}: ask for more draws (or fewer ranked)."
+            )
+        return posterior, [w for w in caught if issubclass(w.category, SamplingWarning)]
+
     with progress_bar(progress, num_replicates, f"SBC of {method}", rate_unit="fits/s") as bar:
         for replicate in range(num_replicates):
             truth, data = _simulate(simulator, keys[replicate], args, model_kwargs, observed)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                idata = pi.sample(
-                    conditioned,
-                    data,
-                    *args,
-                    method=method,
-                    seed=int(rng.integers(2**31)),
-                    progress=False,
-                    **mcmc_settings,
-                    **settings,
-                )
-            run_warnings = [w for w in caught if issubclass(w.category, SamplingWarning)]
+            draws = asked_draws
+            posterior, run_warnings = fit(data, truth, draws)
+            if method in MCMC_METHODS:
+                min_ess[replicate] = np.nanmin(convergence(posterior).ess_bulk)
+                for _ in range(max_extensions):
+                    if not min_ess[replicate] < num_ranked:
+                        break
+                    draws *= 2
+                    posterior, run_warnings = fit(data, truth, draws)
+                    min_ess[replicate] = np.nanmin(convergence(posterior).ess_bulk)
+            draws_used[replicate] = draws
             if run_warnings:
                 num_warned += 1
                 first_message = first_message or str(run_warnings[0].message)
-            posterior = {name: idata["posterior"][name].values for name in truth}
-            total = next(iter(posterior.values())).shape[:2]
-            if total[0] * total[1] < num_ranked:
-                raise ValueError(
-                    f"{total[0]} x {total[1]} posterior draws are fewer than `num_ranked` = "
-                    f"{num_ranked}: ask for more draws (or fewer ranked)."
-                )
-            if method in MCMC_METHODS:
-                min_ess[replicate] = np.nanmin(convergence(posterior).ess_bulk)
             for name, value in truth.items():
-                draws = posterior[name].reshape(-1, *posterior[name].shape[2:])
-                ranks.setdefault(name, []).append(_ranks_of_truth(draws, value, num_ranked, rng))
+                flat = posterior[name].reshape(-1, *posterior[name].shape[2:])
+                ranks.setdefault(name, []).append(_ranks_of_truth(flat, value, num_ranked, rng))
             if bar is not None:
                 bar.update(advance=1)
     stacked = {name: np.stack(values) for name, values in ranks.items()}
@@ -514,10 +543,11 @@ def sbc(
     if low_ess:
         warnings.warn(
             f"in {low_ess} of {num_replicates} replicates the posterior's bulk ESS (smallest "
-            f"{np.nanmin(min_ess):.0f}) is below `num_ranked` = {num_ranked}: the thinned "
-            "draws are autocorrelated, which pushes the ranks toward 0 and `num_ranked` (it "
-            "looks like an overconfident posterior). Ask for more "
-            "`draws` (or fewer `num_ranked`).",
+            f"{np.nanmin(min_ess):.0f}) is below `num_ranked` = {num_ranked} even after "
+            f"{max_extensions} doublings of the draws: the thinned draws are autocorrelated, "
+            "which pushes the ranks toward 0 and `num_ranked` (it looks like an "
+            "overconfident posterior). Ask for more `draws` or `max_extensions` (or fewer "
+            "`num_ranked`).",
             SamplingWarning,
             stacklevel=2,
         )
@@ -529,4 +559,4 @@ def sbc(
             SamplingWarning,
             stacklevel=2,
         )
-    return SBCResult.from_ranks(stacked, num_ranked, method, min_ess, num_warned)
+    return SBCResult.from_ranks(stacked, num_ranked, method, min_ess, num_warned, draws_used)

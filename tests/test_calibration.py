@@ -101,13 +101,29 @@ def test_sbc_runs_every_replicate_with_one_program():
 
 
 def test_sbc_warns_when_the_ranked_draws_are_autocorrelated():
-    # Ranking among all 200 draws of one chain: some component's ESS is below 200.
+    # Ranking among all 200 draws of one chain, never extended: some component's ESS is
+    # below 200.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        sbc(normal_model, observed="y", num_replicates=3, num_ranked=200, seed=3,
-            chains=1, warmup=150, draws=200, progress=False)  # fmt: skip
+        result = sbc(normal_model, observed="y", num_replicates=3, num_ranked=200, seed=3,
+                     chains=1, warmup=150, draws=200, max_extensions=0, progress=False)  # fmt: skip
     messages = [str(w.message) for w in caught if w.category is SamplingWarning]
     assert any(re.search("bulk ESS .* is below `num_ranked` = 200", m) for m in messages)
+    assert np.all(result.draws == 200)
+
+
+def test_sbc_thins_by_ess_by_extending_short_runs():
+    # 100 draws of one chain, ranked among 100: replicates whose bulk ESS is below 100 are
+    # refitted with 200, then 400 draws, so every replicate ends with an ESS of at least 100
+    # (thinning by ESS) and no ESS warning.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = sbc(normal_model, observed="y", num_replicates=6, num_ranked=100, seed=3,
+                     chains=1, warmup=150, draws=100, progress=False)  # fmt: skip
+    messages = [str(w.message) for w in caught if w.category is SamplingWarning]
+    assert not any("bulk ESS" in m for m in messages), messages
+    assert set(result.draws) <= {100, 200, 400} and result.draws.max() > 100, result.draws
+    assert np.all(result.min_ess >= 100), result.min_ess
 
 
 def test_sbc_errors():
