@@ -23,10 +23,10 @@ is tested as ranks in ``0..99`` (``tests/_sbc.py``: ``pfn_pit_ranks``). Controls
 from a wrong prior, and the predictive squeezed 2x (``PFN_CONTROLS``). Writes
 ``pfn_pit.{json,md}`` and ``pfn_pit.png``.
 
-``--sections classifier`` calibrates the binary NNGP classifier (``nngp.sample_classifier``,
-NUTS and Gibbs) on labels simulated from its own model (``tests/_sbc.py``:
-``classifier_sbc``, ``CLASSIFIER_REPLICATES`` = 300 replicates), with a prior on ``log s``
-three times too narrow as the control. Writes ``classifier.{json,md}`` and
+``--sections classifier`` calibrates the binary and the three-class NNGP classifier
+(``nngp.sample_classifier``, NUTS and Gibbs) on labels simulated from its own model
+(``tests/_sbc.py``: ``classifier_sbc``, ``CLASSIFIER_REPLICATES`` = 300 replicates), with a
+prior on ``log s`` three times too narrow as the control. Writes ``classifier.{json,md}`` and
 ``classifier.png``.
 
 ``--sections pfn-classifier`` tests the shipped classifier PFN (``gp-classifier``) with
@@ -189,16 +189,17 @@ def classifier(options: argparse.Namespace) -> None:
     """SBC of the NNGP classifier with its control: ``classifier.{json,md,png}``."""
     rows = []
     methods, controls = _sbc.CLASSIFIER_METHODS, _sbc.CLASSIFIER_CONTROLS
-    figure, axes = plt.subplots(
-        len(methods) * len(controls), 3, figsize=(9.0, 2.4 * len(methods) * len(controls))
-    )
-    for row_index, (method, control) in enumerate(
-        (method, control) for method in methods for control in controls
-    ):
+    cases = [(classes, method, control) for classes in _sbc.CLASSIFIER_CLASSES
+             for method in methods for control in controls]  # fmt: skip
+    figure, axes = plt.subplots(len(cases), 3, figsize=(9.0, 2.4 * len(cases)))
+    for row_index, (classes, method, control) in enumerate(cases):
         start = time.perf_counter()
-        result = _sbc.classifier_sbc(method, control, _sbc.CLASSIFIER_REPLICATES, options.seed)
+        result = _sbc.classifier_sbc(
+            method, control, _sbc.CLASSIFIER_REPLICATES, options.seed, num_classes=classes
+        )
         rows.append(
             {
+                "classes": classes,
                 "method": method,
                 "control": control,
                 "p_values": {label: float(p) for label, p in zip(
@@ -215,7 +216,9 @@ def classifier(options: argparse.Namespace) -> None:
         )  # fmt: skip
         print(json.dumps(rows[-1]), flush=True)
         result.plot(axes=list(axes[row_index]))
-        axes[row_index, 0].set_ylabel(f"{method}, {control}\nECDF difference", fontsize=8)
+        axes[row_index, 0].set_ylabel(
+            f"{classes} classes, {method},\n{control}\nECDF difference", fontsize=8
+        )
     save_figure(
         figure,
         f"SBC of the NNGP classifier: {_sbc.CLASSIFIER_REPLICATES} replicates, ranks among "
@@ -225,7 +228,8 @@ def classifier(options: argparse.Namespace) -> None:
     )
     machine = machine_description()
     settings = {"replicates": _sbc.CLASSIFIER_REPLICATES, "seed": options.seed,
-                "points": _sbc.CLASSIFIER_POINTS, "settings": _sbc.CLASSIFIER_SETTINGS}  # fmt: skip
+                "points": _sbc.CLASSIFIER_POINTS, "classes": _sbc.CLASSIFIER_CLASSES,
+                "settings": _sbc.CLASSIFIER_SETTINGS}  # fmt: skip
     (options.out / "classifier.json").write_text(
         json.dumps({"machine": machine, "settings": settings, "rows": rows}, indent=1) + "\n"
     )
@@ -234,23 +238,26 @@ def classifier(options: argparse.Namespace) -> None:
         "",
         f"Machine: {machine['cpu']}, jax {machine['jax']}, probinfer at commit "
         f"{machine['commit']}, {machine['date']}. {_sbc.CLASSIFIER_REPLICATES} replicates "
-        f"per row: `log s ~ Normal(0, 1)`, `f | s ~ GP(0, s K)` at {_sbc.CLASSIFIER_POINTS} "
-        "inputs on [-1, 1] (ReLU NNGP, one hidden layer), Bernoulli-logit labels; one chain "
-        f"per fit, ranks among {_sbc.NUM_RANKED} kept draws of `log s` and of `f` at the "
-        "first and last input (`f[0]`, `f[1]` in the figure); a row passes when every "
+        f"per row: `log s ~ Normal(0, 1)`, `f_c | s ~ GP(0, s K)` at {_sbc.CLASSIFIER_POINTS} "
+        "inputs on [-1, 1] (ReLU NNGP, one hidden layer); two classes: one latent function, "
+        "Bernoulli-logit labels; three classes: three independent latent functions, softmax "
+        f"labels. One chain per fit, ranks among {_sbc.NUM_RANKED} kept draws of `log s` "
+        "and of `f` of the first class at the first input and of the last class at the "
+        "last input (`f[0]`, `f[1]` in the figure); a row passes when every "
         f"p-value is above {_sbc.ALPHA:g}. "
         "Control: fitted with `log s ~ Normal(0, 1/3)`. Settings: `CLASSIFIER_SETTINGS` in "
         "`tests/_sbc.py`. ESS: bulk ESS of the 99 kept draws, smallest over the three "
         "quantities.",
         "",
-        "| method | fitted prior | p (log s) | p (f first) | p (f last) | verdict "
+        "| classes | method | fitted prior | p (log s) | p (f first) | p (f last) | verdict "
         "| median smallest ESS | replicates with ESS < 50 | replicates that warned |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         p = list(row["p_values"].values())
         lines.append(
-            f"| {row['method']} | {row['control']} | {p[0]:.2g} | {p[1]:.2g} | {p[2]:.2g} | "
+            f"| {row['classes']} | {row['method']} | {row['control']} | {p[0]:.2g} | "
+            f"{p[1]:.2g} | {p[2]:.2g} | "
             f"{verdict(row)} | {row['median_min_ess']:.0f} | {row['low_ess_replicates']} | "
             f"{row['warned_replicates']} |"
         )

@@ -352,6 +352,9 @@ CLASSIFIER_CONTROLS = ("correct", "narrow scale prior")
 """``"narrow scale prior"``: fitted with ``log s ~ Normal(0, 1/3)`` to data simulated with
 ``log s ~ Normal(0, 1)`` (a prior scale 3x too small)."""
 CLASSIFIER_POINTS = 16
+CLASSIFIER_CLASSES = (2, 3)
+"""Two classes: one latent function, Bernoulli-logit labels; three: three independent
+latent functions, softmax labels."""
 CLASSIFIER_SETTINGS: dict[str, dict[str, int]] = {
     # One chain, thinned to exactly the 99 ranked draws. The bulk ESS of the 99 kept draws
     # has a median of 77-80 here and at half these thinnings alike (about 10% of
@@ -365,20 +368,25 @@ CLASSIFIER_REPLICATES = 300
 methods) and the correct model passed (smallest p 0.67)."""
 
 
-def classifier_sbc(method: str, control: str, num_replicates: int, seed: int) -> SBCResult:
-    """SBC of the binary NNGP classifier (``nngp.sample_classifier``).
+def classifier_sbc(
+    method: str, control: str, num_replicates: int, seed: int, num_classes: int = 2
+) -> SBCResult:
+    """SBC of the NNGP classifier (``nngp.sample_classifier``), binary or multiclass.
 
-    Each replicate draws ``log s ~ Normal(0, 1)``, ``f | s ~ GP(0, s K)`` at
-    ``CLASSIFIER_POINTS`` inputs evenly spaced on ``[-1, 1]`` (the one-hidden-layer ReLU
-    NNGP ``nngp.mlp(1)``, plus the classifier's jitter) and ``label_i ~ Bernoulli(sigmoid
-    (f_i))``, fits one chain with ``method`` and ranks ``log s`` and ``f`` at the first and
-    the last input among its 99 kept draws.
+    Each replicate draws ``log s ~ Normal(0, 1)`` and latent functions ``f_c | s ~ GP(0,
+    s K)`` at ``CLASSIFIER_POINTS`` inputs evenly spaced on ``[-1, 1]`` (the
+    one-hidden-layer ReLU NNGP ``nngp.mlp(1)``, plus the classifier's jitter): one with
+    ``label_i ~ Bernoulli(sigmoid(f_i))`` for two classes, ``num_classes`` independent ones
+    with ``label_i ~ Categorical(softmax(f(x_i)))`` otherwise. It fits one chain with
+    ``method`` and ranks ``log s``, ``f`` of the first class at the first input and ``f``
+    of the last class at the last input among its 99 kept draws.
 
     Args:
         method: one of ``CLASSIFIER_METHODS``.
         control: one of ``CLASSIFIER_CONTROLS``.
         num_replicates: simulated label sets.
         seed: seeds the simulations and the fits.
+        num_classes: one of ``CLASSIFIER_CLASSES``.
 
     Returns:
         The :class:`~probinfer.diagnostics.SBCResult` (sites ``log_scale`` and ``f``, the
@@ -392,6 +400,8 @@ def classifier_sbc(method: str, control: str, num_replicates: int, seed: int) ->
 
     if control not in CLASSIFIER_CONTROLS:
         raise ValueError(f"`control` must be one of {CLASSIFIER_CONTROLS}; got {control!r}.")
+    if num_classes not in CLASSIFIER_CLASSES:
+        raise ValueError(f"`num_classes` must be one of {CLASSIFIER_CLASSES}; got {num_classes}.")
     kernel = nngp.mlp(1)
     x = np.linspace(-1.0, 1.0, CLASSIFIER_POINTS)[:, None]
     jitter = 1e-6
@@ -404,24 +414,35 @@ def classifier_sbc(method: str, control: str, num_replicates: int, seed: int) ->
     keys = jax.random.split(jax.random.key(seed), num_replicates)
     ranks: dict[str, list[np.ndarray]] = {"log_scale": [], "f": []}
     min_ess, num_warned = np.empty(num_replicates), 0
-    ends = [0, CLASSIFIER_POINTS - 1]
+    num_latent = 1 if num_classes == 2 else num_classes
+    # (input, latent column) of the two ranked latent values: the first and the last.
+    ranked = ([0, CLASSIFIER_POINTS - 1], [0, num_latent - 1])
     for replicate in range(num_replicates):
         log_scale = rng.normal()
-        f = np.exp(0.5 * log_scale) * factor @ rng.normal(size=CLASSIFIER_POINTS)
-        labels = (rng.uniform(size=CLASSIFIER_POINTS) < 1.0 / (1.0 + np.exp(-f))).astype(int)
+        f = np.exp(0.5 * log_scale) * factor @ rng.normal(size=(CLASSIFIER_POINTS, num_latent))
+        if num_classes == 2:
+            p1 = 1.0 / (1.0 + np.exp(-f[:, 0]))
+            labels = (rng.uniform(size=CLASSIFIER_POINTS) < p1).astype(int)
+        else:
+            probabilities = np.exp(f - f.max(axis=1, keepdims=True))
+            probabilities /= probabilities.sum(axis=1, keepdims=True)
+            cumulative = np.cumsum(probabilities, axis=1)
+            uniform = rng.uniform(size=(CLASSIFIER_POINTS, 1))
+            labels = np.minimum(np.sum(cumulative < uniform, axis=1), num_classes - 1)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", SamplingWarning)
             posterior = nngp.sample_classifier(
-                keys[replicate], kernel, x, labels, scale_prior=fitted_prior, num_classes=2,
+                keys[replicate], kernel, x, labels, scale_prior=fitted_prior,
+                num_classes=num_classes,
                 num_chains=1, jitter=jitter, method=method, progress=False,
                 **CLASSIFIER_SETTINGS[method],
             )  # fmt: skip
         num_warned += any(issubclass(w.category, SamplingWarning) for w in caught)
         draws = posterior.idata["posterior"]
         sites = {"log_scale": draws["log_scale"].values,
-                 "f": draws["f"].values[:, :, ends, 0]}  # fmt: skip
+                 "f": draws["f"].values[:, :, ranked[0], ranked[1]]}  # fmt: skip
         min_ess[replicate] = np.nanmin(convergence(sites).ess_bulk)
-        truths = {"log_scale": np.asarray(log_scale), "f": f[ends]}
+        truths = {"log_scale": np.asarray(log_scale), "f": f[ranked]}
         for name, value in truths.items():
             flat = sites[name].reshape(-1, *sites[name].shape[2:])
             ranks[name].append(_ranks_of_truth(flat, value, NUM_RANKED, rng))

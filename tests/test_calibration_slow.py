@@ -23,6 +23,7 @@ labels (``pfn_classifier_calibration``), with its logits doubled and halved as c
 import pytest
 from _sbc import (
     ALPHA,
+    CLASSIFIER_CLASSES,
     CLASSIFIER_CONTROLS,
     CLASSIFIER_METHODS,
     CLASSIFIER_REPLICATES,
@@ -55,10 +56,13 @@ def test_family_is_calibrated_and_its_controls_are_not(method, control):
 
 @pytest.mark.parametrize("control", CLASSIFIER_CONTROLS)
 @pytest.mark.parametrize("method", CLASSIFIER_METHODS)
-def test_nngp_classifier_is_calibrated_and_its_control_is_not(method, control):
-    """``log s`` and two latent values of the binary NNGP classifier, fitted to labels from
-    its own model; fitted with a 3x too narrow prior on ``log s``, the ranks must fail."""
-    result = classifier_sbc(method, control, CLASSIFIER_REPLICATES, seed=0)
+@pytest.mark.parametrize("num_classes", CLASSIFIER_CLASSES)
+def test_nngp_classifier_is_calibrated_and_its_control_is_not(num_classes, method, control):
+    """``log s`` and two latent values of the binary or three-class NNGP classifier, fitted
+    to labels from its own model; fitted with a 3x too narrow prior on ``log s``, the ranks
+    must fail."""
+    result = classifier_sbc(method, control, CLASSIFIER_REPLICATES, seed=0,
+                            num_classes=num_classes)  # fmt: skip
     assert passes(result) == (control == "correct"), result.p_values
 
 
