@@ -39,10 +39,12 @@ MIN_ESS = 400
 METHODS = ("nuts", "hmc", "mala", "rwm", "smc", "ns")
 EVIDENCE_METHODS = ("smc", "ns")
 MCMC_METHODS = ("nuts", "hmc", "mala", "rwm")
-# Warm-up and draws per method, as multiples of the settings: a MALA or RWM step costs one
-# evaluation where a NUTS or HMC draw costs 3-30 on the zoo, so 10x their steps spends
-# about NUTS's evaluation budget.
+# Warm-up and draws per method, as multiples of the settings, where no NUTS run of the same
+# model sets MALA's and RWM's budget (`matched_budget`): a MALA or RWM step costs one
+# evaluation where a NUTS or HMC draw costs 2-50 on the zoo.
 STEP_MULTIPLIER = {"nuts": 1, "hmc": 1, "mala": 10, "rwm": 10}
+MATCHED_METHODS = ("mala", "rwm")
+"""Methods given NUTS's evaluation count on each model (:func:`matched_budget`)."""
 
 _FUNNEL = "the centred funnel's neck is out of reach of MCMC at this budget (every peer fails too)"
 _MODES = "two modes 15 sd apart: each chain stays in the mode it starts near"
@@ -56,7 +58,7 @@ EXPECTED_FAILURES: dict[tuple[str, str], str] = {
     ("gaussian_correlated_100d", "rwm"): _RANDOM_WALK.format(100),
     ("lgssm", "rwm"): _RANDOM_WALK.format(40),
     ("logistic_regression", "rwm"): _RANDOM_WALK.format(26),
-    **{("gp_poisson", method): _GP_FUNNEL for method in ("hmc", "mala", "rwm")},
+    **{("gp_poisson", method): _GP_FUNNEL for method in ("hmc", "rwm")},
 }
 """Runs of ``probinfer bench``'s default budget that fail for a known reason (measured in
 ``benchmarks/results/zoo/bench.md``): shown as expected failures, with the reason, and not
@@ -218,6 +220,29 @@ def run_one(
         ess_per_1000_grads=1000.0 * row["min_ess_bulk"] / max(row["num_grad_evals"], 1),
     )
     return row
+
+
+def matched_budget(nuts_evaluations: int, warmup: int, draws: int) -> tuple[int, int, int]:
+    """MALA's or RWM's steps for the gradient count NUTS took on the same model.
+
+    One MALA step costs one gradient evaluation (RWM: one log-density evaluation), so the
+    sampling phase runs as many steps per chain as NUTS's sampling phase took gradient
+    evaluations per chain, and warm-up ``warmup / draws`` times as many (NUTS's own
+    warm-up count is not recorded); the draws are thinned to keep between ``draws`` and
+    ``2 * draws`` of them.
+
+    Args:
+        nuts_evaluations: gradient evaluations per chain in NUTS's sampling phase.
+        warmup: NUTS's warm-up steps per chain.
+        draws: NUTS's draws per chain.
+
+    Returns:
+        ``(warmup_steps, kept_draws, thin)``; the sampling phase runs ``kept_draws * thin``
+        steps, within ``thin`` of ``nuts_evaluations``.
+    """
+    steps = max(int(round(nuts_evaluations)), draws)
+    thin = max(1, steps // draws)
+    return int(round(warmup * steps / draws)), steps // thin, thin
 
 
 def run_evidence_one(name: str, method: str, *, seed: int) -> dict[str, Any]:
@@ -504,7 +529,10 @@ def run_bench(
     """
     out.mkdir(parents=True, exist_ok=True)
     rows = []
+    # NUTS first, so that MALA and RWM get its gradient count on each model.
+    methods = sorted(methods, key=lambda method: method != "nuts")
     for name in model_names:
+        nuts_evaluations: int | None = None
         for method in methods:
             if method in EVIDENCE_METHODS:
                 if _zoo().get(name).reference.log_z is None:
@@ -518,19 +546,29 @@ def run_bench(
                 )
                 rows.append(row)
                 continue
-            multiplier = STEP_MULTIPLIER[method]
             run_settings = RUN_SETTINGS.get((name, method), {})
+            if method in MATCHED_METHODS and nuts_evaluations is not None:
+                run_warmup, run_draws, thin = matched_budget(nuts_evaluations, warmup, draws)
+                steps = f"{run_warmup} + {run_draws * thin} (NUTS's gradients)"
+            else:
+                multiplier = STEP_MULTIPLIER[method]
+                run_warmup, run_draws, thin = multiplier * warmup, multiplier * draws, 1
+                steps = f"{run_warmup} + {run_draws}"
+            if thin > 1:
+                run_settings = {**run_settings, "thin": thin}
             row = run_one(
                 name,
                 method,
                 chains=chains,
-                warmup=multiplier * warmup,
-                draws=multiplier * draws,
+                warmup=run_warmup,
+                draws=run_draws,
                 seed=seed,
                 settings=run_settings,
             )
-            row["steps"] = f"{multiplier * warmup} + {multiplier * draws}" + "".join(
-                f", {key}={value}" for key, value in run_settings.items()
+            if method == "nuts":
+                nuts_evaluations = row["num_grad_evals"] // chains
+            row["steps"] = steps + "".join(
+                f", {key}={value}" for key, value in run_settings.items() if key != "thin"
             )
             _mark_expected(row)
             rows.append(row)
@@ -547,9 +585,13 @@ def run_bench(
     has_mcmc = any(row["method"] not in EVIDENCE_METHODS for row in rows)
     has_evidence = any(row["method"] in EVIDENCE_METHODS for row in rows)
     mcmc_header = (
-        f"Settings: {chains} chains, {warmup} warm-up, {draws} draws, seed {seed}; MALA and RWM "
-        f"run {STEP_MULTIPLIER['rwm']}x the steps (`steps`: warm-up + draws), a step of theirs "
-        "costing one evaluation where a NUTS or HMC draw costs 3-30 on these models. ESS is the "
+        f"Settings: {chains} chains, {warmup} warm-up, {draws} draws, seed {seed}. MALA and RWM "
+        "get NUTS's budget on each model: their sampling phase runs as many steps per chain as "
+        "NUTS's sampling phase took gradient evaluations per chain (one MALA step costs one "
+        "gradient evaluation, one RWM step one log-density evaluation) and warm-up in the "
+        "settings' warm-up-to-draws ratio, keeping every k-th draw (`probinfer.bench.matched_budget`; `steps`: "
+        "warm-up + sampling steps; without a NUTS run of the model, "
+        f"{STEP_MULTIPLIER['rwm']}x the settings' steps). ESS is the "
         "minimum bulk ESS over coordinates; ESS/s divides by warm-up + sampling time "
         "(compilation excluded); ESS/1k grad counts sampling-phase gradient evaluations "
         "(log-density evaluations for RWM). `ok`: every coordinate's mean (and variance, for "
