@@ -12,10 +12,6 @@ import pytest
 import probinfer as pi
 from probinfer.checkpoint import CHECKSUM_MARK, atomic_write_checked, read_checked
 
-# Deliberately short runs: what these tests check is bookkeeping, not the quality of the
-# draws, so the run diagnostics (R-hat, ESS, divergences) are expected and silenced.
-pytestmark = pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")
-
 RUN = {"warmup": 60, "draws": 80, "chunk_size": 20, "progress": False, "chains": 2}
 
 
@@ -27,6 +23,7 @@ def model(y, scale):
 DATA = jnp.array([0.3, -0.2, 1.1])
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 2 x 80 draws
 @pytest.mark.parametrize("num_chunks", [2, 5], ids=["in-warmup", "in-sampling"])
 def test_resumed_run_gives_the_uninterrupted_draws(tmp_path, interrupt_after, num_chunks):
     full = pi.sample(model, DATA, 2.0, **RUN)
@@ -38,6 +35,7 @@ def test_resumed_run_gives_the_uninterrupted_draws(tmp_path, interrupt_after, nu
     np.testing.assert_array_equal(again.posterior["mu"].values, full.posterior["mu"].values)
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 3 x 80 draws
 @pytest.mark.parametrize("num_chunks", [2, 5], ids=["in-warmup", "in-sampling"])
 def test_interleaved_chains_resume_to_the_uninterrupted_draws(
     tmp_path, interrupt_after, monkeypatch, num_chunks
@@ -68,6 +66,7 @@ def test_interleaved_chains_resume_to_the_uninterrupted_draws(
     )
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 2 x 80 draws
 @pytest.mark.parametrize(
     ("change", "named"),
     [
@@ -88,6 +87,7 @@ def test_checkpoint_of_another_run_is_refused_naming_what_differs(tmp_path, chan
         pi.sample(model, *args, checkpoint=tmp_path, **settings)
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 2 x 80 draws
 def test_checkpoint_of_another_library_version_is_refused(tmp_path, monkeypatch):
     """The probinfer version is part of every drive's fingerprint (MCMC, SMC, nested
     sampling and training all resume through the driver): a checkpoint written by another
@@ -121,6 +121,7 @@ def test_damaged_checkpoint_files_are_reported_never_loaded(tmp_path, interrupt_
         pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **RUN)
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 2 x 80 draws
 def test_save_netcdf_is_atomic_and_reads_back(tmp_path, monkeypatch):
     """``pi.save_netcdf`` writes every group; a write that fails part-way leaves the
     earlier file as it was and no temporary file, and a non-InferenceData is refused."""

@@ -9,10 +9,6 @@ import pytest
 
 from probinfer import cli
 
-# Deliberately short runs: what these tests check is bookkeeping, not the quality of the
-# draws, so the run diagnostics (R-hat, ESS, divergences) are expected and silenced.
-pytestmark = pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")
-
 MODEL = """
 import numpyro
 import numpyro.distributions as dist
@@ -23,6 +19,7 @@ def model(y, scale):
 """
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 4 x 50 draws
 def test_sample_writes_netcdf(tmp_path):
     (tmp_path / "model.py").write_text(MODEL)
     (tmp_path / "data.json").write_text(json.dumps({"y": [0.5, 1.5, 1.0], "scale": 10.0}))
@@ -46,6 +43,7 @@ def test_sample_writes_netcdf(tmp_path):
     assert az.from_netcdf(str(out)).posterior["mu"].shape == (4, 50)
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 4 x 50 draws
 def test_a_failed_netcdf_write_leaves_no_file(tmp_path, monkeypatch, capsys):
     """The NetCDF file is written under a temporary name and renamed: a write that fails
     part-way (here after writing some bytes) leaves neither ``--out`` nor the temporary."""

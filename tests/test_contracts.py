@@ -20,10 +20,6 @@ import probinfer as pi
 from probinfer import mcmc
 from probinfer.driver import TRACE_COUNTS
 
-# Deliberately short runs: what these tests check is bookkeeping, not the quality of the
-# draws, so the run diagnostics (R-hat, ESS, divergences) are expected and silenced.
-pytestmark = pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")
-
 ALGORITHMS = ("rwm", "mala", "hmc", "nuts")
 STEP_SIZES = {"rwm": 0.8, "mala": 0.6, "hmc": 0.3, "nuts": 0.5}
 NUM_STEPS = 3
@@ -149,6 +145,7 @@ def idata():
     return pi.sample(model, Y, seed=1, **SETTINGS)
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 2 x 30 draws
 def test_sample_output_layout(idata):
     posterior = idata.posterior
     assert set(posterior.data_vars) == {"mu", "sigma", "mu_sum"}
@@ -170,6 +167,7 @@ def test_sample_output_layout(idata):
     assert idata.attrs["method"] == "nuts" and idata.attrs["seed"] == 1
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 2 x 30 draws
 def test_same_seed_gives_identical_draws(idata):
     again = pi.sample(model, Y, seed=1, **SETTINGS)
     for name in idata.posterior.data_vars:
@@ -177,6 +175,7 @@ def test_same_seed_gives_identical_draws(idata):
     np.testing.assert_array_equal(again.sample_stats["lp"].values, idata.sample_stats["lp"].values)
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 2 x 30 draws
 def test_new_seed_and_new_data_do_not_recompile(idata):
     pi.sample(model, Y, seed=1, **SETTINGS)  # retraces only if the programs were dropped
     traces_before = dict(TRACE_COUNTS)
@@ -196,6 +195,7 @@ def _rewarm(count_compilations: list[float]) -> None:
     count_compilations.clear()
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 2 x 30 draws
 def test_new_seed_and_new_data_trigger_no_xla_compilation(idata, count_compilations):
     """Stronger than the trace counter: nothing at all is compiled on a repeat call
     (helpers such as the initial-point check included)."""
@@ -204,6 +204,7 @@ def test_new_seed_and_new_data_trigger_no_xla_compilation(idata, count_compilati
     assert count_compilations == [], f"{len(count_compilations)} XLA compilations"
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 2 x 30 draws
 def test_other_budgets_and_keyword_data_compile_nothing(idata, count_compilations):
     """The warm-up length is a runtime value (its windows are a few integers) and so is the
     chunk size (the records buffer has a fixed number of rows), so any warm-up and draw
@@ -218,6 +219,7 @@ def test_other_budgets_and_keyword_data_compile_nothing(idata, count_compilation
     assert count_compilations
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 1 warm-up step
 def test_vectorized_and_sequential_chains_give_the_same_draws():
     """Per-chain keys are identical, so the two chain methods run the same computation.
 
@@ -238,6 +240,7 @@ def test_vectorized_and_sequential_chains_give_the_same_draws():
     assert pi.sample(model, Y, **settings).attrs["chain_method"] == "sequential"  # CPU default
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 2 x 10 draws
 def test_log_density_dict_position_names_variables_by_keys():
     target = pi.LogDensity(
         lambda p: -0.5 * (jnp.sum(p["alpha"] ** 2) + p["beta"] ** 2),
@@ -249,6 +252,7 @@ def test_log_density_dict_position_names_variables_by_keys():
     assert idata.posterior["beta"].shape == (2, 10)
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 2 x 10 draws
 def test_log_density_bare_array_is_named_x():
     target = pi.LogDensity(lambda x: -0.5 * jnp.sum(x**2), jnp.zeros(3))
     idata = pi.sample(target, method="rwm", chains=2, warmup=20, draws=10, progress=False)

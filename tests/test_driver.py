@@ -30,10 +30,6 @@ import probinfer as pi
 import probinfer.run
 from probinfer.driver import DriveStatus, ProgressReporter, StagedStep, _drive, drive
 
-# Deliberately short runs: what these tests check is bookkeeping, not the quality of the
-# draws, so the run diagnostics (R-hat, ESS, divergences) are expected and silenced.
-pytestmark = pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")
-
 POPULATION = 8
 
 
@@ -252,6 +248,7 @@ def model(y):
 Y = jnp.array([0.3, -0.4, 1.2, 0.8])
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 4 x 30 draws
 @pytest.mark.four_devices
 @pytest.mark.optimized
 def test_mcmc_draws_are_the_same_on_one_and_four_devices():
@@ -432,6 +429,7 @@ def test_sequential_members_run_in_thread_groups_with_the_same_results(
     assert all(size == members // groups for _, size in seen)
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 3-4 x 20 draws
 @cpu_only
 @pytest.mark.optimized
 @pytest.mark.parametrize("chains", [3, 4])
@@ -485,6 +483,7 @@ def test_members_are_not_grouped_under_debug_nans(monkeypatch):
     assert _threads.groups_for("vectorized", 4, state) == 1
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 8 x 50 draws
 @pytest.mark.four_devices
 def test_interleaved_nuts_chains_equal_lock_step_chains(monkeypatch):
     """Warm-up (windows, step-size restarts) and draws of 8 NUTS chains split over 4
@@ -521,6 +520,7 @@ def test_interleaved_nuts_chains_equal_lock_step_chains(monkeypatch):
     )
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # unadapted: diverges
 def test_thinned_mcmc_keeps_every_kth_draw_and_its_groups_warning_signs(monkeypatch):
     """``pi.sample(..., thin=3)`` keeps draws 2, 5, 8, ... of the unthinned run (bitwise),
     with the group's gradient evaluations summed, a divergence anywhere in the group

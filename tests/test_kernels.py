@@ -1,4 +1,4 @@
-"""Every MCMC kernel samples exact targets correctly: Gaussians and three shaped ones.
+"""Every MCMC kernel samples exact targets correctly: Gaussians, three shaped ones, a skewed one.
 
 The target is a 4-d Gaussian with scales 0.5 to 3 and one correlation (0.7), written on a
 pytree position ``{"x": (3,), "y": ()}``, so the kernels' ravel/unravel is exercised too.
@@ -12,7 +12,10 @@ Two kinds of tests:
   only if the kernel leaves the target invariant, so MCSE = sd / sqrt(n).
 
 - shaped invariance: the same on a banana, a funnel and a two-component mixture, with a
-  chi-square test of the whole distribution (below).
+  chi-square test of the whole distribution (below);
+- skewed invariance: the same on an explicitly skewed target (a Gamma and a log-Gamma
+  coordinate), with the Gaussian's MCSE checks of means and variances plus each
+  coordinate's mass below its mean (below).
 
 Each group also runs against a deliberately wrong target and asserts that the check fails.
 Every jitted function is compiled once per algorithm (``functools.cache``) and shared by
@@ -25,8 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.special
 import scipy.stats
-from _stats import check_moments, failures
+from _stats import check_expectation, check_moments, failures
 
 from probinfer import mcmc
 
@@ -276,14 +280,13 @@ def grid_chi_square(uniforms):
 
 
 @functools.cache
-def shaped_sampler(name):
-    """Jitted ``(keys, starts, index, delta) -> ends``: a few steps from each start."""
+def few_steps_sampler(name, logdensity_fn):
+    """Jitted ``(keys, starts, *args) -> ends``: a few steps from each start of the kernel
+    that targets ``logdensity_fn(x, *args)`` (2-d, identity metric)."""
     algorithm = mcmc.ALGORITHMS[name]
 
-    def run(keys, starts, index, delta):
-        kernel = algorithm(
-            lambda x: shaped_logdensity(x, index, delta), SHAPED_STEP_SIZES[name], jnp.ones(2)
-        )
+    def run(keys, starts, *args):
+        kernel = algorithm(lambda x: logdensity_fn(x, *args), SHAPED_STEP_SIZES[name], jnp.ones(2))
 
         def step(state, key):
             return kernel.step(key, state)[0], None
@@ -297,15 +300,20 @@ def shaped_sampler(name):
     return jax.jit(run)
 
 
+def few_steps_from(name, logdensity_fn, starts, *args, seed):
+    """The states ``(n, 2)`` after a few steps from each of ``starts`` (exact draws)."""
+    keys = jax.random.split(jax.random.key(seed), len(starts))
+    sampler = few_steps_sampler(name, logdensity_fn)
+    ends = np.asarray(sampler(keys, jnp.asarray(starts, jnp.float32), *args), np.float64)
+    assert np.mean(np.any(ends != starts.astype(np.float32), axis=-1)) > 0.3, "hardly moved"
+    return ends
+
+
 def shaped_chi_square(name, target, *, delta=0.0, seed=0):
     rng = np.random.default_rng(seed)
     starts = shaped_exact_draws(rng, target, NUM_INDEPENDENT)
-    keys = jax.random.split(jax.random.key(seed), NUM_INDEPENDENT)
     index = SHAPED_TARGETS.index(target)
-    ends = np.asarray(
-        shaped_sampler(name)(keys, jnp.asarray(starts, jnp.float32), index, delta), np.float64
-    )
-    assert np.mean(np.any(ends != starts.astype(np.float32), axis=-1)) > 0.3, "hardly moved"
+    ends = few_steps_from(name, shaped_logdensity, starts, index, delta, seed=seed)
     return grid_chi_square(pit(target, ends))
 
 
@@ -332,6 +340,70 @@ def test_shaped_invariance_check_fails_for_a_perturbed_target(name, target):
     smallest chi-square 73.
     """
     assert shaped_chi_square(name, target, delta=SHAPED_DELTAS[target]) > CHI_SQUARE_LIMIT
+
+
+# ---------------------------------------------------------------------------------------
+# Invariance on an explicitly skewed target: moments
+#
+# Two independent coordinates skewed in opposite directions, with closed-form moments:
+# x[0] ~ Gamma(2, 1) on the positive half-line (mean 2, variance 2, skewness +1.41; its
+# log density is NaN below 0, so proposals there are rejected) and x[1] = log G with
+# G ~ Gamma(2, 1) on the whole line (mean digamma(2) = 1 - Euler's gamma, variance
+# trigamma(2) = pi^2 / 6 - 1, skewness -0.78). Besides the means, variances and covariance
+# (the Gaussian's checks), each coordinate's mass below its mean, P(x[0] < 2) = 1 - 3e^-2
+# = 0.594 and P(x[1] < digamma(2)) = P(G < e^digamma(2)) = 0.451 (0.5 for a symmetric
+# target), checks the asymmetry itself with a bounded function (its MCSE is reliable,
+# unlike a third moment's). ``delta`` moves the Gamma's rate and the log-Gamma's shape.
+
+SKEWED_SHAPE = 2.0
+SKEWED_MEAN = np.array([SKEWED_SHAPE, scipy.special.digamma(SKEWED_SHAPE)])
+SKEWED_COV = np.diag([SKEWED_SHAPE, scipy.special.polygamma(1, SKEWED_SHAPE)])
+SKEWED_MASS_BELOW_MEAN = scipy.special.gammainc(
+    SKEWED_SHAPE, [SKEWED_SHAPE, np.exp(SKEWED_MEAN[1])]
+)
+SKEWED_DELTA = 0.3
+
+
+def skewed_logdensity(x, delta):
+    gamma = (SKEWED_SHAPE - 1) * jnp.log(x[0]) - (1.0 + delta) * x[0]
+    log_gamma = (SKEWED_SHAPE + delta) * x[1] - jnp.exp(x[1])
+    return gamma + log_gamma
+
+
+def skewed_checks(name, *, delta=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    gamma = rng.gamma(SKEWED_SHAPE, size=(2, NUM_INDEPENDENT))
+    starts = np.stack([gamma[0], np.log(gamma[1])], -1)
+    ends = few_steps_from(name, skewed_logdensity, starts, delta, seed=seed)
+    checks = check_moments(ends[None], SKEWED_MEAN, SKEWED_COV, iid=True)
+    below = ends < SKEWED_MEAN
+    return checks + [
+        check_expectation(
+            below[:, i], SKEWED_MASS_BELOW_MEAN[i], name=f"P(x[{i}] < mean)", iid=True
+        )
+        for i in range(2)
+    ]
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_kernel_leaves_skewed_target_invariant(name):
+    """8192 exact draws of the skewed target moved by a few steps are still exact draws.
+
+    7 MCSE checks (z = 4, iid MCSE) per algorithm. False-failure rate measured over 300
+    seeds per algorithm: rwm 0/300, mala 1/300 (var[1], z 4.07), hmc 0/300, nuts 0/300.
+    Over 3000 MALA seeds, 5 of the 21,000 checks passed z = 4 (largest 4.67; the variance
+    checks of skewed coordinates have slightly heavy tails), mean z within 0.06 of 0.
+    """
+    checks = skewed_checks(name)
+    assert not failures(checks), "\n".join(str(c) for c in checks)
+
+
+@pytest.mark.parametrize("name", ALGORITHMS)
+def test_skewed_invariance_check_fails_for_a_perturbed_target(name):
+    """The same checks fail when the kernel targets the perturbed density (rate 1.3, shape
+    2.3). Power measured over 50 seeds per algorithm: 50/50 each, smallest largest-z 12.7
+    (mala)."""
+    assert failures(skewed_checks(name, delta=SKEWED_DELTA))
 
 
 # ---------------------------------------------------------------------------------------

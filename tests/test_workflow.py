@@ -3,6 +3,8 @@
 workflow (``numpyro.infer.util.log_likelihood`` on the same draws, as ``az.from_numpyro``
 stores it) gives."""
 
+import warnings
+
 import arviz as az
 import jax.numpy as jnp
 import numpy as np
@@ -14,10 +16,8 @@ from arviz.data.io_numpyro import infer_dims
 from numpyro.infer.util import log_likelihood
 
 import probinfer as pi
+from probinfer.diagnostics import SamplingWarning
 from probinfer.zoo import eight_schools_noncentered, linear_regression
-
-# Short runs: what these tests check is the workflow's bookkeeping, not convergence.
-pytestmark = pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")
 
 RUN = {"chains": 2, "warmup": 200, "draws": 200, "seed": 0, "progress": False}
 
@@ -42,15 +42,19 @@ def numpyro_workflow(model, idata, args, kwargs):
 def runs():
     (x, sigma, y), _ = linear_regression.data()
     args, kwargs = eight_schools_noncentered.data()
-    return {
+    models = {
         "regression": (linear_regression.model, (x, sigma, y), {}),
         "no_intercept": (no_intercept, (x, sigma, y), {}),
         "eight_schools": (eight_schools_noncentered.model, args, kwargs),
-    }, {
-        "regression": pi.sample(linear_regression.model, x, sigma, y, **RUN),
-        "no_intercept": pi.sample(no_intercept, x, sigma, y, **RUN),
-        "eight_schools": pi.sample(eight_schools_noncentered.model, *args, **kwargs, **RUN),
     }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SamplingWarning)  # 2 x 200 draws: R-hat ~1.01
+        idatas = {
+            "regression": pi.sample(linear_regression.model, x, sigma, y, **RUN),
+            "no_intercept": pi.sample(no_intercept, x, sigma, y, **RUN),
+            "eight_schools": pi.sample(eight_schools_noncentered.model, *args, **kwargs, **RUN),
+        }
+    return models, idatas
 
 
 def test_plate_names_name_the_dims_as_numpyros_workflow_does(runs):
@@ -125,6 +129,7 @@ def test_compare_ranks_the_regression_above_its_intercept_free_variant(runs):
     np.testing.assert_allclose(ours["elpd_loo"].values, theirs["elpd_loo"].values, rtol=1e-5)
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 2 x 50-200 draws
 def test_log_likelihood_can_be_left_out_and_log_densities_have_none():
     (x, sigma, y), _ = linear_regression.data()
     idata = pi.sample(linear_regression.model, x, sigma, y, log_likelihood=False, **RUN)
