@@ -3,13 +3,7 @@ sets the exit status."""
 
 import json
 
-import pytest
-
 from probinfer import bench, cli
-
-# Deliberately short runs: the verdicts are what is checked, so the run diagnostics are
-# expected and silenced.
-pytestmark = pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")
 
 
 def test_expected_failures_are_listed_and_others_set_the_exit_status(tmp_path, capsys):
@@ -73,3 +67,40 @@ def test_run_settings_name_zoo_mcmc_runs_and_sampler_settings():
         _, model_kwargs = zoo.get(model).data()
         for key in settings:
             assert key in api.SAMPLER_SETTINGS and key not in model_kwargs
+
+
+def test_matched_budget_spends_nuts_gradient_count():
+    """MALA and RWM run as many sampling steps as NUTS took gradients (within one `thin`),
+    warm-up in the settings' ratio, keeping between `draws` and `2 * draws` draws."""
+    for evaluations, warmup, draws in [(26_948 // 4, 1000, 1000), (182_509 // 4, 1000, 1000),
+                                       (2_429, 500, 1000), (700, 1000, 1000)]:  # fmt: skip
+        run_warmup, kept, thin = bench.matched_budget(evaluations, warmup, draws)
+        steps = max(evaluations, draws)
+        assert steps - thin < kept * thin <= steps
+        assert draws <= kept < 2 * draws
+        assert run_warmup == round(warmup * steps / draws)
+
+
+def test_mala_gets_the_gradient_count_of_the_nuts_run_before_it(tmp_path, monkeypatch):
+    """Listed after MALA, NUTS still runs first on each model, and MALA's warm-up and
+    thinned draws come from NUTS's sampling gradient count, which its row states."""
+    from probinfer import api
+
+    calls = []
+    real_sample = api.sample
+
+    def recording_sample(*args, **kwargs):
+        calls.append(kwargs)
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(api, "sample", recording_sample)
+    rows = bench.run_bench(
+        ["normal_normal"], ["mala", "nuts"], chains=2, warmup=20, draws=10, seed=0,
+        out=tmp_path, echo=lambda line: None,
+    )  # fmt: skip
+    assert [row["method"] for row in rows] == ["nuts", "mala"]
+    per_chain = rows[0]["num_grad_evals"] // 2
+    expected = bench.matched_budget(per_chain, 20, 10)
+    assert (calls[1]["warmup"], calls[1]["draws"], calls[1].get("thin", 1)) == expected
+    assert rows[1]["num_grad_evals"] == 2 * expected[1] * expected[2]
+    assert rows[1]["steps"] == f"{expected[0]} + {expected[1] * expected[2]} (NUTS's gradients)"
