@@ -20,27 +20,67 @@ from typing import Any
 
 import arviz as az
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 from numpyro import handlers
 
 from probinfer._idata import model_dims, model_groups
-from probinfer._validation import check_count
+from probinfer._validation import check_count, real_array
 from probinfer.driver import CompileWatch, call_compiled
-from probinfer.model._numpyro import NumPyroModel, split_arguments
+from probinfer.model._numpyro import NumPyroModel, check_observed_shape, split_arguments
 
 PyTree = Any
 
 
+def _substitute_checked(draw: dict[str, Array]) -> Callable[[dict[str, Any]], Array | None]:
+    """A ``substitute_fn`` giving each site its value in ``draw``, after checking that the
+    value has the site's shape (static: raised while tracing, at the site, before a
+    mismatch breaks the model's later lines)."""
+
+    def substitute_fn(site: dict[str, Any]) -> Array | None:
+        name = site["name"]
+        if name not in draw:
+            return None
+        if site["type"] != "sample":  # deterministic sites: the recorded values
+            return draw[name]
+        shape = tuple(jnp.shape(draw[name]))
+        expected = tuple(site["kwargs"].get("sample_shape", ())) + tuple(site["fn"].shape())
+        if shape != expected:
+            raise ValueError(
+                f"`idata.posterior['{name}']` has draws of shape {shape}, but the model's "
+                f"site '{name}' has shape {expected} with these arguments; pass the "
+                "`pi.sample` result of this model, with arguments of the shapes it was "
+                "sampled with."
+            )
+        return draw[name]
+
+    return substitute_fn
+
+
+def _is_valid_draw(site: dict[str, Any]) -> Array:
+    """Whether a substituted latent value is finite and in its distribution's support."""
+    value = site["value"]
+    is_valid = jnp.all(jnp.isfinite(value))
+    try:
+        return is_valid & jnp.all(site["fn"].support(value))
+    except NotImplementedError:  # a support that cannot be checked (`dependent`)
+        return is_valid
+
+
 def _draw_sites(
     spec: NumPyroModel, data: PyTree, draw: dict[str, Array], key: PRNGKeyArray
-) -> tuple[dict[str, Array], dict[str, Array]]:
-    """One run of the model with ``draw`` substituted: ``(latent, predicted)`` sites."""
+) -> tuple[dict[str, Array], dict[str, Array], dict[str, Array]]:
+    """One run of the model with ``draw`` substituted: ``(latent, predicted, is_valid)``
+    sites, ``is_valid`` saying for each substituted site whether its value could be a
+    draw of the model (finite and in the support)."""
     args, kwargs = spec.arguments(data)
     key_model, key_observed = jax.random.split(key)
-    model = handlers.substitute(handlers.seed(spec.model, key_model), data=draw)
+    model = handlers.substitute(
+        handlers.seed(spec.model, key_model), substitute_fn=_substitute_checked(draw)
+    )
     trace = handlers.trace(model).get_trace(*args, **kwargs)
-    latent, predicted = {}, {}
+    latent, predicted, is_valid = {}, {}, {}
     for index, (name, site) in enumerate(trace.items()):
         if site["type"] != "sample":
             continue
@@ -48,19 +88,20 @@ def _draw_sites(
             # Drawn with the observations' shape (data may carry leading axes that the
             # distribution broadcasts over, e.g. obs of shape (1,) for a scalar Normal).
             fn = site["fn"]
+            check_observed_shape(name, fn, site["value"])
             extra = np.ndim(site["value"]) - len(fn.shape())
             sample_shape = tuple(np.shape(site["value"])[:extra]) if extra > 0 else ()
             predicted[name] = fn.sample(jax.random.fold_in(key_observed, index), sample_shape)
         elif name in draw:
-            continue
+            is_valid[name] = _is_valid_draw(site)
         else:
             latent[name] = site["value"]
-    return latent, predicted
+    return latent, predicted, is_valid
 
 
 def _predict(
     spec: NumPyroModel, data: PyTree, draws: dict[str, Array], keys: PRNGKeyArray
-) -> tuple[dict[str, Array], dict[str, Array]]:
+) -> tuple[dict[str, Array], dict[str, Array], dict[str, Array]]:
     """``_draw_sites`` over ``(chain, draw)``."""
     return jax.vmap(jax.vmap(lambda d, k: _draw_sites(spec, data, d, k)))(draws, keys)
 
@@ -95,7 +136,11 @@ def predictive(
         draw, ...)``, and ``observed_data`` when the call has observations.
 
     Raises:
-        ValueError: for an ``idata`` without a ``posterior`` group.
+        TypeError: for an ``idata`` that is not ``InferenceData``, or posterior draws that
+            are not numbers.
+        ValueError: for an ``idata`` without a ``posterior`` group, with no draws, with
+            draws whose shapes the model's sites do not have, or with NaN, infinite or
+            out-of-support draws (a model's own draws never are).
 
     Example:
         >>> import numpyro, numpyro.distributions as dist, jax.numpy as jnp
@@ -110,19 +155,51 @@ def predictive(
         (4, 500, 3)
     """
     seed = check_count("seed", seed, 0)
-    if "posterior" not in idata.groups():
+    if not isinstance(idata, az.InferenceData):
+        raise TypeError(
+            f"`idata` must be an `arviz.InferenceData` (the result of `pi.sample`), got "
+            f"{type(idata).__name__}; for draws in a dict, pass "
+            "`arviz.from_dict(posterior=draws)` (arrays shaped (chain, draw, ...))."
+        )
+    if "posterior" not in idata.groups() or not idata["posterior"].data_vars:
         raise ValueError(
             "`idata` has no `posterior` group; pass the result of `pi.sample` (or use "
             "`pi.sample_prior` for prior predictive draws)."
         )
-    draws = {name: idata["posterior"][name].values for name in idata["posterior"].data_vars}
+    draws = {
+        str(name): real_array(f"idata.posterior['{name}']", idata["posterior"][name].values)
+        for name in idata["posterior"].data_vars
+    }
+    for name, values in draws.items():
+        # Counted in the dtype JAX computes in: 1e300 is infinite in float32.
+        dtype = jax.dtypes.canonicalize_dtype(values.dtype)
+        with np.errstate(over="ignore"):
+            num_bad = int(np.sum(~np.isfinite(values.astype(dtype))))
+        if values.ndim < 2 or 0 in values.shape[:2] or num_bad:
+            problem = (
+                f"{num_bad} value(s) that are NaN or infinite in {np.dtype(dtype).name}"
+                if num_bad
+                else f"shape {values.shape}, not (chain, draw, ...) with at least one of each"
+            )
+            raise ValueError(
+                f"`idata.posterior['{name}']` has {problem}; pass the `pi.sample` result of "
+                "this model (its draws are finite, shaped (chain, draw, ...))."
+            )
     num_chains, num_draws = next(iter(draws.values())).shape[:2]
     spec, data = _prepare(model, args, kwargs)
     keys = jax.random.split(jax.random.key(seed), num_chains * num_draws)
     keys = keys.reshape(num_chains, num_draws)
-    latent, predicted = jax.device_get(
+    latent, predicted, is_valid = jax.device_get(
         call_compiled(_predict, (spec,), (data, draws, keys), CompileWatch())
     )
+    invalid = {name: int(np.sum(~valid)) for name, valid in is_valid.items() if not valid.all()}
+    if invalid:
+        counts = ", ".join(f"{count} draws of '{name}'" for name, count in invalid.items())
+        raise ValueError(
+            f"`idata.posterior` holds values the model cannot produce: {counts} (of "
+            f"{num_chains * num_draws}) lie outside their site's support; pass the "
+            "`pi.sample` result of this model."
+        )
     new = az.from_dict(
         posterior_predictive={**predicted, **latent},
         observed_data=model_groups(spec, data).get("observed_data"),
@@ -137,7 +214,7 @@ def predictive(
 def _prior_draws(
     spec: NumPyroModel, data: PyTree, keys: PRNGKeyArray
 ) -> tuple[dict[str, Array], dict[str, Array]]:
-    return jax.vmap(jax.vmap(lambda k: _draw_sites(spec, data, {}, k)))(keys)
+    return jax.vmap(jax.vmap(lambda k: _draw_sites(spec, data, {}, k)[:2]))(keys)
 
 
 def sample_prior(

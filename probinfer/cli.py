@@ -27,7 +27,20 @@ if TYPE_CHECKING:
     from probinfer.amortize import PFNClassPredictive
 
 
+def _check_counts(arguments: argparse.Namespace, minimums: dict[str, int]) -> None:
+    """Refuse counts below their minimum, by option name, before anything runs.
+
+    Raises:
+        ValueError: naming the option (``--chains``), its minimum and the value.
+    """
+    from probinfer._validation import check_count
+
+    for name, minimum in minimums.items():
+        check_count(f"--{name}", getattr(arguments, name), minimum)
+
+
 def _bench(arguments: argparse.Namespace, console: Console) -> int:
+    _check_counts(arguments, {"chains": 1, "warmup": 0, "draws": 1, "seed": 0})
     from probinfer import zoo
     from probinfer.bench import METHODS, markdown_table, run_bench, unexpected_failures
 
@@ -111,34 +124,51 @@ def load_data(path: Path | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
         ``(args, kwargs)``.
 
     Raises:
-        ValueError: if the JSON is neither shape.
+        ValueError: if the file cannot be read or parsed, if the JSON is neither shape, or
+            if a list is not a rectangular list of numbers.
     """
     import numpy as np
 
     if path is None:
         return (), {}
-    content = json.loads(path.read_text())
+    expected = 'keyword arguments, or {"args": [...], "kwargs": {...}}'
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"cannot read `--data` {path}: {error}. Expected a JSON object: {expected}."
+        ) from None
 
-    def convert(value: Any) -> Any:
+    def convert(name: str, value: Any) -> Any:
         if isinstance(value, list):
-            return np.asarray(value, dtype=float)
+            try:
+                return np.asarray(value, dtype=float)
+            except (TypeError, ValueError) as error:
+                raise ValueError(
+                    f"`--data` {path}: {name} is not a rectangular list of numbers ({error}); "
+                    "pass numbers only, with the same length in every row."
+                ) from None
         if isinstance(value, float):
             return np.asarray(value)
         return value
 
     if isinstance(content, dict) and set(content) <= {"args", "kwargs"} and content:
-        args = tuple(convert(v) for v in content.get("args", []))
-        kwargs = {k: convert(v) for k, v in content.get("kwargs", {}).items()}
+        positional, keywords = content.get("args", []), content.get("kwargs", {})
+        if not isinstance(positional, list) or not isinstance(keywords, dict):
+            raise ValueError(
+                f'`--data` {path}: "args" must be a list and "kwargs" an object; expected '
+                f"{expected}."
+            )
+        args = tuple(convert(f"args[{i}]", v) for i, v in enumerate(positional))
+        kwargs = {k: convert(f"'{k}'", v) for k, v in keywords.items()}
         return args, kwargs
     if isinstance(content, dict):
-        return (), {k: convert(v) for k, v in content.items()}
-    raise ValueError(
-        f'{path} must hold a JSON object: keyword arguments, or {{"args": [...], '
-        '"kwargs": {...}}.'
-    )
+        return (), {k: convert(f"'{k}'", v) for k, v in content.items()}
+    raise ValueError(f"`--data` {path} must hold a JSON object: {expected}.")
 
 
 def _sample(arguments: argparse.Namespace, console: Console) -> int:
+    _check_counts(arguments, {"chains": 1, "warmup": 0, "draws": 1, "thin": 1, "seed": 0})
     import probinfer as pi
 
     model = load_model(Path(arguments.model_file), arguments.model_name)

@@ -15,7 +15,7 @@ the ranks with the exact rank-ECDF test (:func:`rank_ecdf_test`; ``probinfer._ca
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple, cast
 
 import arviz as az
@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 import scipy.fft
 import scipy.special
+
+from probinfer._validation import real_array
 
 RHAT_MAX = 1.01  # rank-normalized split R-hat above this: chains disagree (Vehtari et al. 2021)
 ESS_PER_CHAIN_MIN = 100.0  # bulk or tail ESS per chain below this: estimates too noisy
@@ -223,6 +225,37 @@ def _column_blocks(sites: list[np.ndarray], block: int) -> Iterator[np.ndarray]:
         yield np.concatenate(pending, axis=2)
 
 
+def _draws_by_site(posterior: Any) -> list[tuple[str, np.ndarray]]:
+    """``(name, (chain, draw, ...) array)`` for every site of ``posterior``, checked.
+
+    Raises:
+        TypeError: when ``posterior`` is not a mapping of sites, or a site does not hold
+            real numbers.
+        ValueError: when a site has no chain and draw axes, or no chains.
+    """
+    if not isinstance(posterior, Mapping):  # an xarray Dataset is a mapping of its sites
+        raise TypeError(
+            "`posterior` must be a dict of site name -> (chain, draw, ...) array or an "
+            f"xarray Dataset (`idata.posterior`), got {type(posterior).__name__}; wrap one "
+            'array of draws as `{"x": draws}`.'
+        )
+    sites = []
+    for name, array in posterior.items():
+        values = real_array(f"posterior['{name}']", getattr(array, "values", array))
+        if values.ndim < 2:
+            raise ValueError(
+                f"`posterior['{name}']` has shape {values.shape}; draws must be shaped "
+                "(chain, draw, ...): add the missing axes (`draws[None]` for one chain)."
+            )
+        if values.shape[0] == 0:
+            raise ValueError(
+                f"`posterior['{name}']` has shape {values.shape}, no chains; pass at least "
+                "one chain of draws."
+            )
+        sites.append((str(name), values))
+    return sites
+
+
 def convergence(posterior: Any) -> Convergence:
     """R-hat and bulk/tail ESS of every scalar component of a posterior.
 
@@ -246,6 +279,11 @@ def convergence(posterior: Any) -> Convergence:
     Returns:
         The :class:`Convergence`.
 
+    Raises:
+        TypeError: when ``posterior`` is not a mapping of sites, or a site holds
+            non-numbers (strings, complex numbers, objects).
+        ValueError: when a site is not shaped ``(chain, draw, ...)`` or has no chains.
+
     Example:
         >>> import numpy as np
         >>> from probinfer.diagnostics import convergence
@@ -254,11 +292,8 @@ def convergence(posterior: Any) -> Convergence:
         >>> result.labels, bool(np.all(result.rhat < 1.01))
         (["'theta'[0]", "'theta'[1]"], True)
     """
-    # A dict of arrays, or a Dataset (xarray comes with ArviZ; it is not imported here).
-    items = posterior.items() if isinstance(posterior, dict) else posterior.data_vars.items()
     sites, labels = [], []
-    for name, array in items:
-        values = np.asarray(getattr(array, "values", array))
+    for name, values in _draws_by_site(posterior):
         labels += [
             f"'{name}'[{', '.join(map(str, index))}]" if index else f"'{name}'"
             for index in np.ndindex(*values.shape[2:])
@@ -302,13 +337,32 @@ def mixing_messages(posterior: Any) -> list[str]:
 
     Returns:
         The messages (the worst component named in each), empty when the chains mixed.
+        NaN or infinite draws are a message of their own (their R-hat and ESS are NaN or
+        meaningless, so the other checks cannot flag them).
+
+    Raises:
+        TypeError: when ``posterior`` is not a mapping of sites, or a site holds
+            non-numbers.
+        ValueError: when a site is not shaped ``(chain, draw, ...)`` or has no chains.
     """
-    arrays = list(posterior.values())
-    if not arrays or np.shape(arrays[0])[1] < 4:
-        return []
-    num_chains = np.shape(arrays[0])[0]
-    diagnostics = convergence(posterior)
+    sites = _draws_by_site(posterior)
     messages = []
+    nonfinite = [
+        (name, int(np.sum(~np.isfinite(values))), values.size)
+        for name, values in sites
+        if not np.all(np.isfinite(values))
+    ]
+    if nonfinite:
+        counts = ", ".join(f"{count} of {size} in '{name}'" for name, count, size in nonfinite)
+        messages.append(
+            f"draws are NaN or infinite ({counts}): R-hat and ESS cannot be trusted for "
+            "those sites, and the draws do not describe a distribution. Check the model "
+            "where its values overflow or are undefined (supports, transforms, data)."
+        )
+    if not sites or sites[0][1].shape[1] < 4:
+        return messages
+    num_chains = sites[0][1].shape[0]
+    diagnostics = convergence(posterior)
     rhat, where = _extreme(diagnostics.rhat, diagnostics.labels, largest=True)
     if rhat > RHAT_MAX:
         messages.append(

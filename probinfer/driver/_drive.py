@@ -412,7 +412,7 @@ def _run_chunk(
         def step(index: Array, state: PyTree) -> tuple[PyTree, PyTree]:
             return program.step_fn(jax.random.fold_in(key, index), state, index, shared)
 
-        record_shapes = jax.eval_shape(step, start, state)[1]
+        record_shapes = _check_step_output(jax.eval_shape(step, start, state), state)
 
         def is_done(state: PyTree) -> Array:
             if program.is_done_fn is None:
@@ -678,7 +678,97 @@ def _leading_size(tree: PyTree) -> int:
             "with `member_map`, every leaf of the state needs the same leading member axis; "
             f"got leading sizes {sorted(sizes)}."
         )
-    return sizes.pop()
+    size = sizes.pop()
+    if size == 0:
+        raise ValueError(
+            "with `member_map`, the state's leading member axis has length 0; pass a state "
+            "with at least one member."
+        )
+    return size
+
+
+def _check_arguments(key: Any, state: PyTree, shared: PyTree, callables: dict[str, Any]) -> PyTree:
+    """Check what `drive` is given before anything is traced; returns ``shared`` as arrays.
+
+    Raises:
+        TypeError: naming a function that is not callable, a key that is not a
+            `jax.random` key, or a state or shared leaf that is not an array.
+    """
+    for name, fn in callables.items():
+        if fn is not None and not callable(fn):
+            raise TypeError(f"`{name}` must be callable, got {type(fn).__name__}.")
+    is_key = (
+        isinstance(key, jax.Array)
+        and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+        and key.ndim == 0
+    ) or (  # the raw data of one key, as `jax.random.PRNGKey` gives
+        isinstance(key, jax.Array | np.ndarray) and key.dtype == np.uint32 and key.ndim == 1
+    )
+    if not is_key:
+        described = (
+            f"an array of dtype {key.dtype} and shape {key.shape}"
+            if isinstance(key, jax.Array | np.ndarray)
+            else type(key).__name__
+        )
+        raise TypeError(
+            f"`key` must be one `jax.random` key, got {described}; pass `jax.random.key(seed)`."
+        )
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        is_array = isinstance(leaf, jax.Array) or (
+            isinstance(leaf, np.ndarray | np.generic)
+            and (jnp.issubdtype(leaf.dtype, jnp.number) or leaf.dtype == np.bool_)
+        )
+        if not is_array:
+            described = (
+                f"an array of dtype {leaf.dtype}"
+                if isinstance(leaf, np.ndarray | np.generic)
+                else f"a {type(leaf).__name__}"
+            )
+            raise TypeError(
+                f"`state` leaf {jax.tree_util.keystr(path) or '(the state)'} is "
+                f"{described}; the loop state must be a pytree of numeric arrays (wrap "
+                "numbers with `jnp.asarray`)."
+            )
+    try:
+        return jax.tree.map(jnp.asarray, shared)
+    except TypeError as error:
+        raise TypeError(
+            f"`shared` must be a pytree of arrays (the values every step reads), but {error}"
+        ) from None
+
+
+def _check_step_output(output: Any, state: PyTree) -> PyTree:
+    """The record of ``step_fn``'s abstract ``output``, after checking that its new state
+    has the structure, shapes and dtypes of ``state`` (a loop carries it).
+
+    Raises:
+        TypeError: naming ``step_fn``, the first leaf that differs and the fix.
+    """
+    if not isinstance(output, tuple | list) or len(output) != 2:
+        raise TypeError(
+            f"`step_fn` must return a pair `(state, record)`, got {type(output).__name__}"
+            f"{'' if not isinstance(output, tuple | list) else f' of length {len(output)}'}"
+            "; return `()` as the record to keep nothing."
+        )
+    new_state, record = output
+    old_leaves, old_structure = jax.tree.flatten(jax.eval_shape(lambda s: s, state))
+    new_leaves, new_structure = jax.tree.flatten(new_state)
+    if new_structure != old_structure:
+        raise TypeError(
+            f"`step_fn` must return a state of the input state's structure (the loop "
+            f"carries it), got {new_structure} for {old_structure}."
+        )
+    paths = [path for path, _ in jax.tree_util.tree_leaves_with_path(new_state)]
+    for path, old, new in zip(paths, old_leaves, new_leaves, strict=True):
+        same_dtype = old.dtype == new.dtype or old.weak_type  # a weak type is promoted
+        if old.shape != new.shape or not same_dtype:
+            raise TypeError(
+                f"`step_fn` must return a state of the input state's shapes and dtypes (the "
+                f"loop carries it), but state leaf {jax.tree_util.keystr(path) or '(the state)'} "
+                f"went from {old.dtype.name}{list(old.shape)} to {new.dtype.name}"
+                f"{list(new.shape)}; keep each leaf's shape, and cast with `.astype(...)`."
+            )
+    return record
 
 
 def drive(
@@ -771,6 +861,9 @@ def drive(
 
     Raises:
         ValueError: for inconsistent settings, or a checkpoint of another run.
+        TypeError: for functions that are not callable, a ``key`` that is not one
+            `jax.random` key, a ``state`` or ``shared`` that is not a pytree of arrays, or a
+            ``step_fn`` that changes the state's structure, shapes or dtypes.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -795,6 +888,20 @@ def drive(
             )
     if member_map is not None and member_map not in MEMBER_MAPS:
         raise ValueError(f"`member_map` must be one of {MEMBER_MAPS} or None, got {member_map!r}.")
+    shared = _check_arguments(
+        key,
+        state,
+        shared,
+        {
+            "step_fn": step_fn,
+            "is_done_fn": is_done_fn,
+            "record_fn": record_fn,
+            "combine_fn": combine_fn,
+            "progress_fn": progress_fn,
+            "after_chunk_fn": after_chunk_fn,
+            "chunk_records_fn": chunk_records_fn,
+        },
+    )
     total = check_count(
         "num_steps" if num_steps is not None else "max_steps",
         num_steps if num_steps is not None else max_steps,
@@ -859,7 +966,6 @@ def drive(
         return state, keys
 
     state, keys = place(state, keys)
-    shared = jax.tree.map(jnp.asarray, shared)
     num_groups = 1
     if member_map is not None and mesh is None:
         num_groups = groups_for(member_map, _leading_size(state), state)

@@ -97,7 +97,7 @@ def explain_tracer_errors(
     try:
         yield
     except TRACER_ERRORS as error:
-        where = _user_line(error)
+        where = user_line(error)
         raise UntraceableError(
             f"{what} turns a traced value (a sampled value, or data) into a Python or "
             "NumPy value (`if`/`while` on it, `float()`, `int()`, `np.` functions, "
@@ -106,7 +106,67 @@ def explain_tracer_errors(
         ) from error
 
 
-def _user_line(error: BaseException) -> str | None:
+# Set on an exception that already says which user code raised it, so that an outer
+# front end (a `LogDensity` wrapping a NumPyro model's density) does not say it again.
+_EXPLAINED = "_probinfer_explained"
+
+
+def with_context(error: Exception, message: str) -> Exception:
+    """An exception of ``error``'s type carrying ``message`` (raise it ``from error``).
+
+    The type is kept, so that callers catching it still do; a type that cannot be built
+    from one message (a user's exception with other required arguments) becomes a
+    ``ValueError``.
+
+    Args:
+        error: the exception raised by user code.
+        message: the new message (it should include ``error``'s own).
+
+    Returns:
+        The new exception, marked as explained.
+    """
+    try:
+        new = type(error)(message)
+    except Exception:  # e.g. `__init__(self, a, b)`
+        new = ValueError(message)
+    setattr(new, _EXPLAINED, True)
+    return new
+
+
+@contextlib.contextmanager
+def explain_trace_failures(what: str) -> Iterator[None]:
+    """Re-raise any exception of ``what`` other than a tracer conversion, naming ``what``.
+
+    Use inside :func:`explain_tracer_errors` where user code is traced. The code ran on
+    concrete values (or under `jax.eval_shape`) before, so a failure here comes from the
+    tracing itself: `jax.jit`, `jax.vmap` or `jax.grad`.
+
+    Args:
+        what: the user code being traced, as the message names it (e.g. "the model 'm'").
+
+    Raises:
+        Exception: ``error``'s type (see :func:`with_context`), naming ``what``, the user
+            line that raised, and the original message.
+    """
+    try:
+        yield
+    except (*TRACER_ERRORS, UntraceableError):
+        raise
+    except Exception as error:
+        if getattr(error, _EXPLAINED, False):
+            raise
+        where = user_line(error)
+        raise with_context(
+            error,
+            f"{what} raised {type(error).__name__} when probinfer traced it (under "
+            "`jax.jit`, `jax.vmap` and `jax.grad`, where sampled values and data are "
+            f"tracers, not numbers){'' if where is None else ' at ' + where}: {error}. "
+            "It must run on traced arrays (no Python exceptions that depend on their "
+            "types or values) and be differentiable.",
+        ) from error
+
+
+def user_line(error: BaseException) -> str | None:
     """``file:line (`code`)`` of the innermost frame of ``error`` outside the libraries."""
     numpyro = sys.modules.get("numpyro")
     libraries = tuple(

@@ -13,14 +13,19 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.core import Tracer
 from jaxtyping import Array, PRNGKeyArray
 
+from probinfer._validation import real_array
 from probinfer.checkpoint import describe_callable
 from probinfer.model._common import (
     UntraceableError,
+    explain_trace_failures,
     explain_tracer_errors,
     jitter,
     leaf_names,
+    user_line,
 )
 from probinfer.model._target import Target
 
@@ -37,6 +42,15 @@ def _takes_position_only(fn: Callable[..., Any]) -> bool:
     except ValueError:  # no signature to read (a builtin): assume it can
         return True
     return True
+
+
+def _init_leaf(path: tuple[Any, ...], leaf: Any) -> Array:
+    """A leaf of ``init`` as a JAX array; non-numbers are refused naming the leaf."""
+    if isinstance(leaf, jax.Array):
+        return leaf
+    array = real_array(f"init{jax.tree_util.keystr(path)}", leaf)
+    with np.errstate(over="ignore"):  # 1e300 is infinite in float32: refused below
+        return jnp.asarray(array)
 
 
 class LogDensity:
@@ -58,8 +72,9 @@ class LogDensity:
 
     Raises:
         TypeError: if ``init`` is missing or has non-float leaves, if the functions are
-            given in neither or both ways, or if a function does not return a scalar at
-            ``init`` (checked here when it takes no data, else when the data are given).
+            given in neither or both ways, or if a function does not return a float scalar
+            at ``init`` (checked here when it takes no data, else when the data are given).
+        ValueError: if ``init`` is empty or holds NaN or infinite values.
 
     Example:
         >>> import jax.numpy as jnp
@@ -117,16 +132,30 @@ class LogDensity:
             raise TypeError(
                 "`init` is missing; pass an example position (an array or pytree of arrays)."
             )
-        init = jax.tree.map(jnp.asarray, init)
+        init = jax.tree_util.tree_map_with_path(_init_leaf, init)
         leaves = jax.tree.leaves(init)
         if not leaves:
             raise TypeError("`init` has no array leaves; pass an array or a pytree of arrays.")
+        if not sum(leaf.size for leaf in leaves):
+            raise ValueError(
+                f"`init` has no entries (leaf shapes {[leaf.shape for leaf in leaves]}): there "
+                "is nothing to sample; pass an example position with at least one value."
+            )
         for path, leaf in jax.tree_util.tree_leaves_with_path(init):
             if not jnp.issubdtype(leaf.dtype, jnp.floating):
                 raise TypeError(
                     f"`init` leaf {jax.tree_util.keystr(path) or 'x'} has dtype {leaf.dtype}; "
                     "positions must be floating point (discrete parameters cannot be sampled "
                     "by gradient-based MCMC: marginalize them out)."
+                )
+            if isinstance(leaf, Tracer):  # built inside a traced function
+                continue
+            num_bad = int(np.sum(~np.isfinite(np.asarray(leaf))))
+            if num_bad:
+                raise ValueError(
+                    f"`init` leaf {jax.tree_util.keystr(path) or 'x'} has {num_bad} value(s) "
+                    f"that are NaN or infinite in {leaf.dtype}; pass a finite example position "
+                    "(chains start around it)."
                 )
         self._named = named
         self.is_split = is_split
@@ -159,7 +188,8 @@ class LogDensity:
             data: the data arguments (arrays or pytrees of arrays).
 
         Raises:
-            TypeError: naming the function that fails or returns a non-scalar.
+            TypeError: naming the function that fails or returns a non-scalar or a
+                non-float.
         """
         for name, fn in self._named.items():
             try:
@@ -175,12 +205,20 @@ class LogDensity:
                     f"`{name}` must return a scalar, got shape {shape}; sum the "
                     "log-density terms (e.g. `jnp.sum(...)`)."
                 )
+            if not jnp.issubdtype(out.dtype, jnp.floating):
+                raise TypeError(
+                    f"`{name}` must return a real floating-point scalar (samplers "
+                    f"differentiate it), got dtype {out.dtype}; return the log density as a "
+                    "float (e.g. `jnp.asarray(value, float)`)."
+                )
 
     @staticmethod
     def _call_error(name: str, data: tuple[Any, ...], error: Exception) -> TypeError:
+        where = user_line(error)
         return TypeError(
             f"`{name}` of the `LogDensity` failed on `init` and {len(data)} data "
-            f"argument(s) ({type(error).__name__}: {error}); it must be "
+            f"argument(s){'' if where is None else ' at ' + where} "
+            f"({type(error).__name__}: {error}); it must be "
             "`fn(position, *data)` with a position shaped like `init` and the data "
             "passed after the target: `pi.sample(target, *data)`."
         )
@@ -282,7 +320,10 @@ class BoundLogDensity:
 
     def logdensity_fn(self, position: PyTree) -> Array:
         """Unnormalized log posterior at ``position`` (a scalar)."""
-        with explain_tracer_errors("the log density"):
+        with (
+            explain_tracer_errors("the log density"),
+            explain_trace_failures("the log density of the `LogDensity`"),
+        ):
             return self.spec.logdensity_fn(position, *self._data)
 
     @property
@@ -302,7 +343,10 @@ class BoundLogDensity:
         data = self._data
 
         def log_terms_fn(position: PyTree) -> tuple[Array, Array]:
-            with explain_tracer_errors("the log prior or log likelihood"):
+            with (
+                explain_tracer_errors("the log prior or log likelihood"),
+                explain_trace_failures("the log prior or log likelihood of the `LogDensity`"),
+            ):
                 return logprior_fn(position, *data), loglikelihood_fn(position, *data)
 
         return Target(log_terms_fn)

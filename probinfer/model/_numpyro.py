@@ -28,7 +28,13 @@ from numpyro.distributions import constraints
 from numpyro.distributions.transforms import biject_to
 
 from probinfer.checkpoint import describe_callable
-from probinfer.model._common import explain_tracer_errors, jitter
+from probinfer.model._common import (
+    explain_trace_failures,
+    explain_tracer_errors,
+    jitter,
+    user_line,
+    with_context,
+)
 from probinfer.model._target import Target
 
 PyTree = Any
@@ -156,8 +162,12 @@ class ModelDensity:
 
     def _get_trace(self, model: Callable[..., Any]) -> dict[str, Any]:
         """The trace of ``model`` (the user's, with handlers) run on the bound data."""
-        with explain_tracer_errors(
-            "the model", "`jnp.where`, `jax.lax.cond`, `jnp` functions or `numpyro.factor`"
+        name = getattr(self.spec.model, "__name__", self.spec.model)
+        with (
+            explain_tracer_errors(
+                "the model", "`jnp.where`, `jax.lax.cond`, `jnp` functions or `numpyro.factor`"
+            ),
+            explain_trace_failures(f"the model {name!r}"),
         ):
             return handlers.trace(model).get_trace(*self._args, **self._kwargs)
 
@@ -537,10 +547,38 @@ def _same_support(first: dist.Distribution, second: dist.Distribution | None) ->
     )
 
 
+def check_observed_shape(name: str, fn: dist.Distribution, value: Any) -> None:
+    """Reject observed data whose shape does not broadcast with the site's distribution.
+
+    NumPyro does not check it, and the log density (or a predictive draw) would fail with
+    a broadcasting error inside the compiled program, naming no site.
+
+    Args:
+        name: the site's name.
+        fn: its distribution.
+        value: the observed data.
+
+    Raises:
+        ValueError: naming the site, both shapes and the fix.
+    """
+    shape, expected = tuple(np.shape(value)), tuple(fn.shape())
+    try:
+        np.broadcast_shapes(shape, expected)
+    except ValueError:
+        raise ValueError(
+            f"observed site '{name}' has data of shape {shape}, which does not broadcast with "
+            f"the shape {expected} of its distribution {type(_unwrap(fn)).__name__} (batch "
+            f"shape {tuple(fn.batch_shape)}, event shape {tuple(fn.event_shape)}); pass data of "
+            f"shape {expected}, or give the site the data's shape (a `numpyro.plate` of its "
+            "size, or `.expand(...)`)."
+        ) from None
+
+
 def _check_observed(
     name: str, fn: dist.Distribution, value: Any, support_is_fixed: bool = True
 ) -> None:
-    """Reject observed data that no parameter value can explain (NaN, outside the support).
+    """Reject observed data that no parameter value can explain (NaN, outside the support,
+    a shape the distribution cannot score).
 
     Args:
         name: the site's name.
@@ -553,6 +591,7 @@ def _check_observed(
     """
     if isinstance(_unwrap(fn), dist.Unit):  # numpyro.factor terms carry no data
         return
+    check_observed_shape(name, fn, value)
     mask = True
     inner = fn
     while isinstance(inner, dist.ExpandedDistribution | dist.MaskedDistribution | dist.Independent):
@@ -606,9 +645,12 @@ def _inspect_sites(
                 if nonfinite
                 else ""
             )
-            raise type(error)(
+            where = user_line(error)
+            raise with_context(
+                error,
                 f"running the model {getattr(model, '__name__', model)!r} with the given "
-                f"arguments failed ({type(error).__name__}: {error}){note}"
+                f"arguments failed{'' if where is None else ' at ' + where} "
+                f"({type(error).__name__}: {error}){note}",
             ) from error
 
     trace = run_model(0)
