@@ -113,7 +113,9 @@ def families(options: argparse.Namespace) -> None:
                     else float(np.nanmedian(result.min_ess)),
                     "low_ess_replicates": int(np.sum(result.min_ess < result.num_ranked)),
                     # Refitted with more draws because the first run's ESS was below 99.
-                    "extended_replicates": int(np.sum(result.draws > result.draws.min())),
+                    "extended_replicates": int(
+                        np.sum(result.draws > _sbc.FAMILY_SETTINGS[method]["draws"])
+                    ),
                     "warned_replicates": result.num_warned,
                     "seconds": seconds,
                 }

@@ -420,12 +420,14 @@ def sbc(
     For MCMC the thinned draws should be nearly independent (Talts et al.): a bulk ESS
     below ``num_ranked`` pushes the ranks toward 0 and ``L`` (it looks like an
     overconfident posterior). So the draws are thinned by ESS: a replicate whose bulk ESS
-    (smallest over components) is below ``L`` is fitted again with twice the draws, up to
-    ``max_extensions`` times, until the ``L`` ranked draws are at least one ESS apart;
-    a warning counts the replicates still below. Refitting depends only on the replicate's
-    own data and the rejected run, never on the truth, so the ranks stay uniform for a
-    correct sampler. SMC and nested-sampling draws are particles: ask for at least
-    ``num_ranked`` of them.
+    (smallest over components) is below ``L`` is fitted again, afresh, with twice the
+    draws, up to ``max_extensions`` times, until the ``L`` ranked draws are at least one
+    ESS apart; a warning counts the replicates still below. The refit never looks at the
+    truth, but a first run is kept only when its own ESS is high enough, which in
+    principle tilts its draws: the ranks' distribution can differ from that of unselected
+    runs by at most the fraction of replicates refitted, in total variation (for a
+    strictly exchangeable check pass ``max_extensions=0`` with enough ``draws``). SMC and
+    nested-sampling draws are particles: ask for at least ``num_ranked`` of them.
 
     Args:
         model: a NumPyro model whose ``observed`` sites are simulated when their data
@@ -439,8 +441,7 @@ def sbc(
         simulator: a model to draw truths and data from instead of ``model`` (to check
             that SBC detects a mismatch, or a fit under a deliberately different prior).
         max_extensions: MCMC only: how many times a replicate whose bulk ESS is below
-            ``num_ranked`` is refitted with doubled ``draws`` (0: never; each new number
-            of draws compiles once).
+            ``num_ranked`` is refitted with doubled ``draws`` (0: never).
         progress: show a progress bar over replicates.
         **kwargs: keywords ``model`` takes go to it (and to ``simulator``); the others are
             :func:`probinfer.sample`'s (``chains``, ``warmup``, ``draws`` and the method's
@@ -487,7 +488,9 @@ def sbc(
 
     # The pointwise log likelihood is not needed: skip its pass over the draws.
     mcmc_settings = {"log_likelihood": False} if method in MCMC_METHODS else {}
-    asked_draws = settings.pop("draws", inspect.signature(pi.sample).parameters["draws"].default)
+    asked_draws = check_count(
+        "draws", settings.pop("draws", inspect.signature(pi.sample).parameters["draws"].default), 1
+    )
     rng = np.random.default_rng(seed)
     keys = jax.random.split(jax.random.key(seed), num_replicates)
     ranks: dict[str, list[np.ndarray]] = {}
@@ -543,8 +546,9 @@ def sbc(
     if low_ess:
         warnings.warn(
             f"in {low_ess} of {num_replicates} replicates the posterior's bulk ESS (smallest "
-            f"{np.nanmin(min_ess):.0f}) is below `num_ranked` = {num_ranked} even after "
-            f"{max_extensions} doublings of the draws: the thinned draws are autocorrelated, "
+            f"{np.nanmin(min_ess):.0f}) is below `num_ranked` = {num_ranked}"
+            f"{f' even after {max_extensions} doubling(s) of the draws' if max_extensions else ''}"
+            ": the thinned draws are autocorrelated, "
             "which pushes the ranks toward 0 and `num_ranked` (it looks like an "
             "overconfident posterior). Ask for more `draws` or `max_extensions` (or fewer "
             "`num_ranked`).",

@@ -26,7 +26,7 @@ from jaxtyping import Array, PRNGKeyArray
 from numpyro import handlers
 
 from probinfer._idata import model_dims, model_groups
-from probinfer._validation import check_count, real_array
+from probinfer._validation import check_count, draws_by_site
 from probinfer.driver import CompileWatch, call_compiled
 from probinfer.model._numpyro import NumPyroModel, check_observed_shape, split_arguments
 
@@ -58,29 +58,19 @@ def _substitute_checked(draw: dict[str, Array]) -> Callable[[dict[str, Any]], Ar
     return substitute_fn
 
 
-def _is_valid_draw(site: dict[str, Any]) -> Array:
-    """Whether a substituted latent value is finite and in its distribution's support."""
-    value = site["value"]
-    is_valid = jnp.all(jnp.isfinite(value))
-    try:
-        return is_valid & jnp.all(site["fn"].support(value))
-    except NotImplementedError:  # a support that cannot be checked (`dependent`)
-        return is_valid
-
-
 def _draw_sites(
     spec: NumPyroModel, data: PyTree, draw: dict[str, Array], key: PRNGKeyArray
 ) -> tuple[dict[str, Array], dict[str, Array], dict[str, Array]]:
-    """One run of the model with ``draw`` substituted: ``(latent, predicted, is_valid)``
-    sites, ``is_valid`` saying for each substituted site whether its value could be a
-    draw of the model (finite and in the support)."""
+    """One run of the model with ``draw`` substituted: ``(latent, predicted, is_finite)``
+    sites, ``is_finite`` saying for each substituted sample site whether its value is
+    finite (deterministic sites are not checked: they may be infinite by design)."""
     args, kwargs = spec.arguments(data)
     key_model, key_observed = jax.random.split(key)
     model = handlers.substitute(
         handlers.seed(spec.model, key_model), substitute_fn=_substitute_checked(draw)
     )
     trace = handlers.trace(model).get_trace(*args, **kwargs)
-    latent, predicted, is_valid = {}, {}, {}
+    latent, predicted, is_finite = {}, {}, {}
     for index, (name, site) in enumerate(trace.items()):
         if site["type"] != "sample":
             continue
@@ -93,10 +83,10 @@ def _draw_sites(
             sample_shape = tuple(np.shape(site["value"])[:extra]) if extra > 0 else ()
             predicted[name] = fn.sample(jax.random.fold_in(key_observed, index), sample_shape)
         elif name in draw:
-            is_valid[name] = _is_valid_draw(site)
+            is_finite[name] = jnp.all(jnp.isfinite(site["value"]))
         else:
             latent[name] = site["value"]
-    return latent, predicted, is_valid
+    return latent, predicted, is_finite
 
 
 def _predict(
@@ -139,8 +129,8 @@ def predictive(
         TypeError: for an ``idata`` that is not ``InferenceData``, or posterior draws that
             are not numbers.
         ValueError: for an ``idata`` without a ``posterior`` group, with no draws, with
-            draws whose shapes the model's sites do not have, or with NaN, infinite or
-            out-of-support draws (a model's own draws never are).
+            draws whose shapes the model's sites do not have, or with NaN or infinite
+            draws of a latent site (a run's own never are).
 
     Example:
         >>> import numpyro, numpyro.distributions as dist, jax.numpy as jnp
@@ -166,40 +156,21 @@ def predictive(
             "`idata` has no `posterior` group; pass the result of `pi.sample` (or use "
             "`pi.sample_prior` for prior predictive draws)."
         )
-    draws = {
-        str(name): real_array(f"idata.posterior['{name}']", idata["posterior"][name].values)
-        for name in idata["posterior"].data_vars
-    }
-    for name, values in draws.items():
-        # Counted in the dtype JAX computes in: 1e300 is infinite in float32.
-        dtype = jax.dtypes.canonicalize_dtype(values.dtype)
-        with np.errstate(over="ignore"):
-            num_bad = int(np.sum(~np.isfinite(values.astype(dtype))))
-        if values.ndim < 2 or 0 in values.shape[:2] or num_bad:
-            problem = (
-                f"{num_bad} value(s) that are NaN or infinite in {np.dtype(dtype).name}"
-                if num_bad
-                else f"shape {values.shape}, not (chain, draw, ...) with at least one of each"
-            )
-            raise ValueError(
-                f"`idata.posterior['{name}']` has {problem}; pass the `pi.sample` result of "
-                "this model (its draws are finite, shaped (chain, draw, ...))."
-            )
-    num_chains, num_draws = next(iter(draws.values())).shape[:2]
+    draws = dict(draws_by_site("idata.posterior", idata["posterior"], min_draws=1))
     spec, data = _prepare(model, args, kwargs)
+    num_chains, num_draws = next(iter(draws.values())).shape[:2]
     keys = jax.random.split(jax.random.key(seed), num_chains * num_draws)
     keys = keys.reshape(num_chains, num_draws)
-    latent, predicted, is_valid = jax.device_get(
+    latent, predicted, is_finite = jax.device_get(
         call_compiled(_predict, (spec,), (data, draws, keys), CompileWatch())
     )
-    invalid = {name: int(np.sum(~valid)) for name, valid in is_valid.items() if not valid.all()}
-    if invalid:
-        counts = ", ".join(f"{count} draws of '{name}'" for name, count in invalid.items())
-        raise ValueError(
-            f"`idata.posterior` holds values the model cannot produce: {counts} (of "
-            f"{num_chains * num_draws}) lie outside their site's support; pass the "
-            "`pi.sample` result of this model."
-        )
+    for name, finite in is_finite.items():
+        if not finite.all():
+            raise ValueError(
+                f"`idata.posterior['{name}']` has {int(np.sum(~finite))} draw(s) with NaN or "
+                "infinite values (in the dtype JAX computes in); pass the `pi.sample` result "
+                "of this model (its latent draws are finite)."
+            )
     new = az.from_dict(
         posterior_predictive={**predicted, **latent},
         observed_data=model_groups(spec, data).get("observed_data"),

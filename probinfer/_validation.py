@@ -123,3 +123,48 @@ def check_magnitude(
         f"({reason}); {fix}, or enable float64 with "
         '`jax.config.update("jax_enable_x64", True)`.'
     )
+
+
+def count_nonfinite(values: Any) -> int:
+    """NaN and infinite entries of ``values``, counted in the dtype JAX computes in (with
+    x64 off, 1e300 in a float64 array is infinite in float32)."""
+    array = np.asarray(values)
+    dtype = jax.dtypes.canonicalize_dtype(array.dtype)
+    with np.errstate(over="ignore"):
+        return int(np.sum(~np.isfinite(array.astype(dtype))))
+
+
+def draws_by_site(label: str, posterior: Any, min_draws: int = 0) -> list[tuple[str, np.ndarray]]:
+    """``(name, (chain, draw, ...) array)`` for every site of a posterior, checked.
+
+    Args:
+        label: how the message names the posterior (e.g. ``"idata.posterior"``).
+        posterior: a mapping of site name to draws (a dict, or an xarray ``Dataset``).
+        min_draws: the fewest draws per chain the caller can use.
+
+    Raises:
+        TypeError: when ``posterior`` is not a mapping, or a site does not hold real
+            numbers.
+        ValueError: when a site has no chain and draw axes, no chains, or fewer than
+            ``min_draws`` draws.
+    """
+    from collections.abc import Mapping
+
+    if not isinstance(posterior, Mapping):  # an xarray Dataset is a mapping of its sites
+        raise TypeError(
+            f"`{label}` must be a dict of site name -> (chain, draw, ...) array or an "
+            f"xarray Dataset (`idata.posterior`), got {type(posterior).__name__}; wrap one "
+            'array of draws as `{"x": draws}`.'
+        )
+    sites = []
+    for name, array in posterior.items():
+        values = real_array(f"{label}['{name}']", getattr(array, "values", array))
+        if values.ndim < 2 or values.shape[0] == 0 or values.shape[1] < min_draws:
+            raise ValueError(
+                f"`{label}['{name}']` has shape {values.shape}; draws must be shaped "
+                "(chain, draw, ...) with at least one chain"
+                f"{f' and {min_draws} draw(s) per chain' if min_draws else ''} (`draws[None]` "
+                "adds the chain axis of one chain)."
+            )
+        sites.append((str(name), values))
+    return sites

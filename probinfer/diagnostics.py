@@ -15,7 +15,7 @@ the ranks with the exact rank-ECDF test (:func:`rank_ecdf_test`; ``probinfer._ca
 
 import itertools
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any, NamedTuple, cast
 
 import arviz as az
@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.fft
 import scipy.special
 
-from probinfer._validation import real_array
+from probinfer._validation import count_nonfinite, draws_by_site
 
 RHAT_MAX = 1.01  # rank-normalized split R-hat above this: chains disagree (Vehtari et al. 2021)
 ESS_PER_CHAIN_MIN = 100.0  # bulk or tail ESS per chain below this: estimates too noisy
@@ -225,37 +225,6 @@ def _column_blocks(sites: list[np.ndarray], block: int) -> Iterator[np.ndarray]:
         yield np.concatenate(pending, axis=2)
 
 
-def _draws_by_site(posterior: Any) -> list[tuple[str, np.ndarray]]:
-    """``(name, (chain, draw, ...) array)`` for every site of ``posterior``, checked.
-
-    Raises:
-        TypeError: when ``posterior`` is not a mapping of sites, or a site does not hold
-            real numbers.
-        ValueError: when a site has no chain and draw axes, or no chains.
-    """
-    if not isinstance(posterior, Mapping):  # an xarray Dataset is a mapping of its sites
-        raise TypeError(
-            "`posterior` must be a dict of site name -> (chain, draw, ...) array or an "
-            f"xarray Dataset (`idata.posterior`), got {type(posterior).__name__}; wrap one "
-            'array of draws as `{"x": draws}`.'
-        )
-    sites = []
-    for name, array in posterior.items():
-        values = real_array(f"posterior['{name}']", getattr(array, "values", array))
-        if values.ndim < 2:
-            raise ValueError(
-                f"`posterior['{name}']` has shape {values.shape}; draws must be shaped "
-                "(chain, draw, ...): add the missing axes (`draws[None]` for one chain)."
-            )
-        if values.shape[0] == 0:
-            raise ValueError(
-                f"`posterior['{name}']` has shape {values.shape}, no chains; pass at least "
-                "one chain of draws."
-            )
-        sites.append((str(name), values))
-    return sites
-
-
 def convergence(posterior: Any) -> Convergence:
     """R-hat and bulk/tail ESS of every scalar component of a posterior.
 
@@ -293,7 +262,7 @@ def convergence(posterior: Any) -> Convergence:
         (["'theta'[0]", "'theta'[1]"], True)
     """
     sites, labels = [], []
-    for name, values in _draws_by_site(posterior):
+    for name, values in draws_by_site("posterior", posterior):
         labels += [
             f"'{name}'[{', '.join(map(str, index))}]" if index else f"'{name}'"
             for index in np.ndindex(*values.shape[2:])
@@ -328,29 +297,30 @@ def _extreme(values: np.ndarray, labels: list[str], *, largest: bool) -> tuple[f
     return float(values[index]), labels[index]
 
 
-def mixing_messages(posterior: Any) -> list[str]:
+def mixing_messages(posterior: Any, *, report_nonfinite: bool = True) -> list[str]:
     """R-hat above 1.01 and bulk or tail ESS under 100 per chain, one message each.
 
     Args:
         posterior: draws by site, ``(chains, draws, ...)`` arrays (a dict or an xarray
             Dataset); fewer than 4 draws are not checked.
+        report_nonfinite: report NaN or infinite draws (their R-hat and ESS are NaN or
+            meaningless, so the other checks cannot flag them) in a message of their own;
+            off where some sites may be infinite by design (a deterministic ``log p``).
 
     Returns:
         The messages (the worst component named in each), empty when the chains mixed.
-        NaN or infinite draws are a message of their own (their R-hat and ESS are NaN or
-        meaningless, so the other checks cannot flag them).
 
     Raises:
         TypeError: when ``posterior`` is not a mapping of sites, or a site holds
             non-numbers.
         ValueError: when a site is not shaped ``(chain, draw, ...)`` or has no chains.
     """
-    sites = _draws_by_site(posterior)
+    sites = draws_by_site("posterior", posterior)
     messages = []
     nonfinite = [
-        (name, int(np.sum(~np.isfinite(values))), values.size)
+        (name, count, values.size)
         for name, values in sites
-        if not np.all(np.isfinite(values))
+        if report_nonfinite and (count := count_nonfinite(values))
     ]
     if nonfinite:
         counts = ", ".join(f"{count} of {size} in '{name}'" for name, count, size in nonfinite)
@@ -465,7 +435,9 @@ def check_run(
                 "resampling explores the energy distribution poorly (often heavy tails or a "
                 "funnel). Reparameterize (e.g. non-centered scales, a log transform)."
             )
-    messages += mixing_messages(idata["posterior"])
+    # Latent draws of a run are finite (non-finite proposals are rejected and counted
+    # below); deterministic sites, also in the posterior, may be infinite by design.
+    messages += mixing_messages(idata["posterior"], report_nonfinite=False)
     num_nonfinite = int(idata.attrs.get("num_nonfinite_proposals", 0))
     warmup_transitions = chains * int(idata.attrs.get("num_warmup", 0))
     if num_nonfinite:

@@ -57,6 +57,8 @@ COUNT_SETTINGS = [
     (lambda **kw: sbc(normal_model, observed="y", progress=False, **kw), "num_replicates", 2),
     (lambda **kw: sbc(normal_model, observed="y", progress=False, **kw), "num_ranked", 1),
     (lambda **kw: sbc(normal_model, observed="y", progress=False, **kw), "seed", 0),
+    (lambda **kw: sbc(normal_model, observed="y", progress=False, **kw), "max_extensions", 0),
+    (lambda **kw: sbc(normal_model, observed="y", progress=False, **kw), "draws", 1),
 ]  # fmt: skip
 
 

@@ -65,7 +65,7 @@ def wrong_draws(draw: st.DrawFn) -> tuple[object, type[Exception], str]:
         return draw(awkward_arrays(shape)), ValueError, r"has shape .*\(chain, draw, \.\.\.\)"
     if kind == "no-chains":
         shape = (0, *draw(st.sampled_from([(0,), (5,), (5, 2)])))
-        return draw(awkward_arrays(shape)), ValueError, r"has shape \(0, .*no chains; pass"
+        return draw(awkward_arrays(shape)), ValueError, r"has shape \(0, .*at least one chain"
     return draw(st.sampled_from(NOT_NUMBERS)), TypeError, "must hold real numbers"
 
 
@@ -204,7 +204,7 @@ def test_drive_refuses_what_is_not_one_key(key):
         drive(random_walk, STATE, key, num_steps=4)
 
 
-NOT_AN_ARRAY = st.sampled_from([0.5, 3, "abc", object(), np.array(["a", "b"])])
+NOT_AN_ARRAY = st.sampled_from(["abc", object(), 1j, np.array(["a", "b"])])
 
 
 @FAST
@@ -214,6 +214,14 @@ def test_drive_refuses_state_leaves_that_are_not_arrays(leaf, nested):
     where = r"\['bad'\]" if nested else r"\(the state\)"
     with pytest.raises(TypeError, match=f"`state` leaf {where} is .*pytree of numeric arrays"):
         drive(random_walk, state, KEY, num_steps=4)
+
+
+@pytest.mark.parametrize("leaf", [0.5, 3, True], ids=["float", "int", "bool"])
+def test_drive_takes_python_numbers_in_the_state(leaf):
+    """Python numbers in the state are carried as weak-typed arrays, as before the checks."""
+    result = drive(lambda key, s, i, shared: (s, ()), {"x": jnp.zeros(()), "n": leaf}, KEY,
+                   num_steps=3)  # fmt: skip
+    assert result.num_steps == 3 and float(result.state["n"]) == float(leaf)
 
 
 @FAST
@@ -459,28 +467,25 @@ Y3 = np.array([0.3, -0.1, 0.8])
 def posteriors(draw: st.DrawFn) -> tuple[object, str | None]:
     """A posterior for ``scale_model`` (2 chains x 3 draws) with one fault, or none, and
     the message its refusal must match: not `InferenceData`, no draws, NaN, infinite or
-    huge values (1e300 is infinite in float32), a value outside the support (sigma <= 0),
-    a site of the wrong shape, or non-numbers."""
+    huge values (1e300 is infinite in float32), a site of the wrong shape, or non-numbers.
+    Values outside a site's support are not refused: NumPyro's tolerance-based supports
+    (simplex, correlation matrices) would refuse float32 draws of `pi.sample` itself."""
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     mu = np.asarray(draw(st.lists(st.floats(-3, 3), min_size=6, max_size=6)), dtype)
     sigma = np.asarray(draw(st.lists(st.floats(0.1, 3), min_size=6, max_size=6)), dtype)
     draws = {"mu": mu.reshape(2, 3), "sigma": sigma.reshape(2, 3)}
-    fault = draw(st.sampled_from(["none", "type", "no-draws", "nonfinite", "support", "shape",
-                                  "text"]))  # fmt: skip
+    fault = draw(st.sampled_from(["none", "type", "no-draws", "nonfinite", "shape", "text"]))
     site = draw(st.sampled_from(["mu", "sigma"]))
     if fault == "type":
         return draw(st.sampled_from([draws, None, draws["mu"]])), "`idata` must be an `arviz."
     if fault == "no-draws":
         draws = {name: values[:, :0] for name, values in draws.items()}
-        message = r"`idata.posterior\['mu'\]` has shape \(2, 0\), not \(chain, draw"
+        message = r"`idata.posterior\['mu'\]` has shape \(2, 0\); draws must be shaped \(chain"
     elif fault == "nonfinite":
         index = draw(st.integers(0, 5))
         with np.errstate(over="ignore"):  # 1e300 is infinite in float32
             draws[site].reshape(-1)[index] = draw(st.sampled_from([np.nan, np.inf, 1e300]))
-        message = rf"`idata.posterior\['{site}'\]` has 1 value\(s\) that are NaN or infinite"
-    elif fault == "support":
-        draws["sigma"].reshape(-1)[draw(st.integers(0, 5))] = -draw(st.floats(0, 3))
-        message = r"holds values the model cannot produce: 1 draws of 'sigma' \(of 6\) lie outside"
+        message = rf"`idata.posterior\['{site}'\]` has 1 draw\(s\) with NaN or infinite values"
     elif fault == "shape":
         draws[site] = np.zeros((2, 3, draw(st.integers(1, 3))), dtype) + (site == "sigma")
         message = rf"`idata.posterior\['{site}'\]` has draws of shape \(\d,\), but the model's"

@@ -687,12 +687,16 @@ def _leading_size(tree: PyTree) -> int:
     return size
 
 
-def _check_arguments(key: Any, state: PyTree, shared: PyTree, callables: dict[str, Any]) -> PyTree:
-    """Check what `drive` is given before anything is traced; returns ``shared`` as arrays.
+def _check_arguments(
+    key: Any, state: PyTree, shared: PyTree, callables: dict[str, Any]
+) -> tuple[PyTree, PyTree]:
+    """Check what `drive` is given before anything is traced; returns ``state`` (Python
+    numbers as weak-typed arrays) and ``shared`` as arrays.
 
     Raises:
         TypeError: naming a function that is not callable, a key that is not a
-            `jax.random` key, or a state or shared leaf that is not an array.
+            `jax.random` key, or a state or shared leaf that is neither an array nor a
+            Python number.
     """
     for name, fn in callables.items():
         if fn is not None and not callable(fn):
@@ -714,7 +718,7 @@ def _check_arguments(key: Any, state: PyTree, shared: PyTree, callables: dict[st
             f"`key` must be one `jax.random` key, got {described}; pass `jax.random.key(seed)`."
         )
     for path, leaf in jax.tree_util.tree_leaves_with_path(state):
-        is_array = isinstance(leaf, jax.Array) or (
+        is_array = isinstance(leaf, jax.Array | bool | int | float) or (
             isinstance(leaf, np.ndarray | np.generic)
             and (jnp.issubdtype(leaf.dtype, jnp.number) or leaf.dtype == np.bool_)
         )
@@ -729,8 +733,11 @@ def _check_arguments(key: Any, state: PyTree, shared: PyTree, callables: dict[st
                 f"{described}; the loop state must be a pytree of numeric arrays (wrap "
                 "numbers with `jnp.asarray`)."
             )
+    state = jax.tree.map(
+        lambda leaf: jnp.asarray(leaf) if isinstance(leaf, bool | int | float) else leaf, state
+    )
     try:
-        return jax.tree.map(jnp.asarray, shared)
+        return state, jax.tree.map(jnp.asarray, shared)
     except TypeError as error:
         raise TypeError(
             f"`shared` must be a pytree of arrays (the values every step reads), but {error}"
@@ -888,7 +895,7 @@ def drive(
             )
     if member_map is not None and member_map not in MEMBER_MAPS:
         raise ValueError(f"`member_map` must be one of {MEMBER_MAPS} or None, got {member_map!r}.")
-    shared = _check_arguments(
+    state, shared = _check_arguments(
         key,
         state,
         shared,
