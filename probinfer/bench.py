@@ -218,31 +218,33 @@ def run_one(
         sampling_seconds=attrs["sampling_seconds"],
         ess_per_second=row["min_ess_bulk"] / max(run_seconds, 1e-9),
         ess_per_1000_grads=1000.0 * row["min_ess_bulk"] / max(row["num_grad_evals"], 1),
+        warmup_grad_evals=int(attrs["warmup_grad_evals"]),
     )
     return row
 
 
-def matched_budget(nuts_evaluations: int, warmup: int, draws: int) -> tuple[int, int, int]:
-    """MALA's or RWM's steps for the gradient count NUTS took on the same model.
+def matched_budget(
+    sampling_evaluations: int, warmup_evaluations: int, draws: int
+) -> tuple[int, int, int]:
+    """MALA's or RWM's steps for the gradient counts NUTS took on the same model.
 
-    One MALA step costs one gradient evaluation (RWM: one log-density evaluation), so the
-    sampling phase runs as many steps per chain as NUTS's sampling phase took gradient
-    evaluations per chain, and warm-up ``warmup / draws`` times as many (NUTS's own
-    warm-up count is not recorded); the draws are thinned to keep between ``draws`` and
+    One MALA step costs one gradient evaluation (RWM: one log-density evaluation), so each
+    phase runs as many steps per chain as NUTS's took gradient evaluations per chain (at
+    least ``draws`` in sampling); the draws are thinned to keep between ``draws`` and
     ``2 * draws`` of them.
 
     Args:
-        nuts_evaluations: gradient evaluations per chain in NUTS's sampling phase.
-        warmup: NUTS's warm-up steps per chain.
+        sampling_evaluations: gradient evaluations per chain in NUTS's sampling phase.
+        warmup_evaluations: gradient evaluations per chain in NUTS's warm-up.
         draws: NUTS's draws per chain.
 
     Returns:
         ``(warmup_steps, kept_draws, thin)``; the sampling phase runs ``kept_draws * thin``
-        steps, within ``thin`` of ``nuts_evaluations``.
+        steps, within ``thin`` of ``max(sampling_evaluations, draws)``.
     """
-    steps = max(int(round(nuts_evaluations)), draws)
+    steps = max(int(sampling_evaluations), draws)
     thin = max(1, steps // draws)
-    return int(round(warmup * steps / draws)), steps // thin, thin
+    return max(int(warmup_evaluations), 1), steps // thin, thin
 
 
 def run_evidence_one(name: str, method: str, *, seed: int) -> dict[str, Any]:
@@ -532,7 +534,7 @@ def run_bench(
     # NUTS first, so that MALA and RWM get its gradient count on each model.
     methods = sorted(methods, key=lambda method: method != "nuts")
     for name in model_names:
-        nuts_evaluations: int | None = None
+        nuts_evaluations: tuple[int, int] | None = None  # sampling, warm-up; per chain
         for method in methods:
             if method in EVIDENCE_METHODS:
                 if _zoo().get(name).reference.log_z is None:
@@ -546,16 +548,15 @@ def run_bench(
                 )
                 rows.append(row)
                 continue
-            run_settings = RUN_SETTINGS.get((name, method), {})
+            extra = RUN_SETTINGS.get((name, method), {})
             if method in MATCHED_METHODS and nuts_evaluations is not None:
-                run_warmup, run_draws, thin = matched_budget(nuts_evaluations, warmup, draws)
-                steps = f"{run_warmup} + {run_draws * thin} (NUTS's gradients)"
+                run_warmup, run_draws, thin = matched_budget(*nuts_evaluations, draws)
+                steps = f"{run_warmup} + {run_draws * thin} (NUTS's gradients; thin {thin})"
             else:
                 multiplier = STEP_MULTIPLIER[method]
                 run_warmup, run_draws, thin = multiplier * warmup, multiplier * draws, 1
                 steps = f"{run_warmup} + {run_draws}"
-            if thin > 1:
-                run_settings = {**run_settings, "thin": thin}
+            run_settings = {**extra, "thin": thin} if thin > 1 else extra
             row = run_one(
                 name,
                 method,
@@ -566,10 +567,11 @@ def run_bench(
                 settings=run_settings,
             )
             if method == "nuts":
-                nuts_evaluations = row["num_grad_evals"] // chains
-            row["steps"] = steps + "".join(
-                f", {key}={value}" for key, value in run_settings.items() if key != "thin"
-            )
+                nuts_evaluations = (
+                    row["num_grad_evals"] // chains,
+                    row["warmup_grad_evals"] // chains,
+                )
+            row["steps"] = steps + "".join(f", {key}={value}" for key, value in extra.items())
             _mark_expected(row)
             rows.append(row)
             echo(
@@ -586,12 +588,11 @@ def run_bench(
     has_evidence = any(row["method"] in EVIDENCE_METHODS for row in rows)
     mcmc_header = (
         f"Settings: {chains} chains, {warmup} warm-up, {draws} draws, seed {seed}. MALA and RWM "
-        "get NUTS's budget on each model: their sampling phase runs as many steps per chain as "
-        "NUTS's sampling phase took gradient evaluations per chain (one MALA step costs one "
-        "gradient evaluation, one RWM step one log-density evaluation) and warm-up in the "
-        "settings' warm-up-to-draws ratio, keeping every k-th draw "
-        "(`probinfer.bench.matched_budget`; `steps`: warm-up + sampling steps; without a "
-        "NUTS run of the model, "
+        "get NUTS's budget on each model: their warm-up and sampling phases run as many steps "
+        "per chain as NUTS's took gradient evaluations per chain (one MALA step costs one "
+        "gradient evaluation, one RWM step one log-density evaluation), keeping every k-th "
+        "draw (`probinfer.bench.matched_budget`; `steps`: warm-up + sampling steps and k; "
+        "without a NUTS run of the model, "
         f"{STEP_MULTIPLIER['rwm']}x the settings' steps). ESS is the "
         "minimum bulk ESS over coordinates; ESS/s divides by warm-up + sampling time "
         "(compilation excluded); ESS/1k grad counts sampling-phase gradient evaluations "
