@@ -2,15 +2,16 @@
 
 NUM_REPLICATES data sets, all sampled in one ``pi.sample`` call (a plate over replicates),
 ranks of ``mu`` and ``sigma`` among 99 thinned draws, a chi-square test per site at
-alpha = 5e-5. The power of exactly this test, over 20 seeds
-(``benchmarks/results/sbc_power/sbc_power.md``):
+alpha = 5e-5. The power of exactly this test, over 60 seeds
+(``benchmarks/results/sbc_power/sbc_power.md``, at a930425):
 
-- correct model: passes 20/20 at 500 replicates (median p 0.63 / 0.40 for mu / sigma,
-  smallest 0.013: the p-values behave as under the null, although one chain shares its
+- correct model: passes 60/60 at 500 replicates (median p 0.47 / 0.42 for mu / sigma,
+  smallest 0.0025: the p-values behave as under the null, although one chain shares its
   adaptation between the replicates);
-- dropped log-Jacobian of sigma: fails 20/20 at 500 replicates (largest p 1.9e-5), but
-  only 7/20 at 200 (the old test's size: a dropped Jacobian went unnoticed in most seeds);
-- prior on mu 3x too narrow: fails 20/20 at 200 and at 500.
+- dropped log-Jacobian of sigma: fails 59/60 at 500 replicates (98%; the one miss p
+  2.2e-4), but only 22/60 at 200 (the old test's size: a dropped Jacobian went unnoticed
+  in most seeds);
+- prior on mu 3x too narrow: fails 60/60 at 200 and at 500.
 """
 
 import pytest
