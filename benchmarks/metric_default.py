@@ -9,7 +9,7 @@ For every zoo model whose posterior NUTS can sample (not the centered funnel, no
 two-mode mixture): one untimed run per metric to compile, then ``--seeds`` seeds, the two
 metrics interleaved within each seed so that machine load hits both alike. Each run is
 ``pi.sample`` with its defaults (4 chains, 1000 warm-up, 1000 draws; MALA and RWM 10x the
-steps, as ``probinfer bench`` runs them) and ``metric=`` ``"dense"`` or ``"diag"``; ESS/s
+steps, ``STEP_MULTIPLIER``) and ``metric=`` ``"dense"`` or ``"diag"``; ESS/s
 = min bulk ESS over latent coordinates / (warm-up + sampling seconds, compilation
 excluded). Writes ``metric_default.{json,md}`` (NUTS) or ``metric_default_<method>.*``
 with the per-model geometric means and the dense / diagonal ratio.
@@ -27,7 +27,12 @@ import numpy as np
 
 import probinfer as pi
 from probinfer import zoo
-from probinfer.bench import STEP_MULTIPLIER, machine_description
+from probinfer.bench import machine_description
+
+STEP_MULTIPLIER = {"nuts": 1, "hmc": 1, "mala": 10, "rwm": 10}
+"""Warm-up and draws per method, as multiples of 1000 + 1000: MALA and RWM 10x, the budget
+the committed MALA/RWM tables were measured with (``probinfer bench`` gave them 10x until
+2026-12-06; it now gives them NUTS's gradient count, ``bench.matched_budget``)."""
 
 MODELS = (
     "gaussian_iid",

@@ -3,7 +3,7 @@
 Run::
 
     .venv/bin/python benchmarks/sbc_power.py \
-        [--replicates 200,500,1000] [--seeds 20] [--out benchmarks/results/sbc_power]
+        [--replicates 200,500] [--seeds 60] [--out benchmarks/results/sbc_power]
 
 The test is ``tests/_sbc.py``'s (read its docstring): ranks of ``mu`` and ``sigma`` among
 99 thinned NUTS draws, one chi-square test per site over 10 bins, failed when either
@@ -38,8 +38,8 @@ MODELS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--replicates", default="200,500,1000")
-    parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--replicates", default="200,500")
+    parser.add_argument("--seeds", type=int, default=60)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/sbc_power"))
     options = parser.parse_args()
     results: dict[str, dict[str, list[dict[str, float]]]] = {}

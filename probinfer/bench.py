@@ -39,12 +39,10 @@ MIN_ESS = 400
 METHODS = ("nuts", "hmc", "mala", "rwm", "smc", "ns")
 EVIDENCE_METHODS = ("smc", "ns")
 MCMC_METHODS = ("nuts", "hmc", "mala", "rwm")
-# Warm-up and draws per method, as multiples of the settings, where no NUTS run of the same
-# model sets MALA's and RWM's budget (`matched_budget`): a MALA or RWM step costs one
-# evaluation where a NUTS or HMC draw costs 2-50 on the zoo.
-STEP_MULTIPLIER = {"nuts": 1, "hmc": 1, "mala": 10, "rwm": 10}
 MATCHED_METHODS = ("mala", "rwm")
-"""Methods given NUTS's evaluation count on each model (:func:`matched_budget`)."""
+"""Methods given NUTS's evaluation count on each model (:func:`matched_budget`): a step of
+theirs costs one evaluation where a NUTS draw costs 2-50 on the zoo. Asked for without
+NUTS, they get a NUTS run of the model anyway, to set the budget (not a row)."""
 
 _FUNNEL = "the centred funnel's neck is out of reach of MCMC at this budget (every peer fails too)"
 _MODES = "two modes 15 sd apart: each chain stays in the mode it starts near"
@@ -534,7 +532,7 @@ def run_bench(
     # NUTS first, so that MALA and RWM get its gradient count on each model.
     methods = sorted(methods, key=lambda method: method != "nuts")
     for name in model_names:
-        nuts_evaluations: tuple[int, int] | None = None  # sampling, warm-up; per chain
+        nuts_row: dict[str, Any] | None = None  # sets MALA's and RWM's budget
         for method in methods:
             if method in EVIDENCE_METHODS:
                 if _zoo().get(name).reference.log_z is None:
@@ -549,13 +547,22 @@ def run_bench(
                 rows.append(row)
                 continue
             extra = RUN_SETTINGS.get((name, method), {})
-            if method in MATCHED_METHODS and nuts_evaluations is not None:
-                run_warmup, run_draws, thin = matched_budget(*nuts_evaluations, draws)
+            if method in MATCHED_METHODS:
+                if nuts_row is None:  # NUTS was not asked for: run it for the budget alone
+                    nuts_row = run_one(
+                        name, "nuts", chains=chains, warmup=warmup, draws=draws, seed=seed,
+                        settings=RUN_SETTINGS.get((name, "nuts")),
+                    )  # fmt: skip
+                    echo(f"{name:28s} nuts  run to set the budget of MALA and RWM")
+                run_warmup, run_draws, thin = matched_budget(
+                    nuts_row["num_grad_evals"] // chains,
+                    nuts_row["warmup_grad_evals"] // chains,
+                    draws,
+                )
                 steps = f"{run_warmup} + {run_draws * thin} (NUTS's gradients; thin {thin})"
             else:
-                multiplier = STEP_MULTIPLIER[method]
-                run_warmup, run_draws, thin = multiplier * warmup, multiplier * draws, 1
-                steps = f"{run_warmup} + {run_draws}"
+                run_warmup, run_draws, thin = warmup, draws, 1
+                steps = f"{warmup} + {draws}"
             run_settings = {**extra, "thin": thin} if thin > 1 else extra
             row = run_one(
                 name,
@@ -567,10 +574,7 @@ def run_bench(
                 settings=run_settings,
             )
             if method == "nuts":
-                nuts_evaluations = (
-                    row["num_grad_evals"] // chains,
-                    row["warmup_grad_evals"] // chains,
-                )
+                nuts_row = row
             row["steps"] = steps + "".join(f", {key}={value}" for key, value in extra.items())
             _mark_expected(row)
             rows.append(row)
@@ -591,9 +595,8 @@ def run_bench(
         "get NUTS's budget on each model: their warm-up and sampling phases run as many steps "
         "per chain as NUTS's took gradient evaluations per chain (one MALA step costs one "
         "gradient evaluation, one RWM step one log-density evaluation), keeping every k-th "
-        "draw (`probinfer.bench.matched_budget`; `steps`: warm-up + sampling steps and k; "
-        "without a NUTS run of the model, "
-        f"{STEP_MULTIPLIER['rwm']}x the settings' steps). ESS is the "
+        "draw (`probinfer.bench.matched_budget`; `steps`: warm-up + sampling steps and k). "
+        "ESS is the "
         "minimum bulk ESS over coordinates; ESS/s divides by warm-up + sampling time "
         "(compilation excluded); ESS/1k grad counts sampling-phase gradient evaluations "
         "(log-density evaluations for RWM). `ok`: every coordinate's mean (and variance, for "

@@ -45,14 +45,14 @@ def test_run_settings_reach_the_sampler_and_the_table(tmp_path, monkeypatch):
         return real_sample(*args, **kwargs)
 
     monkeypatch.setattr(api, "sample", recording_sample)
-    monkeypatch.setitem(bench.RUN_SETTINGS, ("normal_normal", "rwm"), {"target_acceptance": 0.3})
+    monkeypatch.setitem(bench.RUN_SETTINGS, ("normal_normal", "hmc"), {"target_acceptance": 0.3})
     rows = bench.run_bench(
-        ["normal_normal"], ["rwm"], chains=2, warmup=3, draws=30, seed=0,
+        ["normal_normal"], ["hmc"], chains=2, warmup=3, draws=30, seed=0,
         out=tmp_path, echo=lambda line: None,
     )  # fmt: skip
     assert calls[0]["target_acceptance"] == 0.3
-    assert rows[0]["steps"] == "30 + 300, target_acceptance=0.3"
-    assert "30 + 300, target_acceptance=0.3" in (tmp_path / "bench.md").read_text()
+    assert rows[0]["steps"] == "3 + 30, target_acceptance=0.3"
+    assert "3 + 30, target_acceptance=0.3" in (tmp_path / "bench.md").read_text()
 
 
 def test_run_settings_name_zoo_mcmc_runs_and_sampler_settings():
@@ -108,3 +108,23 @@ def test_mala_gets_the_gradient_count_of_the_nuts_run_before_it(tmp_path, monkey
     assert rows[1]["steps"] == (
         f"{expected[0]} + {expected[1] * expected[2]} (NUTS's gradients; thin {expected[2]})"
     )
+
+
+def test_mala_asked_for_alone_still_gets_the_budget_of_a_nuts_run(tmp_path, monkeypatch):
+    """Without NUTS among the methods, a NUTS run (not a row) sets MALA's budget."""
+    from probinfer import api
+
+    methods = []
+    real_sample = api.sample
+
+    def recording_sample(*args, **kwargs):
+        methods.append(kwargs["method"])
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(api, "sample", recording_sample)
+    rows = bench.run_bench(
+        ["normal_normal"], ["mala"], chains=2, warmup=20, draws=10, seed=0,
+        out=tmp_path, echo=lambda line: None,
+    )  # fmt: skip
+    assert methods == ["nuts", "mala"] and [row["method"] for row in rows] == ["mala"]
+    assert "(NUTS's gradients; thin" in rows[0]["steps"]
