@@ -12,7 +12,8 @@ family already passed and every control failed, the dropped Jacobian with p betw
 and 9e-6 for sigma.
 
 The binary and the three-class NNGP classifier (NUTS and Gibbs) are calibrated on labels
-from their own model (``classifier_sbc``), with a prior on ``log s`` three times too narrow as the control.
+from their own model (``classifier_sbc``), with a prior on ``log s`` three times too narrow
+as the control.
 
 The shipped PFNs are calibrated by the probability integral transforms of held-out
 targets on datasets from their training prior (``pfn_pit_ranks``), with a wrong prior and
