@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.fft
 import scipy.special
 
-from probinfer._validation import count_nonfinite, draws_by_site
+from probinfer._validation import draws_by_site
 
 RHAT_MAX = 1.01  # rank-normalized split R-hat above this: chains disagree (Vehtari et al. 2021)
 ESS_PER_CHAIN_MIN = 100.0  # bulk or tail ESS per chain below this: estimates too noisy
@@ -320,7 +320,8 @@ def mixing_messages(posterior: Any, *, report_nonfinite: bool = True) -> list[st
     nonfinite = [
         (name, count, values.size)
         for name, values in sites
-        if report_nonfinite and (count := count_nonfinite(values))
+        # Counted as the diagnostics compute, in NumPy in the draws' own dtype.
+        if report_nonfinite and (count := int(np.sum(~np.isfinite(values))))
     ]
     if nonfinite:
         counts = ", ".join(f"{count} of {size} in '{name}'" for name, count, size in nonfinite)
