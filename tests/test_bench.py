@@ -3,6 +3,8 @@ sets the exit status."""
 
 import json
 
+import pytest
+
 from probinfer import bench, cli
 
 
@@ -33,6 +35,7 @@ def test_every_expected_failure_names_a_zoo_model_and_a_method():
         assert model in zoo.names() and method in bench.METHODS and reason
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # ArviZ R-hat, 3 warm-up
 def test_run_settings_reach_the_sampler_and_the_table(tmp_path, monkeypatch):
     """A run listed in RUN_SETTINGS is sampled with its settings, which its row shows."""
     from probinfer import api
