@@ -8,6 +8,22 @@ import pytest
 from probinfer import bench, cli
 
 
+@pytest.fixture
+def calls(monkeypatch):
+    """The keywords of every `pi.sample` call the bench makes, in order."""
+    from probinfer import api
+
+    recorded = []
+    real_sample = api.sample
+
+    def recording_sample(*args, **kwargs):
+        recorded.append(kwargs)
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(api, "sample", recording_sample)
+    return recorded
+
+
 def test_expected_failures_are_listed_and_others_set_the_exit_status(tmp_path, capsys):
     """RWM on the centred funnel is expected to fail (exit 0, reason in the table); RWM on
     a conjugate model with 300 draws misses the ESS bar, which is unexpected (exit 1)."""
@@ -36,18 +52,8 @@ def test_every_expected_failure_names_a_zoo_model_and_a_method():
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # ArviZ R-hat, 3 warm-up
-def test_run_settings_reach_the_sampler_and_the_table(tmp_path, monkeypatch):
+def test_run_settings_reach_the_sampler_and_the_table(tmp_path, monkeypatch, calls):
     """A run listed in RUN_SETTINGS is sampled with its settings, which its row shows."""
-    from probinfer import api
-
-    calls = []
-    real_sample = api.sample
-
-    def recording_sample(*args, **kwargs):
-        calls.append(kwargs)
-        return real_sample(*args, **kwargs)
-
-    monkeypatch.setattr(api, "sample", recording_sample)
     monkeypatch.setitem(bench.RUN_SETTINGS, ("normal_normal", "hmc"), {"target_acceptance": 0.3})
     rows = bench.run_bench(
         ["normal_normal"], ["hmc"], chains=2, warmup=3, draws=30, seed=0,
@@ -84,19 +90,9 @@ def test_matched_budget_spends_nuts_gradient_count():
         assert run_warmup == warmup
 
 
-def test_mala_gets_the_gradient_count_of_the_nuts_run_before_it(tmp_path, monkeypatch):
+def test_mala_gets_the_gradient_count_of_the_nuts_run_before_it(tmp_path, calls):
     """Listed after MALA, NUTS still runs first on each model, and MALA's warm-up and
     thinned draws come from NUTS's sampling gradient count, which its row states."""
-    from probinfer import api
-
-    calls = []
-    real_sample = api.sample
-
-    def recording_sample(*args, **kwargs):
-        calls.append(kwargs)
-        return real_sample(*args, **kwargs)
-
-    monkeypatch.setattr(api, "sample", recording_sample)
     rows = bench.run_bench(
         ["normal_normal"], ["mala", "nuts"], chains=2, warmup=20, draws=10, seed=0,
         out=tmp_path, echo=lambda line: None,
@@ -113,21 +109,13 @@ def test_mala_gets_the_gradient_count_of_the_nuts_run_before_it(tmp_path, monkey
     )
 
 
-def test_mala_asked_for_alone_still_gets_the_budget_of_a_nuts_run(tmp_path, monkeypatch):
+def test_mala_asked_for_alone_still_gets_the_budget_of_a_nuts_run(tmp_path, calls):
     """Without NUTS among the methods, a NUTS run (not a row) sets MALA's budget."""
-    from probinfer import api
-
-    methods = []
-    real_sample = api.sample
-
-    def recording_sample(*args, **kwargs):
-        methods.append(kwargs["method"])
-        return real_sample(*args, **kwargs)
-
-    monkeypatch.setattr(api, "sample", recording_sample)
     rows = bench.run_bench(
         ["normal_normal"], ["mala"], chains=2, warmup=20, draws=10, seed=0,
         out=tmp_path, echo=lambda line: None,
     )  # fmt: skip
-    assert methods == ["nuts", "mala"] and [row["method"] for row in rows] == ["mala"]
+    assert [call["method"] for call in calls] == ["nuts", "mala"] and [
+        row["method"] for row in rows
+    ] == ["mala"]
     assert "(NUTS's gradients; thin" in rows[0]["steps"]
