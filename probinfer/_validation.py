@@ -125,15 +125,6 @@ def check_magnitude(
     )
 
 
-def count_nonfinite(values: Any) -> int:
-    """NaN and infinite entries of ``values``, counted in the dtype JAX computes in (with
-    x64 off, 1e300 in a float64 array is infinite in float32)."""
-    array = np.asarray(values)
-    dtype = jax.dtypes.canonicalize_dtype(array.dtype)
-    with np.errstate(over="ignore"):
-        return int(np.sum(~np.isfinite(array.astype(dtype))))
-
-
 def draws_by_site(label: str, posterior: Any, min_draws: int = 0) -> list[tuple[str, np.ndarray]]:
     """``(name, (chain, draw, ...) array)`` for every site of a posterior, checked.
 

@@ -317,14 +317,14 @@ def mixing_messages(posterior: Any, *, report_nonfinite: bool = True) -> list[st
     """
     sites = draws_by_site("posterior", posterior)
     messages = []
-    nonfinite = [
-        (name, count, values.size)
-        for name, values in sites
-        # Counted as the diagnostics compute, in NumPy in the draws' own dtype.
-        if report_nonfinite and (count := int(np.sum(~np.isfinite(values))))
-    ]
-    if nonfinite:
-        counts = ", ".join(f"{count} of {size} in '{name}'" for name, count, size in nonfinite)
+    # Counted as the diagnostics compute: in NumPy, in the draws' own dtype.
+    nonfinite = {name: int(np.sum(~np.isfinite(values))) for name, values in sites}
+    if report_nonfinite and any(nonfinite.values()):
+        counts = ", ".join(
+            f"{count} of {values.size} in '{name}'"
+            for name, values in sites
+            if (count := nonfinite[name])
+        )
         messages.append(
             f"draws are NaN or infinite ({counts}): R-hat and ESS cannot be trusted for "
             "those sites, and the draws do not describe a distribution. Check the model "

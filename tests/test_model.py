@@ -317,3 +317,19 @@ def test_moving_support_under_an_improper_prior_is_not_refused():
 
     density = pi.from_numpyro(model, jnp.array([5.0]))
     assert np.isfinite(density.logdensity_fn({"theta": jnp.log(jnp.array(6.0))}))
+
+
+def test_diagnose_honours_a_mask_under_another_wrapper():
+    """A mask wrapped by an expansion counts as the site's own (one helper walks the
+    wrappers for the data check and here; the top-level mask alone was read before)."""
+
+    def model(y, mask):
+        theta = numpyro.sample("theta", dist.Exponential(1.0))
+        numpyro.sample("y", dist.Uniform(0.0, theta).expand([2]).mask(mask).expand([1, 2]),
+                       obs=y)  # fmt: skip
+
+    y, at_three = jnp.array([[1.0, 100.0]]), {"theta": jnp.log(jnp.array(3.0))}
+    named = pi.from_numpyro(model, y, jnp.array([True, True])).diagnose(at_three)
+    assert "y (observed value outside the support of Uniform)" in named
+    masked = pi.from_numpyro(model, y, jnp.array([True, False])).diagnose(at_three)
+    assert "outside the support" not in masked

@@ -17,7 +17,7 @@ import numpy as np
 from jax.core import Tracer
 from jaxtyping import Array, PRNGKeyArray
 
-from probinfer._validation import count_nonfinite, real_array
+from probinfer._validation import real_array
 from probinfer.checkpoint import describe_callable
 from probinfer.model._common import (
     UntraceableError,
@@ -150,7 +150,7 @@ class LogDensity:
                 )
             if isinstance(leaf, Tracer):  # built inside a traced function
                 continue
-            num_bad = count_nonfinite(leaf)
+            num_bad = int(np.sum(~np.isfinite(np.asarray(leaf))))  # in JAX's dtype already
             if num_bad:
                 raise ValueError(
                     f"`init` leaf {jax.tree_util.keystr(path) or 'x'} has {num_bad} value(s) "

@@ -505,13 +505,26 @@ def _log_terms_of(
     return prior, likelihood
 
 
+def _observation_mask(fn: dist.Distribution) -> Any:
+    """Where an observed site's terms count: the product of the masks of every
+    ``MaskedDistribution`` among ``fn``'s wrappers (``True`` when none)."""
+    mask: Any = True
+    while isinstance(fn, dist.ExpandedDistribution | dist.MaskedDistribution | dist.Independent):
+        if isinstance(fn, dist.MaskedDistribution):  # a bool or a boolean array
+            mask = np.logical_and(mask, np.asarray(fn._mask, bool))
+        fn = fn.base_dist
+    return mask
+
+
 def _outside_support(fn: dist.Distribution, value: Any) -> bool:
     """Whether an observed value lies outside ``fn``'s support where it is not masked out."""
     assert fn.support is not None  # NumPyro requires a support to score an observation
     outside = ~np.asarray(fn.support(value), bool)
-    if isinstance(fn, dist.MaskedDistribution):  # a mask is a bool or a boolean array
-        outside = outside & np.broadcast_to(np.asarray(fn._mask, bool), outside.shape)
-    return bool(np.any(outside))
+    try:
+        counted = np.broadcast_to(_observation_mask(fn), outside.shape)
+    except ValueError:  # a mask on event components that `Independent` scores as one
+        return False  # cannot tell which components count: claim nothing
+    return bool(np.any(outside & counted))
 
 
 def _unwrap(fn: dist.Distribution) -> dist.Distribution:
@@ -592,12 +605,6 @@ def _check_observed(
     if isinstance(_unwrap(fn), dist.Unit):  # numpyro.factor terms carry no data
         return
     check_observed_shape(name, fn, value)
-    mask = True
-    inner = fn
-    while isinstance(inner, dist.ExpandedDistribution | dist.MaskedDistribution | dist.Independent):
-        if isinstance(inner, dist.MaskedDistribution):
-            mask = np.logical_and(mask, np.asarray(inner._mask))
-        inner = inner.base_dist
     support = fn.support
     assert support is not None  # NumPyro requires a support to score an observation
     in_support = np.asarray(support(value))
@@ -613,7 +620,7 @@ def _check_observed(
         event_size = math.prod(finite.shape[len(batch_shape) :])
         is_valid = in_support & np.all(finite.reshape(*batch_shape, event_size), axis=-1)
     # Masked-out entries never reach the likelihood: only the others must be valid.
-    is_valid = is_valid | ~np.broadcast_to(mask, np.shape(is_valid))
+    is_valid = is_valid | ~np.broadcast_to(_observation_mask(fn), np.shape(is_valid))
     num_invalid = int(np.size(is_valid) - np.count_nonzero(is_valid))
     if num_invalid:
         raise ValueError(
