@@ -58,4 +58,5 @@ row = {
 print(json.dumps(row))
 row["machine"] = machine_description()
 suffix = "" if prior_name == "student_t" else f"{prior_name}_"
-Path(f"benchmarks/results/nngp_digits_defaults_{suffix}{seed}.json").write_text(json.dumps(row, indent=1))
+result_path = Path(f"benchmarks/results/nngp_digits_defaults_{suffix}{seed}.json")
+result_path.write_text(json.dumps(row, indent=1))

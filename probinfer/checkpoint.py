@@ -179,13 +179,31 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (an OS crash right after it keeps the new name).
+
+    Folders cannot be opened for syncing on every platform (Windows): skipped there.
+    """
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def atomic_save(path: Path, save: Callable[[Path], None]) -> None:
-    """Save a file through a library that wants a path (``save(temporary_path)``), then
-    rename it into place: a crash or an error mid-write never leaves a half-written
-    ``path`` (a failed attempt's temporary file is removed; a killed one's is left as
-    ``<name>.tmp``, never read).
+    """Save a file through a library that wants a path (``save(temporary_path)``), fsync
+    it, then rename it into place: a crash (of the process or the OS) or an error mid-write
+    never leaves a half-written ``path`` (a failed attempt's temporary file is removed; a
+    killed one's is left as ``<name>.tmp``, never read).
 
     Args:
         path: the destination.
@@ -194,10 +212,13 @@ def atomic_save(path: Path, save: Callable[[Path], None]) -> None:
     temporary = path.with_name(path.name + ".tmp")
     try:
         save(temporary)
+        with open(temporary, "rb") as file:  # the library closed it; its bytes may be cached
+            os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
 
 
 def save_netcdf(idata: Any, path: str | os.PathLike) -> Path:

@@ -123,12 +123,31 @@ def test_damaged_checkpoint_files_are_reported_never_loaded(tmp_path, interrupt_
 
 @pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 2 x 80 draws
 def test_save_netcdf_is_atomic_and_reads_back(tmp_path, monkeypatch):
-    """``pi.save_netcdf`` writes every group; a write that fails part-way leaves the
-    earlier file as it was and no temporary file, and a non-InferenceData is refused."""
+    """``pi.save_netcdf`` writes every group, the file synced to disk before it is renamed
+    into place and the folder after; a write that fails part-way leaves the earlier file as
+    it was and no temporary file, and a non-InferenceData is refused."""
+    import os
+
     import arviz as az
 
     idata = pi.sample(model, DATA, 2.0, **RUN)
-    path = pi.save_netcdf(idata, tmp_path / "run.nc")
+    synced, real_fsync, real_replace = [], os.fsync, os.replace
+    on_linux = Path("/proc/self/fd").exists()  # where a descriptor's path can be read
+
+    def spy_fsync(descriptor):
+        synced.append(os.readlink(f"/proc/self/fd/{descriptor}") if on_linux else descriptor)
+        real_fsync(descriptor)
+
+    def spy_replace(source, destination):
+        synced.append(("rename", Path(source).name))
+        real_replace(source, destination)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", spy_fsync)
+        patch.setattr(os, "replace", spy_replace)
+        path = pi.save_netcdf(idata, tmp_path / "run.nc")
+    if on_linux:  # the synced descriptors' paths, in order
+        assert synced == [str(path) + ".tmp", ("rename", "run.nc.tmp"), str(tmp_path)]
     back = az.from_netcdf(path)
     np.testing.assert_array_equal(back.posterior["mu"].values, idata.posterior["mu"].values)
     assert set(back.groups()) == set(idata.groups())
