@@ -307,16 +307,13 @@ def _finite_start(spec: Any, config: SamplerConfig, data: PyTree, positions: PyT
 
 
 def _nonfinite_start_error(
-    density: Any, positions: PyTree, is_finite: np.ndarray, why: str
+    density: Any, positions: PyTree, is_finite: np.ndarray, why: str, fix: str
 ) -> ValueError:
     chain = int(np.argmin(is_finite))
     position = jax.tree.map(lambda x: x[chain], positions)
     return ValueError(
-        f"{why.format(chain=chain)} ({density.diagnose(position)}); "
-        + (
-            "pass finite `init_positions` or fix the model (e.g. a scale that can be zero, the "
-            "log of a negative number, NaN in the data)."
-        )
+        f"{why.format(chain=chain)} ({density.diagnose(position)}); {fix}, or fix the model "
+        "(e.g. a scale that can be zero, the log of a negative number, NaN in the data)."
     )
 
 
@@ -360,6 +357,7 @@ def initial_positions(
                 is_finite,
                 "at `init_positions` of chain {chain} the log density or its gradient is not "
                 "finite",
+                "pass finite `init_positions`",
             )
         return given
     positions = spec.initial_positions(key, num_chains)
@@ -384,7 +382,8 @@ def initial_positions(
         positions,
         is_finite,
         f"no finite initial point for chain {{chain}} after {MAX_INIT_TRIES} tries of "
-        "uniform(-2, 2) in unconstrained space",
+        f"{spec.initial_draws}",
+        spec.initial_fix,
     )
 
 

@@ -284,6 +284,26 @@ def test_no_finite_starting_point_is_an_error_naming_the_site_and_the_fix():
     assert idata.posterior["theta"].values.min() > 100.0
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 2 x 10 draws
+def test_a_log_density_init_far_out_is_named_as_what_to_change():
+    """A ``LogDensity`` whose ``init`` is finite but whose log density overflows there
+    (``1e30`` squared in float32): every draw is jittered around ``init``, so the error says
+    so and asks for another ``init``, not only for ``init_positions``."""
+    from probinfer.model import MAX_INIT_TRIES
+
+    target = pi.LogDensity(lambda x: -0.5 * jnp.sum(x**2), jnp.full(3, 1e30))
+    with pytest.raises(
+        ValueError,
+        match=rf"after {MAX_INIT_TRIES} tries of `init` plus uniform\(-2, 2\) jitter "
+        r"\(log density -inf.*\); pass an `init` where the log density and its gradient are "
+        r"finite \(the draws are jittered around it\) or finite `init_positions`, or fix",
+    ):
+        pi.sample(target, chains=2, warmup=10, draws=10, progress=False)
+    idata = pi.sample(target, chains=2, warmup=10, draws=10, progress=False,
+                      init_positions=jnp.zeros((2, 3)))  # fmt: skip
+    assert np.isfinite(idata.posterior["x"].values).all()
+
+
 def test_diagnose_names_observed_values_outside_a_moving_support_unless_masked():
     def model(y, mask):
         theta = numpyro.sample("theta", dist.Exponential(1.0))

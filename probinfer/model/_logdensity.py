@@ -292,6 +292,13 @@ class LogDensity:
         """
         return BoundLogDensity(self, data)
 
+    # How `initial_positions` draws, and what to change when no draw is finite (errors).
+    initial_draws = "`init` plus uniform(-2, 2) jitter"
+    initial_fix = (
+        "pass an `init` where the log density and its gradient are finite (the draws are "
+        "jittered around it) or finite `init_positions`"
+    )
+
     def initial_positions(self, key: PRNGKeyArray, num_chains: int) -> PyTree:
         """``init`` plus uniform(-2, 2) jitter, one per chain.
 

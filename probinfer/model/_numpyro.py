@@ -123,6 +123,10 @@ class NumPyroModel:
         """
         return ModelDensity(self, data)
 
+    # How `initial_positions` draws, and what to change when no draw is finite (errors).
+    initial_draws = "uniform(-2, 2) in unconstrained space"
+    initial_fix = "pass finite `init_positions`"
+
     def initial_positions(self, key: PRNGKeyArray, num_chains: int) -> dict[str, Array]:
         """NumPyro's ``init_to_uniform``: uniform(-2, 2) in unconstrained space.
 
