@@ -15,6 +15,7 @@ Which sites are drawn:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -96,6 +97,35 @@ def _predict(
     return jax.vmap(jax.vmap(lambda d, k: _draw_sites(spec, data, d, k)))(draws, keys)
 
 
+def _warn_nonfinite(group: str, draws: dict[str, np.ndarray]) -> None:
+    """One warning naming the sites of ``group`` with NaN or infinite float draws, with
+    counts and the first such (chain, draw): a distribution that overflowed in its dtype
+    (a float32 Poisson rate, a wide scale), never returned silently."""
+    counts = []
+    for name, values in draws.items():
+        values = np.asarray(values)
+        if not np.issubdtype(values.dtype, np.floating):
+            continue
+        bad = ~np.isfinite(values).reshape(*values.shape[:2], -1).all(axis=-1)
+        if bad.any():
+            chain, draw = (int(i) for i in np.argwhere(bad)[0])
+            counts.append(
+                f"'{name}' in {int(bad.sum())} of {bad.size} draws ({values.dtype}; first at "
+                f"chain {chain}, draw {draw})"
+            )
+    if counts:
+        from probinfer.diagnostics import SamplingWarning
+
+        warnings.warn(
+            f"`{group}` has NaN or infinite values: {'; '.join(counts)}. The model's "
+            "distributions overflow there: enable float64 "
+            "(`jax.config.update('jax_enable_x64', True)`) if the values are merely large, "
+            "or check the model's parameters at those draws.",
+            SamplingWarning,
+            stacklevel=3,
+        )
+
+
 def _prepare(
     model: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[NumPyroModel, tuple[Any, ...]]:
@@ -123,7 +153,9 @@ def predictive(
     Returns:
         A copy of ``idata`` with ``posterior_predictive`` (each observed site drawn afresh;
         each unobserved non-posterior site as the model samples it), shaped ``(chain,
-        draw, ...)``, and ``observed_data`` when the call has observations.
+        draw, ...)``, and ``observed_data`` when the call has observations. A
+        :class:`~probinfer.diagnostics.SamplingWarning` names the sites with NaN or
+        infinite predictions (a distribution that overflowed), with counts.
 
     Raises:
         TypeError: for an ``idata`` that is not ``InferenceData``, or posterior draws that
@@ -171,6 +203,7 @@ def predictive(
                 "infinite values (in the dtype JAX computes in); pass the `pi.sample` result "
                 "of this model (its latent draws are finite)."
             )
+    _warn_nonfinite("posterior_predictive", {**predicted, **latent})
     new = az.from_dict(
         posterior_predictive={**predicted, **latent},
         observed_data=model_groups(spec, data).get("observed_data"),
@@ -223,6 +256,8 @@ def sample_prior(
     latent, predicted = jax.device_get(
         call_compiled(_prior_draws, (spec,), (data, keys), CompileWatch())
     )
+    _warn_nonfinite("prior", latent)
+    _warn_nonfinite("prior_predictive", predicted)
     groups: dict[str, Any] = {"prior": latent}
     if predicted:
         groups["prior_predictive"] = predicted

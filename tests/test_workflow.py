@@ -207,6 +207,32 @@ def test_prior_and_prior_predictive_draws():
     np.testing.assert_allclose(prior.observed_data["y"].values, observed)
 
 
+def test_predictions_that_overflow_are_reported_not_returned_silently():
+    """``y ~ Normal(mu, 1e38)`` overflows float32 whenever the standard normal exceeds
+    about 3.4 in size (p = 6.7e-4 per value, so among 4 x 500 draws of 3 values a few):
+    ``pi.predictive`` and ``pi.sample_prior`` warn with the site, the count and the first
+    draw; the same model with scale 1 gives no warning."""
+
+    def model(y, scale):
+        mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
+        with numpyro.plate("data", y.shape[0]):
+            numpyro.sample("y", dist.Normal(mu, scale), obs=y)
+
+    y = jnp.array([0.3, -0.1, 0.8])
+    posterior = az.from_dict(posterior={"mu": np.zeros((4, 500), np.float32)})
+    reported = r"`posterior_predictive` has NaN or infinite values: 'y' in [1-9]\d* of 2000 "
+    with pytest.warns(SamplingWarning, match=reported + r"draws \(float32; first at chain \d"):
+        overflowed = pi.predictive(model, posterior, y, 1e38, seed=1)
+    bad = ~np.isfinite(overflowed.posterior_predictive["y"].values).all(axis=-1)
+    assert 0 < bad.sum() < 20
+    with pytest.warns(SamplingWarning, match=r"`prior_predictive` has NaN or infinite values"):
+        pi.sample_prior(model, y, 1e38, draws=4000, seed=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pi.predictive(model, posterior, y, 1.0, seed=1)
+        pi.sample_prior(model, y, 1.0, draws=4000, seed=1)
+
+
 def test_smc_and_nested_sampling_draws_carry_the_log_likelihood():
     """One result protocol: the population methods' idata has the groups MCMC's has, so
     ``az.loo`` runs on them too."""
