@@ -242,6 +242,35 @@ def test_fit_hyperparameters_improves_marginal_likelihood():
     np.testing.assert_allclose(
         result.process.log_marginal_likelihood(x, y), result.log_marginal_likelihood, rtol=1e-4
     )
+    assert result.num_points == 40 and losses.shape == (151,)
+
+
+def test_fit_hyperparameters_on_a_random_subset(monkeypatch):
+    """``max_points`` fits on that many of the points (a subset of the rows: its log marginal
+    likelihood is one of a 20-point set, not of all 40); at or above ``n`` it changes
+    nothing; without it a large ``n`` warns with the fix; bad shapes and counts are named."""
+    from probinfer.nngp import _fit
+
+    x, y, _, _ = _data(num_train=40)
+    settings = {"depths": (1,), "num_steps": 20, "progress": False}
+    whole = nngp.fit_hyperparameters(x, y, **settings)
+    assert nngp.fit_hyperparameters(x, y, max_points=40, **settings).parameters == whole.parameters
+    subset = nngp.fit_hyperparameters(x, y, max_points=20, seed=3, **settings)
+    assert subset.num_points == 20
+    rows = np.asarray(jax.random.choice(jax.random.key(3), 40, (20,), replace=False))
+    np.testing.assert_allclose(
+        subset.process.log_marginal_likelihood(x[rows], y[rows]),
+        subset.log_marginal_likelihood,
+        rtol=1e-4,
+    )
+    assert subset.parameters != whole.parameters
+    monkeypatch.setattr(_fit, "LARGE_FIT", 30)
+    with pytest.warns(UserWarning, match="on all 40 points .* pass `max_points`"):
+        nngp.fit_hyperparameters(x, y, **{**settings, "num_steps": 1})
+    with pytest.raises(ValueError, match=r"`y` must have shape \(40,\)"):
+        nngp.fit_hyperparameters(x, y[:39], **settings)
+    with pytest.raises(ValueError, match="max_points"):
+        nngp.fit_hyperparameters(x, y, max_points=1, **settings)
 
 
 class _IndefiniteKernel(nngp.AbstractKernel):

@@ -9,16 +9,18 @@ differentiable fixed-node quadrature of :func:`probinfer.nngp.quadrature` otherw
 
 from __future__ import annotations
 
-import functools
+import warnings
 from collections.abc import Callable, Sequence
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jaxtyping import Array, ArrayLike
+from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
+from probinfer._validation import check_count
+from probinfer.driver import drive, progress_bar
 from probinfer.nngp._checks import check_inputs
 from probinfer.nngp._layers import mlp
 from probinfer.nngp._process import ScaleMixtureProcess
@@ -38,6 +40,11 @@ SCALE_PRIOR_FAMILIES: dict[str, tuple[Callable, tuple[tuple[str, float, bool], .
     "log_normal": (log_normal, (("loc", 0.0, False), ("scale", 1.0, True))),
     "burr_xii": (burr_xii, (("c", 2.0, True), ("k", 1.0, True), ("scale", 1.0, True))),
 }
+# Adam steps per compiled chunk: the progress bar moves between chunks.
+STEPS_PER_CHUNK = 25
+# Above this many points without `max_points`, a warning: each step factorises an n x n
+# matrix (O(n^3) time, O(n^2) memory: 10,000 points take 0.4 GB and ~10 s per step here).
+LARGE_FIT = 10_000
 
 
 class FitResult(NamedTuple):
@@ -46,9 +53,11 @@ class FitResult(NamedTuple):
     Attributes:
         process: the best process, ready for ``process.condition(x, y)``.
         depth: the chosen depth.
-        log_marginal_likelihood: its log marginal likelihood (nats).
+        log_marginal_likelihood: its log marginal likelihood (nats) on the points fitted.
         parameters: the fitted values by name.
-        losses: ``{depth: (num_steps,) negative log marginal likelihood per point}``.
+        losses: ``{depth: (num_steps + 1,) negative log marginal likelihood per point}``,
+            before each step and after the last.
+        num_points: the points fitted (``max_points`` of them when there were more).
     """
 
     process: ScaleMixtureProcess
@@ -56,6 +65,7 @@ class FitResult(NamedTuple):
     log_marginal_likelihood: float
     parameters: dict[str, float]
     losses: dict[int, np.ndarray]
+    num_points: int
 
 
 def _unconstrained(values: dict[str, float], positive: dict[str, bool]) -> dict[str, Array]:
@@ -77,8 +87,16 @@ def fit_hyperparameters(
     num_steps: int = 300,
     learning_rate: float = 0.05,
     jitter: float = 1e-6,
+    max_points: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
 ) -> FitResult:
     """Fit an MLP kernel's variances, the noise and the scale prior by marginal likelihood.
+
+    Each step factorises the ``n x n`` covariance (``O(n^3)``): beyond a few thousand points
+    pass ``max_points`` to fit on a random subset of that many points (the hyperparameters,
+    not the data's fit, come from it), then condition the fitted process on all the data
+    (``process.condition_inducing`` for large ``n``).
 
     Args:
         x: inputs, ``(n, d)``.
@@ -91,12 +109,18 @@ def fit_hyperparameters(
         num_steps: Adam steps per depth.
         learning_rate: Adam learning rate (on log parameters).
         jitter: diagonal jitter of the Cholesky factorisation.
+        max_points: fit on a random subset of this many points when there are more
+            (``FitResult.num_points`` says how many were used); ``None``: all of them (a
+            warning above 10,000 points).
+        seed: integer seed of the subset's choice.
+        progress: show a progress bar per depth.
 
     Returns:
         The :class:`FitResult`.
 
     Raises:
-        ValueError: on an unknown family, empty depths or bad inputs.
+        ValueError: on an unknown family, empty depths, bad inputs, mismatched ``x`` and
+            ``y`` or a ``max_points`` below 2.
     """
     check_inputs(x, "x")
     if scale_prior is not None and scale_prior not in SCALE_PRIOR_FAMILIES:
@@ -117,25 +141,51 @@ def fit_hyperparameters(
     if unknown:
         raise ValueError(f"unknown `init` names {sorted(unknown)}; valid: {sorted(values)}.")
     values.update(init or {})
+    num_steps = check_count("num_steps", num_steps, 1)
+    seed = check_count("seed", seed, 0)
     x = jnp.asarray(x, jnp.result_type(float))
     y = jnp.asarray(y, x.dtype)
+    if y.shape != x.shape[:1]:
+        raise ValueError(
+            f"`y` must have shape ({x.shape[0]},), one target per row of `x`; got {y.shape}."
+        )
+    if max_points is not None:
+        max_points = check_count("max_points", max_points, 2)
+        if x.shape[0] > max_points:
+            rows = jax.random.choice(jax.random.key(seed), x.shape[0], (max_points,), replace=False)
+            x, y = x[rows], y[rows]
+    elif x.shape[0] > LARGE_FIT:
+        warnings.warn(
+            f"fitting on all {x.shape[0]:,} points factorises a {x.shape[0]:,} x "
+            f"{x.shape[0]:,} matrix at every step; pass `max_points` (e.g. 4000) to fit on "
+            "a random subset, then condition the fitted process on all points.",
+            UserWarning,
+            stacklevel=2,
+        )
     n = x.shape[0]
     positive_items = tuple(sorted(positive.items()))
-    config = dict(
-        activation=activation,
-        scale_prior=scale_prior,
-        positive_items=positive_items,
-        num_steps=int(num_steps),
-        learning_rate=float(learning_rate),
-        jitter=float(jitter),
-    )
     best: tuple[float, int, dict[str, Array]] | None = None
     losses: dict[int, np.ndarray] = {}
     for depth in depths:
-        params, history, final = _train(
-            _unconstrained(values, positive), x, y, depth=int(depth), **config
-        )
-        final = float(final)
+        step = _AdamStep(
+            int(depth), activation, scale_prior, positive_items, float(jitter),
+            float(learning_rate),
+        )  # fmt: skip
+        params = _unconstrained(values, positive)
+        with progress_bar(progress, num_steps, f"ML-II, depth {depth}") as bar:
+            fit = drive(
+                step,
+                (params, step.optimizer().init(params)),
+                jax.random.key(0),  # the steps are deterministic
+                shared=(x, y),
+                num_steps=num_steps,
+                chunk_size=STEPS_PER_CHUNK,
+                progress=bar,
+                progress_fn=lambda history: {"-log ML per point": float(history[-1])},
+                description=f"ML-II, depth {depth}",
+            )
+        params, history = fit.state[0], fit.records
+        final = float(step.loss(params, x, y))
         losses[int(depth)] = np.append(np.asarray(history), final)
         if np.isfinite(final) and (best is None or final < best[0]):
             best = (final, int(depth), params)
@@ -147,7 +197,7 @@ def fit_hyperparameters(
     loss, depth, params = best
     fitted = {k: float(v) for k, v in _constrained(params, positive).items()}
     process = _build(params, depth, activation, scale_prior, positive_items, jitter)
-    return FitResult(process, depth, -loss * n, fitted, losses)
+    return FitResult(process, depth, -loss * n, fitted, losses, n)
 
 
 def _build(
@@ -172,44 +222,34 @@ def _build(
     return ScaleMixtureProcess(kernel, prior, p["noise"], jitter=jitter)
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "depth", "activation", "scale_prior", "positive_items", "num_steps", "learning_rate",
-        "jitter",
-    ),
-)  # fmt: skip
-def _train(
-    params: dict[str, Array],
-    x: Array,
-    y: Array,
-    *,
-    depth: int,
-    activation: str,
-    scale_prior: str | None,
-    positive_items: tuple[tuple[str, bool], ...],
-    num_steps: int,
-    learning_rate: float,
-    jitter: float,
-) -> tuple[dict[str, Array], Array, Array]:
-    """Adam on the negative log marginal likelihood per point; compiled once per config."""
-    optimizer = optax.chain(optax.clip_by_global_norm(10.0), optax.adam(learning_rate))
+class _AdamStep(NamedTuple):
+    """One Adam step on the negative log marginal likelihood per point (hashable: it keys
+    the compiled chunk of :func:`probinfer.driver.drive`)."""
 
-    def loss_fn(params: dict[str, Array]) -> Array:
-        process = _build(params, depth, activation, scale_prior, positive_items, jitter)
+    depth: int
+    activation: str
+    scale_prior: str | None
+    positive_items: tuple[tuple[str, bool], ...]
+    jitter: float
+    learning_rate: float
+
+    def optimizer(self) -> optax.GradientTransformation:
+        return optax.chain(optax.clip_by_global_norm(10.0), optax.adam(self.learning_rate))
+
+    def loss(self, params: dict[str, Array], x: Array, y: Array) -> Array:
+        process = _build(
+            params, self.depth, self.activation, self.scale_prior, self.positive_items,
+            self.jitter,
+        )  # fmt: skip
         return -process.condition(x, y).log_marginal_likelihood() / x.shape[0]
 
-    def step(
-        carry: tuple[dict[str, Array], optax.OptState], _: None
-    ) -> tuple[tuple[dict[str, Array], optax.OptState], Array]:
-        params, opt_state = carry
-        loss, grads = jax.value_and_grad(loss_fn)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+    def __call__(
+        self, key: PRNGKeyArray, state: tuple[dict[str, Array], Any], index: Array,
+        shared: tuple[Array, Array],
+    ) -> tuple[tuple[dict[str, Array], Any], Array]:  # fmt: skip
+        params, opt_state = state
+        loss, grads = jax.value_and_grad(self.loss)(params, *shared)
+        updates, opt_state = self.optimizer().update(grads, opt_state, params)
         # apply_updates returns a tree of the same structure as `params`.
         new_params = cast(dict[str, Array], optax.apply_updates(params, updates))
         return (new_params, opt_state), loss
-
-    (params, _), history = jax.lax.scan(
-        step, (params, optimizer.init(params)), None, length=num_steps
-    )
-    return params, history, loss_fn(params)
