@@ -3,7 +3,7 @@
 Run::
 
     .venv/bin/python benchmarks/nngp.py \
-        [--sections regression,classification,classifier_defaults,speed,memory,large] \
+        [--sections regression,classification,classifier_defaults,speed,memory,large,ml2_subsets] \
         [--splits 5] \
         [--out benchmarks/results]
 
@@ -67,6 +67,12 @@ error of the paired differences). *Scale*: all 50,000 points, each run in a fres
 RSS); with 2,000 inducing points, the exact predictive (variances by CG) on the first
 ``LARGE_VARIANCE_POINTS`` test points against the FITC-variance one. Not run by default
 (about 20 minutes): pass ``--sections large``.
+
+**ML-II on subsets** (``--sections ml2_subsets``, not run by default): the MLP kernel's
+variances, the noise and the inverse-gamma prior fitted by
+``fit_hyperparameters(max_points=m)`` on random subsets of 500-2,000 of the first 8,000
+points of the large set, each fitted process conditioned on all 8,000 (exact, float32):
+test NLL against the fixed hyperparameters.
 """
 
 from __future__ import annotations
@@ -552,6 +558,38 @@ def run_large_accuracy() -> list[dict]:
     return rows
 
 
+# ML-II on random subsets (`fit_hyperparameters(max_points=m)`), judged by the exact test
+# NLL of the fitted process conditioned on all ML2_TRAIN points.
+ML2_TRAIN = 8000
+ML2_SUBSETS = (500, 1000, 2000)
+
+
+def run_ml2_subsets() -> list[dict]:
+    """Hyperparameters fitted on subsets of the large set, each conditioned on all
+    :data:`ML2_TRAIN` points (exact, float32): test NLL per point against the fixed
+    hyperparameters of the ``large`` section."""
+    x, y, x_test, y_test = large_dataset(ML2_TRAIN)
+    rows = []
+    for m in (None, *ML2_SUBSETS):
+        start = time.perf_counter()
+        if m is None:
+            process, fitted = _large_process(), {"noise": LARGE_NOISE}
+        else:
+            fit = nngp.fit_hyperparameters(x, y, depths=(2,), max_points=m, seed=0, progress=False)
+            process, fitted = fit.process, fit.parameters
+        fit_seconds = time.perf_counter() - start
+        log_prob = np.asarray(process.condition(x, y).predict(x_test).log_prob(y_test))
+        row = {
+            "max_points": m, "fit_seconds": fit_seconds,
+            "test_nll": float(-log_prob.mean()),
+            "test_nll_se": float(log_prob.std(ddof=1) / np.sqrt(len(log_prob))),
+            "parameters": fitted,
+        }  # fmt: skip
+        rows.append(row)
+        print(f"ml2 subsets: {row}", flush=True)
+    return rows
+
+
 LARGE_SCRIPT = textwrap.dedent(
     """
     import json, re, sys, time, numpy as np, jax
@@ -754,6 +792,27 @@ def markdown(results: dict) -> str:
                     f"(max {r['variance_max_abs_gap']:.3f}).",
                     "",
                 ]
+    if "ml2_subsets" in results:
+        lines += [
+            f"## ML-II on random subsets (Friedman #1, n = {ML2_TRAIN:,}, depth 2, InvGamma)",
+            "",
+            "`fit_hyperparameters(x, y, depths=(2,), max_points=m)` (300 Adam steps), the "
+            f"fitted process then conditioned on all {ML2_TRAIN:,} points (exact, float32); "
+            "test NLL per point on 1,000 test points (mean ± s.e.). `fixed`: the `large` "
+            "section's hyperparameters.",
+            "",
+            "| fitted on | fit s | test NLL | noise | weight variance | bias variance |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in results["ml2_subsets"]:
+            p = r["parameters"]
+            lines.append(
+                f"| {'fixed' if r['max_points'] is None else format(r['max_points'], ',')} | "
+                f"{r['fit_seconds']:.0f} | {r['test_nll']:.4f} ± {r['test_nll_se']:.4f} | "
+                f"{p['noise']:.4f} | {p.get('weight_variance', 2.0):.3f} | "
+                f"{p.get('bias_variance', 0.1):.3f} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -844,6 +903,8 @@ def main() -> None:
         results["classifier_defaults"] = run_classifier_defaults()
     if "large" in sections:
         results["large"] = run_large()
+    if "ml2_subsets" in sections:
+        results["ml2_subsets"] = run_ml2_subsets()
     out.mkdir(parents=True, exist_ok=True)
     (out / "nngp.json").write_text(json.dumps(results, indent=2))
     (out / "nngp.md").write_text(markdown(results))
