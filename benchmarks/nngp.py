@@ -159,7 +159,7 @@ def run_regression(num_splits: int) -> list[dict]:
                         if protocol == "ml-ii":
                             fit = nngp.fit_hyperparameters(
                                 x_train, y_train, depths=(1, 2, 3), scale_prior=family,
-                                num_steps=300,
+                                num_steps=300, progress=False,
                             )  # fmt: skip
                             process, depth = fit.process, fit.depth
                         else:

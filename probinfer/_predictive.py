@@ -27,7 +27,7 @@ from jaxtyping import Array, PRNGKeyArray
 from numpyro import handlers
 
 from probinfer._idata import model_dims, model_groups
-from probinfer._validation import check_count, draws_by_site
+from probinfer._validation import check_count, draws_by_site, nonfinite_counts
 from probinfer.driver import CompileWatch, call_compiled
 from probinfer.model._numpyro import NumPyroModel, check_observed_shape, split_arguments
 
@@ -98,32 +98,32 @@ def _predict(
 
 
 def _warn_nonfinite(group: str, draws: dict[str, np.ndarray]) -> None:
-    """One warning naming the sites of ``group`` with NaN or infinite float draws, with
-    counts and the first such (chain, draw): a distribution that overflowed in its dtype
-    (a float32 Poisson rate, a wide scale), never returned silently."""
-    counts = []
-    for name, values in draws.items():
-        values = np.asarray(values)
-        if not np.issubdtype(values.dtype, np.floating):
-            continue
-        bad = ~np.isfinite(values).reshape(*values.shape[:2], -1).all(axis=-1)
-        if bad.any():
+    """One warning naming the sites of ``group`` with NaN or infinite draws, with counts
+    and the first such (chain, draw): a distribution that overflowed its dtype (a scale
+    too wide for float32) or got invalid parameters, never returned silently."""
+    sites = [(name, np.asarray(values)) for name, values in draws.items()]
+    nonfinite = nonfinite_counts(sites)
+    if not nonfinite:
+        return
+    described = []
+    for name, values in sites:
+        if name in nonfinite:
+            bad = ~np.isfinite(values).reshape(*values.shape[:2], -1).all(axis=-1)
             chain, draw = (int(i) for i in np.argwhere(bad)[0])
-            counts.append(
-                f"'{name}' in {int(bad.sum())} of {bad.size} draws ({values.dtype}; first at "
+            described.append(
+                f"{nonfinite[name]} of {values.size} in '{name}' ({values.dtype}; first at "
                 f"chain {chain}, draw {draw})"
             )
-    if counts:
-        from probinfer.diagnostics import SamplingWarning
+    from probinfer.diagnostics import SamplingWarning
 
-        warnings.warn(
-            f"`{group}` has NaN or infinite values: {'; '.join(counts)}. The model's "
-            "distributions overflow there: enable float64 "
-            "(`jax.config.update('jax_enable_x64', True)`) if the values are merely large, "
-            "or check the model's parameters at those draws.",
-            SamplingWarning,
-            stacklevel=3,
-        )
+    warnings.warn(
+        f"`{group}` has NaN or infinite values: {'; '.join(described)}. The model's "
+        "distributions may overflow there (enable float64 with "
+        "`jax.config.update('jax_enable_x64', True)` if the values are merely large) or get "
+        "invalid parameters at those draws.",
+        SamplingWarning,
+        stacklevel=3,
+    )
 
 
 def _prepare(

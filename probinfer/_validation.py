@@ -159,3 +159,17 @@ def draws_by_site(label: str, posterior: Any, min_draws: int = 0) -> list[tuple[
             )
         sites.append((str(name), values))
     return sites
+
+
+def nonfinite_counts(sites: list[tuple[str, np.ndarray]]) -> dict[str, int]:
+    """NaN and infinite values per site (only sites that have some), counted in NumPy in the
+    draws' own dtype: ``{name: count}``.
+
+    Args:
+        sites: ``(name, values)`` pairs, e.g. from :func:`draws_by_site`.
+
+    Returns:
+        The counts of the sites with at least one non-finite value.
+    """
+    counts = {name: int(np.sum(~np.isfinite(values))) for name, values in sites}
+    return {name: count for name, count in counts.items() if count}

@@ -212,7 +212,9 @@ def atomic_save(path: Path, save: Callable[[Path], None]) -> None:
     temporary = path.with_name(path.name + ".tmp")
     try:
         save(temporary)
-        with open(temporary, "rb") as file:  # the library closed it; its bytes may be cached
+        # The library closed it; its bytes may still be cached. (Writable: Windows syncs
+        # only handles opened for writing.)
+        with open(temporary, "r+b") as file:
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except BaseException:

@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.fft
 import scipy.special
 
-from probinfer._validation import draws_by_site
+from probinfer._validation import draws_by_site, nonfinite_counts
 
 RHAT_MAX = 1.01  # rank-normalized split R-hat above this: chains disagree (Vehtari et al. 2021)
 ESS_PER_CHAIN_MIN = 100.0  # bulk or tail ESS per chain below this: estimates too noisy
@@ -318,12 +318,11 @@ def mixing_messages(posterior: Any, *, report_nonfinite: bool = True) -> list[st
     sites = draws_by_site("posterior", posterior)
     messages = []
     # Counted as the diagnostics compute: in NumPy, in the draws' own dtype.
-    nonfinite = {name: int(np.sum(~np.isfinite(values))) for name, values in sites}
-    if report_nonfinite and any(nonfinite.values()):
+    nonfinite = nonfinite_counts(sites)
+    if report_nonfinite and nonfinite:
+        sizes = dict((name, values.size) for name, values in sites)
         counts = ", ".join(
-            f"{count} of {values.size} in '{name}'"
-            for name, values in sites
-            if (count := nonfinite[name])
+            f"{count} of {sizes[name]} in '{name}'" for name, count in nonfinite.items()
         )
         messages.append(
             f"draws are NaN or infinite ({counts}): R-hat and ESS cannot be trusted for "

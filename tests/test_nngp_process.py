@@ -267,7 +267,7 @@ def test_fit_hyperparameters_on_a_random_subset(monkeypatch):
     monkeypatch.setattr(_fit, "LARGE_FIT", 30)
     with pytest.warns(UserWarning, match="on all 40 points .* pass `max_points`"):
         nngp.fit_hyperparameters(x, y, **{**settings, "num_steps": 1})
-    with pytest.raises(ValueError, match=r"`y` must have shape \(40,\)"):
+    with pytest.raises(ValueError, match=r"`y` must have shape \(num_points,\) matching `x`'s 40"):
         nngp.fit_hyperparameters(x, y[:39], **settings)
     with pytest.raises(ValueError, match="max_points"):
         nngp.fit_hyperparameters(x, y, max_points=1, **settings)

@@ -104,7 +104,9 @@ def test_convergence_is_nan_only_where_documented():
     site with NaN or infinite draws (with their count), and no other."""
     outcomes = {"defined": 0, "nonfinite-reported": 0}
 
-    @FIXED
+    # 150 examples: with 60, the non-finite cases numbered 4 (under the bar) when
+    # test_workflow.py ran first in the same process, 5 or more alone.
+    @settings(FIXED, max_examples=150)
     @given(draws=awkward_draws())
     def check(draws):
         result = convergence({"theta": draws})

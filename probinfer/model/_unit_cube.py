@@ -84,6 +84,10 @@ class UnitCube(LogDensity):
         ('x',)
     """
 
+    # For `pi.sample`'s start (errors): its `init` is the cube's centre, set here.
+    initial_draws = "the cube's centre plus uniform(-2, 2) jitter"
+    initial_fix = "pass finite `init_positions`"
+
     def __init__(
         self,
         loglikelihood_fn: Callable[..., Array],

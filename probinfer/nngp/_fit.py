@@ -9,6 +9,7 @@ differentiable fixed-node quadrature of :func:`probinfer.nngp.quadrature` otherw
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, cast
@@ -23,7 +24,7 @@ from probinfer._validation import check_count
 from probinfer.driver import drive, progress_bar
 from probinfer.nngp._checks import check_inputs
 from probinfer.nngp._layers import mlp
-from probinfer.nngp._process import ScaleMixtureProcess
+from probinfer.nngp._process import ScaleMixtureProcess, _check_targets
 from probinfer.nngp._scale_priors import (
     burr_xii,
     gamma,
@@ -94,9 +95,9 @@ def fit_hyperparameters(
     """Fit an MLP kernel's variances, the noise and the scale prior by marginal likelihood.
 
     Each step factorises the ``n x n`` covariance (``O(n^3)``): beyond a few thousand points
-    pass ``max_points`` to fit on a random subset of that many points (the hyperparameters,
-    not the data's fit, come from it), then condition the fitted process on all the data
-    (``process.condition_inducing`` for large ``n``).
+    pass ``max_points`` to fit on a random subset of that many points, then condition the
+    fitted process on all the data yourself (``fit.process.condition(x, y)``, or
+    ``condition_inducing`` for large ``n``).
 
     Args:
         x: inputs, ``(n, d)``.
@@ -119,8 +120,9 @@ def fit_hyperparameters(
         The :class:`FitResult`.
 
     Raises:
-        ValueError: on an unknown family, empty depths, bad inputs, mismatched ``x`` and
-            ``y`` or a ``max_points`` below 2.
+        ValueError: on an unknown family, empty depths, bad inputs, ``y`` not one finite
+            target per row of ``x``, ``num_steps`` below 1, a negative ``seed`` or a
+            ``max_points`` below 2.
     """
     check_inputs(x, "x")
     if scale_prior is not None and scale_prior not in SCALE_PRIOR_FAMILIES:
@@ -143,12 +145,9 @@ def fit_hyperparameters(
     values.update(init or {})
     num_steps = check_count("num_steps", num_steps, 1)
     seed = check_count("seed", seed, 0)
+    _check_targets(np.asarray(x), y)
     x = jnp.asarray(x, jnp.result_type(float))
     y = jnp.asarray(y, x.dtype)
-    if y.shape != x.shape[:1]:
-        raise ValueError(
-            f"`y` must have shape ({x.shape[0]},), one target per row of `x`; got {y.shape}."
-        )
     if max_points is not None:
         max_points = check_count("max_points", max_points, 2)
         if x.shape[0] > max_points:
@@ -185,7 +184,9 @@ def fit_hyperparameters(
                 description=f"ML-II, depth {depth}",
             )
         params, history = fit.state[0], fit.records
-        final = float(step.loss(params, x, y))
+        # Compiled, as the steps: a diverged depth gives a NaN here (skipped below), where an
+        # eager evaluation would fail the value checks of the process's constructors.
+        final = float(_final_loss(step, params, x, y))
         losses[int(depth)] = np.append(np.asarray(history), final)
         if np.isfinite(final) and (best is None or final < best[0]):
             best = (final, int(depth), params)
@@ -220,6 +221,11 @@ def _build(
         constructor, spec = SCALE_PRIOR_FAMILIES[scale_prior]
         prior = constructor(*(p[f"prior_{name}"] for name, _, _ in spec))
     return ScaleMixtureProcess(kernel, prior, p["noise"], jitter=jitter)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _final_loss(step: _AdamStep, params: dict[str, Array], x: Array, y: Array) -> Array:
+    return step.loss(params, x, y)
 
 
 class _AdamStep(NamedTuple):
