@@ -264,6 +264,10 @@ def test_fit_hyperparameters_on_a_random_subset(monkeypatch):
         rtol=1e-4,
     )
     assert subset.parameters != whole.parameters
+    # Diverged fits (Adam steps of 1,000 in log parameters) are non-finite, not errors of
+    # the process's constructors about values the user never passed.
+    with pytest.raises(RuntimeError, match="every depth gave a non-finite marginal"):
+        nngp.fit_hyperparameters(x, y, **{**settings, "learning_rate": 1e3, "num_steps": 10})
     monkeypatch.setattr(_fit, "LARGE_FIT", 30)
     with pytest.warns(UserWarning, match="on all 40 points .* pass `max_points`"):
         nngp.fit_hyperparameters(x, y, **{**settings, "num_steps": 1})
