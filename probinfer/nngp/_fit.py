@@ -44,7 +44,7 @@ SCALE_PRIOR_FAMILIES: dict[str, tuple[Callable, tuple[tuple[str, float, bool], .
 # Adam steps per compiled chunk: the progress bar moves between chunks.
 STEPS_PER_CHUNK = 25
 # Above this many points without `max_points`, a warning: each step factorises an n x n
-# matrix (O(n^3) time, O(n^2) memory: 10,000 points take 0.4 GB and ~10 s per step here).
+# matrix (O(n^3) time, O(n^2) memory; a 2,000-point fit took 830 s, docs/nngp.md).
 LARGE_FIT = 10_000
 
 
@@ -156,7 +156,7 @@ def fit_hyperparameters(
     elif x.shape[0] > LARGE_FIT:
         warnings.warn(
             f"fitting on all {x.shape[0]:,} points factorises a {x.shape[0]:,} x "
-            f"{x.shape[0]:,} matrix at every step; pass `max_points` (e.g. 4000) to fit on "
+            f"{x.shape[0]:,} matrix at every step; pass `max_points` (e.g. 2000) to fit on "
             "a random subset, then condition the fitted process on all points.",
             UserWarning,
             stacklevel=2,
