@@ -332,7 +332,7 @@ def mixing_messages(posterior: Any, *, report_nonfinite: bool = True) -> list[st
     if not sites or sites[0][1].shape[1] < 4:
         return messages
     num_chains = sites[0][1].shape[0]
-    diagnostics = convergence(posterior)
+    diagnostics = convergence(dict(sites))  # the sites already read and checked
     rhat, where = _extreme(diagnostics.rhat, diagnostics.labels, largest=True)
     if rhat > RHAT_MAX:
         messages.append(

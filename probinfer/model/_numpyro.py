@@ -509,11 +509,15 @@ def _log_terms_of(
     return prior, likelihood
 
 
+# Distributions that wrap a base distribution without changing its support.
+_WRAPPERS = (dist.ExpandedDistribution, dist.MaskedDistribution, dist.Independent)
+
+
 def _observation_mask(fn: dist.Distribution) -> Any:
     """Where an observed site's terms count: the product of the masks of every
     ``MaskedDistribution`` among ``fn``'s wrappers (``True`` when none)."""
     mask: Any = True
-    while isinstance(fn, dist.ExpandedDistribution | dist.MaskedDistribution | dist.Independent):
+    while isinstance(fn, _WRAPPERS):
         if isinstance(fn, dist.MaskedDistribution):  # a bool or a boolean array
             mask = np.logical_and(mask, np.asarray(fn._mask, bool))
         fn = fn.base_dist
@@ -532,7 +536,7 @@ def _outside_support(fn: dist.Distribution, value: Any) -> bool:
 
 
 def _unwrap(fn: dist.Distribution) -> dist.Distribution:
-    while isinstance(fn, dist.ExpandedDistribution | dist.MaskedDistribution | dist.Independent):
+    while isinstance(fn, _WRAPPERS):
         fn = fn.base_dist
     return fn
 
