@@ -3,9 +3,12 @@
 Run::
 
     .venv/bin/python benchmarks/nngp.py \
-        [--sections regression,classification,classifier_defaults,speed,memory,large,ml2_subsets] \
+        [--sections regression,classification,classifier_defaults,speed,memory] \
         [--splits 5] \
         [--out benchmarks/results]
+
+The default sections are shown; ``large``, ``ml2_subsets`` and ``ml2_large`` run only when
+named.
 
 Writes ``nngp.md``, ``nngp.json`` and ``nngp.png`` to ``--out``.
 
@@ -73,6 +76,12 @@ variances, the noise and the inverse-gamma prior fitted by
 ``fit_hyperparameters(max_points=m)`` on random subsets of 500-2,000 of the first 8,000
 points of the large set, each fitted process conditioned on all 8,000 (exact, float32):
 test NLL against the fixed hyperparameters.
+
+**ML-II then the large predictive** (``--sections ml2_large``, not run by default, about
+10 minutes): the same fit on 1,000 random points of all 50,000, then the ``large``
+section's CG run (2,000 inducing points) on all of them with the fitted process, in a
+fresh process; and that process and solver on the first 8,000 points against the exact
+float64 predictive (the fitted noise is smaller, so the solve is harder).
 """
 
 from __future__ import annotations
@@ -594,22 +603,32 @@ LARGE_SCRIPT = textwrap.dedent(
     """
     import json, re, sys, time, numpy as np, jax
     sys.path.insert(0, "benchmarks")
-    from nngp import large_dataset, _large_process, LARGE_N, LARGE_VARIANCE_POINTS
+    from nngp import large_dataset, _large_process, LARGE_N, LARGE_VARIANCE_POINTS, ML2_TRAIN
+    from probinfer import nngp
 
     def high_water_mark():
         status = open("/proc/self/status").read()
         return int(re.search(r"VmHWM:\\s+(\\d+)", status).group(1)) * 1024
 
-    solver, num_inducing = sys.argv[1], int(sys.argv[2])
+    solver, num_inducing, fit_points = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     x, y, x_test, y_test = large_dataset(LARGE_N)
     start = time.perf_counter()
-    posterior = _large_process().condition_inducing(
+    process, fitted = _large_process(), None
+    if fit_points:
+        fit = nngp.fit_hyperparameters(
+            x, y, depths=(2,), max_points=fit_points, seed=0, progress=False
+        )
+        process, fitted = fit.process, fit.parameters
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    posterior = process.condition_inducing(
         x, y, num_inducing=num_inducing, solver=solver, progress=False
     )
     conditioned = time.perf_counter() - start
     log_prob = np.asarray(posterior.predict(x_test).log_prob(y_test))
     row = {
         "n": LARGE_N, "solver": solver, "inducing": posterior.num_inducing,
+        "fit_points": fit_points, "fit_seconds": fit_seconds, "parameters": fitted,
         "condition_seconds": conditioned, "seconds": time.perf_counter() - start,
         "test_nll": -float(np.mean(log_prob)), "cg_iterations": posterior.cg_iterations,
         "relative_residual": float(posterior.relative_residual),
@@ -630,23 +649,51 @@ LARGE_SCRIPT = textwrap.dedent(
         row["variance_gap_se"] = float(gap.std(ddof=1) / np.sqrt(len(gap)))
         row["variance_max_abs_gap"] = float(np.abs(gap).max())
         row["peak_rss_bytes"] = high_water_mark()
+    if fit_points:
+        # The fitted process (a smaller noise: a harder solve) on the first ML2_TRAIN points,
+        # by the same solver and by the exact float64 predictive.
+        part = slice(0, ML2_TRAIN)
+        approximate = process.condition_inducing(
+            x[part], y[part], num_inducing=num_inducing, solver=solver, progress=False
+        )
+        approximate_log_prob = np.asarray(approximate.predict(x_test).log_prob(y_test))
+        with jax.enable_x64(True):
+            exact = process.condition(x[part], y[part]).predict(x_test)
+            gap = np.asarray(exact.log_prob(y_test)) - approximate_log_prob
+        row["subset_gap"] = float(gap.mean())
+        row["subset_gap_se"] = float(gap.std(ddof=1) / np.sqrt(len(gap)))
+        row["subset_cg_iterations"] = approximate.cg_iterations
     print(json.dumps(row))
     """
 )
 
 
+def _large_run(solver: str, num_inducing: int, fit_points: int = 0) -> dict:
+    """One run of :data:`LARGE_SCRIPT` on all ``LARGE_N`` points, in a fresh process (peak
+    RSS is its own), after an ML-II fit on ``fit_points`` of them when that is not 0."""
+    result = subprocess.run(
+        [sys.executable, "-c", LARGE_SCRIPT, solver, str(num_inducing), str(fit_points)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    row = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"large run: {row}", flush=True)
+    return row
+
+
 def run_large() -> dict:
     accuracy = run_large_accuracy()
-    scale = []
-    for solver, num_inducing in LARGE_RUNS:
-        result = subprocess.run(
-            [sys.executable, "-c", LARGE_SCRIPT, solver, str(num_inducing)],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        row = json.loads(result.stdout.strip().splitlines()[-1])
-        print(f"large scale: {row}", flush=True)
-        scale.append(row)
+    scale = [_large_run(solver, num_inducing) for solver, num_inducing in LARGE_RUNS]
     return {"accuracy": accuracy, "scale": scale}
+
+
+# ML-II then the large predictive: hyperparameters fitted on ML2_LARGE_FIT random points of
+# all LARGE_N, then CG with ML2_LARGE_INDUCING inducing points on all of them.
+ML2_LARGE_FIT = 1000
+ML2_LARGE_INDUCING = 2000
+
+
+def run_ml2_large() -> dict:
+    return _large_run("cg", ML2_LARGE_INDUCING, ML2_LARGE_FIT)
 
 
 # ------------------------------------------------------------------------------- report
@@ -813,6 +860,25 @@ def markdown(results: dict) -> str:
                 f"{p.get('bias_variance', 0.1):.3f} |"
             )
         lines.append("")
+    if "ml2_large" in results:
+        r, p = results["ml2_large"], results["ml2_large"]["parameters"]
+        lines += [
+            f"## ML-II then the large predictive (Friedman #1, n = {r['n']:,})",
+            "",
+            f"`fit_hyperparameters(x, y, depths=(2,), max_points={r['fit_points']:,})` on all "
+            f"{r['n']:,} points ({r['fit_seconds']:.0f} s; noise {p['noise']:.4f}, weight "
+            f"variance {p.get('weight_variance', 2.0):.3f}, bias variance "
+            f"{p.get('bias_variance', 0.1):.3f}), then `condition_inducing(solver="
+            f"{r['solver']!r}, num_inducing={r['inducing']})` on all of them: "
+            f"{r['condition_seconds']:.0f} s, {r['cg_iterations']} CG iterations (relative "
+            f"residual {r['relative_residual']:.1e}), test NLL {r['test_nll']:.4f} per point "
+            f"(the `large` section's fixed hyperparameters, same solver: see its table), "
+            f"peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB. The same fitted process and "
+            f"solver on the first {ML2_TRAIN:,} points against the exact float64 predictive: "
+            f"NLL gap {r['subset_gap']:+.4f} ± {r['subset_gap_se']:.4f} per point "
+            f"({r['subset_cg_iterations']} CG iterations).",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -905,6 +971,8 @@ def main() -> None:
         results["large"] = run_large()
     if "ml2_subsets" in sections:
         results["ml2_subsets"] = run_ml2_subsets()
+    if "ml2_large" in sections:
+        results["ml2_large"] = run_ml2_large()
     out.mkdir(parents=True, exist_ok=True)
     (out / "nngp.json").write_text(json.dumps(results, indent=2))
     (out / "nngp.md").write_text(markdown(results))
