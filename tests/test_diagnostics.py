@@ -60,6 +60,37 @@ def test_divergences_are_counted():
     assert "target_acceptance" in message
 
 
+def test_one_chain_holding_most_divergences_is_named_with_its_step_size():
+    diverging = np.zeros((CHAINS, DRAWS), bool)
+    diverging[0, :40] = True
+    diverging[1:, :2] = True
+    step_size = np.full((CHAINS, DRAWS), 0.13)
+    step_size[0] = 0.18
+    data = run_data(diverging=diverging, step_size=step_size, attrs={"metric": "dense"})
+    (message,) = check_run(data)
+    assert "46 of 2000 transitions after warm-up diverged" in message
+    assert "Chain 0 holds 40 of them (the others 2-2)" in message
+    assert "its step size 0.18, the others 0.13-0.13" in message
+    assert "metric='diag'" in message
+    # With a diagonal metric there is no metric to change.
+    data = run_data(diverging=diverging, step_size=step_size, attrs={"metric": "diag"})
+    (message,) = check_run(data)
+    assert "Chain 0 holds 40" in message and "metric='diag'" not in message
+
+
+def test_divergences_spread_over_chains_name_no_chain():
+    diverging = np.zeros((CHAINS, DRAWS), bool)
+    for chain, count in enumerate((14, 9, 10, 11)):
+        diverging[chain, :count] = True
+    (message,) = check_run(run_data(diverging=diverging, attrs={"metric": "dense"}))
+    assert "44 of 2000" in message and "holds" not in message
+    # Few divergences, all in one chain, are not evidence against equal rates.
+    diverging = np.zeros((CHAINS, DRAWS), bool)
+    diverging[2, :4] = True
+    (message,) = check_run(run_data(diverging=diverging))
+    assert "holds" not in message
+
+
 def test_stuck_chains_are_named():
     acceptance_rate = np.full((CHAINS, DRAWS), 0.8)
     acceptance_rate[3] = 0.0
@@ -142,6 +173,7 @@ def test_sample_warns_for_a_float32_log_density_of_large_magnitude():
     with pytest.warns(SamplingWarning, match="jax_enable_x64"):
         idata = pi.sample(target, warmup=200, draws=200, progress=False)
     assert {"probinfer_version", "jax_version", "numpyro_version", "device"} <= set(idata.attrs)
+    assert idata.attrs["metric"] == "dense"  # the adapted metric: 2 dimensions, NUTS's rule
 
 
 def test_sample_warns_with_one_message_per_problem():
