@@ -601,7 +601,7 @@ def run_ml2_subsets() -> list[dict]:
 
 LARGE_SCRIPT = textwrap.dedent(
     """
-    import json, re, sys, time, numpy as np, jax
+    import contextlib, json, re, sys, time, numpy as np, jax
     sys.path.insert(0, "benchmarks")
     from nngp import large_dataset, _large_process, LARGE_N, LARGE_VARIANCE_POINTS, ML2_TRAIN
     from probinfer import nngp
@@ -620,15 +620,27 @@ LARGE_SCRIPT = textwrap.dedent(
         )
         process, fitted = fit.process, fit.parameters
     fit_seconds = time.perf_counter() - start
+
+    def condition(x_part, y_part):
+        return process.condition_inducing(
+            x_part, y_part, num_inducing=num_inducing, solver=solver, progress=False
+        )
+
+    precision, breakdown = contextlib.ExitStack(), None
     start = time.perf_counter()
-    posterior = process.condition_inducing(
-        x, y, num_inducing=num_inducing, solver=solver, progress=False
-    )
+    try:
+        posterior = condition(x, y)
+    except ValueError as error:  # float32 CG broke down: take the fix the error names
+        breakdown = {"seconds": time.perf_counter() - start, "error": str(error)}
+        precision.enter_context(jax.enable_x64(True))
+        start = time.perf_counter()
+        posterior = condition(x, y)
     conditioned = time.perf_counter() - start
     log_prob = np.asarray(posterior.predict(x_test).log_prob(y_test))
     row = {
         "n": LARGE_N, "solver": solver, "inducing": posterior.num_inducing,
         "fit_points": fit_points, "fit_seconds": fit_seconds, "parameters": fitted,
+        "dtype": str(posterior.x.dtype), "float32_breakdown": breakdown,
         "condition_seconds": conditioned, "seconds": time.perf_counter() - start,
         "test_nll": -float(np.mean(log_prob)), "cg_iterations": posterior.cg_iterations,
         "relative_residual": float(posterior.relative_residual),
@@ -653,9 +665,7 @@ LARGE_SCRIPT = textwrap.dedent(
         # The fitted process (a smaller noise: a harder solve) on the first ML2_TRAIN points,
         # by the same solver and by the exact float64 predictive.
         part = slice(0, ML2_TRAIN)
-        approximate = process.condition_inducing(
-            x[part], y[part], num_inducing=num_inducing, solver=solver, progress=False
-        )
+        approximate = condition(x[part], y[part])  # in the precision the full run needed
         approximate_log_prob = np.asarray(approximate.predict(x_test).log_prob(y_test))
         with jax.enable_x64(True):
             exact = process.condition(x[part], y[part]).predict(x_test)
@@ -663,6 +673,7 @@ LARGE_SCRIPT = textwrap.dedent(
         row["subset_gap"] = float(gap.mean())
         row["subset_gap_se"] = float(gap.std(ddof=1) / np.sqrt(len(gap)))
         row["subset_cg_iterations"] = approximate.cg_iterations
+    precision.close()
     print(json.dumps(row))
     """
 )
@@ -673,8 +684,12 @@ def _large_run(solver: str, num_inducing: int, fit_points: int = 0) -> dict:
     RSS is its own), after an ML-II fit on ``fit_points`` of them when that is not 0."""
     result = subprocess.run(
         [sys.executable, "-c", LARGE_SCRIPT, solver, str(num_inducing), str(fit_points)],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True,
     )  # fmt: skip
+    if result.returncode:
+        raise RuntimeError(
+            f"the large run {solver, num_inducing, fit_points} failed:\n{result.stderr}"
+        )
     row = json.loads(result.stdout.strip().splitlines()[-1])
     print(f"large run: {row}", flush=True)
     return row
@@ -862,6 +877,12 @@ def markdown(results: dict) -> str:
         lines.append("")
     if "ml2_large" in results:
         r, p = results["ml2_large"], results["ml2_large"]["parameters"]
+        breakdown = ""
+        if r.get("float32_breakdown"):
+            breakdown = (
+                f" (in float32, CG broke down after {r['float32_breakdown']['seconds']:.0f} s "
+                "with the error that names float64 or a larger noise as the fix)"
+            )
         lines += [
             f"## ML-II then the large predictive (Friedman #1, n = {r['n']:,})",
             "",
@@ -869,13 +890,14 @@ def markdown(results: dict) -> str:
             f"{r['n']:,} points ({r['fit_seconds']:.0f} s; noise {p['noise']:.4f}, weight "
             f"variance {p.get('weight_variance', 2.0):.3f}, bias variance "
             f"{p.get('bias_variance', 0.1):.3f}), then `condition_inducing(solver="
-            f"{r['solver']!r}, num_inducing={r['inducing']})` on all of them: "
-            f"{r['condition_seconds']:.0f} s, {r['cg_iterations']} CG iterations (relative "
-            f"residual {r['relative_residual']:.1e}), test NLL {r['test_nll']:.4f} per point "
-            f"(the `large` section's fixed hyperparameters, same solver: see its table), "
-            f"peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB. The same fitted process and "
-            f"solver on the first {ML2_TRAIN:,} points against the exact float64 predictive: "
-            f"NLL gap {r['subset_gap']:+.4f} ± {r['subset_gap_se']:.4f} per point "
+            f"{r['solver']!r}, num_inducing={r['inducing']})` on all of them in {r['dtype']}"
+            f"{breakdown}: {r['condition_seconds']:.0f} s, {r['cg_iterations']} CG iterations "
+            f"(relative residual {r['relative_residual']:.1e}), test NLL {r['test_nll']:.4f} "
+            "per point (with the fixed hyperparameters: the `large` table's row with this "
+            f"solver and inducing points), peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB. "
+            "The same fitted process and solver, in the same precision, on the first "
+            f"{ML2_TRAIN:,} points against the exact float64 predictive: NLL gap "
+            f"{r['subset_gap']:+.4f} ± {r['subset_gap_se']:.4f} per point "
             f"({r['subset_cg_iterations']} CG iterations).",
             "",
         ]
