@@ -69,7 +69,7 @@ def test_one_chain_holding_most_divergences_is_named_with_its_step_size():
     data = run_data(diverging=diverging, step_size=step_size, attrs={"metric": "dense"})
     (message,) = check_run(data)
     assert "46 of 2000 transitions after warm-up diverged" in message
-    assert "Chain 0 holds 40 of them (the others 2-2)" in message
+    assert "Chain 0 holds 40 of them (8% of its transitions; the others 2-2)" in message
     assert "its step size 0.18, the others 0.13-0.13" in message
     assert "metric='diag'" in message
     # With a diagonal metric there is no metric to change.
@@ -84,11 +84,13 @@ def test_divergences_spread_over_chains_name_no_chain():
         diverging[chain, :count] = True
     (message,) = check_run(run_data(diverging=diverging, attrs={"metric": "dense"}))
     assert "44 of 2000" in message and "holds" not in message
-    # Few divergences, all in one chain, are not evidence against equal rates.
+    # Divergences come in bursts: most of them in one chain at a low rate (gp_poisson's
+    # healthy runs: 24 of 33, 2.4% of the chain's transitions) name no chain.
     diverging = np.zeros((CHAINS, DRAWS), bool)
-    diverging[2, :4] = True
+    for chain, count in enumerate((1, 12, 3, 1)):
+        diverging[chain, :count] = True
     (message,) = check_run(run_data(diverging=diverging))
-    assert "holds" not in message
+    assert "17 of 2000" in message and "holds" not in message
 
 
 def test_stuck_chains_are_named():
