@@ -356,9 +356,9 @@ def sample(
         idata.attrs["e_bfmi"] = thinned_ebfmi(result.stats, thin).tolist()
     idata.attrs["num_nonfinite_warmup_proposals"] = result.warmup_nonfinite
     idata.attrs.update(_run_environment())
-    inverse_mass_matrix = result.parameters.get("inverse_mass_matrix")
-    if inverse_mass_matrix is not None:  # (chains, dim) or (chains, dim, dim)
-        idata.attrs["metric"] = "dense" if np.ndim(inverse_mass_matrix) == 3 else "diag"
+    # The adapted inverse mass matrix is (chains, dim) or (chains, dim, dim).
+    is_dense = np.ndim(result.parameters["inverse_mass_matrix"]) == 3
+    idata.attrs["metric"] = "dense" if is_dense else "diag"
     if method == "nuts":
         idata.attrs["max_num_doublings"] = int(
             settings.get("max_num_doublings", DEFAULT_MAX_NUM_DOUBLINGS)

@@ -39,7 +39,7 @@ WARMUP_NONFINITE_FRACTION_HMC = 0.25
 FLOAT32_ENERGY_NATS = 0.01  # rounding of the energy in float32 that distorts acceptance
 STUCK_ACCEPTANCE = 1e-3  # a chain's mean acceptance below this: it has not moved
 # A chain is named when it holds over half of a run's divergences, diverged in at least
-# this fraction of its transitions, and at over 4 times the other chains' rate. Divergences
+# this fraction of its transitions, and at least 4 times as often as the other chains. Divergences
 # come in bursts, so a count test (binomial) fires on healthy runs: on gp_poisson it named
 # a chain in 5 of 16 runs, 4 of them with good ESS (24 of 33 divergences, 2.4% of the
 # chain's transitions); the failed run's chain diverged in 12% of its transitions.
@@ -359,16 +359,28 @@ def mixing_messages(posterior: Any, *, report_nonfinite: bool = True) -> list[st
     return messages
 
 
-def _divergent_chain_note(idata: Any) -> str:
+def _span(values: np.ndarray, spec: str) -> str:
+    """``"low-high"`` of ``values`` formatted with ``spec``, or one value when they agree."""
+    low, high = format(values.min(), spec), format(values.max(), spec)
+    return low if low == high else f"{low}-{high}"
+
+
+def _divergent_chain_note(stats: Any, attrs: Any, thin: int) -> str:
     """A sentence naming the one chain that holds most of the divergences, or ``""``.
 
     Chains that share a posterior diverge at about the same rate; one chain far above the
-    rest (:data:`DIVERGENT_CHAIN_RATE`, :data:`DIVERGENT_CHAIN_RATIO`) points at its own
-    warm-up (a step size or metric adapted where it happened to be), not at the model
-    alone. Measured: the zoo's ``gp_poisson`` with a dense metric, seed 0, one chain with
-    119 of 151 divergences and a mean of ``mu`` 1 posterior sd away from the other chains'.
+    rest (:data:`DIVERGENT_CHAIN_RATE`, :data:`DIVERGENT_CHAIN_RATIO`) was adapted to, or
+    alone reached, a region where the others' draws differ. Measured: the zoo's
+    ``gp_poisson`` with a dense metric, seed 0, one chain with 119 of 151 divergences and a
+    mean of ``mu`` 1 posterior sd away from the other chains'. A thinned run flags a kept
+    draw when any transition of its group diverged, so its rate per kept draw, divided by
+    ``thin``, is the lower bound on the transition rate that is compared.
+
+    Args:
+        stats: the run's ``sample_stats`` (``diverging``; ``step_size`` when present).
+        attrs: the run's attributes (``metric`` when present).
+        thin: transitions per kept draw.
     """
-    stats = idata["sample_stats"]
     diverging = np.asarray(stats["diverging"].values, bool)
     counts = diverging.reshape(diverging.shape[0], -1).sum(axis=1)
     per_chain = diverging[0].size
@@ -378,27 +390,26 @@ def _divergent_chain_note(idata: Any) -> str:
         return ""
     rate = counts[worst] / per_chain
     others_rate = (total - counts[worst]) / (per_chain * (chains - 1))
-    if rate < DIVERGENT_CHAIN_RATE or rate < DIVERGENT_CHAIN_RATIO * others_rate:
+    if rate / thin < DIVERGENT_CHAIN_RATE or rate < DIVERGENT_CHAIN_RATIO * others_rate:
         return ""
-    others = np.delete(counts, worst)
-    note = (
-        f" Chain {worst} holds {counts[worst]} of them ({rate:.0%} of its transitions; the "
-        f"others {others.min()}-{others.max()}): its warm-up adapted a step size or metric "
-        "that fails where it went; rerun with another `seed` to check"
-    )
+    unit = "transitions" if thin == 1 else "kept draws"
+    ours, theirs = f"{rate:.0%} of its {unit}", f"{_span(np.delete(counts, worst), 'd')}"
     if "step_size" in stats:
         step_sizes = np.asarray(stats["step_size"].values, np.float64).mean(axis=1)
-        rest = np.delete(step_sizes, worst)
+        ours += f", step size {step_sizes[worst]:.3g}"
+        theirs += f" divergences, step size {_span(np.delete(step_sizes, worst), '.3g')}"
+    note = (
+        f" Chain {stats['chain'].values[worst]} holds {counts[worst]} of the divergences "
+        f"({ours}; the other chains {theirs}): its adapted step size or metric may not fit "
+        "the region it sampled, or it alone reached a region the others missed; rerun with "
+        "another `seed` and compare."
+    )
+    if attrs.get("metric") == "dense":
         note += (
-            f" (its step size {step_sizes[worst]:.3g}, the others "
-            f"{rest.min():.3g}-{rest.max():.3g})"
+            " After this dense metric, also try `metric='diag'`: on the zoo's gp_poisson it "
+            "was the more robust (docs/mcmc.md)."
         )
-    if idata.attrs.get("metric") == "dense":
-        note += (
-            ", and try `metric='diag'`: a dense metric adapted from one chain's window is "
-            "less robust on funnel-like posteriors"
-        )
-    return note + "."
+    return note
 
 
 def check_run(
@@ -410,11 +421,10 @@ def check_run(
     """The problems a Stan user would be warned about, one message each with the fix.
 
     Checks, in order: divergences after warm-up (naming the chain that holds most of them
-    when it diverged far more often than the others, with ``attrs["metric"]``'s
-    alternative); chains
-    that accepted (almost) nothing; NUTS trees that hit the depth limit;
-    E-BFMI below 0.3 in any chain (NUTS and HMC; ``attrs["e_bfmi"]`` when given: a thinned
-    run's, over every transition); rank-normalized split R-hat above 1.01;
+    when it diverged far more often than the others, and suggesting ``metric='diag'``
+    after a dense metric); chains that accepted (almost) nothing; NUTS trees that hit the
+    depth limit; E-BFMI below 0.3 in any chain (NUTS and HMC; ``attrs["e_bfmi"]`` when
+    given: a thinned run's, over every transition); rank-normalized split R-hat above 1.01;
     bulk or tail ESS below 100 per chain; proposals with a non-finite log density after
     warm-up (with the warm-up's count beside), or during warm-up only when more than 1% of
     its transitions had one (25% for HMC, whose fixed-length trajectories overflow at every
@@ -423,9 +433,9 @@ def check_run(
 
     Args:
         idata: an MCMC run's output, with ``posterior`` and ``sample_stats`` (``lp``,
-            ``diverging``, ``acceptance_rate``; ``tree_depth`` and ``energy`` for NUTS/HMC)
-            and ``attrs``
-            (``method``, ``num_warmup``, ``num_nonfinite_proposals``).
+            ``diverging``, ``acceptance_rate``; ``tree_depth`` and ``energy`` for NUTS/HMC;
+            ``step_size`` when present) and ``attrs`` (``method``, ``num_warmup``,
+            ``num_nonfinite_proposals``; ``thin`` and ``metric`` when present).
         max_num_doublings: the NUTS depth limit of the run; default
             ``attrs["max_num_doublings"]`` (absent: not NUTS, no depth check).
         num_warmup_nonfinite: non-finite proposals during warm-up; default
@@ -451,7 +461,8 @@ def check_run(
         messages.append(
             f"{num_divergent} of {total} {counted} after warm-up diverged: the draws may "
             "miss part of the posterior. Raise `target_acceptance` (e.g. 0.95) or "
-            "reparameterize (e.g. non-centered hierarchical scales)." + _divergent_chain_note(idata)
+            "reparameterize (e.g. non-centered hierarchical scales)."
+            + _divergent_chain_note(stats, idata.attrs, thin)
         )
     acceptance = np.asarray(stats["acceptance_rate"].values, np.float64).mean(axis=1)
     stuck = [str(chain) for chain, rate in enumerate(acceptance) if rate < STUCK_ACCEPTANCE]

@@ -60,37 +60,57 @@ def test_divergences_are_counted():
     assert "target_acceptance" in message
 
 
+def divergences_per_chain(*counts):
+    """``diverging`` with the first ``counts[c]`` draws of chain ``c`` divergent."""
+    diverging = np.zeros((len(counts), DRAWS), bool)
+    for chain, count in enumerate(counts):
+        diverging[chain, :count] = True
+    return diverging
+
+
 def test_one_chain_holding_most_divergences_is_named_with_its_step_size():
-    diverging = np.zeros((CHAINS, DRAWS), bool)
-    diverging[0, :40] = True
-    diverging[1:, :2] = True
     step_size = np.full((CHAINS, DRAWS), 0.13)
     step_size[0] = 0.18
+    diverging = divergences_per_chain(40, 2, 2, 2)
     data = run_data(diverging=diverging, step_size=step_size, attrs={"metric": "dense"})
     (message,) = check_run(data)
     assert "46 of 2000 transitions after warm-up diverged" in message
-    assert "Chain 0 holds 40 of them (8% of its transitions; the others 2-2)" in message
-    assert "its step size 0.18, the others 0.13-0.13" in message
+    assert (
+        "Chain 0 holds 40 of the divergences (8% of its transitions, step size 0.18; the "
+        "other chains 2 divergences, step size 0.13)"
+    ) in message
     assert "metric='diag'" in message
-    # With a diagonal metric there is no metric to change.
+    # After a diagonal metric there is no metric to change.
     data = run_data(diverging=diverging, step_size=step_size, attrs={"metric": "diag"})
     (message,) = check_run(data)
     assert "Chain 0 holds 40" in message and "metric='diag'" not in message
 
 
 def test_divergences_spread_over_chains_name_no_chain():
-    diverging = np.zeros((CHAINS, DRAWS), bool)
-    for chain, count in enumerate((14, 9, 10, 11)):
-        diverging[chain, :count] = True
-    (message,) = check_run(run_data(diverging=diverging, attrs={"metric": "dense"}))
+    (message,) = check_run(run_data(diverging=divergences_per_chain(14, 9, 10, 11)))
     assert "44 of 2000" in message and "holds" not in message
     # Divergences come in bursts: most of them in one chain at a low rate (gp_poisson's
     # healthy runs: 24 of 33, 2.4% of the chain's transitions) name no chain.
-    diverging = np.zeros((CHAINS, DRAWS), bool)
-    for chain, count in enumerate((1, 12, 3, 1)):
-        diverging[chain, :count] = True
-    (message,) = check_run(run_data(diverging=diverging))
+    (message,) = check_run(run_data(diverging=divergences_per_chain(1, 12, 3, 1)))
     assert "17 of 2000" in message and "holds" not in message
+    # Over half, at 6%, but only 3.3 times the others' rate: no chain either.
+    (message,) = check_run(run_data(diverging=divergences_per_chain(30, 9, 9, 9)))
+    assert "57 of 2000" in message and "holds" not in message
+    (message,) = check_run(run_data(diverging=divergences_per_chain(38, 9, 9, 9)))
+    assert "Chain 0 holds 38" in message
+
+
+def test_divergent_chain_of_a_thinned_run_is_judged_per_transition():
+    """A kept draw of a run thinned by 10 flags a group of 10 transitions: 40 of 500 kept
+    draws is at least 0.8% of the transitions, below the 5% threshold; 300 is 6%."""
+    (message,) = check_run(
+        run_data(diverging=divergences_per_chain(40, 2, 2, 2), attrs={"thin": 10})
+    )
+    assert "groups of 10 transitions" in message and "holds" not in message
+    (message,) = check_run(
+        run_data(diverging=divergences_per_chain(300, 2, 2, 2), attrs={"thin": 10})
+    )
+    assert "Chain 0 holds 300 of the divergences (60% of its kept draws" in message
 
 
 def test_stuck_chains_are_named():
