@@ -77,11 +77,13 @@ variances, the noise and the inverse-gamma prior fitted by
 points of the large set, each fitted process conditioned on all 8,000 (exact, float32):
 test NLL against the fixed hyperparameters.
 
-**ML-II then the large predictive** (``--sections ml2_large``, not run by default, about
-10 minutes): the same fit on 1,000 random points of all 50,000, then the ``large``
-section's CG run (2,000 inducing points) on all of them with the fitted process, in a
-fresh process; and that process and solver on the first 8,000 points against the exact
-float64 predictive (the fitted noise is smaller, so the solve is harder).
+**ML-II then the large predictive** (``--sections ml2_large``, not run by default; on 2
+CPU cores float32 CG broke down on the fitted process and the float64 fallback ran over
+an hour without finishing, docs/nngp.md): the same fit on 1,000 random points of all
+50,000, then the ``large`` section's CG run (2,000 inducing points) on all of them with
+the fitted process, in a fresh process; and that process and solver on the first 8,000
+points against the exact float64 predictive (the fitted noise is smaller, so the solve
+is harder).
 """
 
 from __future__ import annotations
