@@ -39,10 +39,11 @@ WARMUP_NONFINITE_FRACTION_HMC = 0.25
 FLOAT32_ENERGY_NATS = 0.01  # rounding of the energy in float32 that distorts acceptance
 STUCK_ACCEPTANCE = 1e-3  # a chain's mean acceptance below this: it has not moved
 # A chain is named when it holds over half of a run's divergences, diverged in at least
-# this fraction of its transitions, and at least 4 times as often as the other chains. Divergences
-# come in bursts, so a count test (binomial) fires on healthy runs: on gp_poisson it named
-# a chain in 5 of 16 runs, 4 of them with good ESS (24 of 33 divergences, 2.4% of the
-# chain's transitions); the failed run's chain diverged in 12% of its transitions.
+# DIVERGENT_CHAIN_RATE of its transitions, and DIVERGENT_CHAIN_RATIO times as often as the
+# other chains or more. Divergences come in bursts, so a count test (binomial) fires on
+# healthy runs: on gp_poisson it named a chain in 5 of 16 runs, 4 of them with good ESS
+# (24 of 33 divergences, 2.4% of the chain's transitions); the failed run's chain
+# diverged in 12% of its transitions.
 DIVERGENT_CHAIN_RATE = 0.05
 DIVERGENT_CHAIN_RATIO = 4.0
 # Draws per block of components in `convergence`: its float64 copies and FFT buffers take
