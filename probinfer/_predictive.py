@@ -28,6 +28,7 @@ from numpyro import handlers
 
 from probinfer._idata import model_dims, model_groups
 from probinfer._validation import check_count, draws_by_site, nonfinite_counts
+from probinfer.diagnostics import SamplingWarning
 from probinfer.driver import CompileWatch, call_compiled
 from probinfer.model._numpyro import NumPyroModel, check_observed_shape, split_arguments
 
@@ -114,8 +115,6 @@ def _warn_nonfinite(group: str, draws: dict[str, np.ndarray]) -> None:
                 f"{nonfinite[name]} of {values.size} in '{name}' ({values.dtype}; first at "
                 f"chain {chain}, draw {draw})"
             )
-    from probinfer.diagnostics import SamplingWarning
-
     warnings.warn(
         f"`{group}` has NaN or infinite values: {'; '.join(described)}. The model's "
         "distributions may overflow there (enable float64 with "

@@ -194,7 +194,7 @@ def _fsync_folder(folder: Path) -> None:
     try:
         os.fsync(descriptor)
     except OSError:
-        pass
+        pass  # some file systems refuse to sync a folder (EINVAL); the rename still stands
     finally:
         os.close(descriptor)
 

@@ -328,7 +328,7 @@ def mixing_messages(posterior: Any, *, report_nonfinite: bool = True) -> list[st
     # Counted as the diagnostics compute: in NumPy, in the draws' own dtype.
     nonfinite = nonfinite_counts(sites)
     if report_nonfinite and nonfinite:
-        sizes = dict((name, values.size) for name, values in sites)
+        sizes = {name: values.size for name, values in sites}
         counts = ", ".join(
             f"{count} of {sizes[name]} in '{name}'" for name, count in nonfinite.items()
         )

@@ -6,7 +6,6 @@ stores it) gives."""
 import warnings
 
 import arviz as az
-import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -209,10 +208,10 @@ def test_prior_and_prior_predictive_draws():
 
 
 def test_predictions_that_overflow_are_reported_not_returned_silently():
-    """``y ~ Normal(mu, 1e38)`` overflows float32 whenever the standard normal exceeds
-    about 3.4 in size (p = 6.7e-4 per value, so among 4 x 500 draws of 3 values a few):
-    ``pi.predictive`` and ``pi.sample_prior`` warn with the site, the count and the first
-    draw; the same model with scale 1 gives no warning."""
+    """``y ~ Normal(mu, max / 3.4)`` (1e38 in float32) overflows the computing dtype whenever
+    the standard normal exceeds about 3.4 in size (p = 6.7e-4 per value, so among 4 x 500
+    draws of 3 values a few): ``pi.predictive`` and ``pi.sample_prior`` warn with the site,
+    the count, the dtype and the first draw; the same model with scale 1 gives no warning."""
 
     def model(y, scale):
         mu = numpyro.sample("mu", dist.Normal(0.0, 1.0))
@@ -221,15 +220,15 @@ def test_predictions_that_overflow_are_reported_not_returned_silently():
 
     y = jnp.array([0.3, -0.1, 0.8])
     posterior = az.from_dict(posterior={"mu": np.zeros((4, 500), np.float32)})
-    if jax.config.jax_enable_x64:
-        pytest.skip("the overflow is float32's")
+    dtype = np.dtype(jnp.result_type(float))  # float64 under jax_enable_x64
+    scale = float(np.finfo(dtype).max) / 3.4
     reported = r"`posterior_predictive` has NaN or infinite values: [1-9]\d* of 6000 in 'y' "
-    with pytest.warns(SamplingWarning, match=reported + r"\(float32; first at chain \d"):
-        overflowed = pi.predictive(model, posterior, y, 1e38, seed=1)
+    with pytest.warns(SamplingWarning, match=reported + rf"\({dtype.name}; first at chain \d"):
+        overflowed = pi.predictive(model, posterior, y, scale, seed=1)
     bad = ~np.isfinite(overflowed.posterior_predictive["y"].values).all(axis=-1)
     assert 0 < bad.sum() < 20
     with pytest.warns(SamplingWarning, match=r"`prior_predictive` has NaN or infinite values"):
-        pi.sample_prior(model, y, 1e38, draws=4000, seed=1)
+        pi.sample_prior(model, y, scale, draws=4000, seed=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error", SamplingWarning)
         pi.predictive(model, posterior, y, 1.0, seed=1)
