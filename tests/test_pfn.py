@@ -400,6 +400,30 @@ def test_predictive_is_compiled_once_and_converts_to_idata_and_plots(count_compi
         predictive.plot(np.zeros((4, 2)))
 
 
+def test_widened_keeps_the_predictions():
+    model = _random_model(num_features=2)
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(-1, 1, (9, 2)), rng.normal(size=9)
+    wider = model.widened(4)
+    assert wider.num_features == 4 and wider.x_encoder.weight.shape[1] == 4
+    padded = np.concatenate([x, np.zeros((9, 2))], axis=1)
+    before = model.logits(jnp.asarray(x), jnp.asarray(y), 6)
+    np.testing.assert_allclose(wider.logits(jnp.asarray(padded), jnp.asarray(y), 6), before,
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    # The new features start ignored, with weights that training can move (a gradient).
+    moved = padded.copy()
+    moved[:, 2:] = rng.uniform(-1, 1, (9, 2))
+    np.testing.assert_allclose(wider.logits(jnp.asarray(moved), jnp.asarray(y), 6), before,
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    gradient = eqx.filter_grad(lambda m: m.log_prob(jnp.asarray(moved), jnp.asarray(y), 6).sum())(
+        wider
+    )
+    assert np.all(np.abs(np.asarray(gradient.x_encoder.weight[:, 2:])).max(axis=0) > 0)
+    assert model.widened(2).x_encoder.weight.shape == model.x_encoder.weight.shape
+    with pytest.raises(ValueError, match="gain input features, not lose"):
+        model.widened(1)
+
+
 def test_rebinned_keeps_the_predictive():
     # Uneven widths, so that a wrong width term cannot hide in the softmax normalisation.
     uneven = 3 * np.sign(np.linspace(-1, 1, 17)) * np.linspace(-1, 1, 17) ** 2
@@ -616,6 +640,15 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
     assert rebinned.bar.tails == amortize.fit_tails(expected, prior, key=tails_key).bar.tails
     for a, b in zip(jax.tree.leaves(eqx.filter(rebinned, eqx.is_array)),
                     jax.tree.leaves(eqx.filter(expected, eqx.is_array)), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # A prior of more input features: the source is widened (the new ones start ignored).
+    wider_prior = amortize.GPPrior(nngp.rbf(0.3), 0.01, num_features=3)
+    widened, _ = amortize.train(wider_prior, config, progress=False, init_from=tmp_path,
+                                stop_after=0)  # fmt: skip
+    assert widened.num_features == 3
+    for a, b in zip(jax.tree.leaves(eqx.filter(widened, eqx.is_array)),
+                    jax.tree.leaves(eqx.filter(resumed.widened(3), eqx.is_array)),
+                    strict=True):  # fmt: skip
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 

@@ -479,7 +479,9 @@ def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> Trai
 
     The kind (regression or classifier) and architecture must match, and a classifier's
     number of classes; a regression PFN's number of buckets may differ: then the source is
-    re-binned (:meth:`PFN.rebinned`) onto the buckets of ``state``'s model. The static
+    re-binned (:meth:`PFN.rebinned`) onto the buckets of ``state``'s model, and its number
+    of input features may grow (:meth:`AbstractPFN.widened`: the new ones start with zero
+    weights). The static
     settings (``scale_free``, ``min_train``) are the config's: a model trained on raw data
     can be fine-tuned into a scale-free one (re-binned onto standardised buckets).
     """
@@ -506,6 +508,9 @@ def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> Trai
         )
     ):
         model = model.rebinned(state.model.bar)
+    if model.num_features < state.model.num_features:
+        # A prior of more input features: the new ones start ignored (`widened`).
+        model = model.widened(state.model.num_features)
     leaves = jax.tree.leaves(model)
     target_leaves, target_structure = jax.tree.flatten(state.model)
     # Leaf shapes alone miss the number of heads (every head count has width-sized
@@ -514,13 +519,13 @@ def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> Trai
     architecture = ("width", "num_layers", "num_heads", "mlp_width")
     if (
         any(saved["training"].get(name) != getattr(config, name) for name in architecture)
-        or saved.get("num_features") != state.model.num_features
+        or model.num_features != state.model.num_features
         or [np.shape(leaf) for leaf in leaves] != [np.shape(leaf) for leaf in target_leaves]
     ):
         raise ValueError(
             f"the model in {folder} has another architecture than this config describes "
-            "(width, layers, heads, MLP width, features); use the config it was trained "
-            "with (only `num_buckets` may differ)."
+            "(width, layers, heads, MLP width, or more input features); use the config it "
+            "was trained with (only `num_buckets` may differ, and `num_features` grow)."
         )
     # A regression PFN: the source's borders (or this run's, re-binned) with the default
     # tails; `train` fits the tails for this run's prior.
@@ -704,7 +709,9 @@ def train(
         stop_after: stop after this many total steps (for tests of interruption).
         init_from: a saved model folder to start from instead of a fresh initialisation
             (fine-tuning, or continuing a finished run with a new schedule); it must have
-            the architecture ``config`` describes, except perhaps the number of buckets.
+            the architecture ``config`` describes, except perhaps the number of buckets
+            and fewer input features (the prior's extra ones start with zero weights:
+            :meth:`AbstractPFN.widened`).
             The optimiser state starts fresh; the model keeps the source's bucket borders
             if ``config.num_buckets`` is the source's, else it is re-binned onto new
             borders at prior quantiles (:meth:`PFN.rebinned`); the data stream is the seed's

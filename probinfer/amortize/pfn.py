@@ -24,7 +24,7 @@ information the network can use.
 from __future__ import annotations
 
 import abc
-from typing import NamedTuple
+from typing import NamedTuple, Self
 
 import equinox as eqx
 import jax
@@ -209,6 +209,34 @@ class AbstractPFN(eqx.Module):
         self.num_features = int(num_features)
         self.max_train = int(max_train)
         self.min_train = int(min_train)
+
+    def widened(self, num_features: int) -> Self:
+        """This model taking ``num_features`` inputs, with the same predictions as before.
+
+        The input embedding gains zero columns for the new features, so on inputs whose new
+        features are zero (how fewer features are padded) every output is unchanged;
+        fine-tuning (``train(..., init_from=...)`` with a prior of more features) then
+        learns what the new features say. The transformer body is unchanged.
+
+        Args:
+            num_features: the new input dimension, at least the current one.
+
+        Returns:
+            The widened model (this one when ``num_features`` is the current dimension).
+        """
+        if num_features < self.num_features:
+            raise ValueError(
+                f"`num_features` ({num_features}) is below the model's {self.num_features}: "
+                "a model can gain input features, not lose them."
+            )
+        weight = self.x_encoder.weight
+        padding = jnp.zeros((weight.shape[0], num_features - self.num_features), weight.dtype)
+        widened = eqx.tree_at(
+            lambda m: m.x_encoder.weight, self, jnp.concatenate([weight, padding], axis=1)
+        )
+        # `num_features` is static (a dataclass field): replace it outside the pytree.
+        object.__setattr__(widened, "num_features", int(num_features))
+        return widened
 
     @property
     def fewest_train_points(self) -> int:
