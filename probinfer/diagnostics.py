@@ -465,8 +465,12 @@ def check_run(
             "reparameterize (e.g. non-centered hierarchical scales)."
             + _divergent_chain_note(stats, idata.attrs, thin)
         )
+    # Chains by their `chain` coordinate (a run merged from others need not count from 0).
+    labels = [str(label) for label in stats["chain"].values]
     acceptance = np.asarray(stats["acceptance_rate"].values, np.float64).mean(axis=1)
-    stuck = [str(chain) for chain, rate in enumerate(acceptance) if rate < STUCK_ACCEPTANCE]
+    stuck = [
+        label for label, rate in zip(labels, acceptance, strict=True) if rate < STUCK_ACCEPTANCE
+    ]
     if stuck:
         messages.append(
             f"chain(s) {', '.join(stuck)} accepted almost no proposal after warm-up (mean "
@@ -491,7 +495,11 @@ def check_run(
     else:
         bfmi = np.zeros(0)
     if bfmi.size:
-        low = [f"{chain}: {value:.2f}" for chain, value in enumerate(bfmi) if value < EBFMI_MIN]
+        low = [
+            f"{label}: {value:.2f}"
+            for label, value in zip(labels, bfmi, strict=True)
+            if value < EBFMI_MIN
+        ]
         if low:
             messages.append(
                 f"E-BFMI below {EBFMI_MIN} in chain(s) {', '.join(low)}: the momentum "

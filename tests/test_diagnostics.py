@@ -118,6 +118,13 @@ def test_stuck_chains_are_named():
     acceptance_rate[3] = 0.0
     messages = check_run(run_data(acceptance_rate=acceptance_rate))
     assert any(m.startswith("chain(s) 3 accepted almost no proposal") for m in messages)
+    # Named by their `chain` coordinate, not their position.
+    relabelled = run_data(acceptance_rate=acceptance_rate)
+    relabelled = relabelled.assign_coords(
+        chain=[10, 11, 12, 13], groups=["posterior", "sample_stats"]
+    )
+    messages = check_run(relabelled)
+    assert any(m.startswith("chain(s) 13 accepted almost no proposal") for m in messages)
 
 
 def test_saturated_trees_are_counted_against_the_limit():
@@ -138,6 +145,9 @@ def test_low_ebfmi_names_the_chain():
     energy[2] = ar1(0.95, (1, DRAWS))[0]
     (message,) = check_run(run_data(energy=energy))
     assert "E-BFMI below 0.3 in chain(s) 2: 0.1" in message
+    relabelled = run_data(energy=energy).assign_coords(chain=[5, 6, 7, 8], groups="sample_stats")
+    (message,) = check_run(relabelled)
+    assert "E-BFMI below 0.3 in chain(s) 7: 0.1" in message
     assert check_run(run_data(energy=energy, method="rwm")) == []  # no Hamiltonian energy
 
 
