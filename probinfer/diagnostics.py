@@ -487,7 +487,9 @@ def check_run(
                 "slowly. Raise `max_num_doublings`, or reparameterize (strong correlations "
                 "or very different scales need a dense metric, `metric='dense'`)."
             )
-    if "e_bfmi" in idata.attrs:  # a thinned run's, over every transition
+    # A thinned run's, over every transition; not after a selection of chains, which
+    # keeps the attrs of all of them.
+    if "e_bfmi" in idata.attrs and np.size(idata.attrs["e_bfmi"]) == chains:
         bfmi = np.atleast_1d(np.asarray(idata.attrs["e_bfmi"], np.float64))
     elif idata.attrs.get("method") in ("nuts", "hmc") and draws > 1:
         # In float64: ArviZ's E-BFMI of float32 energies near 2e5 comes out negative.

@@ -148,6 +148,13 @@ def test_low_ebfmi_names_the_chain():
     relabelled = run_data(energy=energy).assign_coords(chain=[5, 6, 7, 8], groups="sample_stats")
     (message,) = check_run(relabelled)
     assert "E-BFMI below 0.3 in chain(s) 7: 0.1" in message
+    # A thinned run's E-BFMI over every transition comes in attrs; after a selection of
+    # chains the attrs still hold all of them, and the kept draws' energies are used.
+    thinned = run_data(energy=energy, attrs={"e_bfmi": [1.0, 1.0, 0.05, 1.0]})
+    (message,) = check_run(thinned)
+    assert "chain(s) 2: 0.05" in message
+    (message,) = check_run(thinned.sel(chain=[1, 2, 3]))
+    assert "E-BFMI below 0.3 in chain(s) 2: 0.1" in message
     assert check_run(run_data(energy=energy, method="rwm")) == []  # no Hamiltonian energy
 
 
