@@ -51,6 +51,11 @@ NUM_TEST = 10
 TRAIN_SIZES = (2, 5, 10, 20, 30, 50)
 
 
+def _finite_or_none(value) -> float | None:
+    """``value`` as a float, or None (JSON null) when it is NaN (not measured)."""
+    return float(value) if np.isfinite(value) else None
+
+
 def _standard_error(values) -> float:
     """Standard error of the mean over datasets."""
     values = np.asarray(values, np.float64)
@@ -486,11 +491,21 @@ def pfn_nll(model, x, y, num_train, rescaling=(1.0, 0.0, 1.0, 0.0), num_features
     return -float(np.mean(np.asarray(log_prob, np.float64))) - np.log(y_scale)
 
 
-def run_hyper(model_dir: Path, num_datasets: int) -> dict:
-    """The hyperprior PFN against NUTS over the hyperparameters, on 1- to 3-d datasets.
+def run_hyper(
+    model_dir: Path,
+    num_datasets: int,
+    features: tuple[int, ...] = HYPER_FEATURES,
+    train_sizes: tuple[int, ...] = HYPER_TRAIN_SIZES,
+    known_scale: bool = True,
+) -> dict:
+    """The hyperprior PFN against NUTS over the hyperparameters, on the cells of
+    ``features`` x ``train_sizes`` that the model covers.
 
     Per dataset, the PFN (``predict`` + ``log_prob``, warm) and NUTS alternate, so machine
     load hits both alike; then the PFN on the same dataset in other units (``RESCALINGS``).
+    A cell's datasets do not depend on which other cells run. Without ``known_scale`` the
+    second NUTS run per dataset of a scale-free model (on the prior itself) is skipped and
+    its column left empty: at 100 train points each NUTS run takes about a minute here.
     """
     config = json.loads((model_dir / "config.json").read_text())
     prior = amortize.prior_from_spec(config["prior"])
@@ -507,20 +522,21 @@ def run_hyper(model_dir: Path, num_datasets: int) -> dict:
         ]
         print(json.dumps({"test_input_weight_check": weight_check}), flush=True)
     for num_features in HYPER_FEATURES:
-        if num_features > model.num_features:
+        if num_features > model.num_features or num_features not in features:
             continue
         key = jax.random.key(2023 + num_features)
         for num_train in HYPER_TRAIN_SIZES:
             if num_train > model.max_train:
                 continue
-            if num_train < least:  # `predict` refuses so few for a scale-free model
+            # `predict` refuses so few for a scale-free model.
+            if num_train < least or num_train not in train_sizes:
                 key, _ = jax.random.split(key)  # the same datasets for the other sizes
                 continue
             key, key_data = jax.random.split(key)
             x, y = draw_datasets(prior, key_data, num_datasets, num_train + NUM_TEST, num_features)
             x, y = np.asarray(x), np.asarray(y)
             nuts_nll(prior, x[0], y[0], num_train, 0, scale_free=model.scale_free)  # compile
-            if model.scale_free:
+            if model.scale_free and known_scale:
                 nuts_nll(prior, x[0], y[0], num_train, 0)
             pfn_nll(model, x[0], y[0], num_train)
             pfn_values, nuts_values, known_values, pfn_times, nuts_times = [], [], [], [], []
@@ -539,11 +555,14 @@ def run_hyper(model_dir: Path, num_datasets: int) -> dict:
                 nuts_values.append(nuts)
                 # What knowing the prior's location and scale is worth (the same when the
                 # model is not scale-free).
-                known_values.append(
-                    float(nuts_nll(prior, x[i], y[i], num_train, i + 1)[0].mean())
-                    if model.scale_free
-                    else nuts
-                )
+                if not model.scale_free:
+                    known_values.append(nuts)
+                elif known_scale:
+                    known_values.append(
+                        float(nuts_nll(prior, x[i], y[i], num_train, i + 1)[0].mean())
+                    )
+                else:
+                    known_values.append(np.nan)
                 floor, coarse_floor = bucket_floors(model.bar, coarse)
                 floor_values.append(floor)
                 coarse_values.append(coarse_floor)
@@ -560,9 +579,10 @@ def run_hyper(model_dir: Path, num_datasets: int) -> dict:
                     "nuts_nll": float(np.mean(nuts_values)),
                     "gap": float(gap.mean()),
                     "gap_se": _standard_error(gap),
-                    "known_scale_nuts_nll": float(np.mean(known_values)),
-                    "known_scale_gap": float(known_gap.mean()),
-                    "known_scale_gap_se": _standard_error(known_gap),
+                    "known_scale_nuts_nll": _finite_or_none(np.mean(known_values)),
+                    # None (JSON null) when skipped.
+                    "known_scale_gap": _finite_or_none(known_gap.mean()),
+                    "known_scale_gap_se": _finite_or_none(_standard_error(known_gap)),
                     "rescaled_gaps": {k: float(np.mean(v)) for k, v in rescaled.items()},
                     "bucket_floor": float(np.mean(floor_values)),
                     "bucket_floor_se": _standard_error(floor_values),
@@ -575,6 +595,11 @@ def run_hyper(model_dir: Path, num_datasets: int) -> dict:
                 }
             )
             print(json.dumps(rows[-1]), flush=True)
+    if not rows:
+        raise SystemExit(
+            f"no cell of --features {features} x --train-sizes {train_sizes} is one the model "
+            f"covers (up to {model.num_features} features, {least}-{model.max_train} points)"
+        )
     return {**_result(model_dir, config, num_datasets, rows), "weight_check": weight_check}
 
 
@@ -652,10 +677,14 @@ def markdown_hyper(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
+        known = (
+            f"{r['known_scale_gap']:+.4f} ± {r['known_scale_gap_se']:.4f}"
+            if r["known_scale_gap"] is not None
+            else "-"  # skipped (--skip-known-scale)
+        )
         lines.append(
             f"| {r['num_features']} | {r['num_train']} | {r['nuts_nll']:.4f} | "
-            f"{r['pfn_nll']:.4f} | {r['gap']:+.4f} ± {r['gap_se']:.4f} | "
-            f"{r['known_scale_gap']:+.4f} ± {r['known_scale_gap_se']:.4f} | "
+            f"{r['pfn_nll']:.4f} | {r['gap']:+.4f} ± {r['gap_se']:.4f} | {known} | "
             f"{r['bucket_floor']:+.4f} ± {r['bucket_floor_se']:.4f} | "
             f"{r['coarse_floor']:+.4f} ± {r['coarse_floor_se']:.4f} | "
             f"{r['nuts_seconds_per_dataset']:.2f} | "
@@ -990,6 +1019,20 @@ def main() -> None:
         "--hyper-model", help="a GP-hyperprior PFN: compare it with NUTS (writes pfn_hyper.*)"
     )
     parser.add_argument(
+        "--features", nargs="+", type=int, default=list(HYPER_FEATURES),
+        choices=HYPER_FEATURES, metavar="D",
+        help="with --hyper-model: only these numbers of input features",
+    )  # fmt: skip
+    parser.add_argument(
+        "--train-sizes", nargs="+", type=int, default=list(HYPER_TRAIN_SIZES),
+        choices=HYPER_TRAIN_SIZES, metavar="N",
+        help="with --hyper-model: only these numbers of train points",
+    )  # fmt: skip
+    parser.add_argument(
+        "--skip-known-scale", action="store_true",
+        help="with --hyper-model (scale-free): no second NUTS run on the prior itself",
+    )  # fmt: skip
+    parser.add_argument(
         "--held-out", help="write the fast suite's held-out sets to this file and stop"
     )
     parser.add_argument(
@@ -1028,7 +1071,10 @@ def main() -> None:
             result = json.loads((out / "pfn_hyper.json").read_text())
             (out / "pfn_hyper.md").write_text(markdown_hyper(result))
             return
-        result = run_hyper(Path(args.hyper_model), args.datasets)
+        result = run_hyper(
+            Path(args.hyper_model), args.datasets, tuple(args.features),
+            tuple(args.train_sizes), known_scale=not args.skip_known_scale,
+        )  # fmt: skip
         out.mkdir(parents=True, exist_ok=True)
         (out / "pfn_hyper.json").write_text(json.dumps(result, indent=2))
         (out / "pfn_hyper.md").write_text(markdown_hyper(result))

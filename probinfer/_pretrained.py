@@ -43,6 +43,13 @@ PRETRAINED_MODELS = (
         "5-50 train points",
     ),
     PretrainedModel(
+        "gp-hyper-mixed",
+        "pfn",
+        PRETRAINED_FOLDER / "gp_hyper_mixed",
+        "GP regression in any units (scale-free), RBF or Matern-5/2 kernel (either with "
+        "probability 1/2) with log-normal hyperpriors; 1-5 inputs; 5-100 train points",
+    ),
+    PretrainedModel(
         "gp-rbf",
         "pfn",
         PRETRAINED_FOLDER / "gp_rbf",

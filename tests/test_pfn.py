@@ -400,12 +400,14 @@ def test_predictive_is_compiled_once_and_converts_to_idata_and_plots(count_compi
         predictive.plot(np.zeros((4, 2)))
 
 
-def test_widened_keeps_the_predictions():
+def test_with_num_features_keeps_the_predictions():
     model = _random_model(num_features=2)
     rng = np.random.default_rng(0)
     x, y = rng.uniform(-1, 1, (9, 2)), rng.normal(size=9)
-    wider = model.widened(4)
-    assert wider.num_features == 4 and wider.x_encoder.weight.shape[1] == 4
+    wider = model.with_num_features(4)
+    assert wider.num_features == 4 and model.num_features == 2
+    # The structure (static fields included) of a model built with 4 features.
+    assert jax.tree.structure(wider) == jax.tree.structure(_random_model(num_features=4))
     padded = np.concatenate([x, np.zeros((9, 2))], axis=1)
     before = model.logits(jnp.asarray(x), jnp.asarray(y), 6)
     np.testing.assert_allclose(wider.logits(jnp.asarray(padded), jnp.asarray(y), 6), before,
@@ -419,9 +421,9 @@ def test_widened_keeps_the_predictions():
         wider
     )
     assert np.all(np.abs(np.asarray(gradient.x_encoder.weight[:, 2:])).max(axis=0) > 0)
-    assert model.widened(2).x_encoder.weight.shape == model.x_encoder.weight.shape
+    assert model.with_num_features(2) is model
     with pytest.raises(ValueError, match="gain input features, not lose"):
-        model.widened(1)
+        model.with_num_features(1)
 
 
 def test_rebinned_keeps_the_predictive():
@@ -647,9 +649,15 @@ def test_training_decreases_loss_and_resumes_identically(tmp_path, monkeypatch):
                                 stop_after=0)  # fmt: skip
     assert widened.num_features == 3
     for a, b in zip(jax.tree.leaves(eqx.filter(widened, eqx.is_array)),
-                    jax.tree.leaves(eqx.filter(resumed.widened(3), eqx.is_array)),
+                    jax.tree.leaves(eqx.filter(resumed.with_num_features(3), eqx.is_array)),
                     strict=True):  # fmt: skip
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # A source of more features than the prior is refused, naming both counts.
+    import probinfer.amortize._predict as predict_module
+
+    monkeypatch.setattr(predict_module, "load", lambda folder: widened)
+    with pytest.raises(ValueError, match="takes 3 input features but this run's prior has 1"):
+        amortize.train(prior, config, progress=False, init_from=tmp_path, stop_after=0)
 
 
 @pytest.mark.parametrize(
@@ -703,12 +711,14 @@ def test_config_and_prior_spec_errors():
         amortize.PRETRAINED_GP,
         amortize.PRETRAINED_GP_HYPER,
         amortize.PRETRAINED_GP_SCALE_FREE,
+        amortize.PRETRAINED_GP_HYPER_MIXED,
         amortize.PRETRAINED_STUDENT_T,
     ],
 )
 def test_shipped_models_load_and_predict(folder):
     model = amortize.load(folder)
-    assert model.num_features == 3 and model.max_train == 50
+    wide = folder == amortize.PRETRAINED_GP_HYPER_MIXED
+    assert (model.num_features, model.max_train) == ((5, 100) if wide else (3, 50))
     x = np.linspace(-0.9, 0.9, 12)[:, None]
     predictive = amortize.predict(model, x, np.sin(3 * x[:, 0]), np.array([[0.05], [0.5]]))
     if folder == amortize.PRETRAINED_STUDENT_T:

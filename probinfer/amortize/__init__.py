@@ -101,6 +101,9 @@ from probinfer.amortize.priors import (
 
 PRETRAINED_GP_SCALE_FREE = pretrained_model("gp-scale-free").folder
 """The shipped scale-free GP PFN, for data in any units (``pretrained/gp_scale_free/README.md``)."""
+PRETRAINED_GP_HYPER_MIXED = pretrained_model("gp-hyper-mixed").folder
+"""The shipped scale-free PFN for 1-5 inputs, RBF and Matérn-5/2 kernels with hyperpriors
+(``pretrained/gp_hyper_mixed/README.md``)."""
 PRETRAINED_GP = pretrained_model("gp-rbf").folder
 """The shipped GP-prior PFN (see ``pretrained/gp_rbf/README.md`` for how it was trained)."""
 PRETRAINED_GP_HYPER = pretrained_model("gp-hyper").folder
@@ -170,6 +173,7 @@ __all__ = [
     "trained_sharpness",
     "PRETRAINED_GP",
     "PRETRAINED_GP_HYPER",
+    "PRETRAINED_GP_HYPER_MIXED",
     "PRETRAINED_GP_SCALE_FREE",
     "PRETRAINED_STUDENT_T",
     "PRETRAINED_GP_CLASSIFIER",

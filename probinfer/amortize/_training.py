@@ -479,11 +479,11 @@ def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> Trai
 
     The kind (regression or classifier) and architecture must match, and a classifier's
     number of classes; a regression PFN's number of buckets may differ: then the source is
-    re-binned (:meth:`PFN.rebinned`) onto the buckets of ``state``'s model, and its number
-    of input features may grow (:meth:`AbstractPFN.widened`: the new ones start with zero
-    weights). The static
-    settings (``scale_free``, ``min_train``) are the config's: a model trained on raw data
-    can be fine-tuned into a scale-free one (re-binned onto standardised buckets).
+    re-binned (:meth:`PFN.rebinned`) onto the buckets of ``state``'s model. Either kind may
+    take fewer input features than the prior has (:meth:`AbstractPFN.with_num_features`:
+    the new ones start with zero weights), not more. The static settings (``scale_free``,
+    ``min_train``) are the config's: a model trained on raw data can be fine-tuned into a
+    scale-free one (re-binned onto standardised buckets).
     """
     from probinfer.amortize._predict import load
 
@@ -508,9 +508,14 @@ def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> Trai
         )
     ):
         model = model.rebinned(state.model.bar)
-    if model.num_features < state.model.num_features:
-        # A prior of more input features: the new ones start ignored (`widened`).
-        model = model.widened(state.model.num_features)
+    if model.num_features > state.model.num_features:
+        raise ValueError(
+            f"the model in {folder} takes {model.num_features} input features but this run's "
+            f"prior has {state.model.num_features}; a model can gain input features, not lose "
+            f"them: use a prior of at least {model.num_features} features."
+        )
+    # A prior of more input features: the new ones start ignored (`with_num_features`).
+    model = model.with_num_features(state.model.num_features)
     leaves = jax.tree.leaves(model)
     target_leaves, target_structure = jax.tree.flatten(state.model)
     # Leaf shapes alone miss the number of heads (every head count has width-sized
@@ -711,7 +716,7 @@ def train(
             (fine-tuning, or continuing a finished run with a new schedule); it must have
             the architecture ``config`` describes, except perhaps the number of buckets
             and fewer input features (the prior's extra ones start with zero weights:
-            :meth:`AbstractPFN.widened`).
+            :meth:`AbstractPFN.with_num_features`).
             The optimiser state starts fresh; the model keeps the source's bucket borders
             if ``config.num_buckets`` is the source's, else it is re-binned onto new
             borders at prior quantiles (:meth:`PFN.rebinned`); the data stream is the seed's

@@ -210,7 +210,7 @@ class AbstractPFN(eqx.Module):
         self.max_train = int(max_train)
         self.min_train = int(min_train)
 
-    def widened(self, num_features: int) -> Self:
+    def with_num_features(self, num_features: int) -> Self:
         """This model taking ``num_features`` inputs, with the same predictions as before.
 
         The input embedding gains zero columns for the new features, so on inputs whose new
@@ -229,12 +229,16 @@ class AbstractPFN(eqx.Module):
                 f"`num_features` ({num_features}) is below the model's {self.num_features}: "
                 "a model can gain input features, not lose them."
             )
-        weight = self.x_encoder.weight
-        padding = jnp.zeros((weight.shape[0], num_features - self.num_features), weight.dtype)
-        widened = eqx.tree_at(
-            lambda m: m.x_encoder.weight, self, jnp.concatenate([weight, padding], axis=1)
-        )
-        # `num_features` is static (a dataclass field): replace it outside the pytree.
+        if num_features == self.num_features:
+            return self
+        old = self.x_encoder
+        padding = jnp.zeros((old.weight.shape[0], num_features - self.num_features))
+        weight = jnp.concatenate([old.weight, padding.astype(old.weight.dtype)], axis=1)
+        # A new layer, so that its static `in_features` matches the new weight.
+        encoder = eqx.nn.Linear(num_features, old.weight.shape[0], key=jax.random.key(0))
+        encoder = eqx.tree_at(lambda m: (m.weight, m.bias), encoder, (weight, old.bias))
+        widened = eqx.tree_at(lambda m: m.x_encoder, self, encoder)
+        # `num_features` is static (not a leaf): set it on the new copy `tree_at` returned.
         object.__setattr__(widened, "num_features", int(num_features))
         return widened
 
