@@ -52,8 +52,9 @@ TRAIN_SIZES = (2, 5, 10, 20, 30, 50)
 
 
 def _finite_or_none(value) -> float | None:
-    """``value`` as a float, or None (JSON null) when it is NaN (not measured)."""
-    return float(value) if np.isfinite(value) else None
+    """``value`` as a float, or None (JSON null) when it is NaN (not measured); an
+    infinite value stays (a failed measurement must not read as a skipped one)."""
+    return None if np.isnan(value) else float(value)
 
 
 def _standard_error(values) -> float:
@@ -505,7 +506,8 @@ def run_hyper(
     load hits both alike; then the PFN on the same dataset in other units (``RESCALINGS``).
     A cell's datasets do not depend on which other cells run. Without ``known_scale`` the
     second NUTS run per dataset of a scale-free model (on the prior itself) is skipped and
-    its column left empty: at 100 train points each NUTS run takes about a minute here.
+    its column left empty: at 50-100 train points one NUTS run of a mixed-kernel
+    reference took from about a minute to over 17 minutes here.
     """
     config = json.loads((model_dir / "config.json").read_text())
     prior = amortize.prior_from_spec(config["prior"])
@@ -656,6 +658,7 @@ def markdown_hyper(result: dict) -> str:
         "",
         f"Machine: `{json.dumps(result['machine'])}`",
         "",
+        *([f"Note: {result['note']}", ""] if result.get("note") else []),
         f"Model `{result['model']}` ({result['training']['num_buckets']} buckets, "
         f"{'scale-free' if scale_free else 'not scale-free'}); prior "
         f"`{json.dumps(result['prior'])}`; {result['num_datasets']} held-out datasets per row, "
@@ -677,11 +680,12 @@ def markdown_hyper(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        known = (
-            f"{r['known_scale_gap']:+.4f} ± {r['known_scale_gap_se']:.4f}"
-            if r["known_scale_gap"] is not None
-            else "-"  # skipped (--skip-known-scale)
-        )
+        if r["known_scale_gap"] is None:
+            known = "skipped"  # --skip-known-scale
+        elif r["known_scale_gap_se"] is None:  # one dataset: no standard error
+            known = f"{r['known_scale_gap']:+.4f}"
+        else:
+            known = f"{r['known_scale_gap']:+.4f} ± {r['known_scale_gap_se']:.4f}"
         lines.append(
             f"| {r['num_features']} | {r['num_train']} | {r['nuts_nll']:.4f} | "
             f"{r['pfn_nll']:.4f} | {r['gap']:+.4f} ± {r['gap_se']:.4f} | {known} | "
