@@ -488,7 +488,7 @@ def check_run(
                 "or very different scales need a dense metric, `metric='dense'`)."
             )
     # A thinned run's, over every transition; not after a selection of chains, which
-    # keeps the attrs of all of them.
+    # keeps the attrs of all of them (then the kept draws' energies serve instead).
     if "e_bfmi" in idata.attrs and np.size(idata.attrs["e_bfmi"]) == chains:
         bfmi = np.atleast_1d(np.asarray(idata.attrs["e_bfmi"], np.float64))
     elif idata.attrs.get("method") in ("nuts", "hmc") and draws > 1:

@@ -522,15 +522,14 @@ def _warm_start(state: TrainState, config: TrainingConfig, folder: Path) -> Trai
     # projections): compare the saved architecture too.
     saved = json.loads((folder / CONFIG_FILE).read_text())
     architecture = ("width", "num_layers", "num_heads", "mlp_width")
-    if (
-        any(saved["training"].get(name) != getattr(config, name) for name in architecture)
-        or model.num_features != state.model.num_features
-        or [np.shape(leaf) for leaf in leaves] != [np.shape(leaf) for leaf in target_leaves]
+    shapes_differ = [np.shape(leaf) for leaf in leaves] != [np.shape(x) for x in target_leaves]
+    if shapes_differ or any(
+        saved["training"].get(name) != getattr(config, name) for name in architecture
     ):
         raise ValueError(
             f"the model in {folder} has another architecture than this config describes "
-            "(width, layers, heads, MLP width, or more input features); use the config it "
-            "was trained with (only `num_buckets` may differ, and `num_features` grow)."
+            "(width, layers, heads, MLP width); use the config it was trained with (only "
+            "`num_buckets` may differ, and the prior may have more input features)."
         )
     # A regression PFN: the source's borders (or this run's, re-binned) with the default
     # tails; `train` fits the tails for this run's prior.
