@@ -51,12 +51,6 @@ NUM_TEST = 10
 TRAIN_SIZES = (2, 5, 10, 20, 30, 50)
 
 
-def _finite_or_none(value) -> float | None:
-    """``value`` as a float, or None (JSON null) when it is NaN (not measured); an
-    infinite value stays (a failed measurement must not read as a skipped one)."""
-    return None if np.isnan(value) else float(value)
-
-
 def _standard_error(values) -> float:
     """Standard error of the mean over datasets."""
     values = np.asarray(values, np.float64)
@@ -563,8 +557,6 @@ def run_hyper(
                     known_values.append(
                         float(nuts_nll(prior, x[i], y[i], num_train, i + 1)[0].mean())
                     )
-                else:
-                    known_values.append(np.nan)
                 floor, coarse_floor = bucket_floors(model.bar, coarse)
                 floor_values.append(floor)
                 coarse_values.append(coarse_floor)
@@ -572,7 +564,9 @@ def run_hyper(
                     moved = pfn_nll(model, x[i], y[i], num_train, rescaling, num_features)
                     rescaled[name].append(moved - nuts)
             gap = np.array(pfn_values) - np.array(nuts_values)
-            known_gap = np.array(pfn_values) - np.array(known_values)
+            # Skipped (`known_scale` off): the three known-scale fields are None (JSON null).
+            measured = len(known_values) > 0
+            known_gap = np.array(pfn_values) - np.array(known_values) if measured else None
             rows.append(
                 {
                     "num_features": num_features,
@@ -581,10 +575,9 @@ def run_hyper(
                     "nuts_nll": float(np.mean(nuts_values)),
                     "gap": float(gap.mean()),
                     "gap_se": _standard_error(gap),
-                    "known_scale_nuts_nll": _finite_or_none(np.mean(known_values)),
-                    # None (JSON null) when skipped.
-                    "known_scale_gap": _finite_or_none(known_gap.mean()),
-                    "known_scale_gap_se": _finite_or_none(_standard_error(known_gap)),
+                    "known_scale_nuts_nll": float(np.mean(known_values)) if measured else None,
+                    "known_scale_gap": float(known_gap.mean()) if measured else None,
+                    "known_scale_gap_se": _standard_error(known_gap) if measured else None,
                     "rescaled_gaps": {k: float(np.mean(v)) for k, v in rescaled.items()},
                     "bucket_floor": float(np.mean(floor_values)),
                     "bucket_floor_se": _standard_error(floor_values),
@@ -680,12 +673,11 @@ def markdown_hyper(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
-        if r["known_scale_gap"] is None:
-            known = "skipped"  # --skip-known-scale
-        elif r["known_scale_gap_se"] is None:  # one dataset: no standard error
-            known = f"{r['known_scale_gap']:+.4f}"
-        else:
-            known = f"{r['known_scale_gap']:+.4f} ± {r['known_scale_gap_se']:.4f}"
+        known = (
+            "skipped"  # --skip-known-scale
+            if r["known_scale_gap"] is None
+            else f"{r['known_scale_gap']:+.4f} ± {r['known_scale_gap_se']:.4f}"
+        )
         lines.append(
             f"| {r['num_features']} | {r['num_train']} | {r['nuts_nll']:.4f} | "
             f"{r['pfn_nll']:.4f} | {r['gap']:+.4f} ± {r['gap_se']:.4f} | {known} | "
