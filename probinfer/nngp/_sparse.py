@@ -44,9 +44,12 @@ from jaxtyping import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 from probinfer.nngp._checks import check_inputs, is_concrete, stacklevel_outside_probinfer
 from probinfer.nngp._iterative import (
+    LowRankPreconditioner,
     ProbeSolve,
+    kernel_level,
     kernel_matvec,
     log_det_correction,
+    low_rank_preconditioner,
     solve_with_probes,
 )
 from probinfer.nngp._kernel import AbstractKernel, resolve_layer
@@ -206,8 +209,8 @@ class SparseScaleMixturePosterior(AbstractScaleMixturePosterior):
         log_det_stderr: the standard error of ``log_det`` (0 for ``solver="fitc"``).
         relative_residual: ``|y - C alpha| / |y|`` at the end of CG.
         cg_iterations: the CG iterations (passes over the kernel) taken.
-        projected: ``(m, n)`` ``V = L_zz^{-1} K_zx``, kept for the preconditioner.
-        fitc_diagonal: ``(n,)`` ``Lambda``'s diagonal, kept for the preconditioner.
+        preconditioner: FITC's ``Q + Lambda`` factorised for CG, kept for exact variances
+            (``None`` for ``solver="fitc"``).
         settings: how CG was run (reused for exact variances).
     """
 
@@ -223,8 +226,7 @@ class SparseScaleMixturePosterior(AbstractScaleMixturePosterior):
     alpha: Array | None
     log_det_stderr: Array
     relative_residual: Array
-    projected: Array
-    fitc_diagonal: Array
+    preconditioner: LowRankPreconditioner | None
     cg_iterations: int = eqx.field(static=True)
     settings: SolverSettings = eqx.field(static=True)
 
@@ -302,13 +304,15 @@ class SparseScaleMixturePosterior(AbstractScaleMixturePosterior):
     def _exact_variances(self, x_test: Array, include_noise: bool) -> Array:
         """``k** + jitter - k*^T C^{-1} k*`` by PCG, one column per test point."""
         process = self.process
+        # Set with `alpha` by solver="cg", which `predict` has checked.
+        assert self.preconditioner is not None
         if x_test.shape[0] == 0:
             return jnp.zeros((0,), self.x.dtype)
         kernel = _resolved(process.kernel, jnp.concatenate([x_test, self.x]))
         cross = kernel(self.x, x_test)
         solve = solve_with_probes(
             _exact_operator(process, kernel, self.x),
-            (self.projected, self.fitc_diagonal, self.inner_cholesky),
+            self.preconditioner,
             cross,
             num_solved=cross.shape[1],
             tolerance=self.settings.tolerance(self.x.dtype),
@@ -360,14 +364,14 @@ def condition_inducing(
     log_det_stderr = jnp.zeros((), x.dtype)
     relative_residual = jnp.zeros((), x.dtype)
     iterations = 0
+    preconditioner = None
     if settings.solver == "cg":
-        solve = _solve_exact(
-            process, kernel, x, y, (projected, diagonal, inner_cholesky), settings, key
-        )
+        preconditioner = low_rank_preconditioner(projected, diagonal)
+        solve = _solve_exact(process, kernel, x, y, preconditioner, settings, key)
         alpha = solve.solutions[:, 0]
         quad_form = jnp.dot(y, alpha)
         correction, stderr = log_det_correction(solve.log_quadratures[1:], x.shape[0])
-        log_det = log_det + correction
+        log_det = preconditioner.log_det() + correction
         log_det_stderr = jnp.asarray(stderr, x.dtype)
         relative_residual = jnp.asarray(solve.relative_residuals[0], x.dtype)
         iterations = solve.passes
@@ -385,8 +389,7 @@ def condition_inducing(
         alpha=alpha,
         log_det_stderr=log_det_stderr,
         relative_residual=relative_residual,
-        projected=projected,
-        fitc_diagonal=diagonal,
+        preconditioner=preconditioner,
         cg_iterations=iterations,
         settings=settings,
     )
@@ -397,22 +400,15 @@ def _solve_exact(
     kernel: AbstractKernel,
     x: Array,
     y: Array,
-    precondition_state: tuple[Array, Array, Array],
+    preconditioner: LowRankPreconditioner,
     settings: SolverSettings,
     key: PRNGKeyArray,
 ) -> ProbeSolve:
     """PCG on ``[y, z_1, ..., z_t]`` with probes ``z ~ N(0, P)`` for the log-determinant."""
-    projected, diagonal, _ = precondition_state
-    key_low_rank, key_diagonal = jax.random.split(key)
-    num_probes = settings.num_probes
-    probes = projected.T @ jax.random.normal(
-        key_low_rank, (projected.shape[0], num_probes), x.dtype
-    ) + jnp.sqrt(diagonal)[:, None] * jax.random.normal(
-        key_diagonal, (x.shape[0], num_probes), x.dtype
-    )
+    probes = preconditioner.sample(key, settings.num_probes)
     return solve_with_probes(
         _exact_operator(process, kernel, x),
-        precondition_state,
+        preconditioner,
         jnp.concatenate([y[:, None], probes], axis=1),
         num_solved=1,
         tolerance=settings.tolerance(x.dtype),
@@ -426,9 +422,10 @@ def _exact_operator(
 ) -> Callable[[Array], Array]:
     """``v -> C v`` for the exact ``C = K + (noise + jitter) I``, the kernel in row blocks."""
     shift = process.noise + process.jitter
+    level = kernel_level(kernel, x, x)
 
     def operator(vectors: Array) -> Array:
-        return kernel_matvec(kernel, x, x, vectors) + shift * vectors
+        return kernel_matvec(kernel, x, x, vectors, level=level) + shift * vectors
 
     return operator
 
