@@ -347,6 +347,7 @@ def condition_inducing(
     )
     inducing_cholesky, inner_cholesky, weights, quad_form, log_det, max_residual = factors[:6]
     projected, diagonal = factors[6:]
+    del factors  # `projected` (n x m) is freed once the preconditioner is built
     if not bool(jnp.all(jnp.isfinite(inducing_cholesky))):
         raise ValueError(
             f"the inducing points' kernel matrix plus jitter ({process.jitter:.3g}) is not "
@@ -367,6 +368,8 @@ def condition_inducing(
     preconditioner = None
     if settings.solver == "cg":
         preconditioner = low_rank_preconditioner(projected, diagonal)
+    del projected
+    if preconditioner is not None:
         solve = _solve_exact(process, kernel, x, y, preconditioner, settings, key)
         alpha = solve.solutions[:, 0]
         quad_form = jnp.dot(y, alpha)
