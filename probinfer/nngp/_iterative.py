@@ -70,7 +70,7 @@ def column_sums(vectors: Float[Array, "n r"]) -> Float[Array, " r"]:
     """Sums of the columns, each to the working precision of the sum itself.
 
     Compensated pairwise summation (Knuth's TwoSum at every pairing; Ogita, Rump and
-    Oishi, 2005): the error is about ``eps |sum| + n eps^2 sum |v_i|`` rather than
+    Oishi, 2005): the error is about ``eps |sum| + (log2(n) eps)^2 sum |v_i|`` rather than
     ``eps sum |v_i|``, which matters when the sum is far smaller than its terms.
     """
     total = vectors
