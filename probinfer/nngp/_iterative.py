@@ -281,6 +281,7 @@ def _coordinates(basis: Array, vectors: Array) -> Array:
     return rest.at[:count].add(accurate)
 
 
+@jax.jit
 def apply_preconditioner(preconditioner: LowRankPreconditioner, vectors: Array) -> Array:
     """``P^{-1} v = D^{-1/2} H (H D^{-1/2} v)`` (:class:`LowRankPreconditioner`)."""
     basis, spectrum, diagonal = preconditioner
@@ -329,7 +330,7 @@ STALL_FACTOR = 0.5
 
 
 def _start(solution: Array, residual: Array, preconditioner: LowRankPreconditioner) -> _CGState:
-    preconditioned = jax.jit(apply_preconditioner)(preconditioner, residual)
+    preconditioned = apply_preconditioner(preconditioner, residual)
     inner = jnp.sum(residual * preconditioned, axis=0)
     return _CGState(solution, residual, preconditioned, preconditioned, inner)
 

@@ -365,9 +365,8 @@ def condition_inducing(
     log_det_stderr = jnp.zeros((), x.dtype)
     relative_residual = jnp.zeros((), x.dtype)
     iterations = 0
-    preconditioner = None
-    if settings.solver == "cg":
-        preconditioner = low_rank_preconditioner(projected, diagonal)
+    cg = settings.solver == "cg"
+    preconditioner = low_rank_preconditioner(projected, diagonal) if cg else None
     del projected
     if preconditioner is not None:
         solve = _solve_exact(process, kernel, x, y, preconditioner, settings, key)
