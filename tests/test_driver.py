@@ -28,7 +28,7 @@ from _steps import reweight_step
 
 import probinfer as pi
 import probinfer.run
-from probinfer.driver import DriveStatus, ProgressReporter, StagedStep, _drive, drive
+from probinfer.driver import TRACE_COUNTS, DriveStatus, ProgressReporter, StagedStep, _drive, drive
 
 POPULATION = 8
 
@@ -73,6 +73,31 @@ def test_chunk_size_is_a_runtime_value_below_the_buffer_rows(count_compilations)
     np.testing.assert_array_equal(seven.records["index"], np.arange(25))
     with pytest.raises(ValueError, match="chunk_rows"):
         run_population(chunk_size=10, chunk_rows=5)
+
+
+@pytest.mark.parametrize("member_map", [None, "vectorized"])
+def test_a_weakly_typed_state_compiles_one_chunk_program(member_map):
+    """A state of Python numbers (weakly typed) comes back from a chunk strongly typed; the
+    driver casts it first, so that the second chunk reuses the first one's program (before,
+    it traced and compiled a second one). A leaf the step keeps weak stays weak."""
+
+    def step(key, state, index, shared):
+        moved, kept = state
+        moved = moved + shared * jax.random.normal(key, jnp.shape(moved))
+        return (moved, kept), moved
+
+    start = (0.0, 1.0)
+    if member_map is not None:  # three members, weakly typed as Python numbers broadcast
+        start = tuple(jnp.broadcast_to(jnp.asarray(value), (3,)) for value in start)
+    assert all(jnp.asarray(leaf).weak_type for leaf in start)
+    before = TRACE_COUNTS.get("chunk", 0)
+    result = drive(
+        step, start, jax.random.key(0), shared=jnp.asarray(0.5, jnp.float32), num_steps=30,
+        chunk_size=10, member_map=member_map, after_chunk_fn=lambda *_: None,
+    )  # fmt: skip
+    assert TRACE_COUNTS["chunk"] - before == 1
+    assert not result.state[0].weak_type and result.state[1].weak_type
+    assert result.records.shape == ((30,) if member_map is None else (3, 30))
 
 
 def test_records_stay_on_the_device_until_the_end_unless_the_host_reads_them(monkeypatch):
