@@ -75,28 +75,36 @@ def test_chunk_size_is_a_runtime_value_below_the_buffer_rows(count_compilations)
         run_population(chunk_size=10, chunk_rows=5)
 
 
-@pytest.mark.parametrize("member_map", [None, "vectorized"])
-def test_a_weakly_typed_state_compiles_one_chunk_program(member_map):
+@pytest.mark.parametrize(
+    ("member_map", "x64"), [(None, False), ("vectorized", False), (None, True)],
+    ids=["whole", "vectorized", "x64"],
+)  # fmt: skip
+def test_a_weakly_typed_state_compiles_one_chunk_program(member_map, x64):
     """A state of Python numbers (weakly typed) comes back from a chunk strongly typed; the
     driver casts it first, so that the second chunk reuses the first one's program (before,
-    it traced and compiled a second one). A leaf the step keeps weak stays weak."""
+    it traced and compiled a second one). Under x64 the cast also changes the dtype (a
+    weak float64 that a float32 step turns into float32). A leaf the step keeps weak stays
+    weak."""
 
     def step(key, state, index, shared):
         moved, kept = state
-        moved = moved + shared * jax.random.normal(key, jnp.shape(moved))
+        moved = moved + shared * jax.random.normal(key, jnp.shape(moved), jnp.float32)
         return (moved, kept), moved
 
-    start = (0.0, 1.0)
-    if member_map is not None:  # three members, weakly typed as Python numbers broadcast
-        start = tuple(jnp.broadcast_to(jnp.asarray(value), (3,)) for value in start)
-    assert all(jnp.asarray(leaf).weak_type for leaf in start)
-    before = TRACE_COUNTS.get("chunk", 0)
-    result = drive(
-        step, start, jax.random.key(0), shared=jnp.asarray(0.5, jnp.float32), num_steps=30,
-        chunk_size=10, member_map=member_map, after_chunk_fn=lambda *_: None,
-    )  # fmt: skip
+    with jax.enable_x64(x64):
+        start = (0.0, 1.0)
+        if member_map is not None:  # three members, weakly typed as Python numbers broadcast
+            start = tuple(jnp.broadcast_to(jnp.asarray(value), (3,)) for value in start)
+        assert all(jnp.asarray(leaf).weak_type for leaf in start)
+        before = TRACE_COUNTS.get("chunk", 0)
+        result = drive(
+            step, start, jax.random.key(0), shared=jnp.asarray(0.5, jnp.float32),
+            num_steps=30, chunk_size=10, member_map=member_map,
+            after_chunk_fn=lambda *_: None,
+        )  # fmt: skip
     assert TRACE_COUNTS["chunk"] - before == 1
-    assert not result.state[0].weak_type and result.state[1].weak_type
+    assert result.state[0].dtype == jnp.float32 and not result.state[0].weak_type
+    assert result.state[1].weak_type
     assert result.records.shape == ((30,) if member_map is None else (3, 30))
 
 

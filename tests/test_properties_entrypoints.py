@@ -254,23 +254,36 @@ def returns_the_state_only(key, x, step_index, shared):
     return x
 
 
+CHANGED_STATES = [
+    (changes_structure, r"a state of the input state's structure .*PyTreeDef\(\{'x': \*\}\)"),
+    (
+        changes_shape,
+        r"a state .* state leaf \(the state\) went from float32\[\] to float32\[2\]",
+    ),
+    (changes_dtype, r"a state .* went from float32\[\] to int32\[\]; .*`.astype\(...\)`"),
+    (returns_the_state_only, r"a pair `\(state, record\)`"),
+]
+
+
 @pytest.mark.parametrize(
-    ("step_fn", "message"),
-    [
-        (changes_structure, r"a state of the input state's structure .*PyTreeDef\(\{'x': \*\}\)"),
-        (
-            changes_shape,
-            r"a state .* state leaf \(the state\) went from float32\[\] to float32\[2\]",
-        ),
-        (changes_dtype, r"a state .* went from float32\[\] to int32\[\]; .*`.astype\(...\)`"),
-        (returns_the_state_only, r"a pair `\(state, record\)`"),
-    ],
-    ids=["structure", "shape", "dtype", "no-record"],
+    ("step_fn", "message"), CHANGED_STATES, ids=["structure", "shape", "dtype", "no-record"]
 )
 def test_drive_names_a_step_that_changes_its_state(step_fn, message):
     """Caught while tracing, before JAX's `while_loop` complains of `carry[1]`."""
     with pytest.raises(TypeError, match=r"`step_fn` must return " + message):
         drive(step_fn, STATE, KEY, num_steps=4)
+
+
+@pytest.mark.parametrize(
+    ("step_fn", "message"),
+    [case for case in CHANGED_STATES if case[0] is not changes_dtype],
+    ids=["structure", "shape", "no-record"],
+)
+def test_drive_names_a_step_that_changes_a_weakly_typed_state(step_fn, message):
+    """The same with a Python number as the state (weakly typed, so cast to the step's
+    dtype first; a weak dtype may change): the cast leaves the error to the same check."""
+    with pytest.raises(TypeError, match=r"`step_fn` must return " + message):
+        drive(step_fn, 0.0, KEY, num_steps=4)
 
 
 # --- The `LogDensity` front end ---------------------------------------------------------

@@ -744,8 +744,18 @@ def _check_arguments(
         ) from None
 
 
+def _one_step(step_fn: StepFn, key: Any, state: PyTree, shared: PyTree) -> Any:
+    """Step 0's output, as a chunk computes it (traced for its types only)."""
+    return step_fn(jax.random.fold_in(key, 0), state, jnp.asarray(0, jnp.int32), shared)
+
+
+# Jitted so that JAX's trace cache serves later drives with the same step and types.
+_one_step_jitted = jax.jit(_one_step, static_argnums=0)
+WEAK_TYPE_PASSES = 3  # a leaf's type may depend on another's: cast until none changes
+
+
 def _without_weak_types(
-    step_fn: StepFn, state: PyTree, key: PRNGKeyArray, shared: PyTree, member_map: str | None
+    step_fn: StepFn, state: PyTree, key: Any, shared: PyTree, member_map: str | None
 ) -> PyTree:
     """``state`` with each weakly typed leaf (a Python number, or an array computed from
     Python numbers only) cast to the dtype a step gives it back in.
@@ -753,28 +763,45 @@ def _without_weak_types(
     A chunk program returns the state strongly typed, so a weakly typed first state would
     compile the program a second time for the next chunk (``nngp.fit_hyperparameters``:
     2.2 of the 6 s per depth went to that second compile, measured). A leaf that the step
-    keeps weak stays weak (the chunks then agree). Costs one trace of ``step_fn`` (of one
-    member's step with ``member_map``), only when a leaf is weakly typed.
+    keeps weak stays weak (the chunks then agree). Costs a trace of ``step_fn`` (one
+    member's step with ``member_map``; cached by JAX across drives), only when a leaf is
+    weakly typed. A step whose output does not fit the state is left to the chunk
+    program's own check, which names the problem.
     """
-    if not any(getattr(leaf, "weak_type", False) for leaf in jax.tree.leaves(state)):
-        return state
-    member = state if member_map is None else jax.tree.map(lambda leaf: leaf[0], state)
-    index = jnp.asarray(0, jnp.int32)
-    new_member = jax.eval_shape(lambda s: step_fn(key, s, index, shared), member)
-    if not isinstance(new_member, tuple | list) or len(new_member) != 2:
-        return state  # the chunk program's own check names the problem
-    try:
-        return jax.tree.map(
-            lambda leaf, new: (
-                leaf.astype(new.dtype)
-                if getattr(leaf, "weak_type", False) and not new.weak_type
-                else leaf
-            ),
-            state,
-            new_member[0],
-        )
-    except ValueError:  # another structure: the chunk program's own check names it
-        return state
+    for _ in range(WEAK_TYPE_PASSES):
+        leaves = jax.tree.leaves(state)
+        if not any(getattr(leaf, "weak_type", False) for leaf in leaves):
+            return state
+        if member_map is not None and any(jnp.ndim(leaf) == 0 for leaf in leaves):
+            return state  # not a population of members: the member map names it
+        member = state
+        if member_map is not None:
+            member = jax.tree.map(
+                lambda leaf: jax.ShapeDtypeStruct(
+                    leaf.shape[1:], leaf.dtype, weak_type=getattr(leaf, "weak_type", False)
+                ),
+                state,
+            )
+        output = _one_step_jitted.eval_shape(step_fn, key, member, shared)
+        if not isinstance(output, tuple | list) or len(output) != 2:
+            return state
+        if jax.tree.structure(output[0]) != jax.tree.structure(member):
+            return state
+
+        def cast(leaf: Any, like: Any, new: jax.ShapeDtypeStruct) -> Any:
+            castable = (
+                getattr(leaf, "weak_type", False)
+                and not new.weak_type
+                and new.shape == like.shape
+                and (jnp.issubdtype(new.dtype, jnp.number) or new.dtype == jnp.bool_)
+            )
+            return leaf.astype(new.dtype) if castable else leaf
+
+        cast_state = jax.tree.map(cast, state, member, output[0])
+        if all(a is b for a, b in zip(leaves, jax.tree.leaves(cast_state), strict=True)):
+            return state
+        state = cast_state
+    return state
 
 
 def _check_step_output(output: Any, state: PyTree) -> PyTree:
@@ -1005,7 +1032,6 @@ def drive(
             keys = jax.device_put(keys, population_sharding(mesh, keys, size))
         return state, keys
 
-    state = _without_weak_types(step_fn, state, key, shared, member_map)
     state, keys = place(state, keys)
     num_groups = 1
     if member_map is not None and mesh is None:
@@ -1057,6 +1083,8 @@ def drive(
             for _, records in load_records(folder, done, records_like):
                 leaves = jax.tree.leaves(records)  # saved with their steps only
                 host.add(records, leaves[0].shape[step_axis] if leaves else 0)
+    # Here, after a resume has replaced the state by its (strongly typed) checkpoint.
+    state = _without_weak_types(step_fn, state, key, shared, member_map)
     if progress is not None:
         progress.update(description=description, advance=done)
 
