@@ -630,7 +630,7 @@ LARGE_SCRIPT = textwrap.dedent(
         process, fitted = fit.process, fit.parameters
     fit_seconds = time.perf_counter() - start
 
-    def condition(x_part, y_part):
+    def condition(x_part, y_part, solver=solver):
         return process.condition_inducing(
             x_part, y_part, num_inducing=num_inducing, solver=solver, progress=False
         )
@@ -698,9 +698,7 @@ LARGE_SCRIPT = textwrap.dedent(
         del exact_posterior  # its 20,000^2 factor, before the FITC runs below
         row["subset_exact_test_nll"] = -float(exact_log_prob.mean())
         # FITC (a model of its own) on the same points: does it beat the exact model there?
-        fitc_part = process.condition_inducing(
-            x[part], y[part], num_inducing=num_inducing, solver="fitc", progress=False
-        )
+        fitc_part = condition(x[part], y[part], solver="fitc")
         fitc_gap = exact_log_prob - np.asarray(fitc_part.predict(x_test).log_prob(y_test))
         row["subset_fitc_inducing"] = fitc_part.num_inducing
         row["subset_fitc_gap"] = float(fitc_gap.mean())
@@ -713,9 +711,7 @@ LARGE_SCRIPT = textwrap.dedent(
         row["subset_points"] = ML2_CHECK
         # FITC alone (no CG) with the fitted process on all points, for comparison.
         start = time.perf_counter()
-        fitc = process.condition_inducing(
-            x, y, num_inducing=num_inducing, solver="fitc", progress=False
-        )
+        fitc = condition(x, y, solver="fitc")
         row["fitc_test_nll"] = -float(np.mean(np.asarray(fitc.predict(x_test).log_prob(y_test))))
         row["fitc_seconds"] = time.perf_counter() - start
     label("check subset")

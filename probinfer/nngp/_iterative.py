@@ -60,8 +60,9 @@ def kernel_level(
     spaced rows and columns: the constant :func:`kernel_matvec` takes out of its blocks."""
     if x1.shape[0] == 0 or x2.shape[0] == 0:
         return jnp.zeros((), x1.dtype)
-    rows = jnp.linspace(0, x1.shape[0] - 1, min(LEVEL_POINTS, x1.shape[0])).astype(int)
-    columns = jnp.linspace(0, x2.shape[0] - 1, min(LEVEL_POINTS, x2.shape[0])).astype(int)
+    # Indices on the host (the shapes are static: no device op).
+    rows = np.linspace(0, x1.shape[0] - 1, min(LEVEL_POINTS, x1.shape[0])).astype(int)
+    columns = np.linspace(0, x2.shape[0] - 1, min(LEVEL_POINTS, x2.shape[0])).astype(int)
     return jnp.mean(kernel(x1[rows], x2[columns]))
 
 

@@ -365,9 +365,10 @@ def condition_inducing(
     log_det_stderr = jnp.zeros((), x.dtype)
     relative_residual = jnp.zeros((), x.dtype)
     iterations = 0
-    cg = settings.solver == "cg"
-    preconditioner = low_rank_preconditioner(projected, diagonal) if cg else None
-    del projected
+    preconditioner = None
+    if settings.solver == "cg":
+        preconditioner = low_rank_preconditioner(projected, diagonal)
+    del projected  # freed before the passes over the kernel
     if preconditioner is not None:
         solve = _solve_exact(process, kernel, x, y, preconditioner, settings, key)
         alpha = solve.solutions[:, 0]
