@@ -146,11 +146,13 @@ class ProbeSolve(NamedTuple):
     """Solutions of ``C a = b`` by preconditioned CG, and what Lanczos learned on the way.
 
     Attributes:
-        solutions: ``(n, r)`` approximate ``C^{-1} b`` per column.
+        solutions: ``(n, r)`` approximate ``C^{-1} b`` per column (for solved columns,
+            the one with the lowest recomputed residual over CG's run and restarts).
         iterations: ``(r,)`` CG iterations each column took in its first run (the length
             of its Lanczos matrix).
-        relative_residuals: ``(r,)`` final ``|b - C a| / |b|`` per column, computed afresh
-            (CG's own residual drifts from it in finite precision).
+        relative_residuals: ``(r,)`` ``|b - C a| / |b|`` per column of ``solutions``,
+            computed afresh for solved columns (CG's own residual drifts from it in finite
+            precision) and CG's own for probes.
         log_quadratures: ``(r,)`` ``e_1^T log(T) e_1`` per column (Lanczos tridiagonal
             ``T`` of the preconditioned operator started at the column's ``P^{-1/2} b``).
         passes: CG iterations in all (passes over the kernel), restarts included.
@@ -353,7 +355,9 @@ def solve_with_probes(
     ``ROUNDING_SLACK`` times above the tolerance (CG's recursive residual drifts from it in
     finite precision), CG restarts from it (at most ``MAX_RESTARTS`` times, within
     ``max_iterations`` in all). A column whose restart did not lower that residual by
-    ``STALL_FACTOR`` is at its rounding floor and is not restarted again (``stalled``).
+    ``STALL_FACTOR`` is at its rounding floor and is not restarted again (``stalled``); a
+    restart can even end worse than it began, so each solved column returns its solution
+    with the lowest recomputed residual.
     The other columns are probes, used for their Lanczos coefficients from the first run.
 
     Args:
@@ -394,7 +398,8 @@ def solve_with_probes(
     betas: list[np.ndarray] = []
     solved = np.arange(num_columns) < num_solved
     unfinished = np.zeros(num_columns, bool)
-    checked = np.full(num_columns, np.inf)  # the recomputed residual at the last check
+    checked = np.full(num_columns, np.inf)  # the lowest recomputed residual so far
+    best = jnp.zeros_like(rhs[:, :num_solved])  # the solved columns at that residual
     stalled = np.zeros(num_columns, bool)
     steps = 0
     start = time.perf_counter()
@@ -428,7 +433,12 @@ def solve_with_probes(
             steps += 1
             relative[:num_solved] = np.linalg.norm(np.asarray(residual, np.float64), axis=0)
             stalled |= solved & (relative > STALL_FACTOR * checked)
-            checked = np.where(solved, relative, checked)
+            # A restart can end worse than it began (its start residual carries the
+            # product's rounding): keep each column's best checked solution.
+            better = solved & (relative < checked)
+            keep = jnp.asarray(better[:num_solved])[None, :]
+            best = jnp.where(keep, state.solution[:, :num_solved], best)
+            checked = np.where(better, relative, checked)
             if unfinished.any() or steps >= max_iterations:
                 break
             active = solved & ~stalled & (relative > ROUNDING_SLACK * tolerance)
@@ -447,9 +457,13 @@ def solve_with_probes(
             for j in range(num_columns)
         ]
     )
+    solutions = state.solution
+    if num_solved:
+        relative[:num_solved] = checked[:num_solved]
+        solutions = solutions.at[:, :num_solved].set(best)
     limits = np.where(solved & ~unfinished, ROUNDING_SLACK * tolerance, tolerance)
     converged = bool(np.all(relative <= limits))
-    solutions = state.solution * jnp.asarray(scale, state.solution.dtype)[None, :]
+    solutions = solutions * jnp.asarray(scale, solutions.dtype)[None, :]
     return ProbeSolve(
         solutions,
         iterations,
