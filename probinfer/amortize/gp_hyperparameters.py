@@ -21,6 +21,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 
+from probinfer._linalg import solve_lower_triangular
 from probinfer._validation import check_magnitude, real_array
 from probinfer.amortize.mixture import GaussianMixture
 
@@ -115,7 +116,7 @@ def gp_log_likelihood(
         covariance = jnp.where(pairs, covariance, jnp.eye(values.shape[0], dtype=covariance.dtype))
         values = jnp.where(observation_mask, values, 0.0)
     factor = jnp.linalg.cholesky(covariance)
-    whitened = jax.scipy.linalg.solve_triangular(factor, values, lower=True)
+    whitened = solve_lower_triangular(factor, values)
     count = values.shape[0] if observation_mask is None else jnp.sum(observation_mask)
     return (
         -0.5 * jnp.sum(whitened**2)
@@ -144,8 +145,8 @@ def gp_predictive_log_density(
         squared = jnp.sum((test_inputs[:, None, :] - data.inputs[None, :, :]) ** 2, axis=-1)
         cross = variance * jnp.exp(-0.5 * squared / lengthscale**2)
         # One solve for both right-hand sides.
-        both = jax.scipy.linalg.solve_triangular(
-            factor, jnp.concatenate([cross.T, data.values[:, None]], axis=1), lower=True
+        both = solve_lower_triangular(
+            factor, jnp.concatenate([cross.T, data.values[:, None]], axis=1)
         )
         solved, alpha = both[:, :-1], both[:, -1]
         mean = solved.T @ alpha

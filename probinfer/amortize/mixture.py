@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from probinfer._linalg import solve_lower_triangular
 from probinfer._validation import check_magnitude, check_sample_shape, real_array
 
 # Weights must sum to 1 within this (relative to float32 rounding of user input).
@@ -175,19 +176,19 @@ class GaussianMixture(eqx.Module):
                 f"R^{self.dim}, got {theta.shape}."
             )
         batch_shape = theta.shape[:-1]
+        points = theta.reshape(-1, self.dim)
 
-        def one(point: Array) -> Array:  # (d,) -> (K,)
-            whitened = jax.vmap(
-                lambda mean, tril: jax.scipy.linalg.solve_triangular(tril, point - mean, lower=True)
-            )(self.means, self.scale_tril)
-            return (
-                self.log_weights
-                - 0.5 * jnp.sum(whitened**2, axis=-1)
-                - _tril_logdet(self.scale_tril)
-                - 0.5 * self.dim * math.log(2 * math.pi)
-            )
+        def one(mean: Array, tril: Array) -> Array:  # (d,), (d, d) -> (P,)
+            # All points at once, as columns (see probinfer._linalg: no LAPACK call).
+            whitened = solve_lower_triangular(tril, (points - mean[None, :]).T)
+            return -0.5 * jnp.sum(whitened**2, axis=0)
 
-        flat = jax.vmap(one)(theta.reshape(-1, self.dim))
+        quadratic = jax.vmap(one, out_axes=1)(self.means, self.scale_tril)  # (P, K)
+        flat = (
+            (self.log_weights - _tril_logdet(self.scale_tril))[None, :]
+            + quadratic
+            - 0.5 * self.dim * math.log(2 * math.pi)
+        )
         return flat.reshape(*batch_shape, self.num_components)
 
     def log_prob(self, theta: Float[ArrayLike, "... d"]) -> Float[Array, ...]:
