@@ -434,8 +434,9 @@ def solve_with_probes(
             relative[:num_solved] = np.linalg.norm(np.asarray(residual, np.float64), axis=0)
             stalled |= solved & (relative > STALL_FACTOR * checked)
             # A restart can end worse than it began (its start residual carries the
-            # product's rounding): keep each column's best checked solution.
-            better = solved & (relative < checked)
+            # product's rounding): keep each column's best checked solution (the first
+            # check's whatever it is, so a non-finite residual still shows).
+            better = solved & (np.isinf(checked) | (relative < checked))
             keep = jnp.asarray(better[:num_solved])[None, :]
             best = jnp.where(keep, state.solution[:, :num_solved], best)
             checked = np.where(better, relative, checked)

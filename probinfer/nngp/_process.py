@@ -215,7 +215,8 @@ class ScaleMixtureProcess(eqx.Module):
                 ``|y - C alpha| / |y|`` is computed afresh (``relative_residual``); CG
                 restarts from it when rounding left it over 10 times ``rtol``, stops
                 restarting when a restart does not halve it (the precision's rounding
-                floor), and warns if it stays over 10 times ``rtol``.
+                floor), returns the ``alpha`` with the lowest one (a restart can end
+                worse), and warns if that stays over 10 times ``rtol``.
             key: PRNG key for the probes (default ``jax.random.key(0)``: reproducible).
             progress: show a progress bar over the CG iterations (default: when
                 ``n >= 10,000``).

@@ -207,7 +207,8 @@ class SparseScaleMixturePosterior(AbstractScaleMixturePosterior):
             variance the inducing points leave unexplained (compare it with ``noise``).
         alpha: ``C^{-1} y`` for the exact ``C``, ``(n,)`` (``None`` for ``solver="fitc"``).
         log_det_stderr: the standard error of ``log_det`` (0 for ``solver="fitc"``).
-        relative_residual: ``|y - C alpha| / |y|`` at the end of CG.
+        relative_residual: ``|y - C alpha| / |y|`` of the returned ``alpha`` (the best
+            CG checked over its run and restarts), computed afresh.
         cg_iterations: the CG iterations (passes over the kernel) taken.
         preconditioner: FITC's ``Q + Lambda`` factorised for CG, kept for exact variances
             (``None`` for ``solver="fitc"``).
