@@ -1,4 +1,4 @@
-"""Triangular solves that XLA:CPU cannot deadlock on.
+"""Triangular solves and Cholesky factors that XLA:CPU cannot deadlock on.
 
 On XLA:CPU (jaxlib 0.10) a batched ``solve_triangular`` is a LAPACK custom call that
 splits its batch over the intra-op thread pool and blocks until the parts are done. Two
@@ -7,9 +7,10 @@ a GP task evaluate a mixture's density three times and a GP likelihood per draw)
 hold a pool thread while waiting for parts queued behind the other: on 2 cores every
 thread waits and the program never finishes (seen with gdb: both threads in
 ``lapack_strsm_ffi``'s ``BlockingCounter::Wait``). Forward substitution in plain XLA ops
-has no custom call and no nested parallelism. Used where that program solves; other
-batched LAPACK solves (the linear-Gaussian mixture update, nested sampling's ellipsoids,
-the NNGP posteriors) and every batched Cholesky are still LAPACK calls.
+has no custom call and no nested parallelism; nor has the Cholesky factorisation here
+(LAPACK's takes the same thread pool). Used where that program factorises and solves;
+other batched LAPACK calls (the linear-Gaussian mixture update, nested sampling's
+ellipsoids, the NNGP posteriors, the GP predictive density and prior draws) remain.
 """
 
 import jax.numpy as jnp
@@ -42,3 +43,34 @@ def solve_lower_triangular(
         return solution.at[index].set((rhs[index] - product) / factor[index, index])
 
     return lax.fori_loop(0, size, row, jnp.zeros_like(rhs, jnp.result_type(factor, rhs)))
+
+
+def cholesky_lower(matrix: Float[ArrayLike, "n n"]) -> Float[Array, "n n"]:
+    """The lower Cholesky factor ``L`` of a symmetric positive definite ``matrix``
+    (``L L^T = matrix``), column by column in plain XLA ops (no LAPACK call; see the
+    module docstring).
+
+    Only the lower triangle is read; the upper triangle of ``L`` is zero. Where the
+    matrix is not numerically positive definite the factor has NaNs (as
+    ``jnp.linalg.cholesky``'s does). ``n`` steps of ``O(n^2)`` work: for small matrices
+    (a GP dataset of up to a few hundred points); batch by ``jax.vmap``.
+    """
+    matrix = jnp.asarray(matrix)
+    size = matrix.shape[-1] if matrix.ndim else 0
+    if matrix.shape != (size, size):
+        raise ValueError(f"`matrix` must be square, got shape {matrix.shape}.")
+    below = jnp.arange(size)
+
+    def column(index: Array, factor: Array) -> Array:
+        # Columns before `index` are done and the rest are zero, so these products sum
+        # over the finished columns only.
+        done = factor[index]
+        diagonal = jnp.sqrt(
+            matrix[index, index] - jnp.matmul(done, done, precision=lax.Precision.HIGHEST)
+        )
+        products = jnp.matmul(factor, done, precision=lax.Precision.HIGHEST)
+        entries = (matrix[:, index] - products) / diagonal
+        entries = jnp.where(below > index, entries, jnp.where(below == index, diagonal, 0.0))
+        return factor.at[:, index].set(entries)
+
+    return lax.fori_loop(0, size, column, jnp.zeros_like(matrix))

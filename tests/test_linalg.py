@@ -1,4 +1,4 @@
-"""Forward substitution (``probinfer._linalg``) against LAPACK's triangular solve."""
+"""Forward substitution and Cholesky factors (``probinfer._linalg``) against LAPACK's."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from probinfer._linalg import solve_lower_triangular
+from probinfer._linalg import cholesky_lower, solve_lower_triangular
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -66,3 +66,40 @@ def test_mismatched_shapes_are_named():
         solve_lower_triangular(jnp.ones((3, 2)), jnp.ones(3))
     with pytest.raises(ValueError, match="must be square"):
         solve_lower_triangular(jnp.eye(3), jnp.ones((3, 2, 2)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cholesky_matches_lapack_and_fails_with_nans(dtype):
+    rng = np.random.default_rng(2)
+    size = 15
+    inputs = rng.uniform(-1, 1, size=size)
+    # A GP covariance as the likelihood builds it: smooth kernel plus a small noise.
+    matrix = np.exp(-0.5 * (inputs[:, None] - inputs[None, :]) ** 2 / 0.3**2) + 0.01 * np.eye(size)
+    garbage = matrix + np.triu(rng.normal(size=(size, size)), 1)  # never read
+    expected = np.linalg.cholesky(matrix)
+    tolerance = 1e-10 if dtype == "float64" else 2e-4
+    with jax.enable_x64(dtype == "float64"):
+        factor = cholesky_lower(jnp.asarray(garbage, dtype))
+        indefinite = cholesky_lower(jnp.asarray(matrix - 2 * np.eye(size), dtype))
+        batched = jax.vmap(cholesky_lower)(jnp.asarray(np.stack([matrix, 2 * matrix]), dtype))
+    assert factor.dtype == jnp.dtype(dtype)
+    np.testing.assert_allclose(factor, expected, rtol=tolerance, atol=tolerance)
+    np.testing.assert_allclose(batched[1], np.sqrt(2) * expected, rtol=tolerance, atol=tolerance)
+    assert np.isnan(np.asarray(indefinite)).any()
+
+
+def test_cholesky_gradient_matches_lapack():
+    """The NUTS reference of benchmarks/dt_gp.py differentiates GP likelihoods."""
+    rng = np.random.default_rng(3)
+    root = rng.normal(size=(5, 5))
+    matrix, weights = root @ root.T + 5 * np.eye(5), rng.normal(size=(5, 5))
+
+    def loss(factorise, matrix):
+        return jnp.sum(weights * factorise(0.5 * (matrix + matrix.T)))
+
+    with jax.enable_x64(True):
+        ours = jax.grad(loss, argnums=1)(cholesky_lower, jnp.asarray(matrix))
+        theirs = jax.grad(loss, argnums=1)(jnp.linalg.cholesky, jnp.asarray(matrix))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="must be square"):
+        cholesky_lower(jnp.ones((3, 2)))

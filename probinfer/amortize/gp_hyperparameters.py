@@ -21,7 +21,7 @@ import numpy as np
 from jax.scipy.special import logsumexp
 from jaxtyping import Array, ArrayLike, Bool, Float, PRNGKeyArray
 
-from probinfer._linalg import solve_lower_triangular
+from probinfer._linalg import cholesky_lower, solve_lower_triangular
 from probinfer._validation import check_magnitude, real_array
 from probinfer.amortize.mixture import GaussianMixture
 
@@ -115,7 +115,7 @@ def gp_log_likelihood(
         pairs = observation_mask[:, None] & observation_mask[None, :]
         covariance = jnp.where(pairs, covariance, jnp.eye(values.shape[0], dtype=covariance.dtype))
         values = jnp.where(observation_mask, values, 0.0)
-    factor = jnp.linalg.cholesky(covariance)
+    factor = cholesky_lower(covariance)
     whitened = solve_lower_triangular(factor, values)
     count = values.shape[0] if observation_mask is None else jnp.sum(observation_mask)
     return (
