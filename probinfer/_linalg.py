@@ -10,12 +10,20 @@ thread waits and the program never finishes (seen with gdb: both threads in
 has no custom call and no nested parallelism; nor has the Cholesky factorisation here
 (LAPACK's takes the same thread pool). Used where that program factorises and solves;
 other batched LAPACK calls (the linear-Gaussian mixture update, nested sampling's
-ellipsoids, the NNGP posteriors, the GP predictive density and prior draws) remain.
+ellipsoids, the NNGP posteriors, the GP prior draws) remain.
 """
 
 import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
+
+
+def _square_size(matrix: Array, name: str) -> int:
+    """``n`` for an ``(n, n)`` matrix; a clear error otherwise."""
+    size = matrix.shape[-1] if matrix.ndim else 0
+    if matrix.shape != (size, size):
+        raise ValueError(f"`{name}` must be square, got shape {matrix.shape}.")
+    return size
 
 
 def solve_lower_triangular(
@@ -29,11 +37,11 @@ def solve_lower_triangular(
     at full precision (no TF32 on GPUs), as LAPACK's solve does.
     """
     factor, rhs = jnp.asarray(factor), jnp.asarray(rhs)
-    size = factor.shape[-1] if factor.ndim else 0
-    if factor.shape != (size, size) or rhs.ndim not in (1, 2) or rhs.shape[0] != size:
+    size = _square_size(factor, "factor")
+    if rhs.ndim not in (1, 2) or rhs.shape[0] != size:
         raise ValueError(
-            "`factor` must be square and `rhs` of shape (n,) or (n, r) with n its size, got "
-            f"{factor.shape} and {rhs.shape}."
+            f"`rhs` must be of shape (n,) or (n, r) with n = {size}, `factor`'s size; got "
+            f"{rhs.shape}."
         )
     lower = jnp.tril(factor, -1)
 
@@ -56,9 +64,7 @@ def cholesky_lower(matrix: Float[ArrayLike, "n n"]) -> Float[Array, "n n"]:
     (a GP dataset of up to a few hundred points); batch by ``jax.vmap``.
     """
     matrix = jnp.asarray(matrix)
-    size = matrix.shape[-1] if matrix.ndim else 0
-    if matrix.shape != (size, size):
-        raise ValueError(f"`matrix` must be square, got shape {matrix.shape}.")
+    size = _square_size(matrix, "matrix")
     below = jnp.arange(size)
 
     def column(index: Array, factor: Array) -> Array:

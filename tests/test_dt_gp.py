@@ -260,3 +260,38 @@ def test_cli_posterior_for_the_shipped_model(tmp_path, capsys) -> None:
     (tmp_path / "data.json").write_text(json.dumps(data))
     assert cli.main(arguments) == 2
     assert "inputs" in capsys.readouterr().err
+
+
+def test_gp_predictive_log_density_matches_dense_algebra() -> None:
+    """Two hyperparameter draws, equal and unequal weights, against the GP predictive
+    written out with NumPy's solve (float64)."""
+    rng = np.random.default_rng(5)
+    x, x_test = rng.uniform(-1, 1, size=(7, 1)), rng.uniform(-1, 1, size=(3, 1))
+    y, y_test = rng.normal(size=7), rng.normal(size=3)
+    draws = np.array([[-1.0, 0.2, -3.0], [-0.3, -0.5, -2.0]])
+
+    def dense(theta):
+        lengthscale, variance, noise = np.exp(theta)
+
+        def kernel(a, b):
+            return variance * np.exp(-0.5 * (a - b.T) ** 2 / lengthscale**2)
+
+        covariance = kernel(x, x) + (noise + 1e-6) * np.eye(7)
+        cross = kernel(x_test, x)
+        mean = cross @ np.linalg.solve(covariance, y)
+        var = variance - np.sum(cross * np.linalg.solve(covariance, cross.T).T, axis=1)
+        sd = np.sqrt(var + noise + 1e-6)
+        return -0.5 * ((y_test - mean) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi)
+
+    per_draw = np.stack([dense(theta) for theta in draws])
+    log_weights = np.log([0.3, 0.7])
+    with jax.enable_x64(True):
+        data = amortize.gp_regression_data(x, y)
+        equal = amortize.gp_predictive_log_density(jnp.asarray(draws), data, x_test, y_test)
+        weighted = amortize.gp_predictive_log_density(
+            jnp.asarray(draws), data, x_test, y_test, jnp.asarray(log_weights)
+        )
+    expected_equal = np.logaddexp(*per_draw) - np.log(2)
+    expected_weighted = np.logaddexp(*(per_draw + log_weights[:, None]))
+    np.testing.assert_allclose(equal, expected_equal, rtol=1e-9)
+    np.testing.assert_allclose(weighted, expected_weighted, rtol=1e-9)

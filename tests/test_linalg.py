@@ -60,11 +60,11 @@ def test_numpy_inputs_and_no_right_hand_sides():
 
 
 def test_mismatched_shapes_are_named():
-    with pytest.raises(ValueError, match="must be square"):
+    with pytest.raises(ValueError, match="`rhs` must be of shape"):
         solve_lower_triangular(jnp.eye(3), jnp.ones(4))
-    with pytest.raises(ValueError, match="must be square"):
+    with pytest.raises(ValueError, match="`factor` must be square"):
         solve_lower_triangular(jnp.ones((3, 2)), jnp.ones(3))
-    with pytest.raises(ValueError, match="must be square"):
+    with pytest.raises(ValueError, match="`rhs` must be of shape"):
         solve_lower_triangular(jnp.eye(3), jnp.ones((3, 2, 2)))
 
 

@@ -141,7 +141,7 @@ def gp_predictive_log_density(
 
     def one(theta: Array) -> tuple[Array, Array]:
         lengthscale, variance, noise = jnp.exp(theta[0]), jnp.exp(theta[1]), jnp.exp(theta[2])
-        factor = jnp.linalg.cholesky(_covariance(theta, data.inputs))
+        factor = cholesky_lower(_covariance(theta, data.inputs))
         squared = jnp.sum((test_inputs[:, None, :] - data.inputs[None, :, :]) ** 2, axis=-1)
         cross = variance * jnp.exp(-0.5 * squared / lengthscale**2)
         # One solve for both right-hand sides.
