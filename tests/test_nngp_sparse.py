@@ -499,6 +499,7 @@ def test_kernel_matvec_centred_on_the_kernel_level():
 # The residual may end above 10 x rtol at float32's floor, which warns.
 @pytest.mark.filterwarnings("ignore:conjugate gradients ended")
 @pytest.mark.optimized  # 33 passes over a 3,000-point kernel: runtime, not compilation
+@pytest.mark.slow  # 22 s; test_float32_cg_mean_within_its_residual_bound is its fast twin
 def test_float32_cg_with_a_large_constant_kernel_part():
     """The hyperparameters ML-II finds on large data (bias variance 15.5 against noise
     0.033: kernel entries near 80, ``K``'s top eigenvalue 7e6 times the noise at
