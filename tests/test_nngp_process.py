@@ -245,6 +245,37 @@ def test_fit_hyperparameters_improves_marginal_likelihood():
     assert result.num_points == 40 and losses.shape == (151,)
 
 
+def test_fit_hyperparameters_fits_every_depth_with_one_program(monkeypatch, count_compilations):
+    """Each candidate depth's fit is the fit of that depth alone (the runtime index picks
+    the right layer stack), and the second depth compiles nothing (one program per depth
+    before: the README's three-depth fit spent 10 of its 12.6 s compiling)."""
+    from probinfer.nngp import _fit
+
+    x, y, _, _ = _data(num_train=17)  # a size no other test compiles
+    settings = {"num_steps": 10, "progress": False}
+    compiled = {"drive": [], "final": []}  # compilations so far, as each depth starts/ends
+
+    def counted(name, fn):
+        def wrapped(*args, **kwargs):
+            if name == "drive":
+                compiled[name].append(len(count_compilations))
+            result = fn(*args, **kwargs)
+            if name == "final":
+                compiled[name].append(len(count_compilations))
+            return result
+
+        return wrapped
+
+    monkeypatch.setattr(_fit, "drive", counted("drive", _fit.drive))
+    monkeypatch.setattr(_fit, "_final_loss", counted("final", _fit._final_loss))
+    together = nngp.fit_hyperparameters(x, y, depths=(1, 2), **settings)
+    (first_start, second_start), (first_end, second_end) = compiled["drive"], compiled["final"]
+    assert first_end > first_start  # the counter sees the first depth's programs
+    assert second_end == second_start, "the second depth compiled a program"
+    alone = nngp.fit_hyperparameters(x, y, depths=(2,), **settings)  # index 1 is depth 2
+    np.testing.assert_allclose(together.losses[2], alone.losses[2], rtol=1e-5)
+
+
 def test_fit_hyperparameters_on_a_random_subset(monkeypatch):
     """``max_points`` fits on that many of the points (a subset of the rows: its log marginal
     likelihood is one of a 20-point set, not of all 40); at or above ``n`` it changes
