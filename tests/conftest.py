@@ -38,13 +38,13 @@
   part of JAX's cache key: a program reused from another module keeps the level it was
   compiled at (which changes its speed, not what the test checks).
 - Compiled programs are also kept on disk for the run (JAX's persistent compilation cache,
-  in a temporary folder the first pytest process makes and removes at exit): the two
-  xdist workers, the subprocesses that tests start (CLI, docs) and modules after a drop
-  load a program another has compiled instead of compiling it again (full suite: 1,419 ->
-  1,302 s of test time, 12:17 -> 11:17 wall, measured back to back). A program loaded
-  from disk counts as a compilation in ``count_compilations``, so a test that a program is
-  not rebuilt can still fail (checked). ``PROBINFER_TEST_DISK_CACHE=0`` turns it off; a
-  ``JAX_COMPILATION_CACHE_DIR`` set by the caller is kept.
+  in a temporary folder the first pytest process makes and removes at exit, its entries
+  written atomically): the two xdist workers and modules after a drop load a program the
+  other has compiled instead of compiling it again (full suite: 1,419 -> 1,302 s of test
+  time, 12:17 -> 11:17 wall, measured back to back). A program loaded from disk counts as
+  a compilation in ``count_compilations``, so a test that a program is not rebuilt can
+  still fail (checked). ``PROBINFER_TEST_DISK_CACHE=0`` turns it off; a caller's own
+  ``JAX_COMPILATION_CACHE_DIR`` is used as JAX uses it.
 - ``make test`` runs the modules on two pytest-xdist workers (``--dist loadfile``: a module's
   tests share one worker, so its module fixtures and programs are built once).
 - Statistical helpers live in ``tests/_stats.py`` (one place).
@@ -90,26 +90,53 @@ if not _OPTIMIZE_ALL and "xla_cpu_use_fusion_emitters" not in os.environ.get("XL
         os.environ[_EMITTERS_VERDICT] = "1" if _xla_accepts(_EMITTERS_FLAG) else "0"
     if os.environ[_EMITTERS_VERDICT] == "1":
         _add_xla_flag(_EMITTERS_FLAG)
-# The on-disk program cache (see the module docstring). The xdist workers and the test
-# subprocesses inherit the variables; this process sets JAX's config too, as a pytest
-# plugin may have imported JAX (which reads them at import) already.
-if os.environ.get("PROBINFER_TEST_DISK_CACHE", "1") == "1" and (
-    "JAX_COMPILATION_CACHE_DIR" not in os.environ
-):
+# The on-disk program cache (see the module docstring). The folder is passed to the xdist
+# workers in a variable of ours, not JAX's: test subprocesses (CLI, docs) would inherit
+# JAX's and write without the atomic writes below.
+_PROGRAM_CACHE = "PROBINFER_TEST_PROGRAM_CACHE"
+if os.environ.get("PROBINFER_TEST_DISK_CACHE", "1") == "1" and _PROGRAM_CACHE not in os.environ:
     _cache_dir = tempfile.mkdtemp(prefix="probinfer-test-programs-")
     atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
-    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+    os.environ[_PROGRAM_CACHE] = _cache_dir
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
 
-if "JAX_COMPILATION_CACHE_DIR" in os.environ:
-    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-    jax.config.update(
-        "jax_persistent_cache_min_compile_time_secs",
-        float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")),
-    )
+
+def _write_cache_entries_atomically() -> bool:
+    """Make JAX's disk-cache writes atomic (a temporary file, then a rename), so that one
+    worker never reads an entry another is still writing (JAX writes in place when the
+    cache has no size bound, and a half-written entry is a warning that tests turning
+    warnings into errors would fail on). False where JAX's cache is not the class known
+    here (then there is no disk cache)."""
+    try:
+        from jax._src import lru_cache
+    except ImportError:
+        return False
+    cache_class = getattr(lru_cache, "LRUCache", None)
+    suffix = getattr(lru_cache, "_CACHE_SUFFIX", None)
+    if cache_class is None or not isinstance(suffix, str) or not hasattr(cache_class, "put"):
+        return False
+    write_in_place = cache_class.put
+
+    def put(self, key: str, value: bytes) -> None:
+        if getattr(self, "eviction_enabled", True):  # bounded: JAX locks the files itself
+            return write_in_place(self, key, value)
+        path = self.path / f"{key}{suffix}"
+        if path.exists():
+            return
+        temporary = self.path / f".{key}.{os.getpid()}.tmp"
+        temporary.write_bytes(value)
+        os.replace(temporary, path)
+
+    cache_class.put = put
+    return True
+
+
+if _PROGRAM_CACHE in os.environ and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    if _write_cache_entries_atomically():
+        jax.config.update("jax_compilation_cache_dir", os.environ[_PROGRAM_CACHE])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def pytest_configure(config: pytest.Config) -> None:
