@@ -8,9 +8,13 @@ hold a pool thread while waiting for parts queued behind the other: on 2 cores e
 thread waits and the program never finishes (seen with gdb: both threads in
 ``lapack_strsm_ffi``'s ``BlockingCounter::Wait``). Forward substitution in plain XLA ops
 has no custom call and no nested parallelism; nor has the Cholesky factorisation here
-(LAPACK's takes the same thread pool). Used where that program factorises and solves;
-other batched LAPACK calls (the linear-Gaussian mixture update, nested sampling's
-ellipsoids, the NNGP posteriors, the GP prior draws) remain.
+(LAPACK's takes the same thread pool). Used where that program factorises and solves.
+``pi.sample``'s pointwise log likelihoods avoid the batched calls instead, by running one
+draw after another (``probinfer/_idata.py``: a model with two Gaussian-process likelihood
+terms hung there). Other batched LAPACK calls remain: the linear-Gaussian mixture update
+and the variational classifier each have two independent ones in one program (found in
+XLA's optimized HLO; neither hung in stress runs), and nested sampling's ellipsoids, the
+NNGP posteriors and the GP prior draws have batched ones.
 """
 
 import jax.numpy as jnp
