@@ -292,6 +292,11 @@ def _bar_log_densities(y_test, mean, std, weights, bars):
     return [projected(bar) for bar in bars]
 
 
+# The targets' scale prior in the scale-free references: LogNormal(0, 10), nearly flat in
+# log s over the likelihood's reach (the location-scale group's right Haar prior).
+LOG_SCALE_SD = 10.0
+
+
 def gp_hyper_model(x_train, y_train, hyperprior):
     """The GP-with-hyperpriors regression model, for NUTS (module level: compiled once)."""
     import numpyro
@@ -366,23 +371,36 @@ def gp_fixed_range_model(x_train, y_train, hyperprior):
 def _located_scaled_gp(x_train, y_train, hyperprior, families=("rbf",), located=True):
     """The GP with hyperpriors, shifted by an unknown offset, scaled by an unknown scale
     (offset 0 and scale 1 if not ``located``); with several kernel ``families``, each with
-    equal prior probability."""
+    equal prior probability.
+
+    The scale ``s`` multiplies the kernel variance and the noise alike (``y ~ N(offset,
+    s (v K + n I))``), so the likelihood sees only ``s v`` and ``s n``: NUTS over ``(v, n,
+    s)`` runs along a ridge that only the priors bound (at 50 points, 200 draws: 118
+    divergences, about 420 leapfrog steps per draw, correlations of ``log s`` with ``log v``
+    and ``log n`` below -0.99999). With log-normal priors ``log(s v)`` and ``log(s n)`` are
+    jointly Gaussian (``log s`` shared), so NUTS samples them directly: the same model for
+    everything the predictive uses, without the ridge. The sites ``variance`` and ``noise``
+    then hold ``s v`` and ``s n``, and there is no ``scale`` site (it is 1).
+    """
     import numpyro
     import numpyro.distributions as dist
 
     lengthscale = numpyro.sample("lengthscale", dist.LogNormal(*hyperprior[0]))
-    variance = numpyro.sample("variance", dist.LogNormal(*hyperprior[1]))
-    noise = numpyro.sample("noise", dist.LogNormal(*hyperprior[2]))
-    offset, scale = 0.0, 1.0
+    offset = 0.0
     if located:
         offset = numpyro.sample("offset", dist.Normal(0.0, 10.0))
-        scale = numpyro.sample("scale", dist.LogNormal(0.0, 10.0))
+        loc = jnp.stack([hyperprior[1][0], hyperprior[2][0]])
+        cov = jnp.diag(jnp.stack([hyperprior[1][1], hyperprior[2][1]]) ** 2) + LOG_SCALE_SD**2
+        log_scaled = numpyro.sample("log_scaled", dist.MultivariateNormal(loc, cov))
+        variance = numpyro.deterministic("variance", jnp.exp(log_scaled[0]))
+        noise = numpyro.deterministic("noise", jnp.exp(log_scaled[1]))
+    else:
+        variance = numpyro.sample("variance", dist.LogNormal(*hyperprior[1]))
+        noise = numpyro.sample("noise", dist.LogNormal(*hyperprior[2]))
     log_densities = []
     for family in families:
         make = KERNEL_FAMILIES[family]
-        gp = nngp.gaussian_process(
-            make(lengthscale, variance), x_train, scale=scale, noise=noise, jitter=1e-6
-        )
+        gp = nngp.gaussian_process(make(lengthscale, variance), x_train, noise=noise, jitter=1e-6)
         likelihood = dist.MultivariateNormal(offset + gp.loc, scale_tril=gp.scale_tril)
         if len(families) == 1:
             numpyro.sample("y", likelihood, obs=y_train)
