@@ -137,7 +137,9 @@ def _draw_predictives(x_train, y_train, x_test, draws, family="rbf"):
     ``(lengthscale, variance, noise, offset, scale, half_range)``: ``y = offset +
     sqrt(scale) f`` with ``f`` a GP (kernel ``family``) in the inputs times ``half_range``
     (per feature; ones for a model that is not scale-free); and ``(draws,)`` the train
-    targets' log density at each draw."""
+    targets' log density at each draw. The NUTS references sample ``scale x variance`` and
+    ``scale x noise`` as ``variance`` and ``noise`` and pass ``scale`` = 1
+    (:func:`_located_scaled_gp`)."""
     make = KERNEL_FAMILIES[family]
 
     def one(ls, var, nz, offset, scale, half_range):
@@ -380,7 +382,9 @@ def _located_scaled_gp(x_train, y_train, hyperprior, families=("rbf",), located=
     and ``log n`` below -0.99999). With log-normal priors ``log(s v)`` and ``log(s n)`` are
     jointly Gaussian (``log s`` shared), so NUTS samples them directly: the same model for
     everything the predictive uses, without the ridge. The sites ``variance`` and ``noise``
-    then hold ``s v`` and ``s n``, and there is no ``scale`` site (it is 1).
+    then hold ``s v`` and ``s n``, and there is no ``scale`` site (it is 1). The 1e-6
+    jitter is added to ``s n`` now, not to ``n`` before scaling: a change of ``(s - 1)
+    1e-6`` in the noise, below what the references resolve.
     """
     import numpyro
     import numpyro.distributions as dist
@@ -463,7 +467,8 @@ def nuts_nll(
     else:
         half_range = jnp.ones((size, x.shape[1]))
         log_weights = jnp.zeros((size, x.shape[0] - num_train))
-    # A model that is not scale-free has no offset and unit scale.
+    # A model that is not scale-free has no offset; no model has a scale site: the
+    # scale-free ones fold it into `variance` and `noise` (_located_scaled_gp).
     draws_tuple = (
         flat["lengthscale"], flat["variance"], flat["noise"],
         flat.get("offset", jnp.zeros(size)), flat.get("scale", jnp.ones(size)), half_range,

@@ -57,6 +57,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 
 NUM_DEVICES = int(os.environ.get("PROBINFER_TEST_DEVICES", "4"))
@@ -94,10 +95,9 @@ if not _OPTIMIZE_ALL and "xla_cpu_use_fusion_emitters" not in os.environ.get("XL
 # workers in a variable of ours, not JAX's: test subprocesses (CLI, docs) would inherit
 # JAX's and write without the atomic writes below.
 _PROGRAM_CACHE = "PROBINFER_TEST_PROGRAM_CACHE"
-if os.environ.get("PROBINFER_TEST_DISK_CACHE", "1") == "1" and _PROGRAM_CACHE not in os.environ:
-    _cache_dir = tempfile.mkdtemp(prefix="probinfer-test-programs-")
-    atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
-    os.environ[_PROGRAM_CACHE] = _cache_dir
+_USE_PROGRAM_CACHE = os.environ.get("PROBINFER_TEST_DISK_CACHE", "1") == "1" and (
+    "JAX_COMPILATION_CACHE_DIR" not in os.environ  # the caller's own cache, as JAX uses it
+)
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -123,20 +123,40 @@ def _write_cache_entries_atomically() -> bool:
         if getattr(self, "eviction_enabled", True):  # bounded: JAX locks the files itself
             return write_in_place(self, key, value)
         path = self.path / f"{key}{suffix}"
-        if path.exists():
-            return
-        temporary = self.path / f".{key}.{os.getpid()}.tmp"
-        temporary.write_bytes(value)
-        os.replace(temporary, path)
+        if not key or path.exists():
+            return write_in_place(self, key, value)  # JAX's own answer (an error, or nothing)
+        # Threads of one process may write the same entry: a name per thread.
+        temporary = self.path / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            temporary.write_bytes(value)
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
 
-    cache_class.put = put
-    return True
+    # A round trip through the patched class, so that a JAX whose cache reads entries
+    # differently turns the disk cache off instead of breaking it.
+    probe_dir = tempfile.mkdtemp(prefix="probinfer-test-cache-probe-")
+    try:
+        cache_class.put = put
+        cache = cache_class(probe_dir, max_size=-1)
+        cache.put("probe", b"entry")
+        works = cache.get("probe") == b"entry"
+    except Exception:  # any change in JAX's private cache: no disk cache
+        works = False
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
+    if not works:
+        cache_class.put = write_in_place
+    return works
 
 
-if _PROGRAM_CACHE in os.environ and "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    if _write_cache_entries_atomically():
-        jax.config.update("jax_compilation_cache_dir", os.environ[_PROGRAM_CACHE])
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+if _USE_PROGRAM_CACHE and _write_cache_entries_atomically():
+    if _PROGRAM_CACHE not in os.environ:  # the first pytest process; workers inherit it
+        _cache_dir = tempfile.mkdtemp(prefix="probinfer-test-programs-")
+        atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+        os.environ[_PROGRAM_CACHE] = _cache_dir
+    jax.config.update("jax_compilation_cache_dir", os.environ[_PROGRAM_CACHE])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def pytest_configure(config: pytest.Config) -> None:

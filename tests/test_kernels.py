@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 import scipy.special
 import scipy.stats
+from _fresh_process import run_on_one_cpu_device
 from _stats import check_expectation, check_moments, failures
 
 from probinfer import mcmc
@@ -482,16 +483,7 @@ def test_vmapped_dense_mala_does_not_deadlock_on_one_cpu_device():
     `pi.evidence` with MALA moves hung forever on a one-device CPU. MALA now does one solve.
     The suite's fake four-device CPU hides the hang, so this runs in a fresh one-device
     process, with a timeout (about 5 s when it works)."""
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["JAX_PLATFORMS"] = "cpu"  # the deadlock is XLA:CPU's; on a GPU machine too
-    result = subprocess.run(
-        [sys.executable, "-c", ONE_DEVICE_MALA],
-        capture_output=True, text=True, timeout=90, env=env,
-    )  # fmt: skip
+    result = run_on_one_cpu_device(ONE_DEVICE_MALA, timeout=90)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "True"
 

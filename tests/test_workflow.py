@@ -11,6 +11,7 @@ import numpy as np
 import numpyro
 import numpyro.distributions as dist
 import pytest
+from _fresh_process import run_on_one_cpu_device
 from _stats import assert_checks, check_expectation
 from arviz.data.io_numpyro import infer_dims
 from numpyro.infer.util import log_likelihood
@@ -266,7 +267,6 @@ print(idata.log_likelihood["y1"].shape)
 """
 
 
-@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")
 def test_two_batched_gaussian_likelihoods_do_not_deadlock():
     """The log_likelihood group of a model with two multivariate normal terms (GP
     likelihoods, x64) never came back: the pointwise program ran both terms batched over
@@ -274,15 +274,6 @@ def test_two_batched_gaussian_likelihoods_do_not_deadlock():
     queued behind the other (gdb; 2 of 2 fresh processes hung, 0 of 2 with the fix). It runs
     one draw after another now. A fresh one-device process, as users run (the suite's four
     fake devices change XLA:CPU's scheduling), with a timeout."""
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["JAX_PLATFORMS"] = "cpu"  # the deadlock is XLA:CPU's; on a GPU machine too
-    result = subprocess.run(
-        [sys.executable, "-c", TWO_GAUSSIAN_PROCESS_TERMS],
-        capture_output=True, text=True, timeout=120, env=env,
-    )  # fmt: skip
+    result = run_on_one_cpu_device(TWO_GAUSSIAN_PROCESS_TERMS, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "(4, 500)"

@@ -245,13 +245,14 @@ class _DepthSwitch(AbstractLayer):
     stacks: tuple[AbstractLayer, ...]
     index: Array
 
-    def __init__(self, stacks: tuple[AbstractLayer, ...], index: Array) -> None:
-        self.stacks = stacks
-        self.index = index
-
     @property
     def memory_factor(self) -> int:
         return max(stack.memory_factor for stack in self.stacks)
+
+    @property
+    def needs_resolution(self) -> bool:
+        # Traced (as in the fit), quadrature layers keep their traced node count anyway.
+        return any(stack.needs_resolution for stack in self.stacks)
 
     def apply(self, state: KernelState) -> KernelState:
         # The stacks go in as operands: they hold traced variances, and switch's branches
@@ -274,7 +275,7 @@ def _final_loss(
 class _AdamStep(NamedTuple):
     """One Adam step on the negative log marginal likelihood per point, at the candidate
     depth that ``shared``'s index picks (hashable: it keys the compiled chunk of
-    :func:`probinfer.driver.drive`, one for every candidate)."""
+    :func:`probinfer.driver.drive`: one program for all the candidates)."""
 
     depths: tuple[int, ...]
     activation: str
