@@ -471,7 +471,7 @@ def nuts_nll(
     # scale-free ones fold it into `variance` and `noise` (_located_scaled_gp).
     draws_tuple = (
         flat["lengthscale"], flat["variance"], flat["noise"],
-        flat.get("offset", jnp.zeros(size)), flat.get("scale", jnp.ones(size)), half_range,
+        flat.get("offset", jnp.zeros(size)), jnp.ones(size), half_range,
     )  # fmt: skip
     args = (x_train, y_train, x[num_train:], y[num_train:])
 

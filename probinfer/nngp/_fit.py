@@ -206,28 +206,28 @@ def fit_hyperparameters(
         )
     loss, depth, params = best
     fitted = {k: float(v) for k, v in _constrained(params, positive).items()}
-    process = _build(params, depth, activation, scale_prior, positive_items, jitter)
+    process = _build(params, (depth,), 0, activation, scale_prior, positive_items, jitter)
     return FitResult(process, depth, -loss * n, fitted, losses, n)
 
 
 def _build(
     params: dict[str, Array],
-    depth: int | tuple[tuple[int, ...], Array],
+    depths: tuple[int, ...],
+    index: int | Array,
     activation: str,
     scale_prior: str | None,
     positive_items: tuple[tuple[str, bool], ...],
     jitter: float,
 ) -> ScaleMixtureProcess:
-    """The process of ``params`` at one depth, or, for ``depth = (candidates, index)``, at
-    the candidate a runtime index picks."""
+    """The process of ``params`` at depth ``depths[index]``: a plain stack for a Python
+    ``index``, the switch among all the candidates' stacks for a runtime (array) one."""
     p = _constrained(params, dict(positive_items))
     variances = {"weight_variance": p["weight_variance"], "bias_variance": p["bias_variance"]}
-    if isinstance(depth, tuple):
-        candidates, index = depth
-        stacks = tuple(mlp(d, activation=activation, **variances) for d in candidates)
-        kernel: AbstractLayer = _DepthSwitch(stacks, index)
+    if isinstance(index, int):
+        kernel: AbstractLayer = mlp(depths[index], activation=activation, **variances)
     else:
-        kernel = mlp(depth, activation=activation, **variances)
+        stacks = tuple(mlp(d, activation=activation, **variances) for d in depths)
+        kernel = _DepthSwitch(stacks, index)
     prior = None
     if scale_prior is not None:
         constructor, spec = SCALE_PRIOR_FAMILIES[scale_prior]
@@ -289,7 +289,7 @@ class _AdamStep(NamedTuple):
 
     def loss(self, params: dict[str, Array], x: Array, y: Array, depth_index: Array) -> Array:
         process = _build(
-            params, (self.depths, depth_index), self.activation, self.scale_prior,
+            params, self.depths, depth_index, self.activation, self.scale_prior,
             self.positive_items, self.jitter,
         )  # fmt: skip
         return -process.condition(x, y).log_marginal_likelihood() / x.shape[0]
