@@ -33,7 +33,9 @@ import argparse
 import json
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -122,6 +124,9 @@ def mle_nll(x, y, num_train, steps=300):
 HYPER_TRAIN_SIZES = (2, 5, 10, 20, 50, 100)
 HYPER_FEATURES = (1, 2, 3, 4, 5)
 NUTS_CHAINS = 4
+# A NUTS reference with a larger R-hat (over its sites) is retried once with a longer run,
+# then left out of a cell's means and counted.
+RHAT_LIMIT = 1.01
 # The same datasets in other units: (input scale, input shift, target scale, target shift).
 # A scale-free model's gap must not move; one that is not scale-free shows what it costs.
 RESCALINGS = {
@@ -413,24 +418,40 @@ def _located_scaled_gp(x_train, y_train, hyperprior, families=("rbf",), located=
     numpyro.factor("y", logsumexp(jnp.stack(log_densities)) - jnp.log(len(families)))
 
 
+class NutsReference(NamedTuple):
+    """:func:`nuts_nll`'s answer: the NLL of each test target (an ``(m,)`` array), the bucket
+    floors' function, and the run's convergence (largest R-hat over sites, divergences)."""
+
+    point_nll: np.ndarray
+    bucket_floors: Callable[..., list[float]]
+    max_rhat: float
+    divergences: int
+
+
 def nuts_nll(
     prior, x, y, num_train, seed, *, scale_free=False, fixed_range=False, warmup=500, draws=500
-):
-    """Posterior predictive NLL of each test target (an ``(m,)`` array) with NUTS over the
-    GP hyperparameters (``pi.sample``), in the data's units.
+) -> NutsReference:
+    """Posterior predictive NLL of each test target with NUTS over the GP hyperparameters
+    (``pi.sample``, in float64), in the data's units.
 
     ``scale_free``: the target of a scale-free PFN instead (:func:`gp_scale_free_model`, on
     the dataset mapped as the PFN maps it, its active features only; each test point's
     predictive weighs the draws by :func:`log_weights_of_test_inputs`; the NLL is moved back by
     ``log`` of the targets' scale); with ``fixed_range``, :func:`gp_fixed_range_model`.
-    Returns the NLLs of the mixture over draws and a function giving, for each of some bar
+    Returns the NLLs of the mixture over draws, a function giving, for each of some bar
     distributions, how much NLL that mixture's histogram on its buckets adds (the least the
     histogram can cost; in the buckets' units, which are the standardised ones of a
-    scale-free model; not part of NUTS's time). For a ``"mixed"`` prior the model sums
-    the RBF and Matérn-5/2 likelihoods (:func:`gp_hyper_mixed_model`,
-    :func:`gp_scale_free_mixed_model`) and the predictive averages the two per draw
-    (:func:`_predictive_components`).
+    scale-free model; not part of NUTS's time), and the run's largest R-hat and number of
+    divergences. For a ``"mixed"`` prior the model sums the RBF and Matérn-5/2 likelihoods
+    (:func:`gp_hyper_mixed_model`, :func:`gp_scale_free_mixed_model`) and the predictive
+    averages the two per draw (:func:`_predictive_components`).
+
+    Float64 throughout: at 50 train points with little noise, float32 Cholesky factors of
+    the GP's covariance fail (a 50-point dataset of the mixed prior: 392 of 400 transitions
+    diverged on a non-finite log density, R-hat 4.1; none in float64).
     """
+    import arviz as az
+
     import probinfer as pi
     from probinfer.amortize.pfn import standardisation
 
@@ -442,42 +463,49 @@ def nuts_nll(
             f"fixed_range={fixed_range}"
         )
     families = FAMILIES if mixed else ("rbf",)
-    hyperprior = jnp.asarray([prior.log_lengthscale, prior.log_variance, prior.log_noise])
     log_scale = 0.0
     model = gp_hyper_mixed_model if mixed else gp_hyper_model
-    if scale_free:
-        scaling = standardisation(jnp.asarray(x), jnp.asarray(y), num_train)
-        x, y = np.asarray(scaling.inputs(jnp.asarray(x))), np.asarray(scaling.targets(y))
-        log_scale = float(jnp.log(scaling.y_scale))
-        # The prior's inactive zero features stay zero: the GP and the weights skip them.
-        x = x[:, np.ptp(x[:num_train], axis=0) > 0]
-        model = gp_fixed_range_model if fixed_range else gp_scale_free_model
-        model = gp_scale_free_mixed_model if mixed else model
-    x_train, y_train = x[:num_train], y[:num_train]
-    idata = pi.sample(
-        model, x_train, y_train, hyperprior,
-        chains=NUTS_CHAINS, warmup=warmup, draws=draws, seed=seed, progress=False,
-    )  # fmt: skip
-    posterior = idata.posterior
-    flat = {k: jnp.asarray(v.values.reshape(-1)) for k, v in posterior.items() if k != "half_range"}
-    size = flat["noise"].shape[0]
-    if "half_range" in posterior:
-        half_range = jnp.asarray(posterior["half_range"].values.reshape(size, -1))
-        log_weights = log_weights_of_test_inputs(half_range, jnp.asarray(x[num_train:]))
-    else:
-        half_range = jnp.ones((size, x.shape[1]))
-        log_weights = jnp.zeros((size, x.shape[0] - num_train))
-    # A model that is not scale-free has no offset; no model has a scale site: the
-    # scale-free ones fold it into `variance` and `noise` (_located_scaled_gp).
-    draws_tuple = (
-        flat["lengthscale"], flat["variance"], flat["noise"],
-        flat.get("offset", jnp.zeros(size)), jnp.ones(size), half_range,
-    )  # fmt: skip
-    args = (x_train, y_train, x[num_train:], y[num_train:])
-
-    point_nll = -np.asarray(
-        _mixture_log_density(*args, draws_tuple, log_weights, families=families), np.float64
-    )
+    with jax.enable_x64(True):
+        hyperprior = jnp.asarray([prior.log_lengthscale, prior.log_variance, prior.log_noise])
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        if scale_free:
+            scaling = standardisation(jnp.asarray(x), jnp.asarray(y), num_train)
+            x, y = np.asarray(scaling.inputs(jnp.asarray(x))), np.asarray(scaling.targets(y))
+            log_scale = float(jnp.log(scaling.y_scale))
+            # The prior's inactive zero features stay zero: the GP and the weights skip them.
+            x = x[:, np.ptp(x[:num_train], axis=0) > 0]
+            model = gp_fixed_range_model if fixed_range else gp_scale_free_model
+            model = gp_scale_free_mixed_model if mixed else model
+        x_train, y_train = x[:num_train], y[:num_train]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence is returned and reported per cell
+            idata = pi.sample(
+                model, x_train, y_train, hyperprior,
+                chains=NUTS_CHAINS, warmup=warmup, draws=draws, seed=seed, progress=False,
+            )  # fmt: skip
+        posterior = idata.posterior
+        max_rhat = float(az.rhat(idata).to_array().max())
+        divergences = int(idata.sample_stats["diverging"].values.sum())
+        flat = {
+            k: jnp.asarray(v.values.reshape(-1)) for k, v in posterior.items() if k != "half_range"
+        }
+        size = flat["noise"].shape[0]
+        if "half_range" in posterior:
+            half_range = jnp.asarray(posterior["half_range"].values.reshape(size, -1))
+            log_weights = log_weights_of_test_inputs(half_range, jnp.asarray(x[num_train:]))
+        else:
+            half_range = jnp.ones((size, x.shape[1]))
+            log_weights = jnp.zeros((size, x.shape[0] - num_train))
+        # A model that is not scale-free has no offset; no model has a scale site: the
+        # scale-free ones fold it into `variance` and `noise` (_located_scaled_gp).
+        draws_tuple = (
+            flat["lengthscale"], flat["variance"], flat["noise"],
+            flat.get("offset", jnp.zeros(size)), jnp.ones(size), half_range,
+        )  # fmt: skip
+        args = (x_train, y_train, x[num_train:], y[num_train:])
+        point_nll = -np.asarray(
+            _mixture_log_density(*args, draws_tuple, log_weights, families=families), np.float64
+        )
     mixture_nll = float(point_nll.mean())
     if not np.isfinite(mixture_nll):  # e.g. no draw's half range admits a test input
         raise FloatingPointError(f"the NUTS reference's NLL is {mixture_nll} (seed {seed})")
@@ -491,7 +519,7 @@ def nuts_nll(
             )
             return [-float(jnp.mean(v)) - mixture_nll for v in projected]
 
-    return point_nll + log_scale, bucket_floors
+    return NutsReference(point_nll + log_scale, bucket_floors, max_rhat, divergences)
 
 
 def pfn_nll(model, x, y, num_train, rescaling=(1.0, 0.0, 1.0, 0.0), num_features=None) -> float:
@@ -558,60 +586,44 @@ def run_hyper(
             if model.scale_free and known_scale:
                 nuts_nll(prior, x[0], y[0], num_train, 0)
             pfn_nll(model, x[0], y[0], num_train)
-            pfn_values, nuts_values, known_values, pfn_times, nuts_times = [], [], [], [], []
-            floor_values, coarse_values = [], []
-            rescaled = {name: [] for name in RESCALINGS}
+            records = []
             for i in range(num_datasets):
                 start = time.perf_counter()
-                pfn_values.append(pfn_nll(model, x[i], y[i], num_train))
-                pfn_times.append(time.perf_counter() - start)
+                pfn_value = pfn_nll(model, x[i], y[i], num_train)
+                pfn_time = time.perf_counter() - start
                 start = time.perf_counter()
-                nuts_points, bucket_floors = nuts_nll(
+                reference = nuts_nll(
                     prior, x[i], y[i], num_train, i + 1, scale_free=model.scale_free
                 )
-                nuts = float(nuts_points.mean())
-                nuts_times.append(time.perf_counter() - start)
-                nuts_values.append(nuts)
+                nuts_time = time.perf_counter() - start
+                retried = reference.max_rhat > RHAT_LIMIT
+                if retried:  # a longer run before the dataset is called unconverged
+                    reference = nuts_nll(
+                        prior, x[i], y[i], num_train, i + 1, scale_free=model.scale_free,
+                        warmup=1000, draws=2000,
+                    )  # fmt: skip
+                nuts = float(reference.point_nll.mean())
                 # What knowing the prior's location and scale is worth (the same when the
                 # model is not scale-free).
-                if not model.scale_free:
-                    known_values.append(nuts)
-                elif known_scale:
-                    known_values.append(
-                        float(nuts_nll(prior, x[i], y[i], num_train, i + 1)[0].mean())
-                    )
-                floor, coarse_floor = bucket_floors(model.bar, coarse)
-                floor_values.append(floor)
-                coarse_values.append(coarse_floor)
-                for name, rescaling in RESCALINGS.items():
-                    moved = pfn_nll(model, x[i], y[i], num_train, rescaling, num_features)
-                    rescaled[name].append(moved - nuts)
-            gap = np.array(pfn_values) - np.array(nuts_values)
-            # Skipped (`known_scale` off): the three known-scale fields are None (JSON null).
-            measured = len(known_values) > 0
-            known_gap = np.array(pfn_values) - np.array(known_values) if measured else None
-            rows.append(
-                {
-                    "num_features": num_features,
-                    "num_train": num_train,
-                    "pfn_nll": float(np.mean(pfn_values)),
-                    "nuts_nll": float(np.mean(nuts_values)),
-                    "gap": float(gap.mean()),
-                    "gap_se": _standard_error(gap),
-                    "known_scale_nuts_nll": float(np.mean(known_values)) if measured else None,
-                    "known_scale_gap": float(known_gap.mean()) if measured else None,
-                    "known_scale_gap_se": _standard_error(known_gap) if measured else None,
-                    "rescaled_gaps": {k: float(np.mean(v)) for k, v in rescaled.items()},
-                    "bucket_floor": float(np.mean(floor_values)),
-                    "bucket_floor_se": _standard_error(floor_values),
-                    "coarse_floor": float(np.mean(coarse_values)),
-                    "coarse_floor_se": _standard_error(coarse_values),
-                    "coarse_buckets": coarse.num_buckets,
-                    "pfn_seconds_per_dataset": float(np.median(pfn_times)),
-                    "nuts_seconds_per_dataset": float(np.median(nuts_times)),
-                    "speedup": float(np.median(nuts_times) / np.median(pfn_times)),
-                }
-            )
+                known = nuts if not model.scale_free else None
+                if model.scale_free and known_scale:
+                    known = float(nuts_nll(prior, x[i], y[i], num_train, i + 1)[0].mean())
+                floor, coarse_floor = reference.bucket_floors(model.bar, coarse)
+                records.append(
+                    {
+                        "pfn": pfn_value, "nuts": nuts, "known": known,
+                        "pfn_time": pfn_time, "nuts_time": nuts_time,
+                        "floor": floor, "coarse_floor": coarse_floor,
+                        "rescaled": {
+                            name: pfn_nll(model, x[i], y[i], num_train, rescaling, num_features)
+                            - nuts
+                            for name, rescaling in RESCALINGS.items()
+                        },
+                        "max_rhat": reference.max_rhat, "divergences": reference.divergences,
+                        "retried": retried,
+                    }
+                )  # fmt: skip
+            rows.append(_hyper_row(num_features, num_train, records, coarse.num_buckets))
             print(json.dumps(rows[-1]), flush=True)
     if not rows:
         raise SystemExit(
@@ -619,6 +631,55 @@ def run_hyper(
             f"covers (up to {model.num_features} features, {least}-{model.max_train} points)"
         )
     return {**_result(model_dir, config, num_datasets, rows), "weight_check": weight_check}
+
+
+def _hyper_row(num_features: int, num_train: int, records: list[dict], coarse_buckets: int) -> dict:
+    """One cell of :func:`run_hyper` from its per-dataset records. Datasets whose NUTS
+    reference did not converge (R-hat above ``RHAT_LIMIT`` after a longer retry) are
+    counted and left out of every mean: their reference is not the answer."""
+    kept = [r for r in records if r["max_rhat"] <= RHAT_LIMIT]
+    if not kept:
+        raise SystemExit(
+            f"no NUTS reference converged at {num_features} features, {num_train} points"
+        )
+
+    def column(name: str) -> np.ndarray:
+        return np.array([r[name] for r in kept], np.float64)
+
+    pfn, nuts = column("pfn"), column("nuts")
+    gap = pfn - nuts
+    # Skipped (`known_scale` off): the three known-scale fields are None (JSON null).
+    measured = kept[0]["known"] is not None
+    known_gap = pfn - column("known") if measured else None
+    pfn_time = np.median([r["pfn_time"] for r in records])
+    nuts_time = np.median([r["nuts_time"] for r in records])
+    return {
+        "num_features": num_features,
+        "num_train": num_train,
+        "pfn_nll": float(pfn.mean()),
+        "nuts_nll": float(nuts.mean()),
+        "gap": float(gap.mean()),
+        "gap_se": _standard_error(gap),
+        "known_scale_nuts_nll": float(column("known").mean()) if measured else None,
+        "known_scale_gap": float(known_gap.mean()) if known_gap is not None else None,
+        "known_scale_gap_se": _standard_error(known_gap) if known_gap is not None else None,
+        "rescaled_gaps": {
+            name: float(np.mean([r["rescaled"][name] for r in kept])) for name in RESCALINGS
+        },
+        "bucket_floor": float(column("floor").mean()),
+        "bucket_floor_se": _standard_error(column("floor")),
+        "coarse_floor": float(column("coarse_floor").mean()),
+        "coarse_floor_se": _standard_error(column("coarse_floor")),
+        "coarse_buckets": coarse_buckets,
+        "pfn_seconds_per_dataset": float(pfn_time),
+        "nuts_seconds_per_dataset": float(nuts_time),
+        "speedup": float(nuts_time / pfn_time),
+        "nuts_unconverged": len(records) - len(kept),
+        "nuts_retried": sum(r["retried"] for r in records),
+        "nuts_max_rhat": max(r["max_rhat"] for r in records),
+        "nuts_divergences": sum(r["divergences"] for r in records),
+        "nuts_divergent_datasets": sum(r["divergences"] > 0 for r in records),
+    }
 
 
 def compare_references(model_dir: Path, num_features: int, num_train: int, num_datasets: int):
@@ -669,6 +730,8 @@ def markdown_hyper(result: dict) -> str:
             "scale, on the standardised data, an approximate reference: the exact target "
             "also averages over the train inputs' ranges that the map divides out"
         )
+    # Rows made before the float64 reference and its checks have no convergence fields.
+    checked = all("nuts_max_rhat" in r for r in result["rows"])
     lines = [
         "# PFN (GP with hyperpriors) against NUTS over the hyperparameters",
         "",
@@ -679,7 +742,8 @@ def markdown_hyper(result: dict) -> str:
         f"{'scale-free' if scale_free else 'not scale-free'}); prior "
         f"`{json.dumps(result['prior'])}`; {result['num_datasets']} held-out datasets per row, "
         f"{NUM_TEST} test points; NUTS: `pi.sample`, {NUTS_CHAINS} chains x 500 warm-up + 500 "
-        "draws, predictive = mixture over draws, on the model the PFN approximates (for a "
+        f"draws{' in float64' if checked else ''}, predictive = mixture over draws, on the "
+        "model the PFN approximates (for a "
         f"scale-free PFN: {reference}; "
         "*known scale*: NUTS on the prior itself, what knowing the "
         "offset and scale is worth). PFN: `amortize.predict` then `log_prob`, "
@@ -690,10 +754,21 @@ def markdown_hyper(result: dict) -> str:
         "*coarse floor*: the same with every fourth border only "
         f"({result['rows'][0]['coarse_buckets']} buckets).",
         "",
+        *(
+            [
+                "*NUTS checks*: the largest R-hat over the cell's references; a reference "
+                f"with R-hat above {RHAT_LIMIT} is rerun with 1000 warm-up + 2000 draws "
+                "(*retried*) and, if still above, left out of the row's means (*left out*); "
+                "divergent transitions in all, and the datasets that had any.",
+                "",
+            ]
+            if checked
+            else []
+        ),
         "| features | train points | NUTS | PFN | PFN - NUTS (± s.e.) | PFN - NUTS, known "
         "scale (± s.e.) | bucket floor | coarse floor | NUTS s/dataset | PFN s/dataset "
-        "| speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| speed-up | NUTS checks |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         known = (
@@ -707,7 +782,8 @@ def markdown_hyper(result: dict) -> str:
             f"{r['bucket_floor']:+.4f} ± {r['bucket_floor_se']:.4f} | "
             f"{r['coarse_floor']:+.4f} ± {r['coarse_floor_se']:.4f} | "
             f"{r['nuts_seconds_per_dataset']:.2f} | "
-            f"{r['pfn_seconds_per_dataset'] * 1e3:.2f} ms | {r['speedup']:.0f}x |"
+            f"{r['pfn_seconds_per_dataset'] * 1e3:.2f} ms | {r['speedup']:.0f}x | "
+            f"{_nuts_checks(r)} |"
         )
     least = SCALE_FREE_MIN_TRAIN if scale_free else 1
     gaps = np.array([r["gap"] for r in result["rows"] if r["num_train"] >= least])
@@ -737,6 +813,17 @@ def markdown_hyper(result: dict) -> str:
         cells = " | ".join(f"{r['rescaled_gaps'][name]:+.4f}" for name in RESCALINGS)
         lines.append(f"| {r['num_features']} | {r['num_train']} | {r['gap']:+.4f} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def _nuts_checks(row: dict) -> str:
+    """A cell's NUTS convergence in a few words (a row made before the checks: not checked)."""
+    if "nuts_max_rhat" not in row:
+        return "not checked"
+    return (
+        f"R-hat <= {row['nuts_max_rhat']:.3f}; {row['nuts_retried']} retried, "
+        f"{row['nuts_unconverged']} left out; {row['nuts_divergences']} divergences "
+        f"in {row['nuts_divergent_datasets']}"
+    )
 
 
 def _weight_check_lines(rows: list[dict]) -> list[str]:
