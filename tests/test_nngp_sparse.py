@@ -474,6 +474,14 @@ def test_column_sums_to_the_precision_of_the_sum():
     bound = 4 * eps * np.abs(exact) + spread
     assert np.all(np.abs(sums - exact) <= bound)
     np.testing.assert_array_equal(column_sums(jnp.ones((7, 2))), [7.0, 7.0])
+    # Infinite terms and overflow give the plain sum's inf or NaN, not NaN from the
+    # corrections (inf - inf).
+    big = float(np.finfo(np.float32).max)
+    special = jnp.asarray(
+        [[1.0, np.inf, np.inf, big], [np.inf, 2.0, -np.inf, big], [3.0, 3.0, 0.0, 1.0]],
+        jnp.float32,
+    )
+    np.testing.assert_array_equal(column_sums(special), [np.inf, np.inf, np.nan, np.inf])
 
 
 def test_kernel_matvec_centred_on_the_kernel_level():
