@@ -476,10 +476,10 @@ def test_sample_with_ns_gives_equally_weighted_draws_as_one_chain():
 # Bad input
 
 
-@pytest.mark.optimized  # the emulator's training runs, it does not compile
 @pytest.mark.parametrize(
     "settings",
-    [{}, pytest.param({"emulator": True}, marks=pytest.mark.slow)],  # suite time: 21 s
+    # The emulator's training runs, it does not compile: fully optimized. Suite time: 21 s.
+    [{}, pytest.param({"emulator": True}, marks=[pytest.mark.slow, pytest.mark.optimized])],
     ids=["bound", "emulator"],
 )
 def test_runs_in_float64(settings):

@@ -187,7 +187,9 @@ def test_priors_draw_shapes_and_gp_covariance():
     # Covariance of y at fixed inputs over many draws: K + noise (z = 4 MCSE per entry).
     x_fixed = x
     keys = jax.random.split(jax.random.key(1), 20_000)
-    ys = np.asarray(jax.vmap(lambda k: prior.sample_targets(k, x_fixed))(keys), np.float64)
+    # Compiled: op by op, a vmap over 20,000 draws dispatches each operation on its own.
+    sample = jax.jit(jax.vmap(lambda k: prior.sample_targets(k, x_fixed)))
+    ys = np.asarray(sample(keys), np.float64)
     cov = np.asarray(kernel(x_fixed), np.float64) + 0.05 * np.eye(7)
     for i, j in [(0, 0), (0, 1), (2, 5), (6, 6)]:
         check = check_expectation((ys[:, i] * ys[:, j])[None], cov[i, j], name=f"{i}{j}", iid=True)
@@ -210,7 +212,7 @@ def test_priors_draw_shapes_and_gp_covariance():
             num_features=2,
         ),
     ):
-        xb, yb = amortize.sample_batch(jax.random.key(3), prior, 4, 9)
+        xb, yb = eqx.filter_jit(amortize.sample_batch)(jax.random.key(3), prior, 4, 9)
         assert xb.shape == (4, 9, 2) and yb.shape == (4, 9)
         assert np.all(np.isfinite(np.asarray(yb)))
 
@@ -409,17 +411,16 @@ def test_with_num_features_keeps_the_predictions():
     # The structure (static fields included) of a model built with 4 features.
     assert jax.tree.structure(wider) == jax.tree.structure(_random_model(num_features=4))
     padded = np.concatenate([x, np.zeros((9, 2))], axis=1)
-    before = model.logits(jnp.asarray(x), jnp.asarray(y), 6)
-    np.testing.assert_allclose(wider.logits(jnp.asarray(padded), jnp.asarray(y), 6), before,
-                               rtol=1e-5, atol=1e-5)  # fmt: skip
+    logits = eqx.filter_jit(lambda m, inputs: m.logits(inputs, jnp.asarray(y), 6))
+    before = logits(model, jnp.asarray(x))
+    np.testing.assert_allclose(logits(wider, jnp.asarray(padded)), before, rtol=1e-5, atol=1e-5)
     # The new features start ignored, with weights that training can move (a gradient).
     moved = padded.copy()
     moved[:, 2:] = rng.uniform(-1, 1, (9, 2))
-    np.testing.assert_allclose(wider.logits(jnp.asarray(moved), jnp.asarray(y), 6), before,
-                               rtol=1e-5, atol=1e-5)  # fmt: skip
-    gradient = eqx.filter_grad(lambda m: m.log_prob(jnp.asarray(moved), jnp.asarray(y), 6).sum())(
-        wider
-    )
+    np.testing.assert_allclose(logits(wider, jnp.asarray(moved)), before, rtol=1e-5, atol=1e-5)
+    gradient = eqx.filter_jit(
+        eqx.filter_grad(lambda m: m.log_prob(jnp.asarray(moved), jnp.asarray(y), 6).sum())
+    )(wider)
     assert np.all(np.abs(np.asarray(gradient.x_encoder.weight[:, 2:])).max(axis=0) > 0)
     assert model.with_num_features(2) is model
     with pytest.raises(ValueError, match="gain input features, not lose"):
@@ -789,22 +790,3 @@ def test_shipped_models_keep_their_accuracy_on_held_out_datasets(name):
     standard_error = gaps.std(ddof=1) / np.sqrt(gaps.size)
     assert gaps.mean() < held_out["gap_mean"] + 4 * standard_error, (gaps.mean(), held_out)
     assert gaps.mean() > -4 * standard_error, (gaps.mean(), standard_error)
-
-
-def test_amortize_is_reachable_as_an_attribute_and_imported_lazily():
-    """`pi.amortize` works without importing it first, and `import probinfer` alone does
-    not import it (a fresh process: this one has imported it already)."""
-    import subprocess
-    import sys
-
-    code = (
-        "import sys, probinfer as pi\n"
-        "assert 'probinfer.amortize' not in sys.modules\n"
-        "assert pi.amortize.PFN.__name__ == 'PFN'\n"
-        "try:\n    pi.no_such_module\nexcept AttributeError as error:\n    print(error)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "no attribute 'no_such_module'" in result.stdout

@@ -259,12 +259,12 @@ def test_classifier_trains_resumes_loads_and_predicts_from_the_cli(tmp_path, cap
         amortize.save_fitted_tails(folder)
     with pytest.raises(ValueError, match="set `scale_free` to false"):
         amortize.initial_state(prior, amortize.TrainingConfig(scale_free=True, min_train=2))
-    # Fine-tuning from a classifier: same kind and classes only.
+    # Fine-tuning from a classifier: same kind and classes only (one chunk of the run's own
+    # configuration: the compiled training step is reused).
     tuned, tuned_losses = amortize.train(
-        prior, amortize.TrainingConfig(num_steps=2, steps_per_chunk=2, **TINY), init_from=folder,
-        progress=False,
-    )  # fmt: skip
-    assert isinstance(tuned, amortize.PFNClassifier) and tuned_losses.shape == (2,)
+        prior, config, init_from=folder, progress=False, stop_after=40
+    )
+    assert isinstance(tuned, amortize.PFNClassifier) and tuned_losses.shape == (40,)
     three = _prior(nngp.inverse_gamma(2.0, 2.0), num_classes=3, num_features=1)
     with pytest.raises(ValueError, match="has 2 classes but this run's prior has 3"):
         amortize.train(three, config, init_from=folder, progress=False)

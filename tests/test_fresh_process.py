@@ -1,0 +1,138 @@
+"""Checks that need a fresh Python process, run together in one to pay its start-up once.
+
+- What ``import probinfer`` imports (this process has imported everything already).
+- XLA:CPU deadlocks (jax 0.10) on a one-device CPU, as users run: the suite's four fake
+  devices (its ``XLA_FLAGS``) change XLA:CPU's scheduling and hide them. A hang fails every
+  check here after the timeout, with a traceback of where it hung.
+
+Each check runs in its own namespace and prints ``name: result``; the float64 one runs last,
+since it turns on ``jax_enable_x64`` for the rest of the process.
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+LAZY_AMORTIZE = """
+import sys, probinfer as pi
+assert 'probinfer.amortize' not in sys.modules, 'import probinfer imported probinfer.amortize'
+assert pi.amortize.PFN.__name__ == 'PFN'
+try:
+    pi.no_such_module
+except AttributeError as error:
+    result = str(error)
+"""
+
+ONE_DEVICE_MALA = """
+import numpy as np
+import jax, jax.numpy as jnp
+from probinfer import mcmc
+from probinfer.model import Target
+from probinfer.mcmc._metric import population_covariance
+
+rng = np.random.default_rng(20)
+x = jnp.asarray(rng.normal(size=(30, 20)), jnp.float32)
+y = jnp.asarray(rng.normal(size=30), jnp.float32)
+normal = lambda v, m, s: jnp.sum(-0.5 * ((v - m) / s) ** 2 - jnp.log(s))
+target = Target.from_parts(lambda w: normal(w, 0.0, 1.0), lambda w: normal(y, x @ w, 0.5))
+density = target.tempered_fn(0.5)
+kernel = mcmc.mala.build_kernel()
+def replica(key, particles):
+    covariance = population_covariance(particles, jnp.full(200, -jnp.log(200.0)), True)
+    params = mcmc.mala.make_params(jnp.asarray(0.3), covariance)
+    def chain(key, position):
+        state = mcmc.mala.init(position, density)
+        step = lambda s, k: kernel(k, s, density, params)
+        return jax.lax.scan(step, state, jax.random.split(key, 10))[0].position
+    return jax.vmap(chain)(jax.random.split(key, 200), particles).sum()
+keys = jax.random.split(jax.random.key(1), 32)
+out = jax.jit(jax.vmap(replica))(keys, jax.random.normal(jax.random.key(0), (32, 200, 20)))
+result = bool(jnp.all(jnp.isfinite(out)))
+"""
+
+TWO_GAUSSIAN_PROCESS_TERMS = """
+import jax, jax.numpy as jnp, numpy as np, numpyro, numpyro.distributions as dist
+import probinfer as pi
+jax.config.update("jax_enable_x64", True)
+x = np.linspace(-1.0, 1.0, 40)
+def model(y1, y2):
+    lengthscale = numpyro.sample("lengthscale", dist.LogNormal(0.0, 0.3))
+    k = jnp.exp(-0.5 * (x[:, None] - x[None, :]) ** 2 / lengthscale**2) + 0.1 * jnp.eye(40)
+    numpyro.sample("y1", dist.MultivariateNormal(jnp.zeros(40), covariance_matrix=k), obs=y1)
+    numpyro.sample("y2", dist.MultivariateNormal(jnp.zeros(40), 2.0 * k), obs=y2)
+y1, y2 = np.random.default_rng(0).normal(size=(2, 40))
+# Random-walk Metropolis: the sampler does not matter (the hang was in the log_likelihood
+# group built after sampling) and it compiles far faster than NUTS.
+idata = pi.sample(
+    model, y1, y2, method="rwm", chains=4, warmup=20, draws=500, seed=0, progress=False
+)
+result = idata.log_likelihood["y1"].shape
+"""
+
+CHECKS = {
+    "lazy_amortize": LAZY_AMORTIZE,
+    "one_device_mala": ONE_DEVICE_MALA,
+    "two_gaussian_terms": TWO_GAUSSIAN_PROCESS_TERMS,
+}
+TIMEOUT_S = 200
+
+
+def _script() -> str:
+    # faulthandler prints every thread's Python stack before the timeout kills the process.
+    lines = [
+        "import faulthandler",
+        f"faulthandler.dump_traceback_later({TIMEOUT_S - 20}, exit=True)",
+    ]
+    for name, code in CHECKS.items():
+        lines += [
+            f"namespace = {{}}\nexec({code!r}, namespace)",
+            f"print({name!r} + ': ' + str(namespace['result']), flush=True)",
+        ]
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="module")
+def fresh_run() -> subprocess.CompletedProcess[str]:
+    """All checks in one fresh one-device CPU process (on a GPU machine too: the deadlocks
+    are XLA:CPU's), without the suite's ``XLA_FLAGS``."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    return subprocess.run(
+        [sys.executable, "-c", _script()], capture_output=True, text=True, timeout=TIMEOUT_S,
+        env=env,
+    )  # fmt: skip
+
+
+def _result(run: subprocess.CompletedProcess[str], name: str) -> str:
+    for line in run.stdout.splitlines():
+        if line.startswith(f"{name}: "):
+            return line.removeprefix(f"{name}: ")
+    raise AssertionError(
+        f"check {name!r} did not finish (rc {run.returncode}):\n{run.stderr[-3000:]}"
+    )
+
+
+def test_amortize_is_reachable_as_an_attribute_and_imported_lazily(fresh_run):
+    """`pi.amortize` works without importing it first, and `import probinfer` alone does
+    not import it."""
+    assert "no attribute 'no_such_module'" in _result(fresh_run, "lazy_amortize")
+
+
+def test_vmapped_dense_mala_does_not_deadlock_on_one_cpu_device(fresh_run):
+    """XLA:CPU (jax 0.10) deadlocked when MALA's two triangular solves (forward and backward
+    proposal densities) ran concurrently in a vmapped scan (32 x 200 chains, dense metric):
+    `pi.evidence` with MALA moves hung forever on a one-device CPU. MALA now does one solve
+    (about 5 s when it works)."""
+    assert _result(fresh_run, "one_device_mala") == "True"
+
+
+def test_two_batched_gaussian_likelihoods_do_not_deadlock(fresh_run):
+    """The log_likelihood group of a model with two multivariate normal terms (GP
+    likelihoods, x64) never came back: the pointwise program ran both terms batched over
+    draws, and XLA:CPU's two batched LAPACK calls each waited on the thread pool for parts
+    queued behind the other (gdb; 2 of 2 fresh processes hung, 0 of 2 with the fix). It runs
+    one draw after another now."""
+    assert _result(fresh_run, "two_gaussian_terms") == "(4, 500)"
+    assert fresh_run.returncode == 0, fresh_run.stderr[-2000:]
