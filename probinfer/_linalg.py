@@ -17,6 +17,7 @@ XLA's optimized HLO; neither hung in stress runs), and nested sampling's ellipso
 NNGP posteriors and the GP prior draws have batched ones.
 """
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, ArrayLike, Float
@@ -30,6 +31,8 @@ def _square_size(matrix: Array, name: str) -> int:
     return size
 
 
+# Compiled once per shape: called outside `jit`, the loop would compile on every call.
+@jax.jit
 def solve_lower_triangular(
     factor: Float[ArrayLike, "n n"], rhs: Float[ArrayLike, "n ..."]
 ) -> Float[Array, "n ..."]:
@@ -57,6 +60,8 @@ def solve_lower_triangular(
     return lax.fori_loop(0, size, row, jnp.zeros_like(rhs, jnp.result_type(factor, rhs)))
 
 
+# Compiled once per shape: called outside `jit`, the loop would compile on every call.
+@jax.jit
 def cholesky_lower(matrix: Float[ArrayLike, "n n"]) -> Float[Array, "n n"]:
     """The lower Cholesky factor ``L`` of a symmetric positive definite ``matrix``
     (``L L^T = matrix``), column by column in plain XLA ops (no LAPACK call; see the

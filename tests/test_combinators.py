@@ -100,7 +100,7 @@ def test_sweep_with_a_wrong_conditional_fails_the_checks():
 
 def test_gibbs_infos_and_errors():
     sweep = SWEEPS["gibbs"]()
-    position, infos = sweep.step(
+    position, infos = jax.jit(sweep.step)(
         jax.random.key(0), sweep.init({"a": jnp.asarray(0.0), "b": jnp.zeros(2)})
     )
     assert set(infos) == {"a", "b"} and position["b"].shape == (2,)

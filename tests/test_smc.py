@@ -375,16 +375,18 @@ def test_a_step_follows_the_tuning_it_is_given():
     for own, tuned in zip(jax.tree.leaves((own_state, own_info)),
                           jax.tree.leaves((tuned_state, tuned_info)), strict=True):  # fmt: skip
         np.testing.assert_array_equal(own, tuned)
+    # The calls below share one compiled step (the two above compare eager steps bitwise).
+    step = jax.jit(sampler.step)
     half = tuning._replace(inverse_temperature=0.5 * tuning.inverse_temperature)
-    assert float(sampler.step(key, state, half)[0].inverse_temperature) == pytest.approx(
+    assert float(step(key, state, half)[0].inverse_temperature) == pytest.approx(
         0.5 * float(tuning.inverse_temperature)
     )
     # A 100x larger metric (10x the scale) alone: most proposals rejected.
     wide = tuning._replace(covariance=100.0 * tuning.covariance)
-    assert float(sampler.step(key, state, wide)[1].acceptance_rate) < 0.5, own_info
+    assert float(step(key, state, wide)[1].acceptance_rate) < 0.5, own_info
     # A given step size alone: the new state's is adapted from it.
     big_step = tuning._replace(step_size=jnp.float32(3.0))
-    followed, info = sampler.step(key, state, big_step)
+    followed, info = step(key, state, big_step)
     expected = adapt_step_size(
         jnp.float32(3.0), info.acceptance_rate, pi.mcmc.mala.target_acceptance
     )
@@ -392,7 +394,7 @@ def test_a_step_follows_the_tuning_it_is_given():
     assert float(own_state.step_size) != pytest.approx(float(expected), rel=1e-2)
     # A beta below the state's is clipped to it: no step back.
     back = tuning._replace(inverse_temperature=0.5 * own_state.inverse_temperature)
-    moved_on = sampler.step(jax.random.key(2), own_state, back)[0]
+    moved_on = step(jax.random.key(2), own_state, back)[0]
     assert float(moved_on.inverse_temperature) == float(own_state.inverse_temperature)
 
 
