@@ -477,14 +477,13 @@ def nuts_nll(
             model = gp_fixed_range_model if fixed_range else gp_scale_free_model
             model = gp_scale_free_mixed_model if mixed else model
         x_train, y_train = x[:num_train], y[:num_train]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # convergence is returned and reported per cell
-            idata = pi.sample(
-                model, x_train, y_train, hyperprior,
-                chains=NUTS_CHAINS, warmup=warmup, draws=draws, seed=seed, progress=False,
-            )  # fmt: skip
+        # `pi.sample`'s warnings (ESS, tree depth, non-finite proposals, ...) go to the log.
+        idata = pi.sample(
+            model, x_train, y_train, hyperprior,
+            chains=NUTS_CHAINS, warmup=warmup, draws=draws, seed=seed, progress=False,
+        )  # fmt: skip
         posterior = idata.posterior
-        max_rhat = float(az.rhat(idata).to_array().max())
+        max_rhat = float(np.max(az.rhat(idata).to_array().values))  # a NaN stays NaN
         divergences = int(idata.sample_stats["diverging"].values.sum())
         flat = {
             k: jnp.asarray(v.values.reshape(-1)) for k, v in posterior.items() if k != "half_range"
@@ -592,22 +591,23 @@ def run_hyper(
                 pfn_value = pfn_nll(model, x[i], y[i], num_train)
                 pfn_time = time.perf_counter() - start
                 start = time.perf_counter()
-                reference = nuts_nll(
+                reference, retried = _checked_reference(
                     prior, x[i], y[i], num_train, i + 1, scale_free=model.scale_free
                 )
                 nuts_time = time.perf_counter() - start
-                retried = reference.max_rhat > RHAT_LIMIT
-                if retried:  # a longer run before the dataset is called unconverged
-                    reference = nuts_nll(
-                        prior, x[i], y[i], num_train, i + 1, scale_free=model.scale_free,
-                        warmup=1000, draws=2000,
-                    )  # fmt: skip
+                max_rhat, divergences = reference.max_rhat, reference.divergences
                 nuts = float(reference.point_nll.mean())
                 # What knowing the prior's location and scale is worth (the same when the
-                # model is not scale-free).
+                # model is not scale-free), checked as the other.
                 known = nuts if not model.scale_free else None
                 if model.scale_free and known_scale:
-                    known = float(nuts_nll(prior, x[i], y[i], num_train, i + 1)[0].mean())
+                    known_reference, known_retried = _checked_reference(
+                        prior, x[i], y[i], num_train, i + 1
+                    )
+                    known = float(known_reference.point_nll.mean())
+                    max_rhat = max(max_rhat, known_reference.max_rhat)
+                    divergences += known_reference.divergences
+                    retried = retried or known_retried
                 floor, coarse_floor = reference.bucket_floors(model.bar, coarse)
                 records.append(
                     {
@@ -619,8 +619,7 @@ def run_hyper(
                             - nuts
                             for name, rescaling in RESCALINGS.items()
                         },
-                        "max_rhat": reference.max_rhat, "divergences": reference.divergences,
-                        "retried": retried,
+                        "max_rhat": max_rhat, "divergences": divergences, "retried": retried,
                     }
                 )  # fmt: skip
             rows.append(_hyper_row(num_features, num_train, records, coarse.num_buckets))
@@ -631,6 +630,16 @@ def run_hyper(
             f"covers (up to {model.num_features} features, {least}-{model.max_train} points)"
         )
     return {**_result(model_dir, config, num_datasets, rows), "weight_check": weight_check}
+
+
+def _checked_reference(prior, x, y, num_train, seed, **settings) -> tuple[NutsReference, bool]:
+    """:func:`nuts_nll`, run again with 1000 warm-up + 2000 draws when its R-hat is above
+    ``RHAT_LIMIT`` (or NaN); and whether it was."""
+    reference = nuts_nll(prior, x, y, num_train, seed, **settings)
+    retried = not reference.max_rhat <= RHAT_LIMIT
+    if retried:
+        reference = nuts_nll(prior, x, y, num_train, seed, warmup=1000, draws=2000, **settings)
+    return reference, retried
 
 
 def _hyper_row(num_features: int, num_train: int, records: list[dict], coarse_buckets: int) -> dict:
@@ -676,7 +685,7 @@ def _hyper_row(num_features: int, num_train: int, records: list[dict], coarse_bu
         "speedup": float(nuts_time / pfn_time),
         "nuts_unconverged": len(records) - len(kept),
         "nuts_retried": sum(r["retried"] for r in records),
-        "nuts_max_rhat": max(r["max_rhat"] for r in records),
+        "nuts_max_rhat": float(np.max([r["max_rhat"] for r in records])),  # NaN if any is
         "nuts_divergences": sum(r["divergences"] for r in records),
         "nuts_divergent_datasets": sum(r["divergences"] > 0 for r in records),
     }
@@ -758,8 +767,9 @@ def markdown_hyper(result: dict) -> str:
             [
                 "*NUTS checks*: the largest R-hat over the cell's references; a reference "
                 f"with R-hat above {RHAT_LIMIT} is rerun with 1000 warm-up + 2000 draws "
-                "(*retried*) and, if still above, left out of the row's means (*left out*); "
-                "divergent transitions in all, and the datasets that had any.",
+                "(*retried*) and, if still above, its dataset is left out of every mean of the "
+                "row (*left out*: the row's means are over the other datasets); divergent "
+                "transitions in all, and the datasets that had any.",
                 "",
             ]
             if checked

@@ -63,10 +63,12 @@ def model(y1, y2):
     numpyro.sample("y1", dist.MultivariateNormal(jnp.zeros(40), covariance_matrix=k), obs=y1)
     numpyro.sample("y2", dist.MultivariateNormal(jnp.zeros(40), 2.0 * k), obs=y2)
 y1, y2 = np.random.default_rng(0).normal(size=(2, 40))
-# Random-walk Metropolis: the sampler does not matter (the hang was in the log_likelihood
-# group built after sampling) and it compiles far faster than NUTS.
+# The hang was in the log_likelihood group built after sampling: random-walk Metropolis
+# compiles far faster than NUTS, and sequential chains keep the sampler's own LAPACK calls
+# unbatched, so that a hang can only be the one this checks.
 idata = pi.sample(
-    model, y1, y2, method="rwm", chains=4, warmup=20, draws=500, seed=0, progress=False
+    model, y1, y2, method="rwm", chain_method="sequential", chains=4, warmup=20, draws=500,
+    seed=0, progress=False,
 )
 result = idata.log_likelihood["y1"].shape
 """
@@ -80,15 +82,19 @@ TIMEOUT_S = 200
 
 
 def _script() -> str:
-    # faulthandler prints every thread's Python stack before the timeout kills the process.
+    # faulthandler prints every thread's Python stack before the timeout kills the process;
+    # a check that raises prints its error and the next one runs.
     lines = [
-        "import faulthandler",
+        "import faulthandler, traceback",
         f"faulthandler.dump_traceback_later({TIMEOUT_S - 20}, exit=True)",
     ]
     for name, code in CHECKS.items():
         lines += [
-            f"namespace = {{}}\nexec({code!r}, namespace)",
-            f"print({name!r} + ': ' + str(namespace['result']), flush=True)",
+            "try:",
+            f"    namespace = {{}}\n    exec({code!r}, namespace)",
+            f"    print({name!r} + ': ' + str(namespace['result']), flush=True)",
+            "except Exception:",
+            f"    print({name!r} + ': raised ' + traceback.format_exc().replace(chr(10), ' | '))",
         ]
     return "\n".join(lines)
 
@@ -110,7 +116,8 @@ def _result(run: subprocess.CompletedProcess[str], name: str) -> str:
         if line.startswith(f"{name}: "):
             return line.removeprefix(f"{name}: ")
     raise AssertionError(
-        f"check {name!r} did not finish (rc {run.returncode}):\n{run.stderr[-3000:]}"
+        f"check {name!r} was not reached or did not finish (a hang or a crash; rc "
+        f"{run.returncode}):\n{run.stderr[-3000:]}"
     )
 
 

@@ -73,7 +73,8 @@ def column_sums(vectors: Float[Array, "n r"]) -> Float[Array, " r"]:
     Compensated pairwise summation (Knuth's TwoSum at every pairing; Ogita, Rump and
     Oishi, 2005): the error is about ``eps |sum| + (log2(n) eps)^2 sum |v_i|`` rather than
     ``eps sum |v_i|``, which matters when the sum is far smaller than its terms. A column
-    with an infinite term (or whose partial sums overflow) sums to what ``jnp.sum`` gives.
+    with an infinite term (or whose partial sums overflow) sums to its plain pairwise sum
+    (inf or NaN).
     """
     total = vectors
     error = jnp.zeros_like(vectors)
@@ -89,7 +90,7 @@ def column_sums(vectors: Float[Array, "n r"]) -> Float[Array, " r"]:
     if not vectors.shape[0]:
         return jnp.zeros(vectors.shape[1:], vectors.dtype)
     # A non-finite term (or an overflow) makes the corrections inf - inf = NaN: give the
-    # plain sum's inf or NaN instead, as `jnp.sum` would.
+    # plain pairwise sum's inf or NaN instead.
     return jnp.where(jnp.isfinite(total), total + error, total)[0]
 
 
