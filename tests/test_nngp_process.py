@@ -55,7 +55,7 @@ def test_student_t_marginal_likelihood_matches_scipy():
         np.testing.assert_allclose(gp.log_marginal_likelihood(x, y), gp_reference, rtol=1e-10)
 
 
-def test_student_t_predictive_equals_quadrature():
+def test_student_t_predictive_equals_quadrature(count_compilations):
     with jax.enable_x64(True):
         x, y, x_test, y_test = _data()
         posterior = nngp.ScaleMixtureProcess(KERNEL, nngp.inverse_gamma(2.0, 3.0), NOISE).condition(
@@ -70,6 +70,11 @@ def test_student_t_predictive_equals_quadrature():
         for q in (0.01, 0.3, 0.9):
             np.testing.assert_allclose(quad.quantile(q), exact.quantile(q), atol=1e-7)
             np.testing.assert_allclose(exact.cdf(exact.quantile(q)), q, atol=1e-10)
+        # The bisection is compiled once per predictive: another level compiles nothing
+        # (eagerly, it was compiled again on every call, about 1 s each).
+        compiled = len(count_compilations)
+        quad.quantile(0.6), exact.quantile(0.7)
+        assert len(count_compilations) == compiled
         np.testing.assert_allclose(
             posterior.log_marginal_likelihood(method="quadrature"),
             posterior.log_marginal_likelihood(method="exact"),
