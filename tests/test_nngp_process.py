@@ -73,7 +73,8 @@ def test_student_t_predictive_equals_quadrature(count_compilations):
         # The bisection is compiled once per predictive: another level compiles nothing
         # (eagerly, it was compiled again on every call, about 1 s each).
         compiled = len(count_compilations)
-        quad.quantile(0.6), exact.quantile(0.7)
+        quad.quantile(0.6)
+        exact.quantile(0.7)
         assert len(count_compilations) == compiled
         np.testing.assert_allclose(
             posterior.log_marginal_likelihood(method="quadrature"),
