@@ -30,6 +30,7 @@ compilation.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 import warnings
@@ -48,6 +49,11 @@ from probinfer import amortize, nngp
 from probinfer.amortize.pfn import SCALE_FREE_MIN_TRAIN
 from probinfer.amortize.priors import FAMILIES, KERNEL_FAMILIES
 from probinfer.bench import machine_description
+
+try:  # imported as `benchmarks.pfn` (PYTHONPATH=.)
+    from benchmarks.records import RecordLog
+except ImportError:  # run as a script: its own folder is first on sys.path
+    from records import RecordLog
 
 NUM_TEST = 10
 TRAIN_SIZES = (2, 5, 10, 20, 30, 50)
@@ -542,9 +548,15 @@ def run_hyper(
     features: tuple[int, ...] = HYPER_FEATURES,
     train_sizes: tuple[int, ...] = HYPER_TRAIN_SIZES,
     known_scale: bool = True,
+    records: RecordLog | None = None,
 ) -> dict:
     """The hyperprior PFN against NUTS over the hyperparameters, on the cells of
     ``features`` x ``train_sizes`` that the model covers.
+
+    ``records`` (see :func:`hyper_settings`) keeps each finished dataset's measurements
+    as it goes: a run given the log of an interrupted one measures only the datasets it
+    lacks. Each record names the commit that measured it; a row lists its records'
+    commits.
 
     Per dataset, the PFN (``predict`` + ``log_prob``, warm) and NUTS alternate, so machine
     load hits both alike; then the PFN on the same dataset in other units (``RESCALINGS``).
@@ -559,6 +571,7 @@ def run_hyper(
     # The same borders thinned to every fourth: what a 4x coarser histogram would cost.
     coarse = amortize.BarDistribution(np.asarray(model.bar.borders)[::4])
     rows = []
+    commit = machine_description()["commit"]
     least = model.fewest_train_points if model.scale_free else 1
     weight_check = []
     if model.scale_free:  # the reference's test-input weights against simulation first
@@ -581,12 +594,18 @@ def run_hyper(
             key, key_data = jax.random.split(key)
             x, y = draw_datasets(prior, key_data, num_datasets, num_train + NUM_TEST, num_features)
             x, y = np.asarray(x), np.asarray(y)
-            nuts_nll(prior, x[0], y[0], num_train, 0, scale_free=model.scale_free)  # compile
-            if model.scale_free and known_scale:
-                nuts_nll(prior, x[0], y[0], num_train, 0)
-            pfn_nll(model, x[0], y[0], num_train)
-            records = []
-            for i in range(num_datasets):
+            keys = [RecordLog.key(num_features, num_train, i) for i in range(num_datasets)]
+            done = {k: records.get(k) for k in keys if records and records.get(k) is not None}
+            if len(done) < num_datasets:  # compile before the first timed dataset
+                nuts_nll(prior, x[0], y[0], num_train, 0, scale_free=model.scale_free)
+                if model.scale_free and known_scale:
+                    nuts_nll(prior, x[0], y[0], num_train, 0)
+                pfn_nll(model, x[0], y[0], num_train)
+            cell = []
+            for i, record_key in enumerate(keys):
+                if record_key in done:
+                    cell.append(done[record_key])
+                    continue
                 start = time.perf_counter()
                 pfn_value = pfn_nll(model, x[i], y[i], num_train)
                 pfn_time = time.perf_counter() - start
@@ -609,7 +628,7 @@ def run_hyper(
                     divergences += known_reference.divergences
                     retried = retried or known_retried
                 floor, coarse_floor = reference.bucket_floors(model.bar, coarse)
-                records.append(
+                cell.append(
                     {
                         "pfn": pfn_value, "nuts": nuts, "known": known,
                         "pfn_time": pfn_time, "nuts_time": nuts_time,
@@ -620,9 +639,12 @@ def run_hyper(
                             for name, rescaling in RESCALINGS.items()
                         },
                         "max_rhat": max_rhat, "divergences": divergences, "retried": retried,
+                        "commit": commit,
                     }
                 )  # fmt: skip
-            rows.append(_hyper_row(num_features, num_train, records, coarse.num_buckets))
+                if records is not None:
+                    records.add(record_key, cell[-1])
+            rows.append(_hyper_row(num_features, num_train, cell, coarse.num_buckets))
             print(json.dumps(rows[-1]), flush=True)
     if not rows:
         raise SystemExit(
@@ -630,6 +652,43 @@ def run_hyper(
             f"covers (up to {model.num_features} features, {least}-{model.max_train} points)"
         )
     return {**_result(model_dir, config, num_datasets, rows), "weight_check": weight_check}
+
+
+def hyper_settings(model_dir: Path, num_datasets: int, known_scale: bool) -> dict:
+    """What :func:`run_hyper`'s per-dataset records depend on, for its record log: the
+    model (its files' digest), the datasets, the references and the test points."""
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.eqx"):
+        digest.update((model_dir / name).read_bytes())
+    return {
+        "model": _display_path(model_dir),
+        "model_sha256": digest.hexdigest()[:16],
+        "num_datasets": num_datasets,
+        "num_test": NUM_TEST,
+        "known_scale": known_scale,
+        "nuts": {"chains": NUTS_CHAINS, "warmup": 500, "draws": 500, "rhat_limit": RHAT_LIMIT},
+    }
+
+
+def _with_saved_rows(result: dict, saved: dict) -> dict:
+    """``result`` with the rows of ``saved`` (an earlier :func:`run_hyper` result of the
+    same model and number of datasets) for the cells it lacks; each kept row names the
+    commit that measured it, and the rows are ordered by features, then train points."""
+    for name in ("model", "num_datasets", "prior"):
+        if saved[name] != result[name]:
+            raise SystemExit(
+                f"--add: the saved result has {name} {saved[name]!r}, this run "
+                f"{result[name]!r}: rows of both would not be one table"
+            )
+    measured = {(r["num_features"], r["num_train"]) for r in result["rows"]}
+    kept = [
+        {**r, "commits": _row_commits(r, saved)}
+        for r in saved["rows"]
+        if (r["num_features"], r["num_train"]) not in measured
+    ]
+    rows = sorted([*result["rows"], *kept], key=lambda r: (r["num_features"], r["num_train"]))
+    notes = [n for n in (saved.get("note"), result.get("note")) if n]
+    return {**result, "rows": rows, **({"note": " ".join(notes)} if notes else {})}
 
 
 def _checked_reference(prior, x, y, num_train, seed, **settings) -> tuple[NutsReference, bool]:
@@ -645,26 +704,49 @@ def _checked_reference(prior, x, y, num_train, seed, **settings) -> tuple[NutsRe
 def _hyper_row(num_features: int, num_train: int, records: list[dict], coarse_buckets: int) -> dict:
     """One cell of :func:`run_hyper` from its per-dataset records. Datasets whose NUTS
     reference did not converge (R-hat above ``RHAT_LIMIT`` after a longer retry) are
-    counted and left out of every mean: their reference is not the answer."""
+    counted and left out of every mean: their reference is not the answer. A cell where
+    none converged keeps its times and checks; its accuracy fields are None."""
     kept = [r for r in records if r["max_rhat"] <= RHAT_LIMIT]
+    pfn_time = np.median([r["pfn_time"] for r in records])
+    nuts_time = np.median([r["nuts_time"] for r in records])
+    row = {
+        "num_features": num_features,
+        "num_train": num_train,
+        **_accuracy_fields(kept),
+        "coarse_buckets": coarse_buckets,
+        "pfn_seconds_per_dataset": float(pfn_time),
+        "nuts_seconds_per_dataset": float(nuts_time),
+        "speedup": float(nuts_time / pfn_time),
+        "nuts_unconverged": len(records) - len(kept),
+        "nuts_retried": sum(r["retried"] for r in records),
+        "nuts_max_rhat": float(np.max([r["max_rhat"] for r in records])),  # NaN if any is
+        "nuts_divergences": sum(r["divergences"] for r in records),
+        "nuts_divergent_datasets": sum(r["divergences"] > 0 for r in records),
+    }
+    # Records made before they named their commit have none (the result's machine does).
+    commits = sorted({r["commit"] for r in records if "commit" in r})
+    return {**row, "commits": commits} if commits else row
+
+
+def _accuracy_fields(kept: list[dict]) -> dict:
+    """A cell's NLLs, gaps and bucket floors, means over the datasets ``kept`` (each with
+    its standard error); every field None when none is kept. Without a known-scale run
+    (``known_scale`` off) its three fields are None too."""
+    names = (
+        "pfn_nll", "nuts_nll", "gap", "gap_se", "known_scale_nuts_nll", "known_scale_gap",
+        "known_scale_gap_se", "rescaled_gaps", "bucket_floor", "bucket_floor_se",
+        "coarse_floor", "coarse_floor_se",
+    )  # fmt: skip
     if not kept:
-        raise SystemExit(
-            f"no NUTS reference converged at {num_features} features, {num_train} points"
-        )
+        return dict.fromkeys(names)
 
     def column(name: str) -> np.ndarray:
         return np.array([r[name] for r in kept], np.float64)
 
     pfn, nuts = column("pfn"), column("nuts")
     gap = pfn - nuts
-    # Skipped (`known_scale` off): the three known-scale fields are None (JSON null).
-    measured = kept[0]["known"] is not None
-    known = column("known") if measured else None
-    pfn_time = np.median([r["pfn_time"] for r in records])
-    nuts_time = np.median([r["nuts_time"] for r in records])
+    known = column("known") if kept[0]["known"] is not None else None
     return {
-        "num_features": num_features,
-        "num_train": num_train,
         "pfn_nll": float(pfn.mean()),
         "nuts_nll": float(nuts.mean()),
         "gap": float(gap.mean()),
@@ -679,15 +761,6 @@ def _hyper_row(num_features: int, num_train: int, records: list[dict], coarse_bu
         "bucket_floor_se": _standard_error(column("floor")),
         "coarse_floor": float(column("coarse_floor").mean()),
         "coarse_floor_se": _standard_error(column("coarse_floor")),
-        "coarse_buckets": coarse_buckets,
-        "pfn_seconds_per_dataset": float(pfn_time),
-        "nuts_seconds_per_dataset": float(nuts_time),
-        "speedup": float(nuts_time / pfn_time),
-        "nuts_unconverged": len(records) - len(kept),
-        "nuts_retried": sum(r["retried"] for r in records),
-        "nuts_max_rhat": float(np.max([r["max_rhat"] for r in records])),  # NaN if any is
-        "nuts_divergences": sum(r["divergences"] for r in records),
-        "nuts_divergent_datasets": sum(r["divergences"] > 0 for r in records),
     }
 
 
@@ -741,6 +814,7 @@ def markdown_hyper(result: dict) -> str:
         )
     # Rows made before the float64 reference and its checks have no convergence fields.
     checked = all("nuts_max_rhat" in r for r in result["rows"])
+    mixed = len({tuple(_row_commits(r, result)) for r in result["rows"]}) > 1
     lines = [
         "# PFN (GP with hyperpriors) against NUTS over the hyperparameters",
         "",
@@ -775,29 +849,45 @@ def markdown_hyper(result: dict) -> str:
             if checked
             else []
         ),
+        *(
+            [
+                "*Commit*: the rows were measured at different commits (the same benchmark "
+                "code and model); each names its own.",
+                "",
+            ]
+            if mixed
+            else []
+        ),
         "| features | train points | NUTS | PFN | PFN - NUTS (± s.e.) | PFN - NUTS, known "
         "scale (± s.e.) | bucket floor | coarse floor | NUTS s/dataset | PFN s/dataset "
-        "| speed-up | NUTS checks |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| speed-up | NUTS checks |" + (" commit |" if mixed else ""),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if mixed else ""),
     ]
     for r in result["rows"]:
-        known = (
-            "skipped"  # --skip-known-scale
-            if r["known_scale_gap"] is None
-            else f"{r['known_scale_gap']:+.4f} ± {r['known_scale_gap_se']:.4f}"
-        )
+        if r["gap"] is None:  # no reference in the cell converged
+            accuracy = "no converged reference | " * 6
+        else:
+            known = (
+                "skipped"  # --skip-known-scale
+                if r["known_scale_gap"] is None
+                else f"{r['known_scale_gap']:+.4f} ± {r['known_scale_gap_se']:.4f}"
+            )
+            accuracy = (
+                f"{r['nuts_nll']:.4f} | {r['pfn_nll']:.4f} | "
+                f"{r['gap']:+.4f} ± {r['gap_se']:.4f} | {known} | "
+                f"{r['bucket_floor']:+.4f} ± {r['bucket_floor_se']:.4f} | "
+                f"{r['coarse_floor']:+.4f} ± {r['coarse_floor_se']:.4f} | "
+            )
         lines.append(
-            f"| {r['num_features']} | {r['num_train']} | {r['nuts_nll']:.4f} | "
-            f"{r['pfn_nll']:.4f} | {r['gap']:+.4f} ± {r['gap_se']:.4f} | {known} | "
-            f"{r['bucket_floor']:+.4f} ± {r['bucket_floor_se']:.4f} | "
-            f"{r['coarse_floor']:+.4f} ± {r['coarse_floor_se']:.4f} | "
+            f"| {r['num_features']} | {r['num_train']} | {accuracy}"
             f"{r['nuts_seconds_per_dataset']:.2f} | "
             f"{r['pfn_seconds_per_dataset'] * 1e3:.2f} ms | {r['speedup']:.0f}x | "
-            f"{_nuts_checks(r)} |"
+            f"{_nuts_checks(r)} |" + (f" {', '.join(_row_commits(r, result))} |" if mixed else "")
         )
     least = SCALE_FREE_MIN_TRAIN if scale_free else 1
-    gaps = np.array([r["gap"] for r in result["rows"] if r["num_train"] >= least])
-    fewer = any(r["num_train"] < least for r in result["rows"])
+    measured = [r for r in result["rows"] if r["gap"] is not None]
+    gaps = np.array([r["gap"] for r in measured if r["num_train"] >= least])
+    fewer = any(r["num_train"] < least for r in measured)
     lines += [
         "",
         f"Mean gap {gaps.mean():+.4f} nats per test point; largest {gaps.max():+.4f}"
@@ -819,10 +909,16 @@ def markdown_hyper(result: dict) -> str:
         "| features | train points | as drawn | " + " | ".join(RESCALINGS) + " |",
         "|---|---|---|" + "---|" * len(RESCALINGS),
     ]
-    for r in result["rows"]:
+    for r in measured:
         cells = " | ".join(f"{r['rescaled_gaps'][name]:+.4f}" for name in RESCALINGS)
         lines.append(f"| {r['num_features']} | {r['num_train']} | {r['gap']:+.4f} | {cells} |")
     return "\n".join(lines) + "\n"
+
+
+def _row_commits(row: dict, result: dict) -> list[str]:
+    """The commits that measured a row (a row saved before rows named theirs: the
+    result's)."""
+    return row.get("commits", [result["machine"]["commit"]])
 
 
 def _nuts_checks(row: dict) -> str:
@@ -1149,6 +1245,16 @@ def main() -> None:
         help="with --hyper-model (scale-free): no second NUTS run on the prior itself",
     )  # fmt: skip
     parser.add_argument(
+        "--fresh", action="store_true",
+        help="with --hyper-model: start again, discarding the record log "
+        "(pfn_hyper_records.jsonl in --out) that an interrupted run resumes from",
+    )  # fmt: skip
+    parser.add_argument(
+        "--add", action="store_true",
+        help="with --hyper-model: keep the saved pfn_hyper.json's rows of the cells this "
+        "run does not measure (same model and --datasets), each naming its commit",
+    )  # fmt: skip
+    parser.add_argument(
         "--held-out", help="write the fast suite's held-out sets to this file and stop"
     )
     parser.add_argument(
@@ -1187,10 +1293,21 @@ def main() -> None:
             result = json.loads((out / "pfn_hyper.json").read_text())
             (out / "pfn_hyper.md").write_text(markdown_hyper(result))
             return
+        model_dir, known_scale = Path(args.hyper_model), not args.skip_known_scale
+        saved = out / "pfn_hyper.json"
+        if args.add and not saved.is_file():
+            raise SystemExit(f"--add: no saved result {saved} to add to")
+        records = RecordLog(
+            out / "pfn_hyper_records.jsonl",
+            hyper_settings(model_dir, args.datasets, known_scale),
+            fresh=args.fresh,
+        )
         result = run_hyper(
-            Path(args.hyper_model), args.datasets, tuple(args.features),
-            tuple(args.train_sizes), known_scale=not args.skip_known_scale,
+            model_dir, args.datasets, tuple(args.features), tuple(args.train_sizes),
+            known_scale=known_scale, records=records,
         )  # fmt: skip
+        if args.add:
+            result = _with_saved_rows(result, json.loads(saved.read_text()))
         out.mkdir(parents=True, exist_ok=True)
         (out / "pfn_hyper.json").write_text(json.dumps(result, indent=2))
         (out / "pfn_hyper.md").write_text(markdown_hyper(result))
