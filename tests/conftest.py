@@ -59,6 +59,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 NUM_DEVICES = int(os.environ.get("PROBINFER_TEST_DEVICES", "4"))
 _OPTIMIZE_ALL = os.environ.get("PROBINFER_TEST_OPTIMIZE", "0") == "1"
@@ -150,9 +151,29 @@ def _write_cache_entries_atomically() -> bool:
     return works
 
 
+_CACHE_PREFIX = "probinfer-test-programs-"
+
+
+def _remove_killed_runs_caches() -> None:
+    """Remove the program caches of test runs that were killed (their exit hook never
+    ran): each cache's name carries its run's process id, and a cache whose process is
+    gone is removed."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_CACHE_PREFIX}*"):
+        pid = folder.name.removeprefix(_CACHE_PREFIX).partition("-")[0]
+        if not pid.isdigit():
+            continue  # not one of ours
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            pass  # alive, owned by someone else
+
+
 if _USE_PROGRAM_CACHE and _write_cache_entries_atomically():
     if _PROGRAM_CACHE not in os.environ:  # the first pytest process; workers inherit it
-        _cache_dir = tempfile.mkdtemp(prefix="probinfer-test-programs-")
+        _remove_killed_runs_caches()
+        _cache_dir = tempfile.mkdtemp(prefix=f"{_CACHE_PREFIX}{os.getpid()}-")
         atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
         os.environ[_PROGRAM_CACHE] = _cache_dir
     jax.config.update("jax_compilation_cache_dir", os.environ[_PROGRAM_CACHE])
