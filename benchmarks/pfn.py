@@ -49,6 +49,7 @@ from probinfer import amortize, nngp
 from probinfer.amortize.pfn import SCALE_FREE_MIN_TRAIN
 from probinfer.amortize.priors import FAMILIES, KERNEL_FAMILIES
 from probinfer.bench import machine_description
+from probinfer.checkpoint import atomic_write
 
 try:  # imported as `benchmarks.pfn` (PYTHONPATH=.)
     from benchmarks.records import RecordLog
@@ -130,6 +131,11 @@ def mle_nll(x, y, num_train, steps=300):
 HYPER_TRAIN_SIZES = (2, 5, 10, 20, 50, 100)
 HYPER_FEATURES = (1, 2, 3, 4, 5)
 NUTS_CHAINS = 4
+NUTS_WARMUP = NUTS_DRAWS = 500
+# The version of what a hyperprior reference measures: raised when a change to the
+# reference or to the records' fields would make earlier records other measurements (a
+# record log of another version is refused: see `hyper_settings`).
+HYPER_RECORD_VERSION = 2
 # A NUTS reference with a larger R-hat (over its sites) is retried once with a longer run,
 # then left out of a cell's means and counted.
 RHAT_LIMIT = 1.01
@@ -435,7 +441,16 @@ class NutsReference(NamedTuple):
 
 
 def nuts_nll(
-    prior, x, y, num_train, seed, *, scale_free=False, fixed_range=False, warmup=500, draws=500
+    prior,
+    x,
+    y,
+    num_train,
+    seed,
+    *,
+    scale_free=False,
+    fixed_range=False,
+    warmup=NUTS_WARMUP,
+    draws=NUTS_DRAWS,
 ) -> NutsReference:
     """Posterior predictive NLL of each test target with NUTS over the GP hyperparameters
     (``pi.sample``, in float64), in the data's units.
@@ -594,15 +609,19 @@ def run_hyper(
             key, key_data = jax.random.split(key)
             x, y = draw_datasets(prior, key_data, num_datasets, num_train + NUM_TEST, num_features)
             x, y = np.asarray(x), np.asarray(y)
-            keys = [RecordLog.key(num_features, num_train, i) for i in range(num_datasets)]
-            done = {k: records.get(k) for k in keys if records and records.get(k) is not None}
+            record_keys = [RecordLog.key(num_features, num_train, i) for i in range(num_datasets)]
+            logged = records.records if records is not None else {}
+            done = {k: logged[k] for k in record_keys if k in logged}
+            if done:
+                print(f"{num_features} features, {num_train} points: {len(done)} of "
+                      f"{num_datasets} datasets from {records.path}", flush=True)  # fmt: skip
             if len(done) < num_datasets:  # compile before the first timed dataset
                 nuts_nll(prior, x[0], y[0], num_train, 0, scale_free=model.scale_free)
                 if model.scale_free and known_scale:
                     nuts_nll(prior, x[0], y[0], num_train, 0)
                 pfn_nll(model, x[0], y[0], num_train)
             cell = []
-            for i, record_key in enumerate(keys):
+            for i, record_key in enumerate(record_keys):
                 if record_key in done:
                     cell.append(done[record_key])
                     continue
@@ -624,7 +643,7 @@ def run_hyper(
                         prior, x[i], y[i], num_train, i + 1
                     )
                     known = float(known_reference.point_nll.mean())
-                    max_rhat = max(max_rhat, known_reference.max_rhat)
+                    max_rhat = float(np.max([max_rhat, known_reference.max_rhat]))  # NaN stays
                     divergences += known_reference.divergences
                     retried = retried or known_retried
                 floor, coarse_floor = reference.bucket_floors(model.bar, coarse)
@@ -651,35 +670,72 @@ def run_hyper(
             f"no cell of --features {features} x --train-sizes {train_sizes} is one the model "
             f"covers (up to {model.num_features} features, {least}-{model.max_train} points)"
         )
-    return {**_result(model_dir, config, num_datasets, rows), "weight_check": weight_check}
+    return {
+        **_result(model_dir, config, num_datasets, rows),
+        "model_sha256": model_digest(model_dir),
+        "weight_check": weight_check,
+    }
+
+
+def model_digest(model_dir: Path) -> str:
+    """A short digest of a saved model's files (its configuration and parameters)."""
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.eqx"):
+        digest.update((model_dir / name).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def hyper_settings(model_dir: Path, num_datasets: int, known_scale: bool) -> dict:
     """What :func:`run_hyper`'s per-dataset records depend on, for its record log: the
-    model (its files' digest), the datasets, the references and the test points."""
-    digest = hashlib.sha256()
-    for name in ("config.json", "model.eqx"):
-        digest.update((model_dir / name).read_bytes())
+    model (its files' digest, wherever it lies), the datasets, the references (their
+    version, settings and libraries), the test points and the other units measured."""
+    import probinfer
+
     return {
-        "model": _display_path(model_dir),
-        "model_sha256": digest.hexdigest()[:16],
+        "version": HYPER_RECORD_VERSION,
+        "model_sha256": model_digest(model_dir),
         "num_datasets": num_datasets,
         "num_test": NUM_TEST,
         "known_scale": known_scale,
-        "nuts": {"chains": NUTS_CHAINS, "warmup": 500, "draws": 500, "rhat_limit": RHAT_LIMIT},
-    }
+        "nuts": {"chains": NUTS_CHAINS, "warmup": NUTS_WARMUP, "draws": NUTS_DRAWS,
+                 "rhat_limit": RHAT_LIMIT},
+        "rescalings": RESCALINGS,
+        "jax": jax.__version__,
+        "probinfer": probinfer.__version__,
+    }  # fmt: skip
+
+
+def check_addable(saved: dict, model_dir: Path, num_datasets: int) -> None:
+    """Refuse ``--add`` to a saved :func:`run_hyper` result whose rows would not make one
+    table with this run's: another model, number of datasets, reference (rows saved before
+    the float64 reference and its convergence checks) or machine (timings)."""
+    cpu = machine_description()["cpu"]
+    # Results saved before they carried the model's digest: its path and training.
+    config = json.loads((model_dir / "config.json").read_text())
+    same_training = "the same" if saved["training"] == config["training"] else "another"
+    differences = {
+        "model": (saved.get("model_sha256"), model_digest(model_dir))
+        if "model_sha256" in saved
+        else (saved["model"], _display_path(model_dir)),
+        "training configuration": ("the same", same_training),
+        "datasets per cell": (saved["num_datasets"], num_datasets),
+        "reference": ("checked" if all("nuts_max_rhat" in r for r in saved["rows"]) else
+                      "unchecked (float32, no R-hat)", "checked"),
+        "machine": (saved["machine"]["cpu"], cpu),
+    }  # fmt: skip
+    differ = [f"{name}: {old!r} saved, {new!r} now" for name, (old, new) in differences.items()
+              if old != new]  # fmt: skip
+    if differ:
+        raise SystemExit(
+            f"--add: the saved result differs from this run ({'; '.join(differ)}); its rows "
+            "and this run's would not be one table: write to another --out"
+        )
 
 
 def _with_saved_rows(result: dict, saved: dict) -> dict:
-    """``result`` with the rows of ``saved`` (an earlier :func:`run_hyper` result of the
-    same model and number of datasets) for the cells it lacks; each kept row names the
-    commit that measured it, and the rows are ordered by features, then train points."""
-    for name in ("model", "num_datasets", "prior"):
-        if saved[name] != result[name]:
-            raise SystemExit(
-                f"--add: the saved result has {name} {saved[name]!r}, this run "
-                f"{result[name]!r}: rows of both would not be one table"
-            )
+    """``result`` with the rows of ``saved`` (checked by :func:`check_addable`) for the
+    cells it lacks; each kept row names the commit that measured it, and the rows are
+    ordered by features, then train points. The saved note is kept."""
     measured = {(r["num_features"], r["num_train"]) for r in result["rows"]}
     kept = [
         {**r, "commits": _row_commits(r, saved)}
@@ -687,12 +743,11 @@ def _with_saved_rows(result: dict, saved: dict) -> dict:
         if (r["num_features"], r["num_train"]) not in measured
     ]
     rows = sorted([*result["rows"], *kept], key=lambda r: (r["num_features"], r["num_train"]))
-    notes = [n for n in (saved.get("note"), result.get("note")) if n]
-    return {**result, "rows": rows, **({"note": " ".join(notes)} if notes else {})}
+    return {**result, "rows": rows, **({"note": saved["note"]} if saved.get("note") else {})}
 
 
 def _checked_reference(
-    prior, x, y, num_train, seed, *, warmup=500, draws=500, **settings
+    prior, x, y, num_train, seed, *, warmup=NUTS_WARMUP, draws=NUTS_DRAWS, **settings
 ) -> tuple[NutsReference, bool]:
     """:func:`nuts_nll`, run again with twice the warm-up and four times the draws (1000 +
     2000 from the default 500 + 500) when its R-hat is above ``RHAT_LIMIT`` (or NaN); and
@@ -797,12 +852,16 @@ def compare_references(model_dir: Path, num_features: int, num_train: int, num_d
         fixed, fixed_retried = _checked_reference(prior, x[i], y[i], num_train, i + 1,
                                                   scale_free=True, fixed_range=True)  # fmt: skip
         retried += exact_retried + fixed_retried
-        max_rhat.append(max(exact.max_rhat, fixed.max_rhat))
+        max_rhat += [exact.max_rhat, fixed.max_rhat]
         if converged(exact) and converged(fixed):  # else neither is the answer: left out
             values.append([pfn_nll(model, x[i], y[i], num_train), exact.point_nll.mean(),
                            fixed.point_nll.mean()])  # fmt: skip
     if len(values) < 2:
-        raise SystemExit(f"{len(values)} of {num_datasets} datasets' references converged")
+        raise SystemExit(
+            f"only {len(values)} of {num_datasets} datasets' references converged (largest "
+            f"R-hat {np.max(max_rhat):.3f} after a longer rerun); a mean and its standard "
+            "error need at least 2: ask for more datasets"
+        )
     pfn, exact, fixed = np.array(values).T
     pairs = {"pfn - exact": pfn - exact, "pfn - fixed range": pfn - fixed,
              "exact - fixed range": exact - fixed}  # fmt: skip
@@ -838,7 +897,9 @@ def markdown_hyper(result: dict) -> str:
         )
     # Rows made before the float64 reference and its checks have no convergence fields.
     checked = all("nuts_max_rhat" in r for r in result["rows"])
-    mixed = len({tuple(_row_commits(r, result)) for r in result["rows"]}) > 1
+    # A commit column when any row was measured (in part) at another commit than the
+    # result's machine line names: resumed or --add runs.
+    mixed = any(_row_commits(r, result) != [result["machine"]["commit"]] for r in result["rows"])
     lines = [
         "# PFN (GP with hyperpriors) against NUTS over the hyperparameters",
         "",
@@ -848,7 +909,8 @@ def markdown_hyper(result: dict) -> str:
         f"Model `{result['model']}` ({result['training']['num_buckets']} buckets, "
         f"{'scale-free' if scale_free else 'not scale-free'}); prior "
         f"`{json.dumps(result['prior'])}`; {result['num_datasets']} held-out datasets per row, "
-        f"{NUM_TEST} test points; NUTS: `pi.sample`, {NUTS_CHAINS} chains x 500 warm-up + 500 "
+        f"{NUM_TEST} test points; NUTS: `pi.sample`, {NUTS_CHAINS} chains x {NUTS_WARMUP} "
+        f"warm-up + {NUTS_DRAWS} "
         f"draws{' in float64' if checked else ''}, predictive = mixture over draws, on the "
         "model the PFN approximates (for a "
         f"scale-free PFN: {reference}; "
@@ -875,8 +937,8 @@ def markdown_hyper(result: dict) -> str:
         ),
         *(
             [
-                "*Commit*: the rows were measured at different commits (the same benchmark "
-                "code and model); each names its own.",
+                "*Commit*: the rows were not all measured at the commit of the machine line "
+                "above (a resumed run, or rows kept by `--add`); each names its own.",
                 "",
             ]
             if mixed
@@ -912,9 +974,17 @@ def markdown_hyper(result: dict) -> str:
     measured = [r for r in result["rows"] if r["gap"] is not None]
     gaps = np.array([r["gap"] for r in measured if r["num_train"] >= least])
     fewer = any(r["num_train"] < least for r in measured)
+    unmeasured = len(result["rows"]) - len(measured)
+    if not gaps.size:
+        summary = "No cell has a converged reference"
+    else:
+        summary = f"Mean gap {gaps.mean():+.4f} nats per test point; largest {gaps.max():+.4f}"
+    if unmeasured:
+        cells = "cell" if unmeasured == 1 else "cells"
+        summary += f" ({unmeasured} {cells} without a converged reference left out)"
     lines += [
         "",
-        f"Mean gap {gaps.mean():+.4f} nats per test point; largest {gaps.max():+.4f}"
+        summary
         + (
             f" (rows with at least {least} train points: `predict` refuses fewer for a "
             "scale-free model; rows with fewer were measured before that floor existed and "
@@ -1232,7 +1302,10 @@ def held_out_sets(path: Path, names: list[str] | None = None) -> dict:
                     if not converged(nuts):
                         raise SystemExit(
                             f"{entry.name}, {num_features} features, dataset {index}: the "
-                            f"NUTS reference did not mix (R-hat {nuts.max_rhat:.3f})"
+                            f"NUTS reference did not mix (R-hat {nuts.max_rhat:.3f} after "
+                            "2,000 warm-up + 8,000 draws); the held-out sets need every "
+                            "dataset's: look at this dataset's posterior, or change "
+                            "HELD_OUT_DATASETS' seed"
                         )
                     reference.append(float(nuts.point_nll.mean()))
             else:
@@ -1325,9 +1398,12 @@ def main() -> None:
             (out / "pfn_hyper.md").write_text(markdown_hyper(result))
             return
         model_dir, known_scale = Path(args.hyper_model), not args.skip_known_scale
-        saved = out / "pfn_hyper.json"
-        if args.add and not saved.is_file():
-            raise SystemExit(f"--add: no saved result {saved} to add to")
+        saved_path, saved = out / "pfn_hyper.json", None
+        if args.add:  # checked before hours of work, not after
+            if not saved_path.is_file():
+                raise SystemExit(f"--add: no saved result {saved_path} to add to")
+            saved = json.loads(saved_path.read_text())
+            check_addable(saved, model_dir, args.datasets)
         records = RecordLog(
             out / "pfn_hyper_records.jsonl",
             hyper_settings(model_dir, args.datasets, known_scale),
@@ -1337,11 +1413,11 @@ def main() -> None:
             model_dir, args.datasets, tuple(args.features), tuple(args.train_sizes),
             known_scale=known_scale, records=records,
         )  # fmt: skip
-        if args.add:
-            result = _with_saved_rows(result, json.loads(saved.read_text()))
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "pfn_hyper.json").write_text(json.dumps(result, indent=2))
-        (out / "pfn_hyper.md").write_text(markdown_hyper(result))
+        if saved is not None:
+            result = _with_saved_rows(result, saved)
+        for name, text in (("pfn_hyper.json", json.dumps(result, indent=2)),
+                           ("pfn_hyper.md", markdown_hyper(result))):  # fmt: skip
+            atomic_write(out / name, lambda file, text=text: file.write(text.encode()))
         print(markdown_hyper(result))
         return
     result = run(Path(args.model), args.datasets)

@@ -109,15 +109,21 @@ def run_model(folder: Path, num_datasets: int) -> dict:
                     for j, i in enumerate(chosen)]  # fmt: skip
             retried += sum(again for _, again in runs)
             max_rhat = float(np.max([max_rhat, *(run.max_rhat for run, _ in runs)]))  # NaN stays
-            mixed = np.array([converged(run) for run, _ in runs])
-            unconverged += int((~mixed).sum())
-            logits, chosen = logits[mixed], chosen[mixed]
-            reference = np.stack([run.point_nll for run, _ in runs])[mixed]
-            if chosen.size == 0:
-                continue
+            usable = np.array([converged(run) for run, _ in runs])
+            unconverged += int((~usable).sum())
+            if unconverged > num_datasets:
+                raise SystemExit(
+                    f"{folder.name}: {unconverged} NUTS references did not converge (R-hat "
+                    f"up to {max_rhat:.3f} after a longer rerun), more than the "
+                    f"{num_datasets} datasets asked for: the reference cannot be trusted here"
+                )
+            logits, chosen = logits[usable], chosen[usable]
+            reference = np.stack([run.point_nll for run, _ in runs])[usable]
         else:
             reference = exact_point_nll(prior, x[chosen], y[chosen], num_train)
         reference_seconds += time.perf_counter() - start
+        if chosen.size == 0:  # none of this chunk's references converged
+            continue
         for name, bar in bars.items():
             if bar is None:
                 log_prob = half_normal_log_prob(model.bar, logits, y_test[chosen])

@@ -5,7 +5,8 @@ The file is JSON lines: a header with the run's settings, then one line per fini
 (``{"key": ..., "record": ...}``), each written and flushed to disk before the next unit
 starts. A run reopening the file with other settings is refused with the settings that
 differ (its units would not be the same measurements); a last line cut short by a kill is
-dropped with a warning and its unit measured again.
+dropped with a warning and its unit measured again. One run at a time uses a log: a
+second is refused while the first holds it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from typing import Any
 
 from probinfer.checkpoint import atomic_write
 
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no lock, one run at a time is up to the user
+    fcntl = None
+
 
 class RecordLog:
     """The finished units of one benchmark run, kept in ``path``.
@@ -27,16 +33,21 @@ class RecordLog:
         settings: everything the measurements depend on (JSON-serialisable); the file's
             header must equal it.
         fresh: start again: an existing file is replaced.
+
+    Raises:
+        SystemExit: the file was written with other settings, is damaged, or another run
+            holds it; the message names the file and what to do.
     """
 
     def __init__(self, path: Path, settings: dict[str, Any], *, fresh: bool = False) -> None:
         self.path = Path(path)
         self.settings = json.loads(json.dumps(settings))  # as the header reads back
         self.records: dict[str, Any] = {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = self._hold_lock()
         if self.path.exists() and not fresh:
             self._read()
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._rewrite()
 
     @staticmethod
@@ -50,19 +61,41 @@ class RecordLog:
 
     def add(self, key: str, record: Any) -> None:
         """Keep a finished unit's record, on disk before this returns."""
-        self.records[key] = record
+        line = json.dumps({"key": key, "record": record}) + "\n"  # fails before any change
         with open(self.path, "a") as file:
-            file.write(json.dumps({"key": key, "record": record}) + "\n")
+            file.write(line)
             file.flush()
             os.fsync(file.fileno())
+        self.records[key] = record
+
+    def close(self) -> None:
+        """Let another run use the log (the process's exit does too)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _hold_lock(self) -> Any:
+        """An open lock file held exclusively while this log lives (None without fcntl)."""
+        if fcntl is None:
+            return None
+        lock = open(self.path.with_name(f".{self.path.name}.lock"), "w")  # noqa: SIM115
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            raise SystemExit(
+                f"{self.path} is in use by another run; wait for it, or give this one another --out"
+            ) from None
+        return lock
 
     def _read(self) -> None:
-        lines = self.path.read_text().splitlines()
+        text = self.path.read_text()
+        lines = text.splitlines()
         try:
             header = json.loads(lines[0])["settings"] if lines else None
         except (json.JSONDecodeError, KeyError, TypeError):
             header = None
-        if header is None:
+        if not isinstance(header, dict):
             raise SystemExit(
                 f"{self.path}: not a record log (no settings header); move it away, or "
                 "start again with --fresh"
@@ -96,8 +129,9 @@ class RecordLog:
                     "runs again",
                     stacklevel=3,
                 )
-                # Rewrite without it, so that the next record starts on a line of its own.
-                self._rewrite()
+                text = ""  # rewritten below
+        if not text.endswith("\n"):  # so that the next record starts on a line of its own
+            self._rewrite()
 
     def _rewrite(self) -> None:
         """The header and the records kept, written atomically."""

@@ -157,11 +157,14 @@ _CACHE_PREFIX = "probinfer-test-programs-"
 def _remove_killed_runs_caches() -> None:
     """Remove the program caches of test runs that were killed (their exit hook never
     ran): each cache's name carries its run's process id, and a cache whose process is
-    gone is removed."""
+    gone is removed. POSIX only (elsewhere signal 0 does not test a process); a cache
+    named before the names carried the id is left alone."""
+    if os.name != "posix":
+        return
     for folder in Path(tempfile.gettempdir()).glob(f"{_CACHE_PREFIX}*"):
         pid = folder.name.removeprefix(_CACHE_PREFIX).partition("-")[0]
         if not pid.isdigit():
-            continue  # not one of ours
+            continue
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:

@@ -1,11 +1,19 @@
 """The benchmarks' record log (``benchmarks/records.py``): a killed long run resumes from
 its finished units, never from another setting's or a damaged file."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 
-from benchmarks.records import RecordLog
+# The benchmarks are scripts, not a package on the path: load the module from its file.
+_SPEC = importlib.util.spec_from_file_location(
+    "benchmark_records", Path(__file__).parents[1] / "benchmarks" / "records.py"
+)
+records = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(records)
+RecordLog = records.RecordLog
 
 SETTINGS = {"model": "m", "num_datasets": 3}
 
@@ -15,21 +23,35 @@ def test_records_survive_reopening_and_a_cut_last_line_runs_again(tmp_path):
     log = RecordLog(path, SETTINGS)
     log.add(RecordLog.key(1, 5, 0), {"gap": 0.1})
     log.add(RecordLog.key(1, 5, 1), {"gap": float("nan")})
+    with pytest.raises(SystemExit, match="in use by another run"):
+        RecordLog(path, SETTINGS)  # while `log` holds it
+    log.close()
     reopened = RecordLog(path, SETTINGS)
     assert reopened.get("1/5/0") == {"gap": 0.1} and reopened.get("1/5/2") is None
     assert reopened.get("1/5/1")["gap"] != reopened.get("1/5/1")["gap"]  # NaN kept
+    reopened.close()
     with open(path, "a") as file:  # a kill in the middle of a write
         file.write('{"key": "1/5/2", "rec')
     with pytest.warns(UserWarning, match="cut short"):
         cut = RecordLog(path, SETTINGS)
     assert cut.get("1/5/2") is None and cut.get("1/5/0") == {"gap": 0.1}
     cut.add("1/5/2", {"gap": 0.3})  # on a line of its own
-    assert RecordLog(path, SETTINGS).get("1/5/2") == {"gap": 0.3}
+    cut.close()
+    path.write_text(path.read_text().rstrip("\n"))  # a whole last line, its newline lost
+    unended = RecordLog(path, SETTINGS)
+    unended.add("1/5/3", {"gap": 0.4})
+    unended.close()
+    assert RecordLog(path, SETTINGS).records == {
+        "1/5/0": {"gap": 0.1}, "1/5/1": pytest.approx({"gap": float("nan")}, nan_ok=True),
+        "1/5/2": {"gap": 0.3}, "1/5/3": {"gap": 0.4},
+    }  # fmt: skip
 
 
 def test_other_settings_a_damaged_file_or_fresh(tmp_path):
     path = tmp_path / "log.jsonl"
-    RecordLog(path, SETTINGS).add("a", 1)
+    first = RecordLog(path, SETTINGS)
+    first.add("a", 1)
+    first.close()
     with pytest.raises(SystemExit, match=r"num_datasets: 3 on file, 4 now.*--fresh"):
         RecordLog(path, {**SETTINGS, "num_datasets": 4})
     assert RecordLog(path, {**SETTINGS, "num_datasets": 4}, fresh=True).get("a") is None
@@ -37,6 +59,7 @@ def test_other_settings_a_damaged_file_or_fresh(tmp_path):
     path.write_text("\n".join([lines[0], "garbage", json.dumps({"key": "b", "record": 2})]))
     with pytest.raises(SystemExit, match="line 2: not a record"):
         RecordLog(path, {**SETTINGS, "num_datasets": 4})
-    path.write_text("not json\n")
-    with pytest.raises(SystemExit, match="no settings header"):
-        RecordLog(path, SETTINGS)
+    for text in ("not json\n", '{"settings": [1]}\n'):
+        path.write_text(text)
+        with pytest.raises(SystemExit, match="no settings header"):
+            RecordLog(path, SETTINGS)
