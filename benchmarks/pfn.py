@@ -629,7 +629,7 @@ def run_hyper(
                 pfn_value = pfn_nll(model, x[i], y[i], num_train)
                 pfn_time = time.perf_counter() - start
                 start = time.perf_counter()
-                reference, retried = _checked_reference(
+                reference, retried = checked_reference(
                     prior, x[i], y[i], num_train, i + 1, scale_free=model.scale_free
                 )
                 nuts_time = time.perf_counter() - start
@@ -639,7 +639,7 @@ def run_hyper(
                 # model is not scale-free), checked as the other.
                 known = nuts if not model.scale_free else None
                 if model.scale_free and known_scale:
-                    known_reference, known_retried = _checked_reference(
+                    known_reference, known_retried = checked_reference(
                         prior, x[i], y[i], num_train, i + 1
                     )
                     known = float(known_reference.point_nll.mean())
@@ -746,7 +746,7 @@ def _with_saved_rows(result: dict, saved: dict) -> dict:
     return {**result, "rows": rows, **({"note": saved["note"]} if saved.get("note") else {})}
 
 
-def _checked_reference(
+def checked_reference(
     prior, x, y, num_train, seed, *, warmup=NUTS_WARMUP, draws=NUTS_DRAWS, **settings
 ) -> tuple[NutsReference, bool]:
     """:func:`nuts_nll`, run again with twice the warm-up and four times the draws (1000 +
@@ -836,7 +836,7 @@ def compare_references(model_dir: Path, num_features: int, num_train: int, num_d
     data (the log score is proper), so it must not lose to the other on average; the PFN,
     trained on such data, must not beat it. Returns the mean paired differences (nats
     per test point) with their standard errors, over the datasets where both references
-    converged (:func:`_checked_reference`; the others counted)."""
+    converged (:func:`checked_reference`; the others counted)."""
     config = json.loads((model_dir / "config.json").read_text())
     prior = amortize.prior_from_spec(config["prior"])
     model = amortize.load(model_dir)
@@ -847,9 +847,9 @@ def compare_references(model_dir: Path, num_features: int, num_train: int, num_d
     x, y = np.asarray(x), np.asarray(y)
     values, max_rhat, retried = [], [], 0
     for i in range(num_datasets):
-        exact, exact_retried = _checked_reference(prior, x[i], y[i], num_train, i + 1,
+        exact, exact_retried = checked_reference(prior, x[i], y[i], num_train, i + 1,
                                                   scale_free=True)  # fmt: skip
-        fixed, fixed_retried = _checked_reference(prior, x[i], y[i], num_train, i + 1,
+        fixed, fixed_retried = checked_reference(prior, x[i], y[i], num_train, i + 1,
                                                   scale_free=True, fixed_range=True)  # fmt: skip
         retried += exact_retried + fixed_retried
         max_rhat += [exact.max_rhat, fixed.max_rhat]
@@ -1296,7 +1296,7 @@ def held_out_sets(path: Path, names: list[str] | None = None) -> dict:
                 # where its R-hat is above the limit; never a reference that has not mixed.
                 reference = []
                 for index, (xi, yi) in enumerate(zip(x, y, strict=True)):
-                    nuts, _ = _checked_reference(prior, xi, yi, HELD_OUT_TRAIN, 0,
+                    nuts, _ = checked_reference(prior, xi, yi, HELD_OUT_TRAIN, 0,
                                                  scale_free=model.scale_free, warmup=1000,
                                                  draws=2000)  # fmt: skip
                     if not converged(nuts):

@@ -34,9 +34,9 @@ import numpy as np
 from pfn import (
     NUM_TEST,
     RHAT_LIMIT,
-    _checked_reference,
     _display_path,
     _standard_error,
+    checked_reference,
     converged,
     draw_datasets,
     exact_point_nll,
@@ -105,7 +105,7 @@ def run_model(folder: Path, num_datasets: int) -> dict:
                            jnp.asarray(x[chosen, num_train:], jnp.float32))  # fmt: skip
         start = time.perf_counter()
         if hyper:  # each rerun longer above the R-hat limit, left out if still above
-            runs = [_checked_reference(prior, x[i], y[i], num_train, kept + j + 1)
+            runs = [checked_reference(prior, x[i], y[i], num_train, kept + j + 1)
                     for j, i in enumerate(chosen)]  # fmt: skip
             retried += sum(again for _, again in runs)
             max_rhat = float(np.max([max_rhat, *(run.max_rhat for run, _ in runs)]))  # NaN stays
