@@ -691,6 +691,7 @@ def hyper_settings(model_dir: Path, num_datasets: int, known_scale: bool) -> dic
     version, settings and libraries), the test points and the other units measured."""
     import probinfer
 
+    machine = machine_description()
     return {
         "version": HYPER_RECORD_VERSION,
         "model_sha256": model_digest(model_dir),
@@ -702,6 +703,8 @@ def hyper_settings(model_dir: Path, num_datasets: int, known_scale: bool) -> dic
         "rescalings": RESCALINGS,
         "jax": jax.__version__,
         "probinfer": probinfer.__version__,
+        # The records' times: the medians of one table come from one machine.
+        "machine": {name: machine[name] for name in ("cpu", "cores", "backend")},
     }  # fmt: skip
 
 
@@ -718,6 +721,7 @@ def check_addable(saved: dict, model_dir: Path, num_datasets: int) -> None:
         if "model_sha256" in saved
         else (saved["model"], _display_path(model_dir)),
         "training configuration": ("the same", same_training),
+        "prior": (saved["prior"], config["prior"]),
         "datasets per cell": (saved["num_datasets"], num_datasets),
         "reference": ("checked" if all("nuts_max_rhat" in r for r in saved["rows"]) else
                       "unchecked (float32, no R-hat)", "checked"),
@@ -979,7 +983,7 @@ def markdown_hyper(result: dict) -> str:
         summary = "No cell has a converged reference"
     else:
         summary = f"Mean gap {gaps.mean():+.4f} nats per test point; largest {gaps.max():+.4f}"
-    if unmeasured:
+    if unmeasured and gaps.size:
         cells = "cell" if unmeasured == 1 else "cells"
         summary += f" ({unmeasured} {cells} without a converged reference left out)"
     lines += [
@@ -1019,8 +1023,10 @@ def _nuts_checks(row: dict) -> str:
     """A cell's NUTS convergence in a few words (a row made before the checks: not checked)."""
     if "nuts_max_rhat" not in row:
         return "not checked"
+    rhat = row["nuts_max_rhat"]
+    worst = "R-hat NaN in some run" if np.isnan(rhat) else f"R-hat <= {rhat:.3f}"
     return (
-        f"R-hat <= {row['nuts_max_rhat']:.3f}; {row['nuts_retried']} retried, "
+        f"{worst}; {row['nuts_retried']} retried, "
         f"{row['nuts_unconverged']} left out; {row['nuts_divergences']} divergences "
         f"in {row['nuts_divergent_datasets']}"
     )
@@ -1398,17 +1404,18 @@ def main() -> None:
             (out / "pfn_hyper.md").write_text(markdown_hyper(result))
             return
         model_dir, known_scale = Path(args.hyper_model), not args.skip_known_scale
+        # The log first: its lock keeps another run from rewriting the saved table too.
+        records = RecordLog(
+            out / "pfn_hyper_records.jsonl",
+            hyper_settings(model_dir, args.datasets, known_scale),
+            fresh=args.fresh,
+        )
         saved_path, saved = out / "pfn_hyper.json", None
         if args.add:  # checked before hours of work, not after
             if not saved_path.is_file():
                 raise SystemExit(f"--add: no saved result {saved_path} to add to")
             saved = json.loads(saved_path.read_text())
             check_addable(saved, model_dir, args.datasets)
-        records = RecordLog(
-            out / "pfn_hyper_records.jsonl",
-            hyper_settings(model_dir, args.datasets, known_scale),
-            fresh=args.fresh,
-        )
         result = run_hyper(
             model_dir, args.datasets, tuple(args.features), tuple(args.train_sizes),
             known_scale=known_scale, records=records,

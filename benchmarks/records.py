@@ -43,12 +43,17 @@ class RecordLog:
         self.path = Path(path)
         self.settings = json.loads(json.dumps(settings))  # as the header reads back
         self.records: dict[str, Any] = {}
+        self._closed = False
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = self._hold_lock()
-        if self.path.exists() and not fresh:
-            self._read()
-        else:
-            self._rewrite()
+        try:
+            if self.path.exists() and not fresh:
+                self._read()
+            else:
+                self._rewrite()
+        except BaseException:  # refused: let the next run have the log
+            self.close()
+            raise
 
     @staticmethod
     def key(*parts: object) -> str:
@@ -60,7 +65,13 @@ class RecordLog:
         return self.records.get(key)
 
     def add(self, key: str, record: Any) -> None:
-        """Keep a finished unit's record, on disk before this returns."""
+        """Keep a finished unit's record, on disk before this returns.
+
+        Raises:
+            RuntimeError: the log was closed (another run may hold it now).
+        """
+        if self._closed:
+            raise RuntimeError(f"{self.path} was closed; open it again to add records")
         line = json.dumps({"key": key, "record": record}) + "\n"  # fails before any change
         with open(self.path, "a") as file:
             file.write(line)
@@ -69,7 +80,8 @@ class RecordLog:
         self.records[key] = record
 
     def close(self) -> None:
-        """Let another run use the log (the process's exit does too)."""
+        """Let another run use the log (the process's exit does too); no more records."""
+        self._closed = True
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -81,7 +93,7 @@ class RecordLog:
         lock = open(self.path.with_name(f".{self.path.name}.lock"), "w")  # noqa: SIM115
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:  # held by another process (other errors are raised)
             lock.close()
             raise SystemExit(
                 f"{self.path} is in use by another run; wait for it, or give this one another --out"

@@ -26,6 +26,8 @@ def test_records_survive_reopening_and_a_cut_last_line_runs_again(tmp_path):
     with pytest.raises(SystemExit, match="in use by another run"):
         RecordLog(path, SETTINGS)  # while `log` holds it
     log.close()
+    with pytest.raises(RuntimeError, match="was closed"):
+        log.add("1/5/9", {})
     reopened = RecordLog(path, SETTINGS)
     assert reopened.get("1/5/0") == {"gap": 0.1} and reopened.get("1/5/2") is None
     assert reopened.get("1/5/1")["gap"] != reopened.get("1/5/1")["gap"]  # NaN kept
