@@ -11,7 +11,9 @@ has no custom call and no nested parallelism; nor has the Cholesky factorisation
 (LAPACK's takes the same thread pool). Used where that program factorises and solves.
 ``pi.sample``'s pointwise log likelihoods avoid the batched calls instead, by running one
 draw after another (``probinfer/_idata.py``: a model with two Gaussian-process likelihood
-terms hung there). Other batched LAPACK calls remain: the linear-Gaussian mixture update
+terms hung there), and so does its check of the chains' starting points, one chain after
+another (``probinfer/run.py``: a 100-point GP reference with two kernels hung there).
+Other batched LAPACK calls remain: the linear-Gaussian mixture update
 and the variational classifier each have two independent ones in one program (found in
 XLA's optimized HLO; neither hung in stress runs), and nested sampling's ellipsoids, the
 NNGP posteriors and the GP prior draws have batched ones.

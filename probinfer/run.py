@@ -295,7 +295,14 @@ def thinned_ebfmi(stats: dict[str, np.ndarray], thin: int) -> np.ndarray:
 
 
 def _finite_start(spec: Any, config: SamplerConfig, data: PyTree, positions: PyTree) -> Array:
-    """Per chain: are the log density and its gradient finite at the position?"""
+    """Per chain: are the log density and its gradient finite at the position?
+
+    One chain after another (``lax.map``), not batched (``vmap``): a model with two
+    Gaussian-process terms makes two independent batched LAPACK calls under ``vmap``, and
+    on XLA:CPU those can wait on each other for ever (``pi.sample`` hung here at 100 train
+    points: gdb showed both pool threads in ``lapack_dpotrf_ffi``'s ``ParallelBatchMap``;
+    see ``probinfer/_linalg.py``). One evaluation per chain: the loop costs nothing.
+    """
     count_trace("finite_start")
     density = spec.bind(data)
 
@@ -303,7 +310,7 @@ def _finite_start(spec: Any, config: SamplerConfig, data: PyTree, positions: PyT
         value, grad = jax.value_and_grad(density.logdensity_fn)(position)
         return jnp.isfinite(value) & jnp.all(jnp.isfinite(ravel_pytree(grad)[0]))
 
-    return jax.vmap(one_chain)(positions)
+    return jax.lax.map(one_chain, positions)
 
 
 def _nonfinite_start_error(
