@@ -171,9 +171,8 @@ def _draw_predictives(x_train, y_train, x_test, draws, family="rbf"):
         return offset + predictive.mean, jnp.sqrt(scale * predictive.variance), log_train
 
     # One draw after another, not vmapped: a vmapped factorisation and solve are batched
-    # LAPACK calls, and two that one program runs at once can wait on each other for ever
-    # on XLA:CPU (a 100-point reference hung so: gdb showed the pool's threads in
-    # `lapack_dtrsm_ffi`'s ParallelBatchMap; see probinfer/_linalg.py).
+    # LAPACK calls, and two that one program runs at once (the mean's and the variance's
+    # solves) can wait on each other for ever on XLA:CPU (see probinfer/_linalg.py).
     return jax.lax.map(lambda draw: one(*draw), draws)
 
 
@@ -247,9 +246,9 @@ def _predictive_components(x_train, y_train, x_test, draws, log_weights, familie
     One compiled call per family, each finished before the next: with both families in one
     program, XLA's CPU runtime hung now and then (1-2 runs in 8 of a 20-point, 1,000-draw
     case, every thread idle; neither ``--xla_cpu_multi_thread_eigen=false`` nor synchronous
-    dispatch avoided it): the XLA CPU hang of the user guide's "Errors and warnings". One
-    family's program hung too, once, at 100 train points, while its draws were vmapped
-    (batched LAPACK calls): :func:`_draw_predictives` maps over them instead.
+    dispatch avoided it): the XLA CPU hang of the user guide's "Errors and warnings". Within
+    one family's program :func:`_draw_predictives` maps over the draws, so that it makes
+    no batched LAPACK calls either.
     """
     if len(families) == 1:
         mean, std, _ = _family_predictives(x_train, y_train, x_test, draws, family=families[0])
