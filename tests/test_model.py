@@ -262,7 +262,6 @@ def test_support_that_depends_on_a_parameter_is_sampled():
     assert not check_expectation(theta, truth + 0.2, name="shifted").ok
 
 
-@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # the edge
 def test_the_start_check_makes_no_batched_lapack_call():
     """`pi.sample` checks the chains' starting points one chain after another: vmapped over
     chains, a model with two Gaussian-process terms makes two independent batched LAPACK
@@ -289,6 +288,7 @@ def test_the_start_check_makes_no_batched_lapack_call():
     assert np.asarray(check(data, positions)).all()
 
 
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # the edge
 def test_no_finite_starting_point_is_an_error_naming_the_site_and_the_fix():
     """``y = 100`` under ``Uniform(0, theta)``: the posterior (``theta > 100``) is proper,
     but no uniform(-2, 2) point in unconstrained space (``theta < e^2``) reaches it, so
