@@ -12,11 +12,15 @@ has no custom call and no nested parallelism; nor has the Cholesky factorisation
 ``pi.sample``'s pointwise log likelihoods avoid the batched calls instead, by running one
 draw after another (``probinfer/_idata.py``: a model with two Gaussian-process likelihood
 terms hung there), and so does its check of the chains' starting points, one chain after
-another (``probinfer/run.py``: a 100-point GP reference with two kernels hung there).
-Other batched LAPACK calls remain: the linear-Gaussian mixture update
-and the variational classifier each have two independent ones in one program (found in
-XLA's optimized HLO; neither hung in stress runs), and nested sampling's ellipsoids, the
-NNGP posteriors and the GP prior draws have batched ones.
+another (``probinfer/run.py``: by every sign a 100-point GP reference with two kernels hung
+there). jaxlib runs a small batched call inline (a batch of one always), so only large
+enough batches are exposed. Other batched LAPACK calls remain: the linear-Gaussian mixture
+update and the variational classifier each have two independent ones in one program (found
+in XLA's optimized HLO; neither hung in stress runs); nested sampling's ellipsoids, the
+NNGP posteriors and the GP prior draws have batched ones; and wherever a model is vmapped
+(vectorized chains, the default for HMC, MALA and RWM; ``pi.predictive`` and
+``pi.sample_prior`` over draws; SMC's particles; nested sampling's live points), a model
+with two such terms makes two.
 """
 
 import jax
