@@ -761,7 +761,7 @@ def checked_reference(
     2000 from the default 500 + 500) when its R-hat is above ``RHAT_LIMIT`` (or NaN); and
     whether it was. The caller decides what an answer still above the limit is worth."""
     reference = nuts_nll(prior, x, y, num_train, seed, warmup=warmup, draws=draws, **settings)
-    retried = not reference.max_rhat <= RHAT_LIMIT
+    retried = not converged(reference.max_rhat)
     if retried:
         reference = nuts_nll(
             prior, x, y, num_train, seed, warmup=2 * warmup, draws=4 * draws, **settings
@@ -769,9 +769,9 @@ def checked_reference(
     return reference, retried
 
 
-def converged(reference: NutsReference) -> bool:
-    """Whether a NUTS reference's R-hat is within ``RHAT_LIMIT`` (a NaN is not)."""
-    return reference.max_rhat <= RHAT_LIMIT
+def converged(max_rhat: float) -> bool:
+    """Whether a NUTS reference's largest R-hat is within ``RHAT_LIMIT`` (a NaN is not)."""
+    return max_rhat <= RHAT_LIMIT
 
 
 def _hyper_row(num_features: int, num_train: int, records: list[dict], coarse_buckets: int) -> dict:
@@ -779,7 +779,7 @@ def _hyper_row(num_features: int, num_train: int, records: list[dict], coarse_bu
     reference did not converge (R-hat above ``RHAT_LIMIT`` after a longer retry) are
     counted and left out of every mean: their reference is not the answer. A cell where
     none converged keeps its times and checks; its accuracy fields are None."""
-    kept = [r for r in records if r["max_rhat"] <= RHAT_LIMIT]  # as `converged`
+    kept = [r for r in records if converged(r["max_rhat"])]
     pfn_time = np.median([r["pfn_time"] for r in records])
     nuts_time = np.median([r["nuts_time"] for r in records])
     row = {
@@ -861,7 +861,9 @@ def compare_references(model_dir: Path, num_features: int, num_train: int, num_d
                                                   scale_free=True, fixed_range=True)  # fmt: skip
         retried += exact_retried + fixed_retried
         max_rhat += [exact.max_rhat, fixed.max_rhat]
-        if converged(exact) and converged(fixed):  # else neither is the answer: left out
+        if converged(exact.max_rhat) and converged(
+            fixed.max_rhat
+        ):  # else neither is the answer: left out
             values.append([pfn_nll(model, x[i], y[i], num_train), exact.point_nll.mean(),
                            fixed.point_nll.mean()])  # fmt: skip
     if len(values) < 2:
@@ -1309,7 +1311,7 @@ def held_out_sets(path: Path, names: list[str] | None = None) -> dict:
                     nuts, _ = checked_reference(prior, xi, yi, HELD_OUT_TRAIN, 0,
                                                  scale_free=model.scale_free, warmup=1000,
                                                  draws=2000)  # fmt: skip
-                    if not converged(nuts):
+                    if not converged(nuts.max_rhat):
                         raise SystemExit(
                             f"{entry.name}, {num_features} features, dataset {index}: the "
                             f"NUTS reference did not mix (R-hat {nuts.max_rhat:.3f} after "

@@ -109,7 +109,7 @@ def run_model(folder: Path, num_datasets: int) -> dict:
                     for j, i in enumerate(chosen)]  # fmt: skip
             retried += sum(again for _, again in runs)
             max_rhat = float(np.max([max_rhat, *(run.max_rhat for run, _ in runs)]))  # NaN stays
-            usable = np.array([converged(run) for run, _ in runs])
+            usable = np.array([converged(run.max_rhat) for run, _ in runs])
             unconverged += int((~usable).sum())
             if unconverged > num_datasets:
                 raise SystemExit(
