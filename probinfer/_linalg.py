@@ -1,7 +1,10 @@
 """Triangular solves and Cholesky factors that XLA:CPU cannot deadlock on.
 
-On XLA:CPU (jaxlib 0.10) a batched ``solve_triangular`` is a LAPACK custom call that
-splits its batch over the intra-op thread pool and blocks until the parts are done. Two
+probinfer's requirements exclude the jaxlib versions this works around (0.10.0 to 0.11.0;
+``pyproject.toml``); it stays for environments that install them anyway, and costs little
+for the small systems it serves. On XLA:CPU with those versions a batched
+``solve_triangular`` is a LAPACK custom call that splits its batch over the intra-op
+thread pool and blocks until the parts are done. Two
 such calls that a program runs concurrently (independent thunks: the importance weights of
 a GP task evaluate a mixture's density three times and a GP likelihood per draw) can each
 hold a pool thread while waiting for parts queued behind the other: on 2 cores every

@@ -52,6 +52,25 @@ out = jax.jit(jax.vmap(replica))(keys, jax.random.normal(jax.random.key(0), (32,
 result = bool(jnp.all(jnp.isfinite(out)))
 """
 
+# Two independent batched Cholesky factorisations and solves in one program, as vectorized
+# chains of a model with two Gaussian-process terms make: jaxlib 0.10.2 hung here every time
+# (3 of 3 fresh processes; 200 x 200 float32 matrices, a batch of 4).
+CONCURRENT_BATCHED_LAPACK = """
+import jax, jax.numpy as jnp
+def two_terms(a, b):
+    total = 0.0
+    for m in (a, b):
+        factor = jnp.linalg.cholesky(m @ m.T + 200.0 * jnp.eye(200))
+        solved = jax.scipy.linalg.solve_triangular(factor, jnp.ones(200), lower=True)
+        total = total + solved @ solved + jnp.log(jnp.diag(factor)).sum()
+    return total
+step = jax.jit(jax.vmap(jax.value_and_grad(two_terms, argnums=(0, 1))))
+a, b = jax.random.normal(jax.random.key(0), (2, 4, 200, 200))
+for i in range(5):
+    value, _ = jax.block_until_ready(step(a + i, b))
+result = bool(jnp.all(jnp.isfinite(value)))
+"""
+
 TWO_GAUSSIAN_PROCESS_TERMS = """
 import jax, jax.numpy as jnp, numpy as np, numpyro, numpyro.distributions as dist
 import probinfer as pi
@@ -76,6 +95,7 @@ result = idata.log_likelihood["y1"].shape
 CHECKS = {
     "lazy_amortize": LAZY_AMORTIZE,
     "one_device_mala": ONE_DEVICE_MALA,
+    "concurrent_batched_lapack": CONCURRENT_BATCHED_LAPACK,
     "two_gaussian_terms": TWO_GAUSSIAN_PROCESS_TERMS,
 }
 TIMEOUT_S = 200
@@ -133,6 +153,15 @@ def test_vmapped_dense_mala_does_not_deadlock_on_one_cpu_device(fresh_run):
     `pi.evidence` with MALA moves hung forever on a one-device CPU. MALA now does one solve
     (about 5 s when it works)."""
     assert _result(fresh_run, "one_device_mala") == "True"
+
+
+def test_the_installed_jaxlib_runs_concurrent_batched_lapack_calls(fresh_run):
+    """jaxlib 0.10.0 to 0.11.0 split a batched LAPACK call over XLA:CPU's thread pool and
+    block a pool thread until the parts are done: two such calls at once on 2 cores wait for
+    each other forever (gdb: both workers in ``ParallelBatchMap``'s ``BlockingCounter``).
+    ``pyproject.toml`` excludes those versions; this catches an installed jaxlib that hangs.
+    """
+    assert _result(fresh_run, "concurrent_batched_lapack") == "True"
 
 
 def test_two_batched_gaussian_likelihoods_do_not_deadlock(fresh_run):

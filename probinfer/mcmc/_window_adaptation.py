@@ -279,7 +279,7 @@ def find_reasonable_step_size(
     integrate = leapfrog(flat_value_and_aux_fn, metric.velocity)
     (logdensity, aux), grad = jax.value_and_grad(flat_value_and_aux_fn, has_aux=True)(flat)
     start = IntegratorState(flat, metric.sample_momentum(key), logdensity, grad, aux)
-    start_energy = -logdensity + metric.kinetic_energy(start.momentum)
+    start_energy: Array = -logdensity + metric.kinetic_energy(start.momentum)
 
     def log_accept(step_size: Array) -> Array:
         end = integrate(start, step_size)

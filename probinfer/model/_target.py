@@ -42,7 +42,9 @@ class AuxLogDensity(NamedTuple):
         return self.value_and_aux_fn(position)[0]
 
 
-def value_and_aux(logdensity_fn: Callable[[PyTree], Array]) -> Callable[[PyTree], tuple]:
+def value_and_aux(
+    logdensity_fn: Callable[[PyTree], Array],
+) -> Callable[[PyTree], tuple[Array, PyTree]]:
     """``position -> (log density, aux)`` for any log density (``aux = ()`` for a plain one).
 
     Args:

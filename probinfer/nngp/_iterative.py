@@ -196,7 +196,7 @@ def _cg_update(
     # Frozen columns are masked, not multiplied by a zero step: 0 * NaN would spread.
     solution = jnp.where(columns, state.solution + alpha[None, :] * state.direction, state.solution)
     residual = state.residual - alpha[None, :] * product
-    preconditioned = apply_preconditioner(preconditioner, residual)
+    preconditioned: Array = apply_preconditioner(preconditioner, residual)
     inner = jnp.sum(residual * preconditioned, axis=0)
     beta = jnp.where(active, inner / jnp.where(active, state.inner, 1.0), 0.0)
     new = _CGState(
@@ -339,7 +339,7 @@ STALL_FACTOR = 0.5
 
 
 def _start(solution: Array, residual: Array, preconditioner: LowRankPreconditioner) -> _CGState:
-    preconditioned = apply_preconditioner(preconditioner, residual)
+    preconditioned: Array = apply_preconditioner(preconditioner, residual)
     inner = jnp.sum(residual * preconditioned, axis=0)
     return _CGState(solution, residual, preconditioned, preconditioned, inner)
 

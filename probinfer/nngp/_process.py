@@ -381,7 +381,7 @@ def eigen_draws(cov: Float[Array, "n n"], normal: Float[Array, "n k"]) -> Float[
     such draws with respect to kernel parameters only where the matrix is well conditioned.
     """
     eigenvalues, eigenvectors = jnp.linalg.eigh(cov)
-    draws = eigenvectors @ (jnp.sqrt(jnp.maximum(eigenvalues, 0.0))[:, None] * normal)
+    draws: Array = eigenvectors @ (jnp.sqrt(jnp.maximum(eigenvalues, 0.0))[:, None] * normal)
     tolerance = jnp.sqrt(jnp.finfo(cov.dtype).eps) * jnp.max(jnp.abs(eigenvalues))
     return jnp.where(jnp.min(eigenvalues) < -tolerance, jnp.nan, draws)
 

@@ -171,7 +171,7 @@ def particle_filter(
             ancestors = resampling(key_resample, jnp.exp(log_weights), num)
             ancestors = jnp.where(is_resampled, ancestors, jnp.arange(num))
             previous = jax.tree.map(lambda x: x[ancestors], particles)
-            log_weights = jnp.where(is_resampled, -jnp.log(num), log_weights[ancestors])
+            log_weights: Array = jnp.where(is_resampled, -jnp.log(num), log_weights[ancestors])
             keys = jax.random.split(key_propagate, num)
             if proposal is None:
                 new = jax.vmap(lambda k, x: model.transition_sample_fn(k, x, t, theta))(

@@ -59,7 +59,7 @@ def adaptive_tempering(
         )
 
     def next_inverse_temperature(state: Any) -> Array:
-        beta = state.inverse_temperature
+        beta: Array = state.inverse_temperature
         num = state.log_weights.shape[0]
 
         def excess(delta: Array) -> Array:
@@ -73,6 +73,7 @@ def adaptive_tempering(
             return jnp.where(keeps, middle, lower), jnp.where(keeps, upper, middle)
 
         remaining = 1.0 - beta
+        lower: Array
         lower, _ = jax.lax.fori_loop(
             0, num_bisection_steps, bisect, (jnp.zeros_like(beta), remaining)
         )
