@@ -172,7 +172,8 @@ def _draw_predictives(x_train, y_train, x_test, draws, family="rbf"):
 
     # One draw after another, not vmapped: a vmapped factorisation and solve are batched
     # LAPACK calls, and two that one program runs at once (the mean's and the variance's
-    # solves) can wait on each other for ever on XLA:CPU (see probinfer/_linalg.py).
+    # solves) can wait on each other for ever on XLA:CPU with jaxlib 0.10.0-0.11.0 (excluded
+    # by the requirements; see probinfer/_linalg.py).
     return jax.lax.map(lambda draw: one(*draw), draws)
 
 

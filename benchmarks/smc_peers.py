@@ -284,7 +284,7 @@ def _import_particles() -> tuple[ModuleType, ModuleType, ModuleType]:
     """``particles`` 0.3 and its ``distributions`` and ``smc_samplers`` modules.
 
     particles 0.3 uses NumPy aliases that NumPy 2 removed (``np.float``, ``np.int``); they
-    are restored before the import. (particles 0.4 pins numpy<2, which JAX 0.10 cannot use.)
+    are restored before the import. (particles 0.4 pins numpy<2, which current JAX cannot use.)
     """
     for alias, alias_type in (("float", float), ("int", int)):
         if alias not in np.__dict__:

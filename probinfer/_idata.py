@@ -28,12 +28,13 @@ POINTWISE_BLOCK = 256
 def _pointwise(spec: NumPyroModel, data: PyTree, draws: dict[str, Any]) -> dict[str, Any]:
     """Pointwise log likelihoods of a block of ``(draw, ...)`` constrained draws.
 
-    One draw after another (``lax.map``), not batched (``vmap``): a batched LAPACK call
-    (a multivariate normal's Cholesky or triangular solve) splits its batch over XLA:CPU's
-    thread pool and waits for the parts, and two independent ones (a model with two such
-    likelihood terms) each held a pool thread while waiting for parts queued behind the
-    other: ``pi.sample`` never returned (gdb: both threads in ``lapack_dtrsm_ffi``'s
-    ``ParallelBatchMap``; see ``probinfer/_linalg.py``).
+    One draw after another (``lax.map``), not batched (``vmap``): a batched LAPACK call (a
+    multivariate normal's Cholesky or triangular solve) splits its batch over XLA:CPU's
+    thread pool and waits for the parts with jaxlib 0.10.0-0.11.0 (excluded by the
+    requirements; kept for environments that install them anyway), and two independent ones
+    (a model with two such likelihood terms) each held a pool thread while waiting for parts
+    queued behind the other: ``pi.sample`` never returned (gdb: both threads in
+    ``lapack_dtrsm_ffi``'s ``ParallelBatchMap``; see ``probinfer/_linalg.py``).
     """
     return jax.lax.map(spec.bind(data).pointwise_loglikelihood, draws)
 

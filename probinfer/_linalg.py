@@ -1,26 +1,25 @@
 """Triangular solves and Cholesky factors that XLA:CPU cannot deadlock on.
 
 probinfer's requirements exclude the jaxlib versions this works around (0.10.0 to 0.11.0;
-``pyproject.toml``); it stays for environments that install them anyway, and costs little
-for the small systems it serves. On XLA:CPU with those versions a batched
-``solve_triangular`` is a LAPACK custom call that splits its batch over the intra-op
-thread pool and blocks until the parts are done. Two
-such calls that a program runs concurrently (independent thunks: the importance weights of
-a GP task evaluate a mixture's density three times and a GP likelihood per draw) can each
-hold a pool thread while waiting for parts queued behind the other: on 2 cores every
-thread waits and the program never finishes (seen with gdb: both threads in
-``lapack_strsm_ffi``'s ``BlockingCounter::Wait``). Forward substitution in plain XLA ops
-has no custom call and no nested parallelism; nor has the Cholesky factorisation here
-(LAPACK's takes the same thread pool). Used where that program factorises and solves.
-``pi.sample``'s pointwise log likelihoods avoid the batched calls instead, by running one
-draw after another (``probinfer/_idata.py``: a model with two Gaussian-process likelihood
-terms hung there), and so does its check of the chains' starting points, one chain after
-another (``probinfer/run.py``: by every sign a 100-point GP reference with two kernels hung
-there). jaxlib runs a small batched call inline (a batch of one always), so only large
-enough batches are exposed. Other batched LAPACK calls remain: the linear-Gaussian mixture
-update and the variational classifier each have two independent ones in one program (found
-in XLA's optimized HLO; neither hung in stress runs); nested sampling's ellipsoids, the
-NNGP posteriors and the GP prior draws have batched ones; and wherever a model is vmapped
+``pyproject.toml``); it stays for environments that install them anyway. On XLA:CPU with
+those versions a batched ``solve_triangular`` is a LAPACK custom call that splits its batch
+over the intra-op thread pool and blocks until the parts are done. Two such calls that a
+program runs concurrently (independent thunks: the importance weights of a GP task evaluate
+a mixture's density three times and a GP likelihood per draw) can each hold a pool thread
+while waiting for parts queued behind the other: on 2 cores every thread waits and the
+program never finishes (seen with gdb: both threads in ``lapack_strsm_ffi``'s
+``BlockingCounter::Wait``). Forward substitution in plain XLA ops has no custom call and no
+nested parallelism; nor has the Cholesky factorisation here (LAPACK's takes the same thread
+pool). Used where that program factorises and solves. ``pi.sample``'s pointwise log
+likelihoods avoid the batched calls instead, by running one draw after another
+(``probinfer/_idata.py``: a model with two Gaussian-process likelihood terms hung there),
+and so does its check of the chains' starting points, one chain after another
+(``probinfer/run.py``: by every sign a 100-point GP reference with two kernels hung there).
+jaxlib runs a small batched call inline (a batch of one always), so only large enough
+batches are exposed. Other batched LAPACK calls remain: the linear-Gaussian mixture update
+and the variational classifier each have two independent ones in one program (found in XLA's
+optimized HLO; neither hung in stress runs); nested sampling's ellipsoids, the NNGP
+posteriors and the GP prior draws have batched ones; and wherever a model is vmapped
 (vectorized chains, the default for HMC, MALA and RWM; ``pi.predictive`` and
 ``pi.sample_prior`` over draws; SMC's particles; nested sampling's live points), a model
 with two such terms makes two.

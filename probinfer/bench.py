@@ -48,19 +48,27 @@ _FUNNEL = "the centred funnel's neck is out of reach of MCMC at this budget (eve
 _MODES = "two modes 15 sd apart: each chain stays in the mode it starts near"
 _RANDOM_WALK = "a random walk's efficiency falls as 1/d: too few draws in {} dimensions"
 _GP_FUNNEL = "the amplitude-latent funnel of the latent GP mixes too slowly for the budget"
+_MALA_LGSSM = (
+    "at NUTS's gradient count MALA's min ESS straddles the bar of 400 "
+    "(311-458 over seeds 0-39, 16 of 40 below)"
+)
 EXPECTED_FAILURES: dict[tuple[str, str], str] = {
     **{("neals_funnel", method): _FUNNEL for method in MCMC_METHODS},
     **{("gaussian_mixture_2d", method): _MODES for method in MCMC_METHODS},
     ("gaussian_correlated_100d", "mala"): "a diagonal metric on correlations up to 0.9 "
     '(metric="dense" is the remedy)',
     ("gaussian_correlated_100d", "rwm"): _RANDOM_WALK.format(100),
+    ("lgssm", "mala"): _MALA_LGSSM,
     ("lgssm", "rwm"): _RANDOM_WALK.format(40),
     ("logistic_regression", "rwm"): _RANDOM_WALK.format(26),
     **{("gp_poisson", method): _GP_FUNNEL for method in ("hmc", "rwm")},
 }
 """Runs of ``probinfer bench``'s default budget that fail for a known reason (measured in
 ``benchmarks/results/zoo/bench.md``): shown as expected failures, with the reason, and not
-counted against the exit status."""
+counted against the exit status. ``lgssm``/``mala`` passes or fails by the seed: at seed 0's
+budget (15,060 + 7,322 steps, thin 7), 16 of seeds 0-39 ended with a min bulk ESS of
+311-390 and the others with 401-458, R-hat <= 1.03 in all (jax 0.9.2; seed 0 passed with
+ESS 407 under jax 0.10.2 and fails with 376 under 0.9.2)."""
 
 RUN_SETTINGS: dict[tuple[str, str], dict[str, Any]] = {
     ("gp_poisson", "nuts"): {"target_acceptance": 0.95},

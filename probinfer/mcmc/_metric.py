@@ -115,7 +115,8 @@ def euclidean_metric(
             return cholesky @ noise
 
         def mahalanobis(displacement: Array) -> Array:
-            # One triangular solve for a whole stack: XLA:CPU (jax 0.10) can deadlock when
+            # One triangular solve for a whole stack: XLA:CPU (jaxlib 0.10.0-0.11.0, which
+            # the requirements exclude) can deadlock when
             # two independent triangular solves run concurrently inside a vmapped loop.
             whitened = jsl.solve_triangular(cholesky, displacement.T, lower=True)
             return jnp.sum(whitened**2, axis=0)

@@ -339,7 +339,7 @@ STALL_FACTOR = 0.5
 
 
 def _start(solution: Array, residual: Array, preconditioner: LowRankPreconditioner) -> _CGState:
-    preconditioned: Array = apply_preconditioner(preconditioner, residual)
+    preconditioned = apply_preconditioner(preconditioner, residual)
     inner = jnp.sum(residual * preconditioned, axis=0)
     return _CGState(solution, residual, preconditioned, preconditioned, inner)
 

@@ -370,15 +370,16 @@ def eigen_draws(cov: Float[Array, "n n"], normal: Float[Array, "n k"]) -> Float[
     :class:`probinfer.amortize.GPClassificationPrior`): ``K + jitter I`` of a smooth kernel
     at a few dozen points is singular in float32 (the Cholesky of the ReLU NNGP kernel at 21
     inputs in 1-d failed for 9.5% of input sets, NaN draws under ``jit`` where no check can
-    raise), while its eigendecomposition exists. Eigenvalues rounded below zero are
-    clipped; ones far below zero (beyond ``sqrt(eps)`` of the largest: the kernel itself is
-    not positive semi-definite) make every draw NaN, which an eager call can report. Never
+    raise), while its eigendecomposition exists. Eigenvalues rounded below zero are clipped;
+    ones far below zero (beyond ``sqrt(eps)`` of the largest: the kernel itself is not
+    positive semi-definite) make every draw NaN, which an eager call can report. Never
     beside a Cholesky of the same matrix in one program (e.g. a ``lax.cond`` of the two):
-    vmapped over a batch of datasets, that program hung XLA's CPU runtime (jax 0.10.2; see
-    the user guide's "Errors and warnings"). The eigendecomposition costs several Cholesky
-    factorisations (18 ms against 4-5 ms for 64 matrices of 70 points), and its gradient is
-    not finite at repeated eigenvalues, which a singular ``K + jitter I`` has: differentiate
-    such draws with respect to kernel parameters only where the matrix is well conditioned.
+    vmapped over a batch of datasets, that program hung XLA's CPU runtime (jaxlib 0.10.2,
+    which the requirements exclude; see the user guide's "Errors and warnings"). The
+    eigendecomposition costs several Cholesky factorisations (18 ms against 4-5 ms for 64
+    matrices of 70 points), and its gradient is not finite at repeated eigenvalues, which a
+    singular ``K + jitter I`` has: differentiate such draws with respect to kernel
+    parameters only where the matrix is well conditioned.
     """
     eigenvalues, eigenvectors = jnp.linalg.eigh(cov)
     draws: Array = eigenvectors @ (jnp.sqrt(jnp.maximum(eigenvalues, 0.0))[:, None] * normal)

@@ -162,7 +162,7 @@ def particle_filter(
         initial = (particles, log_weights, log_sum - jnp.log(num), num_nonfinite)
         record0 = (particles, log_weights, jnp.arange(num), ess(log_weights))
 
-        def step(carry: tuple, inputs: tuple) -> tuple[tuple, tuple]:
+        def step(carry: tuple[PyTree, Array, Array, Array], inputs: tuple) -> tuple[tuple, tuple]:
             particles, log_weights, loglikelihood, num_nonfinite = carry
             key, t = inputs
             y = jax.tree.map(lambda a: a[t], observations)
@@ -171,7 +171,7 @@ def particle_filter(
             ancestors = resampling(key_resample, jnp.exp(log_weights), num)
             ancestors = jnp.where(is_resampled, ancestors, jnp.arange(num))
             previous = jax.tree.map(lambda x: x[ancestors], particles)
-            log_weights: Array = jnp.where(is_resampled, -jnp.log(num), log_weights[ancestors])
+            log_weights = jnp.where(is_resampled, -jnp.log(num), log_weights[ancestors])
             keys = jax.random.split(key_propagate, num)
             if proposal is None:
                 new = jax.vmap(lambda k, x: model.transition_sample_fn(k, x, t, theta))(
