@@ -92,7 +92,9 @@ def groups_for(member_map: str | None, num_members: int, state: PyTree) -> int:
     vectorized groups of 4 NUTS chains of a 100-d Gaussian waited there for each other
     forever (jax 0.10.2, 2 cores: both workers parked in
     ``CpuPjRtRawLoadedExecutable::Execute``, presumably waiting for parallel work that needs
-    a free worker); a 10-d one ran, and on eight schools two vectorized groups were only
+    a free worker: jaxlib 0.10's batched LAPACK calls do, and the requirements now exclude
+    it; under jax 0.9.2 the same two groups ran, with the same draws, in a first check); a
+    10-d one ran, and on eight schools two vectorized groups were only
     level with the sequential groups. Sequential groups ran in every case tried (a dense
     400-d Gaussian, a 200,000-row logistic regression, a batched 16 x 300 x 100 product).
 
