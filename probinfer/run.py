@@ -300,11 +300,11 @@ def _finite_start(spec: Any, config: SamplerConfig, data: PyTree, positions: PyT
     One chain after another (``lax.map``), not batched (``vmap``): a model with two
     Gaussian-process terms makes two independent batched LAPACK calls under ``vmap``, and
     on XLA:CPU with jaxlib 0.10.0-0.11.0 (excluded by the requirements) those can wait on
-    each other for ever (by every sign ``pi.sample`` hung
-    here at 100 train points: gdb showed both pool threads in ``lapack_dpotrf_ffi``'s
-    ``ParallelBatchMap``, the main thread waiting for this check; see
-    ``probinfer/_linalg.py``). Unbatched, a LAPACK call never goes to the pool. One
-    evaluation per chain, once per run (and per retry): little next to sampling.
+    each other for ever (by every sign ``pi.sample`` hung here at 100 train points: gdb
+    showed both pool threads in ``lapack_dpotrf_ffi``'s ``ParallelBatchMap``, the main
+    thread waiting for this check; see ``probinfer/_linalg.py``). Unbatched, a LAPACK call
+    never goes to the pool. One evaluation per chain, once per run (and per retry): little
+    next to sampling.
     """
     count_trace("finite_start")
     density = spec.bind(data)

@@ -267,11 +267,11 @@ def test_support_that_depends_on_a_parameter_is_sampled():
 def test_the_start_check_makes_no_batched_lapack_call():
     """`pi.sample` checks the chains' starting points one chain after another: vmapped over
     chains, a model with two Gaussian-process terms makes two independent batched LAPACK
-    calls, which XLA:CPU deadlocks on with jaxlib 0.10.0-0.11.0 (excluded by the
-    requirements; this guards environments that install them anyway; a benchmark's 100-point
+    calls, which XLA:CPU deadlocks on with jaxlib 0.10.0-0.11.0 (a benchmark's 100-point
     NUTS reference hung, by every sign there, with both pool threads in
-    `lapack_dpotrf_ffi`'s ParallelBatchMap).
-    Unbatched, a LAPACK call never goes to the thread pool."""
+    `lapack_dpotrf_ffi`'s ParallelBatchMap). The requirements exclude those versions; this
+    guards environments that install them anyway. Unbatched, a LAPACK call never goes to
+    the thread pool."""
     from probinfer.model import prepare
     from probinfer.run import _finite_start
 
