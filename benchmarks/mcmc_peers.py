@@ -22,7 +22,11 @@ adaptation; only the settings named below differ from each library's defaults):
   one device per chain (``numpyro.set_host_device_count`` before JAX starts), which a
   process with one CPU device does not have.
 - ``probinfer_diag``: the same with ``metric="diag"``.
-- ``probinfer_vmap``: the same as ``probinfer`` with ``chain_method="vectorized"``.
+- ``probinfer_vmap``: the same as ``probinfer`` with ``chain_method="vectorized"``: the
+  chains interleaved (no lock step) and, on a multi-core CPU, split into equal groups of
+  at least two, one vmapped program per group, run at once from a host thread per core.
+- ``probinfer_vmap_1core``: the same on one thread: one vmapped program for all chains on
+  one core, as BlackJAX's and NumPyro's vectorized chains run here.
 - ``blackjax``: ``blackjax.window_adaptation(blackjax.nuts, logdensity_fn)`` with its
   default diagonal mass matrix, vmapped over chains (per-chain adaptation, the pattern of
   BlackJAX's multiple-chains how-to), then ``blackjax.nuts(logdensity_fn, **params).step``
@@ -145,6 +149,7 @@ SAMPLERS = (
     "probinfer_1core",
     "probinfer_diag",
     "probinfer_vmap",
+    "probinfer_vmap_1core",
     "blackjax",
     "blackjax_dense",
     "numpyro",
@@ -159,7 +164,12 @@ SAMPLER_NOTES = {
     ),
     "probinfer_1core": ("probinfer", "dense (default, dim <= 200)", "sequential, one thread"),
     "probinfer_diag": ("probinfer", "diagonal", "sequential, a thread per core (CPU default)"),
-    "probinfer_vmap": ("probinfer", "dense (default, dim <= 200)", "vectorized"),
+    "probinfer_vmap": (
+        "probinfer",
+        "dense (default, dim <= 200)",
+        "vectorized, a thread per core (groups of 2+)",
+    ),
+    "probinfer_vmap_1core": ("probinfer", "dense (default, dim <= 200)", "vectorized, one thread"),
     "blackjax": ("blackjax", "diagonal (default)", "vmap"),
     "blackjax_dense": ("blackjax", "dense", "vmap"),
     "numpyro": ("numpyro", "diagonal (default)", "vectorized"),
@@ -177,6 +187,8 @@ RATIO_PAIRS = (
     ("probinfer_diag", "numpyro", "diagonal metric"),
     ("probinfer_vmap", "blackjax_dense", "dense metric, vectorized chains"),
     ("probinfer_vmap", "numpyro_dense", "dense metric, vectorized chains"),
+    ("probinfer_vmap_1core", "blackjax_dense", "dense metric, vectorized chains, one core each"),
+    ("probinfer_vmap_1core", "numpyro_dense", "dense metric, vectorized chains, one core each"),
 )
 # A run converged when its max R-hat is below this (the threshold of pi.sample's warning);
 # a model's ratio row needs every compared run converged to enter the geometric mean.
@@ -520,8 +532,11 @@ def make_runner(
         return _probinfer_runner(zoo_model, args, kwargs, budget, {}, threads=1)
     if sampler == "probinfer_diag":
         return _probinfer_runner(zoo_model, args, kwargs, budget, {"metric": "diag"})
-    if sampler == "probinfer_vmap":
-        return _probinfer_runner(zoo_model, args, kwargs, budget, {"chain_method": "vectorized"})
+    if sampler in ("probinfer_vmap", "probinfer_vmap_1core"):
+        return _probinfer_runner(
+            zoo_model, args, kwargs, budget, {"chain_method": "vectorized"},
+            threads=1 if sampler.endswith("1core") else None,
+        )  # fmt: skip
     if sampler in ("blackjax", "blackjax_dense"):
         return _blackjax_runner(zoo_model, args, kwargs, budget, dense=sampler.endswith("dense"))
     if sampler in ("numpyro", "numpyro_dense"):

@@ -502,6 +502,9 @@ def run_chains(
         "interleave": config.chain_method.endswith("vectorized")
         and chains_per_device >= INTERLEAVE_MIN_CHAINS
         and step._stages().varies_in_length,
+        # Trajectory kernels (NUTS, HMC) cost enough per step for vectorized chains to
+        # gain from host-thread groups on a multi-core CPU; one-gradient steps do not.
+        "split_vectorized": mcmc.ALGORITHMS[config.algorithm].build_stages is not None,
         "run_fingerprint": run_fingerprint,
         "watch": watch,
     }

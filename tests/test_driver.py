@@ -465,18 +465,36 @@ def test_sequential_members_run_in_thread_groups_with_the_same_results(
 @pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 3-4 x 20 draws
 @cpu_only
 @pytest.mark.optimized
-@pytest.mark.parametrize("chains", [3, 4])
-def test_nuts_chains_grouped_over_threads_give_the_single_thread_draws(monkeypatch, chains):
-    """Bitwise, including groups of one chain (3 chains on 2 threads). Compiled optimized,
-    as users compile, for the reason given in
+@pytest.mark.parametrize(
+    ("method", "chain_method", "chains", "groups"),
+    [
+        ("nuts", "sequential", 3, 3),  # groups of one chain
+        ("nuts", "sequential", 4, 2),
+        ("nuts", "vectorized", 4, 2),  # interleaved groups of two
+        ("hmc", "vectorized", 4, 2),  # whole transitions
+        ("nuts", "vectorized", 3, 1),  # a vectorized group holds two chains or more
+    ],
+)
+def test_chains_grouped_over_threads_give_the_single_thread_draws(
+    monkeypatch, method, chain_method, chains, groups
+):
+    """Bitwise, sequential chains and the vectorized chains of trajectory kernels alike.
+    Compiled optimized, as users compile, for the reason given in
     ``test_mcmc_draws_are_the_same_on_one_and_four_devices``."""
-    from probinfer.driver import THREADS_VARIABLE
+    from probinfer.driver import THREADS_VARIABLE, _threads
 
     settings = {"chains": chains, "warmup": 30, "draws": 20, "progress": False, "seed": 5}
+    grouped_runs = []
+
+    def counted(*args, **kwargs):
+        grouped_runs.append(args[2])  # the number of groups
+        return _threads.run_in_groups(*args, **kwargs)
+
+    monkeypatch.setattr(_drive, "run_in_groups", counted)
     runs = []
     for threads in ("1", "2"):
         monkeypatch.setenv(THREADS_VARIABLE, threads)
-        runs.append(pi.sample(model, Y, chain_method="sequential", **settings))
+        runs.append(pi.sample(model, Y, method=method, chain_method=chain_method, **settings))
     for name in ("mu", "sigma"):
         np.testing.assert_array_equal(
             runs[1].posterior[name].values, runs[0].posterior[name].values
@@ -484,6 +502,9 @@ def test_nuts_chains_grouped_over_threads_give_the_single_thread_draws(monkeypat
     np.testing.assert_array_equal(
         runs[1].sample_stats.n_steps.values, runs[0].sample_stats.n_steps.values
     )
+    # Every chunk of the two-thread run (warm-up and sampling), none of the one-thread run.
+    assert set(grouped_runs) == ({groups} if groups > 1 else set())
+    assert (len(grouped_runs) >= 2) == (groups > 1)
 
 
 def test_thread_count_from_the_environment_is_checked(monkeypatch):
@@ -500,6 +521,10 @@ def test_thread_count_from_the_environment_is_checked(monkeypatch):
     assert [_threads.member_groups(m, 3) for m in (8, 6)] == [8, 3]
     assert [_threads.member_groups(m, 4) for m in (6, 12, 3, 10)] == [3, 4, 3, 10]
     assert _threads.member_groups(4, 1) == 1
+    # Vectorized groups: at most one per thread, two members or more each.
+    assert [_threads.vectorized_groups(m, 2) for m in (1, 2, 3, 4, 5, 128)] == [1, 1, 1, 2, 1, 2]
+    assert [_threads.vectorized_groups(m, 4) for m in (6, 8, 12, 4)] == [3, 4, 4, 2]
+    assert _threads.vectorized_groups(4, 1) == 1
 
 
 def test_members_are_not_grouped_under_debug_nans(monkeypatch):
@@ -513,7 +538,32 @@ def test_members_are_not_grouped_under_debug_nans(monkeypatch):
     )
     with jax.debug_nans(True):
         assert _threads.groups_for("sequential", 4, state) == 1
+        assert _threads.groups_for("vectorized", 4, state, split_vectorized=True) == 1
+    # Vectorized members only when the drive asks (trajectory kernels).
     assert _threads.groups_for("vectorized", 4, state) == 1
+    assert _threads.groups_for("vectorized", 4, state, split_vectorized=True) == (
+        2 if jax.default_backend() == "cpu" else 1
+    )
+
+
+def test_vectorized_members_are_not_grouped_under_a_blocking_jaxlib(monkeypatch):
+    """jaxlib 0.10.0-0.11.0 (excluded by the requirements) hung two vectorized groups."""
+    import importlib.metadata
+
+    from probinfer.driver import _threads
+
+    monkeypatch.setenv(_threads.THREADS_VARIABLE, "2")
+    state = jnp.zeros((4, 2))
+    blocking = {}
+    for version in ("0.9.2", "0.10.0", "0.10.2", "0.11.0", "0.11.1", "0.12.1.dev20260101"):
+        monkeypatch.setattr(importlib.metadata, "version", lambda _, v=version: v)
+        blocking[version] = _threads.jaxlib_blocks_batched_lapack()
+        grouped = _threads.groups_for("vectorized", 4, state, split_vectorized=True)
+        assert grouped == (1 if blocking[version] or jax.default_backend() != "cpu" else 2)
+        assert _threads.groups_for("sequential", 4, state) == (
+            2 if jax.default_backend() == "cpu" else 1
+        )
+    assert [v for v, b in blocking.items() if b] == ["0.10.0", "0.10.2", "0.11.0"]
 
 
 @pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 8 x 50 draws

@@ -851,6 +851,7 @@ def drive(
     chunk_rows: int | None = None,
     member_map: str | None = None,
     interleave: bool = False,
+    split_vectorized: bool = False,
     mesh: jax.sharding.Mesh | None = None,
     population_size: int | None = None,
     record_fn: Callable[[PyTree], PyTree] | None = None,
@@ -890,6 +891,11 @@ def drive(
             every step). It pays from 2 vectorized members whose work differs (NUTS:
             ``benchmarks/scale.py`` at bf5fec3, 1.6-3.2x); with one member the loop's
             fixed cost per iteration makes it about 0.4-0.5x a whole step.
+        split_vectorized: on a CPU with several usable cores, run ``vectorized`` members
+            as equal groups of at least two, one host thread each, as ``sequential``
+            members always are (:mod:`probinfer.driver._threads`): for steps that cost many
+            gradient evaluations (NUTS, HMC: 1.1-3x on 2 cores); a step of one
+            gradient evaluation (MALA) is too cheap for it (0.4-0.9x).
         mesh: split the population over this mesh's ``"population"`` axis (population
             steps and ``vectorized`` members).
         population_size: with ``mesh`` and no ``member_map``, the population's size (its
@@ -1035,7 +1041,9 @@ def drive(
     state, keys = place(state, keys)
     num_groups = 1
     if member_map is not None and mesh is None:
-        num_groups = groups_for(member_map, _leading_size(state), state)
+        num_groups = groups_for(
+            member_map, _leading_size(state), state, split_vectorized=split_vectorized
+        )
 
     def select(buffers: PyTree) -> PyTree:
         return buffers if record_fn is None else record_fn(buffers)

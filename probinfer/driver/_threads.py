@@ -1,4 +1,4 @@
-"""Sequential members side by side on a multi-core CPU: groups of members, one thread each.
+"""Members side by side on a multi-core CPU: groups of members, one host thread each.
 
 A ``sequential`` chunk program maps its members one after another on one core: XLA:CPU
 runs a small model's operations (a NUTS chain with tens of parameters) single-threaded,
@@ -10,6 +10,27 @@ Each member's computation is the one it has in the whole program, so the results
 same (bitwise; tested); on this project's 2-core machine 4 chains of a small model take
 about half the wall time.
 
+``vectorized`` members are grouped the same way when the drive asks for it
+(``split_vectorized``: NUTS and HMC chains, whose steps are trajectories of many gradient
+evaluations): a vectorized program of a few chains also runs on one core. Measured on an
+AMD EPYC with 2 cores (jax 0.9.2, 4 chains, 1,000 + 1,000 steps, time of warm-up and
+sampling, one program over two groups):
+
+- NUTS: 1.2-1.7x on the correlated 100-d Gaussian, 1.1-1.2x on eight schools, 1.5x on
+  logistic regression, 1.4x on ``lgssm``, 1.6x on ``gp_poisson``; 0.85-0.92x on the 10-d iid
+  Gaussian and 0.73-0.76x on linear regression, runs of 0.15-0.2 s where the grouping's
+  cost per chunk (about 1 ms) is a fifth of the time; at 16 and 128 chains on eight schools
+  1.3-1.6x and 1.6-2.1x, at 16 chains on the 100-d Gaussian 2.2-3.1x.
+- HMC: 1.8-2.2x on the 100-d Gaussian, 1.4-1.5x on logistic regression, 1.4-1.8x on
+  ``gp_poisson``, 1.1-1.5x on linear regression, 1.0-1.2x on eight schools.
+- MALA (not grouped): 0.4-0.9x, a step of one gradient being too cheap for the split.
+
+A vectorized group holds at least two members (a group of one is not vectorized). Under
+jaxlib 0.10.0-0.11.0 (excluded by the requirements) vectorized members are not grouped:
+two vectorized groups of 4 NUTS chains of a 100-d Gaussian waited for each other forever
+there (jax 0.10.2, 2 cores: both pool workers parked in
+``CpuPjRtRawLoadedExecutable::Execute``, the batched LAPACK calls' blocking wait).
+
 The number of threads is :func:`host_threads`: the usable cores, or the environment
 variable ``PROBINFER_CPU_THREADS`` (``1`` turns the grouping off, e.g. when several
 processes share the cores).
@@ -17,7 +38,9 @@ processes share the cores).
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +59,7 @@ _POOL_LOCK = threading.Lock()
 
 
 def host_threads() -> int:
-    """Host threads that run groups of sequential members at once.
+    """Host threads that run groups of members at once.
 
     Returns:
         ``PROBINFER_CPU_THREADS`` if set, else the cores this process may use (its CPU
@@ -53,7 +76,7 @@ def host_threads() -> int:
             threads = 0
         if threads < 1:
             raise ValueError(
-                f"{THREADS_VARIABLE}={value!r} must be a positive integer (1 runs sequential "
+                f"{THREADS_VARIABLE}={value!r} must be a positive integer (1 runs all "
                 "chains on one thread); unset it to use every usable core."
             )
         return threads
@@ -82,31 +105,62 @@ def member_groups(num_members: int, threads: int) -> int:
     return num_members // size
 
 
-def groups_for(member_map: str | None, num_members: int, state: PyTree) -> int:
+def vectorized_groups(num_members: int, threads: int) -> int:
+    """How many equal groups of vectorized members to run at once on ``threads`` threads.
+
+    Args:
+        num_members: members of the drive.
+        threads: threads available (:func:`host_threads`).
+
+    Returns:
+        The most groups, at most one per thread, that split the members equally into
+        groups of at least two (one member alone is not vectorized): 4 members on 2
+        threads make 2 groups, 6 on 4 make 3, 5 on 2 make 1, as does 1 thread.
+    """
+    fits = [g for g in range(1, threads + 1) if num_members % g == 0 and num_members // g >= 2]
+    return max(fits, default=1)
+
+
+def jaxlib_blocks_batched_lapack() -> bool:
+    """Whether the installed jaxlib is one of 0.10.0-0.11.0, whose batched CPU LAPACK
+    calls block a pool thread until their parts are done (``ParallelBatchMap`` in their
+    ``jaxlib/cpu/_lapack.so``): two such calls at once, or two programs that make them,
+    can wait for each other forever on a few cores. The requirements exclude these
+    versions; a ``--no-deps`` or conda install can still bring one."""
+    parts = re.match(r"(\d+)\.(\d+)\.(\d+)", importlib.metadata.version("jaxlib"))
+    version = tuple(int(part) for part in parts.groups()) if parts else (0, 0, 0)
+    return (0, 10, 0) <= version <= (0, 11, 0)
+
+
+def groups_for(
+    member_map: str | None, num_members: int, state: PyTree, *, split_vectorized: bool = False
+) -> int:
     """How many groups of members a drive runs at once from host threads (1: none).
 
-    Only ``sequential`` members whose state lies on one CPU device of a single-process run
-    are grouped, and not while ``jax.debug_nans``/``jax.debug_infs`` is on: JAX checks
-    a program's outputs only on the thread that set it. Vectorized members are not grouped:
-    XLA:CPU runs each program on a worker of its own pool (one worker per core), and two
-    vectorized groups of 4 NUTS chains of a 100-d Gaussian waited there for each other
-    forever (jax 0.10.2, 2 cores: both workers parked in
-    ``CpuPjRtRawLoadedExecutable::Execute``, presumably waiting for parallel work that needs
-    a free worker: jaxlib 0.10's batched LAPACK calls do, and the requirements now exclude
-    it; under jax 0.9.2 the same two groups ran, with the same draws, in a first check); a
-    10-d one ran, and on eight schools two vectorized groups were only
-    level with the sequential groups. Sequential groups ran in every case tried (a dense
-    400-d Gaussian, a 200,000-row logistic regression, a batched 16 x 300 x 100 product).
+    Only ``sequential`` members, and ``vectorized`` ones with ``split_vectorized``, whose
+    state lies on one CPU device of a single-process run are grouped, and not while
+    ``jax.debug_nans``/``jax.debug_infs`` is on: JAX checks a program's outputs only on the
+    thread that set it. Sequential groups ran in every case tried (a dense 400-d Gaussian,
+    a 200,000-row logistic regression, a batched 16 x 300 x 100 product); vectorized ones
+    are not made under a jaxlib that :func:`jaxlib_blocks_batched_lapack`.
 
     Args:
         member_map: the drive's member map.
         num_members: members of the drive.
         state: their state (the member axis first).
+        split_vectorized: group ``vectorized`` members too (see the module docstring for
+            when it pays).
 
     Returns:
-        The number of groups (see :func:`member_groups`).
+        The number of groups (:func:`member_groups` for sequential members,
+        :func:`vectorized_groups` for vectorized ones).
     """
-    if member_map != "sequential" or jax.process_count() > 1:
+    if member_map == "vectorized":
+        if not split_vectorized or jaxlib_blocks_batched_lapack():
+            return 1
+    elif member_map != "sequential":
+        return 1
+    if jax.process_count() > 1:
         return 1
     settings = jax.config.values  # this thread's values, `with jax.debug_nans(...)` included
     if settings["jax_debug_nans"] or settings["jax_debug_infs"]:
@@ -118,6 +172,8 @@ def groups_for(member_map: str | None, num_members: int, state: PyTree) -> int:
             return 1
     if jax.default_backend() != "cpu":
         return 1
+    if member_map == "vectorized":
+        return vectorized_groups(num_members, host_threads())
     return member_groups(num_members, host_threads())
 
 
@@ -162,7 +218,7 @@ def run_in_groups(
     keys: PyTree,
     *rest: Any,
 ) -> tuple[PyTree, PyTree, Any, Any]:
-    """Run a sequential chunk on ``num_groups`` groups of members at once and join them.
+    """Run a chunk on ``num_groups`` groups of members at once and join them.
 
     Args:
         group_program: ``args -> compiled program`` for one group's arguments ``(state,
