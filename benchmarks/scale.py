@@ -18,8 +18,9 @@ soon as it is done (a run cut short keeps the sections before). Sections:
 
   - ``sequential``: ``lax.map`` over chains; each pays for its own trajectories only, run
     on one host thread (``PROBINFER_CPU_THREADS=1`` unless ``--threads`` says otherwise),
-    so that the three modes compare one program each; ``pi.sample``'s default on a CPU
-    runs equal groups of sequential chains at once, a thread per usable core.
+    so that the three modes compare one program each; ``pi.sample`` on a CPU runs equal
+    groups of sequential chains, and of vectorized NUTS chains, at once, a thread per
+    usable core (with ``--threads`` above 1 all three modes are grouped).
   - ``lock_step``: ``vmap`` over chains, each transition run whole: every transition
     costs the longest trajectory of the group.
   - ``interleaved``: ``vmap`` over chains as one flat loop of leapfrog steps
@@ -468,7 +469,7 @@ def main() -> None:
     parser.add_argument("--live-points", default="100,300,1000,3000")
     parser.add_argument("--pfn-batches", default="4,16,64,256")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=1, help="host threads for sequential chains")
+    parser.add_argument("--threads", type=int, default=1, help="host threads for grouped chains")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/scale"))
     parser.add_argument("--devices-worker", type=Path, help=argparse.SUPPRESS)
     options = parser.parse_args()

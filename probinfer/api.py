@@ -69,8 +69,10 @@ def default_chain_method(method: str, num_chains: int) -> str:
     (interleaved, :data:`probinfer.run.INTERLEAVE_MIN_CHAINS`) last as long as the chain
     with the most work, and on a CPU vectorizing a handful of chains buys little
     (``benchmarks/scale.py``: level with sequential chains on eight schools, 0.30-0.82x
-    on the funnel). On GPU/TPU, and for the
-    fixed-cost kernels (RWM, MALA, HMC) everywhere, chains are ``vectorized``. With
+    on the funnel; with both grouped over 2 cores, 4 chains, sequential chains were
+    ahead or level on 5 of 6 zoo models, docs/mcmc.md). On GPU/TPU, and for the
+    fixed-cost kernels (RWM, MALA, HMC) everywhere, chains are ``vectorized`` (HMC's in
+    groups over the cores of a multi-core CPU). With
     several devices (GPUs, or CPU devices made with
     ``XLA_FLAGS=--xla_force_host_platform_device_count=N``) and a number of chains that
     they divide, the chains are split over the devices (``parallel-*``).

@@ -503,7 +503,10 @@ def run_chains(
         and chains_per_device >= INTERLEAVE_MIN_CHAINS
         and step._stages().varies_in_length,
         # Trajectory kernels (NUTS, HMC) cost enough per step for vectorized chains to
-        # gain from host-thread groups on a multi-core CPU; one-gradient steps do not.
+        # gain from host-thread groups on a multi-core CPU; MALA's one-gradient step does
+        # not (0.4-0.9x). Staged kernels stand for "costly": slice sampling (unmeasured)
+        # stays one program, HMC with one leapfrog step is grouped. The groups hold two
+        # chains or more, so an interleaved run's groups stay at INTERLEAVE_MIN_CHAINS.
         "split_vectorized": mcmc.ALGORITHMS[config.algorithm].build_stages is not None,
         "run_fingerprint": run_fingerprint,
         "watch": watch,

@@ -199,18 +199,22 @@ def test_the_installed_jaxlib_is_outside_the_excluded_versions():
     """A ``--no-deps`` or conda install can bypass ``pyproject.toml``'s exclusion: jaxlib
     0.10.0 to 0.11.0 hold the blocking batch code (``ParallelBatchMap`` in their
     ``jaxlib/cpu/_lapack.so``; not in 0.9.2 or 0.11.1-0.12.1)."""
+    import re
+
     import jaxlib
 
-    from probinfer.driver._threads import jaxlib_blocks_batched_lapack
-
-    assert not jaxlib_blocks_batched_lapack(), jaxlib.__version__
+    parts = re.match(r"(\d+)\.(\d+)\.(\d+)", jaxlib.__version__)
+    assert parts is not None, jaxlib.__version__
+    version = tuple(int(part) for part in parts.groups())
+    assert not (0, 10, 0) <= version <= (0, 11, 0), jaxlib.__version__
 
 
 def test_grouped_vectorized_chains_with_batched_lapack_calls_do_not_deadlock(fresh_run):
     """HMC's vectorized chains on a multi-core CPU run as two groups from two host threads,
     each group's program a batched Cholesky and triangular solves per leapfrog step: the
-    two programs' LAPACK calls run at once (groups of vectorized chains are made only
-    under a jaxlib outside 0.10.0-0.11.0)."""
+    two programs' LAPACK calls run at once, and finish, on the installed jaxlib (groups of
+    vectorized chains are made only outside 0.10.0-0.11.0, so this cannot reproduce the
+    hang seen there; it checks the grouping that replaced one program is safe)."""
     assert _result(fresh_run, "grouped_vectorized_gp") == "((4, 100), [2])"
 
 

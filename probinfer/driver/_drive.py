@@ -6,9 +6,9 @@ chunk one compiled program (a ``while_loop``: a short last chunk, or one that st
 because ``is_done_fn`` says so, reuses the same program). Between chunks it fetches the
 chunk's records to the host, moves the progress bar and writes a checkpoint. One chunk is
 kept in flight: the next is dispatched before the previous one's records are fetched, so
-host work overlaps device work (except for groups of sequential members run from host
-threads, see :mod:`probinfer.driver._threads`: their chunk returns when it has run, and is
-reported at once). A drive of a fixed step count in one process, with no
+host work overlaps device work (except for groups of members run from host threads, see
+:mod:`probinfer.driver._threads`: their chunk returns when it has run, and is reported at
+once). A drive of a fixed step count in one process, with no
 progress bar, checkpoint or ``after_chunk_fn``, dispatches every chunk at once (each as
 long as its buffer) and fetches the records in one transfer at the end.
 
@@ -893,9 +893,11 @@ def drive(
             fixed cost per iteration makes it about 0.4-0.5x a whole step.
         split_vectorized: on a CPU with several usable cores, run ``vectorized`` members
             as equal groups of at least two, one host thread each, as ``sequential``
-            members always are (:mod:`probinfer.driver._threads`): for steps that cost many
-            gradient evaluations (NUTS, HMC: 1.1-3x on 2 cores); a step of one
-            gradient evaluation (MALA) is too cheap for it (0.4-0.9x).
+            members are (:mod:`probinfer.driver._threads`): for steps that cost many
+            gradient evaluations (NUTS, HMC: 0.7-3.1x on 2 cores, the losses on runs under
+            0.2 s); a step of one gradient evaluation (MALA) is too cheap for it (0.4-0.9x).
+            Results may differ from one program's in the last bits (a ``vmap`` of fewer
+            members can round differently).
         mesh: split the population over this mesh's ``"population"`` axis (population
             steps and ``vectorized`` members).
         population_size: with ``mesh`` and no ``member_map``, the population's size (its

@@ -12,7 +12,11 @@ about half the wall time.
 
 ``vectorized`` members are grouped the same way when the drive asks for it
 (``split_vectorized``: NUTS and HMC chains, whose steps are trajectories of many gradient
-evaluations): a vectorized program of a few chains also runs on one core. Measured on an
+evaluations): a vectorized program of a few chains also runs on one core. Their results
+are those of one program up to floating-point rounding: a ``vmap`` of 2 members may round
+differently from one of 4 (bitwise alike on 7 of 8 zoo models over 1,000 + 1,000 NUTS
+steps, not on linear regression), so with vectorized chains the thread count joins the
+machine and the device count among what the last bits depend on. Measured on an
 AMD EPYC with 2 cores (jax 0.9.2, 4 chains, 1,000 + 1,000 steps, time of warm-up and
 sampling, one program over two groups):
 
@@ -38,7 +42,7 @@ processes share the cores).
 
 from __future__ import annotations
 
-import importlib.metadata
+import functools
 import os
 import re
 import threading
@@ -48,6 +52,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jaxlib.version import __version__ as jaxlib_version
 
 from probinfer.driver._compile import CompileWatch, call_compiled
 
@@ -121,13 +126,20 @@ def vectorized_groups(num_members: int, threads: int) -> int:
     return max(fits, default=1)
 
 
+@functools.cache
 def jaxlib_blocks_batched_lapack() -> bool:
-    """Whether the installed jaxlib is one of 0.10.0-0.11.0, whose batched CPU LAPACK
-    calls block a pool thread until their parts are done (``ParallelBatchMap`` in their
-    ``jaxlib/cpu/_lapack.so``): two such calls at once, or two programs that make them,
-    can wait for each other forever on a few cores. The requirements exclude these
-    versions; a ``--no-deps`` or conda install can still bring one."""
-    parts = re.match(r"(\d+)\.(\d+)\.(\d+)", importlib.metadata.version("jaxlib"))
+    """Whether the installed jaxlib is one whose batched CPU LAPACK calls can deadlock.
+
+    jaxlib 0.10.0-0.11.0 split a batched LAPACK call over XLA:CPU's pool and block a pool
+    thread until its parts are done (``ParallelBatchMap`` in ``jaxlib/cpu/_lapack.so``):
+    two such calls at once, or two programs that make them, can wait for each other forever
+    on a few cores. ``pyproject.toml`` excludes these versions (keep the two ranges alike);
+    a ``--no-deps`` or conda install can still bring one.
+
+    Returns:
+        True for jaxlib 0.10.0 to 0.11.0.
+    """
+    parts = re.match(r"(\d+)\.(\d+)\.(\d+)", jaxlib_version)
     version = tuple(int(part) for part in parts.groups()) if parts else (0, 0, 0)
     return (0, 10, 0) <= version <= (0, 11, 0)
 
