@@ -504,7 +504,7 @@ def run_chains(
         and step._stages().varies_in_length,
         # Trajectory kernels (NUTS, HMC) cost enough per step for vectorized chains to
         # gain from host-thread groups on a multi-core CPU; MALA's one-gradient step does
-        # not (0.4-0.9x). Staged kernels stand for "costly": slice sampling (unmeasured)
+        # not (0.4-1.1x). Staged kernels stand for "costly": slice sampling (unmeasured)
         # stays one program, HMC with one leapfrog step is grouped. The groups hold two
         # chains or more, so an interleaved run's groups stay at INTERLEAVE_MIN_CHAINS.
         "split_vectorized": mcmc.ALGORITHMS[config.algorithm].build_stages is not None,

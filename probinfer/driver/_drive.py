@@ -895,7 +895,7 @@ def drive(
             as equal groups of at least two, one host thread each, as ``sequential``
             members are (:mod:`probinfer.driver._threads`): for steps that cost many
             gradient evaluations (NUTS, HMC: 0.7-3.1x on 2 cores, the losses on runs under
-            0.2 s); a step of one gradient evaluation (MALA) is too cheap for it (0.4-0.9x).
+            0.2 s); a step of one gradient evaluation (MALA) is too cheap for it (0.4-1.1x).
             Results may differ from one program's in the last bits (a ``vmap`` of fewer
             members can round differently).
         mesh: split the population over this mesh's ``"population"`` axis (population

@@ -20,14 +20,15 @@ machine and the device count among what the last bits depend on. Measured on an
 AMD EPYC with 2 cores (jax 0.9.2, 4 chains, 1,000 + 1,000 steps, time of warm-up and
 sampling, one program over two groups):
 
-- NUTS: 1.2-1.7x on the correlated 100-d Gaussian, 1.1-1.2x on eight schools, 1.5x on
+- NUTS: 1.2-1.7x on the correlated 100-d Gaussian, 0.9-1.2x on eight schools, 1.5x on
   logistic regression, 1.4x on ``lgssm``, 1.6x on ``gp_poisson``; 0.85-0.92x on the 10-d iid
   Gaussian and 0.73-0.76x on linear regression, runs of 0.15-0.2 s where the grouping's
   cost per chunk (about 1 ms) is a fifth of the time; at 16 and 128 chains on eight schools
   1.3-1.6x and 1.6-2.1x, at 16 chains on the 100-d Gaussian 2.2-3.1x.
 - HMC: 1.8-2.2x on the 100-d Gaussian, 1.4-1.5x on logistic regression, 1.4-1.8x on
   ``gp_poisson``, 1.1-1.5x on linear regression, 1.0-1.2x on eight schools.
-- MALA (not grouped): 0.4-0.9x, a step of one gradient being too cheap for the split.
+- MALA (not grouped): 0.4-0.9x (level on ``gp_poisson``), a step of one gradient being
+  too cheap for the split.
 
 A vectorized group holds at least two members (a group of one is not vectorized). Under
 jaxlib 0.10.0-0.11.0 (excluded by the requirements) vectorized members are not grouped:
@@ -154,7 +155,7 @@ def groups_for(
     ``jax.debug_nans``/``jax.debug_infs`` is on: JAX checks a program's outputs only on the
     thread that set it. Sequential groups ran in every case tried (a dense 400-d Gaussian,
     a 200,000-row logistic regression, a batched 16 x 300 x 100 product); vectorized ones
-    are not made under a jaxlib that :func:`jaxlib_blocks_batched_lapack`.
+    are not made where :func:`jaxlib_blocks_batched_lapack` holds.
 
     Args:
         member_map: the drive's member map.
