@@ -424,11 +424,11 @@ cpu_only = pytest.mark.skipif(
 def test_members_run_in_thread_groups_with_the_same_results(
     monkeypatch, tmp_path, interrupt_after, member_map, members, threads, groups
 ):
-    """Members split into equal groups, each group's chunk run from a worker
-    thread, give bitwise the records and state of one program for all members (vectorized
-    ones here too: an elementwise step rounds alike in any batch): records
-    kept on the device, reported chunk by chunk, thinned and combined, and a run
-    interrupted under one thread count and resumed under another."""
+    """Members split into equal groups, each group's chunk run from a worker thread, give
+    bitwise the records and state of one program for all members (vectorized ones here
+    too: an elementwise step rounds alike in any batch): records kept on the device,
+    reported chunk by chunk, thinned and combined, and a run interrupted under one thread
+    count and resumed under another."""
     from probinfer.driver import _threads
 
     settings = {
