@@ -862,9 +862,8 @@ def compare_references(model_dir: Path, num_features: int, num_train: int, num_d
                                                   scale_free=True, fixed_range=True)  # fmt: skip
         retried += exact_retried + fixed_retried
         max_rhat += [exact.max_rhat, fixed.max_rhat]
-        if converged(exact.max_rhat) and converged(
-            fixed.max_rhat
-        ):  # else neither is the answer: left out
+        # Else neither is the answer: left out.
+        if converged(exact.max_rhat) and converged(fixed.max_rhat):
             values.append([pfn_nll(model, x[i], y[i], num_train), exact.point_nll.mean(),
                            fixed.point_nll.mean()])  # fmt: skip
     if len(values) < 2:

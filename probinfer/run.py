@@ -506,7 +506,7 @@ def run_chains(
         # gain from host-thread groups on a multi-core CPU; MALA's one-gradient step does
         # not (0.4-1.1x). Staged kernels stand for "costly": slice sampling (unmeasured)
         # stays one program, HMC with one leapfrog step is grouped. The groups hold two
-        # chains or more, so an interleaved run's groups stay at INTERLEAVE_MIN_CHAINS.
+        # chains or more, at or above INTERLEAVE_MIN_CHAINS (2): still interleaved.
         "split_vectorized": mcmc.ALGORITHMS[config.algorithm].build_stages is not None,
         "run_fingerprint": run_fingerprint,
         "watch": watch,

@@ -168,10 +168,11 @@ def groups_for(
         The number of groups (:func:`member_groups` for sequential members,
         :func:`vectorized_groups` for vectorized ones).
     """
-    if member_map == "vectorized":
-        if not split_vectorized or jaxlib_blocks_batched_lapack():
-            return 1
-    elif member_map != "sequential":
+    if member_map == "sequential":
+        split = member_groups
+    elif member_map == "vectorized" and split_vectorized and not jaxlib_blocks_batched_lapack():
+        split = vectorized_groups
+    else:
         return 1
     if jax.process_count() > 1:
         return 1
@@ -185,9 +186,7 @@ def groups_for(
             return 1
     if jax.default_backend() != "cpu":
         return 1
-    if member_map == "vectorized":
-        return vectorized_groups(num_members, host_threads())
-    return member_groups(num_members, host_threads())
+    return split(num_members, host_threads())
 
 
 def _split(num_groups: int, tree: PyTree) -> list[PyTree]:
