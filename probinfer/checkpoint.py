@@ -38,6 +38,9 @@ class DriveProgress(NamedTuple):
         state: the loop state (host arrays, same structure as the drive's state).
         step: steps done.
         seconds: run time so far, compilation excluded.
+        num_groups: the groups of members the drive ran at once from host threads (1:
+            one program); None in checkpoints written before it was recorded. A resumed
+            drive of vectorized members keeps it, so that their steps round as before.
 
     Whether the drive had ended is not stored: the driver derives it from the step and the
     stop condition, so a run resumed with a larger step limit goes on.
@@ -46,6 +49,7 @@ class DriveProgress(NamedTuple):
     state: PyTree
     step: int
     seconds: float
+    num_groups: int | None = None
 
 
 def _describe_value(value: Any, depth: int) -> str:
@@ -370,6 +374,8 @@ def save_progress(folder: Path, run_fingerprint: str, progress: DriveProgress) -
         step=np.asarray(progress.step),
         seconds=np.asarray(progress.seconds),
     )
+    if progress.num_groups is not None:
+        arrays["num_groups"] = np.asarray(progress.num_groups)
     _atomic_savez(folder / "progress.npz", arrays)
 
 
@@ -406,6 +412,7 @@ def load_progress(folder: Path, run_fingerprint: str, state_like: PyTree) -> Dri
         state=jax.tree.unflatten(treedef, leaves),
         step=int(saved["step"]),
         seconds=float(saved["seconds"]),
+        num_groups=int(saved["num_groups"]) if "num_groups" in saved else None,
     )
 
 

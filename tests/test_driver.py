@@ -428,7 +428,8 @@ def test_members_run_in_thread_groups_with_the_same_results(
     bitwise the records and state of one program for all members (vectorized ones here
     too: an elementwise step rounds alike in any batch): records kept on the device,
     reported chunk by chunk, thinned and combined, and a run interrupted under one thread
-    count and resumed under another."""
+    count and resumed under another (vectorized members resume in the groups their
+    checkpoint records, sequential ones in this thread count's)."""
     from probinfer.driver import _threads
 
     settings = {
@@ -468,6 +469,8 @@ def test_members_run_in_thread_groups_with_the_same_results(
             np.testing.assert_array_equal(result.records[name], alone.records[name])
         np.testing.assert_array_equal(result.state, alone.state)
     chunks = 3 + 3 + 1  # kept on the device, hooked, the interrupted run's first chunk
+    if member_map == "vectorized":
+        chunks += 2  # the resumed run's two, in the checkpoint's groups on one thread
     assert len(seen) == (chunks * groups if groups > 1 else 0)
     assert all(name.startswith("probinfer-members") for name, _ in seen)
     assert all(size == members // groups for _, size in seen)
@@ -558,6 +561,32 @@ def test_members_are_not_grouped_under_debug_nans(monkeypatch):
     assert _threads.groups_for("vectorized", 4, state, split_vectorized=True) == (
         2 if jax.default_backend() == "cpu" else 1
     )
+
+
+@cpu_only
+def test_a_resumed_drive_keeps_its_checkpoints_vectorized_groups(monkeypatch):
+    """Vectorized members resume in the recorded group count when it splits them into
+    groups of two or more (or is one program), whatever the threads; otherwise, and for
+    sequential members, the count for this machine."""
+    from probinfer.driver import _threads
+
+    state = jnp.zeros((8, 2))
+
+    def groups(member_map, resumed, threads, members=8):
+        monkeypatch.setenv(_threads.THREADS_VARIABLE, str(threads))
+        return _threads.groups_for(
+            member_map, members, state[:members], split_vectorized=True, resumed_groups=resumed
+        )
+
+    assert [groups("vectorized", r, 1) for r in (1, 2, 4, None)] == [1, 2, 4, 1]
+    assert [groups("vectorized", r, 2) for r in (1, 4, None)] == [1, 4, 2]
+    # Not a split into groups of two or more: this machine's count.
+    assert [groups("vectorized", r, 2) for r in (3, 8, 0, -2)] == [2, 2, 2, 2]
+    assert groups("vectorized", 2, 2, members=5) == 1
+    # Sequential members round alike in any grouping.
+    assert [groups("sequential", r, 2) for r in (1, 4)] == [2, 2]
+    with jax.debug_nans(True):
+        assert groups("vectorized", 2, 2) == 1
 
 
 def test_vectorized_members_are_not_grouped_under_a_blocking_jaxlib(monkeypatch):

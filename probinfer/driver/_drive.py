@@ -1041,11 +1041,6 @@ def drive(
         return state, keys
 
     state, keys = place(state, keys)
-    num_groups = 1
-    if member_map is not None and mesh is None:
-        num_groups = groups_for(
-            member_map, _leading_size(state), state, split_vectorized=split_vectorized
-        )
 
     def select(buffers: PyTree) -> PyTree:
         return buffers if record_fn is None else record_fn(buffers)
@@ -1079,6 +1074,7 @@ def drive(
             library=probinfer.__version__,
         ),
     )
+    saved = None
     if folder is not None:
         saved = _load_progress_together(folder, full_fingerprint, state)
         _check_folder_is_shared(folder)
@@ -1093,6 +1089,15 @@ def drive(
             for _, records in load_records(folder, done, records_like):
                 leaves = jax.tree.leaves(records)  # saved with their steps only
                 host.add(records, leaves[0].shape[step_axis] if leaves else 0)
+    num_groups = 1
+    if member_map is not None and mesh is None:
+        num_groups = groups_for(
+            member_map,
+            _leading_size(state),
+            state,
+            split_vectorized=split_vectorized,
+            resumed_groups=None if saved is None else saved.num_groups,
+        )
     # Here, after a resume has replaced the state by its (strongly typed) checkpoint.
     state = _without_weak_types(step_fn, state, key, shared, member_map)
     if progress is not None:
@@ -1175,7 +1180,7 @@ def drive(
                 _write_on_process_zero(
                     folder,
                     full_fingerprint,
-                    DriveProgress(host_state, chunk_end, seconds + elapsed),
+                    DriveProgress(host_state, chunk_end, seconds + elapsed, num_groups),
                     chunk,
                 )
             if chunk_records_fn is not None and records is not None:

@@ -16,7 +16,8 @@ evaluations): a vectorized program of a few chains also runs on one core. Their 
 are those of one program up to floating-point rounding: a ``vmap`` of 2 members may round
 differently from one of 4 (bitwise alike on 7 of 8 zoo models over 1,000 + 1,000 NUTS
 steps, not on linear regression), so with vectorized chains the thread count joins the
-machine and the device count among what the last bits depend on. Measured on an
+machine and the device count among what the last bits depend on; a resumed drive keeps the
+group count its checkpoint records (``groups_for``'s ``resumed_groups``). Measured on an
 AMD EPYC with 2 cores (jax 0.9.2, 4 chains, 1,000 + 1,000 steps, time of warm-up and
 sampling, one program over two groups):
 
@@ -146,7 +147,12 @@ def jaxlib_blocks_batched_lapack() -> bool:
 
 
 def groups_for(
-    member_map: str | None, num_members: int, state: PyTree, *, split_vectorized: bool = False
+    member_map: str | None,
+    num_members: int,
+    state: PyTree,
+    *,
+    split_vectorized: bool = False,
+    resumed_groups: int | None = None,
 ) -> int:
     """How many groups of members a drive runs at once from host threads (1: none).
 
@@ -163,10 +169,15 @@ def groups_for(
         state: their state (the member axis first).
         split_vectorized: group ``vectorized`` members too (see the module docstring for
             when it pays).
+        resumed_groups: the group count of the run being resumed (None: a new run, or
+            not recorded). Vectorized members keep it wherever they may be grouped at all
+            (it may exceed the threads: the groups then take turns), because a ``vmap``
+            over another number of members can round differently; sequential members
+            round alike in any grouping and take the count for this machine.
 
     Returns:
         The number of groups (:func:`member_groups` for sequential members,
-        :func:`vectorized_groups` for vectorized ones).
+        :func:`vectorized_groups` for vectorized ones, or ``resumed_groups``).
     """
     if member_map == "sequential":
         split = member_groups
@@ -186,6 +197,10 @@ def groups_for(
             return 1
     if jax.default_backend() != "cpu":
         return 1
+    if split is vectorized_groups and resumed_groups is not None and resumed_groups >= 1:
+        size, remainder = divmod(num_members, resumed_groups)
+        if remainder == 0 and (size >= 2 or resumed_groups == 1):
+            return resumed_groups
     return split(num_members, host_threads())
 
 
