@@ -586,8 +586,10 @@ def diagnose(raw: RawRun, latent: Sequence[str], reference: Any) -> dict[str, fl
     idata = az.from_dict(posterior=posterior)
     ess = az.ess(idata, method="bulk")
     rhat = az.rhat(idata)
-    min_ess = min(float(np.min(ess[name].values)) for name in latent)
-    max_rhat = max(float(np.max(rhat[name].values)) for name in latent)
+    # NumPy's min and max, not the built-ins, which keep or drop a NaN (a stuck chain's ESS
+    # or R-hat) by its place in the list.
+    min_ess = float(np.min([np.min(ess[name].values) for name in latent]))
+    max_rhat = float(np.max([np.max(rhat[name].values) for name in latent]))
     max_mean_error, max_sd_error = 0.0, 0.0
     for name in latent:
         draws = posterior[name]
@@ -596,8 +598,8 @@ def diagnose(raw: RawRun, latent: Sequence[str], reference: Any) -> dict[str, fl
         ref_mean, ref_sd = np.ravel(moments.mean), np.ravel(moments.sd)
         mean_error = np.abs(flat.mean(axis=0) - ref_mean) / ref_sd
         sd_error = np.abs(flat.std(axis=0, ddof=1) - ref_sd) / ref_sd
-        max_mean_error = max(max_mean_error, float(mean_error.max()))
-        max_sd_error = max(max_sd_error, float(sd_error.max()))
+        max_mean_error = float(np.max([max_mean_error, mean_error.max()]))
+        max_sd_error = float(np.max([max_sd_error, sd_error.max()]))
     return {
         "min_ess_bulk": min_ess,
         "max_rhat": max_rhat,
