@@ -64,12 +64,13 @@ def one_run(name: str, method: str, metric: str, seed: int) -> dict[str, float]:
     posterior = idata.posterior[[n for n in names if n in idata.posterior]]
     ess = az.ess(posterior, method="bulk")
     rhat = az.rhat(posterior)
-    min_ess = min(float(np.min(ess[v].values)) for v in ess.data_vars)
+    # NumPy's min and max keep a NaN (a stuck chain) that the built-ins may drop.
+    min_ess = float(np.min([np.min(ess[v].values) for v in ess.data_vars]))
     seconds = idata.attrs["warmup_seconds"] + idata.attrs["sampling_seconds"]
     return {
         "ess_per_second": min_ess / seconds,
         "min_ess": min_ess,
-        "max_rhat": max(float(np.max(rhat[v].values)) for v in rhat.data_vars),
+        "max_rhat": float(np.max([np.max(rhat[v].values) for v in rhat.data_vars])),
     }
 
 
@@ -96,8 +97,8 @@ def report(
             m: float(np.exp(np.mean(np.log([r["ess_per_second"] for r in runs[m]]))))
             for m in METRICS
         }
-        rhats = [max(r["max_rhat"] for r in runs[m]) for m in METRICS]
-        worst = [min(r["min_ess"] for r in runs[m]) for m in METRICS]
+        rhats = [float(np.max([r["max_rhat"] for r in runs[m]])) for m in METRICS]
+        worst = [float(np.min([r["min_ess"] for r in runs[m]])) for m in METRICS]
         lines.append(
             f"| {name} | {len(runs['dense'])} | {means['dense']:.0f} | {means['diag']:.0f} | "
             f"{means['dense'] / means['diag']:.2f} | {rhats[0]:.3f} / {rhats[1]:.3f} | "

@@ -78,7 +78,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "mean_divergences": float(np.mean([row["divergences"] for row in rows])),
         "min_ess": float(ess.min()),
         "median_ess": float(np.median(ess)),
-        "max_rhat": float(max(row["max_rhat"] for row in rows)),
+        "max_rhat": float(np.max([row["max_rhat"] for row in rows])),  # NaN kept
         "median_grads_per_draw": float(np.median(grads / (CHAINS * DRAWS))),
         "median_ess_per_1000_grads": float(np.median(1000 * ess / grads)),
     }

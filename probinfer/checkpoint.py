@@ -1,7 +1,7 @@
 """Atomic checkpoints of a drive, so that an interrupted run resumes where it stopped.
 
 A drive's checkpoint folder holds ``progress.npz`` (the loop state, the step reached, the
-time spent, whether the drive ended, and a fingerprint of the run) and one
+time spent, the groups its members ran in, and a fingerprint of the run) and one
 ``records-<start>.npz`` per chunk of recorded steps. Every file is written to a temporary
 name and renamed, so a run killed mid-write leaves the previous checkpoint intact. Because
 every step's key is derived from the run's key and the step index, a resumed run produces

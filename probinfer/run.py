@@ -549,6 +549,8 @@ def run_chains(
             progress_fn=lambda records: count_divergences(records[1], sampling_label),
             description="sampling",
             checkpoint=None if checkpoint is None else checkpoint / "sampling",
+            # A run resumed during warm-up samples in warm-up's groups, as it would have.
+            continued_groups=warmup.num_groups,
             **common,
         )
     states = sampling.state

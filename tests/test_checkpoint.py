@@ -3,6 +3,7 @@
 import re
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro
@@ -10,7 +11,14 @@ import numpyro.distributions as dist
 import pytest
 
 import probinfer as pi
-from probinfer.checkpoint import CHECKSUM_MARK, atomic_write_checked, read_checked
+from probinfer.checkpoint import (
+    CHECKSUM_MARK,
+    DriveProgress,
+    atomic_write_checked,
+    load_progress,
+    read_checked,
+    save_progress,
+)
 
 RUN = {"warmup": 60, "draws": 80, "chunk_size": 20, "progress": False, "chains": 2}
 
@@ -64,6 +72,54 @@ def test_interleaved_chains_resume_to_the_uninterrupted_draws(
     np.testing.assert_array_equal(
         resumed.sample_stats["n_steps"].values, full.sample_stats["n_steps"].values
     )
+
+
+@pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 4 x 80 draws
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="chains are grouped on CPU only")
+def test_vectorized_chains_resume_in_their_groups_under_another_thread_count(
+    tmp_path, interrupt_after, monkeypatch
+):
+    """A vectorized run interrupted during warm-up on 2 threads (2 groups of 2 chains) and
+    resumed on 1 keeps 2 groups in warm-up (from its checkpoint) and in sampling (from
+    warm-up), as the uninterrupted run had: the draws round alike (a `vmap` of 2 chains
+    may round differently from one of 4)."""
+    import probinfer.run
+    from probinfer.driver import THREADS_VARIABLE
+
+    groups = []
+    original_drive = probinfer.run.drive
+
+    def spy_drive(*args, **kwargs):
+        result = original_drive(*args, **kwargs)
+        groups.append(result.num_groups)
+        return result
+
+    monkeypatch.setattr(probinfer.run, "drive", spy_drive)
+    run = {**RUN, "chains": 4, "chain_method": "vectorized"}
+    monkeypatch.setenv(THREADS_VARIABLE, "2")
+    full = pi.sample(model, DATA, 2.0, **run)
+    with interrupt_after(2):
+        pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **run)
+    monkeypatch.setenv(THREADS_VARIABLE, "1")
+    groups.clear()
+    resumed = pi.sample(model, DATA, 2.0, checkpoint=tmp_path, **run)
+    assert groups == [2, 2]  # warm-up, sampling
+    np.testing.assert_array_equal(resumed.posterior["mu"].values, full.posterior["mu"].values)
+    groups.clear()
+    pi.sample(model, DATA, 2.0, **run)  # a new run on 1 thread: one program
+    assert groups == [1, 1]
+
+
+@pytest.mark.parametrize("num_groups", [3, None], ids=["recorded", "older-checkpoint"])
+def test_progress_keeps_the_group_count(tmp_path, num_groups):
+    """The group count is saved with the progress; a checkpoint without it (written before
+    it was recorded) loads with none."""
+    state = {"x": np.arange(4.0)}
+    save_progress(tmp_path, "run=1", DriveProgress(state, 7, 1.5, num_groups))
+    saved = load_progress(tmp_path, "run=1", state)
+    assert saved is not None
+    assert (saved.step, saved.num_groups) == (7, num_groups)
+    np.testing.assert_array_equal(saved.state["x"], state["x"])
 
 
 @pytest.mark.filterwarnings("ignore::probinfer.diagnostics.SamplingWarning")  # 2 x 80 draws

@@ -115,6 +115,9 @@ class DriveResult(NamedTuple):
         compile_seconds: time spent compiling in this call.
         run_seconds: wall time of the steps, compilation excluded (earlier parts of a
             resumed run included).
+        num_groups: the groups of members run at once from host threads (1: one
+            program); a drive that continues this one's members (sampling after warm-up)
+            passes it as ``continued_groups``.
     """
 
     state: PyTree
@@ -123,6 +126,7 @@ class DriveResult(NamedTuple):
     status: DriveStatus
     compile_seconds: float
     run_seconds: float
+    num_groups: int = 1
 
 
 class StagedStep(abc.ABC):
@@ -852,6 +856,7 @@ def drive(
     member_map: str | None = None,
     interleave: bool = False,
     split_vectorized: bool = False,
+    continued_groups: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
     population_size: int | None = None,
     record_fn: Callable[[PyTree], PyTree] | None = None,
@@ -897,7 +902,13 @@ def drive(
             gradient evaluations (NUTS, HMC: 0.7-3.1x on 2 cores, the losses on runs under
             0.2 s); a step of one gradient evaluation (MALA) is too cheap for it (0.4-1.1x).
             Results may differ from one program's in the last bits (a ``vmap`` of fewer
-            members can round differently).
+            members can round differently), so a resumed drive keeps the group count its
+            checkpoint records.
+        continued_groups: the group count of an earlier drive whose members this one
+            continues (``DriveResult.num_groups``; e.g. warm-up before sampling), kept by
+            vectorized members as a checkpoint's would be when this drive has no
+            checkpoint of its own: a run resumed in its first drive then rounds alike in
+            the next one.
         mesh: split the population over this mesh's ``"population"`` axis (population
             steps and ``vectorized`` members).
         population_size: with ``mesh`` and no ``member_map``, the population's size (its
@@ -1096,7 +1107,9 @@ def drive(
             _leading_size(state),
             state,
             split_vectorized=split_vectorized,
-            resumed_groups=None if saved is None else saved.num_groups,
+            resumed_groups=continued_groups
+            if saved is None or saved.num_groups is None
+            else saved.num_groups,
         )
     # Here, after a resume has replaced the state by its (strongly typed) checkpoint.
     state = _without_weak_types(step_fn, state, key, shared, member_map)
@@ -1211,4 +1224,5 @@ def drive(
         status=status,
         compile_seconds=watch.compile_seconds,
         run_seconds=seconds,
+        num_groups=num_groups,
     )

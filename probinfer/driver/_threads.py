@@ -169,8 +169,9 @@ def groups_for(
         state: their state (the member axis first).
         split_vectorized: group ``vectorized`` members too (see the module docstring for
             when it pays).
-        resumed_groups: the group count of the run being resumed (None: a new run, or
-            not recorded). Vectorized members keep it wherever they may be grouped at all
+        resumed_groups: the group count of the run being resumed or continued (None: a
+            new run, or not recorded). Vectorized members keep it where they may be
+            grouped at all and it is 1 or splits them into equal groups of two or more
             (it may exceed the threads: the groups then take turns), because a ``vmap``
             over another number of members can round differently; sequential members
             round alike in any grouping and take the count for this machine.
