@@ -1,0 +1,86 @@
+"""The PFN benchmark's table code (``benchmarks/pfn.py``, hours of NUTS per run, so its
+table functions are tested on the committed results): they render as committed, ``--add``
+refuses rows that would not make one table with a run's and keeps the others in order."""
+
+import copy
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MIXED = RESULTS / "pfn_hyper_mixed"
+MIXED_MODEL = ROOT / "probinfer" / "amortize" / "pretrained" / "gp_hyper_mixed"
+
+
+@pytest.fixture(scope="module")
+def pfn_benchmark():
+    """``benchmarks/pfn.py`` loaded from its file (the benchmarks are scripts, not a package
+    on the path; it imports ``records`` from its own folder as a script does)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        spec = importlib.util.spec_from_file_location("benchmark_pfn", ROOT / "benchmarks/pfn.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    return module
+
+
+def saved(folder: Path) -> dict:
+    return json.loads((folder / "pfn_hyper.json").read_text())
+
+
+def cell_of(row: dict) -> tuple[int, int]:
+    return row["num_features"], row["num_train"]
+
+
+@pytest.mark.parametrize("folder", ["pfn_hyper_mixed", ".", "pfn_scale_free"])
+def test_committed_results_render_as_committed(pfn_benchmark, folder):
+    """Each committed ``pfn_hyper.md`` is its ``pfn_hyper.json`` rendered by today's code
+    (a change to the table code shows here, and ``--markdown-only`` rewrites them)."""
+    result = saved(RESULTS / folder)
+    assert pfn_benchmark.markdown_hyper(result) == (RESULTS / folder / "pfn_hyper.md").read_text()
+
+
+def test_add_refuses_rows_that_would_not_make_one_table(pfn_benchmark, monkeypatch):
+    monkeypatch.chdir(ROOT)  # a saved model path is relative to the repository
+    result = saved(MIXED)
+    cpu = result["machine"]["cpu"]
+    monkeypatch.setattr(pfn_benchmark, "machine_description", lambda: {"cpu": cpu})
+    pfn_benchmark.check_addable(result, MIXED_MODEL, result["num_datasets"])  # the same
+    with pytest.raises(SystemExit, match="datasets per cell: 30 saved, 40 now"):
+        pfn_benchmark.check_addable(result, MIXED_MODEL, 40)
+    monkeypatch.setattr(pfn_benchmark, "machine_description", lambda: {"cpu": "another CPU"})
+    with pytest.raises(SystemExit, match=f"machine: '{cpu}' saved, 'another CPU' now"):
+        pfn_benchmark.check_addable(result, MIXED_MODEL, result["num_datasets"])
+    monkeypatch.setattr(pfn_benchmark, "machine_description", lambda: {"cpu": cpu})
+    other_model = {**result, "model_sha256": "0" * 16}
+    with pytest.raises(SystemExit, match="model: '0000000000000000' saved"):
+        pfn_benchmark.check_addable(other_model, MIXED_MODEL, result["num_datasets"])
+
+
+def test_add_keeps_the_saved_rows_a_run_lacks_in_order(pfn_benchmark):
+    """A run of one cell keeps every other saved row, each naming the commit that measured
+    it; the run's own cell replaces the saved one; a row with no converged reference (its
+    accuracy None) renders."""
+    old = saved(MIXED)
+    cell = copy.deepcopy(next(r for r in old["rows"] if cell_of(r) == (2, 20)))
+    del cell["commits"]  # measured at the run's commit
+    cell.update(pfn_benchmark._accuracy_fields([]), nuts_unconverged=old["num_datasets"])
+    run = {**copy.deepcopy(old), "rows": [cell], "machine": {**old["machine"], "commit": "abc1234"}}
+    run.pop("note")
+    merged = pfn_benchmark._with_saved_rows(run, old)
+    cells = [cell_of(r) for r in merged["rows"]]
+    assert cells == sorted(cell_of(r) for r in old["rows"])
+    replaced = merged["rows"][cells.index((2, 20))]
+    assert replaced["gap"] is None and "commits" not in replaced  # the run's own row
+    kept = [r for r in merged["rows"] if cell_of(r) != (2, 20)]
+    assert all(r["commits"] == pfn_benchmark._row_commits(r, old) for r in kept)
+    assert merged["note"] == old["note"]
+    table = pfn_benchmark.markdown_hyper(merged)
+    assert "| 2 | 20 | no converged reference |" in table
+    assert "| abc1234 |" in table and "| 6def545 |" in table  # each row's commit
