@@ -38,7 +38,9 @@ def cell_of(row: dict) -> tuple[int, int]:
     return row["num_features"], row["num_train"]
 
 
-@pytest.mark.parametrize("folder", ["pfn_hyper_mixed", ".", "pfn_scale_free"])
+@pytest.mark.parametrize(
+    "folder", ["pfn_hyper_mixed", "pfn_hyper_mixed_100", ".", "pfn_scale_free"]
+)
 def test_committed_results_render_as_committed(pfn_benchmark, folder):
     """Each committed ``pfn_hyper.md`` is its ``pfn_hyper.json`` rendered by today's code
     (a change to the table code shows here, and ``--markdown-only`` rewrites them)."""
