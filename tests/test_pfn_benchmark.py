@@ -5,6 +5,7 @@ refuses rows that would not make one table with a run's and keeps the others in 
 import copy
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ MIXED_MODEL = ROOT / "probinfer" / "amortize" / "pretrained" / "gp_hyper_mixed"
 def pfn_benchmark():
     """``benchmarks/pfn.py`` loaded from its file (the benchmarks are scripts, not a package
     on the path; it imports ``records`` from its own folder as a script does)."""
+    had_records = "records" in sys.modules
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         spec = importlib.util.spec_from_file_location("benchmark_pfn", ROOT / "benchmarks/pfn.py")
@@ -27,6 +29,8 @@ def pfn_benchmark():
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
+        if not had_records:  # no top-level `records` module left behind for other tests
+            sys.modules.pop("records", None)
     return module
 
 
@@ -57,7 +61,7 @@ def test_add_refuses_rows_that_would_not_make_one_table(pfn_benchmark, monkeypat
     with pytest.raises(SystemExit, match="datasets per cell: 30 saved, 40 now"):
         pfn_benchmark.check_addable(result, MIXED_MODEL, 40)
     monkeypatch.setattr(pfn_benchmark, "machine_description", lambda: {"cpu": "another CPU"})
-    with pytest.raises(SystemExit, match=f"machine: '{cpu}' saved, 'another CPU' now"):
+    with pytest.raises(SystemExit, match=re.escape(f"machine: '{cpu}' saved, 'another CPU'")):
         pfn_benchmark.check_addable(result, MIXED_MODEL, result["num_datasets"])
     monkeypatch.setattr(pfn_benchmark, "machine_description", lambda: {"cpu": cpu})
     other_model = {**result, "model_sha256": "0" * 16}
@@ -66,10 +70,12 @@ def test_add_refuses_rows_that_would_not_make_one_table(pfn_benchmark, monkeypat
 
 
 def test_add_keeps_the_saved_rows_a_run_lacks_in_order(pfn_benchmark):
-    """A run of one cell keeps every other saved row, each naming the commit that measured
-    it; the run's own cell replaces the saved one; a row with no converged reference (its
-    accuracy None) renders."""
+    """A run of one cell keeps every other saved row as saved, each naming the commit that
+    measured it (a row saved before rows named theirs: the saved result's); the run's own
+    cell replaces the saved one; a row with no converged reference (accuracy None) renders."""
     old = saved(MIXED)
+    unnamed = next(r for r in old["rows"] if cell_of(r) == (1, 5))
+    del unnamed["commits"]  # as rows saved before they named their commit
     cell = copy.deepcopy(next(r for r in old["rows"] if cell_of(r) == (2, 20)))
     del cell["commits"]  # measured at the run's commit
     cell.update(pfn_benchmark._accuracy_fields([]), nuts_unconverged=old["num_datasets"])
@@ -80,8 +86,12 @@ def test_add_keeps_the_saved_rows_a_run_lacks_in_order(pfn_benchmark):
     assert cells == sorted(cell_of(r) for r in old["rows"])
     replaced = merged["rows"][cells.index((2, 20))]
     assert replaced["gap"] is None and "commits" not in replaced  # the run's own row
-    kept = [r for r in merged["rows"] if cell_of(r) != (2, 20)]
-    assert all(r["commits"] == pfn_benchmark._row_commits(r, old) for r in kept)
+    kept = {cell_of(r): r for r in merged["rows"] if cell_of(r) != (2, 20)}
+    assert kept[1, 5]["commits"] == [old["machine"]["commit"]]
+    for row in old["rows"]:
+        if cell_of(row) != (2, 20):
+            assert {**row, "commits": kept[cell_of(row)]["commits"]} == kept[cell_of(row)]
+            assert kept[cell_of(row)]["commits"] == row.get("commits", kept[1, 5]["commits"])
     assert merged["note"] == old["note"]
     table = pfn_benchmark.markdown_hyper(merged)
     assert "| 2 | 20 | no converged reference |" in table

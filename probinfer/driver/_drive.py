@@ -906,9 +906,9 @@ def drive(
             checkpoint records.
         continued_groups: the group count of an earlier drive whose members this one
             continues (``DriveResult.num_groups``; e.g. warm-up before sampling), kept by
-            vectorized members as a checkpoint's would be when this drive has no
-            checkpoint of its own: a run resumed in its first drive then rounds alike in
-            the next one.
+            vectorized members as a checkpoint's would be when this drive's own
+            checkpoint records none (there is none, or it predates the record): a run
+            resumed in its first drive then rounds alike in the next one.
         mesh: split the population over this mesh's ``"population"`` axis (population
             steps and ``vectorized`` members).
         population_size: with ``mesh`` and no ``member_map``, the population's size (its
