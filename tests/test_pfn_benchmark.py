@@ -3,13 +3,12 @@ table functions are tested on the committed results): they render as committed, 
 refuses rows that would not make one table with a run's and keeps the others in order."""
 
 import copy
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from _benchmarks import load_benchmark
 
 ROOT = Path(__file__).parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -19,19 +18,7 @@ MIXED_MODEL = ROOT / "probinfer" / "amortize" / "pretrained" / "gp_hyper_mixed"
 
 @pytest.fixture(scope="module")
 def pfn_benchmark():
-    """``benchmarks/pfn.py`` loaded from its file (the benchmarks are scripts, not a package
-    on the path; it imports ``records`` from its own folder as a script does)."""
-    had_records = "records" in sys.modules
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        spec = importlib.util.spec_from_file_location("benchmark_pfn", ROOT / "benchmarks/pfn.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-        if not had_records:  # no top-level `records` module left behind for other tests
-            sys.modules.pop("records", None)
-    return module
+    return load_benchmark("pfn")
 
 
 def saved(folder: Path) -> dict:

@@ -1,18 +1,12 @@
 """The benchmarks' record log (``benchmarks/records.py``): a killed long run resumes from
 its finished units, never from another setting's or a damaged file."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from _benchmarks import load_benchmark
 
-# The benchmarks are scripts, not a package on the path: load the module from its file.
-_SPEC = importlib.util.spec_from_file_location(
-    "benchmark_records", Path(__file__).parents[1] / "benchmarks" / "records.py"
-)
-records = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(records)
+records = load_benchmark("records")
 RecordLog = records.RecordLog
 
 SETTINGS = {"model": "m", "num_datasets": 3}

@@ -124,8 +124,15 @@ def vectorized_groups(num_members: int, threads: int) -> int:
         groups of at least two (one member alone is not vectorized): 4 members on 2
         threads make 2 groups, 6 on 4 make 3, 5 on 2 make 1, as does 1 thread.
     """
-    fits = [g for g in range(1, threads + 1) if num_members % g == 0 and num_members // g >= 2]
-    return max(fits, default=1)
+    return max(g for g in range(1, threads + 1) if splits_vectorized(num_members, g))
+
+
+def splits_vectorized(num_members: int, num_groups: int) -> bool:
+    """Whether ``num_groups`` groups of vectorized members can be run: one program (1), or
+    equal groups of at least two members each."""
+    return num_groups == 1 or (
+        num_groups > 1 and num_members % num_groups == 0 and num_members // num_groups >= 2
+    )
 
 
 @functools.cache
@@ -198,9 +205,8 @@ def groups_for(
             return 1
     if jax.default_backend() != "cpu":
         return 1
-    if split is vectorized_groups and resumed_groups is not None and resumed_groups >= 1:
-        size, remainder = divmod(num_members, resumed_groups)
-        if remainder == 0 and (size >= 2 or resumed_groups == 1):
+    if split is vectorized_groups and resumed_groups is not None:
+        if splits_vectorized(num_members, resumed_groups):
             return resumed_groups
     return split(num_members, host_threads())
 
